@@ -1,0 +1,67 @@
+"""Writing grid-like GeoPackages that open styled in QGIS.
+
+The style travels inside the file (the ``layer_styles`` table QGIS reads on
+load), so a layer looks right in the desktop, after ``qgis_process`` and when
+a colleague opens the file, without QGIS being involved in writing it.
+"""
+
+import datetime
+import os
+
+from .atomic import atomic_output
+
+GRID_FORMAT_VERSION = "1.0"
+
+
+def layer_name_for(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def write_layer(frame, path, style_qml_path=None, style_name=None, metadata=None):
+    """Write ``frame`` as the single layer of a new GeoPackage at ``path``.
+
+    Written under a temporary name and renamed when complete (style included).
+    """
+    import pyogrio
+
+    layer = layer_name_for(path)
+    with atomic_output(path) as temporary:
+        pyogrio.write_dataframe(frame, temporary, layer=layer, driver="GPKG", layer_metadata=_stringify(metadata))
+        if style_qml_path:
+            embed_default_style(temporary, layer, style_qml_path, style_name or layer)
+    return layer
+
+
+def embed_default_style(path, layer, style_qml_path, style_name):
+    """Store a QML style as the layer's default in QGIS's ``layer_styles`` table."""
+    import pandas
+    import pyogrio
+
+    with open(style_qml_path, encoding="utf-8") as handle:
+        qml = handle.read()
+    geometry_column = pyogrio.read_info(path, layer=layer).get("geometry_name") or "geom"
+    styles = pandas.DataFrame({
+        "f_table_catalog": [""],
+        "f_table_schema": [""],
+        "f_table_name": [layer],
+        "f_geometry_column": [geometry_column],
+        "styleName": [style_name],
+        "styleQML": [qml],
+        "styleSLD": [""],
+        "useAsDefault": [True],
+        "description": [f"povmap-qgis style {os.path.basename(style_qml_path)}"],
+        "owner": [""],
+        "ui": [""],
+        "update_time": [datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)],
+    })
+    pyogrio.write_dataframe(styles, path, layer="layer_styles", driver="GPKG", append=True)
+
+
+def read_layer_metadata(path, layer=None):
+    import pyogrio
+
+    return pyogrio.read_info(path, layer=layer).get("layer_metadata") or {}
+
+
+def _stringify(metadata):
+    return {str(key): str(value) for key, value in (metadata or {}).items()} or None

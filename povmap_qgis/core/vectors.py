@@ -1,0 +1,99 @@
+"""Reading the user's vector layers with clear messages.
+
+Layers arrive as OGR-readable files (the Processing adapters export layers
+that are not, e.g. memory layers or layers with a filter).
+"""
+
+import numpy as np
+
+from .errors import PovmapInputError
+
+NUMERIC_DTYPES = ("int", "uint", "float")
+
+
+def layer_info(path, layer, parameter):
+    """pyogrio's description of a layer, or a message naming ``parameter``."""
+    import pyogrio
+
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+    except Exception as error:
+        raise PovmapInputError(parameter, f"cannot read '{path}'{_layer_suffix(layer)}: {error}") from None
+    if not info.get("crs"):
+        raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has no CRS; set its CRS in the layer properties and save it.")
+    return info
+
+
+def require_geometry(info, path, layer, parameter, kinds):
+    geometry_type = (info.get("geometry_type") or "None").replace(" Z", "").replace(" M", "").replace("25D", "")
+    if geometry_type not in kinds:
+        wanted = " or ".join(kinds)
+        raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has {geometry_type} geometries; a {wanted} layer is needed.")
+
+
+def require_field(info, field, path, layer, parameter, numeric=False):
+    """Check that ``field`` exists (and is numeric); return its dtype."""
+    fields = list(info["fields"])
+    if field not in fields:
+        raise PovmapInputError(parameter, f"the field '{field}' is not in the layer '{_name(path, layer)}' (its fields: {', '.join(fields) or 'none'}).")
+    dtype = str(info["dtypes"][fields.index(field)])
+    if numeric and not dtype.startswith(NUMERIC_DTYPES):
+        raise PovmapInputError(parameter, f"the field '{field}' of the layer '{_name(path, layer)}' is {dtype}, not numeric; choose a numeric field or convert it with the Field calculator.")
+    return dtype
+
+
+def read_points(path, layer, columns, parameter="INPUT"):
+    """Point coordinates (x, y arrays in the layer CRS) and attribute table."""
+    import pyogrio
+    import shapely
+
+    meta, _, wkb, field_data = pyogrio.raw.read(path, layer=layer, columns=columns)
+    table = {name: values for name, values in zip(meta["fields"], field_data)}
+    geometries = shapely.from_wkb(wkb)
+    missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
+    if shapely.get_num_geometries(geometries[~missing]).max(initial=1) > 1:
+        raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has multi-point features with several points; explode them first (Vector geometry ▸ Multipart to singleparts).")
+    x = np.full(len(geometries), np.nan)
+    y = np.full(len(geometries), np.nan)
+    coordinates = shapely.get_coordinates(shapely.get_geometry(geometries[~missing], 0))
+    x[~missing], y[~missing] = coordinates[:, 0], coordinates[:, 1]
+    return x, y, table, meta["crs"]
+
+
+def read_polygons(path, layer, parameter, field=None, reporter=None):
+    """A GeoDataFrame of valid polygons; invalid ones are repaired and named."""
+    import geopandas
+    import shapely
+
+    info = layer_info(path, layer, parameter)
+    require_geometry(info, path, layer, parameter, ("Polygon", "MultiPolygon"))
+    if field:
+        require_field(info, field, path, layer, parameter)
+    frame = geopandas.read_file(path, layer=layer, columns=[field] if field else [], engine="pyogrio", fid_as_index=True)
+    frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
+    invalid = ~frame.geometry.is_valid
+    if invalid.any():
+        repaired = shapely.make_valid(frame.geometry.values[invalid.values])
+        frame.loc[invalid, "geometry"] = [_polygonal_part(geometry) for geometry in repaired]
+        ids = ", ".join(str(fid) for fid in frame.index[invalid][:10])
+        if reporter:
+            reporter.warning(f"{parameter}: repaired {int(invalid.sum())} invalid polygon(s) in '{_name(path, layer)}' (feature ids {ids}{'…' if invalid.sum() > 10 else ''}).")
+        frame = frame[~frame.geometry.is_empty]
+    if frame.empty:
+        raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has no polygons.")
+    return frame
+
+
+def _polygonal_part(geometry):
+    import shapely
+
+    parts = [part for part in shapely.get_parts(geometry) if part.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def _name(path, layer):
+    return layer or path
+
+
+def _layer_suffix(layer):
+    return f" (layer '{layer}')" if layer else ""

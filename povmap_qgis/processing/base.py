@@ -1,0 +1,182 @@
+"""What every povmap algorithm shares: help text, worker runs, file inputs.
+
+Each algorithm module holds only its own parameters and the mapping from
+them to a core step's options (STYLE.md: one base class for the provider).
+"""
+
+import glob
+import os
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingUtils,
+    QgsProviderRegistry,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from .. import runner
+from ..core.atomic import check_output_path
+from ..core.errors import PovmapInputError
+from ..paths import resource_path
+from . import settings
+
+OGR_FILE_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite", "tab", "gdb"]
+REPOSITORY = "https://github.com/povmap/povmap-qgis"
+
+
+class PovmapAlgorithm(QgsProcessingAlgorithm):
+    """Base class: subclasses set the names below and implement the rest."""
+
+    algorithm_id = ""
+    display_name = ""
+    group_id = ""
+    group_name = ""
+    summary = ""
+
+    def __init__(self):
+        super().__init__()
+        self._exported_files = []
+
+    def tr(self, text):
+        return QCoreApplication.translate("povmap", text)
+
+    def createInstance(self):  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    def name(self):
+        return self.algorithm_id
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.tr(self.display_name)
+
+    def group(self):
+        return self.tr(self.group_name)
+
+    def groupId(self):  # noqa: N802 (QGIS API)
+        return self.group_id
+
+    def icon(self):
+        return QIcon(resource_path("icon.svg"))
+
+    def helpUrl(self):  # noqa: N802 (QGIS API)
+        return f"{REPOSITORY}#{self.algorithm_id}"
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        items = "".join(
+            f"<dt><b>{definition.description()}</b> <code>{definition.name()}</code></dt><dd>{definition.help()}</dd>"
+            for definition in self.parameterDefinitions()
+        )
+        return f"<p>{self.tr(self.summary)}</p><h3>{self.tr('Parameters')}</h3><dl>{items}</dl>"
+
+    def add_parameter(self, definition, help_text, advanced=False):
+        """Add a parameter with its help text (shown in the dialog and in qgis_process help)."""
+        definition.setHelp(self.tr(help_text))
+        if advanced:
+            definition.setFlags(definition.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        self.addParameter(definition)
+
+    # --- inputs -----------------------------------------------------------
+
+    def vector_file(self, parameters, name, context, feedback):
+        """(path, layer name) of a vector input as an OGR-readable file, or (None, None).
+
+        File-based layers are read in place; memory layers, filtered layers or
+        "selected features only" are exported to a temporary GeoPackage first,
+        which is deleted when the algorithm ends (household points included).
+        """
+        if parameters.get(name) in (None, ""):
+            return None, None
+        path, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+            parameters, name, context, OGR_FILE_FORMATS, "gpkg", feedback)
+        if not path:
+            raise QgsProcessingException(self.tr(f"{name}: the layer could not be read."))
+        if os.path.abspath(path).startswith(os.path.abspath(QgsProcessingUtils.tempFolder())):
+            self._exported_files.append(path)
+        return os.path.abspath(path), layer or None
+
+    def raster_file(self, parameters, name, context):
+        """Path of a raster input that GDAL can open directly, or None."""
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            if parameters.get(name) not in (None, ""):
+                raise QgsProcessingException(self.tr(f"{name}: '{parameters[name]}' is not a raster layer or file."))
+            return None
+        path = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source()).get("path", "")
+        if layer.providerType() != "gdal" or not os.path.isfile(path):
+            raise QgsProcessingException(self.tr(
+                f"{name}: the layer '{layer.name()}' is not a raster file (provider '{layer.providerType()}'); "
+                "save it as a GeoTIFF first (right-click ▸ Export ▸ Save As…) and use that file."))
+        return os.path.abspath(path)
+
+    def output_gpkg(self, parameters, name, context):
+        path = self.parameterAsOutputLayer(parameters, name, context)
+        path = os.path.abspath(path) if path else path
+        try:
+            check_output_path(path, name)
+        except PovmapInputError as error:
+            raise QgsProcessingException(str(error)) from None
+        return path
+
+    @staticmethod
+    def crs_text(crs):
+        if not crs.isValid():
+            return None
+        return crs.authid() or crs.toWkt()
+
+    # --- running core steps ----------------------------------------------
+
+    def run_core_step(self, step, options, feedback, outputs=()):
+        """Run a core step in the worker; return its result or raise a clear error.
+
+        ``outputs``: files the step writes; unfinished siblings are removed if
+        the worker had to be killed.
+        """
+        def forward(event):
+            kind = event.get("event")
+            if kind == "progress":
+                feedback.setProgress(event.get("percent", 0))
+            elif kind == "warning":
+                feedback.pushWarning(event.get("message", ""))
+            elif kind == "info":
+                feedback.pushInfo(event.get("message", ""))
+
+        try:
+            python = runner.resolve_worker_python(settings.worker_python())
+            feedback.pushDebugInfo(f"Worker Python: {python}")
+            return runner.run_worker(step, options, python=python, on_event=forward, is_canceled=feedback.isCanceled)
+        except runner.WorkerError as error:
+            for output in outputs:
+                _remove_partials(output)
+            if error.details and error.kind == "crash":
+                feedback.reportError(error.details, fatalError=False)
+            raise QgsProcessingException(str(error)) from None
+        finally:
+            self._remove_exported_files()
+
+    def _remove_exported_files(self):
+        for path in self._exported_files:
+            for candidate in glob.glob(path + "*"):
+                try:
+                    os.remove(candidate)
+                except OSError:
+                    pass
+        self._exported_files = []
+
+
+def _remove_partials(path):
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    for candidate in glob.glob(os.path.join(folder, f".{glob.escape(stem)}.partial-*{ext}*")):
+        try:
+            os.remove(candidate)
+        except OSError:
+            pass
+
+
+
+POINT_SOURCES = [QgsProcessing.SourceType.TypeVectorPoint]
+POLYGON_SOURCES = [QgsProcessing.SourceType.TypeVectorPolygon]

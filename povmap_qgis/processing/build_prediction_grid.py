@@ -1,0 +1,71 @@
+"""povmap:buildpredictiongrid — cells covering districts with no survey."""
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorDestination,
+)
+
+from ..paths import style_path
+from .base import POLYGON_SOURCES, PovmapAlgorithm
+
+COUNT_KEYS = ("cells_covering", "cells_not_habitable", "cells_no_habitable_data", "cells_kept")
+
+
+class BuildPredictionGrid(PovmapAlgorithm):
+    algorithm_id = "buildpredictiongrid"
+    display_name = "Build prediction grid"
+    group_id = "grids"
+    group_name = "1 · Survey and grids"
+    summary = (
+        "Covers districts or an area of interest with cells for mapping where no survey exists. "
+        "Cells use the same alignment and ids as the training grid. Optionally keeps only habitable "
+        "cells: those whose mean value of a settlement or population raster reaches a minimum."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.add_parameter(QgsProcessingParameterFeatureSource("AREA", self.tr("Districts or area to map"), POLYGON_SOURCES),
+                           "Polygons to cover with cells; every cell that overlaps them is kept. Invalid polygons are repaired.")
+        self.add_parameter(QgsProcessingParameterField("DISTRICT_FIELD", self.tr("District name field"), None, "AREA", optional=True),
+                           "Field of AREA holding the district name; each cell takes the district it overlaps most.")
+        self.add_parameter(QgsProcessingParameterNumber("CELL_SIZE", self.tr("Cell size (m)"), QgsProcessingParameterNumber.Type.Double, 1000.0, False, 1.0),
+                           "Side of the square cells in metres; use the training grid's so that ids match.")
+        self.add_parameter(QgsProcessingParameterRasterLayer("HABITABLE", self.tr("Habitability raster (settlement or population)"), optional=True),
+                           "Optional raster file (e.g. built-up fraction or population); cells whose mean is below HABITABLE_MIN, or that it does not cover, are left out.")
+        self.add_parameter(QgsProcessingParameterBand("HABITABLE_BAND", self.tr("Habitability band"), 1, "HABITABLE", optional=True),
+                           "Band of HABITABLE to average over each cell.", advanced=True)
+        self.add_parameter(QgsProcessingParameterNumber("HABITABLE_MIN", self.tr("Minimum mean habitability"), QgsProcessingParameterNumber.Type.Double, 0.0, optional=True),
+                           "Cells whose mean HABITABLE value is below this are left out (used with HABITABLE).")
+        self.add_parameter(QgsProcessingParameterCrs("CRS", self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True),
+                           "A projected CRS in metres; use the training grid's CRS so that ids match. Empty: the UTM zone at the area's centre.", advanced=True)
+        self.add_parameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr("Prediction grid"), QgsProcessing.SourceType.TypeVectorPolygon),
+                           "GeoPackage of cells with cell_id and district (and habitable_mean when HABITABLE is used).")
+        for key in COUNT_KEYS:
+            self.addOutput(QgsProcessingOutputNumber(key.upper(), key.replace("_", " ").capitalize()))
+        self.addOutput(QgsProcessingOutputString("GRID_CRS", self.tr("Grid CRS")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        output = self.output_gpkg(parameters, "OUTPUT", context)
+        area_path, area_layer = self.vector_file(parameters, "AREA", context, feedback)
+        habitable = self.raster_file(parameters, "HABITABLE", context)
+        options = {
+            "area_path": area_path, "area_layer": area_layer, "output_path": output,
+            "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context) or None,
+            "cell_size": self.parameterAsDouble(parameters, "CELL_SIZE", context),
+            "crs": self.crs_text(self.parameterAsCrs(parameters, "CRS", context)),
+            "habitable_path": habitable,
+            "habitable_band": self.parameterAsInt(parameters, "HABITABLE_BAND", context) or 1,
+            "habitable_min": self.parameterAsDouble(parameters, "HABITABLE_MIN", context),
+            "style_qml_path": style_path("prediction_grid"),
+        }
+        counts = self.run_core_step("build_prediction_grid", options, feedback, outputs=[output])
+        results = {"OUTPUT": output, "GRID_CRS": counts.get("crs")}
+        results.update({key.upper(): counts.get(key, 0) for key in COUNT_KEYS})
+        return results

@@ -1,0 +1,38 @@
+"""The "Poverty mapping" Processing provider (id ``povmap``)."""
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..paths import resource_path
+from . import settings
+from .build_prediction_grid import BuildPredictionGrid
+from .build_training_grid import BuildTrainingGrid
+
+
+class PovmapProvider(QgsProcessingProvider):
+    def id(self):
+        return "povmap"
+
+    def name(self):
+        return "Poverty mapping"
+
+    def longName(self):  # noqa: N802 (QGIS API)
+        return "Poverty mapping (povmap-qgis)"
+
+    def icon(self):
+        return QIcon(resource_path("icon.svg"))
+
+    def svgIconPath(self):  # noqa: N802 (QGIS API)
+        return resource_path("icon.svg")
+
+    def load(self):
+        settings.register()
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self):
+        settings.unregister()
+
+    def loadAlgorithms(self):  # noqa: N802 (QGIS API)
+        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid()):
+            self.addAlgorithm(algorithm)

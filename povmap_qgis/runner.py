@@ -1,0 +1,184 @@
+"""Run a core step in the worker process and stream its events back.
+
+Pure Python (no ``qgis``): the Processing algorithms wrap it, and tests drive
+it directly. The worker runs under a configurable interpreter so heavy
+packages (TensorFlow, rasterio, geopandas) never load into QGIS itself.
+"""
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+WORKER_ENV_FILE = os.path.join(PLUGIN_DIR, "worker_env.json")
+PYTHON_ENV_VARIABLE = "POVMAP_PYTHON"
+# Variables QGIS sets for its own GDAL/PROJ; the worker's packages bring their own data.
+VARIABLES_NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
+SETUP_HINT = "run scripts/setup from the povmap-qgis source folder, or set the worker Python in Settings ▸ Options ▸ Processing ▸ Providers ▸ Poverty mapping (or the POVMAP_PYTHON environment variable)"
+
+
+class WorkerError(RuntimeError):
+    """The worker failed; ``kind`` is input, canceled, missing_package, crash or setup."""
+
+    def __init__(self, message, kind="crash", parameter=None, details=""):
+        super().__init__(message)
+        self.kind, self.parameter, self.details = kind, parameter, details
+
+
+def resolve_worker_python(configured=None):
+    """The interpreter for the worker: env variable, then setting, then setup's venv."""
+    candidates = [
+        (os.environ.get(PYTHON_ENV_VARIABLE), f"the {PYTHON_ENV_VARIABLE} environment variable"),
+        (configured, "the plugin setting"),
+        (_setup_python(), f"{WORKER_ENV_FILE} (written by scripts/setup)"),
+    ]
+    for python, origin in candidates:
+        if not python:
+            continue
+        if os.path.isfile(python) and os.access(python, os.X_OK):
+            return python
+        raise WorkerError(f"The worker Python '{python}' from {origin} does not exist or is not executable; {SETUP_HINT}.", kind="setup")
+    raise WorkerError(f"No worker Python environment is configured; {SETUP_HINT}.", kind="setup")
+
+
+def _setup_python():
+    try:
+        with open(WORKER_ENV_FILE, encoding="utf-8") as handle:
+            return json.load(handle).get("python")
+    except (OSError, ValueError):
+        return None
+
+
+def worker_environment():
+    environment = {key: value for key, value in os.environ.items() if key not in VARIABLES_NOT_INHERITED}
+    environment["PYTHONPATH"] = os.path.dirname(PLUGIN_DIR)
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return environment
+
+
+def run_worker(step, options, python=None, on_event=None, is_canceled=None, cancel_grace_s=10.0):
+    """Run ``step`` with ``options`` in a worker; return its result dict.
+
+    ``on_event(event_dict)`` receives progress/info/warning events as they
+    come; ``is_canceled()`` is polled and, when true, the worker gets SIGTERM
+    (it cleans up) and, after ``cancel_grace_s``, SIGKILL.
+    """
+    python = python or resolve_worker_python()
+    job = json.dumps({"step": step, "options": options})
+    try:
+        process = subprocess.Popen(
+            [python, "-m", "povmap_qgis.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=worker_environment(), cwd=os.path.dirname(PLUGIN_DIR),
+            text=True, encoding="utf-8", errors="replace", start_new_session=True,
+        )
+    except OSError as error:
+        raise WorkerError(f"Cannot start the worker Python '{python}': {error}; {SETUP_HINT}.", kind="setup") from None
+
+    events = queue.Queue()
+    stderr_tail = collections.deque(maxlen=60)
+    readers = [
+        threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True),
+        threading.Thread(target=_read_lines, args=(process.stderr, stderr_tail), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        process.stdin.write(job)
+        process.stdin.close()
+    except BrokenPipeError:
+        pass
+
+    result, error_event, canceled = None, None, False
+    while True:
+        try:
+            event = events.get(timeout=0.1)
+        except queue.Empty:
+            event = None
+        if is_canceled and not canceled and result is None and is_canceled():
+            canceled = True
+            _terminate(process, cancel_grace_s)
+        if event is None:
+            if process.poll() is not None and not readers[0].is_alive() and events.empty():
+                break
+            continue
+        if event.get("event") == "result":
+            result = event.get("result")
+        elif event.get("event") == "error":
+            error_event = event
+        elif on_event:
+            on_event(event)
+    process.wait()
+    for reader in readers:
+        reader.join(timeout=2)
+    process.stdout.close()
+    process.stderr.close()
+
+    if canceled and result is None:
+        raise WorkerError("Cancelled by the user; no output was written.", kind="canceled")
+    if error_event:
+        raise _worker_error(error_event, python)
+    if process.returncode != 0 or result is None:
+        tail = "\n".join(stderr_tail)
+        raise WorkerError(f"The worker stopped unexpectedly (exit code {process.returncode}).\n{tail}", details=tail)
+    return result
+
+
+def _worker_error(event, python):
+    kind = event.get("kind", "crash")
+    if kind == "missing_package":
+        package = event.get("package")
+        return WorkerError(
+            f"The worker Python '{python}' lacks the package '{package}'; {SETUP_HINT} "
+            f"(or install it there: pip install -r requirements.txt -c constraints.txt).", kind=kind, details=event.get("traceback", ""))
+    return WorkerError(event.get("message", "unknown error"), kind=kind, parameter=event.get("parameter"), details=event.get("traceback", ""))
+
+
+def _terminate(process, grace_s):
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _read_events(stream, events):
+    for line in stream:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            events.put(json.loads(line))
+        except ValueError:
+            events.put({"event": "info", "message": line})
+
+
+def _read_lines(stream, tail):
+    for line in stream:
+        tail.append(line.rstrip())
+
+
+def main():
+    """``python -m povmap_qgis.runner STEP OPTIONS_JSON``: run a step from a shell."""
+    step, options = sys.argv[1], json.loads(sys.argv[2])
+    result = run_worker(step, options, python=sys.executable, on_event=lambda event: print(json.dumps(event), file=sys.stderr))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

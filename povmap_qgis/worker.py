@@ -1,0 +1,120 @@
+"""Entry point of the worker process: ``python -m povmap_qgis.worker``.
+
+Reads one job as JSON on stdin (``{"step": ..., "options": {...}}``), runs the
+core step and writes JSON lines on stdout, one event each:
+``progress`` (percent), ``info``/``warning`` (message), ``result`` (a dict),
+``error`` (kind ``input`` with the parameter at fault, ``canceled`` or
+``crash`` with a traceback). Anything a library prints goes to stderr so it
+cannot corrupt the protocol. SIGTERM cancels: outputs are cleaned up.
+
+This module never imports ``qgis``.
+"""
+
+import importlib
+import json
+import os
+import signal
+import sys
+import traceback
+
+# step name -> (module, options class, function); imported only when run.
+STEPS = {
+    "build_training_grid": ("povmap_qgis.core.training_grid", "TrainingGridOptions", "build_training_grid"),
+    "build_prediction_grid": ("povmap_qgis.core.prediction_grid", "PredictionGridOptions", "build_prediction_grid"),
+    "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
+}
+
+PROTOCOL_VERSION = 1
+
+
+class JsonLinesReporter:
+    """Reporter that writes events for the runner on the protocol stream."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._last_percent = None
+
+    def emit(self, event, **fields):
+        self._stream.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+        self._stream.flush()
+
+    def progress(self, percent):
+        rounded = round(float(percent), 1)
+        if rounded != self._last_percent:
+            self._last_percent = rounded
+            self.emit("progress", percent=rounded)
+
+    def info(self, message):
+        self.emit("info", message=str(message))
+
+    def warning(self, message):
+        self.emit("warning", message=str(message))
+
+    def canceled(self):
+        return False
+
+    def check_canceled(self):
+        pass
+
+    def stage(self, start, end):
+        from .core.reporting import _StageReporter
+
+        return _StageReporter(self, start, end)
+
+
+def run_step(step, options, reporter):
+    if step not in STEPS:
+        raise ValueError(f"unknown step '{step}' (known: {', '.join(sorted(STEPS))})")
+    module_name, options_class, function_name = STEPS[step]
+    module = importlib.import_module(module_name)
+    function = getattr(module, function_name)
+    if options_class is None:
+        return function(reporter=reporter, **options)
+    return function(getattr(module, options_class)(**options), reporter=reporter)
+
+
+def _protocol_stream():
+    """Keep the real stdout for events; send fd 1 (C libraries too) to stderr."""
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol
+
+
+def _cancel_on_sigterm():
+    from .core.errors import PovmapCanceled
+
+    def handler(signum, frame):
+        raise PovmapCanceled("cancelled by the user")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main():
+    reporter = JsonLinesReporter(_protocol_stream())
+    try:
+        job = json.loads(sys.stdin.read())
+        _cancel_on_sigterm()
+        from .core.errors import PovmapCanceled, PovmapInputError
+    except Exception as error:  # before the core is importable nothing else can be said
+        reporter.emit("error", kind="crash", message=f"the worker could not start: {error}", traceback=traceback.format_exc())
+        return 2
+    try:
+        result = run_step(job["step"], job.get("options") or {}, reporter)
+        reporter.emit("result", result=result if isinstance(result, dict) else {"value": result})
+        return 0
+    except PovmapInputError as error:
+        reporter.emit("error", kind="input", parameter=error.parameter, message=str(error))
+    except PovmapCanceled:
+        reporter.emit("error", kind="canceled", message="cancelled by the user")
+    except ModuleNotFoundError as error:
+        reporter.emit("error", kind="missing_package", package=error.name, message=str(error), traceback=traceback.format_exc())
+    except MemoryError:
+        reporter.emit("error", kind="crash", message="the worker ran out of memory", traceback=traceback.format_exc())
+    except Exception as error:
+        reporter.emit("error", kind="crash", message=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
