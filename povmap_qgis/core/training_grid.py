@@ -60,10 +60,10 @@ def build_training_grid(options, reporter=None):
     counts = dict.fromkeys(COUNT_KEYS, 0)
 
     info = vectors.layer_info(options.points_path, options.points_layer, "INPUT")
-    vectors.require_geometry(info, options.points_path, options.points_layer, "INPUT", ("Point", "MultiPoint"))
-    columns = _checked_columns(info, options)
     if info.get("features") == 0:
         raise PovmapInputError("INPUT", f"the layer '{options.points_layer or options.points_path}' is empty.")
+    vectors.require_geometry(info, options.points_path, options.points_layer, "INPUT", ("Point", "MultiPoint"))
+    columns = _checked_columns(info, options)
 
     reporter.info("Reading household points…")
     x, y, table, points_crs = vectors.read_points(options.points_path, options.points_layer, columns)

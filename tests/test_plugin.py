@@ -1,0 +1,98 @@
+"""The built plugin: metadata, package contents, loading in QGIS, light imports."""
+
+import configparser
+import json
+import os
+import subprocess
+import zipfile
+
+from conftest import BUILD_DIR, INSTALLED_PLUGIN, ROOT
+
+import povmap_qgis
+
+
+def test_tests_import_the_built_plugin():
+    assert os.path.dirname(povmap_qgis.__file__) == os.path.join(BUILD_DIR, "povmap_qgis")
+
+
+def test_metadata_is_complete_for_qgis_and_qgis_process():
+    metadata = configparser.ConfigParser()
+    metadata.read(os.path.join(BUILD_DIR, "povmap_qgis", "metadata.txt"), encoding="utf-8")
+    general = metadata["general"]
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert general["hasProcessingProvider"] == "yes"
+    for key in ("name", "description", "about", "version", "author", "email", "repository", "tracker", "tags", "icon"):
+        assert general[key].strip(), key
+    assert os.path.isfile(os.path.join(BUILD_DIR, "povmap_qgis", general["icon"]))
+
+
+def test_build_carries_top_level_files_into_plugin_folder_and_zip():
+    plugin = os.path.join(BUILD_DIR, "povmap_qgis")
+    for relative in ("metadata.txt", "resources/icon.svg", "resources/styles/training_grid.qml", "models", "LICENSE", "core/training_grid.py"):
+        assert os.path.exists(os.path.join(plugin, relative)), relative
+    version = configparser.ConfigParser()
+    version.read(os.path.join(plugin, "metadata.txt"))
+    archive = os.path.join(ROOT, "dist", f"povmap_qgis-{version['general']['version']}.zip")
+    with zipfile.ZipFile(archive) as bundle:
+        names = bundle.namelist()
+    assert "povmap_qgis/metadata.txt" in names and "povmap_qgis/__init__.py" in names
+    assert not [name for name in names if "__pycache__" in name or name.endswith("worker_env.json")]
+
+
+def test_loading_the_plugin_imports_nothing_heavy():
+    """QGIS's own Python loads the plugin and provider without TensorFlow, rasterio, geopandas..."""
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from qgis.core import QgsApplication\n"
+        "app = QgsApplication([], False); app.initQgis()\n"
+        "import povmap_qgis\n"
+        "plugin = povmap_qgis.classFactory(None)\n"
+        "from povmap_qgis.processing.provider import PovmapProvider\n"
+        "provider = PovmapProvider(); provider.loadAlgorithms()\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'rasterio', 'geopandas', 'pyogrio', 'shapely', 'pandas', 'sklearn', 'pyproj') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    ) % BUILD_DIR
+    completed = subprocess.run(["/usr/bin/python3", "-c", script], capture_output=True, text=True,
+                               env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), timeout=120)
+    assert "HEAVY=\n" in completed.stdout, completed.stdout + completed.stderr
+
+
+def test_plugin_registers_and_removes_its_provider(qgis_app, qgis_iface, qgis_processing):
+    from qgis.core import QgsApplication
+
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("povmap")
+    if existing is not None:
+        registry.removeProvider(existing)
+    plugin = povmap_qgis.classFactory(qgis_iface)
+    plugin.initGui()
+    provider = registry.providerById("povmap")
+    assert provider is not None and provider.name() == "Poverty mapping"
+    assert not provider.icon().isNull()
+    assert {algorithm.id() for algorithm in provider.algorithms()} >= {"povmap:buildtraininggrid", "povmap:buildpredictiongrid"}
+    plugin.unload()
+    assert registry.providerById("povmap") is None
+
+
+def test_every_parameter_has_help_text_and_algorithms_are_grouped(povmap_provider):
+    for algorithm in povmap_provider.algorithms():
+        assert algorithm.groupId() == "grids" and algorithm.group()
+        assert "<dl>" in algorithm.shortHelpString()
+        for definition in algorithm.parameterDefinitions():
+            assert len(definition.help()) > 20, f"{algorithm.id()} {definition.name()}"
+
+
+def test_worker_python_setting_is_offered(povmap_provider):
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    assert "POVMAP_WORKER_PYTHON" in ProcessingConfig.settings
+
+
+def test_installed_plugin_is_the_build_and_records_its_worker_python():
+    assert os.path.isfile(os.path.join(INSTALLED_PLUGIN, "metadata.txt")), "run scripts/setup (it installs the plugin)"
+    for relative in ("metadata.txt", "core/training_grid.py", "processing/base.py", "resources/styles/training_grid.qml"):
+        with open(os.path.join(INSTALLED_PLUGIN, relative), "rb") as installed, open(os.path.join(BUILD_DIR, "povmap_qgis", relative), "rb") as built:
+            assert installed.read() == built.read(), f"{relative}: the installed plugin is not the build; run scripts/setup"
+    with open(os.path.join(INSTALLED_PLUGIN, "worker_env.json"), encoding="utf-8") as handle:
+        python = json.load(handle)["python"]
+    assert os.path.isfile(python) and os.access(python, os.X_OK)
