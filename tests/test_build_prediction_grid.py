@@ -1,0 +1,120 @@
+"""povmap:buildpredictiongrid: coverage, shared ids, habitability (QGIS references)."""
+
+import os
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from qgis.core import QgsRasterLayer
+
+from helpers import read_grid, write_points, write_polygons
+from povmap_qgis.core import cells
+from qgis_helpers import run_algorithm, run_failing
+
+ALG = "povmap:buildpredictiongrid"
+UTM = "EPSG:32642"
+
+
+def irregular_districts(tmp_path, crs=UTM):
+    west = shapely.Polygon([(600130, 2800270), (604420, 2800110), (603870, 2805380), (600260, 2804730)])
+    east = shapely.Polygon([(604420, 2800110), (608710, 2800590), (607950, 2806120), (603870, 2805380)])
+    return write_polygons(tmp_path / "districts.gpkg", [west, east], crs, name=["West", "East"]), [west, east]
+
+
+def cell_ids_of(frame):
+    return set(frame["cell_id"].astype("int64"))
+
+
+def test_covers_the_same_cells_as_qgis_creategrid_and_extractbylocation(povmap_provider, tmp_path):
+    import processing
+
+    path, _ = irregular_districts(tmp_path)
+    results, _ = run_algorithm(ALG, {"AREA": str(path), "DISTRICT_FIELD": "name", "OUTPUT": str(tmp_path / "pred.gpkg")})
+    ours = read_grid(results["OUTPUT"])
+    grid = processing.run("native:creategrid", {"TYPE": 2, "EXTENT": f"600000,609000,2800000,2807000 [{UTM}]", "HSPACING": 1000, "VSPACING": 1000,
+                                                "CRS": UTM, "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
+    covering = processing.run("native:extractbylocation", {"INPUT": grid, "PREDICATE": [0], "INTERSECT": str(path), "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
+    reference = {int(cells.encode_cell_ids(round(f.geometry().boundingBox().yMinimum() / 1000), round(f.geometry().boundingBox().xMinimum() / 1000)))
+                 for f in covering.getFeatures()}
+    assert cell_ids_of(ours) == reference
+    assert results["CELLS_KEPT"] == len(reference)
+    # each cell takes the district it overlaps most
+    west_only = int(cells.encode_cell_ids(2802, 601))
+    east_only = int(cells.encode_cell_ids(2802, 606))
+    by_id = ours.set_index("cell_id")["district"]
+    assert by_id[west_only] == "West" and by_id[east_only] == "East"
+
+
+def test_shares_cell_ids_with_the_training_grid(povmap_provider, tmp_path):
+    path, _ = irregular_districts(tmp_path)
+    rng = np.random.default_rng(2)
+    x, y = 601000 + rng.random(3000) * 6000, 2801000 + rng.random(3000) * 4000
+    points = write_points(tmp_path / "p.gpkg", x, y, UTM, score=rng.integers(1, 60, 3000))
+    training, _ = run_algorithm("povmap:buildtraininggrid", {"INPUT": str(points), "SCORE_FIELD": "score", "DISTRICTS": str(path),
+                                                             "DISTRICT_FIELD": "name", "OUTPUT": str(tmp_path / "train.gpkg")})
+    prediction, _ = run_algorithm(ALG, {"AREA": str(path), "DISTRICT_FIELD": "name", "OUTPUT": str(tmp_path / "pred.gpkg")})
+    train, pred = read_grid(training["OUTPUT"]).set_index("cell_id"), read_grid(prediction["OUTPUT"]).set_index("cell_id")
+    assert set(train.index) <= set(pred.index)
+    for cell_id in train.index:
+        assert train.geometry[cell_id].equals(pred.geometry[cell_id])
+
+
+def test_area_in_geographic_crs_uses_utm(povmap_provider, tmp_path):
+    area = write_polygons(tmp_path / "aoi.gpkg", [shapely.box(68.30, 25.30, 68.34, 25.33)], "EPSG:4326", name=["AOI"])
+    results, feedback = run_algorithm(ALG, {"AREA": str(area), "OUTPUT": str(tmp_path / "pred.gpkg")})
+    assert results["GRID_CRS"] == UTM and any("UTM zone" in line for line in feedback.infos)
+    assert 12 <= results["CELLS_KEPT"] <= 30
+
+
+def write_habitability(tmp_path, crs=UTM):
+    """100 m raster aligned with the cells: mean per cell is known exactly."""
+    values = np.zeros((70, 90), dtype="float32")
+    values[:, :45] = 1.0          # western half inhabited
+    values[30:40, 60:70] = 0.5    # one cell at half density
+    values[0:10, 80:90] = -9999   # nodata block
+    path = tmp_path / "built_up.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=90, height=70, count=1, dtype="float32", crs=crs, nodata=-9999,
+                       transform=rasterio.Affine(100, 0, 600000, 0, -100, 2807000)) as dataset:
+        dataset.write(values, 1)
+    return path
+
+
+def test_habitable_mean_equals_qgis_zonal_statistics_and_filters(povmap_provider, tmp_path):
+    import processing
+
+    path, _ = irregular_districts(tmp_path)
+    raster = write_habitability(tmp_path)
+    everything, _ = run_algorithm(ALG, {"AREA": str(path), "HABITABLE": str(raster), "HABITABLE_MIN": -1, "OUTPUT": str(tmp_path / "all.gpkg")})
+    zonal = processing.run("native:zonalstatisticsfb", {"INPUT": everything["OUTPUT"], "INPUT_RASTER": str(raster), "RASTER_BAND": 1,
+                                                        "COLUMN_PREFIX": "ref_", "STATISTICS": [2], "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
+    reference = {feature["cell_id"]: feature["ref_mean"] for feature in zonal.getFeatures()}
+    ours = read_grid(everything["OUTPUT"]).set_index("cell_id")["habitable_mean"]
+    assert len(ours) > 20
+    for cell_id, mean in ours.items():
+        assert mean == pytest.approx(reference[cell_id], abs=1e-6)
+    assert everything["CELLS_NO_HABITABLE_DATA"] >= 0
+
+    habitable, feedback = run_algorithm(ALG, {"AREA": str(path), "HABITABLE": str(raster), "HABITABLE_MIN": 0.5, "OUTPUT": str(tmp_path / "hab.gpkg")})
+    kept = read_grid(habitable["OUTPUT"])
+    assert (kept["habitable_mean"] >= 0.5).all()
+    assert set(kept["cell_id"]) == {cell_id for cell_id, mean in ours.items() if mean >= 0.5}
+    assert habitable["CELLS_NOT_HABITABLE"] == int((ours < 0.5).sum())
+    assert any("HABITABLE:" in line for line in feedback.infos)
+
+
+def test_bad_input(povmap_provider, tmp_path):
+    from osgeo import gdal
+
+    path, _ = irregular_districts(tmp_path)
+    points = write_points(tmp_path / "p.gpkg", [600100.0], [2800100.0], UTM, score=[1])
+    assert "Point geometries" in run_failing(ALG, {"AREA": str(points), "OUTPUT": str(tmp_path / "o.gpkg")})
+    assert "CELL_SIZE" in run_failing(ALG, {"AREA": str(path), "CELL_SIZE": -1, "OUTPUT": str(tmp_path / "o.gpkg")})
+    message = run_failing(ALG, {"AREA": str(path), "HABITABLE": str(write_habitability(tmp_path)), "HABITABLE_MIN": 5, "OUTPUT": str(tmp_path / "o.gpkg")})
+    assert "HABITABLE_MIN" in message and "no cell is left" in message
+    gdal.Translate("/vsimem/in_memory.tif", str(tmp_path / "built_up.tif"))
+    in_memory = QgsRasterLayer("/vsimem/in_memory.tif", "in memory raster", "gdal")
+    assert in_memory.isValid()
+    message = run_failing(ALG, {"AREA": str(path), "HABITABLE": in_memory, "OUTPUT": str(tmp_path / "o.gpkg")})
+    assert "HABITABLE" in message and "save it as a GeoTIFF" in message
+    assert not os.path.exists(tmp_path / "o.gpkg")
