@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Render layers to a PNG with QGIS's map renderer, each with its saved style.
+
+    render_map.py OUT.png LAYER [LAYER ...] [--width 1600] [--extent-of LAYER] [--title TEXT]
+
+LAYER is a file path, optionally `path|layername=name`; the first is drawn on
+top. GeoPackage layers show the style saved inside them (povmap outputs do).
+"""
+
+import argparse
+import os
+import sys
+
+
+def load_layer(source):
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    path = source.split("|")[0]
+    name = os.path.splitext(os.path.basename(path))[0]
+    if path.lower().endswith((".tif", ".tiff", ".vrt")):
+        layer = QgsRasterLayer(path, name, "gdal")
+    else:
+        layer = QgsVectorLayer(source, name, "ogr")
+    if not layer.isValid():
+        raise SystemExit(f"render_map: cannot open '{source}'")
+    return layer
+
+
+def render(output, sources, width=1600, extent_of=None, title=None):
+    from qgis.core import QgsMapRendererParallelJob, QgsMapSettings, QgsProject, QgsRectangle
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor, QFont, QPainter
+
+    layers = [load_layer(source) for source in sources]
+    for layer in layers:
+        QgsProject.instance().addMapLayer(layer, False)
+    reference = load_layer(extent_of) if extent_of else layers[0]
+    settings = QgsMapSettings()
+    settings.setDestinationCrs(reference.crs())
+    settings.setLayers(layers)
+    extent = QgsRectangle(settings.layerExtentToOutputExtent(reference, reference.extent()))
+    extent.scale(1.04)
+    height = max(1, int(width * extent.height() / extent.width()))
+    settings.setOutputSize(QSize(width, height))
+    settings.setExtent(extent)
+    settings.setBackgroundColor(QColor("white"))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    if title:
+        painter = QPainter(image)
+        painter.setFont(QFont("Sans", max(10, width // 80)))
+        painter.fillRect(0, 0, width, max(24, width // 40), QColor(255, 255, 255, 200))
+        painter.setPen(QColor("black"))
+        painter.drawText(8, max(18, width // 55), title)
+        painter.end()
+    if not image.save(output, "PNG"):
+        raise SystemExit(f"render_map: cannot write {output}")
+    return output
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output")
+    parser.add_argument("layers", nargs="+")
+    parser.add_argument("--width", type=int, default=1600)
+    parser.add_argument("--extent-of")
+    parser.add_argument("--title")
+    arguments = parser.parse_args()
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qgis.core import QgsApplication
+
+    app = QgsApplication([], False)
+    app.initQgis()
+    try:
+        render(arguments.output, arguments.layers, arguments.width, arguments.extent_of, arguments.title)
+    finally:
+        app.exitQgis()
+    print(f"Rendered {arguments.output}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
