@@ -11,6 +11,7 @@ at least 5x faster than the chain. Run with the setup venv:
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -65,12 +66,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=1_670_000)
     parser.add_argument("--skip-qgis-chain", action="store_true", help="time only povmap (the chain takes minutes)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated files (printed folder)")
     arguments = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix="povmap-bench-")
+    try:
+        benchmark(arguments, folder)
+    finally:
+        if not arguments.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def benchmark(arguments, folder):
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("POVMAP_PYTHON", sys.executable)
     sys.path.insert(0, os.path.join(ROOT, "build"))
-    folder = tempfile.mkdtemp(prefix="povmap-bench-")
     points = os.path.join(folder, "households.gpkg")
     started = time.perf_counter()
     generate_households(points, arguments.points)
