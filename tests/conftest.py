@@ -27,9 +27,12 @@ if not os.path.isfile(os.path.join(BUILD_DIR, "povmap_qgis", "metadata.txt")):
 sys.path.insert(0, BUILD_DIR)
 
 
-@pytest.fixture(scope="session")
+_PROVIDERS = []  # the registry does not own the Python objects: keep them alive
+
+
+@pytest.fixture()
 def povmap_provider(qgis_processing):
-    """The povmap provider registered in the test QGIS application."""
+    """The povmap provider, registered in the test QGIS (again, if a test unloaded it)."""
     from qgis.core import QgsApplication
 
     from povmap_qgis.processing.provider import PovmapProvider
@@ -38,6 +41,7 @@ def povmap_provider(qgis_processing):
     provider = registry.providerById("povmap")
     if provider is None:
         provider = PovmapProvider()
+        _PROVIDERS.append(provider)
         assert registry.addProvider(provider)
     return provider
 
