@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Render layers to a PNG with QGIS's map renderer, each with its saved style.
 
-    render_map.py OUT.png LAYER [LAYER ...] [--width 1600] [--extent-of LAYER] [--title TEXT]
+    render_map.py OUT.png LAYER [LAYER ...] [--project QGZ [--project-layers TEXT ...]]
+                  [--width 1600] [--extent-of LAYER] [--title TEXT]
 
 LAYER is a file path, optionally `path|layername=name`; the first is drawn on
 top. GeoPackage layers show the style saved inside them (povmap outputs do).
+With --project, the project's visible layers (those whose names contain one
+of --project-layers, if given) are drawn below, styled as in the project.
 """
 
 import argparse
@@ -13,7 +16,7 @@ import sys
 
 
 def load_layer(source):
-    from qgis.core import QgsRasterLayer, QgsVectorLayer
+    from qgis.core import QgsFillSymbol, QgsRasterLayer, QgsSingleSymbolRenderer, QgsVectorLayer, QgsWkbTypes
 
     path = source.split("|")[0]
     name = os.path.splitext(os.path.basename(path))[0]
@@ -23,17 +26,36 @@ def load_layer(source):
         layer = QgsVectorLayer(source, name, "ogr")
     if not layer.isValid():
         raise SystemExit(f"render_map: cannot open '{source}'")
+    if isinstance(layer, QgsVectorLayer) and not layer.listStylesInDatabase()[0] and layer.geometryType() == QgsWkbTypes.PolygonGeometry:
+        # No style saved in the file: outline only, so layers below stay visible.
+        layer.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple(
+            {"style": "no", "outline_color": "#202020", "outline_width": "0.5", "outline_width_unit": "MM"})))
     return layer
 
 
-def render(output, sources, width=1600, extent_of=None, title=None):
+def project_layers(project_path, name_parts):
+    """Visible layers of a project, top first, optionally only those matching ``name_parts``."""
+    from qgis.core import QgsProject
+
+    project = QgsProject.instance()
+    if not project.read(project_path):
+        raise SystemExit(f"render_map: cannot read the project '{project_path}'")
+    layers = [node.layer() for node in project.layerTreeRoot().findLayers() if node.isVisible() and node.layer()]
+    if name_parts:
+        layers = [layer for layer in layers if any(part.lower() in layer.name().lower() for part in name_parts)]
+    return layers
+
+
+def render(output, sources, width=1600, extent_of=None, title=None, project=None, project_filter=None):
     from qgis.core import QgsMapRendererParallelJob, QgsMapSettings, QgsProject, QgsRectangle
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor, QFont, QPainter
 
+    background = project_layers(project, project_filter) if project else []
     layers = [load_layer(source) for source in sources]
     for layer in layers:
         QgsProject.instance().addMapLayer(layer, False)
+    layers += background
     reference = load_layer(extent_of) if extent_of else layers[0]
     settings = QgsMapSettings()
     settings.setDestinationCrs(reference.crs())
@@ -64,6 +86,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output")
     parser.add_argument("layers", nargs="+")
+    parser.add_argument("--project", help="a .qgz whose visible layers are drawn below LAYERs")
+    parser.add_argument("--project-layers", nargs="*", help="only project layers whose names contain one of these")
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--extent-of")
     parser.add_argument("--title")
@@ -74,7 +98,8 @@ def main():
     app = QgsApplication([], False)
     app.initQgis()
     try:
-        render(arguments.output, arguments.layers, arguments.width, arguments.extent_of, arguments.title)
+        render(arguments.output, arguments.layers, arguments.width, arguments.extent_of, arguments.title,
+               arguments.project, arguments.project_layers)
     finally:
         app.exitQgis()
     print(f"Rendered {arguments.output}")
