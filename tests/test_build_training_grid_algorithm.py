@@ -100,6 +100,20 @@ def test_memory_layer_input_is_exported_and_the_export_removed(povmap_provider, 
     assert after - before == set(), "the exported household points must not stay on disk"
 
 
+def test_a_file_in_the_processing_temp_folder_is_read_in_place_and_kept(povmap_provider, tmp_path):
+    """An earlier step's TEMPORARY_OUTPUT lives in the temp folder: it is the user's and must survive."""
+    from qgis.core import QgsProcessingUtils
+
+    earlier = os.path.join(QgsProcessingUtils.tempFolder(), "earlier_step_output.gpkg")
+    write_points(earlier, [600100.0, 600200, 600300], [2800100.0] * 3, UTM, score=[5, 6, 7])
+    results, _ = run_algorithm(ALG, {"INPUT": earlier, "SCORE_FIELD": "score", "OUTPUT": str(tmp_path / "grid.gpkg")})
+    assert results["CELLS_KEPT"] == 1
+    assert os.path.exists(earlier)
+    loaded = QgsVectorLayer(earlier, "earlier", "ogr")
+    results, _ = run_algorithm(ALG, {"INPUT": loaded, "SCORE_FIELD": "score", "OUTPUT": str(tmp_path / "grid2.gpkg")})
+    assert results["CELLS_KEPT"] == 1 and os.path.exists(earlier)
+
+
 def test_bad_input_messages_name_the_parameter(povmap_provider, tmp_path):
     points = write_points(tmp_path / "p.gpkg", [600100.0] * 4, [2800100.0] * 4, UTM, score=[1, 2, 3, 4], name=["a", "b", "c", "d"])
     polygons = write_polygons(tmp_path / "poly.gpkg", [__import__("shapely").box(0, 0, 1, 1)], UTM, score=[1])

@@ -11,8 +11,9 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
-    QgsProcessingUtils,
     QgsProviderRegistry,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -79,6 +80,18 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             definition.setFlags(definition.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(definition)
 
+    def add_grid_outputs(self, count_keys):
+        """Declare the counts a grid step reports (upper-case names) and the grid CRS."""
+        for key in count_keys:
+            self.addOutput(QgsProcessingOutputNumber(key.upper(), self.tr(key.replace("_", " ").capitalize())))
+        self.addOutput(QgsProcessingOutputString("GRID_CRS", self.tr("Grid CRS")))
+
+    @staticmethod
+    def grid_results(output, counts, count_keys):
+        results = {"OUTPUT": output, "GRID_CRS": counts.get("crs")}
+        results.update({key.upper(): counts.get(key, 0) for key in count_keys})
+        return results
+
     # --- inputs -----------------------------------------------------------
 
     def vector_file(self, parameters, name, context, feedback):
@@ -94,9 +107,15 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             parameters, name, context, OGR_FILE_FORMATS, "gpkg", feedback)
         if not path:
             raise QgsProcessingException(self.tr(f"{name}: the layer could not be read."))
-        if os.path.abspath(path).startswith(os.path.abspath(QgsProcessingUtils.tempFolder())):
-            self._exported_files.append(path)
+        if not _same_file(path, self._layer_file(parameters, name, context)):
+            self._exported_files.append(path)  # our copy, not the user's file: removed at the end
         return os.path.abspath(path), layer or None
+
+    def _layer_file(self, parameters, name, context):
+        layer = self.parameterAsVectorLayer(parameters, name, context)
+        if layer is None:
+            return None
+        return QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source()).get("path")
 
     def raster_file(self, parameters, name, context):
         """Path of a raster input that GDAL can open directly, or None."""
@@ -165,6 +184,10 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 except OSError:
                     pass
         self._exported_files = []
+
+
+def _same_file(path, other):
+    return bool(other) and os.path.abspath(path) == os.path.abspath(other)
 
 
 def _remove_partials(path):

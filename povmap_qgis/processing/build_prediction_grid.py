@@ -2,8 +2,6 @@
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterCrs,
     QgsProcessingParameterFeatureSource,
@@ -47,9 +45,7 @@ class BuildPredictionGrid(PovmapAlgorithm):
                            "A projected CRS in metres; use the training grid's CRS so that ids match. Empty: the UTM zone at the area's centre.", advanced=True)
         self.add_parameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr("Prediction grid"), QgsProcessing.SourceType.TypeVectorPolygon),
                            "GeoPackage of cells with cell_id and district (and habitable_mean when HABITABLE is used).")
-        for key in COUNT_KEYS:
-            self.addOutput(QgsProcessingOutputNumber(key.upper(), key.replace("_", " ").capitalize()))
-        self.addOutput(QgsProcessingOutputString("GRID_CRS", self.tr("Grid CRS")))
+        self.add_grid_outputs(COUNT_KEYS)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         output = self.output_gpkg(parameters, "OUTPUT", context)
@@ -66,6 +62,4 @@ class BuildPredictionGrid(PovmapAlgorithm):
             "style_qml_path": style_path("prediction_grid"),
         }
         counts = self.run_core_step("build_prediction_grid", options, feedback, outputs=[output])
-        results = {"OUTPUT": output, "GRID_CRS": counts.get("crs")}
-        results.update({key.upper(): counts.get(key, 0) for key in COUNT_KEYS})
-        return results
+        return self.grid_results(output, counts, COUNT_KEYS)

@@ -1,8 +1,6 @@
 """povmap:buildtraininggrid — household survey points → labelled 1 km cells."""
 
 from qgis.core import (
-    QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
     QgsProcessingParameterDateTime,
@@ -69,9 +67,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
                            "A projected CRS in metres for the cells. Empty: the UTM zone at the centre of the survey (logged).", advanced=True)
         self.add_parameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr("Training grid"), QgsProcessing.SourceType.TypeVectorPolygon),
                            "GeoPackage of cells with cell_id, district, n_obs, median_score and label (1 = poor), styled by label.")
-        for key in COUNT_KEYS:
-            self.addOutput(QgsProcessingOutputNumber(key.upper(), key.replace("_", " ").capitalize()))
-        self.addOutput(QgsProcessingOutputString("GRID_CRS", self.tr("Grid CRS")))
+        self.add_grid_outputs(COUNT_KEYS)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         output = self.output_gpkg(parameters, "OUTPUT", context)
@@ -100,6 +96,4 @@ class BuildTrainingGrid(PovmapAlgorithm):
             "style_qml_path": style_path("training_grid"),
         }
         counts = self.run_core_step("build_training_grid", options, feedback, outputs=[output])
-        results = {"OUTPUT": output, "GRID_CRS": counts.get("crs")}
-        results.update({key.upper(): counts.get(key, 0) for key in COUNT_KEYS})
-        return results
+        return self.grid_results(output, counts, COUNT_KEYS)
