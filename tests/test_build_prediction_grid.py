@@ -1,6 +1,7 @@
 """povmap:buildpredictiongrid: coverage, shared ids, habitability (QGIS references)."""
 
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -103,18 +104,28 @@ def test_habitable_mean_equals_qgis_zonal_statistics_and_filters(povmap_provider
     assert any("HABITABLE:" in line for line in feedback.infos)
 
 
-def test_bad_input(povmap_provider, tmp_path):
-    from osgeo import gdal
+def test_a_raster_inside_a_zip_is_read_in_place(povmap_provider, tmp_path):
+    path, _ = irregular_districts(tmp_path)
+    raster = write_habitability(tmp_path)
+    archive = tmp_path / "built_up.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(raster, "built_up.tif")
+    zipped = QgsRasterLayer(f"/vsizip/{archive}/built_up.tif", "raster inside a zip", "gdal")
+    assert zipped.isValid()
+    from_zip, _ = run_algorithm(ALG, {"AREA": str(path), "HABITABLE": zipped, "HABITABLE_MIN": 0.5, "OUTPUT": str(tmp_path / "zip.gpkg")})
+    from_file, _ = run_algorithm(ALG, {"AREA": str(path), "HABITABLE": str(raster), "HABITABLE_MIN": 0.5, "OUTPUT": str(tmp_path / "tif.gpkg")})
+    assert read_grid(from_zip["OUTPUT"]).equals(read_grid(from_file["OUTPUT"]))
 
+
+def test_bad_input(povmap_provider, tmp_path):
     path, _ = irregular_districts(tmp_path)
     points = write_points(tmp_path / "p.gpkg", [600100.0], [2800100.0], UTM, score=[1])
     assert "Point geometries" in run_failing(ALG, {"AREA": str(points), "OUTPUT": str(tmp_path / "o.gpkg")})
     assert "CELL_SIZE" in run_failing(ALG, {"AREA": str(path), "CELL_SIZE": -1, "OUTPUT": str(tmp_path / "o.gpkg")})
     message = run_failing(ALG, {"AREA": str(path), "HABITABLE": str(write_habitability(tmp_path)), "HABITABLE_MIN": 5, "OUTPUT": str(tmp_path / "o.gpkg")})
     assert "HABITABLE_MIN" in message and "no cell is left" in message
-    gdal.Translate("/vsimem/in_memory.tif", str(tmp_path / "built_up.tif"))
-    in_memory = QgsRasterLayer("/vsimem/in_memory.tif", "in memory raster", "gdal")
-    assert in_memory.isValid()
-    message = run_failing(ALG, {"AREA": str(path), "HABITABLE": in_memory, "OUTPUT": str(tmp_path / "o.gpkg")})
-    assert "HABITABLE" in message and "save it as a GeoTIFF" in message
+    tiles = QgsRasterLayer("type=xyz&url=http://127.0.0.1:9/{z}/{x}/{y}.png&zmax=19&zmin=0", "web tiles", "wms")
+    assert tiles.isValid()
+    message = run_failing(ALG, {"AREA": str(path), "HABITABLE": tiles, "OUTPUT": str(tmp_path / "o.gpkg")})
+    assert "HABITABLE" in message and "not a raster file (provider 'wms')" in message and "save it as a GeoTIFF" in message
     assert not os.path.exists(tmp_path / "o.gpkg")

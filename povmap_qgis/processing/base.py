@@ -124,12 +124,14 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             if parameters.get(name) not in (None, ""):
                 raise QgsProcessingException(self.tr(f"{name}: '{parameters[name]}' is not a raster layer or file."))
             return None
-        path = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source()).get("path", "")
+        parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+        path, prefix = parts.get("path", ""), parts.get("vsiPrefix", "")
         if layer.providerType() != "gdal" or not os.path.isfile(path):
             raise QgsProcessingException(self.tr(
                 f"{name}: the layer '{layer.name()}' is not a raster file (provider '{layer.providerType()}'); "
                 "save it as a GeoTIFF first (right-click ▸ Export ▸ Save As…) and use that file."))
-        return os.path.abspath(path)
+        # A raster inside an archive (/vsizip/...) is read in place by GDAL in the worker.
+        return f"{prefix}{os.path.abspath(path)}{parts.get('vsiSuffix', '')}" if prefix else os.path.abspath(path)
 
     def output_gpkg(self, parameters, name, context):
         path = self.parameterAsOutputLayer(parameters, name, context)
