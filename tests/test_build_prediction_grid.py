@@ -3,6 +3,7 @@
 import os
 import zipfile
 
+import geopandas
 import numpy as np
 import pytest
 import rasterio
@@ -129,3 +130,17 @@ def test_bad_input(povmap_provider, tmp_path):
     message = run_failing(ALG, {"AREA": str(path), "HABITABLE": tiles, "OUTPUT": str(tmp_path / "o.gpkg")})
     assert "HABITABLE" in message and "not a raster file (provider 'wms')" in message and "save it as a GeoTIFF" in message
     assert not os.path.exists(tmp_path / "o.gpkg")
+
+
+def test_runs_headless_with_qgis_process_on_a_filtered_layer(tiny_sample, tmp_path):
+    from conftest import run_qgis_process
+
+    output = tmp_path / "unsurveyed.gpkg"
+    districts = os.path.join(tiny_sample, "synthetic_districts.gpkg")
+    completed = run_qgis_process("run", ALG, "--", f'AREA={districts}|layername=synthetic_districts|subset="surveyed" = 0',
+                                 "DISTRICT_FIELD=name", f"CRS={UTM}", f"OUTPUT={output}")
+    assert "CELLS_KEPT:" in completed.stdout
+    grid = read_grid(output)
+    unsurveyed = geopandas.read_file(districts).query("surveyed == 0")
+    assert set(grid["district"]) == set(unsurveyed["name"])
+    assert grid.geometry.union_all().intersection(unsurveyed.geometry.union_all()).area == pytest.approx(unsurveyed.geometry.area.sum(), rel=1e-9)
