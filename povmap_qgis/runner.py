@@ -76,7 +76,7 @@ def run_worker(step, options, python=None, on_event=None, is_canceled=None, canc
         process = subprocess.Popen(
             [python, "-m", "povmap_qgis.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=worker_environment(), cwd=os.path.dirname(PLUGIN_DIR),
-            text=True, encoding="utf-8", errors="replace", start_new_session=True,
+            text=True, encoding="utf-8", errors="replace", start_new_session=os.name != "nt",
         )
     except OSError as error:
         raise WorkerError(f"Cannot start the worker Python '{python}': {error}; {SETUP_HINT}.", kind="setup") from None
@@ -141,7 +141,15 @@ def _worker_error(event, python):
 
 
 def _terminate(process, grace_s):
+    """SIGTERM lets the worker clean up; SIGKILL after ``grace_s``.
+
+    On Windows there is no SIGTERM: the worker is terminated at once and the
+    Processing adapter removes what it left unfinished.
+    """
     if process.poll() is not None:
+        return
+    if os.name == "nt":
+        process.terminate()
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
