@@ -1,8 +1,6 @@
 """Small helpers for writing test layers and reading outputs (no QGIS)."""
 
 import geopandas
-import numpy as np
-import pandas
 import pyogrio
 import shapely
 
@@ -23,13 +21,6 @@ def read_grid(path):
     return geopandas.read_file(path, layer=pyogrio.list_layers(path)[0][0], engine="pyogrio")
 
 
-def cells_of(frame):
-    """cell_id → row as dicts, for comparisons."""
-    return {int(row.cell_id): row for row in frame.itertuples()}
-
-
 def square(xmin, ymin, size):
     return shapely.box(xmin, ymin, xmin + size, ymin + size)
 
-
-__all__ = ["write_points", "write_polygons", "read_grid", "cells_of", "square", "np", "pandas"]
