@@ -77,9 +77,45 @@ def render(output, sources, width=1600, extent_of=None, title=None, project=None
         painter.setPen(QColor("black"))
         painter.drawText(8, max(18, width // 55), title)
         painter.end()
+    draw_legend(image, [layer for layer in layers if layer not in background], width)
     if not image.save(output, "PNG"):
         raise SystemExit(f"render_map: cannot write {output}")
     return output
+
+
+def draw_legend(image, layers, width):
+    """A box in the lower left with each vector layer's symbols, as QGIS's legend would list them."""
+    from qgis.core import QgsVectorLayer
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtGui import QColor, QFont, QPainter, QPen
+
+    entries = []
+    for layer in layers:
+        if not isinstance(layer, QgsVectorLayer) or layer.renderer() is None:
+            continue
+        for item in layer.renderer().legendSymbolItems():
+            label = item.label() or layer.name().replace("_", " ")
+            symbol = item.symbol()
+            if symbol is not None and label not in [entry[0] for entry in entries]:
+                entries.append((label, symbol.color(), layer.opacity()))
+    if not entries:
+        return
+    size = max(12, width // 90)
+    painter = QPainter(image)
+    painter.setFont(QFont("Sans", int(size * 0.8)))
+    box_width = int(size * 14)
+    box_height = int(size * 1.6 * len(entries) + size * 0.6)
+    top = image.height() - box_height - size
+    painter.fillRect(size, top, box_width, box_height, QColor(255, 255, 255, 220))
+    for index, (label, colour, opacity) in enumerate(entries):
+        y = top + int(size * 0.5 + index * size * 1.6)
+        swatch = QColor(colour)
+        swatch.setAlphaF(max(0.0, min(1.0, swatch.alphaF() * opacity)))
+        painter.setPen(QPen(QColor("#202020")))
+        painter.setBrush(swatch if swatch.alpha() > 0 else Qt.NoBrush)
+        painter.drawRect(int(size * 1.5), y, size, size)
+        painter.drawText(int(size * 3), y + int(size * 0.85), label)
+    painter.end()
 
 
 def main():

@@ -123,3 +123,21 @@ def test_the_project_renders_to_a_map_with_many_colours(tiny_sample, tmp_path):
     assert image.shape[1] == 600
     assert image.std() > 20
     assert len(np.unique(image.reshape(-1, 3) // 32, axis=0)) > 30  # fields, water, towns, labels: not a flat picture
+
+
+def test_render_map_draws_a_styled_grid_over_the_project(povmap_provider, tiny_sample, tmp_path):
+    from PIL import Image
+
+    from qgis_helpers import run_algorithm
+
+    results, _ = run_algorithm("povmap:buildtraininggrid", {
+        "INPUT": os.path.join(tiny_sample, "synthetic_survey.gpkg"), "SCORE_FIELD": "score",
+        "URBAN": os.path.join(tiny_sample, "synthetic_urban_centres.gpkg"), "OUTPUT": str(tmp_path / "grid.gpkg")})
+    output = tmp_path / "map.png"
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "render_map.py"), str(output), results["OUTPUT"],
+                    "--project", os.path.join(tiny_sample, "synthetic_sample_project.qgz"), "--project-layers", "daytime",
+                    "--width", "500"], check=True, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), capture_output=True)
+    pixels = np.asarray(Image.open(output).convert("RGB")).reshape(-1, 3).astype(int)
+    orange = (pixels[:, 0] > 180) & (pixels[:, 1] > 60) & (pixels[:, 1] < 150) & (pixels[:, 2] < 90)   # poor cells, #e66101
+    purple = (pixels[:, 2] > 110) & (pixels[:, 0] < 130) & (pixels[:, 1] < 100)                         # not poor, #5e3c99
+    assert orange.mean() > 0.02 and purple.mean() > 0.02, (orange.mean(), purple.mean())
