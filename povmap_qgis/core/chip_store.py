@@ -1,0 +1,267 @@
+"""The chip store: aligned image chips per cell, on disk, memory-mappable.
+
+Layout (DESIGN.md data contract, format 1.0)::
+
+    NAME.chips/
+      manifest.json          format, grid, CRS, resolution, chip size, inputs
+                             (source, bands, dtype, resampling, statistics), state
+      cell_ids.npy           int64 [n_cells], row order of every array below
+      <input>.npy            [n_cells, H, W, bands] per input, NaN = nodata
+      nodata_fraction.npy    float32 [n_cells, n_inputs]
+
+A store is written under ``.NAME.chips.partial/`` (with ``done.npy``, one flag
+per cell, and a ``lock`` file) and renamed to ``NAME.chips/`` only when every
+cell is written, so a finished store is never half-overwritten. A run that
+stops keeps the partial folder; the next run with the same settings resumes
+where it stopped. Readers use ``numpy.load(..., mmap_mode="r")``: reading a
+batch never loads the whole store.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+
+import numpy as np
+
+from .errors import PovmapInputError
+
+FORMAT_VERSION = "1.0"
+MANIFEST = "manifest.json"
+CELL_IDS = "cell_ids.npy"
+NODATA_FRACTION = "nodata_fraction.npy"
+DONE = "done.npy"
+LOCK = "lock"
+
+
+def check_store_path(path, parameter="OUTPUT"):
+    if not path or not path.rstrip("/").endswith(".chips"):
+        raise PovmapInputError(parameter, f"'{path}' must be a folder name ending in .chips.")
+    folder = os.path.dirname(os.path.abspath(path.rstrip("/")))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise PovmapInputError(parameter, f"the folder '{folder}' does not exist or is not writable; choose another output path.")
+
+
+def partial_store_path(path):
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
+    return os.path.join(folder, f".{name}.partial")
+
+
+class ChipStoreWriter:
+    """Creates or resumes the partial store; ``finish()`` publishes it.
+
+    ``settings`` identifies the run (grid, inputs, resolution, chip size…):
+    a partial store made with other settings is started afresh, never mixed.
+    """
+
+    def __init__(self, path, cell_ids, inputs, chip_size, settings, parameter="OUTPUT"):
+        check_store_path(path, parameter)
+        self.path = os.path.abspath(path.rstrip("/"))
+        self.partial = partial_store_path(self.path)
+        self.parameter = parameter
+        self.cell_ids = np.asarray(cell_ids, dtype="int64")
+        self.inputs = [dict(spec) for spec in inputs]
+        self.chip_size = int(chip_size)
+        self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+        self.resumed = False
+        self._arrays = {}
+        self._locked = False
+
+    # --- life cycle -------------------------------------------------------
+
+    def open(self):
+        """Create the partial store, or resume a matching one; returns self."""
+        if os.path.isdir(self.partial) and self._partial_matches():
+            self._take_lock()
+            self.resumed = True
+            self._open_arrays("r+")
+        else:
+            if os.path.isdir(self.partial):
+                self._take_lock()  # refuses while another run writes it
+                shutil.rmtree(self.partial)
+            os.makedirs(self.partial)
+            self._take_lock()
+            self._create_arrays()
+        return self
+
+    def pending(self):
+        """Row indices (into cell_ids) still to be written."""
+        return np.flatnonzero(~self._arrays[DONE])
+
+    def write(self, rows, chips, nodata_fractions):
+        """Store chips for ``rows``: ``chips[name]`` is [len(rows), H, W, bands]."""
+        rows = np.asarray(rows, dtype="int64")
+        for spec in self.inputs:
+            self._arrays[spec["name"]][rows] = chips[spec["name"]]
+        self._arrays[NODATA_FRACTION][rows] = nodata_fractions
+        self._arrays[DONE][rows] = True
+
+    def flush(self):
+        """Make what was written durable, so a killed run resumes after it."""
+        for array in self._arrays.values():
+            array.flush()
+
+    def finish(self, statistics=None):
+        """Publish: manifest marked complete, folder renamed to its final name."""
+        if not self._arrays[DONE].all():
+            raise RuntimeError(f"{int((~self._arrays[DONE]).sum())} cells are not written yet")
+        self.flush()
+        self._arrays.clear()
+        manifest = self._read_manifest()
+        manifest["state"] = "complete"
+        for spec in manifest["inputs"]:
+            spec["statistics"] = (statistics or {}).get(spec["name"])
+        _write_json(os.path.join(self.partial, MANIFEST), manifest)
+        os.remove(os.path.join(self.partial, DONE))
+        os.remove(os.path.join(self.partial, LOCK))
+        self._locked = False
+        previous = None
+        if os.path.exists(self.path):
+            previous = self.path + f".old-{os.getpid()}"
+            os.replace(self.path, previous)
+        os.replace(self.partial, self.path)
+        if previous:
+            shutil.rmtree(previous, ignore_errors=True)
+        return self.path
+
+    def close(self):
+        """Stop without publishing: the partial store stays for a later resume."""
+        if self._arrays:
+            self.flush()
+            self._arrays.clear()
+        if self._locked:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.partial, LOCK))
+            self._locked = False
+
+    # --- internals --------------------------------------------------------
+
+    def _manifest(self):
+        return {
+            "format": "povmap-chip-store", "format_version": FORMAT_VERSION, "state": "incomplete",
+            "n_cells": int(len(self.cell_ids)), "chip_size": self.chip_size,
+            "inputs": [{key: value for key, value in spec.items() if key != "statistics"} for spec in self.inputs],
+            "settings": self.settings,
+        }
+
+    def _create_arrays(self):
+        n, size = len(self.cell_ids), self.chip_size
+        np.save(os.path.join(self.partial, CELL_IDS), self.cell_ids)
+        shapes = {spec["name"]: ((n, size, size, len(spec["bands"])), spec["dtype"]) for spec in self.inputs}
+        shapes[NODATA_FRACTION] = ((n, len(self.inputs)), "float32")
+        shapes[DONE] = ((n,), "bool")
+        for name, (shape, dtype) in shapes.items():
+            file_name = name if name.endswith(".npy") else f"{name}.npy"
+            array = np.lib.format.open_memmap(os.path.join(self.partial, file_name), mode="w+", dtype=dtype, shape=shape)
+            _reserve_disk(array.filename, self.parameter)
+            self._arrays[name] = array
+        self._arrays[NODATA_FRACTION][:] = np.nan
+        _write_json(os.path.join(self.partial, MANIFEST), self._manifest())
+
+    def _open_arrays(self, mode):
+        for spec in self.inputs:
+            self._arrays[spec["name"]] = np.load(os.path.join(self.partial, f"{spec['name']}.npy"), mmap_mode=mode)
+        for name in (NODATA_FRACTION, DONE):
+            self._arrays[name] = np.load(os.path.join(self.partial, name), mmap_mode=mode)
+
+    def _partial_matches(self):
+        try:
+            manifest = self._read_manifest()
+            cell_ids = np.load(os.path.join(self.partial, CELL_IDS))
+        except (OSError, ValueError):
+            return False
+        return (manifest.get("settings") == self.settings and manifest.get("chip_size") == self.chip_size
+                and manifest.get("inputs") == self._manifest()["inputs"] and np.array_equal(cell_ids, self.cell_ids)
+                and os.path.exists(os.path.join(self.partial, DONE)))
+
+    def _read_manifest(self):
+        with open(os.path.join(self.partial, MANIFEST), encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def _take_lock(self):
+        lock = os.path.join(self.partial, LOCK)
+        owner = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if _lock_is_alive(lock):
+                    with open(lock, encoding="utf-8") as handle:
+                        holder = handle.read().strip()
+                    raise PovmapInputError(self.parameter, f"another run ({holder}) is writing the chip store '{self.path}'; wait for it to finish or choose another output.") from None
+                os.remove(lock)  # left by a run that was killed
+                continue
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(owner)
+            self._locked = True
+            return
+
+
+def _lock_is_alive(lock):
+    try:
+        with open(lock, encoding="utf-8") as handle:
+            host, pid = handle.read().split()
+    except (OSError, ValueError):
+        return False
+    if host != socket.gethostname():
+        return True  # another machine's run: cannot tell, so respect it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reserve_disk(path, parameter):
+    """Allocate the file's blocks now: a full disk fails here, not as a crash mid-run."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(descriptor, 0, os.fstat(descriptor).st_size)
+    except OSError as error:
+        raise PovmapInputError(parameter, f"not enough disk space for the chip store ({error.strerror}); free space or choose another output folder.") from None
+    finally:
+        os.close(descriptor)
+
+
+def _write_json(path, data):
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+class ChipStore:
+    """A finished chip store, opened read-only and memory-mapped."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path.rstrip("/"))
+        try:
+            with open(os.path.join(self.path, MANIFEST), encoding="utf-8") as handle:
+                self.manifest = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise PovmapInputError("CHIPS", f"'{path}' is not a chip store ({error}).") from None
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise PovmapInputError("CHIPS", f"'{path}' has chip store format {self.manifest.get('format_version')}; this version reads {FORMAT_VERSION}.")
+        if self.manifest.get("state") != "complete":
+            raise PovmapInputError("CHIPS", f"'{path}' is not complete; run the chip sampling again to finish it.")
+        self.cell_ids = np.load(os.path.join(self.path, CELL_IDS), mmap_mode="r")
+        self.nodata_fraction = np.load(os.path.join(self.path, NODATA_FRACTION), mmap_mode="r")
+        self.input_names = [spec["name"] for spec in self.manifest["inputs"]]
+        self._chips = {name: np.load(os.path.join(self.path, f"{name}.npy"), mmap_mode="r") for name in self.input_names}
+
+    def __len__(self):
+        return len(self.cell_ids)
+
+    def chips(self, name):
+        """The memory-mapped array of one input, [n_cells, H, W, bands]."""
+        return self._chips[name]
+
+    def batch(self, rows):
+        """Chips of some rows for every input, read from disk (only those rows)."""
+        rows = np.asarray(rows, dtype="int64")
+        return {name: np.asarray(array[rows]) for name, array in self._chips.items()}
