@@ -85,6 +85,10 @@ class ChipStoreWriter:
             self._create_arrays()
         return self
 
+    def array(self, name):
+        """The writable memory map of an input, or of ``nodata_fraction``."""
+        return self._arrays[NODATA_FRACTION if name == "nodata_fraction" else name]
+
     def pending(self):
         """Row indices (into cell_ids) still to be written."""
         return np.flatnonzero(~self._arrays[DONE])
