@@ -165,3 +165,19 @@ def test_real_rasters_in_geographic_crs_equal_gdalwarp(tmp_path, fixture, bands,
         # ~460 m pixels on a 10 m chip: a smooth ramp between a few source values, no steps
         steps = max(np.abs(np.diff(chip, axis=0)).max(), np.abs(np.diff(chip, axis=1)).max())
         assert steps <= (chip.max() - chip.min()) / 10 + 1e-3
+
+
+def test_a_styled_geopackage_is_read_by_its_spatial_layer(tmp_path):
+    import warnings
+
+    from helpers import write_points
+    from povmap_qgis.core.chips import read_grid_cells
+    from povmap_qgis.paths import style_path
+
+    points = write_points(tmp_path / "p.gpkg", [600100.0, 600200, 600300], [2800100.0] * 3, "EPSG:32642", score=[1, 2, 3])
+    build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "g.gpkg"),
+                                            style_qml_path=style_path("training_grid")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cell_ids, rows, cols, cell_size, crs = read_grid_cells(str(tmp_path / "g.gpkg"))
+    assert cell_ids.tolist() == [cells.encode_cell_ids(2800, 600)] and cell_size == 1000.0

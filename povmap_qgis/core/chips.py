@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import cells
+from . import cells, vectors
 from .chip_store import ChipStoreWriter
 from .errors import PovmapInputError
 from .reporting import Reporter
@@ -97,6 +97,7 @@ def read_grid_cells(path, layer=None, parameter="GRID"):
     import shapely
     from pyproj import CRS
 
+    layer = vectors.spatial_layer(path, layer, parameter)
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as error:

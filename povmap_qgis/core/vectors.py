@@ -11,10 +11,28 @@ from .errors import PovmapInputError
 NUMERIC_DTYPES = ("int", "uint", "float")
 
 
+def spatial_layer(path, layer, parameter):
+    """``layer``, or the file's first layer with geometries when none is named.
+
+    GeoPackages saved by QGIS (and ours) also hold a ``layer_styles`` table.
+    """
+    import pyogrio
+
+    if layer:
+        return layer
+    try:
+        layers = pyogrio.list_layers(path)
+    except Exception as error:
+        raise PovmapInputError(parameter, f"cannot read '{path}': {error}") from None
+    spatial = [name for name, geometry in layers if geometry]
+    return spatial[0] if spatial else (layers[0][0] if len(layers) else None)
+
+
 def layer_info(path, layer, parameter):
     """pyogrio's description of a layer, or a message naming ``parameter``."""
     import pyogrio
 
+    layer = spatial_layer(path, layer, parameter)
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as error:
@@ -47,6 +65,7 @@ def read_points(path, layer, columns, parameter="INPUT"):
     import pyogrio
     import shapely
 
+    layer = spatial_layer(path, layer, parameter)
     meta, _, wkb, field_data = pyogrio.raw.read(path, layer=layer, columns=columns)
     table = {name: values for name, values in zip(meta["fields"], field_data)}
     geometries = shapely.from_wkb(wkb)
@@ -65,6 +84,7 @@ def read_polygons(path, layer, parameter, field=None, reporter=None):
     import geopandas
     import shapely
 
+    layer = spatial_layer(path, layer, parameter)
     info = layer_info(path, layer, parameter)
     require_geometry(info, path, layer, parameter, ("Polygon", "MultiPolygon"))
     if field:
