@@ -211,11 +211,11 @@ def _lock_is_alive(lock):
     if host != socket.gethostname():
         return True  # another machine's run: cannot tell, so respect it
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(pid), 0)  # PermissionError also means the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 

@@ -98,10 +98,7 @@ def read_grid_cells(path, layer=None, parameter="GRID"):
     from pyproj import CRS
 
     layer = vectors.spatial_layer(path, layer, parameter)
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-    except Exception as error:
-        raise PovmapInputError(parameter, f"cannot read '{path}': {error}") from None
+    info = vectors.layer_info(path, layer, parameter)
     if "cell_id" not in list(info["fields"]):
         raise PovmapInputError(parameter, f"the layer '{layer or path}' has no cell_id field; make the grid with Build training grid or Build prediction grid.")
     if info.get("features", 0) == 0:
@@ -157,13 +154,12 @@ def _sample_blocks(writer, inputs, pending, rows, cols, cell_size, resolution, c
             top, left = block_rows.max() + 1, block_cols.min()
             height, width = (top - block_rows.min()) * chip_size, (block_cols.max() + 1 - left) * chip_size
             transform = rasterio.Affine(resolution, 0, left * cell_size, 0, -resolution, top * cell_size)
+            y0, x0 = (top - 1 - block_rows) * chip_size, (block_cols - left) * chip_size
             chips, nodata = {}, np.zeros((len(members), len(inputs)), dtype="float32")
             for position, (spec, dataset) in enumerate(zip(inputs, datasets)):
                 warped = np.full((len(spec.bands), height, width), np.nan, dtype="float32")
                 reproject(rasterio.band(dataset, list(spec.bands)), warped, dst_transform=transform, dst_crs=crs_wkt,
                           dst_nodata=np.nan, resampling=Resampling[spec.resampling])
-                y0 = (top - 1 - block_rows) * chip_size
-                x0 = (block_cols - left) * chip_size
                 stack = np.stack([warped[:, y:y + chip_size, x:x + chip_size] for y, x in zip(y0, x0)])
                 nodata[:, position] = np.isnan(stack).any(axis=1).mean(axis=(1, 2))
                 chips[spec.name] = np.moveaxis(stack, 1, -1)
