@@ -82,12 +82,20 @@ class ChipStoreWriter:
                 shutil.rmtree(self.partial)
             os.makedirs(self.partial)
             self._take_lock()
-            self._create_arrays()
+            try:
+                self._create_arrays()
+            except BaseException:
+                self.discard()  # e.g. disk full: nothing half-made is left behind
+                raise
         return self
 
-    def array(self, name):
-        """The writable memory map of an input, or of ``nodata_fraction``."""
-        return self._arrays[NODATA_FRACTION if name == "nodata_fraction" else name]
+    def nodata_fractions(self):
+        """Nodata fraction per cell and input, as written so far."""
+        return np.array(self._arrays[NODATA_FRACTION])
+
+    def read_rows(self, name, rows):
+        """Chips of an input already written for ``rows``."""
+        return self._arrays[name].read(rows)
 
     def pending(self):
         """Row indices (into cell_ids) still to be written."""
@@ -97,23 +105,30 @@ class ChipStoreWriter:
         """Store chips for ``rows``: ``chips[name]`` is [len(rows), H, W, bands]."""
         rows = np.asarray(rows, dtype="int64")
         for spec in self.inputs:
-            self._arrays[spec["name"]][rows] = chips[spec["name"]]
+            self._arrays[spec["name"]].write(rows, chips[spec["name"]])
         self._arrays[NODATA_FRACTION][rows] = nodata_fractions
         self._arrays[DONE][rows] = True
 
     def flush(self):
-        """Make what was written durable, so a killed run resumes after it."""
-        for array in self._arrays.values():
+        """Make what was written durable, so a killed run resumes after it (chips before flags)."""
+        for array in sorted(self._arrays.values(), key=lambda array: isinstance(array, np.memmap)):
             array.flush()
 
-    def finish(self, statistics=None):
-        """Publish: manifest marked complete, folder renamed to its final name."""
+    def _release(self):
+        for array in self._arrays.values():
+            if isinstance(array, RowFile):
+                array.close()
+        self._arrays.clear()
+
+    def finish(self, statistics=None, summary=None):
+        """Publish: manifest marked complete (with ``summary`` keys), folder renamed to its final name."""
         if not self._arrays[DONE].all():
             raise RuntimeError(f"{int((~self._arrays[DONE]).sum())} cells are not written yet")
         self.flush()
-        self._arrays.clear()
+        self._release()
         manifest = self._read_manifest()
         manifest["state"] = "complete"
+        manifest.update(summary or {})
         for spec in manifest["inputs"]:
             spec["statistics"] = (statistics or {}).get(spec["name"])
         _write_json(os.path.join(self.partial, MANIFEST), manifest)
@@ -133,11 +148,17 @@ class ChipStoreWriter:
         """Stop without publishing: the partial store stays for a later resume."""
         if self._arrays:
             self.flush()
-            self._arrays.clear()
+            self._release()
         if self._locked:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.partial, LOCK))
             self._locked = False
+
+    def discard(self):
+        """Stop and delete the partial store (a run whose result is unusable)."""
+        self._release()
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self._locked = False
 
     # --- internals --------------------------------------------------------
 
@@ -157,15 +178,18 @@ class ChipStoreWriter:
         shapes[DONE] = ((n,), "bool")
         for name, (shape, dtype) in shapes.items():
             file_name = name if name.endswith(".npy") else f"{name}.npy"
-            array = np.lib.format.open_memmap(os.path.join(self.partial, file_name), mode="w+", dtype=dtype, shape=shape)
+            try:
+                array = np.lib.format.open_memmap(os.path.join(self.partial, file_name), mode="w+", dtype=dtype, shape=shape)
+            except OSError as error:
+                raise _no_space(error, self.parameter) from None
             _reserve_disk(array.filename, self.parameter)
-            self._arrays[name] = array
+            self._arrays[name] = array if name in (NODATA_FRACTION, DONE) else RowFile(array.filename, "r+")
         self._arrays[NODATA_FRACTION][:] = np.nan
         _write_json(os.path.join(self.partial, MANIFEST), self._manifest())
 
     def _open_arrays(self, mode):
         for spec in self.inputs:
-            self._arrays[spec["name"]] = np.load(os.path.join(self.partial, f"{spec['name']}.npy"), mmap_mode=mode)
+            self._arrays[spec["name"]] = RowFile(os.path.join(self.partial, f"{spec['name']}.npy"), mode)
         for name in (NODATA_FRACTION, DONE):
             self._arrays[name] = np.load(os.path.join(self.partial, name), mmap_mode=mode)
 
@@ -227,9 +251,13 @@ def _reserve_disk(path, parameter):
     try:
         os.posix_fallocate(descriptor, 0, os.fstat(descriptor).st_size)
     except OSError as error:
-        raise PovmapInputError(parameter, f"not enough disk space for the chip store ({error.strerror}); free space or choose another output folder.") from None
+        raise _no_space(error, parameter) from None
     finally:
         os.close(descriptor)
+
+
+def _no_space(error, parameter):
+    return PovmapInputError(parameter, f"not enough disk space for the chip store ({error.strerror}); free space or choose another output folder.")
 
 
 def _write_json(path, data):
@@ -257,6 +285,7 @@ class ChipStore:
         self.nodata_fraction = np.load(os.path.join(self.path, NODATA_FRACTION), mmap_mode="r")
         self.input_names = [spec["name"] for spec in self.manifest["inputs"]]
         self._chips = {name: np.load(os.path.join(self.path, f"{name}.npy"), mmap_mode="r") for name in self.input_names}
+        self._row_files = {}
 
     def __len__(self):
         return len(self.cell_ids)
@@ -266,6 +295,72 @@ class ChipStore:
         return self._chips[name]
 
     def batch(self, rows):
-        """Chips of some rows for every input, read from disk (only those rows)."""
+        """Chips of some rows for every input, read from disk (only those rows).
+
+        Read with pread rather than through the memory maps, so that reading a
+        whole store batch by batch keeps the process's memory flat.
+        """
         rows = np.asarray(rows, dtype="int64")
-        return {name: np.asarray(array[rows]) for name, array in self._chips.items()}
+        if not self._row_files:
+            self._row_files = {name: RowFile(os.path.join(self.path, f"{name}.npy"), "r") for name in self.input_names}
+        return {name: row_file.read(rows) for name, row_file in self._row_files.items()}
+
+    def close(self):
+        for row_file in self._row_files.values():
+            row_file.close()
+        self._row_files = {}
+
+    def __del__(self):
+        self.close()
+
+
+class RowFile:
+    """Rows of an ``.npy`` file written and read with pwrite/pread.
+
+    A memory map would do the same, but pages touched through a map count as
+    the process's resident memory until unmapped, so sampling or training over
+    a large store would look like (and on small machines, be) growing memory.
+    """
+
+    def __init__(self, path, mode="r"):
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            self.shape, fortran_order, self.dtype = reader(handle)
+            self.offset = handle.tell()
+        if fortran_order:
+            raise ValueError(f"{path}: Fortran-ordered arrays are not chip store arrays")
+        self.row_bytes = int(np.prod(self.shape[1:], dtype="int64")) * self.dtype.itemsize
+        self._descriptor = os.open(path, os.O_RDWR if mode == "r+" else os.O_RDONLY)
+
+    def _runs(self, rows):
+        """(positions into ``rows``, first row) for each run of consecutive rows, in row order."""
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        return [(order[run], int(ordered[run[0]])) for run in np.split(np.arange(len(rows)), breaks) if len(run)]
+
+    def write(self, rows, values):
+        rows = np.asarray(rows, dtype="int64")
+        values = np.asarray(values, dtype=self.dtype).reshape((len(rows),) + tuple(self.shape[1:]))
+        for positions, first in self._runs(rows):
+            os.pwrite(self._descriptor, np.ascontiguousarray(values[positions]).tobytes(), self.offset + first * self.row_bytes)
+
+    def read(self, rows):
+        rows = np.asarray(rows, dtype="int64")
+        out = np.empty((len(rows),) + tuple(self.shape[1:]), dtype=self.dtype)
+        for positions, first in self._runs(rows):
+            size = len(positions) * self.row_bytes
+            data = os.pread(self._descriptor, size, self.offset + first * self.row_bytes)
+            if len(data) != size:
+                raise OSError(f"short read in a chip store array ({len(data)} of {size} bytes)")
+            out[positions] = np.frombuffer(data, dtype=self.dtype).reshape((len(positions),) + tuple(self.shape[1:]))
+        return out
+
+    def flush(self):
+        os.fsync(self._descriptor)
+
+    def close(self):
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None

@@ -23,7 +23,9 @@ from .errors import PovmapInputError
 from .reporting import Reporter
 
 BLOCK_CELLS = 8          # a block is up to 8 × 8 neighbouring cells
-FLUSH_EVERY_BLOCKS = 16  # durable progress for resume, without flushing constantly
+FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing constantly
+GDAL_CACHE_MB = 192      # decoded source tiles kept between blocks
+BLOCKS_AHEAD = 2         # blocks sampled ahead of the writer (bounds memory)
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 
 
@@ -46,6 +48,8 @@ class ChipOptions:
     chip_size: int = None
     max_nodata: float = 0.1
     dtype: str = "float16"
+    nodata_grid_path: str = None   # optional copy of the grid with nodata fields per input
+    style_qml_path: str = None
 
 
 def sample_chips(options, reporter=None):
@@ -71,14 +75,21 @@ def sample_chips(options, reporter=None):
         pending = writer.pending()
         if writer.resumed:
             reporter.info(f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled.")
-        _sample_blocks(writer, inputs, pending, rows, cols, cell_size, options.resolution, chip_size, grid_crs, reporter)
-        statistics = _band_statistics(writer, inputs)
-        nodata = np.array(writer.array("nodata_fraction"))
-        path = writer.finish(statistics)
+        sampled = _sample_blocks(writer, inputs, pending, rows, cols, cell_size, options.resolution, chip_size, grid_crs, options.dtype, reporter)
+        resumed_rows = np.setdiff1d(np.arange(len(cell_ids)), pending)
+        statistics = _band_statistics(writer, inputs, sampled, resumed_rows)
+        nodata = writer.nodata_fractions()
+        for column, spec in enumerate(inputs):
+            if (nodata[:, column] >= 1).all():
+                writer.discard()
+                raise PovmapInputError(spec.parameter, f"the raster '{spec.path}' has no data in any cell (all nodata or outside the grid); check its nodata value and extent, or leave it out.")
+        flagged = np.flatnonzero((nodata > options.max_nodata).any(axis=1))
+        if options.nodata_grid_path:
+            write_nodata_grid(options, inputs, cell_ids, nodata, flagged)
+        path = writer.finish(statistics, {"max_nodata": options.max_nodata, "flagged_cells": int(len(flagged))})
     except BaseException:
         writer.close()
         raise
-    flagged = np.flatnonzero((nodata > options.max_nodata).any(axis=1))
     seconds = time.monotonic() - started
     summary = {"cells": int(len(cell_ids)), "sampled": int(len(pending)), "resumed_cells": int(len(cell_ids) - len(pending)),
                "flagged": int(len(flagged)), "flagged_cell_ids": [int(cell_ids[row]) for row in flagged[:1000]],
@@ -89,6 +100,24 @@ def sample_chips(options, reporter=None):
         listed = ", ".join(str(cell) for cell in summary["flagged_cell_ids"][:10])
         reporter.warning(f"{len(flagged)} cell(s) have more than {options.max_nodata:.0%} nodata in an input and are flagged (excluded from training): {listed}{'…' if len(flagged) > 10 else ''}.")
     return summary
+
+
+def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
+    """The grid with ``nodata_<input>`` fractions and ``chip_flagged`` (1 = above MAX_NODATA)."""
+    import pyogrio
+
+    from .geopackage import write_layer
+
+    frame = pyogrio.read_dataframe(options.grid_path, layer=vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID"))
+    position = {int(cell): row for row, cell in enumerate(cell_ids)}
+    order = np.array([position[int(cell)] for cell in frame["cell_id"]])
+    for column, spec in enumerate(inputs):
+        frame[f"nodata_{spec.name}"] = np.round(nodata[order, column].astype("float64"), 4)
+    is_flagged = np.zeros(len(cell_ids), dtype="int32")
+    is_flagged[flagged] = 1
+    frame["chip_flagged"] = is_flagged[order]
+    write_layer(frame, options.nodata_grid_path, options.style_qml_path, "povmap chip nodata",
+                metadata={"povmap:max_nodata": options.max_nodata, "povmap:chip_store": options.output_path})
 
 
 def read_grid_cells(path, layer=None, parameter="GRID"):
@@ -136,62 +165,226 @@ def _check_raster(spec, grid_crs, rows, cols, cell_size):
             raise PovmapInputError(spec.parameter, f"the raster '{spec.path}' does not overlap the grid; check that it covers the cells (and its CRS).")
 
 
-def _sample_blocks(writer, inputs, pending, rows, cols, cell_size, resolution, chip_size, grid_crs, reporter):
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
-
+def _group_blocks(pending, rows, cols):
+    """Row indices of pending cells grouped in blocks of up to BLOCK_CELLS × BLOCK_CELLS neighbours."""
     blocks = {}
     for row_index in pending:
         blocks.setdefault((rows[row_index] // BLOCK_CELLS, cols[row_index] // BLOCK_CELLS), []).append(row_index)
-    datasets = [rasterio.open(spec.path) for spec in inputs]
-    crs_wkt = grid_crs.to_wkt()
+    return [np.asarray(members) for members in blocks.values()]
+
+
+class _InputSampler:
+    """Samples one input raster block by block (one thread per input: a dataset is not thread-safe).
+
+    When the raster already has the chips' CRS, pixel size and pixel alignment
+    (Sentinel-2 in its own UTM zone at 10 m), every resampling method returns
+    the source pixel at each pixel centre, so a windowed read gives exactly
+    what the warp would, without warping; otherwise the block is warped.
+    """
+
+    def __init__(self, spec, grid_crs, resolution, cell_size, chip_size, dtype):
+        import warnings
+
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+
+        # reproject() into a NumPy array warns that the array has no georeferencing; it is given.
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+
+        self.spec, self.cell_size, self.chip_size, self.resolution = spec, cell_size, chip_size, resolution
+        self.spec_dtype = dtype
+        self.grid_crs_wkt = grid_crs.to_wkt()
+        self.dataset = rasterio.open(spec.path)
+        self.aligned = _is_aligned(self.dataset, grid_crs, resolution)
+        bands = len(spec.bands)
+        self.statistics = {"count": np.zeros(bands), "mean": np.zeros(bands), "m2": np.zeros(bands),
+                           "low": np.full(bands, np.inf), "high": np.full(bands, -np.inf)}
+
+    def close(self):
+        self.dataset.close()
+
+    def sample(self, block_rows, block_cols):
+        """Chips [n, H, W, bands] float32 (NaN = nodata) and nodata fractions of one block's cells."""
+        top, left = block_rows.max() + 1, block_cols.min()
+        height, width = (top - block_rows.min()) * self.chip_size, (block_cols.max() + 1 - left) * self.chip_size
+        if self.aligned:
+            warped = self._read_aligned(left * self.cell_size, top * self.cell_size, height, width)
+        else:
+            warped = self._warp(left * self.cell_size, top * self.cell_size, height, width)
+        y0, x0 = (top - 1 - block_rows) * self.chip_size, (block_cols - left) * self.chip_size
+        size = self.chip_size
+        chips = np.stack([warped[:, y:y + size, x:x + size] for y, x in zip(y0, x0)])
+        missing = np.isnan(chips)
+        nodata = missing.any(axis=1).mean(axis=(1, 2))
+        _accumulate(self.statistics, [chips[:, band] for band in range(chips.shape[1])])
+        return np.moveaxis(chips, 1, -1).astype(self.spec_dtype), nodata
+
+    def _warp(self, left, top, height, width):
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.warp import reproject
+
+        warped = np.full((len(self.spec.bands), height, width), np.nan, dtype="float32")
+        transform = rasterio.Affine(self.resolution, 0, left, 0, -self.resolution, top)
+        common = {"dst_transform": transform, "dst_crs": self.grid_crs_wkt, "resampling": Resampling[self.spec.resampling]}
+        complete = self._complete_source(left, top, height, width)
+        if complete is not None:
+            # Every source pixel the kernels touch is valid: GDAL's unmasked kernels give the same
+            # values as its nodata-aware ones, several times faster.
+            values, source_transform = complete
+            reproject(values, warped, src_transform=source_transform, src_crs=self.dataset.crs,
+                      src_nodata=None, dst_nodata=None, init_dest_nodata=False, **common)
+        else:
+            reproject(rasterio.band(self.dataset, list(self.spec.bands)), warped, dst_nodata=np.nan, **common)
+        return warped
+
+    def _complete_source(self, left, top, height, width):
+        """The source pixels around a block as float32, or None if any is nodata or off the raster."""
+        from rasterio.warp import transform_bounds
+        from rasterio.windows import Window
+
+        dataset = self.dataset
+        bounds = transform_bounds(self.grid_crs_wkt, dataset.crs, left, top - height * self.resolution,
+                                  left + width * self.resolution, top, densify_pts=21)
+        window = dataset.window(*bounds)
+        pixel = min(abs(dataset.transform.a), abs(dataset.transform.e))
+        margin = 4 + int(np.ceil(self._source_pixels_per_chip_pixel(pixel)))
+        col0, row0 = int(np.floor(window.col_off)) - margin, int(np.floor(window.row_off)) - margin
+        col1 = int(np.ceil(window.col_off + window.width)) + margin
+        row1 = int(np.ceil(window.row_off + window.height)) + margin
+        if col0 < 0 or row0 < 0 or col1 > dataset.width or row1 > dataset.height:
+            return None
+        window = Window(col0, row0, col1 - col0, row1 - row0)
+        values = dataset.read(list(self.spec.bands), window=window, masked=True, out_dtype="float32")
+        if np.ma.is_masked(values) or np.isnan(values.data).any():
+            return None
+        return np.ascontiguousarray(values.data), dataset.window_transform(window)
+
+    def _source_pixels_per_chip_pixel(self, source_pixel):
+        """How many source pixels one chip pixel spans (kernels widen when downsampling)."""
+        if self.dataset.crs.is_geographic:
+            source_pixel *= 111_320.0 * 0.5  # degrees to metres, conservatively short at high latitudes
+        return self.resolution / source_pixel
+
+    def _read_aligned(self, left, top, height, width):
+        from rasterio.windows import Window
+
+        dataset = self.dataset
+        column = int(round((left - dataset.transform.c) / self.resolution))
+        row = int(round((dataset.transform.f - top) / self.resolution))
+        window = Window(column, row, width, height).intersection(Window(0, 0, dataset.width, dataset.height)) \
+            if column < dataset.width and row < dataset.height and column + width > 0 and row + height > 0 else None
+        out = np.full((len(self.spec.bands), height, width), np.nan, dtype="float32")
+        if window is not None and window.width > 0 and window.height > 0:
+            values = dataset.read(list(self.spec.bands), window=window, masked=True, out_dtype="float32")
+            y, x = int(window.row_off) - row, int(window.col_off) - column
+            out[:, y:y + int(window.height), x:x + int(window.width)] = values.filled(np.nan)
+        return out
+
+
+def _is_aligned(dataset, grid_crs, resolution):
+    from pyproj import CRS
+
+    transform = dataset.transform
+    if transform.b != 0 or transform.d != 0 or not np.isclose(transform.a, resolution) or not np.isclose(-transform.e, resolution):
+        return False
+    if CRS.from_user_input(dataset.crs.to_wkt()) != grid_crs:
+        return False
+    offsets = np.array([transform.c, transform.f]) / resolution
+    return bool(np.allclose(offsets, np.round(offsets), atol=1e-6))
+
+
+def _sample_blocks(writer, inputs, pending, rows, cols, cell_size, resolution, chip_size, grid_crs, dtype, reporter):
+    """Warp blocks with one thread per input (GDAL releases the GIL); write them in order."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rasterio
+
+    blocks = _group_blocks(pending, rows, cols)
+    # A bounded GDAL block cache: a row of blocks is all that neighbours share, and the
+    # default (5 % of RAM) would let memory grow with the area sampled.
+    environment = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
+    environment.__enter__()
+    samplers = [_InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtype) for spec in inputs]
+    pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}") for spec in inputs]
+    in_flight, flushed = deque(), time.monotonic()
     try:
-        for done, members in enumerate(blocks.values(), start=1):
-            reporter.check_canceled()
-            members = np.asarray(members)
-            block_rows, block_cols = rows[members], cols[members]
-            top, left = block_rows.max() + 1, block_cols.min()
-            height, width = (top - block_rows.min()) * chip_size, (block_cols.max() + 1 - left) * chip_size
-            transform = rasterio.Affine(resolution, 0, left * cell_size, 0, -resolution, top * cell_size)
-            y0, x0 = (top - 1 - block_rows) * chip_size, (block_cols - left) * chip_size
-            chips, nodata = {}, np.zeros((len(members), len(inputs)), dtype="float32")
-            for position, (spec, dataset) in enumerate(zip(inputs, datasets)):
-                warped = np.full((len(spec.bands), height, width), np.nan, dtype="float32")
-                reproject(rasterio.band(dataset, list(spec.bands)), warped, dst_transform=transform, dst_crs=crs_wkt,
-                          dst_nodata=np.nan, resampling=Resampling[spec.resampling])
-                stack = np.stack([warped[:, y:y + chip_size, x:x + chip_size] for y, x in zip(y0, x0)])
-                nodata[:, position] = np.isnan(stack).any(axis=1).mean(axis=(1, 2))
-                chips[spec.name] = np.moveaxis(stack, 1, -1)
-            writer.write(members, chips, nodata)
-            if done % FLUSH_EVERY_BLOCKS == 0:
+        for done, members in enumerate(blocks, start=1):
+            in_flight.append((members, [pool.submit(sampler.sample, rows[members], cols[members])
+                                        for sampler, pool in zip(samplers, pools)]))
+            if len(in_flight) > BLOCKS_AHEAD:
+                _write_block(writer, inputs, *in_flight.popleft())
+            if time.monotonic() - flushed > FLUSH_EVERY_SECONDS:
                 writer.flush()
-            reporter.progress(90.0 * done / len(blocks))
+                flushed = time.monotonic()
+            reporter.progress(90.0 * (done - len(in_flight)) / len(blocks))
+            reporter.check_canceled()
+        while in_flight:
+            _write_block(writer, inputs, *in_flight.popleft())
     finally:
-        for dataset in datasets:
-            dataset.close()
+        for future in (future for _, futures in in_flight for future in futures):
+            future.cancel()
+        for pool in pools:
+            pool.shutdown(wait=True)
+        for sampler in samplers:
+            sampler.close()
+        environment.__exit__(None, None, None)
     writer.flush()
+    return {spec.name: sampler.statistics for spec, sampler in zip(inputs, samplers)}
 
 
-def _band_statistics(writer, inputs, batch_rows=256):
-    """Per-band count, mean, std, min and max over valid pixels, read in batches."""
+def _write_block(writer, inputs, members, futures):
+    results = [future.result() for future in futures]
+    writer.write(members, {spec.name: chips for spec, (chips, _) in zip(inputs, results)},
+                 np.column_stack([nodata for _, nodata in results]))
+
+
+def _accumulate(statistics, band_values):
+    """Merge each band's valid pixels (float32, NaN = nodata) into running count/mean/M2/min/max.
+
+    Chan et al.'s pairwise update: each batch's squared deviations are taken
+    from its own mean, so float32 arithmetic stays accurate for reflectances
+    whose spread is small next to their mean.
+    """
+    for band, values in enumerate(band_values):
+        values = values.ravel()
+        if np.isnan(values).any():
+            values = values[~np.isnan(values)]
+        count = values.size
+        if not count:
+            continue
+        batch_mean = float(values.sum(dtype="float64")) / count
+        deviations = values - np.float32(batch_mean)
+        batch_m2 = float(np.dot(deviations, deviations))
+        total = statistics["count"][band] + count
+        delta = batch_mean - statistics["mean"][band]
+        statistics["mean"][band] += delta * count / total
+        statistics["m2"][band] += batch_m2 + delta ** 2 * statistics["count"][band] * count / total
+        statistics["count"][band] = total
+        statistics["low"][band] = min(statistics["low"][band], float(values.min()))
+        statistics["high"][band] = max(statistics["high"][band], float(values.max()))
+
+
+def _band_statistics(writer, inputs, sampled, resumed_rows, batch_rows=256):
+    """Per-band count, mean, std, min and max over valid pixels.
+
+    Cells sampled in this run were accumulated while sampling; cells from an
+    earlier, resumed run are read back from the store in batches.
+    """
     statistics = {}
     for spec in inputs:
-        array = writer.array(spec.name)
-        bands = array.shape[-1]
-        count, total, squares = np.zeros(bands), np.zeros(bands), np.zeros(bands)
-        low, high = np.full(bands, np.inf), np.full(bands, -np.inf)
-        for start in range(0, array.shape[0], batch_rows):
-            values = np.asarray(array[start:start + batch_rows], dtype="float64").reshape(-1, bands)
-            valid = ~np.isnan(values)
-            count += valid.sum(axis=0)
-            total += np.where(valid, values, 0).sum(axis=0)
-            squares += np.where(valid, values ** 2, 0).sum(axis=0)
-            low = np.minimum(low, np.where(valid, values, np.inf).min(axis=0))
-            high = np.maximum(high, np.where(valid, values, -np.inf).max(axis=0))
-        mean = np.divide(total, count, out=np.full(bands, np.nan), where=count > 0)
-        std = np.sqrt(np.maximum(np.divide(squares, count, out=np.full(bands, np.nan), where=count > 0) - mean ** 2, 0))
+        running = sampled[spec.name]
+        for start in range(0, len(resumed_rows), batch_rows):
+            values = writer.read_rows(spec.name, resumed_rows[start:start + batch_rows]).astype("float32")
+            _accumulate(running, [values[..., band] for band in range(values.shape[-1])])
+        count = running["count"]
+        mean = np.where(count > 0, running["mean"], np.nan)
+        std = np.sqrt(np.divide(running["m2"], count, out=np.full(len(count), np.nan), where=count > 0))
         statistics[spec.name] = {"count": count.tolist(), "mean": mean.tolist(), "std": std.tolist(),
-                                 "min": low.tolist(), "max": high.tolist()}
+                                 "min": _finite_or_none(running["low"]), "max": _finite_or_none(running["high"])}
     return statistics
 
+
+def _finite_or_none(values):
+    return [float(value) if np.isfinite(value) else None for value in values]
