@@ -21,6 +21,7 @@ import traceback
 STEPS = {
     "build_training_grid": ("povmap_qgis.core.training_grid", "TrainingGridOptions", "build_training_grid"),
     "build_prediction_grid": ("povmap_qgis.core.prediction_grid", "PredictionGridOptions", "build_prediction_grid"),
+    "sample_chips": ("povmap_qgis.core.chips", "ChipOptions", "sample_chips"),
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 

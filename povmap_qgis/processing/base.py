@@ -124,6 +124,10 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             if parameters.get(name) not in (None, ""):
                 raise QgsProcessingException(self.tr(f"{name}: '{parameters[name]}' is not a raster layer or file."))
             return None
+        return self.raster_layer_file(layer, name)
+
+    def raster_layer_file(self, layer, name):
+        """Path of a raster layer's file, or a message saying to save the layer as a GeoTIFF."""
         parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
         path, prefix = parts.get("path", ""), parts.get("vsiPrefix", "")
         if layer.providerType() != "gdal" or not os.path.isfile(path):

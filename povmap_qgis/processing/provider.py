@@ -7,6 +7,7 @@ from ..paths import resource_path
 from . import settings
 from .build_prediction_grid import BuildPredictionGrid
 from .build_training_grid import BuildTrainingGrid
+from .sample_chips import SampleChips
 
 
 class PovmapProvider(QgsProcessingProvider):
@@ -34,5 +35,5 @@ class PovmapProvider(QgsProcessingProvider):
         settings.unregister()
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid()):
+        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid(), SampleChips()):
             self.addAlgorithm(algorithm)

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Write the .qml styles of resources/styles/ with QGIS's own renderer classes.
+
+Run with the project's venv (it sees PyQGIS): ``.venv/bin/python scripts/make_styles.py``.
+The styles are committed; this script is how they were made and how to remake
+them after a change. Colours: the training grid's orange/purple for poor/not
+poor (ColorBrewer PuOr, colour-blind safe), the Okabe–Ito palette for hit/miss.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsCategorizedSymbolRenderer,
+    QgsClassificationEqualInterval,
+    QgsFillSymbol,
+    QgsGradientColorRamp,
+    QgsGraduatedSymbolRenderer,
+    QgsRendererCategory,
+    QgsRendererRange,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor  # noqa: E402
+
+STYLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "styles")
+OUTLINE = "60,60,60,110"
+POOR, NOT_POOR = "#e66101", "#5e3c99"
+OUTCOMES = [  # value, legend label, colour (Okabe–Ito)
+    ("hit", "Hit: poor, predicted poor", "#009e73"),
+    ("miss", "Miss: poor, predicted not poor", "#d55e00"),
+    ("false_alarm", "False alarm: not poor, predicted poor", "#e69f00"),
+    ("correct_rejection", "Correct rejection: not poor, predicted not poor", "#56b4e9"),
+]
+
+
+def fill(color, outline=OUTLINE, style="solid"):
+    return QgsFillSymbol.createSimple({"color": color, "outline_color": outline, "outline_width": "0.1", "style": style})
+
+
+def layer(fields):
+    spec = "&".join(f"field={name}:{kind}" for name, kind in fields)
+    return QgsVectorLayer(f"Polygon?crs=EPSG:32642&{spec}", "style", "memory")
+
+
+def categorized(field, categories, opacity=0.85):
+    renderer = QgsCategorizedSymbolRenderer(field, [QgsRendererCategory(value, fill(color), label) for value, label, color in categories])
+    return renderer, opacity
+
+
+def graduated(field, bounds, colours, labels, opacity=0.85):
+    ranges = [QgsRendererRange(low, high, fill(color), label) for (low, high), color, label in zip(bounds, colours, labels)]
+    renderer = QgsGraduatedSymbolRenderer(field, ranges)
+    renderer.setClassificationMethod(QgsClassificationEqualInterval())
+    renderer.setSourceColorRamp(QgsGradientColorRamp(QColor(colours[0]), QColor(colours[-1])))
+    return renderer, opacity
+
+
+def save(name, fields, renderer_and_opacity):
+    renderer, opacity = renderer_and_opacity
+    target = layer(fields)
+    target.setRenderer(renderer)
+    target.setOpacity(opacity)
+    path = os.path.join(STYLES, f"{name}.qml")
+    message, ok = target.saveNamedStyle(path)
+    if not ok:
+        raise SystemExit(f"{path}: {message}")
+    print(path)
+
+
+def main():
+    application = QgsApplication([], False)
+    application.initQgis()
+    tenths = [(i / 5, (i + 1) / 5) for i in range(5)]
+    save("chip_nodata", [("cell_id", "integer"), ("chip_flagged", "integer")], categorized("chip_flagged", [
+        (0, "Chips complete enough", "255,255,255,0"), (1, "Flagged: too much nodata (not used for training)", "#d7191c")]))
+    save("prediction_class", [("cell_id", "integer"), ("pred", "integer")], categorized("pred", [
+        (1, "Predicted poor", POOR), (0, "Predicted not poor", NOT_POOR)]))
+    save("prediction_probability", [("cell_id", "integer"), ("prob_mean", "double")], graduated(
+        "prob_mean", tenths, ["#fef0d9", "#fdcc8a", "#fc8d59", "#e34a33", "#b30000"],
+        ["0.0–0.2", "0.2–0.4", "0.4–0.6", "0.6–0.8", "0.8–1.0 (likely poor)"]))
+    save("prediction_disagreement", [("cell_id", "integer"), ("disagreement", "double")], graduated(
+        "disagreement", [(0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.5)], ["#f2f0f7", "#cbc9e2", "#9e9ac8", "#6a51a3"],
+        ["members agree (< 0.1)", "0.1–0.2", "0.2–0.3", "members disagree (≥ 0.3)"]))
+    save("hitmiss", [("cell_id", "integer"), ("outcome", "string")], categorized("outcome", OUTCOMES))
+    application.exitQgis()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
