@@ -16,3 +16,24 @@ def resource_path(*parts):
 
 def style_path(name):
     return resource_path("styles", f"{name}.qml")
+
+
+def top_level_path(name):
+    """A top-level file or folder (metadata.txt, models/): the built plugin's, else the source tree's."""
+    for base in (PLUGIN_DIR, os.path.dirname(PLUGIN_DIR)):
+        if os.path.exists(os.path.join(base, name)):
+            return os.path.join(base, name)
+    return os.path.join(PLUGIN_DIR, name)
+
+
+def plugin_version():
+    import configparser
+
+    metadata = configparser.ConfigParser()
+    metadata.read(top_level_path("metadata.txt"), encoding="utf-8")
+    return metadata.get("general", "version", fallback="unknown")
+
+
+def bundled_model_path():
+    """The demonstration ensemble shipped in models/."""
+    return top_level_path(os.path.join("models", "demo_compact.povmodel"))

@@ -22,6 +22,8 @@ STEPS = {
     "build_training_grid": ("povmap_qgis.core.training_grid", "TrainingGridOptions", "build_training_grid"),
     "build_prediction_grid": ("povmap_qgis.core.prediction_grid", "PredictionGridOptions", "build_prediction_grid"),
     "sample_chips": ("povmap_qgis.core.chips", "ChipOptions", "sample_chips"),
+    "train": ("povmap_qgis.core.training", "TrainOptions", "train"),
+    "predict": ("povmap_qgis.core.prediction", "PredictOptions", "predict"),
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 

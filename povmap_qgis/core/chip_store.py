@@ -285,7 +285,7 @@ class ChipStore:
         self.nodata_fraction = np.load(os.path.join(self.path, NODATA_FRACTION), mmap_mode="r")
         self.input_names = [spec["name"] for spec in self.manifest["inputs"]]
         self._chips = {name: np.load(os.path.join(self.path, f"{name}.npy"), mmap_mode="r") for name in self.input_names}
-        self._row_files = {}
+        self._row_files = {name: RowFile(os.path.join(self.path, f"{name}.npy"), "r") for name in self.input_names}
 
     def __len__(self):
         return len(self.cell_ids)
@@ -294,16 +294,18 @@ class ChipStore:
         """The memory-mapped array of one input, [n_cells, H, W, bands]."""
         return self._chips[name]
 
-    def batch(self, rows):
+    def batch(self, rows, names=None):
         """Chips of some rows for every input, read from disk (only those rows).
 
         Read with pread rather than through the memory maps, so that reading a
         whole store batch by batch keeps the process's memory flat.
         """
         rows = np.asarray(rows, dtype="int64")
-        if not self._row_files:
-            self._row_files = {name: RowFile(os.path.join(self.path, f"{name}.npy"), "r") for name in self.input_names}
-        return {name: row_file.read(rows) for name, row_file in self._row_files.items()}
+        return {name: self.batch_of(name, rows) for name in (names or self.input_names)}
+
+    def batch_of(self, name, rows):
+        """Chips of one input for some rows (pread, thread-safe)."""
+        return self._row_files[name].read(np.asarray(rows, dtype="int64"))
 
     def close(self):
         for row_file in self._row_files.values():
@@ -311,7 +313,7 @@ class ChipStore:
         self._row_files = {}
 
     def __del__(self):
-        self.close()
+        self.close() if hasattr(self, "_row_files") else None
 
 
 class RowFile:

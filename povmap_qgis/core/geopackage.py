@@ -17,10 +17,11 @@ def layer_name_for(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def write_layer(frame, path, style_qml_path=None, style_name=None, metadata=None):
+def write_layer(frame, path, style_qml_path=None, style_name=None, metadata=None, extra_styles=None):
     """Write ``frame`` as the single layer of a new GeoPackage at ``path``.
 
-    Written under a temporary name and renamed when complete (style included).
+    Written under a temporary name and renamed when complete (styles included).
+    ``extra_styles``: [(qml path, name)] offered in the layer's Styles menu.
     """
     import pyogrio
 
@@ -28,33 +29,31 @@ def write_layer(frame, path, style_qml_path=None, style_name=None, metadata=None
     with atomic_output(path) as temporary:
         pyogrio.write_dataframe(frame, temporary, layer=layer, driver="GPKG", layer_metadata=_stringify(metadata))
         if style_qml_path:
-            embed_default_style(temporary, layer, style_qml_path, style_name or layer)
+            styles = [(style_qml_path, style_name or layer, True)] + [(qml, name, False) for qml, name in extra_styles or []]
+            embed_styles(temporary, layer, styles)
     return layer
 
 
 def embed_default_style(path, layer, style_qml_path, style_name):
     """Store a QML style as the layer's default in QGIS's ``layer_styles`` table."""
+    embed_styles(path, layer, [(style_qml_path, style_name, True)])
+
+
+def embed_styles(path, layer, styles):
+    """Store QML styles [(path, name, is default)] in QGIS's ``layer_styles`` table."""
     import pandas
     import pyogrio
 
-    with open(style_qml_path, encoding="utf-8") as handle:
-        qml = handle.read()
     geometry_column = pyogrio.read_info(path, layer=layer).get("geometry_name") or "geom"
-    styles = pandas.DataFrame({
-        "f_table_catalog": [""],
-        "f_table_schema": [""],
-        "f_table_name": [layer],
-        "f_geometry_column": [geometry_column],
-        "styleName": [style_name],
-        "styleQML": [qml],
-        "styleSLD": [""],
-        "useAsDefault": [True],
-        "description": [f"povmap-qgis style {os.path.basename(style_qml_path)}"],
-        "owner": [""],
-        "ui": [""],
-        "update_time": [datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)],
-    })
-    pyogrio.write_dataframe(styles, path, layer="layer_styles", driver="GPKG", append=True)
+    rows = []
+    for qml_path, name, default in styles:
+        with open(qml_path, encoding="utf-8") as handle:
+            qml = handle.read()
+        rows.append({"f_table_catalog": "", "f_table_schema": "", "f_table_name": layer, "f_geometry_column": geometry_column,
+                     "styleName": name, "styleQML": qml, "styleSLD": "", "useAsDefault": bool(default),
+                     "description": f"povmap-qgis style {os.path.basename(qml_path)}", "owner": "", "ui": "",
+                     "update_time": datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)})
+    pyogrio.write_dataframe(pandas.DataFrame(rows), path, layer="layer_styles", driver="GPKG", append=True)
 
 
 def read_layer_metadata(path, layer=None):

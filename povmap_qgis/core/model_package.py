@@ -1,0 +1,101 @@
+"""The model package: ``NAME.povmodel/`` (DESIGN.md data contract, format 1.0).
+
+::
+
+    NAME.povmodel/
+      manifest.json             inputs (names, bands, shape), resolution, chip size,
+                                normalisation, members (architecture, weights file,
+                                sha256), threshold, cutoff and label meaning,
+                                training summary, holdout metrics, software versions
+      <member>.weights.h5       Keras weights of each member
+
+Loading rebuilds each member's architecture from code (``core.models``) and
+reads weights only — no pickles, no stored code. A package whose files are
+missing or altered, of an unknown format version, or whose inputs do not
+match the chip store is refused with a message saying what is wrong.
+"""
+
+import hashlib
+import json
+import os
+
+from .errors import PovmapInputError
+from .models import ARCHITECTURES
+
+FORMAT = "povmap-model"
+FORMAT_VERSION = "1.0"
+SUPPORTED_VERSIONS = ("1.0",)
+MANIFEST = "manifest.json"
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_package_path(path, parameter="OUTPUT"):
+    if not path or not path.rstrip("/").endswith(".povmodel"):
+        raise PovmapInputError(parameter, f"'{path}' must be a folder name ending in .povmodel.")
+
+
+def write_manifest(folder, manifest):
+    """Record each member's weights hash and write the manifest (folder not yet published)."""
+    for member in manifest["members"]:
+        member["sha256"] = sha256_of(os.path.join(folder, member["weights"]))
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+
+
+def read_package(path, parameter="MODEL"):
+    """The verified manifest of a package (hashes, files, version, architectures)."""
+    path = os.path.abspath(path.rstrip("/"))
+    try:
+        with open(os.path.join(path, MANIFEST), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise PovmapInputError(parameter, f"'{path}' is not a model package ({error}); choose a .povmodel folder made by Train.") from None
+    if manifest.get("format") != FORMAT:
+        raise PovmapInputError(parameter, f"'{path}' is not a povmap model package (format '{manifest.get('format')}').")
+    if manifest.get("format_version") not in SUPPORTED_VERSIONS:
+        raise PovmapInputError(parameter, f"'{path}' has model package version {manifest.get('format_version')}; this plugin reads {', '.join(SUPPORTED_VERSIONS)}. Update the plugin or retrain the model.")
+    if not manifest.get("members"):
+        raise PovmapInputError(parameter, f"'{path}' lists no ensemble members.")
+    for member in manifest["members"]:
+        if member.get("architecture") not in ARCHITECTURES:
+            raise PovmapInputError(parameter, f"'{path}': member '{member.get('name')}' has unknown architecture '{member.get('architecture')}'.")
+        weights = os.path.join(path, os.path.basename(member.get("weights", "")))
+        if not os.path.isfile(weights):
+            raise PovmapInputError(parameter, f"'{path}': the weights file '{member.get('weights')}' of member '{member['name']}' is missing.")
+        if sha256_of(weights) != member.get("sha256"):
+            raise PovmapInputError(parameter, f"'{path}': the weights of member '{member['name']}' do not match their sha256 in the manifest (altered or damaged); refusing to load them.")
+    manifest["path"] = path
+    return manifest
+
+
+def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):
+    """The chip store must hold the inputs, bands and chip size the model was trained on."""
+    store_inputs = {spec["name"]: spec for spec in store_manifest["inputs"]}
+    for spec in manifest["inputs"]:
+        found = store_inputs.get(spec["name"])
+        if found is None:
+            raise PovmapInputError(parameter, f"the chip store has no '{spec['name']}' input, which the model needs (model inputs: {', '.join(s['name'] for s in manifest['inputs'])}); sample it with the same inputs.")
+        if list(found["bands"]) != list(spec["bands"]):
+            raise PovmapInputError(parameter, f"the chip store's '{spec['name']}' has bands {found['bands']}, the model was trained on bands {spec['bands']}.")
+    if int(store_manifest["chip_size"]) != int(manifest["chip_size"]) or float(store_manifest["settings"]["resolution"]) != float(manifest["resolution"]):
+        raise PovmapInputError(parameter, f"the chip store has {store_manifest['chip_size']} px chips at {store_manifest['settings']['resolution']} m; the model needs {manifest['chip_size']} px at {manifest['resolution']} m.")
+
+
+def load_members(manifest):
+    """Keras models of every member with their weights (architecture rebuilt from code)."""
+    from .models import build_member
+
+    models = []
+    for member in manifest["members"]:
+        model = build_member(member["architecture"], manifest["inputs"], dense_units=member.get("dense_units"),
+                             dropout=member.get("dropout"))
+        model.load_weights(os.path.join(manifest["path"], os.path.basename(member["weights"])))
+        models.append(model)
+    return models

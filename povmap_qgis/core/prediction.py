@@ -1,0 +1,79 @@
+"""Run a model package on a grid's chips (pipeline step 5, runs in the worker).
+
+The chip store is streamed in batches (memory bounded); every member predicts
+every batch; the output is the grid with the prediction fields of DESIGN.md:
+``prob_<member>``, ``prob_mean``, ``votes``, ``pred`` (majority vote, 1 =
+poor) and ``disagreement`` (standard deviation of the members'
+probabilities), plus ``chip_flagged`` (1 = too much nodata: a less reliable
+prediction).
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+
+from . import learning_data, model_package, vectors
+from .chip_store import ChipStore
+from .geopackage import write_layer
+from .reporting import Reporter
+from .training import ensemble_outputs
+
+PREDICTION_FIELDS = ("prob_mean", "votes", "pred", "disagreement")
+
+
+@dataclasses.dataclass
+class PredictOptions:
+    model_path: str
+    chips_path: str
+    grid_path: str
+    output_path: str
+    grid_layer: str = None
+    batch_rows: int = 256
+    style_qml_path: str = None
+    extra_styles: list = None   # [(qml path, style name)] stored beside the default style
+
+
+def predict(options, reporter=None):
+    import pyogrio
+
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    manifest = model_package.read_package(options.model_path)
+    store = ChipStore(options.chips_path)
+    model_package.check_inputs_match(manifest, store.manifest)
+    layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
+    grid = pyogrio.read_dataframe(options.grid_path, layer=layer)
+    if "cell_id" not in grid:
+        from .errors import PovmapInputError
+
+        raise PovmapInputError("GRID", f"the layer '{layer}' has no cell_id field; use a grid made by Build training grid or Build prediction grid.")
+    rows = learning_data.store_rows_for(store, grid["cell_id"].astype("int64").to_numpy())
+    reporter.info(f"{len(manifest['members'])} members ({', '.join(m['name'] for m in manifest['members'])}) on {len(rows)} cells")
+    if manifest.get("notice"):
+        reporter.warning(manifest["notice"])
+    models = model_package.load_members(manifest)
+    reporter.progress(5)
+    names = [spec["name"] for spec in manifest["inputs"]]
+    def progress(done):
+        reporter.check_canceled()
+        reporter.progress(5 + 90 * done / len(rows))
+
+    member_probabilities = learning_data.predict_rows(models, store, rows, manifest["normalisation"], names, options.batch_rows, progress)
+    ensemble = ensemble_outputs(member_probabilities, manifest["threshold"])
+    for member, probabilities in zip(manifest["members"], member_probabilities):
+        grid[f"prob_{member['name']}"] = np.round(probabilities.astype("float64"), 5)
+    grid["prob_mean"] = np.round(ensemble["prob_mean"].astype("float64"), 5)
+    grid["votes"] = ensemble["votes"].astype("int32")
+    grid["pred"] = ensemble["pred"].astype("int32")
+    grid["disagreement"] = np.round(ensemble["disagreement"].astype("float64"), 5)
+    max_nodata = float(store.manifest.get("max_nodata", 0.1))
+    grid["chip_flagged"] = (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
+    write_layer(grid, options.output_path, options.style_qml_path, "povmap prediction (class)", extra_styles=options.extra_styles,
+                metadata={"povmap:model": manifest["path"], "povmap:threshold": manifest["threshold"],
+                          "povmap:members": ",".join(m["name"] for m in manifest["members"]), "povmap:label": manifest["label"]["meaning"]})
+    seconds = time.monotonic() - started
+    poor = int(grid["pred"].sum())
+    reporter.info(f"{poor} of {len(grid)} cells predicted poor; {len(grid) / seconds:.0f} cells/s")
+    return {"output": options.output_path, "cells": int(len(grid)), "predicted_poor": poor, "seconds": round(seconds, 2),
+            "flagged": int(grid["chip_flagged"].sum())}
