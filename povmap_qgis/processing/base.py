@@ -6,6 +6,7 @@ them to a core step's options (STYLE.md: one base class for the provider).
 
 import glob
 import os
+import shutil
 
 from qgis.core import (
     QgsProcessing,
@@ -201,7 +202,7 @@ def _remove_partials(path):
     stem, ext = os.path.splitext(name)
     for candidate in glob.glob(os.path.join(folder, f".{glob.escape(stem)}.partial-*{ext}*")):
         try:
-            os.remove(candidate)
+            shutil.rmtree(candidate) if os.path.isdir(candidate) else os.remove(candidate)
         except OSError:
             pass
 

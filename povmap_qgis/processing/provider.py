@@ -7,7 +7,10 @@ from ..paths import resource_path
 from . import settings
 from .build_prediction_grid import BuildPredictionGrid
 from .build_training_grid import BuildTrainingGrid
+from .check_environment import CheckEnvironment
+from .predict import Predict
 from .sample_chips import SampleChips
+from .train import Train
 
 
 class PovmapProvider(QgsProcessingProvider):
@@ -35,5 +38,5 @@ class PovmapProvider(QgsProcessingProvider):
         settings.unregister()
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid(), SampleChips()):
+        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid(), SampleChips(), Train(), Predict(), CheckEnvironment()):
             self.addAlgorithm(algorithm)

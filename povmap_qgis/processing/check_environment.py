@@ -1,0 +1,36 @@
+"""povmap:checkenvironment — what the worker Python can do (TensorFlow, GPU)."""
+
+from qgis.core import QgsProcessingOutputBoolean, QgsProcessingOutputString
+
+from .base import PovmapAlgorithm
+
+
+class CheckEnvironment(PovmapAlgorithm):
+    algorithm_id = "checkenvironment"
+    display_name = "Check worker environment"
+    group_id = "models"
+    group_name = "3 · Models"
+    summary = (
+        "Starts the worker process and reports its Python, the versions of the packages the pipeline needs, "
+        "the TensorFlow version and whether a GPU is visible. Set the worker Python in Settings ▸ Options ▸ "
+        "Processing ▸ Providers ▸ Poverty mapping, or with the POVMAP_PYTHON environment variable."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        for key, label in (("PYTHON", "Worker Python"), ("TENSORFLOW", "TensorFlow version"), ("GPUS", "GPUs visible")):
+            self.addOutput(QgsProcessingOutputString(key, self.tr(label)))
+        self.addOutput(QgsProcessingOutputBoolean("GPU", self.tr("A GPU is visible")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        description = self.run_core_step("environment", {}, feedback)
+        packages = description["packages"]
+        for name, version in packages.items():
+            feedback.pushInfo(f"{name}: {version or 'NOT INSTALLED'}")
+        gpus = description.get("gpus") or []
+        feedback.pushInfo(f"Python {description['python_version']} at {description['python']}")
+        feedback.pushInfo(f"GPU: {', '.join(gpus) if gpus else 'none visible (training and prediction run on the CPU)'}")
+        missing = [name for name, version in packages.items() if not version or str(version).startswith("broken")]
+        if missing:
+            feedback.pushWarning(f"Missing or broken in the worker environment: {', '.join(missing)}; run scripts/setup or install requirements.txt there.")
+        return {"PYTHON": description["python"], "TENSORFLOW": packages.get("tensorflow") or "not installed",
+                "GPUS": ", ".join(gpus), "GPU": bool(gpus)}

@@ -1,0 +1,54 @@
+"""povmap:predict — run a model package (default: the bundled demonstration ensemble) on a grid."""
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterVectorDestination,
+)
+
+from ..paths import bundled_model_path, style_path
+from .base import POLYGON_SOURCES, PovmapAlgorithm
+
+EXTRA_STYLES = [("prediction_probability", "povmap probability (mean of members)"),
+                ("prediction_disagreement", "povmap member disagreement")]
+
+
+class Predict(PovmapAlgorithm):
+    algorithm_id = "predict"
+    display_name = "Predict poverty"
+    group_id = "models"
+    group_name = "3 · Models"
+    summary = (
+        "Runs a trained ensemble on the chips of a grid — a surveyed district or one nobody surveyed. Each member gives "
+        "the probability that a cell is chronically poor; the output has prob_<member>, prob_mean, votes, pred "
+        "(majority vote, 1 = poor) and disagreement (spread of the members). Styled by predicted class; the probability "
+        "and disagreement styles are in the layer's Styles menu. Without MODEL, the bundled demonstration model is used: "
+        "it was trained on synthetic data and is not for policy use."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.add_parameter(QgsProcessingParameterFile("MODEL", self.tr("Model package (.povmodel; empty: bundled demo model)"),
+                                                      QgsProcessingParameterFile.Behavior.Folder, optional=True),
+                           "A .povmodel folder from Train poverty ensemble. Empty: the demonstration ensemble bundled with the plugin (synthetic data, not for policy use).")
+        self.add_parameter(QgsProcessingParameterFile("CHIPS", self.tr("Chip store (.chips folder)"), QgsProcessingParameterFile.Behavior.Folder),
+                           "Chips of GRID from Sample image chips, with the inputs, bands and chip size the model was trained on.")
+        self.add_parameter(QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
+                           "Cells to predict (cell_id), e.g. from Build prediction grid; every field of it is kept in the output.")
+        self.add_parameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon),
+                           "GeoPackage of the grid with the prediction fields, styled by predicted class.")
+        for key, label in (("CELLS", "Cells"), ("PREDICTED_POOR", "Cells predicted poor"), ("FLAGGED", "Cells with too much nodata")):
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        output = self.output_gpkg(parameters, "OUTPUT", context)
+        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
+        model = self.parameterAsFile(parameters, "MODEL", context) or bundled_model_path()
+        feedback.pushInfo(f"Model: {model}")
+        options = {"model_path": model, "chips_path": self.parameterAsFile(parameters, "CHIPS", context),
+                   "grid_path": grid_path, "grid_layer": grid_layer, "output_path": output,
+                   "style_qml_path": style_path("prediction_class"),
+                   "extra_styles": [(style_path(name), label) for name, label in EXTRA_STYLES]}
+        result = self.run_core_step("predict", options, feedback, outputs=[output])
+        return {"OUTPUT": output, "CELLS": result["cells"], "PREDICTED_POOR": result["predicted_poor"], "FLAGGED": result["flagged"]}
