@@ -1,0 +1,217 @@
+"""Training, model packages and prediction: real TensorFlow on the tiny sample, through the worker."""
+
+import glob
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from helpers import read_grid
+from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
+
+TINY_EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def tiny_chips(tiny_sample, tmp_path_factory):
+    """Labelled tiny grid with districts and its chip store (all three inputs)."""
+    from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
+    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    grid = str(folder / "training_grid.gpkg")
+    build_training_grid(TrainingGridOptions(points_path=os.path.join(tiny_sample, "synthetic_survey.gpkg"), score_field="score",
+                                            output_path=grid, crs="EPSG:32642", min_obs=8,
+                                            districts_path=os.path.join(tiny_sample, "synthetic_districts.gpkg"), district_field="name"))
+    inputs = [ChipInput("daytime", os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3]),
+              ChipInput("nightlights", os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"), [1]),
+              ChipInput("accessibility", os.path.join(tiny_sample, "synthetic_accessibility_30arcsec.tif"), [1])]
+    sample_chips(ChipOptions(grid_path=grid, inputs=inputs, output_path=str(folder / "tiny.chips")))
+    sample_chips(ChipOptions(grid_path=grid, inputs=inputs[1:2], output_path=str(folder / "night.chips")))
+    unlabelled = read_grid(grid).drop(columns=["label"])
+    unlabelled.to_file(folder / "unlabelled.gpkg", engine="pyogrio")
+    return {"grid": grid, "chips": str(folder / "tiny.chips"), "night": str(folder / "night.chips"), "folder": folder,
+            "grid_unlabelled": str(folder / "unlabelled.gpkg")}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_chips, qgis_processing):
+    """A two-member compact package trained through Processing and the worker."""
+    from qgis.core import QgsApplication
+
+    from povmap_qgis.processing.provider import PovmapProvider
+
+    if QgsApplication.processingRegistry().providerById("povmap") is None:
+        provider = PovmapProvider()
+        trained.provider = provider
+        QgsApplication.processingRegistry().addProvider(provider)
+    output = str(tiny_chips["folder"] / "tiny.povmodel")
+    results, feedback = run_algorithm("povmap:train", {"CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"], "PRESET": 1,
+                                                       "MEMBERS": "compact_cnn,compact_residual", "EPOCHS": TINY_EPOCHS, "SEED": 3,
+                                                       "OUTPUT": output})
+    return results, feedback
+
+
+def manifest_of(path):
+    with open(os.path.join(path, "manifest.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_train_writes_a_model_package_with_metrics_hashes_and_versions(trained, tiny_chips):
+    from povmap_qgis.core.model_package import sha256_of
+
+    results, feedback = trained
+    manifest = manifest_of(results["OUTPUT"])
+    assert results["OUTPUT"].endswith("tiny.povmodel") and results["MEMBERS_TRAINED"] == "compact_cnn,compact_residual"
+    assert manifest["format_version"] == "1.0" and manifest["preset"] == "compact"
+    assert [spec["name"] for spec in manifest["inputs"]] == ["daytime", "nightlights", "accessibility"]
+    assert manifest["inputs"][0]["shape"] == [100, 100, 3] and manifest["chip_size"] == 100 and manifest["resolution"] == 10.0
+    assert manifest["label"]["cutoff"] == 19.0 and manifest["label"]["poor_below"] is True and manifest["threshold"] == 0.5
+    assert set(manifest["normalisation"]) == {"daytime", "nightlights", "accessibility"}
+    for member in manifest["members"]:
+        assert member["sha256"] == sha256_of(os.path.join(results["OUTPUT"], member["weights"]))
+        assert 1 <= member["epochs_trained"] <= TINY_EPOCHS
+    holdout = manifest["metrics"]["holdout"]
+    assert set(holdout) == {"compact_cnn", "compact_residual", "ensemble", "random"}
+    assert holdout["ensemble"]["n"] == manifest["training"]["cells"]["test"] > 0
+    assert results["ACCURACY"] == pytest.approx(holdout["ensemble"]["accuracy"])
+    assert 0 <= holdout["ensemble"]["auc"] <= 1 and holdout["random"]["draws"] == 1000
+    assert manifest["software"]["tensorflow"] and manifest["software"]["keras"] and manifest["software"]["device"] == "cpu"
+    # the split follows the paper's proportions and normalisation uses training cells only
+    cells = manifest["training"]["cells"]
+    assert cells["train"] > cells["test"] > 0 and cells["validation"] > 0
+    assert "member 1/2 compact_cnn epoch 1" in feedback.text()
+    assert not glob.glob(str(tiny_chips["folder"] / ".tiny.partial-*"))
+
+
+def test_predict_writes_the_prediction_layer_styled(trained, tiny_chips, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    results, _ = trained
+    predicted, _ = run_algorithm("povmap:predict", {"MODEL": results["OUTPUT"], "CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"],
+                                                     "OUTPUT": str(tmp_path / "pred.gpkg")})
+    frame = read_grid(predicted["OUTPUT"])
+    grid = read_grid(tiny_chips["grid"])
+    assert len(frame) == len(grid) == predicted["CELLS"]
+    for field in ("cell_id", "district", "prob_compact_cnn", "prob_compact_residual", "prob_mean", "votes", "pred", "disagreement"):
+        assert field in frame.columns
+    members = frame[["prob_compact_cnn", "prob_compact_residual"]].to_numpy()
+    assert np.allclose(frame["prob_mean"], members.mean(axis=1), atol=1e-4)
+    assert (frame["votes"] == (members >= 0.5).sum(axis=1)).all()
+    assert (frame["pred"] == (frame["votes"] * 2 > 2).astype(int)).all()   # majority of two = both
+    assert np.allclose(frame["disagreement"], members.std(axis=1), atol=1e-4)
+    assert predicted["PREDICTED_POOR"] == int(frame["pred"].sum())
+    layer = QgsVectorLayer(predicted["OUTPUT"], "pred", "ogr")
+    assert layer.renderer().type() == "categorizedSymbol" and layer.renderer().classAttribute() == "pred"
+    styles = layer.listStylesInDatabase()
+    assert {"povmap probability (mean of members)", "povmap member disagreement"} <= set(styles[2])
+
+
+def test_tampered_or_mismatched_packages_are_refused(trained, tiny_chips, tmp_path):
+    results, _ = trained
+
+    def predict_fails(model, chips=tiny_chips["chips"]):
+        return run_failing("povmap:predict", {"MODEL": model, "CHIPS": chips, "GRID": tiny_chips["grid"], "OUTPUT": str(tmp_path / "p.gpkg")})
+
+    altered = str(tmp_path / "altered.povmodel")
+    shutil.copytree(results["OUTPUT"], altered)
+    weights = os.path.join(altered, "compact_cnn.weights.h5")
+    with open(weights, "r+b") as handle:
+        handle.seek(-64, os.SEEK_END)
+        handle.write(b"\0" * 16)
+    assert "do not match their sha256" in predict_fails(altered)
+    os.remove(weights)
+    assert "is missing" in predict_fails(altered)
+    future = str(tmp_path / "future.povmodel")
+    shutil.copytree(results["OUTPUT"], future)
+    manifest = manifest_of(future)
+    manifest["format_version"] = "9.0"
+    with open(os.path.join(future, "manifest.json"), "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
+    assert "version 9.0" in predict_fails(future)
+    assert "has no 'daytime' input" in predict_fails(results["OUTPUT"], tiny_chips["night"])
+    assert not os.path.exists(tmp_path / "p.gpkg")
+
+
+def test_cancel_stops_training_and_leaves_no_package(povmap_provider, tiny_chips, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    feedback = CapturingFeedback(cancel_at_progress=8)
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run_algorithm("povmap:train", {"CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"], "MEMBERS": "compact_cnn",
+                                       "EPOCHS": 50, "OUTPUT": str(tmp_path / "stopped.povmodel")}, feedback)
+    assert not os.listdir(tmp_path)
+
+
+def train_in_worker(**options):
+    """The core train step in a real worker process (TensorFlow never loads into the QGIS test process)."""
+    from povmap_qgis import runner
+
+    return runner.run_worker("train", options)
+
+
+def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
+    """Training twice with one seed gives identical weights; night lights only, district holdout, target recall."""
+    from povmap_qgis.core.model_package import read_package
+
+    districts = sorted(set(read_grid(tiny_chips["grid"])["district"]))
+    runs = []
+    for name in ("a", "b"):
+        summary = train_in_worker(chips_path=tiny_chips["night"], grid_path=tiny_chips["grid"], output_path=str(tmp_path / f"{name}.povmodel"),
+                                  members=["compact_cnn"], epochs=1, seed=7, split="districts", test_districts=[districts[0]],
+                                  target_recall=0.8)
+        runs.append(read_package(summary["output"]))
+    assert runs[0]["members"][0]["sha256"] == runs[1]["members"][0]["sha256"]
+    manifest = runs[0]
+    assert [spec["name"] for spec in manifest["inputs"]] == ["nightlights"]
+    assert manifest["training"]["test_districts"] == [districts[0]]
+    assert manifest["threshold_rule"].startswith("target recall 0.8")
+    test_cells = (read_grid(tiny_chips["grid"])["district"] == districts[0]).sum()
+    assert manifest["training"]["cells"]["test"] == test_cells
+
+
+def test_bad_training_input_is_named(tiny_chips, tmp_path):
+    from povmap_qgis.runner import WorkerError
+
+    def fails(parameter, text, **options):
+        arguments = dict(chips_path=tiny_chips["chips"], grid_path=tiny_chips["grid"], output_path=str(tmp_path / "x.povmodel"), epochs=1)
+        arguments.update(options)
+        with pytest.raises(WorkerError) as caught:
+            train_in_worker(**arguments)
+        assert caught.value.kind == "input" and caught.value.parameter == parameter and text in str(caught.value), str(caught.value)
+        assert not os.listdir(tmp_path) or os.listdir(tmp_path) == ["keras-home"]
+
+    fails("MEMBERS", "unknown member", members=["vgg16"])
+    fails("PRESET", "unknown preset", preset="huge")
+    fails("TEST_DISTRICTS", "no labelled cells in Atlantis", split="districts", test_districts=["Atlantis"])
+    keras_home = tmp_path / "keras-home"
+    os.environ["KERAS_HOME"] = str(keras_home)
+    try:
+        fails("PRETRAINED", "not available locally", preset="paper", members=["resnet50"], pretrained="imagenet")
+    finally:
+        del os.environ["KERAS_HOME"]
+    fails("GRID", "no label field", grid_path=tiny_chips["grid_unlabelled"])
+
+
+@pytest.mark.parametrize("check", ["paper_members_build_run_and_take_a_training_step", "pretrained_backbone_weights_come_from_a_local_file"])
+def test_keras_checks_outside_qgis(check, tmp_path):
+    """tests/keras_checks.py, run by the worker Python (TensorFlow's HDF5 must not load next to QGIS's)."""
+    import subprocess
+    import sys
+
+    import povmap_qgis
+
+    build = os.path.dirname(os.path.dirname(os.path.abspath(povmap_qgis.__file__)))
+    completed = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "keras_checks.py"), check, str(tmp_path)],
+                               capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=build, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert completed.returncode == 0 and completed.stdout.strip().endswith(f"{check}: ok"), completed.stdout + completed.stderr
+
+
+def test_checkenvironment_reports_the_worker(povmap_provider):
+    from importlib.metadata import version
+
+    results, feedback = run_algorithm("povmap:checkenvironment", {})
+    assert results["TENSORFLOW"] == version("tensorflow-cpu") and results["PYTHON"]
+    assert "GPU:" in feedback.text() and isinstance(results["GPU"], bool)
