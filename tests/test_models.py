@@ -118,9 +118,11 @@ def test_tampered_or_mismatched_packages_are_refused(trained, tiny_chips, tmp_pa
     altered = str(tmp_path / "altered.povmodel")
     shutil.copytree(results["OUTPUT"], altered)
     weights = os.path.join(altered, "compact_cnn.weights.h5")
-    with open(weights, "r+b") as handle:
-        handle.seek(-64, os.SEEK_END)
-        handle.write(b"\0" * 16)
+    with open(weights, "r+b") as handle:   # flip 16 bytes in the middle of the weights
+        handle.seek(os.path.getsize(weights) // 2)
+        original = handle.read(16)
+        handle.seek(os.path.getsize(weights) // 2)
+        handle.write(bytes(byte ^ 0xFF for byte in original))
     assert "do not match their sha256" in predict_fails(altered)
     os.remove(weights)
     assert "is missing" in predict_fails(altered)
@@ -215,3 +217,36 @@ def test_checkenvironment_reports_the_worker(povmap_provider):
     results, feedback = run_algorithm("povmap:checkenvironment", {})
     assert results["TENSORFLOW"] == version("tensorflow-cpu") and results["PYTHON"]
     assert "GPU:" in feedback.text() and isinstance(results["GPU"], bool)
+
+
+def test_checkenvironment_names_what_a_bare_python_lacks(povmap_provider, monkeypatch):
+    """Debian's own python3 has no TensorFlow: the check says so instead of failing."""
+    monkeypatch.setenv("POVMAP_PYTHON", "/usr/bin/python3")
+    results, feedback = run_algorithm("povmap:checkenvironment", {})
+    assert results["TENSORFLOW"] == "not installed" and results["PYTHON"] == "/usr/bin/python3"
+    assert "tensorflow" in " ".join(feedback.warnings) and "scripts/setup" in " ".join(feedback.warnings)
+
+
+def test_training_without_tensorflow_says_what_to_install(povmap_provider, tiny_chips, tmp_path, monkeypatch):
+    monkeypatch.setenv("POVMAP_PYTHON", "/usr/bin/python3")
+    message = run_failing("povmap:train", {"CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"], "OUTPUT": str(tmp_path / "m.povmodel")})
+    assert "lacks the package" in message and "requirements.txt" in message
+    assert not os.listdir(tmp_path)
+
+
+def test_the_bundled_model_is_a_small_verified_demonstration(povmap_provider, tiny_chips, tmp_path):
+    from povmap_qgis.core.model_package import read_package
+    from povmap_qgis.paths import bundled_model_path
+
+    manifest = read_package(bundled_model_path())   # hashes checked
+    size = sum(os.path.getsize(os.path.join(bundled_model_path(), name)) for name in os.listdir(bundled_model_path()))
+    assert size < 20e6
+    assert "NOT FOR POLICY USE" in manifest["notice"] and "synthetic" in manifest["notice"]
+    assert [member["architecture"] for member in manifest["members"]] == ["compact_cnn", "compact_wide", "compact_residual"]
+    results, feedback = run_algorithm("povmap:predict", {"CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"], "OUTPUT": str(tmp_path / "p.gpkg")})
+    assert "NOT FOR POLICY USE" in " ".join(feedback.warnings)
+    frame = read_grid(results["OUTPUT"])
+    assert {"prob_compact_cnn", "prob_compact_wide", "prob_compact_residual", "pred"} <= set(frame.columns)
+    # trained on the demo sample, it separates the tiny sample's poor cells better than chance
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(frame["label"], frame["prob_mean"]) > 0.6   # the grid's own label field is kept

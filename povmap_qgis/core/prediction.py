@@ -29,7 +29,7 @@ class PredictOptions:
     grid_path: str
     output_path: str
     grid_layer: str = None
-    batch_rows: int = 256
+    batch_rows: int = 64
     style_qml_path: str = None
     extra_styles: list = None   # [(qml path, style name)] stored beside the default style
 
