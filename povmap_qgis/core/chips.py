@@ -117,7 +117,7 @@ def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
     is_flagged[flagged] = 1
     frame["chip_flagged"] = is_flagged[order]
     write_layer(frame, options.nodata_grid_path, options.style_qml_path, "povmap chip nodata",
-                metadata={"povmap:max_nodata": options.max_nodata, "povmap:chip_store": options.output_path})
+                metadata={"povmap_max_nodata": options.max_nodata, "povmap_chip_store": options.output_path})
 
 
 def read_grid_cells(path, layer=None, parameter="GRID"):

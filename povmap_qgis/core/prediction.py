@@ -70,8 +70,8 @@ def predict(options, reporter=None):
     max_nodata = float(store.manifest.get("max_nodata", 0.1))
     grid["chip_flagged"] = (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
     write_layer(grid, options.output_path, options.style_qml_path, "povmap prediction (class)", extra_styles=options.extra_styles,
-                metadata={"povmap:model": manifest["path"], "povmap:threshold": manifest["threshold"],
-                          "povmap:members": ",".join(m["name"] for m in manifest["members"]), "povmap:label": manifest["label"]["meaning"]})
+                metadata={"povmap_model": manifest["path"], "povmap_threshold": manifest["threshold"],
+                          "povmap_members": ",".join(m["name"] for m in manifest["members"]), "povmap_label": manifest["label"]["meaning"]})
     seconds = time.monotonic() - started
     poor = int(grid["pred"].sum())
     reporter.info(f"{poor} of {len(grid)} cells predicted poor; {len(grid) / seconds:.0f} cells/s")
