@@ -24,6 +24,7 @@ STEPS = {
     "sample_chips": ("povmap_qgis.core.chips", "ChipOptions", "sample_chips"),
     "train": ("povmap_qgis.core.training", "TrainOptions", "train"),
     "predict": ("povmap_qgis.core.prediction", "PredictOptions", "predict"),
+    "evaluate": ("povmap_qgis.core.evaluation", "EvaluateOptions", "evaluate"),
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 

@@ -8,6 +8,7 @@ from . import settings
 from .build_prediction_grid import BuildPredictionGrid
 from .build_training_grid import BuildTrainingGrid
 from .check_environment import CheckEnvironment
+from .evaluate import Evaluate
 from .predict import Predict
 from .sample_chips import SampleChips
 from .train import Train
@@ -38,5 +39,5 @@ class PovmapProvider(QgsProcessingProvider):
         settings.unregister()
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid(), SampleChips(), Train(), Predict(), CheckEnvironment()):
+        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid(), SampleChips(), Train(), Predict(), Evaluate(), CheckEnvironment()):
             self.addAlgorithm(algorithm)

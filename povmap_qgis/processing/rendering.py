@@ -1,0 +1,175 @@
+"""Map images with QGIS's own renderer: layers drawn with their styles, a title and a legend.
+
+Used by the algorithms that write reports (the maps of ``povmap:evaluate``)
+and by ``scripts/render_map.py``. Rendering is synchronous on a QImage
+(``QgsMapRendererCustomPainterJob``), so it also works in the background
+thread a Processing algorithm runs in, given layers that thread may use
+(loaded there, or cloned for it in ``prepareAlgorithm``).
+"""
+
+import os
+
+from qgis.core import (
+    QgsCoordinateTransformContext,
+    QgsFillSymbol,
+    QgsMapRendererCustomPainterJob,
+    QgsMapSettings,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsSingleSymbolRenderer,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QSize, Qt
+from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter, QPen
+
+
+class RenderError(RuntimeError):
+    """A layer, project or image file could not be read or written."""
+
+
+def outline_renderer(colour="#202020", width_mm=0.5):
+    """Polygons drawn as outlines only, so that layers below stay visible."""
+    return QgsSingleSymbolRenderer(QgsFillSymbol.createSimple(
+        {"style": "no", "outline_color": colour, "outline_width": str(width_mm), "outline_width_unit": "MM"}))
+
+
+def load_layer(source):
+    """A layer from a file path (``path|layername=name`` for one layer of a GeoPackage), with its saved style.
+
+    A polygon layer without a style saved in its file is drawn as outlines.
+    """
+    path = source.split("|")[0]
+    name = os.path.splitext(os.path.basename(path))[0]
+    if path.lower().endswith((".tif", ".tiff", ".vrt")):
+        layer = QgsRasterLayer(path, name, "gdal")
+    else:
+        layer = QgsVectorLayer(source, name, "ogr")
+    if not layer.isValid():
+        raise RenderError(f"cannot open '{source}'")
+    if isinstance(layer, QgsVectorLayer) and not layer.listStylesInDatabase()[0] and layer.geometryType() == QgsWkbTypes.PolygonGeometry:
+        layer.setRenderer(outline_renderer())
+    return layer
+
+
+def project_layers(project_path, name_parts=None):
+    """Visible layers of a project, top first, optionally only those whose names contain one of ``name_parts``."""
+    from qgis.core import QgsProject
+
+    project = QgsProject.instance()
+    if not project.read(project_path):
+        raise RenderError(f"cannot read the project '{project_path}'")
+    layers = [node.layer() for node in project.layerTreeRoot().findLayers() if node.isVisible() and node.layer()]
+    if name_parts:
+        layers = [layer for layer in layers if any(part.lower() in layer.name().lower() for part in name_parts)]
+    return layers
+
+
+def render_layers(output, layers, width=1600, extent_layer=None, title=None, legend_layers=None, transform_context=None,
+                  legend_below=False, max_height=None):
+    """Draw ``layers`` (top first) into a PNG at ``output``; return the path.
+
+    The map is in the CRS of ``extent_layer`` (default: the first layer) and
+    shows its extent with a 4 % margin. ``legend_layers`` (default: every
+    vector layer) list their symbols in a box in the lower left, over the
+    map, or under it with ``legend_below``. ``max_height``: a tall area is
+    drawn narrower so that the map is at most this high.
+    """
+    if not layers:
+        raise RenderError("no layer to draw")
+    reference = extent_layer or layers[0]
+    settings = QgsMapSettings()
+    settings.setDestinationCrs(reference.crs())
+    settings.setTransformContext(transform_context or QgsCoordinateTransformContext())
+    settings.setLayers(list(layers))
+    extent = QgsRectangle(settings.layerExtentToOutputExtent(reference, reference.extent()))
+    if extent.isEmpty():
+        extent = QgsRectangle(extent.xMinimum() - 500, extent.yMinimum() - 500, extent.xMaximum() + 500, extent.yMaximum() + 500)
+    extent.scale(1.04)
+    if max_height and extent.height() > extent.width() * max_height / width:
+        width = max(200, int(max_height * extent.width() / extent.height()))
+    height = max(1, int(width * extent.height() / extent.width()))
+    settings.setOutputSize(QSize(width, height))
+    settings.setExtent(extent)
+    settings.setBackgroundColor(QColor("white"))
+    settings.setOutputDpi(96)
+    entries = legend_entries(list(legend_layers) if legend_layers is not None else list(layers))
+    extra = legend_size(entries, width)[1] + max(12, width // 90) if legend_below and entries else 0
+    image = QImage(QSize(width, height + extra), QImage.Format_ARGB32_Premultiplied)
+    image.fill(QColor("white"))
+    painter = QPainter(image)
+    job = QgsMapRendererCustomPainterJob(settings, painter)
+    job.renderSynchronously()
+    painter.end()
+    if title:
+        draw_title(image, title, width)
+    draw_legend(image, entries, width)
+    if not image.save(output, "PNG"):
+        raise RenderError(f"cannot write {output}")
+    return output
+
+
+def render(output, sources, width=1600, extent_of=None, title=None, project=None, project_filter=None):
+    """``render_layers`` for file paths; the visible layers of ``project`` (filtered by name) are drawn below."""
+    from qgis.core import QgsProject
+
+    background = project_layers(project, project_filter) if project else []
+    layers = [load_layer(source) for source in sources]
+    reference = load_layer(extent_of) if extent_of else layers[0]
+    return render_layers(output, layers + background, width, reference, title, legend_layers=layers,
+                         transform_context=QgsProject.instance().transformContext() if project else None)
+
+
+def draw_title(image, title, width):
+    painter = QPainter(image)
+    painter.setFont(QFont("Sans", max(10, width // 80)))
+    painter.fillRect(0, 0, width, max(24, width // 40), QColor(255, 255, 255, 200))
+    painter.setPen(QColor("black"))
+    painter.drawText(8, max(18, width // 55), title)
+    painter.end()
+
+
+def legend_entries(layers):
+    """(label, colour, opacity) of each symbol of the vector layers' renderers, as QGIS's legend lists them."""
+    entries = []
+    for layer in layers:
+        if not isinstance(layer, QgsVectorLayer) or layer.renderer() is None:
+            continue
+        for item in layer.renderer().legendSymbolItems():
+            label = item.label() or layer.name().replace("_", " ")
+            symbol = item.symbol()
+            if symbol is not None and label not in [entry[0] for entry in entries]:
+                entries.append((label, symbol.color(), layer.opacity()))
+    return entries
+
+
+def legend_size(entries, width):
+    """Width and height in pixels of the legend box for ``entries`` on an image ``width`` wide."""
+    size = max(12, width // 90)
+    image = QImage(1, 1, QImage.Format_ARGB32_Premultiplied)
+    painter = QPainter(image)
+    painter.setFont(QFont("Sans", int(size * 0.8)))
+    text_width = max([painter.fontMetrics().horizontalAdvance(entry[0]) for entry in entries] or [0])
+    painter.end()
+    return max(int(size * 14), int(size * 3.6) + text_width), int(size * 1.6 * len(entries) + size * 0.6)
+
+
+def draw_legend(image, entries, width):
+    """A box in the lower left of ``image`` listing ``entries`` (see ``legend_entries``)."""
+    if not entries:
+        return
+    size = max(12, width // 90)
+    box_width, box_height = legend_size(entries, width)
+    top = image.height() - box_height - size
+    painter = QPainter(image)
+    painter.setFont(QFont("Sans", int(size * 0.8)))
+    painter.fillRect(size, top, box_width, box_height, QColor(255, 255, 255, 220))
+    for index, (label, colour, opacity) in enumerate(entries):
+        y = top + int(size * 0.5 + index * size * 1.6)
+        swatch = QColor(colour)
+        swatch.setAlphaF(max(0.0, min(1.0, swatch.alphaF() * opacity)))
+        painter.setPen(QPen(QColor("#202020")))
+        painter.setBrush(swatch if swatch.alpha() > 0 else Qt.NoBrush)
+        painter.drawRect(int(size * 1.5), y, size, size)
+        painter.drawText(int(size * 3), y + int(size * 0.85), label)
+    painter.end()
