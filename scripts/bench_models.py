@@ -99,6 +99,14 @@ def main():
     if not os.path.isdir(training_chips):
         raise SystemExit(f"{training_chips} not found: run scripts/demo first")
 
+    # Peak memory first: fresh processes, started before TensorFlow loads in this one.
+    with tempfile.TemporaryDirectory(prefix="povmap-bench-models-") as folder:
+        for label in ("prediction_grid", "training_grid"):
+            figures = peak_memory(arguments.model, os.path.join(arguments.demo, f"{label}.chips"), os.path.join(arguments.demo, f"{label}.gpkg"),
+                                  os.path.join(folder, f"{label}.gpkg"))
+            print(f"peak memory, predict {label:16s} {figures['cells']:6,} cells  max RSS {figures['max_rss_mb']:6.0f} MB "
+                  f"({figures['cells'] / figures['seconds']:.0f} cells/s end to end)", flush=True)
+
     rates = training_rates(training_chips, arguments.epochs)
     for label, rate in rates.items():
         print(f"training compact_cnn from {label:17s} {rate:7.1f} samples/s", flush=True)
@@ -108,13 +116,6 @@ def main():
     print(f"prediction, compact ensemble (3 members)  {compact:7.1f} cells/s   (target >= 200)", flush=True)
     paper = prediction_rate(arguments.model, training_chips, arguments.paper_cells, paper=True)
     print(f"prediction, paper ensemble (ResNet50+50V2+101, {arguments.paper_cells} cells) {paper:7.1f} cells/s", flush=True)
-
-    with tempfile.TemporaryDirectory(prefix="povmap-bench-models-") as folder:
-        for label in ("prediction_grid", "training_grid"):
-            figures = peak_memory(arguments.model, os.path.join(arguments.demo, f"{label}.chips"), os.path.join(arguments.demo, f"{label}.gpkg"),
-                                  os.path.join(folder, f"{label}.gpkg"))
-            print(f"peak memory, predict {label:16s} {figures['cells']:6,} cells  max RSS {figures['max_rss_mb']:6.0f} MB "
-                  f"({figures['cells'] / figures['seconds']:.0f} cells/s end to end)", flush=True)
 
 
 if __name__ == "__main__":
