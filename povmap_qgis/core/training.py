@@ -51,16 +51,7 @@ class TrainOptions:
 def train(options, reporter=None):
     reporter = reporter or Reporter()
     started = time.monotonic()
-    if options.preset not in models.PRESETS:
-        raise PovmapInputError("PRESET", f"unknown preset '{options.preset}' (use {' or '.join(models.PRESETS)}).")
-    preset = dict(models.PRESETS[options.preset])
-    members = list(options.members or preset["members"])
-    unknown = [member for member in members if member not in models.ARCHITECTURES]
-    if unknown or not members:
-        raise PovmapInputError("MEMBERS", f"unknown member(s) {unknown or members}; choose from {', '.join(models.ARCHITECTURES)}.")
-    for key in ("epochs", "batch_size", "learning_rate", "patience"):
-        if getattr(options, key):
-            preset[key] = getattr(options, key)
+    preset, members = preset_and_members(options)
     model_package.check_package_path(options.output_path)
     if options.target_recall is not None and not 0 < options.target_recall <= 1:
         raise PovmapInputError("TARGET_RECALL", "must be between 0 and 1 (e.g. 0.8), or empty for a 0.5 threshold.")
@@ -91,17 +82,9 @@ def train(options, reporter=None):
         member_records, probabilities = [], {"validation": [], "test": []}
         for index, architecture in enumerate(members):
             reporter.check_canceled()
-            keras.utils.set_random_seed(options.seed + index)
             stage = reporter.stage(3 + 92 * index / len(members), 3 + 92 * (index + 1) / len(members))
-            model = models.build_member(architecture, inputs, backbone_weights=backbone_files.get(architecture))
-            model.compile(optimizer=keras.optimizers.Adam(preset["learning_rate"]), loss="binary_crossentropy",
-                          metrics=[keras.metrics.AUC(name="auc")])
-            history = model.fit(train_data, validation_data=validation_data, epochs=int(preset["epochs"]), verbose=0,
-                                class_weight=class_weight,
-                                callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(preset["patience"]), restore_best_weights=True),
-                                           keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, int(preset["patience"]) // 3)),
-                                           _ProgressCallback(stage, architecture, index, len(members), int(preset["epochs"]))])
-            losses = history.history["val_loss"]
+            model, losses = fit_member(architecture, index, len(members), inputs, preset, train_data, validation_data, class_weight,
+                                       options.seed, stage, backbone_files.get(architecture))
             weights_file = f"{architecture}.weights.h5"
             model.save_weights(os.path.join(partial, weights_file))
             for part in probabilities:
@@ -127,6 +110,43 @@ def train(options, reporter=None):
     return {"output": os.path.abspath(options.output_path), "members": members, "threshold": threshold,
             "metrics": holdout, "cells": {part: int(len(rows)) for part, rows in split.items()},
             "seconds": round(time.monotonic() - started, 1)}
+
+
+def preset_and_members(options):
+    """The preset's settings with the options' overrides, and the members to train (checked)."""
+    if options.preset not in models.PRESETS:
+        raise PovmapInputError("PRESET", f"unknown preset '{options.preset}' (use {' or '.join(models.PRESETS)}).")
+    preset = dict(models.PRESETS[options.preset])
+    members = list(options.members or preset["members"])
+    unknown = [member for member in members if member not in models.ARCHITECTURES]
+    if unknown or not members:
+        raise PovmapInputError("MEMBERS", f"unknown member(s) {unknown or members}; choose from {', '.join(models.ARCHITECTURES)}.")
+    for key in ("epochs", "batch_size", "learning_rate", "patience"):
+        if getattr(options, key, None):
+            preset[key] = getattr(options, key)
+    return preset, members
+
+
+def fit_member(architecture, index, count, inputs, preset, train_data, validation_data, class_weight, seed, reporter,
+               backbone_weights=None):
+    """Build and fit member ``index`` of ``count`` (early stopping on validation loss, best weights kept).
+
+    Returns the model and its validation losses per epoch. ``reporter``'s 0–100 %
+    spans this member's epochs; Cancel is checked between batches. Shared by
+    ``train`` and the cross-validation.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed + index)
+    model = models.build_member(architecture, inputs, backbone_weights=backbone_weights)
+    model.compile(optimizer=keras.optimizers.Adam(preset["learning_rate"]), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc")])
+    history = model.fit(train_data, validation_data=validation_data, epochs=int(preset["epochs"]), verbose=0,
+                        class_weight=class_weight,
+                        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(preset["patience"]), restore_best_weights=True),
+                                   keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, int(preset["patience"]) // 3)),
+                                   _ProgressCallback(reporter, architecture, index, count, int(preset["epochs"]))])
+    return model, history.history["val_loss"]
 
 
 class _ProgressCallback:
