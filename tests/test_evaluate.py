@@ -7,14 +7,13 @@ import io
 import json
 import os
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 from helpers import read_grid
 from qgis_helpers import run_algorithm, run_failing
+from report_checks import CHROMIUM, chromium, outcome_colours, pixels_of, symbol_colours
 
 MEMBERS = ("compact_cnn", "compact_wide", "compact_residual")
 THRESHOLD = 0.4          # not the default 0.5: the threshold must come from the layer metadata
@@ -22,7 +21,6 @@ ROWS, COLUMNS = 12, 20   # predicted cells; the truth covers 200 of them plus 15
 DRAWS = 200
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HITMISS_QML = os.path.join(ROOT, "resources", "styles", "hitmiss.qml")
-CHROMIUM = shutil.which("chromium")
 
 
 def cell_ids(rows, columns):
@@ -189,28 +187,6 @@ def test_hitmiss_layer_holds_the_prediction_fields_label_and_outcome_cell_by_cel
     assert labels["false_alarm"].endswith(f"({counts['false_alarm']})")
 
 
-def symbol_colours(style):
-    """symbol name -> (r, g, b) of the fill symbols of resources/styles/STYLE.qml as drawn on white (layer opacity applied)."""
-    with open(os.path.join(ROOT, "resources", "styles", f"{style}.qml"), encoding="utf-8") as handle:
-        qml = handle.read()
-    opacity = float(re.search(r"<layerOpacity>([\d.]+)</layerOpacity>", qml).group(1))
-    colours = {}
-    for symbol, body in re.findall(r'<symbol name="(\d+)"[^>]*>(.*?)</symbol>', qml, flags=re.S):
-        rgb = [int(part) for part in re.search(r'<prop v="([\d,]+)" k="color"/>', body).group(1).split(",")[:3]]
-        colours[symbol] = np.array([opacity * value + (1 - opacity) * 255 for value in rgb])
-    return colours, qml
-
-
-def outcome_colours():
-    """outcome -> (r, g, b) of its category in resources/styles/hitmiss.qml, as drawn on white."""
-    colours, qml = symbol_colours("hitmiss")
-    return {value: colours[symbol] for symbol, value in re.findall(r'<category [^>]*symbol="(\d+)"[^>]*value="(\w+)"', qml)}
-
-
-def pixels_of(pixels, colour, tolerance=3):
-    return (np.abs(pixels.astype(float) - colour) <= tolerance).all(axis=1)
-
-
 def render_to_array(path, width=800):
     """The layer drawn by QGIS's map renderer with its saved style, as RGB pixels."""
     from PIL import Image
@@ -244,13 +220,6 @@ def test_hitmiss_layer_renders_in_qgis_with_the_four_outcome_colours(evaluated):
         # each outcome covers about its share of the cells (outlines and the empty cells take the rest)
         expected = counts[outcome] / (ROWS * COLUMNS)
         assert 0.5 * expected < share < 1.1 * expected, (outcome, colour, share, expected)
-
-
-def chromium(*arguments, profile):
-    completed = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
-                                "--virtual-time-budget=5000", *arguments], capture_output=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr.decode(errors="replace")[-2000:]
-    return completed.stdout.decode("utf-8")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by scripts/setup")

@@ -47,8 +47,6 @@ OUTCOMES = {
     "false_alarm": ("False alarm: not poor, predicted poor", 0, 1),
     "correct_rejection": ("Correct rejection: not poor, predicted not poor", 0, 0),
 }
-# Okabe–Ito colours (colour-blind safe) for the members' ROC curves.
-MEMBER_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
 
 
 @dataclasses.dataclass
@@ -512,74 +510,16 @@ def _style_with_counts(qml_path, counts):
 
 def _write_figures(folder, document, members):
     """ROC curves (members + ensemble) and confusion matrices as PNGs in ``folder``; {name: path}."""
+    from . import figures as drawing
+
     os.makedirs(folder, exist_ok=True)
+    overall = document["metrics"]["all"]
     figures = {}
     if document["roc"].get(ENSEMBLE):
-        figures["roc"] = _save(_roc_figure(document, members), os.path.join(folder, "roc.png"))
-    figures["confusion"] = _save(_confusion_figure(document, members), os.path.join(folder, "confusion.png"))
+        title = f"ROC curves, {overall[ENSEMBLE]['n']} cells (dots: at the threshold)"
+        figures["roc"] = drawing.save(drawing.roc_figure(document["roc"], overall, members, title), os.path.join(folder, "roc.png"))
+    figures["confusion"] = drawing.save(drawing.confusion_figure(overall, members), os.path.join(folder, "confusion.png"))
     return figures
-
-
-def _save(figure, path):
-    with atomic_output(path) as partial:
-        figure.savefig(partial, format="png", dpi=110, bbox_inches="tight")
-    return os.path.abspath(path)
-
-
-def _roc_figure(document, members):
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5.6, 5.0))
-    axes = figure.subplots()
-    axes.plot([0, 1], [0, 1], color="#888888", linestyle=":", linewidth=1, label="random guess (AUC 0.5)")
-    overall = document["metrics"]["all"]
-    for index, name in enumerate(list(members) + [ENSEMBLE]):
-        curve = document["roc"].get(name)
-        if not curve:
-            continue
-        ensemble = name == ENSEMBLE
-        colour = "#000000" if ensemble else MEMBER_COLOURS[index % len(MEMBER_COLOURS)]
-        axes.plot(curve["fpr"], curve["tpr"], color=colour, linewidth=2.4 if ensemble else 1.3,
-                  linestyle="-" if ensemble else "--", label=f"{name} (AUC {overall[name]['auc']:.3f})")
-        values = overall[name]
-        if values["tp"] + values["fn"] and values["fp"] + values["tn"]:
-            axes.plot([values["fp"] / (values["fp"] + values["tn"])], [values["tp"] / (values["tp"] + values["fn"])], marker="o",
-                      color=colour, markersize=7 if ensemble else 5, linestyle="none")
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1.01)
-    axes.set_aspect("equal")
-    axes.set_xlabel("false positive rate (not poor, predicted poor)")
-    axes.set_ylabel("true positive rate = recall")
-    axes.set_title(f"ROC curves, {overall[ENSEMBLE]['n']} cells (dots: at the threshold)", fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    return figure
-
-
-def _confusion_figure(document, members):
-    from matplotlib.figure import Figure
-
-    names = list(members) + [ENSEMBLE]
-    figure = Figure(figsize=(2.7 * len(names) + 0.4, 3.0))
-    overall = document["metrics"]["all"]
-    for axes, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
-        values = overall[name]
-        matrix = [[values["tp"], values["fn"]], [values["fp"], values["tn"]]]
-        total = max(1, values["n"])
-        axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, max(max(row) for row in matrix)))
-        for row in range(2):
-            for column in range(2):
-                count = matrix[row][column]
-                dark = count > 0.6 * max(max(line) for line in matrix)
-                axes.text(column, row, f"{count}\n{count / total:.0%}", ha="center", va="center", fontsize=10,
-                          color="white" if dark else "black")
-        axes.set_xticks([0, 1], ["poor", "not poor"])
-        axes.set_yticks([0, 1], ["poor", "not poor"])
-        axes.set_xlabel("predicted")
-        axes.set_ylabel("observed")
-        axes.set_title(name, fontsize=10, fontweight="bold" if name == ENSEMBLE else "normal")
-    figure.tight_layout()
-    return figure
 
 
 def _format(value):
