@@ -234,7 +234,8 @@ def test_training_without_tensorflow_says_what_to_install(povmap_provider, tiny_
     assert not os.listdir(tmp_path)
 
 
-def test_the_bundled_model_is_a_small_verified_demonstration(povmap_provider, tiny_chips, tmp_path):
+def test_the_bundled_model_is_a_small_verified_demonstration(povmap_provider, tiny_chips, tmp_path, monkeypatch):
+    """Also: paths relative to the working directory, as typed on a qgis_process command line, reach the worker whole."""
     from povmap_qgis.core.model_package import read_package
     from povmap_qgis.paths import bundled_model_path
 
@@ -243,7 +244,8 @@ def test_the_bundled_model_is_a_small_verified_demonstration(povmap_provider, ti
     assert size < 20e6
     assert "NOT FOR POLICY USE" in manifest["notice"] and "synthetic" in manifest["notice"]
     assert [member["architecture"] for member in manifest["members"]] == ["compact_cnn", "compact_wide", "compact_residual"]
-    results, feedback = run_algorithm("povmap:predict", {"CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"], "OUTPUT": str(tmp_path / "p.gpkg")})
+    monkeypatch.chdir(tiny_chips["folder"])
+    results, feedback = run_algorithm("povmap:predict", {"CHIPS": "tiny.chips", "GRID": "training_grid.gpkg", "OUTPUT": str(tmp_path / "p.gpkg")})
     assert "NOT FOR POLICY USE" in " ".join(feedback.warnings)
     frame = read_grid(results["OUTPUT"])
     assert {"prob_compact_cnn", "prob_compact_wide", "prob_compact_residual", "pred"} <= set(frame.columns)

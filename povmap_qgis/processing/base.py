@@ -147,6 +147,21 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(error)) from None
         return path
 
+    def input_file(self, parameters, name, context):
+        """Absolute path of a file or folder parameter: the worker runs in another working directory."""
+        path = self.parameterAsFile(parameters, name, context)
+        return os.path.abspath(path) if path else path
+
+    def output_file(self, parameters, name, context, extensions):
+        """Absolute path of a file destination (report, metrics), checked before any work starts."""
+        path = self.parameterAsFileOutput(parameters, name, context)
+        path = os.path.abspath(path) if path else path
+        try:
+            check_output_path(path, name, extensions)
+        except PovmapInputError as error:
+            raise QgsProcessingException(str(error)) from None
+        return path
+
     @staticmethod
     def crs_text(crs):
         if not crs.isValid():

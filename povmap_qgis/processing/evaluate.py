@@ -17,8 +17,6 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.atomic import check_output_path
-from ..core.errors import PovmapInputError
 from ..core.evaluation import metrics_csv_path, report_document
 from ..core.report import write_report
 from ..paths import style_path
@@ -93,8 +91,8 @@ class Evaluate(PovmapAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         hitmiss = self.output_gpkg(parameters, "HITMISS", context)
-        report = self._file_output(parameters, "REPORT", context, (".html", ".htm"))
-        metrics = self._file_output(parameters, "METRICS", context, (".json",))
+        report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
+        metrics = self.output_file(parameters, "METRICS", context, (".json",))
         predictions_path, predictions_layer = self.vector_file(parameters, "PREDICTIONS", context, feedback)
         truth_path, truth_layer = self.vector_file(parameters, "TRUTH", context, feedback)
         figures = tempfile.mkdtemp(prefix="povmap-evaluate-", dir=QgsProcessingUtils.tempFolder())
@@ -118,14 +116,6 @@ class Evaluate(PovmapAlgorithm):
             results[key] = _lookup(summary, where)
         return results
 
-    def _file_output(self, parameters, name, context, extensions):
-        path = self.parameterAsFileOutput(parameters, name, context)
-        path = os.path.abspath(path) if path else path
-        try:
-            check_output_path(path, name, extensions)
-        except PovmapInputError as error:
-            raise QgsProcessingException(str(error)) from None
-        return path
 
     def _render_maps(self, summary, folder, context, feedback):
         """PNGs of the predicted class, the probability and the hits and misses; [(path, caption)]."""

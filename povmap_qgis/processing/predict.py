@@ -44,9 +44,9 @@ class Predict(PovmapAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         output = self.output_gpkg(parameters, "OUTPUT", context)
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
-        model = self.parameterAsFile(parameters, "MODEL", context) or bundled_model_path()
+        model = self.input_file(parameters, "MODEL", context) or bundled_model_path()
         feedback.pushInfo(f"Model: {model}")
-        options = {"model_path": model, "chips_path": self.parameterAsFile(parameters, "CHIPS", context),
+        options = {"model_path": model, "chips_path": self.input_file(parameters, "CHIPS", context),
                    "grid_path": grid_path, "grid_layer": grid_layer, "output_path": output,
                    "style_qml_path": style_path("prediction_class"),
                    "extra_styles": [(style_path(name), label) for name, label in EXTRA_STYLES]}

@@ -77,12 +77,12 @@ class Train(PovmapAlgorithm):
             raise QgsProcessingException(self.tr("TEST_DISTRICTS: name the districts to hold out (comma-separated) when SPLIT is 'leave districts out'."))
         target_recall = parameters.get("TARGET_RECALL")
         options = {
-            "chips_path": self.parameterAsFile(parameters, "CHIPS", context), "grid_path": grid_path, "grid_layer": grid_layer,
+            "chips_path": self.input_file(parameters, "CHIPS", context), "grid_path": grid_path, "grid_layer": grid_layer,
             "output_path": output, "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)],
             "members": members or None, "split": split, "test_districts": districts or None,
             "balance": BALANCES[self.parameterAsEnum(parameters, "BALANCE", context)],
             "seed": self.parameterAsInt(parameters, "SEED", context),
-            "pretrained": (self.parameterAsString(parameters, "PRETRAINED", context) or "").strip() or None,
+            "pretrained": _pretrained(self.parameterAsString(parameters, "PRETRAINED", context)),
             "target_recall": None if target_recall in (None, "") else self.parameterAsDouble(parameters, "TARGET_RECALL", context),
             "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
         }
@@ -91,6 +91,14 @@ class Train(PovmapAlgorithm):
         results = {"OUTPUT": result["output"], "THRESHOLD": result["threshold"], "MEMBERS_TRAINED": ",".join(result["members"])}
         results.update({key.upper(): ensemble[key] for key in ("recall", "precision", "accuracy", "auc")})
         return results
+
+
+def _pretrained(value):
+    """None, "imagenet", or the absolute path of a weights folder (the worker runs in another working directory)."""
+    value = (value or "").strip()
+    if not value or value == "none":
+        return None
+    return value if value == "imagenet" else os.path.abspath(value)
 
 
 def _with_suffix(path, suffix):
