@@ -25,6 +25,7 @@ STEPS = {
     "train": ("povmap_qgis.core.training", "TrainOptions", "train"),
     "predict": ("povmap_qgis.core.prediction", "PredictOptions", "predict"),
     "evaluate": ("povmap_qgis.core.evaluation", "EvaluateOptions", "evaluate"),
+    "crossvalidate": ("povmap_qgis.core.crossvalidation", "CrossValidateOptions", "crossvalidate"),
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 

@@ -8,6 +8,7 @@ from . import settings
 from .build_prediction_grid import BuildPredictionGrid
 from .build_training_grid import BuildTrainingGrid
 from .check_environment import CheckEnvironment
+from .crossvalidate import CrossValidate
 from .evaluate import Evaluate
 from .predict import Predict
 from .sample_chips import SampleChips
@@ -39,5 +40,5 @@ class PovmapProvider(QgsProcessingProvider):
         settings.unregister()
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid(), SampleChips(), Train(), Predict(), Evaluate(), CheckEnvironment()):
+        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid(), SampleChips(), Train(), Predict(), Evaluate(), CrossValidate(), CheckEnvironment()):
             self.addAlgorithm(algorithm)

@@ -34,6 +34,33 @@ def outline_renderer(colour="#202020", width_mm=0.5):
         {"style": "no", "outline_color": colour, "outline_width": str(width_mm), "outline_width_unit": "MM"}))
 
 
+# Okabe–Ito colours (colour-blind safe), as the members' curves in the report figures.
+CATEGORY_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+
+
+def category_style(output, field, values, label_format="{}", missing_label="none"):
+    """Write a QML style drawing polygons by the integer ``field`` (one colour per value, grey for NULL); return ``output``.
+
+    Made with QGIS's categorized renderer on a memory layer, so the style is
+    a genuine QGIS style that can be stored in a GeoPackage and loaded in
+    the desktop.
+    """
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsRendererCategory
+
+    layer = QgsVectorLayer(f"Polygon?field={field}:integer", field, "memory")
+    categories = []
+    for index, value in enumerate(values):
+        symbol = QgsFillSymbol.createSimple({"color": CATEGORY_COLOURS[index % len(CATEGORY_COLOURS)], "outline_color": "#ffffff",
+                                             "outline_width": "0.05", "outline_width_unit": "MM"})
+        categories.append(QgsRendererCategory(value, symbol, label_format.format(value)))
+    categories.append(QgsRendererCategory(None, QgsFillSymbol.createSimple({"color": "#d9d9d9", "outline_style": "no"}), missing_label))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
+    message, saved = layer.saveNamedStyle(output)
+    if not saved:
+        raise RenderError(f"cannot write the style {output}: {message}")
+    return output
+
+
 def load_layer(source):
     """A layer from a file path (``path|layername=name`` for one layer of a GeoPackage), with its saved style.
 
