@@ -342,4 +342,12 @@ def test_unsurveyed_district_stage_with_the_bundled_model(povmap_provider, tiny_
     assert sum(document["outcomes"]["all"].values()) == len(cells)
     assert document["data"]["districts"] == sorted(set(cells["district"]))
     with open(results["REPORT"], encoding="utf-8") as handle:
-        assert "NOT FOR POLICY USE" in handle.read()   # the demonstration model's notice reaches the report
+        html = handle.read()
+    assert "NOT FOR POLICY USE" in html   # the demonstration model's notice reaches the report
+    # the report says, per district, how many labelled cells the model learned from there (none: an unsurveyed district)
+    seen = manifest["training"]["districts_seen"]
+    assert document["training_districts"] == seen
+    section = html[html.index("Districts the model never trained on"):]
+    for district in set(cells["district"]):
+        shown = seen[district] if district in seen else "none: new to the model"
+        assert re.search(rf"<td[^>]*>{district}</td><td[^>]*>\d+</td><td[^>]*>{shown}</td>", section), district

@@ -82,6 +82,7 @@ def test_train_writes_a_model_package_with_metrics_hashes_and_versions(trained, 
     # the split follows the paper's proportions and normalisation uses training cells only
     cells = manifest["training"]["cells"]
     assert cells["train"] > cells["test"] > 0 and cells["validation"] > 0
+    assert sum(manifest["training"]["districts_seen"].values()) == cells["train"] + cells["validation"]
     assert "member 1/2 compact_cnn epoch 1" in feedback.text()
     assert not glob.glob(str(tiny_chips["folder"] / ".tiny.partial-*"))
 
@@ -107,6 +108,10 @@ def test_predict_writes_the_prediction_layer_styled(trained, tiny_chips, tmp_pat
     assert layer.renderer().type() == "categorizedSymbol" and layer.renderer().classAttribute() == "pred"
     styles = layer.listStylesInDatabase()
     assert {"povmap probability (mean of members)", "povmap member disagreement"} <= set(styles[2])
+    from povmap_qgis.core.geopackage import read_layer_metadata
+
+    metadata = read_layer_metadata(predicted["OUTPUT"], "pred")
+    assert json.loads(metadata["povmap_training_districts"]) == manifest_of(results["OUTPUT"])["training"]["districts_seen"]
 
 
 def test_tampered_or_mismatched_packages_are_refused(trained, tiny_chips, tmp_path):
@@ -172,6 +177,24 @@ def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
     assert manifest["threshold_rule"].startswith("target recall 0.8")
     test_cells = (read_grid(tiny_chips["grid"])["district"] == districts[0]).sum()
     assert manifest["training"]["cells"]["test"] == test_cells
+    # the held-out district is recorded as unseen: the evaluation's unsurveyed-district section relies on it
+    seen = manifest["training"]["districts_seen"]
+    assert districts[0] not in seen and set(seen) == set(districts[1:])
+    assert sum(seen.values()) == manifest["training"]["cells"]["train"] + manifest["training"]["cells"]["validation"]
+    # predicted and evaluated, the held-out district is reported as new to the model
+    from povmap_qgis import runner
+    from povmap_qgis.core.evaluation import report_document
+
+    predictions = str(tmp_path / "held_out.gpkg")
+    runner.run_worker("predict", {"model_path": os.path.join(tmp_path, "a.povmodel"), "chips_path": tiny_chips["night"],
+                                  "grid_path": tiny_chips["grid"], "output_path": predictions})
+    summary = runner.run_worker("evaluate", {"predictions_path": predictions, "truth_path": tiny_chips["grid"],
+                                             "hitmiss_path": str(tmp_path / "hitmiss.gpkg"), "metrics_path": str(tmp_path / "metrics.json"),
+                                             "random_draws": 10})
+    section = next(section for section in report_document(summary)["sections"] if section.title == "Districts the model never trained on")
+    rows = {row[0]: row[2] for row in section.blocks[1].rows}
+    assert rows == {district: seen.get(district, "none: new to the model") for district in districts}
+    assert districts[0] in section.blocks[0].text
 
 
 def test_bad_training_input_is_named(tiny_chips, tmp_path):

@@ -102,6 +102,7 @@ def evaluate(options, reporter=None):
         "settings": _settings(options, predictions), "data": data,
         "members": predictions["members"], "threshold": predictions["threshold"],
         "metrics": {"all": overall, "districts": by_district},
+        "training_districts": _training_districts(predictions["metadata"]),
         "roc": _roc_curves(cells, predictions["members"]),
         "outcomes": {"all": _outcome_counts(cells), "districts": {district: _outcome_counts(group) for district, group in districts}},
         "notes": _notes(overall, by_district, data),
@@ -442,6 +443,15 @@ def _settings(options, predictions):
             "povmap_qgis": plugin_version()}
 
 
+def _training_districts(metadata):
+    """{district: labelled cells the model learned from}, from the prediction layer's metadata; None when not recorded."""
+    try:
+        seen = json.loads(metadata.get("povmap:training_districts", "null"))
+    except ValueError:
+        return None
+    return seen if isinstance(seen, dict) else None
+
+
 def _model_notice(model_path):
     """The model package's notice (demonstration models say they are not for policy use)."""
     if not model_path:
@@ -603,6 +613,7 @@ def report_document(summary, maps=()):
                        + ([report.Table(["district", "hit", "miss", "false alarm", "correct rejection"], outcome_district_rows)]
                           if outcome_district_rows else [])),
     ]
+    sections.insert(3, _unsurveyed_section(summary, report))
     if maps:
         sections.append(report.Section("Maps", [report.Figure(path, caption, caption) for path, caption in maps]))
     if summary.get("notes"):
@@ -612,6 +623,35 @@ def report_document(summary, maps=()):
                 f"{_format(overall[ENSEMBLE]['recall'])}, precision {_format(overall[ENSEMBLE]['precision'])}, "
                 f"accuracy {_format(overall[ENSEMBLE]['accuracy'])}, AUC {_format(overall[ENSEMBLE]['auc'])}")
     return {"title": "Poverty map evaluation", "subtitle": subtitle, "notices": notices, "sections": sections}
+
+
+def _unsurveyed_section(summary, report):
+    """Which compared districts the model never learned from: the paper's third stage, a map where nobody was surveyed."""
+    title = "Districts the model never trained on"
+    seen, districts = summary.get("training_districts"), summary["data"]["districts"]
+    if seen is None:
+        return report.Section(title, [report.Paragraph(
+            "The prediction layer does not record the districts the model was trained on (a model package from an older "
+            "version, or the layer's metadata was lost), so this report cannot say which districts are new to it.", kind="notice")])
+    if not districts:
+        return report.Section(title, [report.Paragraph("The compared cells have no district field.")])
+    rows, unseen_cells = [], 0
+    for district in districts:
+        values = summary["metrics"]["districts"][district][ENSEMBLE]
+        learned = int(seen.get(district, 0))
+        unseen_cells += values["n"] if not learned else 0
+        rows.append([district, values["n"], learned or "none: new to the model"] + [values[key] for key in ("recall", "precision", "accuracy", "auc")])
+    unseen = [district for district in districts if not seen.get(district)]
+    if unseen:
+        text = (f"{unseen_cells} of the {summary['data']['common_cells']} compared cells lie in {', '.join(unseen)}, where the model "
+                "learned from no labelled cell: there its predictions show how the map does where nobody was surveyed (the "
+                "paper's third validation stage).")
+    else:
+        text = ("Every compared district holds cells the model learned from: these numbers do not test a district nobody "
+                "surveyed (use held-out districts, or a new survey of an unsurveyed district).")
+    return report.Section(title, [report.Paragraph(text), report.Table(
+        ["district", "cells compared", "labelled cells the model learned from", "recall", "precision", "accuracy", "AUC"], rows,
+        caption="Ensemble metrics per district; learned-from cells are the training and validation cells recorded in the model package.")])
 
 
 def _model_label(model, draws):

@@ -9,6 +9,7 @@ prediction).
 """
 
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -71,9 +72,16 @@ def predict(options, reporter=None):
     grid["chip_flagged"] = (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
     write_layer(grid, options.output_path, options.style_qml_path, "povmap prediction (class)", extra_styles=options.extra_styles,
                 metadata={"povmap_model": manifest["path"], "povmap_threshold": manifest["threshold"],
-                          "povmap_members": ",".join(m["name"] for m in manifest["members"]), "povmap_label": manifest["label"]["meaning"]})
+                          "povmap_members": ",".join(m["name"] for m in manifest["members"]), "povmap_label": manifest["label"]["meaning"],
+                          **_training_districts(manifest)})
     seconds = time.monotonic() - started
     poor = int(grid["pred"].sum())
     reporter.info(f"{poor} of {len(grid)} cells predicted poor; {len(grid) / seconds:.0f} cells/s")
     return {"output": options.output_path, "cells": int(len(grid)), "predicted_poor": poor, "seconds": round(seconds, 2),
             "flagged": int(grid["chip_flagged"].sum())}
+
+
+def _training_districts(manifest):
+    """Metadata item listing the districts the members learned from (for the evaluation's unsurveyed-district section)."""
+    seen = manifest.get("training", {}).get("districts_seen")
+    return {} if seen is None else {"povmap_training_districts": json.dumps(seen)}

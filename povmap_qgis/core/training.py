@@ -318,6 +318,7 @@ def _manifest(options, store, cells, split, train_rows, inputs, normalisation, m
                      "seed": options.seed, "pretrained": options.pretrained or "none",
                      "cells": {part: int(len(rows)) for part, rows in split.items()} | {"train_after_balancing": int(len(train_rows))},
                      "poor": {part: int(labels[rows].sum()) for part, rows in split.items()},
+                     "districts_seen": _districts_seen(cells, split),
                      "learning_rate": preset["learning_rate"], "batch_size": preset["batch_size"], "max_epochs": preset["epochs"],
                      "patience": preset["patience"], "seconds": round(seconds, 1)},
         "metrics": {"holdout": holdout},
@@ -326,6 +327,18 @@ def _manifest(options, store, cells, split, train_rows, inputs, normalisation, m
     if options.demonstration_notice:
         manifest["notice"] = options.demonstration_notice
     return manifest
+
+
+def _districts_seen(cells, split):
+    """{district: labelled cells the members learned from (training + validation)}; the test cells are not seen."""
+    import numpy as np
+
+    rows = np.concatenate([split["train"], split["validation"]])
+    districts = cells["district"].iloc[rows] if "district" in cells else None
+    if districts is None or districts.isna().all():
+        return {}
+    counts = districts.dropna().astype(str).value_counts()
+    return {str(name): int(counts[name]) for name in sorted(counts.index)}
 
 
 def _partial_folder(path):
