@@ -60,6 +60,7 @@ def main():
     parser.add_argument("--profile-dir", default=default_profile_dir())
     parser.add_argument("--worker-python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     arguments = parser.parse_args()
+    arguments.worker_python = os.path.abspath(arguments.worker_python)   # QGIS starts the worker from any directory
     target = install(arguments.build_dir, arguments.profile_dir, arguments.worker_python)
     print(f"Installed {target} (worker Python: {arguments.worker_python})")
 
