@@ -21,19 +21,9 @@ SEED = 4
 
 
 @pytest.fixture(scope="module")
-def night_chips(tiny_sample, tmp_path_factory):
-    """Labelled tiny grid with districts and a night-lights-only chip store (fast to train on)."""
-    from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
-    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
-
-    folder = tmp_path_factory.mktemp("crossvalidate")
-    grid = str(folder / "training_grid.gpkg")
-    build_training_grid(TrainingGridOptions(points_path=os.path.join(tiny_sample, "synthetic_survey.gpkg"), score_field="score",
-                                            output_path=grid, crs="EPSG:32642", min_obs=8,
-                                            districts_path=os.path.join(tiny_sample, "synthetic_districts.gpkg"), district_field="name"))
-    inputs = [ChipInput("nightlights", os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"), [1])]
-    sample_chips(ChipOptions(grid_path=grid, inputs=inputs, output_path=str(folder / "night.chips")))
-    return {"grid": grid, "chips": str(folder / "night.chips"), "folder": folder}
+def night_chips(tiny_chips):
+    """The labelled tiny grid (with districts) and its night-lights-only chip store; each test writes in its own folder."""
+    return {"grid": tiny_chips["grid"], "chips": tiny_chips["night"], "folder": tiny_chips["folder"]}
 
 
 def parameters_for(chips, name, folds=FOLDS):

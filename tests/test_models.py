@@ -15,28 +15,6 @@ TINY_EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
-def tiny_chips(tiny_sample, tmp_path_factory):
-    """Labelled tiny grid with districts and its chip store (all three inputs)."""
-    from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
-    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
-
-    folder = tmp_path_factory.mktemp("tiny-model")
-    grid = str(folder / "training_grid.gpkg")
-    build_training_grid(TrainingGridOptions(points_path=os.path.join(tiny_sample, "synthetic_survey.gpkg"), score_field="score",
-                                            output_path=grid, crs="EPSG:32642", min_obs=8,
-                                            districts_path=os.path.join(tiny_sample, "synthetic_districts.gpkg"), district_field="name"))
-    inputs = [ChipInput("daytime", os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3]),
-              ChipInput("nightlights", os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"), [1]),
-              ChipInput("accessibility", os.path.join(tiny_sample, "synthetic_accessibility_30arcsec.tif"), [1])]
-    sample_chips(ChipOptions(grid_path=grid, inputs=inputs, output_path=str(folder / "tiny.chips")))
-    sample_chips(ChipOptions(grid_path=grid, inputs=inputs[1:2], output_path=str(folder / "night.chips")))
-    unlabelled = read_grid(grid).drop(columns=["label"])
-    unlabelled.to_file(folder / "unlabelled.gpkg", engine="pyogrio")
-    return {"grid": grid, "chips": str(folder / "tiny.chips"), "night": str(folder / "night.chips"), "folder": folder,
-            "grid_unlabelled": str(folder / "unlabelled.gpkg")}
-
-
-@pytest.fixture(scope="module")
 def trained(tiny_chips, qgis_processing):
     """A two-member compact package trained through Processing and the worker."""
     from qgis.core import QgsApplication

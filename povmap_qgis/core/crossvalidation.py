@@ -18,16 +18,16 @@ correct_rejection) of every cell. ``report_document`` is
 plain Python (called inside QGIS).
 """
 
-import csv
 import dataclasses
 import datetime
 import json
 import os
 import time
 
-from .atomic import atomic_output, check_output_path
+from .atomic import check_output_path
 from .errors import PovmapInputError
 from .reporting import Reporter
+from .validation_outputs import OUTCOMES, hitmiss_style_with_counts, metrics_csv_path, metrics_files, outcomes
 
 METRICS_FORMAT = "povmap-crossvalidation"
 METRICS_FORMAT_VERSION = "1.0"
@@ -59,11 +59,6 @@ class CrossValidateOptions:
     style_qml_path: str = None           # default style of OUTPUT_GRID (hit/miss; counts are added to its legend)
     extra_styles: list = None            # [(qml path, style name)] stored beside it
     figures_folder: str = None           # PNGs for the report (ROC curves, confusion matrices); None: none
-
-
-def metrics_csv_path(metrics_path):
-    """The tidy CSV written beside the metrics JSON: same name, ``.csv``."""
-    return os.path.splitext(metrics_path)[0] + ".csv"
 
 
 def assign_folds(districts, folds, seed=0):
@@ -98,7 +93,7 @@ def crossvalidate(options, reporter=None):
     """Run the k-fold cross-validation; write the outputs; return a summary (see module doc)."""
     import numpy as np
 
-    from . import evaluation, learning_data, metrics, training
+    from . import learning_data, metrics, training
     from .chip_store import ChipStore
 
     reporter = reporter or Reporter()
@@ -186,10 +181,10 @@ def crossvalidate(options, reporter=None):
                 "folds": {str(fold): metrics.roc_points(labels[cell_folds == fold], outputs["prob_mean"][cell_folds == fold])
                           for fold in fold_numbers}},
     }
-    outcomes = evaluation._outcomes(labels, outputs["pred"])
-    document["outcomes"] = {outcome: int((outcomes == outcome).sum()) for outcome in evaluation.OUTCOMES}
+    cell_outcomes = outcomes(labels, outputs["pred"])
+    document["outcomes"] = {outcome: int((cell_outcomes == outcome).sum()) for outcome in OUTCOMES}
     reporter.progress(96)
-    _write_outputs(options, document, cells, cell_folds, probabilities, outputs, outcomes, members)
+    _write_outputs(options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members)
     figures = _write_figures(options.figures_folder, document, members) if options.figures_folder else {}
     reporter.progress(100)
     return dict(document, metrics_json=os.path.abspath(options.metrics_path), metrics_csv=os.path.abspath(metrics_csv_path(options.metrics_path)),
@@ -260,12 +255,10 @@ def _csv(value):
     return "" if value is None else repr(float(value))
 
 
-def _write_outputs(options, document, cells, cell_folds, probabilities, outputs, outcomes, members):
+def _write_outputs(options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members):
     """Metrics JSON and CSV, then the grid with folds and out-of-fold predictions; all appear only when all are written."""
     import geopandas
     import numpy as np
-
-    from .evaluation import _style_with_counts
 
     from .geopackage import write_layer
     from .vectors import spatial_layer
@@ -288,25 +281,14 @@ def _write_outputs(options, document, cells, cell_folds, probabilities, outputs,
     grid["prob_mean"] = spread(outputs["prob_mean"], "float64")
     grid["votes"] = spread(outputs["votes"], "Int32")
     grid["pred"] = spread(outputs["pred"], "Int32")
-    grid["outcome"] = np.where(found, np.asarray(outcomes, dtype=object)[positions], None)
-    csv_path = metrics_csv_path(options.metrics_path)
-    with atomic_output(options.metrics_path) as json_partial, atomic_output(csv_path) as csv_partial:
-        with open(json_partial, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1, allow_nan=False)
-        with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(tidy_rows(document))
-        style = _style_with_counts(options.style_qml_path, document["outcomes"]) if options.style_qml_path else None
-        try:
-            write_layer(grid, options.output_grid_path, style, "povmap cross-validation (out-of-fold hits and misses)",
-                        extra_styles=options.extra_styles,
-                        metadata={"povmap_threshold": THRESHOLD, "povmap_members": ",".join(members), "povmap_folds": int(options.folds),
-                                  "povmap_seed": int(options.seed), "povmap_grid": os.path.abspath(options.grid_path),
-                                  "povmap_outcomes": json.dumps(document["outcomes"])})
-        finally:
-            if style:
-                os.remove(style)
+    grid["outcome"] = np.where(found, np.asarray(cell_outcomes, dtype=object)[positions], None)
+    with metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)), \
+            hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]) as style:
+        write_layer(grid, options.output_grid_path, style, "povmap cross-validation (out-of-fold hits and misses)",
+                    extra_styles=options.extra_styles,
+                    metadata={"povmap_threshold": THRESHOLD, "povmap_members": ",".join(members), "povmap_folds": int(options.folds),
+                              "povmap_seed": int(options.seed), "povmap_grid": os.path.abspath(options.grid_path),
+                              "povmap_outcomes": json.dumps(document["outcomes"])})
 
 
 def _write_figures(folder, document, members):
@@ -347,7 +329,6 @@ def report_document(summary, maps=()):
     ``maps``: [(png path, caption)] rendered by QGIS.
     """
     from . import report
-    from .evaluation import OUTCOMES
 
     settings, data = summary["settings"], summary["data"]
     members = list(summary["members"])

@@ -21,18 +21,16 @@ Python is wanted.
 """
 
 import contextlib
-import csv
 import dataclasses
 import datetime
 import json
 import os
-import re
-import tempfile
 import time
 
-from .atomic import atomic_output, check_output_path
+from .atomic import check_output_path
 from .errors import PovmapInputError
 from .reporting import Reporter
+from .validation_outputs import OUTCOMES, hitmiss_style_with_counts, metrics_csv_path, metrics_files, outcomes
 
 METRICS_FORMAT = "povmap-evaluation"
 METRICS_FORMAT_VERSION = "1.0"
@@ -40,13 +38,6 @@ ALL_SCOPE = "all"
 CSV_COLUMNS = ("scope", "model", "n", "recall", "precision", "accuracy", "auc")
 ENSEMBLE, RANDOM = "ensemble", "random"
 DEFAULT_THRESHOLD = 0.5
-# outcome -> (legend label, observed label, ensemble prediction); labels as in resources/styles/hitmiss.qml
-OUTCOMES = {
-    "hit": ("Hit: poor, predicted poor", 1, 1),
-    "miss": ("Miss: poor, predicted not poor", 1, 0),
-    "false_alarm": ("False alarm: not poor, predicted poor", 0, 1),
-    "correct_rejection": ("Correct rejection: not poor, predicted not poor", 0, 0),
-}
 
 
 @dataclasses.dataclass
@@ -61,11 +52,6 @@ class EvaluateOptions:
     random_draws: int = 1000
     seed: int = 0
     style_qml_path: str = None      # resources/styles/hitmiss.qml; legend labels get the counts
-
-
-def metrics_csv_path(metrics_path):
-    """The tidy CSV written beside the metrics JSON: same name, ``.csv``."""
-    return os.path.splitext(metrics_path)[0] + ".csv"
 
 
 def evaluate(options, reporter=None):
@@ -139,15 +125,11 @@ def _check_options(options):
 
 
 def _layer_fields(path, layer, parameter):
-    import pyogrio
-
-    from .vectors import spatial_layer
+    """The layer's name (the first one with geometries when None), field names and description; no CRS needed."""
+    from .vectors import layer_info, spatial_layer
 
     layer = spatial_layer(path, layer, parameter)
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-    except Exception as error:
-        raise PovmapInputError(parameter, f"cannot read '{path}'{f' (layer {layer})' if layer else ''}: {error}") from None
+    info = layer_info(path, layer, parameter, require_crs=False)
     return layer, list(info["fields"]), info
 
 
@@ -312,7 +294,7 @@ def _join(predictions, truth, options, reporter):
         else:
             cells["district"] = truth_districts
     cells["label"] = truth_labels.astype("int32")
-    cells["outcome"] = _outcomes(cells["label"].to_numpy(), cells["pred"].to_numpy())
+    cells["outcome"] = outcomes(cells["label"].to_numpy(), cells["pred"].to_numpy())
     if predictions["crs"] and truth["crs"] and predictions["crs"] != truth["crs"]:
         reporter.info(f"PREDICTIONS is in {predictions['crs']} and TRUTH in {truth['crs']}: cells are matched by cell_id; "
                       "the hit/miss layer keeps the geometry of PREDICTIONS.")
@@ -376,13 +358,6 @@ def _check_votes(cells, predictions, reporter):
 
 
 # --- metrics ------------------------------------------------------------------------------------------
-
-
-def _outcomes(labels, predicted):
-    import numpy as np
-
-    return np.select([(labels == 1) & (predicted == 1), (labels == 1) & (predicted == 0), (labels == 0) & (predicted == 1)],
-                     ["hit", "miss", "false_alarm"], "correct_rejection")
 
 
 def _district_groups(cells):
@@ -470,25 +445,14 @@ def _write_outputs(options, document, cells, predictions):
     """Metrics JSON and CSV, then the hit/miss layer; all three appear only when all three are written."""
     from .geopackage import write_layer
 
-    csv_path = metrics_csv_path(options.metrics_path)
-    with atomic_output(options.metrics_path) as json_partial, atomic_output(csv_path) as csv_partial:
-        with open(json_partial, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1, allow_nan=False)
-        with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(tidy_rows(document))
-        style = _style_with_counts(options.style_qml_path, document["outcomes"]["all"]) if options.style_qml_path else None
-        try:
-            # underscore keys: GDAL would cut "povmap:threshold" at the colon (see _metadata)
-            metadata = {"povmap_threshold": predictions["threshold"], "povmap_members": ",".join(predictions["members"]),
-                        "povmap_predictions": os.path.abspath(options.predictions_path), "povmap_truth": os.path.abspath(options.truth_path),
-                        "povmap_model": predictions["metadata"].get("povmap:model", ""),
-                        "povmap_outcomes": json.dumps(document["outcomes"]["all"])}
-            write_layer(cells, options.hitmiss_path, style, "povmap hit/miss", metadata=metadata)
-        finally:
-            if style:
-                os.remove(style)
+    with metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)), \
+            hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]["all"]) as style:
+        # underscore keys: GDAL would cut "povmap:threshold" at the colon (see _metadata)
+        metadata = {"povmap_threshold": predictions["threshold"], "povmap_members": ",".join(predictions["members"]),
+                    "povmap_predictions": os.path.abspath(options.predictions_path), "povmap_truth": os.path.abspath(options.truth_path),
+                    "povmap_model": predictions["metadata"].get("povmap:model", ""),
+                    "povmap_outcomes": json.dumps(document["outcomes"]["all"])}
+        write_layer(cells, options.hitmiss_path, style, "povmap hit/miss", metadata=metadata)
 
 
 def tidy_rows(document):
@@ -501,21 +465,6 @@ def tidy_rows(document):
             rows.append([scope, model, values["n"]] + ["" if values[key] is None else repr(float(values[key]))
                                                         for key in ("recall", "precision", "accuracy", "auc")])
     return rows
-
-
-def _style_with_counts(qml_path, counts):
-    """A copy of the hit/miss style whose legend labels end with each outcome's count (a temporary file)."""
-    with open(qml_path, encoding="utf-8") as handle:
-        qml = handle.read()
-
-    def with_count(match):
-        return f'{match.group(1)}{match.group(2)} ({counts.get(match.group(4), 0)}){match.group(3)}'
-
-    qml = re.sub(r'(<category\b[^>]*?\blabel=")([^"]*)("[^>]*?\bvalue="(hit|miss|false_alarm|correct_rejection)")', with_count, qml)
-    handle, path = tempfile.mkstemp(prefix="povmap-hitmiss-", suffix=".qml")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(qml)
-    return path
 
 
 def _write_figures(folder, document, members):

@@ -28,8 +28,11 @@ def spatial_layer(path, layer, parameter):
     return spatial[0] if spatial else (layers[0][0] if len(layers) else None)
 
 
-def layer_info(path, layer, parameter):
-    """pyogrio's description of a layer, or a message naming ``parameter``."""
+def layer_info(path, layer, parameter, require_crs=True):
+    """pyogrio's description of a layer, or a message naming ``parameter``.
+
+    ``layer`` None: the first layer with geometries (see ``spatial_layer``).
+    """
     import pyogrio
 
     layer = spatial_layer(path, layer, parameter)
@@ -37,7 +40,7 @@ def layer_info(path, layer, parameter):
         info = pyogrio.read_info(path, layer=layer)
     except Exception as error:
         raise PovmapInputError(parameter, f"cannot read '{path}'{_layer_suffix(layer)}: {error}") from None
-    if not info.get("crs"):
+    if require_crs and not info.get("crs"):
         raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has no CRS; set its CRS in the layer properties and save it.")
     return info
 

@@ -152,6 +152,10 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         path = self.parameterAsFile(parameters, name, context)
         return os.path.abspath(path) if path else path
 
+    def name_list(self, parameters, name, context):
+        """A comma-separated string parameter (members, districts) as a list of trimmed names; [] when empty."""
+        return [part.strip() for part in (self.parameterAsString(parameters, name, context) or "").split(",") if part.strip()]
+
     def output_file(self, parameters, name, context, extensions):
         """Absolute path of a file destination (report, metrics), checked before any work starts."""
         path = self.parameterAsFileOutput(parameters, name, context)

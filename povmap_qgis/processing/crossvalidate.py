@@ -20,13 +20,14 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.crossvalidation import metrics_csv_path, report_document
-from ..core.models import ARCHITECTURES, PRESETS
+from ..core.crossvalidation import report_document
+from ..core.validation_outputs import metrics_csv_path
+from ..core.models import ARCHITECTURES
 from ..core.report import write_report
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .train import PRESET_NAMES
 
-PRESET_NAMES = list(PRESETS)
 METRIC_KEYS = ("recall", "precision", "accuracy", "auc")
 MAP_WIDTH = 1100
 MAP_MAX_HEIGHT = 900
@@ -85,7 +86,7 @@ class CrossValidate(PovmapAlgorithm):
         report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
         metrics = self.output_file(parameters, "METRICS", context, (".json",))
         output_grid = self.output_gpkg(parameters, "OUTPUT_GRID", context)
-        members = [name.strip() for name in (self.parameterAsString(parameters, "MEMBERS", context) or "").split(",") if name.strip()]
+        members = self.name_list(parameters, "MEMBERS", context)
         folds = self.parameterAsInt(parameters, "FOLDS", context)
         scratch = tempfile.mkdtemp(prefix="povmap-crossvalidate-", dir=QgsProcessingUtils.tempFolder())
         try:

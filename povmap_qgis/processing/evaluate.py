@@ -17,7 +17,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.evaluation import metrics_csv_path, report_document
+from ..core.evaluation import report_document
+from ..core.validation_outputs import metrics_csv_path
 from ..core.report import write_report
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm

@@ -70,9 +70,9 @@ class Train(PovmapAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         output = _with_suffix(self.parameterAsString(parameters, "OUTPUT", context), ".povmodel")
-        members = [name.strip() for name in (self.parameterAsString(parameters, "MEMBERS", context) or "").split(",") if name.strip()]
+        members = self.name_list(parameters, "MEMBERS", context)
         split = SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)]
-        districts = [name.strip() for name in (self.parameterAsString(parameters, "TEST_DISTRICTS", context) or "").split(",") if name.strip()]
+        districts = self.name_list(parameters, "TEST_DISTRICTS", context)
         if split == "districts" and not districts:
             raise QgsProcessingException(self.tr("TEST_DISTRICTS: name the districts to hold out (comma-separated) when SPLIT is 'leave districts out'."))
         target_recall = parameters.get("TARGET_RECALL")
