@@ -28,13 +28,19 @@ def install(build_dir, profile_dir, worker_python):
     plugins = os.path.join(profile_dir, "python", "plugins")
     target = os.path.join(plugins, PACKAGE)
     os.makedirs(plugins, exist_ok=True)
+    # Copy beside, then swap: a QGIS starting meanwhile never sees half a plugin.
+    staging = os.path.join(plugins, f".{PACKAGE}.installing-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    with open(os.path.join(staging, "worker_env.json"), "w", encoding="utf-8") as handle:
+        json.dump({"python": worker_python}, handle, indent=2)
+    old = os.path.join(plugins, f".{PACKAGE}.old-{os.getpid()}")
     if os.path.islink(target) or os.path.isfile(target):
         os.remove(target)
     elif os.path.isdir(target):
-        shutil.rmtree(target)
-    shutil.copytree(source, target)
-    with open(os.path.join(target, "worker_env.json"), "w", encoding="utf-8") as handle:
-        json.dump({"python": worker_python}, handle, indent=2)
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
     _enable(profile_dir)
     return target
 

@@ -1,10 +1,15 @@
 """Shared fixtures. Tests run against the plugin as built by scripts/build_plugin.py.
 
-scripts/test builds and installs it first; this file puts build/ first on
-sys.path so ``import povmap_qgis`` is the built copy, not the source tree.
+Before any test module is imported, the build (and the plugin installed into the
+QGIS profile, which qgis_process loads) is brought up to date with the source tree
+when their digests differ, so an edit is always what the next ``pytest`` tests.
+build/ is then put first on sys.path: ``import povmap_qgis`` is the built copy.
 """
 
+import ast
 import hashlib
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -13,17 +18,56 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_DIR = os.path.join(ROOT, "build")
+DIST_DIR = os.path.join(ROOT, "dist")
 CACHE_DIR = os.path.join(BUILD_DIR, "test-data")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # The worker runs under the interpreter running the tests (the setup venv).
 os.environ["POVMAP_PYTHON"] = sys.executable
 # Where scripts/setup installed the plugin (pytest-qgis points QGIS_CUSTOM_CONFIG_PATH
 # at a scratch folder for the test QGIS; subprocesses must use the real profile).
-QGIS_CONFIG_ROOT = os.environ.get("POVMAP_QGIS_CONFIG_ROOT") or os.path.expanduser("~/.local/share/QGIS/QGIS3")
-INSTALLED_PLUGIN = os.path.join(QGIS_CONFIG_ROOT, "profiles", "default", "python", "plugins", "povmap_qgis")
+QGIS_CONFIG_ROOT = os.environ.get("POVMAP_QGIS_CONFIG_ROOT") or os.path.expanduser(
+    "~/.local/share/QGIS/QGIS3"
+)
+PROFILE_DIR = os.path.join(QGIS_CONFIG_ROOT, "profiles", "default")
+INSTALLED_PLUGIN = os.path.join(PROFILE_DIR, "python", "plugins", "povmap_qgis")
 
-if not os.path.isfile(os.path.join(BUILD_DIR, "povmap_qgis", "metadata.txt")):
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_plugin.py")], check=True)
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bring_build_and_install_up_to_date():
+    builder = _load_script("build_plugin")
+    builder.ensure_current(BUILD_DIR, DIST_DIR)
+    digest_file = builder.DIGEST_FILE
+    built = os.path.join(BUILD_DIR, "povmap_qgis", digest_file)
+    installed = os.path.join(INSTALLED_PLUGIN, digest_file)
+    with builder.build_lock(BUILD_DIR):
+        if _read(built) != _read(installed):
+            installer = _load_script("install_plugin")
+            installer.install(BUILD_DIR, PROFILE_DIR, _installed_worker_python())
+
+
+def _installed_worker_python():
+    try:
+        with open(os.path.join(INSTALLED_PLUGIN, "worker_env.json"), encoding="utf-8") as handle:
+            return json.load(handle)["python"]
+    except (OSError, ValueError, KeyError):
+        return sys.executable
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+_bring_build_and_install_up_to_date()
 sys.path.insert(0, BUILD_DIR)
 
 
@@ -53,19 +97,53 @@ def tiny_sample():
 
 
 def _sample(size):
-    generator = os.path.join(ROOT, "scripts", "make_sample_project.py")
+    generator_files = [
+        os.path.join(ROOT, "scripts", name)
+        for name in ("make_sample_project.py", "sample_project_qgz.py")
+    ]
     digest = hashlib.sha256()
-    for name in ("make_sample_project.py", "sample_project_qgz.py"):
-        with open(os.path.join(ROOT, "scripts", name), "rb") as handle:
+    for path in generator_files + _imported_plugin_modules(generator_files):
+        with open(path, "rb") as handle:
             digest.update(handle.read())
-    for name in sorted(os.listdir(os.path.join(ROOT, "povmap_qgis", "core"))):
-        if name.endswith(".py"):
-            with open(os.path.join(ROOT, "povmap_qgis", "core", name), "rb") as handle:
-                digest.update(handle.read())
     folder = os.path.join(CACHE_DIR, f"{size}-{digest.hexdigest()[:12]}")
     if not os.path.isfile(os.path.join(folder, "synthetic_sample_metadata.json")):
-        subprocess.run([sys.executable, generator, "--size", size, "--out", folder, "--quiet"], check=True)
+        command = [sys.executable, generator_files[0], "--size", size, "--out", folder, "--quiet"]
+        subprocess.run(command, check=True)
     return folder
+
+
+def _imported_plugin_modules(paths):
+    """The povmap_qgis source files that ``paths`` import, followed transitively.
+
+    The cached sample data is keyed on these (and the generator), so an edit to
+    any code that shapes the sample rebuilds it, and nothing else does.
+    """
+    seen, pending = set(), list(paths)
+    while pending:
+        path = pending.pop()
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        package = os.path.relpath(os.path.dirname(path), ROOT).replace(os.sep, ".")
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parts, base] if base else parts)
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            for name in names:
+                if not name.startswith("povmap_qgis"):
+                    continue
+                relative = name.replace(".", os.sep)
+                for candidate in (relative + ".py", os.path.join(relative, "__init__.py")):
+                    candidate = os.path.join(ROOT, candidate)
+                    if os.path.isfile(candidate) and candidate not in seen:
+                        seen.add(candidate)
+                        pending.append(candidate)
+    return sorted(seen)
 
 
 def run_qgis_process(*arguments, check=True):

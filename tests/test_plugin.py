@@ -97,3 +97,15 @@ def test_installed_plugin_is_the_build_and_records_its_worker_python():
     with open(os.path.join(INSTALLED_PLUGIN, "worker_env.json"), encoding="utf-8") as handle:
         python = json.load(handle)["python"]
     assert os.path.isfile(python) and os.access(python, os.X_OK)
+
+
+def test_the_build_under_test_is_the_source_tree():
+    """conftest rebuilds when any copied file changed: the digest of the build is the source's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_plugin", os.path.join(ROOT, "scripts", "build_plugin.py"))
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert builder.built_digest(BUILD_DIR) == builder.source_digest()
+    with open(os.path.join(INSTALLED_PLUGIN, builder.DIGEST_FILE), encoding="utf-8") as handle:
+        assert handle.read().strip() == builder.source_digest()

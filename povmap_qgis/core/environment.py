@@ -4,7 +4,7 @@ import importlib
 import platform
 import sys
 
-PACKAGES = ("numpy", "pandas", "geopandas", "pyogrio", "shapely", "pyproj", "rasterio", "scipy", "sklearn", "matplotlib", "tensorflow")
+PACKAGES = ("numpy", "pandas", "geopandas", "pyogrio", "shapely", "pyproj", "rasterio", "sklearn", "matplotlib", "tensorflow")
 
 
 def describe_environment(reporter=None, check_gpu=True):
