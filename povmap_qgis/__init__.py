@@ -5,7 +5,7 @@ worker process imports ``povmap_qgis.core`` without QGIS at all.
 """
 
 
-def classFactory(iface):  # noqa: N802 (name fixed by QGIS)
+def classFactory(iface):
     from .plugin import PovmapPlugin
 
     return PovmapPlugin(iface)

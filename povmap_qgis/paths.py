@@ -7,7 +7,10 @@ PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def resource_path(*parts):
     """A file under ``resources/``: inside the built plugin, else the source tree's top level."""
-    for base in (os.path.join(PLUGIN_DIR, "resources"), os.path.join(os.path.dirname(PLUGIN_DIR), "resources")):
+    for base in (
+        os.path.join(PLUGIN_DIR, "resources"),
+        os.path.join(os.path.dirname(PLUGIN_DIR), "resources"),
+    ):
         candidate = os.path.join(base, *parts)
         if os.path.exists(candidate):
             return candidate

@@ -8,13 +8,13 @@ class PovmapPlugin:
         self.iface = iface
         self.provider = None
 
-    def initProcessing(self):  # noqa: N802 (QGIS API)
+    def initProcessing(self):
         from .processing.provider import PovmapProvider
 
         self.provider = PovmapProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
 
-    def initGui(self):  # noqa: N802 (QGIS API)
+    def initGui(self):
         self.initProcessing()
 
     def unload(self):

@@ -19,7 +19,14 @@ PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 WORKER_ENV_FILE = os.path.join(PLUGIN_DIR, "worker_env.json")
 PYTHON_ENV_VARIABLE = "POVMAP_PYTHON"
 # Variables QGIS sets for its own GDAL/PROJ; the worker's packages bring their own data.
-VARIABLES_NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
+VARIABLES_NOT_INHERITED = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PROJ_LIB",
+    "PROJ_DATA",
+    "GDAL_DATA",
+    "GDAL_DRIVER_PATH",
+)
 SETUP_HINT = "run scripts/setup from the povmap-qgis source folder, or set the worker Python in Settings ▸ Options ▸ Processing ▸ Providers ▸ Poverty mapping (or the POVMAP_PYTHON environment variable)"
 
 
@@ -43,7 +50,10 @@ def resolve_worker_python(configured=None):
             continue
         if os.path.isfile(python) and os.access(python, os.X_OK):
             return python
-        raise WorkerError(f"The worker Python '{python}' from {origin} does not exist or is not executable; {SETUP_HINT}.", kind="setup")
+        raise WorkerError(
+            f"The worker Python '{python}' from {origin} does not exist or is not executable; {SETUP_HINT}.",
+            kind="setup",
+        )
     raise WorkerError(f"No worker Python environment is configured; {SETUP_HINT}.", kind="setup")
 
 
@@ -56,7 +66,9 @@ def _setup_python():
 
 
 def worker_environment():
-    environment = {key: value for key, value in os.environ.items() if key not in VARIABLES_NOT_INHERITED}
+    environment = {
+        key: value for key, value in os.environ.items() if key not in VARIABLES_NOT_INHERITED
+    }
     environment["PYTHONPATH"] = os.path.dirname(PLUGIN_DIR)
     environment["PYTHONUNBUFFERED"] = "1"
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -74,12 +86,21 @@ def run_worker(step, options, python=None, on_event=None, is_canceled=None, canc
     job = json.dumps({"step": step, "options": options})
     try:
         process = subprocess.Popen(
-            [python, "-m", "povmap_qgis.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=worker_environment(), cwd=os.path.dirname(PLUGIN_DIR),
-            text=True, encoding="utf-8", errors="replace", start_new_session=os.name != "nt",
+            [python, "-m", "povmap_qgis.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=worker_environment(),
+            cwd=os.path.dirname(PLUGIN_DIR),
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=os.name != "nt",
         )
     except OSError as error:
-        raise WorkerError(f"Cannot start the worker Python '{python}': {error}; {SETUP_HINT}.", kind="setup") from None
+        raise WorkerError(
+            f"Cannot start the worker Python '{python}': {error}; {SETUP_HINT}.", kind="setup"
+        ) from None
 
     events = queue.Queue()
     stderr_tail = collections.deque(maxlen=60)
@@ -126,7 +147,10 @@ def run_worker(step, options, python=None, on_event=None, is_canceled=None, canc
         raise _worker_error(error_event, python)
     if process.returncode != 0 or result is None:
         tail = "\n".join(stderr_tail)
-        raise WorkerError(f"The worker stopped unexpectedly (exit code {process.returncode}).\n{tail}", details=tail)
+        raise WorkerError(
+            f"The worker stopped unexpectedly (exit code {process.returncode}).\n{tail}",
+            details=tail,
+        )
     return result
 
 
@@ -136,8 +160,16 @@ def _worker_error(event, python):
         package = event.get("package")
         return WorkerError(
             f"The worker Python '{python}' lacks the package '{package}'; {SETUP_HINT} "
-            f"(or install it there: pip install -r requirements.txt -c constraints.txt).", kind=kind, details=event.get("traceback", ""))
-    return WorkerError(event.get("message", "unknown error"), kind=kind, parameter=event.get("parameter"), details=event.get("traceback", ""))
+            f"(or install it there: pip install -r requirements.txt -c constraints.txt).",
+            kind=kind,
+            details=event.get("traceback", ""),
+        )
+    return WorkerError(
+        event.get("message", "unknown error"),
+        kind=kind,
+        parameter=event.get("parameter"),
+        details=event.get("traceback", ""),
+    )
 
 
 def _terminate(process, grace_s):
@@ -184,7 +216,12 @@ def _read_lines(stream, tail):
 def main():
     """``python -m povmap_qgis.runner STEP OPTIONS_JSON``: run a step from a shell."""
     step, options = sys.argv[1], json.loads(sys.argv[2])
-    result = run_worker(step, options, python=sys.executable, on_event=lambda event: print(json.dumps(event), file=sys.stderr))
+    result = run_worker(
+        step,
+        options,
+        python=sys.executable,
+        on_event=lambda event: print(json.dumps(event), file=sys.stderr),
+    )
     print(json.dumps(result, indent=2))
 
 

@@ -19,8 +19,16 @@ import traceback
 
 # step name -> (module, options class, function); imported only when run.
 STEPS = {
-    "build_training_grid": ("povmap_qgis.core.training_grid", "TrainingGridOptions", "build_training_grid"),
-    "build_prediction_grid": ("povmap_qgis.core.prediction_grid", "PredictionGridOptions", "build_prediction_grid"),
+    "build_training_grid": (
+        "povmap_qgis.core.training_grid",
+        "TrainingGridOptions",
+        "build_training_grid",
+    ),
+    "build_prediction_grid": (
+        "povmap_qgis.core.prediction_grid",
+        "PredictionGridOptions",
+        "build_prediction_grid",
+    ),
     "sample_chips": ("povmap_qgis.core.chips", "ChipOptions", "sample_chips"),
     "train": ("povmap_qgis.core.training", "TrainOptions", "train"),
     "predict": ("povmap_qgis.core.prediction", "PredictOptions", "predict"),
@@ -102,7 +110,12 @@ def main():
         _cancel_on_sigterm()
         from .core.errors import PovmapCanceled, PovmapInputError
     except Exception as error:  # before the core is importable nothing else can be said
-        reporter.emit("error", kind="crash", message=f"the worker could not start: {error}", traceback=traceback.format_exc())
+        reporter.emit(
+            "error",
+            kind="crash",
+            message=f"the worker could not start: {error}",
+            traceback=traceback.format_exc(),
+        )
         return 2
     try:
         result = run_step(job["step"], job.get("options") or {}, reporter)
@@ -113,11 +126,27 @@ def main():
     except PovmapCanceled:
         reporter.emit("error", kind="canceled", message="cancelled by the user")
     except ModuleNotFoundError as error:
-        reporter.emit("error", kind="missing_package", package=error.name, message=str(error), traceback=traceback.format_exc())
+        reporter.emit(
+            "error",
+            kind="missing_package",
+            package=error.name,
+            message=str(error),
+            traceback=traceback.format_exc(),
+        )
     except MemoryError:
-        reporter.emit("error", kind="crash", message="the worker ran out of memory", traceback=traceback.format_exc())
+        reporter.emit(
+            "error",
+            kind="crash",
+            message="the worker ran out of memory",
+            traceback=traceback.format_exc(),
+        )
     except Exception as error:
-        reporter.emit("error", kind="crash", message=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+        reporter.emit(
+            "error",
+            kind="crash",
+            message=f"{type(error).__name__}: {error}",
+            traceback=traceback.format_exc(),
+        )
     return 1
 
 

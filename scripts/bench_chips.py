@@ -27,15 +27,19 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-INPUTS = [("daytime", "synthetic_daytime_s2l2a_10m.tif", [1, 2, 3]),
-          ("nightlights", "synthetic_viirs_15arcsec.tif", [1]),
-          ("accessibility", "synthetic_accessibility_30arcsec.tif", [1])]
+INPUTS = [
+    ("daytime", "synthetic_daytime_s2l2a_10m.tif", [1, 2, 3]),
+    ("nightlights", "synthetic_viirs_15arcsec.tif", [1]),
+    ("accessibility", "synthetic_accessibility_30arcsec.tif", [1]),
+]
 
 
 def chip_inputs(sample):
     from povmap_qgis.core.chips import ChipInput
 
-    return [ChipInput(name, os.path.join(sample, file_name), bands) for name, file_name, bands in INPUTS]
+    return [
+        ChipInput(name, os.path.join(sample, file_name), bands) for name, file_name, bands in INPUTS
+    ]
 
 
 def make_grids(sample, folder):
@@ -43,12 +47,24 @@ def make_grids(sample, folder):
     from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
 
     training = os.path.join(folder, "training_grid.gpkg")
-    build_training_grid(TrainingGridOptions(points_path=os.path.join(sample, "synthetic_survey.gpkg"), score_field="score",
-                                            output_path=training, districts_path=os.path.join(sample, "synthetic_districts.gpkg"),
-                                            district_field="name"))
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=os.path.join(sample, "synthetic_survey.gpkg"),
+            score_field="score",
+            output_path=training,
+            districts_path=os.path.join(sample, "synthetic_districts.gpkg"),
+            district_field="name",
+        )
+    )
     everywhere = os.path.join(folder, "prediction_grid.gpkg")
-    build_prediction_grid(PredictionGridOptions(area_path=os.path.join(sample, "synthetic_districts.gpkg"), district_field="name",
-                                                output_path=everywhere, crs="EPSG:32642"))
+    build_prediction_grid(
+        PredictionGridOptions(
+            area_path=os.path.join(sample, "synthetic_districts.gpkg"),
+            district_field="name",
+            output_path=everywhere,
+            crs="EPSG:32642",
+        )
+    )
     return training, everywhere
 
 
@@ -56,7 +72,9 @@ def time_ours(grid, sample, output):
     from povmap_qgis.core.chips import ChipOptions, sample_chips
 
     started = time.perf_counter()
-    summary = sample_chips(ChipOptions(grid_path=grid, inputs=chip_inputs(sample), output_path=output))
+    summary = sample_chips(
+        ChipOptions(grid_path=grid, inputs=chip_inputs(sample), output_path=output)
+    )
     return time.perf_counter() - started, summary["cells"]
 
 
@@ -78,20 +96,38 @@ def time_naive(grid, sample, limit, how):
 
     cell_ids, rows, cols, cell_size, crs = read_grid_cells(grid)
     count = min(limit or len(cell_ids), len(cell_ids))
-    picked = np.linspace(0, len(cell_ids) - 1, count).round().astype(int)  # spread over the grid, not one corner
+    picked = (
+        np.linspace(0, len(cell_ids) - 1, count).round().astype(int)
+    )  # spread over the grid, not one corner
     crs_wkt = crs.to_wkt()
     datasets = [(rasterio.open(spec.path), spec.bands) for spec in chip_inputs(sample)]
     started = time.perf_counter()
     for index in picked:
-        transform = rasterio.Affine(10, 0, cols[index] * cell_size, 0, -10, (rows[index] + 1) * cell_size)
+        transform = rasterio.Affine(
+            10, 0, cols[index] * cell_size, 0, -10, (rows[index] + 1) * cell_size
+        )
         for dataset, bands in datasets:
             if how == "reproject":
                 chip = np.full((len(bands), 100, 100), np.nan, dtype="float32")
-                reproject(rasterio.band(dataset, bands), chip, dst_transform=transform, dst_crs=crs_wkt,
-                          dst_nodata=np.nan, resampling=Resampling.bilinear)
+                reproject(
+                    rasterio.band(dataset, bands),
+                    chip,
+                    dst_transform=transform,
+                    dst_crs=crs_wkt,
+                    dst_nodata=np.nan,
+                    resampling=Resampling.bilinear,
+                )
             else:
-                with WarpedVRT(dataset, crs=crs_wkt, transform=transform, width=100, height=100,
-                               resampling=Resampling.bilinear, nodata=np.nan, dtype="float32") as vrt:
+                with WarpedVRT(
+                    dataset,
+                    crs=crs_wkt,
+                    transform=transform,
+                    width=100,
+                    height=100,
+                    resampling=Resampling.bilinear,
+                    nodata=np.nan,
+                    dtype="float32",
+                ) as vrt:
                     chip = vrt.read(bands)
     seconds = time.perf_counter() - started
     for dataset, _ in datasets:
@@ -117,31 +153,56 @@ def time_bounds(grid, sample):
                 sampler._read_aligned(left * cell_size, top * cell_size, height, width)
             else:
                 sampler._warp(left * cell_size, top * cell_size, height, width)
-        figures[spec.name] = (time.perf_counter() - started, "read (aligned)" if sampler.aligned else "warp")
+        figures[spec.name] = (
+            time.perf_counter() - started,
+            "read (aligned)" if sampler.aligned else "warp",
+        )
         sampler.close()
     return figures
 
 
 def peak_memory(grid, sample, output):
     """Max RSS (MB) of a fresh process that samples the grid."""
-    code = ("import json, resource, sys, time; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]; "
-            "import scripts.bench_chips as bench; seconds, cells = bench.time_ours(sys.argv[1], sys.argv[2], sys.argv[3]); "
-            "print(json.dumps({'cells': cells, 'seconds': seconds, 'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
-    completed = subprocess.run([sys.executable, "-c", code, ROOT, grid, sample, output], capture_output=True, text=True, check=True)
+    code = (
+        "import json, resource, sys, time; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]; "
+        "import scripts.bench_chips as bench; seconds, cells = bench.time_ours(sys.argv[1], sys.argv[2], sys.argv[3]); "
+        "print(json.dumps({'cells': cells, 'seconds': seconds, 'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code, ROOT, grid, sample, output],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def ensure_demo_sample(path):
     if not os.path.isfile(os.path.join(path, "synthetic_sample_metadata.json")):
         print(f"generating the demo sample project in {path} …", flush=True)
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_sample_project.py"), "--size", "demo", "--out", path,
-                        "--no-project", "--quiet"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "scripts", "make_sample_project.py"),
+                "--size",
+                "demo",
+                "--out",
+                path,
+                "--no-project",
+                "--quiet",
+            ],
+            check=True,
+        )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sample", default=os.path.join(ROOT, "output", "demo", "sample_project"))
-    parser.add_argument("--naive-cells", type=int, default=0, help="cells for the naive way (0: all)")
+    parser.add_argument(
+        "--naive-cells", type=int, default=0, help="cells for the naive way (0: all)"
+    )
     parser.add_argument("--keep", action="store_true")
     arguments = parser.parse_args()
     ensure_demo_sample(arguments.sample)
@@ -149,24 +210,51 @@ def main():
     try:
         training, everywhere = make_grids(arguments.sample, folder)
         seconds, cells = time_ours(training, arguments.sample, os.path.join(folder, "train.chips"))
-        size_mb = sum(os.path.getsize(os.path.join(folder, "train.chips", name)) for name in os.listdir(os.path.join(folder, "train.chips"))) / 1e6
-        print(f"povmap sampler              {cells:6,} cells  {seconds:6.2f} s  {cells / seconds:7.0f} cells/s  (store {size_mb:.0f} MB)", flush=True)
+        size_mb = (
+            sum(
+                os.path.getsize(os.path.join(folder, "train.chips", name))
+                for name in os.listdir(os.path.join(folder, "train.chips"))
+            )
+            / 1e6
+        )
+        print(
+            f"povmap sampler              {cells:6,} cells  {seconds:6.2f} s  {cells / seconds:7.0f} cells/s  (store {size_mb:.0f} MB)",
+            flush=True,
+        )
         for how in ("reproject", "warpedvrt"):
-            naive_seconds, naive_cells = time_naive(training, arguments.sample, arguments.naive_cells, how)
+            naive_seconds, naive_cells = time_naive(
+                training, arguments.sample, arguments.naive_cells, how
+            )
             naive_rate = naive_cells / naive_seconds
-            print(f"naive per cell ({how:9s}) {naive_cells:6,} cells  {naive_seconds:6.2f} s  {naive_rate:7.0f} cells/s"
-                  f"   povmap is {cells / seconds / naive_rate:5.1f}x", flush=True)
+            print(
+                f"naive per cell ({how:9s}) {naive_cells:6,} cells  {naive_seconds:6.2f} s  {naive_rate:7.0f} cells/s"
+                f"   povmap is {cells / seconds / naive_rate:5.1f}x",
+                flush=True,
+            )
         print("targets: >= 500 cells/s, >= 10x the naive way", flush=True)
         for name, (input_seconds, how) in time_bounds(training, arguments.sample).items():
-            print(f"  bound: {name:13s} {how:15s} alone {input_seconds:5.2f} s  ({cells / input_seconds:5.0f} cells/s on one core)", flush=True)
-        for label, grid in (("training grid", training), ("prediction grid, all districts", everywhere)):
-            figures = peak_memory(grid, arguments.sample, os.path.join(folder, f"peak-{len(label)}.chips"))
-            print(f"peak memory, {label:31s} {figures['cells']:6,} cells  max RSS {figures['max_rss_mb']:6.0f} MB  "
-                  f"({figures['cells'] / figures['seconds']:.0f} cells/s)", flush=True)
+            print(
+                f"  bound: {name:13s} {how:15s} alone {input_seconds:5.2f} s  ({cells / input_seconds:5.0f} cells/s on one core)",
+                flush=True,
+            )
+        for label, grid in (
+            ("training grid", training),
+            ("prediction grid, all districts", everywhere),
+        ):
+            figures = peak_memory(
+                grid, arguments.sample, os.path.join(folder, f"peak-{len(label)}.chips")
+            )
+            print(
+                f"peak memory, {label:31s} {figures['cells']:6,} cells  max RSS {figures['max_rss_mb']:6.0f} MB  "
+                f"({figures['cells'] / figures['seconds']:.0f} cells/s)",
+                flush=True,
+            )
     finally:
         if not arguments.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    print(f"(peak memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    print(
+        f"(peak memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,11 +37,15 @@ def training_rates(chips_path, epochs):
     rows = np.arange(len(store))
     labels = np.random.default_rng(0).integers(0, 2, len(rows))
     normalisation = learning_data.normalisation_from(store, rows)
-    inputs = [{"name": spec["name"], "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])]} for spec in store.manifest["inputs"]]
+    inputs = [
+        {"name": spec["name"], "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])]}
+        for spec in store.manifest["inputs"]
+    ]
     in_memory = {name: values for name, values in store.batch(rows).items()}
 
     class MemoryStore:
         """The same rows, already in RAM (what 'from in-memory arrays' means)."""
+
         input_names = store.input_names
 
         def batch(self, picked, names=None):
@@ -72,24 +76,41 @@ def prediction_rate(model_path, chips_path, cells=None, paper=False):
     store = ChipStore(chips_path)
     rows = np.arange(min(cells or len(store), len(store)))
     names = [spec["name"] for spec in manifest["inputs"]]
-    models = [build_member(name, manifest["inputs"]) for name in PAPER_MEMBERS] if paper else model_package.load_members(manifest)
-    learning_data.predict_rows(models, store, rows[:32], manifest["normalisation"], names, 32)  # warm-up (tracing)
+    models = (
+        [build_member(name, manifest["inputs"]) for name in PAPER_MEMBERS]
+        if paper
+        else model_package.load_members(manifest)
+    )
+    learning_data.predict_rows(
+        models, store, rows[:32], manifest["normalisation"], names, 32
+    )  # warm-up (tracing)
     started = time.perf_counter()
-    learning_data.predict_rows(models, store, rows, manifest["normalisation"], names, 32 if paper else 64)
+    learning_data.predict_rows(
+        models, store, rows, manifest["normalisation"], names, 32 if paper else 64
+    )
     return len(rows) / (time.perf_counter() - started)
 
 
 def peak_memory(model_path, chips_path, grid_path, output):
-    code = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); "
-            "from povmap_qgis.core.prediction import PredictOptions, predict; "
-            "r = predict(PredictOptions(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])); "
-            "print(json.dumps({'cells': r['cells'], 'seconds': r['seconds'], 'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
-    completed = subprocess.run([sys.executable, "-c", code, ROOT, model_path, chips_path, grid_path, output], capture_output=True, text=True, check=True)
+    code = (
+        "import json, resource, sys; sys.path.insert(0, sys.argv[1]); "
+        "from povmap_qgis.core.prediction import PredictOptions, predict; "
+        "r = predict(PredictOptions(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])); "
+        "print(json.dumps({'cells': r['cells'], 'seconds': r['seconds'], 'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code, ROOT, model_path, chips_path, grid_path, output],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--demo", default=os.path.join(ROOT, "output", "demo"))
     parser.add_argument("--model", default=os.path.join(ROOT, "models", "demo_compact.povmodel"))
     parser.add_argument("--epochs", type=int, default=2)
@@ -102,20 +123,36 @@ def main():
     # Peak memory first: fresh processes, started before TensorFlow loads in this one.
     with tempfile.TemporaryDirectory(prefix="povmap-bench-models-") as folder:
         for label in ("prediction_grid", "training_grid"):
-            figures = peak_memory(arguments.model, os.path.join(arguments.demo, f"{label}.chips"), os.path.join(arguments.demo, f"{label}.gpkg"),
-                                  os.path.join(folder, f"{label}.gpkg"))
-            print(f"peak memory, predict {label:16s} {figures['cells']:6,} cells  max RSS {figures['max_rss_mb']:6.0f} MB "
-                  f"({figures['cells'] / figures['seconds']:.0f} cells/s end to end)", flush=True)
+            figures = peak_memory(
+                arguments.model,
+                os.path.join(arguments.demo, f"{label}.chips"),
+                os.path.join(arguments.demo, f"{label}.gpkg"),
+                os.path.join(folder, f"{label}.gpkg"),
+            )
+            print(
+                f"peak memory, predict {label:16s} {figures['cells']:6,} cells  max RSS {figures['max_rss_mb']:6.0f} MB "
+                f"({figures['cells'] / figures['seconds']:.0f} cells/s end to end)",
+                flush=True,
+            )
 
     rates = training_rates(training_chips, arguments.epochs)
     for label, rate in rates.items():
         print(f"training compact_cnn from {label:17s} {rate:7.1f} samples/s", flush=True)
-    print(f"store / in-memory: {rates['chip store'] / rates['in-memory arrays']:.0%}   (target >= 90 %)", flush=True)
+    print(
+        f"store / in-memory: {rates['chip store'] / rates['in-memory arrays']:.0%}   (target >= 90 %)",
+        flush=True,
+    )
 
     compact = prediction_rate(arguments.model, training_chips)
-    print(f"prediction, compact ensemble (3 members)  {compact:7.1f} cells/s   (target >= 200)", flush=True)
+    print(
+        f"prediction, compact ensemble (3 members)  {compact:7.1f} cells/s   (target >= 200)",
+        flush=True,
+    )
     paper = prediction_rate(arguments.model, training_chips, arguments.paper_cells, paper=True)
-    print(f"prediction, paper ensemble (ResNet50+50V2+101, {arguments.paper_cells} cells) {paper:7.1f} cells/s", flush=True)
+    print(
+        f"prediction, paper ensemble (ResNet50+50V2+101, {arguments.paper_cells} cells) {paper:7.1f} cells/s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ PACKAGE = "povmap_qgis"
 
 
 def default_profile_dir():
-    config_root = os.environ.get("QGIS_CUSTOM_CONFIG_PATH") or os.path.expanduser("~/.local/share/QGIS/QGIS3")
+    config_root = os.environ.get("QGIS_CUSTOM_CONFIG_PATH") or os.path.expanduser(
+        "~/.local/share/QGIS/QGIS3"
+    )
     return os.path.join(config_root, "profiles", "default")
 
 
@@ -66,7 +68,9 @@ def main():
     parser.add_argument("--profile-dir", default=default_profile_dir())
     parser.add_argument("--worker-python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     arguments = parser.parse_args()
-    arguments.worker_python = os.path.abspath(arguments.worker_python)   # QGIS starts the worker from any directory
+    arguments.worker_python = os.path.abspath(
+        arguments.worker_python
+    )  # QGIS starts the worker from any directory
     target = install(arguments.build_dir, arguments.profile_dir, arguments.worker_python)
     print(f"Installed {target} (worker Python: {arguments.worker_python})")
 

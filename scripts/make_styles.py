@@ -12,7 +12,7 @@ import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsApplication,
     QgsCategorizedSymbolRenderer,
     QgsClassificationEqualInterval,
@@ -23,9 +23,11 @@ from qgis.core import (  # noqa: E402
     QgsRendererRange,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtGui import QColor  # noqa: E402
+from qgis.PyQt.QtGui import QColor
 
-STYLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "styles")
+STYLES = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "styles"
+)
 OUTLINE = "60,60,60,110"
 POOR, NOT_POOR = "#e66101", "#5e3c99"
 OUTCOMES = [  # value, legend label, colour (Okabe–Ito)
@@ -37,7 +39,9 @@ OUTCOMES = [  # value, legend label, colour (Okabe–Ito)
 
 
 def fill(color, outline=OUTLINE, style="solid"):
-    return QgsFillSymbol.createSimple({"color": color, "outline_color": outline, "outline_width": "0.1", "style": style})
+    return QgsFillSymbol.createSimple(
+        {"color": color, "outline_color": outline, "outline_width": "0.1", "style": style}
+    )
 
 
 def layer(fields):
@@ -46,12 +50,18 @@ def layer(fields):
 
 
 def categorized(field, categories, opacity=0.85):
-    renderer = QgsCategorizedSymbolRenderer(field, [QgsRendererCategory(value, fill(color), label) for value, label, color in categories])
+    renderer = QgsCategorizedSymbolRenderer(
+        field,
+        [QgsRendererCategory(value, fill(color), label) for value, label, color in categories],
+    )
     return renderer, opacity
 
 
 def graduated(field, bounds, colours, labels, opacity=0.85):
-    ranges = [QgsRendererRange(low, high, fill(color), label) for (low, high), color, label in zip(bounds, colours, labels)]
+    ranges = [
+        QgsRendererRange(low, high, fill(color), label)
+        for (low, high), color, label in zip(bounds, colours, labels)
+    ]
     renderer = QgsGraduatedSymbolRenderer(field, ranges)
     renderer.setClassificationMethod(QgsClassificationEqualInterval())
     renderer.setSourceColorRamp(QgsGradientColorRamp(QColor(colours[0]), QColor(colours[-1])))
@@ -74,17 +84,45 @@ def main():
     application = QgsApplication([], False)
     application.initQgis()
     tenths = [(i / 5, (i + 1) / 5) for i in range(5)]
-    save("chip_nodata", [("cell_id", "integer"), ("chip_flagged", "integer")], categorized("chip_flagged", [
-        (0, "Chips complete enough", "255,255,255,0"), (1, "Flagged: too much nodata (not used for training)", "#d7191c")]))
-    save("prediction_class", [("cell_id", "integer"), ("pred", "integer")], categorized("pred", [
-        (1, "Predicted poor", POOR), (0, "Predicted not poor", NOT_POOR)]))
-    save("prediction_probability", [("cell_id", "integer"), ("prob_mean", "double")], graduated(
-        "prob_mean", tenths, ["#fef0d9", "#fdcc8a", "#fc8d59", "#e34a33", "#b30000"],
-        ["0.0–0.2", "0.2–0.4", "0.4–0.6", "0.6–0.8", "0.8–1.0 (likely poor)"]))
-    save("prediction_disagreement", [("cell_id", "integer"), ("disagreement", "double")], graduated(
-        "disagreement", [(0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.5)], ["#f2f0f7", "#cbc9e2", "#9e9ac8", "#6a51a3"],
-        ["members agree (< 0.1)", "0.1–0.2", "0.2–0.3", "members disagree (≥ 0.3)"]))
-    save("hitmiss", [("cell_id", "integer"), ("outcome", "string")], categorized("outcome", OUTCOMES))
+    save(
+        "chip_nodata",
+        [("cell_id", "integer"), ("chip_flagged", "integer")],
+        categorized(
+            "chip_flagged",
+            [
+                (0, "Chips complete enough", "255,255,255,0"),
+                (1, "Flagged: too much nodata (not used for training)", "#d7191c"),
+            ],
+        ),
+    )
+    save(
+        "prediction_class",
+        [("cell_id", "integer"), ("pred", "integer")],
+        categorized("pred", [(1, "Predicted poor", POOR), (0, "Predicted not poor", NOT_POOR)]),
+    )
+    save(
+        "prediction_probability",
+        [("cell_id", "integer"), ("prob_mean", "double")],
+        graduated(
+            "prob_mean",
+            tenths,
+            ["#fef0d9", "#fdcc8a", "#fc8d59", "#e34a33", "#b30000"],
+            ["0.0–0.2", "0.2–0.4", "0.4–0.6", "0.6–0.8", "0.8–1.0 (likely poor)"],
+        ),
+    )
+    save(
+        "prediction_disagreement",
+        [("cell_id", "integer"), ("disagreement", "double")],
+        graduated(
+            "disagreement",
+            [(0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.5)],
+            ["#f2f0f7", "#cbc9e2", "#9e9ac8", "#6a51a3"],
+            ["members agree (< 0.1)", "0.1–0.2", "0.2–0.3", "members disagree (≥ 0.3)"],
+        ),
+    )
+    save(
+        "hitmiss", [("cell_id", "integer"), ("outcome", "string")], categorized("outcome", OUTCOMES)
+    )
     application.exitQgis()
     return 0
 

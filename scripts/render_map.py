@@ -20,11 +20,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output")
     parser.add_argument("layers", nargs="+")
     parser.add_argument("--project", help="a .qgz whose visible layers are drawn below LAYERs")
-    parser.add_argument("--project-layers", nargs="*", help="only project layers whose names contain one of these")
+    parser.add_argument(
+        "--project-layers", nargs="*", help="only project layers whose names contain one of these"
+    )
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--extent-of")
     parser.add_argument("--title")
@@ -38,8 +42,15 @@ def main():
     app = QgsApplication([], False)
     app.initQgis()
     try:
-        render(arguments.output, arguments.layers, arguments.width, arguments.extent_of, arguments.title,
-               arguments.project, arguments.project_layers)
+        render(
+            arguments.output,
+            arguments.layers,
+            arguments.width,
+            arguments.extent_of,
+            arguments.title,
+            arguments.project,
+            arguments.project_layers,
+        )
     except RenderError as error:
         raise SystemExit(f"render_map: {error}") from None
     finally:

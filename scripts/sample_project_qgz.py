@@ -22,16 +22,39 @@ METADATA_FILE = "synthetic_sample_metadata.json"
 PROJECT_CRS = "EPSG:32642"
 
 LAYERS = {  # key: (file, layer inside a GeoPackage or None, layer name in the project)
-    "survey": ("synthetic_survey.gpkg", "synthetic_survey", "Synthetic survey households (2016–17)"),
-    "ground_truth": ("synthetic_ground_truth_survey.gpkg", "synthetic_ground_truth_survey",
-                     "Synthetic ground-truth survey (2019)"),
+    "survey": (
+        "synthetic_survey.gpkg",
+        "synthetic_survey",
+        "Synthetic survey households (2016–17)",
+    ),
+    "ground_truth": (
+        "synthetic_ground_truth_survey.gpkg",
+        "synthetic_ground_truth_survey",
+        "Synthetic ground-truth survey (2019)",
+    ),
     "urban": ("synthetic_urban_centres.gpkg", "synthetic_urban_centres", "Synthetic urban centres"),
     "districts": ("synthetic_districts.gpkg", "synthetic_districts", "Synthetic districts"),
-    "nightlights": ("synthetic_viirs_15arcsec.tif", None, "Synthetic night lights (VIIRS like, nW/cm²/sr)"),
-    "accessibility": ("synthetic_accessibility_30arcsec.tif", None, "Synthetic travel time to towns (minutes)"),
+    "nightlights": (
+        "synthetic_viirs_15arcsec.tif",
+        None,
+        "Synthetic night lights (VIIRS like, nW/cm²/sr)",
+    ),
+    "accessibility": (
+        "synthetic_accessibility_30arcsec.tif",
+        None,
+        "Synthetic travel time to towns (minutes)",
+    ),
     "daytime": ("synthetic_daytime_s2l2a_10m.tif", None, "Synthetic daytime (Sentinel-2 like)"),
 }
-LAYER_ORDER = ["survey", "ground_truth", "urban", "districts", "nightlights", "accessibility", "daytime"]
+LAYER_ORDER = [
+    "survey",
+    "ground_truth",
+    "urban",
+    "districts",
+    "nightlights",
+    "accessibility",
+    "daytime",
+]
 HIDDEN = {"nightlights", "accessibility"}
 RENDERED = ["survey", "ground_truth", "urban", "districts", "daytime"]
 
@@ -48,10 +71,14 @@ TRAVEL = ["#1a9641", "#a6d96a", "#ffffbf", "#fdae61", "#d7191c", "#7f0000"]
 
 
 def parse_arguments(argv):
-    parser = argparse.ArgumentParser(description="Build the QGIS project of the synthetic povmap-qgis sample data.")
+    parser = argparse.ArgumentParser(
+        description="Build the QGIS project of the synthetic povmap-qgis sample data."
+    )
     parser.add_argument("folder", help="folder written by make_sample_project.py")
     parser.add_argument("--render", metavar="PNG", help="also render the project to this PNG file")
-    parser.add_argument("--width", type=int, default=1600, help="width of the rendered PNG in pixels (default 1600)")
+    parser.add_argument(
+        "--width", type=int, default=1600, help="width of the rendered PNG in pixels (default 1600)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
@@ -65,7 +92,7 @@ def parse_arguments(argv):
 
 def start_qgis():
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["GDAL_PAM_ENABLED"] = "NO"   # no .aux.xml files next to the data
+    os.environ["GDAL_PAM_ENABLED"] = "NO"  # no .aux.xml files next to the data
     from qgis.core import QgsApplication
 
     QgsApplication.setPrefixPath("/usr", True)
@@ -90,6 +117,7 @@ def synthetic_statement(folder):
 
 # --------------------------------------------------------------------------- styles
 
+
 def style_daytime(layer, hints):
     """True colour (bands 1, 2, 3 = red, green, blue), one stretch for all three so that hues are kept."""
     from qgis.core import QgsContrastEnhancement, QgsMultiBandColorRenderer
@@ -100,17 +128,25 @@ def style_daytime(layer, hints):
         low, high = 0.5 * min(s[0] for s in stretch[:3]), max(s[1] for s in stretch[:3])
     else:
         statistics = [provider.bandStatistics(band) for band in (1, 2, 3)]
-        low, high = 0.5 * min(s.minimumValue for s in statistics), max(s.mean + 2 * s.stdDev for s in statistics)
+        low, high = (
+            0.5 * min(s.minimumValue for s in statistics),
+            max(s.mean + 2 * s.stdDev for s in statistics),
+        )
     renderer = QgsMultiBandColorRenderer(provider, 1, 2, 3)
-    for band, setter in ((1, renderer.setRedContrastEnhancement), (2, renderer.setGreenContrastEnhancement),
-                         (3, renderer.setBlueContrastEnhancement)):
+    for band, setter in (
+        (1, renderer.setRedContrastEnhancement),
+        (2, renderer.setGreenContrastEnhancement),
+        (3, renderer.setBlueContrastEnhancement),
+    ):
         enhancement = QgsContrastEnhancement(provider.dataType(band))
         enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
         enhancement.setMinimumValue(low)
         enhancement.setMaximumValue(high)
         setter(enhancement)
     layer.setRenderer(renderer)
-    layer.brightnessFilter().setGamma(1.2)   # lifts the dark crops a little, as Sentinel-2 browse images do
+    layer.brightnessFilter().setGamma(
+        1.2
+    )  # lifts the dark crops a little, as Sentinel-2 browse images do
 
 
 def style_pseudocolour(layer, values, colours, labels=None, opacity=1.0):
@@ -121,8 +157,12 @@ def style_pseudocolour(layer, values, colours, labels=None, opacity=1.0):
     function = QgsColorRampShader(values[0], values[-1])
     function.setColorRampType(QgsColorRampShader.Interpolated)
     labels = labels or [f"{v:g}" for v in values]
-    function.setColorRampItemList([QgsColorRampShader.ColorRampItem(v, QColor(c), label)
-                                   for v, c, label in zip(values, colours, labels)])
+    function.setColorRampItemList(
+        [
+            QgsColorRampShader.ColorRampItem(v, QColor(c), label)
+            for v, c, label in zip(values, colours, labels)
+        ]
+    )
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(function)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
@@ -146,37 +186,74 @@ def style_accessibility(layer, hints):
 
 def style_districts(layer):
     """Surveyed districts outlined; the unsurveyed one hatched with a dashed outline; names as labels."""
-    from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsLinePatternFillSymbolLayer,
-                           QgsLineSymbol, QgsRendererCategory)
+    from qgis.core import (
+        QgsCategorizedSymbolRenderer,
+        QgsFillSymbol,
+        QgsLinePatternFillSymbolLayer,
+        QgsLineSymbol,
+        QgsRendererCategory,
+    )
 
-    surveyed = QgsFillSymbol.createSimple({"style": "no", "outline_color": "255,255,255,230",
-                                           "outline_width": "0.7", "outline_style": "solid"})
-    unsurveyed = QgsFillSymbol.createSimple({"style": "no", "outline_color": "255,221,0,255",
-                                             "outline_width": "0.9", "outline_style": "dash"})
+    surveyed = QgsFillSymbol.createSimple(
+        {
+            "style": "no",
+            "outline_color": "255,255,255,230",
+            "outline_width": "0.7",
+            "outline_style": "solid",
+        }
+    )
+    unsurveyed = QgsFillSymbol.createSimple(
+        {
+            "style": "no",
+            "outline_color": "255,221,0,255",
+            "outline_width": "0.9",
+            "outline_style": "dash",
+        }
+    )
     hatch = QgsLinePatternFillSymbolLayer()
     hatch.setLineAngle(45.0)
     hatch.setDistance(2.5)
     hatch.setSubSymbol(QgsLineSymbol.createSimple({"color": "255,221,0,140", "width": "0.3"}))
     unsurveyed.appendSymbolLayer(hatch)
-    layer.setRenderer(QgsCategorizedSymbolRenderer("surveyed", [
-        QgsRendererCategory(1, surveyed, "surveyed (2016–17)"),
-        QgsRendererCategory(0, unsurveyed, "not surveyed (ground truth 2019)"),
-    ]))
-    label_layer(layer, "CASE WHEN \"surveyed\" = 0 THEN \"name\" || '\n(unsurveyed)' ELSE \"name\" END",
-                size=11, bold=True, colour="#ffffff", buffer_colour="#202020")
+    layer.setRenderer(
+        QgsCategorizedSymbolRenderer(
+            "surveyed",
+            [
+                QgsRendererCategory(1, surveyed, "surveyed (2016–17)"),
+                QgsRendererCategory(0, unsurveyed, "not surveyed (ground truth 2019)"),
+            ],
+        )
+    )
+    label_layer(
+        layer,
+        'CASE WHEN "surveyed" = 0 THEN "name" || \'\n(unsurveyed)\' ELSE "name" END',
+        size=11,
+        bold=True,
+        colour="#ffffff",
+        buffer_colour="#202020",
+    )
 
 
 def style_urban_centres(layer):
-    from qgis.core import QgsFillSymbol, QgsLinePatternFillSymbolLayer, QgsLineSymbol, QgsSingleSymbolRenderer
+    from qgis.core import (
+        QgsFillSymbol,
+        QgsLinePatternFillSymbolLayer,
+        QgsLineSymbol,
+        QgsSingleSymbolRenderer,
+    )
 
-    symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": "230,0,160,255", "outline_width": "0.6"})
+    symbol = QgsFillSymbol.createSimple(
+        {"style": "no", "outline_color": "230,0,160,255", "outline_width": "0.6"}
+    )
     hatch = QgsLinePatternFillSymbolLayer()
     hatch.setLineAngle(-45.0)
     hatch.setDistance(1.5)
     hatch.setSubSymbol(QgsLineSymbol.createSimple({"color": "230,0,160,150", "width": "0.25"}))
     symbol.appendSymbolLayer(hatch)
     layer.setRenderer(QgsSingleSymbolRenderer(symbol))
-    label_layer(layer, "\"name\"", size=8, bold=False, colour="#ffe0f4", buffer_colour="#400030", italic=True)
+    label_layer(
+        layer, '"name"', size=8, bold=False, colour="#ffe0f4", buffer_colour="#400030", italic=True
+    )
 
 
 def style_survey(layer, shape):
@@ -184,16 +261,27 @@ def style_survey(layer, shape):
 
     ranges = []
     for low, high, colour, label in SCORE_CLASSES:
-        symbol = QgsMarkerSymbol.createSimple({"name": shape, "color": colour, "size": "1.3",
-                                               "outline_color": "40,40,40,200", "outline_width": "0.1"})
+        symbol = QgsMarkerSymbol.createSimple(
+            {
+                "name": shape,
+                "color": colour,
+                "size": "1.3",
+                "outline_color": "40,40,40,200",
+                "outline_width": "0.1",
+            }
+        )
         ranges.append(QgsRendererRange(low, high, symbol, label))
     renderer = QgsGraduatedSymbolRenderer("score", ranges)
     layer.setRenderer(renderer)
 
 
 def label_layer(layer, expression, size, bold, colour, buffer_colour, italic=False):
-    from qgis.core import (QgsPalLayerSettings, QgsTextBufferSettings, QgsTextFormat,
-                           QgsVectorLayerSimpleLabeling)
+    from qgis.core import (
+        QgsPalLayerSettings,
+        QgsTextBufferSettings,
+        QgsTextFormat,
+        QgsVectorLayerSimpleLabeling,
+    )
     from qgis.PyQt.QtGui import QColor, QFont
 
     text = QgsTextFormat()
@@ -219,6 +307,7 @@ def label_layer(layer, expression, size, bold, colour, buffer_colour, italic=Fal
 
 # --------------------------------------------------------------------------- project
 
+
 def load_layers(folder):
     from qgis.core import QgsRasterLayer, QgsVectorLayer
 
@@ -237,7 +326,12 @@ def load_layers(folder):
 
 def build_project(folder):
     """Write DIR/synthetic_sample_project.qgz; return its path."""
-    from qgis.core import (QgsCoordinateReferenceSystem, QgsProject, QgsRectangle, QgsReferencedRectangle)
+    from qgis.core import (
+        QgsCoordinateReferenceSystem,
+        QgsProject,
+        QgsRectangle,
+        QgsReferencedRectangle,
+    )
 
     hints = read_display_hints(folder)
     layers = load_layers(folder)

@@ -15,13 +15,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-NOTICE = ("Demonstration model trained on the synthetic sample project of povmap-qgis (compact preset). "
-          "It has never seen real imagery or a real survey: NOT FOR POLICY USE. Train a real model with "
-          "Train poverty ensemble on your own survey and imagery (see the README).")
+NOTICE = (
+    "Demonstration model trained on the synthetic sample project of povmap-qgis (compact preset). "
+    "It has never seen real imagery or a real survey: NOT FOR POLICY USE. Train a real model with "
+    "Train poverty ensemble on your own survey and imagery (see the README)."
+)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--demo", default=os.path.join(ROOT, "output", "demo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join(ROOT, "models", "demo_compact.povmodel"))
@@ -30,11 +34,21 @@ def main():
     from povmap_qgis.core.reporting import ConsoleReporter
     from povmap_qgis.core.training import TrainOptions, train
 
-    summary = train(TrainOptions(chips_path=os.path.join(arguments.demo, "training_grid.chips"),
-                                 grid_path=os.path.join(arguments.demo, "training_grid.gpkg"),
-                                 output_path=arguments.output, preset="compact", seed=arguments.seed,
-                                 demonstration_notice=NOTICE), ConsoleReporter())
-    size = sum(os.path.getsize(os.path.join(summary["output"], name)) for name in os.listdir(summary["output"]))
+    summary = train(
+        TrainOptions(
+            chips_path=os.path.join(arguments.demo, "training_grid.chips"),
+            grid_path=os.path.join(arguments.demo, "training_grid.gpkg"),
+            output_path=arguments.output,
+            preset="compact",
+            seed=arguments.seed,
+            demonstration_notice=NOTICE,
+        ),
+        ConsoleReporter(),
+    )
+    size = sum(
+        os.path.getsize(os.path.join(summary["output"], name))
+        for name in os.listdir(summary["output"])
+    )
     print(f"{summary['output']}: {size / 1e6:.1f} MB, {summary['seconds']} s")
 
 

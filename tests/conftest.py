@@ -152,10 +152,17 @@ def run_qgis_process(*arguments, check=True):
     environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
     if os.environ.get("POVMAP_QGIS_CONFIG_ROOT"):
         environment["QGIS_CUSTOM_CONFIG_PATH"] = os.environ["POVMAP_QGIS_CONFIG_ROOT"]
-    completed = subprocess.run([os.path.join(ROOT, "scripts", "qgis-process"), *arguments], capture_output=True,
-                               text=True, env=environment, timeout=600)
+    completed = subprocess.run(
+        [os.path.join(ROOT, "scripts", "qgis-process"), *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
     if check and completed.returncode != 0:
-        raise AssertionError(f"qgis_process failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
+        raise AssertionError(
+            f"qgis_process failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}"
+        )
     return completed
 
 
@@ -163,20 +170,42 @@ def run_qgis_process(*arguments, check=True):
 def tiny_chips(tiny_sample, tmp_path_factory):
     """Labelled tiny grid with districts, its chip store (all three inputs) and a night-lights-only store (fast to train on)."""
     from helpers import read_grid
+
     from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
     from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
 
     folder = tmp_path_factory.mktemp("tiny-model")
     grid = str(folder / "training_grid.gpkg")
-    build_training_grid(TrainingGridOptions(points_path=os.path.join(tiny_sample, "synthetic_survey.gpkg"), score_field="score",
-                                            output_path=grid, crs="EPSG:32642", min_obs=8,
-                                            districts_path=os.path.join(tiny_sample, "synthetic_districts.gpkg"), district_field="name"))
-    inputs = [ChipInput("daytime", os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3]),
-              ChipInput("nightlights", os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"), [1]),
-              ChipInput("accessibility", os.path.join(tiny_sample, "synthetic_accessibility_30arcsec.tif"), [1])]
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=os.path.join(tiny_sample, "synthetic_survey.gpkg"),
+            score_field="score",
+            output_path=grid,
+            crs="EPSG:32642",
+            min_obs=8,
+            districts_path=os.path.join(tiny_sample, "synthetic_districts.gpkg"),
+            district_field="name",
+        )
+    )
+    inputs = [
+        ChipInput(
+            "daytime", os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3]
+        ),
+        ChipInput("nightlights", os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"), [1]),
+        ChipInput(
+            "accessibility", os.path.join(tiny_sample, "synthetic_accessibility_30arcsec.tif"), [1]
+        ),
+    ]
     sample_chips(ChipOptions(grid_path=grid, inputs=inputs, output_path=str(folder / "tiny.chips")))
-    sample_chips(ChipOptions(grid_path=grid, inputs=inputs[1:2], output_path=str(folder / "night.chips")))
+    sample_chips(
+        ChipOptions(grid_path=grid, inputs=inputs[1:2], output_path=str(folder / "night.chips"))
+    )
     unlabelled = read_grid(grid).drop(columns=["label"])
     unlabelled.to_file(folder / "unlabelled.gpkg", engine="pyogrio")
-    return {"grid": grid, "chips": str(folder / "tiny.chips"), "night": str(folder / "night.chips"), "folder": folder,
-            "grid_unlabelled": str(folder / "unlabelled.gpkg")}
+    return {
+        "grid": grid,
+        "chips": str(folder / "tiny.chips"),
+        "night": str(folder / "night.chips"),
+        "folder": folder,
+        "grid_unlabelled": str(folder / "unlabelled.gpkg"),
+    }

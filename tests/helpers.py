@@ -23,4 +23,3 @@ def read_grid(path):
 
 def square(xmin, ymin, size):
     return shapely.box(xmin, ymin, xmin + size, ymin + size)
-

@@ -8,20 +8,27 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from qgis.core import QgsRasterLayer
-
 from helpers import read_grid, write_points, write_polygons
-from povmap_qgis.core import cells
+from qgis.core import QgsRasterLayer
 from qgis_helpers import run_algorithm, run_failing
+
+from povmap_qgis.core import cells
 
 ALG = "povmap:buildpredictiongrid"
 UTM = "EPSG:32642"
 
 
 def irregular_districts(tmp_path, crs=UTM):
-    west = shapely.Polygon([(600130, 2800270), (604420, 2800110), (603870, 2805380), (600260, 2804730)])
-    east = shapely.Polygon([(604420, 2800110), (608710, 2800590), (607950, 2806120), (603870, 2805380)])
-    return write_polygons(tmp_path / "districts.gpkg", [west, east], crs, name=["West", "East"]), [west, east]
+    west = shapely.Polygon(
+        [(600130, 2800270), (604420, 2800110), (603870, 2805380), (600260, 2804730)]
+    )
+    east = shapely.Polygon(
+        [(604420, 2800110), (608710, 2800590), (607950, 2806120), (603870, 2805380)]
+    )
+    return write_polygons(tmp_path / "districts.gpkg", [west, east], crs, name=["West", "East"]), [
+        west,
+        east,
+    ]
 
 
 def cell_ids_of(frame):
@@ -32,13 +39,34 @@ def test_covers_the_same_cells_as_qgis_creategrid_and_extractbylocation(povmap_p
     import processing
 
     path, _ = irregular_districts(tmp_path)
-    results, _ = run_algorithm(ALG, {"AREA": str(path), "DISTRICT_FIELD": "name", "OUTPUT": str(tmp_path / "pred.gpkg")})
+    results, _ = run_algorithm(
+        ALG, {"AREA": str(path), "DISTRICT_FIELD": "name", "OUTPUT": str(tmp_path / "pred.gpkg")}
+    )
     ours = read_grid(results["OUTPUT"])
-    grid = processing.run("native:creategrid", {"TYPE": 2, "EXTENT": f"600000,609000,2800000,2807000 [{UTM}]", "HSPACING": 1000, "VSPACING": 1000,
-                                                "CRS": UTM, "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
-    covering = processing.run("native:extractbylocation", {"INPUT": grid, "PREDICATE": [0], "INTERSECT": str(path), "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
-    reference = {int(cells.encode_cell_ids(round(f.geometry().boundingBox().yMinimum() / 1000), round(f.geometry().boundingBox().xMinimum() / 1000)))
-                 for f in covering.getFeatures()}
+    grid = processing.run(
+        "native:creategrid",
+        {
+            "TYPE": 2,
+            "EXTENT": f"600000,609000,2800000,2807000 [{UTM}]",
+            "HSPACING": 1000,
+            "VSPACING": 1000,
+            "CRS": UTM,
+            "OUTPUT": "TEMPORARY_OUTPUT",
+        },
+    )["OUTPUT"]
+    covering = processing.run(
+        "native:extractbylocation",
+        {"INPUT": grid, "PREDICATE": [0], "INTERSECT": str(path), "OUTPUT": "TEMPORARY_OUTPUT"},
+    )["OUTPUT"]
+    reference = {
+        int(
+            cells.encode_cell_ids(
+                round(f.geometry().boundingBox().yMinimum() / 1000),
+                round(f.geometry().boundingBox().xMinimum() / 1000),
+            )
+        )
+        for f in covering.getFeatures()
+    }
     assert cell_ids_of(ours) == reference
     assert results["CELLS_KEPT"] == len(reference)
     # each cell takes the district it overlaps most
@@ -53,18 +81,35 @@ def test_shares_cell_ids_with_the_training_grid(povmap_provider, tmp_path):
     rng = np.random.default_rng(2)
     x, y = 601000 + rng.random(3000) * 6000, 2801000 + rng.random(3000) * 4000
     points = write_points(tmp_path / "p.gpkg", x, y, UTM, score=rng.integers(1, 60, 3000))
-    training, _ = run_algorithm("povmap:buildtraininggrid", {"INPUT": str(points), "SCORE_FIELD": "score", "DISTRICTS": str(path),
-                                                             "DISTRICT_FIELD": "name", "OUTPUT": str(tmp_path / "train.gpkg")})
-    prediction, _ = run_algorithm(ALG, {"AREA": str(path), "DISTRICT_FIELD": "name", "OUTPUT": str(tmp_path / "pred.gpkg")})
-    train, pred = read_grid(training["OUTPUT"]).set_index("cell_id"), read_grid(prediction["OUTPUT"]).set_index("cell_id")
+    training, _ = run_algorithm(
+        "povmap:buildtraininggrid",
+        {
+            "INPUT": str(points),
+            "SCORE_FIELD": "score",
+            "DISTRICTS": str(path),
+            "DISTRICT_FIELD": "name",
+            "OUTPUT": str(tmp_path / "train.gpkg"),
+        },
+    )
+    prediction, _ = run_algorithm(
+        ALG, {"AREA": str(path), "DISTRICT_FIELD": "name", "OUTPUT": str(tmp_path / "pred.gpkg")}
+    )
+    train, pred = (
+        read_grid(training["OUTPUT"]).set_index("cell_id"),
+        read_grid(prediction["OUTPUT"]).set_index("cell_id"),
+    )
     assert set(train.index) <= set(pred.index)
     for cell_id in train.index:
         assert train.geometry[cell_id].equals(pred.geometry[cell_id])
 
 
 def test_area_in_geographic_crs_uses_utm(povmap_provider, tmp_path):
-    area = write_polygons(tmp_path / "aoi.gpkg", [shapely.box(68.30, 25.30, 68.34, 25.33)], "EPSG:4326", name=["AOI"])
-    results, feedback = run_algorithm(ALG, {"AREA": str(area), "OUTPUT": str(tmp_path / "pred.gpkg")})
+    area = write_polygons(
+        tmp_path / "aoi.gpkg", [shapely.box(68.30, 25.30, 68.34, 25.33)], "EPSG:4326", name=["AOI"]
+    )
+    results, feedback = run_algorithm(
+        ALG, {"AREA": str(area), "OUTPUT": str(tmp_path / "pred.gpkg")}
+    )
     assert results["GRID_CRS"] == UTM and any("UTM zone" in line for line in feedback.infos)
     assert 12 <= results["CELLS_KEPT"] <= 30
 
@@ -72,12 +117,22 @@ def test_area_in_geographic_crs_uses_utm(povmap_provider, tmp_path):
 def write_habitability(tmp_path, crs=UTM):
     """100 m raster aligned with the cells: mean per cell is known exactly."""
     values = np.zeros((70, 90), dtype="float32")
-    values[:, :45] = 1.0          # western half inhabited
-    values[30:40, 60:70] = 0.5    # one cell at half density
-    values[0:10, 80:90] = -9999   # nodata block
+    values[:, :45] = 1.0  # western half inhabited
+    values[30:40, 60:70] = 0.5  # one cell at half density
+    values[0:10, 80:90] = -9999  # nodata block
     path = tmp_path / "built_up.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=90, height=70, count=1, dtype="float32", crs=crs, nodata=-9999,
-                       transform=rasterio.Affine(100, 0, 600000, 0, -100, 2807000)) as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=90,
+        height=70,
+        count=1,
+        dtype="float32",
+        crs=crs,
+        nodata=-9999,
+        transform=rasterio.Affine(100, 0, 600000, 0, -100, 2807000),
+    ) as dataset:
         dataset.write(values, 1)
     return path
 
@@ -87,9 +142,26 @@ def test_habitable_mean_equals_qgis_zonal_statistics_and_filters(povmap_provider
 
     path, _ = irregular_districts(tmp_path)
     raster = write_habitability(tmp_path)
-    everything, _ = run_algorithm(ALG, {"AREA": str(path), "HABITABLE": str(raster), "HABITABLE_MIN": -1, "OUTPUT": str(tmp_path / "all.gpkg")})
-    zonal = processing.run("native:zonalstatisticsfb", {"INPUT": everything["OUTPUT"], "INPUT_RASTER": str(raster), "RASTER_BAND": 1,
-                                                        "COLUMN_PREFIX": "ref_", "STATISTICS": [2], "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
+    everything, _ = run_algorithm(
+        ALG,
+        {
+            "AREA": str(path),
+            "HABITABLE": str(raster),
+            "HABITABLE_MIN": -1,
+            "OUTPUT": str(tmp_path / "all.gpkg"),
+        },
+    )
+    zonal = processing.run(
+        "native:zonalstatisticsfb",
+        {
+            "INPUT": everything["OUTPUT"],
+            "INPUT_RASTER": str(raster),
+            "RASTER_BAND": 1,
+            "COLUMN_PREFIX": "ref_",
+            "STATISTICS": [2],
+            "OUTPUT": "TEMPORARY_OUTPUT",
+        },
+    )["OUTPUT"]
     reference = {feature["cell_id"]: feature["ref_mean"] for feature in zonal.getFeatures()}
     ours = read_grid(everything["OUTPUT"]).set_index("cell_id")["habitable_mean"]
     assert len(ours) > 20
@@ -97,7 +169,15 @@ def test_habitable_mean_equals_qgis_zonal_statistics_and_filters(povmap_provider
         assert mean == pytest.approx(reference[cell_id], abs=1e-6)
     assert everything["CELLS_NO_HABITABLE_DATA"] >= 0
 
-    habitable, feedback = run_algorithm(ALG, {"AREA": str(path), "HABITABLE": str(raster), "HABITABLE_MIN": 0.5, "OUTPUT": str(tmp_path / "hab.gpkg")})
+    habitable, feedback = run_algorithm(
+        ALG,
+        {
+            "AREA": str(path),
+            "HABITABLE": str(raster),
+            "HABITABLE_MIN": 0.5,
+            "OUTPUT": str(tmp_path / "hab.gpkg"),
+        },
+    )
     kept = read_grid(habitable["OUTPUT"])
     assert (kept["habitable_mean"] >= 0.5).all()
     assert set(kept["cell_id"]) == {cell_id for cell_id, mean in ours.items() if mean >= 0.5}
@@ -113,22 +193,58 @@ def test_a_raster_inside_a_zip_is_read_in_place(povmap_provider, tmp_path):
         bundle.write(raster, "built_up.tif")
     zipped = QgsRasterLayer(f"/vsizip/{archive}/built_up.tif", "raster inside a zip", "gdal")
     assert zipped.isValid()
-    from_zip, _ = run_algorithm(ALG, {"AREA": str(path), "HABITABLE": zipped, "HABITABLE_MIN": 0.5, "OUTPUT": str(tmp_path / "zip.gpkg")})
-    from_file, _ = run_algorithm(ALG, {"AREA": str(path), "HABITABLE": str(raster), "HABITABLE_MIN": 0.5, "OUTPUT": str(tmp_path / "tif.gpkg")})
+    from_zip, _ = run_algorithm(
+        ALG,
+        {
+            "AREA": str(path),
+            "HABITABLE": zipped,
+            "HABITABLE_MIN": 0.5,
+            "OUTPUT": str(tmp_path / "zip.gpkg"),
+        },
+    )
+    from_file, _ = run_algorithm(
+        ALG,
+        {
+            "AREA": str(path),
+            "HABITABLE": str(raster),
+            "HABITABLE_MIN": 0.5,
+            "OUTPUT": str(tmp_path / "tif.gpkg"),
+        },
+    )
     assert read_grid(from_zip["OUTPUT"]).equals(read_grid(from_file["OUTPUT"]))
 
 
 def test_bad_input(povmap_provider, tmp_path):
     path, _ = irregular_districts(tmp_path)
     points = write_points(tmp_path / "p.gpkg", [600100.0], [2800100.0], UTM, score=[1])
-    assert "Point geometries" in run_failing(ALG, {"AREA": str(points), "OUTPUT": str(tmp_path / "o.gpkg")})
-    assert "CELL_SIZE" in run_failing(ALG, {"AREA": str(path), "CELL_SIZE": -1, "OUTPUT": str(tmp_path / "o.gpkg")})
-    message = run_failing(ALG, {"AREA": str(path), "HABITABLE": str(write_habitability(tmp_path)), "HABITABLE_MIN": 5, "OUTPUT": str(tmp_path / "o.gpkg")})
+    assert "Point geometries" in run_failing(
+        ALG, {"AREA": str(points), "OUTPUT": str(tmp_path / "o.gpkg")}
+    )
+    assert "CELL_SIZE" in run_failing(
+        ALG, {"AREA": str(path), "CELL_SIZE": -1, "OUTPUT": str(tmp_path / "o.gpkg")}
+    )
+    message = run_failing(
+        ALG,
+        {
+            "AREA": str(path),
+            "HABITABLE": str(write_habitability(tmp_path)),
+            "HABITABLE_MIN": 5,
+            "OUTPUT": str(tmp_path / "o.gpkg"),
+        },
+    )
     assert "HABITABLE_MIN" in message and "no cell is left" in message
-    tiles = QgsRasterLayer("type=xyz&url=http://127.0.0.1:9/{z}/{x}/{y}.png&zmax=19&zmin=0", "web tiles", "wms")
+    tiles = QgsRasterLayer(
+        "type=xyz&url=http://127.0.0.1:9/{z}/{x}/{y}.png&zmax=19&zmin=0", "web tiles", "wms"
+    )
     assert tiles.isValid()
-    message = run_failing(ALG, {"AREA": str(path), "HABITABLE": tiles, "OUTPUT": str(tmp_path / "o.gpkg")})
-    assert "HABITABLE" in message and "not a raster file (provider 'wms')" in message and "save it as a GeoTIFF" in message
+    message = run_failing(
+        ALG, {"AREA": str(path), "HABITABLE": tiles, "OUTPUT": str(tmp_path / "o.gpkg")}
+    )
+    assert (
+        "HABITABLE" in message
+        and "not a raster file (provider 'wms')" in message
+        and "save it as a GeoTIFF" in message
+    )
     assert not os.path.exists(tmp_path / "o.gpkg")
 
 
@@ -137,10 +253,19 @@ def test_runs_headless_with_qgis_process_on_a_filtered_layer(tiny_sample, tmp_pa
 
     output = tmp_path / "unsurveyed.gpkg"
     districts = os.path.join(tiny_sample, "synthetic_districts.gpkg")
-    completed = run_qgis_process("run", ALG, "--", f'AREA={districts}|layername=synthetic_districts|subset="surveyed" = 0',
-                                 "DISTRICT_FIELD=name", f"CRS={UTM}", f"OUTPUT={output}")
+    completed = run_qgis_process(
+        "run",
+        ALG,
+        "--",
+        f'AREA={districts}|layername=synthetic_districts|subset="surveyed" = 0',
+        "DISTRICT_FIELD=name",
+        f"CRS={UTM}",
+        f"OUTPUT={output}",
+    )
     assert "CELLS_KEPT:" in completed.stdout
     grid = read_grid(output)
     unsurveyed = geopandas.read_file(districts).query("surveyed == 0")
     assert set(grid["district"]) == set(unsurveyed["name"])
-    assert grid.geometry.union_all().intersection(unsurveyed.geometry.union_all()).area == pytest.approx(unsurveyed.geometry.area.sum(), rel=1e-9)
+    assert grid.geometry.union_all().intersection(
+        unsurveyed.geometry.union_all()
+    ).area == pytest.approx(unsurveyed.geometry.area.sum(), rel=1e-9)

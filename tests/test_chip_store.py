@@ -12,15 +12,33 @@ import pytest
 from povmap_qgis.core.chip_store import ChipStore, ChipStoreWriter, partial_store_path
 from povmap_qgis.core.errors import PovmapInputError
 
-INPUTS = [{"name": "daytime", "source": "/data/s2.tif", "bands": [4, 3, 2], "dtype": "float16", "resampling": "bilinear"},
-          {"name": "nightlights", "source": "/data/viirs.tif", "bands": [1], "dtype": "float16", "resampling": "bilinear"}]
+INPUTS = [
+    {
+        "name": "daytime",
+        "source": "/data/s2.tif",
+        "bands": [4, 3, 2],
+        "dtype": "float16",
+        "resampling": "bilinear",
+    },
+    {
+        "name": "nightlights",
+        "source": "/data/viirs.tif",
+        "bands": [1],
+        "dtype": "float16",
+        "resampling": "bilinear",
+    },
+]
 SETTINGS = {"grid": "/data/grid.gpkg", "resolution": 10.0, "crs": "EPSG:32642"}
 
 
 def fake_chips(rows, size=8):
     rows = np.asarray(rows)
-    daytime = np.broadcast_to(rows[:, None, None, None].astype("float16"), (len(rows), size, size, 3)).copy()
-    lights = np.broadcast_to((rows[:, None, None, None] * 0.5).astype("float16"), (len(rows), size, size, 1)).copy()
+    daytime = np.broadcast_to(
+        rows[:, None, None, None].astype("float16"), (len(rows), size, size, 3)
+    ).copy()
+    lights = np.broadcast_to(
+        (rows[:, None, None, None] * 0.5).astype("float16"), (len(rows), size, size, 1)
+    ).copy()
     return {"daytime": daytime, "nightlights": lights}, np.zeros((len(rows), 2), dtype="float32")
 
 
@@ -35,13 +53,26 @@ def test_a_finished_store_follows_the_data_contract(tmp_path):
     nodata[3] = [0.25, 0.0]
     store_writer.write(np.arange(20), chips, nodata)
     path = store_writer.finish(statistics={"daytime": {"mean": [1, 2, 3]}})
-    assert sorted(os.listdir(path)) == ["cell_ids.npy", "daytime.npy", "manifest.json", "nightlights.npy", "nodata_fraction.npy"]
+    assert sorted(os.listdir(path)) == [
+        "cell_ids.npy",
+        "daytime.npy",
+        "manifest.json",
+        "nightlights.npy",
+        "nodata_fraction.npy",
+    ]
     assert not os.path.exists(partial_store_path(path))
     with open(os.path.join(path, "manifest.json"), encoding="utf-8") as handle:
         manifest = json.load(handle)
-    assert manifest["state"] == "complete" and manifest["format_version"] == "1.0" and manifest["chip_size"] == 8
+    assert (
+        manifest["state"] == "complete"
+        and manifest["format_version"] == "1.0"
+        and manifest["chip_size"] == 8
+    )
     assert [spec["name"] for spec in manifest["inputs"]] == ["daytime", "nightlights"]
-    assert manifest["inputs"][0]["statistics"] == {"mean": [1, 2, 3]} and manifest["settings"] == SETTINGS
+    assert (
+        manifest["inputs"][0]["statistics"] == {"mean": [1, 2, 3]}
+        and manifest["settings"] == SETTINGS
+    )
     daytime = np.load(os.path.join(path, "daytime.npy"), mmap_mode="r")
     assert daytime.shape == (20, 8, 8, 3) and daytime.dtype == np.float16
     assert np.array_equal(np.load(os.path.join(path, "cell_ids.npy")), cell_ids)
@@ -78,7 +109,7 @@ def test_a_killed_run_leaves_a_stale_lock_that_the_next_run_takes_over(tmp_path)
         sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
         import numpy as np
         from test_chip_store import writer, fake_chips
-        w = writer({str(tmp_path / 'g.chips')!r}, np.arange(10))
+        w = writer({str(tmp_path / "g.chips")!r}, np.arange(10))
         w.write(np.arange(4), *fake_chips(np.arange(4)))
         w.flush()
         os._exit(9)  # killed: no close, the lock stays

@@ -17,24 +17,80 @@ from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_g
 @pytest.fixture(scope="module")
 def tiny_grid(tiny_sample, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("grid") / "grid.gpkg")
-    build_training_grid(TrainingGridOptions(points_path=os.path.join(tiny_sample, "synthetic_survey.gpkg"), score_field="score",
-                                            output_path=path, crs="EPSG:32642", min_obs=8))
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=os.path.join(tiny_sample, "synthetic_survey.gpkg"),
+            score_field="score",
+            output_path=path,
+            crs="EPSG:32642",
+            min_obs=8,
+        )
+    )
     return path
 
 
 def tiny_inputs(sample):
-    return [ChipInput("daytime", os.path.join(sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3], parameter="DAYTIME"),
-            ChipInput("nightlights", os.path.join(sample, "synthetic_viirs_15arcsec.tif"), [1], parameter="NIGHTLIGHTS"),
-            ChipInput("accessibility", os.path.join(sample, "synthetic_accessibility_30arcsec.tif"), [1], parameter="ACCESSIBILITY")]
+    return [
+        ChipInput(
+            "daytime",
+            os.path.join(sample, "synthetic_daytime_s2l2a_10m.tif"),
+            [1, 2, 3],
+            parameter="DAYTIME",
+        ),
+        ChipInput(
+            "nightlights",
+            os.path.join(sample, "synthetic_viirs_15arcsec.tif"),
+            [1],
+            parameter="NIGHTLIGHTS",
+        ),
+        ChipInput(
+            "accessibility",
+            os.path.join(sample, "synthetic_accessibility_30arcsec.tif"),
+            [1],
+            parameter="ACCESSIBILITY",
+        ),
+    ]
 
 
 def gdalwarp_chip(source, bands, crs, bounds, resolution, method, folder):
     """The reference: gdalwarp of one cell (bands picked with a VRT, GDAL 3.6 has no gdalwarp -b)."""
     picked = os.path.join(folder, "picked.vrt")
-    subprocess.run(["gdal_translate", "-q", "-of", "VRT", *sum((["-b", str(band)] for band in bands), []), source, picked], check=True)
+    subprocess.run(
+        [
+            "gdal_translate",
+            "-q",
+            "-of",
+            "VRT",
+            *sum((["-b", str(band)] for band in bands), []),
+            source,
+            picked,
+        ],
+        check=True,
+    )
     output = os.path.join(folder, "cell.tif")
-    subprocess.run(["gdalwarp", "-q", "-overwrite", "-t_srs", crs, "-te", *map(str, bounds), "-tr", str(resolution), str(resolution),
-                    "-r", method, "-ot", "Float32", "-dstnodata", "nan", picked, output], check=True)
+    subprocess.run(
+        [
+            "gdalwarp",
+            "-q",
+            "-overwrite",
+            "-t_srs",
+            crs,
+            "-te",
+            *map(str, bounds),
+            "-tr",
+            str(resolution),
+            str(resolution),
+            "-r",
+            method,
+            "-ot",
+            "Float32",
+            "-dstnodata",
+            "nan",
+            picked,
+            output,
+        ],
+        check=True,
+    )
     with rasterio.open(output) as dataset:
         return np.moveaxis(dataset.read(), 0, -1)
 
@@ -60,7 +116,9 @@ def assert_like_gdalwarp(chip, reference):
 
 def test_chips_equal_gdalwarp_per_cell_on_the_sample(tiny_sample, tiny_grid, tmp_path):
     store_path = str(tmp_path / "tiny.chips")
-    summary = sample_chips(ChipOptions(grid_path=tiny_grid, inputs=tiny_inputs(tiny_sample), output_path=store_path))
+    summary = sample_chips(
+        ChipOptions(grid_path=tiny_grid, inputs=tiny_inputs(tiny_sample), output_path=store_path)
+    )
     store = ChipStore(store_path)
     assert summary["sampled"] == len(store) > 20 and summary["chip_size"] == 100
     assert store.chips("daytime").shape[1:] == (100, 100, 3)
@@ -68,7 +126,9 @@ def test_chips_equal_gdalwarp_per_cell_on_the_sample(tiny_sample, tiny_grid, tmp
         r, c = cells.decode_cell_ids(int(store.cell_ids[row]))
         bounds = (c * 1000.0, r * 1000.0, (c + 1) * 1000.0, (r + 1) * 1000.0)
         for spec in tiny_inputs(tiny_sample):
-            reference = gdalwarp_chip(spec.path, spec.bands, "EPSG:32642", bounds, 10, "bilinear", str(tmp_path))
+            reference = gdalwarp_chip(
+                spec.path, spec.bands, "EPSG:32642", bounds, 10, "bilinear", str(tmp_path)
+            )
             assert_like_gdalwarp(store.batch([row])[spec.name][0], reference)
     assert (store.nodata_fraction[:] == 0).all()
     means = store.manifest["inputs"][0]["statistics"]["mean"]
@@ -88,18 +148,33 @@ def test_a_stopped_run_resumes_and_gives_the_same_store(tiny_sample, tiny_grid, 
 
     inputs = tiny_inputs(tiny_sample)[1:]
     with pytest.raises(PovmapCanceled):
-        sample_chips(ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "a.chips")), StopAfterTwoBlocks())
+        sample_chips(
+            ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "a.chips")),
+            StopAfterTwoBlocks(),
+        )
     assert not os.path.exists(tmp_path / "a.chips")
-    summary = sample_chips(ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "a.chips")))
-    assert summary["resumed_cells"] > 0 and summary["sampled"] + summary["resumed_cells"] == summary["cells"]
-    fresh = sample_chips(ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "b.chips")))
+    summary = sample_chips(
+        ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "a.chips"))
+    )
+    assert (
+        summary["resumed_cells"] > 0
+        and summary["sampled"] + summary["resumed_cells"] == summary["cells"]
+    )
+    fresh = sample_chips(
+        ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "b.chips"))
+    )
     assert fresh["resumed_cells"] == 0
     for name in ("nightlights", "accessibility"):
-        assert np.array_equal(ChipStore(str(tmp_path / "a.chips")).chips(name), ChipStore(str(tmp_path / "b.chips")).chips(name), equal_nan=True)
+        assert np.array_equal(
+            ChipStore(str(tmp_path / "a.chips")).chips(name),
+            ChipStore(str(tmp_path / "b.chips")).chips(name),
+            equal_nan=True,
+        )
 
 
 def test_bad_inputs_name_the_parameter(tiny_sample, tiny_grid, tmp_path):
     daytime = tiny_inputs(tiny_sample)[0]
+
     def fails(parameter, text, **overrides):
         options = dict(grid_path=tiny_grid, inputs=[daytime], output_path=str(tmp_path / "x.chips"))
         options.update(overrides)
@@ -107,17 +182,35 @@ def test_bad_inputs_name_the_parameter(tiny_sample, tiny_grid, tmp_path):
             sample_chips(ChipOptions(**options))
         assert caught.value.parameter == parameter and text in str(caught.value), str(caught.value)
         assert not os.path.exists(tmp_path / "x.chips")
-    fails("DAYTIME", "band(s) [7] do not exist", inputs=[ChipInput("daytime", daytime.path, [1, 2, 7], parameter="DAYTIME")])
+
+    fails(
+        "DAYTIME",
+        "band(s) [7] do not exist",
+        inputs=[ChipInput("daytime", daytime.path, [1, 2, 7], parameter="DAYTIME")],
+    )
     fails("DAYTIME", "at least one input", inputs=[])
-    fails("GRID", "no cell_id field", grid_path=os.path.join(tiny_sample, "synthetic_districts.gpkg"))
+    fails(
+        "GRID", "no cell_id field", grid_path=os.path.join(tiny_sample, "synthetic_districts.gpkg")
+    )
     fails("CHIP_SIZE", "does not cover", chip_size=64)
     lonely = tmp_path / "elsewhere.tif"
-    with rasterio.open(lonely, "w", driver="GTiff", width=10, height=10, count=1, dtype="float32", crs="EPSG:32642",
-                       transform=rasterio.Affine(10, 0, 100000, 0, -10, 1000000)) as dataset:
+    with rasterio.open(
+        lonely,
+        "w",
+        driver="GTiff",
+        width=10,
+        height=10,
+        count=1,
+        dtype="float32",
+        crs="EPSG:32642",
+        transform=rasterio.Affine(10, 0, 100000, 0, -10, 1000000),
+    ) as dataset:
         dataset.write(np.ones((1, 10, 10), dtype="float32"))
     fails("EXTRA", "does not overlap the grid", inputs=[ChipInput("far", str(lonely), [1])])
     no_crs = tmp_path / "no_crs.tif"
-    with rasterio.open(no_crs, "w", driver="GTiff", width=10, height=10, count=1, dtype="float32") as dataset:
+    with rasterio.open(
+        no_crs, "w", driver="GTiff", width=10, height=10, count=1, dtype="float32"
+    ) as dataset:
         dataset.write(np.ones((1, 10, 10), dtype="float32"))
     fails("EXTRA", "has no CRS", inputs=[ChipInput("nocrs", str(no_crs), [1])])
 
@@ -128,25 +221,45 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 def aoi_grid(tmp_path, lonlat_box, crs):
     """A prediction grid (the real algorithm's core) over a lon/lat box."""
     import shapely
-
     from helpers import write_polygons
+
     from povmap_qgis.core.prediction_grid import PredictionGridOptions, build_prediction_grid
 
-    area = write_polygons(tmp_path / "aoi.gpkg", [shapely.box(*lonlat_box)], "EPSG:4326", name=["aoi"])
-    build_prediction_grid(PredictionGridOptions(area_path=str(area), output_path=str(tmp_path / "cells.gpkg"), crs=crs))
+    area = write_polygons(
+        tmp_path / "aoi.gpkg", [shapely.box(*lonlat_box)], "EPSG:4326", name=["aoi"]
+    )
+    build_prediction_grid(
+        PredictionGridOptions(
+            area_path=str(area), output_path=str(tmp_path / "cells.gpkg"), crs=crs
+        )
+    )
     return str(tmp_path / "cells.gpkg")
 
 
-@pytest.mark.parametrize("fixture, bands, lonlat_box, crs", [
-    # 13-band int16 Sentinel-2 in EPSG:4326, nodata 0; the box reaches past the image: edge cells are partly outside.
-    ("sentinel2_l1c_13band_spain_512px.tif", [4, 3, 2], (-0.79, 38.09, -0.745, 38.13), "EPSG:32630"),
-    # float64 VIIRS at 15" (~460 m, coarser than a cell) in EPSG:4326, nodata 0.
-    ("viirs_burundi_2016_15arcsec.tif", [1], (29.90, -3.40, 29.95, -3.36), "EPSG:32735"),
-])
+@pytest.mark.parametrize(
+    "fixture, bands, lonlat_box, crs",
+    [
+        # 13-band int16 Sentinel-2 in EPSG:4326, nodata 0; the box reaches past the image: edge cells are partly outside.
+        (
+            "sentinel2_l1c_13band_spain_512px.tif",
+            [4, 3, 2],
+            (-0.79, 38.09, -0.745, 38.13),
+            "EPSG:32630",
+        ),
+        # float64 VIIRS at 15" (~460 m, coarser than a cell) in EPSG:4326, nodata 0.
+        ("viirs_burundi_2016_15arcsec.tif", [1], (29.90, -3.40, 29.95, -3.36), "EPSG:32735"),
+    ],
+)
 def test_real_rasters_in_geographic_crs_equal_gdalwarp(tmp_path, fixture, bands, lonlat_box, crs):
     grid = aoi_grid(tmp_path, lonlat_box, crs)
     source = os.path.join(DATA, fixture)
-    summary = sample_chips(ChipOptions(grid_path=grid, inputs=[ChipInput("daytime", source, bands)], output_path=str(tmp_path / "real.chips")))
+    summary = sample_chips(
+        ChipOptions(
+            grid_path=grid,
+            inputs=[ChipInput("daytime", source, bands)],
+            output_path=str(tmp_path / "real.chips"),
+        )
+    )
     store = ChipStore(str(tmp_path / "real.chips"))
     fractions = store.nodata_fraction[:, 0]
     rows = sorted({0, len(store) - 1, int(np.argmax(fractions)), int(np.argmin(fractions))})
@@ -158,8 +271,12 @@ def test_real_rasters_in_geographic_crs_equal_gdalwarp(tmp_path, fixture, bands,
         assert_like_gdalwarp(chip, reference)
         assert fractions[row] == pytest.approx(np.isnan(reference).any(axis=-1).mean(), abs=0.01)
     if fixture.startswith("sentinel2"):
-        assert fractions.max() > 0.1 and summary["flagged"] > 0   # cells past the image edge: NaN, flagged, never zeros
-        assert not (np.nan_to_num(store.chips("daytime")[int(np.argmax(fractions))], nan=1) == 0).any()
+        assert (
+            fractions.max() > 0.1 and summary["flagged"] > 0
+        )  # cells past the image edge: NaN, flagged, never zeros
+        assert not (
+            np.nan_to_num(store.chips("daytime")[int(np.argmax(fractions))], nan=1) == 0
+        ).any()
     else:
         chip = store.batch([rows[0]])["daytime"][0, :, :, 0].astype("float32")
         # ~460 m pixels on a 10 m chip: a smooth ramp between a few source values, no steps
@@ -171,12 +288,25 @@ def test_a_styled_geopackage_is_read_by_its_spatial_layer(tmp_path):
     import warnings
 
     from helpers import write_points
+
     from povmap_qgis.core.chips import read_grid_cells
     from povmap_qgis.paths import style_path
 
-    points = write_points(tmp_path / "p.gpkg", [600100.0, 600200, 600300], [2800100.0] * 3, "EPSG:32642", score=[1, 2, 3])
-    build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "g.gpkg"),
-                                            style_qml_path=style_path("training_grid")))
+    points = write_points(
+        tmp_path / "p.gpkg",
+        [600100.0, 600200, 600300],
+        [2800100.0] * 3,
+        "EPSG:32642",
+        score=[1, 2, 3],
+    )
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(tmp_path / "g.gpkg"),
+            style_qml_path=style_path("training_grid"),
+        )
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cell_ids, rows, cols, cell_size, crs = read_grid_cells(str(tmp_path / "g.gpkg"))

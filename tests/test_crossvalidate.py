@@ -10,7 +10,6 @@ import sqlite3
 
 import numpy as np
 import pytest
-
 from helpers import read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 from report_checks import CHROMIUM, chromium, outcome_colours, pixels_of
@@ -23,15 +22,28 @@ SEED = 4
 @pytest.fixture(scope="module")
 def night_chips(tiny_chips):
     """The labelled tiny grid (with districts) and its night-lights-only chip store; each test writes in its own folder."""
-    return {"grid": tiny_chips["grid"], "chips": tiny_chips["night"], "folder": tiny_chips["folder"]}
+    return {
+        "grid": tiny_chips["grid"],
+        "chips": tiny_chips["night"],
+        "folder": tiny_chips["folder"],
+    }
 
 
 def parameters_for(chips, name, folds=FOLDS):
     folder = chips["folder"] / name
     folder.mkdir()
-    return {"CHIPS": chips["chips"], "GRID": chips["grid"], "PRESET": 1, "MEMBERS": MEMBER, "SEED": SEED, "FOLDS": folds,
-            "EPOCHS": 1, "REPORT": str(folder / "report.html"), "METRICS": str(folder / "metrics.json"),
-            "OUTPUT_GRID": str(folder / "folds.gpkg")}
+    return {
+        "CHIPS": chips["chips"],
+        "GRID": chips["grid"],
+        "PRESET": 1,
+        "MEMBERS": MEMBER,
+        "SEED": SEED,
+        "FOLDS": folds,
+        "EPOCHS": 1,
+        "REPORT": str(folder / "report.html"),
+        "METRICS": str(folder / "metrics.json"),
+        "OUTPUT_GRID": str(folder / "folds.gpkg"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +53,25 @@ def crossvalidated(night_chips, qgis_processing):
     from povmap_qgis.processing.provider import PovmapProvider
 
     if QgsApplication.processingRegistry().providerById("povmap") is None:
-        crossvalidated.provider = PovmapProvider()   # kept alive: the registry does not own the Python object
+        crossvalidated.provider = (
+            PovmapProvider()
+        )  # kept alive: the registry does not own the Python object
         QgsApplication.processingRegistry().addProvider(crossvalidated.provider)
     results, feedback = run_algorithm("povmap:crossvalidate", parameters_for(night_chips, "base"))
     with open(results["METRICS"], encoding="utf-8") as handle:
-        document = json.load(handle, parse_constant=lambda constant: pytest.fail(f"{constant} in the metrics JSON"))
+        document = json.load(
+            handle, parse_constant=lambda constant: pytest.fail(f"{constant} in the metrics JSON")
+        )
     with open(results["METRICS_CSV"], encoding="utf-8", newline="") as handle:
         table = list(csv.reader(handle))
-    return {"results": results, "feedback": feedback, "document": document, "table": table,
-            "grid": read_grid(results["OUTPUT_GRID"]), "labelled": read_grid(night_chips["grid"])}
+    return {
+        "results": results,
+        "feedback": feedback,
+        "document": document,
+        "table": table,
+        "grid": read_grid(results["OUTPUT_GRID"]),
+        "labelled": read_grid(night_chips["grid"]),
+    }
 
 
 def test_fold_assignment_keeps_districts_whole_balanced_and_repeatable():
@@ -62,7 +84,9 @@ def test_fold_assignment_keeps_districts_whole_balanced_and_repeatable():
         districts = np.repeat([f"d{index}" for index in range(count)], sizes)
         folds = int(rng.integers(2, count + 1))
         assignment = assign_folds(districts, folds, seed=trial)
-        assert set(assignment) == set(districts) and set(assignment.values()) == set(range(1, folds + 1))
+        assert set(assignment) == set(districts) and set(assignment.values()) == set(
+            range(1, folds + 1)
+        )
         assert assign_folds(districts, folds, seed=trial) == assignment
         cells = np.bincount([assignment[name] for name in districts], minlength=folds + 1)[1:]
         # greedy bound: the largest fold exceeds the smallest by at most the largest district
@@ -70,18 +94,30 @@ def test_fold_assignment_keeps_districts_whole_balanced_and_repeatable():
 
 
 def test_every_cell_is_in_exactly_one_test_fold_and_no_district_spans_two(crossvalidated):
-    grid, labelled, document = crossvalidated["grid"], crossvalidated["labelled"], crossvalidated["document"]
+    grid, labelled, document = (
+        crossvalidated["grid"],
+        crossvalidated["labelled"],
+        crossvalidated["document"],
+    )
     assert sorted(grid["cell_id"]) == sorted(labelled["cell_id"])
     cells = grid[grid["fold"].notna()]
     assert grid["label"].notna().sum() == len(cells) + document["data"]["flagged_cells"]
-    assert cells["label"].notna().all() and set(cells["fold"].astype(int)) == set(range(1, FOLDS + 1))
+    assert cells["label"].notna().all() and set(cells["fold"].astype(int)) == set(
+        range(1, FOLDS + 1)
+    )
     assert (cells.groupby("district")["fold"].nunique() == 1).all()
-    assert sum(record["test_cells"] for record in document["folds"]) == len(cells) == document["data"]["cells"]
+    assert (
+        sum(record["test_cells"] for record in document["folds"])
+        == len(cells)
+        == document["data"]["cells"]
+    )
     held_out = [name for record in document["folds"] for name in record["districts"]]
     assert sorted(held_out) == sorted(set(cells["district"]))
     for record in document["folds"]:
         assert (cells["fold"] == record["fold"]).sum() == record["test_cells"]
-        assert set(cells.loc[cells["fold"] == record["fold"], "district"]) == set(record["districts"])
+        assert set(cells.loc[cells["fold"] == record["fold"], "district"]) == set(
+            record["districts"]
+        )
 
 
 def test_csv_has_a_row_per_fold_and_model_then_median_min_and_max(crossvalidated):
@@ -99,7 +135,9 @@ def test_csv_has_a_row_per_fold_and_model_then_median_min_and_max(crossvalidated
         rows = [row for row in table[1:] if row[0] == str(record["fold"])]
         assert {row[1] for row in rows} == {"; ".join(record["districts"])}
         assert {int(row[3]) for row in rows} == {record["test_cells"]}
-    ensemble_aucs = [float(row[7]) for row in table[1:FOLDS * 3 + 1] if row[2] == "ensemble" and row[7]]
+    ensemble_aucs = [
+        float(row[7]) for row in table[1 : FOLDS * 3 + 1] if row[2] == "ensemble" and row[7]
+    ]
     median = next(row for row in table[1:] if row[0] == "median" and row[2] == "ensemble")
     assert float(median[7]) == pytest.approx(np.median(ensemble_aucs))
     assert crossvalidated["results"]["AUC"] == pytest.approx(np.median(ensemble_aucs))
@@ -114,19 +152,30 @@ def test_out_of_fold_predictions_reproduce_the_fold_metrics_with_scikit_learn(cr
     for column in (f"prob_{MEMBER}", "prob_mean", "votes", "pred"):
         assert cells[column].notna().all(), column
     assert ((cells[f"prob_{MEMBER}"] >= 0) & (cells[f"prob_{MEMBER}"] <= 1)).all()
-    assert (cells["pred"] == (cells[f"prob_{MEMBER}"] >= 0.5).astype(int)).all()   # one member: its vote is the ensemble's
+    assert (
+        cells["pred"] == (cells[f"prob_{MEMBER}"] >= 0.5).astype(int)
+    ).all()  # one member: its vote is the ensemble's
     checked = 0
     for fold in range(1, FOLDS + 1):
         group = cells[cells["fold"] == fold]
         labels = group["label"].astype(int)
         if labels.nunique() < 2 or group["pred"].sum() == 0:
-            continue   # undefined metrics are left empty; checked elsewhere
-        for model, probability, predicted in ((MEMBER, group[f"prob_{MEMBER}"], (group[f"prob_{MEMBER}"] >= 0.5).astype(int)),
-                                              ("ensemble", group["prob_mean"], group["pred"].astype(int))):
+            continue  # undefined metrics are left empty; checked elsewhere
+        for model, probability, predicted in (
+            (MEMBER, group[f"prob_{MEMBER}"], (group[f"prob_{MEMBER}"] >= 0.5).astype(int)),
+            ("ensemble", group["prob_mean"], group["pred"].astype(int)),
+        ):
             row = next(row for row in table[1:] if row[0] == str(fold) and row[2] == model)
-            expected = [recall_score(labels, predicted), precision_score(labels, predicted), accuracy_score(labels, predicted),
-                        roc_auc_score(labels, probability)]
-            assert [float(value) for value in row[4:]] == pytest.approx(expected, abs=1e-9), (fold, model)
+            expected = [
+                recall_score(labels, predicted),
+                precision_score(labels, predicted),
+                accuracy_score(labels, predicted),
+                roc_auc_score(labels, probability),
+            ]
+            assert [float(value) for value in row[4:]] == pytest.approx(expected, abs=1e-9), (
+                fold,
+                model,
+            )
         checked += 1
     assert checked >= 1
 
@@ -135,15 +184,26 @@ def test_grid_holds_each_cells_out_of_fold_outcome_and_its_styles(crossvalidated
     grid = crossvalidated["grid"]
     cells = grid[grid["fold"].notna()]
     label, pred = cells["label"].astype(int), cells["pred"].astype(int)
-    expected = np.select([(label == 1) & (pred == 1), (label == 1) & (pred == 0), (label == 0) & (pred == 1)],
-                         ["hit", "miss", "false_alarm"], "correct_rejection")
+    expected = np.select(
+        [(label == 1) & (pred == 1), (label == 1) & (pred == 0), (label == 0) & (pred == 1)],
+        ["hit", "miss", "false_alarm"],
+        "correct_rejection",
+    )
     assert (cells["outcome"].to_numpy() == expected).all()
     assert grid.loc[grid["fold"].isna(), "outcome"].isna().all()
-    assert crossvalidated["document"]["outcomes"] == {name: int((expected == name).sum()) for name in outcome_colours()}
+    assert crossvalidated["document"]["outcomes"] == {
+        name: int((expected == name).sum()) for name in outcome_colours()
+    }
     with sqlite3.connect(crossvalidated["results"]["OUTPUT_GRID"]) as connection:
-        styles = dict(connection.execute("SELECT styleName, useAsDefault FROM layer_styles").fetchall())
-    assert styles == {"povmap cross-validation (out-of-fold hits and misses)": 1, "folds": 0, "out-of-fold class": 0,
-                      "out-of-fold probability": 0}
+        styles = dict(
+            connection.execute("SELECT styleName, useAsDefault FROM layer_styles").fetchall()
+        )
+    assert styles == {
+        "povmap cross-validation (out-of-fold hits and misses)": 1,
+        "folds": 0,
+        "out-of-fold class": 0,
+        "out-of-fold probability": 0,
+    }
 
 
 def png_pixels(data):
@@ -162,13 +222,15 @@ def test_report_has_fold_tables_roc_curves_confusion_matrices_and_qgis_maps(cros
     for record in crossvalidated["document"]["folds"]:
         for district in record["districts"]:
             assert district in html
-    assert not re.search(r'(src|href)="(https?:|file:|//)', html)   # opens offline
+    assert not re.search(r'(src|href)="(https?:|file:|//)', html)  # opens offline
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(embedded) == 5   # pooled ROC, ROC per fold, confusion matrices, map of folds, map of hits and misses
+    assert (
+        len(embedded) == 5
+    )  # pooled ROC, ROC per fold, confusion matrices, map of folds, map of hits and misses
     fold_map, hitmiss_map = (png_pixels(data) for data in embedded[3:])
     # the fold map shows each fold in its own colour; the hit/miss map each outcome that occurs
     for colour in CATEGORY_COLOURS[:FOLDS]:
-        rgb = np.array([int(colour[index:index + 2], 16) for index in (1, 3, 5)])
+        rgb = np.array([int(colour[index : index + 2], 16) for index in (1, 3, 5)])
         assert pixels_of(fold_map, rgb, tolerance=4).sum() > 200, colour
     for outcome, colour in outcome_colours().items():
         drawn = pixels_of(hitmiss_map, colour, tolerance=4).sum()
@@ -177,7 +239,9 @@ def test_report_has_fold_tables_roc_curves_confusion_matrices_and_qgis_maps(cros
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by scripts/setup")
 def test_report_renders_in_headless_chromium(crossvalidated, tmp_path):
-    dom = chromium("--dump-dom", "file://" + crossvalidated["results"]["REPORT"], profile=tmp_path / "profile")
+    dom = chromium(
+        "--dump-dom", "file://" + crossvalidated["results"]["REPORT"], profile=tmp_path / "profile"
+    )
     assert len(re.findall(r'<img [^>]*data-natural-size="[1-9]\d*x[1-9]\d*"', dom)) == 5
     assert "broken" not in re.findall(r'<img [^>]*class="([^"]*)"', dom)
     assert len(re.findall(r"<table>", dom)) >= 5
@@ -188,14 +252,18 @@ def test_cancel_within_a_fold_stops_and_writes_nothing(night_chips, crossvalidat
 
     parameters = parameters_for(night_chips, "cancelled")
     parameters["EPOCHS"] = 40
-    feedback = CapturingFeedback(cancel_at_progress=36)   # early in fold 2 of 3 (it spans 34–64 %)
+    feedback = CapturingFeedback(cancel_at_progress=36)  # early in fold 2 of 3 (it spans 34–64 %)
     with pytest.raises(QgsProcessingException, match="Cancelled"):
         run_algorithm("povmap:crossvalidate", parameters, feedback)
-    assert any(info.startswith("fold 1 (") for info in feedback.infos)   # fold 1 finished, fold 2 was under way
+    assert any(
+        info.startswith("fold 1 (") for info in feedback.infos
+    )  # fold 1 finished, fold 2 was under way
     assert not any(info.startswith("fold 2 (") for info in feedback.infos)
     assert os.listdir(night_chips["folder"] / "cancelled") == []
 
 
 def test_fewer_districts_than_folds_is_a_clear_error_naming_folds(night_chips, crossvalidated):
-    message = run_failing("povmap:crossvalidate", parameters_for(night_chips, "too_many_folds", folds=40))
+    message = run_failing(
+        "povmap:crossvalidate", parameters_for(night_chips, "too_many_folds", folds=40)
+    )
     assert "FOLDS" in message and "40 folds" in message and "district" in message

@@ -6,11 +6,20 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_score, recall_score, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from povmap_qgis.core import metrics
 
-PROPERTY_SETTINGS = settings(max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(
+    max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 # Few distinct probabilities: ties between poor and not-poor cells are common.
 TIED_PROBABILITIES = st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0])
 ANY_PROBABILITY = st.floats(0.0, 1.0, allow_nan=False)
@@ -21,13 +30,19 @@ def labelled_cells(draw, max_cells=60):
     """Labels (sometimes one class only), predictions (sometimes one class only) and probabilities (often tied)."""
     count = draw(st.integers(1, max_cells))
     label_kind = draw(st.sampled_from(["mixed", "mixed", "mixed", "all poor", "none poor"]))
-    labels = {"mixed": st.integers(0, 1), "all poor": st.just(1), "none poor": st.just(0)}[label_kind]
+    labels = {"mixed": st.integers(0, 1), "all poor": st.just(1), "none poor": st.just(0)}[
+        label_kind
+    ]
     prediction_kind = draw(st.sampled_from(["mixed", "mixed", "all poor", "none poor"]))
-    predictions = {"mixed": st.integers(0, 1), "all poor": st.just(1), "none poor": st.just(0)}[prediction_kind]
+    predictions = {"mixed": st.integers(0, 1), "all poor": st.just(1), "none poor": st.just(0)}[
+        prediction_kind
+    ]
     probabilities = draw(st.sampled_from([TIED_PROBABILITIES, ANY_PROBABILITY]))
-    return (np.array(draw(st.lists(labels, min_size=count, max_size=count))),
-            np.array(draw(st.lists(predictions, min_size=count, max_size=count))),
-            np.array(draw(st.lists(probabilities, min_size=count, max_size=count))))
+    return (
+        np.array(draw(st.lists(labels, min_size=count, max_size=count))),
+        np.array(draw(st.lists(predictions, min_size=count, max_size=count))),
+        np.array(draw(st.lists(probabilities, min_size=count, max_size=count))),
+    )
 
 
 def assert_table_value(value):
@@ -40,8 +55,15 @@ def assert_table_value(value):
 def test_binary_metrics_agree_with_scikit_learn(cells):
     labels, predictions, probabilities = cells
     result = metrics.binary_metrics(labels, predictions, probabilities)
-    true_negative, false_positive, false_negative, true_positive = confusion_matrix(labels, predictions, labels=[0, 1]).ravel()
-    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (true_positive, false_positive, false_negative, true_negative)
+    true_negative, false_positive, false_negative, true_positive = confusion_matrix(
+        labels, predictions, labels=[0, 1]
+    ).ravel()
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (
+        true_positive,
+        false_positive,
+        false_negative,
+        true_negative,
+    )
     assert result["n"] == len(labels)
     assert result["accuracy"] == pytest.approx(accuracy_score(labels, predictions))
     if labels.any():
@@ -51,16 +73,24 @@ def test_binary_metrics_agree_with_scikit_learn(cells):
     if predictions.any():
         assert result["precision"] == pytest.approx(precision_score(labels, predictions))
     else:
-        assert result["precision"] is None and "precision undefined: no cell predicted poor" in result["notes"]
+        assert (
+            result["precision"] is None
+            and "precision undefined: no cell predicted poor" in result["notes"]
+        )
     if len(set(labels)) == 2:
         assert result["auc"] == pytest.approx(roc_auc_score(labels, probabilities))
     else:
-        assert result["auc"] is None and "AUC undefined: the cells hold one class only" in result["notes"]
+        assert (
+            result["auc"] is None
+            and "AUC undefined: the cells hold one class only" in result["notes"]
+        )
     for name in metrics.METRIC_NAMES:
         assert_table_value(result[name])
 
 
-@settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(labelled_cells())
 def test_confusion_counts_and_roc_points_agree_with_scikit_learn(cells):
     labels, predictions, probabilities = cells
@@ -74,9 +104,13 @@ def test_confusion_counts_and_roc_points_agree_with_scikit_learn(cells):
     false_positive_rate, true_positive_rate, thresholds = roc_curve(labels, probabilities)
     assert curve["fpr"] == pytest.approx(false_positive_rate.tolist())
     assert curve["tpr"] == pytest.approx(true_positive_rate.tolist())
-    assert curve["thresholds"][0] is None and curve["thresholds"][1:] == pytest.approx(thresholds[1:].tolist())
+    assert curve["thresholds"][0] is None and curve["thresholds"][1:] == pytest.approx(
+        thresholds[1:].tolist()
+    )
     # the area under these points is scikit-learn's AUC (ties included)
-    assert np.trapz(curve["tpr"], curve["fpr"]) == pytest.approx(roc_auc_score(labels, probabilities))
+    assert np.trapz(curve["tpr"], curve["fpr"]) == pytest.approx(
+        roc_auc_score(labels, probabilities)
+    )
 
 
 @settings(max_examples=150, deadline=None, database=None)
@@ -97,7 +131,9 @@ def test_random_baseline_is_the_median_of_scikit_learn_scores_of_coin_flips(cell
         if values:
             assert result[name] == pytest.approx(float(np.median(values))), name
         else:
-            assert result[name] is None and any(note.startswith(f"{name} undefined") for note in result["notes"])
+            assert result[name] is None and any(
+                note.startswith(f"{name} undefined") for note in result["notes"]
+            )
         assert_table_value(result[name])
     assert result["auc"] == (0.5 if len(set(labels)) == 2 else None)
     assert result["n"] == len(labels) and result["draws"] == draws
@@ -109,13 +145,17 @@ def test_random_baseline_medians_are_those_of_chance(poor_share):
     result = metrics.random_baseline(labels, draws=1000, seed=4)
     assert result["recall"] == pytest.approx(0.5, abs=0.02)
     assert result["accuracy"] == pytest.approx(0.5, abs=0.02)
-    assert result["precision"] == pytest.approx(poor_share, abs=0.02)   # a coin flip's precision is the share of poor cells
+    assert result["precision"] == pytest.approx(
+        poor_share, abs=0.02
+    )  # a coin flip's precision is the share of poor cells
     assert result["auc"] == 0.5 and result["draws"] == 1000
 
 
 def test_random_baseline_is_repeatable_and_memory_bounded():
     labels = np.resize([0, 1, 1], 30001)
-    first = metrics.random_baseline(labels, draws=300, seed=11)       # 300 × 30001 values: several chunks
+    first = metrics.random_baseline(
+        labels, draws=300, seed=11
+    )  # 300 × 30001 values: several chunks
     assert first == metrics.random_baseline(labels, draws=300, seed=11)
     assert first != metrics.random_baseline(labels, draws=300, seed=12)
 
@@ -124,9 +164,16 @@ def test_undefined_metrics_say_why():
     one_class = metrics.binary_metrics([1, 1, 1], [0, 0, 0], [0.2, 0.3, 0.4])
     assert one_class["recall"] == 0.0 and one_class["accuracy"] == 0.0
     assert one_class["precision"] is None and one_class["auc"] is None
-    assert one_class["notes"] == ["precision undefined: no cell predicted poor", "AUC undefined: the cells hold one class only"]
+    assert one_class["notes"] == [
+        "precision undefined: no cell predicted poor",
+        "AUC undefined: the cells hold one class only",
+    ]
     empty = metrics.binary_metrics([], [], [])
-    assert empty["n"] == 0 and all(empty[name] is None for name in metrics.METRIC_NAMES) and empty["notes"] == ["no cells"]
+    assert (
+        empty["n"] == 0
+        and all(empty[name] is None for name in metrics.METRIC_NAMES)
+        and empty["notes"] == ["no cells"]
+    )
     assert metrics.random_baseline([], 10)["notes"] == ["no cells"]
 
 
@@ -141,5 +188,5 @@ def test_threshold_for_recall_reaches_the_target(cells, target):
     threshold = metrics.threshold_for_recall(labels, probabilities, target)
     assert recall_score(labels, probabilities >= threshold) >= target - 1e-9
     higher = probabilities[probabilities > threshold]
-    if len(higher):   # the next higher probability as threshold would miss the target
+    if len(higher):  # the next higher probability as threshold would miss the target
         assert recall_score(labels, probabilities >= higher.min()) < target

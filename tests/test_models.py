@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from helpers import read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 
@@ -26,9 +25,18 @@ def trained(tiny_chips, qgis_processing):
         trained.provider = provider
         QgsApplication.processingRegistry().addProvider(provider)
     output = str(tiny_chips["folder"] / "tiny.povmodel")
-    results, feedback = run_algorithm("povmap:train", {"CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"], "PRESET": 1,
-                                                       "MEMBERS": "compact_cnn,compact_residual", "EPOCHS": TINY_EPOCHS, "SEED": 3,
-                                                       "OUTPUT": output})
+    results, feedback = run_algorithm(
+        "povmap:train",
+        {
+            "CHIPS": tiny_chips["chips"],
+            "GRID": tiny_chips["grid"],
+            "PRESET": 1,
+            "MEMBERS": "compact_cnn,compact_residual",
+            "EPOCHS": TINY_EPOCHS,
+            "SEED": 3,
+            "OUTPUT": output,
+        },
+    )
     return results, feedback
 
 
@@ -42,11 +50,26 @@ def test_train_writes_a_model_package_with_metrics_hashes_and_versions(trained, 
 
     results, feedback = trained
     manifest = manifest_of(results["OUTPUT"])
-    assert results["OUTPUT"].endswith("tiny.povmodel") and results["MEMBERS_TRAINED"] == "compact_cnn,compact_residual"
+    assert (
+        results["OUTPUT"].endswith("tiny.povmodel")
+        and results["MEMBERS_TRAINED"] == "compact_cnn,compact_residual"
+    )
     assert manifest["format_version"] == "1.0" and manifest["preset"] == "compact"
-    assert [spec["name"] for spec in manifest["inputs"]] == ["daytime", "nightlights", "accessibility"]
-    assert manifest["inputs"][0]["shape"] == [100, 100, 3] and manifest["chip_size"] == 100 and manifest["resolution"] == 10.0
-    assert manifest["label"]["cutoff"] == 19.0 and manifest["label"]["poor_below"] is True and manifest["threshold"] == 0.5
+    assert [spec["name"] for spec in manifest["inputs"]] == [
+        "daytime",
+        "nightlights",
+        "accessibility",
+    ]
+    assert (
+        manifest["inputs"][0]["shape"] == [100, 100, 3]
+        and manifest["chip_size"] == 100
+        and manifest["resolution"] == 10.0
+    )
+    assert (
+        manifest["label"]["cutoff"] == 19.0
+        and manifest["label"]["poor_below"] is True
+        and manifest["threshold"] == 0.5
+    )
     assert set(manifest["normalisation"]) == {"daytime", "nightlights", "accessibility"}
     for member in manifest["members"]:
         assert member["sha256"] == sha256_of(os.path.join(results["OUTPUT"], member["weights"]))
@@ -56,11 +79,17 @@ def test_train_writes_a_model_package_with_metrics_hashes_and_versions(trained, 
     assert holdout["ensemble"]["n"] == manifest["training"]["cells"]["test"] > 0
     assert results["ACCURACY"] == pytest.approx(holdout["ensemble"]["accuracy"])
     assert 0 <= holdout["ensemble"]["auc"] <= 1 and holdout["random"]["draws"] == 1000
-    assert manifest["software"]["tensorflow"] and manifest["software"]["keras"] and manifest["software"]["device"] == "cpu"
+    assert (
+        manifest["software"]["tensorflow"]
+        and manifest["software"]["keras"]
+        and manifest["software"]["device"] == "cpu"
+    )
     # the split follows the paper's proportions and normalisation uses training cells only
     cells = manifest["training"]["cells"]
     assert cells["train"] > cells["test"] > 0 and cells["validation"] > 0
-    assert sum(manifest["training"]["districts_seen"].values()) == cells["train"] + cells["validation"]
+    assert (
+        sum(manifest["training"]["districts_seen"].values()) == cells["train"] + cells["validation"]
+    )
     assert "member 1/2 compact_cnn epoch 1" in feedback.text()
     assert not glob.glob(str(tiny_chips["folder"] / ".tiny.partial-*"))
 
@@ -69,39 +98,69 @@ def test_predict_writes_the_prediction_layer_styled(trained, tiny_chips, tmp_pat
     from qgis.core import QgsVectorLayer
 
     results, _ = trained
-    predicted, _ = run_algorithm("povmap:predict", {"MODEL": results["OUTPUT"], "CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"],
-                                                     "OUTPUT": str(tmp_path / "pred.gpkg")})
+    predicted, _ = run_algorithm(
+        "povmap:predict",
+        {
+            "MODEL": results["OUTPUT"],
+            "CHIPS": tiny_chips["chips"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "pred.gpkg"),
+        },
+    )
     frame = read_grid(predicted["OUTPUT"])
     grid = read_grid(tiny_chips["grid"])
     assert len(frame) == len(grid) == predicted["CELLS"]
-    for field in ("cell_id", "district", "prob_compact_cnn", "prob_compact_residual", "prob_mean", "votes", "pred", "disagreement"):
+    for field in (
+        "cell_id",
+        "district",
+        "prob_compact_cnn",
+        "prob_compact_residual",
+        "prob_mean",
+        "votes",
+        "pred",
+        "disagreement",
+    ):
         assert field in frame.columns
     members = frame[["prob_compact_cnn", "prob_compact_residual"]].to_numpy()
     assert np.allclose(frame["prob_mean"], members.mean(axis=1), atol=1e-4)
     assert (frame["votes"] == (members >= 0.5).sum(axis=1)).all()
-    assert (frame["pred"] == (frame["votes"] * 2 > 2).astype(int)).all()   # majority of two = both
+    assert (frame["pred"] == (frame["votes"] * 2 > 2).astype(int)).all()  # majority of two = both
     assert np.allclose(frame["disagreement"], members.std(axis=1), atol=1e-4)
     assert predicted["PREDICTED_POOR"] == int(frame["pred"].sum())
     layer = QgsVectorLayer(predicted["OUTPUT"], "pred", "ogr")
-    assert layer.renderer().type() == "categorizedSymbol" and layer.renderer().classAttribute() == "pred"
+    assert (
+        layer.renderer().type() == "categorizedSymbol"
+        and layer.renderer().classAttribute() == "pred"
+    )
     styles = layer.listStylesInDatabase()
     assert {"povmap probability (mean of members)", "povmap member disagreement"} <= set(styles[2])
     from povmap_qgis.core.geopackage import read_layer_metadata
 
     metadata = read_layer_metadata(predicted["OUTPUT"], "pred")
-    assert json.loads(metadata["povmap_training_districts"]) == manifest_of(results["OUTPUT"])["training"]["districts_seen"]
+    assert (
+        json.loads(metadata["povmap_training_districts"])
+        == manifest_of(results["OUTPUT"])["training"]["districts_seen"]
+    )
 
 
 def test_tampered_or_mismatched_packages_are_refused(trained, tiny_chips, tmp_path):
     results, _ = trained
 
     def predict_fails(model, chips=tiny_chips["chips"]):
-        return run_failing("povmap:predict", {"MODEL": model, "CHIPS": chips, "GRID": tiny_chips["grid"], "OUTPUT": str(tmp_path / "p.gpkg")})
+        return run_failing(
+            "povmap:predict",
+            {
+                "MODEL": model,
+                "CHIPS": chips,
+                "GRID": tiny_chips["grid"],
+                "OUTPUT": str(tmp_path / "p.gpkg"),
+            },
+        )
 
     altered = str(tmp_path / "altered.povmodel")
     shutil.copytree(results["OUTPUT"], altered)
     weights = os.path.join(altered, "compact_cnn.weights.h5")
-    with open(weights, "r+b") as handle:   # flip 16 bytes in the middle of the weights
+    with open(weights, "r+b") as handle:  # flip 16 bytes in the middle of the weights
         handle.seek(os.path.getsize(weights) // 2)
         original = handle.read(16)
         handle.seek(os.path.getsize(weights) // 2)
@@ -125,8 +184,17 @@ def test_cancel_stops_training_and_leaves_no_package(povmap_provider, tiny_chips
 
     feedback = CapturingFeedback(cancel_at_progress=8)
     with pytest.raises(QgsProcessingException, match="Cancelled"):
-        run_algorithm("povmap:train", {"CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"], "MEMBERS": "compact_cnn",
-                                       "EPOCHS": 50, "OUTPUT": str(tmp_path / "stopped.povmodel")}, feedback)
+        run_algorithm(
+            "povmap:train",
+            {
+                "CHIPS": tiny_chips["chips"],
+                "GRID": tiny_chips["grid"],
+                "MEMBERS": "compact_cnn",
+                "EPOCHS": 50,
+                "OUTPUT": str(tmp_path / "stopped.povmodel"),
+            },
+            feedback,
+        )
     assert not os.listdir(tmp_path)
 
 
@@ -144,9 +212,17 @@ def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
     districts = sorted(set(read_grid(tiny_chips["grid"])["district"]))
     runs = []
     for name in ("a", "b"):
-        summary = train_in_worker(chips_path=tiny_chips["night"], grid_path=tiny_chips["grid"], output_path=str(tmp_path / f"{name}.povmodel"),
-                                  members=["compact_cnn"], epochs=1, seed=7, split="districts", test_districts=[districts[0]],
-                                  target_recall=0.8)
+        summary = train_in_worker(
+            chips_path=tiny_chips["night"],
+            grid_path=tiny_chips["grid"],
+            output_path=str(tmp_path / f"{name}.povmodel"),
+            members=["compact_cnn"],
+            epochs=1,
+            seed=7,
+            split="districts",
+            test_districts=[districts[0]],
+            target_recall=0.8,
+        )
         runs.append(read_package(summary["output"]))
     assert runs[0]["members"][0]["sha256"] == runs[1]["members"][0]["sha256"]
     manifest = runs[0]
@@ -158,20 +234,43 @@ def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
     # the held-out district is recorded as unseen: the evaluation's unsurveyed-district section relies on it
     seen = manifest["training"]["districts_seen"]
     assert districts[0] not in seen and set(seen) == set(districts[1:])
-    assert sum(seen.values()) == manifest["training"]["cells"]["train"] + manifest["training"]["cells"]["validation"]
+    assert (
+        sum(seen.values())
+        == manifest["training"]["cells"]["train"] + manifest["training"]["cells"]["validation"]
+    )
     # predicted and evaluated, the held-out district is reported as new to the model
     from povmap_qgis import runner
     from povmap_qgis.core.evaluation import report_document
 
     predictions = str(tmp_path / "held_out.gpkg")
-    runner.run_worker("predict", {"model_path": os.path.join(tmp_path, "a.povmodel"), "chips_path": tiny_chips["night"],
-                                  "grid_path": tiny_chips["grid"], "output_path": predictions})
-    summary = runner.run_worker("evaluate", {"predictions_path": predictions, "truth_path": tiny_chips["grid"],
-                                             "hitmiss_path": str(tmp_path / "hitmiss.gpkg"), "metrics_path": str(tmp_path / "metrics.json"),
-                                             "random_draws": 10})
-    section = next(section for section in report_document(summary)["sections"] if section.title == "Districts the model never trained on")
+    runner.run_worker(
+        "predict",
+        {
+            "model_path": os.path.join(tmp_path, "a.povmodel"),
+            "chips_path": tiny_chips["night"],
+            "grid_path": tiny_chips["grid"],
+            "output_path": predictions,
+        },
+    )
+    summary = runner.run_worker(
+        "evaluate",
+        {
+            "predictions_path": predictions,
+            "truth_path": tiny_chips["grid"],
+            "hitmiss_path": str(tmp_path / "hitmiss.gpkg"),
+            "metrics_path": str(tmp_path / "metrics.json"),
+            "random_draws": 10,
+        },
+    )
+    section = next(
+        section
+        for section in report_document(summary)["sections"]
+        if section.title == "Districts the model never trained on"
+    )
     rows = {row[0]: row[2] for row in section.blocks[1].rows}
-    assert rows == {district: seen.get(district, "none: new to the model") for district in districts}
+    assert rows == {
+        district: seen.get(district, "none: new to the model") for district in districts
+    }
     assert districts[0] in section.blocks[0].text
 
 
@@ -179,26 +278,52 @@ def test_bad_training_input_is_named(tiny_chips, tmp_path):
     from povmap_qgis.runner import WorkerError
 
     def fails(parameter, text, **options):
-        arguments = dict(chips_path=tiny_chips["chips"], grid_path=tiny_chips["grid"], output_path=str(tmp_path / "x.povmodel"), epochs=1)
+        arguments = dict(
+            chips_path=tiny_chips["chips"],
+            grid_path=tiny_chips["grid"],
+            output_path=str(tmp_path / "x.povmodel"),
+            epochs=1,
+        )
         arguments.update(options)
         with pytest.raises(WorkerError) as caught:
             train_in_worker(**arguments)
-        assert caught.value.kind == "input" and caught.value.parameter == parameter and text in str(caught.value), str(caught.value)
+        assert (
+            caught.value.kind == "input"
+            and caught.value.parameter == parameter
+            and text in str(caught.value)
+        ), str(caught.value)
         assert not os.listdir(tmp_path) or os.listdir(tmp_path) == ["keras-home"]
 
     fails("MEMBERS", "unknown member", members=["vgg16"])
     fails("PRESET", "unknown preset", preset="huge")
-    fails("TEST_DISTRICTS", "no labelled cells in Atlantis", split="districts", test_districts=["Atlantis"])
+    fails(
+        "TEST_DISTRICTS",
+        "no labelled cells in Atlantis",
+        split="districts",
+        test_districts=["Atlantis"],
+    )
     keras_home = tmp_path / "keras-home"
     os.environ["KERAS_HOME"] = str(keras_home)
     try:
-        fails("PRETRAINED", "not available locally", preset="paper", members=["resnet50"], pretrained="imagenet")
+        fails(
+            "PRETRAINED",
+            "not available locally",
+            preset="paper",
+            members=["resnet50"],
+            pretrained="imagenet",
+        )
     finally:
         del os.environ["KERAS_HOME"]
     fails("GRID", "no label field", grid_path=tiny_chips["grid_unlabelled"])
 
 
-@pytest.mark.parametrize("check", ["paper_members_build_run_and_take_a_training_step", "pretrained_backbone_weights_come_from_a_local_file"])
+@pytest.mark.parametrize(
+    "check",
+    [
+        "paper_members_build_run_and_take_a_training_step",
+        "pretrained_backbone_weights_come_from_a_local_file",
+    ],
+)
 def test_keras_checks_outside_qgis(check, tmp_path):
     """tests/keras_checks.py, run by the worker Python (TensorFlow's HDF5 must not load next to QGIS's)."""
     import subprocess
@@ -207,9 +332,21 @@ def test_keras_checks_outside_qgis(check, tmp_path):
     import povmap_qgis
 
     build = os.path.dirname(os.path.dirname(os.path.abspath(povmap_qgis.__file__)))
-    completed = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "keras_checks.py"), check, str(tmp_path)],
-                               capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=build, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert completed.returncode == 0 and completed.stdout.strip().endswith(f"{check}: ok"), completed.stdout + completed.stderr
+    completed = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(os.path.dirname(__file__), "keras_checks.py"),
+            check,
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=build, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert completed.returncode == 0 and completed.stdout.strip().endswith(f"{check}: ok"), (
+        completed.stdout + completed.stderr
+    )
 
 
 def test_checkenvironment_reports_the_worker(povmap_provider):
@@ -225,31 +362,59 @@ def test_checkenvironment_names_what_a_bare_python_lacks(povmap_provider, monkey
     monkeypatch.setenv("POVMAP_PYTHON", "/usr/bin/python3")
     results, feedback = run_algorithm("povmap:checkenvironment", {})
     assert results["TENSORFLOW"] == "not installed" and results["PYTHON"] == "/usr/bin/python3"
-    assert "tensorflow" in " ".join(feedback.warnings) and "scripts/setup" in " ".join(feedback.warnings)
+    assert "tensorflow" in " ".join(feedback.warnings) and "scripts/setup" in " ".join(
+        feedback.warnings
+    )
 
 
-def test_training_without_tensorflow_says_what_to_install(povmap_provider, tiny_chips, tmp_path, monkeypatch):
+def test_training_without_tensorflow_says_what_to_install(
+    povmap_provider, tiny_chips, tmp_path, monkeypatch
+):
     monkeypatch.setenv("POVMAP_PYTHON", "/usr/bin/python3")
-    message = run_failing("povmap:train", {"CHIPS": tiny_chips["chips"], "GRID": tiny_chips["grid"], "OUTPUT": str(tmp_path / "m.povmodel")})
+    message = run_failing(
+        "povmap:train",
+        {
+            "CHIPS": tiny_chips["chips"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "m.povmodel"),
+        },
+    )
     assert "lacks the package" in message and "requirements.txt" in message
     assert not os.listdir(tmp_path)
 
 
-def test_the_bundled_model_is_a_small_verified_demonstration(povmap_provider, tiny_chips, tmp_path, monkeypatch):
+def test_the_bundled_model_is_a_small_verified_demonstration(
+    povmap_provider, tiny_chips, tmp_path, monkeypatch
+):
     """Also: paths relative to the working directory, as typed on a qgis_process command line, reach the worker whole."""
     from povmap_qgis.core.model_package import read_package
     from povmap_qgis.paths import bundled_model_path
 
-    manifest = read_package(bundled_model_path())   # hashes checked
-    size = sum(os.path.getsize(os.path.join(bundled_model_path(), name)) for name in os.listdir(bundled_model_path()))
+    manifest = read_package(bundled_model_path())  # hashes checked
+    size = sum(
+        os.path.getsize(os.path.join(bundled_model_path(), name))
+        for name in os.listdir(bundled_model_path())
+    )
     assert size < 20e6
     assert "NOT FOR POLICY USE" in manifest["notice"] and "synthetic" in manifest["notice"]
-    assert [member["architecture"] for member in manifest["members"]] == ["compact_cnn", "compact_wide", "compact_residual"]
+    assert [member["architecture"] for member in manifest["members"]] == [
+        "compact_cnn",
+        "compact_wide",
+        "compact_residual",
+    ]
     monkeypatch.chdir(tiny_chips["folder"])
-    results, feedback = run_algorithm("povmap:predict", {"CHIPS": "tiny.chips", "GRID": "training_grid.gpkg", "OUTPUT": str(tmp_path / "p.gpkg")})
+    results, feedback = run_algorithm(
+        "povmap:predict",
+        {"CHIPS": "tiny.chips", "GRID": "training_grid.gpkg", "OUTPUT": str(tmp_path / "p.gpkg")},
+    )
     assert "NOT FOR POLICY USE" in " ".join(feedback.warnings)
     frame = read_grid(results["OUTPUT"])
-    assert {"prob_compact_cnn", "prob_compact_wide", "prob_compact_residual", "pred"} <= set(frame.columns)
+    assert {"prob_compact_cnn", "prob_compact_wide", "prob_compact_residual", "pred"} <= set(
+        frame.columns
+    )
     # trained on the demo sample, it separates the tiny sample's poor cells better than chance
     from sklearn.metrics import roc_auc_score
-    assert roc_auc_score(frame["label"], frame["prob_mean"]) > 0.6   # the grid's own label field is kept
+
+    assert (
+        roc_auc_score(frame["label"], frame["prob_mean"]) > 0.6
+    )  # the grid's own label field is kept

@@ -21,14 +21,32 @@ def test_metadata_is_complete_for_qgis_and_qgis_process():
     general = metadata["general"]
     assert general["qgisMinimumVersion"] == "3.22"
     assert general["hasProcessingProvider"] == "yes"
-    for key in ("name", "description", "about", "version", "author", "email", "repository", "tracker", "tags", "icon"):
+    for key in (
+        "name",
+        "description",
+        "about",
+        "version",
+        "author",
+        "email",
+        "repository",
+        "tracker",
+        "tags",
+        "icon",
+    ):
         assert general[key].strip(), key
     assert os.path.isfile(os.path.join(BUILD_DIR, "povmap_qgis", general["icon"]))
 
 
 def test_build_carries_top_level_files_into_plugin_folder_and_zip():
     plugin = os.path.join(BUILD_DIR, "povmap_qgis")
-    for relative in ("metadata.txt", "resources/icon.svg", "resources/styles/training_grid.qml", "models", "LICENSE", "core/training_grid.py"):
+    for relative in (
+        "metadata.txt",
+        "resources/icon.svg",
+        "resources/styles/training_grid.qml",
+        "models",
+        "LICENSE",
+        "core/training_grid.py",
+    ):
         assert os.path.exists(os.path.join(plugin, relative)), relative
     version = configparser.ConfigParser()
     version.read(os.path.join(plugin, "metadata.txt"))
@@ -52,8 +70,13 @@ def test_loading_the_plugin_imports_nothing_heavy():
         "heavy = [m for m in ('tensorflow', 'keras', 'rasterio', 'geopandas', 'pyogrio', 'shapely', 'pandas', 'sklearn', 'pyproj') if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     ) % BUILD_DIR
-    completed = subprocess.run(["/usr/bin/python3", "-c", script], capture_output=True, text=True,
-                               env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), timeout=120)
+    completed = subprocess.run(
+        ["/usr/bin/python3", "-c", script],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"),
+        timeout=120,
+    )
     assert "HEAVY=\n" in completed.stdout, completed.stdout + completed.stderr
 
 
@@ -69,7 +92,10 @@ def test_plugin_registers_and_removes_its_provider(qgis_app, qgis_iface, qgis_pr
     provider = registry.providerById("povmap")
     assert provider is not None and provider.name() == "Poverty mapping"
     assert not provider.icon().isNull()
-    assert {algorithm.id() for algorithm in provider.algorithms()} >= {"povmap:buildtraininggrid", "povmap:buildpredictiongrid"}
+    assert {algorithm.id() for algorithm in provider.algorithms()} >= {
+        "povmap:buildtraininggrid",
+        "povmap:buildpredictiongrid",
+    }
     plugin.unload()
     assert registry.providerById("povmap") is None
 
@@ -77,7 +103,10 @@ def test_plugin_registers_and_removes_its_provider(qgis_app, qgis_iface, qgis_pr
 def test_every_parameter_has_help_text_and_algorithms_are_grouped(povmap_provider):
     groups = {"buildtraininggrid": "grids", "buildpredictiongrid": "grids", "samplechips": "chips"}
     for algorithm in povmap_provider.algorithms():
-        assert algorithm.groupId() == groups.get(algorithm.name(), algorithm.groupId()) and algorithm.group()
+        assert (
+            algorithm.groupId() == groups.get(algorithm.name(), algorithm.groupId())
+            and algorithm.group()
+        )
         assert "<dl>" in algorithm.shortHelpString()
         for definition in algorithm.parameterDefinitions():
             assert len(definition.help()) > 20, f"{algorithm.id()} {definition.name()}"
@@ -90,10 +119,22 @@ def test_worker_python_setting_is_offered(povmap_provider):
 
 
 def test_installed_plugin_is_the_build_and_records_its_worker_python():
-    assert os.path.isfile(os.path.join(INSTALLED_PLUGIN, "metadata.txt")), "run scripts/setup (it installs the plugin)"
-    for relative in ("metadata.txt", "core/training_grid.py", "processing/base.py", "resources/styles/training_grid.qml"):
-        with open(os.path.join(INSTALLED_PLUGIN, relative), "rb") as installed, open(os.path.join(BUILD_DIR, "povmap_qgis", relative), "rb") as built:
-            assert installed.read() == built.read(), f"{relative}: the installed plugin is not the build; run scripts/setup"
+    assert os.path.isfile(os.path.join(INSTALLED_PLUGIN, "metadata.txt")), (
+        "run scripts/setup (it installs the plugin)"
+    )
+    for relative in (
+        "metadata.txt",
+        "core/training_grid.py",
+        "processing/base.py",
+        "resources/styles/training_grid.qml",
+    ):
+        with (
+            open(os.path.join(INSTALLED_PLUGIN, relative), "rb") as installed,
+            open(os.path.join(BUILD_DIR, "povmap_qgis", relative), "rb") as built,
+        ):
+            assert installed.read() == built.read(), (
+                f"{relative}: the installed plugin is not the build; run scripts/setup"
+            )
     with open(os.path.join(INSTALLED_PLUGIN, "worker_env.json"), encoding="utf-8") as handle:
         python = json.load(handle)["python"]
     assert os.path.isfile(python) and os.access(python, os.X_OK)
@@ -103,7 +144,9 @@ def test_the_build_under_test_is_the_source_tree():
     """conftest rebuilds when any copied file changed: the digest of the build is the source's."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("build_plugin", os.path.join(ROOT, "scripts", "build_plugin.py"))
+    spec = importlib.util.spec_from_file_location(
+        "build_plugin", os.path.join(ROOT, "scripts", "build_plugin.py")
+    )
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     assert builder.built_digest(BUILD_DIR) == builder.source_digest()

@@ -11,7 +11,6 @@ import numpy as np
 import pandas
 import pyogrio
 import rasterio
-
 from conftest import ROOT
 
 
@@ -25,7 +24,11 @@ def test_rasters_look_like_their_real_counterparts(tiny_sample):
         assert daytime.crs.to_epsg() == 32642 and daytime.res == (10.0, 10.0)
         assert daytime.count >= 3 and set(daytime.dtypes) == {"uint16"}
         assert daytime.overviews(1), "daytime image needs overviews"
-        assert [description.lower()[:3] for description in daytime.descriptions[:3]] == ["red", "gre", "blu"] or "B4" in daytime.descriptions[0]
+        assert [description.lower()[:3] for description in daytime.descriptions[:3]] == [
+            "red",
+            "gre",
+            "blu",
+        ] or "B4" in daytime.descriptions[0]
         red = daytime.read(1, out_shape=(200, 300))
         assert 200 < np.median(red) < 5000 and red.std() > 50  # reflectance x 10000, textured
     with rasterio.open(os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif")) as lights:
@@ -34,7 +37,9 @@ def test_rasters_look_like_their_real_counterparts(tiny_sample):
         radiance = lights.read(1)
         assert radiance.max() > 10 * np.median(radiance) > 0  # bright towns over a noise floor
     with rasterio.open(os.path.join(tiny_sample, "synthetic_accessibility_30arcsec.tif")) as access:
-        assert access.crs.to_epsg() == 4326 and np.allclose(access.res, (30 / 3600, 30 / 3600), rtol=0.01)
+        assert access.crs.to_epsg() == 4326 and np.allclose(
+            access.res, (30 / 3600, 30 / 3600), rtol=0.01
+        )
         minutes = access.read(1, masked=True)
         assert minutes.min() >= 0 and minutes.max() > 10
 
@@ -50,7 +55,9 @@ def test_vectors_and_survey_errors_as_the_paper_describes(tiny_sample):
     assert survey["score"].between(0, 100).all() and (survey["score"] == 0).mean() > 0.003
     assert (survey["gps_accuracy_m"] > 20).mean() > 0.005
     assert (pandas.to_datetime(survey["survey_date"]) < "2016-01-01").mean() > 0.005
-    urban = geopandas.read_file(os.path.join(tiny_sample, "synthetic_urban_centres.gpkg")).to_crs(4326)
+    urban = geopandas.read_file(os.path.join(tiny_sample, "synthetic_urban_centres.gpkg")).to_crs(
+        4326
+    )
     in_towns = geopandas.sjoin(survey, urban, predicate="within")
     assert len(in_towns) > 0  # enumerator congregation points and town households
     unsurveyed = districts[districts["surveyed"] == 0].to_crs(4326)
@@ -73,6 +80,7 @@ def test_metadata_states_synthetic_and_a_realistic_ceiling(tiny_sample):
                 if key == "ceiling_auc" and isinstance(value, (int, float)):
                     values.append(value)
                 collect(value)
+
     collect(described)
     assert values and 0.78 <= values[0] <= 0.92, values
     for name in os.listdir(tiny_sample):
@@ -89,15 +97,31 @@ def _content_digest(folder):
                 digest.update(dataset.read().tobytes())
         elif name.endswith(".gpkg"):
             frame = pyogrio.read_dataframe(path)
-            digest.update(pandas.util.hash_pandas_object(frame.drop(columns="geometry"), index=False).values.tobytes())
+            digest.update(
+                pandas.util.hash_pandas_object(
+                    frame.drop(columns="geometry"), index=False
+                ).values.tobytes()
+            )
             digest.update(b"".join(frame.geometry.to_wkb()))
     return digest.hexdigest()
 
 
 def test_generation_is_deterministic_for_a_seed(tiny_sample, tmp_path):
     again = tmp_path / "again"
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_sample_project.py"), "--size", "tiny", "--out", str(again),
-                    "--quiet", "--no-project", "--no-check"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "make_sample_project.py"),
+            "--size",
+            "tiny",
+            "--out",
+            str(again),
+            "--quiet",
+            "--no-project",
+            "--no-check",
+        ],
+        check=True,
+    )
     assert _content_digest(again) == _content_digest(tiny_sample)
 
 
@@ -108,7 +132,9 @@ def test_project_opens_with_every_layer_valid(qgis_app, tiny_sample):
     assert project.read(os.path.join(tiny_sample, "synthetic_sample_project.qgz"))
     layers = list(project.mapLayers().values())
     assert len(layers) >= 7
-    assert all(layer.isValid() for layer in layers), [layer.name() for layer in layers if not layer.isValid()]
+    assert all(layer.isValid() for layer in layers), [
+        layer.name() for layer in layers if not layer.isValid()
+    ]
     assert all("ynthetic" in layer.name() for layer in layers)
     assert project.crs().authid() == "EPSG:32642"
 
@@ -117,27 +143,62 @@ def test_the_project_renders_to_a_map_with_many_colours(tiny_sample, tmp_path):
     from PIL import Image
 
     output = tmp_path / "map.png"
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sample_project_qgz.py"), tiny_sample, "--render", str(output),
-                    "--width", "600", "--quiet"], check=True, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "sample_project_qgz.py"),
+            tiny_sample,
+            "--render",
+            str(output),
+            "--width",
+            "600",
+            "--quiet",
+        ],
+        check=True,
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"),
+    )
     image = np.asarray(Image.open(output).convert("RGB"))
     assert image.shape[1] == 600
     assert image.std() > 20
-    assert len(np.unique(image.reshape(-1, 3) // 32, axis=0)) > 30  # fields, water, towns, labels: not a flat picture
+    assert (
+        len(np.unique(image.reshape(-1, 3) // 32, axis=0)) > 30
+    )  # fields, water, towns, labels: not a flat picture
 
 
 def test_render_map_draws_a_styled_grid_over_the_project(povmap_provider, tiny_sample, tmp_path):
     from PIL import Image
-
     from qgis_helpers import run_algorithm
 
-    results, _ = run_algorithm("povmap:buildtraininggrid", {
-        "INPUT": os.path.join(tiny_sample, "synthetic_survey.gpkg"), "SCORE_FIELD": "score",
-        "URBAN": os.path.join(tiny_sample, "synthetic_urban_centres.gpkg"), "OUTPUT": str(tmp_path / "grid.gpkg")})
+    results, _ = run_algorithm(
+        "povmap:buildtraininggrid",
+        {
+            "INPUT": os.path.join(tiny_sample, "synthetic_survey.gpkg"),
+            "SCORE_FIELD": "score",
+            "URBAN": os.path.join(tiny_sample, "synthetic_urban_centres.gpkg"),
+            "OUTPUT": str(tmp_path / "grid.gpkg"),
+        },
+    )
     output = tmp_path / "map.png"
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "render_map.py"), str(output), results["OUTPUT"],
-                    "--project", os.path.join(tiny_sample, "synthetic_sample_project.qgz"), "--project-layers", "daytime",
-                    "--width", "500"], check=True, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "render_map.py"),
+            str(output),
+            results["OUTPUT"],
+            "--project",
+            os.path.join(tiny_sample, "synthetic_sample_project.qgz"),
+            "--project-layers",
+            "daytime",
+            "--width",
+            "500",
+        ],
+        check=True,
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"),
+        capture_output=True,
+    )
     pixels = np.asarray(Image.open(output).convert("RGB")).reshape(-1, 3).astype(int)
-    orange = (pixels[:, 0] > 180) & (pixels[:, 1] > 60) & (pixels[:, 1] < 150) & (pixels[:, 2] < 90)   # poor cells, #e66101
-    purple = (pixels[:, 2] > 110) & (pixels[:, 0] < 130) & (pixels[:, 1] < 100)                         # not poor, #5e3c99
+    orange = (
+        (pixels[:, 0] > 180) & (pixels[:, 1] > 60) & (pixels[:, 1] < 150) & (pixels[:, 2] < 90)
+    )  # poor cells, #e66101
+    purple = (pixels[:, 2] > 110) & (pixels[:, 0] < 130) & (pixels[:, 1] < 100)  # not poor, #5e3c99
     assert orange.mean() > 0.02 and purple.mean() > 0.02, (orange.mean(), purple.mean())

@@ -7,11 +7,11 @@ import pandas
 import pyogrio
 import pytest
 import shapely
+from helpers import read_grid, square, write_points, write_polygons
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
 
-from helpers import read_grid, square, write_points, write_polygons
 from povmap_qgis.core import cells
 from povmap_qgis.core.errors import PovmapInputError
 from povmap_qgis.core.reporting import RecordingReporter
@@ -40,7 +40,14 @@ def households_with_known_cells(rng, n_cells=40, size=1000.0):
 def test_cells_have_the_known_counts_and_medians(tmp_path):
     x, y, score, expected = households_with_known_cells(np.random.default_rng(3))
     points = write_points(tmp_path / "households.gpkg", x, y, UTM, score=score)
-    counts = build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "grid.gpkg"), crs=UTM))
+    counts = build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(tmp_path / "grid.gpkg"),
+            crs=UTM,
+        )
+    )
     grid = read_grid(tmp_path / "grid.gpkg")
     kept = {cell: value for cell, value in expected.items() if value[0] >= 3}
     assert set(grid["cell_id"]) == set(kept)
@@ -61,16 +68,32 @@ def test_geographic_points_match_a_pandas_reference_in_utm(tmp_path):
     score = rng.integers(1, 70, 6000)
     points = write_points(tmp_path / "gps.gpkg", lon, lat, "EPSG:4326", score=score)
     reporter = RecordingReporter()
-    counts = build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "grid.gpkg"), max_obs=0), reporter)
+    counts = build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(tmp_path / "grid.gpkg"),
+            max_obs=0,
+        ),
+        reporter,
+    )
     assert counts["crs"] == UTM  # the UTM zone of 68.3° E
     assert any("EPSG:32642" in message for message in reporter.infos)
 
     x, y = Transformer.from_crs("EPSG:4326", UTM, always_xy=True).transform(lon, lat)
-    reference = pandas.DataFrame({"row": np.floor(y / 1000).astype(int), "col": np.floor(x / 1000).astype(int), "score": score})
+    reference = pandas.DataFrame(
+        {
+            "row": np.floor(y / 1000).astype(int),
+            "col": np.floor(x / 1000).astype(int),
+            "score": score,
+        }
+    )
     reference = reference.groupby(["row", "col"])["score"].agg(["size", "median"]).reset_index()
     reference = reference[reference["size"] >= 3]
     reference["cell_id"] = cells.encode_cell_ids(reference["row"], reference["col"])
-    grid = read_grid(tmp_path / "grid.gpkg").merge(reference, on="cell_id", how="outer", indicator=True)
+    grid = read_grid(tmp_path / "grid.gpkg").merge(
+        reference, on="cell_id", how="outer", indicator=True
+    )
     assert (grid["_merge"] == "both").all()
     assert (grid["n_obs"] == grid["size"]).all()
     assert np.allclose(grid["median_score"], grid["median"])
@@ -82,32 +105,89 @@ def test_cleaning_rules_drop_and_count_each_household_once(tmp_path):
     y = np.full(10, 2800500.0)
     score = np.array([0, 30, 30, 30, 30, 10, 12, 14, 16, 40], dtype=float)
     accuracy = np.array([5, 50, 5, 5, 5, 5, 5, 5, np.nan, 5])
-    dates = ["2016-05-01", "2016-05-01", "2015-12-31", "2016-05-01", "2016-05-01", "2016-05-01", "2016-01-01", "2017-02-02", "2016-05-01", "2016-05-01"]
-    points = write_points(tmp_path / "survey.gpkg", x, y, UTM, score=score, acc=accuracy, when=pandas.to_datetime(dates))
-    urban = write_polygons(tmp_path / "urban.gpkg", [shapely.box(600502.5, 2800000, 600503.5, 2801000)], UTM, name=["town"])
-    counts = build_training_grid(TrainingGridOptions(
-        points_path=str(points), score_field="score", output_path=str(tmp_path / "grid.gpkg"), crs=UTM,
-        accuracy_field="acc", max_accuracy=20, date_field="when", min_date="2016-01-01",
-        urban_path=str(urban)))
-    assert counts["dropped_zero"] == 1          # household 0
-    assert counts["dropped_inaccurate"] == 2    # 50 m and unknown accuracy
-    assert counts["dropped_too_early"] == 1     # 2015-12-31; 2016-01-01 itself is kept
-    assert counts["dropped_urban"] == 1         # x = 600503 lies in the urban square
+    dates = [
+        "2016-05-01",
+        "2016-05-01",
+        "2015-12-31",
+        "2016-05-01",
+        "2016-05-01",
+        "2016-05-01",
+        "2016-01-01",
+        "2017-02-02",
+        "2016-05-01",
+        "2016-05-01",
+    ]
+    points = write_points(
+        tmp_path / "survey.gpkg",
+        x,
+        y,
+        UTM,
+        score=score,
+        acc=accuracy,
+        when=pandas.to_datetime(dates),
+    )
+    urban = write_polygons(
+        tmp_path / "urban.gpkg",
+        [shapely.box(600502.5, 2800000, 600503.5, 2801000)],
+        UTM,
+        name=["town"],
+    )
+    counts = build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(tmp_path / "grid.gpkg"),
+            crs=UTM,
+            accuracy_field="acc",
+            max_accuracy=20,
+            date_field="when",
+            min_date="2016-01-01",
+            urban_path=str(urban),
+        )
+    )
+    assert counts["dropped_zero"] == 1  # household 0
+    assert counts["dropped_inaccurate"] == 2  # 50 m and unknown accuracy
+    assert counts["dropped_too_early"] == 1  # 2015-12-31; 2016-01-01 itself is kept
+    assert counts["dropped_urban"] == 1  # x = 600503 lies in the urban square
     assert counts["points_kept"] == 5
     grid = read_grid(tmp_path / "grid.gpkg")
     assert grid["n_obs"].tolist() == [5] and grid["median_score"].tolist() == [14.0]
 
 
-@pytest.mark.parametrize("poor_below, median, label", [(True, 18.5, 1), (True, 19.0, 0), (True, 19.5, 0), (False, 19.0, 0), (False, 19.5, 1), (False, 18.0, 0)])
+@pytest.mark.parametrize(
+    "poor_below, median, label",
+    [
+        (True, 18.5, 1),
+        (True, 19.0, 0),
+        (True, 19.5, 0),
+        (False, 19.0, 0),
+        (False, 19.5, 1),
+        (False, 18.0, 0),
+    ],
+)
 def test_label_direction_and_cutoff_boundary(tmp_path, poor_below, median, label):
     scores = [median - 1, median, median + 1]
-    points = write_points(tmp_path / "p.gpkg", [600100.0, 600200, 600300], [2800100.0] * 3, UTM, score=scores)
-    build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "g.gpkg"), crs=UTM, poor_below=poor_below))
+    points = write_points(
+        tmp_path / "p.gpkg", [600100.0, 600200, 600300], [2800100.0] * 3, UTM, score=scores
+    )
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(tmp_path / "g.gpkg"),
+            crs=UTM,
+            poor_below=poor_below,
+        )
+    )
     assert read_grid(tmp_path / "g.gpkg")["label"].tolist() == [label]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(min_obs=st.integers(1, 8), max_obs=st.sampled_from([0, 6, 9, 12]), seed=st.integers(0, 10_000))
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    min_obs=st.integers(1, 8), max_obs=st.sampled_from([0, 6, 9, 12]), seed=st.integers(0, 10_000)
+)
 def test_no_output_cell_has_fewer_than_min_obs_or_reaches_max_obs(tmp_path, min_obs, max_obs, seed):
     if max_obs and max_obs <= min_obs:
         return
@@ -116,7 +196,16 @@ def test_no_output_cell_has_fewer_than_min_obs_or_reaches_max_obs(tmp_path, min_
     points = write_points(tmp_path / f"p{seed}.gpkg", x, y, UTM, score=rng.integers(1, 50, 800))
     output = tmp_path / f"g{seed}-{min_obs}-{max_obs}.gpkg"
     try:
-        counts = build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(output), crs=UTM, min_obs=min_obs, max_obs=max_obs))
+        counts = build_training_grid(
+            TrainingGridOptions(
+                points_path=str(points),
+                score_field="score",
+                output_path=str(output),
+                crs=UTM,
+                min_obs=min_obs,
+                max_obs=max_obs,
+            )
+        )
     except PovmapInputError as error:
         assert error.parameter == "MIN_OBS" and not output.exists()
         return
@@ -131,11 +220,24 @@ def test_household_points_are_never_written(tmp_path):
     x, y, score, _ = households_with_known_cells(np.random.default_rng(5))
     points = write_points(tmp_path / "households.gpkg", x, y, UTM, score=score)
     output = tmp_path / "grid.gpkg"
-    build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(output), crs=UTM,
-                                            style_qml_path=style_path("training_grid")))
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(output),
+            crs=UTM,
+            style_qml_path=style_path("training_grid"),
+        )
+    )
     layers = {name: kind for name, kind in pyogrio.list_layers(output)}
     assert layers == {"grid": "Polygon", "layer_styles": None}
-    assert list(pyogrio.read_info(output, layer="grid")["fields"]) == ["cell_id", "district", "n_obs", "median_score", "label"]
+    assert list(pyogrio.read_info(output, layer="grid")["fields"]) == [
+        "cell_id",
+        "district",
+        "n_obs",
+        "median_score",
+        "label",
+    ]
     assert sorted(os.listdir(tmp_path)) == ["grid.gpkg", "households.gpkg"]
 
 
@@ -145,16 +247,32 @@ def test_districts_majority_outside_counted_and_layers_in_other_crs(tmp_path):
     y = np.full(7, 2800500.0)
     to_lonlat = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True)
     lon, lat = to_lonlat.transform(x, y)
-    points = write_points(tmp_path / "p.gpkg", lon, lat, "EPSG:4326", score=[10, 10, 30, 30, 30, 30, 30])
+    points = write_points(
+        tmp_path / "p.gpkg", lon, lat, "EPSG:4326", score=[10, 10, 30, 30, 30, 30, 30]
+    )
     # districts in Web Mercator, a third CRS
     to_mercator = Transformer.from_crs(UTM, "EPSG:3857", always_xy=True)
     import shapely
-    west = shapely.ops.transform(to_mercator.transform, shapely.box(599000, 2799000, 600300, 2802000))
-    east = shapely.ops.transform(to_mercator.transform, shapely.box(600300, 2799000, 600850, 2802000))
+
+    west = shapely.ops.transform(
+        to_mercator.transform, shapely.box(599000, 2799000, 600300, 2802000)
+    )
+    east = shapely.ops.transform(
+        to_mercator.transform, shapely.box(600300, 2799000, 600850, 2802000)
+    )
     districts = write_polygons(tmp_path / "d.gpkg", [west, east], "EPSG:3857", name=["A", "B"])
     reporter = RecordingReporter()
-    counts = build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "g.gpkg"),
-                                                     crs=UTM, districts_path=str(districts), district_field="name"), reporter)
+    counts = build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(tmp_path / "g.gpkg"),
+            crs=UTM,
+            districts_path=str(districts),
+            district_field="name",
+        ),
+        reporter,
+    )
     assert counts["dropped_outside_districts"] == 1
     assert any("outside every polygon of DISTRICTS" in warning for warning in reporter.warnings)
     grid = read_grid(tmp_path / "g.gpkg")
@@ -163,13 +281,31 @@ def test_districts_majority_outside_counted_and_layers_in_other_crs(tmp_path):
 
 def test_invalid_district_polygon_is_repaired_and_named(tmp_path):
     import shapely
-    bowtie = shapely.Polygon([(600000, 2800000), (601000, 2801000), (601000, 2800000), (600000, 2801000)])
+
+    bowtie = shapely.Polygon(
+        [(600000, 2800000), (601000, 2801000), (601000, 2800000), (600000, 2801000)]
+    )
     assert not bowtie.is_valid
     districts = write_polygons(tmp_path / "d.gpkg", [bowtie], UTM, name=["Bow"])
-    points = write_points(tmp_path / "p.gpkg", [600100, 600100, 600100], [2800400, 2800500, 2800600], UTM, score=[5, 6, 7])
+    points = write_points(
+        tmp_path / "p.gpkg",
+        [600100, 600100, 600100],
+        [2800400, 2800500, 2800600],
+        UTM,
+        score=[5, 6, 7],
+    )
     reporter = RecordingReporter()
-    build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "g.gpkg"),
-                                            crs=UTM, districts_path=str(districts), district_field="name"), reporter)
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(tmp_path / "g.gpkg"),
+            crs=UTM,
+            districts_path=str(districts),
+            district_field="name",
+        ),
+        reporter,
+    )
     assert any("DISTRICTS: repaired 1 invalid polygon" in warning for warning in reporter.warnings)
     assert read_grid(tmp_path / "g.gpkg")["district"].tolist() == ["Bow"]
 
@@ -179,16 +315,35 @@ def test_points_spanning_utm_zones_use_the_centre_zone_and_say_so(tmp_path):
     lat = np.full(12, 25.0)
     points = write_points(tmp_path / "p.gpkg", lon, lat, "EPSG:4326", score=np.arange(1, 13))
     reporter = RecordingReporter()
-    counts = build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "g.gpkg")), reporter)
+    counts = build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points), score_field="score", output_path=str(tmp_path / "g.gpkg")
+        ),
+        reporter,
+    )
     assert counts["crs"] in ("EPSG:32641", "EPSG:32642")
     assert any("span UTM zones 41–42" in message for message in reporter.infos)
     assert counts["cells_kept"] == 4
 
 
 def test_null_scores_are_skipped_and_counted(tmp_path):
-    points = write_points(tmp_path / "p.gpkg", [600100.0] * 5, [2800100.0] * 5, UTM, score=[1.0, np.nan, 3.0, np.nan, 5.0])
+    points = write_points(
+        tmp_path / "p.gpkg",
+        [600100.0] * 5,
+        [2800100.0] * 5,
+        UTM,
+        score=[1.0, np.nan, 3.0, np.nan, 5.0],
+    )
     reporter = RecordingReporter()
-    counts = build_training_grid(TrainingGridOptions(points_path=str(points), score_field="score", output_path=str(tmp_path / "g.gpkg"), crs=UTM), reporter)
+    counts = build_training_grid(
+        TrainingGridOptions(
+            points_path=str(points),
+            score_field="score",
+            output_path=str(tmp_path / "g.gpkg"),
+            crs=UTM,
+        ),
+        reporter,
+    )
     assert counts["dropped_null_score"] == 2 and counts["cells_kept"] == 1
     assert any("no value in SCORE_FIELD" in warning for warning in reporter.warnings)
 
@@ -196,15 +351,33 @@ def test_null_scores_are_skipped_and_counted(tmp_path):
 def bad(tmp_path, expected_parameter, expected_text, **overrides):
     points = tmp_path / "p.gpkg"
     if not points.exists():
-        write_points(points, [600100.0] * 4, [2800100.0] * 4, UTM, score=[1, 2, 3, 4], name=["a", "b", "c", "d"])
-    options = dict(points_path=str(points), score_field="score", output_path=str(tmp_path / "out.gpkg"), crs=UTM)
+        write_points(
+            points,
+            [600100.0] * 4,
+            [2800100.0] * 4,
+            UTM,
+            score=[1, 2, 3, 4],
+            name=["a", "b", "c", "d"],
+        )
+    options = dict(
+        points_path=str(points),
+        score_field="score",
+        output_path=str(tmp_path / "out.gpkg"),
+        crs=UTM,
+    )
     options.update(overrides)
     with pytest.raises(PovmapInputError) as caught:
         build_training_grid(TrainingGridOptions(**options))
     assert caught.value.parameter == expected_parameter
     assert expected_text in str(caught.value)
-    assert not os.path.exists(options["output_path"]) or options["output_path"].endswith("existing.gpkg")
-    assert not [name for name in os.listdir(os.path.dirname(options["output_path"]) or ".") if ".partial-" in name]
+    assert not os.path.exists(options["output_path"]) or options["output_path"].endswith(
+        "existing.gpkg"
+    )
+    assert not [
+        name
+        for name in os.listdir(os.path.dirname(options["output_path"]) or ".")
+        if ".partial-" in name
+    ]
     return caught.value
 
 
@@ -224,7 +397,10 @@ def test_wrong_geometry_and_empty_layers(tmp_path):
     polygons = write_polygons(tmp_path / "poly.gpkg", [square(600000, 2800000, 10)], UTM, score=[3])
     bad(tmp_path, "INPUT", "has Polygon geometries", points_path=str(polygons))
     import geopandas
-    geopandas.GeoDataFrame({"score": []}, geometry=geopandas.GeoSeries([], crs=UTM).set_crs(UTM)).to_file(tmp_path / "empty.gpkg", engine="pyogrio")
+
+    geopandas.GeoDataFrame(
+        {"score": []}, geometry=geopandas.GeoSeries([], crs=UTM).set_crs(UTM)
+    ).to_file(tmp_path / "empty.gpkg", engine="pyogrio")
     bad(tmp_path, "INPUT", "is empty", points_path=str(tmp_path / "empty.gpkg"))
 
 

@@ -18,12 +18,19 @@ def check_output_path(path, parameter="OUTPUT", extensions=(".gpkg",)):
         raise PovmapInputError(parameter, "no output file was given.")
     if extensions and not path.lower().endswith(tuple(extensions)):
         wanted = " or ".join(extensions)
-        raise PovmapInputError(parameter, f"'{path}' must be a {wanted} file; choose a name ending in {wanted}.")
+        raise PovmapInputError(
+            parameter, f"'{path}' must be a {wanted} file; choose a name ending in {wanted}."
+        )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise PovmapInputError(parameter, f"the folder '{folder}' does not exist; create it or choose another output path.")
+        raise PovmapInputError(
+            parameter,
+            f"the folder '{folder}' does not exist; create it or choose another output path.",
+        )
     if not os.access(folder, os.W_OK):
-        raise PovmapInputError(parameter, f"the folder '{folder}' is not writable; choose another output path.")
+        raise PovmapInputError(
+            parameter, f"the folder '{folder}' is not writable; choose another output path."
+        )
     if os.path.isdir(path):
         raise PovmapInputError(parameter, f"'{path}' is a folder; give a file name.")
 

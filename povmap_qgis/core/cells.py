@@ -28,13 +28,19 @@ def encode_cell_ids(rows, cols):
     rows = np.asarray(rows, dtype="int64")
     cols = np.asarray(cols, dtype="int64")
     if rows.size and (np.abs(rows).max() >= CELL_ID_OFFSET or np.abs(cols).max() >= CELL_ID_OFFSET):
-        raise PovmapInputError("CELL_SIZE", "the grid has too many rows or columns for a cell id; use a larger cell size.")
+        raise PovmapInputError(
+            "CELL_SIZE",
+            "the grid has too many rows or columns for a cell id; use a larger cell size.",
+        )
     return (rows + CELL_ID_OFFSET) * CELL_ID_MULTIPLIER + (cols + CELL_ID_OFFSET)
 
 
 def decode_cell_ids(cell_ids):
     cell_ids = np.asarray(cell_ids, dtype="int64")
-    return cell_ids // CELL_ID_MULTIPLIER - CELL_ID_OFFSET, cell_ids % CELL_ID_MULTIPLIER - CELL_ID_OFFSET
+    return (
+        cell_ids // CELL_ID_MULTIPLIER - CELL_ID_OFFSET,
+        cell_ids % CELL_ID_MULTIPLIER - CELL_ID_OFFSET,
+    )
 
 
 def cell_boxes(rows, cols, cell_size):
@@ -48,7 +54,9 @@ def cell_boxes(rows, cols, cell_size):
 
 def check_cell_size(cell_size):
     if not cell_size or not np.isfinite(cell_size) or cell_size <= 0:
-        raise PovmapInputError("CELL_SIZE", f"the cell size must be a positive number of metres (got {cell_size}).")
+        raise PovmapInputError(
+            "CELL_SIZE", f"the cell size must be a positive number of metres (got {cell_size})."
+        )
 
 
 def working_crs(requested, lonlat_bounds):
@@ -66,14 +74,21 @@ def working_crs(requested, lonlat_bounds):
         try:
             crs = CRS.from_user_input(requested)
         except Exception as error:
-            raise PovmapInputError("CRS", f"'{requested}' is not a coordinate reference system ({error}).") from None
+            raise PovmapInputError(
+                "CRS", f"'{requested}' is not a coordinate reference system ({error})."
+            ) from None
         if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
-            raise PovmapInputError("CRS", f"{crs.name} is not a projected CRS in metres; choose one (e.g. a UTM zone) or leave CRS empty for the UTM zone of the data.")
+            raise PovmapInputError(
+                "CRS",
+                f"{crs.name} is not a projected CRS in metres; choose one (e.g. a UTM zone) or leave CRS empty for the UTM zone of the data.",
+            )
         return crs, f"Grid CRS: {_label(crs)} (as requested)."
 
     xmin, ymin, xmax, ymax = lonlat_bounds
     lon, lat = (xmin + xmax) / 2.0, (ymin + ymax) / 2.0
-    infos = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat))
+    infos = query_utm_crs_info(
+        datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
+    )
     if not infos:
         raise PovmapInputError("CRS", "no UTM zone covers the data; choose a projected CRS.")
     crs = CRS.from_authority(infos[0].auth_name, infos[0].code)

@@ -40,7 +40,10 @@ def check_store_path(path, parameter="OUTPUT"):
         raise PovmapInputError(parameter, f"'{path}' must be a folder name ending in .chips.")
     folder = os.path.dirname(os.path.abspath(path.rstrip("/")))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise PovmapInputError(parameter, f"the folder '{folder}' does not exist or is not writable; choose another output path.")
+        raise PovmapInputError(
+            parameter,
+            f"the folder '{folder}' does not exist or is not writable; choose another output path.",
+        )
 
 
 def partial_store_path(path):
@@ -164,32 +167,47 @@ class ChipStoreWriter:
 
     def _manifest(self):
         return {
-            "format": "povmap-chip-store", "format_version": FORMAT_VERSION, "state": "incomplete",
-            "n_cells": int(len(self.cell_ids)), "chip_size": self.chip_size,
-            "inputs": [{key: value for key, value in spec.items() if key != "statistics"} for spec in self.inputs],
+            "format": "povmap-chip-store",
+            "format_version": FORMAT_VERSION,
+            "state": "incomplete",
+            "n_cells": int(len(self.cell_ids)),
+            "chip_size": self.chip_size,
+            "inputs": [
+                {key: value for key, value in spec.items() if key != "statistics"}
+                for spec in self.inputs
+            ],
             "settings": self.settings,
         }
 
     def _create_arrays(self):
         n, size = len(self.cell_ids), self.chip_size
         np.save(os.path.join(self.partial, CELL_IDS), self.cell_ids)
-        shapes = {spec["name"]: ((n, size, size, len(spec["bands"])), spec["dtype"]) for spec in self.inputs}
+        shapes = {
+            spec["name"]: ((n, size, size, len(spec["bands"])), spec["dtype"])
+            for spec in self.inputs
+        }
         shapes[NODATA_FRACTION] = ((n, len(self.inputs)), "float32")
         shapes[DONE] = ((n,), "bool")
         for name, (shape, dtype) in shapes.items():
             file_name = name if name.endswith(".npy") else f"{name}.npy"
             try:
-                array = np.lib.format.open_memmap(os.path.join(self.partial, file_name), mode="w+", dtype=dtype, shape=shape)
+                array = np.lib.format.open_memmap(
+                    os.path.join(self.partial, file_name), mode="w+", dtype=dtype, shape=shape
+                )
             except OSError as error:
                 raise _no_space(error, self.parameter) from None
             _reserve_disk(array.filename, self.parameter)
-            self._arrays[name] = array if name in (NODATA_FRACTION, DONE) else RowFile(array.filename, "r+")
+            self._arrays[name] = (
+                array if name in (NODATA_FRACTION, DONE) else RowFile(array.filename, "r+")
+            )
         self._arrays[NODATA_FRACTION][:] = np.nan
         _write_json(os.path.join(self.partial, MANIFEST), self._manifest())
 
     def _open_arrays(self, mode):
         for spec in self.inputs:
-            self._arrays[spec["name"]] = RowFile(os.path.join(self.partial, f"{spec['name']}.npy"), mode)
+            self._arrays[spec["name"]] = RowFile(
+                os.path.join(self.partial, f"{spec['name']}.npy"), mode
+            )
         for name in (NODATA_FRACTION, DONE):
             self._arrays[name] = np.load(os.path.join(self.partial, name), mmap_mode=mode)
 
@@ -199,9 +217,13 @@ class ChipStoreWriter:
             cell_ids = np.load(os.path.join(self.partial, CELL_IDS))
         except (OSError, ValueError):
             return False
-        return (manifest.get("settings") == self.settings and manifest.get("chip_size") == self.chip_size
-                and manifest.get("inputs") == self._manifest()["inputs"] and np.array_equal(cell_ids, self.cell_ids)
-                and os.path.exists(os.path.join(self.partial, DONE)))
+        return (
+            manifest.get("settings") == self.settings
+            and manifest.get("chip_size") == self.chip_size
+            and manifest.get("inputs") == self._manifest()["inputs"]
+            and np.array_equal(cell_ids, self.cell_ids)
+            and os.path.exists(os.path.join(self.partial, DONE))
+        )
 
     def _read_manifest(self):
         with open(os.path.join(self.partial, MANIFEST), encoding="utf-8") as handle:
@@ -217,7 +239,10 @@ class ChipStoreWriter:
                 if _lock_is_alive(lock):
                     with open(lock, encoding="utf-8") as handle:
                         holder = handle.read().strip()
-                    raise PovmapInputError(self.parameter, f"another run ({holder}) is writing the chip store '{self.path}'; wait for it to finish or choose another output.") from None
+                    raise PovmapInputError(
+                        self.parameter,
+                        f"another run ({holder}) is writing the chip store '{self.path}'; wait for it to finish or choose another output.",
+                    ) from None
                 os.remove(lock)  # left by a run that was killed
                 continue
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -257,7 +282,10 @@ def _reserve_disk(path, parameter):
 
 
 def _no_space(error, parameter):
-    return PovmapInputError(parameter, f"not enough disk space for the chip store ({error.strerror}); free space or choose another output folder.")
+    return PovmapInputError(
+        parameter,
+        f"not enough disk space for the chip store ({error.strerror}); free space or choose another output folder.",
+    )
 
 
 def _write_json(path, data):
@@ -278,14 +306,24 @@ class ChipStore:
         except (OSError, ValueError) as error:
             raise PovmapInputError("CHIPS", f"'{path}' is not a chip store ({error}).") from None
         if self.manifest.get("format_version") != FORMAT_VERSION:
-            raise PovmapInputError("CHIPS", f"'{path}' has chip store format {self.manifest.get('format_version')}; this version reads {FORMAT_VERSION}.")
+            raise PovmapInputError(
+                "CHIPS",
+                f"'{path}' has chip store format {self.manifest.get('format_version')}; this version reads {FORMAT_VERSION}.",
+            )
         if self.manifest.get("state") != "complete":
-            raise PovmapInputError("CHIPS", f"'{path}' is not complete; run the chip sampling again to finish it.")
+            raise PovmapInputError(
+                "CHIPS", f"'{path}' is not complete; run the chip sampling again to finish it."
+            )
         self.cell_ids = np.load(os.path.join(self.path, CELL_IDS), mmap_mode="r")
         self.nodata_fraction = np.load(os.path.join(self.path, NODATA_FRACTION), mmap_mode="r")
         self.input_names = [spec["name"] for spec in self.manifest["inputs"]]
-        self._chips = {name: np.load(os.path.join(self.path, f"{name}.npy"), mmap_mode="r") for name in self.input_names}
-        self._row_files = {name: RowFile(os.path.join(self.path, f"{name}.npy"), "r") for name in self.input_names}
+        self._chips = {
+            name: np.load(os.path.join(self.path, f"{name}.npy"), mmap_mode="r")
+            for name in self.input_names
+        }
+        self._row_files = {
+            name: RowFile(os.path.join(self.path, f"{name}.npy"), "r") for name in self.input_names
+        }
 
     def __len__(self):
         return len(self.cell_ids)
@@ -327,7 +365,11 @@ class RowFile:
     def __init__(self, path, mode="r"):
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            reader = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
             self.shape, fortran_order, self.dtype = reader(handle)
             self.offset = handle.tell()
         if fortran_order:
@@ -340,13 +382,21 @@ class RowFile:
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
         breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
-        return [(order[run], int(ordered[run[0]])) for run in np.split(np.arange(len(rows)), breaks) if len(run)]
+        return [
+            (order[run], int(ordered[run[0]]))
+            for run in np.split(np.arange(len(rows)), breaks)
+            if len(run)
+        ]
 
     def write(self, rows, values):
         rows = np.asarray(rows, dtype="int64")
         values = np.asarray(values, dtype=self.dtype).reshape((len(rows),) + tuple(self.shape[1:]))
         for positions, first in self._runs(rows):
-            os.pwrite(self._descriptor, np.ascontiguousarray(values[positions]).tobytes(), self.offset + first * self.row_bytes)
+            os.pwrite(
+                self._descriptor,
+                np.ascontiguousarray(values[positions]).tobytes(),
+                self.offset + first * self.row_bytes,
+            )
 
     def read(self, rows):
         rows = np.asarray(rows, dtype="int64")
@@ -356,7 +406,9 @@ class RowFile:
             data = os.pread(self._descriptor, size, self.offset + first * self.row_bytes)
             if len(data) != size:
                 raise OSError(f"short read in a chip store array ({len(data)} of {size} bytes)")
-            out[positions] = np.frombuffer(data, dtype=self.dtype).reshape((len(positions),) + tuple(self.shape[1:]))
+            out[positions] = np.frombuffer(data, dtype=self.dtype).reshape(
+                (len(positions),) + tuple(self.shape[1:])
+            )
         return out
 
     def flush(self):

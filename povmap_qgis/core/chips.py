@@ -22,10 +22,10 @@ from .chip_store import ChipStoreWriter
 from .errors import PovmapInputError
 from .reporting import Reporter
 
-BLOCK_CELLS = 8          # a block is up to 8 × 8 neighbouring cells
+BLOCK_CELLS = 8  # a block is up to 8 × 8 neighbouring cells
 FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing constantly
-GDAL_CACHE_MB = 192      # decoded source tiles kept between blocks
-BLOCKS_AHEAD = 2         # blocks sampled ahead of the writer (bounds memory)
+GDAL_CACHE_MB = 192  # decoded source tiles kept between blocks
+BLOCKS_AHEAD = 2  # blocks sampled ahead of the writer (bounds memory)
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 
 
@@ -48,7 +48,7 @@ class ChipOptions:
     chip_size: int = None
     max_nodata: float = 0.1
     dtype: str = "float16"
-    nodata_grid_path: str = None   # optional copy of the grid with nodata fields per input
+    nodata_grid_path: str = None  # optional copy of the grid with nodata fields per input
     style_qml_path: str = None
 
 
@@ -58,47 +58,100 @@ def sample_chips(options, reporter=None):
     started = time.monotonic()
     inputs = [spec if isinstance(spec, ChipInput) else ChipInput(**spec) for spec in options.inputs]
     if not inputs:
-        raise PovmapInputError("DAYTIME", "choose at least one input raster (DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA).")
-    cell_ids, rows, cols, cell_size, grid_crs = read_grid_cells(options.grid_path, options.grid_layer)
+        raise PovmapInputError(
+            "DAYTIME",
+            "choose at least one input raster (DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA).",
+        )
+    cell_ids, rows, cols, cell_size, grid_crs = read_grid_cells(
+        options.grid_path, options.grid_layer
+    )
     chip_size = options.chip_size or int(round(cell_size / options.resolution))
     if chip_size < 1 or abs(chip_size * options.resolution - cell_size) > 1e-6 * cell_size:
-        raise PovmapInputError("CHIP_SIZE", f"a chip of {chip_size} px at {options.resolution:g} m does not cover a {cell_size:g} m cell; use CHIP_SIZE = cell size / RESOLUTION.")
+        raise PovmapInputError(
+            "CHIP_SIZE",
+            f"a chip of {chip_size} px at {options.resolution:g} m does not cover a {cell_size:g} m cell; use CHIP_SIZE = cell size / RESOLUTION.",
+        )
     for spec in inputs:
         _check_raster(spec, grid_crs, rows, cols, cell_size)
 
-    settings = {"grid": options.grid_path, "grid_layer": options.grid_layer, "crs": grid_crs.to_wkt(),
-                "cell_size": cell_size, "resolution": options.resolution}
-    store_inputs = [{"name": spec.name, "source": spec.path, "bands": list(spec.bands), "dtype": options.dtype,
-                     "resampling": spec.resampling} for spec in inputs]
-    writer = ChipStoreWriter(options.output_path, cell_ids, store_inputs, chip_size, settings).open()
+    settings = {
+        "grid": options.grid_path,
+        "grid_layer": options.grid_layer,
+        "crs": grid_crs.to_wkt(),
+        "cell_size": cell_size,
+        "resolution": options.resolution,
+    }
+    store_inputs = [
+        {
+            "name": spec.name,
+            "source": spec.path,
+            "bands": list(spec.bands),
+            "dtype": options.dtype,
+            "resampling": spec.resampling,
+        }
+        for spec in inputs
+    ]
+    writer = ChipStoreWriter(
+        options.output_path, cell_ids, store_inputs, chip_size, settings
+    ).open()
     try:
         pending = writer.pending()
         if writer.resumed:
-            reporter.info(f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled.")
-        sampled = _sample_blocks(writer, inputs, pending, rows, cols, cell_size, options.resolution, chip_size, grid_crs, options.dtype, reporter)
+            reporter.info(
+                f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled."
+            )
+        sampled = _sample_blocks(
+            writer,
+            inputs,
+            pending,
+            rows,
+            cols,
+            cell_size,
+            options.resolution,
+            chip_size,
+            grid_crs,
+            options.dtype,
+            reporter,
+        )
         resumed_rows = np.setdiff1d(np.arange(len(cell_ids)), pending)
         statistics = _band_statistics(writer, inputs, sampled, resumed_rows)
         nodata = writer.nodata_fractions()
         for column, spec in enumerate(inputs):
             if (nodata[:, column] >= 1).all():
                 writer.discard()
-                raise PovmapInputError(spec.parameter, f"the raster '{spec.path}' has no data in any cell (all nodata or outside the grid); check its nodata value and extent, or leave it out.")
+                raise PovmapInputError(
+                    spec.parameter,
+                    f"the raster '{spec.path}' has no data in any cell (all nodata or outside the grid); check its nodata value and extent, or leave it out.",
+                )
         flagged = np.flatnonzero((nodata > options.max_nodata).any(axis=1))
         if options.nodata_grid_path:
             write_nodata_grid(options, inputs, cell_ids, nodata, flagged)
-        path = writer.finish(statistics, {"max_nodata": options.max_nodata, "flagged_cells": int(len(flagged))})
+        path = writer.finish(
+            statistics, {"max_nodata": options.max_nodata, "flagged_cells": int(len(flagged))}
+        )
     except BaseException:
         writer.close()
         raise
     seconds = time.monotonic() - started
-    summary = {"cells": int(len(cell_ids)), "sampled": int(len(pending)), "resumed_cells": int(len(cell_ids) - len(pending)),
-               "flagged": int(len(flagged)), "flagged_cell_ids": [int(cell_ids[row]) for row in flagged[:1000]],
-               "seconds": round(seconds, 3), "output": path, "chip_size": chip_size}
+    summary = {
+        "cells": int(len(cell_ids)),
+        "sampled": int(len(pending)),
+        "resumed_cells": int(len(cell_ids) - len(pending)),
+        "flagged": int(len(flagged)),
+        "flagged_cell_ids": [int(cell_ids[row]) for row in flagged[:1000]],
+        "seconds": round(seconds, 3),
+        "output": path,
+        "chip_size": chip_size,
+    }
     per_thousand = seconds / max(len(pending), 1) * 1000
-    reporter.info(f"Sampled {len(pending)} cells ({summary['resumed_cells']} already done) in {seconds:.1f} s, {per_thousand:.1f} s per 1,000 cells.")
+    reporter.info(
+        f"Sampled {len(pending)} cells ({summary['resumed_cells']} already done) in {seconds:.1f} s, {per_thousand:.1f} s per 1,000 cells."
+    )
     if len(flagged):
         listed = ", ".join(str(cell) for cell in summary["flagged_cell_ids"][:10])
-        reporter.warning(f"{len(flagged)} cell(s) have more than {options.max_nodata:.0%} nodata in an input and are flagged (excluded from training): {listed}{'…' if len(flagged) > 10 else ''}.")
+        reporter.warning(
+            f"{len(flagged)} cell(s) have more than {options.max_nodata:.0%} nodata in an input and are flagged (excluded from training): {listed}{'…' if len(flagged) > 10 else ''}."
+        )
     return summary
 
 
@@ -108,7 +161,10 @@ def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
 
     from .geopackage import write_layer
 
-    frame = pyogrio.read_dataframe(options.grid_path, layer=vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID"))
+    frame = pyogrio.read_dataframe(
+        options.grid_path,
+        layer=vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID"),
+    )
     position = {int(cell): row for row, cell in enumerate(cell_ids)}
     order = np.array([position[int(cell)] for cell in frame["cell_id"]])
     for column, spec in enumerate(inputs):
@@ -116,8 +172,16 @@ def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
     is_flagged = np.zeros(len(cell_ids), dtype="int32")
     is_flagged[flagged] = 1
     frame["chip_flagged"] = is_flagged[order]
-    write_layer(frame, options.nodata_grid_path, options.style_qml_path, "povmap chip nodata",
-                metadata={"povmap_max_nodata": options.max_nodata, "povmap_chip_store": options.output_path})
+    write_layer(
+        frame,
+        options.nodata_grid_path,
+        options.style_qml_path,
+        "povmap chip nodata",
+        metadata={
+            "povmap_max_nodata": options.max_nodata,
+            "povmap_chip_store": options.output_path,
+        },
+    )
 
 
 def read_grid_cells(path, layer=None, parameter="GRID"):
@@ -129,17 +193,31 @@ def read_grid_cells(path, layer=None, parameter="GRID"):
     layer = vectors.spatial_layer(path, layer, parameter)
     info = vectors.layer_info(path, layer, parameter)
     if "cell_id" not in list(info["fields"]):
-        raise PovmapInputError(parameter, f"the layer '{layer or path}' has no cell_id field; make the grid with Build training grid or Build prediction grid.")
+        raise PovmapInputError(
+            parameter,
+            f"the layer '{layer or path}' has no cell_id field; make the grid with Build training grid or Build prediction grid.",
+        )
     if info.get("features", 0) == 0:
         raise PovmapInputError(parameter, f"the layer '{layer or path}' is empty.")
     meta, _, wkb, (cell_ids,) = pyogrio.raw.read(path, layer=layer, columns=["cell_id"])
     bounds = shapely.bounds(shapely.from_wkb(wkb))
     cell_size = float(np.median(bounds[:, 2] - bounds[:, 0]))
     rows, cols = cells.decode_cell_ids(cell_ids)
-    expected = np.column_stack([cols * cell_size, rows * cell_size, (cols + 1) * cell_size, (rows + 1) * cell_size])
+    expected = np.column_stack(
+        [cols * cell_size, rows * cell_size, (cols + 1) * cell_size, (rows + 1) * cell_size]
+    )
     if not np.allclose(bounds, expected, atol=1e-6 * cell_size):
-        raise PovmapInputError(parameter, f"the cells of '{layer or path}' do not match their cell_id (edited or reprojected?); rebuild the grid with Build training grid or Build prediction grid.")
-    return np.asarray(cell_ids, dtype="int64"), rows, cols, cell_size, CRS.from_user_input(meta["crs"])
+        raise PovmapInputError(
+            parameter,
+            f"the cells of '{layer or path}' do not match their cell_id (edited or reprojected?); rebuild the grid with Build training grid or Build prediction grid.",
+        )
+    return (
+        np.asarray(cell_ids, dtype="int64"),
+        rows,
+        cols,
+        cell_size,
+        CRS.from_user_input(meta["crs"]),
+    )
 
 
 def _check_raster(spec, grid_crs, rows, cols, cell_size):
@@ -147,29 +225,57 @@ def _check_raster(spec, grid_crs, rows, cols, cell_size):
     from rasterio.warp import transform_bounds
 
     if spec.resampling not in RESAMPLING_METHODS:
-        raise PovmapInputError(spec.parameter, f"unknown resampling '{spec.resampling}' (use one of {', '.join(RESAMPLING_METHODS)}).")
+        raise PovmapInputError(
+            spec.parameter,
+            f"unknown resampling '{spec.resampling}' (use one of {', '.join(RESAMPLING_METHODS)}).",
+        )
     try:
         dataset = rasterio.open(spec.path)
     except Exception as error:
-        raise PovmapInputError(spec.parameter, f"cannot open the raster '{spec.path}': {error}") from None
+        raise PovmapInputError(
+            spec.parameter, f"cannot open the raster '{spec.path}': {error}"
+        ) from None
     with dataset:
         if dataset.crs is None:
-            raise PovmapInputError(spec.parameter, f"the raster '{spec.path}' has no CRS; assign one (Raster ▸ Projections ▸ Assign Projection).")
+            raise PovmapInputError(
+                spec.parameter,
+                f"the raster '{spec.path}' has no CRS; assign one (Raster ▸ Projections ▸ Assign Projection).",
+            )
         wrong = [band for band in spec.bands if not 1 <= int(band) <= dataset.count]
         if wrong or not spec.bands:
-            raise PovmapInputError(spec.parameter, f"band(s) {wrong or spec.bands} do not exist in '{spec.path}', which has {dataset.count} band(s).")
-        grid_bounds = (cols.min() * cell_size, rows.min() * cell_size, (cols.max() + 1) * cell_size, (rows.max() + 1) * cell_size)
-        left, bottom, right, top = transform_bounds(grid_crs, dataset.crs, *grid_bounds, densify_pts=21)
+            raise PovmapInputError(
+                spec.parameter,
+                f"band(s) {wrong or spec.bands} do not exist in '{spec.path}', which has {dataset.count} band(s).",
+            )
+        grid_bounds = (
+            cols.min() * cell_size,
+            rows.min() * cell_size,
+            (cols.max() + 1) * cell_size,
+            (rows.max() + 1) * cell_size,
+        )
+        left, bottom, right, top = transform_bounds(
+            grid_crs, dataset.crs, *grid_bounds, densify_pts=21
+        )
         raster = dataset.bounds
-        if right <= raster.left or left >= raster.right or top <= raster.bottom or bottom >= raster.top:
-            raise PovmapInputError(spec.parameter, f"the raster '{spec.path}' does not overlap the grid; check that it covers the cells (and its CRS).")
+        if (
+            right <= raster.left
+            or left >= raster.right
+            or top <= raster.bottom
+            or bottom >= raster.top
+        ):
+            raise PovmapInputError(
+                spec.parameter,
+                f"the raster '{spec.path}' does not overlap the grid; check that it covers the cells (and its CRS).",
+            )
 
 
 def _group_blocks(pending, rows, cols):
     """Row indices of pending cells grouped in blocks of up to BLOCK_CELLS × BLOCK_CELLS neighbours."""
     blocks = {}
     for row_index in pending:
-        blocks.setdefault((rows[row_index] // BLOCK_CELLS, cols[row_index] // BLOCK_CELLS), []).append(row_index)
+        blocks.setdefault(
+            (rows[row_index] // BLOCK_CELLS, cols[row_index] // BLOCK_CELLS), []
+        ).append(row_index)
     return [np.asarray(members) for members in blocks.values()]
 
 
@@ -191,14 +297,24 @@ class _InputSampler:
         # reproject() into a NumPy array warns that the array has no georeferencing; it is given.
         warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
-        self.spec, self.cell_size, self.chip_size, self.resolution = spec, cell_size, chip_size, resolution
+        self.spec, self.cell_size, self.chip_size, self.resolution = (
+            spec,
+            cell_size,
+            chip_size,
+            resolution,
+        )
         self.spec_dtype = dtype
         self.grid_crs_wkt = grid_crs.to_wkt()
         self.dataset = rasterio.open(spec.path)
         self.aligned = _is_aligned(self.dataset, grid_crs, resolution)
         bands = len(spec.bands)
-        self.statistics = {"count": np.zeros(bands), "mean": np.zeros(bands), "m2": np.zeros(bands),
-                           "low": np.full(bands, np.inf), "high": np.full(bands, -np.inf)}
+        self.statistics = {
+            "count": np.zeros(bands),
+            "mean": np.zeros(bands),
+            "m2": np.zeros(bands),
+            "low": np.full(bands, np.inf),
+            "high": np.full(bands, -np.inf),
+        }
 
     def close(self):
         self.dataset.close()
@@ -206,14 +322,17 @@ class _InputSampler:
     def sample(self, block_rows, block_cols):
         """Chips [n, H, W, bands] float32 (NaN = nodata) and nodata fractions of one block's cells."""
         top, left = block_rows.max() + 1, block_cols.min()
-        height, width = (top - block_rows.min()) * self.chip_size, (block_cols.max() + 1 - left) * self.chip_size
+        height, width = (
+            (top - block_rows.min()) * self.chip_size,
+            (block_cols.max() + 1 - left) * self.chip_size,
+        )
         if self.aligned:
             warped = self._read_aligned(left * self.cell_size, top * self.cell_size, height, width)
         else:
             warped = self._warp(left * self.cell_size, top * self.cell_size, height, width)
         y0, x0 = (top - 1 - block_rows) * self.chip_size, (block_cols - left) * self.chip_size
         size = self.chip_size
-        chips = np.stack([warped[:, y:y + size, x:x + size] for y, x in zip(y0, x0)])
+        chips = np.stack([warped[:, y : y + size, x : x + size] for y, x in zip(y0, x0)])
         missing = np.isnan(chips)
         nodata = missing.any(axis=1).mean(axis=(1, 2))
         _accumulate(self.statistics, [chips[:, band] for band in range(chips.shape[1])])
@@ -226,16 +345,33 @@ class _InputSampler:
 
         warped = np.full((len(self.spec.bands), height, width), np.nan, dtype="float32")
         transform = rasterio.Affine(self.resolution, 0, left, 0, -self.resolution, top)
-        common = {"dst_transform": transform, "dst_crs": self.grid_crs_wkt, "resampling": Resampling[self.spec.resampling]}
+        common = {
+            "dst_transform": transform,
+            "dst_crs": self.grid_crs_wkt,
+            "resampling": Resampling[self.spec.resampling],
+        }
         complete = self._complete_source(left, top, height, width)
         if complete is not None:
             # Every source pixel the kernels touch is valid: GDAL's unmasked kernels give the same
             # values as its nodata-aware ones, several times faster.
             values, source_transform = complete
-            reproject(values, warped, src_transform=source_transform, src_crs=self.dataset.crs,
-                      src_nodata=None, dst_nodata=None, init_dest_nodata=False, **common)
+            reproject(
+                values,
+                warped,
+                src_transform=source_transform,
+                src_crs=self.dataset.crs,
+                src_nodata=None,
+                dst_nodata=None,
+                init_dest_nodata=False,
+                **common,
+            )
         else:
-            reproject(rasterio.band(self.dataset, list(self.spec.bands)), warped, dst_nodata=np.nan, **common)
+            reproject(
+                rasterio.band(self.dataset, list(self.spec.bands)),
+                warped,
+                dst_nodata=np.nan,
+                **common,
+            )
         return warped
 
     def _complete_source(self, left, top, height, width):
@@ -244,8 +380,15 @@ class _InputSampler:
         from rasterio.windows import Window
 
         dataset = self.dataset
-        bounds = transform_bounds(self.grid_crs_wkt, dataset.crs, left, top - height * self.resolution,
-                                  left + width * self.resolution, top, densify_pts=21)
+        bounds = transform_bounds(
+            self.grid_crs_wkt,
+            dataset.crs,
+            left,
+            top - height * self.resolution,
+            left + width * self.resolution,
+            top,
+            densify_pts=21,
+        )
         window = dataset.window(*bounds)
         pixel = min(abs(dataset.transform.a), abs(dataset.transform.e))
         margin = 4 + int(np.ceil(self._source_pixels_per_chip_pixel(pixel)))
@@ -255,7 +398,9 @@ class _InputSampler:
         if col0 < 0 or row0 < 0 or col1 > dataset.width or row1 > dataset.height:
             return None
         window = Window(col0, row0, col1 - col0, row1 - row0)
-        values = dataset.read(list(self.spec.bands), window=window, masked=True, out_dtype="float32")
+        values = dataset.read(
+            list(self.spec.bands), window=window, masked=True, out_dtype="float32"
+        )
         if np.ma.is_masked(values) or np.isnan(values.data).any():
             return None
         return np.ascontiguousarray(values.data), dataset.window_transform(window)
@@ -263,7 +408,9 @@ class _InputSampler:
     def _source_pixels_per_chip_pixel(self, source_pixel):
         """How many source pixels one chip pixel spans (kernels widen when downsampling)."""
         if self.dataset.crs.is_geographic:
-            source_pixel *= 111_320.0 * 0.5  # degrees to metres, conservatively short at high latitudes
+            source_pixel *= (
+                111_320.0 * 0.5
+            )  # degrees to metres, conservatively short at high latitudes
         return self.resolution / source_pixel
 
     def _read_aligned(self, left, top, height, width):
@@ -272,13 +419,23 @@ class _InputSampler:
         dataset = self.dataset
         column = int(round((left - dataset.transform.c) / self.resolution))
         row = int(round((dataset.transform.f - top) / self.resolution))
-        window = Window(column, row, width, height).intersection(Window(0, 0, dataset.width, dataset.height)) \
-            if column < dataset.width and row < dataset.height and column + width > 0 and row + height > 0 else None
+        window = (
+            Window(column, row, width, height).intersection(
+                Window(0, 0, dataset.width, dataset.height)
+            )
+            if column < dataset.width
+            and row < dataset.height
+            and column + width > 0
+            and row + height > 0
+            else None
+        )
         out = np.full((len(self.spec.bands), height, width), np.nan, dtype="float32")
         if window is not None and window.width > 0 and window.height > 0:
-            values = dataset.read(list(self.spec.bands), window=window, masked=True, out_dtype="float32")
+            values = dataset.read(
+                list(self.spec.bands), window=window, masked=True, out_dtype="float32"
+            )
             y, x = int(window.row_off) - row, int(window.col_off) - column
-            out[:, y:y + int(window.height), x:x + int(window.width)] = values.filled(np.nan)
+            out[:, y : y + int(window.height), x : x + int(window.width)] = values.filled(np.nan)
         return out
 
 
@@ -286,7 +443,12 @@ def _is_aligned(dataset, grid_crs, resolution):
     from pyproj import CRS
 
     transform = dataset.transform
-    if transform.b != 0 or transform.d != 0 or not np.isclose(transform.a, resolution) or not np.isclose(-transform.e, resolution):
+    if (
+        transform.b != 0
+        or transform.d != 0
+        or not np.isclose(transform.a, resolution)
+        or not np.isclose(-transform.e, resolution)
+    ):
         return False
     if CRS.from_user_input(dataset.crs.to_wkt()) != grid_crs:
         return False
@@ -294,7 +456,9 @@ def _is_aligned(dataset, grid_crs, resolution):
     return bool(np.allclose(offsets, np.round(offsets), atol=1e-6))
 
 
-def _sample_blocks(writer, inputs, pending, rows, cols, cell_size, resolution, chip_size, grid_crs, dtype, reporter):
+def _sample_blocks(
+    writer, inputs, pending, rows, cols, cell_size, resolution, chip_size, grid_crs, dtype, reporter
+):
     """Warp blocks with one thread per input (GDAL releases the GIL); write them in order."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -306,13 +470,25 @@ def _sample_blocks(writer, inputs, pending, rows, cols, cell_size, resolution, c
     # default (5 % of RAM) would let memory grow with the area sampled.
     environment = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
     environment.__enter__()
-    samplers = [_InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtype) for spec in inputs]
-    pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}") for spec in inputs]
+    samplers = [
+        _InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtype) for spec in inputs
+    ]
+    pools = [
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}")
+        for spec in inputs
+    ]
     in_flight, flushed = deque(), time.monotonic()
     try:
         for done, members in enumerate(blocks, start=1):
-            in_flight.append((members, [pool.submit(sampler.sample, rows[members], cols[members])
-                                        for sampler, pool in zip(samplers, pools)]))
+            in_flight.append(
+                (
+                    members,
+                    [
+                        pool.submit(sampler.sample, rows[members], cols[members])
+                        for sampler, pool in zip(samplers, pools)
+                    ],
+                )
+            )
             if len(in_flight) > BLOCKS_AHEAD:
                 _write_block(writer, inputs, *in_flight.popleft())
             if time.monotonic() - flushed > FLUSH_EVERY_SECONDS:
@@ -336,8 +512,11 @@ def _sample_blocks(writer, inputs, pending, rows, cols, cell_size, resolution, c
 
 def _write_block(writer, inputs, members, futures):
     results = [future.result() for future in futures]
-    writer.write(members, {spec.name: chips for spec, (chips, _) in zip(inputs, results)},
-                 np.column_stack([nodata for _, nodata in results]))
+    writer.write(
+        members,
+        {spec.name: chips for spec, (chips, _) in zip(inputs, results)},
+        np.column_stack([nodata for _, nodata in results]),
+    )
 
 
 def _accumulate(statistics, band_values):
@@ -360,7 +539,7 @@ def _accumulate(statistics, band_values):
         total = statistics["count"][band] + count
         delta = batch_mean - statistics["mean"][band]
         statistics["mean"][band] += delta * count / total
-        statistics["m2"][band] += batch_m2 + delta ** 2 * statistics["count"][band] * count / total
+        statistics["m2"][band] += batch_m2 + delta**2 * statistics["count"][band] * count / total
         statistics["count"][band] = total
         statistics["low"][band] = min(statistics["low"][band], float(values.min()))
         statistics["high"][band] = max(statistics["high"][band], float(values.max()))
@@ -376,13 +555,22 @@ def _band_statistics(writer, inputs, sampled, resumed_rows, batch_rows=256):
     for spec in inputs:
         running = sampled[spec.name]
         for start in range(0, len(resumed_rows), batch_rows):
-            values = writer.read_rows(spec.name, resumed_rows[start:start + batch_rows]).astype("float32")
+            values = writer.read_rows(spec.name, resumed_rows[start : start + batch_rows]).astype(
+                "float32"
+            )
             _accumulate(running, [values[..., band] for band in range(values.shape[-1])])
         count = running["count"]
         mean = np.where(count > 0, running["mean"], np.nan)
-        std = np.sqrt(np.divide(running["m2"], count, out=np.full(len(count), np.nan), where=count > 0))
-        statistics[spec.name] = {"count": count.tolist(), "mean": mean.tolist(), "std": std.tolist(),
-                                 "min": _finite_or_none(running["low"]), "max": _finite_or_none(running["high"])}
+        std = np.sqrt(
+            np.divide(running["m2"], count, out=np.full(len(count), np.nan), where=count > 0)
+        )
+        statistics[spec.name] = {
+            "count": count.tolist(),
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "min": _finite_or_none(running["low"]),
+            "max": _finite_or_none(running["high"]),
+        }
     return statistics
 
 

@@ -27,7 +27,13 @@ import time
 from .atomic import check_output_path
 from .errors import PovmapInputError
 from .reporting import Reporter
-from .validation_outputs import OUTCOMES, hitmiss_style_with_counts, metrics_csv_path, metrics_files, outcomes
+from .validation_outputs import (
+    OUTCOMES,
+    hitmiss_style_with_counts,
+    metrics_csv_path,
+    metrics_files,
+    outcomes,
+)
 
 METRICS_FORMAT = "povmap-crossvalidation"
 METRICS_FORMAT_VERSION = "1.0"
@@ -48,17 +54,19 @@ class CrossValidateOptions:
     output_grid_path: str
     grid_layer: str = None
     preset: str = "compact"
-    members: list = None                 # architectures; default: the preset's
+    members: list = None  # architectures; default: the preset's
     folds: int = 6
     seed: int = 0
-    balance: str = "undersample"         # as in train
-    epochs: int = None                   # overrides of the preset
+    balance: str = "undersample"  # as in train
+    epochs: int = None  # overrides of the preset
     batch_size: int = None
     learning_rate: float = None
     patience: int = None
-    style_qml_path: str = None           # default style of OUTPUT_GRID (hit/miss; counts are added to its legend)
-    extra_styles: list = None            # [(qml path, style name)] stored beside it
-    figures_folder: str = None           # PNGs for the report (ROC curves, confusion matrices); None: none
+    style_qml_path: str = (
+        None  # default style of OUTPUT_GRID (hit/miss; counts are added to its legend)
+    )
+    extra_styles: list = None  # [(qml path, style name)] stored beside it
+    figures_folder: str = None  # PNGs for the report (ROC curves, confusion matrices); None: none
 
 
 def assign_folds(districts, folds, seed=0):
@@ -76,8 +84,11 @@ def assign_folds(districts, folds, seed=0):
     if folds < 2:
         raise PovmapInputError("FOLDS", f"{folds} folds: give at least 2.")
     if len(names) < folds:
-        raise PovmapInputError("FOLDS", f"{folds} folds but the labelled cells lie in only {len(names)} district(s) "
-                                        f"({', '.join(names)}); every fold needs at least one whole district: use FOLDS ≤ {len(names)}.")
+        raise PovmapInputError(
+            "FOLDS",
+            f"{folds} folds but the labelled cells lie in only {len(names)} district(s) "
+            f"({', '.join(names)}); every fold needs at least one whole district: use FOLDS ≤ {len(names)}.",
+        )
     shuffled = np.random.default_rng(seed).permutation(len(names))
     order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
     sizes = np.zeros(folds, dtype="int64")
@@ -102,23 +113,37 @@ def crossvalidate(options, reporter=None):
     check_output_path(options.output_grid_path, "OUTPUT_GRID", (".gpkg",))
     preset, members = training.preset_and_members(options)
     if options.balance not in ("undersample", "class_weights"):
-        raise PovmapInputError("BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights).")
+        raise PovmapInputError(
+            "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
+        )
     store = ChipStore(options.chips_path)
     cells, flagged = training._usable_cells(store, options)
-    districts = cells["district"].where(cells["district"].notna(), NO_DISTRICT).astype(str).to_numpy()
+    districts = (
+        cells["district"].where(cells["district"].notna(), NO_DISTRICT).astype(str).to_numpy()
+    )
     if (districts == NO_DISTRICT).all():
-        raise PovmapInputError("GRID", "the labelled cells have no district; use a training grid built with a districts layer "
-                                       "(Build training grid, DISTRICTS).")
+        raise PovmapInputError(
+            "GRID",
+            "the labelled cells have no district; use a training grid built with a districts layer "
+            "(Build training grid, DISTRICTS).",
+        )
     if (districts == NO_DISTRICT).any():
-        reporter.warning(f"{int((districts == NO_DISTRICT).sum())} labelled cells have no district; they form one group '{NO_DISTRICT}'.")
+        reporter.warning(
+            f"{int((districts == NO_DISTRICT).sum())} labelled cells have no district; they form one group '{NO_DISTRICT}'."
+        )
     assignment = assign_folds(districts, options.folds, options.seed)
     cell_folds = np.array([assignment[name] for name in districts], dtype="int32")
     labels, store_rows = cells["label"].to_numpy(), cells["store_row"].to_numpy()
     fold_numbers = list(range(1, int(options.folds) + 1))
-    fold_districts = {fold: sorted(name for name, number in assignment.items() if number == fold) for fold in fold_numbers}
+    fold_districts = {
+        fold: sorted(name for name, number in assignment.items() if number == fold)
+        for fold in fold_numbers
+    }
     for fold in fold_numbers:
         rows = cell_folds == fold
-        reporter.info(f"fold {fold}: {int(rows.sum())} cells ({int(labels[rows].sum())} poor) in {', '.join(fold_districts[fold])}")
+        reporter.info(
+            f"fold {fold}: {int(rows.sum())} cells ({int(labels[rows].sum())} poor) in {', '.join(fold_districts[fold])}"
+        )
     if flagged:
         reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
     reporter.progress(2)
@@ -127,68 +152,154 @@ def crossvalidate(options, reporter=None):
     environment = training._configure_tensorflow(options.seed, reporter)
     import keras
 
-    inputs = [{"name": spec["name"], "bands": list(spec["bands"]), "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])]}
-              for spec in store.manifest["inputs"]]
+    inputs = [
+        {
+            "name": spec["name"],
+            "bands": list(spec["bands"]),
+            "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])],
+        }
+        for spec in store.manifest["inputs"]
+    ]
     share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
     probabilities = {member: np.full(len(cells), np.nan) for member in members}
     fold_metrics, fold_records = {}, {}
     for position, fold in enumerate(fold_numbers):
         reporter.check_canceled()
-        fold_reporter = reporter.stage(3 + 92 * position / len(fold_numbers), 3 + 92 * (position + 1) / len(fold_numbers))
+        fold_reporter = reporter.stage(
+            3 + 92 * position / len(fold_numbers), 3 + 92 * (position + 1) / len(fold_numbers)
+        )
         test = np.flatnonzero(cell_folds == fold)
-        train_rows, validation = _validation_split(np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold)
+        train_rows, validation = _validation_split(
+            np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold
+        )
         balanced, class_weight = training._balanced(train_rows, labels, options, fold_reporter)
         normalisation = learning_data.normalisation_from(store, store_rows[balanced])
-        train_data = learning_data.chip_batches(store, store_rows[balanced], labels[balanced], normalisation, int(preset["batch_size"]),
-                                                training=True, seed=options.seed + fold)
-        validation_data = learning_data.chip_batches(store, store_rows[validation], labels[validation], normalisation, 64)
-        record = {"fold": fold, "districts": fold_districts[fold], "test_cells": int(len(test)), "test_poor": int(labels[test].sum()),
-                  "train_cells": int(len(train_rows)), "train_after_balancing": int(len(balanced)),
-                  "validation_cells": int(len(validation)), "members": {}}
+        train_data = learning_data.chip_batches(
+            store,
+            store_rows[balanced],
+            labels[balanced],
+            normalisation,
+            int(preset["batch_size"]),
+            training=True,
+            seed=options.seed + fold,
+        )
+        validation_data = learning_data.chip_batches(
+            store, store_rows[validation], labels[validation], normalisation, 64
+        )
+        record = {
+            "fold": fold,
+            "districts": fold_districts[fold],
+            "test_cells": int(len(test)),
+            "test_poor": int(labels[test].sum()),
+            "train_cells": int(len(train_rows)),
+            "train_after_balancing": int(len(balanced)),
+            "validation_cells": int(len(validation)),
+            "members": {},
+        }
         fold_probabilities = []
         for index, architecture in enumerate(members):
             reporter.check_canceled()
-            stage = fold_reporter.stage(100 * index / len(members), 100 * (index + 1) / len(members))
-            model, losses = training.fit_member(architecture, index, len(members), inputs, preset, train_data, validation_data,
-                                                class_weight, options.seed + 1000 * fold, stage)
+            stage = fold_reporter.stage(
+                100 * index / len(members), 100 * (index + 1) / len(members)
+            )
+            model, losses = training.fit_member(
+                architecture,
+                index,
+                len(members),
+                inputs,
+                preset,
+                train_data,
+                validation_data,
+                class_weight,
+                options.seed + 1000 * fold,
+                stage,
+            )
             predicted = training._predict(model, store, store_rows[test], normalisation)
             probabilities[architecture][test] = predicted
             fold_probabilities.append(predicted)
-            record["members"][architecture] = {"epochs_trained": len(losses), "best_epoch": int(np.argmin(losses)) + 1,
-                                               "best_val_loss": float(np.min(losses))}
+            record["members"][architecture] = {
+                "epochs_trained": len(losses),
+                "best_epoch": int(np.argmin(losses)) + 1,
+                "best_val_loss": float(np.min(losses)),
+            }
             keras.backend.clear_session()
-        fold_metrics[fold] = training._holdout_metrics(members, labels[test], fold_probabilities, THRESHOLD, options.seed + fold)
+        fold_metrics[fold] = training._holdout_metrics(
+            members, labels[test], fold_probabilities, THRESHOLD, options.seed + fold
+        )
         fold_records[fold] = record
         ensemble = fold_metrics[fold][ENSEMBLE]
-        reporter.info(f"fold {fold} ({', '.join(fold_districts[fold])}): ensemble "
-                      + "  ".join(f"{key} {_format(ensemble[key])}" for key in METRIC_KEYS))
+        reporter.info(
+            f"fold {fold} ({', '.join(fold_districts[fold])}): ensemble "
+            + "  ".join(f"{key} {_format(ensemble[key])}" for key in METRIC_KEYS)
+        )
     reporter.check_canceled()
 
     outputs = training.ensemble_outputs([probabilities[member] for member in members], THRESHOLD)
     document = {
-        "format": METRICS_FORMAT, "format_version": METRICS_FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "settings": _settings(options, preset, members, environment),
-        "data": {"cells": int(len(cells)), "poor_cells": int(labels.sum()), "flagged_cells": int(flagged),
-                 "districts": {name: {"fold": fold, "cells": int((districts == name).sum()), "poor": int(labels[districts == name].sum())}
-                               for name, fold in sorted(assignment.items())}},
-        "members": members, "threshold": THRESHOLD,
-        "folds": [dict(fold_records[fold], metrics=_plain(fold_metrics[fold])) for fold in fold_numbers],
+        "data": {
+            "cells": int(len(cells)),
+            "poor_cells": int(labels.sum()),
+            "flagged_cells": int(flagged),
+            "districts": {
+                name: {
+                    "fold": fold,
+                    "cells": int((districts == name).sum()),
+                    "poor": int(labels[districts == name].sum()),
+                }
+                for name, fold in sorted(assignment.items())
+            },
+        },
+        "members": members,
+        "threshold": THRESHOLD,
+        "folds": [
+            dict(fold_records[fold], metrics=_plain(fold_metrics[fold])) for fold in fold_numbers
+        ],
         "summary": _summary(fold_metrics, members),
-        "pooled": _plain(training._holdout_metrics(members, labels, [probabilities[member] for member in members], THRESHOLD, options.seed)),
-        "roc": {"pooled": {name: metrics.roc_points(labels, values) for name, values in
-                           [(member, probabilities[member]) for member in members] + [(ENSEMBLE, outputs["prob_mean"])]},
-                "folds": {str(fold): metrics.roc_points(labels[cell_folds == fold], outputs["prob_mean"][cell_folds == fold])
-                          for fold in fold_numbers}},
+        "pooled": _plain(
+            training._holdout_metrics(
+                members,
+                labels,
+                [probabilities[member] for member in members],
+                THRESHOLD,
+                options.seed,
+            )
+        ),
+        "roc": {
+            "pooled": {
+                name: metrics.roc_points(labels, values)
+                for name, values in [(member, probabilities[member]) for member in members]
+                + [(ENSEMBLE, outputs["prob_mean"])]
+            },
+            "folds": {
+                str(fold): metrics.roc_points(
+                    labels[cell_folds == fold], outputs["prob_mean"][cell_folds == fold]
+                )
+                for fold in fold_numbers
+            },
+        },
     }
     cell_outcomes = outcomes(labels, outputs["pred"])
     document["outcomes"] = {outcome: int((cell_outcomes == outcome).sum()) for outcome in OUTCOMES}
     reporter.progress(96)
-    _write_outputs(options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members)
-    figures = _write_figures(options.figures_folder, document, members) if options.figures_folder else {}
+    _write_outputs(
+        options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members
+    )
+    figures = (
+        _write_figures(options.figures_folder, document, members) if options.figures_folder else {}
+    )
     reporter.progress(100)
-    return dict(document, metrics_json=os.path.abspath(options.metrics_path), metrics_csv=os.path.abspath(metrics_csv_path(options.metrics_path)),
-                output_grid=os.path.abspath(options.output_grid_path), figures=figures, seconds=round(time.monotonic() - started, 1))
+    return dict(
+        document,
+        metrics_json=os.path.abspath(options.metrics_path),
+        metrics_csv=os.path.abspath(metrics_csv_path(options.metrics_path)),
+        output_grid=os.path.abspath(options.output_grid_path),
+        figures=figures,
+        seconds=round(time.monotonic() - started, 1),
+    )
 
 
 def _validation_split(rows, labels, share, seed, fold):
@@ -197,8 +308,13 @@ def _validation_split(rows, labels, share, seed, fold):
     from sklearn.model_selection import train_test_split
 
     if min(np.bincount(labels[rows], minlength=2)) < 2:
-        raise PovmapInputError("FOLDS", f"the training folds of fold {fold} hold (almost) one class only; use fewer folds or more labelled cells.")
-    train_rows, validation = train_test_split(rows, test_size=share, random_state=seed + fold, stratify=labels[rows])
+        raise PovmapInputError(
+            "FOLDS",
+            f"the training folds of fold {fold} hold (almost) one class only; use fewer folds or more labelled cells.",
+        )
+    train_rows, validation = train_test_split(
+        rows, test_size=share, random_state=seed + fold, stratify=labels[rows]
+    )
     return np.sort(train_rows), np.sort(validation)
 
 
@@ -219,20 +335,45 @@ def _summary(fold_metrics, members):
     for model in list(members) + [ENSEMBLE, RANDOM]:
         summary[model] = {}
         for key in ("n",) + METRIC_KEYS:
-            values = [result[model][key] for result in fold_metrics.values() if result[model][key] is not None]
-            summary[model][key] = ({"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values)),
-                                    "folds": len(values)} if values else {"median": None, "min": None, "max": None, "folds": 0})
+            values = [
+                result[model][key]
+                for result in fold_metrics.values()
+                if result[model][key] is not None
+            ]
+            summary[model][key] = (
+                {
+                    "median": float(np.median(values)),
+                    "min": float(np.min(values)),
+                    "max": float(np.max(values)),
+                    "folds": len(values),
+                }
+                if values
+                else {"median": None, "min": None, "max": None, "folds": 0}
+            )
     return summary
 
 
 def _settings(options, preset, members, environment):
     from ..paths import plugin_version
 
-    return {"chips": os.path.abspath(options.chips_path), "grid": os.path.abspath(options.grid_path), "grid_layer": options.grid_layer,
-            "preset": options.preset, "members": members, "folds": int(options.folds), "seed": int(options.seed),
-            "balance": options.balance, "threshold": THRESHOLD, "random_draws": RANDOM_DRAWS,
-            "max_epochs": int(preset["epochs"]), "batch_size": int(preset["batch_size"]), "learning_rate": float(preset["learning_rate"]),
-            "patience": int(preset["patience"]), "povmap_qgis": plugin_version(), **environment}
+    return {
+        "chips": os.path.abspath(options.chips_path),
+        "grid": os.path.abspath(options.grid_path),
+        "grid_layer": options.grid_layer,
+        "preset": options.preset,
+        "members": members,
+        "folds": int(options.folds),
+        "seed": int(options.seed),
+        "balance": options.balance,
+        "threshold": THRESHOLD,
+        "random_draws": RANDOM_DRAWS,
+        "max_epochs": int(preset["epochs"]),
+        "batch_size": int(preset["batch_size"]),
+        "learning_rate": float(preset["learning_rate"]),
+        "patience": int(preset["patience"]),
+        "povmap_qgis": plugin_version(),
+        **environment,
+    }
 
 
 def tidy_rows(document):
@@ -242,12 +383,18 @@ def tidy_rows(document):
     for record in document["folds"]:
         for model in models:
             values = record["metrics"][model]
-            rows.append([record["fold"], "; ".join(record["districts"]), model, values["n"]] + [_csv(values[key]) for key in METRIC_KEYS])
+            rows.append(
+                [record["fold"], "; ".join(record["districts"]), model, values["n"]]
+                + [_csv(values[key]) for key in METRIC_KEYS]
+            )
     for statistic in SUMMARY_ROWS:
         for model in models:
             values = document["summary"][model]
             n = values["n"][statistic]
-            rows.append([statistic, "", model, "" if n is None else int(n)] + [_csv(values[key][statistic]) for key in METRIC_KEYS])
+            rows.append(
+                [statistic, "", model, "" if n is None else int(n)]
+                + [_csv(values[key][statistic]) for key in METRIC_KEYS]
+            )
     return rows
 
 
@@ -255,7 +402,9 @@ def _csv(value):
     return "" if value is None else repr(float(value))
 
 
-def _write_outputs(options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members):
+def _write_outputs(
+    options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members
+):
     """Metrics JSON and CSV, then the grid with folds and out-of-fold predictions; all appear only when all are written."""
     import geopandas
     import numpy as np
@@ -265,8 +414,14 @@ def _write_outputs(options, document, cells, cell_folds, probabilities, outputs,
 
     layer = spatial_layer(options.grid_path, options.grid_layer, "GRID")
     grid = geopandas.read_file(options.grid_path, layer=layer, engine="pyogrio")
-    index = grid[["cell_id"]].astype({"cell_id": "int64"}).merge(
-        cells[["cell_id"]].assign(position=np.arange(len(cells))), on="cell_id", how="left")["position"].to_numpy()
+    index = (
+        grid[["cell_id"]]
+        .astype({"cell_id": "int64"})
+        .merge(cells[["cell_id"]].assign(position=np.arange(len(cells))), on="cell_id", how="left")[
+            "position"
+        ]
+        .to_numpy()
+    )
     found = ~np.isnan(index)
     positions = np.where(found, index, 0).astype("int64")
 
@@ -282,13 +437,25 @@ def _write_outputs(options, document, cells, cell_folds, probabilities, outputs,
     grid["votes"] = spread(outputs["votes"], "Int32")
     grid["pred"] = spread(outputs["pred"], "Int32")
     grid["outcome"] = np.where(found, np.asarray(cell_outcomes, dtype=object)[positions], None)
-    with metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)), \
-            hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]) as style:
-        write_layer(grid, options.output_grid_path, style, "povmap cross-validation (out-of-fold hits and misses)",
-                    extra_styles=options.extra_styles,
-                    metadata={"povmap_threshold": THRESHOLD, "povmap_members": ",".join(members), "povmap_folds": int(options.folds),
-                              "povmap_seed": int(options.seed), "povmap_grid": os.path.abspath(options.grid_path),
-                              "povmap_outcomes": json.dumps(document["outcomes"])})
+    with (
+        metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)),
+        hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]) as style,
+    ):
+        write_layer(
+            grid,
+            options.output_grid_path,
+            style,
+            "povmap cross-validation (out-of-fold hits and misses)",
+            extra_styles=options.extra_styles,
+            metadata={
+                "povmap_threshold": THRESHOLD,
+                "povmap_members": ",".join(members),
+                "povmap_folds": int(options.folds),
+                "povmap_seed": int(options.seed),
+                "povmap_grid": os.path.abspath(options.grid_path),
+                "povmap_outcomes": json.dumps(document["outcomes"]),
+            },
+        )
 
 
 def _write_figures(folder, document, members):
@@ -300,13 +467,26 @@ def _write_figures(folder, document, members):
     figures = {}
     if document["roc"]["pooled"].get(ENSEMBLE):
         title = f"ROC curves of the out-of-fold predictions, {pooled[ENSEMBLE]['n']} cells (dots: at the threshold)"
-        figures["roc"] = drawing.save(drawing.roc_figure(document["roc"]["pooled"], pooled, members, title), os.path.join(folder, "roc.png"))
-    fold_curves = {f"fold {fold}": curve for fold, curve in document["roc"]["folds"].items() if curve}
+        figures["roc"] = drawing.save(
+            drawing.roc_figure(document["roc"]["pooled"], pooled, members, title),
+            os.path.join(folder, "roc.png"),
+        )
+    fold_curves = {
+        f"fold {fold}": curve for fold, curve in document["roc"]["folds"].items() if curve
+    }
     if fold_curves:
-        fold_metrics = {f"fold {record['fold']}": record["metrics"][ENSEMBLE] for record in document["folds"]}
-        figures["roc_folds"] = drawing.save(drawing.fold_roc_figure(fold_curves, fold_metrics, "The ensemble's ROC curve in each held-out fold"),
-                                            os.path.join(folder, "roc_folds.png"))
-    figures["confusion"] = drawing.save(drawing.confusion_figure(pooled, members), os.path.join(folder, "confusion.png"))
+        fold_metrics = {
+            f"fold {record['fold']}": record["metrics"][ENSEMBLE] for record in document["folds"]
+        }
+        figures["roc_folds"] = drawing.save(
+            drawing.fold_roc_figure(
+                fold_curves, fold_metrics, "The ensemble's ROC curve in each held-out fold"
+            ),
+            os.path.join(folder, "roc_folds.png"),
+        )
+    figures["confusion"] = drawing.save(
+        drawing.confusion_figure(pooled, members), os.path.join(folder, "confusion.png")
+    )
     return figures
 
 
@@ -334,78 +514,214 @@ def report_document(summary, maps=()):
     members = list(summary["members"])
     models = members + [ENSEMBLE, RANDOM]
     random_label = f"random (median of {settings['random_draws']})"
-    run = report.KeyValues([
-        ("Chip store", settings["chips"]),
-        ("Labelled grid", settings["grid"] + (f" (layer {settings['grid_layer']})" if settings.get("grid_layer") else "")),
-        ("Preset and members", f"{settings['preset']}: {', '.join(members)}"),
-        ("Folds", f"{settings['folds']} (whole districts per fold, balanced by cell count; seed {settings['seed']})"),
-        ("Training", f"up to {settings['max_epochs']} epochs, batch {settings['batch_size']}, learning rate {settings['learning_rate']:g}, "
-                     f"patience {settings['patience']}, balance {settings['balance']}; validation: a stratified share of the training folds"),
-        ("Decision threshold", f"{settings['threshold']:g}; ensemble: majority vote, AUC from the mean probability"),
-        ("Device", f"{settings.get('device', '')} (TensorFlow {settings.get('tensorflow', '')}, Keras {settings.get('keras', '')})"),
-        ("Created", f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}, {summary.get('seconds', '')} s"),
-    ])
-    fold_rows = [[record["fold"], ", ".join(record["districts"]), record["test_cells"], record["test_poor"], record["train_cells"],
-                  record["validation_cells"]] for record in summary["folds"]]
-    district_rows = [[name, values["fold"], values["cells"], values["poor"]] for name, values in data["districts"].items()]
+    run = report.KeyValues(
+        [
+            ("Chip store", settings["chips"]),
+            (
+                "Labelled grid",
+                settings["grid"]
+                + (f" (layer {settings['grid_layer']})" if settings.get("grid_layer") else ""),
+            ),
+            ("Preset and members", f"{settings['preset']}: {', '.join(members)}"),
+            (
+                "Folds",
+                f"{settings['folds']} (whole districts per fold, balanced by cell count; seed {settings['seed']})",
+            ),
+            (
+                "Training",
+                f"up to {settings['max_epochs']} epochs, batch {settings['batch_size']}, learning rate {settings['learning_rate']:g}, "
+                f"patience {settings['patience']}, balance {settings['balance']}; validation: a stratified share of the training folds",
+            ),
+            (
+                "Decision threshold",
+                f"{settings['threshold']:g}; ensemble: majority vote, AUC from the mean probability",
+            ),
+            (
+                "Device",
+                f"{settings.get('device', '')} (TensorFlow {settings.get('tensorflow', '')}, Keras {settings.get('keras', '')})",
+            ),
+            (
+                "Created",
+                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}, {summary.get('seconds', '')} s",
+            ),
+        ]
+    )
+    fold_rows = [
+        [
+            record["fold"],
+            ", ".join(record["districts"]),
+            record["test_cells"],
+            record["test_poor"],
+            record["train_cells"],
+            record["validation_cells"],
+        ]
+        for record in summary["folds"]
+    ]
+    district_rows = [
+        [name, values["fold"], values["cells"], values["poor"]]
+        for name, values in data["districts"].items()
+    ]
     metric_rows, emphasis = [], []
     for record in summary["folds"]:
         for model in models:
             values = record["metrics"][model]
             if model == ENSEMBLE:
                 emphasis.append(len(metric_rows))
-            metric_rows.append([record["fold"], random_label if model == RANDOM else model, values["n"]] + [values[key] for key in METRIC_KEYS])
+            metric_rows.append(
+                [record["fold"], random_label if model == RANDOM else model, values["n"]]
+                + [values[key] for key in METRIC_KEYS]
+            )
     summary_rows, summary_emphasis = [], []
     for model in models:
         values = summary["summary"][model]
         if model == ENSEMBLE:
             summary_emphasis.append(len(summary_rows))
-        summary_rows.append([random_label if model == RANDOM else model]
-                            + [values[key]["median"] for key in METRIC_KEYS]
-                            + [_range(values[key]) for key in METRIC_KEYS])
-    pooled_rows = [[random_label if model == RANDOM else model] + [summary["pooled"][model][key] for key in ("n",) + METRIC_KEYS] for model in models]
+        summary_rows.append(
+            [random_label if model == RANDOM else model]
+            + [values[key]["median"] for key in METRIC_KEYS]
+            + [_range(values[key]) for key in METRIC_KEYS]
+        )
+    pooled_rows = [
+        [random_label if model == RANDOM else model]
+        + [summary["pooled"][model][key] for key in ("n",) + METRIC_KEYS]
+        for model in models
+    ]
     ensemble = summary["summary"][ENSEMBLE]
     sections = [
         report.Section("Run settings", [run]),
-        report.Section("Folds", [report.Table(["fold", "test districts", "test cells", "poor", "training cells", "validation cells"], fold_rows,
-                                              caption="Each fold's districts are held out; members are trained on the other folds."),
-                                 report.Table(["district", "fold", "cells", "poor"], district_rows)]),
-        report.Section("Metrics per fold", [report.Paragraph(
-            "The held-out fold's cells predicted by members trained without them. Recall: share of the poor cells predicted poor; "
-            "precision: share of the cells predicted poor that are poor; accuracy: share predicted right; AUC: ranking of poor above "
-            "not-poor cells (0.5 = random)."),
-            report.Table(["fold", "model", "cells", "recall", "precision", "accuracy", "AUC"], metric_rows, emphasis=emphasis)]),
-        report.Section("Across folds", [report.Table(["model", "recall (median)", "precision (median)", "accuracy (median)", "AUC (median)",
-                                                      "recall range", "precision range", "accuracy range", "AUC range"], summary_rows,
-                                                     caption="Median and range (min–max) over the folds where the metric is defined.",
-                                                     emphasis=summary_emphasis),
-                                        report.Table(["model", "cells", "recall", "precision", "accuracy", "AUC"], pooled_rows,
-                                                     caption="All out-of-fold predictions pooled (every labelled cell once).",
-                                                     emphasis=[len(members)])]),
+        report.Section(
+            "Folds",
+            [
+                report.Table(
+                    [
+                        "fold",
+                        "test districts",
+                        "test cells",
+                        "poor",
+                        "training cells",
+                        "validation cells",
+                    ],
+                    fold_rows,
+                    caption="Each fold's districts are held out; members are trained on the other folds.",
+                ),
+                report.Table(["district", "fold", "cells", "poor"], district_rows),
+            ],
+        ),
+        report.Section(
+            "Metrics per fold",
+            [
+                report.Paragraph(
+                    "The held-out fold's cells predicted by members trained without them. Recall: share of the poor cells predicted poor; "
+                    "precision: share of the cells predicted poor that are poor; accuracy: share predicted right; AUC: ranking of poor above "
+                    "not-poor cells (0.5 = random)."
+                ),
+                report.Table(
+                    ["fold", "model", "cells", "recall", "precision", "accuracy", "AUC"],
+                    metric_rows,
+                    emphasis=emphasis,
+                ),
+            ],
+        ),
+        report.Section(
+            "Across folds",
+            [
+                report.Table(
+                    [
+                        "model",
+                        "recall (median)",
+                        "precision (median)",
+                        "accuracy (median)",
+                        "AUC (median)",
+                        "recall range",
+                        "precision range",
+                        "accuracy range",
+                        "AUC range",
+                    ],
+                    summary_rows,
+                    caption="Median and range (min–max) over the folds where the metric is defined.",
+                    emphasis=summary_emphasis,
+                ),
+                report.Table(
+                    ["model", "cells", "recall", "precision", "accuracy", "AUC"],
+                    pooled_rows,
+                    caption="All out-of-fold predictions pooled (every labelled cell once).",
+                    emphasis=[len(members)],
+                ),
+            ],
+        ),
     ]
     figures = summary.get("figures") or {}
-    figure_blocks = [report.Figure(figures[name], caption, caption) for name, caption in (
-        ("roc", "ROC curves of all out-of-fold predictions pooled, members and ensemble"),
-        ("roc_folds", "The ensemble's ROC curve in each held-out fold: the spread shows how much the districts differ")) if figures.get(name)]
+    figure_blocks = [
+        report.Figure(figures[name], caption, caption)
+        for name, caption in (
+            ("roc", "ROC curves of all out-of-fold predictions pooled, members and ensemble"),
+            (
+                "roc_folds",
+                "The ensemble's ROC curve in each held-out fold: the spread shows how much the districts differ",
+            ),
+        )
+        if figures.get(name)
+    ]
     if figure_blocks:
         sections.append(report.Section("ROC curves", figure_blocks))
     pooled_ensemble = summary["pooled"][ENSEMBLE]
-    outcome_rows = [[OUTCOMES[outcome][0], count, count / max(1, pooled_ensemble["n"])] for outcome, count in summary["outcomes"].items()]
-    sections.append(report.Section("Confusion matrices (out-of-fold, pooled)",
-                                   ([report.Figure(figures["confusion"], "Observed (rows) against predicted (columns), every labelled cell "
-                                                   "predicted once by members that never saw its district", "confusion matrices")]
-                                    if figures.get("confusion") else [])
-                                   + [report.Table(["outcome (ensemble)", "cells", "share"], outcome_rows)]))
+    outcome_rows = [
+        [OUTCOMES[outcome][0], count, count / max(1, pooled_ensemble["n"])]
+        for outcome, count in summary["outcomes"].items()
+    ]
+    sections.append(
+        report.Section(
+            "Confusion matrices (out-of-fold, pooled)",
+            (
+                [
+                    report.Figure(
+                        figures["confusion"],
+                        "Observed (rows) against predicted (columns), every labelled cell "
+                        "predicted once by members that never saw its district",
+                        "confusion matrices",
+                    )
+                ]
+                if figures.get("confusion")
+                else []
+            )
+            + [report.Table(["outcome (ensemble)", "cells", "share"], outcome_rows)],
+        )
+    )
     if maps:
-        sections.append(report.Section("Maps", [report.Figure(path, caption, caption) for path, caption in maps]))
-    notes = sorted({f"fold {record['fold']} {model}: {note}" for record in summary["folds"] for model in models
-                    for note in record["metrics"][model].get("notes", [])})
+        sections.append(
+            report.Section(
+                "Maps", [report.Figure(path, caption, caption) for path, caption in maps]
+            )
+        )
+    notes = sorted(
+        {
+            f"fold {record['fold']} {model}: {note}"
+            for record in summary["folds"]
+            for model in models
+            for note in record["metrics"][model].get("notes", [])
+        }
+    )
     if notes:
-        sections.append(report.Section("Notes", [report.Paragraph("Values shown as – are undefined for these cells:"), report.BulletList(notes)]))
-    subtitle = (f"{settings['folds']} folds, {data['cells']} cells, {len(data['districts'])} districts · ensemble median recall "
-                f"{_format(ensemble['recall']['median'])}, precision {_format(ensemble['precision']['median'])}, "
-                f"accuracy {_format(ensemble['accuracy']['median'])}, AUC {_format(ensemble['auc']['median'])}")
-    return {"title": "Poverty model cross-validation (leave districts out)", "subtitle": subtitle, "notices": [], "sections": sections}
+        sections.append(
+            report.Section(
+                "Notes",
+                [
+                    report.Paragraph("Values shown as – are undefined for these cells:"),
+                    report.BulletList(notes),
+                ],
+            )
+        )
+    subtitle = (
+        f"{settings['folds']} folds, {data['cells']} cells, {len(data['districts'])} districts · ensemble median recall "
+        f"{_format(ensemble['recall']['median'])}, precision {_format(ensemble['precision']['median'])}, "
+        f"accuracy {_format(ensemble['accuracy']['median'])}, AUC {_format(ensemble['auc']['median'])}"
+    )
+    return {
+        "title": "Poverty model cross-validation (leave districts out)",
+        "subtitle": subtitle,
+        "notices": [],
+        "sections": sections,
+    }
 
 
 def _range(values):

@@ -30,7 +30,13 @@ import time
 from .atomic import check_output_path
 from .errors import PovmapInputError
 from .reporting import Reporter
-from .validation_outputs import OUTCOMES, hitmiss_style_with_counts, metrics_csv_path, metrics_files, outcomes
+from .validation_outputs import (
+    OUTCOMES,
+    hitmiss_style_with_counts,
+    metrics_csv_path,
+    metrics_files,
+    outcomes,
+)
 
 METRICS_FORMAT = "povmap-evaluation"
 METRICS_FORMAT_VERSION = "1.0"
@@ -46,12 +52,12 @@ class EvaluateOptions:
     truth_path: str
     hitmiss_path: str
     metrics_path: str
-    figures_folder: str = None      # PNGs (ROC curves, confusion matrices); None: no figures
+    figures_folder: str = None  # PNGs (ROC curves, confusion matrices); None: no figures
     predictions_layer: str = None
     truth_layer: str = None
     random_draws: int = 1000
     seed: int = 0
-    style_qml_path: str = None      # resources/styles/hitmiss.qml; legend labels get the counts
+    style_qml_path: str = None  # resources/styles/hitmiss.qml; legend labels get the counts
 
 
 def evaluate(options, reporter=None):
@@ -66,12 +72,16 @@ def evaluate(options, reporter=None):
     reporter.progress(20)
     cells, data = _join(predictions, truth, options, reporter)
     labels = cells["label"].to_numpy()
-    reporter.info(f"{data['common_cells']} cells matched by cell_id ({data['poor_cells']} poor); "
-                  f"{data['truth_without_prediction']} TRUTH cells without a prediction, "
-                  f"{data['predictions_without_truth']} predicted cells without a label.")
+    reporter.info(
+        f"{data['common_cells']} cells matched by cell_id ({data['poor_cells']} poor); "
+        f"{data['truth_without_prediction']} TRUTH cells without a prediction, "
+        f"{data['predictions_without_truth']} predicted cells without a label."
+    )
     if data["poor_cells"] in (0, len(labels)):
-        reporter.warning(f"TRUTH: all {len(labels)} matched cells are {'poor' if data['poor_cells'] else 'not poor'} (one class): "
-                         "AUC and ROC curves are undefined and left empty; recall, precision and accuracy are reported where defined.")
+        reporter.warning(
+            f"TRUTH: all {len(labels)} matched cells are {'poor' if data['poor_cells'] else 'not poor'} (one class): "
+            "AUC and ROC curves are undefined and left empty; recall, precision and accuracy are reported where defined."
+        )
     _check_votes(cells, predictions, reporter)
     reporter.check_canceled()
 
@@ -81,32 +91,56 @@ def evaluate(options, reporter=None):
     for index, (district, group) in enumerate(districts):
         reporter.progress(20 + 45 * (index + 1) / (len(districts) + 1))
         reporter.check_canceled()
-        by_district[district] = _scope_metrics(group, predictions["members"], predictions["threshold"], options)
+        by_district[district] = _scope_metrics(
+            group, predictions["members"], predictions["threshold"], options
+        )
     document = {
-        "format": METRICS_FORMAT, "format_version": METRICS_FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": _settings(options, predictions), "data": data,
-        "members": predictions["members"], "threshold": predictions["threshold"],
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "settings": _settings(options, predictions),
+        "data": data,
+        "members": predictions["members"],
+        "threshold": predictions["threshold"],
         "metrics": {"all": overall, "districts": by_district},
         "training_districts": _training_districts(predictions["metadata"]),
         "roc": _roc_curves(cells, predictions["members"]),
-        "outcomes": {"all": _outcome_counts(cells), "districts": {district: _outcome_counts(group) for district, group in districts}},
+        "outcomes": {
+            "all": _outcome_counts(cells),
+            "districts": {district: _outcome_counts(group) for district, group in districts},
+        },
         "notes": _notes(overall, by_district, data),
     }
     reporter.progress(70)
     reporter.check_canceled()
-    figures = _write_figures(options.figures_folder, document, predictions["members"]) if options.figures_folder else {}
+    figures = (
+        _write_figures(options.figures_folder, document, predictions["members"])
+        if options.figures_folder
+        else {}
+    )
     reporter.progress(85)
     reporter.check_canceled()
     _write_outputs(options, document, cells, predictions)
     reporter.progress(100)
     ensemble = overall[ENSEMBLE]
-    reporter.info("ensemble " + "  ".join(f"{key} {_format(ensemble[key])}" for key in ("recall", "precision", "accuracy", "auc"))
-                  + f"; random baseline (median of {options.random_draws}) "
-                  + "  ".join(f"{key} {_format(overall[RANDOM][key])}" for key in ("recall", "precision", "accuracy")))
-    return dict(document, hitmiss=os.path.abspath(options.hitmiss_path), metrics_json=os.path.abspath(options.metrics_path),
-                metrics_csv=os.path.abspath(metrics_csv_path(options.metrics_path)), figures=figures,
-                seconds=round(time.monotonic() - started, 2))
+    reporter.info(
+        "ensemble "
+        + "  ".join(
+            f"{key} {_format(ensemble[key])}" for key in ("recall", "precision", "accuracy", "auc")
+        )
+        + f"; random baseline (median of {options.random_draws}) "
+        + "  ".join(
+            f"{key} {_format(overall[RANDOM][key])}" for key in ("recall", "precision", "accuracy")
+        )
+    )
+    return dict(
+        document,
+        hitmiss=os.path.abspath(options.hitmiss_path),
+        metrics_json=os.path.abspath(options.metrics_path),
+        metrics_csv=os.path.abspath(metrics_csv_path(options.metrics_path)),
+        figures=figures,
+        seconds=round(time.monotonic() - started, 2),
+    )
 
 
 # --- inputs -------------------------------------------------------------------------------------------
@@ -115,13 +149,23 @@ def evaluate(options, reporter=None):
 def _check_options(options):
     check_output_path(options.hitmiss_path, "HITMISS", (".gpkg",))
     check_output_path(options.metrics_path, "METRICS", (".json",))
-    for path, parameter in ((options.predictions_path, "PREDICTIONS"), (options.truth_path, "TRUTH")):
+    for path, parameter in (
+        (options.predictions_path, "PREDICTIONS"),
+        (options.truth_path, "TRUTH"),
+    ):
         if not path or not os.path.exists(path):
             raise PovmapInputError(parameter, f"the file '{path}' does not exist.")
-        if os.path.abspath(path) in (os.path.abspath(options.hitmiss_path), os.path.abspath(options.metrics_path)):
-            raise PovmapInputError("HITMISS", f"'{path}' is the {parameter} input; choose another output name.")
+        if os.path.abspath(path) in (
+            os.path.abspath(options.hitmiss_path),
+            os.path.abspath(options.metrics_path),
+        ):
+            raise PovmapInputError(
+                "HITMISS", f"'{path}' is the {parameter} input; choose another output name."
+            )
     if int(options.random_draws) < 1:
-        raise PovmapInputError("RANDOM_DRAWS", f"{options.random_draws} draws: give at least 1 (the paper: 1000).")
+        raise PovmapInputError(
+            "RANDOM_DRAWS", f"{options.random_draws} draws: give at least 1 (the paper: 1000)."
+        )
 
 
 def _layer_fields(path, layer, parameter):
@@ -141,16 +185,30 @@ def _read_predictions(options):
     layer, fields, info = _layer_fields(path, options.predictions_layer, "PREDICTIONS")
     name = layer or os.path.basename(path)
     if not info.get("geometry_type"):
-        raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no geometries; use the prediction layer written by Predict poverty.")
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the layer '{name}' has no geometries; use the prediction layer written by Predict poverty.",
+        )
     missing = [field for field in ("cell_id", "pred", "prob_mean") if field not in fields]
     metadata = _metadata(path, layer)
     listed = [member for member in str(metadata.get("povmap:members", "")).split(",") if member]
-    members = listed or [field[len("prob_"):] for field in fields if field.startswith("prob_") and field != "prob_mean"]
+    members = listed or [
+        field[len("prob_") :]
+        for field in fields
+        if field.startswith("prob_") and field != "prob_mean"
+    ]
     missing += [f"prob_{member}" for member in members if f"prob_{member}" not in fields]
     if missing or not members:
-        wanted = f"no {', '.join(missing)} field" if missing else "no member probabilities (a prob_ field per member, e.g. prob_compact_cnn)"
-        raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has {wanted}; use the prediction layer written by Predict poverty "
-                                              f"(cell_id, one prob_ field per member, prob_mean, votes, pred). Its fields: {', '.join(fields) or 'none'}.")
+        wanted = (
+            f"no {', '.join(missing)} field"
+            if missing
+            else "no member probabilities (a prob_ field per member, e.g. prob_compact_cnn)"
+        )
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the layer '{name}' has {wanted}; use the prediction layer written by Predict poverty "
+            f"(cell_id, one prob_ field per member, prob_mean, votes, pred). Its fields: {', '.join(fields) or 'none'}.",
+        )
     threshold, threshold_note = DEFAULT_THRESHOLD, None
     if "povmap:threshold" in metadata:
         try:
@@ -166,13 +224,25 @@ def _read_predictions(options):
     for field in ["pred", "prob_mean"] + [f"prob_{member}" for member in members]:
         values = frame[field]
         if values.isna().any():
-            raise PovmapInputError("PREDICTIONS", f"the field {field} of '{name}' is empty in {int(values.isna().sum())} cells; predict them again.")
+            raise PovmapInputError(
+                "PREDICTIONS",
+                f"the field {field} of '{name}' is empty in {int(values.isna().sum())} cells; predict them again.",
+            )
         valid = values.isin([0, 1]).all() if field == "pred" else values.between(0, 1).all()
         if not valid:
             expected = "0 or 1" if field == "pred" else "probabilities between 0 and 1"
-            raise PovmapInputError("PREDICTIONS", f"the field {field} of '{name}' must hold {expected}.")
-    return {"frame": frame, "members": members, "threshold": threshold, "threshold_note": threshold_note, "metadata": metadata,
-            "layer": name, "crs": _crs_text(frame.crs)}
+            raise PovmapInputError(
+                "PREDICTIONS", f"the field {field} of '{name}' must hold {expected}."
+            )
+    return {
+        "frame": frame,
+        "members": members,
+        "threshold": threshold,
+        "threshold_note": threshold_note,
+        "metadata": metadata,
+        "layer": name,
+        "crs": _crs_text(frame.crs),
+    }
 
 
 def _read_truth(options, reporter):
@@ -183,27 +253,44 @@ def _read_truth(options, reporter):
     layer, fields, info = _layer_fields(path, options.truth_layer, "TRUTH")
     name = layer or os.path.basename(path)
     if "cell_id" not in fields:
-        raise PovmapInputError("TRUTH", f"the layer '{name}' has no cell_id field; grid the survey with Build training grid "
-                                        f"(same CRS and cell size as the predictions). Its fields: {', '.join(fields) or 'none'}.")
+        raise PovmapInputError(
+            "TRUTH",
+            f"the layer '{name}' has no cell_id field; grid the survey with Build training grid "
+            f"(same CRS and cell size as the predictions). Its fields: {', '.join(fields) or 'none'}.",
+        )
     if "label" not in fields:
-        raise PovmapInputError("TRUTH", f"the layer '{name}' has no label field (1 = poor, 0 = not poor); use a labelled grid from "
-                                        f"Build training grid, e.g. a ground-truth survey gridded with it. Its fields: {', '.join(fields) or 'none'}.")
+        raise PovmapInputError(
+            "TRUTH",
+            f"the layer '{name}' has no label field (1 = poor, 0 = not poor); use a labelled grid from "
+            f"Build training grid, e.g. a ground-truth survey gridded with it. Its fields: {', '.join(fields) or 'none'}.",
+        )
     columns = ["cell_id", "label"] + (["district"] if "district" in fields else [])
     frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, read_geometry=False)
     if frame.empty:
         raise PovmapInputError("TRUTH", f"the layer '{name}' has no features.")
     unlabelled = frame["label"].isna()
     if unlabelled.all():
-        raise PovmapInputError("TRUTH", f"the label field of '{name}' is empty in every cell; use a labelled grid from Build training grid.")
+        raise PovmapInputError(
+            "TRUTH",
+            f"the label field of '{name}' is empty in every cell; use a labelled grid from Build training grid.",
+        )
     if unlabelled.any():
         reporter.warning(f"TRUTH: {int(unlabelled.sum())} cells without a label are left out.")
         frame = frame[~unlabelled]
     if not frame["label"].isin([0, 1]).all():
         odd = sorted({str(value) for value in frame.loc[~frame["label"].isin([0, 1]), "label"]})[:5]
-        raise PovmapInputError("TRUTH", f"the label field of '{name}' must be 1 (poor) or 0 (not poor); it also holds {', '.join(odd)}.")
+        raise PovmapInputError(
+            "TRUTH",
+            f"the label field of '{name}' must be 1 (poor) or 0 (not poor); it also holds {', '.join(odd)}.",
+        )
     _check_ids(frame, "TRUTH", name)
     frame = frame.assign(label=frame["label"].astype("int32"))
-    return {"frame": frame, "layer": name, "metadata": _metadata(path, layer), "crs": _crs_text(info.get("crs"))}
+    return {
+        "frame": frame,
+        "layer": name,
+        "metadata": _metadata(path, layer),
+        "crs": _crs_text(info.get("crs")),
+    }
 
 
 def _metadata(path, layer):
@@ -226,7 +313,7 @@ def _metadata(path, layer):
         if ":" not in key and "=" in value and key == "povmap":
             key, value = (f"povmap:{value.split('=', 1)[0]}", value.split("=", 1)[1])
         if key.startswith("povmap_"):
-            key = "povmap:" + key[len("povmap_"):]
+            key = "povmap:" + key[len("povmap_") :]
         metadata.setdefault(key, value)
     return metadata
 
@@ -242,12 +329,16 @@ def _geopackage_metadata_items(path, layer):
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
             documents = connection.execute(
                 "SELECT m.metadata FROM gpkg_metadata m JOIN gpkg_metadata_reference r ON r.md_file_id = m.id "
-                "WHERE r.reference_scope = 'table' AND r.table_name = ? AND m.md_standard_uri = 'http://gdal.org'", (layer,)).fetchall()
+                "WHERE r.reference_scope = 'table' AND r.table_name = ? AND m.md_standard_uri = 'http://gdal.org'",
+                (layer,),
+            ).fetchall()
         items = []
         for (document,) in documents:
             for element in ElementTree.fromstring(document).iter("Metadata"):
                 if element.get("domain") in (None, ""):
-                    items += [(item.get("key", ""), item.text or "") for item in element.iter("MDI")]
+                    items += [
+                        (item.get("key", ""), item.text or "") for item in element.iter("MDI")
+                    ]
         return items
     except (sqlite3.Error, ElementTree.ParseError):
         return []
@@ -258,19 +349,31 @@ def _check_ids(frame, parameter, name):
 
     ids = frame["cell_id"]
     if ids.isna().any():
-        raise PovmapInputError(parameter, f"the cell_id field of '{name}' is empty in {int(ids.isna().sum())} features.")
+        raise PovmapInputError(
+            parameter,
+            f"the cell_id field of '{name}' is empty in {int(ids.isna().sum())} features.",
+        )
     numeric = np.asarray(ids, dtype="float64") if ids.dtype.kind == "f" else None
     if numeric is not None and not np.all(numeric == np.round(numeric)):
-        raise PovmapInputError(parameter, f"the cell_id field of '{name}' holds non-integer values; use the grid's own cell_id.")
+        raise PovmapInputError(
+            parameter,
+            f"the cell_id field of '{name}' holds non-integer values; use the grid's own cell_id.",
+        )
     try:
         frame["cell_id"] = ids.astype("int64")
     except (TypeError, ValueError):
-        raise PovmapInputError(parameter, f"the cell_id field of '{name}' is not an integer field; use the grid's own cell_id.") from None
+        raise PovmapInputError(
+            parameter,
+            f"the cell_id field of '{name}' is not an integer field; use the grid's own cell_id.",
+        ) from None
     duplicated = frame["cell_id"].duplicated()
     if duplicated.any():
         example = int(frame.loc[duplicated, "cell_id"].iloc[0])
-        raise PovmapInputError(parameter, f"'{name}' holds {int(duplicated.sum())} duplicated cell_id values (e.g. {example}); "
-                                          "a grid has one feature per cell.")
+        raise PovmapInputError(
+            parameter,
+            f"'{name}' holds {int(duplicated.sum())} duplicated cell_id values (e.g. {example}); "
+            "a grid has one feature per cell.",
+        )
 
 
 def _join(predictions, truth, options, reporter):
@@ -284,33 +387,51 @@ def _join(predictions, truth, options, reporter):
     by_cell = observed.set_index("cell_id")
     cells = frame.loc[matched].copy()
     truth_labels = by_cell.loc[cells["cell_id"], "label"].to_numpy()
-    if "label" in cells and not (pandas.to_numeric(cells["label"], errors="coerce").to_numpy() == truth_labels).all():
+    if (
+        "label" in cells
+        and not (
+            pandas.to_numeric(cells["label"], errors="coerce").to_numpy() == truth_labels
+        ).all()
+    ):
         reporter.info("PREDICTIONS has its own label field: the labels of TRUTH are used.")
     cells = cells.drop(columns=[column for column in ("label", "outcome") if column in cells])
     if "district" in by_cell:
         truth_districts = by_cell.loc[cells["cell_id"], "district"].to_numpy()
         if "district" in cells:
-            cells["district"] = cells["district"].where(cells["district"].notna(), pandas.Series(truth_districts, index=cells.index))
+            cells["district"] = cells["district"].where(
+                cells["district"].notna(), pandas.Series(truth_districts, index=cells.index)
+            )
         else:
             cells["district"] = truth_districts
     cells["label"] = truth_labels.astype("int32")
     cells["outcome"] = outcomes(cells["label"].to_numpy(), cells["pred"].to_numpy())
     if predictions["crs"] and truth["crs"] and predictions["crs"] != truth["crs"]:
-        reporter.info(f"PREDICTIONS is in {predictions['crs']} and TRUTH in {truth['crs']}: cells are matched by cell_id; "
-                      "the hit/miss layer keeps the geometry of PREDICTIONS.")
+        reporter.info(
+            f"PREDICTIONS is in {predictions['crs']} and TRUTH in {truth['crs']}: cells are matched by cell_id; "
+            "the hit/miss layer keeps the geometry of PREDICTIONS."
+        )
     if predictions["threshold_note"]:
         reporter.warning(f"PREDICTIONS: {predictions['threshold_note']}.")
-    districts = sorted({str(value) for value in cells["district"].dropna()}) if "district" in cells else []
+    districts = (
+        sorted({str(value) for value in cells["district"].dropna()}) if "district" in cells else []
+    )
     data = {
-        "predictions_layer": predictions["layer"], "truth_layer": truth["layer"],
-        "predictions_crs": predictions["crs"], "truth_crs": truth["crs"],
-        "prediction_cells": int(len(frame)), "truth_cells": int(len(observed)), "common_cells": int(len(cells)),
+        "predictions_layer": predictions["layer"],
+        "truth_layer": truth["layer"],
+        "predictions_crs": predictions["crs"],
+        "truth_crs": truth["crs"],
+        "prediction_cells": int(len(frame)),
+        "truth_cells": int(len(observed)),
+        "common_cells": int(len(cells)),
         "truth_without_prediction": int((~observed["cell_id"].isin(frame["cell_id"])).sum()),
         "predictions_without_truth": int((~matched).sum()),
-        "poor_cells": int(cells["label"].sum()), "predicted_poor_cells": int(cells["pred"].sum()),
+        "poor_cells": int(cells["label"].sum()),
+        "predicted_poor_cells": int(cells["pred"].sum()),
         "flagged_cells": int(cells["chip_flagged"].sum()) if "chip_flagged" in cells else None,
         "districts": districts,
-        "cells_without_district": int(cells["district"].isna().sum()) if "district" in cells else int(len(cells)),
+        "cells_without_district": int(cells["district"].isna().sum())
+        if "district" in cells
+        else int(len(cells)),
         "label_meaning": _label_meaning(truth["metadata"], predictions["metadata"]),
     }
     return cells, data
@@ -319,12 +440,17 @@ def _join(predictions, truth, options, reporter):
 def _no_common_cells_message(predictions, truth):
     frame, observed = predictions["frame"], truth["frame"]
     cell_size = truth["metadata"].get("cell_size")
-    described = (f"PREDICTIONS: {len(frame)} cells in {predictions['crs'] or 'an unknown CRS'}, e.g. cell_id {int(frame['cell_id'].iloc[0])}; "
-                 f"TRUTH: {len(observed)} cells in {truth['crs'] or 'an unknown CRS'}" + (f", cell size {cell_size}" if cell_size else "")
-                 + f", e.g. cell_id {int(observed['cell_id'].iloc[0])}")
-    return ("no cell_id of the TRUTH layer is in PREDICTIONS, so nothing can be compared. Cell ids depend on the grid's CRS and cell "
-            "size: grid the ground truth with Build training grid in the same CRS and CELL_SIZE as the grid that was predicted, "
-            f"and check that both cover the same area ({described}).")
+    described = (
+        f"PREDICTIONS: {len(frame)} cells in {predictions['crs'] or 'an unknown CRS'}, e.g. cell_id {int(frame['cell_id'].iloc[0])}; "
+        f"TRUTH: {len(observed)} cells in {truth['crs'] or 'an unknown CRS'}"
+        + (f", cell size {cell_size}" if cell_size else "")
+        + f", e.g. cell_id {int(observed['cell_id'].iloc[0])}"
+    )
+    return (
+        "no cell_id of the TRUTH layer is in PREDICTIONS, so nothing can be compared. Cell ids depend on the grid's CRS and cell "
+        "size: grid the ground truth with Build training grid in the same CRS and CELL_SIZE as the grid that was predicted, "
+        f"and check that both cover the same area ({described})."
+    )
 
 
 def _label_meaning(truth_metadata, prediction_metadata):
@@ -350,11 +476,16 @@ def _crs_text(crs):
 def _check_votes(cells, predictions, reporter):
     """Warn when ``pred`` is not the members' majority at the threshold used (a lost or wrong threshold)."""
     members = predictions["members"]
-    votes = sum((cells[f"prob_{member}"].to_numpy() >= predictions["threshold"]).astype(int) for member in members)
+    votes = sum(
+        (cells[f"prob_{member}"].to_numpy() >= predictions["threshold"]).astype(int)
+        for member in members
+    )
     differing = int(((votes * 2 > len(members)).astype(int) != cells["pred"].to_numpy()).sum())
     if differing:
-        reporter.warning(f"PREDICTIONS: in {differing} of {len(cells)} cells pred is not the majority of members at threshold "
-                         f"{predictions['threshold']:g}: member metrics use that threshold, the ensemble uses pred as written.")
+        reporter.warning(
+            f"PREDICTIONS: in {differing} of {len(cells)} cells pred is not the majority of members at threshold "
+            f"{predictions['threshold']:g}: member metrics use that threshold, the ensemble uses pred as written."
+        )
 
 
 # --- metrics ------------------------------------------------------------------------------------------
@@ -364,7 +495,10 @@ def _district_groups(cells):
     if "district" not in cells:
         return []
     named = cells[cells["district"].notna()]
-    return sorted(((str(name), group) for name, group in named.groupby(named["district"].astype(str))), key=lambda item: item[0])
+    return sorted(
+        ((str(name), group) for name, group in named.groupby(named["district"].astype(str))),
+        key=lambda item: item[0],
+    )
 
 
 def _scope_metrics(cells, members, threshold, options):
@@ -375,7 +509,9 @@ def _scope_metrics(cells, members, threshold, options):
     for member in members:
         probabilities = cells[f"prob_{member}"].to_numpy(dtype="float64")
         result[member] = metrics.binary_metrics(labels, probabilities >= threshold, probabilities)
-    result[ENSEMBLE] = metrics.binary_metrics(labels, cells["pred"].to_numpy(), cells["prob_mean"].to_numpy(dtype="float64"))
+    result[ENSEMBLE] = metrics.binary_metrics(
+        labels, cells["pred"].to_numpy(), cells["prob_mean"].to_numpy(dtype="float64")
+    )
     result[RANDOM] = metrics.random_baseline(labels, int(options.random_draws), int(options.seed))
     return result
 
@@ -385,7 +521,10 @@ def _roc_curves(cells, members):
 
     labels = cells["label"].to_numpy()
     columns = [(member, f"prob_{member}") for member in members] + [(ENSEMBLE, "prob_mean")]
-    return {name: metrics.roc_points(labels, cells[column].to_numpy(dtype="float64")) for name, column in columns}
+    return {
+        name: metrics.roc_points(labels, cells[column].to_numpy(dtype="float64"))
+        for name, column in columns
+    }
 
 
 def _outcome_counts(cells):
@@ -399,9 +538,13 @@ def _notes(overall, by_district, data):
         for model, values in models.items():
             notes += [f"{scope} · {model}: {note}" for note in values.get("notes", [])]
     if data["cells_without_district"] and data["districts"]:
-        notes.append(f"{data['cells_without_district']} matched cells have no district: they count in 'all' only")
+        notes.append(
+            f"{data['cells_without_district']} matched cells have no district: they count in 'all' only"
+        )
     if ALL_SCOPE in data["districts"]:
-        notes.append("a district is named 'all': in the CSV the overall rows come first, that district's rows in alphabetical order")
+        notes.append(
+            "a district is named 'all': in the CSV the overall rows come first, that district's rows in alphabetical order"
+        )
     return notes
 
 
@@ -409,13 +552,21 @@ def _settings(options, predictions):
     from ..paths import plugin_version
 
     metadata = predictions["metadata"]
-    return {"predictions": os.path.abspath(options.predictions_path), "predictions_layer": options.predictions_layer,
-            "truth": os.path.abspath(options.truth_path), "truth_layer": options.truth_layer,
-            "random_draws": int(options.random_draws), "seed": int(options.seed),
-            "threshold": predictions["threshold"],
-            "threshold_source": "layer metadata povmap:threshold" if not predictions["threshold_note"] else f"default ({predictions['threshold_note']})",
-            "model": metadata.get("povmap:model"), "model_notice": _model_notice(metadata.get("povmap:model")),
-            "povmap_qgis": plugin_version()}
+    return {
+        "predictions": os.path.abspath(options.predictions_path),
+        "predictions_layer": options.predictions_layer,
+        "truth": os.path.abspath(options.truth_path),
+        "truth_layer": options.truth_layer,
+        "random_draws": int(options.random_draws),
+        "seed": int(options.seed),
+        "threshold": predictions["threshold"],
+        "threshold_source": "layer metadata povmap:threshold"
+        if not predictions["threshold_note"]
+        else f"default ({predictions['threshold_note']})",
+        "model": metadata.get("povmap:model"),
+        "model_notice": _model_notice(metadata.get("povmap:model")),
+        "povmap_qgis": plugin_version(),
+    }
 
 
 def _training_districts(metadata):
@@ -445,25 +596,38 @@ def _write_outputs(options, document, cells, predictions):
     """Metrics JSON and CSV, then the hit/miss layer; all three appear only when all three are written."""
     from .geopackage import write_layer
 
-    with metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)), \
-            hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]["all"]) as style:
+    with (
+        metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)),
+        hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]["all"]) as style,
+    ):
         # underscore keys: GDAL would cut "povmap:threshold" at the colon (see _metadata)
-        metadata = {"povmap_threshold": predictions["threshold"], "povmap_members": ",".join(predictions["members"]),
-                    "povmap_predictions": os.path.abspath(options.predictions_path), "povmap_truth": os.path.abspath(options.truth_path),
-                    "povmap_model": predictions["metadata"].get("povmap:model", ""),
-                    "povmap_outcomes": json.dumps(document["outcomes"]["all"])}
+        metadata = {
+            "povmap_threshold": predictions["threshold"],
+            "povmap_members": ",".join(predictions["members"]),
+            "povmap_predictions": os.path.abspath(options.predictions_path),
+            "povmap_truth": os.path.abspath(options.truth_path),
+            "povmap_model": predictions["metadata"].get("povmap:model", ""),
+            "povmap_outcomes": json.dumps(document["outcomes"]["all"]),
+        }
         write_layer(cells, options.hitmiss_path, style, "povmap hit/miss", metadata=metadata)
 
 
 def tidy_rows(document):
     """CSV rows: scope (all, then districts), model (members, ensemble, random), n, recall, precision, accuracy, auc."""
-    scopes = [(ALL_SCOPE, document["metrics"]["all"])] + sorted(document["metrics"]["districts"].items())
+    scopes = [(ALL_SCOPE, document["metrics"]["all"])] + sorted(
+        document["metrics"]["districts"].items()
+    )
     rows = []
     for scope, models in scopes:
         for model in list(document["members"]) + [ENSEMBLE, RANDOM]:
             values = models[model]
-            rows.append([scope, model, values["n"]] + ["" if values[key] is None else repr(float(values[key]))
-                                                        for key in ("recall", "precision", "accuracy", "auc")])
+            rows.append(
+                [scope, model, values["n"]]
+                + [
+                    "" if values[key] is None else repr(float(values[key]))
+                    for key in ("recall", "precision", "accuracy", "auc")
+                ]
+            )
     return rows
 
 
@@ -476,8 +640,13 @@ def _write_figures(folder, document, members):
     figures = {}
     if document["roc"].get(ENSEMBLE):
         title = f"ROC curves, {overall[ENSEMBLE]['n']} cells (dots: at the threshold)"
-        figures["roc"] = drawing.save(drawing.roc_figure(document["roc"], overall, members, title), os.path.join(folder, "roc.png"))
-    figures["confusion"] = drawing.save(drawing.confusion_figure(overall, members), os.path.join(folder, "confusion.png"))
+        figures["roc"] = drawing.save(
+            drawing.roc_figure(document["roc"], overall, members, title),
+            os.path.join(folder, "roc.png"),
+        )
+    figures["confusion"] = drawing.save(
+        drawing.confusion_figure(overall, members), os.path.join(folder, "confusion.png")
+    )
     return figures
 
 
@@ -504,74 +673,215 @@ def report_document(summary, maps=()):
     if settings.get("model_notice"):
         notices.append(settings["model_notice"])
 
-    run = report.KeyValues([
-        ("Predictions", f"{settings['predictions']}" + (f" (layer {settings['predictions_layer']})" if settings.get("predictions_layer") else "")),
-        ("Ground truth", f"{settings['truth']}" + (f" (layer {settings['truth_layer']})" if settings.get("truth_layer") else "")),
-        ("Model", settings.get("model") or "not recorded in the prediction layer"),
-        ("Members", ", ".join(members)),
-        ("Decision threshold", f"{settings['threshold']:g} ({settings['threshold_source']})"),
-        ("Random baseline", f"median of {draws} coin-flip predictions, seed {settings['seed']}"),
-        ("Created", f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}"),
-    ])
-    data_summary = report.KeyValues([
-        ("Cells compared (matched by cell_id)", data["common_cells"]),
-        ("Observed poor", f"{data['poor_cells']} ({_share(data['poor_cells'], data['common_cells'])}); {data['label_meaning']}"),
-        ("Predicted poor (ensemble)", f"{data['predicted_poor_cells']} ({_share(data['predicted_poor_cells'], data['common_cells'])})"),
-        ("Prediction layer", f"{data['prediction_cells']} cells, {data['predictions_without_truth']} without a label ({data['predictions_crs'] or 'CRS unknown'})"),
-        ("Ground-truth layer", f"{data['truth_cells']} cells, {data['truth_without_prediction']} without a prediction ({data['truth_crs'] or 'CRS unknown'})"),
-        ("Districts", ", ".join(data["districts"]) or "none"),
-        ("Cells with too much nodata in their chips", "not recorded" if data["flagged_cells"] is None else data["flagged_cells"]),
-    ])
-    metric_rows = [[_model_label(model, draws)] + [overall[model][key] for key in ("n", "recall", "precision", "accuracy", "auc")]
-                   for model in models]
-    metrics_table = report.Table(["model", "cells", "recall", "precision", "accuracy", "AUC"], metric_rows,
-                                 caption="All compared cells. Members: probability ≥ threshold; ensemble: majority vote (pred), "
-                                         "AUC from the mean probability; random: medians of the draws.",
-                                 emphasis=[len(members)])
-    confusion_rows = [[model, overall[model]["tp"], overall[model]["fn"], overall[model]["fp"], overall[model]["tn"]] for model in members + [ENSEMBLE]]
-    confusion_table = report.Table(["model", "hit (poor, predicted poor)", "miss (poor, predicted not poor)",
-                                    "false alarm (not poor, predicted poor)", "correct rejection"], confusion_rows,
-                                   emphasis=[len(members)])
+    run = report.KeyValues(
+        [
+            (
+                "Predictions",
+                f"{settings['predictions']}"
+                + (
+                    f" (layer {settings['predictions_layer']})"
+                    if settings.get("predictions_layer")
+                    else ""
+                ),
+            ),
+            (
+                "Ground truth",
+                f"{settings['truth']}"
+                + (f" (layer {settings['truth_layer']})" if settings.get("truth_layer") else ""),
+            ),
+            ("Model", settings.get("model") or "not recorded in the prediction layer"),
+            ("Members", ", ".join(members)),
+            ("Decision threshold", f"{settings['threshold']:g} ({settings['threshold_source']})"),
+            (
+                "Random baseline",
+                f"median of {draws} coin-flip predictions, seed {settings['seed']}",
+            ),
+            (
+                "Created",
+                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}",
+            ),
+        ]
+    )
+    data_summary = report.KeyValues(
+        [
+            ("Cells compared (matched by cell_id)", data["common_cells"]),
+            (
+                "Observed poor",
+                f"{data['poor_cells']} ({_share(data['poor_cells'], data['common_cells'])}); {data['label_meaning']}",
+            ),
+            (
+                "Predicted poor (ensemble)",
+                f"{data['predicted_poor_cells']} ({_share(data['predicted_poor_cells'], data['common_cells'])})",
+            ),
+            (
+                "Prediction layer",
+                f"{data['prediction_cells']} cells, {data['predictions_without_truth']} without a label ({data['predictions_crs'] or 'CRS unknown'})",
+            ),
+            (
+                "Ground-truth layer",
+                f"{data['truth_cells']} cells, {data['truth_without_prediction']} without a prediction ({data['truth_crs'] or 'CRS unknown'})",
+            ),
+            ("Districts", ", ".join(data["districts"]) or "none"),
+            (
+                "Cells with too much nodata in their chips",
+                "not recorded" if data["flagged_cells"] is None else data["flagged_cells"],
+            ),
+        ]
+    )
+    metric_rows = [
+        [_model_label(model, draws)]
+        + [overall[model][key] for key in ("n", "recall", "precision", "accuracy", "auc")]
+        for model in models
+    ]
+    metrics_table = report.Table(
+        ["model", "cells", "recall", "precision", "accuracy", "AUC"],
+        metric_rows,
+        caption="All compared cells. Members: probability ≥ threshold; ensemble: majority vote (pred), "
+        "AUC from the mean probability; random: medians of the draws.",
+        emphasis=[len(members)],
+    )
+    confusion_rows = [
+        [
+            model,
+            overall[model]["tp"],
+            overall[model]["fn"],
+            overall[model]["fp"],
+            overall[model]["tn"],
+        ]
+        for model in members + [ENSEMBLE]
+    ]
+    confusion_table = report.Table(
+        [
+            "model",
+            "hit (poor, predicted poor)",
+            "miss (poor, predicted not poor)",
+            "false alarm (not poor, predicted poor)",
+            "correct rejection",
+        ],
+        confusion_rows,
+        emphasis=[len(members)],
+    )
     district_rows = []
     for district in data["districts"]:
         for model in models:
             values = summary["metrics"]["districts"][district][model]
-            district_rows.append([district, _model_label(model, draws)] + [values[key] for key in ("n", "recall", "precision", "accuracy", "auc")])
+            district_rows.append(
+                [district, _model_label(model, draws)]
+                + [values[key] for key in ("n", "recall", "precision", "accuracy", "auc")]
+            )
     outcome_all = summary["outcomes"]["all"]
-    outcome_rows = [[OUTCOMES[outcome][0], count, _share(count, data["common_cells"])] for outcome, count in outcome_all.items()]
-    outcome_district_rows = [[district] + [summary["outcomes"]["districts"][district][outcome] for outcome in OUTCOMES]
-                             for district in data["districts"]]
+    outcome_rows = [
+        [OUTCOMES[outcome][0], count, _share(count, data["common_cells"])]
+        for outcome, count in outcome_all.items()
+    ]
+    outcome_district_rows = [
+        [district] + [summary["outcomes"]["districts"][district][outcome] for outcome in OUTCOMES]
+        for district in data["districts"]
+    ]
 
     sections = [
         report.Section("Run settings", [run]),
         report.Section("Data", [data_summary]),
-        report.Section("Metrics", [report.Paragraph(
-            "Recall: share of the poor cells predicted poor (programmes care most: nobody poor left out). Precision: share of "
-            "the cells predicted poor that are poor. Accuracy: share of cells predicted right. AUC: how well the probability "
-            "ranks poor above not-poor cells (0.5 = random)."), metrics_table]),
-        report.Section("ROC curves", [report.Paragraph("ROC curves are undefined: the compared cells hold one class only.", kind="warning")]
-                       if not summary["roc"].get(ENSEMBLE) else
-                       [report.Figure(figures["roc"], "ROC curves of the members and the ensemble", "ROC curves")] if figures.get("roc") else
-                       [report.Paragraph("ROC figure not drawn (no figures folder).")]),
-        report.Section("Confusion matrices", ([report.Figure(figures["confusion"], "Observed (rows) against predicted (columns)", "confusion matrices")]
-                                              if figures.get("confusion") else []) + [confusion_table]),
-        report.Section("Per district", [report.Table(["district", "model", "cells", "recall", "precision", "accuracy", "AUC"], district_rows,
-                                                     emphasis=[index for index, row in enumerate(district_rows) if row[1] == ENSEMBLE])]
-                       if district_rows else [report.Paragraph("The compared cells have no district field.")]),
-        report.Section("Outcomes (ensemble)", [report.Table(["outcome", "cells", "share"], outcome_rows)]
-                       + ([report.Table(["district", "hit", "miss", "false alarm", "correct rejection"], outcome_district_rows)]
-                          if outcome_district_rows else [])),
+        report.Section(
+            "Metrics",
+            [
+                report.Paragraph(
+                    "Recall: share of the poor cells predicted poor (programmes care most: nobody poor left out). Precision: share of "
+                    "the cells predicted poor that are poor. Accuracy: share of cells predicted right. AUC: how well the probability "
+                    "ranks poor above not-poor cells (0.5 = random)."
+                ),
+                metrics_table,
+            ],
+        ),
+        report.Section(
+            "ROC curves",
+            [
+                report.Paragraph(
+                    "ROC curves are undefined: the compared cells hold one class only.",
+                    kind="warning",
+                )
+            ]
+            if not summary["roc"].get(ENSEMBLE)
+            else [
+                report.Figure(
+                    figures["roc"], "ROC curves of the members and the ensemble", "ROC curves"
+                )
+            ]
+            if figures.get("roc")
+            else [report.Paragraph("ROC figure not drawn (no figures folder).")],
+        ),
+        report.Section(
+            "Confusion matrices",
+            (
+                [
+                    report.Figure(
+                        figures["confusion"],
+                        "Observed (rows) against predicted (columns)",
+                        "confusion matrices",
+                    )
+                ]
+                if figures.get("confusion")
+                else []
+            )
+            + [confusion_table],
+        ),
+        report.Section(
+            "Per district",
+            [
+                report.Table(
+                    ["district", "model", "cells", "recall", "precision", "accuracy", "AUC"],
+                    district_rows,
+                    emphasis=[
+                        index for index, row in enumerate(district_rows) if row[1] == ENSEMBLE
+                    ],
+                )
+            ]
+            if district_rows
+            else [report.Paragraph("The compared cells have no district field.")],
+        ),
+        report.Section(
+            "Outcomes (ensemble)",
+            [report.Table(["outcome", "cells", "share"], outcome_rows)]
+            + (
+                [
+                    report.Table(
+                        ["district", "hit", "miss", "false alarm", "correct rejection"],
+                        outcome_district_rows,
+                    )
+                ]
+                if outcome_district_rows
+                else []
+            ),
+        ),
     ]
     sections.insert(3, _unsurveyed_section(summary, report))
     if maps:
-        sections.append(report.Section("Maps", [report.Figure(path, caption, caption) for path, caption in maps]))
+        sections.append(
+            report.Section(
+                "Maps", [report.Figure(path, caption, caption) for path, caption in maps]
+            )
+        )
     if summary.get("notes"):
-        sections.append(report.Section("Notes", [report.Paragraph("Values shown as – are undefined for these cells:"),
-                                                 report.BulletList(summary["notes"])]))
-    subtitle = (f"{data['predictions_layer']} against {data['truth_layer']}: {data['common_cells']} cells · ensemble recall "
-                f"{_format(overall[ENSEMBLE]['recall'])}, precision {_format(overall[ENSEMBLE]['precision'])}, "
-                f"accuracy {_format(overall[ENSEMBLE]['accuracy'])}, AUC {_format(overall[ENSEMBLE]['auc'])}")
-    return {"title": "Poverty map evaluation", "subtitle": subtitle, "notices": notices, "sections": sections}
+        sections.append(
+            report.Section(
+                "Notes",
+                [
+                    report.Paragraph("Values shown as – are undefined for these cells:"),
+                    report.BulletList(summary["notes"]),
+                ],
+            )
+        )
+    subtitle = (
+        f"{data['predictions_layer']} against {data['truth_layer']}: {data['common_cells']} cells · ensemble recall "
+        f"{_format(overall[ENSEMBLE]['recall'])}, precision {_format(overall[ENSEMBLE]['precision'])}, "
+        f"accuracy {_format(overall[ENSEMBLE]['accuracy'])}, AUC {_format(overall[ENSEMBLE]['auc'])}"
+    )
+    return {
+        "title": "Poverty map evaluation",
+        "subtitle": subtitle,
+        "notices": notices,
+        "sections": sections,
+    }
 
 
 def _unsurveyed_section(summary, report):
@@ -579,28 +889,60 @@ def _unsurveyed_section(summary, report):
     title = "Districts the model never trained on"
     seen, districts = summary.get("training_districts"), summary["data"]["districts"]
     if seen is None:
-        return report.Section(title, [report.Paragraph(
-            "The prediction layer does not record the districts the model was trained on (a model package from an older "
-            "version, or the layer's metadata was lost), so this report cannot say which districts are new to it.", kind="notice")])
+        return report.Section(
+            title,
+            [
+                report.Paragraph(
+                    "The prediction layer does not record the districts the model was trained on (a model package from an older "
+                    "version, or the layer's metadata was lost), so this report cannot say which districts are new to it.",
+                    kind="notice",
+                )
+            ],
+        )
     if not districts:
-        return report.Section(title, [report.Paragraph("The compared cells have no district field.")])
+        return report.Section(
+            title, [report.Paragraph("The compared cells have no district field.")]
+        )
     rows, unseen_cells = [], 0
     for district in districts:
         values = summary["metrics"]["districts"][district][ENSEMBLE]
         learned = int(seen.get(district, 0))
         unseen_cells += values["n"] if not learned else 0
-        rows.append([district, values["n"], learned or "none: new to the model"] + [values[key] for key in ("recall", "precision", "accuracy", "auc")])
+        rows.append(
+            [district, values["n"], learned or "none: new to the model"]
+            + [values[key] for key in ("recall", "precision", "accuracy", "auc")]
+        )
     unseen = [district for district in districts if not seen.get(district)]
     if unseen:
-        text = (f"{unseen_cells} of the {summary['data']['common_cells']} compared cells lie in {', '.join(unseen)}, where the model "
-                "learned from no labelled cell: there its predictions show how the map does where nobody was surveyed (the "
-                "paper's third validation stage).")
+        text = (
+            f"{unseen_cells} of the {summary['data']['common_cells']} compared cells lie in {', '.join(unseen)}, where the model "
+            "learned from no labelled cell: there its predictions show how the map does where nobody was surveyed (the "
+            "paper's third validation stage)."
+        )
     else:
-        text = ("Every compared district holds cells the model learned from: these numbers do not test a district nobody "
-                "surveyed (use held-out districts, or a new survey of an unsurveyed district).")
-    return report.Section(title, [report.Paragraph(text), report.Table(
-        ["district", "cells compared", "labelled cells the model learned from", "recall", "precision", "accuracy", "AUC"], rows,
-        caption="Ensemble metrics per district; learned-from cells are the training and validation cells recorded in the model package.")])
+        text = (
+            "Every compared district holds cells the model learned from: these numbers do not test a district nobody "
+            "surveyed (use held-out districts, or a new survey of an unsurveyed district)."
+        )
+    return report.Section(
+        title,
+        [
+            report.Paragraph(text),
+            report.Table(
+                [
+                    "district",
+                    "cells compared",
+                    "labelled cells the model learned from",
+                    "recall",
+                    "precision",
+                    "accuracy",
+                    "AUC",
+                ],
+                rows,
+                caption="Ensemble metrics per district; learned-from cells are the training and validation cells recorded in the model package.",
+            ),
+        ],
+    )
 
 
 def _model_label(model, draws):

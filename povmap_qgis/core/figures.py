@@ -32,11 +32,23 @@ def roc_figure(curves, metrics_by_model, members, title):
         ensemble = name == ENSEMBLE
         colour = "#000000" if ensemble else MEMBER_COLOURS[index % len(MEMBER_COLOURS)]
         values = metrics_by_model[name]
-        axes.plot(curve["fpr"], curve["tpr"], color=colour, linewidth=2.4 if ensemble else 1.3,
-                  linestyle="-" if ensemble else "--", label=f"{name} (AUC {values['auc']:.3f})")
+        axes.plot(
+            curve["fpr"],
+            curve["tpr"],
+            color=colour,
+            linewidth=2.4 if ensemble else 1.3,
+            linestyle="-" if ensemble else "--",
+            label=f"{name} (AUC {values['auc']:.3f})",
+        )
         if values["tp"] + values["fn"] and values["fp"] + values["tn"]:
-            axes.plot([values["fp"] / (values["fp"] + values["tn"])], [values["tp"] / (values["tp"] + values["fn"])], marker="o",
-                      color=colour, markersize=7 if ensemble else 5, linestyle="none")
+            axes.plot(
+                [values["fp"] / (values["fp"] + values["tn"])],
+                [values["tp"] / (values["tp"] + values["fn"])],
+                marker="o",
+                color=colour,
+                markersize=7 if ensemble else 5,
+                linestyle="none",
+            )
     return _finish_roc(figure, axes, title)
 
 
@@ -46,8 +58,13 @@ def fold_roc_figure(fold_curves, fold_metrics, title):
     for index, (fold, curve) in enumerate(fold_curves.items()):
         if not curve:
             continue
-        axes.plot(curve["fpr"], curve["tpr"], color=MEMBER_COLOURS[index % len(MEMBER_COLOURS)], linewidth=1.5,
-                  label=f"{fold} (AUC {fold_metrics[fold]['auc']:.3f})")
+        axes.plot(
+            curve["fpr"],
+            curve["tpr"],
+            color=MEMBER_COLOURS[index % len(MEMBER_COLOURS)],
+            linewidth=1.5,
+            label=f"{fold} (AUC {fold_metrics[fold]['auc']:.3f})",
+        )
     return _finish_roc(figure, axes, title)
 
 
@@ -56,7 +73,9 @@ def _roc_axes():
 
     figure = Figure(figsize=(5.6, 5.0))
     axes = figure.subplots()
-    axes.plot([0, 1], [0, 1], color="#888888", linestyle=":", linewidth=1, label="random guess (AUC 0.5)")
+    axes.plot(
+        [0, 1], [0, 1], color="#888888", linestyle=":", linewidth=1, label="random guess (AUC 0.5)"
+    )
     return figure, axes
 
 
@@ -87,8 +106,15 @@ def confusion_figure(metrics_by_model, members):
         for row in range(2):
             for column in range(2):
                 count = matrix[row][column]
-                axes.text(column, row, f"{count}\n{count / total:.0%}", ha="center", va="center", fontsize=10,
-                          color="white" if count > 0.6 * largest else "black")
+                axes.text(
+                    column,
+                    row,
+                    f"{count}\n{count / total:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=10,
+                    color="white" if count > 0.6 * largest else "black",
+                )
         axes.set_xticks([0, 1], ["poor", "not poor"])
         axes.set_yticks([0, 1], ["poor", "not poor"])
         axes.set_xlabel("predicted")

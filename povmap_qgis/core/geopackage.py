@@ -17,7 +17,9 @@ def layer_name_for(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def write_layer(frame, path, style_qml_path=None, style_name=None, metadata=None, extra_styles=None):
+def write_layer(
+    frame, path, style_qml_path=None, style_name=None, metadata=None, extra_styles=None
+):
     """Write ``frame`` as the single layer of a new GeoPackage at ``path``.
 
     Written under a temporary name and renamed when complete (styles included).
@@ -27,9 +29,13 @@ def write_layer(frame, path, style_qml_path=None, style_name=None, metadata=None
 
     layer = layer_name_for(path)
     with atomic_output(path) as temporary:
-        pyogrio.write_dataframe(frame, temporary, layer=layer, driver="GPKG", layer_metadata=_stringify(metadata))
+        pyogrio.write_dataframe(
+            frame, temporary, layer=layer, driver="GPKG", layer_metadata=_stringify(metadata)
+        )
         if style_qml_path:
-            styles = [(style_qml_path, style_name or layer, True)] + [(qml, name, False) for qml, name in extra_styles or []]
+            styles = [(style_qml_path, style_name or layer, True)] + [
+                (qml, name, False) for qml, name in extra_styles or []
+            ]
             embed_styles(temporary, layer, styles)
     return layer
 
@@ -49,11 +55,25 @@ def embed_styles(path, layer, styles):
     for qml_path, name, default in styles:
         with open(qml_path, encoding="utf-8") as handle:
             qml = handle.read()
-        rows.append({"f_table_catalog": "", "f_table_schema": "", "f_table_name": layer, "f_geometry_column": geometry_column,
-                     "styleName": name, "styleQML": qml, "styleSLD": "", "useAsDefault": bool(default),
-                     "description": f"povmap-qgis style {os.path.basename(qml_path)}", "owner": "", "ui": "",
-                     "update_time": datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)})
-    pyogrio.write_dataframe(pandas.DataFrame(rows), path, layer="layer_styles", driver="GPKG", append=True)
+        rows.append(
+            {
+                "f_table_catalog": "",
+                "f_table_schema": "",
+                "f_table_name": layer,
+                "f_geometry_column": geometry_column,
+                "styleName": name,
+                "styleQML": qml,
+                "styleSLD": "",
+                "useAsDefault": bool(default),
+                "description": f"povmap-qgis style {os.path.basename(qml_path)}",
+                "owner": "",
+                "ui": "",
+                "update_time": datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
+            }
+        )
+    pyogrio.write_dataframe(
+        pandas.DataFrame(rows), path, layer="layer_styles", driver="GPKG", append=True
+    )
 
 
 def read_layer_metadata(path, layer=None):

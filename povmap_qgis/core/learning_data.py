@@ -21,7 +21,10 @@ def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID"):
     fields = list(info["fields"])
     for field in ("cell_id", "label"):
         if field not in fields:
-            raise PovmapInputError(parameter, f"the layer '{layer}' has no {field} field; use a labelled grid made by Build training grid.")
+            raise PovmapInputError(
+                parameter,
+                f"the layer '{layer}' has no {field} field; use a labelled grid made by Build training grid.",
+            )
     columns = ["cell_id", "label"] + (["district"] if "district" in fields else [])
     frame = pyogrio.read_dataframe(grid_path, layer=layer, columns=columns, read_geometry=False)
     frame = frame[frame["label"].notna()]
@@ -39,7 +42,10 @@ def store_rows_for(store, cell_ids, parameter="GRID"):
     found = stored[positions] == cell_ids
     if not found.all():
         missing = int((~found).sum())
-        raise PovmapInputError(parameter, f"{missing} of {len(cell_ids)} cells of the grid are not in the chip store; sample chips for this grid (Sample image chips) first.")
+        raise PovmapInputError(
+            parameter,
+            f"{missing} of {len(cell_ids)} cells of the grid are not in the chip store; sample chips for this grid (Sample image chips) first.",
+        )
     return order[positions]
 
 
@@ -50,13 +56,17 @@ def normalisation_from(store, rows, batch_rows=256):
         bands = store.chips(name).shape[-1]
         count, total, squares = np.zeros(bands), np.zeros(bands), np.zeros(bands)
         for start in range(0, len(rows), batch_rows):
-            values = store.batch_of(name, np.sort(rows[start:start + batch_rows])).astype("float64").reshape(-1, bands)
+            values = (
+                store.batch_of(name, np.sort(rows[start : start + batch_rows]))
+                .astype("float64")
+                .reshape(-1, bands)
+            )
             valid = ~np.isnan(values)
             count += valid.sum(axis=0)
             total += np.where(valid, values, 0).sum(axis=0)
-            squares += np.where(valid, values ** 2, 0).sum(axis=0)
+            squares += np.where(valid, values**2, 0).sum(axis=0)
         mean = total / np.maximum(count, 1)
-        std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean ** 2, 0))
+        std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0))
         statistics[name] = {"mean": mean.tolist(), "std": np.where(std > 1e-6, std, 1.0).tolist()}
     return statistics
 
@@ -84,7 +94,17 @@ def dihedral(chips, transforms):
     return out
 
 
-def chip_batches(store, rows, labels, normalisation, batch_size, training=False, seed=0, input_names=None, workers=2):
+def chip_batches(
+    store,
+    rows,
+    labels,
+    normalisation,
+    batch_size,
+    training=False,
+    seed=0,
+    input_names=None,
+    workers=2,
+):
     """A Keras PyDataset over store rows (shuffled and augmented when ``training``)."""
     import keras
 
@@ -102,7 +122,7 @@ def chip_batches(store, rows, labels, normalisation, batch_size, training=False,
             return int(np.ceil(len(self.rows) / batch_size))
 
         def __getitem__(self, index):
-            picked = self.order[index * batch_size:(index + 1) * batch_size]
+            picked = self.order[index * batch_size : (index + 1) * batch_size]
             chips = normalise(store.batch(self.rows[picked], self.names), normalisation)
             if training:
                 rng = np.random.default_rng([seed, self.epoch, index])
@@ -127,11 +147,17 @@ def predict_rows(models, store, rows, normalisation, names, batch_rows=128, on_b
     """
     outputs = [np.empty(len(rows), dtype="float32") for _ in models]
     for start in range(0, len(rows), batch_rows):
-        picked = rows[start:start + batch_rows]
-        padded = np.concatenate([picked, np.repeat(picked[-1:], batch_rows - len(picked))]) if len(rows) > batch_rows else picked
+        picked = rows[start : start + batch_rows]
+        padded = (
+            np.concatenate([picked, np.repeat(picked[-1:], batch_rows - len(picked))])
+            if len(rows) > batch_rows
+            else picked
+        )
         chips = normalise(store.batch(padded, names), normalisation)
         for model, out in zip(models, outputs):
-            out[start:start + len(picked)] = np.asarray(model.predict_on_batch(chips)).reshape(-1)[:len(picked)]
+            out[start : start + len(picked)] = np.asarray(model.predict_on_batch(chips)).reshape(
+                -1
+            )[: len(picked)]
         if on_batch:
             on_batch(start + len(picked))
     return outputs

@@ -17,7 +17,14 @@ _RANDOM_CHUNK_VALUES = 4_000_000
 def binary_metrics(labels, predictions, probabilities=None):
     """n, recall, precision, accuracy, AUC (None where undefined) and the confusion counts tp, fp, fn, tn."""
     labels = _binary(labels, "labels")
-    result = {"n": int(len(labels)), "recall": None, "precision": None, "accuracy": None, "auc": None, "notes": []}
+    result = {
+        "n": int(len(labels)),
+        "recall": None,
+        "precision": None,
+        "accuracy": None,
+        "auc": None,
+        "notes": [],
+    }
     result.update(confusion_counts(labels, predictions))
     if not len(labels):
         result["notes"].append("no cells")
@@ -46,8 +53,15 @@ def confusion_counts(labels, predictions):
     labels, predictions = _binary(labels, "labels"), _binary(predictions, "predictions")
     if len(labels) != len(predictions):
         raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
-    true_negative, false_positive, false_negative, true_positive = np.bincount(labels * 2 + predictions, minlength=4)
-    return {"tp": int(true_positive), "fp": int(false_positive), "fn": int(false_negative), "tn": int(true_negative)}
+    true_negative, false_positive, false_negative, true_positive = np.bincount(
+        labels * 2 + predictions, minlength=4
+    )
+    return {
+        "tp": int(true_positive),
+        "fp": int(false_positive),
+        "fn": int(false_negative),
+        "tn": int(true_negative),
+    }
 
 
 def _binary(values, name):
@@ -68,9 +82,14 @@ def roc_points(labels, probabilities):
     labels = np.asarray(labels, dtype="int64")
     if len(np.unique(labels)) != 2:
         return None
-    false_positive_rate, true_positive_rate, thresholds = roc_curve(labels, np.asarray(probabilities, dtype="float64"))
-    return {"fpr": [float(value) for value in false_positive_rate], "tpr": [float(value) for value in true_positive_rate],
-            "thresholds": [float(value) if np.isfinite(value) else None for value in thresholds]}
+    false_positive_rate, true_positive_rate, thresholds = roc_curve(
+        labels, np.asarray(probabilities, dtype="float64")
+    )
+    return {
+        "fpr": [float(value) for value in false_positive_rate],
+        "tpr": [float(value) for value in true_positive_rate],
+        "thresholds": [float(value) if np.isfinite(value) else None for value in thresholds],
+    }
 
 
 def random_baseline(labels, draws=1000, seed=0):
@@ -83,7 +102,15 @@ def random_baseline(labels, draws=1000, seed=0):
     """
     labels = np.asarray(labels, dtype="int64")
     count = int(len(labels))
-    result = {"n": count, "draws": int(draws), "recall": None, "precision": None, "accuracy": None, "auc": None, "notes": []}
+    result = {
+        "n": count,
+        "draws": int(draws),
+        "recall": None,
+        "precision": None,
+        "accuracy": None,
+        "auc": None,
+        "notes": [],
+    }
     if not count:
         result["notes"].append("no cells")
         return result
@@ -98,17 +125,23 @@ def random_baseline(labels, draws=1000, seed=0):
         true_positives.append(hits)
         predicted_poor.append(guesses.sum(axis=1))
         correct.append(hits + (~guesses & ~poor).sum(axis=1))
-    true_positives, predicted_poor, correct = (np.concatenate(values) if values else np.zeros(0, "int64")
-                                               for values in (true_positives, predicted_poor, correct))
+    true_positives, predicted_poor, correct = (
+        np.concatenate(values) if values else np.zeros(0, "int64")
+        for values in (true_positives, predicted_poor, correct)
+    )
     if len(correct):
         result["accuracy"] = float(np.median(correct / count))
     if poor_cells:
-        result["recall"] = float(np.median(true_positives / poor_cells)) if len(true_positives) else None
+        result["recall"] = (
+            float(np.median(true_positives / poor_cells)) if len(true_positives) else None
+        )
     else:
         result["notes"].append("recall undefined: no poor cells")
     with_prediction = predicted_poor > 0
     if with_prediction.any():
-        result["precision"] = float(np.median(true_positives[with_prediction] / predicted_poor[with_prediction]))
+        result["precision"] = float(
+            np.median(true_positives[with_prediction] / predicted_poor[with_prediction])
+        )
     else:
         result["notes"].append("precision undefined: no draw predicted a cell poor")
     if 0 < poor_cells < count:

@@ -56,21 +56,39 @@ def read_package(path, parameter="MODEL"):
         with open(os.path.join(path, MANIFEST), encoding="utf-8") as handle:
             manifest = json.load(handle)
     except (OSError, ValueError) as error:
-        raise PovmapInputError(parameter, f"'{path}' is not a model package ({error}); choose a .povmodel folder made by Train.") from None
+        raise PovmapInputError(
+            parameter,
+            f"'{path}' is not a model package ({error}); choose a .povmodel folder made by Train.",
+        ) from None
     if manifest.get("format") != FORMAT:
-        raise PovmapInputError(parameter, f"'{path}' is not a povmap model package (format '{manifest.get('format')}').")
+        raise PovmapInputError(
+            parameter,
+            f"'{path}' is not a povmap model package (format '{manifest.get('format')}').",
+        )
     if manifest.get("format_version") not in SUPPORTED_VERSIONS:
-        raise PovmapInputError(parameter, f"'{path}' has model package version {manifest.get('format_version')}; this plugin reads {', '.join(SUPPORTED_VERSIONS)}. Update the plugin or retrain the model.")
+        raise PovmapInputError(
+            parameter,
+            f"'{path}' has model package version {manifest.get('format_version')}; this plugin reads {', '.join(SUPPORTED_VERSIONS)}. Update the plugin or retrain the model.",
+        )
     if not manifest.get("members"):
         raise PovmapInputError(parameter, f"'{path}' lists no ensemble members.")
     for member in manifest["members"]:
         if member.get("architecture") not in ARCHITECTURES:
-            raise PovmapInputError(parameter, f"'{path}': member '{member.get('name')}' has unknown architecture '{member.get('architecture')}'.")
+            raise PovmapInputError(
+                parameter,
+                f"'{path}': member '{member.get('name')}' has unknown architecture '{member.get('architecture')}'.",
+            )
         weights = os.path.join(path, os.path.basename(member.get("weights", "")))
         if not os.path.isfile(weights):
-            raise PovmapInputError(parameter, f"'{path}': the weights file '{member.get('weights')}' of member '{member['name']}' is missing.")
+            raise PovmapInputError(
+                parameter,
+                f"'{path}': the weights file '{member.get('weights')}' of member '{member['name']}' is missing.",
+            )
         if sha256_of(weights) != member.get("sha256"):
-            raise PovmapInputError(parameter, f"'{path}': the weights of member '{member['name']}' do not match their sha256 in the manifest (altered or damaged); refusing to load them.")
+            raise PovmapInputError(
+                parameter,
+                f"'{path}': the weights of member '{member['name']}' do not match their sha256 in the manifest (altered or damaged); refusing to load them.",
+            )
     manifest["path"] = path
     return manifest
 
@@ -81,11 +99,22 @@ def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):
     for spec in manifest["inputs"]:
         found = store_inputs.get(spec["name"])
         if found is None:
-            raise PovmapInputError(parameter, f"the chip store has no '{spec['name']}' input, which the model needs (model inputs: {', '.join(s['name'] for s in manifest['inputs'])}); sample it with the same inputs.")
+            raise PovmapInputError(
+                parameter,
+                f"the chip store has no '{spec['name']}' input, which the model needs (model inputs: {', '.join(s['name'] for s in manifest['inputs'])}); sample it with the same inputs.",
+            )
         if list(found["bands"]) != list(spec["bands"]):
-            raise PovmapInputError(parameter, f"the chip store's '{spec['name']}' has bands {found['bands']}, the model was trained on bands {spec['bands']}.")
-    if int(store_manifest["chip_size"]) != int(manifest["chip_size"]) or float(store_manifest["settings"]["resolution"]) != float(manifest["resolution"]):
-        raise PovmapInputError(parameter, f"the chip store has {store_manifest['chip_size']} px chips at {store_manifest['settings']['resolution']} m; the model needs {manifest['chip_size']} px at {manifest['resolution']} m.")
+            raise PovmapInputError(
+                parameter,
+                f"the chip store's '{spec['name']}' has bands {found['bands']}, the model was trained on bands {spec['bands']}.",
+            )
+    if int(store_manifest["chip_size"]) != int(manifest["chip_size"]) or float(
+        store_manifest["settings"]["resolution"]
+    ) != float(manifest["resolution"]):
+        raise PovmapInputError(
+            parameter,
+            f"the chip store has {store_manifest['chip_size']} px chips at {store_manifest['settings']['resolution']} m; the model needs {manifest['chip_size']} px at {manifest['resolution']} m.",
+        )
 
 
 def load_members(manifest):
@@ -94,8 +123,12 @@ def load_members(manifest):
 
     models = []
     for member in manifest["members"]:
-        model = build_member(member["architecture"], manifest["inputs"], dense_units=member.get("dense_units"),
-                             dropout=member.get("dropout"))
+        model = build_member(
+            member["architecture"],
+            manifest["inputs"],
+            dense_units=member.get("dense_units"),
+            dropout=member.get("dropout"),
+        )
         model.load_weights(os.path.join(manifest["path"], os.path.basename(member["weights"])))
         models.append(model)
     return models

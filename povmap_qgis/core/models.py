@@ -24,10 +24,24 @@ COMPACT_MEMBERS = ("compact_cnn", "compact_wide", "compact_residual")
 ARCHITECTURES = PAPER_MEMBERS + COMPACT_MEMBERS
 
 PRESETS = {
-    "paper": {"members": PAPER_MEMBERS, "learning_rate": 5e-5, "batch_size": 16, "epochs": 30, "patience": 10,
-              "dense_units": 256, "dropout": 0.5},
-    "compact": {"members": COMPACT_MEMBERS, "learning_rate": 1e-3, "batch_size": 32, "epochs": 30, "patience": 8,
-                "dense_units": 32, "dropout": 0.3},
+    "paper": {
+        "members": PAPER_MEMBERS,
+        "learning_rate": 5e-5,
+        "batch_size": 16,
+        "epochs": 30,
+        "patience": 10,
+        "dense_units": 256,
+        "dropout": 0.5,
+    },
+    "compact": {
+        "members": COMPACT_MEMBERS,
+        "learning_rate": 1e-3,
+        "batch_size": 32,
+        "epochs": 30,
+        "patience": 8,
+        "dense_units": 32,
+        "dropout": 0.3,
+    },
 }
 
 # Keras's own file names for ImageNet weights without the classifier (its cache: ~/.keras/models).
@@ -36,7 +50,11 @@ IMAGENET_FILES = {
     "resnet50v2": "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "resnet101": "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
 }
-_COMPACT_FILTERS = {"compact_cnn": (16, 32, 64), "compact_wide": (32, 64, 96), "compact_residual": (16, 32, 64)}
+_COMPACT_FILTERS = {
+    "compact_cnn": (16, 32, 64),
+    "compact_wide": (32, 64, 96),
+    "compact_residual": (16, 32, 64),
+}
 
 
 def preset_for(architecture):
@@ -53,7 +71,9 @@ def build_member(architecture, inputs, dense_units=None, dropout=None, backbone_
     import keras
 
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture '{architecture}' (known: {', '.join(ARCHITECTURES)})")
+        raise ValueError(
+            f"unknown architecture '{architecture}' (known: {', '.join(ARCHITECTURES)})"
+        )
     preset = PRESETS[preset_for(architecture)]
     dense_units = dense_units or preset["dense_units"]
     dropout = preset["dropout"] if dropout is None else dropout
@@ -62,27 +82,43 @@ def build_member(architecture, inputs, dense_units=None, dropout=None, backbone_
         tensor = keras.Input(shape=tuple(spec["shape"]), name=spec["name"])
         tensors.append(tensor)
         if architecture in PAPER_MEMBERS:
-            branch = _resnet_branch(architecture, tensor, spec, backbone_weights if spec["shape"][-1] == 3 else None)
+            branch = _resnet_branch(
+                architecture, tensor, spec, backbone_weights if spec["shape"][-1] == 3 else None
+            )
         elif spec["name"] == "daytime":
             branch = _compact_image_branch(architecture, tensor, spec["name"])
         else:
             branch = _compact_coarse_branch(tensor, spec["name"])
-        features.append(keras.layers.Dense(dense_units, activation="relu", name=f"{spec['name']}_dense")(branch))
-    merged = features[0] if len(features) == 1 else keras.layers.Concatenate(name="branches")(features)
+        features.append(
+            keras.layers.Dense(dense_units, activation="relu", name=f"{spec['name']}_dense")(branch)
+        )
+    merged = (
+        features[0] if len(features) == 1 else keras.layers.Concatenate(name="branches")(features)
+    )
     merged = keras.layers.Dropout(dropout, name="dropout")(merged)
     # float32 output even under mixed precision: a sigmoid in float16 saturates early.
-    output = keras.layers.Dense(1, activation="sigmoid", name="poor_probability", dtype="float32")(merged)
+    output = keras.layers.Dense(1, activation="sigmoid", name="poor_probability", dtype="float32")(
+        merged
+    )
     return keras.Model(tensors, output, name=architecture)
 
 
 def _resnet_branch(architecture, tensor, spec, weights):
     import keras
 
-    applications = {"resnet50": keras.applications.ResNet50, "resnet50v2": keras.applications.ResNet50V2,
-                    "resnet101": keras.applications.ResNet101}
+    applications = {
+        "resnet50": keras.applications.ResNet50,
+        "resnet50v2": keras.applications.ResNet50V2,
+        "resnet101": keras.applications.ResNet101,
+    }
     height, width, bands = spec["shape"]
-    backbone = applications[architecture](include_top=False, weights=weights, input_shape=(height, width, bands),
-                                          pooling=None, name=f"{spec['name']}_{architecture}")
+    backbone = applications[architecture](
+        include_top=False,
+        weights=weights,
+        input_shape=(height, width, bands),
+        pooling=None,
+        name=f"{spec['name']}_{architecture}",
+    )
     return keras.layers.GlobalAveragePooling2D(name=f"{spec['name']}_pool")(backbone(tensor))
 
 
@@ -92,18 +128,28 @@ def _compact_image_branch(architecture, tensor, name):
 
     # A strided convolution reads the 10 m pixels (a single roof is one pixel) while halving the size.
     x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name=f"{name}_stem")(tensor)
-    x = layers.Activation("relu", name=f"{name}_stem_relu")(layers.BatchNormalization(name=f"{name}_stem_bn")(x))
+    x = layers.Activation("relu", name=f"{name}_stem_relu")(
+        layers.BatchNormalization(name=f"{name}_stem_bn")(x)
+    )
     for block, filters in enumerate(_COMPACT_FILTERS[architecture]):
         kernel = 5 if architecture == "compact_wide" and block == 0 else 3
         shortcut = x
-        x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv{block}")(x)
+        x = layers.Conv2D(
+            filters, kernel, padding="same", use_bias=False, name=f"{name}_conv{block}"
+        )(x)
         x = layers.BatchNormalization(name=f"{name}_bn{block}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{block}")(x)
         if architecture == "compact_residual":
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{block}b")(x)
+            x = layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, name=f"{name}_conv{block}b"
+            )(x)
             x = layers.BatchNormalization(name=f"{name}_bn{block}b")(x)
-            shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project{block}")(shortcut)
-            x = layers.Activation("relu", name=f"{name}_relu{block}b")(layers.Add(name=f"{name}_add{block}")([x, shortcut]))
+            shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project{block}")(
+                shortcut
+            )
+            x = layers.Activation("relu", name=f"{name}_relu{block}b")(
+                layers.Add(name=f"{name}_add{block}")([x, shortcut])
+            )
         x = layers.MaxPooling2D(2, name=f"{name}_pool{block}")(x)
     return keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
 

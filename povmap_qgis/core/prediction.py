@@ -32,7 +32,7 @@ class PredictOptions:
     grid_layer: str = None
     batch_rows: int = 64
     style_qml_path: str = None
-    extra_styles: list = None   # [(qml path, style name)] stored beside the default style
+    extra_styles: list = None  # [(qml path, style name)] stored beside the default style
 
 
 def predict(options, reporter=None):
@@ -48,19 +48,27 @@ def predict(options, reporter=None):
     if "cell_id" not in grid:
         from .errors import PovmapInputError
 
-        raise PovmapInputError("GRID", f"the layer '{layer}' has no cell_id field; use a grid made by Build training grid or Build prediction grid.")
+        raise PovmapInputError(
+            "GRID",
+            f"the layer '{layer}' has no cell_id field; use a grid made by Build training grid or Build prediction grid.",
+        )
     rows = learning_data.store_rows_for(store, grid["cell_id"].astype("int64").to_numpy())
-    reporter.info(f"{len(manifest['members'])} members ({', '.join(m['name'] for m in manifest['members'])}) on {len(rows)} cells")
+    reporter.info(
+        f"{len(manifest['members'])} members ({', '.join(m['name'] for m in manifest['members'])}) on {len(rows)} cells"
+    )
     if manifest.get("notice"):
         reporter.warning(manifest["notice"])
     models = model_package.load_members(manifest)
     reporter.progress(5)
     names = [spec["name"] for spec in manifest["inputs"]]
+
     def progress(done):
         reporter.check_canceled()
         reporter.progress(5 + 90 * done / len(rows))
 
-    member_probabilities = learning_data.predict_rows(models, store, rows, manifest["normalisation"], names, options.batch_rows, progress)
+    member_probabilities = learning_data.predict_rows(
+        models, store, rows, manifest["normalisation"], names, options.batch_rows, progress
+    )
     ensemble = ensemble_outputs(member_probabilities, manifest["threshold"])
     for member, probabilities in zip(manifest["members"], member_probabilities):
         grid[f"prob_{member['name']}"] = np.round(probabilities.astype("float64"), 5)
@@ -69,16 +77,33 @@ def predict(options, reporter=None):
     grid["pred"] = ensemble["pred"].astype("int32")
     grid["disagreement"] = np.round(ensemble["disagreement"].astype("float64"), 5)
     max_nodata = float(store.manifest.get("max_nodata", 0.1))
-    grid["chip_flagged"] = (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
-    write_layer(grid, options.output_path, options.style_qml_path, "povmap prediction (class)", extra_styles=options.extra_styles,
-                metadata={"povmap_model": manifest["path"], "povmap_threshold": manifest["threshold"],
-                          "povmap_members": ",".join(m["name"] for m in manifest["members"]), "povmap_label": manifest["label"]["meaning"],
-                          **_training_districts(manifest)})
+    grid["chip_flagged"] = (
+        (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
+    )
+    write_layer(
+        grid,
+        options.output_path,
+        options.style_qml_path,
+        "povmap prediction (class)",
+        extra_styles=options.extra_styles,
+        metadata={
+            "povmap_model": manifest["path"],
+            "povmap_threshold": manifest["threshold"],
+            "povmap_members": ",".join(m["name"] for m in manifest["members"]),
+            "povmap_label": manifest["label"]["meaning"],
+            **_training_districts(manifest),
+        },
+    )
     seconds = time.monotonic() - started
     poor = int(grid["pred"].sum())
     reporter.info(f"{poor} of {len(grid)} cells predicted poor; {len(grid) / seconds:.0f} cells/s")
-    return {"output": options.output_path, "cells": int(len(grid)), "predicted_poor": poor, "seconds": round(seconds, 2),
-            "flagged": int(grid["chip_flagged"].sum())}
+    return {
+        "output": options.output_path,
+        "cells": int(len(grid)),
+        "predicted_poor": poor,
+        "seconds": round(seconds, 2),
+        "flagged": int(grid["chip_flagged"].sum()),
+    }
 
 
 def _training_districts(manifest):

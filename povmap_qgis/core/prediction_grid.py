@@ -39,8 +39,16 @@ def build_prediction_grid(options, reporter=None):
     cells.check_cell_size(options.cell_size)
     counts = {}
 
-    areas = vectors.read_polygons(options.area_path, options.area_layer, "AREA", field=options.district_field, reporter=reporter)
-    grid_crs, crs_note = cells.working_crs(options.crs, tuple(areas.to_crs("EPSG:4326").total_bounds))
+    areas = vectors.read_polygons(
+        options.area_path,
+        options.area_layer,
+        "AREA",
+        field=options.district_field,
+        reporter=reporter,
+    )
+    grid_crs, crs_note = cells.working_crs(
+        options.crs, tuple(areas.to_crs("EPSG:4326").total_bounds)
+    )
     reporter.info(crs_note)
     areas = areas.to_crs(grid_crs)
     reporter.progress(10)
@@ -52,24 +60,46 @@ def build_prediction_grid(options, reporter=None):
 
     habitable_mean = None
     if options.habitable_path:
-        habitable_mean = _cell_means(options.habitable_path, options.habitable_band, rows, cols, options.cell_size, grid_crs)
+        habitable_mean = _cell_means(
+            options.habitable_path, options.habitable_band, rows, cols, options.cell_size, grid_crs
+        )
         unknown = ~np.isfinite(habitable_mean)
         keep = np.isfinite(habitable_mean)
         if options.habitable_min is not None:
             keep &= habitable_mean >= options.habitable_min
         counts["cells_no_habitable_data"] = int(unknown.sum())
         counts["cells_not_habitable"] = int((~keep & ~unknown).sum())
-        rows, cols, districts, habitable_mean = rows[keep], cols[keep], districts[keep], habitable_mean[keep]
-        reporter.info(f"HABITABLE: {counts['cells_not_habitable']} cells below HABITABLE_MIN and {counts['cells_no_habitable_data']} without raster data were left out.")
+        rows, cols, districts, habitable_mean = (
+            rows[keep],
+            cols[keep],
+            districts[keep],
+            habitable_mean[keep],
+        )
+        reporter.info(
+            f"HABITABLE: {counts['cells_not_habitable']} cells below HABITABLE_MIN and {counts['cells_no_habitable_data']} without raster data were left out."
+        )
     if not len(rows):
-        raise PovmapInputError("HABITABLE_MIN" if options.habitable_path else "AREA", "no cell is left; lower HABITABLE_MIN or check that the HABITABLE raster covers AREA." if options.habitable_path else "the polygons cover no cell.")
+        raise PovmapInputError(
+            "HABITABLE_MIN" if options.habitable_path else "AREA",
+            "no cell is left; lower HABITABLE_MIN or check that the HABITABLE raster covers AREA."
+            if options.habitable_path
+            else "the polygons cover no cell.",
+        )
     reporter.progress(85)
     reporter.check_canceled()
 
     frame = _cells_frame(rows, cols, districts, habitable_mean, options.cell_size, grid_crs)
-    write_layer(frame, options.output_path, options.style_qml_path, "povmap prediction grid", metadata={
-        "povmap_grid_kind": "prediction", "povmap_grid_format": GRID_FORMAT_VERSION, "cell_size": options.cell_size,
-    })
+    write_layer(
+        frame,
+        options.output_path,
+        options.style_qml_path,
+        "povmap prediction grid",
+        metadata={
+            "povmap_grid_kind": "prediction",
+            "povmap_grid_format": GRID_FORMAT_VERSION,
+            "cell_size": options.cell_size,
+        },
+    )
     counts["cells_kept"] = len(frame)
     counts["crs"] = cells.crs_to_string(grid_crs)
     counts["seconds"] = round(time.monotonic() - started, 3)
@@ -87,7 +117,10 @@ def _covering_cells(areas, options, reporter):
     row_range = np.arange(np.floor(ymin / size), np.ceil(ymax / size), dtype="int64")
     col_range = np.arange(np.floor(xmin / size), np.ceil(xmax / size), dtype="int64")
     if len(row_range) * len(col_range) > 50_000_000:
-        raise PovmapInputError("CELL_SIZE", f"the area would need {len(row_range) * len(col_range):,} candidate cells; use a larger CELL_SIZE or a smaller AREA.")
+        raise PovmapInputError(
+            "CELL_SIZE",
+            f"the area would need {len(row_range) * len(col_range):,} candidate cells; use a larger CELL_SIZE or a smaller AREA.",
+        )
     rows, cols = (grid.ravel() for grid in np.meshgrid(row_range, col_range, indexing="ij"))
     boxes = cells.cell_boxes(rows, cols, size)
     polygons = areas.geometry.values
@@ -103,7 +136,9 @@ def _covering_cells(areas, options, reporter):
     box_index, polygon_index = box_index[first], polygon_index[first]
     if options.district_field:
         names = areas[options.district_field].to_numpy(dtype=object)
-        districts = np.array([None if name is None else str(name) for name in names[polygon_index]], dtype=object)
+        districts = np.array(
+            [None if name is None else str(name) for name in names[polygon_index]], dtype=object
+        )
     else:
         districts = np.full(len(box_index), None, dtype=object)
     return rows[box_index], cols[box_index], districts
@@ -120,15 +155,27 @@ def _cell_means(path, band, rows, cols, cell_size, grid_crs):
         raise PovmapInputError("HABITABLE", f"cannot open the raster '{path}': {error}") from None
     with source:
         if source.crs is None:
-            raise PovmapInputError("HABITABLE", f"the raster '{path}' has no CRS; assign one (Raster ▸ Projections ▸ Assign Projection).")
+            raise PovmapInputError(
+                "HABITABLE",
+                f"the raster '{path}' has no CRS; assign one (Raster ▸ Projections ▸ Assign Projection).",
+            )
         if not 1 <= band <= source.count:
-            raise PovmapInputError("HABITABLE", f"the raster '{path}' has {source.count} band(s); band {band} does not exist.")
+            raise PovmapInputError(
+                "HABITABLE",
+                f"the raster '{path}' has {source.count} band(s); band {band} does not exist.",
+            )
         top, left = rows.max() + 1, cols.min()
         height, width = top - rows.min(), cols.max() + 1 - left
         transform = rasterio.Affine(cell_size, 0, left * cell_size, 0, -cell_size, top * cell_size)
         means = np.full((height, width), np.nan, dtype="float64")
-        reproject(rasterio.band(source, band), means, dst_transform=transform, dst_crs=grid_crs.to_wkt(),
-                  dst_nodata=np.nan, resampling=Resampling.average)
+        reproject(
+            rasterio.band(source, band),
+            means,
+            dst_transform=transform,
+            dst_crs=grid_crs.to_wkt(),
+            dst_nodata=np.nan,
+            resampling=Resampling.average,
+        )
     return means[top - 1 - rows, cols - left]
 
 
@@ -138,5 +185,7 @@ def _cells_frame(rows, cols, districts, habitable_mean, cell_size, grid_crs):
     columns = {"cell_id": cells.encode_cell_ids(rows, cols), "district": districts}
     if habitable_mean is not None:
         columns["habitable_mean"] = habitable_mean
-    frame = geopandas.GeoDataFrame(columns, geometry=cells.cell_boxes(rows, cols, cell_size), crs=grid_crs)
+    frame = geopandas.GeoDataFrame(
+        columns, geometry=cells.cell_boxes(rows, cols, cell_size), crs=grid_crs
+    )
     return frame.sort_values("cell_id").reset_index(drop=True)

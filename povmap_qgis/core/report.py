@@ -21,19 +21,25 @@ import os
 
 from .atomic import atomic_output
 
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml", ".gif": "image/gif"}
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".svg": "image/svg+xml",
+    ".gif": "image/gif",
+}
 UNDEFINED = "–"
 
 
 @dataclasses.dataclass
 class Paragraph:
     text: str
-    kind: str = "text"          # text, notice (framed) or warning (framed, orange)
+    kind: str = "text"  # text, notice (framed) or warning (framed, orange)
 
 
 @dataclasses.dataclass
 class KeyValues:
-    items: list                 # [(key, value)]
+    items: list  # [(key, value)]
 
 
 @dataclasses.dataclass
@@ -44,15 +50,15 @@ class BulletList:
 @dataclasses.dataclass
 class Table:
     columns: list
-    rows: list                  # values: str, int, float or None (undefined)
+    rows: list  # values: str, int, float or None (undefined)
     caption: str = None
-    digits: int = 3             # decimals of floats
-    emphasis: list = dataclasses.field(default_factory=list)   # indexes of rows shown bold
+    digits: int = 3  # decimals of floats
+    emphasis: list = dataclasses.field(default_factory=list)  # indexes of rows shown bold
 
 
 @dataclasses.dataclass
 class Figure:
-    path: str                   # PNG/JPEG/SVG file, embedded in the report
+    path: str  # PNG/JPEG/SVG file, embedded in the report
     caption: str = ""
     alt: str = ""
 
@@ -75,15 +81,21 @@ def write_report(path, title, sections, subtitle=None, notices=()):
 def render_html(title, sections, subtitle=None, notices=()):
     """The report as one HTML string."""
     anchors = [f"section-{index + 1}" for index in range(len(sections))]
-    contents = "".join(f'<li><a href="#{anchor}">{_escape(section.title)}</a></li>' for anchor, section in zip(anchors, sections))
+    contents = "".join(
+        f'<li><a href="#{anchor}">{_escape(section.title)}</a></li>'
+        for anchor, section in zip(anchors, sections)
+    )
     body = "".join(_section(section, anchor) for anchor, section in zip(anchors, sections))
-    banner = "".join(f'<p class="notice warning">{_escape(notice)}</p>' for notice in notices if notice)
+    banner = "".join(
+        f'<p class="notice warning">{_escape(notice)}</p>' for notice in notices if notice
+    )
     created = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_escape(title)}</title><style>{STYLE}</style></head><body>"
-        f"<header><h1>{_escape(title)}</h1>" + (f'<p class="subtitle">{_escape(subtitle)}</p>' if subtitle else "")
+        f"<header><h1>{_escape(title)}</h1>"
+        + (f'<p class="subtitle">{_escape(subtitle)}</p>' if subtitle else "")
         + f"{banner}<nav><ol>{contents}</ol></nav></header><main>{body}</main>"
         f"<footer>Written by povmap-qgis on {_escape(created)}. Self-contained: the images are inside this file.</footer>"
         f"<script>{SCRIPT}</script></body></html>\n"
@@ -91,15 +103,29 @@ def render_html(title, sections, subtitle=None, notices=()):
 
 
 def _section(section, anchor):
-    return f'<section id="{anchor}"><h2>{_escape(section.title)}</h2>' + "".join(_block(block) for block in section.blocks) + "</section>"
+    return (
+        f'<section id="{anchor}"><h2>{_escape(section.title)}</h2>'
+        + "".join(_block(block) for block in section.blocks)
+        + "</section>"
+    )
 
 
 def _block(block):
     if isinstance(block, Paragraph):
-        css = "" if block.kind == "text" else f' class="notice {"warning" if block.kind == "warning" else ""}"'
+        css = (
+            ""
+            if block.kind == "text"
+            else f' class="notice {"warning" if block.kind == "warning" else ""}"'
+        )
         return f"<p{css}>{_escape(block.text)}</p>"
     if isinstance(block, KeyValues):
-        return '<dl class="settings">' + "".join(f"<dt>{_escape(key)}</dt><dd>{_cell(value, 3)}</dd>" for key, value in block.items) + "</dl>"
+        return (
+            '<dl class="settings">'
+            + "".join(
+                f"<dt>{_escape(key)}</dt><dd>{_cell(value, 3)}</dd>" for key, value in block.items
+            )
+            + "</dl>"
+        )
     if isinstance(block, BulletList):
         return "<ul>" + "".join(f"<li>{_escape(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Table):
@@ -113,7 +139,9 @@ def _table(table):
     head = "".join(f"<th>{_escape(column)}</th>" for column in table.columns)
     rows = []
     for index, row in enumerate(table.rows):
-        cells = "".join(f'<td class="{_kind(value)}">{_cell(value, table.digits)}</td>' for value in row)
+        cells = "".join(
+            f'<td class="{_kind(value)}">{_cell(value, table.digits)}</td>' for value in row
+        )
         emphasis = ' class="emphasis"' if index in table.emphasis else ""
         rows.append(f"<tr{emphasis}>{cells}</tr>")
     caption = f"<caption>{_escape(table.caption)}</caption>" if table.caption else ""
@@ -123,12 +151,16 @@ def _table(table):
 def _figure(figure):
     extension = os.path.splitext(figure.path)[1].lower()
     if extension not in IMAGE_TYPES:
-        raise ValueError(f"the report cannot embed '{figure.path}': use a PNG, JPEG, GIF or SVG image")
+        raise ValueError(
+            f"the report cannot embed '{figure.path}': use a PNG, JPEG, GIF or SVG image"
+        )
     with open(figure.path, "rb") as handle:
         encoded = base64.b64encode(handle.read()).decode("ascii")
     caption = f"<figcaption>{_escape(figure.caption)}</figcaption>" if figure.caption else ""
-    return (f'<figure><img src="data:{IMAGE_TYPES[extension]};base64,{encoded}" alt="{_escape(figure.alt or figure.caption)}">'
-            f"{caption}</figure>")
+    return (
+        f'<figure><img src="data:{IMAGE_TYPES[extension]};base64,{encoded}" alt="{_escape(figure.alt or figure.caption)}">'
+        f"{caption}</figure>"
+    )
 
 
 def _kind(value):

@@ -32,20 +32,20 @@ class TrainOptions:
     output_path: str
     grid_layer: str = None
     preset: str = "compact"
-    members: list = None                 # architectures; default: the preset's three
-    split: str = "random"                # "random" or "districts"
+    members: list = None  # architectures; default: the preset's three
+    split: str = "random"  # "random" or "districts"
     test_districts: list = None
     validation_fraction: float = PAPER_FRACTIONS[1] / sum(PAPER_FRACTIONS)
     test_fraction: float = PAPER_FRACTIONS[2] / sum(PAPER_FRACTIONS)
-    balance: str = "undersample"         # or "class_weights"
+    balance: str = "undersample"  # or "class_weights"
     seed: int = 0
-    pretrained: str = None               # None, "imagenet" (Keras cache) or a folder of Keras notop .h5 files
-    target_recall: float = None          # None: threshold 0.5
-    epochs: int = None                   # overrides of the preset
+    pretrained: str = None  # None, "imagenet" (Keras cache) or a folder of Keras notop .h5 files
+    target_recall: float = None  # None: threshold 0.5
+    epochs: int = None  # overrides of the preset
     batch_size: int = None
     learning_rate: float = None
     patience: int = None
-    demonstration_notice: str = None     # written into the manifest (the bundled model)
+    demonstration_notice: str = None  # written into the manifest (the bundled model)
 
 
 def train(options, reporter=None):
@@ -54,13 +54,17 @@ def train(options, reporter=None):
     preset, members = preset_and_members(options)
     model_package.check_package_path(options.output_path)
     if options.target_recall is not None and not 0 < options.target_recall <= 1:
-        raise PovmapInputError("TARGET_RECALL", "must be between 0 and 1 (e.g. 0.8), or empty for a 0.5 threshold.")
+        raise PovmapInputError(
+            "TARGET_RECALL", "must be between 0 and 1 (e.g. 0.8), or empty for a 0.5 threshold."
+        )
 
     store = ChipStore(options.chips_path)
     cells, flagged = _usable_cells(store, options)
     split = _split(cells, options)
     for part, rows in split.items():
-        reporter.info(f"{part}: {len(rows)} cells, {int(cells['label'].to_numpy()[rows].sum())} poor")
+        reporter.info(
+            f"{part}: {len(rows)} cells, {int(cells['label'].to_numpy()[rows].sum())} poor"
+        )
     if flagged:
         reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
     backbone_files = _backbone_weights(options.pretrained, members)
@@ -71,64 +75,154 @@ def train(options, reporter=None):
     train_rows, class_weight = _balanced(split["train"], labels, options, reporter)
     normalisation = learning_data.normalisation_from(store, store_rows[train_rows])
     reporter.progress(3)
-    inputs = [{"name": spec["name"], "bands": list(spec["bands"]), "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])]}
-              for spec in store.manifest["inputs"]]
+    inputs = [
+        {
+            "name": spec["name"],
+            "bands": list(spec["bands"]),
+            "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])],
+        }
+        for spec in store.manifest["inputs"]
+    ]
     batch_size = int(preset["batch_size"])
-    train_data = learning_data.chip_batches(store, store_rows[train_rows], labels[train_rows], normalisation, batch_size, training=True, seed=options.seed)
-    validation_data = learning_data.chip_batches(store, store_rows[split["validation"]], labels[split["validation"]], normalisation, 64)
+    train_data = learning_data.chip_batches(
+        store,
+        store_rows[train_rows],
+        labels[train_rows],
+        normalisation,
+        batch_size,
+        training=True,
+        seed=options.seed,
+    )
+    validation_data = learning_data.chip_batches(
+        store, store_rows[split["validation"]], labels[split["validation"]], normalisation, 64
+    )
 
     partial = _partial_folder(options.output_path)
     try:
         member_records, probabilities = [], {"validation": [], "test": []}
         for index, architecture in enumerate(members):
             reporter.check_canceled()
-            stage = reporter.stage(3 + 92 * index / len(members), 3 + 92 * (index + 1) / len(members))
-            model, losses = fit_member(architecture, index, len(members), inputs, preset, train_data, validation_data, class_weight,
-                                       options.seed, stage, backbone_files.get(architecture))
+            stage = reporter.stage(
+                3 + 92 * index / len(members), 3 + 92 * (index + 1) / len(members)
+            )
+            model, losses = fit_member(
+                architecture,
+                index,
+                len(members),
+                inputs,
+                preset,
+                train_data,
+                validation_data,
+                class_weight,
+                options.seed,
+                stage,
+                backbone_files.get(architecture),
+            )
             weights_file = f"{architecture}.weights.h5"
             model.save_weights(os.path.join(partial, weights_file))
             for part in probabilities:
-                probabilities[part].append(_predict(model, store, store_rows[split[part]], normalisation))
-            member_records.append({"name": architecture, "architecture": architecture, "weights": weights_file,
-                                   "dense_units": preset["dense_units"], "dropout": preset["dropout"],
-                                   "epochs_trained": len(losses), "best_epoch": int(np.argmin(losses)) + 1,
-                                   "best_val_loss": float(np.min(losses)), "parameters": int(model.count_params())})
-            reporter.info(f"{architecture}: best validation loss {np.min(losses):.4f} at epoch {np.argmin(losses) + 1} of {len(losses)}")
+                probabilities[part].append(
+                    _predict(model, store, store_rows[split[part]], normalisation)
+                )
+            member_records.append(
+                {
+                    "name": architecture,
+                    "architecture": architecture,
+                    "weights": weights_file,
+                    "dense_units": preset["dense_units"],
+                    "dropout": preset["dropout"],
+                    "epochs_trained": len(losses),
+                    "best_epoch": int(np.argmin(losses)) + 1,
+                    "best_val_loss": float(np.min(losses)),
+                    "parameters": int(model.count_params()),
+                }
+            )
+            reporter.info(
+                f"{architecture}: best validation loss {np.min(losses):.4f} at epoch {np.argmin(losses) + 1} of {len(losses)}"
+            )
             keras.backend.clear_session()
-        threshold, rule = _threshold(options, labels[split["validation"]], np.mean(probabilities["validation"], axis=0), reporter)
-        holdout = _holdout_metrics(members, labels[split["test"]], probabilities["test"], threshold, options.seed)
+        threshold, rule = _threshold(
+            options,
+            labels[split["validation"]],
+            np.mean(probabilities["validation"], axis=0),
+            reporter,
+        )
+        holdout = _holdout_metrics(
+            members, labels[split["test"]], probabilities["test"], threshold, options.seed
+        )
         for name, result in holdout.items():
-            reporter.info(f"holdout {name:17s} " + "  ".join(f"{key} {result[key]:.3f}" if result[key] is not None else f"{key} –" for key in metrics.METRIC_NAMES))
-        manifest = _manifest(options, store, cells, split, train_rows, inputs, normalisation, member_records, preset,
-                             threshold, rule, holdout, environment, time.monotonic() - started)
+            reporter.info(
+                f"holdout {name:17s} "
+                + "  ".join(
+                    f"{key} {result[key]:.3f}" if result[key] is not None else f"{key} –"
+                    for key in metrics.METRIC_NAMES
+                )
+            )
+        manifest = _manifest(
+            options,
+            store,
+            cells,
+            split,
+            train_rows,
+            inputs,
+            normalisation,
+            member_records,
+            preset,
+            threshold,
+            rule,
+            holdout,
+            environment,
+            time.monotonic() - started,
+        )
         model_package.write_manifest(partial, manifest)
         _publish(partial, options.output_path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     reporter.progress(100)
-    return {"output": os.path.abspath(options.output_path), "members": members, "threshold": threshold,
-            "metrics": holdout, "cells": {part: int(len(rows)) for part, rows in split.items()},
-            "seconds": round(time.monotonic() - started, 1)}
+    return {
+        "output": os.path.abspath(options.output_path),
+        "members": members,
+        "threshold": threshold,
+        "metrics": holdout,
+        "cells": {part: int(len(rows)) for part, rows in split.items()},
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def preset_and_members(options):
     """The preset's settings with the options' overrides, and the members to train (checked)."""
     if options.preset not in models.PRESETS:
-        raise PovmapInputError("PRESET", f"unknown preset '{options.preset}' (use {' or '.join(models.PRESETS)}).")
+        raise PovmapInputError(
+            "PRESET", f"unknown preset '{options.preset}' (use {' or '.join(models.PRESETS)})."
+        )
     preset = dict(models.PRESETS[options.preset])
     members = list(options.members or preset["members"])
     unknown = [member for member in members if member not in models.ARCHITECTURES]
     if unknown or not members:
-        raise PovmapInputError("MEMBERS", f"unknown member(s) {unknown or members}; choose from {', '.join(models.ARCHITECTURES)}.")
+        raise PovmapInputError(
+            "MEMBERS",
+            f"unknown member(s) {unknown or members}; choose from {', '.join(models.ARCHITECTURES)}.",
+        )
     for key in ("epochs", "batch_size", "learning_rate", "patience"):
         if getattr(options, key, None):
             preset[key] = getattr(options, key)
     return preset, members
 
 
-def fit_member(architecture, index, count, inputs, preset, train_data, validation_data, class_weight, seed, reporter,
-               backbone_weights=None):
+def fit_member(
+    architecture,
+    index,
+    count,
+    inputs,
+    preset,
+    train_data,
+    validation_data,
+    class_weight,
+    seed,
+    reporter,
+    backbone_weights=None,
+):
     """Build and fit member ``index`` of ``count`` (early stopping on validation loss, best weights kept).
 
     Returns the model and its validation losses per epoch. ``reporter``'s 0–100 %
@@ -139,13 +233,27 @@ def fit_member(architecture, index, count, inputs, preset, train_data, validatio
 
     keras.utils.set_random_seed(seed + index)
     model = models.build_member(architecture, inputs, backbone_weights=backbone_weights)
-    model.compile(optimizer=keras.optimizers.Adam(preset["learning_rate"]), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc")])
-    history = model.fit(train_data, validation_data=validation_data, epochs=int(preset["epochs"]), verbose=0,
-                        class_weight=class_weight,
-                        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(preset["patience"]), restore_best_weights=True),
-                                   keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, int(preset["patience"]) // 3)),
-                                   _ProgressCallback(reporter, architecture, index, count, int(preset["epochs"]))])
+    model.compile(
+        optimizer=keras.optimizers.Adam(preset["learning_rate"]),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    history = model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=int(preset["epochs"]),
+        verbose=0,
+        class_weight=class_weight,
+        callbacks=[
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(preset["patience"]), restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=max(2, int(preset["patience"]) // 3)
+            ),
+            _ProgressCallback(reporter, architecture, index, count, int(preset["epochs"])),
+        ],
+    )
     return model, history.history["val_loss"]
 
 
@@ -167,8 +275,10 @@ class _ProgressCallback:
 
             def on_epoch_end(self, epoch, logs=None):
                 logs = logs or {}
-                reporter.info(f"member {index + 1}/{count} {architecture} epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
-                              f"validation loss {logs.get('val_loss', float('nan')):.4f}, validation AUC {logs.get('val_auc', float('nan')):.3f}")
+                reporter.info(
+                    f"member {index + 1}/{count} {architecture} epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
+                    f"validation loss {logs.get('val_loss', float('nan')):.4f}, validation AUC {logs.get('val_auc', float('nan')):.3f}"
+                )
 
         return Callback()
 
@@ -179,10 +289,15 @@ def _usable_cells(store, options):
         raise PovmapInputError("GRID", "the grid has no labelled cells.")
     cells["store_row"] = learning_data.store_rows_for(store, cells["cell_id"].to_numpy())
     max_nodata = float(store.manifest.get("max_nodata", 0.1))
-    flagged = (np.asarray(store.nodata_fraction)[cells["store_row"].to_numpy()] > max_nodata).any(axis=1)
+    flagged = (np.asarray(store.nodata_fraction)[cells["store_row"].to_numpy()] > max_nodata).any(
+        axis=1
+    )
     cells = cells[~flagged].reset_index(drop=True)
     if cells["label"].nunique() < 2:
-        raise PovmapInputError("GRID", "the labelled cells hold one class only; training needs poor and not-poor cells.")
+        raise PovmapInputError(
+            "GRID",
+            "the labelled cells hold one class only; training needs poor and not-poor cells.",
+        )
     return cells, int(flagged.sum())
 
 
@@ -194,24 +309,38 @@ def _split(cells, options):
     if options.split == "districts":
         wanted = [name.strip() for name in (options.test_districts or []) if name and name.strip()]
         if not wanted:
-            raise PovmapInputError("TEST_DISTRICTS", "name the districts to hold out for testing (comma-separated).")
+            raise PovmapInputError(
+                "TEST_DISTRICTS", "name the districts to hold out for testing (comma-separated)."
+            )
         known = set(cells["district"].dropna().astype(str))
         missing = [name for name in wanted if name not in known]
         if missing:
-            raise PovmapInputError("TEST_DISTRICTS", f"no labelled cells in {', '.join(missing)}; districts of the grid: {', '.join(sorted(known))}.")
+            raise PovmapInputError(
+                "TEST_DISTRICTS",
+                f"no labelled cells in {', '.join(missing)}; districts of the grid: {', '.join(sorted(known))}.",
+            )
         is_test = cells["district"].astype(str).isin(wanted).to_numpy()
         test, rest = everything[is_test], everything[~is_test]
         share = options.validation_fraction / (1 - options.test_fraction)
-        train_rows, validation = train_test_split(rest, test_size=share, random_state=options.seed, stratify=labels[rest])
+        train_rows, validation = train_test_split(
+            rest, test_size=share, random_state=options.seed, stratify=labels[rest]
+        )
     elif options.split == "random":
-        rest, test = train_test_split(everything, test_size=options.test_fraction, random_state=options.seed, stratify=labels)
+        rest, test = train_test_split(
+            everything, test_size=options.test_fraction, random_state=options.seed, stratify=labels
+        )
         share = options.validation_fraction / (1 - options.test_fraction)
-        train_rows, validation = train_test_split(rest, test_size=share, random_state=options.seed, stratify=labels[rest])
+        train_rows, validation = train_test_split(
+            rest, test_size=share, random_state=options.seed, stratify=labels[rest]
+        )
     else:
         raise PovmapInputError("SPLIT", f"unknown split '{options.split}' (random or districts).")
     for part, rows in (("validation", validation), ("test", test)):
         if len(np.unique(labels[rows])) < 2:
-            raise PovmapInputError("SPLIT", f"the {part} cells hold one class only ({len(rows)} cells); use more cells or other test districts.")
+            raise PovmapInputError(
+                "SPLIT",
+                f"the {part} cells hold one class only ({len(rows)} cells); use more cells or other test districts.",
+            )
     return {"train": np.sort(train_rows), "validation": np.sort(validation), "test": np.sort(test)}
 
 
@@ -222,12 +351,16 @@ def _balanced(train_rows, labels, options, reporter):
         reporter.info(f"class weights: not poor {weights[0]:.2f}, poor {weights[1]:.2f}")
         return train_rows, weights
     if options.balance != "undersample":
-        raise PovmapInputError("BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights).")
+        raise PovmapInputError(
+            "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
+        )
     rng = np.random.default_rng(options.seed)
     by_class = [train_rows[labels[train_rows] == label] for label in (0, 1)]
     keep = min(len(rows) for rows in by_class)
     kept = np.sort(np.concatenate([rng.choice(rows, keep, replace=False) for rows in by_class]))
-    reporter.info(f"undersampling: {keep} poor and {keep} not-poor training cells (of {len(train_rows)})")
+    reporter.info(
+        f"undersampling: {keep} poor and {keep} not-poor training cells (of {len(train_rows)})"
+    )
     return kept, None
 
 
@@ -236,15 +369,22 @@ def _backbone_weights(pretrained, members):
     wanted = [member for member in members if member in models.IMAGENET_FILES]
     if not pretrained or pretrained == "none" or not wanted:
         return {}
-    folder = os.path.expanduser(os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models")) if pretrained == "imagenet" else pretrained
+    folder = (
+        os.path.expanduser(os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models"))
+        if pretrained == "imagenet"
+        else pretrained
+    )
     found, missing = {}, []
     for member in wanted:
         path = os.path.join(folder, models.IMAGENET_FILES[member])
         (found.__setitem__(member, path) if os.path.isfile(path) else missing.append(path))
     if missing:
-        raise PovmapInputError("PRETRAINED", f"ImageNet weights are not available locally: {', '.join(missing)} not found. "
-                               "Copy Keras's *_notop.h5 files there (they are downloaded once by keras.applications on a machine with internet), "
-                               "give the folder holding them, or choose no pretrained weights.")
+        raise PovmapInputError(
+            "PRETRAINED",
+            f"ImageNet weights are not available locally: {', '.join(missing)} not found. "
+            "Copy Keras's *_notop.h5 files there (they are downloaded once by keras.applications on a machine with internet), "
+            "give the folder holding them, or choose no pretrained weights.",
+        )
     return found
 
 
@@ -260,8 +400,13 @@ def _configure_tensorflow(seed, reporter):
         tensorflow.config.experimental.enable_op_determinism()
         reporter.info(f"training on the CPU ({os.cpu_count()} cores)")
     keras.utils.set_random_seed(seed)
-    return {"tensorflow": tensorflow.__version__, "keras": keras.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "device": "gpu" if gpus else "cpu"}
+    return {
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "device": "gpu" if gpus else "cpu",
+    }
 
 
 def _predict(model, store, rows, normalisation):
@@ -273,15 +418,21 @@ def ensemble_outputs(member_probabilities, threshold):
     """prob_mean, votes, pred (majority vote, the paper) and disagreement (std of members)."""
     stacked = np.vstack(member_probabilities)
     votes = (stacked >= threshold).sum(axis=0)
-    return {"prob_mean": stacked.mean(axis=0), "votes": votes, "pred": (votes * 2 > len(stacked)).astype("int32"),
-            "disagreement": stacked.std(axis=0)}
+    return {
+        "prob_mean": stacked.mean(axis=0),
+        "votes": votes,
+        "pred": (votes * 2 > len(stacked)).astype("int32"),
+        "disagreement": stacked.std(axis=0),
+    }
 
 
 def _threshold(options, labels, probabilities, reporter):
     if options.target_recall is None:
         return 0.5, "fixed 0.5"
     threshold = metrics.threshold_for_recall(labels, probabilities, options.target_recall)
-    reporter.info(f"threshold {threshold:.3f} reaches recall {options.target_recall:.0%} on the validation cells")
+    reporter.info(
+        f"threshold {threshold:.3f} reaches recall {options.target_recall:.0%} on the validation cells"
+    )
     return threshold, f"target recall {options.target_recall} on validation"
 
 
@@ -295,32 +446,66 @@ def _holdout_metrics(members, labels, member_probabilities, threshold, seed):
     return result
 
 
-def _manifest(options, store, cells, split, train_rows, inputs, normalisation, member_records, preset, threshold, rule,
-              holdout, environment, seconds):
-    from .geopackage import read_layer_metadata
+def _manifest(
+    options,
+    store,
+    cells,
+    split,
+    train_rows,
+    inputs,
+    normalisation,
+    member_records,
+    preset,
+    threshold,
+    rule,
+    holdout,
+    environment,
+    seconds,
+):
     from ..paths import plugin_version
+    from .geopackage import read_layer_metadata
 
     grid_metadata = read_layer_metadata(options.grid_path, options.grid_layer)
     cutoff = grid_metadata.get("cutoff")
     poor_below = str(grid_metadata.get("poor_below", "True")).lower() in ("true", "1", "yes")
     labels = cells["label"].to_numpy()
     manifest = {
-        "format": model_package.FORMAT, "format_version": model_package.FORMAT_VERSION,
-        "preset": options.preset, "members": member_records, "inputs": inputs,
-        "chip_size": int(store.manifest["chip_size"]), "resolution": float(store.manifest["settings"]["resolution"]),
-        "cell_size": float(store.manifest["settings"]["cell_size"]), "crs": store.manifest["settings"]["crs"],
-        "normalisation": normalisation, "threshold": float(threshold), "threshold_rule": rule,
+        "format": model_package.FORMAT,
+        "format_version": model_package.FORMAT_VERSION,
+        "preset": options.preset,
+        "members": member_records,
+        "inputs": inputs,
+        "chip_size": int(store.manifest["chip_size"]),
+        "resolution": float(store.manifest["settings"]["resolution"]),
+        "cell_size": float(store.manifest["settings"]["cell_size"]),
+        "crs": store.manifest["settings"]["crs"],
+        "normalisation": normalisation,
+        "threshold": float(threshold),
+        "threshold_rule": rule,
         "vote": "majority of members with probability >= threshold",
-        "label": {"cutoff": None if cutoff is None else float(cutoff), "poor_below": poor_below,
-                  "meaning": f"1 = chronically poor: the cell's median score is {'below' if poor_below else 'above'} the cutoff {cutoff}"},
-        "training": {"chips": os.path.abspath(options.chips_path), "grid": os.path.abspath(options.grid_path),
-                     "split": options.split, "test_districts": options.test_districts, "balance": options.balance,
-                     "seed": options.seed, "pretrained": options.pretrained or "none",
-                     "cells": {part: int(len(rows)) for part, rows in split.items()} | {"train_after_balancing": int(len(train_rows))},
-                     "poor": {part: int(labels[rows].sum()) for part, rows in split.items()},
-                     "districts_seen": _districts_seen(cells, split),
-                     "learning_rate": preset["learning_rate"], "batch_size": preset["batch_size"], "max_epochs": preset["epochs"],
-                     "patience": preset["patience"], "seconds": round(seconds, 1)},
+        "label": {
+            "cutoff": None if cutoff is None else float(cutoff),
+            "poor_below": poor_below,
+            "meaning": f"1 = chronically poor: the cell's median score is {'below' if poor_below else 'above'} the cutoff {cutoff}",
+        },
+        "training": {
+            "chips": os.path.abspath(options.chips_path),
+            "grid": os.path.abspath(options.grid_path),
+            "split": options.split,
+            "test_districts": options.test_districts,
+            "balance": options.balance,
+            "seed": options.seed,
+            "pretrained": options.pretrained or "none",
+            "cells": {part: int(len(rows)) for part, rows in split.items()}
+            | {"train_after_balancing": int(len(train_rows))},
+            "poor": {part: int(labels[rows].sum()) for part, rows in split.items()},
+            "districts_seen": _districts_seen(cells, split),
+            "learning_rate": preset["learning_rate"],
+            "batch_size": preset["batch_size"],
+            "max_epochs": preset["epochs"],
+            "patience": preset["patience"],
+            "seconds": round(seconds, 1),
+        },
         "metrics": {"holdout": holdout},
         "software": {"povmap_qgis": plugin_version(), **environment},
     }
@@ -344,7 +529,10 @@ def _districts_seen(cells, split):
 def _partial_folder(path):
     folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise PovmapInputError("OUTPUT", f"the folder '{folder}' does not exist or is not writable; choose another output path.")
+        raise PovmapInputError(
+            "OUTPUT",
+            f"the folder '{folder}' does not exist or is not writable; choose another output path.",
+        )
     stem, extension = os.path.splitext(name)
     partial = os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
     shutil.rmtree(partial, ignore_errors=True)

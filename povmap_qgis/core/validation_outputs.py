@@ -30,8 +30,15 @@ def outcomes(labels, predicted):
     """hit, miss, false_alarm or correct_rejection of each cell (numpy arrays of 0/1)."""
     import numpy as np
 
-    return np.select([(labels == 1) & (predicted == 1), (labels == 1) & (predicted == 0), (labels == 0) & (predicted == 1)],
-                     ["hit", "miss", "false_alarm"], "correct_rejection")
+    return np.select(
+        [
+            (labels == 1) & (predicted == 1),
+            (labels == 1) & (predicted == 0),
+            (labels == 0) & (predicted == 1),
+        ],
+        ["hit", "miss", "false_alarm"],
+        "correct_rejection",
+    )
 
 
 @contextlib.contextmanager
@@ -41,7 +48,10 @@ def metrics_files(metrics_path, document, csv_columns, csv_rows):
     Both are published when the ``with`` block ends without an error, so
     whatever the block writes (a layer) appears together with them or not at all.
     """
-    with atomic_output(metrics_path) as json_partial, atomic_output(metrics_csv_path(metrics_path)) as csv_partial:
+    with (
+        atomic_output(metrics_path) as json_partial,
+        atomic_output(metrics_csv_path(metrics_path)) as csv_partial,
+    ):
         with open(json_partial, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=1, allow_nan=False)
         with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
@@ -61,9 +71,13 @@ def hitmiss_style_with_counts(qml_path, counts):
         qml = handle.read()
 
     def with_count(match):
-        return f'{match.group(1)}{match.group(2)} ({counts.get(match.group(4), 0)}){match.group(3)}'
+        return f"{match.group(1)}{match.group(2)} ({counts.get(match.group(4), 0)}){match.group(3)}"
 
-    qml = re.sub(r'(<category\b[^>]*?\blabel=")([^"]*)("[^>]*?\bvalue="(hit|miss|false_alarm|correct_rejection)")', with_count, qml)
+    qml = re.sub(
+        r'(<category\b[^>]*?\blabel=")([^"]*)("[^>]*?\bvalue="(hit|miss|false_alarm|correct_rejection)")',
+        with_count,
+        qml,
+    )
     handle, path = tempfile.mkstemp(prefix="povmap-hitmiss-", suffix=".qml")
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         stream.write(qml)

@@ -39,27 +39,43 @@ def layer_info(path, layer, parameter, require_crs=True):
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as error:
-        raise PovmapInputError(parameter, f"cannot read '{path}'{_layer_suffix(layer)}: {error}") from None
+        raise PovmapInputError(
+            parameter, f"cannot read '{path}'{_layer_suffix(layer)}: {error}"
+        ) from None
     if require_crs and not info.get("crs"):
-        raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has no CRS; set its CRS in the layer properties and save it.")
+        raise PovmapInputError(
+            parameter,
+            f"the layer '{_name(path, layer)}' has no CRS; set its CRS in the layer properties and save it.",
+        )
     return info
 
 
 def require_geometry(info, path, layer, parameter, kinds):
-    geometry_type = (info.get("geometry_type") or "None").replace(" Z", "").replace(" M", "").replace("25D", "")
+    geometry_type = (
+        (info.get("geometry_type") or "None").replace(" Z", "").replace(" M", "").replace("25D", "")
+    )
     if geometry_type not in kinds:
         wanted = " or ".join(kinds)
-        raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has {geometry_type} geometries; a {wanted} layer is needed.")
+        raise PovmapInputError(
+            parameter,
+            f"the layer '{_name(path, layer)}' has {geometry_type} geometries; a {wanted} layer is needed.",
+        )
 
 
 def require_field(info, field, path, layer, parameter, numeric=False):
     """Check that ``field`` exists (and is numeric); return its dtype."""
     fields = list(info["fields"])
     if field not in fields:
-        raise PovmapInputError(parameter, f"the field '{field}' is not in the layer '{_name(path, layer)}' (its fields: {', '.join(fields) or 'none'}).")
+        raise PovmapInputError(
+            parameter,
+            f"the field '{field}' is not in the layer '{_name(path, layer)}' (its fields: {', '.join(fields) or 'none'}).",
+        )
     dtype = str(info["dtypes"][fields.index(field)])
     if numeric and not dtype.startswith(NUMERIC_DTYPES):
-        raise PovmapInputError(parameter, f"the field '{field}' of the layer '{_name(path, layer)}' is {dtype}, not numeric; choose a numeric field or convert it with the Field calculator.")
+        raise PovmapInputError(
+            parameter,
+            f"the field '{field}' of the layer '{_name(path, layer)}' is {dtype}, not numeric; choose a numeric field or convert it with the Field calculator.",
+        )
     return dtype
 
 
@@ -74,7 +90,10 @@ def read_points(path, layer, columns, parameter="INPUT"):
     geometries = shapely.from_wkb(wkb)
     missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
     if shapely.get_num_geometries(geometries[~missing]).max(initial=1) > 1:
-        raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has multi-point features with several points; explode them first (Vector geometry ▸ Multipart to singleparts).")
+        raise PovmapInputError(
+            parameter,
+            f"the layer '{_name(path, layer)}' has multi-point features with several points; explode them first (Vector geometry ▸ Multipart to singleparts).",
+        )
     x = np.full(len(geometries), np.nan)
     y = np.full(len(geometries), np.nan)
     coordinates = shapely.get_coordinates(shapely.get_geometry(geometries[~missing], 0))
@@ -92,7 +111,9 @@ def read_polygons(path, layer, parameter, field=None, reporter=None):
     require_geometry(info, path, layer, parameter, ("Polygon", "MultiPolygon"))
     if field:
         require_field(info, field, path, layer, parameter)
-    frame = geopandas.read_file(path, layer=layer, columns=[field] if field else [], engine="pyogrio", fid_as_index=True)
+    frame = geopandas.read_file(
+        path, layer=layer, columns=[field] if field else [], engine="pyogrio", fid_as_index=True
+    )
     frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
     invalid = ~frame.geometry.is_valid
     if invalid.any():
@@ -100,7 +121,9 @@ def read_polygons(path, layer, parameter, field=None, reporter=None):
         frame.loc[invalid, "geometry"] = [_polygonal_part(geometry) for geometry in repaired]
         ids = ", ".join(str(fid) for fid in frame.index[invalid][:10])
         if reporter:
-            reporter.warning(f"{parameter}: repaired {int(invalid.sum())} invalid polygon(s) in '{_name(path, layer)}' (feature ids {ids}{'…' if invalid.sum() > 10 else ''}).")
+            reporter.warning(
+                f"{parameter}: repaired {int(invalid.sum())} invalid polygon(s) in '{_name(path, layer)}' (feature ids {ids}{'…' if invalid.sum() > 10 else ''})."
+            )
         frame = frame[~frame.geometry.is_empty]
     if frame.empty:
         raise PovmapInputError(parameter, f"the layer '{_name(path, layer)}' has no polygons.")
@@ -110,7 +133,11 @@ def read_polygons(path, layer, parameter, field=None, reporter=None):
 def _polygonal_part(geometry):
     import shapely
 
-    parts = [part for part in shapely.get_parts(geometry) if part.geom_type in ("Polygon", "MultiPolygon")]
+    parts = [
+        part
+        for part in shapely.get_parts(geometry)
+        if part.geom_type in ("Polygon", "MultiPolygon")
+    ]
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 

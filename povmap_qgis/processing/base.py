@@ -46,28 +46,28 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
     def tr(self, text):
         return QCoreApplication.translate("povmap", text)
 
-    def createInstance(self):  # noqa: N802 (QGIS API)
+    def createInstance(self):
         return type(self)()
 
     def name(self):
         return self.algorithm_id
 
-    def displayName(self):  # noqa: N802 (QGIS API)
+    def displayName(self):
         return self.tr(self.display_name)
 
     def group(self):
         return self.tr(self.group_name)
 
-    def groupId(self):  # noqa: N802 (QGIS API)
+    def groupId(self):
         return self.group_id
 
     def icon(self):
         return QIcon(resource_path("icon.svg"))
 
-    def helpUrl(self):  # noqa: N802 (QGIS API)
+    def helpUrl(self):
         return f"{REPOSITORY}#{self.algorithm_id}"
 
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
+    def shortHelpString(self):
         items = "".join(
             f"<dt><b>{definition.description()}</b> <code>{definition.name()}</code></dt><dd>{definition.help()}</dd>"
             for definition in self.parameterDefinitions()
@@ -78,13 +78,17 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         """Add a parameter with its help text (shown in the dialog and in qgis_process help)."""
         definition.setHelp(self.tr(help_text))
         if advanced:
-            definition.setFlags(definition.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            definition.setFlags(
+                definition.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced
+            )
         self.addParameter(definition)
 
     def add_grid_outputs(self, count_keys):
         """Declare the counts a grid step reports (upper-case names) and the grid CRS."""
         for key in count_keys:
-            self.addOutput(QgsProcessingOutputNumber(key.upper(), self.tr(key.replace("_", " ").capitalize())))
+            self.addOutput(
+                QgsProcessingOutputNumber(key.upper(), self.tr(key.replace("_", " ").capitalize()))
+            )
         self.addOutput(QgsProcessingOutputString("GRID_CRS", self.tr("Grid CRS")))
 
     @staticmethod
@@ -105,7 +109,8 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         if parameters.get(name) in (None, ""):
             return None, None
         path, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-            parameters, name, context, OGR_FILE_FORMATS, "gpkg", feedback)
+            parameters, name, context, OGR_FILE_FORMATS, "gpkg", feedback
+        )
         if not path:
             raise QgsProcessingException(self.tr(f"{name}: the layer could not be read."))
         if not _same_file(path, self._layer_file(parameters, name, context)):
@@ -116,14 +121,20 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsVectorLayer(parameters, name, context)
         if layer is None:
             return None
-        return QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source()).get("path")
+        return (
+            QgsProviderRegistry.instance()
+            .decodeUri(layer.providerType(), layer.source())
+            .get("path")
+        )
 
     def raster_file(self, parameters, name, context):
         """Path of a raster input that GDAL can open directly, or None."""
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             if parameters.get(name) not in (None, ""):
-                raise QgsProcessingException(self.tr(f"{name}: '{parameters[name]}' is not a raster layer or file."))
+                raise QgsProcessingException(
+                    self.tr(f"{name}: '{parameters[name]}' is not a raster layer or file.")
+                )
             return None
         return self.raster_layer_file(layer, name)
 
@@ -132,11 +143,18 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
         path, prefix = parts.get("path", ""), parts.get("vsiPrefix", "")
         if layer.providerType() != "gdal" or not os.path.isfile(path):
-            raise QgsProcessingException(self.tr(
-                f"{name}: the layer '{layer.name()}' is not a raster file (provider '{layer.providerType()}'); "
-                "save it as a GeoTIFF first (right-click ▸ Export ▸ Save As…) and use that file."))
+            raise QgsProcessingException(
+                self.tr(
+                    f"{name}: the layer '{layer.name()}' is not a raster file (provider '{layer.providerType()}'); "
+                    "save it as a GeoTIFF first (right-click ▸ Export ▸ Save As…) and use that file."
+                )
+            )
         # A raster inside an archive (/vsizip/...) is read in place by GDAL in the worker.
-        return f"{prefix}{os.path.abspath(path)}{parts.get('vsiSuffix', '')}" if prefix else os.path.abspath(path)
+        return (
+            f"{prefix}{os.path.abspath(path)}{parts.get('vsiSuffix', '')}"
+            if prefix
+            else os.path.abspath(path)
+        )
 
     def output_gpkg(self, parameters, name, context):
         path = self.parameterAsOutputLayer(parameters, name, context)
@@ -154,7 +172,11 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
 
     def name_list(self, parameters, name, context):
         """A comma-separated string parameter (members, districts) as a list of trimmed names; [] when empty."""
-        return [part.strip() for part in (self.parameterAsString(parameters, name, context) or "").split(",") if part.strip()]
+        return [
+            part.strip()
+            for part in (self.parameterAsString(parameters, name, context) or "").split(",")
+            if part.strip()
+        ]
 
     def output_file(self, parameters, name, context, extensions):
         """Absolute path of a file destination (report, metrics), checked before any work starts."""
@@ -180,6 +202,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         ``outputs``: files the step writes; unfinished siblings are removed if
         the worker had to be killed.
         """
+
         def forward(event):
             kind = event.get("event")
             if kind == "progress":
@@ -192,7 +215,9 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         try:
             python = runner.resolve_worker_python(settings.worker_python())
             feedback.pushDebugInfo(f"Worker Python: {python}")
-            return runner.run_worker(step, options, python=python, on_event=forward, is_canceled=feedback.isCanceled)
+            return runner.run_worker(
+                step, options, python=python, on_event=forward, is_canceled=feedback.isCanceled
+            )
         except runner.WorkerError as error:
             for output in outputs:
                 _remove_partials(output)
@@ -224,7 +249,6 @@ def _remove_partials(path):
             shutil.rmtree(candidate) if os.path.isdir(candidate) else os.remove(candidate)
         except OSError:
             pass
-
 
 
 POINT_SOURCES = [QgsProcessing.SourceType.TypeVectorPoint]

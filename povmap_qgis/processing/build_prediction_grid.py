@@ -28,31 +28,78 @@ class BuildPredictionGrid(PovmapAlgorithm):
         "cells: those whose mean value of a settlement or population raster reaches a minimum."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.add_parameter(QgsProcessingParameterFeatureSource("AREA", self.tr("Districts or area to map"), POLYGON_SOURCES),
-                           "Polygons to cover with cells; every cell that overlaps them is kept. Invalid polygons are repaired.")
-        self.add_parameter(QgsProcessingParameterField("DISTRICT_FIELD", self.tr("District name field"), None, "AREA", optional=True),
-                           "Field of AREA holding the district name; each cell takes the district it overlaps most.")
-        self.add_parameter(QgsProcessingParameterNumber("CELL_SIZE", self.tr("Cell size (m)"), QgsProcessingParameterNumber.Type.Double, 1000.0, False, 1.0),
-                           "Side of the square cells in metres; use the training grid's so that ids match.")
-        self.add_parameter(QgsProcessingParameterRasterLayer("HABITABLE", self.tr("Habitability raster (settlement or population)"), optional=True),
-                           "Optional raster file (e.g. built-up fraction or population); cells whose mean is below HABITABLE_MIN, or that it does not cover, are left out.")
-        self.add_parameter(QgsProcessingParameterBand("HABITABLE_BAND", self.tr("Habitability band"), 1, "HABITABLE", optional=True),
-                           "Band of HABITABLE to average over each cell.", advanced=True)
-        self.add_parameter(QgsProcessingParameterNumber("HABITABLE_MIN", self.tr("Minimum mean habitability"), QgsProcessingParameterNumber.Type.Double, 0.0, optional=True),
-                           "Cells whose mean HABITABLE value is below this are left out (used with HABITABLE).")
-        self.add_parameter(QgsProcessingParameterCrs("CRS", self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True),
-                           "A projected CRS in metres; use the training grid's CRS so that ids match. Empty: the UTM zone at the area's centre.", advanced=True)
-        self.add_parameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr("Prediction grid"), QgsProcessing.SourceType.TypeVectorPolygon),
-                           "GeoPackage of cells with cell_id and district (and habitable_mean when HABITABLE is used).")
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "AREA", self.tr("Districts or area to map"), POLYGON_SOURCES
+            ),
+            "Polygons to cover with cells; every cell that overlaps them is kept. Invalid polygons are repaired.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "DISTRICT_FIELD", self.tr("District name field"), None, "AREA", optional=True
+            ),
+            "Field of AREA holding the district name; each cell takes the district it overlaps most.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "CELL_SIZE",
+                self.tr("Cell size (m)"),
+                QgsProcessingParameterNumber.Type.Double,
+                1000.0,
+                False,
+                1.0,
+            ),
+            "Side of the square cells in metres; use the training grid's so that ids match.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterLayer(
+                "HABITABLE",
+                self.tr("Habitability raster (settlement or population)"),
+                optional=True,
+            ),
+            "Optional raster file (e.g. built-up fraction or population); cells whose mean is below HABITABLE_MIN, or that it does not cover, are left out.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterBand(
+                "HABITABLE_BAND", self.tr("Habitability band"), 1, "HABITABLE", optional=True
+            ),
+            "Band of HABITABLE to average over each cell.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "HABITABLE_MIN",
+                self.tr("Minimum mean habitability"),
+                QgsProcessingParameterNumber.Type.Double,
+                0.0,
+                optional=True,
+            ),
+            "Cells whose mean HABITABLE value is below this are left out (used with HABITABLE).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterCrs(
+                "CRS", self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True
+            ),
+            "A projected CRS in metres; use the training grid's CRS so that ids match. Empty: the UTM zone at the area's centre.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "OUTPUT", self.tr("Prediction grid"), QgsProcessing.SourceType.TypeVectorPolygon
+            ),
+            "GeoPackage of cells with cell_id and district (and habitable_mean when HABITABLE is used).",
+        )
         self.add_grid_outputs(COUNT_KEYS)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(self, parameters, context, feedback):
         output = self.output_gpkg(parameters, "OUTPUT", context)
         area_path, area_layer = self.vector_file(parameters, "AREA", context, feedback)
         habitable = self.raster_file(parameters, "HABITABLE", context)
         options = {
-            "area_path": area_path, "area_layer": area_layer, "output_path": output,
+            "area_path": area_path,
+            "area_layer": area_layer,
+            "output_path": output,
             "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context) or None,
             "cell_size": self.parameterAsDouble(parameters, "CELL_SIZE", context),
             "crs": self.crs_text(self.parameterAsCrs(parameters, "CRS", context)),

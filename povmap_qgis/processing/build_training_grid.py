@@ -1,6 +1,7 @@
 """povmap:buildtraininggrid — household survey points → labelled 1 km cells."""
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
     QgsProcessingParameterDateTime,
@@ -8,7 +9,6 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
     QgsProcessingParameterVectorDestination,
-    QgsProcessing,
 )
 
 from ..core.training_grid import COUNT_KEYS
@@ -29,54 +29,162 @@ class BuildTrainingGrid(PovmapAlgorithm):
         "never written; cells with fewer than MIN_OBS households never appear in the output."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.add_parameter(QgsProcessingParameterFeatureSource("INPUT", self.tr("Household survey points"), POINT_SOURCES),
-                           "One point per surveyed household, in any CRS.")
-        self.add_parameter(QgsProcessingParameterField("SCORE_FIELD", self.tr("Poverty score field"), None, "INPUT",
-                                                       QgsProcessingParameterField.DataType.Numeric),
-                           "Numeric score of each household, e.g. the Simple Poverty Scorecard (0–100, higher = richer). NULL scores are skipped and counted.")
-        self.add_parameter(QgsProcessingParameterNumber("CELL_SIZE", self.tr("Cell size (m)"), QgsProcessingParameterNumber.Type.Double, 1000.0, False, 1.0),
-                           "Side of the square cells in metres of the grid CRS. Cells are aligned to multiples of it, so grids of the same CRS and cell size share cell ids.")
-        self.add_parameter(QgsProcessingParameterNumber("CUTOFF", self.tr("Poverty cutoff"), QgsProcessingParameterNumber.Type.Double, 19.0),
-                           "A cell is poor when its median score is below this value (Simple Poverty Scorecard: 0–18 chronically poor, 19 and above not).")
-        self.add_parameter(QgsProcessingParameterBoolean("POOR_BELOW", self.tr("Poor when the median is below the cutoff"), True),
-                           "Checked: label 1 when the median is strictly below CUTOFF (a median equal to the cutoff is not poor). Unchecked: label 1 when the median is strictly above CUTOFF, for deprivation scores where higher means poorer.")
-        self.add_parameter(QgsProcessingParameterNumber("MIN_OBS", self.tr("Minimum households per cell (privacy)"), QgsProcessingParameterNumber.Type.Integer, 3, False, 1),
-                           "Cells with fewer households are dropped and never appear in any output, so no household can be singled out.")
-        self.add_parameter(QgsProcessingParameterNumber("MAX_OBS", self.tr("Maximum households per cell (0 = no maximum)"), QgsProcessingParameterNumber.Type.Integer, 300, False, 0),
-                           "Cells with this many households or more are dropped as de-facto urban (the paper dropped cells of 300+).", advanced=True)
-        self.add_parameter(QgsProcessingParameterBoolean("DROP_ZERO", self.tr("Drop score 0 (data-entry errors)"), True),
-                           "A score of exactly 0 is almost always a data-entry error in scorecard surveys.", advanced=True)
-        self.add_parameter(QgsProcessingParameterField("ACCURACY_FIELD", self.tr("GPS accuracy field (m)"), None, "INPUT",
-                                                       QgsProcessingParameterField.DataType.Numeric, optional=True),
-                           "Reported GPS error of each point in metres. Points with a larger error than MAX_ACCURACY, or none recorded, are dropped.")
-        self.add_parameter(QgsProcessingParameterNumber("MAX_ACCURACY", self.tr("Worst GPS accuracy kept (m)"), QgsProcessingParameterNumber.Type.Double, 20.0, False, 0.0),
-                           "Points whose GPS error is larger than this are dropped (used with ACCURACY_FIELD).")
-        self.add_parameter(QgsProcessingParameterField("DATE_FIELD", self.tr("Survey date field"), None, "INPUT",
-                                                       QgsProcessingParameterField.DataType.Any, optional=True),
-                           "Date of each interview (a date field or text as YYYY-MM-DD).")
-        self.add_parameter(QgsProcessingParameterDateTime("MIN_DATE", self.tr("Earliest survey date kept"), QgsProcessingParameterDateTime.Type.Date, optional=True),
-                           "Households surveyed before this date (or with no readable date) are dropped (used with DATE_FIELD), e.g. to match the imagery's year.")
-        self.add_parameter(QgsProcessingParameterFeatureSource("URBAN", self.tr("Urban centres"), POLYGON_SOURCES, optional=True),
-                           "Polygons of urban centres; households inside are dropped (the model maps rural poverty). Invalid polygons are repaired.")
-        self.add_parameter(QgsProcessingParameterFeatureSource("DISTRICTS", self.tr("Districts"), POLYGON_SOURCES, optional=True),
-                           "District polygons. Households outside every district are dropped and counted; each cell takes the district of most of its households.")
-        self.add_parameter(QgsProcessingParameterField("DISTRICT_FIELD", self.tr("District name field"), None, "DISTRICTS", optional=True),
-                           "Field of DISTRICTS holding the district name, written to the grid's district field (used by district cross-validation).")
-        self.add_parameter(QgsProcessingParameterCrs("CRS", self.tr("Grid CRS (empty: UTM zone of the data)"), optional=True),
-                           "A projected CRS in metres for the cells. Empty: the UTM zone at the centre of the survey (logged).", advanced=True)
-        self.add_parameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr("Training grid"), QgsProcessing.SourceType.TypeVectorPolygon),
-                           "GeoPackage of cells with cell_id, district, n_obs, median_score and label (1 = poor), styled by label.")
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "INPUT", self.tr("Household survey points"), POINT_SOURCES
+            ),
+            "One point per surveyed household, in any CRS.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "SCORE_FIELD",
+                self.tr("Poverty score field"),
+                None,
+                "INPUT",
+                QgsProcessingParameterField.DataType.Numeric,
+            ),
+            "Numeric score of each household, e.g. the Simple Poverty Scorecard (0–100, higher = richer). NULL scores are skipped and counted.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "CELL_SIZE",
+                self.tr("Cell size (m)"),
+                QgsProcessingParameterNumber.Type.Double,
+                1000.0,
+                False,
+                1.0,
+            ),
+            "Side of the square cells in metres of the grid CRS. Cells are aligned to multiples of it, so grids of the same CRS and cell size share cell ids.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "CUTOFF", self.tr("Poverty cutoff"), QgsProcessingParameterNumber.Type.Double, 19.0
+            ),
+            "A cell is poor when its median score is below this value (Simple Poverty Scorecard: 0–18 chronically poor, 19 and above not).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterBoolean(
+                "POOR_BELOW", self.tr("Poor when the median is below the cutoff"), True
+            ),
+            "Checked: label 1 when the median is strictly below CUTOFF (a median equal to the cutoff is not poor). Unchecked: label 1 when the median is strictly above CUTOFF, for deprivation scores where higher means poorer.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "MIN_OBS",
+                self.tr("Minimum households per cell (privacy)"),
+                QgsProcessingParameterNumber.Type.Integer,
+                3,
+                False,
+                1,
+            ),
+            "Cells with fewer households are dropped and never appear in any output, so no household can be singled out.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "MAX_OBS",
+                self.tr("Maximum households per cell (0 = no maximum)"),
+                QgsProcessingParameterNumber.Type.Integer,
+                300,
+                False,
+                0,
+            ),
+            "Cells with this many households or more are dropped as de-facto urban (the paper dropped cells of 300+).",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterBoolean(
+                "DROP_ZERO", self.tr("Drop score 0 (data-entry errors)"), True
+            ),
+            "A score of exactly 0 is almost always a data-entry error in scorecard surveys.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "ACCURACY_FIELD",
+                self.tr("GPS accuracy field (m)"),
+                None,
+                "INPUT",
+                QgsProcessingParameterField.DataType.Numeric,
+                optional=True,
+            ),
+            "Reported GPS error of each point in metres. Points with a larger error than MAX_ACCURACY, or none recorded, are dropped.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "MAX_ACCURACY",
+                self.tr("Worst GPS accuracy kept (m)"),
+                QgsProcessingParameterNumber.Type.Double,
+                20.0,
+                False,
+                0.0,
+            ),
+            "Points whose GPS error is larger than this are dropped (used with ACCURACY_FIELD).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "DATE_FIELD",
+                self.tr("Survey date field"),
+                None,
+                "INPUT",
+                QgsProcessingParameterField.DataType.Any,
+                optional=True,
+            ),
+            "Date of each interview (a date field or text as YYYY-MM-DD).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterDateTime(
+                "MIN_DATE",
+                self.tr("Earliest survey date kept"),
+                QgsProcessingParameterDateTime.Type.Date,
+                optional=True,
+            ),
+            "Households surveyed before this date (or with no readable date) are dropped (used with DATE_FIELD), e.g. to match the imagery's year.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "URBAN", self.tr("Urban centres"), POLYGON_SOURCES, optional=True
+            ),
+            "Polygons of urban centres; households inside are dropped (the model maps rural poverty). Invalid polygons are repaired.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "DISTRICTS", self.tr("Districts"), POLYGON_SOURCES, optional=True
+            ),
+            "District polygons. Households outside every district are dropped and counted; each cell takes the district of most of its households.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "DISTRICT_FIELD", self.tr("District name field"), None, "DISTRICTS", optional=True
+            ),
+            "Field of DISTRICTS holding the district name, written to the grid's district field (used by district cross-validation).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterCrs(
+                "CRS", self.tr("Grid CRS (empty: UTM zone of the data)"), optional=True
+            ),
+            "A projected CRS in metres for the cells. Empty: the UTM zone at the centre of the survey (logged).",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "OUTPUT", self.tr("Training grid"), QgsProcessing.SourceType.TypeVectorPolygon
+            ),
+            "GeoPackage of cells with cell_id, district, n_obs, median_score and label (1 = poor), styled by label.",
+        )
         self.add_grid_outputs(COUNT_KEYS)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(self, parameters, context, feedback):
         output = self.output_gpkg(parameters, "OUTPUT", context)
         points_path, points_layer = self.vector_file(parameters, "INPUT", context, feedback)
         urban_path, urban_layer = self.vector_file(parameters, "URBAN", context, feedback)
-        districts_path, districts_layer = self.vector_file(parameters, "DISTRICTS", context, feedback)
+        districts_path, districts_layer = self.vector_file(
+            parameters, "DISTRICTS", context, feedback
+        )
         min_date = self.parameterAsDateTime(parameters, "MIN_DATE", context)
         options = {
-            "points_path": points_path, "points_layer": points_layer,
+            "points_path": points_path,
+            "points_layer": points_layer,
             "score_field": self.parameterAsString(parameters, "SCORE_FIELD", context),
             "output_path": output,
             "cell_size": self.parameterAsDouble(parameters, "CELL_SIZE", context),
@@ -89,8 +197,10 @@ class BuildTrainingGrid(PovmapAlgorithm):
             "max_accuracy": self.parameterAsDouble(parameters, "MAX_ACCURACY", context),
             "date_field": self.parameterAsString(parameters, "DATE_FIELD", context) or None,
             "min_date": min_date.date().toString("yyyy-MM-dd") if min_date.isValid() else None,
-            "urban_path": urban_path, "urban_layer": urban_layer,
-            "districts_path": districts_path, "districts_layer": districts_layer,
+            "urban_path": urban_path,
+            "urban_layer": urban_layer,
+            "districts_path": districts_path,
+            "districts_layer": districts_layer,
             "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context) or None,
             "crs": self.crs_text(self.parameterAsCrs(parameters, "CRS", context)),
             "style_qml_path": style_path("training_grid"),

@@ -16,21 +16,37 @@ class CheckEnvironment(PovmapAlgorithm):
         "Processing ▸ Providers ▸ Poverty mapping, or with the POVMAP_PYTHON environment variable."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        for key, label in (("PYTHON", "Worker Python"), ("TENSORFLOW", "TensorFlow version"), ("GPUS", "GPUs visible")):
+    def initAlgorithm(self, config=None):
+        for key, label in (
+            ("PYTHON", "Worker Python"),
+            ("TENSORFLOW", "TensorFlow version"),
+            ("GPUS", "GPUs visible"),
+        ):
             self.addOutput(QgsProcessingOutputString(key, self.tr(label)))
         self.addOutput(QgsProcessingOutputBoolean("GPU", self.tr("A GPU is visible")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(self, parameters, context, feedback):
         description = self.run_core_step("environment", {}, feedback)
         packages = description["packages"]
         for name, version in packages.items():
             feedback.pushInfo(f"{name}: {version or 'NOT INSTALLED'}")
         gpus = description.get("gpus") or []
         feedback.pushInfo(f"Python {description['python_version']} at {description['python']}")
-        feedback.pushInfo(f"GPU: {', '.join(gpus) if gpus else 'none visible (training and prediction run on the CPU)'}")
-        missing = [name for name, version in packages.items() if not version or str(version).startswith("broken")]
+        feedback.pushInfo(
+            f"GPU: {', '.join(gpus) if gpus else 'none visible (training and prediction run on the CPU)'}"
+        )
+        missing = [
+            name
+            for name, version in packages.items()
+            if not version or str(version).startswith("broken")
+        ]
         if missing:
-            feedback.pushWarning(f"Missing or broken in the worker environment: {', '.join(missing)}; run scripts/setup or install requirements.txt there.")
-        return {"PYTHON": description["python"], "TENSORFLOW": packages.get("tensorflow") or "not installed",
-                "GPUS": ", ".join(gpus), "GPU": bool(gpus)}
+            feedback.pushWarning(
+                f"Missing or broken in the worker environment: {', '.join(missing)}; run scripts/setup or install requirements.txt there."
+            )
+        return {
+            "PYTHON": description["python"],
+            "TENSORFLOW": packages.get("tensorflow") or "not installed",
+            "GPUS": ", ".join(gpus),
+            "GPU": bool(gpus),
+        }

@@ -21,9 +21,9 @@ from qgis.core import (
 )
 
 from ..core.crossvalidation import report_document
-from ..core.validation_outputs import metrics_csv_path
 from ..core.models import ARCHITECTURES
 from ..core.report import write_report
+from ..core.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .train import PRESET_NAMES
@@ -49,37 +49,95 @@ class CrossValidate(PovmapAlgorithm):
         "batches and writes nothing."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.add_parameter(QgsProcessingParameterFile("CHIPS", self.tr("Chip store (.chips folder)"), QgsProcessingParameterFile.Behavior.Folder),
-                           "Chip store of the labelled grid, from Sample image chips.")
-        self.add_parameter(QgsProcessingParameterFeatureSource("GRID", self.tr("Labelled grid (with district)"), POLYGON_SOURCES),
-                           "The training grid (cell_id, label, district) the chips were sampled for; folds are made of its districts.")
-        self.add_parameter(QgsProcessingParameterEnum("PRESET", self.tr("Preset"), PRESET_NAMES, False, PRESET_NAMES.index("compact")),
-                           "compact: three small CNNs for CPUs (default); paper: ResNet50 + ResNet50V2 + ResNet101 (use a GPU).")
-        self.add_parameter(QgsProcessingParameterString("MEMBERS", self.tr("Members (empty: the preset's)"), "", optional=True),
-                           f"Comma-separated ensemble members to train in every fold, from: {', '.join(ARCHITECTURES)}. Empty: the preset's three.")
-        self.add_parameter(QgsProcessingParameterNumber("FOLDS", self.tr("Folds"), QgsProcessingParameterNumber.Type.Integer, 6, False, 2),
-                           "Number of folds; each holds whole districts, so at most the number of districts with labelled cells.")
-        self.add_parameter(QgsProcessingParameterNumber("SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0, False, 0),
-                           "Makes the fold assignment, splits, sampling and initial weights repeatable on the same machine.")
-        self.add_parameter(QgsProcessingParameterNumber("EPOCHS", self.tr("Maximum epochs (0: the preset's)"), QgsProcessingParameterNumber.Type.Integer, 0, True, 0),
-                           "Upper bound on epochs per member and fold; early stopping usually ends sooner.", advanced=True)
-        self.add_parameter(QgsProcessingParameterFileDestination("REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")),
-                           "One self-contained HTML file: settings, folds and their districts, metrics per fold, median and range across folds.")
-        self.add_parameter(QgsProcessingParameterFileDestination("METRICS", self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")),
-                           "Every number of the report as JSON; a tidy CSV with the same name and .csv is written beside it "
-                           "(fold, districts, model, n, recall, precision, accuracy, auc; fold = median, min or max for the summary rows).")
-        self.add_parameter(QgsProcessingParameterVectorDestination("OUTPUT_GRID", self.tr("Grid with folds and out-of-fold predictions"),
-                                                                   QgsProcessing.SourceType.TypeVectorPolygon),
-                           "GeoPackage: the grid with fold, prob_<member>, prob_mean, votes, pred and outcome (hit, miss, false_alarm, "
-                           "correct_rejection) of each labelled cell, predicted by members that never saw its district (empty for cells "
-                           "left out, e.g. flagged for nodata). Styled as hits and misses; the folds, class and probability styles are "
-                           "in the layer's Styles menu.")
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFile(
+                "CHIPS",
+                self.tr("Chip store (.chips folder)"),
+                QgsProcessingParameterFile.Behavior.Folder,
+            ),
+            "Chip store of the labelled grid, from Sample image chips.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "GRID", self.tr("Labelled grid (with district)"), POLYGON_SOURCES
+            ),
+            "The training grid (cell_id, label, district) the chips were sampled for; folds are made of its districts.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                "PRESET", self.tr("Preset"), PRESET_NAMES, False, PRESET_NAMES.index("compact")
+            ),
+            "compact: three small CNNs for CPUs (default); paper: ResNet50 + ResNet50V2 + ResNet101 (use a GPU).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(
+                "MEMBERS", self.tr("Members (empty: the preset's)"), "", optional=True
+            ),
+            f"Comma-separated ensemble members to train in every fold, from: {', '.join(ARCHITECTURES)}. Empty: the preset's three.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "FOLDS", self.tr("Folds"), QgsProcessingParameterNumber.Type.Integer, 6, False, 2
+            ),
+            "Number of folds; each holds whole districts, so at most the number of districts with labelled cells.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "SEED",
+                self.tr("Random seed"),
+                QgsProcessingParameterNumber.Type.Integer,
+                0,
+                False,
+                0,
+            ),
+            "Makes the fold assignment, splits, sampling and initial weights repeatable on the same machine.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "EPOCHS",
+                self.tr("Maximum epochs (0: the preset's)"),
+                QgsProcessingParameterNumber.Type.Integer,
+                0,
+                True,
+                0,
+            ),
+            "Upper bound on epochs per member and fold; early stopping usually ends sooner.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                "REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
+            ),
+            "One self-contained HTML file: settings, folds and their districts, metrics per fold, median and range across folds.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                "METRICS", self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
+            ),
+            "Every number of the report as JSON; a tidy CSV with the same name and .csv is written beside it "
+            "(fold, districts, model, n, recall, precision, accuracy, auc; fold = median, min or max for the summary rows).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "OUTPUT_GRID",
+                self.tr("Grid with folds and out-of-fold predictions"),
+                QgsProcessing.SourceType.TypeVectorPolygon,
+            ),
+            "GeoPackage: the grid with fold, prob_<member>, prob_mean, votes, pred and outcome (hit, miss, false_alarm, "
+            "correct_rejection) of each labelled cell, predicted by members that never saw its district (empty for cells "
+            "left out, e.g. flagged for nodata). Styled as hits and misses; the folds, class and probability styles are "
+            "in the layer's Styles menu.",
+        )
         self.addOutput(QgsProcessingOutputString("METRICS_CSV", self.tr("Metrics (CSV)")))
         for key in METRIC_KEYS:
-            self.addOutput(QgsProcessingOutputNumber(key.upper(), self.tr(f"Ensemble {key} (median across folds)")))
+            self.addOutput(
+                QgsProcessingOutputNumber(
+                    key.upper(), self.tr(f"Ensemble {key} (median across folds)")
+                )
+            )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(self, parameters, context, feedback):
         from .rendering import RenderError, category_style
 
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
@@ -88,34 +146,75 @@ class CrossValidate(PovmapAlgorithm):
         output_grid = self.output_gpkg(parameters, "OUTPUT_GRID", context)
         members = self.name_list(parameters, "MEMBERS", context)
         folds = self.parameterAsInt(parameters, "FOLDS", context)
-        scratch = tempfile.mkdtemp(prefix="povmap-crossvalidate-", dir=QgsProcessingUtils.tempFolder())
+        scratch = tempfile.mkdtemp(
+            prefix="povmap-crossvalidate-", dir=QgsProcessingUtils.tempFolder()
+        )
         try:
             fold_style = os.path.join(scratch, "folds.qml")
-            extra_styles = [(style_path("prediction_class"), "out-of-fold class"), (style_path("prediction_probability"), "out-of-fold probability")]
+            extra_styles = [
+                (style_path("prediction_class"), "out-of-fold class"),
+                (style_path("prediction_probability"), "out-of-fold probability"),
+            ]
             try:
-                extra_styles.insert(0, (category_style(fold_style, "fold", range(1, folds + 1), "fold {}", "not cross-validated"), "folds"))
+                extra_styles.insert(
+                    0,
+                    (
+                        category_style(
+                            fold_style,
+                            "fold",
+                            range(1, folds + 1),
+                            "fold {}",
+                            "not cross-validated",
+                        ),
+                        "folds",
+                    ),
+                )
             except RenderError as error:
-                feedback.reportError(f"The fold style could not be made ({error}); the grid is written without it.", fatalError=False)
+                feedback.reportError(
+                    f"The fold style could not be made ({error}); the grid is written without it.",
+                    fatalError=False,
+                )
                 fold_style = None
             options = {
-                "chips_path": self.input_file(parameters, "CHIPS", context), "grid_path": grid_path, "grid_layer": grid_layer,
-                "metrics_path": metrics, "output_grid_path": output_grid,
-                "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)], "members": members or None,
-                "folds": folds, "seed": self.parameterAsInt(parameters, "SEED", context),
+                "chips_path": self.input_file(parameters, "CHIPS", context),
+                "grid_path": grid_path,
+                "grid_layer": grid_layer,
+                "metrics_path": metrics,
+                "output_grid_path": output_grid,
+                "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)],
+                "members": members or None,
+                "folds": folds,
+                "seed": self.parameterAsInt(parameters, "SEED", context),
                 "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
-                "style_qml_path": style_path("hitmiss"), "extra_styles": extra_styles, "figures_folder": os.path.join(scratch, "figures"),
+                "style_qml_path": style_path("hitmiss"),
+                "extra_styles": extra_styles,
+                "figures_folder": os.path.join(scratch, "figures"),
             }
-            summary = self.run_core_step("crossvalidate", options, feedback, outputs=[metrics, metrics_csv_path(metrics), output_grid])
+            summary = self.run_core_step(
+                "crossvalidate",
+                options,
+                feedback,
+                outputs=[metrics, metrics_csv_path(metrics), output_grid],
+            )
             if feedback.isCanceled():
-                raise QgsProcessingException(self.tr("Cancelled: the grid and the metrics are written, the report is not."))
+                raise QgsProcessingException(
+                    self.tr("Cancelled: the grid and the metrics are written, the report is not.")
+                )
             feedback.pushInfo("Rendering the maps and writing the report…")
             maps = self._render_maps(summary["output_grid"], fold_style, scratch, context, feedback)
             write_report(report, **report_document(summary, maps))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         feedback.pushInfo(f"Report: {report}")
-        results = {"REPORT": report, "METRICS": metrics, "METRICS_CSV": summary["metrics_csv"], "OUTPUT_GRID": summary["output_grid"]}
-        results.update({key.upper(): summary["summary"]["ensemble"][key]["median"] for key in METRIC_KEYS})
+        results = {
+            "REPORT": report,
+            "METRICS": metrics,
+            "METRICS_CSV": summary["metrics_csv"],
+            "OUTPUT_GRID": summary["output_grid"],
+        }
+        results.update(
+            {key.upper(): summary["summary"]["ensemble"][key]["median"] for key in METRIC_KEYS}
+        )
         return results
 
     def _render_maps(self, grid_path, fold_style, folder, context, feedback):
@@ -124,11 +223,29 @@ class CrossValidate(PovmapAlgorithm):
 
         maps = []
         try:
-            drawn = [(fold_style, "folds", "Folds: the districts held out together (grey: cells left out)")] if fold_style else []
-            drawn.append((None, "hitmiss", "Out-of-fold hits and misses of the ensemble: each cell predicted by members trained "
-                                           "without its district"))
+            drawn = (
+                [
+                    (
+                        fold_style,
+                        "folds",
+                        "Folds: the districts held out together (grey: cells left out)",
+                    )
+                ]
+                if fold_style
+                else []
+            )
+            drawn.append(
+                (
+                    None,
+                    "hitmiss",
+                    "Out-of-fold hits and misses of the ensemble: each cell predicted by members trained "
+                    "without its district",
+                )
+            )
             for style, name, caption in drawn:
-                layer = QgsVectorLayer(grid_path, name, "ogr")   # default style from the GeoPackage: hits and misses
+                layer = QgsVectorLayer(
+                    grid_path, name, "ogr"
+                )  # default style from the GeoPackage: hits and misses
                 if not layer.isValid():
                     raise RenderError(f"cannot open {grid_path}")
                 if style:
@@ -136,8 +253,21 @@ class CrossValidate(PovmapAlgorithm):
                     if not loaded:
                         raise RenderError(f"the fold style could not be applied: {message}")
                 path = os.path.join(folder, f"map_{name}.png")
-                maps.append((render_layers(path, [layer], MAP_WIDTH, legend_below=True, transform_context=context.transformContext(),
-                                           max_height=MAP_MAX_HEIGHT), caption))
+                maps.append(
+                    (
+                        render_layers(
+                            path,
+                            [layer],
+                            MAP_WIDTH,
+                            legend_below=True,
+                            transform_context=context.transformContext(),
+                            max_height=MAP_MAX_HEIGHT,
+                        ),
+                        caption,
+                    )
+                )
         except RenderError as error:
-            feedback.reportError(f"The maps could not be rendered ({error}); the report has none.", fatalError=False)
+            feedback.reportError(
+                f"The maps could not be rendered ({error}); the report has none.", fatalError=False
+            )
         return maps

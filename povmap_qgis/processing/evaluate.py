@@ -18,8 +18,8 @@ from qgis.core import (
 )
 
 from ..core.evaluation import report_document
-from ..core.validation_outputs import metrics_csv_path
 from ..core.report import write_report
+from ..core.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 
@@ -38,7 +38,10 @@ NUMBER_OUTPUTS = {
     "HITS": ("Hits (poor, predicted poor)", ("outcomes", "hit")),
     "MISSES": ("Misses (poor, predicted not poor)", ("outcomes", "miss")),
     "FALSE_ALARMS": ("False alarms (not poor, predicted poor)", ("outcomes", "false_alarm")),
-    "CORRECT_REJECTIONS": ("Correct rejections (not poor, predicted not poor)", ("outcomes", "correct_rejection")),
+    "CORRECT_REJECTIONS": (
+        "Correct rejections (not poor, predicted not poor)",
+        ("outcomes", "correct_rejection"),
+    ),
 }
 
 
@@ -58,53 +61,110 @@ class Evaluate(PovmapAlgorithm):
         "one class only is reported with AUC left empty and a warning."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.add_parameter(QgsProcessingParameterFeatureSource("PREDICTIONS", self.tr("Predictions"), POLYGON_SOURCES),
-                           "A prediction layer from Predict poverty (cell_id, a prob_ field per member, prob_mean, pred). The members' "
-                           "decision threshold is read from its metadata (0.5 when missing).")
-        self.add_parameter(QgsProcessingParameterFeatureSource("TRUTH", self.tr("Ground truth (labelled grid)"), [QgsProcessing.SourceType.TypeVector]),
-                           "A labelled grid (cell_id, label 1 = poor, district) from Build training grid: held-out cells, or a new survey "
-                           "gridded in the same CRS and cell size as the predicted grid. Matched by cell_id, not by location.")
-        self.add_parameter(QgsProcessingParameterNumber("RANDOM_DRAWS", self.tr("Random predictions for the baseline"),
-                                                        QgsProcessingParameterNumber.Type.Integer, 1000, False, 1, 1000000),
-                           "How many coin-flip predictions of the same cells make the random baseline; their median recall, "
-                           "precision and accuracy are reported beside the model (the paper: 1000).")
-        self.add_parameter(QgsProcessingParameterNumber("SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0, False, 0),
-                           "Seed of the random baseline: the same seed gives the same baseline.", advanced=True)
-        self.add_parameter(QgsProcessingParameterVectorDestination("HITMISS", self.tr("Hits and misses"), QgsProcessing.SourceType.TypeVectorPolygon),
-                           "GeoPackage of the compared cells: the prediction fields plus label and outcome (hit, miss, false_alarm, "
-                           "correct_rejection), styled with colour-blind-safe colours and the count of each outcome in the legend.")
-        self.add_parameter(QgsProcessingParameterFileDestination("REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")),
-                           "One self-contained HTML file (images inside, opens offline): settings, data summary, metric tables, "
-                           "ROC curves, confusion matrices, per-district table, outcome counts and maps rendered by QGIS.")
-        self.add_parameter(QgsProcessingParameterFileDestination("METRICS", self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")),
-                           "Every number of the report as JSON; a tidy CSV with the same name and .csv is written beside it "
-                           "(scope, model, n, recall, precision, accuracy, auc; empty where undefined).")
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "PREDICTIONS", self.tr("Predictions"), POLYGON_SOURCES
+            ),
+            "A prediction layer from Predict poverty (cell_id, a prob_ field per member, prob_mean, pred). The members' "
+            "decision threshold is read from its metadata (0.5 when missing).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "TRUTH",
+                self.tr("Ground truth (labelled grid)"),
+                [QgsProcessing.SourceType.TypeVector],
+            ),
+            "A labelled grid (cell_id, label 1 = poor, district) from Build training grid: held-out cells, or a new survey "
+            "gridded in the same CRS and cell size as the predicted grid. Matched by cell_id, not by location.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "RANDOM_DRAWS",
+                self.tr("Random predictions for the baseline"),
+                QgsProcessingParameterNumber.Type.Integer,
+                1000,
+                False,
+                1,
+                1000000,
+            ),
+            "How many coin-flip predictions of the same cells make the random baseline; their median recall, "
+            "precision and accuracy are reported beside the model (the paper: 1000).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "SEED",
+                self.tr("Random seed"),
+                QgsProcessingParameterNumber.Type.Integer,
+                0,
+                False,
+                0,
+            ),
+            "Seed of the random baseline: the same seed gives the same baseline.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "HITMISS", self.tr("Hits and misses"), QgsProcessing.SourceType.TypeVectorPolygon
+            ),
+            "GeoPackage of the compared cells: the prediction fields plus label and outcome (hit, miss, false_alarm, "
+            "correct_rejection), styled with colour-blind-safe colours and the count of each outcome in the legend.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                "REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
+            ),
+            "One self-contained HTML file (images inside, opens offline): settings, data summary, metric tables, "
+            "ROC curves, confusion matrices, per-district table, outcome counts and maps rendered by QGIS.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                "METRICS", self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
+            ),
+            "Every number of the report as JSON; a tidy CSV with the same name and .csv is written beside it "
+            "(scope, model, n, recall, precision, accuracy, auc; empty where undefined).",
+        )
         self.addOutput(QgsProcessingOutputString("METRICS_CSV", self.tr("Metrics (CSV)")))
         for key, (label, _) in NUMBER_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def prepareAlgorithm(self, parameters, context, feedback):
         """Copies of the prediction layer for the report's maps, made here in the main thread (layers belong to it)."""
         layer = self.parameterAsVectorLayer(parameters, "PREDICTIONS", context)
         self._map_layers = [layer.clone() for _ in range(3)] if layer is not None else []
         return True
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(self, parameters, context, feedback):
         hitmiss = self.output_gpkg(parameters, "HITMISS", context)
         report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
         metrics = self.output_file(parameters, "METRICS", context, (".json",))
-        predictions_path, predictions_layer = self.vector_file(parameters, "PREDICTIONS", context, feedback)
+        predictions_path, predictions_layer = self.vector_file(
+            parameters, "PREDICTIONS", context, feedback
+        )
         truth_path, truth_layer = self.vector_file(parameters, "TRUTH", context, feedback)
         figures = tempfile.mkdtemp(prefix="povmap-evaluate-", dir=QgsProcessingUtils.tempFolder())
-        options = {"predictions_path": predictions_path, "predictions_layer": predictions_layer,
-                   "truth_path": truth_path, "truth_layer": truth_layer, "hitmiss_path": hitmiss, "metrics_path": metrics,
-                   "figures_folder": figures, "random_draws": self.parameterAsInt(parameters, "RANDOM_DRAWS", context),
-                   "seed": self.parameterAsInt(parameters, "SEED", context), "style_qml_path": style_path("hitmiss")}
+        options = {
+            "predictions_path": predictions_path,
+            "predictions_layer": predictions_layer,
+            "truth_path": truth_path,
+            "truth_layer": truth_layer,
+            "hitmiss_path": hitmiss,
+            "metrics_path": metrics,
+            "figures_folder": figures,
+            "random_draws": self.parameterAsInt(parameters, "RANDOM_DRAWS", context),
+            "seed": self.parameterAsInt(parameters, "SEED", context),
+            "style_qml_path": style_path("hitmiss"),
+        }
         try:
-            summary = self.run_core_step("evaluate", options, feedback, outputs=[hitmiss, metrics, metrics_csv_path(metrics)])
+            summary = self.run_core_step(
+                "evaluate", options, feedback, outputs=[hitmiss, metrics, metrics_csv_path(metrics)]
+            )
             if feedback.isCanceled():
-                raise QgsProcessingException(self.tr("Cancelled: the hit/miss layer and the metrics are written, the report is not."))
+                raise QgsProcessingException(
+                    self.tr(
+                        "Cancelled: the hit/miss layer and the metrics are written, the report is not."
+                    )
+                )
             feedback.pushInfo("Rendering the maps and writing the report…")
             maps = self._render_maps(summary, figures, context, feedback)
             write_report(report, **report_document(summary, maps))
@@ -112,11 +172,15 @@ class Evaluate(PovmapAlgorithm):
             self._map_layers = []
             shutil.rmtree(figures, ignore_errors=True)
         feedback.pushInfo(f"Report: {report}")
-        results = {"HITMISS": hitmiss, "REPORT": report, "METRICS": metrics, "METRICS_CSV": summary["metrics_csv"]}
+        results = {
+            "HITMISS": hitmiss,
+            "REPORT": report,
+            "METRICS": metrics,
+            "METRICS_CSV": summary["metrics_csv"],
+        }
         for key, (_, where) in NUMBER_OUTPUTS.items():
             results[key] = _lookup(summary, where)
         return results
-
 
     def _render_maps(self, summary, folder, context, feedback):
         """PNGs of the predicted class, the probability and the hits and misses; [(path, caption)]."""
@@ -124,32 +188,70 @@ class Evaluate(PovmapAlgorithm):
 
         maps = []
         try:
-            hitmiss = QgsVectorLayer(summary["hitmiss"], "hits and misses", "ogr")   # styled from the GeoPackage
+            hitmiss = QgsVectorLayer(
+                summary["hitmiss"], "hits and misses", "ogr"
+            )  # styled from the GeoPackage
             if not hitmiss.isValid():
                 raise RenderError(f"cannot open {summary['hitmiss']}")
             transform_context = context.transformContext()
             if self._map_layers:
                 class_layer, probability_layer, outline_layer = self._map_layers
                 for layer, style, name, caption in (
-                        (class_layer, "prediction_class", "class", "Predicted class: the ensemble's majority vote (all predicted cells)"),
-                        (probability_layer, "prediction_probability", "probability", "Probability of being poor: mean of the members (all predicted cells)")):
+                    (
+                        class_layer,
+                        "prediction_class",
+                        "class",
+                        "Predicted class: the ensemble's majority vote (all predicted cells)",
+                    ),
+                    (
+                        probability_layer,
+                        "prediction_probability",
+                        "probability",
+                        "Probability of being poor: mean of the members (all predicted cells)",
+                    ),
+                ):
                     # loadFromLocalDb=True: read the .qml file (otherwise a GeoPackage's own default style wins)
                     message, loaded = layer.loadNamedStyle(style_path(style), True)
                     if not loaded:
                         raise RenderError(f"the style {style} could not be applied: {message}")
                     path = os.path.join(folder, f"map_{name}.png")
-                    maps.append((render_layers(path, [layer], MAP_WIDTH, legend_below=True, transform_context=transform_context,
-                                               max_height=MAP_MAX_HEIGHT), caption))
+                    maps.append(
+                        (
+                            render_layers(
+                                path,
+                                [layer],
+                                MAP_WIDTH,
+                                legend_below=True,
+                                transform_context=transform_context,
+                                max_height=MAP_MAX_HEIGHT,
+                            ),
+                            caption,
+                        )
+                    )
                 outline_layer.setRenderer(outline_renderer("#9a9a9a", 0.15))
                 below, extent = [outline_layer], outline_layer
             else:
                 below, extent = [], hitmiss
             path = os.path.join(folder, "map_hitmiss.png")
-            maps.append((render_layers(path, [hitmiss] + below, MAP_WIDTH, extent_layer=extent, legend_layers=[hitmiss],
-                                       legend_below=True, transform_context=transform_context, max_height=MAP_MAX_HEIGHT),
-                         "Hits and misses of the ensemble on the compared cells (grey outlines: predicted cells without a label)"))
+            maps.append(
+                (
+                    render_layers(
+                        path,
+                        [hitmiss] + below,
+                        MAP_WIDTH,
+                        extent_layer=extent,
+                        legend_layers=[hitmiss],
+                        legend_below=True,
+                        transform_context=transform_context,
+                        max_height=MAP_MAX_HEIGHT,
+                    ),
+                    "Hits and misses of the ensemble on the compared cells (grey outlines: predicted cells without a label)",
+                )
+            )
         except RenderError as error:
-            feedback.reportError(f"The maps could not be rendered ({error}); the report has none.", fatalError=False)
+            feedback.reportError(
+                f"The maps could not be rendered ({error}); the report has none.", fatalError=False
+            )
         return maps
 
 

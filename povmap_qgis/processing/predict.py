@@ -11,8 +11,10 @@ from qgis.core import (
 from ..paths import bundled_model_path, style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 
-EXTRA_STYLES = [("prediction_probability", "povmap probability (mean of members)"),
-                ("prediction_disagreement", "povmap member disagreement")]
+EXTRA_STYLES = [
+    ("prediction_probability", "povmap probability (mean of members)"),
+    ("prediction_disagreement", "povmap member disagreement"),
+]
 
 
 class Predict(PovmapAlgorithm):
@@ -28,27 +30,59 @@ class Predict(PovmapAlgorithm):
         "it was trained on synthetic data and is not for policy use."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.add_parameter(QgsProcessingParameterFile("MODEL", self.tr("Model package (.povmodel; empty: bundled demo model)"),
-                                                      QgsProcessingParameterFile.Behavior.Folder, optional=True),
-                           "A .povmodel folder from Train poverty ensemble. Empty: the demonstration ensemble bundled with the plugin (synthetic data, not for policy use).")
-        self.add_parameter(QgsProcessingParameterFile("CHIPS", self.tr("Chip store (.chips folder)"), QgsProcessingParameterFile.Behavior.Folder),
-                           "Chips of GRID from Sample image chips, with the inputs, bands and chip size the model was trained on.")
-        self.add_parameter(QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
-                           "Cells to predict (cell_id), e.g. from Build prediction grid; every field of it is kept in the output.")
-        self.add_parameter(QgsProcessingParameterVectorDestination("OUTPUT", self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon),
-                           "GeoPackage of the grid with the prediction fields, styled by predicted class.")
-        for key, label in (("CELLS", "Cells"), ("PREDICTED_POOR", "Cells predicted poor"), ("FLAGGED", "Cells with too much nodata")):
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFile(
+                "MODEL",
+                self.tr("Model package (.povmodel; empty: bundled demo model)"),
+                QgsProcessingParameterFile.Behavior.Folder,
+                optional=True,
+            ),
+            "A .povmodel folder from Train poverty ensemble. Empty: the demonstration ensemble bundled with the plugin (synthetic data, not for policy use).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFile(
+                "CHIPS",
+                self.tr("Chip store (.chips folder)"),
+                QgsProcessingParameterFile.Behavior.Folder,
+            ),
+            "Chips of GRID from Sample image chips, with the inputs, bands and chip size the model was trained on.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
+            "Cells to predict (cell_id), e.g. from Build prediction grid; every field of it is kept in the output.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "OUTPUT", self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
+            ),
+            "GeoPackage of the grid with the prediction fields, styled by predicted class.",
+        )
+        for key, label in (
+            ("CELLS", "Cells"),
+            ("PREDICTED_POOR", "Cells predicted poor"),
+            ("FLAGGED", "Cells with too much nodata"),
+        ):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(self, parameters, context, feedback):
         output = self.output_gpkg(parameters, "OUTPUT", context)
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         model = self.input_file(parameters, "MODEL", context) or bundled_model_path()
         feedback.pushInfo(f"Model: {model}")
-        options = {"model_path": model, "chips_path": self.input_file(parameters, "CHIPS", context),
-                   "grid_path": grid_path, "grid_layer": grid_layer, "output_path": output,
-                   "style_qml_path": style_path("prediction_class"),
-                   "extra_styles": [(style_path(name), label) for name, label in EXTRA_STYLES]}
+        options = {
+            "model_path": model,
+            "chips_path": self.input_file(parameters, "CHIPS", context),
+            "grid_path": grid_path,
+            "grid_layer": grid_layer,
+            "output_path": output,
+            "style_qml_path": style_path("prediction_class"),
+            "extra_styles": [(style_path(name), label) for name, label in EXTRA_STYLES],
+        }
         result = self.run_core_step("predict", options, feedback, outputs=[output])
-        return {"OUTPUT": output, "CELLS": result["cells"], "PREDICTED_POOR": result["predicted_poor"], "FLAGGED": result["flagged"]}
+        return {
+            "OUTPUT": output,
+            "CELLS": result["cells"],
+            "PREDICTED_POOR": result["predicted_poor"],
+            "FLAGGED": result["flagged"],
+        }

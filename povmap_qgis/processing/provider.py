@@ -22,7 +22,7 @@ class PovmapProvider(QgsProcessingProvider):
     def name(self):
         return "Poverty mapping"
 
-    def longName(self):  # noqa: N802 (QGIS API)
+    def longName(self):
         return "Poverty mapping (povmap-qgis)"
 
     def icon(self):
@@ -39,6 +39,15 @@ class PovmapProvider(QgsProcessingProvider):
     def unload(self):
         settings.unregister()
 
-    def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (BuildTrainingGrid(), BuildPredictionGrid(), SampleChips(), Train(), Predict(), Evaluate(), CrossValidate(), CheckEnvironment()):
+    def loadAlgorithms(self):
+        for algorithm in (
+            BuildTrainingGrid(),
+            BuildPredictionGrid(),
+            SampleChips(),
+            Train(),
+            Predict(),
+            Evaluate(),
+            CrossValidate(),
+            CheckEnvironment(),
+        ):
             self.addAlgorithm(algorithm)

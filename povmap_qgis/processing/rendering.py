@@ -30,12 +30,29 @@ class RenderError(RuntimeError):
 
 def outline_renderer(colour="#202020", width_mm=0.5):
     """Polygons drawn as outlines only, so that layers below stay visible."""
-    return QgsSingleSymbolRenderer(QgsFillSymbol.createSimple(
-        {"style": "no", "outline_color": colour, "outline_width": str(width_mm), "outline_width_unit": "MM"}))
+    return QgsSingleSymbolRenderer(
+        QgsFillSymbol.createSimple(
+            {
+                "style": "no",
+                "outline_color": colour,
+                "outline_width": str(width_mm),
+                "outline_width_unit": "MM",
+            }
+        )
+    )
 
 
 # Okabe–Ito colours (colour-blind safe), as the members' curves in the report figures.
-CATEGORY_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+CATEGORY_COLOURS = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#F0E442",
+    "#000000",
+)
 
 
 def category_style(output, field, values, label_format="{}", missing_label="none"):
@@ -50,10 +67,22 @@ def category_style(output, field, values, label_format="{}", missing_label="none
     layer = QgsVectorLayer(f"Polygon?field={field}:integer", field, "memory")
     categories = []
     for index, value in enumerate(values):
-        symbol = QgsFillSymbol.createSimple({"color": CATEGORY_COLOURS[index % len(CATEGORY_COLOURS)], "outline_color": "#ffffff",
-                                             "outline_width": "0.05", "outline_width_unit": "MM"})
+        symbol = QgsFillSymbol.createSimple(
+            {
+                "color": CATEGORY_COLOURS[index % len(CATEGORY_COLOURS)],
+                "outline_color": "#ffffff",
+                "outline_width": "0.05",
+                "outline_width_unit": "MM",
+            }
+        )
         categories.append(QgsRendererCategory(value, symbol, label_format.format(value)))
-    categories.append(QgsRendererCategory(None, QgsFillSymbol.createSimple({"color": "#d9d9d9", "outline_style": "no"}), missing_label))
+    categories.append(
+        QgsRendererCategory(
+            None,
+            QgsFillSymbol.createSimple({"color": "#d9d9d9", "outline_style": "no"}),
+            missing_label,
+        )
+    )
     layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
     message, saved = layer.saveNamedStyle(output)
     if not saved:
@@ -74,7 +103,11 @@ def load_layer(source):
         layer = QgsVectorLayer(source, name, "ogr")
     if not layer.isValid():
         raise RenderError(f"cannot open '{source}'")
-    if isinstance(layer, QgsVectorLayer) and not layer.listStylesInDatabase()[0] and layer.geometryType() == QgsWkbTypes.PolygonGeometry:
+    if (
+        isinstance(layer, QgsVectorLayer)
+        and not layer.listStylesInDatabase()[0]
+        and layer.geometryType() == QgsWkbTypes.PolygonGeometry
+    ):
         layer.setRenderer(outline_renderer())
     return layer
 
@@ -86,14 +119,31 @@ def project_layers(project_path, name_parts=None):
     project = QgsProject.instance()
     if not project.read(project_path):
         raise RenderError(f"cannot read the project '{project_path}'")
-    layers = [node.layer() for node in project.layerTreeRoot().findLayers() if node.isVisible() and node.layer()]
+    layers = [
+        node.layer()
+        for node in project.layerTreeRoot().findLayers()
+        if node.isVisible() and node.layer()
+    ]
     if name_parts:
-        layers = [layer for layer in layers if any(part.lower() in layer.name().lower() for part in name_parts)]
+        layers = [
+            layer
+            for layer in layers
+            if any(part.lower() in layer.name().lower() for part in name_parts)
+        ]
     return layers
 
 
-def render_layers(output, layers, width=1600, extent_layer=None, title=None, legend_layers=None, transform_context=None,
-                  legend_below=False, max_height=None):
+def render_layers(
+    output,
+    layers,
+    width=1600,
+    extent_layer=None,
+    title=None,
+    legend_layers=None,
+    transform_context=None,
+    legend_below=False,
+    max_height=None,
+):
     """Draw ``layers`` (top first) into a PNG at ``output``; return the path.
 
     The map is in the CRS of ``extent_layer`` (default: the first layer) and
@@ -111,7 +161,12 @@ def render_layers(output, layers, width=1600, extent_layer=None, title=None, leg
     settings.setLayers(list(layers))
     extent = QgsRectangle(settings.layerExtentToOutputExtent(reference, reference.extent()))
     if extent.isEmpty():
-        extent = QgsRectangle(extent.xMinimum() - 500, extent.yMinimum() - 500, extent.xMaximum() + 500, extent.yMaximum() + 500)
+        extent = QgsRectangle(
+            extent.xMinimum() - 500,
+            extent.yMinimum() - 500,
+            extent.xMaximum() + 500,
+            extent.yMaximum() + 500,
+        )
     extent.scale(1.04)
     if max_height and extent.height() > extent.width() * max_height / width:
         width = max(200, int(max_height * extent.width() / extent.height()))
@@ -136,15 +191,24 @@ def render_layers(output, layers, width=1600, extent_layer=None, title=None, leg
     return output
 
 
-def render(output, sources, width=1600, extent_of=None, title=None, project=None, project_filter=None):
+def render(
+    output, sources, width=1600, extent_of=None, title=None, project=None, project_filter=None
+):
     """``render_layers`` for file paths; the visible layers of ``project`` (filtered by name) are drawn below."""
     from qgis.core import QgsProject
 
     background = project_layers(project, project_filter) if project else []
     layers = [load_layer(source) for source in sources]
     reference = load_layer(extent_of) if extent_of else layers[0]
-    return render_layers(output, layers + background, width, reference, title, legend_layers=layers,
-                         transform_context=QgsProject.instance().transformContext() if project else None)
+    return render_layers(
+        output,
+        layers + background,
+        width,
+        reference,
+        title,
+        legend_layers=layers,
+        transform_context=QgsProject.instance().transformContext() if project else None,
+    )
 
 
 def draw_title(image, title, width):
@@ -176,9 +240,13 @@ def legend_size(entries, width):
     image = QImage(1, 1, QImage.Format_ARGB32_Premultiplied)
     painter = QPainter(image)
     painter.setFont(QFont("Sans", int(size * 0.8)))
-    text_width = max([painter.fontMetrics().horizontalAdvance(entry[0]) for entry in entries] or [0])
+    text_width = max(
+        [painter.fontMetrics().horizontalAdvance(entry[0]) for entry in entries] or [0]
+    )
     painter.end()
-    return max(int(size * 14), int(size * 3.6) + text_width), int(size * 1.6 * len(entries) + size * 0.6)
+    return max(int(size * 14), int(size * 3.6) + text_width), int(
+        size * 1.6 * len(entries) + size * 0.6
+    )
 
 
 def draw_legend(image, entries, width):

@@ -21,12 +21,24 @@ from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 
 NAMED_INPUTS = [  # parameter, store input name, label, help
-    ("DAYTIME", "daytime", "Daytime imagery (e.g. Sentinel-2)",
-     "Optical imagery; the bands of DAYTIME_BANDS are sampled in that order (red, green, blue)."),
-    ("NIGHTLIGHTS", "nightlights", "Night-time lights (e.g. VIIRS)",
-     "Night-time lights raster, band 1; a raster far coarser than a cell (VIIRS ~500 m) gives a smooth, nearly constant chip."),
-    ("ACCESSIBILITY", "accessibility", "Accessibility (e.g. travel time to cities)",
-     "Accessibility raster, band 1 (e.g. travel time to the nearest city)."),
+    (
+        "DAYTIME",
+        "daytime",
+        "Daytime imagery (e.g. Sentinel-2)",
+        "Optical imagery; the bands of DAYTIME_BANDS are sampled in that order (red, green, blue).",
+    ),
+    (
+        "NIGHTLIGHTS",
+        "nightlights",
+        "Night-time lights (e.g. VIIRS)",
+        "Night-time lights raster, band 1; a raster far coarser than a cell (VIIRS ~500 m) gives a smooth, nearly constant chip.",
+    ),
+    (
+        "ACCESSIBILITY",
+        "accessibility",
+        "Accessibility (e.g. travel time to cities)",
+        "Accessibility raster, band 1 (e.g. travel time to the nearest city).",
+    ),
 ]
 
 
@@ -44,59 +56,144 @@ class SampleChips(PovmapAlgorithm):
         "when complete; a cancelled run continues where it stopped when run again with the same parameters."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.add_parameter(QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
-                           "Cells from Build training grid or Build prediction grid (cell_id field, aligned cells).")
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
+            "Cells from Build training grid or Build prediction grid (cell_id field, aligned cells).",
+        )
         for name, _, label, help_text in NAMED_INPUTS:
-            self.add_parameter(QgsProcessingParameterRasterLayer(name, self.tr(label), optional=True),
-                               help_text + " Must be a raster file (GeoTIFF…): web or virtual layers must be saved as GeoTIFF first.")
+            self.add_parameter(
+                QgsProcessingParameterRasterLayer(name, self.tr(label), optional=True),
+                help_text
+                + " Must be a raster file (GeoTIFF…): web or virtual layers must be saved as GeoTIFF first.",
+            )
             if name == "DAYTIME":
-                self.add_parameter(QgsProcessingParameterString("DAYTIME_BANDS", self.tr("Daytime bands (red, green, blue)"), "1,2,3"),
-                                   "Band numbers of DAYTIME in red, green, blue order, separated by commas; e.g. 4,3,2 for a full Sentinel-2 stack.")
-        self.add_parameter(QgsProcessingParameterMultipleLayers("EXTRA", self.tr("Extra rasters"), QgsProcessing.SourceType.TypeRaster, optional=True),
-                           "More raster files (all bands each), stored under their layer names.")
-        self.add_parameter(QgsProcessingParameterNumber("RESOLUTION", self.tr("Chip resolution (m)"), QgsProcessingParameterNumber.Type.Double, 10.0, False, 0.01),
-                           "Pixel size of the chips in metres of the grid CRS (10 m: Sentinel-2's).")
-        self.add_parameter(QgsProcessingParameterNumber("CHIP_SIZE", self.tr("Chip size (px, 0 = cell size / resolution)"), QgsProcessingParameterNumber.Type.Integer, 0, True, 0),
-                           "Chip side in pixels; it must cover the cell exactly (cell size / RESOLUTION, 100 for 1 km at 10 m). 0 or empty: computed.")
-        self.add_parameter(QgsProcessingParameterNumber("MAX_NODATA", self.tr("Maximum nodata fraction"), QgsProcessingParameterNumber.Type.Double, 0.1, False, 0.0, 1.0),
-                           "Cells whose chip in any input has more nodata than this fraction are flagged, listed and excluded from training.")
+                self.add_parameter(
+                    QgsProcessingParameterString(
+                        "DAYTIME_BANDS", self.tr("Daytime bands (red, green, blue)"), "1,2,3"
+                    ),
+                    "Band numbers of DAYTIME in red, green, blue order, separated by commas; e.g. 4,3,2 for a full Sentinel-2 stack.",
+                )
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(
+                "EXTRA",
+                self.tr("Extra rasters"),
+                QgsProcessing.SourceType.TypeRaster,
+                optional=True,
+            ),
+            "More raster files (all bands each), stored under their layer names.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "RESOLUTION",
+                self.tr("Chip resolution (m)"),
+                QgsProcessingParameterNumber.Type.Double,
+                10.0,
+                False,
+                0.01,
+            ),
+            "Pixel size of the chips in metres of the grid CRS (10 m: Sentinel-2's).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "CHIP_SIZE",
+                self.tr("Chip size (px, 0 = cell size / resolution)"),
+                QgsProcessingParameterNumber.Type.Integer,
+                0,
+                True,
+                0,
+            ),
+            "Chip side in pixels; it must cover the cell exactly (cell size / RESOLUTION, 100 for 1 km at 10 m). 0 or empty: computed.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "MAX_NODATA",
+                self.tr("Maximum nodata fraction"),
+                QgsProcessingParameterNumber.Type.Double,
+                0.1,
+                False,
+                0.0,
+                1.0,
+            ),
+            "Cells whose chip in any input has more nodata than this fraction are flagged, listed and excluded from training.",
+        )
         for name, _, label, _ in NAMED_INPUTS + [("EXTRA", None, "Extra rasters", None)]:
-            self.add_parameter(QgsProcessingParameterEnum(f"{name}_RESAMPLING", self.tr(f"{label.split(' (')[0]}: resampling"), list(RESAMPLING_METHODS), False, 1),
-                               f"How {name} is resampled onto the chips: bilinear (default) for continuous values, nearest or mode for classes, average to aggregate finer rasters.",
-                               advanced=True)
-        self.add_parameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Chip store (folder ending in .chips)")),
-                           "Folder of the chip store (manifest.json, cell_ids.npy, one .npy per input, nodata_fraction.npy); .chips is added to the name if missing.")
-        self.add_parameter(QgsProcessingParameterVectorDestination("NODATA_GRID", self.tr("Grid with nodata fractions"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True),
-                           "The grid with nodata_<input> (fraction of each chip without data) and chip_flagged (1 = above MAX_NODATA), styled to show flagged cells.")
-        for key, label in (("CELLS", "Cells"), ("SAMPLED", "Cells sampled in this run"), ("RESUMED_CELLS", "Cells already sampled by an earlier run"), ("FLAGGED", "Flagged cells")):
+            self.add_parameter(
+                QgsProcessingParameterEnum(
+                    f"{name}_RESAMPLING",
+                    self.tr(f"{label.split(' (')[0]}: resampling"),
+                    list(RESAMPLING_METHODS),
+                    False,
+                    1,
+                ),
+                f"How {name} is resampled onto the chips: bilinear (default) for continuous values, nearest or mode for classes, average to aggregate finer rasters.",
+                advanced=True,
+            )
+        self.add_parameter(
+            QgsProcessingParameterFolderDestination(
+                "OUTPUT", self.tr("Chip store (folder ending in .chips)")
+            ),
+            "Folder of the chip store (manifest.json, cell_ids.npy, one .npy per input, nodata_fraction.npy); .chips is added to the name if missing.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "NODATA_GRID",
+                self.tr("Grid with nodata fractions"),
+                QgsProcessing.SourceType.TypeVectorPolygon,
+                optional=True,
+            ),
+            "The grid with nodata_<input> (fraction of each chip without data) and chip_flagged (1 = above MAX_NODATA), styled to show flagged cells.",
+        )
+        for key, label in (
+            ("CELLS", "Cells"),
+            ("SAMPLED", "Cells sampled in this run"),
+            ("RESUMED_CELLS", "Cells already sampled by an earlier run"),
+            ("FLAGGED", "Flagged cells"),
+        ):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(self, parameters, context, feedback):
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         inputs = self._inputs(parameters, context)
         output = self.parameterAsString(parameters, "OUTPUT", context) or ""
         output = os.path.abspath(output.rstrip("/\\"))
         if not output.endswith(".chips"):
             output += ".chips"
-        nodata_grid = self.output_gpkg(parameters, "NODATA_GRID", context) if parameters.get("NODATA_GRID") not in (None, "") else None
+        nodata_grid = (
+            self.output_gpkg(parameters, "NODATA_GRID", context)
+            if parameters.get("NODATA_GRID") not in (None, "")
+            else None
+        )
         options = {
-            "grid_path": grid_path, "grid_layer": grid_layer, "inputs": inputs, "output_path": output,
+            "grid_path": grid_path,
+            "grid_layer": grid_layer,
+            "inputs": inputs,
+            "output_path": output,
             "resolution": self.parameterAsDouble(parameters, "RESOLUTION", context),
             "chip_size": self.parameterAsInt(parameters, "CHIP_SIZE", context) or None,
             "max_nodata": self.parameterAsDouble(parameters, "MAX_NODATA", context),
-            "nodata_grid_path": nodata_grid, "style_qml_path": style_path("chip_nodata"),
+            "nodata_grid_path": nodata_grid,
+            "style_qml_path": style_path("chip_nodata"),
         }
         feedback.pushInfo(f"Sampling {', '.join(spec['name'] for spec in inputs)} into {output}")
         # The partial store is kept on cancel or error: the next run with the same parameters resumes it.
         try:
-            summary = self.run_core_step("sample_chips", options, feedback, outputs=[nodata_grid] if nodata_grid else [])
+            summary = self.run_core_step(
+                "sample_chips", options, feedback, outputs=[nodata_grid] if nodata_grid else []
+            )
         except QgsProcessingException:
             if feedback.isCanceled():
-                feedback.pushInfo("The cells sampled so far are kept: run again with the same parameters to continue where this run stopped.")
+                feedback.pushInfo(
+                    "The cells sampled so far are kept: run again with the same parameters to continue where this run stopped."
+                )
             raise
-        results = {"OUTPUT": summary["output"], "CELLS": summary["cells"], "SAMPLED": summary["sampled"],
-                   "RESUMED_CELLS": summary["resumed_cells"], "FLAGGED": summary["flagged"]}
+        results = {
+            "OUTPUT": summary["output"],
+            "CELLS": summary["cells"],
+            "SAMPLED": summary["sampled"],
+            "RESUMED_CELLS": summary["resumed_cells"],
+            "FLAGGED": summary["flagged"],
+        }
         if nodata_grid:
             results["NODATA_GRID"] = nodata_grid
         return results
@@ -108,15 +205,32 @@ class SampleChips(PovmapAlgorithm):
             if not path:
                 continue
             bands = self._daytime_bands(parameters, context) if name == "DAYTIME" else [1]
-            inputs.append({"name": store_name, "path": path, "bands": bands, "parameter": name,
-                           "resampling": self._resampling(parameters, name, context)})
+            inputs.append(
+                {
+                    "name": store_name,
+                    "path": path,
+                    "bands": bands,
+                    "parameter": name,
+                    "resampling": self._resampling(parameters, name, context),
+                }
+            )
         for layer in self.parameterAsLayerList(parameters, "EXTRA", context):
             path = self.raster_layer_file(layer, "EXTRA")
-            inputs.append({"name": _store_name(layer.name(), [spec["name"] for spec in inputs]), "path": path,
-                           "bands": list(range(1, layer.bandCount() + 1)), "parameter": "EXTRA",
-                           "resampling": self._resampling(parameters, "EXTRA", context)})
+            inputs.append(
+                {
+                    "name": _store_name(layer.name(), [spec["name"] for spec in inputs]),
+                    "path": path,
+                    "bands": list(range(1, layer.bandCount() + 1)),
+                    "parameter": "EXTRA",
+                    "resampling": self._resampling(parameters, "EXTRA", context),
+                }
+            )
         if not inputs:
-            raise QgsProcessingException(self.tr("Choose at least one input raster: DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA."))
+            raise QgsProcessingException(
+                self.tr(
+                    "Choose at least one input raster: DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA."
+                )
+            )
         return inputs
 
     def _daytime_bands(self, parameters, context):
@@ -126,7 +240,11 @@ class SampleChips(PovmapAlgorithm):
         except ValueError:
             bands = []
         if not bands or any(band < 1 for band in bands):
-            raise QgsProcessingException(self.tr(f"DAYTIME_BANDS: '{text}' is not a list of band numbers such as 1,2,3 or 4,3,2."))
+            raise QgsProcessingException(
+                self.tr(
+                    f"DAYTIME_BANDS: '{text}' is not a list of band numbers such as 1,2,3 or 4,3,2."
+                )
+            )
         return bands
 
     def _resampling(self, parameters, name, context):
@@ -135,8 +253,24 @@ class SampleChips(PovmapAlgorithm):
 
 def _store_name(layer_name, taken):
     """A file-safe, unique input name from a layer name."""
-    base = "".join(character if character.isalnum() or character in "-_" else "_" for character in layer_name).strip("_").lower() or "extra"
+    base = (
+        "".join(
+            character if character.isalnum() or character in "-_" else "_"
+            for character in layer_name
+        )
+        .strip("_")
+        .lower()
+        or "extra"
+    )
     name, number = base, 2
-    while name in taken or name in ("daytime", "nightlights", "accessibility", "cell_ids", "nodata_fraction", "manifest", "done"):
+    while name in taken or name in (
+        "daytime",
+        "nightlights",
+        "accessibility",
+        "cell_ids",
+        "nodata_fraction",
+        "manifest",
+        "done",
+    ):
         name, number = f"{base}_{number}", number + 1
     return name

@@ -7,10 +7,15 @@ PROVIDER_NAME = "Poverty mapping"
 def register():
     from processing.core.ProcessingConfig import ProcessingConfig, Setting
 
-    ProcessingConfig.addSetting(Setting(
-        PROVIDER_NAME, WORKER_PYTHON,
-        "Worker Python interpreter (empty: the environment made by scripts/setup)", "",
-        valuetype=Setting.FILE))
+    ProcessingConfig.addSetting(
+        Setting(
+            PROVIDER_NAME,
+            WORKER_PYTHON,
+            "Worker Python interpreter (empty: the environment made by scripts/setup)",
+            "",
+            valuetype=Setting.FILE,
+        )
+    )
     ProcessingConfig.readSettings()
 
 

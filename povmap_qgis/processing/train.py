@@ -36,60 +36,154 @@ class Train(PovmapAlgorithm):
         "ensemble. Runs in the worker process; Cancel stops it within a batch and leaves no package."
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.add_parameter(QgsProcessingParameterFile("CHIPS", self.tr("Chip store (.chips folder)"), QgsProcessingParameterFile.Behavior.Folder),
-                           "Chip store of the labelled grid, from Sample image chips. Any subset of inputs works (night lights only, too).")
-        self.add_parameter(QgsProcessingParameterFeatureSource("GRID", self.tr("Labelled grid"), POLYGON_SOURCES),
-                           "The training grid (cell_id, label, district) the chips were sampled for.")
-        self.add_parameter(QgsProcessingParameterEnum("PRESET", self.tr("Preset"), PRESET_NAMES, False, PRESET_NAMES.index("compact")),
-                           "compact: three small CNNs for CPUs (default); paper: ResNet50 + ResNet50V2 + ResNet101, Adam 5e-5, batch 16, up to 30 epochs, patience 10 (use a GPU).")
-        self.add_parameter(QgsProcessingParameterString("MEMBERS", self.tr("Members (empty: the preset's)"), "", optional=True),
-                           f"Comma-separated ensemble members to train, from: {', '.join(ARCHITECTURES)}. Empty: the preset's three.")
-        self.add_parameter(QgsProcessingParameterEnum("SPLIT", self.tr("Holdout"), ["random (stratified, paper proportions)", "leave districts out"], False, 0),
-                           "random: train/validation/test cells in the paper's 15,596/1,732/1,925 proportions; leave districts out: TEST_DISTRICTS are the test cells.")
-        self.add_parameter(QgsProcessingParameterString("TEST_DISTRICTS", self.tr("Test districts (leave districts out)"), "", optional=True),
-                           "Comma-separated district names whose cells are held out for testing (with SPLIT = leave districts out).")
-        self.add_parameter(QgsProcessingParameterEnum("BALANCE", self.tr("Class balance"), ["undersample the majority (paper)", "class weights"], False, 0),
-                           "How the poor / not-poor imbalance is handled in training.", advanced=True)
-        self.add_parameter(QgsProcessingParameterNumber("SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0, False, 0),
-                           "Makes the split, sampling, augmentation and initial weights repeatable on the same machine.")
-        self.add_parameter(QgsProcessingParameterString("PRETRAINED", self.tr("Pretrained backbones (paper preset)"), "", optional=True),
-                           "Empty: none. 'imagenet': Keras's ImageNet weights from its local cache (~/.keras/models), never downloaded. "
-                           "Or a folder holding Keras's *_notop.h5 files. Used for the 3-band daytime branch of the ResNet members.", advanced=True)
-        self.add_parameter(QgsProcessingParameterNumber("TARGET_RECALL", self.tr("Target recall (empty: threshold 0.5)"), QgsProcessingParameterNumber.Type.Double, None, True, 0.0, 1.0),
-                           "If set, the decision threshold is the highest one reaching this recall on the validation cells (programmes favour recall).")
-        self.add_parameter(QgsProcessingParameterNumber("EPOCHS", self.tr("Maximum epochs (0: the preset's)"), QgsProcessingParameterNumber.Type.Integer, 0, True, 0),
-                           "Upper bound on epochs per member; early stopping usually ends sooner.", advanced=True)
-        self.add_parameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Model package (.povmodel folder)")),
-                           "Folder of the model package; .povmodel is added to the name if missing.")
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFile(
+                "CHIPS",
+                self.tr("Chip store (.chips folder)"),
+                QgsProcessingParameterFile.Behavior.Folder,
+            ),
+            "Chip store of the labelled grid, from Sample image chips. Any subset of inputs works (night lights only, too).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource("GRID", self.tr("Labelled grid"), POLYGON_SOURCES),
+            "The training grid (cell_id, label, district) the chips were sampled for.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                "PRESET", self.tr("Preset"), PRESET_NAMES, False, PRESET_NAMES.index("compact")
+            ),
+            "compact: three small CNNs for CPUs (default); paper: ResNet50 + ResNet50V2 + ResNet101, Adam 5e-5, batch 16, up to 30 epochs, patience 10 (use a GPU).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(
+                "MEMBERS", self.tr("Members (empty: the preset's)"), "", optional=True
+            ),
+            f"Comma-separated ensemble members to train, from: {', '.join(ARCHITECTURES)}. Empty: the preset's three.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                "SPLIT",
+                self.tr("Holdout"),
+                ["random (stratified, paper proportions)", "leave districts out"],
+                False,
+                0,
+            ),
+            "random: train/validation/test cells in the paper's 15,596/1,732/1,925 proportions; leave districts out: TEST_DISTRICTS are the test cells.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(
+                "TEST_DISTRICTS", self.tr("Test districts (leave districts out)"), "", optional=True
+            ),
+            "Comma-separated district names whose cells are held out for testing (with SPLIT = leave districts out).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                "BALANCE",
+                self.tr("Class balance"),
+                ["undersample the majority (paper)", "class weights"],
+                False,
+                0,
+            ),
+            "How the poor / not-poor imbalance is handled in training.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "SEED",
+                self.tr("Random seed"),
+                QgsProcessingParameterNumber.Type.Integer,
+                0,
+                False,
+                0,
+            ),
+            "Makes the split, sampling, augmentation and initial weights repeatable on the same machine.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(
+                "PRETRAINED", self.tr("Pretrained backbones (paper preset)"), "", optional=True
+            ),
+            "Empty: none. 'imagenet': Keras's ImageNet weights from its local cache (~/.keras/models), never downloaded. "
+            "Or a folder holding Keras's *_notop.h5 files. Used for the 3-band daytime branch of the ResNet members.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "TARGET_RECALL",
+                self.tr("Target recall (empty: threshold 0.5)"),
+                QgsProcessingParameterNumber.Type.Double,
+                None,
+                True,
+                0.0,
+                1.0,
+            ),
+            "If set, the decision threshold is the highest one reaching this recall on the validation cells (programmes favour recall).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "EPOCHS",
+                self.tr("Maximum epochs (0: the preset's)"),
+                QgsProcessingParameterNumber.Type.Integer,
+                0,
+                True,
+                0,
+            ),
+            "Upper bound on epochs per member; early stopping usually ends sooner.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterFolderDestination(
+                "OUTPUT", self.tr("Model package (.povmodel folder)")
+            ),
+            "Folder of the model package; .povmodel is added to the name if missing.",
+        )
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Decision threshold")))
         for key in ("RECALL", "PRECISION", "ACCURACY", "AUC"):
-            self.addOutput(QgsProcessingOutputNumber(key, self.tr(f"Ensemble holdout {key.lower()}")))
+            self.addOutput(
+                QgsProcessingOutputNumber(key, self.tr(f"Ensemble holdout {key.lower()}"))
+            )
         self.addOutput(QgsProcessingOutputString("MEMBERS_TRAINED", self.tr("Members")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(self, parameters, context, feedback):
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         output = _with_suffix(self.parameterAsString(parameters, "OUTPUT", context), ".povmodel")
         members = self.name_list(parameters, "MEMBERS", context)
         split = SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)]
         districts = self.name_list(parameters, "TEST_DISTRICTS", context)
         if split == "districts" and not districts:
-            raise QgsProcessingException(self.tr("TEST_DISTRICTS: name the districts to hold out (comma-separated) when SPLIT is 'leave districts out'."))
+            raise QgsProcessingException(
+                self.tr(
+                    "TEST_DISTRICTS: name the districts to hold out (comma-separated) when SPLIT is 'leave districts out'."
+                )
+            )
         target_recall = parameters.get("TARGET_RECALL")
         options = {
-            "chips_path": self.input_file(parameters, "CHIPS", context), "grid_path": grid_path, "grid_layer": grid_layer,
-            "output_path": output, "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)],
-            "members": members or None, "split": split, "test_districts": districts or None,
+            "chips_path": self.input_file(parameters, "CHIPS", context),
+            "grid_path": grid_path,
+            "grid_layer": grid_layer,
+            "output_path": output,
+            "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)],
+            "members": members or None,
+            "split": split,
+            "test_districts": districts or None,
             "balance": BALANCES[self.parameterAsEnum(parameters, "BALANCE", context)],
             "seed": self.parameterAsInt(parameters, "SEED", context),
             "pretrained": _pretrained(self.parameterAsString(parameters, "PRETRAINED", context)),
-            "target_recall": None if target_recall in (None, "") else self.parameterAsDouble(parameters, "TARGET_RECALL", context),
+            "target_recall": None
+            if target_recall in (None, "")
+            else self.parameterAsDouble(parameters, "TARGET_RECALL", context),
             "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
         }
         result = self.run_core_step("train", options, feedback, outputs=[output])
         ensemble = result["metrics"]["ensemble"]
-        results = {"OUTPUT": result["output"], "THRESHOLD": result["threshold"], "MEMBERS_TRAINED": ",".join(result["members"])}
-        results.update({key.upper(): ensemble[key] for key in ("recall", "precision", "accuracy", "auc")})
+        results = {
+            "OUTPUT": result["output"],
+            "THRESHOLD": result["threshold"],
+            "MEMBERS_TRAINED": ",".join(result["members"]),
+        }
+        results.update(
+            {key.upper(): ensemble[key] for key in ("recall", "precision", "accuracy", "auc")}
+        )
         return results
 
 
