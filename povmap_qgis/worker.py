@@ -95,10 +95,10 @@ def _protocol_stream():
 
 
 def _cancel_on_sigterm():
-    from .core.errors import PovmapCanceled
+    from .core.errors import PovmapCanceledError
 
     def handler(signum, frame):
-        raise PovmapCanceled("cancelled by the user")
+        raise PovmapCanceledError("cancelled by the user")
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -108,7 +108,7 @@ def main():
     try:
         job = json.loads(sys.stdin.read())
         _cancel_on_sigterm()
-        from .core.errors import PovmapCanceled, PovmapInputError
+        from .core.errors import PovmapCanceledError, PovmapInputError
     except Exception as error:  # before the core is importable nothing else can be said
         reporter.emit(
             "error",
@@ -123,7 +123,7 @@ def main():
         return 0
     except PovmapInputError as error:
         reporter.emit("error", kind="input", parameter=error.parameter, message=str(error))
-    except PovmapCanceled:
+    except PovmapCanceledError:
         reporter.emit("error", kind="canceled", message="cancelled by the user")
     except ModuleNotFoundError as error:
         reporter.emit(

@@ -41,7 +41,7 @@ def training_rates(chips_path, epochs):
         {"name": spec["name"], "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])]}
         for spec in store.manifest["inputs"]
     ]
-    in_memory = {name: values for name, values in store.batch(rows).items()}
+    in_memory = dict(store.batch(rows).items())
 
     class MemoryStore:
         """The same rows, already in RAM (what 'from in-memory arrays' means)."""

@@ -557,7 +557,9 @@ def town_outline(x, y, radius, phases, amplitudes, points=96):
 
 
 def town_radial_factor(theta, phases, amplitudes):
-    return 1.0 + sum(a * np.cos(k * theta + p) for k, a, p in zip((2, 3, 5), amplitudes, phases))
+    return 1.0 + sum(
+        a * np.cos(k * theta + p) for k, a, p in zip((2, 3, 5), amplitudes, phases, strict=True)
+    )
 
 
 def make_towns(rng, size, land, river, irrigation, coarse, canal_distance):
@@ -600,7 +602,7 @@ def make_settlements(rng, size, land, river, irrigation, coarse, canal_distance)
     )
     town_radius = np.sqrt(town_population / land.town_people_per_km2 / np.pi) * 1000.0
     town_shapes, town_polygons = [], []
-    for x, y, radius in zip(town_x, town_y, town_radius):
+    for x, y, radius in zip(town_x, town_y, town_radius, strict=True):
         phases = rng.uniform(0, 2 * np.pi, 3)
         amplitudes = rng.uniform([0.08, 0.04, 0.02], [0.2, 0.12, 0.06])
         town_shapes.append((phases, amplitudes))
@@ -652,7 +654,7 @@ def spaced_out(groups, bucket_m=500.0):
     kept = []
     buckets = {}
     for x, y, kind, population, spacing in groups:
-        for a, b, k, p in zip(x, y, kind, population):
+        for a, b, k, p in zip(x, y, kind, population, strict=True):
             key = (int(a // bucket_m), int(b // bucket_m))
             neighbours = (
                 item
@@ -666,7 +668,7 @@ def spaced_out(groups, bucket_m=500.0):
                 continue
             buckets.setdefault(key, []).append((a, b, spacing))
             kept.append((a, b, k, p))
-    x, y, kind, population = (np.array(column) for column in zip(*kept))
+    x, y, kind, population = (np.array(column) for column in zip(*kept, strict=True))
     return x, y, kind.astype(int), population
 
 
@@ -745,7 +747,7 @@ def make_roads(rng, size, settlements, river):
     )
     distances = np.hypot(*(towns[:, None, :] - towns[None, :, :]).transpose(2, 0, 1))
     tree = minimum_spanning_tree(distances).tocoo()
-    for i, j in zip(tree.row, tree.col):
+    for i, j in zip(tree.row, tree.col, strict=True):
         lines.append((gently_curved_line(rng, towns[i], towns[j], 0.03), "highway"))
     north, south = int(np.argmax(towns[:, 1])), int(np.argmin(towns[:, 1]))
     lines.append(
@@ -793,7 +795,7 @@ def make_roads(rng, size, settlements, river):
     )
     forest = minimum_spanning_tree(graph).tocoo()
     population, kind = settlements.population, settlements.kind
-    for i, j in zip(forest.row, forest.col):
+    for i, j in zip(forest.row, forest.col, strict=True):
         paved = kind[i] == 0 or kind[j] == 0 or min(population[i], population[j]) >= 700
         lines.append(
             (gently_curved_line(rng, points[i], points[j], 0.015), "link" if paved else "track")
@@ -1069,25 +1071,25 @@ def write_daytime(path, seed, landscape, fine):
     noise = make_noise_fields(random_stream(seed, "daytime-noise"), landscape.coarse)
     block = int(round(WORK_M / PIXEL_M))
     ndvi = np.zeros((fine.nrows // block, fine.ncols // block), np.float32)
-    profile = dict(
-        driver="GTiff",
-        width=fine.ncols,
-        height=fine.nrows,
-        count=4,
-        dtype="uint16",
-        crs=CRS_PROJECTED,
-        transform=fine.utm_transform(),
-        nodata=0,
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        compress="deflate",
-        predictor=2,
-        zlevel=6,
-        interleave="pixel",
-        photometric="RGB",
-        num_threads="ALL_CPUS",
-    )
+    profile = {
+        "driver": "GTiff",
+        "width": fine.ncols,
+        "height": fine.nrows,
+        "count": 4,
+        "dtype": "uint16",
+        "crs": CRS_PROJECTED,
+        "transform": fine.utm_transform(),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 2,
+        "zlevel": 6,
+        "interleave": "pixel",
+        "photometric": "RGB",
+        "num_threads": "ALL_CPUS",
+    }
     factors = [f for f in (2, 4, 8, 16, 32, 64) if min(fine.ncols, fine.nrows) / f >= 128]
     with rasterio.Env(
         COMPRESS_OVERVIEW="DEFLATE", PREDICTOR_OVERVIEW=2, GDAL_NUM_THREADS="ALL_CPUS"
@@ -1134,9 +1136,9 @@ def synthesise_strip(rng, seed, landscape, fine, layers, noise, row0, row1):
 
     # Field parcels: blocks of the canal-colony layout split into strips and pieces.
     angle = np.deg2rad(land.field_angle_deg)
-    X, Y = xs[None, :].astype(np.float32), ys[:, None].astype(np.float32)
-    u = np.cos(angle) * X + np.sin(angle) * Y + bilinear(noise.warp_u, coarse, xs, ys)
-    v = -np.sin(angle) * X + np.cos(angle) * Y + bilinear(noise.warp_v, coarse, xs, ys)
+    grid_x, grid_y = xs[None, :].astype(np.float32), ys[:, None].astype(np.float32)
+    u = np.cos(angle) * grid_x + np.sin(angle) * grid_y + bilinear(noise.warp_u, coarse, xs, ys)
+    v = -np.sin(angle) * grid_x + np.cos(angle) * grid_y + bilinear(noise.warp_v, coarse, xs, ys)
     size = land.field_block_m
     bi, bj = np.floor(u / size).astype(np.int64), np.floor(v / size).astype(np.int64)
     fu, fv = u / size - bi, v / size - bj
@@ -1207,14 +1209,14 @@ def synthesise_strip(rng, seed, landscape, fine, layers, noise, row0, row1):
     # Desert beyond the canals: bright soil, dune ripples, sparse scrub.
     desert = ~farmland
     dunes = bilinear(noise.dunes, coarse, xs, ys)
-    ripple = np.sin(2 * np.pi * (0.8 * X + 0.6 * Y) / 420.0 + 2.0 * dunes)
+    ripple = np.sin(2 * np.pi * (0.8 * grid_x + 0.6 * grid_y) / 420.0 + 2.0 * dunes)
     mix[desert] = np.clip(0.06 + 0.05 * ripple[desert] + 0.04 * dunes[desert], 0.0, 0.3)
     scrub = desert & (rng.random(shape, dtype=np.float32) < 0.02)
     material_a[scrub], mix[scrub] = M["dry vegetation"], 0.5
     del ripple, dunes, scrub, farmland, desert, boundary
 
     # The river: flood plain (riparian forest, sand bars, kacha fields), channels, embankments.
-    distance = (X - river.centre(ys)[:, None]) / np.sqrt(1.0 + river.slope(ys) ** 2)[:, None]
+    distance = (grid_x - river.centre(ys)[:, None]) / np.sqrt(1.0 + river.slope(ys) ** 2)[:, None]
     belt = river.belt_half_width(ys)[:, None]
     in_belt = np.abs(distance) < belt
     thicket = bilinear(noise.riparian, coarse, xs, ys) + 0.5 * upsampled_noise(rng, shape, 3)
@@ -1240,7 +1242,20 @@ def synthesise_strip(rng, seed, landscape, fine, layers, noise, row0, row1):
     )
     embankment = np.abs(np.abs(distance) - (belt + 40.0)) < 7.0
     material_a[embankment], mix[embankment] = M["dirt track"], 0.0
-    del distance, belt, in_belt, riparian, sand_noise, sand, wobble, water, braid, embankment, X, Y
+    del (
+        distance,
+        belt,
+        in_belt,
+        riparian,
+        sand_noise,
+        sand,
+        wobble,
+        water,
+        braid,
+        embankment,
+        grid_x,
+        grid_y,
+    )
 
     rows = slice(row0, row1 + extra)
     canals, roads, roofs = layers.canals[rows], layers.roads[rows], layers.roofs[rows]
@@ -1450,7 +1465,7 @@ def travel_time_minutes(landscape, work, irrigation_work):
         settlements.x[: settlements.n_towns], settlements.y[: settlements.n_towns]
     )
     costs, _ = MCP_Geometric(minutes_per_pixel, fully_connected=True).find_costs(
-        list(zip(rows, cols))
+        list(zip(rows, cols, strict=True))
     )
     return costs.astype(np.float32), roads
 
@@ -1487,20 +1502,20 @@ def write_accessibility(path, landscape, work, minutes):
 def _write_small_float(path, array, transform, tags, description):
     import rasterio
 
-    profile = dict(
-        driver="GTiff",
-        width=array.shape[1],
-        height=array.shape[0],
-        count=1,
-        dtype="float32",
-        crs=CRS_GEOGRAPHIC,
-        transform=transform,
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        compress="deflate",
-        predictor=3,
-    )
+    profile = {
+        "driver": "GTiff",
+        "width": array.shape[1],
+        "height": array.shape[0],
+        "count": 1,
+        "dtype": "float32",
+        "crs": CRS_GEOGRAPHIC,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 3,
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(array, 1)
         dst.set_band_description(1, description)
@@ -1861,23 +1876,23 @@ def ceiling_check(out_dir, survey, survey_file, survey_layer_name):
 
     from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
 
-    options = dict(
-        score_field="score",
-        cell_size=1000.0,
-        cutoff=POVERTY_CUTOFF,
-        poor_below=True,
-        min_obs=3,
-        max_obs=300,
-        drop_zero=True,
-        accuracy_field="gps_accuracy_m",
-        max_accuracy=20.0,
-        date_field="survey_date",
-        min_date="2016-01-01",
-        urban_path=str(out_dir / FILES["urban_centres"]),
-        districts_path=str(out_dir / FILES["districts"]),
-        district_field="name",
-        crs=CRS_PROJECTED,
-    )
+    options = {
+        "score_field": "score",
+        "cell_size": 1000.0,
+        "cutoff": POVERTY_CUTOFF,
+        "poor_below": True,
+        "min_obs": 3,
+        "max_obs": 300,
+        "drop_zero": True,
+        "accuracy_field": "gps_accuracy_m",
+        "max_accuracy": 20.0,
+        "date_field": "survey_date",
+        "min_date": "2016-01-01",
+        "urban_path": str(out_dir / FILES["urban_centres"]),
+        "districts_path": str(out_dir / FILES["districts"]),
+        "district_field": "name",
+        "crs": CRS_PROJECTED,
+    }
     with tempfile.TemporaryDirectory(prefix="povmap-sample-check-") as temporary:
         grid_path = os.path.join(temporary, "grid.gpkg")
         summary = build_training_grid(
@@ -2238,10 +2253,18 @@ def metadata_record(
             "houses": int(len(landscape.houses.x)),
             "districts": len(landscape.districts.names),
             "surveyed_districts": [
-                n for n, v in zip(landscape.districts.names, landscape.districts.surveyed) if v
+                n
+                for n, v in zip(
+                    landscape.districts.names, landscape.districts.surveyed, strict=True
+                )
+                if v
             ],
             "unsurveyed_district": [
-                n for n, v in zip(landscape.districts.names, landscape.districts.surveyed) if not v
+                n
+                for n, v in zip(
+                    landscape.districts.names, landscape.districts.surveyed, strict=True
+                )
+                if not v
             ][0],
             "survey_households": int(len(survey.x)),
             "survey_errors": error_counts(survey),

@@ -60,7 +60,7 @@ def categorized(field, categories, opacity=0.85):
 def graduated(field, bounds, colours, labels, opacity=0.85):
     ranges = [
         QgsRendererRange(low, high, fill(color), label)
-        for (low, high), color, label in zip(bounds, colours, labels)
+        for (low, high), color, label in zip(bounds, colours, labels, strict=True)
     ]
     renderer = QgsGraduatedSymbolRenderer(field, ranges)
     renderer.setClassificationMethod(QgsClassificationEqualInterval())

@@ -160,7 +160,7 @@ def style_pseudocolour(layer, values, colours, labels=None, opacity=1.0):
     function.setColorRampItemList(
         [
             QgsColorRampShader.ColorRampItem(v, QColor(c), label)
-            for v, c, label in zip(values, colours, labels)
+            for v, c, label in zip(values, colours, labels, strict=True)
         ]
     )
     shader = QgsRasterShader()

@@ -69,7 +69,7 @@ def pretrained_backbone_weights_come_from_a_local_file(folder):
     backbone = model.get_layer("daytime_resnet50")
     loaded, expected = backbone.get_weights(), reference.get_weights()
     assert len(loaded) == len(expected)
-    for values, wanted in zip(loaded, expected):
+    for values, wanted in zip(loaded, expected, strict=True):
         assert np.array_equal(values, wanted)
 
 

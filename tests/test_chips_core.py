@@ -136,7 +136,7 @@ def test_chips_equal_gdalwarp_per_cell_on_the_sample(tiny_sample, tiny_grid, tmp
 
 
 def test_a_stopped_run_resumes_and_gives_the_same_store(tiny_sample, tiny_grid, tmp_path):
-    from povmap_qgis.core.errors import PovmapCanceled
+    from povmap_qgis.core.errors import PovmapCanceledError
     from povmap_qgis.core.reporting import Reporter
 
     class StopAfterTwoBlocks(Reporter):
@@ -147,7 +147,7 @@ def test_a_stopped_run_resumes_and_gives_the_same_store(tiny_sample, tiny_grid, 
             return self.calls > 2
 
     inputs = tiny_inputs(tiny_sample)[1:]
-    with pytest.raises(PovmapCanceled):
+    with pytest.raises(PovmapCanceledError):
         sample_chips(
             ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "a.chips")),
             StopAfterTwoBlocks(),
@@ -176,7 +176,11 @@ def test_bad_inputs_name_the_parameter(tiny_sample, tiny_grid, tmp_path):
     daytime = tiny_inputs(tiny_sample)[0]
 
     def fails(parameter, text, **overrides):
-        options = dict(grid_path=tiny_grid, inputs=[daytime], output_path=str(tmp_path / "x.chips"))
+        options = {
+            "grid_path": tiny_grid,
+            "inputs": [daytime],
+            "output_path": str(tmp_path / "x.chips"),
+        }
         options.update(overrides)
         with pytest.raises(PovmapInputError) as caught:
             sample_chips(ChipOptions(**options))

@@ -36,7 +36,7 @@ def grid_frame(rows, columns, crs="EPSG:32642", **fields):
 
     geometries = [
         shapely.box(column * 1000, row * 1000, (column + 1) * 1000, (row + 1) * 1000)
-        for row, column in zip(rows, columns)
+        for row, column in zip(rows, columns, strict=True)
     ]
     return geopandas.GeoDataFrame(
         {"cell_id": cell_ids(rows, columns), **fields}, geometry=geometries, crs=crs
@@ -230,7 +230,7 @@ def test_metrics_match_scikit_learn_and_the_csv_is_one_row_per_scope_and_model(e
     assert [row[:3] for row in table[1:]] == [
         [scope, model, str(n)] for scope, model, n, *_ in expected
     ]
-    for written, wanted in zip(table[1:], expected):
+    for written, wanted in zip(table[1:], expected, strict=True):
         assert [float(value) for value in written[3:]] == pytest.approx(wanted[3:], abs=1e-12), (
             written
         )

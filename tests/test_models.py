@@ -278,12 +278,12 @@ def test_bad_training_input_is_named(tiny_chips, tmp_path):
     from povmap_qgis.runner import WorkerError
 
     def fails(parameter, text, **options):
-        arguments = dict(
-            chips_path=tiny_chips["chips"],
-            grid_path=tiny_chips["grid"],
-            output_path=str(tmp_path / "x.povmodel"),
-            epochs=1,
-        )
+        arguments = {
+            "chips_path": tiny_chips["chips"],
+            "grid_path": tiny_chips["grid"],
+            "output_path": str(tmp_path / "x.povmodel"),
+            "epochs": 1,
+        }
         arguments.update(options)
         with pytest.raises(WorkerError) as caught:
             train_in_worker(**arguments)

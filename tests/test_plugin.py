@@ -60,7 +60,7 @@ def test_build_carries_top_level_files_into_plugin_folder_and_zip():
 def test_loading_the_plugin_imports_nothing_heavy():
     """QGIS's own Python loads the plugin and provider without TensorFlow, rasterio, geopandas..."""
     script = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {BUILD_DIR!r})\n"
         "from qgis.core import QgsApplication\n"
         "app = QgsApplication([], False); app.initQgis()\n"
         "import povmap_qgis\n"
@@ -69,7 +69,7 @@ def test_loading_the_plugin_imports_nothing_heavy():
         "provider = PovmapProvider(); provider.loadAlgorithms()\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'rasterio', 'geopandas', 'pyogrio', 'shapely', 'pandas', 'sklearn', 'pyproj') if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
-    ) % BUILD_DIR
+    )
     completed = subprocess.run(
         ["/usr/bin/python3", "-c", script],
         capture_output=True,

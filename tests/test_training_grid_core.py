@@ -25,7 +25,7 @@ def households_with_known_cells(rng, n_cells=40, size=1000.0):
     """Households in known 1 km cells of UTM 42N, with known medians."""
     rows = rng.integers(2800, 2830, n_cells)
     cols = rng.integers(600, 640, n_cells)
-    unique = sorted(set(zip(rows.tolist(), cols.tolist())))
+    unique = sorted(set(zip(rows.tolist(), cols.tolist(), strict=True)))
     x, y, score, expected = [], [], [], {}
     for index, (row, col) in enumerate(unique):
         count = 1 + index % 9  # 1..9 households: some under MIN_OBS
@@ -229,7 +229,7 @@ def test_household_points_are_never_written(tmp_path):
             style_qml_path=style_path("training_grid"),
         )
     )
-    layers = {name: kind for name, kind in pyogrio.list_layers(output)}
+    layers = dict(pyogrio.list_layers(output))
     assert layers == {"grid": "Polygon", "layer_styles": None}
     assert list(pyogrio.read_info(output, layer="grid")["fields"]) == [
         "cell_id",
@@ -359,12 +359,12 @@ def bad(tmp_path, expected_parameter, expected_text, **overrides):
             score=[1, 2, 3, 4],
             name=["a", "b", "c", "d"],
         )
-    options = dict(
-        points_path=str(points),
-        score_field="score",
-        output_path=str(tmp_path / "out.gpkg"),
-        crs=UTM,
-    )
+    options = {
+        "points_path": str(points),
+        "score_field": "score",
+        "output_path": str(tmp_path / "out.gpkg"),
+        "crs": UTM,
+    }
     options.update(overrides)
     with pytest.raises(PovmapInputError) as caught:
         build_training_grid(TrainingGridOptions(**options))

@@ -43,13 +43,13 @@ class ChipOptions:
     grid_path: str
     inputs: list
     output_path: str
-    grid_layer: str = None
+    grid_layer: str | None = None
     resolution: float = 10.0
-    chip_size: int = None
+    chip_size: int | None = None
     max_nodata: float = 0.1
     dtype: str = "float16"
-    nodata_grid_path: str = None  # optional copy of the grid with nodata fields per input
-    style_qml_path: str = None
+    nodata_grid_path: str | None = None  # optional copy of the grid with nodata fields per input
+    style_qml_path: str | None = None
 
 
 def sample_chips(options, reporter=None):
@@ -332,7 +332,9 @@ class _InputSampler:
             warped = self._warp(left * self.cell_size, top * self.cell_size, height, width)
         y0, x0 = (top - 1 - block_rows) * self.chip_size, (block_cols - left) * self.chip_size
         size = self.chip_size
-        chips = np.stack([warped[:, y : y + size, x : x + size] for y, x in zip(y0, x0)])
+        chips = np.stack(
+            [warped[:, y : y + size, x : x + size] for y, x in zip(y0, x0, strict=True)]
+        )
         missing = np.isnan(chips)
         nodata = missing.any(axis=1).mean(axis=(1, 2))
         _accumulate(self.statistics, [chips[:, band] for band in range(chips.shape[1])])
@@ -485,7 +487,7 @@ def _sample_blocks(
                     members,
                     [
                         pool.submit(sampler.sample, rows[members], cols[members])
-                        for sampler, pool in zip(samplers, pools)
+                        for sampler, pool in zip(samplers, pools, strict=True)
                     ],
                 )
             )
@@ -507,14 +509,14 @@ def _sample_blocks(
             sampler.close()
         environment.__exit__(None, None, None)
     writer.flush()
-    return {spec.name: sampler.statistics for spec, sampler in zip(inputs, samplers)}
+    return {spec.name: sampler.statistics for spec, sampler in zip(inputs, samplers, strict=True)}
 
 
 def _write_block(writer, inputs, members, futures):
     results = [future.result() for future in futures]
     writer.write(
         members,
-        {spec.name: chips for spec, (chips, _) in zip(inputs, results)},
+        {spec.name: chips for spec, (chips, _) in zip(inputs, results, strict=True)},
         np.column_stack([nodata for _, nodata in results]),
     )
 

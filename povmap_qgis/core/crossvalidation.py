@@ -52,21 +52,22 @@ class CrossValidateOptions:
     grid_path: str
     metrics_path: str
     output_grid_path: str
-    grid_layer: str = None
+    grid_layer: str | None = None
     preset: str = "compact"
-    members: list = None  # architectures; default: the preset's
+    members: list | None = None  # architectures; default: the preset's
     folds: int = 6
     seed: int = 0
     balance: str = "undersample"  # as in train
-    epochs: int = None  # overrides of the preset
-    batch_size: int = None
-    learning_rate: float = None
-    patience: int = None
-    style_qml_path: str = (
-        None  # default style of OUTPUT_GRID (hit/miss; counts are added to its legend)
+    epochs: int | None = None  # overrides of the preset
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    patience: int | None = None
+    # default style of OUTPUT_GRID (hit/miss; counts are added to its legend)
+    style_qml_path: str | None = None
+    extra_styles: list | None = None  # [(qml path, style name)] stored beside it
+    figures_folder: str | None = (
+        None  # PNGs for the report (ROC curves, confusion matrices); None: none
     )
-    extra_styles: list = None  # [(qml path, style name)] stored beside it
-    figures_folder: str = None  # PNGs for the report (ROC curves, confusion matrices); None: none
 
 
 def assign_folds(districts, folds, seed=0):

@@ -14,5 +14,5 @@ class PovmapInputError(ValueError):
         super().__init__(f"{parameter}: {message}" if parameter else message)
 
 
-class PovmapCanceled(Exception):
+class PovmapCanceledError(Exception):
     """The user cancelled the run; outputs have been cleaned up."""

@@ -52,12 +52,12 @@ class EvaluateOptions:
     truth_path: str
     hitmiss_path: str
     metrics_path: str
-    figures_folder: str = None  # PNGs (ROC curves, confusion matrices); None: no figures
-    predictions_layer: str = None
-    truth_layer: str = None
+    figures_folder: str | None = None  # PNGs (ROC curves, confusion matrices); None: no figures
+    predictions_layer: str | None = None
+    truth_layer: str | None = None
     random_draws: int = 1000
     seed: int = 0
-    style_qml_path: str = None  # resources/styles/hitmiss.qml; legend labels get the counts
+    style_qml_path: str | None = None  # resources/styles/hitmiss.qml; legend labels get the counts
 
 
 def evaluate(options, reporter=None):

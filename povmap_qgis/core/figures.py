@@ -97,7 +97,7 @@ def confusion_figure(metrics_by_model, members):
 
     names = list(members) + [ENSEMBLE]
     figure = Figure(figsize=(2.7 * len(names) + 0.4, 3.0))
-    for axes, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
+    for axes, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names, strict=True):
         values = metrics_by_model[name]
         matrix = [[values["tp"], values["fn"]], [values["fp"], values["tn"]]]
         total = max(1, values["n"])

@@ -154,7 +154,7 @@ def predict_rows(models, store, rows, normalisation, names, batch_rows=128, on_b
             else picked
         )
         chips = normalise(store.batch(padded, names), normalisation)
-        for model, out in zip(models, outputs):
+        for model, out in zip(models, outputs, strict=True):
             out[start : start + len(picked)] = np.asarray(model.predict_on_batch(chips)).reshape(
                 -1
             )[: len(picked)]

@@ -29,10 +29,10 @@ class PredictOptions:
     chips_path: str
     grid_path: str
     output_path: str
-    grid_layer: str = None
+    grid_layer: str | None = None
     batch_rows: int = 64
-    style_qml_path: str = None
-    extra_styles: list = None  # [(qml path, style name)] stored beside the default style
+    style_qml_path: str | None = None
+    extra_styles: list | None = None  # [(qml path, style name)] stored beside the default style
 
 
 def predict(options, reporter=None):
@@ -70,7 +70,7 @@ def predict(options, reporter=None):
         models, store, rows, manifest["normalisation"], names, options.batch_rows, progress
     )
     ensemble = ensemble_outputs(member_probabilities, manifest["threshold"])
-    for member, probabilities in zip(manifest["members"], member_probabilities):
+    for member, probabilities in zip(manifest["members"], member_probabilities, strict=True):
         grid[f"prob_{member['name']}"] = np.round(probabilities.astype("float64"), 5)
     grid["prob_mean"] = np.round(ensemble["prob_mean"].astype("float64"), 5)
     grid["votes"] = ensemble["votes"].astype("int32")

@@ -23,14 +23,14 @@ from .reporting import Reporter
 class PredictionGridOptions:
     area_path: str
     output_path: str
-    area_layer: str = None
-    district_field: str = None
+    area_layer: str | None = None
+    district_field: str | None = None
     cell_size: float = 1000.0
-    crs: str = None
-    habitable_path: str = None
+    crs: str | None = None
+    habitable_path: str | None = None
     habitable_band: int = 1
-    habitable_min: float = None
-    style_qml_path: str = None
+    habitable_min: float | None = None
+    style_qml_path: str | None = None
 
 
 def build_prediction_grid(options, reporter=None):

@@ -51,7 +51,7 @@ class BulletList:
 class Table:
     columns: list
     rows: list  # values: str, int, float or None (undefined)
-    caption: str = None
+    caption: str | None = None
     digits: int = 3  # decimals of floats
     emphasis: list = dataclasses.field(default_factory=list)  # indexes of rows shown bold
 
@@ -83,9 +83,11 @@ def render_html(title, sections, subtitle=None, notices=()):
     anchors = [f"section-{index + 1}" for index in range(len(sections))]
     contents = "".join(
         f'<li><a href="#{anchor}">{_escape(section.title)}</a></li>'
-        for anchor, section in zip(anchors, sections)
+        for anchor, section in zip(anchors, sections, strict=True)
     )
-    body = "".join(_section(section, anchor) for anchor, section in zip(anchors, sections))
+    body = "".join(
+        _section(section, anchor) for anchor, section in zip(anchors, sections, strict=True)
+    )
     banner = "".join(
         f'<p class="notice warning">{_escape(notice)}</p>' for notice in notices if notice
     )

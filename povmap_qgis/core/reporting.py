@@ -8,7 +8,7 @@ turns these calls into JSON lines; tests and the command line print them.
 import sys
 import time
 
-from .errors import PovmapCanceled
+from .errors import PovmapCanceledError
 
 
 class Reporter:
@@ -28,7 +28,7 @@ class Reporter:
 
     def check_canceled(self):
         if self.canceled():
-            raise PovmapCanceled("cancelled by the user")
+            raise PovmapCanceledError("cancelled by the user")
 
     def stage(self, start, end):
         """A reporter whose 0–100 % maps onto ``start``–``end`` % of this one."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import learning_data, metrics, model_package, models
 from .chip_store import ChipStore
-from .errors import PovmapCanceled, PovmapInputError
+from .errors import PovmapCanceledError, PovmapInputError
 from .reporting import Reporter
 
 PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the paper
@@ -30,22 +30,24 @@ class TrainOptions:
     chips_path: str
     grid_path: str
     output_path: str
-    grid_layer: str = None
+    grid_layer: str | None = None
     preset: str = "compact"
-    members: list = None  # architectures; default: the preset's three
+    members: list | None = None  # architectures; default: the preset's three
     split: str = "random"  # "random" or "districts"
-    test_districts: list = None
+    test_districts: list | None = None
     validation_fraction: float = PAPER_FRACTIONS[1] / sum(PAPER_FRACTIONS)
     test_fraction: float = PAPER_FRACTIONS[2] / sum(PAPER_FRACTIONS)
     balance: str = "undersample"  # or "class_weights"
     seed: int = 0
-    pretrained: str = None  # None, "imagenet" (Keras cache) or a folder of Keras notop .h5 files
-    target_recall: float = None  # None: threshold 0.5
-    epochs: int = None  # overrides of the preset
-    batch_size: int = None
-    learning_rate: float = None
-    patience: int = None
-    demonstration_notice: str = None  # written into the manifest (the bundled model)
+    pretrained: str | None = (
+        None  # None, "imagenet" (Keras cache) or a folder of Keras notop .h5 files
+    )
+    target_recall: float | None = None  # None: threshold 0.5
+    epochs: int | None = None  # overrides of the preset
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    patience: int | None = None
+    demonstration_notice: str | None = None  # written into the manifest (the bundled model)
 
 
 def train(options, reporter=None):
@@ -271,7 +273,7 @@ class _ProgressCallback:
                 steps = self.params.get("steps") or 1
                 reporter.progress(100.0 * (self.epoch + (batch + 1) / steps) / epochs)
                 if reporter.canceled():
-                    raise PovmapCanceled("cancelled by the user")
+                    raise PovmapCanceledError("cancelled by the user")
 
             def on_epoch_end(self, epoch, logs=None):
                 logs = logs or {}
@@ -438,7 +440,7 @@ def _threshold(options, labels, probabilities, reporter):
 
 def _holdout_metrics(members, labels, member_probabilities, threshold, seed):
     result = {}
-    for name, probabilities in zip(members, member_probabilities):
+    for name, probabilities in zip(members, member_probabilities, strict=True):
         result[name] = metrics.binary_metrics(labels, probabilities >= threshold, probabilities)
     ensemble = ensemble_outputs(member_probabilities, threshold)
     result["ensemble"] = metrics.binary_metrics(labels, ensemble["pred"], ensemble["prob_mean"])

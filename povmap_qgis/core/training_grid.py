@@ -25,24 +25,24 @@ class TrainingGridOptions:
     points_path: str
     score_field: str
     output_path: str
-    points_layer: str = None
+    points_layer: str | None = None
     cell_size: float = 1000.0
     cutoff: float = 19.0
     poor_below: bool = True
     min_obs: int = 3
     max_obs: int = 300
     drop_zero: bool = True
-    accuracy_field: str = None
+    accuracy_field: str | None = None
     max_accuracy: float = 20.0
-    date_field: str = None
-    min_date: str = None
-    urban_path: str = None
-    urban_layer: str = None
-    districts_path: str = None
-    districts_layer: str = None
-    district_field: str = None
-    crs: str = None
-    style_qml_path: str = None
+    date_field: str | None = None
+    min_date: str | None = None
+    urban_path: str | None = None
+    urban_layer: str | None = None
+    districts_path: str | None = None
+    districts_layer: str | None = None
+    district_field: str | None = None
+    crs: str | None = None
+    style_qml_path: str | None = None
 
 
 COUNT_KEYS = (

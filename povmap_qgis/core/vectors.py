@@ -86,7 +86,7 @@ def read_points(path, layer, columns, parameter="INPUT"):
 
     layer = spatial_layer(path, layer, parameter)
     meta, _, wkb, field_data = pyogrio.raw.read(path, layer=layer, columns=columns)
-    table = {name: values for name, values in zip(meta["fields"], field_data)}
+    table = dict(zip(meta["fields"], field_data, strict=True))
     geometries = shapely.from_wkb(wkb)
     missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
     if shapely.get_num_geometries(geometries[~missing]).max(initial=1) > 1:
