@@ -568,3 +568,25 @@ def test_unsurveyed_district_stage_with_the_bundled_model(povmap_provider, tiny_
         assert re.search(
             rf"<td[^>]*>{district}</td><td[^>]*>\d+</td><td[^>]*>{shown}</td>", section
         ), district
+
+
+def test_report_states_the_strict_rule_when_poor_is_above_the_cutoff(evaluated, layers):
+    """POOR_BELOW=false: 'above the cutoff' strictly (a median equal to the cutoff is not poor)."""
+    from povmap_qgis.core.geopackage import write_layer
+    from povmap_qgis.paths import style_path
+
+    path = layers["folder"] / "truth_poor_above.gpkg"
+    metadata = {"povmap_grid_kind": "training", "cell_size": 1000.0, "cutoff": 19.0}
+    write_layer(
+        layers["truth"],
+        str(path),
+        style_path("training_grid"),
+        "povmap training grid",
+        metadata={**metadata, "poor_below": False},
+    )
+    layers["paths"]["truth_poor_above"] = str(path)
+    run = evaluate(layers, "poor_above", truth="truth_poor_above", draws=20)
+    with open(run["results"]["REPORT"], encoding="utf-8") as handle:
+        report = handle.read()
+    assert "median score is above the cutoff 19.0 (strictly)" in report
+    assert "at or above" not in report

@@ -26,6 +26,7 @@ import time
 
 from .atomic import check_output_path
 from .errors import PovmapInputError
+from .names import ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
 from .reporting import Reporter
 from .validation_outputs import (
     OUTCOMES,
@@ -38,12 +39,10 @@ from .validation_outputs import (
 METRICS_FORMAT = "povmap-crossvalidation"
 METRICS_FORMAT_VERSION = "1.0"
 CSV_COLUMNS = ("fold", "districts", "model", "n", "recall", "precision", "accuracy", "auc")
-METRIC_KEYS = ("recall", "precision", "accuracy", "auc")
+METRIC_KEYS = METRIC_NAMES
 SUMMARY_ROWS = ("median", "min", "max")
-ENSEMBLE, RANDOM = "ensemble", "random"
 THRESHOLD = 0.5
 NO_DISTRICT = "(no district)"
-RANDOM_DRAWS = 1000
 
 
 @dataclasses.dataclass

@@ -27,8 +27,10 @@ import json
 import os
 import time
 
+from . import labels
 from .atomic import check_output_path
 from .errors import PovmapInputError
+from .names import ENSEMBLE, RANDOM
 from .reporting import Reporter
 from .validation_outputs import (
     OUTCOMES,
@@ -42,7 +44,6 @@ METRICS_FORMAT = "povmap-evaluation"
 METRICS_FORMAT_VERSION = "1.0"
 ALL_SCOPE = "all"
 CSV_COLUMNS = ("scope", "model", "n", "recall", "precision", "accuracy", "auc")
-ENSEMBLE, RANDOM = "ensemble", "random"
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -455,8 +456,8 @@ def _no_common_cells_message(predictions, truth):
 
 def _label_meaning(truth_metadata, prediction_metadata):
     if truth_metadata.get("cutoff") not in (None, ""):
-        below = str(truth_metadata.get("poor_below", "True")).lower() in ("true", "1", "yes")
-        return f"1 = poor: median score {'below' if below else 'at or above'} {truth_metadata['cutoff']}"
+        below = labels.poor_below_from_metadata(truth_metadata.get("poor_below"))
+        return labels.label_sentence(truth_metadata["cutoff"], below)
     return str(prediction_metadata.get("povmap:label") or "1 = poor")
 
 

@@ -9,8 +9,8 @@ heavier and in black. PNGs are written atomically.
 import os
 
 from .atomic import atomic_output
+from .names import ENSEMBLE
 
-ENSEMBLE = "ensemble"
 # Okabe–Ito colours (colour-blind safe) for the members' curves.
 MEMBER_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
 

@@ -9,7 +9,9 @@ every function against scikit-learn on random inputs.
 
 import numpy as np
 
-METRIC_NAMES = ("recall", "precision", "accuracy", "auc")
+from .names import METRIC_NAMES, RANDOM_DRAWS
+
+__all__ = ["METRIC_NAMES", "RANDOM_DRAWS"]
 # Draws × cells held in memory at once by the random baseline (int64: 8 bytes each).
 _RANDOM_CHUNK_VALUES = 4_000_000
 
@@ -92,7 +94,7 @@ def roc_points(labels, probabilities):
     }
 
 
-def random_baseline(labels, draws=1000, seed=0):
+def random_baseline(labels, draws=RANDOM_DRAWS, seed=0):
     """Median recall, precision and accuracy of ``draws`` coin-flip predictions (the paper's baseline).
 
     A draw that predicts no cell poor has no precision and is left out of

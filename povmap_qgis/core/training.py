@@ -20,6 +20,8 @@ import numpy as np
 from . import learning_data, metrics, model_package, models
 from .chip_store import ChipStore
 from .errors import PovmapCanceledError, PovmapInputError
+from .labels import label_sentence, poor_below_from_metadata
+from .names import ENSEMBLE, RANDOM, RANDOM_DRAWS
 from .reporting import Reporter
 
 PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the paper
@@ -443,8 +445,8 @@ def _holdout_metrics(members, labels, member_probabilities, threshold, seed):
     for name, probabilities in zip(members, member_probabilities, strict=True):
         result[name] = metrics.binary_metrics(labels, probabilities >= threshold, probabilities)
     ensemble = ensemble_outputs(member_probabilities, threshold)
-    result["ensemble"] = metrics.binary_metrics(labels, ensemble["pred"], ensemble["prob_mean"])
-    result["random"] = metrics.random_baseline(labels, 1000, seed)
+    result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], ensemble["prob_mean"])
+    result[RANDOM] = metrics.random_baseline(labels, RANDOM_DRAWS, seed)
     return result
 
 
@@ -469,7 +471,7 @@ def _manifest(
 
     grid_metadata = read_layer_metadata(options.grid_path, options.grid_layer)
     cutoff = grid_metadata.get("cutoff")
-    poor_below = str(grid_metadata.get("poor_below", "True")).lower() in ("true", "1", "yes")
+    poor_below = poor_below_from_metadata(grid_metadata.get("poor_below"))
     labels = cells["label"].to_numpy()
     manifest = {
         "format": model_package.FORMAT,
@@ -488,7 +490,7 @@ def _manifest(
         "label": {
             "cutoff": None if cutoff is None else float(cutoff),
             "poor_below": poor_below,
-            "meaning": f"1 = chronically poor: the cell's median score is {'below' if poor_below else 'above'} the cutoff {cutoff}",
+            "meaning": label_sentence(cutoff, poor_below),
         },
         "training": {
             "chips": os.path.abspath(options.chips_path),

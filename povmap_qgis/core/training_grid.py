@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import cells, vectors
+from . import cells, labels, vectors
 from .errors import PovmapInputError
 from .geopackage import GRID_FORMAT_VERSION, write_layer
 from .reporting import Reporter
@@ -366,12 +366,9 @@ def _aggregate_cells(x, y, scores, districts, options, counts):
     counts["cells_under_min_obs"] = int(under.sum())
     counts["cells_over_max_obs"] = int((over & ~under).sum())
     grid = grid[~under & ~over]
-    poor = (
-        grid["median_score"] < options.cutoff
-        if options.poor_below
-        else grid["median_score"] > options.cutoff
+    grid = grid.assign(
+        label=labels.poor_labels(grid["median_score"], options.cutoff, options.poor_below)
     )
-    grid = grid.assign(label=poor.astype("int32"))
     counts["cells_kept"] = len(grid)
     counts["poor_cells"] = int(grid["label"].sum())
     return grid

@@ -22,13 +22,14 @@ from qgis.core import (
 
 from ..core.crossvalidation import report_document
 from ..core.models import ARCHITECTURES
+from ..core.names import ENSEMBLE, METRIC_NAMES
 from ..core.report import write_report
 from ..core.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .train import PRESET_NAMES
 
-METRIC_KEYS = ("recall", "precision", "accuracy", "auc")
+METRIC_KEYS = METRIC_NAMES
 MAP_WIDTH = 1100
 MAP_MAX_HEIGHT = 900
 
@@ -213,7 +214,7 @@ class CrossValidate(PovmapAlgorithm):
             "OUTPUT_GRID": summary["output_grid"],
         }
         results.update(
-            {key.upper(): summary["summary"]["ensemble"][key]["median"] for key in METRIC_KEYS}
+            {key.upper(): summary["summary"][ENSEMBLE][key]["median"] for key in METRIC_KEYS}
         )
         return results
 

@@ -1,0 +1,11 @@
+"""Names and numbers shared by training, evaluation, cross-validation, reports and the
+Processing adapters. Imports nothing, so the plugin can use it at load time."""
+
+# Model names beside the members in every table, CSV and figure.
+ENSEMBLE = "ensemble"
+RANDOM = "random"
+BASELINE = "baseline"
+# The metrics of every judgement, in table order.
+METRIC_NAMES = ("recall", "precision", "accuracy", "auc")
+# Coin-flip predictions whose median is the random baseline (the paper: 1,000).
+RANDOM_DRAWS = 1000
