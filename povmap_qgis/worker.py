@@ -37,8 +37,6 @@ STEPS = {
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 
-PROTOCOL_VERSION = 1
-
 
 class JsonLinesReporter:
     """Reporter that writes events for the runner on the protocol stream."""

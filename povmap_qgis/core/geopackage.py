@@ -40,11 +40,6 @@ def write_layer(
     return layer
 
 
-def embed_default_style(path, layer, style_qml_path, style_name):
-    """Store a QML style as the layer's default in QGIS's ``layer_styles`` table."""
-    embed_styles(path, layer, [(style_qml_path, style_name, True)])
-
-
 def embed_styles(path, layer, styles):
     """Store QML styles [(path, name, is default)] in QGIS's ``layer_styles`` table."""
     import pandas

@@ -20,8 +20,6 @@ from .geopackage import write_layer
 from .reporting import Reporter
 from .training import ensemble_outputs
 
-PREDICTION_FIELDS = ("prob_mean", "votes", "pred", "disagreement")
-
 
 @dataclasses.dataclass
 class PredictOptions:
