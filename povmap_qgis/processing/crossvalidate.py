@@ -134,7 +134,7 @@ class CrossValidate(PovmapAlgorithm):
         for key in METRIC_KEYS:
             self.addOutput(
                 QgsProcessingOutputNumber(
-                    key.upper(), self.tr(f"Ensemble {key} (median across folds)")
+                    key.upper(), self.tr("Ensemble {} (median across folds)").format(key)
                 )
             )
 

@@ -121,7 +121,7 @@ class SampleChips(PovmapAlgorithm):
             self.add_parameter(
                 QgsProcessingParameterEnum(
                     f"{name}_RESAMPLING",
-                    self.tr(f"{label.split(' (')[0]}: resampling"),
+                    self.tr("{}: resampling").format(label.split(" (")[0]),
                     list(RESAMPLING_METHODS),
                     False,
                     1,

@@ -140,7 +140,7 @@ class Train(PovmapAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Decision threshold")))
         for key in ("RECALL", "PRECISION", "ACCURACY", "AUC"):
             self.addOutput(
-                QgsProcessingOutputNumber(key, self.tr(f"Ensemble holdout {key.lower()}"))
+                QgsProcessingOutputNumber(key, self.tr("Ensemble holdout {}").format(key.lower()))
             )
         self.addOutput(QgsProcessingOutputString("MEMBERS_TRAINED", self.tr("Members")))
 
