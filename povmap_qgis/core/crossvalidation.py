@@ -173,7 +173,9 @@ def crossvalidate(options, reporter=None):
             np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold
         )
         balanced, class_weight = training._balanced(train_rows, labels, options, fold_reporter)
-        normalisation = learning_data.normalisation_from(store, store_rows[balanced])
+        normalisation = learning_data.training_normalisation(
+            store, store_rows[balanced], fold_reporter
+        )
         train_data = learning_data.chip_batches(
             store,
             store_rows[balanced],

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import vectors
 from .errors import PovmapInputError
+from .input_transforms import apply_transform, choose_transforms
 
 
 def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID"):
@@ -49,15 +50,35 @@ def store_rows_for(store, cell_ids, parameter="GRID"):
     return order[positions]
 
 
-def normalisation_from(store, rows, batch_rows=256):
-    """Per input and band: mean and std over the valid pixels of ``rows`` (training cells only)."""
+def training_normalisation(store, rows, reporter=None):
+    """Value transforms chosen from the training cells' chips, then their mean/std (train and cross-validation)."""
+    transforms = choose_transforms(store, rows)
+    for name, spec in transforms.items():
+        if reporter is not None and spec["transform"] != "none":
+            reporter.info(
+                f"input {name}: {spec['transform']} before normalisation ({spec['rule']})"
+            )
+    return normalisation_from(store, rows, transforms=transforms)
+
+
+def normalisation_from(store, rows, batch_rows=256, transforms=None):
+    """Per input and band: mean and std over the valid pixels of ``rows`` (training cells only).
+
+    ``transforms`` ({input: spec} from ``input_transforms.choose_transforms``):
+    each input's values are transformed first and its spec is kept in its entry,
+    so that ``normalise`` applies the same transform wherever chips are read.
+    """
+    transforms = transforms or {}
     statistics = {}
     for name in store.input_names:
         bands = store.chips(name).shape[-1]
         count, total, squares = np.zeros(bands), np.zeros(bands), np.zeros(bands)
         for start in range(0, len(rows), batch_rows):
             values = (
-                store.batch_of(name, np.sort(rows[start : start + batch_rows]))
+                apply_transform(
+                    store.batch_of(name, np.sort(rows[start : start + batch_rows])),
+                    transforms.get(name),
+                )
                 .astype("float64")
                 .reshape(-1, bands)
             )
@@ -68,16 +89,21 @@ def normalisation_from(store, rows, batch_rows=256):
         mean = total / np.maximum(count, 1)
         std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0))
         statistics[name] = {"mean": mean.tolist(), "std": np.where(std > 1e-6, std, 1.0).tolist()}
+        statistics[name].update(transforms.get(name) or {})
     return statistics
 
 
 def normalise(chips, normalisation):
-    """float32 inputs with zero mean / unit std per band; nodata (NaN) becomes 0, the mean."""
+    """float32 inputs with zero mean / unit std per band; nodata (NaN) becomes 0, the mean.
+
+    The input's value transform (e.g. log1p for radiance, recorded in its
+    normalisation entry) is applied first.
+    """
     out = {}
     for name, values in chips.items():
         mean = np.asarray(normalisation[name]["mean"], dtype="float32")
         std = np.asarray(normalisation[name]["std"], dtype="float32")
-        scaled = (values.astype("float32") - mean) / std
+        scaled = (apply_transform(values, normalisation[name]).astype("float32") - mean) / std
         out[name] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
     return out
 

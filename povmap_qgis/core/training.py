@@ -77,7 +77,7 @@ def train(options, reporter=None):
 
     store_rows, labels = cells["store_row"].to_numpy(), cells["label"].to_numpy()
     train_rows, class_weight = _balanced(split["train"], labels, options, reporter)
-    normalisation = learning_data.normalisation_from(store, store_rows[train_rows])
+    normalisation = learning_data.training_normalisation(store, store_rows[train_rows], reporter)
     reporter.progress(3)
     inputs = [
         {
