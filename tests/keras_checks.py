@@ -52,16 +52,16 @@ def pretrained_backbone_weights_come_from_a_local_file(folder):
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
-    from povmap_qgis.core.models import IMAGENET_FILES, build_member
-    from povmap_qgis.core.training import _backbone_weights
+    from povmap_qgis.core.models import build_member
+    from povmap_qgis.core.pretrained import IMAGENET_FILES, backbone_weights
 
     reference = keras.applications.ResNet50(
         include_top=False, weights=None, input_shape=(32, 32, 3)
     )
-    path = os.path.join(folder, IMAGENET_FILES["resnet50"])
+    path = os.path.join(folder, IMAGENET_FILES["resnet50"][0])
     with h5py.File(path, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
-    found = _backbone_weights(folder, ["resnet50"])
+    found = backbone_weights(folder, ["resnet50"])
     assert found == {"resnet50": path}, found
     model = build_member(
         "resnet50", [{"name": "daytime", "shape": [32, 32, 3]}], backbone_weights=found["resnet50"]

@@ -44,12 +44,6 @@ PRESETS = {
     },
 }
 
-# Keras's own file names for ImageNet weights without the classifier (its cache: ~/.keras/models).
-IMAGENET_FILES = {
-    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    "resnet50v2": "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    "resnet101": "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
-}
 _COMPACT_FILTERS = {
     "compact_cnn": (16, 32, 64),
     "compact_wide": (32, 64, 96),

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import learning_data, metrics, model_package, models
+from . import learning_data, metrics, model_package, models, pretrained
 from .chip_store import ChipStore
 from .errors import PovmapCanceledError, PovmapInputError
 from .labels import label_sentence, poor_below_from_metadata
@@ -71,7 +71,7 @@ def train(options, reporter=None):
         )
     if flagged:
         reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
-    backbone_files = _backbone_weights(options.pretrained, members)
+    backbone_files = pretrained.backbone_weights(options.pretrained, members, reporter)
     environment = _configure_tensorflow(options.seed, reporter)
     import keras
 
@@ -366,30 +366,6 @@ def _balanced(train_rows, labels, options, reporter):
         f"undersampling: {keep} poor and {keep} not-poor training cells (of {len(train_rows)})"
     )
     return kept, None
-
-
-def _backbone_weights(pretrained, members):
-    """Local ImageNet weights per paper member; never a download."""
-    wanted = [member for member in members if member in models.IMAGENET_FILES]
-    if not pretrained or pretrained == "none" or not wanted:
-        return {}
-    folder = (
-        os.path.expanduser(os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models"))
-        if pretrained == "imagenet"
-        else pretrained
-    )
-    found, missing = {}, []
-    for member in wanted:
-        path = os.path.join(folder, models.IMAGENET_FILES[member])
-        (found.__setitem__(member, path) if os.path.isfile(path) else missing.append(path))
-    if missing:
-        raise PovmapInputError(
-            "PRETRAINED",
-            f"ImageNet weights are not available locally: {', '.join(missing)} not found. "
-            "Copy Keras's *_notop.h5 files there (they are downloaded once by keras.applications on a machine with internet), "
-            "give the folder holding them, or choose no pretrained weights.",
-        )
-    return found
 
 
 def _configure_tensorflow(seed, reporter):

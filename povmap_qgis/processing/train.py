@@ -103,8 +103,10 @@ class Train(PovmapAlgorithm):
             QgsProcessingParameterString(
                 "PRETRAINED", self.tr("Pretrained backbones (paper preset)"), "", optional=True
             ),
-            "Empty: none. 'imagenet': Keras's ImageNet weights from its local cache (~/.keras/models), never downloaded. "
-            "Or a folder holding Keras's *_notop.h5 files. Used for the 3-band daytime branch of the ResNet members.",
+            "Empty: none. 'imagenet': Keras's ImageNet weights from its cache (~/.keras/models), downloaded there "
+            "when missing (progress in the log; a clear message after a short time-out when offline; a mirror in "
+            "POVMAP_IMAGENET_BASE_URL). Or a folder holding Keras's *_notop.h5 files (never downloaded into). "
+            "Used for the 3-band daytime branch of the ResNet members.",
             advanced=True,
         )
         self.add_parameter(
