@@ -25,6 +25,7 @@ from ..core.atomic import check_output_path
 from ..core.errors import PovmapInputError
 from ..paths import resource_path
 from . import settings
+from .output_styles import style_on_load
 
 OGR_FILE_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite", "tab", "gdb"]
 REPOSITORY = "https://github.com/povmap/povmap-qgis"
@@ -158,6 +159,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
 
     def output_gpkg(self, parameters, name, context):
         path = self.parameterAsOutputLayer(parameters, name, context)
+        style_on_load(self.name(), name, path, context)  # styled when Processing loads it
         path = os.path.abspath(path) if path else path
         try:
             check_output_path(path, name)

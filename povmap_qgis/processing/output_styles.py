@@ -1,0 +1,130 @@
+"""Styles applied when Processing loads an output layer (dialog, batch, Graphical Modeler).
+
+Processing loads a result through its own path, which skips the default style
+stored in the GeoPackage: a layer post-processor puts it back (QuickOSM's
+``decorate_output.py`` idea). It loads every style saved in the GeoPackage into
+the layer's style manager (Layer ▸ Properties ▸ Style ▸ Styles, or the legend's
+context menu ▸ Styles), the default one current; the QML files in
+``resources/styles`` stand in when the file holds none.
+"""
+
+import os
+
+from qgis.core import (
+    QgsMapLayerStyle,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProviderRegistry,
+)
+
+from ..paths import style_path
+
+# (algorithm id, output) -> resources/styles names, the default first: used when the
+# written GeoPackage holds no style (e.g. a file written by an older version).
+FALLBACK_STYLES = {
+    ("buildtraininggrid", "OUTPUT"): [("training_grid", "povmap training grid")],
+    ("buildpredictiongrid", "OUTPUT"): [("prediction_grid", "povmap prediction grid")],
+    ("samplechips", "NODATA_GRID"): [("chip_nodata", "povmap nodata")],
+    ("predict", "OUTPUT"): [
+        ("prediction_class", "povmap predicted class"),
+        ("prediction_probability", "povmap probability (mean of members)"),
+        ("prediction_disagreement", "povmap member disagreement"),
+    ],
+    ("evaluate", "HITMISS"): [("hitmiss", "povmap hit/miss")],
+    ("crossvalidate", "OUTPUT_GRID"): [
+        ("hitmiss", "povmap hit/miss"),
+        ("prediction_class", "out-of-fold class"),
+        ("prediction_probability", "out-of-fold probability"),
+    ],
+}
+
+# The details of a layer to load hold a plain pointer to the post-processor: the
+# Python object must outlive the algorithm (which the dialog deletes when its task
+# ends, before the layers are loaded). One per output path; replaced by the next run.
+_ALIVE = {}
+
+
+class OutputStyler(QgsProcessingLayerPostProcessorInterface):
+    """Loads the styles of a povmap output onto the layer Processing has just loaded."""
+
+    def __init__(self, fallback=()):
+        super().__init__()
+        self.fallback = list(fallback)
+
+    def postProcessLayer(self, layer, context, feedback):
+        try:
+            styles = stored_styles(layer) or fallback_styles(self.fallback)
+            message = apply_styles(layer, styles)
+        except Exception as error:  # a style problem must never fail a finished run
+            message = str(error)
+        if message and feedback is not None:
+            feedback.pushWarning(f"{layer.name()}: the povmap style was not applied ({message}).")
+
+
+def style_on_load(algorithm_id, name, path, context):
+    """Attach an ``OutputStyler`` to output ``name`` if Processing will load it at ``path``."""
+    key = _load_key(path, context)
+    if key is None:
+        return None
+    styler = OutputStyler(FALLBACK_STYLES.get((algorithm_id, name), ()))
+    _ALIVE[key] = styler
+    context.layerToLoadOnCompletionDetails(key).setPostProcessor(styler)
+    return styler
+
+
+def _load_key(path, context):
+    """The key under which ``path`` is to be loaded on completion (Processing may keep it relative)."""
+    if not path:
+        return None
+    if context.willLoadLayerOnCompletion(path):
+        return path
+    wanted = os.path.abspath(path)
+    for key in context.layersToLoadOnCompletion():
+        if os.path.abspath(key.split("|")[0]) == wanted:
+            return key
+    return None
+
+
+def stored_styles(layer):
+    """[(name, QML)] of the styles saved with the layer's data, its default style first."""
+    if not hasattr(layer, "listStylesInDatabase"):
+        return []
+    count, ids, names, _, _ = layer.listStylesInDatabase()
+    styles = []
+    for style_id, name in zip(ids[:count], names[:count]):
+        qml, _ = layer.getStyleFromDatabase(style_id)
+        if qml:
+            styles.append((name, qml))
+    default = QgsProviderRegistry.instance().loadStyle(layer.providerType(), layer.source(), "")
+    styles.sort(key=lambda style: style[1] != default)  # stable: the default first
+    return styles
+
+
+def fallback_styles(fallback):
+    styles = []
+    for qml_name, name in fallback:
+        with open(style_path(qml_name), encoding="utf-8") as handle:
+            styles.append((name, handle.read()))
+    return styles
+
+
+def apply_styles(layer, styles):
+    """Make ``styles`` [(name, QML)] the layer's styles, the first one current; '' or a message."""
+    if not styles:
+        return "no style found"
+    parsed = [(name, QgsMapLayerStyle(qml)) for name, qml in styles]
+    for name, style in parsed:
+        if not style.isValid():
+            return f"the style '{name}' is not a QGIS style"
+    manager = layer.styleManager()
+    default_name, default_style = parsed[0]
+    default_style.writeToLayer(layer)
+    if manager.currentStyle() != default_name:
+        if default_name in manager.styles():
+            manager.removeStyle(default_name)
+        manager.renameStyle(manager.currentStyle(), default_name)  # QGIS's "default" entry
+    for name, style in parsed[1:]:
+        if name in manager.styles():
+            manager.removeStyle(name)
+        manager.addStyle(name, style)
+    layer.triggerRepaint()
+    return ""

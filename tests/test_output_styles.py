@@ -1,0 +1,138 @@
+"""Outputs loaded by Processing (dialog, batch, modeler) show povmap's styles, extra styles included.
+
+Processing loads results through ``handleAlgorithmResults``, which skips the
+style saved in a GeoPackage; these tests load outputs that way (as the dialog
+does) and check what the user sees in the layer's renderer and Styles menu.
+"""
+
+import os
+
+import geopandas
+import shapely
+from helpers import write_points
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
+    QgsProject,
+    QgsVectorLayer,
+)
+
+from povmap_qgis.core.geopackage import write_layer
+from povmap_qgis.paths import style_path
+from povmap_qgis.processing.output_styles import style_on_load
+from povmap_qgis.processing.predict import EXTRA_STYLES
+
+UTM = "EPSG:32642"
+
+
+def loaded_layer(path):
+    """The layer of the current project whose source is ``path``."""
+    wanted = os.path.abspath(path)
+    for layer in QgsProject.instance().mapLayers().values():
+        if os.path.abspath(layer.source().split("|")[0]) == wanted:
+            return layer
+    raise AssertionError(f"{path} was not loaded into the project")
+
+
+def categories(layer):
+    return {str(category.value()): category.label() for category in layer.renderer().categories()}
+
+
+def load_as_processing_does(algorithm_id, output_name, path):
+    """Load ``path`` as the Processing dialog loads an algorithm's output, post-processors included."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import QgsApplication
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"povmap:{algorithm_id}")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    definition = QgsProcessingOutputLayerDefinition(path, QgsProject.instance())
+    parameters = {output_name: definition}
+    destination = algorithm.parameterAsOutputLayer(parameters, output_name, context)
+    assert context.willLoadLayerOnCompletion(destination)
+    style_on_load(algorithm_id, output_name, destination, context)
+    assert handleAlgorithmResults(
+        algorithm, context, QgsProcessingFeedback(), parameters=parameters
+    )
+    return loaded_layer(path)
+
+
+def prediction_frame():
+    cells = [shapely.box(600000 + 1000 * i, 2800000, 601000 + 1000 * i, 2801000) for i in range(4)]
+    return geopandas.GeoDataFrame(
+        {
+            "cell_id": [1, 2, 3, 4],
+            "prob_mean": [0.1, 0.4, 0.6, 0.9],
+            "votes": [0, 1, 2, 3],
+            "pred": [0, 0, 1, 1],
+            "disagreement": [0.0, 0.2, 0.3, 0.1],
+        },
+        geometry=cells,
+        crs=UTM,
+    )
+
+
+def test_training_grid_run_and_loaded_by_processing_is_categorized_by_label(
+    povmap_provider, tmp_path
+):
+    from processing.tools.general import runAndLoadResults
+
+    points = write_points(
+        tmp_path / "p.gpkg",
+        [600100.0, 600200, 600300, 601100, 601200, 601300],
+        [2800100.0] * 6,
+        UTM,
+        score=[5, 6, 7, 40, 50, 60],
+    )
+    output = str(tmp_path / "grid.gpkg")
+    results = runAndLoadResults(
+        "povmap:buildtraininggrid", {"INPUT": str(points), "SCORE_FIELD": "score", "OUTPUT": output}
+    )
+    layer = loaded_layer(results["OUTPUT"])
+    assert layer.renderer().type() == "categorizedSymbol"
+    assert layer.renderer().classAttribute() == "label"
+    assert categories(layer) == {"1": "Poor (label 1)", "0": "Not poor (label 0)"}
+
+
+def test_prediction_layer_loaded_by_processing_offers_probability_and_disagreement_styles(
+    povmap_provider, tmp_path
+):
+    path = str(tmp_path / "predictions.gpkg")
+    write_layer(
+        prediction_frame(),
+        path,
+        style_path("prediction_class"),
+        "povmap predicted class",
+        extra_styles=[(style_path(name), label) for name, label in EXTRA_STYLES],
+    )
+    layer = load_as_processing_does("predict", "OUTPUT", path)
+    assert layer.renderer().type() == "categorizedSymbol"
+    assert layer.renderer().classAttribute() == "pred"
+    assert set(categories(layer)) == {"0", "1"}
+    manager = layer.styleManager()
+    assert manager.currentStyle() == "povmap predicted class"
+    assert sorted(manager.styles()) == sorted(
+        ["povmap predicted class"] + [label for _, label in EXTRA_STYLES]
+    )
+    manager.setCurrentStyle("povmap probability (mean of members)")
+    assert layer.renderer().type() == "graduatedSymbol"
+    assert layer.renderer().classAttribute() == "prob_mean"
+    manager.setCurrentStyle("povmap member disagreement")
+    assert layer.renderer().classAttribute() == "disagreement"
+    manager.setCurrentStyle("povmap predicted class")
+    assert layer.renderer().classAttribute() == "pred"
+
+
+def test_a_geopackage_without_styles_gets_the_plugin_styles(povmap_provider, tmp_path):
+    path = str(tmp_path / "bare_predictions.gpkg")
+    prediction_frame().to_file(path, layer="bare_predictions", engine="pyogrio")
+    assert not QgsVectorLayer(path, "bare", "ogr").listStylesInDatabase()[0]
+    layer = load_as_processing_does("predict", "OUTPUT", path)
+    assert layer.renderer().classAttribute() == "pred"
+    assert len(layer.styleManager().styles()) == 3
+
+
+def test_nothing_is_attached_when_processing_does_not_load_the_output(povmap_provider, tmp_path):
+    context = QgsProcessingContext()
+    assert style_on_load("predict", "OUTPUT", str(tmp_path / "x.gpkg"), context) is None
