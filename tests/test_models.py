@@ -54,7 +54,7 @@ def test_train_writes_a_model_package_with_metrics_hashes_and_versions(trained, 
         results["OUTPUT"].endswith("tiny.povmodel")
         and results["MEMBERS_TRAINED"] == "compact_cnn,compact_residual"
     )
-    assert manifest["format_version"] == "1.0" and manifest["preset"] == "compact"
+    assert manifest["format_version"] == "1.1" and manifest["preset"] == "compact"
     assert [spec["name"] for spec in manifest["inputs"]] == [
         "daytime",
         "nightlights",
@@ -75,7 +75,7 @@ def test_train_writes_a_model_package_with_metrics_hashes_and_versions(trained, 
         assert member["sha256"] == sha256_of(os.path.join(results["OUTPUT"], member["weights"]))
         assert 1 <= member["epochs_trained"] <= TINY_EPOCHS
     holdout = manifest["metrics"]["holdout"]
-    assert set(holdout) == {"compact_cnn", "compact_residual", "ensemble", "random"}
+    assert set(holdout) == {"compact_cnn", "compact_residual", "ensemble", "baseline", "random"}
     assert holdout["ensemble"]["n"] == manifest["training"]["cells"]["test"] > 0
     assert results["ACCURACY"] == pytest.approx(holdout["ensemble"]["accuracy"])
     assert 0 <= holdout["ensemble"]["auc"] <= 1 and holdout["random"]["draws"] == 1000
@@ -122,7 +122,11 @@ def test_predict_writes_the_prediction_layer_styled(trained, tiny_chips, tmp_pat
     ):
         assert field in frame.columns
     members = frame[["prob_compact_cnn", "prob_compact_residual"]].to_numpy()
-    assert np.allclose(frame["prob_mean"], members.mean(axis=1), atol=1e-4)
+    assert np.allclose(frame["prob_raw"], members.mean(axis=1), atol=1e-4)
+    from povmap_qgis.core.calibration import calibrate
+
+    calibration = manifest_of(results["OUTPUT"])["calibration"]
+    assert np.allclose(frame["prob_mean"], calibrate(frame["prob_raw"], calibration), atol=1e-4)
     assert (frame["votes"] == (members >= 0.5).sum(axis=1)).all()
     assert (frame["pred"] == (frame["votes"] * 2 > 2).astype(int)).all()  # majority of two = both
     assert np.allclose(frame["disagreement"], members.std(axis=1), atol=1e-4)

@@ -24,7 +24,7 @@ Packages from before this rule have no ``transform`` and are read unchanged.
 import numpy as np
 
 NONE, LOG1P = "none", "log1p"
-RADIANCE_RATIO = 20.0
+RADIANCE_RATIO = 10.0
 SAMPLE_ROWS = 2000
 PIXEL_STRIDE = 5
 

@@ -1,4 +1,4 @@
-"""The model package: ``NAME.povmodel/`` (DESIGN.md data contract, format 1.0).
+"""The model package: ``NAME.povmodel/`` (DESIGN.md data contract, format 1.1; reads 1.0).
 
 ::
 
@@ -6,8 +6,17 @@
       manifest.json             inputs (names, bands, shape), resolution, chip size,
                                 normalisation, members (architecture, weights file,
                                 sha256), threshold, cutoff and label meaning,
-                                training summary, holdout metrics, software versions
+                                training summary, holdout metrics, software versions;
+                                since 1.1: each input's value transform (in its
+                                normalisation entry), ``calibration`` (Platt scaling
+                                of the ensemble mean) and ``baseline`` (logistic
+                                regression on per-chip statistics, plain numbers,
+                                with the training cells' statistic range)
       <member>.weights.h5       Keras weights of each member
+
+A 1.0 package still loads: it has no transform (linear normalisation, as it
+was trained), no calibration (``prob_mean`` = ``prob_raw``, and ``missing_parts``
+says so for the log and the reports) and no baseline.
 
 Loading rebuilds each member's architecture from code (``core.models``) and
 reads weights only — no pickles, no stored code. A package whose files are
@@ -23,8 +32,8 @@ from .errors import PovmapInputError
 from .models import ARCHITECTURES
 
 FORMAT = "povmap-model"
-FORMAT_VERSION = "1.0"
-SUPPORTED_VERSIONS = ("1.0",)
+FORMAT_VERSION = "1.1"
+SUPPORTED_VERSIONS = ("1.0", "1.1")
 MANIFEST = "manifest.json"
 
 
@@ -91,6 +100,22 @@ def read_package(path, parameter="MODEL"):
             )
     manifest["path"] = path
     return manifest
+
+
+def missing_parts(manifest):
+    """Sentences naming what an older package lacks (no calibration, no baseline); [] for a 1.1 package."""
+    missing = []
+    if not manifest.get("calibration"):
+        missing.append(
+            f"the model package (format {manifest.get('format_version')}) has no calibration: "
+            "prob_mean is the members' uncalibrated mean (prob_mean = prob_raw)"
+        )
+    if not manifest.get("baseline"):
+        missing.append(
+            "the model package has no baseline: prob_baseline and out_of_range are not "
+            "written; retrain it to get them"
+        )
+    return missing
 
 
 def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):

@@ -6,6 +6,16 @@ every batch; the output is the grid with the prediction fields of DESIGN.md:
 poor) and ``disagreement`` (standard deviation of the members'
 probabilities), plus ``chip_flagged`` (1 = too much nodata: a less reliable
 prediction).
+
+Trust fields (model packages of format 1.1, see ``trust_fields``): ``prob_raw``
+(the members' mean before calibration), ``prob_mean`` calibrated (Platt
+scaling fitted on the validation cells: "share of such cells that are poor"),
+``prob_low`` / ``prob_high`` (the calibrated values of ``prob_raw`` ∓
+``INTERVAL_Z`` × ``disagreement``: a rough range from the members' spread, not
+a validated coverage), ``prob_baseline`` (the transparent baseline's calibrated
+probability) and ``out_of_range`` (1 = a per-chip statistic lies outside the
+training cells' 1st–99th percentiles). A 1.0 package writes ``prob_raw`` =
+``prob_mean`` and says in the log what it lacks.
 """
 
 import dataclasses
@@ -14,11 +24,13 @@ import time
 
 import numpy as np
 
-from . import learning_data, model_package, vectors
+from . import baseline, calibration, learning_data, model_package, vectors
 from .chip_store import ChipStore
 from .geopackage import write_layer
 from .reporting import Reporter
 from .training import ensemble_outputs
+
+INTERVAL_Z = 1.96  # prob_low / prob_high: raw mean -/+ 1.96 x the members' standard deviation
 
 
 @dataclasses.dataclass
@@ -74,6 +86,9 @@ def predict(options, reporter=None):
     grid["votes"] = ensemble["votes"].astype("int32")
     grid["pred"] = ensemble["pred"].astype("int32")
     grid["disagreement"] = np.round(ensemble["disagreement"].astype("float64"), 5)
+    trust, trust_metadata = trust_fields(manifest, store, rows, ensemble, reporter)
+    for field, values in trust.items():
+        grid[field] = values
     max_nodata = float(store.manifest.get("max_nodata", 0.1))
     grid["chip_flagged"] = (
         (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
@@ -90,6 +105,7 @@ def predict(options, reporter=None):
             "povmap_members": ",".join(m["name"] for m in manifest["members"]),
             "povmap_label": manifest["label"]["meaning"],
             **_training_districts(manifest),
+            **trust_metadata,
         },
     )
     seconds = time.monotonic() - started
@@ -102,6 +118,33 @@ def predict(options, reporter=None):
         "seconds": round(seconds, 2),
         "flagged": int(grid["chip_flagged"].sum()),
     }
+
+
+def trust_fields(manifest, store, rows, ensemble, reporter):
+    """({field: values}, layer metadata) of the trust fields (see the module doc)."""
+    for sentence in model_package.missing_parts(manifest):
+        reporter.warning(sentence)
+    raw = ensemble["prob_mean"].astype("float64")
+    fitted = manifest.get("calibration")
+    spread = INTERVAL_Z * ensemble["disagreement"].astype("float64")
+    fields = {
+        "prob_raw": np.round(raw, 5),
+        "prob_mean": np.round(calibration.calibrate(raw, fitted), 5),
+        "prob_low": np.round(calibration.calibrate(np.clip(raw - spread, 0, 1), fitted), 5),
+        "prob_high": np.round(calibration.calibrate(np.clip(raw + spread, 0, 1), fitted), 5),
+    }
+    metadata = {"povmap_calibration": json.dumps(fitted or {"method": "none"})}
+    simple = manifest.get("baseline")
+    if simple:
+        features = baseline.chip_features(store, rows, manifest["normalisation"])
+        fields["prob_baseline"] = np.round(baseline.calibrated_probabilities(simple, features), 5)
+        fields["out_of_range"] = baseline.out_of_range(simple, features)
+        metadata["povmap_baseline_threshold"] = simple["threshold"]
+        reporter.info(
+            f"{int(fields['out_of_range'].sum())} of {len(rows)} cells lie outside the training "
+            "range (a per-chip statistic beyond the training cells' 1st–99th percentiles)"
+        )
+    return fields, metadata
 
 
 def _training_districts(manifest):

@@ -21,7 +21,7 @@ from . import learning_data, metrics, model_package, models, pretrained
 from .chip_store import ChipStore
 from .errors import PovmapCanceledError, PovmapInputError
 from .labels import label_sentence, poor_below_from_metadata
-from .names import ENSEMBLE, RANDOM, RANDOM_DRAWS
+from .names import BASELINE, ENSEMBLE, RANDOM, RANDOM_DRAWS
 from .reporting import Reporter
 
 PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the paper
@@ -151,9 +151,19 @@ def train(options, reporter=None):
             np.mean(probabilities["validation"], axis=0),
             reporter,
         )
-        holdout = _holdout_metrics(
-            members, labels[split["test"]], probabilities["test"], threshold, options.seed
+        judges = fit_baseline_and_calibration(
+            store, store_rows, labels, split, normalisation, probabilities, options.target_recall
         )
+        holdout = _holdout_metrics(
+            members,
+            labels[split["test"]],
+            probabilities["test"],
+            threshold,
+            options.seed,
+            calibrated=judges["calibrated_test"],
+            baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
+        )
+        _report_calibration(judges, holdout, reporter)
         for name, result in holdout.items():
             reporter.info(
                 f"holdout {name:17s} "
@@ -178,6 +188,8 @@ def train(options, reporter=None):
             environment,
             time.monotonic() - started,
         )
+        manifest["calibration"] = judges["calibration"]
+        manifest["baseline"] = judges["baseline"]
         model_package.write_manifest(partial, manifest)
         _publish(partial, options.output_path)
     except BaseException:
@@ -406,6 +418,65 @@ def ensemble_outputs(member_probabilities, threshold):
     }
 
 
+def fit_baseline_and_calibration(
+    store, store_rows, labels, split, normalisation, member_probabilities, target_recall=None
+):
+    """The transparent baseline (fitted on the training cells) and the ensemble's calibration.
+
+    Both are calibrated on the validation cells (``calibration.fit_platt``),
+    never on the test cells. ``split``: {"train", "validation", "test"} rows
+    of ``labels``; ``member_probabilities``: {"validation": [...], "test": [...]}
+    per member. Also returns the calibrated ensemble and baseline
+    probabilities of the test cells. Shared by ``train`` and the cross-validation.
+    """
+    from . import baseline, calibration
+
+    validation_labels = labels[split["validation"]]
+    fitted = baseline.fit_calibrated(
+        store,
+        (store_rows[split["train"]], labels[split["train"]]),
+        (store_rows[split["validation"]], validation_labels),
+        normalisation,
+        target_recall,
+    )
+    ensemble_calibration = dict(
+        calibration.fit_platt(
+            np.mean(member_probabilities["validation"], axis=0), validation_labels
+        ),
+        fitted_on="validation cells",
+    )
+    test_features = baseline.chip_features(store, store_rows[split["test"]], normalisation)
+    return {
+        "baseline": fitted,
+        "calibration": ensemble_calibration,
+        "calibrated_test": calibration.calibrate(
+            np.mean(member_probabilities["test"], axis=0), ensemble_calibration
+        ),
+        "baseline_test": baseline.calibrated_probabilities(fitted, test_features),
+    }
+
+
+def _report_calibration(judges, holdout, reporter):
+    fitted = judges["calibration"]
+    if fitted["method"] == "platt":
+        reporter.info(
+            f"calibration: Platt scaling on {fitted['cells']} validation cells "
+            f"(slope {fitted['slope']:.3f}, intercept {fitted['intercept']:.3f})"
+        )
+    else:
+        reporter.warning(f"calibration: none ({fitted['note']}); prob_mean = prob_raw")
+    ensemble, simple = holdout[ENSEMBLE], holdout[BASELINE]
+    reporter.info(
+        f"holdout calibration: ensemble ECE {_number(ensemble['ece_raw'])} raw, "
+        f"{_number(ensemble['ece'])} calibrated, Brier {_number(ensemble['brier'])}; "
+        f"baseline ECE {_number(simple['ece'])}, Brier {_number(simple['brier'])}"
+    )
+
+
+def _number(value):
+    return "–" if value is None else f"{value:.3f}"
+
+
 def _threshold(options, labels, probabilities, reporter):
     if options.target_recall is None:
         return 0.5, "fixed 0.5"
@@ -416,12 +487,32 @@ def _threshold(options, labels, probabilities, reporter):
     return threshold, f"target recall {options.target_recall} on validation"
 
 
-def _holdout_metrics(members, labels, member_probabilities, threshold, seed):
+def _holdout_metrics(
+    members, labels, member_probabilities, threshold, seed, calibrated=None, baseline=None
+):
+    """Metrics of the members, the ensemble, the baseline (when given) and random on some cells.
+
+    ``calibrated``: the ensemble's calibrated probability (its AUC, Brier score
+    and ECE; the raw mean's Brier score and ECE are kept as ``brier_raw`` /
+    ``ece_raw``). ``baseline``: (calibrated probability, threshold on that scale).
+    """
+    from . import calibration
+
     result = {}
     for name, probabilities in zip(members, member_probabilities, strict=True):
         result[name] = metrics.binary_metrics(labels, probabilities >= threshold, probabilities)
     ensemble = ensemble_outputs(member_probabilities, threshold)
-    result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], ensemble["prob_mean"])
+    if calibrated is None:
+        result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], ensemble["prob_mean"])
+    else:
+        result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], calibrated)
+        raw = calibration.scores(labels, ensemble["prob_mean"])
+        result[ENSEMBLE].update(calibration.scores(labels, calibrated))
+        result[ENSEMBLE].update({f"{key}_raw": value for key, value in raw.items()})
+    if baseline is not None:
+        probabilities, cut = baseline
+        result[BASELINE] = metrics.binary_metrics(labels, probabilities >= cut, probabilities)
+        result[BASELINE].update(calibration.scores(labels, probabilities))
     result[RANDOM] = metrics.random_baseline(labels, RANDOM_DRAWS, seed)
     return result
 

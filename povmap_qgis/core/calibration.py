@@ -1,0 +1,106 @@
+"""Calibrated probabilities and how to measure calibration (one definition of the bins).
+
+A member learns from balanced classes (undersampling or class weights), so its
+probability overstates how often a cell is poor. After training, the
+ensemble's mean probability (and the baseline's) is recalibrated on the
+validation cells — cells the members did not learn from, with the survey's
+own share of poor cells — by Platt scaling: a logistic regression on
+logit(p), ``p' = 1 / (1 + exp(-(slope · logit(p) + intercept)))``. With a
+positive slope it is strictly increasing, so rankings and AUC do not change;
+a fit whose slope is not positive (validation cells that carry no signal)
+is refused and the probability left as it is, with a note.
+
+Calibration is measured with the Brier score (mean squared difference
+between probability and label) and the expected calibration error (ECE): the
+cells are put into ``BINS`` equal-width bins of predicted probability, and
+the ECE is the cell-weighted mean of |observed share poor − mean predicted|
+over the bins. The reliability diagram plots the same bins.
+"""
+
+import numpy as np
+
+BINS = 10  # equal-width bins of predicted probability: [0, 0.1), … [0.9, 1.0]
+_EPSILON = 1e-6
+
+
+def logit(probabilities):
+    p = np.clip(np.asarray(probabilities, dtype="float64"), _EPSILON, 1 - _EPSILON)
+    return np.log(p / (1 - p))
+
+
+def fit_platt(probabilities, labels):
+    """Platt scaling fitted on (validation) cells: {"method": "platt", "slope", "intercept", "cells"}.
+
+    ``{"method": "none", "note"}`` where it cannot be fitted (one class) or
+    would reverse the ranking (slope ≤ 0).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray(labels, dtype="int64")
+    if len(np.unique(labels)) < 2:
+        return {"method": "none", "note": "the calibration cells hold one class only"}
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(
+        logit(probabilities).reshape(-1, 1), labels
+    )
+    slope, intercept = float(model.coef_[0][0]), float(model.intercept_[0])
+    if slope <= 0:
+        return {
+            "method": "none",
+            "note": f"Platt scaling gave slope {slope:.3g} <= 0 (no signal in the calibration cells)",
+        }
+    return {"method": "platt", "slope": slope, "intercept": intercept, "cells": int(len(labels))}
+
+
+def calibrate(probabilities, calibration):
+    """Calibrated probabilities; unchanged without a (usable) calibration."""
+    probabilities = np.asarray(probabilities, dtype="float64")
+    if not calibration or calibration.get("method") != "platt":
+        return probabilities
+    return 1.0 / (
+        1.0 + np.exp(-(calibration["slope"] * logit(probabilities) + calibration["intercept"]))
+    )
+
+
+def brier_score(labels, probabilities):
+    labels = np.asarray(labels, dtype="float64")
+    if not len(labels):
+        return None
+    return float(np.mean((np.asarray(probabilities, dtype="float64") - labels) ** 2))
+
+
+def reliability_bins(labels, probabilities, bins=BINS):
+    """[{"low", "high", "n", "predicted" (mean), "observed" (share poor)}] of the non-empty bins."""
+    labels = np.asarray(labels, dtype="float64")
+    probabilities = np.asarray(probabilities, dtype="float64")
+    index = np.clip((probabilities * bins).astype("int64"), 0, bins - 1)
+    result = []
+    for number in range(bins):
+        inside = index == number
+        if inside.any():
+            result.append(
+                {
+                    "low": number / bins,
+                    "high": (number + 1) / bins,
+                    "n": int(inside.sum()),
+                    "predicted": float(probabilities[inside].mean()),
+                    "observed": float(labels[inside].mean()),
+                }
+            )
+    return result
+
+
+def expected_calibration_error(labels, probabilities, bins=BINS):
+    table = reliability_bins(labels, probabilities, bins)
+    total = sum(row["n"] for row in table)
+    if not total:
+        return None
+    return float(sum(row["n"] * abs(row["observed"] - row["predicted"]) for row in table) / total)
+
+
+def scores(labels, probabilities):
+    """{"brier", "ece", "reliability"} of probabilities against labels."""
+    return {
+        "brier": brier_score(labels, probabilities),
+        "ece": expected_calibration_error(labels, probabilities),
+        "reliability": reliability_bins(labels, probabilities),
+    }
