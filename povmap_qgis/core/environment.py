@@ -2,6 +2,8 @@
 
 import importlib
 import platform
+import shutil
+import subprocess
 import sys
 
 PACKAGES = (
@@ -16,6 +18,8 @@ PACKAGES = (
     "matplotlib",
     "tensorflow",
 )
+# Training on a GPU uses Keras's mixed precision (core/training.py); on the CPU it does not.
+MIXED_PRECISION_POLICY = "mixed_float16"
 
 
 def describe_environment(reporter=None, check_gpu=True):
@@ -33,14 +37,35 @@ def describe_environment(reporter=None, check_gpu=True):
                 None if isinstance(error, ModuleNotFoundError) else f"broken: {error}"
             )
     description["gpus"] = []
-    if (
-        check_gpu
-        and description["packages"].get("tensorflow")
-        and not str(description["packages"]["tensorflow"]).startswith("broken")
-    ):
+    description["gpu_memory"] = nvidia_gpu_memory()
+    tensorflow_version = str(description["packages"].get("tensorflow") or "")
+    if check_gpu and tensorflow_version and not tensorflow_version.startswith("broken"):
         import tensorflow
 
         description["gpus"] = [
             device.name for device in tensorflow.config.list_physical_devices("GPU")
         ]
+        description["tensorflow_cuda"] = bool(tensorflow.test.is_built_with_cuda())
+    description["mixed_precision"] = MIXED_PRECISION_POLICY if description["gpus"] else "off"
     return description
+
+
+def nvidia_gpu_memory():
+    """[(name, total MiB)] of the NVIDIA GPUs nvidia-smi lists; [] without the tool or a GPU."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for line in listing.splitlines():
+        name, _, memory = line.rpartition(",")
+        if name.strip() and memory.strip().isdigit():
+            found.append([name.strip(), int(memory)])
+    return found

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import learning_data, metrics, model_package, models, pretrained
 from .chip_store import ChipStore
+from .environment import MIXED_PRECISION_POLICY
 from .errors import PovmapCanceledError, PovmapInputError
 from .labels import label_sentence, poor_below_from_metadata
 from .names import BASELINE, ENSEMBLE, RANDOM, RANDOM_DRAWS
@@ -386,7 +387,7 @@ def _configure_tensorflow(seed, reporter):
 
     gpus = tensorflow.config.list_physical_devices("GPU")
     if gpus:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY)
         reporter.info(f"training on {len(gpus)} GPU(s) with mixed precision")
     else:
         tensorflow.config.experimental.enable_op_determinism()

@@ -12,7 +12,9 @@ class CheckEnvironment(PovmapAlgorithm):
     group_name = "3 · Models"
     summary = (
         "Starts the worker process and reports its Python, the versions of the packages the pipeline needs, "
-        "the TensorFlow version and whether a GPU is visible. Set the worker Python in Settings ▸ Options ▸ "
+        "the TensorFlow version, whether a GPU is visible (with its memory) and whether training uses mixed "
+        "precision there. A GPU needs TensorFlow's GPU build: scripts/setup installs it when nvidia-smi lists a "
+        "GPU, or with scripts/setup --gpu. Set the worker Python in Settings ▸ Options ▸ "
         "Processing ▸ Providers ▸ Poverty mapping, or with the POVMAP_PYTHON environment variable."
     )
 
@@ -21,6 +23,8 @@ class CheckEnvironment(PovmapAlgorithm):
             ("PYTHON", "Worker Python"),
             ("TENSORFLOW", "TensorFlow version"),
             ("GPUS", "GPUs visible"),
+            ("GPU_MEMORY", "GPU memory (nvidia-smi)"),
+            ("MIXED_PRECISION", "Mixed precision in training"),
         ):
             self.addOutput(QgsProcessingOutputString(key, self.tr(label)))
         self.addOutput(QgsProcessingOutputBoolean("GPU", self.tr("A GPU is visible")))
@@ -35,6 +39,17 @@ class CheckEnvironment(PovmapAlgorithm):
         feedback.pushInfo(
             f"GPU: {', '.join(gpus) if gpus else 'none visible (training and prediction run on the CPU)'}"
         )
+        memory = "; ".join(f"{name}: {mib} MiB" for name, mib in description.get("gpu_memory", []))
+        if memory:
+            feedback.pushInfo(f"GPU memory: {memory}")
+        feedback.pushInfo(
+            f"Mixed precision in training: {description.get('mixed_precision', 'off')}"
+        )
+        if description.get("gpu_memory") and not gpus:
+            feedback.pushWarning(
+                "nvidia-smi lists a GPU but TensorFlow does not see it: install TensorFlow's GPU "
+                "build in the worker environment (scripts/setup --gpu)."
+            )
         missing = [
             name
             for name, version in packages.items()
@@ -49,4 +64,6 @@ class CheckEnvironment(PovmapAlgorithm):
             "TENSORFLOW": packages.get("tensorflow") or "not installed",
             "GPUS": ", ".join(gpus),
             "GPU": bool(gpus),
+            "GPU_MEMORY": memory,
+            "MIXED_PRECISION": description.get("mixed_precision", "off"),
         }
