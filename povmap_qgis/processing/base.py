@@ -26,6 +26,7 @@ from ..core.errors import PovmapInputError
 from ..paths import resource_path
 from . import settings
 from .output_styles import style_on_load
+from .parameter_values import completed_parameters
 
 OGR_FILE_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite", "tab", "gdb"]
 REPOSITORY = "https://github.com/povmap/povmap-qgis"
@@ -83,6 +84,10 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 definition.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced
             )
         self.addParameter(definition)
+
+    def checkParameterValues(self, parameters, context):
+        """QGIS's checks on the values the run uses (3.22 forgets a field parameter's default)."""
+        return super().checkParameterValues(completed_parameters(self, parameters), context)
 
     def add_grid_outputs(self, count_keys):
         """Declare the counts a grid step reports (upper-case names) and the grid CRS."""

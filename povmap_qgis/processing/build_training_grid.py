@@ -2,6 +2,7 @@
 
 from qgis.core import (
     QgsProcessing,
+    QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
     QgsProcessingParameterDateTime,
@@ -40,11 +41,12 @@ class BuildTrainingGrid(PovmapAlgorithm):
             QgsProcessingParameterField(
                 "SCORE_FIELD",
                 self.tr("Poverty score field"),
-                None,
+                "score",
                 "INPUT",
                 QgsProcessingParameterField.DataType.Numeric,
             ),
-            "Numeric score of each household, e.g. the Simple Poverty Scorecard (0–100, higher = richer). NULL scores are skipped and counted.",
+            "Numeric score of each household, e.g. the Simple Poverty Scorecard (0–100, higher = richer); "
+            "default: the field named score. Not an id such as fid. NULL scores are skipped and counted.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -175,6 +177,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
         self.add_grid_outputs(COUNT_KEYS)
 
     def processAlgorithm(self, parameters, context, feedback):
+        self._refuse_feature_id(parameters, "SCORE_FIELD", "INPUT", context)
         output = self.output_gpkg(parameters, "OUTPUT", context)
         points_path, points_layer = self.vector_file(parameters, "INPUT", context, feedback)
         urban_path, urban_layer = self.vector_file(parameters, "URBAN", context, feedback)
@@ -207,3 +210,18 @@ class BuildTrainingGrid(PovmapAlgorithm):
         }
         counts = self.run_core_step("build_training_grid", options, feedback, outputs=[output])
         return self.grid_results(output, counts, COUNT_KEYS)
+
+    def _refuse_feature_id(self, parameters, name, layer_name, context):
+        """The dialog may preselect the feature id (fid): say so instead of failing in the worker."""
+        field = self.parameterAsString(parameters, name, context)
+        layer = self.parameterAsVectorLayer(parameters, layer_name, context)
+        if not field or layer is None:
+            return
+        index = layer.fields().lookupField(field)
+        if index >= 0 and index in layer.dataProvider().pkAttributeIndexes():
+            raise QgsProcessingException(
+                self.tr(
+                    f"Poverty score field ({name}): '{field}' is the feature id of '{layer.name()}', "
+                    "not a score; choose the field holding each household's poverty score (e.g. score)."
+                )
+            )

@@ -71,9 +71,7 @@ class Evaluate(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "TRUTH",
-                self.tr("Ground truth (labelled grid)"),
-                [QgsProcessing.SourceType.TypeVector],
+                "TRUTH", self.tr("Ground truth (labelled grid)"), POLYGON_SOURCES
             ),
             "A labelled grid (cell_id, label 1 = poor, district) from Build training grid: held-out cells, or a new survey "
             "gridded in the same CRS and cell size as the predicted grid. Matched by cell_id, not by location.",
