@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+from .core.atomic import RUN_ID_VARIABLE
+
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 WORKER_ENV_FILE = os.path.join(PLUGIN_DIR, "worker_env.json")
 PYTHON_ENV_VARIABLE = "POVMAP_PYTHON"
@@ -65,22 +67,33 @@ def _setup_python():
         return None
 
 
-def worker_environment():
+def worker_environment(run_id=None):
     environment = {
         key: value for key, value in os.environ.items() if key not in VARIABLES_NOT_INHERITED
     }
+    if run_id:
+        environment[RUN_ID_VARIABLE] = run_id  # names the unfinished files this run owns
     environment["PYTHONPATH"] = os.path.dirname(PLUGIN_DIR)
     environment["PYTHONUNBUFFERED"] = "1"
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return environment
 
 
-def run_worker(step, options, python=None, on_event=None, is_canceled=None, cancel_grace_s=10.0):
+def run_worker(
+    step,
+    options,
+    python=None,
+    on_event=None,
+    is_canceled=None,
+    cancel_grace_s=10.0,
+    run_id=None,
+):
     """Run ``step`` with ``options`` in a worker; return its result dict.
 
     ``on_event(event_dict)`` receives progress/info/warning events as they
     come; ``is_canceled()`` is polled and, when true, the worker gets SIGTERM
-    (it cleans up) and, after ``cancel_grace_s``, SIGKILL.
+    (it cleans up) and, after ``cancel_grace_s``, SIGKILL. ``run_id`` names
+    the unfinished files the worker writes (``core.atomic.run_partials``).
     """
     python = python or resolve_worker_python()
     job = json.dumps({"step": step, "options": options})
@@ -90,7 +103,7 @@ def run_worker(step, options, python=None, on_event=None, is_canceled=None, canc
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=worker_environment(),
+            env=worker_environment(run_id),
             cwd=os.path.dirname(PLUGIN_DIR),
             text=True,
             encoding="utf-8",

@@ -1,15 +1,24 @@
 """Write outputs under a temporary name and rename them when complete.
 
 A cancelled, killed or failed run must never leave a half-written file under
-the name the user asked for, nor damage a file that was already there.
+the name the user asked for, nor damage a file that was already there — and
+never write over one of its own inputs (``overwritten_input``).
+
+Unfinished files are named ``.NAME.partial-RUN-XXXXXX.EXT``: RUN identifies
+the run that owns them (``POVMAP_RUN_ID``, set by the Processing adapter for
+its worker; else one made for this process), so the adapter removes only its own
+leftovers after a failure, never a concurrent run's (``run_partials``).
 """
 
 import contextlib
+import glob
 import os
 import shutil
 import uuid
 
 from .errors import PovmapInputError
+
+RUN_ID_VARIABLE = "POVMAP_RUN_ID"
 
 
 def check_output_path(path, parameter="OUTPUT", extensions=(".gpkg",)):
@@ -35,11 +44,66 @@ def check_output_path(path, parameter="OUTPUT", extensions=(".gpkg",)):
         raise PovmapInputError(parameter, f"'{path}' is a folder; give a file name.")
 
 
+def new_run_id():
+    """An id for one run, safe in file names: the owning process and a random part."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def current_run_id():
+    """The run id from the adapter, else one for this process (same form: ids never prefix others)."""
+    global _process_run_id
+    if os.environ.get(RUN_ID_VARIABLE):
+        return os.environ[RUN_ID_VARIABLE]
+    if _process_run_id is None or not _process_run_id.startswith(f"{os.getpid()}-"):
+        _process_run_id = new_run_id()
+    return _process_run_id
+
+
+_process_run_id = None
+
+
 def partial_path(path):
-    """A sibling name that is clearly unfinished and unique to this run."""
-    folder, name = os.path.split(os.path.abspath(path))
+    """A sibling name that is clearly unfinished, owned by this run and unique within it."""
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/\\")))
     stem, ext = os.path.splitext(name)
-    return os.path.join(folder, f".{stem}.partial-{uuid.uuid4().hex[:8]}{ext}")
+    return os.path.join(folder, f".{stem}.partial-{current_run_id()}-{uuid.uuid4().hex[:6]}{ext}")
+
+
+def run_partials(path, run_id):
+    """The unfinished siblings of ``path`` made by run ``run_id`` (SQLite side files included)."""
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/\\")))
+    stem, ext = os.path.splitext(name)
+    pattern = f".{glob.escape(stem)}.partial-{glob.escape(run_id)}-*{glob.escape(ext)}*"
+    return sorted(glob.glob(os.path.join(folder, pattern)))
+
+
+def overwritten_input(written, inputs):
+    """The first ``(written path, input path)`` pair where writing would destroy an input, or None.
+
+    ``written``: every path a run writes or replaces, the files it writes beside
+    an output included; ``inputs``: every path it reads. They clash when they are
+    the same file after resolving symlinks and relative parts (or are hard links
+    of one file), or when the input lies inside a written path (a folder the run
+    replaces as a whole).
+    """
+    for output in filter(None, written):
+        resolved_output = os.path.normcase(os.path.realpath(output))
+        for source in filter(None, inputs):
+            resolved_input = os.path.normcase(os.path.realpath(source))
+            if (
+                resolved_input == resolved_output
+                or _same_existing_file(output, source)
+                or resolved_input.startswith(resolved_output.rstrip(os.sep) + os.sep)
+            ):
+                return output, source
+    return None
+
+
+def _same_existing_file(path, other):
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 def remove_quietly(path):

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from . import learning_data, metrics, model_package, models, pretrained
+from .atomic import partial_path
 from .chip_store import ChipStore
 from .environment import MIXED_PRECISION_POLICY
 from .errors import PovmapCanceledError, PovmapInputError
@@ -605,9 +606,7 @@ def _partial_folder(path):
             "OUTPUT",
             f"the folder '{folder}' does not exist or is not writable; choose another output path.",
         )
-    stem, extension = os.path.splitext(name)
-    partial = os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = partial_path(os.path.join(folder, name))  # owned by this run: see atomic.run_partials
     os.makedirs(partial)
     return partial
 

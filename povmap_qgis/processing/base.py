@@ -17,11 +17,11 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProviderRegistry,
 )
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
 
 from .. import runner
-from ..core.atomic import check_output_path
+from ..core.atomic import check_output_path, new_run_id, overwritten_input, run_partials
 from ..core.errors import PovmapInputError
 from ..paths import resource_path
 from . import settings
@@ -163,6 +163,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         )
 
     def output_gpkg(self, parameters, name, context):
+        """Absolute path of a GeoPackage destination, checked before any work starts."""
         path = self.parameterAsOutputLayer(parameters, name, context)
         style_on_load(self.name(), name, path, context)  # styled when Processing loads it
         path = os.path.abspath(path) if path else path
@@ -170,6 +171,17 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             check_output_path(path, name)
         except PovmapInputError as error:
             raise QgsProcessingException(str(error)) from None
+        self.refuse_overwriting_inputs(parameters, name, context, path)
+        return path
+
+    def output_folder(self, parameters, name, context, suffix):
+        """Absolute path of a folder destination (chip store, model package), ending in ``suffix``."""
+        path = os.path.abspath(
+            (self.parameterAsString(parameters, name, context) or "").rstrip("/\\")
+        )
+        if not path.endswith(suffix):
+            path += suffix
+        self.refuse_overwriting_inputs(parameters, name, context, path)
         return path
 
     def input_file(self, parameters, name, context):
@@ -185,15 +197,77 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             if part.strip()
         ]
 
-    def output_file(self, parameters, name, context, extensions):
-        """Absolute path of a file destination (report, metrics), checked before any work starts."""
+    def output_file(self, parameters, name, context, extensions, beside=()):
+        """Absolute path of a file destination (report, metrics), checked before any work starts.
+
+        ``beside``: functions giving the other files the algorithm writes next to
+        this one (e.g. the metrics CSV beside the metrics JSON); they are checked too.
+        """
         path = self.parameterAsFileOutput(parameters, name, context)
         path = os.path.abspath(path) if path else path
         try:
             check_output_path(path, name, extensions)
         except PovmapInputError as error:
             raise QgsProcessingException(str(error)) from None
+        self.refuse_overwriting_inputs(
+            parameters, name, context, path, [sibling(path) for sibling in beside]
+        )
         return path
+
+    # --- never write over an input -------------------------------------------
+
+    def refuse_overwriting_inputs(self, parameters, name, context, path, beside=()):
+        """Refuse, before any work, an output ``path`` (or a file written ``beside`` it) that is an input.
+
+        The one rule for every povmap algorithm: a survey is the file that
+        cannot be regenerated, so an output that resolves to any input file
+        (through a symlink, a relative path or a hard link), or a folder output
+        that contains one, stops the run with a message naming both parameters.
+        """
+        inputs = self._input_files(parameters, context)
+        clash = overwritten_input([path, *beside], [file for _, file in inputs])
+        if clash is None:
+            return
+        written, file = clash
+        input_name = next(parameter for parameter, candidate in inputs if candidate == file)
+        where = f"'{written}'" if written == path else f"'{written}' (written beside '{path}')"
+        how = "lies inside" if os.path.realpath(file) != os.path.realpath(written) else "is"
+        raise QgsProcessingException(
+            self.tr(
+                f"{self._label(name)}: {where} {how} the input "
+                f"{self._label(input_name)} '{file}'; writing it would destroy that input. "
+                f"Choose another name or folder for {self._label(name)}. Nothing was written."
+            )
+        )
+
+    def _label(self, name):
+        """What the user sees for a parameter, with its id: "Training grid (OUTPUT)"."""
+        definition = self.parameterDefinition(name)
+        return f"{definition.description()} ({name})" if definition else name
+
+    def _input_files(self, parameters, context):
+        """[(parameter, absolute path)] of every file this run reads (layer sources included)."""
+        found = []
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            if definition.isDestination() or parameters.get(name) in (None, ""):
+                continue
+            kind = definition.type()
+            if kind in ("source", "vector"):
+                layers = [self.parameterAsVectorLayer(parameters, name, context)]
+            elif kind == "raster":
+                layers = [self.parameterAsRasterLayer(parameters, name, context)]
+            elif kind in ("multilayer", "layer"):
+                layers = self.parameterAsLayerList(parameters, name, context)
+            elif kind == "file":
+                layers = []
+                path = self.parameterAsFile(parameters, name, context)
+                if path:
+                    found.append((name, os.path.abspath(path)))
+            else:
+                continue
+            found.extend((name, path) for path in map(_layer_path, layers) if path)
+        return found
 
     @staticmethod
     def crs_text(crs):
@@ -206,9 +280,11 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
     def run_core_step(self, step, options, feedback, outputs=()):
         """Run a core step in the worker; return its result or raise a clear error.
 
-        ``outputs``: files the step writes; unfinished siblings are removed if
-        the worker had to be killed.
+        ``outputs``: files the step writes; if the worker fails or had to be
+        killed, the unfinished siblings *this run* made are removed — never
+        those of another run writing the same output at the same time.
         """
+        run_id = new_run_id()
 
         def forward(event):
             kind = event.get("event")
@@ -223,11 +299,16 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             python = runner.resolve_worker_python(settings.worker_python())
             feedback.pushDebugInfo(f"Worker Python: {python}")
             return runner.run_worker(
-                step, options, python=python, on_event=forward, is_canceled=feedback.isCanceled
+                step,
+                options,
+                python=python,
+                on_event=forward,
+                is_canceled=feedback.isCanceled,
+                run_id=run_id,
             )
         except runner.WorkerError as error:
             for output in outputs:
-                _remove_partials(output)
+                _remove_partials(output, run_id)
             if error.details and error.kind == "crash":
                 feedback.reportError(error.details, fatalError=False)
             raise QgsProcessingException(str(error)) from None
@@ -248,10 +329,19 @@ def _same_file(path, other):
     return bool(other) and os.path.abspath(path) == os.path.abspath(other)
 
 
-def _remove_partials(path):
-    folder, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    for candidate in glob.glob(os.path.join(folder, f".{glob.escape(stem)}.partial-*{ext}*")):
+def _layer_path(layer):
+    """Absolute path of the file behind a layer, or None (memory, database or web layers)."""
+    if layer is None:
+        return None
+    source = layer.source()
+    path = QgsProviderRegistry.instance().decodeUri(layer.providerType(), source).get("path")
+    if not path and source.startswith("file:"):
+        path = QUrl(source).toLocalFile()  # delimited text: file:///…/truth.csv?type=csv…
+    return os.path.abspath(path) if path else None
+
+
+def _remove_partials(path, run_id):
+    for candidate in run_partials(path, run_id):
         try:
             shutil.rmtree(candidate) if os.path.isdir(candidate) else os.remove(candidate)
         except OSError:

@@ -141,10 +141,12 @@ class CrossValidate(PovmapAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         from .rendering import RenderError, category_style
 
-        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
-        metrics = self.output_file(parameters, "METRICS", context, (".json",))
+        metrics = self.output_file(
+            parameters, "METRICS", context, (".json",), beside=[metrics_csv_path]
+        )
         output_grid = self.output_gpkg(parameters, "OUTPUT_GRID", context)
+        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         members = self.name_list(parameters, "MEMBERS", context)
         folds = self.parameterAsInt(parameters, "FOLDS", context)
         scratch = tempfile.mkdtemp(

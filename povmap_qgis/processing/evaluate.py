@@ -135,7 +135,9 @@ class Evaluate(PovmapAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         hitmiss = self.output_gpkg(parameters, "HITMISS", context)
         report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
-        metrics = self.output_file(parameters, "METRICS", context, (".json",))
+        metrics = self.output_file(
+            parameters, "METRICS", context, (".json",), beside=[metrics_csv_path]
+        )
         predictions_path, predictions_layer = self.vector_file(
             parameters, "PREDICTIONS", context, feedback
         )

@@ -1,7 +1,5 @@
 """povmap:samplechips — every cell of a grid → aligned image chips from the loaded rasters."""
 
-import os
-
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -153,17 +151,14 @@ class SampleChips(PovmapAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):
-        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
-        inputs = self._inputs(parameters, context)
-        output = self.parameterAsString(parameters, "OUTPUT", context) or ""
-        output = os.path.abspath(output.rstrip("/\\"))
-        if not output.endswith(".chips"):
-            output += ".chips"
+        output = self.output_folder(parameters, "OUTPUT", context, ".chips")
         nodata_grid = (
             self.output_gpkg(parameters, "NODATA_GRID", context)
             if parameters.get("NODATA_GRID") not in (None, "")
             else None
         )
+        inputs = self._inputs(parameters, context)
+        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         options = {
             "grid_path": grid_path,
             "grid_layer": grid_layer,

@@ -147,8 +147,8 @@ class Train(PovmapAlgorithm):
         self.addOutput(QgsProcessingOutputString("MEMBERS_TRAINED", self.tr("Members")))
 
     def processAlgorithm(self, parameters, context, feedback):
+        output = self.output_folder(parameters, "OUTPUT", context, ".povmodel")
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
-        output = _with_suffix(self.parameterAsString(parameters, "OUTPUT", context), ".povmodel")
         members = self.name_list(parameters, "MEMBERS", context)
         split = SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)]
         districts = self.name_list(parameters, "TEST_DISTRICTS", context)
@@ -195,8 +195,3 @@ def _pretrained(value):
     if not value or value == "none":
         return None
     return value if value == "imagenet" else os.path.abspath(value)
-
-
-def _with_suffix(path, suffix):
-    path = os.path.abspath((path or "").rstrip("/\\"))
-    return path if path.endswith(suffix) else path + suffix
