@@ -87,6 +87,7 @@ def run_worker(
     is_canceled=None,
     cancel_grace_s=10.0,
     run_id=None,
+    environment=None,
 ):
     """Run ``step`` with ``options`` in a worker; return its result dict.
 
@@ -94,6 +95,8 @@ def run_worker(
     come; ``is_canceled()`` is polled and, when true, the worker gets SIGTERM
     (it cleans up) and, after ``cancel_grace_s``, SIGKILL. ``run_id`` names
     the unfinished files the worker writes (``core.atomic.run_partials``).
+    ``environment``: extra variables for the worker (the adapter's run-history
+    settings, see ``core.tracking``).
     """
     python = python or resolve_worker_python()
     job = json.dumps({"step": step, "options": options})
@@ -103,7 +106,7 @@ def run_worker(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=worker_environment(run_id),
+            env=dict(worker_environment(run_id), **(environment or {})),
             cwd=os.path.dirname(PLUGIN_DIR),
             text=True,
             encoding="utf-8",

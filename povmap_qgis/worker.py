@@ -61,6 +61,9 @@ class JsonLinesReporter:
     def warning(self, message):
         self.emit("warning", message=str(message))
 
+    def metric(self, name, value, step=None):
+        pass  # recorded by the run history (core/tracking.py) when it is on
+
     def canceled(self):
         return False
 
@@ -81,7 +84,14 @@ def run_step(step, options, reporter):
     function = getattr(module, function_name)
     if options_class is None:
         return function(reporter=reporter, **options)
-    return function(getattr(module, options_class)(**options), reporter=reporter)
+    options = getattr(module, options_class)(**options)
+    from .core.tracking import tracked_step
+
+    # The one place runs are recorded (MLflow): params, fingerprints, metrics, artifacts.
+    with tracked_step(step, options, reporter) as run:
+        result = function(options, reporter=run.reporter)
+        run.record_result(result)
+    return result
 
 
 def _protocol_stream():

@@ -23,6 +23,12 @@ class Reporter:
     def warning(self, message):
         pass
 
+    def metric(self, name, value, step=None):
+        """A number worth keeping per step (e.g. a member's validation loss per epoch).
+
+        Silent here; the worker records it in the run history (core/tracking.py).
+        """
+
     def canceled(self):
         return False
 
@@ -47,6 +53,9 @@ class _StageReporter(Reporter):
 
     def warning(self, message):
         self._parent.warning(message)
+
+    def metric(self, name, value, step=None):
+        self._parent.metric(name, value, step)
 
     def canceled(self):
         return self._parent.canceled()
@@ -77,7 +86,7 @@ class RecordingReporter(Reporter):
     """Keeps every message; handy for callers that want the log afterwards."""
 
     def __init__(self):
-        self.infos, self.warnings, self.percents = [], [], []
+        self.infos, self.warnings, self.percents, self.metrics = [], [], [], []
 
     def progress(self, percent):
         self.percents.append(percent)
@@ -87,3 +96,6 @@ class RecordingReporter(Reporter):
 
     def warning(self, message):
         self.warnings.append(message)
+
+    def metric(self, name, value, step=None):
+        self.metrics.append((name, value, step))

@@ -297,6 +297,9 @@ class _ProgressCallback:
                     f"member {index + 1}/{count} {architecture} epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
                     f"validation loss {logs.get('val_loss', float('nan')):.4f}, validation AUC {logs.get('val_auc', float('nan')):.3f}"
                 )
+                for key in ("loss", "auc", "val_loss", "val_auc"):
+                    if key in logs:
+                        reporter.metric(f"{architecture}/{key}", float(logs[key]), epoch + 1)
 
         return Callback()
 
