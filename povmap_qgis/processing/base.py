@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProviderRegistry,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
@@ -26,7 +27,12 @@ from ..core.errors import PovmapInputError
 from ..paths import resource_path
 from . import settings
 from .output_styles import style_on_load
-from .parameter_values import completed_parameters
+from .parameter_values import (
+    NAMES_KEY,
+    completed_parameters,
+    enum_help,
+    unknown_enum_values,
+)
 
 OGR_FILE_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite", "tab", "gdb"]
 REPOSITORY = "https://github.com/povmap/povmap-qgis"
@@ -76,8 +82,16 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         )
         return f"<p>{self.tr(self.summary)}</p><h3>{self.tr('Parameters')}</h3><dl>{items}</dl>"
 
-    def add_parameter(self, definition, help_text, advanced=False):
-        """Add a parameter with its help text (shown in the dialog and in qgis_process help)."""
+    def add_parameter(self, definition, help_text, advanced=False, names=None):
+        """Add a parameter with its help text (shown in the dialog and in qgis_process help).
+
+        ``names``: for an enumeration whose options are sentences, the name of each
+        option accepted on the command line (default: the options themselves).
+        """
+        if names:
+            definition.setMetadata({**(definition.metadata() or {}), NAMES_KEY: list(names)})
+        if isinstance(definition, QgsProcessingParameterEnum):
+            help_text += f" On the command line: {enum_help(definition)}."
         definition.setHelp(self.tr(help_text))
         if advanced:
             definition.setFlags(
@@ -86,8 +100,18 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(definition)
 
     def checkParameterValues(self, parameters, context):
-        """QGIS's checks on the values the run uses (3.22 forgets a field parameter's default)."""
+        """QGIS's checks on the values the run uses (3.22 forgets a field parameter's default
+        and knows enumerations by number only)."""
+        for definition, value in unknown_enum_values(self, parameters):
+            return False, self.tr(
+                f"{definition.description()} ({definition.name()}): '{value}' is not one of "
+                f"{enum_help(definition)}."
+            )
         return super().checkParameterValues(completed_parameters(self, parameters), context)
+
+    def parameterAsEnum(self, parameters, name, context):  # noqa: N802 (QGIS API)
+        """The option number, also when the value is the option's name (PRESET=compact)."""
+        return super().parameterAsEnum(completed_parameters(self, parameters), name, context)
 
     def add_grid_outputs(self, count_keys):
         """Declare the counts a grid step reports (upper-case names) and the grid CRS."""
@@ -187,8 +211,6 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
     def input_file(self, parameters, name, context):
         """Absolute path of a file or folder parameter: the worker runs in another working directory."""
         path = self.parameterAsFile(parameters, name, context)
-        if path and path.startswith("models:/"):
-            return path  # a registered model version: the worker resolves it (core/tracking.py)
         return os.path.abspath(path) if path else path
 
     def name_list(self, parameters, name, context):
@@ -307,7 +329,6 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 on_event=forward,
                 is_canceled=feedback.isCanceled,
                 run_id=run_id,
-                environment=settings.run_history_environment(self.algorithm_id),
             )
         except runner.WorkerError as error:
             for output in outputs:

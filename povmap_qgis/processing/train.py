@@ -70,6 +70,7 @@ class Train(PovmapAlgorithm):
                 0,
             ),
             "random: train/validation/test cells in the paper's 15,596/1,732/1,925 proportions; leave districts out: TEST_DISTRICTS are the test cells.",
+            names=SPLITS,
         )
         self.add_parameter(
             QgsProcessingParameterString(
@@ -87,6 +88,7 @@ class Train(PovmapAlgorithm):
             ),
             "How the poor / not-poor imbalance is handled in training.",
             advanced=True,
+            names=BALANCES,
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
