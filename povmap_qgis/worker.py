@@ -34,6 +34,7 @@ STEPS = {
     "predict": ("povmap_qgis.core.prediction", "PredictOptions", "predict"),
     "evaluate": ("povmap_qgis.core.evaluation", "EvaluateOptions", "evaluate"),
     "crossvalidate": ("povmap_qgis.core.crossvalidation", "CrossValidateOptions", "crossvalidate"),
+    "target": ("povmap_qgis.core.targeting", "TargetOptions", "target"),
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 

@@ -123,6 +123,17 @@ def main():
     save(
         "hitmiss", [("cell_id", "integer"), ("outcome", "string")], categorized("outcome", OUTCOMES)
     )
+    save(
+        "targeting_selection",
+        [("cell_id", "integer"), ("selected", "integer")],
+        categorized(
+            "selected",
+            [
+                (1, "Selected (enrolled)", "#d55e00"),
+                (0, "Not selected", "220,220,220,140"),
+            ],
+        ),
+    )
     application.exitQgis()
     return 0
 
