@@ -211,6 +211,8 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
     def input_file(self, parameters, name, context):
         """Absolute path of a file or folder parameter: the worker runs in another working directory."""
         path = self.parameterAsFile(parameters, name, context)
+        if path and path.startswith("models:/"):
+            return path  # a registered model version: the worker resolves it (core/tracking.py)
         return os.path.abspath(path) if path else path
 
     def name_list(self, parameters, name, context):
@@ -329,6 +331,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 on_event=forward,
                 is_canceled=feedback.isCanceled,
                 run_id=run_id,
+                environment=settings.run_history_environment(self.algorithm_id),
             )
         except runner.WorkerError as error:
             for output in outputs:
