@@ -25,6 +25,7 @@ import socket
 
 import numpy as np
 
+from . import strict_json
 from .errors import PovmapInputError
 
 FORMAT_VERSION = "1.0"
@@ -134,7 +135,7 @@ class ChipStoreWriter:
         manifest.update(summary or {})
         for spec in manifest["inputs"]:
             spec["statistics"] = (statistics or {}).get(spec["name"])
-        _write_json(os.path.join(self.partial, MANIFEST), manifest)
+        _write_json(os.path.join(self.partial, MANIFEST), manifest, self.parameter)
         os.remove(os.path.join(self.partial, DONE))
         os.remove(os.path.join(self.partial, LOCK))
         self._locked = False
@@ -201,7 +202,7 @@ class ChipStoreWriter:
                 array if name in (NODATA_FRACTION, DONE) else RowFile(array.filename, "r+")
             )
         self._arrays[NODATA_FRACTION][:] = np.nan
-        _write_json(os.path.join(self.partial, MANIFEST), self._manifest())
+        _write_json(os.path.join(self.partial, MANIFEST), self._manifest(), self.parameter)
 
     def _open_arrays(self, mode):
         for spec in self.inputs:
@@ -288,10 +289,11 @@ def _no_space(error, parameter):
     )
 
 
-def _write_json(path, data):
+def _write_json(path, data, parameter="OUTPUT"):
+    text = strict_json.dumps(data, parameter, "the chip store manifest", indent=2, sort_keys=True)
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write(text)
     os.replace(temporary, path)
 
 

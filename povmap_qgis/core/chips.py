@@ -538,6 +538,9 @@ def _accumulate(statistics, band_values):
         batch_mean = float(values.sum(dtype="float64")) / count
         deviations = values - np.float32(batch_mean)
         batch_m2 = float(np.dot(deviations, deviations))
+        if not np.isfinite(batch_m2):  # squares beyond float32 (values over ~1e19): in float64
+            wide = values.astype("float64") - batch_mean
+            batch_m2 = float(np.dot(wide, wide))
         total = statistics["count"][band] + count
         delta = batch_mean - statistics["mean"][band]
         statistics["mean"][band] += delta * count / total
@@ -562,18 +565,21 @@ def _band_statistics(writer, inputs, sampled, resumed_rows, batch_rows=256):
             )
             _accumulate(running, [values[..., band] for band in range(values.shape[-1])])
         count = running["count"]
-        mean = np.where(count > 0, running["mean"], np.nan)
-        std = np.sqrt(
-            np.divide(running["m2"], count, out=np.full(len(count), np.nan), where=count > 0)
-        )
-        statistics[spec.name] = {
+        std = np.sqrt(np.divide(running["m2"], count, out=np.zeros(len(count)), where=count > 0))
+        statistics[spec.name] = {  # null where a band has no valid pixel (JSON has no NaN)
             "count": count.tolist(),
-            "mean": mean.tolist(),
-            "std": std.tolist(),
+            "mean": _where_counted(count, running["mean"]),
+            "std": _where_counted(count, std),
             "min": _finite_or_none(running["low"]),
             "max": _finite_or_none(running["high"]),
         }
     return statistics
+
+
+def _where_counted(count, values):
+    return [
+        float(value) if counted > 0 else None for counted, value in zip(count, values, strict=True)
+    ]
 
 
 def _finite_or_none(values):

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 
+from . import strict_json
 from .errors import PovmapInputError
 from .models import ARCHITECTURES
 
@@ -54,8 +55,9 @@ def write_manifest(folder, manifest):
     """Record each member's weights hash and write the manifest (folder not yet published)."""
     for member in manifest["members"]:
         member["sha256"] = sha256_of(os.path.join(folder, member["weights"]))
+    text = strict_json.dumps(manifest, None, "the model manifest", indent=2, sort_keys=True)
     with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.write(text)
 
 
 def read_package(path, parameter="MODEL"):

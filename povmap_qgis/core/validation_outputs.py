@@ -5,11 +5,11 @@ Plain Python (numpy imported where needed), also imported inside QGIS.
 
 import contextlib
 import csv
-import json
 import os
 import re
 import tempfile
 
+from . import strict_json
 from .atomic import atomic_output
 
 # outcome -> (legend label, observed label, ensemble prediction); labels as in resources/styles/hitmiss.qml
@@ -53,7 +53,7 @@ def metrics_files(metrics_path, document, csv_columns, csv_rows):
         atomic_output(metrics_csv_path(metrics_path)) as csv_partial,
     ):
         with open(json_partial, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1, allow_nan=False)
+            strict_json.dump(document, handle, None, "the metrics JSON", indent=1)
         with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(csv_columns)
