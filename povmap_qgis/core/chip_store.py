@@ -33,6 +33,7 @@ MANIFEST = "manifest.json"
 CELL_IDS = "cell_ids.npy"
 NODATA_FRACTION = "nodata_fraction.npy"
 DONE = "done.npy"
+WIDENED_DTYPES = {"float16": "float32"}  # what sampling widens an input to (see _same_inputs)
 LOCK = "lock"
 
 
@@ -79,6 +80,7 @@ class ChipStoreWriter:
         if os.path.isdir(self.partial) and self._partial_matches():
             self._take_lock()
             self.resumed = True
+            self._adopt_widened_dtypes()
             self._open_arrays("r+")
         else:
             if os.path.isdir(self.partial):
@@ -221,10 +223,15 @@ class ChipStoreWriter:
         return (
             manifest.get("settings") == self.settings
             and manifest.get("chip_size") == self.chip_size
-            and manifest.get("inputs") == self._manifest()["inputs"]
+            and _same_inputs(manifest.get("inputs"), self._manifest()["inputs"])
             and np.array_equal(cell_ids, self.cell_ids)
             and os.path.exists(os.path.join(self.partial, DONE))
         )
+
+    def _adopt_widened_dtypes(self):
+        """Keep the dtypes the partial store was made with (an input may have been widened)."""
+        for spec, recorded in zip(self.inputs, self._read_manifest()["inputs"], strict=True):
+            spec["dtype"] = recorded["dtype"]
 
     def _read_manifest(self):
         with open(os.path.join(self.partial, MANIFEST), encoding="utf-8") as handle:
@@ -250,6 +257,22 @@ class ChipStoreWriter:
                 handle.write(owner)
             self._locked = True
             return
+
+
+def _same_inputs(recorded, wanted):
+    """A partial store's inputs match the run's, dtypes aside where one was widened.
+
+    Sampling widens an input from float16 to float32 when its values do not fit float16
+    (core/chips.py); the resumed run keeps the wider dtype.
+    """
+    if not isinstance(recorded, list) or len(recorded) != len(wanted):
+        return False
+    for old, new in zip(recorded, wanted, strict=True):
+        if not isinstance(old, dict) or {**old, "dtype": new["dtype"]} != new:
+            return False
+        if old.get("dtype") not in (new["dtype"], WIDENED_DTYPES.get(new["dtype"])):
+            return False
+    return True
 
 
 def _lock_is_alive(lock):

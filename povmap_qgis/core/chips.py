@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from . import cells, vectors
-from .chip_store import ChipStoreWriter
+from .chip_store import WIDENED_DTYPES, ChipStoreWriter
 from .errors import PovmapInputError
 from .reporting import Reporter
 
@@ -27,6 +27,14 @@ FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing c
 GDAL_CACHE_MB = 192  # decoded source tiles kept between blocks
 BLOCKS_AHEAD = 2  # blocks sampled ahead of the writer (bounds memory)
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+# Chips are stored compactly in float16 unless an input's values do not fit it: beyond
+# ±65,504 float16 holds only infinity, and a block whose largest magnitude is below float16's
+# smallest normal number (2**-14) would lose its relative precision or round to 0. Such an
+# input is stored in float32 instead (its dtype is recorded in the manifest).
+COMPACT_DTYPE = "float16"
+WIDE_DTYPE = WIDENED_DTYPES[COMPACT_DTYPE]  # float32
+FLOAT16_LARGEST = 65504.0
+FLOAT16_SMALLEST_NORMAL = 2.0**-14
 
 
 @dataclasses.dataclass
@@ -36,6 +44,14 @@ class ChipInput:
     bands: list
     resampling: str = "bilinear"
     parameter: str = "EXTRA"
+    label: str | None = None  # the parameter's label in the dialog, for messages
+
+
+def described(spec):
+    """How messages name an input: its label and parameter, e.g. ``Night-time lights (NIGHTLIGHTS)``."""
+    if spec.label:
+        return f"{spec.label} ({spec.parameter})"
+    return f"the input '{spec.name}' ({spec.parameter})"
 
 
 @dataclasses.dataclass
@@ -81,38 +97,53 @@ def sample_chips(options, reporter=None):
         "cell_size": cell_size,
         "resolution": options.resolution,
     }
-    store_inputs = [
-        {
-            "name": spec.name,
-            "source": spec.path,
-            "bands": list(spec.bands),
-            "dtype": options.dtype,
-            "resampling": spec.resampling,
-        }
-        for spec in inputs
-    ]
-    writer = ChipStoreWriter(
-        options.output_path, cell_ids, store_inputs, chip_size, settings
-    ).open()
-    try:
-        pending = writer.pending()
-        if writer.resumed:
-            reporter.info(
-                f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled."
+    dtypes = {spec.name: options.dtype for spec in inputs}
+    while True:
+        store_inputs = [
+            {
+                "name": spec.name,
+                "source": spec.path,
+                "bands": list(spec.bands),
+                "dtype": dtypes[spec.name],
+                "resampling": spec.resampling,
+            }
+            for spec in inputs
+        ]
+        writer = ChipStoreWriter(
+            options.output_path, cell_ids, store_inputs, chip_size, settings
+        ).open()
+        # A resumed store keeps the dtypes it was started with (an input may have been widened).
+        dtypes = {spec["name"]: spec["dtype"] for spec in writer.inputs}
+        try:
+            pending = writer.pending()
+            if writer.resumed:
+                reporter.info(
+                    f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled."
+                )
+            sampled = _sample_blocks(
+                writer,
+                inputs,
+                pending,
+                rows,
+                cols,
+                cell_size,
+                options.resolution,
+                chip_size,
+                grid_crs,
+                dtypes,
+                reporter,
             )
-        sampled = _sample_blocks(
-            writer,
-            inputs,
-            pending,
-            rows,
-            cols,
-            cell_size,
-            options.resolution,
-            chip_size,
-            grid_crs,
-            options.dtype,
-            reporter,
-        )
+        except WiderDtypeNeededError as widen:
+            # Chips already stored in float16 lost precision: start again with the input in float32.
+            writer.discard()
+            dtypes[widen.spec.name] = WIDE_DTYPE
+            reporter.info(f"{widen}: sampling again with this input stored as float32.")
+            continue
+        except BaseException:
+            writer.close()
+            raise
+        break
+    try:
         resumed_rows = np.setdiff1d(np.arange(len(cell_ids)), pending)
         statistics = _band_statistics(writer, inputs, sampled, resumed_rows)
         nodata = writer.nodata_fractions()
@@ -247,6 +278,21 @@ def _check_raster(spec, grid_crs, rows, cols, cell_size):
                 spec.parameter,
                 f"band(s) {wrong or spec.bands} do not exist in '{spec.path}', which has {dataset.count} band(s).",
             )
+        complex_types = sorted(
+            {
+                dataset.dtypes[int(band) - 1]
+                for band in spec.bands
+                if str(dataset.dtypes[int(band) - 1]).startswith("complex")
+            }
+        )
+        if complex_types:
+            raise PovmapInputError(
+                spec.parameter,
+                f"{described(spec)}: the raster '{spec.path}' holds complex numbers "
+                f"({', '.join(complex_types)}), and chips hold real values. Make a real-valued raster "
+                "first (e.g. the amplitude, or `gdal_translate -ot Float32`, which keeps the real part) "
+                "and choose that one.",
+            )
         grid_bounds = (
             cols.min() * cell_size,
             rows.min() * cell_size,
@@ -277,6 +323,21 @@ def _group_blocks(pending, rows, cols):
             (rows[row_index] // BLOCK_CELLS, cols[row_index] // BLOCK_CELLS), []
         ).append(row_index)
     return [np.asarray(members) for members in blocks.values()]
+
+
+class WiderDtypeNeededError(Exception):
+    """An input's chips do not fit float16 (found while sampling: the run starts again in float32)."""
+
+    def __init__(self, spec, largest):
+        self.spec, self.largest = spec, largest
+        if largest > FLOAT16_LARGEST:
+            reason = f"values reach {largest:,.7g}, beyond float16's ±{FLOAT16_LARGEST:,.0f}"
+        else:
+            reason = (
+                f"values of a block are at most {largest:.3g}, below float16's normal range "
+                f"(from {FLOAT16_SMALLEST_NORMAL:.2g}), where it rounds coarsely"
+            )
+        super().__init__(f"{described(spec)}: {reason}")
 
 
 class _InputSampler:
@@ -335,6 +396,12 @@ class _InputSampler:
         chips = np.stack(
             [warped[:, y : y + size, x : x + size] for y, x in zip(y0, x0, strict=True)]
         )
+        # Infinite source pixels (and what resampling spread them to) are nodata, like NaN.
+        chips[np.isinf(chips)] = np.nan
+        if self.spec_dtype == COMPACT_DTYPE:
+            largest = float(np.nanmax(np.abs(chips), initial=0.0))
+            if largest > FLOAT16_LARGEST or 0 < largest < FLOAT16_SMALLEST_NORMAL:
+                raise WiderDtypeNeededError(self.spec, largest)
         missing = np.isnan(chips)
         nodata = missing.any(axis=1).mean(axis=(1, 2))
         _accumulate(self.statistics, [chips[:, band] for band in range(chips.shape[1])])
@@ -403,7 +470,7 @@ class _InputSampler:
         values = dataset.read(
             list(self.spec.bands), window=window, masked=True, out_dtype="float32"
         )
-        if np.ma.is_masked(values) or np.isnan(values.data).any():
+        if np.ma.is_masked(values) or not np.isfinite(values.data).all():
             return None
         return np.ascontiguousarray(values.data), dataset.window_transform(window)
 
@@ -459,9 +526,22 @@ def _is_aligned(dataset, grid_crs, resolution):
 
 
 def _sample_blocks(
-    writer, inputs, pending, rows, cols, cell_size, resolution, chip_size, grid_crs, dtype, reporter
+    writer,
+    inputs,
+    pending,
+    rows,
+    cols,
+    cell_size,
+    resolution,
+    chip_size,
+    grid_crs,
+    dtypes,
+    reporter,
 ):
-    """Warp blocks with one thread per input (GDAL releases the GIL); write them in order."""
+    """Warp blocks with one thread per input (GDAL releases the GIL); write them in order.
+
+    ``dtypes`` maps each input's name to its storage dtype.
+    """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -473,7 +553,8 @@ def _sample_blocks(
     environment = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
     environment.__enter__()
     samplers = [
-        _InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtype) for spec in inputs
+        _InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtypes[spec.name])
+        for spec in inputs
     ]
     pools = [
         ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}")

@@ -195,7 +195,7 @@ class SampleChips(PovmapAlgorithm):
 
     def _inputs(self, parameters, context):
         inputs = []
-        for name, store_name, _, _ in NAMED_INPUTS:
+        for name, store_name, label, _ in NAMED_INPUTS:
             path = self.raster_file(parameters, name, context)
             if not path:
                 continue
@@ -206,6 +206,7 @@ class SampleChips(PovmapAlgorithm):
                     "path": path,
                     "bands": bands,
                     "parameter": name,
+                    "label": label.split(" (")[0],  # names the input in messages
                     "resampling": self._resampling(parameters, name, context),
                 }
             )
@@ -217,6 +218,7 @@ class SampleChips(PovmapAlgorithm):
                     "path": path,
                     "bands": list(range(1, layer.bandCount() + 1)),
                     "parameter": "EXTRA",
+                    "label": f"Extra raster '{layer.name()}'",
                     "resampling": self._resampling(parameters, "EXTRA", context),
                 }
             )
