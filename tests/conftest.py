@@ -23,6 +23,9 @@ CACHE_DIR = os.path.join(BUILD_DIR, "test-data")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # The worker runs under the interpreter running the tests (the setup venv).
 os.environ["POVMAP_PYTHON"] = sys.executable
+# No run history unless a test asks for it (tests/test_tracking.py): runs stay fast and
+# parallel test sessions never contend for one SQLite store.
+os.environ.setdefault("POVMAP_TRACKING", "off")
 # Where scripts/setup installed the plugin (pytest-qgis points QGIS_CUSTOM_CONFIG_PATH
 # at a scratch folder for the test QGIS; subprocesses must use the real profile).
 QGIS_CONFIG_ROOT = os.environ.get("POVMAP_QGIS_CONFIG_ROOT") or os.path.expanduser(

@@ -1,0 +1,314 @@
+"""Run history in MLflow (issue 15): real runs through Processing and the worker, on a
+temporary SQLite store named by POVMAP_MLFLOW_TRACKING_URI (tests/conftest.py switches
+tracking off for every other test)."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from qgis_helpers import run_algorithm, run_failing
+
+MODEL_NAME = "tracked"
+EPOCHS = 2
+
+
+def sha256_of(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def client_for(uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def runs_of(uri, step):
+    client = client_for(uri)
+    experiment = client.get_experiment_by_name("povmap")
+    runs = client.search_runs([experiment.experiment_id], f"tags.`povmap.step` = '{step}'")
+    return client, runs
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """A fresh SQLite store for this module's runs."""
+    folder = tmp_path_factory.mktemp("history")
+    uri = f"sqlite:///{folder / 'mlruns.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POVMAP_MLFLOW_TRACKING_URI", uri)
+        patch.delenv("POVMAP_TRACKING", raising=False)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield {"uri": uri, "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def tracked_training(history, tiny_chips, qgis_processing, tmp_path_factory):
+    """One compact member trained for two epochs on the night-lights store, through Processing."""
+    from qgis.core import QgsApplication
+
+    from povmap_qgis.processing.provider import PovmapProvider
+
+    if QgsApplication.processingRegistry().providerById("povmap") is None:
+        provider = PovmapProvider()
+        tracked_training.provider = provider  # the registry does not own the Python object
+        QgsApplication.processingRegistry().addProvider(provider)
+    output = str(tmp_path_factory.mktemp("tracked") / f"{MODEL_NAME}.povmodel")
+    results, feedback = run_algorithm(
+        "povmap:train",
+        {
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "PRESET": 1,
+            "MEMBERS": "compact_cnn",
+            "EPOCHS": EPOCHS,
+            "SEED": 5,
+            "OUTPUT": output,
+        },
+    )
+    return results, feedback
+
+
+def test_a_train_run_is_recorded_with_params_epoch_metrics_fingerprints_and_manifest(
+    history, tracked_training, tiny_chips
+):
+    from qgis.core import Qgis
+
+    results, feedback = tracked_training
+    client, runs = runs_of(history["uri"], "train")
+    assert len(runs) == 1, feedback.text()
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    tags, params = run.data.tags, run.data.params
+    assert tags["povmap.algorithm"] == "povmap:train"
+    assert tags["qgis.version"] == Qgis.QGIS_VERSION
+    assert params["preset"] == "compact" and params["epochs"] == str(EPOCHS)
+    assert json.loads(params["members"]) == ["compact_cnn"] and params["seed"] == "5"
+    # Data versioning: the grid file and the chip store manifest, by sha256.
+    assert params["input.grid_path"] == "sha256:" + sha256_of(tiny_chips["grid"])
+    store_manifest = os.path.join(tiny_chips["night"], "manifest.json")
+    assert params["input.chips_path"] == "sha256:" + sha256_of(store_manifest)
+    assert "input.output_path" not in params
+    # Per-epoch metrics, one point per epoch trained, as the log says.
+    manifest_path = os.path.join(results["OUTPUT"], "manifest.json")
+    with open(manifest_path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    epochs = manifest["members"][0]["epochs_trained"]
+    history_points = client.get_metric_history(run.info.run_id, "compact_cnn/val_loss")
+    assert [point.step for point in history_points] == list(range(1, epochs + 1))
+    best = min(point.value for point in history_points)
+    assert best == pytest.approx(manifest["members"][0]["best_val_loss"], abs=1e-5)
+    # Final metrics: the holdout numbers of the manifest.
+    holdout = manifest["metrics"]["holdout"]["ensemble"]
+    assert run.data.metrics["metrics.ensemble.n"] == holdout["n"]
+    assert run.data.metrics["metrics.ensemble.accuracy"] == pytest.approx(holdout["accuracy"])
+    # Artifacts: the manifest as written, never chips, grids or weights.
+    artifacts = [item.path for item in client.list_artifacts(run.info.run_id, "model")]
+    assert sorted(artifacts) == ["model/manifest.json", "model/mlflow.json"]
+    downloaded = client.download_artifacts(
+        run.info.run_id, "model/manifest.json", str(history["folder"])
+    )
+    assert sha256_of(downloaded) == sha256_of(manifest_path)
+
+
+def test_train_registers_a_version_and_the_package_still_verifies(history, tracked_training):
+    from povmap_qgis.core import model_package
+
+    results, _ = tracked_training
+    client, runs = runs_of(history["uri"], "train")
+    version = client.get_model_version(MODEL_NAME, "1")
+    assert version.run_id == runs[0].info.run_id
+    assert os.path.samefile(version.source, results["OUTPUT"])
+    with open(os.path.join(results["OUTPUT"], "manifest.json"), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    holdout = manifest["metrics"]["holdout"]["ensemble"]
+    assert float(version.tags["holdout.ensemble.accuracy"]) == pytest.approx(
+        holdout["accuracy"], abs=1e-3
+    )
+    # The run id lives in a sidecar; the manifest is what training wrote and still verifies.
+    with open(os.path.join(results["OUTPUT"], "mlflow.json"), encoding="utf-8") as handle:
+        sidecar = json.load(handle)
+    assert sidecar["run_id"] == runs[0].info.run_id and sidecar["version"] == 1
+    assert runs[0].info.run_id not in json.dumps(manifest)
+    model_package.read_package(results["OUTPUT"])
+
+
+def test_a_registered_version_resolves_in_predict(history, tracked_training, tiny_chips, tmp_path):
+    from helpers import read_grid
+
+    from povmap_qgis.core import tracking
+
+    results, _ = tracked_training
+    predicted, feedback = run_algorithm(
+        "povmap:predict",
+        {
+            "MODEL": f"models:/{MODEL_NAME}/1",
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "pred.gpkg"),
+        },
+    )
+    frame = read_grid(predicted["OUTPUT"])
+    assert len(frame) == predicted["CELLS"] and "prob_compact_cnn" in frame.columns
+    client, runs = runs_of(history["uri"], "predict")
+    run = next(
+        run for run in runs if run.data.tags.get("povmap.model") == f"models:/{MODEL_NAME}/1"
+    )
+    _, trainings = runs_of(history["uri"], "train")
+    assert run.data.tags["povmap.training_run_id"] == trainings[0].info.run_id
+    assert run.data.tags["povmap.algorithm"] == "povmap:predict"
+    assert run.data.params["model_path"] == results["OUTPUT"]
+    assert run.data.metrics["predicted_poor"] == predicted["PREDICTED_POOR"]
+    assert "drift" in run.data.tags["povmap.drift"]  # no training reference in this package
+    # An alias resolves to the same folder.
+    client.set_registered_model_alias(MODEL_NAME, "champion", "1")
+    folder, version = tracking.resolve_model_uri(f"models:/{MODEL_NAME}@champion")
+    assert folder == results["OUTPUT"] and str(version.version) == "1"
+    message = run_failing(
+        "povmap:predict",
+        {
+            "MODEL": f"models:/{MODEL_NAME}/7",
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "pred7.gpkg"),
+        },
+    )
+    assert f"MODEL: 'models:/{MODEL_NAME}/7' was not found in the run history" in message
+
+
+def test_tracking_off_writes_nothing(tracked_training, tiny_chips, tmp_path, monkeypatch):
+    results, _ = tracked_training
+    store = tmp_path / "off"
+    monkeypatch.setenv("POVMAP_MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlruns.db'}")
+    monkeypatch.setenv("POVMAP_TRACKING", "off")
+    sidecar = sha256_of(os.path.join(results["OUTPUT"], "mlflow.json"))
+    predicted, feedback = run_algorithm(
+        "povmap:predict",
+        {
+            "MODEL": results["OUTPUT"],
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "pred.gpkg"),
+        },
+    )
+    assert os.path.isfile(predicted["OUTPUT"])
+    assert not store.exists() and "Run history" not in feedback.text()
+    assert sha256_of(os.path.join(results["OUTPUT"], "mlflow.json")) == sidecar
+    message = run_failing(
+        "povmap:predict",
+        {
+            "MODEL": f"models:/{MODEL_NAME}/1",
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "pred2.gpkg"),
+        },
+    )
+    assert "MODEL:" in message and "switched off" in message
+    assert not store.exists()
+
+
+def test_an_unreachable_tracking_server_warns_once_and_the_algorithm_succeeds(
+    tracked_training, tiny_chips, tmp_path, monkeypatch
+):
+    results, _ = tracked_training
+    monkeypatch.setenv("POVMAP_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # loopback, closed
+    monkeypatch.delenv("POVMAP_TRACKING", raising=False)
+    predicted, feedback = run_algorithm(
+        "povmap:predict",
+        {
+            "MODEL": results["OUTPUT"],
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "pred.gpkg"),
+        },
+    )
+    assert os.path.isfile(predicted["OUTPUT"]) and predicted["CELLS"] > 0
+    warnings = [text for text in feedback.warnings if "Run history" in text]
+    assert len(warnings) == 1 and "http://127.0.0.1:9" in warnings[0], feedback.text()
+    assert "goes on without it" in warnings[0]
+
+
+def test_the_adapter_defaults_to_a_sqlite_store_in_the_qgis_profile(qgis_app, monkeypatch):
+    from qgis.core import Qgis, QgsApplication
+
+    from povmap_qgis.processing import settings
+
+    for name in ("POVMAP_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    environment = settings.run_history_environment("train")
+    expected = os.path.join(QgsApplication.qgisSettingsDirPath(), "povmap", "mlruns.db")
+    assert environment["POVMAP_MLFLOW_TRACKING_URI"] == "sqlite:///" + os.path.abspath(expected)
+    assert environment["POVMAP_ALGORITHM"] == "povmap:train"
+    assert environment["POVMAP_QGIS_VERSION"] == Qgis.QGIS_VERSION
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert "POVMAP_MLFLOW_TRACKING_URI" not in settings.run_history_environment("train")
+
+
+# --- without QGIS -------------------------------------------------------------------------------
+
+
+def test_tracking_location_switch_and_model_references():
+    from povmap_qgis.core import tracking
+    from povmap_qgis.core.errors import PovmapInputError
+
+    assert tracking.tracking_uri({}) is None
+    assert tracking.tracking_uri({"MLFLOW_TRACKING_URI": "sqlite:///a.db"}) == "sqlite:///a.db"
+    both = {"MLFLOW_TRACKING_URI": "sqlite:///a.db", "POVMAP_MLFLOW_TRACKING_URI": "sqlite:///b.db"}
+    assert tracking.tracking_uri(both) == "sqlite:///b.db"
+    assert tracking.tracking_uri(dict(both, POVMAP_TRACKING="off")) is None
+    assert tracking.sqlite_path("sqlite:////tmp/x/mlruns.db") == "/tmp/x/mlruns.db"
+    assert tracking.local_folder("file:///tmp/a%20b.povmodel") == "/tmp/a b.povmodel"
+    assert tracking.local_folder("s3://bucket/a.povmodel") is None
+    with pytest.raises(PovmapInputError, match="MODEL: 'models:/a/b/c' is not a registered"):
+        tracking.resolve_model_uri("models:/a/b/c", environ=both)
+    with pytest.raises(PovmapInputError, match="switched off or not configured"):
+        tracking.resolve_model_uri("models:/a/1", environ={})
+
+
+def test_result_numbers_become_metrics_and_only_reports_become_artifacts(tmp_path):
+    from povmap_qgis.core import tracking
+
+    result = {
+        "cells": 12,
+        "flag": True,
+        "metrics": {"ensemble": {"auc": np.float64(0.61), "recall": None, "roc": [0.1, 0.2]}},
+        "bad": float("nan"),
+    }
+    assert dict(tracking.numeric_leaves(result)) == {"cells": 12.0, "metrics.ensemble.auc": 0.61}
+    report, metrics_csv, layer = tmp_path / "r.html", tmp_path / "m.csv", tmp_path / "p.gpkg"
+    for path in (report, metrics_csv, layer):
+        path.write_text("x")
+    chips = tmp_path / "a.chips"
+    chips.mkdir()
+    (chips / "manifest.json").write_text("{}")
+    found = tracking.artifact_files(
+        None,
+        {"report": str(report), "csv": str(metrics_csv), "layer": str(layer), "c": str(chips)},
+    )
+    assert found == [(str(report), "reports"), (str(metrics_csv), "metrics")]
+    raster = tmp_path / "night.tif"
+    raster.write_bytes(b"abc")
+    assert tracking.fingerprint_of(str(raster)).startswith("size=3;mtime=")
+    assert tracking.fingerprint_of(str(chips)) == "sha256:" + sha256_of(chips / "manifest.json")
+    assert tracking.fingerprint_of(str(layer)) == "sha256:" + sha256_of(layer)
+
+
+def test_drift_without_a_reference_is_said_and_psi_flags_a_shift(tmp_path):
+    from povmap_qgis.core import drift
+
+    package = tmp_path / "m.povmodel"
+    package.mkdir()
+    (package / "manifest.json").write_text(json.dumps({"format": "povmap-model"}))
+    scores, note = drift.drift_scores(str(package), str(tmp_path / "none.chips"))
+    assert scores == {} and "no training reference" in note
+    levels = np.linspace(0, 1, 11)
+    reference = np.quantile(np.random.default_rng(0).normal(0, 1, 20_000), levels)
+    same = np.random.default_rng(1).normal(0, 1, 20_000)
+    shifted = np.random.default_rng(2).normal(1.5, 1, 20_000)
+    assert drift.population_stability(same, reference, levels) < 0.02
+    assert drift.population_stability(shifted, reference, levels) > drift.PSI_WARNING
+    assert drift.warnings({"nightlights": 0.4, "daytime": 0.01})[0].startswith(
+        "Input 'nightlights'"
+    )
