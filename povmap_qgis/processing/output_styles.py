@@ -30,6 +30,7 @@ FALLBACK_STYLES = {
         ("prediction_disagreement", "povmap member disagreement"),
     ],
     ("evaluate", "HITMISS"): [("hitmiss", "povmap hit/miss")],
+    ("target", "OUTPUT"): [("targeting_selection", "povmap selection")],
     ("crossvalidate", "OUTPUT_GRID"): [
         ("hitmiss", "povmap hit/miss"),
         ("prediction_class", "out-of-fold class"),

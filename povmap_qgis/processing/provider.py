@@ -12,6 +12,7 @@ from .crossvalidate import CrossValidate
 from .evaluate import Evaluate
 from .predict import Predict
 from .sample_chips import SampleChips
+from .target import Target
 from .train import Train
 
 
@@ -48,6 +49,7 @@ class PovmapProvider(QgsProcessingProvider):
             Predict(),
             Evaluate(),
             CrossValidate(),
+            Target(),
             CheckEnvironment(),
         ):
             self.addAlgorithm(algorithm)

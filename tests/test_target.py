@@ -1,0 +1,610 @@
+"""povmap:target — budgeted geographic targeting: every number of the outputs against an independent pandas
+computation on the written layers, population sums against QGIS's zonal statistics, edge cases, bad input."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pandas
+import pytest
+from helpers import read_grid
+
+from povmap_qgis.core.errors import PovmapInputError
+
+ROWS, COLUMNS = 12, 15
+X0, Y0 = 600000.0, 2900000.0  # EPSG:32642 (UTM 42N), about 26.2° N 70° E
+CELL = 1000.0
+PIXEL_DEG = 1.0 / 1200.0  # 3 arc-seconds, about 90 m: WorldPop's resolution
+DISTRICTS = ("Dadu", "Khairpur", "Sanghar")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SELECTION_QML = os.path.join(ROOT, "resources", "styles", "targeting_selection.qml")
+
+
+def cell_frame(crs="EPSG:32642", **fields):
+    import geopandas
+    import shapely
+
+    rows, columns = np.divmod(np.arange(ROWS * COLUMNS), COLUMNS)
+    geometries = shapely.box(
+        X0 + columns * CELL, Y0 + rows * CELL, X0 + (columns + 1) * CELL, Y0 + (rows + 1) * CELL
+    )
+    cell_ids = (rows + 2900) * 10**9 + (columns + 600)
+    return geopandas.GeoDataFrame({"cell_id": cell_ids, **fields}, geometry=geometries, crs=crs)
+
+
+@pytest.fixture(scope="module")
+def layers(tmp_path_factory):
+    """A prediction layer (with ties, cells without a prediction or district), a population raster, a truth grid."""
+    import rasterio
+    from pyproj import Transformer
+
+    from povmap_qgis.core.geopackage import write_layer
+    from povmap_qgis.paths import style_path
+
+    folder = tmp_path_factory.mktemp("target")
+    rng = np.random.default_rng(11)
+    n = ROWS * COLUMNS
+    rows, columns = np.divmod(np.arange(n), COLUMNS)
+    district = np.array(DISTRICTS, dtype=object)[columns // 5]
+    district[[3, 40]] = None  # cells without a district: no floor, no cap
+    latent = rng.normal(0, 1, n) + 0.15 * (rows - ROWS / 2) + 0.7 * (1 - columns // 5)
+    probability = np.round(1 / (1 + np.exp(-latent)), 2)  # rounded: ties
+    probability[[7, 77, 150]] = np.nan  # cells without a prediction
+    label = (latent + rng.normal(0, 0.7, n) > 0).astype("int32")
+    predictions = cell_frame(
+        district=district,
+        prob_compact_cnn=probability,
+        prob_mean=probability,
+        votes=(np.nan_to_num(probability) >= 0.5).astype("int32"),
+        pred=(np.nan_to_num(probability) >= 0.5).astype("int32"),
+        prob_baseline=np.round(np.clip(probability + rng.normal(0, 0.2, n), 0, 1), 3),
+        out_of_range=(np.arange(n) % 23 == 0).astype("int32"),
+    )
+    paths = {"folder": folder, "predictions": str(folder / "predictions.gpkg")}
+    write_layer(
+        predictions,
+        paths["predictions"],
+        style_path("prediction_class"),
+        "povmap prediction (class)",
+        metadata={"povmap_model": "/nowhere/demo.povmodel", "povmap_members": "compact_cnn"},
+    )
+    truth = cell_frame(label=label).iloc[np.arange(0, n, 2)]  # every other cell surveyed
+    paths["truth"] = str(folder / "truth.gpkg")
+    truth.to_file(paths["truth"], engine="pyogrio")
+
+    # population: people per 3" pixel in EPSG:4326, empty west of the third column (cells with nobody)
+    to_lonlat = Transformer.from_crs("EPSG:32642", "EPSG:4326", always_xy=True)
+    west, south = to_lonlat.transform(X0 - 2000, Y0 - 2000)
+    east, north = to_lonlat.transform(X0 + COLUMNS * CELL + 2000, Y0 + ROWS * CELL + 2000)
+    width, height = int((east - west) / PIXEL_DEG) + 1, int((north - south) / PIXEL_DEG) + 1
+    transform = rasterio.transform.from_origin(west, north, PIXEL_DEG, PIXEL_DEG)
+    lon = west + (np.arange(width) + 0.5) * PIXEL_DEG
+    lat = north - (np.arange(height) + 0.5) * PIXEL_DEG
+    people = rng.gamma(4.0, 1.2, (height, width)) * (1 + np.sin(lat[:, None] * 300) ** 2)
+    empty_west_of, _ = to_lonlat.transform(X0 + 2.4 * CELL, Y0)
+    people[:, lon < empty_west_of + 0.004] = (
+        0.0  # 0.004° margin: the grid is turned against lon/lat
+    )
+    people = people.astype("float32")
+    paths["population"] = str(folder / "population.tif")
+    with rasterio.open(
+        paths["population"],
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=transform,
+        nodata=-1,
+    ) as target:
+        target.write(people, 1)
+    elsewhere = rasterio.transform.from_origin(west + 5, north, PIXEL_DEG, PIXEL_DEG)
+    paths["population_elsewhere"] = str(folder / "population_elsewhere.tif")
+    with rasterio.open(
+        paths["population_elsewhere"],
+        "w",
+        driver="GTiff",
+        width=50,
+        height=50,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=elsewhere,
+    ) as target:
+        target.write(np.ones((50, 50), "float32"), 1)
+    paths["not_predictions"] = str(folder / "grid.gpkg")
+    cell_frame(district=district).to_file(paths["not_predictions"], engine="pyogrio")
+    return paths
+
+
+def run_target(layers, name, **settings):
+    """Run the core step; return (summary, written cells, allocation CSV rows, warnings)."""
+    from povmap_qgis.core.reporting import RecordingReporter
+    from povmap_qgis.core.targeting import TargetOptions, target
+
+    folder = layers["folder"]
+    options = TargetOptions(
+        predictions_path=layers["predictions"],
+        output_path=str(folder / f"{name}.gpkg"),
+        allocation_path=str(folder / f"{name}_allocation.csv"),
+        style_qml_path=SELECTION_QML,
+        **settings,
+    )
+    reporter = RecordingReporter()
+    summary = target(options, reporter)
+    cells = read_grid(options.output_path)
+    with open(options.allocation_path, encoding="utf-8") as handle:
+        allocation = list(csv.DictReader(handle))
+    return summary, cells, allocation, reporter.warnings
+
+
+def reference_ranking(cells, rank_by, eligible):
+    """Eligible cells, best first: by rank_by, then the other quantity, then cell_id — with pandas."""
+    frame = cells[eligible].assign(
+        expected=cells["prob_mean"] * cells.get("population", 1.0),
+    )
+    first, second = (
+        ("prob_mean", "expected") if rank_by == "probability" else ("expected", "prob_mean")
+    )
+    return frame.sort_values(
+        [first, second, "cell_id"], ascending=[False, False, True], kind="mergesort"
+    )
+
+
+def reference_selection(ordered, cost, budget, district=None, floor=None, cap=None):
+    """The selection rule written out plainly: floors first (best cells of each district under its floor),
+    then down the ranking, passing over cells that overshoot the budget or a cap."""
+    totals = cost.groupby(district).sum() if district is not None else None
+    spent, spent_in, chosen = 0.0, {}, []
+
+    def fits(index):
+        name = district[index] if district is not None else None
+        if cap is not None and name is not None:
+            if spent_in.get(name, 0.0) + cost[index] > cap * totals[name] + 1e-9:
+                return False
+        return spent + cost[index] <= budget + 1e-9
+
+    if floor:
+        for index in ordered.index:
+            name = district[index]
+            if name is None or spent_in.get(name, 0.0) >= floor * totals[name] - 1e-9:
+                continue
+            if fits(index):
+                chosen.append(index)
+                spent += cost[index]
+                spent_in[name] = spent_in.get(name, 0.0) + cost[index]
+    for index in ordered.index:
+        if index in chosen or not fits(index):
+            continue
+        chosen.append(index)
+        spent += cost[index]
+        name = district[index] if district is not None else None
+        spent_in[name] = spent_in.get(name, 0.0) + cost[index]
+    return set(chosen)
+
+
+def test_share_of_cells_by_probability_matches_pandas(layers):
+    summary, cells, allocation, warnings = run_target(
+        layers, "cells30", budget=0.3, budget_unit="share_of_cells"
+    )
+    predicted = cells["prob_mean"].notna()
+    ordered = reference_ranking(cells, "probability", predicted)
+    budget = int(np.floor(0.3 * len(cells)))
+    assert list(cells.loc[ordered.index, "rank"]) == list(range(1, predicted.sum() + 1))
+    assert cells.loc[~predicted, "rank"].isna().all()
+    assert set(cells.index[cells["selected"] == 1]) == set(ordered.index[:budget])
+    assert summary["selected_cells"] == budget == 54
+    # expected numbers: e = p (cells), coverage = Σ_sel p / Σ p, inclusion = 1 − Σ_sel p / n_sel
+    chosen = cells[cells["selected"] == 1]
+    assert np.allclose(cells["expected_poor"].fillna(-1), cells["prob_mean"].fillna(-1))
+    coverage = chosen["prob_mean"].sum() / cells["prob_mean"].sum()
+    assert summary["expected"]["coverage"] == pytest.approx(coverage)
+    assert summary["expected"]["exclusion_error"] == pytest.approx(1 - coverage)
+    assert summary["expected"]["inclusion_error"] == pytest.approx(
+        1 - chosen["prob_mean"].sum() / len(chosen)
+    )
+    assert summary["selected_people"] is None and "population" not in cells
+    # the targeting curve: cumulative shares down the ranking
+    x, y = summary["curves"]["expected"]["model"]
+    reference_y = np.concatenate([[0], ordered["prob_mean"].cumsum() / ordered["prob_mean"].sum()])
+    assert np.allclose(y, reference_y, atol=1e-6)
+    assert np.allclose(x, np.arange(len(ordered) + 1) / len(ordered), atol=1e-6)
+    assert summary["budget_point"]["y"] == pytest.approx(coverage)
+    # allocation per district, CSV and the GeoPackage layer alike
+    reference = cells.assign(district=cells["district"].fillna("(no district)")).groupby("district")
+    layer = pandas.read_csv(layers["folder"] / "cells30_allocation.csv")
+    import pyogrio
+
+    stored = pyogrio.read_dataframe(layers["folder"] / "cells30.gpkg", layer="allocation")
+    for table in (layer, stored):
+        table = table.set_index("district")
+        assert list(table.index) == sorted(reference.groups)
+        assert (table["cells"] == reference.size()).all()
+        assert (table["cells_selected"] == reference["selected"].sum()).all()
+        assert np.allclose(table["expected_poor"], reference["prob_mean"].sum())
+        assert np.allclose(
+            table["expected_poor_covered"],
+            reference[["selected", "prob_mean"]].apply(
+                lambda group: group.loc[group["selected"] == 1, "prob_mean"].sum()
+            ),
+        )
+        assert np.allclose(table["share_of_budget"], reference["selected"].sum() / budget)
+        assert np.allclose(
+            table["share_of_district_selected"], reference["selected"].sum() / reference.size()
+        )
+        assert table["people"].isna().all()
+    assert len(allocation) == 4 and not warnings
+
+
+def test_people_budget_ranked_by_expected_poor_matches_pandas(layers):
+    summary, cells, allocation, warnings = run_target(
+        layers,
+        "people",
+        budget=9000,
+        budget_unit="people",
+        rank_by="expected_poor",
+        population_path=layers["population"],
+    )
+    eligible = cells["prob_mean"].notna() & (cells["population"] > 0)
+    ordered = reference_ranking(cells, "expected_poor", eligible)
+    assert list(cells.loc[ordered.index, "rank"]) == list(range(1, eligible.sum() + 1))
+    chosen = reference_selection(ordered, cells["population"], 9000)
+    assert set(cells.index[cells["selected"] == 1]) == chosen
+    assert np.allclose(
+        cells["expected_poor"].fillna(-1),
+        (cells["prob_mean"] * cells["population"]).fillna(-1),
+        rtol=1e-6,
+    )
+    selected = cells[cells["selected"] == 1]
+    assert selected["population"].sum() <= 9000
+    assert selected["population"].sum() > 9000 - eligible.sum()  # spent: no small cell left over
+    assert summary["selected_people"] == pytest.approx(selected["population"].sum(), rel=1e-6)
+    poor = (cells["prob_mean"] * cells["population"]).sum()
+    coverage = (selected["prob_mean"] * selected["population"]).sum() / poor
+    assert summary["expected"]["coverage"] == pytest.approx(coverage, rel=1e-6)
+    assert summary["expected"]["inclusion_error"] == pytest.approx(
+        1 - (selected["prob_mean"] * selected["population"]).sum() / selected["population"].sum(),
+        rel=1e-6,
+    )
+    # zero-population cells (the two western columns) are never ranked nor selected
+    empty = cells["population"] == 0
+    assert empty.sum() >= ROWS * 2
+    assert (cells.loc[empty, "selected"] == 0).all() and cells.loc[empty, "rank"].isna().all()
+    people = pandas.DataFrame(allocation).set_index("district").astype({"people_selected": float})
+    totals = cells.assign(district=cells["district"].fillna("(no district)")).groupby("district")
+    assert np.allclose(
+        people["people_selected"],
+        totals[["selected", "population"]].apply(
+            lambda g: g.loc[g["selected"] == 1, "population"].sum()
+        ),
+        rtol=1e-6,
+    )
+    assert not warnings
+
+
+def test_floors_and_caps_match_pandas_and_hold_per_district(layers):
+    summary, cells, allocation, warnings = run_target(
+        layers,
+        "floors",
+        budget=0.4,
+        budget_unit="share_of_people",
+        population_path=layers["population"],
+        district_min_share=0.3,
+        district_max_share=0.5,
+    )
+    eligible = cells["prob_mean"].notna() & (cells["population"] > 0)
+    ordered = reference_ranking(cells, "probability", eligible)
+    district = cells["district"].where(cells["district"].notna(), None)
+    budget = 0.4 * cells["population"].sum()
+    chosen = reference_selection(ordered, cells["population"], budget, district, 0.3, 0.5)
+    assert set(cells.index[cells["selected"] == 1]) == chosen
+    shares = cells.groupby("district")[["selected", "population"]].apply(
+        lambda g: g.loc[g["selected"] == 1, "population"].sum() / g["population"].sum()
+    )
+    assert (shares >= 0.3 - 1e-9).all() and (shares <= 0.5 + 1e-9).all()
+    assert summary["budget"]["in_units"] == pytest.approx(budget)
+    # the floors and the cap both bind: without them one district would take more than half, one less than 30 %
+    free = reference_selection(ordered, cells["population"], budget)
+    unconstrained = (
+        cells.assign(selected=cells.index.isin(free))
+        .groupby("district")[["selected", "population"]]
+        .apply(lambda g: g.loc[g["selected"], "population"].sum() / g["population"].sum())
+    )
+    assert unconstrained.max() > 0.5 and unconstrained.min() < 0.3
+    table = pandas.DataFrame(allocation).set_index("district").astype(float, errors="ignore")
+    assert np.allclose(
+        table.loc[list(DISTRICTS), "share_of_district_selected"].astype(float),
+        shares[list(DISTRICTS)],
+    )
+    # "unreachable" is said exactly when a cell that fits the rest of the budget was left out (by a cap)
+    rest = budget - cells.loc[cells["selected"] == 1, "population"].sum()
+    left_out = cells[eligible & (cells["selected"] == 0)]
+    assert (left_out["population"] <= rest).any() == any("unreachable" in w for w in warnings)
+    assert summary["budget"]["reachable"] == (not (left_out["population"] <= rest).any())
+
+
+def test_measured_errors_and_curve_with_truth_match_pandas(layers):
+    summary, cells, _, _ = run_target(
+        layers, "with_truth", budget=0.25, budget_unit="share_of_cells", truth_path=layers["truth"]
+    )
+    truth = read_grid(layers["truth"])[["cell_id", "label"]]
+    joined = cells.merge(truth, on="cell_id")
+    joined = joined[joined["prob_mean"].notna()]
+    selected = joined[joined["selected"] == 1]
+    measured = summary["measured"]
+    assert measured["truth_cells"] == len(joined)
+    assert measured["measured"]["coverage"] == pytest.approx(
+        selected["label"].sum() / joined["label"].sum()
+    )
+    assert measured["measured"]["inclusion_error"] == pytest.approx(1 - selected["label"].mean())
+    assert measured["measured"]["exclusion_error"] == pytest.approx(
+        1 - selected["label"].sum() / joined["label"].sum()
+    )
+    assert measured["expected_on_truth_cells"]["coverage"] == pytest.approx(
+        selected["prob_mean"].sum() / joined["prob_mean"].sum()
+    )
+    ordered = joined.sort_values(
+        ["prob_mean", "cell_id"], ascending=[False, True], kind="mergesort"
+    )
+    x, y = summary["curves"]["measured"]["model"]
+    assert np.allclose(y, np.concatenate([[0], ordered["label"].cumsum() / ordered["label"].sum()]))
+    # district targeting: whole districts by mean predicted probability, measured on the truth cells
+    rate = (
+        cells.assign(district=cells["district"].fillna("(no district)"))
+        .groupby("district")["prob_mean"]
+        .mean()
+    )
+    by_district = joined.assign(district=joined["district"].fillna("(no district)"))
+    steps = by_district.groupby("district")["label"].sum()[rate.sort_values(ascending=False).index]
+    dx, dy = summary["curves"]["measured"]["district"]
+    assert np.allclose(dy, np.concatenate([[0], steps.cumsum() / steps.sum()]))
+    assert "baseline" in summary["curves"]["measured"]
+
+
+def test_report_opens_with_the_summary_and_embeds_the_curve(layers):
+    summary, _, _, _ = run_target(
+        layers,
+        "report",
+        budget=0.3,
+        budget_unit="share_of_people",
+        population_path=layers["population"],
+        truth_path=layers["truth"],
+        figures_folder=str(layers["folder"] / "figures"),
+        report_path=str(layers["folder"] / "report.html"),
+    )
+    with open(summary["report"], encoding="utf-8") as handle:
+        html = handle.read()
+    first = html.index("<section")
+    assert html.index("Summary", first) < html.index("Targeting curve", first)
+    assert "inclusion error" in html and "Measured inclusion error" in html
+    assert html.count("data:image/png;base64,") == 1
+    assert f"{100 * summary['expected']['coverage']:.1f} %" in html
+
+
+def test_edge_cases_budget_too_large_no_prediction_and_unreachable_caps(layers):
+    summary, cells, _, warnings = run_target(layers, "all", budget=10_000, budget_unit="cells")
+    predicted = cells["prob_mean"].notna()
+    assert (cells.loc[predicted, "selected"] == 1).all()
+    assert (cells.loc[~predicted, "selected"] == 0).all()
+    assert cells.loc[~predicted, "expected_poor"].isna().all()
+    assert any(w.startswith("BUDGET:") and "every rankable cell" in w for w in warnings)
+
+    summary, cells, _, warnings = run_target(
+        layers, "capped", budget=0.9, budget_unit="share_of_cells", district_max_share=0.2
+    )
+    named = cells["district"].notna()
+    per_district = cells[named].groupby("district")["selected"].sum()
+    caps = np.floor(0.2 * cells[named].groupby("district").size() + 1e-9)
+    assert (per_district == caps).all()
+    assert (cells.loc[~named & cells["prob_mean"].notna(), "selected"] == 1).all()
+    assert summary["budget"]["reachable"] is False
+    assert summary["selected_cells"] == caps.sum() + (~named & cells["prob_mean"].notna()).sum()
+    assert any(w.startswith("DISTRICT_MAX_SHARE:") and "unreachable" in w for w in warnings)
+
+
+def test_skip_out_of_range_leaves_flagged_cells_out(layers):
+    _, cells, _, _ = run_target(
+        layers, "skip", budget=1.0, budget_unit="share_of_cells", skip_out_of_range=True
+    )
+    flagged = cells["out_of_range"] == 1
+    assert flagged.any()
+    assert (cells.loc[flagged, "selected"] == 0).all() and cells.loc[flagged, "rank"].isna().all()
+    assert (cells.loc[~flagged & cells["prob_mean"].notna(), "selected"] == 1).all()
+
+
+def test_selection_style_is_stored_as_the_default(layers):
+    import sqlite3
+
+    run_target(layers, "styled", budget=5, budget_unit="cells")
+    with sqlite3.connect(layers["folder"] / "styled.gpkg") as connection:
+        rows = connection.execute(
+            "SELECT f_table_name, useAsDefault, styleQML FROM layer_styles"
+        ).fetchall()
+    assert rows[0][0] == "styled" and rows[0][1]
+    assert 'attr="selected"' in rows[0][2]
+
+
+@pytest.mark.parametrize(
+    "settings, parameter, words",
+    [
+        ({"predictions_path": "not_predictions"}, "PREDICTIONS", "not a prediction layer"),
+        ({"population_path": "population_elsewhere"}, "POPULATION", "does not overlap"),
+        ({"budget": -5}, "BUDGET", "0 or more"),
+        ({"budget": 1.5, "budget_unit": "share_of_people"}, "BUDGET", "between 0 and 1"),
+        ({"district_max_share": 1.2}, "DISTRICT_MAX_SHARE", "between 0 and 1"),
+        (
+            {"district_min_share": 0.3, "district_max_share": 0.2},
+            "DISTRICT_MAX_SHARE",
+            "below the floor",
+        ),
+        ({"budget_unit": "people", "population_path": None}, "POPULATION", "needs a population"),
+        ({"budget_unit": "households"}, "BUDGET_UNIT", "not a budget unit"),
+    ],
+)
+def test_bad_input_names_the_parameter_and_writes_nothing(layers, settings, parameter, words):
+    from povmap_qgis.core.targeting import TargetOptions, target
+
+    folder = layers["folder"] / f"bad-{parameter}-{len(os.listdir(layers['folder']))}"
+    folder.mkdir()
+    options = {
+        "predictions_path": layers["predictions"],
+        "output_path": str(folder / "out.gpkg"),
+        "allocation_path": str(folder / "allocation.csv"),
+        "report_path": str(folder / "report.html"),
+        "budget": 0.3,
+        "budget_unit": "share_of_cells",
+        "population_path": layers["population"],
+    }
+    for key, value in settings.items():
+        options[key] = layers.get(value, value) if isinstance(value, str) else value
+    with pytest.raises(PovmapInputError) as raised:
+        target(TargetOptions(**options))
+    assert raised.value.parameter == parameter and words in str(raised.value)
+    assert str(raised.value).startswith(f"{parameter}:")
+    assert os.listdir(folder) == []
+
+
+def test_population_sums_agree_with_qgis_zonal_statistics(layers, qgis_processing):
+    import processing
+
+    from povmap_qgis.core.population import cell_population
+
+    cells = read_grid(layers["predictions"])
+    ours, inside = cell_population(cells.geometry, layers["population"])
+    assert (inside > 0.97).all()  # counted in sub-pixels: exact to about 1 %
+    result = processing.run(
+        "native:zonalstatisticsfb",
+        {
+            "INPUT": layers["predictions"],
+            "INPUT_RASTER": layers["population"],
+            "RASTER_BAND": 1,
+            "COLUMN_PREFIX": "pop_",
+            "STATISTICS": [0, 1, 2],  # count, sum, mean
+            "OUTPUT": str(layers["folder"] / "zonal.gpkg"),
+        },
+    )
+    zonal = read_grid(result["OUTPUT"]).set_index("cell_id").loc[cells["cell_id"]]
+    qgis = zonal["pop_sum"].fillna(0).to_numpy()
+    assert ours.sum() == pytest.approx(qgis.sum(), rel=0.01)
+    # QGIS takes the pixels whose centre is in the cell, whole: 120 to 132 pixels for cells of 130.2 pixels'
+    # area here, so its sums scatter by the boundary pixels; ours weights them by their area inside
+    populated = (qgis > 300) & (np.arange(len(qgis)) % COLUMNS >= 4)  # away from the empty west
+    assert populated.sum() > 100
+    assert np.allclose(ours[populated], qgis[populated], rtol=0.15)
+    assert np.median(np.abs(ours[populated] / qgis[populated] - 1)) < 0.03
+    area_in_pixels = cells.to_crs("EPSG:4326").area.to_numpy() / PIXEL_DEG**2
+    scaled = (
+        zonal["pop_mean"].to_numpy() * area_in_pixels
+    )  # QGIS's people per pixel over the cell's area
+    assert np.allclose(ours[populated], scaled[populated], rtol=0.06)
+    assert np.median(np.abs(ours[populated] / scaled[populated] - 1)) < 0.015
+    assert (ours[qgis == 0] < 1).all()
+
+
+def test_population_sums_weight_boundary_pixels_by_their_area_inside(layers):
+    """Against the exact area of every pixel inside the cell (shapely intersections), for a few cells."""
+    import rasterio
+    import shapely
+
+    from povmap_qgis.core.population import cell_population
+
+    cells = read_grid(layers["predictions"]).iloc[[20, 64, 100, 143, 179]]
+    ours, _ = cell_population(cells.geometry, layers["population"])
+    with rasterio.open(layers["population"]) as source:
+        values = source.read(1).astype("float64")
+        left, top = source.transform.c, source.transform.f
+    for polygon, value in zip(cells.to_crs("EPSG:4326").geometry, ours, strict=True):
+        xmin, ymin, xmax, ymax = polygon.bounds
+        columns = np.arange(int((xmin - left) / PIXEL_DEG), int((xmax - left) / PIXEL_DEG) + 1)
+        rows = np.arange(int((top - ymax) / PIXEL_DEG), int((top - ymin) / PIXEL_DEG) + 1)
+        row, column = [grid.ravel() for grid in np.meshgrid(rows, columns, indexing="ij")]
+        pixels = shapely.box(
+            left + column * PIXEL_DEG,
+            top - (row + 1) * PIXEL_DEG,
+            left + (column + 1) * PIXEL_DEG,
+            top - row * PIXEL_DEG,
+        )
+        fraction = shapely.area(shapely.intersection(pixels, polygon)) / PIXEL_DEG**2
+        exact = float((values[row, column] * fraction).sum())
+        assert value == pytest.approx(exact, rel=0.01)
+
+
+def test_target_through_qgis_process_names_enums_and_returns_the_numbers(layers):
+    from conftest import run_qgis_process
+
+    folder = layers["folder"]
+    completed = run_qgis_process(
+        "run",
+        "povmap:target",
+        "--",
+        f"PREDICTIONS={layers['predictions']}",
+        f"POPULATION={layers['population']}",
+        "BUDGET_UNIT=share_of_people",
+        "BUDGET=0.3",
+        "RANK_BY=expected_poor",
+        f"TRUTH={layers['truth']}",
+        f"OUTPUT={folder / 'qp.gpkg'}",
+        f"ALLOCATION={folder / 'qp.csv'}",
+        f"REPORT={folder / 'qp.html'}",
+    )
+    results = dict(line.split(":\t", 1) for line in completed.stdout.splitlines() if ":\t" in line)
+    cells = read_grid(folder / "qp.gpkg")
+    selected = cells[cells["selected"] == 1]
+    assert int(float(results["SELECTED_CELLS"])) == len(selected)
+    assert float(results["SELECTED_PEOPLE"]) == pytest.approx(
+        selected["population"].sum(), rel=1e-4
+    )
+    coverage = (selected["expected_poor"]).sum() / cells["expected_poor"].sum()
+    assert float(results["EXPECTED_COVERAGE"]) == pytest.approx(coverage, rel=1e-4)
+    assert float(results["EXPECTED_EXCLUSION_ERROR"]) == pytest.approx(1 - coverage, rel=1e-4)
+    for key in ("MEASURED_COVERAGE", "MEASURED_INCLUSION_ERROR", "MEASURED_EXCLUSION_ERROR"):
+        assert 0 < float(results[key]) < 1
+    with open(folder / "qp.html", encoding="utf-8") as handle:
+        html = handle.read()
+    assert html.count("data:image/png;base64,") == 2  # the curve and the QGIS-rendered map
+    assert (
+        json.loads(
+            __import__("pyogrio").read_info(folder / "qp.gpkg")["layer_metadata"][
+                "povmap_targeting"
+            ]
+        )["rank_by"]
+        == "expected_poor"
+    )
+
+
+def test_bad_budget_through_processing_names_the_parameter_and_writes_nothing(
+    layers, povmap_provider
+):
+    from qgis_helpers import run_failing
+
+    folder = layers["folder"] / "processing-bad"
+    folder.mkdir()
+    message = run_failing(
+        "povmap:target",
+        {
+            "PREDICTIONS": layers["predictions"],
+            "BUDGET_UNIT": "share_of_cells",
+            "BUDGET": 1.5,
+            "OUTPUT": str(folder / "out.gpkg"),
+            "ALLOCATION": str(folder / "allocation.csv"),
+            "REPORT": str(folder / "report.html"),
+        },
+    )
+    assert "BUDGET: 1.5 is a share above 1" in message
+    assert os.listdir(folder) == []
+    message = run_failing(
+        "povmap:target",
+        {
+            "PREDICTIONS": layers["predictions"],
+            "BUDGET_UNIT": "households",
+            "BUDGET": 10,
+            "OUTPUT": str(folder / "out.gpkg"),
+            "ALLOCATION": str(folder / "allocation.csv"),
+            "REPORT": str(folder / "report.html"),
+        },
+    )
+    assert "BUDGET_UNIT" in message and "share_of_people" in message
+    assert os.listdir(folder) == []
