@@ -1,11 +1,26 @@
-"""A failing run cleans up only what it made (issue 14, item 3)."""
+"""Runs clean up what they made, and only that (issue 14, items 3 and 4).
+
+A failing run removes its own unfinished outputs, never a concurrent run's; a
+layer copied for the worker (households) lives in a private run folder that
+is removed when the run ends, or — when the run was killed — by the next
+algorithm run or plugin load.
+"""
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
+from conftest import ROOT
 from helpers import write_points
-from qgis_helpers import run_failing
+from qgis.core import QgsProcessingFeatureSourceDefinition, QgsProject, QgsVectorLayer
+from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 
 from povmap_qgis.core.atomic import RUN_ID_VARIABLE, atomic_output, run_partials
+from povmap_qgis.core.run_folders import exports_root, make_run_folder
 
 UTM = "EPSG:32642"
 
@@ -46,3 +61,156 @@ def test_a_failing_run_leaves_a_concurrent_runs_partial_output_alone(povmap_prov
     assert other_file.read_bytes() == b"half of another run's grid"
     assert (tmp_path / (other_file.name + "-journal")).exists() and other_folder.is_dir()
     assert not output.exists()
+
+
+def _survey(tmp_path):
+    """Six households in two cells: scores 5, 6, 7 (poor) and 40, 50, 60."""
+    x = [600100.0, 600200, 600300, 601100, 601200, 601300]
+    return write_points(
+        tmp_path / "survey.gpkg", x, [2800100.0] * 6, UTM, score=[5, 6, 7, 40, 50, 60]
+    )
+
+
+def _run_folders():
+    root = exports_root()
+    return sorted(os.listdir(root)) if os.path.isdir(root) else []
+
+
+class _DebugFeedback(CapturingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.debug = []
+
+    def pushDebugInfo(self, info):  # noqa: N802 (QGIS API)
+        self.debug.append(info)
+
+
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_selection_is_copied_privately_and_nothing_is_left_after_the_run(
+    povmap_provider, tmp_path
+):
+    layer = QgsVectorLayer(str(_survey(tmp_path)), "survey", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    layer.selectByExpression('"score" >= 40')
+    before = _run_folders()
+
+    feedback = _DebugFeedback()
+    try:
+        results, _ = run_algorithm(
+            "povmap:buildtraininggrid",
+            {
+                "INPUT": QgsProcessingFeatureSourceDefinition(layer.id(), True),
+                "SCORE_FIELD": "score",
+                "OUTPUT": str(tmp_path / "grid.gpkg"),
+            },
+            feedback,
+        )
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+
+    copied = [line for line in feedback.debug if line.startswith("INPUT: copied to ")]
+    assert len(copied) == 1 and f"{exports_root()}{os.sep}run-{os.getpid()}-" in copied[0]
+
+    assert results["CELLS_KEPT"] == 1  # only the selected households were read
+    assert _run_folders() == before
+    assert sorted(os.listdir(tmp_path)) == ["grid.gpkg", "survey.gpkg"]
+
+
+def test_a_killed_runs_household_copy_is_removed_at_the_next_plugin_load(povmap_provider, tmp_path):
+    """qgis_process is killed while the worker has not finished: its copy of the filtered survey stays
+    on disk until the provider loads again (plugin start, or any qgis_process run)."""
+    survey = _survey(tmp_path)
+    started = tmp_path / "worker.pid"
+    slow_python = tmp_path / "slow_python"
+    slow_python.write_text(
+        f'#!/bin/sh\necho $$ > {started}\nsleep 60\nexec {sys.executable} "$@"\n'
+    )
+    slow_python.chmod(0o755)
+    environment = dict(os.environ, POVMAP_PYTHON=str(slow_python))
+    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    if os.environ.get("POVMAP_QGIS_CONFIG_ROOT"):
+        environment["QGIS_CUSTOM_CONFIG_PATH"] = os.environ["POVMAP_QGIS_CONFIG_ROOT"]
+    qgis_process = subprocess.Popen(
+        [
+            os.path.join(ROOT, "scripts", "qgis-process"),
+            "run",
+            "povmap:buildtraininggrid",
+            "--",
+            f'INPUT={survey}|layername=survey|subset="score" < 30',
+            "SCORE_FIELD=score",
+            f"OUTPUT={tmp_path / 'grid.gpkg'}",
+        ],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the worker never started"
+        qgis_process.send_signal(signal.SIGKILL)
+        qgis_process.wait()
+    finally:
+        if qgis_process.poll() is None:
+            qgis_process.kill()
+        if started.exists() and started.read_text().strip():
+            try:
+                os.kill(int(started.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    left = [name for name in _run_folders() if name.startswith(f"run-{qgis_process.pid}-")]
+    assert len(left) == 1, _run_folders()
+    assert os.listdir(os.path.join(exports_root(), left[0])) == ["input.gpkg"]
+
+    povmap_provider.load()
+
+    assert not os.path.exists(os.path.join(exports_root(), left[0]))
+    assert not (tmp_path / "grid.gpkg").exists()
+
+
+def test_the_next_algorithm_run_removes_dead_runs_copies_and_keeps_live_ones(
+    povmap_provider, tmp_path
+):
+    root = exports_root()
+    make_run_folder()  # makes the root as the plugin does
+    now = int(time.time())
+    dead = os.path.join(root, f"run-{_dead_pid()}-{now}-0badc0de")
+    reused = os.path.join(
+        root, f"run-{os.getpid()}-1-0badf00d"
+    )  # a pid now held by a later process
+    live = os.path.join(root, f"run-{os.getpid()}-{now}-c0ffee00")
+    for folder in (dead, reused, live):
+        os.mkdir(folder)
+        with open(os.path.join(folder, "input.gpkg"), "wb") as handle:
+            handle.write(b"households")
+
+    try:
+        results, _ = run_algorithm(
+            "povmap:buildtraininggrid",
+            {
+                "INPUT": str(_survey(tmp_path)),
+                "SCORE_FIELD": "score",
+                "OUTPUT": str(tmp_path / "g.gpkg"),
+            },
+        )
+        assert results["CELLS_KEPT"] == 2
+        assert not os.path.exists(dead) and not os.path.exists(reused)
+        assert os.path.isfile(os.path.join(live, "input.gpkg"))
+    finally:
+        shutil.rmtree(live, ignore_errors=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX ownership")
+def test_the_run_folders_parent_is_private(tmp_path):
+    folder = make_run_folder()
+    try:
+        assert os.stat(os.path.dirname(folder)).st_mode & 0o077 == 0
+        assert os.stat(os.path.dirname(folder)).st_uid == os.getuid()
+    finally:
+        os.rmdir(folder)

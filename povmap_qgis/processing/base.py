@@ -4,19 +4,22 @@ Each algorithm module holds only its own parameters and the mapping from
 them to a core step's options (STYLE.md: one base class for the provider).
 """
 
-import glob
+import functools
 import os
 import shutil
 
 from qgis.core import (
+    QgsFeatureRequest,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProviderRegistry,
+    QgsVectorFileWriter,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
@@ -24,6 +27,7 @@ from qgis.PyQt.QtGui import QIcon
 from .. import runner
 from ..core.atomic import check_output_path, new_run_id, overwritten_input, run_partials
 from ..core.errors import PovmapInputError
+from ..core.run_folders import make_run_folder, remove_stale_run_folders
 from ..paths import resource_path
 from . import settings
 from .output_styles import style_on_load
@@ -49,7 +53,13 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
 
     def __init__(self):
         super().__init__()
-        self._exported_files = []
+        self._export_folder = None
+
+    def __init_subclass__(cls, **kwargs):
+        """Every algorithm's ``processAlgorithm`` runs inside ``_with_private_exports``."""
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = _with_private_exports(cls.__dict__["processAlgorithm"])
 
     def tr(self, text):
         return QCoreApplication.translate("povmap", text)
@@ -132,30 +142,72 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
     def vector_file(self, parameters, name, context, feedback):
         """(path, layer name) of a vector input as an OGR-readable file, or (None, None).
 
-        File-based layers are read in place; memory layers, filtered layers or
-        "selected features only" are exported to a temporary GeoPackage first,
-        which is deleted when the algorithm ends (household points included).
+        File-based layers are read in place. Memory layers, filtered layers and
+        "selected features only" are copied to a GeoPackage in this run's private
+        folder (``core/run_folders.py``), removed when the run ends, or by the
+        next run or plugin load if this one is killed (household points included).
         """
         if parameters.get(name) in (None, ""):
             return None, None
-        path, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-            parameters, name, context, OGR_FILE_FORMATS, "gpkg", feedback
-        )
-        if not path:
-            raise QgsProcessingException(self.tr(f"{name}: the layer could not be read."))
-        if not _same_file(path, self._layer_file(parameters, name, context)):
-            self._exported_files.append(path)  # our copy, not the user's file: removed at the end
-        return os.path.abspath(path), layer or None
-
-    def _layer_file(self, parameters, name, context):
-        layer = self.parameterAsVectorLayer(parameters, name, context)
+        layer = self.vector_layer(parameters, name, context)
         if layer is None:
-            return None
-        return (
-            QgsProviderRegistry.instance()
-            .decodeUri(layer.providerType(), layer.source())
-            .get("path")
+            raise QgsProcessingException(self.tr(f"{name}: the layer could not be read."))
+        value = parameters.get(name)
+        selected_only, limit = False, -1
+        if isinstance(value, QgsProcessingFeatureSourceDefinition):
+            selected_only, limit = value.selectedFeaturesOnly, value.featureLimit
+        if not selected_only and limit == -1:
+            in_place = _file_read_in_place(layer)
+            if in_place:
+                return in_place
+        return self._export(layer, name, selected_only, limit, context, feedback), name.lower()
+
+    def vector_layer(self, parameters, name, context):
+        """The layer of a vector parameter, also when given as "selected features only"."""
+        value = parameters.get(name)
+        if isinstance(value, QgsProcessingFeatureSourceDefinition):
+            reference = value.source.valueAsString(context.expressionContext())
+            if isinstance(reference, tuple):  # PyQGIS returns (value, ok)
+                reference = reference[0]
+            parameters = {**parameters, name: reference}
+        return self.parameterAsVectorLayer(parameters, name, context)
+
+    def _export(self, layer, name, selected_only, limit, context, feedback):
+        """Copy a layer's features (the selection, up to ``limit``) into this run's private folder."""
+        if self._export_folder is None:
+            self._export_folder = make_run_folder()
+        path = os.path.join(self._export_folder, f"{name.lower()}.gpkg")
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName, options.layerName, options.fileEncoding = "GPKG", name.lower(), "UTF-8"
+        writer = QgsVectorFileWriter.create(
+            path, layer.fields(), layer.wkbType(), layer.crs(), context.transformContext(), options
         )
+        if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
+            raise QgsProcessingException(
+                self.tr(
+                    f"{name}: the layer could not be copied for the worker: {writer.errorMessage()}"
+                )
+            )
+        request = QgsFeatureRequest()
+        if limit != -1:
+            request.setLimit(limit)
+        features = (
+            layer.getSelectedFeatures(request) if selected_only else layer.getFeatures(request)
+        )
+        written = writer.addFeatures(features)
+        message = writer.errorMessage()
+        del writer  # closes the file
+        if not written:
+            raise QgsProcessingException(
+                self.tr(f"{name}: the layer could not be copied for the worker: {message}")
+            )
+        feedback.pushDebugInfo(f"{name}: copied to {path} (removed when the run ends)")
+        return path
+
+    def _remove_private_exports(self):
+        if self._export_folder is not None:
+            shutil.rmtree(self._export_folder, ignore_errors=True)
+            self._export_folder = None
 
     def raster_file(self, parameters, name, context):
         """Path of a raster input that GDAL can open directly, or None."""
@@ -280,7 +332,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 continue
             kind = definition.type()
             if kind in ("source", "vector"):
-                layers = [self.parameterAsVectorLayer(parameters, name, context)]
+                layers = [self.vector_layer(parameters, name, context)]
             elif kind == "raster":
                 layers = [self.parameterAsRasterLayer(parameters, name, context)]
             elif kind in ("multilayer", "layer"):
@@ -340,20 +392,37 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 feedback.reportError(error.details, fatalError=False)
             raise QgsProcessingException(str(error)) from None
         finally:
-            self._remove_exported_files()
-
-    def _remove_exported_files(self):
-        for path in self._exported_files:
-            for candidate in glob.glob(path + "*"):
-                try:
-                    os.remove(candidate)
-                except OSError:
-                    pass
-        self._exported_files = []
+            self._remove_private_exports()  # the worker is done with them
 
 
-def _same_file(path, other):
-    return bool(other) and os.path.abspath(path) == os.path.abspath(other)
+def _with_private_exports(process):
+    """Remove dead runs' exports before the algorithm, and this run's own after it, whatever happens."""
+
+    @functools.wraps(process)
+    def processAlgorithm(self, parameters, context, feedback):
+        remove_stale_run_folders()
+        try:
+            return process(self, parameters, context, feedback)
+        finally:
+            self._remove_private_exports()
+
+    return processAlgorithm
+
+
+def _file_read_in_place(layer):
+    """(path, layer name) when the worker can read the layer's own file as QGIS shows it, else None.
+
+    The same test as QGIS's own export decision: an OGR file of a known format,
+    no subset filter, not inside an archive.
+    """
+    if layer.providerType() != "ogr" or layer.subsetString() or layer.source().startswith("/vsi"):
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+    path = parts.get("path") or ""
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension not in OGR_FILE_FORMATS or not os.path.exists(path):
+        return None
+    return os.path.abspath(path), parts.get("layerName") or None
 
 
 def _layer_path(layer):

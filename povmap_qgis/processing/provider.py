@@ -3,6 +3,7 @@
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.run_folders import remove_stale_run_folders
 from ..paths import resource_path
 from . import settings
 from .build_prediction_grid import BuildPredictionGrid
@@ -34,6 +35,7 @@ class PovmapProvider(QgsProcessingProvider):
 
     def load(self):
         settings.register()
+        remove_stale_run_folders()  # household copies of runs that were killed
         self.refreshAlgorithms()
         return True
 
