@@ -110,9 +110,12 @@ def test_cancel_stops_the_worker_and_the_next_run_resumes(
         tiny_sample, tiny_training_grid, tmp_path / "resume.chips", DAYTIME=None
     )
     feedback = CapturingFeedback(cancel_at_progress=20)
-    with pytest.raises(QgsProcessingException, match="Cancelled"):
+    with pytest.raises(QgsProcessingException, match="Cancelled") as cancelled:
         run_algorithm(ALG, parameters, feedback)
     assert "run again with the same parameters to continue" in feedback.text()
+    # one story: the sampled cells are kept, never "no output was written"
+    assert "are kept" in str(cancelled.value)
+    assert "no output was written" not in str(cancelled.value) + feedback.text()
     assert not os.path.exists(tmp_path / "resume.chips")
     assert os.path.isdir(partial_store_path(str(tmp_path / "resume.chips")))
     results, feedback = run_algorithm(ALG, parameters)

@@ -29,6 +29,7 @@ from .chip_store import ChipStore
 from .geopackage import write_layer
 from .reporting import Reporter
 from .training import ensemble_outputs
+from .wording import counted
 
 INTERVAL_Z = 1.96  # prob_low / prob_high: raw mean -/+ 1.96 x the members' standard deviation
 
@@ -63,9 +64,7 @@ def predict(options, reporter=None):
             f"the layer '{layer}' has no cell_id field; use a grid made by Build training grid or Build prediction grid.",
         )
     rows = learning_data.store_rows_for(store, grid["cell_id"].astype("int64").to_numpy())
-    reporter.info(
-        f"{len(manifest['members'])} members ({', '.join(m['name'] for m in manifest['members'])}) on {len(rows)} cells"
-    )
+    reporter.info(members_summary(manifest["members"], len(rows)))
     if manifest.get("notice"):
         reporter.warning(manifest["notice"])
     models = model_package.load_members(manifest)
@@ -151,3 +150,9 @@ def _training_districts(manifest):
     """Metadata item listing the districts the members learned from (for the evaluation's unsurveyed-district section)."""
     seen = manifest.get("training", {}).get("districts_seen")
     return {} if seen is None else {"povmap_training_districts": json.dumps(seen)}
+
+
+def members_summary(members, n_cells):
+    """'3 members (a, b, c) on 1,656 cells' — '1 member' for a single-member package."""
+    names = ", ".join(member["name"] for member in members)
+    return f"{counted(len(members), 'member')} ({names}) on {counted(n_cells, 'cell')}"

@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
     QgsProviderRegistry,
     QgsVectorFileWriter,
 )
@@ -35,7 +36,10 @@ from .parameter_values import (
     NAMES_KEY,
     completed_parameters,
     enum_help,
+    labelled_error,
+    number_decimals,
     unknown_enum_values,
+    with_labels,
 )
 
 OGR_FILE_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite", "tab", "gdb"]
@@ -85,12 +89,25 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
     def helpUrl(self):
         return f"{REPOSITORY}#{self.algorithm_id}"
 
+    def shortDescription(self):
+        """The toolbox tooltip: the summary's first sentence."""
+        return self.tr(self.summary.split(". ")[0].rstrip(".") + ".")
+
     def shortHelpString(self):
+        definitions = self.parameterDefinitions()
+
+        def labelled(text):  # ids in the text also by the label the dialog shows
+            return with_labels(text, definitions, "<i>{label}</i> ({name})")
+
         items = "".join(
-            f"<dt><b>{definition.description()}</b> <code>{definition.name()}</code></dt><dd>{definition.help()}</dd>"
-            for definition in self.parameterDefinitions()
+            f"<dt><b>{definition.description()}</b> <code>{definition.name()}</code></dt>"
+            f"<dd>{labelled(definition.help())}</dd>"
+            for definition in definitions
         )
-        return f"<p>{self.tr(self.summary)}</p><h3>{self.tr('Parameters')}</h3><dl>{items}</dl>"
+        return (
+            f"<p>{labelled(self.tr(self.summary))}</p>"
+            f"<h3>{self.tr('Parameters')}</h3><dl>{items}</dl>"
+        )
 
     def add_parameter(self, definition, help_text, advanced=False, names=None):
         """Add a parameter with its help text (shown in the dialog and in qgis_process help).
@@ -102,6 +119,13 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             definition.setMetadata({**(definition.metadata() or {}), NAMES_KEY: list(names)})
         if isinstance(definition, QgsProcessingParameterEnum):
             help_text += f" On the command line: {enum_help(definition)}."
+        if (
+            isinstance(definition, QgsProcessingParameterNumber)
+            and definition.dataType() == QgsProcessingParameterNumber.Type.Double
+        ):
+            widget = dict((definition.metadata() or {}).get("widget_wrapper") or {})
+            widget.setdefault("decimals", number_decimals(definition))
+            definition.setMetadata({**(definition.metadata() or {}), "widget_wrapper": widget})
         definition.setHelp(self.tr(help_text))
         if advanced:
             definition.setFlags(
@@ -390,7 +414,8 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 _remove_partials(output, run_id)
             if error.details and error.kind == "crash":
                 feedback.reportError(error.details, fatalError=False)
-            raise QgsProcessingException(str(error)) from None
+            message = labelled_error(str(error), self.parameterDefinitions())
+            raise QgsProcessingException(message) from None
         finally:
             self._remove_private_exports()  # the worker is done with them
 

@@ -68,3 +68,52 @@ def unknown_enum_values(algorithm, parameters):
 def enum_help(definition):
     """The accepted names and numbers, for the parameter's help."""
     return ", ".join(f"{name} ({index})" for index, name in enumerate(enum_names(definition)))
+
+
+def number_decimals(definition):
+    """Decimals a double parameter's spin box shows: enough for its default and limits, 2 to 6.
+
+    QGIS shows 6 by default (1000.000000 m); the widget reads
+    ``metadata["widget_wrapper"]["decimals"]``.
+    """
+    needed = 2
+    for value in (definition.defaultValue(), definition.minimum(), definition.maximum()):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if abs(value) < 1e12:  # the unset limits are ±1.8e308
+            needed = max(needed, len(f"{value:.6f}".rstrip("0").split(".")[1]))
+    return min(needed, 6)
+
+
+# parameter ids that help texts also use as plain words ("in any CRS")
+WORDS_NOT_IDS = {"CRS"}
+
+
+def with_labels(text, definitions, markup="{label} ({name})"):
+    """``text`` with each parameter id (MIN_OBS) also given by its label, as the user sees it."""
+    import re
+
+    labels = {
+        definition.name(): definition.description()
+        for definition in definitions
+        if definition.name() not in WORDS_NOT_IDS
+    }
+    if not labels:
+        return text
+    pattern = re.compile(
+        r"\b(" + "|".join(sorted(map(re.escape, labels), key=len, reverse=True)) + r")\b"
+    )
+    return pattern.sub(
+        lambda match: markup.format(label=labels[match.group(1)], name=match.group(1)), text
+    )
+
+
+def labelled_error(message, definitions):
+    """'SCORE_FIELD: …' → 'Poverty score field — SCORE_FIELD: …' (the label first, the id kept)."""
+    name = message.split(":", 1)[0].strip()
+    for definition in definitions:
+        if definition.name() == name and ":" in message:
+            return f"{definition.description()} — {message}"
+    return message

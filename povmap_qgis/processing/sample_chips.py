@@ -177,11 +177,20 @@ class SampleChips(PovmapAlgorithm):
                 "sample_chips", options, feedback, outputs=[nodata_grid] if nodata_grid else []
             )
         except QgsProcessingException:
-            if feedback.isCanceled():
-                feedback.pushInfo(
-                    "The cells sampled so far are kept: run again with the same parameters to continue where this run stopped."
+            if not feedback.isCanceled():
+                raise
+            # The runner's "no output was written" would contradict the partial store kept for resuming.
+            feedback.pushInfo(
+                "The cells sampled so far are kept: run again with the same parameters to continue where this run stopped."
+            )
+            raise QgsProcessingException(
+                self.tr(
+                    f"Cancelled: the chip store {output} is not complete, so it is not published yet; "
+                    "the cells sampled so far are kept beside it (a hidden .partial folder) and the next run "
+                    "with the same parameters continues from them."
+                    + (" No nodata grid was written." if nodata_grid else "")
                 )
-            raise
+            ) from None
         results = {
             "OUTPUT": summary["output"],
             "CELLS": summary["cells"],
