@@ -137,13 +137,13 @@ def time_naive(grid, sample, limit, how):
 
 def time_bounds(grid, sample):
     """Per input: decode/warp every block alone (no store, no statistics), one thread."""
-    from povmap_qgis.core.chips import _group_blocks, _InputSampler, read_grid_cells
+    from povmap_qgis.core.chips import InputSampler, group_blocks, read_grid_cells
 
     cell_ids, rows, cols, cell_size, crs = read_grid_cells(grid)
-    blocks = _group_blocks(range(len(cell_ids)), rows, cols)
+    blocks = group_blocks(range(len(cell_ids)), rows, cols)
     figures = {}
     for spec in chip_inputs(sample):
-        sampler = _InputSampler(spec, crs, 10.0, cell_size, 100, "float16")
+        sampler = InputSampler(spec, crs, 10.0, cell_size, 100, "float16")
         started = time.perf_counter()
         for members in blocks:
             block_rows, block_cols = rows[members], cols[members]

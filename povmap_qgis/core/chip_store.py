@@ -115,6 +115,12 @@ class ChipStoreWriter:
         self._arrays[NODATA_FRACTION][rows] = nodata_fractions
         self._arrays[DONE][rows] = True
 
+    def mark_written(self, rows, nodata_fractions):
+        """Record ``rows`` whose chips another process wrote into the partial store (Spark tasks)."""
+        rows = np.asarray(rows, dtype="int64")
+        self._arrays[NODATA_FRACTION][rows] = nodata_fractions
+        self._arrays[DONE][rows] = True
+
     def flush(self):
         """Make what was written durable, so a killed run resumes after it (chips before flags)."""
         for array in sorted(self._arrays.values(), key=lambda array: isinstance(array, np.memmap)):

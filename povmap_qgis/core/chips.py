@@ -13,6 +13,7 @@ input; a cell is never silently filled with zeros.
 """
 
 import dataclasses
+import functools
 import time
 
 import numpy as np
@@ -66,6 +67,8 @@ class ChipOptions:
     dtype: str = "float16"
     nodata_grid_path: str | None = None  # optional copy of the grid with nodata fields per input
     style_qml_path: str | None = None
+    engine: str = "local"  # "local" (this process) or "spark" (core/spark_engine.py)
+    spark_master: str = "local[*]"
 
 
 def sample_chips(options, reporter=None):
@@ -120,7 +123,7 @@ def sample_chips(options, reporter=None):
                 reporter.info(
                     f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled."
                 )
-            sampled = _sample_blocks(
+            sampled = _engine(options)(
                 writer,
                 inputs,
                 pending,
@@ -184,6 +187,17 @@ def sample_chips(options, reporter=None):
             f"{len(flagged)} cell(s) have more than {options.max_nodata:.0%} nodata in an input and are flagged (excluded from training): {listed}{'…' if len(flagged) > 10 else ''}."
         )
     return summary
+
+
+def _engine(options):
+    """What samples the pending blocks: threads in this process, or Spark tasks (same sampler)."""
+    if options.engine == "spark":
+        from .spark_engine import sample_blocks_on_spark
+
+        return functools.partial(sample_blocks_on_spark, master=options.spark_master)
+    if options.engine != "local":
+        raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
+    return _sample_blocks
 
 
 def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
@@ -315,7 +329,7 @@ def _check_raster(spec, grid_crs, rows, cols, cell_size):
             )
 
 
-def _group_blocks(pending, rows, cols):
+def group_blocks(pending, rows, cols):
     """Row indices of pending cells grouped in blocks of up to BLOCK_CELLS × BLOCK_CELLS neighbours."""
     blocks = {}
     for row_index in pending:
@@ -340,7 +354,7 @@ class WiderDtypeNeededError(Exception):
         super().__init__(f"{described(spec)}: {reason}")
 
 
-class _InputSampler:
+class InputSampler:
     """Samples one input raster block by block (one thread per input: a dataset is not thread-safe).
 
     When the raster already has the chips' CRS, pixel size and pixel alignment
@@ -368,14 +382,7 @@ class _InputSampler:
         self.grid_crs_wkt = grid_crs.to_wkt()
         self.dataset = rasterio.open(spec.path)
         self.aligned = _is_aligned(self.dataset, grid_crs, resolution)
-        bands = len(spec.bands)
-        self.statistics = {
-            "count": np.zeros(bands),
-            "mean": np.zeros(bands),
-            "m2": np.zeros(bands),
-            "low": np.full(bands, np.inf),
-            "high": np.full(bands, -np.inf),
-        }
+        self.statistics = empty_statistics(len(spec.bands))
 
     def close(self):
         self.dataset.close()
@@ -404,7 +411,9 @@ class _InputSampler:
                 raise WiderDtypeNeededError(self.spec, largest)
         missing = np.isnan(chips)
         nodata = missing.any(axis=1).mean(axis=(1, 2))
-        _accumulate(self.statistics, [chips[:, band] for band in range(chips.shape[1])])
+        # This block's moments are kept so that another engine can merge blocks in this order.
+        self.block_moments = batch_moments([chips[:, band] for band in range(chips.shape[1])])
+        merge_moments(self.statistics, self.block_moments)
         return np.moveaxis(chips, 1, -1).astype(self.spec_dtype), nodata
 
     def _warp(self, left, top, height, width):
@@ -547,13 +556,13 @@ def _sample_blocks(
 
     import rasterio
 
-    blocks = _group_blocks(pending, rows, cols)
+    blocks = group_blocks(pending, rows, cols)
     # A bounded GDAL block cache: a row of blocks is all that neighbours share, and the
     # default (5 % of RAM) would let memory grow with the area sampled.
     environment = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
     environment.__enter__()
     samplers = [
-        _InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtypes[spec.name])
+        InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtypes[spec.name])
         for spec in inputs
     ]
     pools = [
@@ -602,19 +611,37 @@ def _write_block(writer, inputs, members, futures):
     )
 
 
-def _accumulate(statistics, band_values):
-    """Merge each band's valid pixels (float32, NaN = nodata) into running count/mean/M2/min/max.
+def empty_statistics(bands):
+    """Running per-band statistics before any pixel (see ``merge_moments``)."""
+    return {
+        "count": np.zeros(bands),
+        "mean": np.zeros(bands),
+        "m2": np.zeros(bands),
+        "low": np.full(bands, np.inf),
+        "high": np.full(bands, -np.inf),
+    }
 
-    Chan et al.'s pairwise update: each batch's squared deviations are taken
-    from its own mean, so float32 arithmetic stays accurate for reflectances
-    whose spread is small next to their mean.
+
+def _accumulate(statistics, band_values):
+    """Merge each band's valid pixels (float32, NaN = nodata) into running count/mean/M2/min/max."""
+    merge_moments(statistics, batch_moments(band_values))
+
+
+def batch_moments(band_values):
+    """Per band: (count, mean, M2, min, max) of the valid pixels of one batch, or None if none.
+
+    Small plain floats: an engine that samples blocks elsewhere (Spark) sends
+    these back and merges them in the local engine's block order, so the
+    statistics are bit-for-bit the local engine's.
     """
-    for band, values in enumerate(band_values):
+    moments = []
+    for values in band_values:
         values = values.ravel()
         if np.isnan(values).any():
             values = values[~np.isnan(values)]
         count = values.size
         if not count:
+            moments.append(None)
             continue
         batch_mean = float(values.sum(dtype="float64")) / count
         deviations = values - np.float32(batch_mean)
@@ -622,13 +649,28 @@ def _accumulate(statistics, band_values):
         if not np.isfinite(batch_m2):  # squares beyond float32 (values over ~1e19): in float64
             wide = values.astype("float64") - batch_mean
             batch_m2 = float(np.dot(wide, wide))
+        moments.append((count, batch_mean, batch_m2, float(values.min()), float(values.max())))
+    return moments
+
+
+def merge_moments(statistics, moments):
+    """Merge one batch's moments into running count/mean/M2/min/max.
+
+    Chan et al.'s pairwise update: each batch's squared deviations are taken
+    from its own mean, so float32 arithmetic stays accurate for reflectances
+    whose spread is small next to their mean.
+    """
+    for band, batch in enumerate(moments):
+        if batch is None:
+            continue
+        count, batch_mean, batch_m2, low, high = batch
         total = statistics["count"][band] + count
         delta = batch_mean - statistics["mean"][band]
         statistics["mean"][band] += delta * count / total
         statistics["m2"][band] += batch_m2 + delta**2 * statistics["count"][band] * count / total
         statistics["count"][band] = total
-        statistics["low"][band] = min(statistics["low"][band], float(values.min()))
-        statistics["high"][band] = max(statistics["high"][band], float(values.max()))
+        statistics["low"][band] = min(statistics["low"][band], low)
+        statistics["high"][band] = max(statistics["high"][band], high)
 
 
 def _band_statistics(writer, inputs, sampled, resumed_rows, batch_rows=256):

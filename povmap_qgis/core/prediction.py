@@ -44,6 +44,8 @@ class PredictOptions:
     batch_rows: int = 64
     style_qml_path: str | None = None
     extra_styles: list | None = None  # [(qml path, style name)] stored beside the default style
+    engine: str = "local"  # "local" (this process) or "spark" (core/spark_engine.py)
+    spark_master: str = "local[*]"
 
 
 def predict(options, reporter=None):
@@ -67,17 +69,7 @@ def predict(options, reporter=None):
     reporter.info(members_summary(manifest["members"], len(rows)))
     if manifest.get("notice"):
         reporter.warning(manifest["notice"])
-    models = model_package.load_members(manifest)
-    reporter.progress(5)
-    names = [spec["name"] for spec in manifest["inputs"]]
-
-    def progress(done):
-        reporter.check_canceled()
-        reporter.progress(5 + 90 * done / len(rows))
-
-    member_probabilities = learning_data.predict_rows(
-        models, store, rows, manifest["normalisation"], names, options.batch_rows, progress
-    )
+    member_probabilities = _member_probabilities(options, manifest, store, rows, reporter)
     ensemble = ensemble_outputs(member_probabilities, manifest["threshold"])
     for member, probabilities in zip(manifest["members"], member_probabilities, strict=True):
         grid[f"prob_{member['name']}"] = np.round(probabilities.astype("float64"), 5)
@@ -144,6 +136,36 @@ def trust_fields(manifest, store, rows, ensemble, reporter):
             "range (a per-chip statistic beyond the training cells' 1st–99th percentiles)"
         )
     return fields, metadata
+
+
+def _member_probabilities(options, manifest, store, rows, reporter):
+    """Each member's probability per row: batches in this process, or Spark tasks (same code)."""
+    if options.engine == "spark":
+        from .spark_engine import predict_rows_on_spark
+
+        return predict_rows_on_spark(
+            options.model_path,
+            options.chips_path,
+            rows,
+            options.batch_rows,
+            reporter,
+            master=options.spark_master,
+        )
+    if options.engine != "local":
+        from .errors import PovmapInputError
+
+        raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
+    models = model_package.load_members(manifest)
+    reporter.progress(5)
+    names = [spec["name"] for spec in manifest["inputs"]]
+
+    def progress(done):
+        reporter.check_canceled()
+        reporter.progress(5 + 90 * done / len(rows))
+
+    return learning_data.predict_rows(
+        models, store, rows, manifest["normalisation"], names, options.batch_rows, progress
+    )
 
 
 def _training_districts(manifest):
