@@ -123,7 +123,7 @@ def test_every_cell_is_in_exactly_one_test_fold_and_no_district_spans_two(crossv
 def test_csv_has_a_row_per_fold_and_model_then_median_min_and_max(crossvalidated):
     table, document = crossvalidated["table"], crossvalidated["document"]
     assert table[0] == ["fold", "districts", "model", "n", "recall", "precision", "accuracy", "auc"]
-    models = [MEMBER, "ensemble", "random"]
+    models = [MEMBER, "ensemble", "baseline", "random"]
     expected = [(str(fold), model) for fold in range(1, FOLDS + 1) for model in models]
     expected += [(statistic, model) for statistic in ("median", "min", "max") for model in models]
     assert [(row[0], row[2]) for row in table[1:]] == expected
@@ -136,7 +136,7 @@ def test_csv_has_a_row_per_fold_and_model_then_median_min_and_max(crossvalidated
         assert {row[1] for row in rows} == {"; ".join(record["districts"])}
         assert {int(row[3]) for row in rows} == {record["test_cells"]}
     ensemble_aucs = [
-        float(row[7]) for row in table[1 : FOLDS * 3 + 1] if row[2] == "ensemble" and row[7]
+        float(row[7]) for row in table[1 : FOLDS * 4 + 1] if row[2] == "ensemble" and row[7]
     ]
     median = next(row for row in table[1:] if row[0] == "median" and row[2] == "ensemble")
     assert float(median[7]) == pytest.approx(np.median(ensemble_aucs))
@@ -224,10 +224,9 @@ def test_report_has_fold_tables_roc_curves_confusion_matrices_and_qgis_maps(cros
             assert district in html
     assert not re.search(r'(src|href)="(https?:|file:|//)', html)  # opens offline
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert (
-        len(embedded) == 5
-    )  # pooled ROC, ROC per fold, confusion matrices, map of folds, map of hits and misses
-    fold_map, hitmiss_map = (png_pixels(data) for data in embedded[3:])
+    # pooled ROC, ROC per fold, reliability, confusion matrices, map of folds, hits and misses
+    assert len(embedded) == 6
+    fold_map, hitmiss_map = (png_pixels(data) for data in embedded[4:])
     # the fold map shows each fold in its own colour; the hit/miss map each outcome that occurs
     for colour in CATEGORY_COLOURS[:FOLDS]:
         rgb = np.array([int(colour[index : index + 2], 16) for index in (1, 3, 5)])
@@ -242,7 +241,7 @@ def test_report_renders_in_headless_chromium(crossvalidated, tmp_path):
     dom = chromium(
         "--dump-dom", "file://" + crossvalidated["results"]["REPORT"], profile=tmp_path / "profile"
     )
-    assert len(re.findall(r'<img [^>]*data-natural-size="[1-9]\d*x[1-9]\d*"', dom)) == 5
+    assert len(re.findall(r'<img [^>]*data-natural-size="[1-9]\d*x[1-9]\d*"', dom)) == 6
     assert "broken" not in re.findall(r'<img [^>]*class="([^"]*)"', dom)
     assert len(re.findall(r"<table>", dom)) >= 5
 

@@ -363,11 +363,11 @@ def test_report_renders_in_headless_chromium_with_its_tables_and_decoded_images(
     images = [Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB") for data in embedded]
     sizes = [image.size for image in images]
     assert (
-        len(embedded) == 5
-    )  # ROC, confusion matrices, predicted class, probability, hits and misses
+        len(embedded) == 6
+    )  # ROC, reliability, confusion matrices, predicted class, probability, hits and misses
     # each map is drawn with its own style: the probability map shows the graduated colours, the class map does not
     probability_colours = symbol_colours("prediction_probability")[0].values()
-    class_map, probability_map = (np.asarray(image).reshape(-1, 3) for image in images[2:4])
+    class_map, probability_map = (np.asarray(image).reshape(-1, 3) for image in images[3:5])
     assert (
         sum(pixels_of(probability_map, colour).sum() > 500 for colour in probability_colours) >= 3
     )
@@ -380,9 +380,8 @@ def test_report_renders_in_headless_chromium_with_its_tables_and_decoded_images(
     ] == sizes  # every image decoded at its size
     assert "broken" not in re.findall(r'<img [^>]*class="([^"]*)"', dom)
     tables = re.findall(r"<table>.*?</table>", dom, flags=re.S)
-    assert (
-        len(tables) == 5
-    )  # metrics, confusion counts, per district, outcomes, outcomes per district
+    assert len(tables) == 7  # metrics, calibration, its bins, confusion counts, per district,
+    # outcomes, outcomes per district
     metrics_table = tables[0]
     for model in MEMBERS + ("ensemble", f"random (median of {DRAWS})"):
         assert f'<td class="text">{model}</td>' in metrics_table
@@ -391,8 +390,8 @@ def test_report_renders_in_headless_chromium_with_its_tables_and_decoded_images(
         f"{ensemble['recall']:.3f}" in metrics_table and f"{ensemble['auc']:.3f}" in metrics_table
     )
     for district in ("Dadu", "Khairpur", "Sanghar"):
-        assert district in tables[2]
-    assert "Hit: poor, predicted poor" in tables[3]
+        assert district in tables[4]
+    assert "Hit: poor, predicted poor" in tables[5]
 
     screenshot = tmp_path / "report.png"
     chromium(

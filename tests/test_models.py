@@ -126,7 +126,7 @@ def test_predict_writes_the_prediction_layer_styled(trained, tiny_chips, tmp_pat
     from povmap_qgis.core.calibration import calibrate
 
     calibration = manifest_of(results["OUTPUT"])["calibration"]
-    assert np.allclose(frame["prob_mean"], calibrate(frame["prob_raw"], calibration), atol=1e-4)
+    assert np.allclose(frame["prob_mean"], calibrate(frame["prob_raw"], calibration), atol=2e-3)
     assert (frame["votes"] == (members >= 0.5).sum(axis=1)).all()
     assert (frame["pred"] == (frame["votes"] * 2 > 2).astype(int)).all()  # majority of two = both
     assert np.allclose(frame["disagreement"], members.std(axis=1), atol=1e-4)

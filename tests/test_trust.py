@@ -70,3 +70,404 @@ def test_one_transform_is_applied_by_normalisation_and_normalise_and_old_package
     old = {name: {"mean": spec["mean"], "std": spec["std"]} for name, spec in normalisation.items()}
     plain = learning_data.normalise(store.batch(np.arange(3)), old)["nightlights"]
     assert np.allclose(plain, np.nan_to_num((raw[:3] - night["mean"][0]) / night["std"][0]))
+
+
+# --- the verdict's rules on constructed cases -------------------------------------------------------
+
+
+def test_verdict_follows_its_rules_on_constructed_cases():
+    from povmap_qgis.core.verdict import verdict
+
+    better = verdict(0.72, 0.61, 0.74, (0.70, 0.78), 0.5, 0.64, 0.66, (0.03, 0.12))
+    assert better["judgement"] == "better_than_baseline"
+    assert "Better than the transparent baseline" in better["headline"]
+    assert better["sentence"].startswith(
+        "Of every 100 poor cells the map finds 72 (a coin flip 50, the baseline 64)."
+    )
+    assert (
+        "61 are poor" in better["sentence"]
+        and "0.74 (95 % interval 0.70–0.78)" in better["sentence"]
+    )
+    tied = verdict(0.70, 0.60, 0.68, (0.64, 0.72), 0.5, 0.69, 0.67, (-0.01, 0.02))
+    assert tied["judgement"] == "tied_with_baseline"
+    assert "do not prefer this map" in tied["headline"]
+    worse_than_baseline = verdict(0.6, 0.5, 0.62, (0.58, 0.66), 0.5, 0.7, 0.7, (-0.12, -0.03))
+    assert worse_than_baseline["judgement"] == "worse_than_baseline"
+    # the demo's unsurveyed district: recall below the coin flip's, whatever the AUC
+    coin = verdict(0.436, 0.55, 0.71, (0.66, 0.75), 0.504, 0.6, 0.6, (0.05, 0.15))
+    assert coin["judgement"] == "worse_than_random"
+    assert coin["headline"].endswith("do not target with it.")
+    assert "finds 44 (a coin flip 50" in coin["sentence"]
+    chance = verdict(0.6, 0.5, 0.53, (0.47, 0.6), 0.5, 0.6, 0.5, (0.0, 0.1))
+    assert chance["judgement"] == "no_better_than_random"
+    assert verdict(0.7, 0.6, 0.7, (0.6, 0.8), 0.5)["judgement"] == "better_than_random"
+    assert verdict(None, None, None, None, 0.5)["judgement"] == "undefined"
+
+
+def test_bootstrap_intervals_cover_the_auc_and_separate_a_better_from_a_tied_model():
+    from sklearn.metrics import roc_auc_score
+
+    from povmap_qgis.core.verdict import bootstrap_auc
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 600)
+    strong = labels + rng.normal(0, 0.6, 600)
+    weak = labels + rng.normal(0, 2.0, 600)
+    twin = strong + rng.normal(0, 0.01, 600)
+    found = bootstrap_auc(labels, strong, weak, draws=300, seed=2)
+    low, high = found["auc"]
+    assert low < roc_auc_score(labels, strong) < high and found["draws"] == 300
+    assert found["difference"][0] > 0  # strong beats weak
+    tied = bootstrap_auc(labels, strong, twin, draws=300, seed=2)["difference"]
+    assert tied[0] < 0 < tied[1]
+    districts = np.repeat(np.arange(6), 100)
+    by_district = bootstrap_auc(labels, strong, weak, groups=districts, draws=200, seed=2)
+    assert by_district["draws"] == 200 and by_district["auc"][0] < by_district["auc"][1]
+
+
+# --- calibration measured independently ---------------------------------------------------------------
+
+
+def independent_ece(labels, probabilities, bins=10):
+    """Expected calibration error written out from its definition (equal-width bins)."""
+    labels, probabilities = np.asarray(labels, float), np.asarray(probabilities, float)
+    total = 0.0
+    for number in range(bins):
+        low, high = number / bins, (number + 1) / bins
+        inside = (probabilities >= low) & (
+            (probabilities < high) if number < bins - 1 else (probabilities <= high)
+        )
+        if inside.any():
+            total += inside.sum() * abs(labels[inside].mean() - probabilities[inside].mean())
+    return total / len(labels)
+
+
+def test_platt_scaling_fixes_an_overconfident_probability_and_keeps_the_ranking():
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    from povmap_qgis.core import calibration
+
+    rng = np.random.default_rng(4)
+    labels = (rng.random(4000) < 0.3).astype(int)
+    truth = np.where(labels == 1, rng.beta(4, 3, 4000), rng.beta(2, 4, 4000))
+    raw = np.clip(truth * 0.5 + 0.45, 0, 1)  # balanced-class training: too high, squashed
+    fitted = calibration.fit_platt(raw[:2000], labels[:2000])
+    assert fitted["method"] == "platt" and fitted["slope"] > 0
+    calibrated = calibration.calibrate(raw[2000:], fitted)
+    held = labels[2000:]
+    assert roc_auc_score(held, calibrated) == pytest.approx(roc_auc_score(held, raw[2000:]))
+    before = calibration.expected_calibration_error(held, raw[2000:])
+    after = calibration.expected_calibration_error(held, calibrated)
+    assert before == pytest.approx(independent_ece(held, raw[2000:]))
+    assert after == pytest.approx(independent_ece(held, calibrated))
+    assert before > 0.2 and after < 0.05
+    assert calibration.brier_score(held, calibrated) == pytest.approx(
+        brier_score_loss(held, calibrated)
+    )
+    # validation cells without signal: no calibration rather than a reversed ranking
+    assert calibration.fit_platt(raw[:50], labels[:50][::-1] * 0)["method"] == "none"
+
+
+# --- train, predict and evaluate through the worker on the tiny night-lights store ---------------
+
+
+@pytest.fixture(scope="module")
+def trusted(tiny_chips, tmp_path_factory):
+    """A one-member package trained on night lights, its predictions of the grid and their evaluation."""
+    from povmap_qgis import runner
+
+    folder = tmp_path_factory.mktemp("trust")
+    package = str(folder / "night.povmodel")
+    runner.run_worker(
+        "train",
+        {
+            "chips_path": tiny_chips["night"],
+            "grid_path": tiny_chips["grid"],
+            "output_path": package,
+            "members": ["compact_cnn"],
+            "epochs": 2,
+            "seed": 5,
+        },
+    )
+    predictions = str(folder / "predictions.gpkg")
+    events = []
+    runner.run_worker(
+        "predict",
+        {
+            "model_path": package,
+            "chips_path": tiny_chips["night"],
+            "grid_path": tiny_chips["grid"],
+            "output_path": predictions,
+        },
+        on_event=events.append,
+    )
+    summary = runner.run_worker(
+        "evaluate",
+        {
+            "predictions_path": predictions,
+            "truth_path": tiny_chips["grid"],
+            "hitmiss_path": str(folder / "hitmiss.gpkg"),
+            "metrics_path": str(folder / "metrics.json"),
+            "figures_folder": str(folder / "figures"),
+            "random_draws": 50,
+        },
+    )
+    return {
+        "package": package,
+        "predictions": predictions,
+        "summary": summary,
+        "events": events,
+        "folder": folder,
+    }
+
+
+def manifest_of(package):
+    import json
+    import os
+
+    with open(os.path.join(package, "manifest.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def chip_statistics(chips, spec):
+    """mean, max, std and centre of each chip's transformed values, written out independently."""
+    values = np.asarray(chips, dtype="float64")
+    if spec.get("transform") == "log1p":
+        values = np.log1p(values / np.asarray(spec["scale"]))
+    centre = values.shape[1] // 2
+    return np.column_stack(
+        [
+            np.nanmean(values, axis=(1, 2))[:, 0],
+            np.nanmax(values, axis=(1, 2))[:, 0],
+            np.nanstd(values, axis=(1, 2))[:, 0],
+            values[:, centre, centre, 0],
+        ]
+    )
+
+
+def test_the_package_records_transform_baseline_and_calibration_as_plain_numbers(trusted):
+    manifest = manifest_of(trusted["package"])
+    assert manifest["format_version"] == "1.1"
+    night = manifest["normalisation"]["nightlights"]
+    # the rule's choice is recorded (on the tiny sample its ratio sits near the rule's 10)
+    assert night["transform"] in ("none", "log1p")
+    if night["transform"] == "log1p":
+        assert night["scale"][0] > 0 and "99th percentile" in night["rule"]
+    simple = manifest["baseline"]
+    assert [feature["statistic"] for feature in simple["features"]] == [
+        "mean",
+        "max",
+        "std",
+        "centre",
+    ]
+    assert len(simple["coefficients"]) == len(simple["mean"]) == len(simple["scale"]) == 4
+    assert simple["training_cells"] == manifest["training"]["cells"]["train"]
+    assert simple["calibration"]["fitted_on"] == "validation cells"
+    fitted = manifest["calibration"]
+    assert fitted["method"] in ("platt", "none") and fitted["fitted_on"] == "validation cells"
+    if fitted["method"] == "platt":
+        assert (
+            fitted["slope"] > 0 and fitted["cells"] == manifest["training"]["cells"]["validation"]
+        )
+    holdout = manifest["metrics"]["holdout"]
+    assert {"baseline", "ensemble", "random"} <= set(holdout)
+    assert holdout["ensemble"]["ece"] is not None and holdout["ensemble"]["ece_raw"] is not None
+
+
+def test_prob_baseline_is_the_stored_regression_on_independent_chip_statistics(trusted, tiny_chips):
+    """The prediction layer's prob_baseline recomputed from the chips and the manifest's numbers."""
+    import os
+
+    from helpers import read_grid
+
+    manifest = manifest_of(trusted["package"])
+    frame = read_grid(trusted["predictions"])
+    store = os.path.join(tiny_chips["night"])
+    ids = np.load(os.path.join(store, "cell_ids.npy"))
+    chips = np.load(os.path.join(store, "nightlights.npy"), mmap_mode="r")
+    rows = np.array([int(np.flatnonzero(ids == cell)[0]) for cell in frame["cell_id"]])
+    features = chip_statistics(chips[rows], manifest["normalisation"]["nightlights"])
+    simple = manifest["baseline"]
+    logits = ((features - simple["mean"]) / simple["scale"]) @ simple["coefficients"]
+    raw = 1 / (1 + np.exp(-(logits + simple["intercept"])))
+    platt = simple["calibration"]
+    if platt["method"] == "platt":
+        raw = 1 / (1 + np.exp(-(platt["slope"] * np.log(raw / (1 - raw)) + platt["intercept"])))
+    assert np.allclose(frame["prob_baseline"], raw, atol=2e-5)
+    low, high = (np.asarray(simple["training_range"][key]) for key in ("low", "high"))
+    outside = ((features < low) | (features > high)).any(axis=1)
+    assert (frame["out_of_range"] == outside.astype(int)).all()
+    assert 0 < frame["out_of_range"].sum() < len(frame)  # 1st–99th percentiles: a few outside
+
+
+def test_prediction_layer_has_raw_calibrated_and_interval_probabilities(trusted):
+    from helpers import read_grid
+
+    from povmap_qgis.core.calibration import calibrate
+
+    frame = read_grid(trusted["predictions"])
+    manifest = manifest_of(trusted["package"])
+    assert np.allclose(frame["prob_raw"], frame["prob_compact_cnn"], atol=1e-5)  # one member
+    # prob_raw is written with 5 decimals; a steep calibration magnifies that rounding
+    assert np.allclose(
+        frame["prob_mean"], calibrate(frame["prob_raw"], manifest["calibration"]), atol=2e-3
+    )
+    assert (frame["prob_low"] <= frame["prob_mean"] + 1e-9).all()
+    assert (frame["prob_mean"] <= frame["prob_high"] + 1e-9).all()
+    for field in ("prob_raw", "prob_mean", "prob_low", "prob_high", "prob_baseline"):
+        assert frame[field].between(0, 1).all(), field
+    assert set(frame["out_of_range"].unique()) <= {0, 1}
+
+
+def test_evaluate_judges_the_baseline_and_calibration_as_scikit_learn_does(trusted):
+    import csv
+
+    from helpers import read_grid
+    from sklearn.metrics import brier_score_loss, recall_score, roc_auc_score
+
+    summary = trusted["summary"]
+    frame = read_grid(trusted["predictions"])
+    truth = frame["label"].astype(int)
+    with open(summary["metrics_csv"], encoding="utf-8", newline="") as handle:
+        rows = {(row["scope"], row["model"]): row for row in csv.DictReader(handle)}
+    assert float(rows[("all", "baseline")]["auc"]) == pytest.approx(
+        roc_auc_score(truth, frame["prob_baseline"]), abs=1e-12
+    )
+    threshold = manifest_of(trusted["package"])["baseline"]["threshold"]
+    assert float(rows[("all", "baseline")]["recall"]) == pytest.approx(
+        recall_score(truth, frame["prob_baseline"] >= threshold)
+    )
+    overall = summary["metrics"]["all"]
+    assert overall["ensemble"]["brier"] == pytest.approx(
+        brier_score_loss(truth, frame["prob_mean"])
+    )
+    assert overall["ensemble"]["ece"] == pytest.approx(independent_ece(truth, frame["prob_mean"]))
+    assert overall["ensemble"]["ece_raw"] == pytest.approx(
+        independent_ece(truth, frame["prob_raw"])
+    )
+    assert overall["baseline"]["ece"] == pytest.approx(
+        independent_ece(truth, frame["prob_baseline"])
+    )
+    assert [row["model"] for (scope, _), row in rows.items() if scope == "all"] == [
+        "compact_cnn",
+        "ensemble",
+        "baseline",
+        "random",
+    ]
+
+
+def test_evaluate_report_opens_with_the_verdict_and_shows_calibration(trusted):
+    from povmap_qgis.core.evaluation import report_document
+    from povmap_qgis.core.verdict import JUDGEMENTS
+
+    summary = trusted["summary"]
+    document = report_document(summary)
+    first = document["sections"][0]
+    assert first.title == "Verdict" and first.blocks[0].text in JUDGEMENTS.values()
+    found = summary["verdict"]
+    assert first.blocks[1].text == found["sentence"]
+    low, high = found["auc_interval"]
+    assert low <= summary["metrics"]["all"]["ensemble"]["auc"] <= high
+    assert found["difference_interval"] is not None
+    titles = [section.title for section in document["sections"]]
+    assert "Calibration" in titles
+    assert summary["figures"]["reliability"].endswith("reliability.png")
+
+
+def test_a_package_from_before_calibration_still_loads_and_says_what_it_lacks(
+    trusted, tiny_chips, tmp_path
+):
+    import json
+    import os
+    import shutil
+
+    from helpers import read_grid
+
+    from povmap_qgis import runner
+
+    old = str(tmp_path / "old.povmodel")
+    shutil.copytree(trusted["package"], old)
+    manifest = manifest_of(old)
+    for key in ("calibration", "baseline"):
+        del manifest[key]
+    manifest["format_version"] = "1.0"
+    with open(os.path.join(old, "manifest.json"), "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
+    events = []
+    runner.run_worker(
+        "predict",
+        {
+            "model_path": old,
+            "chips_path": tiny_chips["night"],
+            "grid_path": tiny_chips["grid"],
+            "output_path": str(tmp_path / "old.gpkg"),
+        },
+        on_event=events.append,
+    )
+    said = " ".join(str(event.get("message", "")) for event in events)
+    assert "has no calibration" in said and "prob_mean = prob_raw" in said
+    frame = read_grid(str(tmp_path / "old.gpkg"))
+    assert (frame["prob_mean"] == frame["prob_raw"]).all()
+    assert "prob_baseline" not in frame and "out_of_range" not in frame
+    assert not [event for event in trusted["events"] if "has no calibration" in str(event)]
+
+
+def test_crossvalidation_fits_baseline_and_calibration_per_fold_as_scikit_learn_recomputes(
+    tiny_chips, tmp_path
+):
+    import csv
+
+    from helpers import read_grid
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    from povmap_qgis import runner
+    from povmap_qgis.core.crossvalidation import report_document
+
+    summary = runner.run_worker(
+        "crossvalidate",
+        {
+            "chips_path": tiny_chips["night"],
+            "grid_path": tiny_chips["grid"],
+            "metrics_path": str(tmp_path / "cv.json"),
+            "output_grid_path": str(tmp_path / "cv.gpkg"),
+            "members": ["compact_cnn"],
+            "folds": 3,
+            "epochs": 1,
+            "seed": 4,
+            "figures_folder": str(tmp_path / "figures"),
+        },
+    )
+    grid = read_grid(str(tmp_path / "cv.gpkg"))
+    cells = grid[grid["fold"].notna()]
+    with open(summary["metrics_csv"], encoding="utf-8", newline="") as handle:
+        table = {(row["fold"], row["model"]): row for row in csv.DictReader(handle)}
+    for record in summary["folds"]:
+        fold = record["fold"]
+        group = cells[cells["fold"] == fold]
+        labels = group["label"].astype(int)
+        # each fold's baseline and calibration come from that fold's own cells, never the test fold
+        assert record["calibration"]["fitted_on"] == "validation cells"
+        assert record["baseline"]["calibration"]["fitted_on"] == "validation cells"
+        if labels.nunique() == 2:
+            assert float(table[(str(fold), "baseline")]["auc"]) == pytest.approx(
+                roc_auc_score(labels, group["prob_baseline"]), abs=1e-12
+            )
+            assert float(table[(str(fold), "ensemble")]["auc"]) == pytest.approx(
+                roc_auc_score(labels, group["prob_mean"]), abs=1e-12
+            )
+    labels = cells["label"].astype(int)
+    pooled = summary["pooled"]
+    assert pooled["ensemble"]["ece"] == pytest.approx(independent_ece(labels, cells["prob_mean"]))
+    assert pooled["ensemble"]["ece_raw"] == pytest.approx(
+        independent_ece(labels, cells["prob_raw"])
+    )
+    assert pooled["ensemble"]["brier"] == pytest.approx(
+        brier_score_loss(labels, cells["prob_mean"])
+    )
+    assert pooled["baseline"]["brier"] == pytest.approx(
+        brier_score_loss(labels, cells["prob_baseline"])
+    )
+    assert summary["verdict"]["resampled"] == "districts"
+    document = report_document(summary)
+    assert document["sections"][0].title == "Verdict"
+    assert "Calibration" in [section.title for section in document["sections"]]

@@ -67,16 +67,20 @@ def chip_features(store, rows, normalisation, batch_rows=256):
 
 
 def fit(features, labels, normalisation, balanced=True):
-    """Fit the baseline; its definition and numbers as a JSON-ready dict."""
+    """Fit the baseline; its definition and numbers as a JSON-ready dict (no NaN)."""
+    import warnings
+
     from sklearn.linear_model import LogisticRegression
 
-    mean = np.nanmean(features, axis=0)
-    scale = np.nanstd(features, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a statistic without any valid value
+        mean = np.nan_to_num(np.nanmean(features, axis=0))
+        scale = np.nan_to_num(np.nanstd(features, axis=0))
+        low, high = np.nanpercentile(features, RANGE_PERCENTILES, axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
     model = LogisticRegression(
         C=C, max_iter=1000, class_weight="balanced" if balanced else None
     ).fit(_standardised(features, mean, scale), np.asarray(labels, dtype="int64"))
-    low, high = np.nanpercentile(features, RANGE_PERCENTILES, axis=0)
     return {
         "kind": "logistic_regression",
         "features": feature_definition(normalisation),
@@ -89,8 +93,8 @@ def fit(features, labels, normalisation, balanced=True):
         "training_cells": int(len(labels)),
         "training_range": {
             "percentiles": list(RANGE_PERCENTILES),
-            "low": [float(value) for value in low],
-            "high": [float(value) for value in high],
+            "low": [None if np.isnan(value) else float(value) for value in low],
+            "high": [None if np.isnan(value) else float(value) for value in high],
         },
     }
 
@@ -107,7 +111,7 @@ def probabilities(baseline, features):
 def out_of_range(baseline, features):
     """1 where any statistic lies outside the training cells' 1st–99th percentiles (NaN: not counted)."""
     reference = baseline["training_range"]
-    low, high = np.asarray(reference["low"]), np.asarray(reference["high"])
+    low, high = (np.asarray(reference[key], dtype="float64") for key in ("low", "high"))
     with np.errstate(invalid="ignore"):
         outside = (features < low) | (features > high)
     return outside.any(axis=1).astype("int32")

@@ -26,7 +26,7 @@ import time
 
 from .atomic import check_output_path
 from .errors import PovmapInputError
-from .names import ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
+from .names import BASELINE, ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
 from .reporting import Reporter
 from .validation_outputs import (
     OUTCOMES,
@@ -162,6 +162,8 @@ def crossvalidate(options, reporter=None):
     ]
     share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
     probabilities = {member: np.full(len(cells), np.nan) for member in members}
+    # out of fold: the ensemble mean calibrated in its fold, the fold's baseline and its threshold
+    calibrated, simple, simple_threshold = (np.full(len(cells), np.nan) for _ in range(3))
     fold_metrics, fold_records = {}, {}
     for position, fold in enumerate(fold_numbers):
         reporter.check_canceled()
@@ -198,7 +200,7 @@ def crossvalidate(options, reporter=None):
             "validation_cells": int(len(validation)),
             "members": {},
         }
-        fold_probabilities = []
+        fold_probabilities, fold_validation = [], []
         for index, architecture in enumerate(members):
             reporter.check_canceled()
             stage = fold_reporter.stage(
@@ -219,14 +221,40 @@ def crossvalidate(options, reporter=None):
             predicted = training._predict(model, store, store_rows[test], normalisation)
             probabilities[architecture][test] = predicted
             fold_probabilities.append(predicted)
+            fold_validation.append(
+                training._predict(model, store, store_rows[validation], normalisation)
+            )
             record["members"][architecture] = {
                 "epochs_trained": len(losses),
                 "best_epoch": int(np.argmin(losses)) + 1,
                 "best_val_loss": float(np.min(losses)),
             }
             keras.backend.clear_session()
+        # baseline fitted on this fold's training cells; both calibrated on its validation cells
+        judges = training.fit_baseline_and_calibration(
+            store,
+            store_rows,
+            labels,
+            {"train": train_rows, "validation": validation, "test": test},
+            normalisation,
+            {"validation": fold_validation, "test": fold_probabilities},
+        )
+        calibrated[test] = judges["calibrated_test"]
+        simple[test] = judges["baseline_test"]
+        simple_threshold[test] = judges["baseline"]["threshold"]
+        record["calibration"] = judges["calibration"]
+        record["baseline"] = {
+            key: judges["baseline"][key]
+            for key in ("coefficients", "intercept", "threshold", "calibration")
+        }
         fold_metrics[fold] = training._holdout_metrics(
-            members, labels[test], fold_probabilities, THRESHOLD, options.seed + fold
+            members,
+            labels[test],
+            fold_probabilities,
+            THRESHOLD,
+            options.seed + fold,
+            calibrated=judges["calibrated_test"],
+            baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
         )
         fold_records[fold] = record
         ensemble = fold_metrics[fold][ENSEMBLE]
@@ -237,6 +265,19 @@ def crossvalidate(options, reporter=None):
     reporter.check_canceled()
 
     outputs = training.ensemble_outputs([probabilities[member] for member in members], THRESHOLD)
+    outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], calibrated
+    outputs["prob_baseline"] = simple
+    pooled = _plain(
+        training._holdout_metrics(
+            members,
+            labels,
+            [probabilities[member] for member in members],
+            THRESHOLD,
+            options.seed,
+            calibrated=calibrated,
+            baseline=(simple, simple_threshold),
+        )
+    )
     document = {
         "format": METRICS_FORMAT,
         "format_version": METRICS_FORMAT_VERSION,
@@ -261,20 +302,13 @@ def crossvalidate(options, reporter=None):
             dict(fold_records[fold], metrics=_plain(fold_metrics[fold])) for fold in fold_numbers
         ],
         "summary": _summary(fold_metrics, members),
-        "pooled": _plain(
-            training._holdout_metrics(
-                members,
-                labels,
-                [probabilities[member] for member in members],
-                THRESHOLD,
-                options.seed,
-            )
-        ),
+        "pooled": pooled,
+        "verdict": _verdict(labels, districts, outputs, pooled, options.seed),
         "roc": {
             "pooled": {
                 name: metrics.roc_points(labels, values)
                 for name, values in [(member, probabilities[member]) for member in members]
-                + [(ENSEMBLE, outputs["prob_mean"])]
+                + [(ENSEMBLE, outputs["prob_mean"]), (BASELINE, simple)]
             },
             "folds": {
                 str(fold): metrics.roc_points(
@@ -301,6 +335,31 @@ def crossvalidate(options, reporter=None):
         output_grid=os.path.abspath(options.output_grid_path),
         figures=figures,
         seconds=round(time.monotonic() - started, 1),
+    )
+
+
+def _verdict(labels, districts, outputs, pooled, seed):
+    """The report's verdict on the pooled out-of-fold predictions, districts resampled."""
+    from .verdict import bootstrap_auc, verdict
+
+    interval = bootstrap_auc(
+        labels, outputs["prob_mean"], outputs["prob_baseline"], groups=districts, seed=seed
+    )
+    return dict(
+        verdict(
+            pooled[ENSEMBLE]["recall"],
+            pooled[ENSEMBLE]["precision"],
+            pooled[ENSEMBLE]["auc"],
+            interval["auc"],
+            pooled[RANDOM]["recall"],
+            pooled[BASELINE]["recall"],
+            pooled[BASELINE]["auc"],
+            interval["difference"],
+        ),
+        auc_interval=interval["auc"],
+        difference_interval=interval["difference"],
+        bootstrap_draws=interval["draws"],
+        resampled="districts",
     )
 
 
@@ -334,7 +393,7 @@ def _summary(fold_metrics, members):
     import numpy as np
 
     summary = {}
-    for model in list(members) + [ENSEMBLE, RANDOM]:
+    for model in model_names(members, next(iter(fold_metrics.values()))):
         summary[model] = {}
         for key in ("n",) + METRIC_KEYS:
             values = [
@@ -378,9 +437,16 @@ def _settings(options, preset, members, environment):
     }
 
 
+def model_names(members, metrics_by_model):
+    """Table order: members, ensemble, baseline (where judged), random."""
+    from .evaluation import model_names as ordered
+
+    return ordered(members, metrics_by_model)
+
+
 def tidy_rows(document):
-    """CSV rows: each fold's members, ensemble, random; then median, min and max across folds."""
-    models = list(document["members"]) + [ENSEMBLE, RANDOM]
+    """CSV rows: each fold's members, ensemble, baseline, random; then median, min and max across folds."""
+    models = model_names(document["members"], document["summary"])
     rows = []
     for record in document["folds"]:
         for model in models:
@@ -436,6 +502,8 @@ def _write_outputs(
     for member in members:
         grid[f"prob_{member}"] = spread(probabilities[member], "float64")
     grid["prob_mean"] = spread(outputs["prob_mean"], "float64")
+    for field in ("prob_raw", "prob_baseline"):
+        grid[field] = spread(outputs[field], "float64")
     grid["votes"] = spread(outputs["votes"], "Int32")
     grid["pred"] = spread(outputs["pred"], "Int32")
     grid["outcome"] = np.where(found, np.asarray(cell_outcomes, dtype=object)[positions], None)
@@ -489,6 +557,14 @@ def _write_figures(folder, document, members):
     figures["confusion"] = drawing.save(
         drawing.confusion_figure(pooled, members), os.path.join(folder, "confusion.png")
     )
+    from .evaluation import reliability_curves
+
+    figures["reliability"] = drawing.save(
+        drawing.reliability_figure(
+            reliability_curves(pooled), "Reliability of the out-of-fold probabilities"
+        ),
+        os.path.join(folder, "reliability.png"),
+    )
     return figures
 
 
@@ -514,7 +590,7 @@ def report_document(summary, maps=()):
 
     settings, data = summary["settings"], summary["data"]
     members = list(summary["members"])
-    models = members + [ENSEMBLE, RANDOM]
+    models = model_names(members, summary["summary"])
     random_label = f"random (median of {settings['random_draws']})"
     run = report.KeyValues(
         [
@@ -695,6 +771,17 @@ def report_document(summary, maps=()):
                 "Maps", [report.Figure(path, caption, caption) for path, caption in maps]
             )
         )
+    from .verdict import calibration_section, verdict_section
+
+    after_roc = next(
+        (index + 1 for index, section in enumerate(sections) if section.title == "ROC curves"),
+        len(sections),
+    )
+    sections.insert(
+        after_roc,
+        calibration_section(summary["pooled"], figures.get("reliability"), report),
+    )
+    sections.insert(0, verdict_section(summary.get("verdict"), report))
     notes = sorted(
         {
             f"fold {record['fold']} {model}: {note}"

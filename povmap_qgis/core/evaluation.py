@@ -30,7 +30,7 @@ import time
 from . import labels
 from .atomic import check_output_path
 from .errors import PovmapInputError
-from .names import ENSEMBLE, RANDOM
+from .names import BASELINE, ENSEMBLE, RANDOM
 from .reporting import Reporter
 from .validation_outputs import (
     OUTCOMES,
@@ -45,6 +45,8 @@ METRICS_FORMAT_VERSION = "1.0"
 ALL_SCOPE = "all"
 CSV_COLUMNS = ("scope", "model", "n", "recall", "precision", "accuracy", "auc")
 DEFAULT_THRESHOLD = 0.5
+# prob_ fields of the prediction layer that are not members
+NOT_MEMBER_FIELDS = ("prob_mean", "prob_raw", "prob_low", "prob_high", "prob_baseline")
 
 
 @dataclasses.dataclass
@@ -87,14 +89,12 @@ def evaluate(options, reporter=None):
     reporter.check_canceled()
 
     districts = _district_groups(cells)
-    overall = _scope_metrics(cells, predictions["members"], predictions["threshold"], options)
+    overall = _scope_metrics(cells, predictions, options)
     by_district = {}
     for index, (district, group) in enumerate(districts):
         reporter.progress(20 + 45 * (index + 1) / (len(districts) + 1))
         reporter.check_canceled()
-        by_district[district] = _scope_metrics(
-            group, predictions["members"], predictions["threshold"], options
-        )
+        by_district[district] = _scope_metrics(group, predictions, options)
     document = {
         "format": METRICS_FORMAT,
         "format_version": METRICS_FORMAT_VERSION,
@@ -106,6 +106,8 @@ def evaluate(options, reporter=None):
         "metrics": {"all": overall, "districts": by_district},
         "training_districts": _training_districts(predictions["metadata"]),
         "roc": _roc_curves(cells, predictions["members"]),
+        "verdict": _verdict(cells, overall, options),
+        "calibrated": "prob_raw" in cells,
         "outcomes": {
             "all": _outcome_counts(cells),
             "districts": {district: _outcome_counts(group) for district, group in districts},
@@ -196,7 +198,7 @@ def _read_predictions(options):
     members = listed or [
         field[len("prob_") :]
         for field in fields
-        if field.startswith("prob_") and field != "prob_mean"
+        if field.startswith("prob_") and field not in NOT_MEMBER_FIELDS
     ]
     missing += [f"prob_{member}" for member in members if f"prob_{member}" not in fields]
     if missing or not members:
@@ -222,7 +224,8 @@ def _read_predictions(options):
     if frame.empty:
         raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
     _check_ids(frame, "PREDICTIONS", name)
-    for field in ["pred", "prob_mean"] + [f"prob_{member}" for member in members]:
+    trust = [field for field in ("prob_raw", "prob_baseline") if field in frame]
+    for field in ["pred", "prob_mean"] + [f"prob_{member}" for member in members] + trust:
         values = frame[field]
         if values.isna().any():
             raise PovmapInputError(
@@ -239,11 +242,21 @@ def _read_predictions(options):
         "frame": frame,
         "members": members,
         "threshold": threshold,
+        "baseline_threshold": _number_or(
+            metadata.get("povmap:baseline_threshold"), DEFAULT_THRESHOLD
+        ),
         "threshold_note": threshold_note,
         "metadata": metadata,
         "layer": name,
         "crs": _crs_text(frame.crs),
     }
+
+
+def _number_or(value, default):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def _read_truth(options, reporter):
@@ -502,17 +515,34 @@ def _district_groups(cells):
     )
 
 
-def _scope_metrics(cells, members, threshold, options):
-    from . import metrics
+def _scope_metrics(cells, predictions, options):
+    """Members, ensemble, baseline (when the layer has prob_baseline) and random on some cells.
+
+    The ensemble and the baseline also get the Brier score, the expected
+    calibration error and the reliability bins (``core.calibration``) of
+    ``prob_mean`` and ``prob_baseline``; ``brier_raw`` / ``ece_raw`` of
+    ``prob_raw`` where the layer has it (before calibration).
+    """
+    from . import calibration, metrics
 
     labels = cells["label"].to_numpy()
+    threshold = predictions["threshold"]
     result = {}
-    for member in members:
+    for member in predictions["members"]:
         probabilities = cells[f"prob_{member}"].to_numpy(dtype="float64")
         result[member] = metrics.binary_metrics(labels, probabilities >= threshold, probabilities)
-    result[ENSEMBLE] = metrics.binary_metrics(
-        labels, cells["pred"].to_numpy(), cells["prob_mean"].to_numpy(dtype="float64")
-    )
+    mean = cells["prob_mean"].to_numpy(dtype="float64")
+    result[ENSEMBLE] = metrics.binary_metrics(labels, cells["pred"].to_numpy(), mean)
+    result[ENSEMBLE].update(calibration.scores(labels, mean))
+    if "prob_raw" in cells:
+        raw = calibration.scores(labels, cells["prob_raw"].to_numpy(dtype="float64"))
+        result[ENSEMBLE].update({f"{key}_raw": value for key, value in raw.items()})
+    if "prob_baseline" in cells:
+        simple = cells["prob_baseline"].to_numpy(dtype="float64")
+        result[BASELINE] = metrics.binary_metrics(
+            labels, simple >= predictions["baseline_threshold"], simple
+        )
+        result[BASELINE].update(calibration.scores(labels, simple))
     result[RANDOM] = metrics.random_baseline(labels, int(options.random_draws), int(options.seed))
     return result
 
@@ -522,10 +552,41 @@ def _roc_curves(cells, members):
 
     labels = cells["label"].to_numpy()
     columns = [(member, f"prob_{member}") for member in members] + [(ENSEMBLE, "prob_mean")]
+    if "prob_baseline" in cells:
+        columns.append((BASELINE, "prob_baseline"))
     return {
         name: metrics.roc_points(labels, cells[column].to_numpy(dtype="float64"))
         for name, column in columns
     }
+
+
+def _verdict(cells, overall, options):
+    """The report's verdict (``core.verdict``) on all compared cells, cells resampled."""
+    from .verdict import bootstrap_auc, verdict
+
+    simple = cells["prob_baseline"].to_numpy(dtype="float64") if "prob_baseline" in cells else None
+    interval = bootstrap_auc(
+        cells["label"].to_numpy(),
+        cells["prob_mean"].to_numpy(dtype="float64"),
+        simple,
+        seed=int(options.seed),
+    )
+    return dict(
+        verdict(
+            overall[ENSEMBLE]["recall"],
+            overall[ENSEMBLE]["precision"],
+            overall[ENSEMBLE]["auc"],
+            interval["auc"],
+            overall[RANDOM]["recall"],
+            overall[BASELINE]["recall"] if BASELINE in overall else None,
+            overall[BASELINE]["auc"] if BASELINE in overall else None,
+            interval["difference"],
+        ),
+        auc_interval=interval["auc"],
+        difference_interval=interval["difference"],
+        bootstrap_draws=interval["draws"],
+        resampled="cells",
+    )
 
 
 def _outcome_counts(cells):
@@ -620,7 +681,7 @@ def tidy_rows(document):
     )
     rows = []
     for scope, models in scopes:
-        for model in list(document["members"]) + [ENSEMBLE, RANDOM]:
+        for model in model_names(document["members"], models):
             values = models[model]
             rows.append(
                 [scope, model, values["n"]]
@@ -630,6 +691,13 @@ def tidy_rows(document):
                 ]
             )
     return rows
+
+
+def model_names(members, metrics_by_model):
+    """Table order: members, ensemble, baseline (where judged), random."""
+    return (
+        list(members) + [ENSEMBLE] + ([BASELINE] if BASELINE in metrics_by_model else []) + [RANDOM]
+    )
 
 
 def _write_figures(folder, document, members):
@@ -648,7 +716,23 @@ def _write_figures(folder, document, members):
     figures["confusion"] = drawing.save(
         drawing.confusion_figure(overall, members), os.path.join(folder, "confusion.png")
     )
+    figures["reliability"] = drawing.save(
+        drawing.reliability_figure(reliability_curves(overall), "Reliability of the probabilities"),
+        os.path.join(folder, "reliability.png"),
+    )
     return figures
+
+
+def reliability_curves(metrics_by_model):
+    """{legend label: reliability bins} of the ensemble (calibrated and raw) and the baseline."""
+    ensemble = metrics_by_model[ENSEMBLE]
+    curves = {}
+    if ensemble.get("reliability_raw"):
+        curves["ensemble before calibration (prob_raw)"] = ensemble["reliability_raw"]
+    curves["ensemble (prob_mean)"] = ensemble.get("reliability")
+    if BASELINE in metrics_by_model:
+        curves["baseline (prob_baseline)"] = metrics_by_model[BASELINE].get("reliability")
+    return curves
 
 
 def _format(value):
@@ -664,10 +748,11 @@ def report_document(summary, maps=()):
     ``maps``: [(png path, caption)] rendered by QGIS.
     """
     from . import report
+    from . import verdict as verdict_section_blocks
 
     settings, data, overall = summary["settings"], summary["data"], summary["metrics"]["all"]
     members = list(summary["members"])
-    models = members + [ENSEMBLE, RANDOM]
+    models = model_names(members, overall)
     figures = summary.get("figures") or {}
     draws = settings["random_draws"]
     notices = []
@@ -856,6 +941,14 @@ def report_document(summary, maps=()):
         ),
     ]
     sections.insert(3, _unsurveyed_section(summary, report))
+    after_roc = next(i for i, section in enumerate(sections) if section.title == "ROC curves") + 1
+    sections.insert(
+        after_roc,
+        verdict_section_blocks.calibration_section(
+            overall, figures.get("reliability"), report, summary.get("calibrated", False)
+        ),
+    )
+    sections.insert(0, verdict_section_blocks.verdict_section(summary.get("verdict"), report))
     if maps:
         sections.append(
             report.Section(

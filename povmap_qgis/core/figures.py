@@ -9,10 +9,11 @@ heavier and in black. PNGs are written atomically.
 import os
 
 from .atomic import atomic_output
-from .names import ENSEMBLE
+from .names import BASELINE, ENSEMBLE
 
 # Okabe–Ito colours (colour-blind safe) for the members' curves.
 MEMBER_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
+BASELINE_COLOUR = "#D55E00"
 
 
 def save(figure, path):
@@ -23,21 +24,28 @@ def save(figure, path):
 
 
 def roc_figure(curves, metrics_by_model, members, title):
-    """ROC curves of ``members`` and the ensemble, with a dot where each model's threshold falls."""
+    """ROC curves of ``members``, the ensemble and the baseline (when given), with a dot where each
+    model's threshold falls."""
     figure, axes = _roc_axes()
-    for index, name in enumerate(list(members) + [ENSEMBLE]):
+    for index, name in enumerate(list(members) + [ENSEMBLE, BASELINE]):
         curve = curves.get(name)
-        if not curve:
+        if not curve or name not in metrics_by_model:
             continue
         ensemble = name == ENSEMBLE
-        colour = "#000000" if ensemble else MEMBER_COLOURS[index % len(MEMBER_COLOURS)]
+        colour = (
+            "#000000"
+            if ensemble
+            else BASELINE_COLOUR
+            if name == BASELINE
+            else MEMBER_COLOURS[index % len(MEMBER_COLOURS)]
+        )
         values = metrics_by_model[name]
         axes.plot(
             curve["fpr"],
             curve["tpr"],
             color=colour,
             linewidth=2.4 if ensemble else 1.3,
-            linestyle="-" if ensemble else "--",
+            linestyle="-" if ensemble else "-." if name == BASELINE else "--",
             label=f"{name} (AUC {values['auc']:.3f})",
         )
         if values["tp"] + values["fn"] and values["fp"] + values["tn"]:
@@ -50,6 +58,47 @@ def roc_figure(curves, metrics_by_model, members, title):
                 linestyle="none",
             )
     return _finish_roc(figure, axes, title)
+
+
+def reliability_figure(bins_by_model, title):
+    """Reliability diagram: mean predicted probability against the observed share of poor cells
+    per bin (``calibration.reliability_bins``), one line per model, dots sized by cell count."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.6, 5.0))
+    axes = figure.subplots()
+    axes.plot(
+        [0, 1], [0, 1], color="#888888", linestyle=":", linewidth=1, label="perfect calibration"
+    )
+    colours = ("#000000", BASELINE_COLOUR, "#0072B2", "#009E73")
+    for index, (label, bins) in enumerate(bins_by_model.items()):
+        if not bins:
+            continue
+        total = max(1, sum(row["n"] for row in bins))
+        colour = colours[index % len(colours)]
+        axes.plot(
+            [row["predicted"] for row in bins],
+            [row["observed"] for row in bins],
+            color=colour,
+            linewidth=1.6,
+            label=label,
+        )
+        axes.scatter(
+            [row["predicted"] for row in bins],
+            [row["observed"] for row in bins],
+            s=[20 + 400 * row["n"] / total for row in bins],
+            color=colour,
+            alpha=0.6,
+        )
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.01)
+    axes.set_aspect("equal")
+    axes.set_xlabel("predicted probability (mean in the bin)")
+    axes.set_ylabel("observed share of poor cells")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize=8)
+    return figure
 
 
 def fold_roc_figure(fold_curves, fold_metrics, title):
