@@ -2,14 +2,16 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
-from povmap_qgis.core.chip_store import ChipStore, ChipStoreWriter, partial_store_path
+from povmap_qgis.core.chip_store import ChipStore, ChipStoreWriter, lock_path, partial_store_path
 from povmap_qgis.core.errors import PovmapInputError
 
 INPUTS = [
@@ -102,30 +104,80 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path):
     assert store.batch(np.arange(30))["daytime"][:, 0, 0, 0].tolist() == list(range(30))
 
 
-def test_a_killed_run_leaves_a_stale_lock_that_the_next_run_takes_over(tmp_path):
+def _killed_writer(path, n_cells, n_written):
+    """A writer process that stops dead after writing ``n_written`` cells (no close: files stay)."""
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r} + '/build')
         sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
         import numpy as np
         from test_chip_store import writer, fake_chips
-        w = writer({str(tmp_path / "g.chips")!r}, np.arange(10))
-        w.write(np.arange(4), *fake_chips(np.arange(4)))
+        w = writer({str(path)!r}, np.arange({n_cells}))
+        w.write(np.arange({n_written}), *fake_chips(np.arange({n_written})))
         w.flush()
-        os._exit(9)  # killed: no close, the lock stays
+        os._exit(9)
     """)
-    subprocess.run([sys.executable, "-c", script], check=False)
-    assert os.path.exists(os.path.join(partial_store_path(str(tmp_path / "g.chips")), "lock"))
+    return subprocess.Popen([sys.executable, "-c", script])
+
+
+def test_a_killed_run_leaves_a_stale_lock_that_the_next_run_takes_over(tmp_path):
+    _killed_writer(tmp_path / "g.chips", 10, 4).wait()
+    assert os.path.exists(lock_path(str(tmp_path / "g.chips")))
     resumed = writer(tmp_path / "g.chips", np.arange(10))
     assert resumed.resumed and resumed.pending().tolist() == list(range(4, 10))
+    resumed.close()
+    assert not os.path.exists(lock_path(str(tmp_path / "g.chips")))
 
 
 def test_two_runs_cannot_write_the_same_store(tmp_path):
     holder = writer(tmp_path / "g.chips", np.arange(10))
-    with pytest.raises(PovmapInputError, match="OUTPUT: another run .* is writing the chip store"):
+    with pytest.raises(
+        PovmapInputError, match="OUTPUT: another run .* is writing the chip store"
+    ) as refused:
         writer(tmp_path / "g.chips", np.arange(10))
+    # the message names the lock and the hidden folder, so a user can find both
+    assert lock_path(str(tmp_path / "g.chips")) in str(refused.value)
+    assert partial_store_path(str(tmp_path / "g.chips")) in str(refused.value)
     holder.close()
     writer(tmp_path / "g.chips", np.arange(10)).close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to see a zombie")
+def test_a_dead_but_unreaped_writer_does_not_block_the_next_run(tmp_path):
+    """The old lock checked the recorded pid: a zombie (or a reused pid) looked alive forever."""
+    child = _killed_writer(tmp_path / "g.chips", 10, 0)
+    try:
+        deadline = time.monotonic() + 60
+        while _state(child.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(child.pid) == "Z", "the writer did not exit"
+        resumed = writer(tmp_path / "g.chips", np.arange(10))  # not reaped yet: still takes over
+        assert resumed.resumed
+        resumed.close()
+    finally:
+        child.wait()
+
+
+def test_a_live_process_named_in_a_stale_lock_does_not_block_the_next_run(tmp_path):
+    """A killed run's lock may name a pid that now belongs to another process (here: this one),
+    also in the ``lock`` file inside a partial store left by an earlier version."""
+    path = str(tmp_path / "g.chips")
+    _killed_writer(path, 4, 2).wait()
+    for lock in (lock_path(path), os.path.join(partial_store_path(path), "lock")):
+        with open(lock, "w", encoding="utf-8") as handle:
+            handle.write(f"{socket.gethostname()} {os.getpid()}")  # alive, but holds no lock
+
+    resumed = writer(path, np.arange(4))
+    assert resumed.resumed and resumed.pending().tolist() == [2, 3]
+    resumed.write([2, 3], *fake_chips([2, 3]))
+    resumed.finish()
+    assert "lock" not in os.listdir(path) and not os.path.exists(lock_path(path))
+
+
+def _state(pid):
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        text = handle.read()
+    return text[text.rfind(")") + 2 :].split()[0]
 
 
 def test_other_settings_start_afresh_and_never_touch_the_finished_store(tmp_path):

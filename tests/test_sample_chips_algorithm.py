@@ -14,7 +14,7 @@ from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 from test_chips_core import assert_like_gdalwarp, gdalwarp_chip
 
 from povmap_qgis.core import cells
-from povmap_qgis.core.chip_store import ChipStore, partial_store_path
+from povmap_qgis.core.chip_store import ChipStore, lock_path, partial_store_path
 
 ALG = "povmap:samplechips"
 # The built plugin's parent folder: what a worker started by hand needs on PYTHONPATH.
@@ -305,7 +305,7 @@ def test_a_second_run_on_the_same_store_is_refused_while_the_first_writes(
     )
     first.stdin.write(json.dumps(job))
     first.stdin.close()
-    lock = os.path.join(partial_store_path(str(output)), "lock")
+    lock = lock_path(str(output))
     try:
         deadline = time.monotonic() + 60
         while not os.path.exists(lock) and first.poll() is None and time.monotonic() < deadline:

@@ -10,10 +10,13 @@ Layout (DESIGN.md data contract, format 1.0)::
       nodata_fraction.npy    float32 [n_cells, n_inputs]
 
 A store is written under ``.NAME.chips.partial/`` (with ``done.npy``, one flag
-per cell, and a ``lock`` file) and renamed to ``NAME.chips/`` only when every
-cell is written, so a finished store is never half-overwritten. A run that
-stops keeps the partial folder; the next run with the same settings resumes
-where it stopped. Readers use ``numpy.load(..., mmap_mode="r")``: reading a
+per cell) and renamed to ``NAME.chips/`` only when every cell is written, so a
+finished store is never half-overwritten. A run that stops keeps the partial
+folder; the next run with the same settings resumes where it stopped. One run
+at a time: the writer holds an exclusive lock on ``.NAME.chips.lock`` beside
+it (``fcntl.flock``; the kernel releases it when the process ends, however it
+ends, so a killed run never blocks the next and a reused process id cannot
+fool it). Readers use ``numpy.load(..., mmap_mode="r")``: reading a
 batch never loads the whole store.
 """
 
@@ -22,6 +25,11 @@ import json
 import os
 import shutil
 import socket
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import numpy as np
 
@@ -34,7 +42,7 @@ CELL_IDS = "cell_ids.npy"
 NODATA_FRACTION = "nodata_fraction.npy"
 DONE = "done.npy"
 WIDENED_DTYPES = {"float16": "float32"}  # what sampling widens an input to (see _same_inputs)
-LOCK = "lock"
+LEGACY_LOCK = "lock"  # the lock file inside partial stores of earlier versions
 
 
 def check_store_path(path, parameter="OUTPUT"):
@@ -53,6 +61,12 @@ def partial_store_path(path):
     return os.path.join(folder, f".{name}.partial")
 
 
+def lock_path(path):
+    """The lock file of a store's writer, beside the store: ``.NAME.chips.lock``."""
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
+    return os.path.join(folder, f".{name}.lock")
+
+
 class ChipStoreWriter:
     """Creates or resumes the partial store; ``finish()`` publishes it.
 
@@ -64,6 +78,7 @@ class ChipStoreWriter:
         check_store_path(path, parameter)
         self.path = os.path.abspath(path.rstrip("/"))
         self.partial = partial_store_path(self.path)
+        self.lock = lock_path(self.path)
         self.parameter = parameter
         self.cell_ids = np.asarray(cell_ids, dtype="int64")
         self.inputs = [dict(spec) for spec in inputs]
@@ -71,28 +86,34 @@ class ChipStoreWriter:
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
         self.resumed = False
         self._arrays = {}
-        self._locked = False
+        self._lock_handle = None
 
     # --- life cycle -------------------------------------------------------
 
     def open(self):
-        """Create the partial store, or resume a matching one; returns self."""
-        if os.path.isdir(self.partial) and self._partial_matches():
-            self._take_lock()
-            self.resumed = True
-            self._adopt_widened_dtypes()
-            self._open_arrays("r+")
-        else:
+        """Create the partial store, or resume a matching one; returns self.
+
+        The lock is taken first: nothing of the partial store is read, removed
+        or made while another run writes it.
+        """
+        self._take_lock()
+        try:
+            if os.path.isdir(self.partial) and self._partial_matches():
+                self.resumed = True
+                self._adopt_widened_dtypes()
+                self._open_arrays("r+")
+                return self
             if os.path.isdir(self.partial):
-                self._take_lock()  # refuses while another run writes it
                 shutil.rmtree(self.partial)
             os.makedirs(self.partial)
-            self._take_lock()
-            try:
-                self._create_arrays()
-            except BaseException:
-                self.discard()  # e.g. disk full: nothing half-made is left behind
-                raise
+        except BaseException:
+            self._drop_lock()
+            raise
+        try:
+            self._create_arrays()
+        except BaseException:
+            self.discard()  # e.g. disk full: nothing half-made is left behind
+            raise
         return self
 
     def nodata_fractions(self):
@@ -145,8 +166,8 @@ class ChipStoreWriter:
             spec["statistics"] = (statistics or {}).get(spec["name"])
         _write_json(os.path.join(self.partial, MANIFEST), manifest, self.parameter)
         os.remove(os.path.join(self.partial, DONE))
-        os.remove(os.path.join(self.partial, LOCK))
-        self._locked = False
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.partial, LEGACY_LOCK))
         previous = None
         if os.path.exists(self.path):
             previous = self.path + f".old-{os.getpid()}"
@@ -154,6 +175,7 @@ class ChipStoreWriter:
         os.replace(self.partial, self.path)
         if previous:
             shutil.rmtree(previous, ignore_errors=True)
+        self._drop_lock()
         return self.path
 
     def close(self):
@@ -161,16 +183,13 @@ class ChipStoreWriter:
         if self._arrays:
             self.flush()
             self._release()
-        if self._locked:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(self.partial, LOCK))
-            self._locked = False
+        self._drop_lock()
 
     def discard(self):
         """Stop and delete the partial store (a run whose result is unusable)."""
         self._release()
         shutil.rmtree(self.partial, ignore_errors=True)
-        self._locked = False
+        self._drop_lock()
 
     # --- internals --------------------------------------------------------
 
@@ -244,25 +263,41 @@ class ChipStoreWriter:
             return json.load(handle)
 
     def _take_lock(self):
-        lock = os.path.join(self.partial, LOCK)
-        owner = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
+        """Hold ``.NAME.chips.lock`` exclusively, or refuse naming the run that holds it."""
+        for _ in range(10):
+            handle = open(self.lock, "a+", encoding="utf-8")  # held until _drop_lock
             try:
-                descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if _lock_is_alive(lock):
-                    with open(lock, encoding="utf-8") as handle:
-                        holder = handle.read().strip()
-                    raise PovmapInputError(
-                        self.parameter,
-                        f"another run ({holder}) is writing the chip store '{self.path}'; wait for it to finish or choose another output.",
-                    ) from None
-                os.remove(lock)  # left by a run that was killed
-                continue
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(owner)
-            self._locked = True
+                _lock_exclusively(handle)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise PovmapInputError(
+                    self.parameter,
+                    f"another run ({holder}) is writing the chip store '{self.path}': it holds "
+                    f"the lock '{self.lock}' and writes into the hidden folder '{self.partial}'. "
+                    "Wait for it to finish, or choose another output.",
+                ) from None
+            if _still_named(handle, self.lock):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{socket.gethostname()} {os.getpid()}")
+                handle.flush()
+                self._lock_handle = handle
+                return
+            handle.close()  # the holder removed this lock file as it finished: take the new one
+        raise PovmapInputError(
+            self.parameter, f"the lock '{self.lock}' keeps changing; is another run starting?"
+        )
+
+    def _drop_lock(self):
+        """Remove the lock file, then release it (a waiting run sees the file gone and retries)."""
+        if self._lock_handle is None:
             return
+        with contextlib.suppress(OSError):
+            os.remove(self.lock)
+        self._lock_handle.close()
+        self._lock_handle = None
 
 
 def _same_inputs(recorded, wanted):
@@ -281,21 +316,23 @@ def _same_inputs(recorded, wanted):
     return True
 
 
-def _lock_is_alive(lock):
+def _lock_exclusively(handle):
+    """An exclusive lock the operating system releases when the process ends; OSError when held."""
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    import msvcrt
+
+    handle.seek(0)
+    msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+
+
+def _still_named(handle, path):
+    """Whether ``path`` still names the file ``handle`` holds (it may have been replaced)."""
     try:
-        with open(lock, encoding="utf-8") as handle:
-            host, pid = handle.read().split()
-    except (OSError, ValueError):
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
         return False
-    if host != socket.gethostname():
-        return True  # another machine's run: cannot tell, so respect it
-    try:
-        os.kill(int(pid), 0)  # PermissionError also means the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _reserve_disk(path, parameter):
