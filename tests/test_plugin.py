@@ -67,7 +67,7 @@ def test_loading_the_plugin_imports_nothing_heavy():
         "plugin = povmap_qgis.classFactory(None)\n"
         "from povmap_qgis.processing.provider import PovmapProvider\n"
         "provider = PovmapProvider(); provider.loadAlgorithms()\n"
-        "heavy = [m for m in ('tensorflow', 'keras', 'rasterio', 'geopandas', 'pyogrio', 'shapely', 'pandas', 'sklearn', 'pyproj', 'mlflow', 'sqlalchemy') if m in sys.modules]\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'rasterio', 'geopandas', 'pyogrio', 'shapely', 'pandas', 'sklearn', 'pyproj', 'mlflow', 'sqlalchemy', 'pyspark', 'py4j') if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
     completed = subprocess.run(
