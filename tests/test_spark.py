@@ -1,0 +1,189 @@
+"""ENGINE=spark: the same chips and predictions as the local engine, with Spark in local mode.
+
+One SparkSession for the module (two task threads, a failed task retried once:
+``local[2,2]``; Spark's local mode ignores spark.task.maxFailures and reads the
+retries from the master URL). Fault injection is real: a task's Python worker
+is killed on its first attempt and Spark reruns it.
+"""
+
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyspark", reason="scripts/setup --no-spark")
+if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+    pytest.skip("no Java runtime (scripts/setup --no-spark)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    from povmap_qgis.core import spark_engine
+
+    marker = str(tmp_path_factory.mktemp("spark-fault") / "crash")
+    previous = {
+        name: os.environ.get(name)
+        for name in (spark_engine.EXTRA_CONF_VARIABLE, spark_engine.FAULT_VARIABLE)
+    }
+    os.environ[spark_engine.EXTRA_CONF_VARIABLE] = (
+        "spark.ui.enabled=false;spark.driver.memory=512m;spark.sql.shuffle.partitions=2"
+    )
+    os.environ[spark_engine.FAULT_VARIABLE] = marker  # inherited by the executors
+    session, _ = spark_engine.spark_session("local[2,2]", "povmap-tests")
+    session.sparkContext.setLogLevel("ERROR")
+    yield {"session": session, "fault_marker": marker}
+    session.stop()
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def tiny_inputs(sample):
+    """The inputs of the tiny_chips fixture's store (conftest.py)."""
+    from povmap_qgis.core.chips import ChipInput
+
+    return [
+        ChipInput("daytime", os.path.join(sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3]),
+        ChipInput("nightlights", os.path.join(sample, "synthetic_viirs_15arcsec.tif"), [1]),
+        ChipInput(
+            "accessibility", os.path.join(sample, "synthetic_accessibility_30arcsec.tif"), [1]
+        ),
+    ]
+
+
+def sample_on_spark(tiny_sample, tiny_chips, output, reporter=None):
+    from povmap_qgis.core.chips import ChipOptions, sample_chips
+
+    return sample_chips(
+        ChipOptions(
+            grid_path=tiny_chips["grid"],
+            inputs=tiny_inputs(tiny_sample),
+            output_path=str(output),
+            engine="spark",
+        ),
+        reporter,
+    )
+
+
+def assert_same_store(local, other):
+    names = sorted(os.listdir(local))
+    assert names == sorted(os.listdir(other))
+    assert {"manifest.json", "cell_ids.npy", "nodata_fraction.npy", "daytime.npy"} <= set(names)
+    for name in names:
+        assert filecmp.cmp(os.path.join(local, name), os.path.join(other, name), shallow=False), (
+            name
+        )
+    with open(os.path.join(other, "manifest.json"), encoding="utf-8") as handle:
+        statistics = {spec["name"]: spec["statistics"] for spec in json.load(handle)["inputs"]}
+    assert statistics["daytime"]["count"][0] > 0
+
+
+def test_spark_chip_store_is_byte_identical_to_the_local_engine(
+    spark, tiny_sample, tiny_chips, tmp_path
+):
+    summary = sample_on_spark(tiny_sample, tiny_chips, tmp_path / "spark.chips")
+    assert summary["sampled"] == summary["cells"] > 0
+    assert_same_store(tiny_chips["chips"], summary["output"])
+
+
+def test_a_task_whose_worker_dies_is_retried_and_the_store_is_still_identical(
+    spark, tiny_sample, tiny_chips, tmp_path
+):
+    crash = spark["fault_marker"] + ".sample"
+    open(crash, "w").close()
+    summary = sample_on_spark(tiny_sample, tiny_chips, tmp_path / "retried.chips")
+    assert not os.path.exists(crash), "the fault was not injected"
+    assert_same_store(tiny_chips["chips"], summary["output"])
+
+
+def test_cancel_cancels_the_spark_job_and_publishes_nothing(
+    spark, tiny_sample, tiny_chips, tmp_path
+):
+    from povmap_qgis.core.errors import PovmapCanceledError
+    from povmap_qgis.core.reporting import Reporter
+
+    class CancelAtOnce(Reporter):
+        def canceled(self):
+            return True
+
+    output = tmp_path / "canceled.chips"
+    with pytest.raises(PovmapCanceledError):
+        sample_on_spark(tiny_sample, tiny_chips, output, CancelAtOnce())
+    assert not output.exists()
+    assert not [name for name in os.listdir(tmp_path) if not name.startswith(".")]
+    tracker = spark["session"].sparkContext.statusTracker()
+    assert tracker.getActiveJobsIds() == []
+
+
+def run_cli(*arguments, environment=None):
+    """``python -m povmap_qgis.cli …`` on the built plugin (TensorFlow stays out of this process)."""
+    from conftest import BUILD_DIR
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "povmap_qgis.cli", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=BUILD_DIR,
+        env=dict(os.environ, PYTHONPATH=BUILD_DIR, **(environment or {})),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1]), completed.stderr
+
+
+def test_spark_predictions_equal_local_predictions_through_the_command_line(
+    spark, tiny_chips, tmp_path
+):
+    """The bundled demo ensemble on the tiny store; on Spark one task's worker dies once."""
+    from helpers import read_grid
+
+    crash = spark["fault_marker"] + ".predict"
+    open(crash, "w").close()
+    frames = {}
+    for engine in ("local", "spark"):
+        output = str(tmp_path / f"{engine}.gpkg")
+        result, log = run_cli(
+            "predict",
+            "--chips",
+            tiny_chips["chips"],
+            "--grid",
+            tiny_chips["grid"],
+            "--output",
+            output,
+            "--batch-rows",
+            "16",
+            "--engine",
+            engine,
+            *(["--spark-master", "local[2,2]"] if engine == "spark" else []),
+        )
+        assert result["cells"] > 16 and result["output"] == output
+        frames[engine] = read_grid(output)
+    assert "Spark (local[2,2])" in log
+    assert not os.path.exists(crash), "the fault was not injected"
+    local, spark_frame = frames["local"], frames["spark"]
+    assert list(local.columns) == list(spark_frame.columns)
+    assert local["cell_id"].tolist() == spark_frame["cell_id"].tolist()
+    probabilities = [name for name in local.columns if name.startswith("prob_")]
+    assert "prob_compact_cnn" in probabilities and "prob_mean" in probabilities
+    for name in probabilities:
+        np.testing.assert_allclose(spark_frame[name], local[name], atol=2e-5, err_msg=name)
+    assert (spark_frame["pred"] == local["pred"]).mean() >= 0.99
+
+
+def test_extra_settings_are_read_and_bad_ones_name_the_variable():
+    from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.spark_engine import extra_conf
+
+    assert extra_conf("spark.executor.memory=4g; spark.task.cpus = 2;") == {
+        "spark.executor.memory": "4g",
+        "spark.task.cpus": "2",
+    }
+    with pytest.raises(PovmapInputError, match="POVMAP_SPARK_CONF"):
+        extra_conf("spark.executor.memory")
