@@ -136,3 +136,33 @@ def test_a_geopackage_without_styles_gets_the_plugin_styles(povmap_provider, tmp
 def test_nothing_is_attached_when_processing_does_not_load_the_output(povmap_provider, tmp_path):
     context = QgsProcessingContext()
     assert style_on_load("predict", "OUTPUT", str(tmp_path / "x.gpkg"), context) is None
+
+
+def test_added_by_hand_the_output_offers_its_one_layer_and_hides_the_styles_table(
+    povmap_provider, tmp_path
+):
+    """What QGIS 3.22's "Select Items to Add" lists: the data layer, and layer_styles only as a
+    system table (hidden unless "Show system and internal tables" is ticked).
+
+    The dialog itself still opens for any GeoPackage with saved styles (QGIS's own too):
+    the desktop counts system tables, and QGIS reads styles only from a table OGR lists.
+    """
+    from qgis.core import Qgis, QgsProviderRegistry
+
+    path = str(tmp_path / "predictions.gpkg")
+    write_layer(
+        prediction_frame(),
+        path,
+        style_path("prediction_class"),
+        "povmap predicted class",
+        extra_styles=[(style_path(name), label) for name, label in EXTRA_STYLES],
+    )
+    ogr = QgsProviderRegistry.instance().providerMetadata("ogr")
+    listed = ogr.querySublayers(path, Qgis.SublayerQueryFlag.IncludeSystemTables)
+    flags = {
+        sublayer.name(): bool(sublayer.flags() & Qgis.SublayerFlag.SystemTable)
+        for sublayer in listed
+    }
+    assert flags == {"predictions": False, "layer_styles": True}
+    assert [sublayer.name() for sublayer in ogr.querySublayers(path)] == ["predictions"]
+    assert len(QgsVectorLayer(path, "p", "ogr").dataProvider().subLayers()) == 1
