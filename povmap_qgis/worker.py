@@ -35,6 +35,8 @@ STEPS = {
     "evaluate": ("povmap_qgis.core.evaluation", "EvaluateOptions", "evaluate"),
     "crossvalidate": ("povmap_qgis.core.crossvalidation", "CrossValidateOptions", "crossvalidate"),
     "target": ("povmap_qgis.core.targeting", "TargetOptions", "target"),
+    "set_model_alias": ("povmap_qgis.core.run_history", "AliasOptions", "set_model_alias"),
+    "list_runs": ("povmap_qgis.core.run_history", "RunsOptions", "list_runs"),
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 

@@ -55,7 +55,7 @@ def tracked_training(history, tiny_chips, qgis_processing, tmp_path_factory):
         provider = PovmapProvider()
         tracked_training.provider = provider  # the registry does not own the Python object
         QgsApplication.processingRegistry().addProvider(provider)
-    output = str(tmp_path_factory.mktemp("tracked") / f"{MODEL_NAME}.povmodel")
+    output = str(tmp_path_factory.mktemp("tracked") / "tiny_night.povmodel")
     results, feedback = run_algorithm(
         "povmap:train",
         {
@@ -65,6 +65,7 @@ def tracked_training(history, tiny_chips, qgis_processing, tmp_path_factory):
             "MEMBERS": "compact_cnn",
             "EPOCHS": EPOCHS,
             "SEED": 5,
+            "MODEL_NAME": MODEL_NAME,
             "OUTPUT": output,
         },
     )
@@ -162,8 +163,11 @@ def test_a_registered_version_resolves_in_predict(history, tracked_training, tin
     assert run.data.params["model_path"] == results["OUTPUT"]
     assert run.data.metrics["predicted_poor"] == predicted["PREDICTED_POOR"]
     assert "drift" in run.data.tags["povmap.drift"]  # no training reference in this package
-    # An alias resolves to the same folder.
-    client.set_registered_model_alias(MODEL_NAME, "champion", "1")
+    # An alias, set by povmap:setmodelalias, resolves to the same folder.
+    aliased, _ = run_algorithm(
+        "povmap:setmodelalias", {"MODEL_NAME": MODEL_NAME, "VERSION": 1, "ALIAS": "champion"}
+    )
+    assert aliased["MODEL_URI"] == f"models:/{MODEL_NAME}@champion"
     folder, version = tracking.resolve_model_uri(f"models:/{MODEL_NAME}@champion")
     assert folder == results["OUTPUT"] and str(version.version) == "1"
     message = run_failing(
@@ -176,6 +180,44 @@ def test_a_registered_version_resolves_in_predict(history, tracked_training, tin
         },
     )
     assert f"MODEL: 'models:/{MODEL_NAME}/7' was not found in the run history" in message
+
+
+def test_runs_lists_what_the_client_sees_as_csv_table_and_html(history, tracked_training, tmp_path):
+    import pandas as pd
+    import pyogrio
+
+    client, trainings = runs_of(history["uri"], "train")
+    _, predictions = runs_of(history["uri"], "predict")
+    results, _ = run_algorithm(
+        "povmap:runs",
+        {
+            "OUTPUT": str(tmp_path / "runs.csv"),
+            "OUTPUT_TABLE": str(tmp_path / "runs.gpkg"),
+            "REPORT": str(tmp_path / "runs.html"),
+        },
+    )
+    table = pd.read_csv(results["OUTPUT"])
+    recorded = {run.info.run_id: run for run in trainings + predictions}
+    assert results["ROWS"] == len(table) == len(recorded) >= 2
+    assert set(table["run_id"]) == set(recorded)
+    for row in table.itertuples(index=False):
+        run = recorded[row.run_id]
+        assert row.step == run.data.tags["povmap.step"] and row.status == run.info.status
+    training = table.set_index("run_id").loc[trainings[0].info.run_id]
+    for key, value in trainings[0].data.metrics.items():
+        assert training[f"metric.{key}"] == pytest.approx(value)
+    assert training["param.seed"] == 5 and training["registered_model"] == f"{MODEL_NAME}/1"
+    layer = pyogrio.read_info(results["OUTPUT_TABLE"], layer="runs")
+    assert layer["geometry_type"] is None and layer["features"] == len(table)
+    with open(results["REPORT"], encoding="utf-8") as handle:
+        report = handle.read()
+    assert "Metrics side by side" in report and "parameters that differ" in report
+    versions, _ = run_algorithm(
+        "povmap:runs", {"MODEL_NAME": MODEL_NAME, "OUTPUT": str(tmp_path / "versions.csv")}
+    )
+    rows = pd.read_csv(versions["OUTPUT"])
+    assert list(rows["version"]) == [1] and rows["aliases"][0] == "champion"
+    assert rows["run_id"][0] == trainings[0].info.run_id
 
 
 def test_tracking_off_writes_nothing(tracked_training, tiny_chips, tmp_path, monkeypatch):
@@ -261,6 +303,7 @@ def test_tracking_location_switch_and_model_references():
     assert tracking.sqlite_path("sqlite:////tmp/x/mlruns.db") == "/tmp/x/mlruns.db"
     assert tracking.local_folder("file:///tmp/a%20b.povmodel") == "/tmp/a b.povmodel"
     assert tracking.local_folder("s3://bucket/a.povmodel") is None
+    assert tracking.model_name_of("/data/sindh_2023.povmodel/") == "sindh_2023"
     with pytest.raises(PovmapInputError, match="MODEL: 'models:/a/b/c' is not a registered"):
         tracking.resolve_model_uri("models:/a/b/c", environ=both)
     with pytest.raises(PovmapInputError, match="switched off or not configured"):

@@ -379,8 +379,10 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
 
     # --- running core steps ----------------------------------------------
 
-    def run_core_step(self, step, options, feedback, outputs=()):
+    def run_core_step(self, step, options, feedback, outputs=(), run_history=None):
         """Run a core step in the worker; return its result or raise a clear error.
+
+        ``run_history``: extra variables for the run history (train: the model name).
 
         ``outputs``: files the step writes; if the worker fails or had to be
         killed, the unfinished siblings *this run* made are removed — never
@@ -407,7 +409,9 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 on_event=forward,
                 is_canceled=feedback.isCanceled,
                 run_id=run_id,
-                environment=settings.run_history_environment(self.algorithm_id),
+                environment=dict(
+                    settings.run_history_environment(self.algorithm_id), **(run_history or {})
+                ),
             )
         except runner.WorkerError as error:
             for output in outputs:

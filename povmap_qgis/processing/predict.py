@@ -10,6 +10,7 @@ from qgis.core import (
 
 from ..paths import bundled_model_path, style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .engine import add_engine_parameters, engine_options
 
 EXTRA_STYLES = [
     ("prediction_probability", "povmap probability (mean of members)"),
@@ -38,7 +39,9 @@ class Predict(PovmapAlgorithm):
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
             ),
-            "A .povmodel folder from Train poverty ensemble. Empty: the demonstration ensemble bundled with the plugin (synthetic data, not for policy use).",
+            "A .povmodel folder from Train poverty ensemble, or a version registered in the run history: "
+            "models:/<name>/<version> or models:/<name>@<alias> (see Set model alias). "
+            "Empty: the demonstration ensemble bundled with the plugin (synthetic data, not for policy use).",
         )
         self.add_parameter(
             QgsProcessingParameterFile(
@@ -58,6 +61,7 @@ class Predict(PovmapAlgorithm):
             ),
             "GeoPackage of the grid with the prediction fields, styled by predicted class.",
         )
+        add_engine_parameters(self)
         for key, label in (
             ("CELLS", "Cells"),
             ("PREDICTED_POOR", "Cells predicted poor"),
@@ -78,6 +82,7 @@ class Predict(PovmapAlgorithm):
             "output_path": output,
             "style_qml_path": style_path("prediction_class"),
             "extra_styles": [(style_path(name), label) for name, label in EXTRA_STYLES],
+            **engine_options(self, parameters, context),
         }
         result = self.run_core_step("predict", options, feedback, outputs=[output])
         return {

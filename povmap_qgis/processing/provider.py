@@ -11,7 +11,9 @@ from .build_training_grid import BuildTrainingGrid
 from .check_environment import CheckEnvironment
 from .crossvalidate import CrossValidate
 from .evaluate import Evaluate
+from .model_alias import SetModelAlias
 from .predict import Predict
+from .runs import Runs
 from .sample_chips import SampleChips
 from .target import Target
 from .train import Train
@@ -52,6 +54,8 @@ class PovmapProvider(QgsProcessingProvider):
             Evaluate(),
             CrossValidate(),
             Target(),
+            SetModelAlias(),
+            Runs(),
             CheckEnvironment(),
         ):
             self.addAlgorithm(algorithm)

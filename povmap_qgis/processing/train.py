@@ -136,6 +136,14 @@ class Train(PovmapAlgorithm):
             advanced=True,
         )
         self.add_parameter(
+            QgsProcessingParameterString(
+                "MODEL_NAME", self.tr("Registered model name (run history)"), optional=True
+            ),
+            "The package is registered in the run history (MLflow) as a new version of this "
+            "model; empty: the package's folder name without .povmodel.",
+            advanced=True,
+        )
+        self.add_parameter(
             QgsProcessingParameterFolderDestination(
                 "OUTPUT", self.tr("Model package (.povmodel folder)")
             ),
@@ -178,7 +186,14 @@ class Train(PovmapAlgorithm):
             else self.parameterAsDouble(parameters, "TARGET_RECALL", context),
             "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
         }
-        result = self.run_core_step("train", options, feedback, outputs=[output])
+        model_name = (self.parameterAsString(parameters, "MODEL_NAME", context) or "").strip()
+        result = self.run_core_step(
+            "train",
+            options,
+            feedback,
+            outputs=[output],
+            run_history={"POVMAP_MODEL_NAME": model_name} if model_name else None,
+        )
         ensemble = result["metrics"]["ensemble"]
         results = {
             "OUTPUT": result["output"],

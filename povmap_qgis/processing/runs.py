@@ -1,0 +1,108 @@
+"""povmap:runs — the run history (MLflow) as a table and an HTML comparison."""
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+)
+
+from .base import PovmapAlgorithm
+
+
+class Runs(PovmapAlgorithm):
+    algorithm_id = "runs"
+    display_name = "Run history"
+    group_id = "models"
+    group_name = "3 · Models"
+    summary = (
+        "Lists the recorded runs of train, predict, evaluate, crossvalidate and target — or the "
+        "versions of one registered model — with their parameters, input fingerprints and final "
+        "metrics, as a CSV file and a non-spatial GeoPackage table, and writes an HTML report "
+        "with the metrics of the most recent runs side by side and the parameters that differ "
+        "in bold. The run history is the one set in Settings ▸ Options ▸ Processing ▸ Providers "
+        "▸ Poverty mapping (default: a SQLite database in the QGIS profile)."
+    )
+
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterString(
+                "MODEL_NAME", self.tr("Versions of this registered model"), optional=True
+            ),
+            "Empty: the runs of the experiment. A registered model name: one row per version.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString("STEP", self.tr("Only runs of this step"), optional=True),
+            "train, predict, evaluate, crossvalidate or target; empty: all.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(
+                "EXPERIMENT", self.tr("Experiment"), defaultValue="povmap"
+            ),
+            "The MLflow experiment the runs are recorded in (POVMAP_MLFLOW_EXPERIMENT).",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "MAX_RUNS",
+                self.tr("Most recent runs listed"),
+                QgsProcessingParameterNumber.Type.Integer,
+                defaultValue=100,
+                minValue=1,
+            ),
+            "How many of the most recent runs (or versions) are listed.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                "OUTPUT", self.tr("Runs (CSV)"), self.tr("CSV files (*.csv)")
+            ),
+            "One row per run: id, step, algorithm, status, start, QGIS version, data fingerprint, "
+            "param.* and metric.* columns.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "OUTPUT_TABLE",
+                self.tr("Runs (table)"),
+                QgsProcessing.SourceType.TypeVector,
+                optional=True,
+                createByDefault=False,
+            ),
+            "The same rows as a non-spatial GeoPackage table, for the attribute table.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                "REPORT",
+                self.tr("Comparison report (HTML)"),
+                self.tr("HTML files (*.html)"),
+                optional=True,
+            ),
+            "Metrics of the most recent runs side by side; parameters that differ in bold.",
+        )
+        self.addOutput(QgsProcessingOutputNumber("ROWS", self.tr("Rows listed")))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        table = None
+        if parameters.get("OUTPUT_TABLE") not in (None, ""):
+            table = self.output_gpkg(parameters, "OUTPUT_TABLE", context)
+        options = {
+            "output_csv": self.output_file(parameters, "OUTPUT", context, (".csv",)),
+            "output_table": table,
+            "report_path": self.output_file(parameters, "REPORT", context, (".html", ".htm"))
+            if parameters.get("REPORT") not in (None, "")
+            else None,
+            "experiment": self.parameterAsString(parameters, "EXPERIMENT", context) or "povmap",
+            "model_name": self.parameterAsString(parameters, "MODEL_NAME", context).strip() or None,
+            "step": self.parameterAsString(parameters, "STEP", context).strip() or None,
+            "max_runs": self.parameterAsInt(parameters, "MAX_RUNS", context),
+        }
+        result = self.run_core_step("list_runs", options, feedback)
+        return {
+            "OUTPUT": result["output_csv"],
+            "OUTPUT_TABLE": result["output_table"],
+            "REPORT": result["report"],
+            "ROWS": result["rows"],
+        }
