@@ -187,3 +187,50 @@ def test_extra_settings_are_read_and_bad_ones_name_the_variable():
     }
     with pytest.raises(PovmapInputError, match="POVMAP_SPARK_CONF"):
         extra_conf("spark.executor.memory")
+
+
+def test_engine_spark_by_name_through_processing_and_the_worker(
+    povmap_provider, tiny_sample, tiny_chips, tmp_path
+):
+    """ENGINE=spark typed as a name, as on a qgis_process command line; progress reaches QGIS."""
+    from qgis_helpers import run_algorithm
+
+    results, feedback = run_algorithm(
+        "povmap:samplechips",
+        {
+            "GRID": tiny_chips["grid"],
+            "DAYTIME": os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"),
+            "NIGHTLIGHTS": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
+            "ACCESSIBILITY": os.path.join(tiny_sample, "synthetic_accessibility_30arcsec.tif"),
+            "ENGINE": "spark",
+            "SPARK_MASTER": "local[2]",
+            "OUTPUT": str(tmp_path / "processing.chips"),
+        },
+    )
+    assert "Spark (local[2])" in feedback.text()
+    for name in ("cell_ids.npy", "daytime.npy", "nightlights.npy", "nodata_fraction.npy"):
+        assert filecmp.cmp(
+            os.path.join(tiny_chips["chips"], name),
+            os.path.join(results["OUTPUT"], name),
+            shallow=False,
+        ), name
+    with open(os.path.join(results["OUTPUT"], "manifest.json"), encoding="utf-8") as handle:
+        spark_manifest = json.load(handle)
+    with open(os.path.join(tiny_chips["chips"], "manifest.json"), encoding="utf-8") as handle:
+        local_manifest = json.load(handle)
+    assert [spec["statistics"] for spec in spark_manifest["inputs"]] == [
+        spec["statistics"] for spec in local_manifest["inputs"]
+    ]
+
+
+def test_without_pyspark_engine_spark_says_what_to_install(monkeypatch):
+    from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.spark_engine import spark_session
+
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)  # as if PySpark were not installed
+    with pytest.raises(PovmapInputError) as error:
+        spark_session("local[2]")
+    message = str(error.value)
+    assert message.startswith("ENGINE:")
+    assert "pyspark==4.1.4" in message and "openjdk-17-jre-headless" in message
+    assert "--no-spark" in message

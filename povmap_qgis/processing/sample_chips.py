@@ -17,6 +17,7 @@ from qgis.core import (
 from ..core.chips import RESAMPLING_METHODS
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .engine import add_engine_parameters, engine_options
 
 NAMED_INPUTS = [  # parameter, store input name, label, help
     (
@@ -142,6 +143,7 @@ class SampleChips(PovmapAlgorithm):
             ),
             "The grid with nodata_<input> (fraction of each chip without data) and chip_flagged (1 = above MAX_NODATA), styled to show flagged cells.",
         )
+        add_engine_parameters(self)
         for key, label in (
             ("CELLS", "Cells"),
             ("SAMPLED", "Cells sampled in this run"),
@@ -169,6 +171,7 @@ class SampleChips(PovmapAlgorithm):
             "max_nodata": self.parameterAsDouble(parameters, "MAX_NODATA", context),
             "nodata_grid_path": nodata_grid,
             "style_qml_path": style_path("chip_nodata"),
+            **engine_options(self, parameters, context),
         }
         feedback.pushInfo(f"Sampling {', '.join(spec['name'] for spec in inputs)} into {output}")
         # The partial store is kept on cancel or error: the next run with the same parameters resumes it.

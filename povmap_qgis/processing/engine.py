@@ -1,0 +1,39 @@
+"""ENGINE and SPARK_MASTER: where samplechips and predict run (core/spark_engine.py for Spark).
+
+Shared by the two algorithms that have a Spark engine; PySpark itself is
+imported only by the worker.
+"""
+
+from qgis.core import QgsProcessingParameterEnum, QgsProcessingParameterString
+
+ENGINES = ["local", "spark"]
+DEFAULT_MASTER = "local[*]"
+
+
+def add_engine_parameters(algorithm):
+    algorithm.add_parameter(
+        QgsProcessingParameterEnum(
+            "ENGINE", algorithm.tr("Engine"), ENGINES, False, 0, optional=True
+        ),
+        "local: this computer, in the worker process (default). spark: Apache Spark tasks over "
+        "groups of neighbouring cells, with the same results; needs PySpark and Java in the worker "
+        "environment (scripts/setup installs both unless --no-spark) and, on a cluster, paths "
+        "every executor can read and write (a shared file system, /vsicurl/, /vsis3/). Extra Spark "
+        "settings: the POVMAP_SPARK_CONF environment variable ('key=value;key=value').",
+        advanced=True,
+    )
+    algorithm.add_parameter(
+        QgsProcessingParameterString(
+            "SPARK_MASTER", algorithm.tr("Spark master"), DEFAULT_MASTER, optional=True
+        ),
+        "Where ENGINE=spark runs: local[*] (every core of this computer, the default), local[4], "
+        "spark://host:7077, yarn or k8s://https://host:443.",
+        advanced=True,
+    )
+
+
+def engine_options(algorithm, parameters, context):
+    """The core options' ``engine`` and ``spark_master`` from ENGINE and SPARK_MASTER."""
+    engine = ENGINES[algorithm.parameterAsEnum(parameters, "ENGINE", context)]
+    master = (algorithm.parameterAsString(parameters, "SPARK_MASTER", context) or "").strip()
+    return {"engine": engine, "spark_master": master or DEFAULT_MASTER}
