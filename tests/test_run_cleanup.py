@@ -214,3 +214,24 @@ def test_the_run_folders_parent_is_private(tmp_path):
         assert os.stat(os.path.dirname(folder)).st_uid == os.getuid()
     finally:
         os.rmdir(folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX ownership")
+def test_a_planted_exports_folder_is_refused_not_used(povmap_provider, tmp_path, monkeypatch):
+    """Someone else's (or a linked) povmap-exports folder in a shared temp folder is never written to."""
+    import tempfile
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    os.symlink(elsewhere, exports_root())
+    layer = QgsVectorLayer(str(_survey(tmp_path)), "survey", "ogr")
+    layer.setSubsetString('"score" < 30')
+
+    message = run_failing(
+        "povmap:buildtraininggrid",
+        {"INPUT": layer, "SCORE_FIELD": "score", "OUTPUT": str(tmp_path / "grid.gpkg")},
+    )
+
+    assert "INPUT" in message and "no private temporary folder" in message, message
+    assert os.listdir(elsewhere) == []

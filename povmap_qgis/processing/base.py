@@ -199,7 +199,12 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
     def _export(self, layer, name, selected_only, limit, context, feedback):
         """Copy a layer's features (the selection, up to ``limit``) into this run's private folder."""
         if self._export_folder is None:
-            self._export_folder = make_run_folder()
+            try:
+                self._export_folder = make_run_folder()
+            except OSError as error:
+                raise QgsProcessingException(
+                    self.tr(f"{name}: no private temporary folder for a copy of the layer: {error}")
+                ) from None
         path = os.path.join(self._export_folder, f"{name.lower()}.gpkg")
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName, options.layerName, options.fileEncoding = "GPKG", name.lower(), "UTF-8"
