@@ -18,11 +18,11 @@ class Runs(PovmapAlgorithm):
     group_id = "models"
     group_name = "3 · Models"
     summary = (
-        "Lists the recorded runs of train, predict, evaluate, crossvalidate and target — or the "
-        "versions of one registered model — with their parameters, input fingerprints and final "
-        "metrics, as a CSV file and a non-spatial GeoPackage table, and writes an HTML report "
-        "with the metrics of the most recent runs side by side and the parameters that differ "
-        "in bold. The run history is the one set in Settings ▸ Options ▸ Processing ▸ Providers "
+        "Lists the recorded runs, or the versions of one registered model, as a table and an "
+        "HTML comparison. Each run of train, predict, evaluate, crossvalidate and target has "
+        "its parameters, input fingerprints and final metrics, written as a CSV file and a "
+        "non-spatial GeoPackage table; the HTML report puts the metrics of the most recent "
+        "runs side by side, the parameters that differ in bold. The run history is the one set in Settings ▸ Options ▸ Processing ▸ Providers "
         "▸ Poverty mapping (default: a SQLite database in the QGIS profile)."
     )
 
