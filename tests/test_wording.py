@@ -44,7 +44,7 @@ def test_double_parameters_show_a_few_decimals_not_six(povmap_provider):
 def test_every_algorithm_has_a_one_sentence_toolbox_description(povmap_provider):
     for alg in povmap_provider.algorithms():
         description = alg.shortDescription()
-        assert 20 < len(description) < 260 and description.endswith("."), alg.id()
+        assert 20 < len(description) <= 160 and description.endswith((".", "…")), alg.id()
         assert ". " not in description, alg.id()
 
 
@@ -66,3 +66,19 @@ def test_errors_give_the_label_beside_the_id(povmap_provider, tmp_path):
     )
     assert "Poverty score field — SCORE_FIELD: the field 'wealth'" in message
     assert not os.path.exists(tmp_path / "grid.gpkg")
+
+
+def test_errors_raised_by_an_algorithm_itself_give_the_label_too(
+    povmap_provider, tiny_sample, tmp_path
+):
+    message = run_failing(
+        "povmap:samplechips",
+        {
+            "GRID": os.path.join(tiny_sample, "synthetic_districts.gpkg"),
+            "DAYTIME": os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"),
+            "DAYTIME_BANDS": "red,green",
+            "OUTPUT": str(tmp_path / "never-written.chips"),
+        },
+    )
+    assert "Daytime bands (red, green, blue) — DAYTIME_BANDS: 'red,green' is not a list" in message
+    assert os.listdir(tmp_path) == []

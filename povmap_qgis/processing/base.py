@@ -7,6 +7,7 @@ them to a core step's options (STYLE.md: one base class for the provider).
 import functools
 import os
 import shutil
+import textwrap
 
 from qgis.core import (
     QgsFeatureRequest,
@@ -63,7 +64,9 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         """Every algorithm's ``processAlgorithm`` runs inside ``_with_private_exports``."""
         super().__init_subclass__(**kwargs)
         if "processAlgorithm" in cls.__dict__:
-            cls.processAlgorithm = _with_private_exports(cls.__dict__["processAlgorithm"])
+            cls.processAlgorithm = _with_labelled_errors(
+                _with_private_exports(cls.__dict__["processAlgorithm"])
+            )
 
     def tr(self, text):
         return QCoreApplication.translate("povmap", text)
@@ -90,8 +93,9 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         return f"{REPOSITORY}#{self.algorithm_id}"
 
     def shortDescription(self):
-        """The toolbox tooltip: the summary's first sentence."""
-        return self.tr(self.summary.split(". ")[0].rstrip(".") + ".")
+        """The toolbox tooltip: the summary's first sentence, shortened to 160 characters."""
+        sentence = self.summary.split(". ")[0].rstrip(".") + "."
+        return self.tr(textwrap.shorten(sentence, 160, placeholder=" …"))
 
     def shortHelpString(self):
         definitions = self.parameterDefinitions()
@@ -476,6 +480,22 @@ def _remove_partials(path, run_id):
             shutil.rmtree(candidate) if os.path.isdir(candidate) else os.remove(candidate)
         except OSError:
             pass
+
+
+def _with_labelled_errors(process):
+    """An error naming a parameter by its id (TEST_DISTRICTS: …) also names it by its label."""
+
+    @functools.wraps(process)
+    def processAlgorithm(self, parameters, context, feedback):
+        try:
+            return process(self, parameters, context, feedback)
+        except QgsProcessingException as error:
+            message = labelled_error(str(error), self.parameterDefinitions())
+            if message == str(error):
+                raise
+            raise QgsProcessingException(message) from None
+
+    return processAlgorithm
 
 
 POINT_SOURCES = [QgsProcessing.SourceType.TypeVectorPoint]
