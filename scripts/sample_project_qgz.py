@@ -45,17 +45,23 @@ LAYERS = {  # key: (file, layer inside a GeoPackage or None, layer name in the p
         "Synthetic travel time to towns (minutes)",
     ),
     "daytime": ("synthetic_daytime_s2l2a_10m.tif", None, "Synthetic daytime (Sentinel-2 like)"),
+    "population": (
+        "synthetic_population_3arcsec.tif",
+        None,
+        "Synthetic population (WorldPop like, people per pixel)",
+    ),
 }
 LAYER_ORDER = [
     "survey",
     "ground_truth",
     "urban",
     "districts",
+    "population",
     "nightlights",
     "accessibility",
     "daytime",
 ]
-HIDDEN = {"nightlights", "accessibility"}
+HIDDEN = {"nightlights", "accessibility", "population"}
 RENDERED = ["survey", "ground_truth", "urban", "districts", "daytime"]
 
 # Score classes of the Simple Poverty Scorecard (cutoff 19: 0–18 chronically poor).
@@ -68,6 +74,7 @@ SCORE_CLASSES = [
 ]
 INFERNO = ["#000004", "#420a68", "#932667", "#dd513a", "#fca50a", "#fcffa4"]
 TRAVEL = ["#1a9641", "#a6d96a", "#ffffbf", "#fdae61", "#d7191c", "#7f0000"]
+PEOPLE = ["#ffffcc", "#c7e9b4", "#7fcdbb", "#41b6c4", "#2c7fb8", "#253494"]
 
 
 def parse_arguments(argv):
@@ -182,6 +189,19 @@ def style_accessibility(layer, hints):
     top = max(10.0, float(hints.get("accessibility_range", [0, 120])[1]))
     values = [round(top * f, 1) for f in (0.0, 0.15, 0.3, 0.5, 0.75, 1.0)]
     style_pseudocolour(layer, values, TRAVEL, opacity=0.85)
+
+
+def style_population(layer):
+    """People per pixel: transparent where nobody lives, blues where many do."""
+    values = [0.0, 1.0, 5.0, 20.0, 60.0, 200.0]
+    style_pseudocolour(layer, values, PEOPLE, opacity=0.85)
+    from qgis.core import QgsRasterTransparency
+
+    transparency = QgsRasterTransparency()
+    pixel = QgsRasterTransparency.TransparentSingleValuePixel()
+    pixel.min, pixel.max, pixel.percentTransparent = 0.0, 0.0, 100.0
+    transparency.setTransparentSingleValuePixelList([pixel])
+    layer.renderer().setRasterTransparency(transparency)
 
 
 def style_districts(layer):
@@ -338,6 +358,7 @@ def build_project(folder):
     style_daytime(layers["daytime"], hints)
     style_night_lights(layers["nightlights"], hints)
     style_accessibility(layers["accessibility"], hints)
+    style_population(layers["population"])
     style_districts(layers["districts"])
     style_urban_centres(layers["urban"])
     style_survey(layers["survey"], "circle")

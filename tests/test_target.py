@@ -608,3 +608,35 @@ def test_bad_budget_through_processing_names_the_parameter_and_writes_nothing(
     )
     assert "BUDGET_UNIT" in message and "share_of_people" in message
     assert os.listdir(folder) == []
+
+
+def test_sample_population_raster_holds_the_generated_people_and_the_truth_is_recorded(
+    tiny_sample,
+):
+    import geopandas
+    import rasterio
+
+    from povmap_qgis.core.population import cell_population
+
+    with open(
+        os.path.join(tiny_sample, "synthetic_sample_metadata.json"), encoding="utf-8"
+    ) as handle:
+        metadata = json.load(handle)
+    path = os.path.join(tiny_sample, "synthetic_population_3arcsec.tif")
+    with rasterio.open(path) as source:
+        assert source.crs.to_epsg() == 4326
+        assert source.res[0] == pytest.approx(1 / 1200)
+        total = float(source.read(1).astype("float64").sum())
+    assert total == pytest.approx(metadata["counts"]["population"], rel=1e-4)
+    truth = metadata["ground_truth_district"]
+    assert truth["name"] == metadata["counts"]["unsurveyed_district"]
+    assert 0 < truth["poor_people"] < truth["people"]
+    assert 0 < truth["people_in_poor_cells"] < truth["people"]
+    assert truth["poor_share"] == pytest.approx(truth["poor_people"] / truth["people"], abs=1e-4)
+    # the raster's people inside the district's polygon are the people the generator counted there
+    districts = geopandas.read_file(
+        os.path.join(tiny_sample, "synthetic_districts.gpkg"), engine="pyogrio"
+    )
+    district = districts[districts["name"] == truth["name"]]
+    people, _ = cell_population(district.geometry, path)
+    assert people[0] == pytest.approx(truth["people"], rel=0.02)

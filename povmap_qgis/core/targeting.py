@@ -19,6 +19,11 @@ exclusion error = share of the poor left out = 1 − coverage. With TRUTH
 (a labelled grid matched by cell_id), the same with the observed label
 instead of p, on the cells the truth covers.
 
+Which ranking: with a budget in people, enrolling by probability covers the
+most expected poor people per person enrolled (greedy on e / n = p); with a
+budget in cells, ranking by expected poor does (greedy on e per cell), which
+favours crowded cells.
+
 Edge cases: cells without a prediction (empty prob_mean) are kept in the
 output, never ranked nor selected; with POPULATION, cells with no people
 are never ranked nor selected (nobody to enrol); ``SKIP_OUT_OF_RANGE``

@@ -124,7 +124,9 @@ class Target(PovmapAlgorithm):
                 "RANK_BY", self.tr("Rank cells by"), list(RANK_BY_OPTIONS), defaultValue=0
             ),
             "probability: the likeliest poor cells first. expected_poor: the cells expected to hold the most "
-            "poor people first (probability × people; needs POPULATION). Ties: the other quantity, then cell_id.",
+            "poor people first (probability × people; needs POPULATION). With a budget in people, probability "
+            "covers the most expected poor people per person enrolled; with a budget in cells, expected_poor "
+            "does (it favours crowded cells). Ties: the other quantity, then cell_id.",
             names=RANK_BY,
         )
         self.add_parameter(
@@ -240,6 +242,7 @@ class Target(PovmapAlgorithm):
         finally:
             shutil.rmtree(figures, ignore_errors=True)
         feedback.pushInfo(f"Report: {report}")
+        self.attach_to_run_history([report], feedback)
         results = {
             "OUTPUT": output,
             "ALLOCATION": allocation,
