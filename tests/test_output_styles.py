@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProject,
     QgsVectorLayer,
 )
+from qgis_helpers import CapturingFeedback
 
 from povmap_qgis.core.geopackage import write_layer
 from povmap_qgis.paths import style_path
@@ -166,3 +167,34 @@ def test_added_by_hand_the_output_offers_its_one_layer_and_hides_the_styles_tabl
     assert flags == {"predictions": False, "layer_styles": True}
     assert [sublayer.name() for sublayer in ogr.querySublayers(path)] == ["predictions"]
     assert len(QgsVectorLayer(path, "p", "ogr").dataProvider().subLayers()) == 1
+
+
+def test_every_layer_output_has_plugin_styles_to_fall_back_on(povmap_provider):
+    from qgis.core import QgsProcessing, QgsProcessingParameterVectorDestination
+
+    from povmap_qgis.processing.output_styles import FALLBACK_STYLES
+
+    outputs = {
+        (alg.name(), definition.name())
+        for alg in povmap_provider.algorithms()
+        for definition in alg.parameterDefinitions()
+        if isinstance(definition, QgsProcessingParameterVectorDestination)
+        and definition.dataType() != QgsProcessing.SourceType.TypeVector  # tables: no style
+    }
+    assert outputs <= set(FALLBACK_STYLES), outputs - set(FALLBACK_STYLES)
+    for styles in FALLBACK_STYLES.values():
+        assert all(os.path.isfile(style_path(name)) for name, _ in styles)
+
+
+def test_a_table_output_is_loaded_without_a_warning(povmap_provider, tmp_path):
+    import pandas
+    import pyogrio
+
+    from povmap_qgis.processing.output_styles import OutputStyler
+
+    path = str(tmp_path / "runs.gpkg")
+    pyogrio.write_dataframe(pandas.DataFrame({"run": ["a", "b"]}), path, layer="runs")
+    layer = QgsVectorLayer(path, "runs", "ogr")
+    feedback = CapturingFeedback()
+    OutputStyler().postProcessLayer(layer, QgsProcessingContext(), feedback)
+    assert feedback.warnings == []

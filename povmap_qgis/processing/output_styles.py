@@ -54,6 +54,8 @@ class OutputStyler(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer, context, feedback):
         try:
             styles = stored_styles(layer) or fallback_styles(self.fallback)
+            if not styles:
+                return  # e.g. a table: nothing to draw, nothing to say
             message = apply_styles(layer, styles)
         except Exception as error:  # a style problem must never fail a finished run
             message = str(error)
