@@ -234,3 +234,25 @@ def test_without_pyspark_engine_spark_says_what_to_install(monkeypatch):
     assert message.startswith("ENGINE:")
     assert "pyspark==4.1.4" in message and "openjdk-17-jre-headless" in message
     assert "--no-spark" in message
+
+
+def test_a_failed_task_reads_as_the_executor_python_error():
+    from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.spark_engine import task_error
+
+    jvm_text = (
+        "An error occurred while calling collectAndServe.\n"
+        ": org.apache.spark.SparkException: Job aborted: Task 0 failed 2 times, "
+        "org.apache.spark.api.python.PythonException: Traceback (most recent call last):\n"
+        '  File "worker.py", line 3386, in main\n'
+        "povmap_qgis.core.errors.PovmapInputError: MODEL: '/m.povmodel': the weights of member "
+        "'a' do not match their sha256\n\n\tat org.apache.spark.api.python.BasePythonRunner\n"
+    )
+    error = task_error(RuntimeError(jvm_text))
+    assert isinstance(error, PovmapInputError) and error.parameter == "MODEL"
+    assert str(error).startswith("MODEL: '/m.povmodel': the weights")
+    other = task_error(
+        RuntimeError(jvm_text.replace("povmap_qgis.core.errors.PovmapInputError: MODEL", "OSError"))
+    )
+    assert str(other).startswith("a Spark task failed after its retries: OSError: ")
+    assert "\tat org.apache" not in str(other)

@@ -24,6 +24,7 @@ PySpark is imported only here, and this module only in the worker process
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import threading
@@ -148,9 +149,34 @@ def run_job(session, action, reporter, start, end, description):
         thread.join(30)
         raise
     if "error" in outcome:
-        raise outcome["error"]
+        raise task_error(outcome["error"]) from None
     reporter.progress(end)
     return outcome["value"]
+
+
+def task_error(error):
+    """A failed job's error as the user should read it: the executor's Python error, not the JVM's.
+
+    A ``PovmapInputError`` raised in a task (a package whose hashes do not
+    match on that executor, a raster it cannot open) keeps its parameter.
+    """
+    text = str(error)
+    if "Traceback (most recent call last)" not in text:
+        return error
+    python_errors = re.findall(
+        r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$", text, flags=re.MULTILINE
+    )
+    if not python_errors:
+        return error
+    kind, message = (
+        python_errors[-1]
+        if "PovmapInputError" not in text
+        else next(found for found in python_errors if found[0] == "PovmapInputError")
+    )
+    if kind == "PovmapInputError":
+        parameter, _, rest = message.partition(": ")
+        return PovmapInputError(parameter, rest) if rest else PovmapInputError("", message)
+    return RuntimeError(f"a Spark task failed after its retries: {kind}: {message}")
 
 
 def _fraction_done(context, group):
