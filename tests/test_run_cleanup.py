@@ -235,3 +235,31 @@ def test_a_planted_exports_folder_is_refused_not_used(povmap_provider, tmp_path,
 
     assert "INPUT" in message and "no private temporary folder" in message, message
     assert os.listdir(elsewhere) == []
+
+
+def test_publishing_over_an_existing_file_or_folder_leaves_no_old_copy(tmp_path):
+    """A file or an older store at the output name is replaced, not kept as NAME.old-PID."""
+    from povmap_qgis.core.atomic import partial_path, publish_folder
+
+    (tmp_path / "a.chips").write_text("a file where the store goes")
+    (tmp_path / "b.povmodel").mkdir()
+    (tmp_path / "b.povmodel" / "manifest.json").write_text("{}")
+    for name in ("a.chips", "b.povmodel"):
+        partial = partial_path(str(tmp_path / name))
+        os.makedirs(partial)
+        with open(os.path.join(partial, "new"), "w") as handle:
+            handle.write("new")
+        publish_folder(partial, str(tmp_path / name))
+        assert os.listdir(tmp_path / name) == ["new"]
+    assert sorted(os.listdir(tmp_path)) == ["a.chips", "b.povmodel"]
+
+
+def test_a_chip_store_replaces_a_file_of_its_name_without_leftovers(tmp_path):
+    import numpy as np
+    from test_chip_store import fake_chips, writer
+
+    (tmp_path / "g.chips").write_text("not a store")
+    store = writer(tmp_path / "g.chips", np.arange(3))
+    store.write(np.arange(3), *fake_chips(np.arange(3)))
+    store.finish()
+    assert sorted(os.listdir(tmp_path)) == ["g.chips"]

@@ -115,6 +115,25 @@ def remove_quietly(path):
                 os.remove(candidate)
 
 
+def publish_folder(partial, path):
+    """Rename a finished ``partial`` folder to ``path``, replacing a folder or file already there.
+
+    What was there is first moved aside to a hidden name owned by this run, then
+    removed: never left behind as a visible ``NAME.old-…``.
+    """
+    path = os.path.abspath(path.rstrip("/\\"))
+    previous = None
+    if os.path.lexists(path):
+        folder, name = os.path.split(path)
+        previous = os.path.join(folder, f".{name}.replaced-{current_run_id()}")
+        os.replace(path, previous)
+    os.replace(partial, path)
+    if previous:
+        with contextlib.suppress(OSError):
+            remove_quietly(previous)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path; on success rename it to ``path``, else delete it."""

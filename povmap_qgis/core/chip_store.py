@@ -34,6 +34,7 @@ except ImportError:  # Windows
 import numpy as np
 
 from . import strict_json
+from .atomic import publish_folder
 from .errors import PovmapInputError
 
 FORMAT_VERSION = "1.0"
@@ -168,13 +169,7 @@ class ChipStoreWriter:
         os.remove(os.path.join(self.partial, DONE))
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(self.partial, LEGACY_LOCK))
-        previous = None
-        if os.path.exists(self.path):
-            previous = self.path + f".old-{os.getpid()}"
-            os.replace(self.path, previous)
-        os.replace(self.partial, self.path)
-        if previous:
-            shutil.rmtree(previous, ignore_errors=True)
+        publish_folder(self.partial, self.path)
         self._drop_lock()
         return self.path
 

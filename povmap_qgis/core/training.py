@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from . import learning_data, metrics, model_package, models, pretrained
-from .atomic import partial_path
+from .atomic import partial_path, publish_folder
 from .chip_store import ChipStore
 from .environment import MIXED_PRECISION_POLICY
 from .errors import PovmapCanceledError, PovmapInputError
@@ -193,7 +193,7 @@ def train(options, reporter=None):
         manifest["calibration"] = judges["calibration"]
         manifest["baseline"] = judges["baseline"]
         model_package.write_manifest(partial, manifest)
-        _publish(partial, options.output_path)
+        publish_folder(partial, options.output_path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -612,14 +612,3 @@ def _partial_folder(path):
     partial = partial_path(os.path.join(folder, name))  # owned by this run: see atomic.run_partials
     os.makedirs(partial)
     return partial
-
-
-def _publish(partial, path):
-    path = os.path.abspath(path.rstrip("/"))
-    previous = None
-    if os.path.exists(path):
-        previous = f"{path}.old-{os.getpid()}"
-        os.replace(path, previous)
-    os.replace(partial, path)
-    if previous:
-        shutil.rmtree(previous, ignore_errors=True)
