@@ -37,6 +37,7 @@ STEPS = {
     "target": ("povmap_qgis.core.targeting", "TargetOptions", "target"),
     "set_model_alias": ("povmap_qgis.core.run_history", "AliasOptions", "set_model_alias"),
     "list_runs": ("povmap_qgis.core.run_history", "RunsOptions", "list_runs"),
+    "attach_to_run": ("povmap_qgis.core.tracking", None, "attach_artifacts"),
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 
@@ -92,6 +93,8 @@ def run_step(step, options, reporter):
 
     # The one place runs are recorded (MLflow): params, fingerprints, metrics, artifacts.
     with tracked_step(step, options, reporter) as run:
+        if run.run_id and hasattr(reporter, "emit"):  # the adapter adds its HTML report to it
+            reporter.emit("run_history", run_id=run.run_id)
         result = function(options, reporter=run.reporter)
         run.record_result(result)
     return result

@@ -220,6 +220,48 @@ def test_runs_lists_what_the_client_sees_as_csv_table_and_html(history, tracked_
     assert rows["run_id"][0] == trainings[0].info.run_id
 
 
+def test_an_evaluate_run_keeps_the_report_qgis_wrote_and_the_metrics_files(
+    history, tracked_training, tiny_chips, tmp_path
+):
+    results, _ = tracked_training
+    predicted, _ = run_algorithm(
+        "povmap:predict",
+        {
+            "MODEL": results["OUTPUT"],
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "pred.gpkg"),
+        },
+    )
+    evaluated, feedback = run_algorithm(
+        "povmap:evaluate",
+        {
+            "PREDICTIONS": predicted["OUTPUT"],
+            "TRUTH": tiny_chips["grid"],
+            "HITMISS": str(tmp_path / "hitmiss.gpkg"),
+            "REPORT": str(tmp_path / "report.html"),
+            "METRICS": str(tmp_path / "metrics.json"),
+        },
+    )
+    client, runs = runs_of(history["uri"], "evaluate")
+    assert len(runs) == 1 and runs[0].data.tags["povmap.algorithm"] == "povmap:evaluate"
+    run_id = runs[0].info.run_id
+    stored = {
+        item.path
+        for folder in ("reports", "metrics")
+        for item in client.list_artifacts(run_id, folder)
+    }
+    assert stored == {"reports/report.html", "metrics/metrics.json", "metrics/metrics.csv"}
+    downloaded = client.download_artifacts(run_id, "reports/report.html", str(tmp_path))
+    assert sha256_of(downloaded) == sha256_of(evaluated["REPORT"])
+    assert params_fingerprint(runs[0], "predictions_path") == sha256_of(predicted["OUTPUT"])
+    assert "Run history" not in " ".join(feedback.warnings)
+
+
+def params_fingerprint(run, option):
+    return run.data.params[f"input.{option}"].removeprefix("sha256:")
+
+
 def test_tracking_off_writes_nothing(tracked_training, tiny_chips, tmp_path, monkeypatch):
     results, _ = tracked_training
     store = tmp_path / "off"

@@ -178,6 +178,33 @@ def local_folder(source):
     return None
 
 
+def attach_artifacts(run_id, paths, reporter=None):
+    """Add files written after the worker ended (the HTML report QGIS renders) to run ``run_id``.
+
+    The worker step ``attach_to_run``; a failure warns, never fails the algorithm.
+    """
+    reporter = reporter or Reporter()
+    uri = tracking_uri()
+    attached = 0
+    if uri is None or not run_id:
+        return {"attached": attached}
+    try:
+        client = client_for(uri)
+        for path in paths:
+            folder = ARTIFACT_FOLDERS.get(os.path.splitext(path)[1].lower())
+            if folder and os.path.isfile(path):
+                client.log_artifact(run_id, path, folder)
+                attached += 1
+    except PovmapCanceledError:
+        raise
+    except Exception as error:
+        reporter.warning(
+            f"Run history (MLflow at {uri}): could not store {', '.join(paths)} with run "
+            f"{run_id}: {_short(error)}. The outputs are written all the same."
+        )
+    return {"attached": attached}
+
+
 # --- one tracked step ----------------------------------------------------------------------------
 
 

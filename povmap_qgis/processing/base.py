@@ -398,6 +398,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         those of another run writing the same output at the same time.
         """
         run_id = new_run_id()
+        self._run_history_id = None
 
         def forward(event):
             kind = event.get("event")
@@ -407,6 +408,8 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushWarning(event.get("message", ""))
             elif kind == "info":
                 feedback.pushInfo(event.get("message", ""))
+            elif kind == "run_history":  # the MLflow run recording this step
+                self._run_history_id = event.get("run_id")
 
         try:
             python = runner.resolve_worker_python(settings.worker_python())
@@ -431,6 +434,32 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(message) from None
         finally:
             self._remove_private_exports()  # the worker is done with them
+
+    def attach_to_run_history(self, paths, feedback):
+        """Store files written here after the worker ended (the HTML report) with the step's run.
+
+        A failure is a warning: the outputs are written all the same.
+        """
+        run_id = getattr(self, "_run_history_id", None)
+        if not run_id:
+            return
+
+        def forward(event):
+            if event.get("event") == "warning":
+                feedback.pushWarning(event.get("message", ""))
+
+        try:
+            runner.run_worker(
+                "attach_to_run",
+                {"run_id": run_id, "paths": [os.path.abspath(path) for path in paths if path]},
+                python=runner.resolve_worker_python(settings.worker_python()),
+                on_event=forward,
+                environment=settings.run_history_environment(self.algorithm_id),
+            )
+        except runner.WorkerError as error:
+            feedback.pushWarning(
+                f"Run history: the report was not stored with run {run_id}: {error}"
+            )
 
 
 def _with_private_exports(process):

@@ -209,6 +209,7 @@ class CrossValidate(PovmapAlgorithm):
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         feedback.pushInfo(f"Report: {report}")
+        self.attach_to_run_history([report], feedback)
         results = {
             "REPORT": report,
             "METRICS": metrics,

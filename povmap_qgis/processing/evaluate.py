@@ -172,6 +172,7 @@ class Evaluate(PovmapAlgorithm):
             self._map_layers = []
             shutil.rmtree(figures, ignore_errors=True)
         feedback.pushInfo(f"Report: {report}")
+        self.attach_to_run_history([report], feedback)
         results = {
             "HITMISS": hitmiss,
             "REPORT": report,
