@@ -397,3 +397,44 @@ def test_drift_without_a_reference_is_said_and_psi_flags_a_shift(tmp_path):
     assert drift.warnings({"nightlights": 0.4, "daytime": 0.01})[0].startswith(
         "Input 'nightlights'"
     )
+
+
+def test_a_failed_step_ends_failed_and_cross_validation_epochs_go_per_fold(tmp_path):
+    import dataclasses
+
+    from povmap_qgis.core import tracking
+    from povmap_qgis.core.reporting import RecordingReporter
+
+    @dataclasses.dataclass
+    class Options:
+        grid_path: str
+        seed: int = 3
+
+    grid = tmp_path / "grid.gpkg"
+    grid.write_bytes(b"cells")
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    reporter = RecordingReporter()
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.tracked_step(
+            "crossvalidate", Options(str(grid)), reporter, {"POVMAP_MLFLOW_TRACKING_URI": uri}
+        ) as run:
+            member = run.reporter.stage(0, 50)  # as training reports from a member's stage
+            for epoch in (1, 2, 1):  # fold 1: two epochs; fold 2: one (early stop)
+                member.metric("compact_cnn/val_loss", 0.5 + epoch, epoch)
+            raise RuntimeError("boom")
+    client = client_for(uri)
+    recorded = client.get_run(run.run_id)
+    assert recorded.info.status == "FAILED" and reporter.warnings == []
+    assert recorded.data.params == {
+        "grid_path": str(grid),
+        "seed": "3",
+        "input.grid_path": "sha256:" + sha256_of(grid),
+    }
+    steps = {
+        fold: [point.step for point in client.get_metric_history(run.run_id, name)]
+        for fold, name in (
+            (1, "fold1/compact_cnn/val_loss"),
+            (2, "fold2/compact_cnn/val_loss"),
+        )
+    }
+    assert steps == {1: [1, 2], 2: [1]}

@@ -281,6 +281,7 @@ class StepRun:
         self.run_id = None
         self.options = None
         self._off = False
+        self._fits = {}  # metric name -> (how many fits of it so far, its last step)
 
     # guarded calls
 
@@ -353,11 +354,15 @@ class StepRun:
     def log_metric(self, name, value, step=None):
         if self.client is None or not _is_number(value):
             return
+        step = int(step or 0)
+        fit, last = self._fits.get(name, (1, None))
+        if last is not None and step <= last:
+            fit += 1  # the same member fitted again: the next cross-validation fold
+        self._fits[name] = (fit, step)
+        key = f"fold{fit}/{name}" if self.step == "crossvalidate" else name
         self._guarded(
             "record a metric",
-            lambda: self.client.log_metric(
-                self.run_id, metric_key(name), float(value), step=int(step or 0)
-            ),
+            lambda: self.client.log_metric(self.run_id, metric_key(key), float(value), step=step),
         )
 
     def record_result(self, result):
