@@ -17,6 +17,7 @@ PACKAGES = (
     "sklearn",
     "matplotlib",
     "tensorflow",
+    "mlflow",  # the run history (core/tracking.py); mlflow-skinny
 )
 # Training on a GPU uses Keras's mixed precision (core/training.py); on the CPU it does not.
 MIXED_PRECISION_POLICY = "mixed_float16"
