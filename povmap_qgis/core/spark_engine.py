@@ -272,7 +272,7 @@ def sample_blocks_on_spark(
     for result in results:
         if result[0] == "widen":
             _, name, largest = result
-            raise chips.ValuesNeedWiderDtype(
+            raise chips.WiderDtypeNeededError(
                 next(spec for spec in inputs if spec.name == name), largest
             )
     for _, index, nodata, moments in sorted(results, key=lambda result: result[1]):
@@ -323,7 +323,7 @@ def _sample_partition(job, partition, payloads):
                 for sampler in samplers:
                     try:
                         sampled.append(sampler.sample(block_rows, block_cols))
-                    except chips.ValuesNeedWiderDtype as widen:
+                    except chips.WiderDtypeNeededError as widen:
                         return [("widen", widen.spec.name, widen.largest)]
                 nodata = np.column_stack([fractions for _, fractions in sampled]).astype("float32")
                 for spec, (values, _) in zip(specs, sampled, strict=True):
