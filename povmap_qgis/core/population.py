@@ -92,8 +92,8 @@ def cell_population(geometries, path, parameter="POPULATION", reporter=None):
         col1 = min(source.width, int(math.ceil(wanted.col_off + wanted.width)) + 1)
         people = np.zeros(len(polygons), dtype="float64")
         subpixels = np.zeros(len(polygons), dtype="float64")
-        parts, owners = _polygon_parts(polygons)
-        part_bounds = bounds[owners]
+        parts = _PolygonParts(polygons)
+        part_bounds = bounds[parts.owners]
         tiles = [(r, c) for r in range(row0, row1, tile) for c in range(col0, col1, tile)]
         for index, (r, c) in enumerate(tiles):
             if reporter is not None:
@@ -122,23 +122,15 @@ def cell_population(geometries, path, parameter="POPULATION", reporter=None):
             transform = rasterio.windows.transform(
                 window, source.transform
             ) * rasterio.Affine.scale(1.0 / k)
-            shape = (int(window.height) * k, int(window.width) * k)
+            height, width = int(window.height), int(window.width)
             burnt = rasterio.features.rasterize(
-                ((parts[i], int(owners[i]) + 1) for i in inside),
-                out_shape=shape,
+                parts.geojson(inside),
+                out_shape=(height * k, width * k),
                 transform=transform,
                 fill=0,
                 dtype="int32",
             )
-            covered = burnt > 0
-            if not covered.any():
-                continue
-            rows, columns = np.nonzero(covered)
-            owner = burnt[rows, columns] - 1
-            people += np.bincount(
-                owner, weights=values[rows // k, columns // k] / (k * k), minlength=len(people)
-            )
-            subpixels += np.bincount(owner, minlength=len(people))
+            _add_tile(burnt, values.ravel(), k, people, subpixels)
         areas = shapely.area(polygons)
         with np.errstate(divide="ignore", invalid="ignore"):
             inside_share = np.where(
@@ -147,31 +139,76 @@ def cell_population(geometries, path, parameter="POPULATION", reporter=None):
     return people, np.clip(inside_share, 0.0, 1.0)
 
 
-def _polygon_parts(polygons):
-    """GeoJSON-like dicts of the polygon parts and the index of the cell each belongs to.
+def _add_tile(burnt, values, k, people, subpixels):
+    """Add a tile's people to the cells: ``burnt`` holds cell index + 1 per sub-pixel (0: none).
+
+    A pixel whose k × k sub-pixels all belong to one cell gives it all its
+    people at once; a pixel on a boundary shares them by sub-pixel counts.
+    """
+    import numpy as np
+
+    height, width = burnt.shape[0] // k, burnt.shape[1] // k
+    blocks = burnt.reshape(height, k, width, k).transpose(0, 2, 1, 3).reshape(height * width, k * k)
+    first = blocks[:, 0]
+    whole = (blocks == first[:, None]).all(axis=1)
+    taken = whole & (first > 0)
+    if taken.any():
+        owner = first[taken] - 1
+        people += np.bincount(owner, weights=values[taken], minlength=len(people))
+        subpixels += np.bincount(owner, minlength=len(people)) * (k * k)
+    shared = np.flatnonzero(~whole)
+    if len(shared):
+        labels = blocks[shared].ravel()
+        weights = np.repeat(values[shared] / (k * k), k * k)
+        kept = labels > 0
+        people += np.bincount(labels[kept] - 1, weights=weights[kept], minlength=len(people))
+        subpixels += np.bincount(labels[kept] - 1, minlength=len(people))
+
+
+class _PolygonParts:
+    """The polygon parts of the cells, handed to rasterio as GeoJSON-like dicts a tile at a time.
 
     Building the dicts from coordinate arrays is ~30 times faster than
-    shapely's ``__geo_interface__`` for a million cells.
+    shapely's ``__geo_interface__``, and only a tile's parts exist at once.
     """
-    import shapely
 
-    parts, owners = shapely.get_parts(polygons, return_index=True)
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
-    coordinates, ring_of = shapely.get_coordinates(rings, return_index=True)
-    ring_starts = np.searchsorted(ring_of, np.arange(len(rings) + 1))
-    part_starts = np.searchsorted(ring_part, np.arange(len(parts) + 1))
-    dicts = []
-    for part in range(len(parts)):
-        dicts.append(
-            {
-                "type": "Polygon",
-                "coordinates": [
-                    coordinates[ring_starts[ring] : ring_starts[ring + 1]].tolist()
-                    for ring in range(part_starts[part], part_starts[part + 1])
-                ],
-            }
-        )
-    return dicts, owners
+    def __init__(self, polygons):
+        import numpy as np
+        import shapely
+
+        parts, self.owners = shapely.get_parts(polygons, return_index=True)
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
+        self.coordinates, ring_of = shapely.get_coordinates(rings, return_index=True)
+        self.ring_starts = np.searchsorted(ring_of, np.arange(len(rings) + 1))
+        self.part_starts = np.searchsorted(ring_part, np.arange(len(parts) + 1))
+        self.ring_list = self.ring_starts.tolist()
+
+    def geojson(self, selected):
+        """(dict, cell index + 1) of the parts ``selected`` (indexes), for ``rasterize``."""
+        import numpy as np
+
+        first_ring, end_ring = self.part_starts[selected], self.part_starts[selected + 1]
+        start, end = self.ring_starts[first_ring], self.ring_starts[end_ring]
+        lengths = end - start
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        gathered = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])
+        coordinates = self.coordinates[gathered].tolist()
+        ring_starts = self.ring_list
+        shifts = (offsets[:-1] - start).tolist()
+        owners = (self.owners[selected] + 1).tolist()
+        for first, end, shift, owner in zip(
+            first_ring.tolist(), end_ring.tolist(), shifts, owners, strict=True
+        ):
+            yield (
+                {
+                    "type": "Polygon",
+                    "coordinates": [
+                        coordinates[ring_starts[ring] + shift : ring_starts[ring + 1] + shift]
+                        for ring in range(first, end)
+                    ],
+                },
+                owner,
+            )
 
 
 def _extent(bounds):
