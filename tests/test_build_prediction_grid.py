@@ -269,3 +269,81 @@ def test_runs_headless_with_qgis_process_on_a_filtered_layer(tiny_sample, tmp_pa
     assert grid.geometry.union_all().intersection(
         unsurveyed.geometry.union_all()
     ).area == pytest.approx(unsurveyed.geometry.area.sum(), rel=1e-9)
+
+
+def build_core(tmp_path, name, **options):
+    from povmap_qgis.core import prediction_grid
+
+    output = str(tmp_path / f"{name}.gpkg")
+    prediction_grid.build_prediction_grid(
+        prediction_grid.PredictionGridOptions(output_path=output, **options)
+    )
+    return read_grid(output)
+
+
+def test_blocks_of_a_few_cells_give_the_same_grid_as_one_block(tmp_path, monkeypatch):
+    from povmap_qgis.core import prediction_grid
+
+    path, _ = irregular_districts(tmp_path)
+    options = {
+        "area_path": str(path),
+        "district_field": "name",
+        "habitable_path": str(write_habitability(tmp_path)),
+        "habitable_min": 0.25,
+        "cell_size": 500.0,
+    }
+    whole = build_core(tmp_path, "whole", **options)
+    monkeypatch.setattr(prediction_grid, "BLOCK_CELLS", 7)
+    monkeypatch.setattr(prediction_grid, "WRITE_CHUNK_CELLS", 5)
+    assert len(list(prediction_grid.cell_blocks(5600, 5614, 1200, 1218))) > 30
+    blocked = build_core(tmp_path, "blocked", **options)
+    assert len(whole) > 50 and set(whole["district"]) == {"West", "East"}
+    assert blocked.drop(columns="geometry").equals(whole.drop(columns="geometry"))
+    assert blocked.geometry.geom_equals_exact(whole.geometry, 0).all()
+    assert list(blocked["cell_id"]) == sorted(blocked["cell_id"])
+
+
+def round_area(cells_wanted, cell_size):
+    radius = np.sqrt(cells_wanted / np.pi) * cell_size
+    angles = np.linspace(0, 2 * np.pi, 300)
+    disc = shapely.Polygon(
+        np.c_[600000 + radius * np.cos(angles), 2800000 + radius * np.sin(angles)]
+    )
+    return geopandas.GeoDataFrame({"name": ["Disc"]}, geometry=[disc], crs=UTM)
+
+
+def test_memory_of_the_block_loop_does_not_grow_with_the_area(monkeypatch):
+    """Working memory above the result (row, column, polygon per cell) is the same for
+    an area of 10 blocks and one of 40: only the compact result grows."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from povmap_qgis.core import prediction_grid
+    from povmap_qgis.core.reporting import Reporter
+
+    monkeypatch.setattr(prediction_grid, "BLOCK_CELLS", 2048)
+    above_result = []
+    for cells_wanted in (20_000, 80_000):
+        areas = round_area(cells_wanted, 100.0)
+        tracemalloc.start()
+        try:
+            rows, cols, polygon_index = prediction_grid._covering_cells(
+                areas, SimpleNamespace(cell_size=100.0), Reporter()
+            )
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(rows) == pytest.approx(cells_wanted, rel=0.05)
+        result = rows.nbytes + cols.nbytes + polygon_index.nbytes
+        # the result exists twice while the blocks' parts are joined; nothing else grows
+        above_result.append(peak - 2 * result)
+    assert above_result[1] < above_result[0] + 512 * 1024, above_result
+
+
+def test_candidate_cell_limit_is_a_share_of_available_memory():
+    from povmap_qgis.core import prediction_grid
+
+    assert prediction_grid.candidate_cell_limit(8 * 1024**3) == 8 * 1024**3 // 4 // 64
+    assert prediction_grid.candidate_cell_limit(1024**4) == prediction_grid.MAX_CANDIDATE_CELLS
+    assert prediction_grid.candidate_cell_limit(0) == prediction_grid.BLOCK_CELLS
+    assert 0 < prediction_grid.available_memory()

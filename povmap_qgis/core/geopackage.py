@@ -40,6 +40,29 @@ def write_layer(
     return layer
 
 
+def write_layer_chunks(chunks, path, style_qml_path=None, style_name=None, metadata=None):
+    """Like ``write_layer`` for a layer given as GeoDataFrames written one after another.
+
+    Memory holds one chunk at a time; the first chunk sets the fields.
+    """
+    import pyogrio
+
+    layer = layer_name_for(path)
+    with atomic_output(path) as temporary:
+        for number, frame in enumerate(chunks):
+            pyogrio.write_dataframe(
+                frame,
+                temporary,
+                layer=layer,
+                driver="GPKG",
+                append=number > 0,
+                layer_metadata=None if number else _stringify(metadata),
+            )
+        if style_qml_path:
+            embed_styles(temporary, layer, [(style_qml_path, style_name or layer, True)])
+    return layer
+
+
 def embed_styles(path, layer, styles):
     """Store QML styles [(path, name, is default)] in QGIS's ``layer_styles`` table."""
     import pandas
