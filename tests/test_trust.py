@@ -102,6 +102,9 @@ def test_verdict_follows_its_rules_on_constructed_cases():
     assert chance["judgement"] == "no_better_than_random"
     assert verdict(0.7, 0.6, 0.7, (0.6, 0.8), 0.5)["judgement"] == "better_than_random"
     assert verdict(None, None, None, None, 0.5)["judgement"] == "undefined"
+    silent = verdict(0.0, None, 0.6, (0.55, 0.65), 0.5)
+    assert silent["judgement"] == "worse_than_random"
+    assert "calls no cell poor" in silent["sentence"]
 
 
 def test_bootstrap_intervals_cover_the_auc_and_separate_a_better_from_a_tied_model():
@@ -348,6 +351,9 @@ def test_evaluate_judges_the_baseline_and_calibration_as_scikit_learn_does(trust
     assert overall["baseline"]["ece"] == pytest.approx(
         independent_ece(truth, frame["prob_baseline"])
     )
+    counts = summary["data"]["out_of_range_cells"]
+    assert counts["all"] == int(frame["out_of_range"].sum())
+    assert sum(counts["districts"].values()) == counts["all"]  # every tiny cell has a district
     assert [row["model"] for (scope, _), row in rows.items() if scope == "all"] == [
         "compact_cnn",
         "ensemble",

@@ -442,6 +442,7 @@ def _join(predictions, truth, options, reporter):
         "poor_cells": int(cells["label"].sum()),
         "predicted_poor_cells": int(cells["pred"].sum()),
         "flagged_cells": int(cells["chip_flagged"].sum()) if "chip_flagged" in cells else None,
+        "out_of_range_cells": _out_of_range_counts(cells, districts),
         "districts": districts,
         "cells_without_district": int(cells["district"].isna().sum())
         if "district" in cells
@@ -449,6 +450,20 @@ def _join(predictions, truth, options, reporter):
         "label_meaning": _label_meaning(truth["metadata"], predictions["metadata"]),
     }
     return cells, data
+
+
+def _out_of_range_counts(cells, districts):
+    """{"all": n, "districts": {name: n}} of cells outside the training range; None without the field."""
+    if "out_of_range" not in cells:
+        return None
+    flags = cells["out_of_range"].fillna(0).astype(int)
+    named = cells["district"].astype(str) if "district" in cells else None
+    return {
+        "all": int(flags.sum()),
+        "districts": {
+            name: int(flags[named == name].sum()) for name in districts if named is not None
+        },
+    }
 
 
 def _no_common_cells_message(predictions, truth):
@@ -812,6 +827,10 @@ def report_document(summary, maps=()):
                 "Cells with too much nodata in their chips",
                 "not recorded" if data["flagged_cells"] is None else data["flagged_cells"],
             ),
+            (
+                "Cells outside the training range (out_of_range)",
+                _out_of_range_text(data.get("out_of_range_cells")),
+            ),
         ]
     )
     metric_rows = [
@@ -1037,6 +1056,13 @@ def _unsurveyed_section(summary, report):
             ),
         ],
     )
+
+
+def _out_of_range_text(counts):
+    if counts is None:
+        return "not recorded (a model package without a training range)"
+    by_district = ", ".join(f"{name} {count}" for name, count in counts["districts"].items())
+    return f"{counts['all']}" + (f" ({by_district})" if by_district else "")
 
 
 def _model_label(model, draws):

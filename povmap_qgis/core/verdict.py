@@ -106,6 +106,8 @@ def _numbers_in_words(
         )
     if precision is not None:
         parts.append(f"Of every 100 cells it calls poor, {_per_100(precision)} are poor.")
+    elif recall is not None:
+        parts.append("It calls no cell poor at this threshold.")
     if auc is not None:
         interval = (
             f" (95 % interval {auc_interval[0]:.2f}–{auc_interval[1]:.2f})"
