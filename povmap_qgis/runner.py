@@ -29,6 +29,8 @@ VARIABLES_NOT_INHERITED = (
     "GDAL_DATA",
     "GDAL_DRIVER_PATH",
 )
+START_TIMEOUT_VARIABLE = "POVMAP_WORKER_START_TIMEOUT_S"
+DEFAULT_START_TIMEOUT_S = 60.0
 SETUP_HINT = "run scripts/setup from the povmap-qgis source folder, or set the worker Python in Settings ▸ Options ▸ Processing ▸ Providers ▸ Poverty mapping (or the POVMAP_PYTHON environment variable)"
 
 
@@ -67,6 +69,15 @@ def _setup_python():
         return None
 
 
+def start_timeout_s():
+    """Seconds a worker may take to say it is ready (``POVMAP_WORKER_START_TIMEOUT_S``)."""
+    try:
+        value = float(os.environ.get(START_TIMEOUT_VARIABLE, ""))
+    except ValueError:
+        return DEFAULT_START_TIMEOUT_S
+    return value if value > 0 else DEFAULT_START_TIMEOUT_S
+
+
 def worker_environment(run_id=None):
     environment = {
         key: value for key, value in os.environ.items() if key not in VARIABLES_NOT_INHERITED
@@ -88,6 +99,7 @@ def run_worker(
     cancel_grace_s=10.0,
     run_id=None,
     environment=None,
+    start_timeout=None,
 ):
     """Run ``step`` with ``options`` in a worker; return its result dict.
 
@@ -96,9 +108,12 @@ def run_worker(
     (it cleans up) and, after ``cancel_grace_s``, SIGKILL. ``run_id`` names
     the unfinished files the worker writes (``core.atomic.run_partials``).
     ``environment``: extra variables for the worker (the adapter's run-history
-    settings, see ``core.tracking``).
+    settings, see ``core.tracking``). The worker must send its ``ready`` event
+    within ``start_timeout`` seconds (default ``start_timeout_s()``), else its
+    process group is killed and a setup error names the interpreter.
     """
     python = python or resolve_worker_python()
+    start_timeout = start_timeout or start_timeout_s()
     job = json.dumps({"step": step, "options": options})
     try:
         process = subprocess.Popen(
@@ -124,15 +139,13 @@ def run_worker(
         threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True),
         threading.Thread(target=_read_lines, args=(process.stderr, stderr_tail), daemon=True),
     ]
+    # a worker that never reads must not block us on a full pipe: write from a thread
+    readers.append(threading.Thread(target=_write_job, args=(process.stdin, job), daemon=True))
     for reader in readers:
         reader.start()
-    try:
-        process.stdin.write(job)
-        process.stdin.close()
-    except BrokenPipeError:
-        pass
 
     result, error_event, canceled = None, None, False
+    started, ready, silent = time.monotonic(), False, False
     while True:
         try:
             event = events.get(timeout=0.1)
@@ -141,9 +154,16 @@ def run_worker(
         if is_canceled and not canceled and result is None and is_canceled():
             canceled = True
             _terminate(process, cancel_grace_s)
+        if not ready and not silent and time.monotonic() - started > start_timeout:
+            silent = True
+            _terminate(process, 2.0)
         if event is None:
             if process.poll() is not None and not readers[0].is_alive() and events.empty():
                 break
+            continue
+        if event.get("event") in ("ready", "result", "error"):
+            ready = True
+        if event.get("event") == "ready":
             continue
         if event.get("event") == "result":
             result = event.get("result")
@@ -159,6 +179,16 @@ def run_worker(
 
     if canceled and result is None:
         raise WorkerError("Cancelled by the user; no output was written.", kind="canceled")
+    if silent and result is None and error_event is None:
+        tail = "\n".join(stderr_tail)
+        raise WorkerError(
+            f"The worker Python '{python}' did not answer within {start_timeout:g} s of "
+            f"starting and was stopped; check that it is a Python 3 with povmap's packages "
+            f"({SETUP_HINT}), or allow a slower start with {START_TIMEOUT_VARIABLE}."
+            + (f"\nIt printed:\n{tail}" if tail else ""),
+            kind="setup",
+            details=tail,
+        )
     if error_event:
         raise _worker_error(error_event, python)
     if process.returncode != 0 or result is None:
@@ -210,6 +240,14 @@ def _terminate(process, grace_s):
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
+            pass
+
+
+def _write_job(stream, job):
+    for action in (lambda: stream.write(job), stream.close):
+        try:
+            action()
+        except (OSError, ValueError):  # the worker stopped before reading its job
             pass
 
 

@@ -1,8 +1,9 @@
 """Entry point of the worker process: ``python -m povmap_qgis.worker``.
 
 Reads one job as JSON on stdin (``{"step": ..., "options": {...}}``), runs the
-core step and writes JSON lines on stdout, one event each:
-``progress`` (percent), ``info``/``warning`` (message), ``result`` (a dict),
+core step and writes JSON lines on stdout, one event each: ``ready`` first,
+before the job is read (interpreter, version, pid: the runner's start-up
+handshake), ``progress`` (percent), ``info``/``warning`` (message), ``result`` (a dict),
 ``error`` (kind ``input`` with the parameter at fault, ``canceled`` or
 ``crash`` with a traceback). Anything a library prints goes to stderr so it
 cannot corrupt the protocol. SIGTERM cancels: outputs are cleaned up.
@@ -119,6 +120,8 @@ def _cancel_on_sigterm():
 
 def main():
     reporter = JsonLinesReporter(_protocol_stream())
+    # the start-up handshake: sent before reading the job or importing anything heavy
+    reporter.emit("ready", python=sys.executable, version=sys.version.split()[0], pid=os.getpid())
     try:
         job = json.loads(sys.stdin.read())
         _cancel_on_sigterm()

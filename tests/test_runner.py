@@ -100,6 +100,66 @@ def test_a_killed_worker_is_reported_with_its_exit_code(tmp_path):
         runner.run_worker("environment", {}, python=str(fake_python))
 
 
+def hanging_python(tmp_path):
+    """An 'interpreter' that never answers; its child's pid is written beside it."""
+    pid_file = tmp_path / "child.pid"
+    script = tmp_path / "hanging python"
+    script.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > '{pid_file}'\nwait\n")
+    script.chmod(0o755)
+    return str(script), pid_file
+
+
+def assert_stopped(pid_file):
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the hanging worker's child {pid} is still running")
+
+
+def test_a_worker_that_never_answers_is_stopped_after_the_start_timeout(tmp_path, monkeypatch):
+    python, pid_file = hanging_python(tmp_path)
+    monkeypatch.setenv(runner.START_TIMEOUT_VARIABLE, "1.5")
+    started = time.monotonic()
+    with pytest.raises(runner.WorkerError) as caught:
+        runner.run_worker("environment", {"x": "y" * 200_000}, python=python)
+    assert time.monotonic() - started < 10  # a job larger than a pipe does not block either
+    message = str(caught.value)
+    assert caught.value.kind == "setup" and f"'{python}'" in message
+    assert "did not answer within 1.5 s" in message and runner.START_TIMEOUT_VARIABLE in message
+    assert_stopped(pid_file)
+
+
+def test_a_hanging_worker_python_fails_the_algorithm_with_its_name(
+    povmap_provider, tmp_path, monkeypatch
+):
+    from qgis_helpers import run_failing
+    from test_build_prediction_grid import irregular_districts
+
+    python, pid_file = hanging_python(tmp_path)
+    monkeypatch.setenv(runner.PYTHON_ENV_VARIABLE, python)
+    monkeypatch.setenv(runner.START_TIMEOUT_VARIABLE, "2")
+    area, _ = irregular_districts(tmp_path)
+    message = run_failing(
+        "povmap:buildpredictiongrid", {"AREA": str(area), "OUTPUT": str(tmp_path / "o.gpkg")}
+    )
+    assert f"The worker Python '{python}' did not answer within 2 s" in message
+    assert "Traceback" not in message and not (tmp_path / "o.gpkg").exists()
+    assert_stopped(pid_file)
+
+
+def test_the_start_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(runner.START_TIMEOUT_VARIABLE, raising=False)
+    assert runner.start_timeout_s() == runner.DEFAULT_START_TIMEOUT_S == 60
+    for text, seconds in (("5", 5.0), ("0", 60.0), ("soon", 60.0)):
+        monkeypatch.setenv(runner.START_TIMEOUT_VARIABLE, text)
+        assert runner.start_timeout_s() == seconds
+
+
 def test_library_output_on_stdout_does_not_break_the_protocol(tmp_path):
     (tmp_path / "noisy_step.py").write_text(
         "import os\n"
@@ -124,6 +184,9 @@ def test_library_output_on_stdout_does_not_break_the_protocol(tmp_path):
         env=environment,
     )
     events = [json.loads(line) for line in completed.stdout.splitlines()]
+    ready = events.pop(0)  # the start-up handshake comes first
+    assert ready["event"] == "ready" and ready["python"] == sys.executable
+    assert ready["version"] == sys.version.split()[0]
     assert events == [
         {"event": "info", "message": "still talking"},
         {"event": "result", "result": {"done": True}},
