@@ -308,16 +308,18 @@ def test_bad_training_input_is_named(tiny_chips, tmp_path):
     )
     keras_home = tmp_path / "keras-home"
     os.environ["KERAS_HOME"] = str(keras_home)
+    # an empty cache and no way to download (a closed loopback port): offline, said at once
+    os.environ["POVMAP_IMAGENET_BASE_URL"] = "http://127.0.0.1:9/"
     try:
         fails(
             "PRETRAINED",
-            "not available locally",
+            "this machine seems offline",
             preset="paper",
             members=["resnet50"],
             pretrained="imagenet",
         )
     finally:
-        del os.environ["KERAS_HOME"]
+        del os.environ["KERAS_HOME"], os.environ["POVMAP_IMAGENET_BASE_URL"]
     fails("GRID", "no label field", grid_path=tiny_chips["grid_unlabelled"])
 
 
