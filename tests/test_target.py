@@ -56,6 +56,7 @@ def layers(tmp_path_factory):
         district=district,
         prob_compact_cnn=probability,
         prob_mean=probability,
+        prob_raw=probability,  # a calibrated layer (predict writes prob_raw beside the calibrated prob_mean)
         votes=(np.nan_to_num(probability) >= 0.5).astype("int32"),
         pred=(np.nan_to_num(probability) >= 0.5).astype("int32"),
         prob_baseline=np.round(np.clip(probability + rng.normal(0, 0.2, n), 0, 1), 3),
@@ -495,7 +496,10 @@ def test_population_sums_agree_with_qgis_zonal_statistics(layers, qgis_processin
     assert populated.sum() > 100
     assert np.allclose(ours[populated], qgis[populated], rtol=0.15)
     assert np.median(np.abs(ours[populated] / qgis[populated] - 1)) < 0.03
-    area_in_pixels = cells.to_crs("EPSG:4326").area.to_numpy() / PIXEL_DEG**2
+    import shapely
+
+    # the area QGIS works in: square degrees of the raster's CRS
+    area_in_pixels = shapely.area(cells.to_crs("EPSG:4326").geometry.values) / PIXEL_DEG**2
     scaled = (
         zonal["pop_mean"].to_numpy() * area_in_pixels
     )  # QGIS's people per pixel over the cell's area
@@ -567,7 +571,7 @@ def test_target_through_qgis_process_names_enums_and_returns_the_numbers(layers)
     assert html.count("data:image/png;base64,") == 2  # the curve and the QGIS-rendered map
     assert (
         json.loads(
-            __import__("pyogrio").read_info(folder / "qp.gpkg")["layer_metadata"][
+            __import__("pyogrio").read_info(folder / "qp.gpkg", layer="qp")["layer_metadata"][
                 "povmap_targeting"
             ]
         )["rank_by"]
@@ -640,3 +644,16 @@ def test_sample_population_raster_holds_the_generated_people_and_the_truth_is_re
     district = districts[districts["name"] == truth["name"]]
     people, _ = cell_population(district.geometry, path)
     assert people[0] == pytest.approx(truth["people"], rel=0.02)
+
+
+def test_uncalibrated_probabilities_are_said_to_be_so(layers):
+    from povmap_qgis.core.geopackage import write_layer
+
+    uncalibrated = read_grid(layers["predictions"]).drop(columns=["prob_raw"])
+    path = str(layers["folder"] / "uncalibrated.gpkg")
+    write_layer(uncalibrated, path)
+    summary, _, _, warnings = run_target(
+        {**layers, "predictions": path}, "uncalibrated_target", budget=5, budget_unit="cells"
+    )
+    assert summary["data"]["calibrated"] is False
+    assert any("not calibrated" in warning for warning in warnings)

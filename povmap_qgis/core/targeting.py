@@ -104,6 +104,14 @@ def target(options, reporter=None):
     reporter.progress(5)
     truth = _read_truth(options) if options.truth_path else None
     notes = []
+    if "prob_raw" not in cells:
+        message = (
+            "PREDICTIONS: prob_mean is not calibrated (no prob_raw field: a model package before "
+            "calibration); the expected numbers take it as the share of such cells that are poor, "
+            "which an uncalibrated probability need not be."
+        )
+        reporter.warning(message)
+        notes.append(message)
 
     probability = cells["prob_mean"].to_numpy(dtype="float64")
     predicted = np.isfinite(probability)
@@ -237,6 +245,7 @@ def target(options, reporter=None):
             "districts": [name for name in names if name != NO_DISTRICT],
             "population_total": float(population.sum()) if population is not None else None,
             "has_baseline": "prob_baseline" in cells,
+            "calibrated": "prob_raw" in cells,
         },
         "budget": {
             "unit": options.budget_unit,
@@ -1090,6 +1099,12 @@ def report_document(summary, maps=()):
                         ("District cap", settings["district_max_share"] or "none"),
                         ("Skip cells out of range", settings["skip_out_of_range"]),
                         ("Model", settings.get("model") or "not recorded"),
+                        (
+                            "Probabilities",
+                            "calibrated on validation cells (prob_raw kept)"
+                            if data.get("calibrated")
+                            else "not calibrated (older model package): see Notes",
+                        ),
                         ("Cells", data["cells"]),
                         ("Cells with a prediction", data["predicted"]),
                         ("Cells that could be selected", data["rankable"]),
