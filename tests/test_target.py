@@ -657,3 +657,14 @@ def test_uncalibrated_probabilities_are_said_to_be_so(layers):
     )
     assert summary["data"]["calibrated"] is False
     assert any("not calibrated" in warning for warning in warnings)
+    # prob_raw written, but the package had no calibration (predict records method none)
+    path = str(layers["folder"] / "uncalibrated_raw.gpkg")
+    write_layer(
+        read_grid(layers["predictions"]),
+        path,
+        metadata={"povmap_calibration": json.dumps({"method": "none"})},
+    )
+    summary, _, _, warnings = run_target(
+        {**layers, "predictions": path}, "uncalibrated_raw_target", budget=5, budget_unit="cells"
+    )
+    assert summary["data"]["calibrated"] is False and warnings

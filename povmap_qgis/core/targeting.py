@@ -104,11 +104,12 @@ def target(options, reporter=None):
     reporter.progress(5)
     truth = _read_truth(options) if options.truth_path else None
     notes = []
-    if "prob_raw" not in cells:
+    calibrated = _calibrated(cells, metadata)
+    if not calibrated:
         message = (
-            "PREDICTIONS: prob_mean is not calibrated (no prob_raw field: a model package before "
-            "calibration); the expected numbers take it as the share of such cells that are poor, "
-            "which an uncalibrated probability need not be."
+            "PREDICTIONS: prob_mean is not calibrated (a model package without calibration); the "
+            "expected numbers take it as the share of such cells that are poor, which an "
+            "uncalibrated probability need not be."
         )
         reporter.warning(message)
         notes.append(message)
@@ -245,7 +246,7 @@ def target(options, reporter=None):
             "districts": [name for name in names if name != NO_DISTRICT],
             "population_total": float(population.sum()) if population is not None else None,
             "has_baseline": "prob_baseline" in cells,
-            "calibrated": "prob_raw" in cells,
+            "calibrated": calibrated,
         },
         "budget": {
             "unit": options.budget_unit,
@@ -442,6 +443,17 @@ def _read_truth(options):
         raise PovmapInputError("TRUTH", f"the label field of '{layer}' must be 1 (poor) or 0.")
     frame = frame.astype({"cell_id": "int64", "label": "int64"}).drop_duplicates("cell_id")
     return frame
+
+
+def _calibrated(cells, metadata):
+    """Whether prob_mean was calibrated by predict: prob_raw beside it, and a calibration recorded."""
+    if "prob_raw" not in cells:
+        return False
+    try:
+        fitted = json.loads(metadata.get("povmap:calibration") or "{}")
+    except ValueError:
+        fitted = {}
+    return not (isinstance(fitted, dict) and fitted.get("method") == "none")
 
 
 def _district_names(cells):
