@@ -362,6 +362,13 @@ def test_measured_errors_and_curve_with_truth_match_pandas(layers):
     steps = by_district.groupby("district")["label"].sum()[rate.sort_values(ascending=False).index]
     dx, dy = summary["curves"]["measured"]["district"]
     assert np.allclose(dy, np.concatenate([[0], steps.cumsum() / steps.sum()]))
+    # and by the survey's own poverty rate per district (what a programme with a survey would do)
+    survey_rate = by_district.groupby("district")["label"].mean().sort_values(ascending=False)
+    steps = by_district.groupby("district")["label"].sum()[survey_rate.index]
+    sizes = by_district.groupby("district").size()[survey_rate.index]
+    sx, sy = summary["curves"]["measured"]["district_survey"]
+    assert np.allclose(sy, np.concatenate([[0], steps.cumsum() / steps.sum()]))
+    assert np.allclose(sx, np.concatenate([[0], sizes.cumsum() / sizes.sum()]))
     assert "baseline" in summary["curves"]["measured"]
 
 

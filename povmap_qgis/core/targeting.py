@@ -646,16 +646,21 @@ def curve(order, x_weights, y_weights):
     return [[round(float(a), 6) for a in x], [round(float(b), 6) for b in y]]
 
 
-def district_order(codes, probability, heads, mask):
-    """Cells of ``mask`` grouped by district, districts by mean predicted probability (weighted by people), best first."""
+def district_order(codes, probability, heads, rate_mask, cells_mask=None):
+    """Cells of ``cells_mask`` (default ``rate_mask``) grouped by district, best district first.
+
+    A district's rate is the mean of ``probability`` over its cells in
+    ``rate_mask``, weighted by people: its mean predicted probability, or with
+    observed labels for ``probability`` its poverty rate from a survey.
+    """
     import numpy as np
 
     p = np.nan_to_num(probability)
     count = int(codes.max()) + 1 if len(codes) else 0
-    numerator = np.bincount(codes[mask], weights=(p * heads)[mask], minlength=count)
-    denominator = np.bincount(codes[mask], weights=heads[mask], minlength=count)
+    numerator = np.bincount(codes[rate_mask], weights=(p * heads)[rate_mask], minlength=count)
+    denominator = np.bincount(codes[rate_mask], weights=heads[rate_mask], minlength=count)
     rate = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), 0.0)
-    index = np.flatnonzero(mask)
+    index = np.flatnonzero(rate_mask if cells_mask is None else cells_mask)
     return index[np.lexsort((index, -rate[codes[index]]))], rate
 
 
@@ -728,7 +733,10 @@ def _measured(
         "model": curve(ranking(probability, expected, ids, covered, options.rank_by), cost, poor),
         "random": [[0.0, 1.0], [0.0, 1.0]],
         "district": _district_curve(
-            district_order(codes, probability, heads, covered)[0], codes, cost, poor
+            district_order(codes, probability, heads, predicted, covered)[0], codes, cost, poor
+        ),
+        "district_survey": _district_curve(
+            district_order(codes, np.nan_to_num(labels), heads, covered)[0], codes, cost, poor
         ),
     }
     if "prob_baseline" in cells:
@@ -902,6 +910,7 @@ TARGETING_CURVES = {
     "model": ("model (cells in the map's order)", "#000000", 2.4, "-"),
     "baseline": ("transparent baseline (prob_baseline)", "#0072B2", 1.5, "--"),
     "district": ("district targeting (whole districts)", "#E69F00", 1.6, "-"),
+    "district_survey": ("district targeting by the TRUTH survey's rates", "#CC79A7", 1.3, "-."),
     "random": ("random selection", "#888888", 1.0, ":"),
 }
 
@@ -1008,6 +1017,12 @@ def report_document(summary, maps=()):
             "when cells are enrolled in the model's order; random selection (the diagonal); district "
             "targeting, what programmes often do today: whole districts in turn, ranked by their mean "
             "predicted probability"
+            + (
+                " (measured panel: also by their poverty rate in the TRUTH survey, as a programme with "
+                "a survey of every district would)"
+                if measured
+                else ""
+            )
             + (
                 ", and the transparent baseline (prob_baseline)"
                 if summary["data"]["has_baseline"]
