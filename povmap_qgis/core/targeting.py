@@ -37,6 +37,8 @@ by cell_id (ascending).
 QGIS after rendering the map.
 """
 
+from __future__ import annotations  # imported inside QGIS too (report_document), maybe Python 3.9
+
 import dataclasses
 import datetime
 import json
