@@ -37,6 +37,7 @@ FALLBACK_STYLES = {
         ("prediction_probability", "out-of-fold probability"),
     ],
 }
+FALLBACK_STYLES[("mappoverty", "OUTPUT")] = FALLBACK_STYLES[("predict", "OUTPUT")]
 
 # The details of a layer to load hold a plain pointer to the post-processor: the
 # Python object must outlive the algorithm (which the dialog deletes when its task

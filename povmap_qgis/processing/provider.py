@@ -11,6 +11,7 @@ from .build_training_grid import BuildTrainingGrid
 from .check_environment import CheckEnvironment
 from .crossvalidate import CrossValidate
 from .evaluate import Evaluate
+from .map_poverty import MapPoverty
 from .model_alias import SetModelAlias
 from .predict import Predict
 from .runs import Runs
@@ -51,6 +52,7 @@ class PovmapProvider(QgsProcessingProvider):
             SampleChips(),
             Train(),
             Predict(),
+            MapPoverty(),
             Evaluate(),
             CrossValidate(),
             Target(),

@@ -1,0 +1,233 @@
+"""povmap:mappoverty — one dialog: districts → prediction grid → chips → predictions.
+
+Runs Build prediction grid, Sample image chips and Predict poverty as child
+algorithms (same context, one progress bar, Cancel between and within steps),
+with the cell size and chip resolution the model was trained with.
+"""
+
+import json
+import os
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+)
+
+from ..core.chips import RESAMPLING_METHODS
+from ..paths import bundled_model_path
+from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .sample_chips import NAMED_INPUTS
+
+DEFAULT_CELL_SIZE = 1000.0  # when the model's manifest cannot be read (models:/…)
+DEFAULT_RESOLUTION = 10.0
+RASTERS = [name for name, _, _, _ in NAMED_INPUTS]  # DAYTIME, NIGHTLIGHTS, ACCESSIBILITY
+
+
+class MapPoverty(PovmapAlgorithm):
+    algorithm_id = "mappoverty"
+    display_name = "Map poverty"
+    group_id = "models"
+    group_name = "3 · Models"
+    summary = (
+        "Maps chronic poverty for districts in one step: cells, image chips and predictions. "
+        "It covers AREA with cells (Build prediction grid), samples the rasters into a chip store "
+        "(Sample image chips) and runs a model on it (Predict poverty). The cell size and chip resolution are the model's, read from its package. Without "
+        "MODEL, the bundled demonstration model is used: it was trained on synthetic data, needs all "
+        "three rasters and is not for policy use. The result is the styled prediction layer; the chip "
+        "store is kept where CHIPS says (a temporary folder by default) for another model or a rerun."
+    )
+
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "AREA", self.tr("Districts to map"), POLYGON_SOURCES
+            ),
+            "District polygons to cover with cells. To map some districts only, filter the layer "
+            "(Filter…, or a subset in the source: …|subset=\"name\" = 'Sorabad') or select them and "
+            "tick Selected features only.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "DISTRICT_FIELD", self.tr("District name field"), None, "AREA", optional=True
+            ),
+            "Field of AREA holding the district name; each cell takes the district it overlaps most.",
+        )
+        for name, _, label, help_text in NAMED_INPUTS:
+            self.add_parameter(
+                QgsProcessingParameterRasterLayer(name, self.tr(label), optional=True),
+                help_text + " Give the inputs the model was trained on (the bundled model: all "
+                "three). Must be a raster file (GeoTIFF…).",
+            )
+            if name == "DAYTIME":
+                self.add_parameter(
+                    QgsProcessingParameterString(
+                        "DAYTIME_BANDS", self.tr("Daytime bands (red, green, blue)"), "1,2,3"
+                    ),
+                    "Band numbers of DAYTIME in red, green, blue order, separated by commas; "
+                    "e.g. 4,3,2 for a full Sentinel-2 stack.",
+                )
+        self.add_parameter(
+            QgsProcessingParameterFile(
+                "MODEL",
+                self.tr("Model package (.povmodel; empty: bundled demo model)"),
+                QgsProcessingParameterFile.Behavior.Folder,
+                optional=True,
+            ),
+            "A .povmodel folder from Train poverty ensemble, or a version registered in the run "
+            "history (models:/<name>/<version>, models:/<name>@<alias>). Empty: the demonstration "
+            "ensemble bundled with the plugin (synthetic data, not for policy use).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterCrs(
+                "CRS", self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True
+            ),
+            "A projected CRS in metres for the cells. Empty: the UTM zone at the area's centre.",
+            advanced=True,
+        )
+        for name, _, label, _ in NAMED_INPUTS:
+            self.add_parameter(
+                QgsProcessingParameterEnum(
+                    f"{name}_RESAMPLING",
+                    self.tr("{}: resampling").format(label.split(" (")[0]),
+                    list(RESAMPLING_METHODS),
+                    False,
+                    1,
+                ),
+                f"How {name} is resampled onto the chips: bilinear (default) for continuous "
+                "values, nearest or mode for classes, average to aggregate finer rasters.",
+                advanced=True,
+            )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "OUTPUT", self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
+            ),
+            "GeoPackage of the cells with district, prob_<member>, prob_mean, votes, pred "
+            "(1 = poor) and disagreement, styled by predicted class (probability and disagreement "
+            "styles in the layer's Styles list).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFolderDestination(
+                "CHIPS",
+                self.tr("Chip store (folder ending in .chips)"),
+                QgsProcessing.TEMPORARY_OUTPUT,
+                optional=True,  # left out (or skipped): a temporary folder all the same
+            ),
+            "Folder of the chip store sampled for the cells; .chips is added to the name if "
+            "missing. Default (or left out): a temporary folder. Predict poverty can run another "
+            "model on it.",
+        )
+        for key, label in (
+            ("CELLS", "Cells"),
+            ("PREDICTED_POOR", "Cells predicted poor"),
+            ("FLAGGED", "Cells with too much nodata"),
+        ):
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        import processing  # QGIS's Processing plugin: loaded wherever this provider runs
+
+        output = self.output_gpkg(parameters, "OUTPUT", context)
+        if parameters.get("CHIPS") in (None, ""):
+            parameters = {**parameters, "CHIPS": QgsProcessing.TEMPORARY_OUTPUT}
+        chips = self.output_folder(parameters, "CHIPS", context, ".chips")
+        model = self.input_file(parameters, "MODEL", context) or bundled_model_path()
+        manifest = _model_manifest(model)
+        self._refuse_missing_inputs(parameters, manifest)
+        cell_size = float(manifest.get("cell_size") or DEFAULT_CELL_SIZE)
+        resolution = float(manifest.get("resolution") or DEFAULT_RESOLUTION)
+        feedback.pushInfo(f"Model: {model} (cells of {cell_size:g} m, chips at {resolution:g} m)")
+        steps = QgsProcessingMultiStepFeedback(3, feedback)
+
+        def run(step, algorithm, child_parameters):
+            steps.setCurrentStep(step)
+            if feedback.isCanceled():
+                raise QgsProcessingException(self.tr("Cancelled: no predictions were written."))
+            return processing.run(
+                f"povmap:{algorithm}",
+                child_parameters,
+                context=context,
+                feedback=steps,
+                is_child_algorithm=True,
+            )
+
+        crs = self.crs_text(self.parameterAsCrs(parameters, "CRS", context))
+        grid = run(
+            0,
+            "buildpredictiongrid",
+            {
+                "AREA": parameters["AREA"],
+                "DISTRICT_FIELD": parameters.get("DISTRICT_FIELD"),
+                "CELL_SIZE": cell_size,
+                **({"CRS": crs} if crs else {}),
+                "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT,
+            },
+        )["OUTPUT"]
+        chip_parameters = {
+            "GRID": grid,
+            "RESOLUTION": resolution,
+            "OUTPUT": chips,
+            "DAYTIME_BANDS": parameters.get("DAYTIME_BANDS") or "1,2,3",
+        }
+        for name in RASTERS:
+            chip_parameters[name] = parameters.get(name)
+            chip_parameters[f"{name}_RESAMPLING"] = self.parameterAsEnum(
+                parameters, f"{name}_RESAMPLING", context
+            )
+        chips = run(1, "samplechips", chip_parameters)["OUTPUT"]
+        predicted = run(
+            2, "predict", {"MODEL": model, "CHIPS": chips, "GRID": grid, "OUTPUT": output}
+        )
+        feedback.setProgress(100)
+        return {
+            "OUTPUT": output,
+            "CHIPS": chips,
+            "CELLS": predicted["CELLS"],
+            "PREDICTED_POOR": predicted["PREDICTED_POOR"],
+            "FLAGGED": predicted["FLAGGED"],
+        }
+
+    def _refuse_missing_inputs(self, parameters, manifest):
+        """Before any work: the rasters the model needs and the run lacks, named by label."""
+        given = {
+            store_name
+            for name, store_name, _, _ in NAMED_INPUTS
+            if parameters.get(name) not in (None, "")
+        }
+        needed = [spec.get("name") for spec in manifest.get("inputs") or []]
+        labels = {store_name: (name, label) for name, store_name, label, _ in NAMED_INPUTS}
+        missing = [labels[name] for name in needed if name in labels and name not in given]
+        if missing:
+            raise QgsProcessingException(
+                self.tr(
+                    "The model was trained on "
+                    + ", ".join(needed)
+                    + "; give "
+                    + ", ".join(f"{label} ({name})" for name, label in missing)
+                    + " too (or choose a MODEL trained on the rasters you have). Nothing was written."
+                )
+            )
+        if not given:
+            raise QgsProcessingException(
+                self.tr("Choose at least one input raster: DAYTIME, NIGHTLIGHTS or ACCESSIBILITY.")
+            )
+
+
+def _model_manifest(model):
+    """The model package's manifest, or {} when it is not a local folder (models:/…) or unreadable."""
+    try:
+        with open(os.path.join(model, "manifest.json"), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
