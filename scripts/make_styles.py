@@ -30,6 +30,8 @@ STYLES = os.path.join(
 )
 OUTLINE = "60,60,60,110"
 POOR, NOT_POOR = "#e66101", "#5e3c99"
+# the uncertainty style: width of the interval of the calibrated probability (no extra field)
+UNCERTAINTY_WIDTH = '"prob_high" - "prob_low"'
 OUTCOMES = [  # value, legend label, colour (Okabe–Ito)
     ("hit", "Hit: poor, predicted poor", "#009e73"),
     ("miss", "Miss: poor, predicted not poor", "#d55e00"),
@@ -118,6 +120,32 @@ def main():
             [(0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.5)],
             ["#f2f0f7", "#cbc9e2", "#9e9ac8", "#6a51a3"],
             ["members agree (< 0.1)", "0.1–0.2", "0.2–0.3", "members disagree (≥ 0.3)"],
+        ),
+    )
+    save(
+        "prediction_uncertainty",
+        [("cell_id", "integer"), ("prob_low", "double"), ("prob_high", "double")],
+        graduated(
+            UNCERTAINTY_WIDTH,
+            [(0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 1.0)],
+            ["#f7f7f7", "#cccccc", "#969696", "#525252"],
+            [
+                "narrow interval (< 0.1)",
+                "0.1–0.2",
+                "0.2–0.4",
+                "wide interval (≥ 0.4): uncertain",
+            ],
+        ),
+    )
+    save(
+        "prediction_out_of_range",
+        [("cell_id", "integer"), ("out_of_range", "integer")],
+        categorized(
+            "out_of_range",
+            [
+                (0, "Inside the training range", "255,255,255,0"),
+                (1, "Outside the training range: treat with care", "#7b3294"),
+            ],
         ),
     )
     save(

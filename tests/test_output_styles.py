@@ -125,13 +125,71 @@ def test_prediction_layer_loaded_by_processing_offers_probability_and_disagreeme
     assert layer.renderer().classAttribute() == "pred"
 
 
+def test_uncertainty_and_out_of_range_styles_are_saved_in_the_prediction_geopackage(
+    povmap_provider, tmp_path
+):
+    """Listed by listStylesInDatabase; graduated on the interval width, categorized on out_of_range."""
+    from qgis.core import QgsMapLayerStyle
+
+    from povmap_qgis.core.prediction import styles_with_their_fields
+
+    frame = prediction_frame()
+    frame["prob_low"] = [0.05, 0.3, 0.3, 0.85]
+    frame["prob_high"] = [0.15, 0.5, 0.9, 0.95]
+    frame["out_of_range"] = [0, 0, 1, 0]
+    path = str(tmp_path / "predictions.gpkg")
+    extra = [(style_path(name), label) for name, label in EXTRA_STYLES]
+    write_layer(
+        frame,
+        path,
+        style_path("prediction_class"),
+        "povmap predicted class",
+        extra_styles=styles_with_their_fields(extra, frame.columns),
+    )
+    layer = QgsVectorLayer(path, "predictions", "ogr")
+    count, ids, names, _, _ = layer.listStylesInDatabase()
+    by_name = dict(zip(names[:count], ids[:count], strict=True))
+    assert {
+        "povmap uncertainty (prob_high − prob_low)",
+        "povmap outside the training range",
+    } <= set(by_name)
+
+    def renderer_of(name):
+        qml, _ = layer.getStyleFromDatabase(by_name[name])
+        QgsMapLayerStyle(qml).writeToLayer(layer)
+        return layer.renderer()
+
+    width = renderer_of("povmap uncertainty (prob_high − prob_low)")
+    assert width.type() == "graduatedSymbol"
+    assert width.classAttribute() == '"prob_high" - "prob_low"'
+    assert [(r.lowerValue(), r.upperValue()) for r in width.ranges()] == [
+        (0, 0.1),
+        (0.1, 0.2),
+        (0.2, 0.4),
+        (0.4, 1.0),
+    ]
+    widths = frame["prob_high"] - frame["prob_low"]  # 0.1, 0.2, 0.6, 0.1 → classes 0/1, 1, 3, 0/1
+    symbols = [width.symbolForValue(float(value)) for value in widths]
+    assert symbols[2].color().name() == "#525252"  # wide: the darkest class
+    outside = renderer_of("povmap outside the training range")
+    assert outside.type() == "categorizedSymbol"
+    assert outside.classAttribute() == "out_of_range"
+    assert categories(layer) == {
+        "0": "Inside the training range",
+        "1": "Outside the training range: treat with care",
+    }
+    # a 1.0 package writes no out_of_range: its style is left out, the uncertainty style kept
+    kept = styles_with_their_fields(extra, frame.drop(columns=["out_of_range"]).columns)
+    assert [label for _, label in kept] == [label for _, label in EXTRA_STYLES[:-1]]
+
+
 def test_a_geopackage_without_styles_gets_the_plugin_styles(povmap_provider, tmp_path):
     path = str(tmp_path / "bare_predictions.gpkg")
     prediction_frame().to_file(path, layer="bare_predictions", engine="pyogrio")
     assert not QgsVectorLayer(path, "bare", "ogr").listStylesInDatabase()[0]
     layer = load_as_processing_does("predict", "OUTPUT", path)
     assert layer.renderer().classAttribute() == "pred"
-    assert len(layer.styleManager().styles()) == 3
+    assert len(layer.styleManager().styles()) == 1 + len(EXTRA_STYLES)
 
 
 def test_nothing_is_attached_when_processing_does_not_load_the_output(povmap_provider, tmp_path):

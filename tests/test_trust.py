@@ -178,6 +178,8 @@ def test_platt_scaling_fixes_an_overconfident_probability_and_keeps_the_ranking(
 def trusted(tiny_chips, tmp_path_factory):
     """A one-member package trained on night lights, its predictions of the grid and their evaluation."""
     from povmap_qgis import runner
+    from povmap_qgis.paths import style_path
+    from povmap_qgis.processing.predict import EXTRA_STYLES
 
     folder = tmp_path_factory.mktemp("trust")
     package = str(folder / "night.povmodel")
@@ -201,6 +203,8 @@ def trusted(tiny_chips, tmp_path_factory):
             "chips_path": tiny_chips["night"],
             "grid_path": tiny_chips["grid"],
             "output_path": predictions,
+            "style_qml_path": style_path("prediction_class"),
+            "extra_styles": [(style_path(name), label) for name, label in EXTRA_STYLES],
         },
         on_event=events.append,
     )
@@ -320,6 +324,24 @@ def test_prediction_layer_has_raw_calibrated_and_interval_probabilities(trusted)
     for field in ("prob_raw", "prob_mean", "prob_low", "prob_high", "prob_baseline"):
         assert frame[field].between(0, 1).all(), field
     assert set(frame["out_of_range"].unique()) <= {0, 1}
+
+
+def test_the_prediction_geopackage_holds_the_uncertainty_and_out_of_range_styles(trusted):
+    from qgis.core import QgsMapLayerStyle, QgsVectorLayer
+
+    layer = QgsVectorLayer(trusted["predictions"], "predictions", "ogr")
+    count, ids, names, _, _ = layer.listStylesInDatabase()
+    by_name = dict(zip(names[:count], ids[:count], strict=True))
+    renderers = {}
+    for name, style_id in by_name.items():
+        QgsMapLayerStyle(layer.getStyleFromDatabase(style_id)[0]).writeToLayer(layer)
+        renderers[name] = (layer.renderer().type(), layer.renderer().classAttribute())
+    assert renderers["povmap uncertainty (prob_high − prob_low)"] == (
+        "graduatedSymbol",
+        '"prob_high" - "prob_low"',
+    )
+    assert renderers["povmap outside the training range"] == ("categorizedSymbol", "out_of_range")
+    assert renderers["povmap prediction (class)"] == ("categorizedSymbol", "pred")
 
 
 def test_evaluate_judges_the_baseline_and_calibration_as_scikit_learn_does(trusted):

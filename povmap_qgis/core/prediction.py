@@ -19,6 +19,7 @@ training cells' 1st–99th percentiles). A 1.0 package writes ``prob_raw`` =
 """
 
 import dataclasses
+import html
 import json
 import time
 
@@ -89,7 +90,7 @@ def predict(options, reporter=None):
         options.output_path,
         options.style_qml_path,
         "povmap prediction (class)",
-        extra_styles=options.extra_styles,
+        extra_styles=styles_with_their_fields(options.extra_styles, grid.columns),
         metadata={
             "povmap_model": manifest["path"],
             "povmap_threshold": manifest["threshold"],
@@ -166,6 +167,25 @@ def _member_probabilities(options, manifest, store, rows, reporter):
     return learning_data.predict_rows(
         models, store, rows, manifest["normalisation"], names, options.batch_rows, progress
     )
+
+
+def styles_with_their_fields(styles, columns):
+    """The extra styles [(qml path, name)] whose renderer reads only fields of ``columns``.
+
+    A 1.0 package writes no ``out_of_range``: its style would draw nothing, so it is left out.
+    The renderer's attribute may be an expression (``"prob_high" - "prob_low"``).
+    """
+    import re
+
+    kept = []
+    for path, name in styles or []:
+        with open(path, encoding="utf-8") as handle:
+            found = re.search(r'<renderer-v2[^>]*\sattr="([^"]*)"', handle.read())
+        attribute = html.unescape(found.group(1)) if found else ""
+        fields = re.findall(r'"([^"]+)"', attribute) or ([attribute] if attribute else [])
+        if all(field in columns for field in fields):
+            kept.append((path, name))
+    return kept
 
 
 def _training_districts(manifest):

@@ -28,6 +28,8 @@ FALLBACK_STYLES = {
         ("prediction_class", "povmap predicted class"),
         ("prediction_probability", "povmap probability (mean of members)"),
         ("prediction_disagreement", "povmap member disagreement"),
+        ("prediction_uncertainty", "povmap uncertainty (prob_high − prob_low)"),
+        ("prediction_out_of_range", "povmap outside the training range"),
     ],
     ("evaluate", "HITMISS"): [("hitmiss", "povmap hit/miss")],
     ("target", "OUTPUT"): [("targeting_selection", "povmap selection")],

@@ -15,6 +15,8 @@ from .engine import add_engine_parameters, engine_options
 EXTRA_STYLES = [
     ("prediction_probability", "povmap probability (mean of members)"),
     ("prediction_disagreement", "povmap member disagreement"),
+    ("prediction_uncertainty", "povmap uncertainty (prob_high − prob_low)"),
+    ("prediction_out_of_range", "povmap outside the training range"),
 ]
 
 
@@ -26,8 +28,9 @@ class Predict(PovmapAlgorithm):
     summary = (
         "Runs a trained ensemble on the chips of a grid — a surveyed district or one nobody surveyed. Each member gives "
         "the probability that a cell is chronically poor; the output has prob_<member>, prob_mean, votes, pred "
-        "(majority vote, 1 = poor) and disagreement (spread of the members). Styled by predicted class; the probability "
-        "and disagreement styles are in the layer's Styles menu. Without MODEL, the bundled demonstration model is used: "
+        "(majority vote, 1 = poor) and disagreement (spread of the members). Styled by predicted class; the probability, "
+        "disagreement, uncertainty (prob_high − prob_low) and outside-the-training-range styles are in the layer's "
+        "Styles menu. Without MODEL, the bundled demonstration model is used: "
         "it was trained on synthetic data and is not for policy use."
     )
 
