@@ -199,6 +199,12 @@ def test_session_ran_without_errors_or_popups(desktop):
     assert report["modal_dialogs"] == [], report["modal_dialogs"]
     assert report["windows"] == [], report["windows"]
     assert report["critical_log"] == [], report["critical_log"]
+    errors_in_bar = [
+        item
+        for item in report["message_bar"]
+        if item["level"] >= 2 or "error" in item["title"].lower()
+    ]
+    assert errors_in_bar == [], errors_in_bar
     assert desktop["returncode"] == 0, desktop["log"][-3000:]
 
 
@@ -215,6 +221,27 @@ def test_every_algorithm_dialog_opens(desktop):
         assert (desktop["out"] / f"dialog_{algorithm_id}.png").exists() or any(
             desktop["out"].glob("dialog_*_after.png")
         )
+
+
+def test_dialogs_preselect_sensible_inputs(desktop):
+    """The score field defaults to ``score``; polygon pickers never offer the household points."""
+    report = desktop["report"]
+    defaults = report["dialogs"]["buildtraininggrid_defaults"]["defaults"]
+    assert defaults["SCORE_FIELD"] == "score", defaults
+    points = {
+        layer["name"] for layer in report["project_layers"] if layer.get("geometry") == "Point"
+    }
+    assert "Synthetic survey households (2016–17)" in points
+    pickers = {
+        f"{algorithm_id}.{name}": choices
+        for algorithm_id, dialog in report["dialogs"].items()
+        for name, choices in dialog["polygon_pickers"].items()
+    }
+    assert "evaluate_defaults.TRUTH" in pickers and "evaluate_defaults.PREDICTIONS" in pickers
+    for picker, choices in pickers.items():
+        assert choices, f"{picker} offers no layer"
+        assert not points & set(choices), f"{picker} offers point layers: {points & set(choices)}"
+        assert "Synthetic districts" in choices, (picker, choices)
 
 
 def test_pipeline_runs_through_the_dialogs(desktop):

@@ -21,11 +21,14 @@ from qgis.core import (
     Qgis,
     QgsApplication,
     QgsMapLayer,
+    QgsProcessing,
     QgsProcessingFeatureSourceDefinition,
+    QgsProcessingParameterFeatureSource,
     QgsProject,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import Qt, QTimer
-from qgis.PyQt.QtWidgets import QApplication, QDialog, QLabel, QMessageBox, QTextEdit
+from qgis.PyQt.QtWidgets import QApplication, QComboBox, QDialog, QLabel, QMessageBox, QTextEdit
 from qgis.utils import iface
 
 OUT = os.environ["POVMAP_DESKTOP_OUT"]
@@ -48,6 +51,7 @@ report = {
     "dialogs": {},
     "runs": {},
     "canvas": {},
+    "message_bar": [],
     "driver_error": None,
     "finished": False,
 }
@@ -157,7 +161,7 @@ def poll(scenario, predicate, deadline):
 
 
 def finish():
-    report["message_bar"] = message_bar_items()
+    report["message_bar"].extend(message_bar_items())
     report["finished"] = report["driver_error"] is None
     save_report()
     # Unload the project while the window is alive: QGIS 3.22 crashes in its destructor when
@@ -193,6 +197,7 @@ def describe_layer(layer):
         entry["renderer"] = layer.renderer().type() if layer.renderer() else None
         return entry
     renderer = layer.renderer()
+    entry["geometry"] = QgsWkbTypes.geometryDisplayString(layer.geometryType())
     entry["feature_count"] = layer.featureCount()
     entry["renderer"] = renderer.type() if renderer else None
     if renderer is None:
@@ -259,8 +264,13 @@ def show_only(layer, name):
     for node in root.findLayers():
         node.setItemVisibilityChecked(node.layerId() == layer.id())
     iface.setActiveLayer(layer)
+    # QGIS's "Task complete" notices sit above the canvas and shrink it: note them, dismiss them.
+    report["message_bar"].extend(message_bar_items())
+    iface.messageBar().clearWidgets()
+    yield 0.3
     canvas = iface.mapCanvas()
-    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(layer, layer.extent()))
+    extent = canvas.mapSettings().layerExtentToOutputExtent(layer, layer.extent())
+    canvas.setExtent(extent.buffered(0.03 * max(extent.width(), extent.height())))
     canvas.refresh()
     yield 0.5
     yield (canvas_idle, 20)
@@ -301,6 +311,25 @@ def parameter_values(dialog):
     return values
 
 
+def polygon_picker_choices(dialog):
+    """For each parameter that takes polygons only: the layers its picker offers."""
+    choices = {}
+    for definition in dialog.algorithm().parameterDefinitions():
+        if not isinstance(definition, QgsProcessingParameterFeatureSource):
+            continue
+        if definition.dataTypes() != [QgsProcessing.TypeVectorPolygon]:
+            continue
+        wrapper = dialog.mainWidget().wrappers.get(definition.name())
+        combos = wrapper.wrappedWidget().findChildren(QComboBox) if wrapper else []
+        choices[definition.name()] = (
+            # items read "name [EPSG:…]"
+            [combos[0].itemText(index).rsplit(" [", 1)[0] for index in range(combos[0].count())]
+            if combos
+            else None
+        )
+    return choices
+
+
 def look_at_dialog(algorithm_id, parameters=None):
     """Open a dialog, screenshot it, record its defaults and help, close it."""
     dialog = open_dialog(algorithm_id, parameters or {})
@@ -309,6 +338,7 @@ def look_at_dialog(algorithm_id, parameters=None):
     report["dialogs"][algorithm_id] = {
         "title": dialog.windowTitle(),
         "defaults": parameter_values(dialog),
+        "polygon_pickers": polygon_picker_choices(dialog),
     }
     dialog.close()
     _own_dialogs.remove(dialog)
