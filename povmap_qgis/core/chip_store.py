@@ -368,6 +368,14 @@ class ChipStore:
                 self.manifest = json.load(handle)
         except (OSError, ValueError) as error:
             raise PovmapInputError("CHIPS", f"'{path}' is not a chip store ({error}).") from None
+        except RecursionError:
+            raise PovmapInputError(
+                "CHIPS", f"'{path}' is not a chip store (its {MANIFEST} is nested too deeply)."
+            ) from None
+        if not isinstance(self.manifest, dict):
+            raise PovmapInputError(
+                "CHIPS", f"'{path}' is not a chip store ({MANIFEST} is not an object)."
+            )
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise PovmapInputError(
                 "CHIPS",
@@ -377,11 +385,19 @@ class ChipStore:
             raise PovmapInputError(
                 "CHIPS", f"'{path}' is not complete; run the chip sampling again to finish it."
             )
-        self.cell_ids = np.load(os.path.join(self.path, CELL_IDS), mmap_mode="r")
-        self.nodata_fraction = np.load(os.path.join(self.path, NODATA_FRACTION), mmap_mode="r")
-        self.input_names = [spec["name"] for spec in self.manifest["inputs"]]
+        self.input_names, chip_size = _checked_manifest(path, self.manifest)
+        self.cell_ids = _load_array(self.path, CELL_IDS, ndim=1)
+        self.nodata_fraction = _load_array(
+            self.path, NODATA_FRACTION, shape=(len(self.cell_ids), len(self.input_names))
+        )
+        if self.cell_ids.dtype.kind not in "iu":
+            _damaged(
+                self.path, CELL_IDS, f"holds {self.cell_ids.dtype} values, not integer cell ids"
+            )
         self._chips = {
-            name: np.load(os.path.join(self.path, f"{name}.npy"), mmap_mode="r")
+            name: _load_array(
+                self.path, f"{name}.npy", shape=(len(self.cell_ids), chip_size, chip_size), ndim=4
+            )
             for name in self.input_names
         }
         self._row_files = {
@@ -415,6 +431,57 @@ class ChipStore:
 
     def __del__(self):
         self.close() if hasattr(self, "_row_files") else None
+
+
+def _checked_manifest(path, manifest):
+    """The input names and chip size a finished store's manifest must give, or a CHIPS message."""
+    inputs, chip_size = manifest.get("inputs"), manifest.get("chip_size")
+    problem = None
+    if not isinstance(inputs, list) or not inputs:
+        problem = "no list of inputs"
+    elif not all(isinstance(spec, dict) and isinstance(spec.get("name"), str) for spec in inputs):
+        problem = "an input without a name"
+    elif not isinstance(manifest.get("settings"), dict):
+        problem = "no settings"
+    elif isinstance(chip_size, bool) or not isinstance(chip_size, int) or chip_size < 1:
+        problem = f"no valid chip_size ({chip_size!r})"
+    if problem:
+        raise PovmapInputError(
+            "CHIPS",
+            f"the chip store '{path}' is damaged: its {MANIFEST} has {problem}; "
+            "sample the chips again (Sample chips) into a new store.",
+        )
+    return [spec["name"] for spec in inputs], chip_size
+
+
+def _load_array(path, file_name, shape=(), ndim=None):
+    """A store array memory-mapped, checked against the shape the manifest implies."""
+    file_path = os.path.join(path, file_name)
+    if not os.path.isfile(file_path):
+        _damaged(path, file_name, "is missing")
+    try:
+        array = np.load(file_path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as error:
+        _damaged(path, file_name, f"cannot be read, it may be truncated ({error})")
+    if not isinstance(array, np.ndarray):
+        _damaged(path, file_name, "is not a single array")
+    if (ndim is not None and array.ndim != ndim) or tuple(array.shape[: len(shape)]) != shape:
+        expected = " × ".join([str(size) for size in shape] + ["…"] * ((ndim or 0) - len(shape)))
+        _damaged(
+            path,
+            file_name,
+            f"has shape {' × '.join(str(size) for size in array.shape)} where the manifest and "
+            f"{CELL_IDS} give {expected}",
+        )
+    return array
+
+
+def _damaged(path, file_name, problem):
+    raise PovmapInputError(
+        "CHIPS",
+        f"the chip store '{path}' is damaged: {file_name} {problem}; "
+        "sample the chips again (Sample chips) into a new store.",
+    )
 
 
 class RowFile:

@@ -83,6 +83,14 @@ def assign_folds(districts, folds, seed=0):
     folds = int(folds)
     if folds < 2:
         raise PovmapInputError("FOLDS", f"{folds} folds: give at least 2.")
+    if len(names) < 2:
+        raise PovmapInputError(
+            "GRID",
+            f"the labelled cells lie in {len(names)} district(s) "
+            f"({', '.join(names) or 'none'}); cross-validation by district needs at least 2: "
+            "give a grid whose cells carry their districts (Build training grid with DISTRICTS), "
+            "or evaluate a random holdout (Train with SPLIT=random).",
+        )
     if len(names) < folds:
         raise PovmapInputError(
             "FOLDS",

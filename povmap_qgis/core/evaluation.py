@@ -282,6 +282,7 @@ def _read_truth(options, reporter):
     frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, read_geometry=False)
     if frame.empty:
         raise PovmapInputError("TRUTH", f"the layer '{name}' has no features.")
+    frame = _numbers_from_text(frame, ("cell_id", "label"), "TRUTH", name, reporter)
     unlabelled = frame["label"].isna()
     if unlabelled.all():
         raise PovmapInputError(
@@ -356,6 +357,36 @@ def _geopackage_metadata_items(path, layer):
         return items
     except (sqlite3.Error, ElementTree.ParseError):
         return []
+
+
+def _numbers_from_text(frame, columns, parameter, name, reporter):
+    """Numbers written as text (a CSV read without its .csvt file) become numbers.
+
+    Empty text is a missing value; other text is refused naming the field.
+    """
+    import pandas
+
+    for column in columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        text = values.astype("string").str.strip()
+        text = text.mask(text == "")
+        numbers = pandas.to_numeric(text.astype(object).where(text.notna(), None), errors="coerce")
+        wrong = numbers.isna() & text.notna()
+        if wrong.any():
+            examples = ", ".join(f"'{value}'" for value in sorted(set(text[wrong]))[:5])
+            wanted = "1 (poor) or 0 (not poor)" if column == "label" else "the grid's cell ids"
+            raise PovmapInputError(
+                parameter,
+                f"the {column} field of '{name}' holds text ({examples}); it must hold {wanted}.",
+            )
+        frame = frame.assign(**{column: numbers})
+        reporter.info(
+            f"{parameter}: the {column} field of '{name}' is text (e.g. a CSV without a .csvt "
+            "file); its values are read as numbers."
+        )
+    return frame
 
 
 def _check_ids(frame, parameter, name):

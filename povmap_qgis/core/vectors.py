@@ -42,6 +42,14 @@ def layer_info(path, layer, parameter, require_crs=True):
         raise PovmapInputError(
             parameter, f"cannot read '{path}'{_layer_suffix(layer)}: {error}"
         ) from None
+    if require_crs and not info.get("geometry_type") and not info.get("crs"):
+        raise PovmapInputError(
+            parameter,
+            f"the layer '{_name(path, layer)}' has no geometries (a table, e.g. a CSV file "
+            "without coordinates); load a CSV with its X and Y fields as points (Layer ▸ Add "
+            "Layer ▸ Add Delimited Text Layer) and save it as a GeoPackage, or choose a layer "
+            "with geometries.",
+        )
     if require_crs and not info.get("crs"):
         raise PovmapInputError(
             parameter,

@@ -42,6 +42,7 @@ from .parameter_values import (
     unknown_enum_values,
     with_labels,
 )
+from .unreadable_inputs import explain_unreadable_input
 
 OGR_FILE_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite", "tab", "gdb"]
 REPOSITORY = "https://github.com/povmap/povmap-qgis"
@@ -145,7 +146,10 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 f"{definition.description()} ({definition.name()}): '{value}' is not one of "
                 f"{enum_help(definition)}."
             )
-        return super().checkParameterValues(completed_parameters(self, parameters), context)
+        ok, message = super().checkParameterValues(completed_parameters(self, parameters), context)
+        if not ok:  # QGIS says "not found" also for a file that is there but unreadable
+            message = explain_unreadable_input(self.parameterDefinitions(), message)
+        return ok, message
 
     def parameterAsEnum(self, parameters, name, context):  # noqa: N802 (QGIS API)
         """The option number, also when the value is the option's name (PRESET=compact)."""
