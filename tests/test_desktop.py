@@ -10,6 +10,7 @@ style list, the map canvas shows the style's colours in the proportions of the d
 
 Needs the ``qgis`` binary and ``xvfb-run`` (Debian ``xvfb``, ``xauth``; scripts/setup).
 QGIS is killed (its whole process group) after QGIS_TIMEOUT_S, so a hang fails the test.
+What QGIS showed (screenshots, report.json, qgis.log) is copied to build/desktop-test/.
 """
 
 import json
@@ -63,6 +64,8 @@ def _missing_tools():
 def desktop(tiny_sample, tmp_path_factory):
     """Run the driver in a real QGIS desktop once; its report and screenshot folder."""
     missing = _missing_tools()
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"CI must run the desktop test: install {', '.join(missing)} (scripts/setup)")
     if missing:
         pytest.skip(f"the desktop test needs {', '.join(missing)} (scripts/setup installs them)")
     root = tmp_path_factory.mktemp("desktop")
@@ -114,9 +117,12 @@ def desktop(tiny_sample, tmp_path_factory):
             returncode = "killed"
     seconds = time.monotonic() - started
     # Keep what QGIS showed where a person (or CI, as an artifact) can look at it afterwards.
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    shutil.copytree(out, ARTIFACTS, ignore=shutil.ignore_patterns("*.chips"))
-    shutil.copy(root / "qgis.log", ARTIFACTS)
+    try:
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)
+        shutil.copytree(out, ARTIFACTS, ignore=shutil.ignore_patterns("*.chips"))
+        shutil.copy(root / "qgis.log", ARTIFACTS)
+    except OSError as error:  # another session copying at the same moment: keep going
+        print(f"screenshots not copied to {ARTIFACTS}: {error}")
     qgis_log = (root / "qgis.log").read_text(encoding="utf-8", errors="replace")
     report_path = out / "report.json"
     report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else None
@@ -320,6 +326,17 @@ def test_nodata_grid_and_prediction_grid_are_styled(desktop):
     assert nodata["renderer"] == "categorizedSymbol"
     assert nodata["attribute"] == "chip_flagged"
     assert {str(c["value"]) for c in nodata["categories"]} == {"0", "1"}
+    # Complete chips are drawn as outlines only, flagged ones filled red: as many red pixels
+    # as flagged cells (none in the sample), and the outlines are on the canvas.
+    flagged = _read(desktop["out"], "nodata_grid", ["chip_flagged"])["chip_flagged"]
+    pixels = _canvas_pixels(desktop["out"], "nodata_grid")
+    red = int(pixels_of(pixels, _qml_colours("chip_nodata")["1"], tolerance=4).sum())
+    drawn = int((pixels.min(axis=1) < 250).sum())  # anything not white, outlines included
+    assert drawn > 1000, "the nodata grid is not on the canvas"
+    if flagged.sum() == 0:
+        assert red == 0, f"{red} red pixels but no flagged cell"
+    else:
+        assert red > 0, "flagged cells are not drawn red"
     grid = _layer(report, "prediction_grid.gpkg")
     assert "povmap prediction grid" in grid["styles"], grid["styles"]
     assert grid["feature_count"] > 0
