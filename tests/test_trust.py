@@ -384,6 +384,41 @@ def test_evaluate_judges_the_baseline_and_calibration_as_scikit_learn_does(trust
     ]
 
 
+def test_evaluate_reports_the_cells_inside_the_training_range_as_scikit_learn_does(trusted):
+    import csv
+
+    from helpers import read_grid
+    from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
+
+    from povmap_qgis.core.evaluation import report_document
+
+    summary = trusted["summary"]
+    cells = read_grid(summary["hitmiss"])  # the written layer: prediction fields + label
+    inside = cells[cells["out_of_range"] == 0]
+    assert 0 < len(inside) < len(cells)
+    truth = inside["label"].astype(int)
+    with open(summary["metrics_csv"], encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    table = {(row["scope"], row["model"]): row for row in rows}
+    scopes = list(dict.fromkeys(row["scope"] for row in rows))
+    assert scopes[:2] == ["all", "all (in range)"]
+    ensemble = table[("all (in range)", "ensemble")]
+    assert int(ensemble["n"]) == len(inside)
+    assert float(ensemble["recall"]) == pytest.approx(recall_score(truth, inside["pred"]))
+    assert float(ensemble["precision"]) == pytest.approx(precision_score(truth, inside["pred"]))
+    assert float(ensemble["accuracy"]) == pytest.approx(accuracy_score(truth, inside["pred"]))
+    assert float(ensemble["auc"]) == pytest.approx(roc_auc_score(truth, inside["prob_mean"]))
+    assert float(table[("all (in range)", "baseline")]["auc"]) == pytest.approx(
+        roc_auc_score(truth, inside["prob_baseline"])
+    )
+    assert summary["metrics"]["in_range"]["ensemble"]["n"] == len(inside)
+    metrics = next(s for s in report_document(summary)["sections"] if s.title == "Metrics")
+    assert any(
+        "inside the training range" in str(getattr(block, "caption", ""))
+        for block in metrics.blocks
+    )
+
+
 def test_evaluate_report_opens_with_the_verdict_and_shows_calibration(trusted):
     from povmap_qgis.core.evaluation import report_document
     from povmap_qgis.core.verdict import JUDGEMENTS

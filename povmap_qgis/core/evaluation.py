@@ -43,6 +43,7 @@ from .validation_outputs import (
 METRICS_FORMAT = "povmap-evaluation"
 METRICS_FORMAT_VERSION = "1.0"
 ALL_SCOPE = "all"
+IN_RANGE_SCOPE = "all (in range)"  # cells with out_of_range = 0, when the layer has the field
 CSV_COLUMNS = ("scope", "model", "n", "recall", "precision", "accuracy", "auc")
 DEFAULT_THRESHOLD = 0.5
 # prob_ fields of the prediction layer that are not members
@@ -90,6 +91,7 @@ def evaluate(options, reporter=None):
 
     districts = _district_groups(cells)
     overall = _scope_metrics(cells, predictions, options)
+    in_range = _in_range_metrics(cells, predictions, options, reporter)
     by_district = {}
     for index, (district, group) in enumerate(districts):
         reporter.progress(20 + 45 * (index + 1) / (len(districts) + 1))
@@ -103,7 +105,8 @@ def evaluate(options, reporter=None):
         "data": data,
         "members": predictions["members"],
         "threshold": predictions["threshold"],
-        "metrics": {"all": overall, "districts": by_district},
+        "metrics": {"all": overall, "districts": by_district}
+        | ({"in_range": in_range} if in_range is not None else {}),
         "training_districts": _training_districts(predictions["metadata"]),
         "roc": _roc_curves(cells, predictions["members"]),
         "verdict": _verdict(cells, overall, options),
@@ -112,7 +115,7 @@ def evaluate(options, reporter=None):
             "all": _outcome_counts(cells),
             "districts": {district: _outcome_counts(group) for district, group in districts},
         },
-        "notes": _notes(overall, by_district, data),
+        "notes": _notes(overall, by_district, data, in_range),
     }
     reporter.progress(70)
     reporter.check_canceled()
@@ -593,6 +596,24 @@ def _scope_metrics(cells, predictions, options):
     return result
 
 
+def _in_range_metrics(cells, predictions, options, reporter):
+    """Metrics of the cells inside the training range (``out_of_range`` = 0); None without the field.
+
+    Cells the model was trained on statistics like: the numbers a user may
+    trust more than those of all cells. None too when no compared cell is inside.
+    """
+    if "out_of_range" not in cells:
+        return None
+    inside = cells[cells["out_of_range"].fillna(0).astype(int) == 0]
+    if inside.empty:
+        reporter.warning(
+            "every compared cell lies outside the training range (out_of_range = 1): "
+            "no metrics for cells inside it."
+        )
+        return None
+    return _scope_metrics(inside, predictions, options)
+
+
 def _roc_curves(cells, members):
     from . import metrics
 
@@ -640,9 +661,10 @@ def _outcome_counts(cells):
     return {outcome: int(counts.get(outcome, 0)) for outcome in OUTCOMES}
 
 
-def _notes(overall, by_district, data):
+def _notes(overall, by_district, data, in_range=None):
     notes = []
-    for scope, models in [(ALL_SCOPE, overall)] + list(by_district.items()):
+    scopes = [(ALL_SCOPE, overall)] + ([(IN_RANGE_SCOPE, in_range)] if in_range else [])
+    for scope, models in scopes + list(by_district.items()):
         for model, values in models.items():
             notes += [f"{scope} · {model}: {note}" for note in values.get("notes", [])]
     if data["cells_without_district"] and data["districts"]:
@@ -721,9 +743,12 @@ def _write_outputs(options, document, cells, predictions):
 
 
 def tidy_rows(document):
-    """CSV rows: scope (all, then districts), model (members, ensemble, random), n, recall, precision, accuracy, auc."""
-    scopes = [(ALL_SCOPE, document["metrics"]["all"])] + sorted(
-        document["metrics"]["districts"].items()
+    """CSV rows: scope (all, all (in range) when judged, then districts), model, n, recall, precision, accuracy, auc."""
+    in_range = document["metrics"].get("in_range")
+    scopes = (
+        [(ALL_SCOPE, document["metrics"]["all"])]
+        + ([(IN_RANGE_SCOPE, in_range)] if in_range else [])
+        + sorted(document["metrics"]["districts"].items())
     )
     rows = []
     for scope, models in scopes:
@@ -876,6 +901,25 @@ def report_document(summary, maps=()):
         "AUC from the mean probability; random: medians of the draws.",
         emphasis=[len(members)],
     )
+    in_range = summary["metrics"].get("in_range")
+    in_range_blocks = []
+    if in_range:
+        in_range_blocks = [
+            report.Table(
+                ["model", "cells", "recall", "precision", "accuracy", "AUC"],
+                [
+                    [_model_label(model, draws)]
+                    + [
+                        in_range[model][key]
+                        for key in ("n", "recall", "precision", "accuracy", "auc")
+                    ]
+                    for model in model_names(members, in_range)
+                ],
+                caption="Cells inside the training range only (out_of_range = 0): cells whose per-chip "
+                "statistics lie within what the model was trained on.",
+                emphasis=[len(members)],
+            )
+        ]
     confusion_rows = [
         [
             model,
@@ -927,7 +971,8 @@ def report_document(summary, maps=()):
                     "ranks poor above not-poor cells (0.5 = random)."
                 ),
                 metrics_table,
-            ],
+            ]
+            + in_range_blocks,
         ),
         report.Section(
             "ROC curves",
