@@ -256,3 +256,33 @@ def test_a_failed_task_reads_as_the_executor_python_error():
     )
     assert str(other).startswith("a Spark task failed after its retries: OSError: ")
     assert "\tat org.apache" not in str(other)
+
+
+def test_cancel_in_qgis_while_spark_samples_stops_the_worker_and_publishes_nothing(
+    povmap_provider, tiny_sample, tiny_chips, tmp_path
+):
+    from qgis.core import QgsProcessingException
+    from qgis_helpers import CapturingFeedback, run_algorithm
+
+    class CancelOnceSparkRuns(CapturingFeedback):
+        def pushInfo(self, info):  # noqa: N802 (QGIS API)
+            super().pushInfo(info)
+            if "Spark (" in info:  # said just before the job starts
+                self.cancel()
+
+    feedback = CancelOnceSparkRuns()
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run_algorithm(
+            "povmap:samplechips",
+            {
+                "GRID": tiny_chips["grid"],
+                "DAYTIME": os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"),
+                "ENGINE": "spark",
+                "SPARK_MASTER": "local[2]",
+                "OUTPUT": str(tmp_path / "canceled.chips"),
+            },
+            feedback,
+        )
+    assert "Spark (local[2])" in feedback.text()
+    assert not os.path.exists(tmp_path / "canceled.chips")
+    assert not [name for name in os.listdir(tmp_path) if not name.startswith(".")]

@@ -404,12 +404,32 @@ def _predict_partition(job, partition, payloads):
         store.close()
 
 
+def _threads_per_task():
+    """TensorFlow's thread pools sized to the task's cores (spark.task.cpus), before it starts.
+
+    Left alone, every Python worker's TensorFlow would use every core of the
+    machine: with one worker per core they fight over them.
+    """
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    cpus = context.cpus() if context is not None else 0
+    if cpus:
+        import tensorflow as tf
+
+        with contextlib.suppress(RuntimeError):  # already initialised in this worker
+            tf.config.threading.set_intra_op_parallelism_threads(cpus)
+            tf.config.threading.set_inter_op_parallelism_threads(cpus)
+
+
 def _members(manifest):
     """The package's Keras members, built once per Python worker (TensorFlow loads once)."""
     from . import model_package
 
     key = (manifest["path"], tuple(member.get("sha256", "") for member in manifest["members"]))
     if key not in _members_cache:
+        if not _members_cache:
+            _threads_per_task()
         _members_cache.clear()
         _members_cache[key] = model_package.load_members(manifest)
     return _members_cache[key]
