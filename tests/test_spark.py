@@ -103,6 +103,33 @@ def test_a_task_whose_worker_dies_is_retried_and_the_store_is_still_identical(
     assert_same_store(tiny_chips["chips"], summary["output"])
 
 
+def test_a_failed_job_keeps_the_finished_tasks_and_the_next_run_resumes(
+    spark, tiny_sample, tiny_chips, tmp_path
+):
+    from povmap_qgis.core.chip_store import partial_store_path
+    from povmap_qgis.core.reporting import RecordingReporter
+
+    crash = spark["fault_marker"] + ".sample.last"  # the last task's worker dies every attempt
+    open(crash, "w").close()
+    output = tmp_path / "resumed.chips"
+    try:
+        with pytest.raises(RuntimeError, match="the Spark job failed: Task .* failed 2 times"):
+            sample_on_spark(tiny_sample, tiny_chips, output)
+    finally:
+        os.remove(crash)
+    assert not output.exists() and os.path.isdir(partial_store_path(str(output)))
+    reporter = RecordingReporter()
+    summary = sample_on_spark(tiny_sample, tiny_chips, output, reporter)
+    assert 0 < summary["resumed_cells"] < summary["cells"]
+    assert summary["sampled"] + summary["resumed_cells"] == summary["cells"]
+    assert any("Resuming the chip store" in message for message in reporter.infos)
+    for name in os.listdir(tiny_chips["chips"]):
+        if name.endswith(".npy"):  # statistics of resumed cells are read back: compare the chips
+            assert filecmp.cmp(
+                os.path.join(tiny_chips["chips"], name), output / name, shallow=False
+            ), name
+
+
 def test_cancel_cancels_the_spark_job_and_publishes_nothing(
     spark, tiny_sample, tiny_chips, tmp_path
 ):

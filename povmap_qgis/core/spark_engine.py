@@ -162,7 +162,8 @@ def task_error(error):
     """
     text = str(error)
     if "Traceback (most recent call last)" not in text:
-        return error
+        aborted = re.search(r"Job aborted due to stage failure: ([^\n]*)", text)
+        return RuntimeError(f"the Spark job failed: {aborted.group(1)}") if aborted else error
     python_errors = re.findall(
         r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$", text, flags=re.MULTILINE
     )
@@ -196,15 +197,23 @@ def _partition_count(session, items):
     return max(1, min(items, session.sparkContext.defaultParallelism * TASKS_PER_CORE))
 
 
-def _crash_once_if_asked(step, partition):
-    """Fault injection for tests: the first attempt of partition 0 kills its Python worker."""
+def _crash_if_asked(step, partition, last_partition):
+    """Fault injection for tests (real crashes of the task's Python worker, no mocks).
+
+    With ``POVMAP_SPARK_FAULT=<marker>``: the file ``<marker>.<step>`` crashes
+    the first attempt of partition 0 once (Spark retries it); the file
+    ``<marker>.<step>.last`` crashes every attempt of the last partition (the
+    job fails after the others have finished).
+    """
     marker = os.environ.get(FAULT_VARIABLE)
-    if not marker or partition != 0:
+    if not marker:
         return
     from pyspark import TaskContext
 
     context = TaskContext.get()
-    if context is not None and context.attemptNumber() == 0:
+    if partition == last_partition and os.path.exists(f"{marker}.{step}.last"):
+        os._exit(3)
+    if partition == 0 and context is not None and context.attemptNumber() == 0:
         try:
             os.remove(f"{marker}.{step}")
         except FileNotFoundError:
@@ -255,7 +264,7 @@ def sample_blocks_on_spark(
         "chip_size": chip_size,
     }
     with _session(master) as session:
-        parts = _partition_count(session, len(blocks))
+        parts = job["parts"] = _partition_count(session, len(blocks))
         # parallelize() slices a list into contiguous runs: each task gets neighbouring blocks.
         payloads = [
             (index, blocks[index], rows[blocks[index]], cols[blocks[index]]) for index in order
@@ -291,7 +300,7 @@ def _sample_partition(job, partition, payloads):
     from . import chips
     from .chip_store import DONE, NODATA_FRACTION, RowFile
 
-    _crash_once_if_asked("sample", partition)
+    _crash_if_asked("sample", partition, job["parts"] - 1)
     specs = [
         chips.ChipInput(**{key: value for key, value in spec.items() if key != "dtype"})
         for spec in job["inputs"]
@@ -361,7 +370,7 @@ def predict_rows_on_spark(model_path, chips_path, rows, batch_rows, reporter, ma
     with _session(master) as session:
         # Whole batches per task, so that tasks pad (and batch) rows as one process would.
         batches = int(np.ceil(len(rows) / batch_rows))
-        parts = _partition_count(session, batches)
+        parts = job["parts"] = _partition_count(session, batches)
         starts = [int(batch[0]) * batch_rows for batch in np.array_split(np.arange(batches), parts)]
         payloads = [
             (start, rows[start:end])
@@ -387,7 +396,7 @@ def _predict_partition(job, partition, payloads):
     from . import learning_data, model_package
     from .chip_store import ChipStore
 
-    _crash_once_if_asked("predict", partition)
+    _crash_if_asked("predict", partition, job["parts"] - 1)
     manifest = model_package.read_package(job["model"])  # hashes checked on this executor
     models = _members(manifest)
     names = [spec["name"] for spec in manifest["inputs"]]
