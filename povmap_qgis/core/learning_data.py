@@ -31,7 +31,32 @@ def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID"):
     frame = frame[frame["label"].notna()]
     if "district" not in frame:
         frame["district"] = None
+    frame = frame.assign(label=_zero_one_labels(frame["label"], layer, parameter))
     return frame.astype({"cell_id": "int64", "label": "int64"})
+
+
+def _zero_one_labels(labels, layer, parameter):
+    """The label field as numbers 0/1, or a message saying what else it holds."""
+    import pandas
+
+    numbers = pandas.to_numeric(labels, errors="coerce")
+    text = numbers.isna()
+    if text.any():
+        examples = ", ".join(f"'{value}'" for value in sorted({str(v) for v in labels[text]})[:5])
+        raise PovmapInputError(
+            parameter,
+            f"the label field of '{layer}' holds text ({examples} in {int(text.sum())} cells); "
+            "it must be 1 (poor) or 0 (not poor), as Build training grid writes it.",
+        )
+    other = ~numbers.isin([0, 1])
+    if other.any():
+        examples = ", ".join(f"{value:g}" for value in sorted(set(numbers[other]))[:5])
+        raise PovmapInputError(
+            parameter,
+            f"the label field of '{layer}' must be 1 (poor) or 0 (not poor); {int(other.sum())} "
+            f"cells hold {examples}.",
+        )
+    return numbers
 
 
 def store_rows_for(store, cell_ids, parameter="GRID"):

@@ -71,6 +71,16 @@ def read_package(path, parameter="MODEL"):
             parameter,
             f"'{path}' is not a model package ({error}); choose a .povmodel folder made by Train.",
         ) from None
+    except RecursionError:
+        raise PovmapInputError(
+            parameter,
+            f"'{path}' is not a model package (its {MANIFEST} is nested too deeply); choose a "
+            ".povmodel folder made by Train.",
+        ) from None
+    if not isinstance(manifest, dict):
+        raise PovmapInputError(
+            parameter, f"'{path}' is not a model package ({MANIFEST} is not an object)."
+        )
     if manifest.get("format") != FORMAT:
         raise PovmapInputError(
             parameter,
@@ -120,6 +130,11 @@ def missing_parts(manifest):
     return missing
 
 
+def _short(error, limit=200):
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):
     """The chip store must hold the inputs, bands and chip size the model was trained on."""
     store_inputs = {spec["name"]: spec for spec in store_manifest["inputs"]}
@@ -144,7 +159,7 @@ def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):
         )
 
 
-def load_members(manifest):
+def load_members(manifest, parameter="MODEL"):
     """Keras models of every member with their weights (architecture rebuilt from code)."""
     from .models import build_member
 
@@ -156,6 +171,15 @@ def load_members(manifest):
             dense_units=member.get("dense_units"),
             dropout=member.get("dropout"),
         )
-        model.load_weights(os.path.join(manifest["path"], os.path.basename(member["weights"])))
+        weights = os.path.join(manifest["path"], os.path.basename(member["weights"]))
+        try:
+            model.load_weights(weights)
+        except (OSError, ValueError) as error:  # not HDF5, truncated, other layers
+            raise PovmapInputError(
+                parameter,
+                f"'{manifest['path']}': the weights file '{os.path.basename(weights)}' of member "
+                f"'{member.get('name')}' cannot be loaded ({_short(error)}); it is damaged or "
+                "not from this member: train the model again or use an intact copy.",
+            ) from None
         models.append(model)
     return models

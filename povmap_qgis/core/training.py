@@ -323,8 +323,6 @@ def _usable_cells(store, options):
 
 
 def _split(cells, options):
-    from sklearn.model_selection import train_test_split
-
     everything = np.arange(len(cells))
     labels = cells["label"].to_numpy()
     if options.split == "districts":
@@ -342,27 +340,44 @@ def _split(cells, options):
             )
         is_test = cells["district"].astype(str).isin(wanted).to_numpy()
         test, rest = everything[is_test], everything[~is_test]
+        if not len(rest):
+            raise PovmapInputError(
+                "TEST_DISTRICTS",
+                f"every labelled district is held out ({', '.join(sorted(known))}); leave at "
+                "least one district (better several) for training and validation.",
+            )
         share = options.validation_fraction / (1 - options.test_fraction)
-        train_rows, validation = train_test_split(
-            rest, test_size=share, random_state=options.seed, stratify=labels[rest]
-        )
+        train_rows, validation = _split_part(rest, share, labels, options.seed)
     elif options.split == "random":
-        rest, test = train_test_split(
-            everything, test_size=options.test_fraction, random_state=options.seed, stratify=labels
-        )
+        rest, test = _split_part(everything, options.test_fraction, labels, options.seed)
         share = options.validation_fraction / (1 - options.test_fraction)
-        train_rows, validation = train_test_split(
-            rest, test_size=share, random_state=options.seed, stratify=labels[rest]
-        )
+        train_rows, validation = _split_part(rest, share, labels, options.seed)
     else:
         raise PovmapInputError("SPLIT", f"unknown split '{options.split}' (random or districts).")
-    for part, rows in (("validation", validation), ("test", test)):
+    for part, rows in (("training", train_rows), ("validation", validation), ("test", test)):
         if len(np.unique(labels[rows])) < 2:
             raise PovmapInputError(
                 "SPLIT",
                 f"the {part} cells hold one class only ({len(rows)} cells); use more cells or other test districts.",
             )
     return {"train": np.sort(train_rows), "validation": np.sort(validation), "test": np.sort(test)}
+
+
+def _split_part(rows, share, labels, seed):
+    """``rows`` split in two, stratified by label; too few cells to do so is a GRID message."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(rows, test_size=share, random_state=seed, stratify=labels[rows])
+    except ValueError:
+        poor = int(labels[rows].sum())
+        raise PovmapInputError(
+            "GRID",
+            f"{len(rows)} labelled cells ({poor} poor, {len(rows) - poor} not poor) are too few "
+            "to split into training, validation and test cells that each hold both classes; "
+            "use a grid with more labelled cells (lower MIN_OBS in Build training grid, or a "
+            "larger survey).",
+        ) from None
 
 
 def _balanced(train_rows, labels, options, reporter):

@@ -1,0 +1,231 @@
+"""Bad inputs refused with a message, never a traceback (issue 14 item 5).
+
+One table: each case damages a copy of a real input (chip store, grid, model
+package), runs the algorithm through Processing and checks that the message
+names the parameter (its label and id), holds no traceback, that nothing was
+left in the output folder and that no input file changed (sha256).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import geopandas
+import numpy as np
+import pytest
+from qgis_helpers import run_failing
+
+from povmap_qgis.paths import bundled_model_path
+
+DISTRICTS = ["Bhanpuro", "Dhanwari", "Gulzeero", "Jhalaro", "Kotlani", "Maknari"]
+
+
+def edit_manifest(store, change):
+    path = os.path.join(store, "manifest.json")
+    with open(path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    change(manifest)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
+
+
+def truncate(path, keep=0.5):
+    data = open(path, "rb").read()
+    with open(path, "wb") as handle:
+        handle.write(data[: int(len(data) * keep)])
+
+
+def nest(path, depth=100_000):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('{"a":' * depth + "1" + "}" * depth)
+
+
+def relabel(grid, labels):
+    frame = geopandas.read_file(grid, layer="training_grid")
+    frame["label"] = labels(frame)
+    os.remove(grid)
+    frame.to_file(grid, layer="training_grid", engine="pyogrio")
+
+
+def set_weights(package, member_name, content):
+    member_file = os.path.join(package, f"{member_name}.weights.h5")
+    with open(member_file, "wb") as handle:
+        handle.write(content)
+    from povmap_qgis.core.model_package import sha256_of
+
+    def change(manifest):
+        for member in manifest["members"]:
+            if member["name"] == member_name:
+                member["sha256"] = sha256_of(member_file)
+
+    edit_manifest(package, change)
+
+
+def chip_store_case(damage):
+    return lambda inputs: damage(inputs["chips"])
+
+
+# case: (algorithm, parameter at fault, how to damage the inputs, extra parameters)
+CASES = {
+    "chip store without an input's array": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: os.remove(os.path.join(store, "nightlights.npy"))),
+        {},
+    ),
+    "chip store with a truncated input array": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: truncate(os.path.join(store, "nightlights.npy"))),
+        {},
+    ),
+    "chip store with a truncated cell_ids.npy": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: truncate(os.path.join(store, "cell_ids.npy"), 0.9)),
+        {},
+    ),
+    "chip store without nodata_fraction.npy": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: os.remove(os.path.join(store, "nodata_fraction.npy"))),
+        {},
+    ),
+    "chip store manifest without inputs": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: edit_manifest(store, lambda m: m.pop("inputs"))),
+        {},
+    ),
+    "chip store manifest without settings": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: edit_manifest(store, lambda m: m.pop("settings"))),
+        {},
+    ),
+    "chip store manifest with a chip_size the arrays do not have": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: edit_manifest(store, lambda m: m.update(chip_size=50))),
+        {},
+    ),
+    "chip store manifest nested 100,000 deep": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: nest(os.path.join(store, "manifest.json"))),
+        {},
+    ),
+    "chip store manifest that is not JSON": (
+        "train",
+        "CHIPS",
+        chip_store_case(lambda store: truncate(os.path.join(store, "manifest.json"), 0.5)),
+        {},
+    ),
+    "labels other than 0 and 1": (
+        "train",
+        "GRID",
+        lambda inputs: relabel(inputs["grid"], lambda frame: frame["label"] * 2),
+        {},
+    ),
+    "labels as text": (
+        "train",
+        "GRID",
+        lambda inputs: relabel(
+            inputs["grid"], lambda frame: np.where(frame["label"] == 1, "poor", "rich")
+        ),
+        {},
+    ),
+    "a grid of 4 cells": (
+        "train",
+        "GRID",
+        lambda inputs: relabel(
+            inputs["grid"],
+            lambda frame: np.where(np.arange(len(frame)) < 4, frame["label"], None),
+        ),
+        {},
+    ),
+    "every district held out": (
+        "train",
+        "TEST_DISTRICTS",
+        lambda inputs: None,
+        {"SPLIT": 1, "TEST_DISTRICTS": ",".join(DISTRICTS)},
+    ),
+    "weights file that is not HDF5 (hash updated)": (
+        "predict",
+        "MODEL",
+        lambda inputs: set_weights(inputs["model"], "compact_cnn", b"not HDF5 at all" * 100),
+        {},
+    ),
+    "empty weights file (hash updated)": (
+        "predict",
+        "MODEL",
+        lambda inputs: set_weights(inputs["model"], "compact_wide", b""),
+        {},
+    ),
+    "model manifest nested 100,000 deep": (
+        "predict",
+        "MODEL",
+        lambda inputs: nest(os.path.join(inputs["model"], "manifest.json")),
+        {},
+    ),
+}
+
+
+def digests(paths):
+    found = {}
+    for top in paths:
+        for folder, _, files in os.walk(top) if os.path.isdir(top) else [("", [], [top])]:
+            for name in files:
+                path = os.path.join(folder, name)
+                with open(path, "rb") as handle:
+                    found[path] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+@pytest.fixture(scope="module")
+def pristine(tiny_chips, tmp_path_factory):
+    """Read-only originals: the labelled grid, the night-lights store, the full store, the bundled model."""
+    return {
+        "grid": tiny_chips["grid"],
+        "chips": tiny_chips["night"],
+        "all_chips": tiny_chips["chips"],
+        "model": bundled_model_path(),
+    }
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_with_a_message_and_leaves_nothing(
+    povmap_provider, pristine, tmp_path, case
+):
+    algorithm, parameter, damage, extra = CASES[case]
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    copies = {
+        "grid": str(inputs / "training_grid.gpkg"),
+        "chips": str(inputs / ("night.chips" if algorithm == "train" else "all.chips")),
+        "model": str(inputs / "demo.povmodel"),
+    }
+    shutil.copy(pristine["grid"], copies["grid"])
+    shutil.copytree(pristine["chips" if algorithm == "train" else "all_chips"], copies["chips"])
+    if algorithm == "predict":
+        shutil.copytree(pristine["model"], copies["model"])
+    damage(copies)
+    before = digests([str(inputs)])
+    output = tmp_path / "output"
+    output.mkdir()
+    parameters = {"GRID": copies["grid"], "CHIPS": copies["chips"], **extra}
+    if algorithm == "train":
+        parameters.update(PRESET="compact", MEMBERS="compact_cnn", EPOCHS=1)
+        parameters["OUTPUT"] = str(output / "model.povmodel")
+    else:
+        parameters.update(MODEL=copies["model"], OUTPUT=str(output / "predictions.gpkg"))
+
+    message = run_failing(f"povmap:{algorithm}", parameters)
+    print(f"\n[{case}] {message}")  # the table as users read it: pytest -s
+
+    assert f" — {parameter}: " in message, message  # "Label — ID: what is wrong"
+    assert "Traceback" not in message and "Error:" not in message.split(":", 1)[0], message
+    assert os.listdir(output) == [], os.listdir(output)
+    assert [name for name in os.listdir(tmp_path) if name not in ("inputs", "output")] == []
+    assert digests([str(inputs)]) == before
