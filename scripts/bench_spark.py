@@ -12,14 +12,22 @@ The Spark session is started before each timed step and its start-up (the JVM,
 ~10 s) is reported apart: on a cluster it is paid once per job. Each Spark step
 runs twice: cold (Python workers start, TensorFlow loads in each) and warm
 (workers reused), which is what a long job sees after its first tasks.
-Run with the setup venv:
+With --synthetic-cells N (e.g. 200000), also: the demo districts cut into about N
+small cells (chips of a few px, so that the store stays small), sampled by the local
+engine and by Spark local[2], each in a fresh process whose peak memory (max RSS of
+the Python driver; Spark's JVM is bounded by spark.driver.memory) is reported at N/10
+and N cells: it should stay flat. Run with the setup venv:
     .venv/bin/python scripts/bench_spark.py [--sample output/demo/sample_project] [--keep]
+        [--synthetic-cells 200000] [--no-predict]
 """
 
 import argparse
 import filecmp
+import json
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -125,8 +133,73 @@ def bench_predict(store, grid, folder, cells):
         session.stop()
 
 
+def synthetic_grid(sample, folder, cells):
+    """The demo districts in cells of (a multiple of 10 m) chosen for about ``cells`` cells."""
+    from povmap_qgis.core.prediction_grid import PredictionGridOptions, build_prediction_grid
+
+    cell_size = max(20.0, round(1000.0 * (3000.0 / cells) ** 0.5 / 10.0) * 10.0)
+    path = os.path.join(folder, f"synthetic_{cells}.gpkg")
+    build_prediction_grid(
+        PredictionGridOptions(
+            area_path=os.path.join(sample, "synthetic_districts.gpkg"),
+            output_path=path,
+            cell_size=cell_size,
+            crs="EPSG:32642",
+        )
+    )
+    return path
+
+
+def measure(grid, sample, output, engine, master):
+    """One sampling run in this (fresh) process: seconds, cells and the process's peak memory."""
+    from bench_chips import chip_inputs
+
+    from povmap_qgis.core.chips import ChipOptions, sample_chips
+
+    if engine == "spark":
+        start_session(master)
+    seconds, summary = timed(
+        sample_chips,
+        ChipOptions(
+            grid_path=grid,
+            inputs=chip_inputs(sample),
+            output_path=output,
+            engine=engine,
+            spark_master=master,
+        ),
+    )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "cells": summary["cells"], "peak_mb": peak_mb}))
+
+
+def bench_synthetic(sample, folder, cells):
+    for size in (cells // 10, cells):
+        grid = synthetic_grid(sample, folder, size)
+        for engine, master in (("local", "local[*]"), ("spark", "local[2]")):
+            output = os.path.join(folder, f"synthetic-{size}-{engine}.chips")
+            completed = subprocess.run(
+                [sys.executable, __file__, "--measure", grid, sample, output, engine, master],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            figures = json.loads(completed.stdout.strip().splitlines()[-1])
+            label = engine if engine == "local" else f"spark {master}"
+            print(
+                f"synthetic     {label:14s} {figures['cells']:7,} cells  "
+                f"{figures['seconds']:6.2f} s  {figures['cells'] / figures['seconds']:6.0f} cells/s  "
+                f"driver peak memory {figures['peak_mb']:5.0f} MB",
+                flush=True,
+            )
+            shutil.rmtree(output, ignore_errors=True)
+
+
 def main():
     from bench_chips import ensure_demo_sample, make_grids
+
+    if sys.argv[1:2] == ["--measure"]:
+        measure(*sys.argv[2:7])
+        return
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,14 +207,19 @@ def main():
     parser.add_argument("--sample", default=os.path.join(ROOT, "output", "demo", "sample_project"))
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-predict", action="store_true")
+    parser.add_argument("--no-demo", action="store_true", help="only the synthetic grid")
+    parser.add_argument("--synthetic-cells", type=int, default=0)
     arguments = parser.parse_args()
     ensure_demo_sample(arguments.sample)
     folder = tempfile.mkdtemp(prefix="povmap-bench-spark-")
     try:
-        training, _ = make_grids(arguments.sample, folder)
-        store, cells, _ = bench_sampling(training, arguments.sample, folder)
-        if not arguments.no_predict:
-            bench_predict(store, training, folder, cells)
+        if not arguments.no_demo:
+            training, _ = make_grids(arguments.sample, folder)
+            store, cells, _ = bench_sampling(training, arguments.sample, folder)
+            if not arguments.no_predict:
+                bench_predict(store, training, folder, cells)
+        if arguments.synthetic_cells:
+            bench_synthetic(arguments.sample, folder, arguments.synthetic_cells)
     finally:
         if not arguments.keep:
             shutil.rmtree(folder, ignore_errors=True)
