@@ -62,6 +62,15 @@ def set_weights(package, member_name, content):
     edit_manifest(package, change)
 
 
+def duplicate_first_cell(grid):
+    frame = geopandas.read_file(grid, layer="training_grid")
+    frame = geopandas.GeoDataFrame(
+        geopandas.pd.concat([frame, frame.iloc[:2]], ignore_index=True), crs=frame.crs
+    )
+    os.remove(grid)
+    frame.to_file(grid, layer="training_grid", engine="pyogrio")
+
+
 def chip_store_case(damage):
     return lambda inputs: damage(inputs["chips"])
 
@@ -169,6 +178,22 @@ CASES = {
         lambda inputs: nest(os.path.join(inputs["model"], "manifest.json")),
         {},
     ),
+    # values QGIS accepts that make no sense (issue 14 item 7)
+    "an unknown CRS (EPSG:999999)": ("buildpredictiongrid", "CRS", None, {"CRS": "EPSG:999999"}),
+    "HABITABLE_BAND=0": ("buildpredictiongrid", "HABITABLE_BAND", None, {"HABITABLE_BAND": 0}),
+    "duplicate cell_ids sampled": (
+        "samplechips",
+        "GRID",
+        lambda inputs: duplicate_first_cell(inputs["grid"]),
+        {},
+    ),
+    "duplicate cell_ids trained on": (
+        "train",
+        "GRID",
+        lambda inputs: duplicate_first_cell(inputs["grid"]),
+        {},
+    ),
+    "the same member twice": ("train", "MEMBERS", None, {"MEMBERS": "compact_cnn,compact_cnn"}),
 }
 
 
@@ -184,13 +209,17 @@ def digests(paths):
 
 
 @pytest.fixture(scope="module")
-def pristine(tiny_chips, tmp_path_factory):
-    """Read-only originals: the labelled grid, the night-lights store, the full store, the bundled model."""
+def pristine(tiny_chips, tiny_sample):
+    """Read-only originals: the labelled grid, the night-lights store, the full store, the
+    bundled model, the sample's districts, night lights and population raster."""
     return {
         "grid": tiny_chips["grid"],
         "chips": tiny_chips["night"],
         "all_chips": tiny_chips["chips"],
         "model": bundled_model_path(),
+        "districts": os.path.join(tiny_sample, "synthetic_districts.gpkg"),
+        "nightlights": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
+        "population": os.path.join(tiny_sample, "synthetic_population_3arcsec.tif"),
     }
 
 
@@ -206,20 +235,31 @@ def test_bad_input_is_refused_with_a_message_and_leaves_nothing(
         "chips": str(inputs / ("night.chips" if algorithm == "train" else "all.chips")),
         "model": str(inputs / "demo.povmodel"),
     }
+    for name in ("districts", "nightlights", "population"):
+        copies[name] = str(inputs / os.path.basename(pristine[name]))
+        shutil.copy(pristine[name], copies[name])
     shutil.copy(pristine["grid"], copies["grid"])
     shutil.copytree(pristine["chips" if algorithm == "train" else "all_chips"], copies["chips"])
     if algorithm == "predict":
         shutil.copytree(pristine["model"], copies["model"])
-    damage(copies)
+    if damage:
+        damage(copies)
     before = digests([str(inputs)])
     output = tmp_path / "output"
     output.mkdir()
-    parameters = {"GRID": copies["grid"], "CHIPS": copies["chips"], **extra}
     if algorithm == "train":
-        parameters.update(PRESET="compact", MEMBERS="compact_cnn", EPOCHS=1)
-        parameters["OUTPUT"] = str(output / "model.povmodel")
-    else:
-        parameters.update(MODEL=copies["model"], OUTPUT=str(output / "predictions.gpkg"))
+        parameters = {"GRID": copies["grid"], "CHIPS": copies["chips"], "PRESET": "compact"}
+        parameters.update(MEMBERS="compact_cnn", EPOCHS=1, OUTPUT=str(output / "model.povmodel"))
+    elif algorithm == "predict":
+        parameters = {"GRID": copies["grid"], "CHIPS": copies["chips"], "MODEL": copies["model"]}
+        parameters["OUTPUT"] = str(output / "predictions.gpkg")
+    elif algorithm == "samplechips":
+        parameters = {"GRID": copies["grid"], "NIGHTLIGHTS": copies["nightlights"]}
+        parameters["OUTPUT"] = str(output / "night.chips")
+    else:  # buildpredictiongrid
+        parameters = {"AREA": copies["districts"], "HABITABLE": copies["population"]}
+        parameters["OUTPUT"] = str(output / "prediction_grid.gpkg")
+    parameters.update(extra)
 
     message = run_failing(f"povmap:{algorithm}", parameters)
     print(f"\n[{case}] {message}")  # the table as users read it: pytest -s
@@ -229,3 +269,29 @@ def test_bad_input_is_refused_with_a_message_and_leaves_nothing(
     assert os.listdir(output) == [], os.listdir(output)
     assert [name for name in os.listdir(tmp_path) if name not in ("inputs", "output")] == []
     assert digests([str(inputs)]) == before
+
+
+def test_null_labels_are_counted_and_pretrained_for_compact_members_is_a_warning(
+    povmap_provider, pristine, tmp_path
+):
+    grid = str(tmp_path / "training_grid.gpkg")
+    shutil.copy(pristine["grid"], grid)
+    relabel(grid, lambda frame: frame["label"].where(np.arange(len(frame)) >= 7))
+    from qgis_helpers import run_algorithm
+
+    results, feedback = run_algorithm(
+        "povmap:train",
+        {
+            "GRID": grid,
+            "CHIPS": pristine["chips"],
+            "PRESET": "compact",
+            "MEMBERS": "compact_cnn",
+            "EPOCHS": 1,
+            "PRETRAINED": "imagenet",
+            "OUTPUT": str(tmp_path / "model.povmodel"),
+        },
+    )
+    warnings = "\n".join(feedback.warnings)
+    assert "GRID: 7 of 147 cells have no label (NULL) and are left out." in warnings, warnings
+    assert "PRETRAINED: compact_cnn cannot start from ImageNet weights" in warnings, warnings
+    assert os.path.isdir(results["OUTPUT"])

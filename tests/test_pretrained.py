@@ -26,6 +26,9 @@ class Log:
     def info(self, message):
         self.lines.append(message)
 
+    def warning(self, message):
+        self.lines.append(message)
+
     def check_canceled(self):
         pass
 

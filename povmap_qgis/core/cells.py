@@ -43,6 +43,19 @@ def decode_cell_ids(cell_ids):
     )
 
 
+def check_unique_ids(cell_ids, parameter, layer_name):
+    """Each cell once: a repeated cell_id would be sampled, trained or counted twice."""
+    unique, counts = np.unique(np.asarray(cell_ids, dtype="int64"), return_counts=True)
+    repeated = counts > 1
+    if repeated.any():
+        raise PovmapInputError(
+            parameter,
+            f"{int(counts[repeated].sum())} cells of '{layer_name}' share {int(repeated.sum())} "
+            f"cell_id(s) (e.g. {int(unique[repeated][0])}); each cell must appear once: rebuild "
+            "the grid (Build training grid or Build prediction grid) or delete the duplicates.",
+        )
+
+
 def cell_boxes(rows, cols, cell_size):
     """Square polygons of the given cells (shapely array)."""
     import shapely

@@ -245,6 +245,7 @@ def read_grid_cells(path, layer=None, parameter="GRID"):
     if info.get("features", 0) == 0:
         raise PovmapInputError(parameter, f"the layer '{layer or path}' is empty.")
     meta, _, wkb, (cell_ids,) = pyogrio.raw.read(path, layer=layer, columns=["cell_id"])
+    cells.check_unique_ids(cell_ids, parameter, layer or path)
     bounds = shapely.bounds(shapely.from_wkb(wkb))
     cell_size = float(np.median(bounds[:, 2] - bounds[:, 0]))
     rows, cols = cells.decode_cell_ids(cell_ids)

@@ -125,7 +125,7 @@ def crossvalidate(options, reporter=None):
             "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
         )
     store = ChipStore(options.chips_path)
-    cells, flagged = training._usable_cells(store, options)
+    cells, flagged = training._usable_cells(store, options, reporter)
     districts = (
         cells["district"].where(cells["district"].notna(), NO_DISTRICT).astype(str).to_numpy()
     )

@@ -8,13 +8,16 @@ plausible. All inputs of a cell get the same transform, so they stay aligned.
 
 import numpy as np
 
-from . import vectors
+from . import cells, vectors
 from .errors import PovmapInputError
 from .input_transforms import apply_transform, choose_transforms
 
 
-def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID"):
-    """cell_id, label and district of a labelled grid (a training grid)."""
+def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID", reporter=None):
+    """cell_id, label and district of a labelled grid (a training grid).
+
+    Cells without a label (NULL) are left out, and counted to ``reporter``.
+    """
     import pyogrio
 
     layer = vectors.spatial_layer(grid_path, grid_layer, parameter)
@@ -28,11 +31,18 @@ def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID"):
             )
     columns = ["cell_id", "label"] + (["district"] if "district" in fields else [])
     frame = pyogrio.read_dataframe(grid_path, layer=layer, columns=columns, read_geometry=False)
+    unlabelled = int(frame["label"].isna().sum())
+    if unlabelled and reporter is not None:
+        reporter.warning(
+            f"{parameter}: {unlabelled} of {len(frame)} cells have no label (NULL) and are left out."
+        )
     frame = frame[frame["label"].notna()]
     if "district" not in frame:
         frame["district"] = None
     frame = frame.assign(label=_zero_one_labels(frame["label"], layer, parameter))
-    return frame.astype({"cell_id": "int64", "label": "int64"})
+    frame = frame.astype({"cell_id": "int64", "label": "int64"})
+    cells.check_unique_ids(frame["cell_id"], parameter, layer)
+    return frame
 
 
 def _zero_one_labels(labels, layer, parameter):

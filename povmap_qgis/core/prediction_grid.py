@@ -285,7 +285,7 @@ def _cell_means(path, band, rows, cols, cell_size, grid_crs):
             )
         if not 1 <= band <= source.count:
             raise PovmapInputError(
-                "HABITABLE",
+                "HABITABLE_BAND",
                 f"the raster '{path}' has {source.count} band(s); band {band} does not exist.",
             )
         means = np.full(len(rows), np.nan, dtype="float64")

@@ -47,6 +47,13 @@ def keras_cache_folder() -> str:
 def backbone_weights(pretrained: str | None, members, reporter=None) -> dict[str, str]:
     """Path of the ImageNet weights file per paper member that can use one."""
     wanted = [member for member in members if member in IMAGENET_FILES]
+    unable = [member for member in members if member not in IMAGENET_FILES]
+    if pretrained and pretrained != "none" and unable and reporter is not None:
+        reporter.warning(
+            f"PRETRAINED: {', '.join(unable)} cannot start from ImageNet weights (only "
+            f"{', '.join(IMAGENET_FILES)} can); {'they start' if len(unable) > 1 else 'it starts'} "
+            "from random weights."
+        )
     if not pretrained or pretrained == "none" or not wanted:
         return {}
     if pretrained != "imagenet":

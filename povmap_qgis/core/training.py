@@ -65,7 +65,7 @@ def train(options, reporter=None):
         )
 
     store = ChipStore(options.chips_path)
-    cells, flagged = _usable_cells(store, options)
+    cells, flagged = _usable_cells(store, options, reporter)
     split = _split(cells, options)
     for part, rows in split.items():
         reporter.info(
@@ -222,6 +222,13 @@ def preset_and_members(options):
             "MEMBERS",
             f"unknown member(s) {unknown or members}; choose from {', '.join(models.ARCHITECTURES)}.",
         )
+    repeated = sorted({member for member in members if members.count(member) > 1})
+    if repeated:
+        raise PovmapInputError(
+            "MEMBERS",
+            f"{', '.join(repeated)} listed more than once; each member is one architecture of "
+            "the ensemble and is trained once: list each once.",
+        )
     for key in ("epochs", "batch_size", "learning_rate", "patience"):
         if getattr(options, key, None):
             preset[key] = getattr(options, key)
@@ -304,8 +311,10 @@ class _ProgressCallback:
         return Callback()
 
 
-def _usable_cells(store, options):
-    cells = learning_data.read_labelled_cells(options.grid_path, options.grid_layer)
+def _usable_cells(store, options, reporter=None):
+    cells = learning_data.read_labelled_cells(
+        options.grid_path, options.grid_layer, reporter=reporter
+    )
     if cells.empty:
         raise PovmapInputError("GRID", "the grid has no labelled cells.")
     cells["store_row"] = learning_data.store_rows_for(store, cells["cell_id"].to_numpy())

@@ -390,6 +390,21 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             return None
         return crs.authid() or crs.toWkt()
 
+    def crs_parameter(self, parameters, name, context):
+        """The CRS given (authid or WKT), None when empty; one QGIS does not know is refused."""
+        crs = self.crs_text(self.parameterAsCrs(parameters, name, context))
+        value = parameters.get(name)
+        if crs is None and value not in (None, "") and str(value).strip():
+            raise QgsProcessingException(
+                labelled_error(
+                    f"{name}: '{value}' is not a coordinate reference system QGIS knows; give "
+                    "a projected CRS in metres (e.g. EPSG:32642) or leave it empty for the UTM "
+                    "zone of the data.",
+                    self.parameterDefinitions(),
+                )
+            )
+        return crs
+
     # --- running core steps ----------------------------------------------
 
     def run_core_step(self, step, options, feedback, outputs=(), run_history=None):

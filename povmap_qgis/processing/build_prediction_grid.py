@@ -102,9 +102,13 @@ class BuildPredictionGrid(PovmapAlgorithm):
             "output_path": output,
             "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context) or None,
             "cell_size": self.parameterAsDouble(parameters, "CELL_SIZE", context),
-            "crs": self.crs_text(self.parameterAsCrs(parameters, "CRS", context)),
+            "crs": self.crs_parameter(parameters, "CRS", context),
             "habitable_path": habitable,
-            "habitable_band": self.parameterAsInt(parameters, "HABITABLE_BAND", context) or 1,
+            "habitable_band": (  # band 0 given is refused, not read as band 1
+                self.parameterAsInt(parameters, "HABITABLE_BAND", context)
+                if parameters.get("HABITABLE_BAND") not in (None, "")
+                else 1
+            ),
             "habitable_min": self.parameterAsDouble(parameters, "HABITABLE_MIN", context),
             "style_qml_path": style_path("prediction_grid"),
         }

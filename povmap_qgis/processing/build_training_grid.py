@@ -205,7 +205,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
             "districts_path": districts_path,
             "districts_layer": districts_layer,
             "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context) or None,
-            "crs": self.crs_text(self.parameterAsCrs(parameters, "CRS", context)),
+            "crs": self.crs_parameter(parameters, "CRS", context),
             "style_qml_path": style_path("training_grid"),
         }
         counts = self.run_core_step("build_training_grid", options, feedback, outputs=[output])
