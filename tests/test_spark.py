@@ -313,3 +313,30 @@ def test_cancel_in_qgis_while_spark_samples_stops_the_worker_and_publishes_nothi
     assert "Spark (local[2])" in feedback.text()
     assert not os.path.exists(tmp_path / "canceled.chips")
     assert not [name for name in os.listdir(tmp_path) if not name.startswith(".")]
+
+
+def test_the_spark_settings_of_the_provider_reach_the_worker(
+    povmap_provider, tiny_sample, tiny_chips, tmp_path, monkeypatch
+):
+    """Settings ▸ Options ▸ Processing ▸ Poverty mapping ▸ Spark settings, when the variable is unset."""
+    from processing.core.ProcessingConfig import ProcessingConfig
+    from qgis_helpers import run_failing
+
+    from povmap_qgis.processing.settings import SPARK_CONF
+
+    monkeypatch.delenv(SPARK_CONF, raising=False)
+    ProcessingConfig.setSettingValue(SPARK_CONF, "spark.ui.enabled=false;not-a-setting")
+    try:
+        message = run_failing(
+            "povmap:samplechips",
+            {
+                "GRID": tiny_chips["grid"],
+                "NIGHTLIGHTS": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
+                "ENGINE": "spark",
+                "OUTPUT": str(tmp_path / "settings.chips"),
+            },
+        )
+    finally:
+        ProcessingConfig.setSettingValue(SPARK_CONF, "")
+    assert "POVMAP_SPARK_CONF: 'not-a-setting' is not key=value" in message
+    assert not os.path.exists(tmp_path / "settings.chips")

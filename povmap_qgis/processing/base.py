@@ -441,7 +441,9 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 is_canceled=feedback.isCanceled,
                 run_id=run_id,
                 environment=dict(
-                    settings.run_history_environment(self.algorithm_id), **(run_history or {})
+                    settings.run_history_environment(self.algorithm_id),
+                    **settings.spark_environment(),
+                    **(run_history or {}),
                 ),
             )
         except runner.WorkerError as error:

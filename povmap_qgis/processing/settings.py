@@ -5,6 +5,7 @@ import os
 WORKER_PYTHON = "POVMAP_WORKER_PYTHON"
 TRACKING_URI = "POVMAP_TRACKING_URI"
 TRACKING_URI_VARIABLES = ("POVMAP_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+SPARK_CONF = "POVMAP_SPARK_CONF"  # also the worker's variable (core/spark_engine.py)
 PROVIDER_NAME = "Poverty mapping"
 
 
@@ -29,6 +30,15 @@ def register():
             "",
         )
     )
+    ProcessingConfig.addSetting(
+        Setting(
+            PROVIDER_NAME,
+            SPARK_CONF,
+            "Spark settings for ENGINE=spark (key=value;key=value, e.g. "
+            "spark.executor.memory=8g;spark.task.cpus=2; the POVMAP_SPARK_CONF variable wins)",
+            "",
+        )
+    )
     ProcessingConfig.readSettings()
 
 
@@ -37,6 +47,15 @@ def unregister():
 
     ProcessingConfig.removeSetting(WORKER_PYTHON)
     ProcessingConfig.removeSetting(TRACKING_URI)
+    ProcessingConfig.removeSetting(SPARK_CONF)
+
+
+def spark_environment():
+    """The Spark settings for the worker: the environment's POVMAP_SPARK_CONF, else the setting."""
+    configured = (_setting(SPARK_CONF) or "").strip()
+    if os.environ.get(SPARK_CONF) or not configured:
+        return {}  # the worker inherits the variable
+    return {SPARK_CONF: configured}
 
 
 def worker_python():
