@@ -152,9 +152,9 @@ def test_out_of_fold_predictions_reproduce_the_fold_metrics_with_scikit_learn(cr
     for column in (f"prob_{MEMBER}", "prob_mean", "votes", "pred"):
         assert cells[column].notna().all(), column
     assert ((cells[f"prob_{MEMBER}"] >= 0) & (cells[f"prob_{MEMBER}"] <= 1)).all()
-    assert (
-        cells["pred"] == (cells[f"prob_{MEMBER}"] >= 0.5).astype(int)
-    ).all()  # one member: its vote is the ensemble's
+    # the class: the mean probability calibrated in the cell's fold at 0.5
+    assert (cells["pred"] == (cells["prob_mean"] >= 0.5).astype(int)).all()
+    assert (cells["votes"] == (cells[f"prob_{MEMBER}"] >= 0.5).astype(int)).all()  # information
     checked = 0
     for fold in range(1, FOLDS + 1):
         group = cells[cells["fold"] == fold]

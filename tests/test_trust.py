@@ -344,6 +344,46 @@ def test_the_prediction_geopackage_holds_the_uncertainty_and_out_of_range_styles
     assert renderers["povmap prediction (class)"] == ("categorizedSymbol", "pred")
 
 
+def test_the_class_is_the_calibrated_probability_at_the_decision_threshold():
+    from povmap_qgis.core.metrics import threshold_for_recall
+    from povmap_qgis.core.training import decision_threshold, ensemble_outputs
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 400)
+    calibrated = np.clip(0.3 * labels + rng.uniform(0, 0.7, 400), 0, 1)
+    assert decision_threshold(None, labels, calibrated) == (0.5, "calibrated prob_mean >= 0.5")
+    threshold, rule = decision_threshold(0.8, labels, calibrated)
+    assert threshold == threshold_for_recall(labels, calibrated, 0.8) and "0.8" in rule
+    assert ((calibrated >= threshold) & (labels == 1)).sum() >= 0.8 * labels.sum()
+    members = [np.array([0.9, 0.6, 0.2, 0.55]), np.array([0.8, 0.3, 0.1, 0.6])]
+    cut = np.array([0.7, 0.35, 0.1, 0.52])  # a calibration of the mean (0.85, 0.45, 0.15, 0.575)
+    voted = ensemble_outputs(members, 0.5)
+    decided = ensemble_outputs(members, 0.5, cut, 0.5)
+    assert voted["pred"].tolist() == [1, 0, 0, 1]  # majority of two: both members
+    assert decided["pred"].tolist() == [1, 0, 0, 1]
+    assert ensemble_outputs(members, 0.5, cut, 0.4)["pred"].tolist() == [1, 0, 0, 1]
+    assert ensemble_outputs(members, 0.5, cut, 0.3)["pred"].tolist() == [1, 1, 0, 1]
+    assert decided["votes"].tolist() == voted["votes"].tolist() == [2, 1, 0, 2]  # information
+
+
+def test_prediction_class_follows_the_packages_decision_threshold(trusted):
+    from helpers import read_grid
+
+    from povmap_qgis.core.geopackage import read_layer_metadata
+
+    manifest = manifest_of(trusted["package"])
+    assert manifest["decision_threshold"] == 0.5
+    assert manifest["decision_rule"] == "calibrated prob_mean >= 0.5"
+    frame = read_grid(trusted["predictions"])
+    assert (frame["pred"] == (frame["prob_mean"] >= 0.5).astype(int)).all()
+    assert (frame["votes"] == (frame["prob_compact_cnn"] >= manifest["threshold"])).all()
+    metadata = read_layer_metadata(trusted["predictions"])
+    assert float(metadata["povmap_decision_threshold"]) == 0.5
+    assert trusted["summary"]["settings"]["decision_threshold"] == 0.5
+    said = " ".join(str(event.get("message", "")) for event in trusted["events"])
+    assert "pred: calibrated prob_mean >= 0.5" in said
+
+
 def test_evaluate_judges_the_baseline_and_calibration_as_scikit_learn_does(trusted):
     import csv
 
@@ -451,7 +491,7 @@ def test_a_package_from_before_calibration_still_loads_and_says_what_it_lacks(
     old = str(tmp_path / "old.povmodel")
     shutil.copytree(trusted["package"], old)
     manifest = manifest_of(old)
-    for key in ("calibration", "baseline"):
+    for key in ("calibration", "baseline", "decision_threshold", "decision_rule"):
         del manifest[key]
     manifest["format_version"] = "1.0"
     with open(os.path.join(old, "manifest.json"), "w", encoding="utf-8") as handle:
@@ -472,6 +512,9 @@ def test_a_package_from_before_calibration_still_loads_and_says_what_it_lacks(
     frame = read_grid(str(tmp_path / "old.gpkg"))
     assert (frame["prob_mean"] == frame["prob_raw"]).all()
     assert "prob_baseline" not in frame and "out_of_range" not in frame
+    # no decision threshold: the class stays the members' majority vote, and the log says so
+    assert (frame["pred"] == (frame["votes"] * 2 > 1).astype(int)).all()
+    assert "pred is the members' majority vote" in said
     assert not [event for event in trusted["events"] if "has no calibration" in str(event)]
 
 

@@ -7,7 +7,8 @@ on the other folds exactly as ``train`` trains it (a stratified validation
 share of the training folds, undersampling, normalisation from training cells
 only, early stopping) and predicts the held-out fold. Per fold: recall,
 precision, accuracy and AUC of each member (probability >= 0.5), the ensemble
-(majority vote; AUC of the mean probability) and the random baseline — the
+(pred: its mean probability calibrated in the fold >= 0.5; AUC of that
+probability) and the random baseline — the
 paper's Table 5 layout — then their median, minimum and maximum across folds.
 
 Outputs: metrics as JSON and a tidy CSV beside it (fold, districts, model, n,
@@ -41,7 +42,8 @@ METRICS_FORMAT_VERSION = "1.0"
 CSV_COLUMNS = ("fold", "districts", "model", "n", "recall", "precision", "accuracy", "auc")
 METRIC_KEYS = METRIC_NAMES
 SUMMARY_ROWS = ("median", "min", "max")
-THRESHOLD = 0.5
+THRESHOLD = 0.5  # members' votes
+DECISION_THRESHOLD = 0.5  # pred: the fold-calibrated prob_mean >= this
 NO_DISTRICT = "(no district)"
 
 
@@ -263,6 +265,7 @@ def crossvalidate(options, reporter=None):
             options.seed + fold,
             calibrated=judges["calibrated_test"],
             baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
+            decision_threshold=DECISION_THRESHOLD,
         )
         fold_records[fold] = record
         ensemble = fold_metrics[fold][ENSEMBLE]
@@ -272,7 +275,9 @@ def crossvalidate(options, reporter=None):
         )
     reporter.check_canceled()
 
-    outputs = training.ensemble_outputs([probabilities[member] for member in members], THRESHOLD)
+    outputs = training.ensemble_outputs(
+        [probabilities[member] for member in members], THRESHOLD, calibrated, DECISION_THRESHOLD
+    )
     outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], calibrated
     outputs["prob_baseline"] = simple
     pooled = _plain(
@@ -284,6 +289,7 @@ def crossvalidate(options, reporter=None):
             options.seed,
             calibrated=calibrated,
             baseline=(simple, simple_threshold),
+            decision_threshold=DECISION_THRESHOLD,
         )
     )
     document = {
@@ -435,6 +441,7 @@ def _settings(options, preset, members, environment):
         "seed": int(options.seed),
         "balance": options.balance,
         "threshold": THRESHOLD,
+        "decision_threshold": DECISION_THRESHOLD,
         "random_draws": RANDOM_DRAWS,
         "max_epochs": int(preset["epochs"]),
         "batch_size": int(preset["batch_size"]),
@@ -527,6 +534,7 @@ def _write_outputs(
             extra_styles=options.extra_styles,
             metadata={
                 "povmap_threshold": THRESHOLD,
+                "povmap_decision_threshold": DECISION_THRESHOLD,
                 "povmap_members": ",".join(members),
                 "povmap_folds": int(options.folds),
                 "povmap_seed": int(options.seed),
@@ -620,7 +628,8 @@ def report_document(summary, maps=()):
             ),
             (
                 "Decision threshold",
-                f"{settings['threshold']:g}; ensemble: majority vote, AUC from the mean probability",
+                f"members {settings['threshold']:g}; ensemble: pred = mean probability calibrated "
+                f"in the fold ≥ {settings.get('decision_threshold', DECISION_THRESHOLD):g}, AUC from it",
             ),
             (
                 "Device",

@@ -249,6 +249,7 @@ def _read_predictions(options):
             metadata.get("povmap:baseline_threshold"), DEFAULT_THRESHOLD
         ),
         "threshold_note": threshold_note,
+        "decision_threshold": _number_or(metadata.get("povmap:decision_threshold"), None),
         "metadata": metadata,
         "layer": name,
         "crs": _crs_text(frame.crs),
@@ -537,7 +538,21 @@ def _crs_text(crs):
 
 
 def _check_votes(cells, predictions, reporter):
-    """Warn when ``pred`` is not the members' majority at the threshold used (a lost or wrong threshold)."""
+    """Warn when ``pred`` does not follow its rule (a lost or wrong threshold).
+
+    The rule: calibrated ``prob_mean`` >= the layer's ``povmap_decision_threshold``;
+    the members' majority at the threshold for a layer without one (an older package).
+    """
+    decision = predictions.get("decision_threshold")
+    if decision is not None:
+        decided = (cells["prob_mean"].to_numpy(dtype="float64") >= decision).astype(int)
+        differing = int((decided != cells["pred"].to_numpy()).sum())
+        if differing:
+            reporter.warning(
+                f"PREDICTIONS: in {differing} of {len(cells)} cells pred is not prob_mean >= "
+                f"{decision:g} (the layer's decision threshold): the ensemble uses pred as written."
+            )
+        return
     members = predictions["members"]
     votes = sum(
         (cells[f"prob_{member}"].to_numpy() >= predictions["threshold"]).astype(int)
@@ -693,6 +708,7 @@ def _settings(options, predictions):
         "threshold_source": "layer metadata povmap:threshold"
         if not predictions["threshold_note"]
         else f"default ({predictions['threshold_note']})",
+        "decision_threshold": predictions.get("decision_threshold"),
         "model": metadata.get("povmap:model"),
         "model_notice": _model_notice(metadata.get("povmap:model")),
         "povmap_qgis": plugin_version(),
@@ -849,6 +865,7 @@ def report_document(summary, maps=()):
             ("Model", settings.get("model") or "not recorded in the prediction layer"),
             ("Members", ", ".join(members)),
             ("Decision threshold", f"{settings['threshold']:g} ({settings['threshold_source']})"),
+            ("Ensemble's class (pred)", _decision_text(settings.get("decision_threshold"))),
             (
                 "Random baseline",
                 f"median of {draws} coin-flip predictions, seed {settings['seed']}",
@@ -897,8 +914,9 @@ def report_document(summary, maps=()):
     metrics_table = report.Table(
         ["model", "cells", "recall", "precision", "accuracy", "AUC"],
         metric_rows,
-        caption="All compared cells. Members: probability ≥ threshold; ensemble: majority vote (pred), "
-        "AUC from the mean probability; random: medians of the draws.",
+        caption="All compared cells. Members: probability ≥ threshold; ensemble: pred as written "
+        "(calibrated mean probability ≥ the decision threshold, or the members' majority vote for an "
+        "older package), AUC from the mean probability; random: medians of the draws.",
         emphasis=[len(members)],
     )
     in_range = summary["metrics"].get("in_range")
@@ -1139,6 +1157,12 @@ def _out_of_range_text(counts):
         return "not recorded (a model package without a training range)"
     by_district = ", ".join(f"{name} {count}" for name, count in counts["districts"].items())
     return f"{counts['all']}" + (f" ({by_district})" if by_district else "")
+
+
+def _decision_text(decision):
+    if decision is None:
+        return "the members' majority vote (a layer without a decision threshold: an older package)"
+    return f"calibrated prob_mean ≥ {decision:g}; votes are information only"
 
 
 def _model_label(model, draws):

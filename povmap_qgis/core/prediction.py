@@ -2,8 +2,9 @@
 
 The chip store is streamed in batches (memory bounded); every member predicts
 every batch; the output is the grid with the prediction fields of DESIGN.md:
-``prob_<member>``, ``prob_mean``, ``votes``, ``pred`` (majority vote, 1 =
-poor) and ``disagreement`` (standard deviation of the members'
+``prob_<member>``, ``prob_mean``, ``votes``, ``pred`` (1 = poor: calibrated
+``prob_mean`` >= the package's ``decision_threshold``; the members' majority vote
+for a package without one) and ``disagreement`` (standard deviation of the members'
 probabilities), plus ``chip_flagged`` (1 = too much nodata: a less reliable
 prediction).
 
@@ -81,6 +82,7 @@ def predict(options, reporter=None):
     trust, trust_metadata = trust_fields(manifest, store, rows, ensemble, reporter)
     for field, values in trust.items():
         grid[field] = values
+    grid["pred"], decision_metadata = decided_class(manifest, grid, reporter)
     max_nodata = float(store.manifest.get("max_nodata", 0.1))
     grid["chip_flagged"] = (
         (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
@@ -98,6 +100,7 @@ def predict(options, reporter=None):
             "povmap_label": manifest["label"]["meaning"],
             **_training_districts(manifest),
             **trust_metadata,
+            **decision_metadata,
         },
     )
     seconds = time.monotonic() - started
@@ -137,6 +140,26 @@ def trust_fields(manifest, store, rows, ensemble, reporter):
             "range (a per-chip statistic beyond the training cells' 1st–99th percentiles)"
         )
     return fields, metadata
+
+
+def decided_class(manifest, grid, reporter):
+    """(``pred``, layer metadata): calibrated ``prob_mean`` >= the package's decision threshold.
+
+    A package without ``decision_threshold`` (format 1.0, or 1.1 from before it)
+    keeps the members' majority vote, and the log says so.
+    """
+    threshold = manifest.get("decision_threshold")
+    if threshold is None:
+        reporter.info(
+            f"the model package (format {manifest.get('format_version')}) has no decision "
+            "threshold on the calibrated scale: pred is the members' majority vote at threshold "
+            f"{manifest['threshold']:g}"
+        )
+        return grid["pred"].astype("int32"), {"povmap_decision": "majority vote of members"}
+    rule = manifest.get("decision_rule") or f"calibrated prob_mean >= {threshold:g}"
+    reporter.info(f"pred: calibrated prob_mean >= {threshold:.4g} ({rule}); votes as information")
+    pred = (grid["prob_mean"].to_numpy(dtype="float64") >= float(threshold)).astype("int32")
+    return pred, {"povmap_decision_threshold": float(threshold), "povmap_decision": rule}
 
 
 def _member_probabilities(options, manifest, store, rows, reporter):

@@ -6,7 +6,10 @@ in the paper's 15,596 / 1,732 / 1,925 proportions) or whole districts held out
 for testing. Normalisation comes from training cells only; the majority class
 is undersampled in training (the paper) or class weights are used. Each member
 is trained with early stopping on validation loss, best weights kept; the
-ensemble's probability is the members' mean and its class the majority vote.
+ensemble's probability is the members' mean, calibrated on the validation
+cells, and its class ``pred`` = calibrated mean >= the decision threshold
+(0.5, or TARGET_RECALL's rule on the validation cells, on the calibrated
+scale); the members' votes at ``threshold`` are kept as information.
 """
 
 import dataclasses
@@ -156,6 +159,12 @@ def train(options, reporter=None):
         judges = fit_baseline_and_calibration(
             store, store_rows, labels, split, normalisation, probabilities, options.target_recall
         )
+        decision, decision_rule = decision_threshold(
+            options.target_recall,
+            labels[split["validation"]],
+            judges["calibrated_validation"],
+            reporter,
+        )
         holdout = _holdout_metrics(
             members,
             labels[split["test"]],
@@ -164,6 +173,7 @@ def train(options, reporter=None):
             options.seed,
             calibrated=judges["calibrated_test"],
             baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
+            decision_threshold=decision,
         )
         _report_calibration(judges, holdout, reporter)
         for name, result in holdout.items():
@@ -192,6 +202,12 @@ def train(options, reporter=None):
         )
         manifest["calibration"] = judges["calibration"]
         manifest["baseline"] = judges["baseline"]
+        manifest["decision_threshold"] = float(decision)
+        manifest["decision_rule"] = decision_rule
+        manifest["vote"] = (
+            "votes: members with probability >= threshold (information); "
+            "pred: calibrated prob_mean >= decision_threshold"
+        )
         model_package.write_manifest(partial, manifest)
         publish_folder(partial, options.output_path)
     except BaseException:
@@ -435,16 +451,40 @@ def _predict(model, store, rows, normalisation):
     return learning_data.predict_rows([model], store, rows, normalisation, names)[0]
 
 
-def ensemble_outputs(member_probabilities, threshold):
-    """prob_mean, votes, pred (majority vote, the paper) and disagreement (std of members)."""
+def ensemble_outputs(member_probabilities, threshold, calibrated=None, decision=None):
+    """prob_mean, votes, pred and disagreement (std of members).
+
+    ``pred``: with a ``decision`` threshold, ``calibrated`` (the calibrated mean;
+    the raw mean when None) >= ``decision``; without one (packages from before the
+    decision threshold), the members' majority vote at ``threshold`` (the paper).
+    ``votes`` (members at ``threshold``) are kept as information either way.
+    """
     stacked = np.vstack(member_probabilities)
     votes = (stacked >= threshold).sum(axis=0)
-    return {
-        "prob_mean": stacked.mean(axis=0),
-        "votes": votes,
-        "pred": (votes * 2 > len(stacked)).astype("int32"),
-        "disagreement": stacked.std(axis=0),
-    }
+    mean = stacked.mean(axis=0)
+    if decision is None:
+        pred = (votes * 2 > len(stacked)).astype("int32")
+    else:
+        scale = mean if calibrated is None else np.asarray(calibrated, dtype="float64")
+        pred = (scale >= decision).astype("int32")
+    return {"prob_mean": mean, "votes": votes, "pred": pred, "disagreement": stacked.std(axis=0)}
+
+
+def decision_threshold(target_recall, labels, calibrated, reporter=None):
+    """(threshold, rule) of ``pred`` on the calibrated scale: 0.5, or TARGET_RECALL's rule.
+
+    With a target recall: the highest threshold reaching it on the validation
+    cells' calibrated mean probability (``calibrated``).
+    """
+    if target_recall is None:
+        return 0.5, "calibrated prob_mean >= 0.5"
+    threshold = float(metrics.threshold_for_recall(labels, calibrated, target_recall))
+    if reporter is not None:
+        reporter.info(
+            f"decision threshold {threshold:.3f} (calibrated scale) reaches recall "
+            f"{target_recall:.0%} on the validation cells"
+        )
+    return threshold, f"calibrated prob_mean: target recall {target_recall} on validation"
 
 
 def fit_baseline_and_calibration(
@@ -478,6 +518,9 @@ def fit_baseline_and_calibration(
     return {
         "baseline": fitted,
         "calibration": ensemble_calibration,
+        "calibrated_validation": calibration.calibrate(
+            np.mean(member_probabilities["validation"], axis=0), ensemble_calibration
+        ),
         "calibrated_test": calibration.calibrate(
             np.mean(member_probabilities["test"], axis=0), ensemble_calibration
         ),
@@ -517,20 +560,29 @@ def _threshold(options, labels, probabilities, reporter):
 
 
 def _holdout_metrics(
-    members, labels, member_probabilities, threshold, seed, calibrated=None, baseline=None
+    members,
+    labels,
+    member_probabilities,
+    threshold,
+    seed,
+    calibrated=None,
+    baseline=None,
+    decision_threshold=None,
 ):
     """Metrics of the members, the ensemble, the baseline (when given) and random on some cells.
 
     ``calibrated``: the ensemble's calibrated probability (its AUC, Brier score
     and ECE; the raw mean's Brier score and ECE are kept as ``brier_raw`` /
     ``ece_raw``). ``baseline``: (calibrated probability, threshold on that scale).
+    ``decision_threshold``: the ensemble predicts poor where ``calibrated`` >= it
+    (None: the members' majority vote).
     """
     from . import calibration
 
     result = {}
     for name, probabilities in zip(members, member_probabilities, strict=True):
         result[name] = metrics.binary_metrics(labels, probabilities >= threshold, probabilities)
-    ensemble = ensemble_outputs(member_probabilities, threshold)
+    ensemble = ensemble_outputs(member_probabilities, threshold, calibrated, decision_threshold)
     if calibrated is None:
         result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], ensemble["prob_mean"])
     else:

@@ -202,7 +202,7 @@ class Evaluate(PovmapAlgorithm):
                         class_layer,
                         "prediction_class",
                         "class",
-                        "Predicted class: the ensemble's majority vote (all predicted cells)",
+                        "Predicted class: the ensemble's pred (all predicted cells)",
                     ),
                     (
                         probability_layer,

@@ -28,7 +28,7 @@ class Predict(PovmapAlgorithm):
     summary = (
         "Runs a trained ensemble on the chips of a grid — a surveyed district or one nobody surveyed. Each member gives "
         "the probability that a cell is chronically poor; the output has prob_<member>, prob_mean, votes, pred "
-        "(majority vote, 1 = poor) and disagreement (spread of the members). Styled by predicted class; the probability, "
+        "(1 = poor: calibrated prob_mean ≥ the decision threshold) and disagreement (spread of the members). Styled by predicted class; the probability, "
         "disagreement, uncertainty (prob_high − prob_low) and outside-the-training-range styles are in the layer's "
         "Styles menu. Without MODEL, the bundled demonstration model is used: "
         "it was trained on synthetic data and is not for policy use."
