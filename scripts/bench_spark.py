@@ -150,6 +150,15 @@ def synthetic_grid(sample, folder, cells):
     return path
 
 
+def peak_resident_mb():
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's at fork)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(grid, sample, output, engine, master):
     """One sampling run in this (fresh) process: seconds, cells and the process's peak memory."""
     from bench_chips import chip_inputs
@@ -168,7 +177,7 @@ def measure(grid, sample, output, engine, master):
             spark_master=master,
         ),
     )
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_resident_mb()
     print(json.dumps({"seconds": seconds, "cells": summary["cells"], "peak_mb": peak_mb}))
 
 

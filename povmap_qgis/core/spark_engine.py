@@ -294,6 +294,9 @@ def sample_blocks_on_spark(
 
 def _sample_partition(job, partition, payloads):
     """One Spark task: sample its blocks, pwrite the rows into the store, return small results."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     import rasterio
     from pyproj import CRS
 
@@ -301,6 +304,7 @@ def _sample_partition(job, partition, payloads):
     from .chip_store import DONE, NODATA_FRACTION, RowFile
 
     _crash_if_asked("sample", partition, job["parts"] - 1)
+    payloads = list(payloads)  # this task's blocks: a few small arrays each
     specs = [
         chips.ChipInput(**{key: value for key, value in spec.items() if key != "dtype"})
         for spec in job["inputs"]
@@ -325,23 +329,34 @@ def _sample_partition(job, partition, payloads):
             )
             for spec, described in zip(specs, job["inputs"], strict=True)
         ]
+        # As in the local engine: one thread per input (GDAL releases the GIL), blocks ahead.
+        pools = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}")
+            for spec in specs
+        ]
+        in_flight = deque()
         try:
             written = []
-            for index, members, block_rows, block_cols in payloads:
-                sampled = []
-                for sampler in samplers:
+            for position, (index, members, block_rows, block_cols) in enumerate(payloads):
+                futures = [
+                    pool.submit(_sample_block, sampler, block_rows, block_cols)
+                    for sampler, pool in zip(samplers, pools, strict=True)
+                ]
+                in_flight.append((index, members, futures))
+                last = position == len(payloads) - 1
+                while in_flight and (len(in_flight) > chips.BLOCKS_AHEAD or last):
+                    index, members, futures = in_flight.popleft()
                     try:
-                        sampled.append(sampler.sample(block_rows, block_cols))
+                        sampled = [future.result() for future in futures]
                     except chips.WiderDtypeNeededError as widen:
                         return [("widen", widen.spec.name, widen.largest)]
-                nodata = np.column_stack([fractions for _, fractions in sampled]).astype("float32")
-                for spec, (values, _) in zip(specs, sampled, strict=True):
-                    arrays[spec.name].write(members, values)
-                arrays[NODATA_FRACTION].write(members, nodata)
-                written.append(members)
-                results.append(
-                    ("block", index, nodata, [sampler.block_moments for sampler in samplers])
-                )
+                    nodata = np.column_stack([fractions for _, fractions, _ in sampled])
+                    nodata = nodata.astype("float32")  # the store's dtype, as the local engine
+                    for spec, (values, _, _) in zip(specs, sampled, strict=True):
+                        arrays[spec.name].write(members, values)
+                    arrays[NODATA_FRACTION].write(members, nodata)
+                    written.append(members)
+                    results.append(("block", index, nodata, [moments for _, _, moments in sampled]))
             # Chips and nodata durable before their done flags: a resumed run trusts the flags.
             for name in [spec.name for spec in specs] + [NODATA_FRACTION]:
                 arrays[name].flush()
@@ -349,11 +364,21 @@ def _sample_partition(job, partition, payloads):
                 arrays[DONE].write(members, np.ones(len(members), dtype="bool"))
             arrays[DONE].flush()
         finally:
+            for future in (future for _, _, futures in in_flight for future in futures):
+                future.cancel()
+            for pool in pools:
+                pool.shutdown(wait=True)
             for sampler in samplers:
                 sampler.close()
             for array in arrays.values():
                 array.close()
     return results
+
+
+def _sample_block(sampler, block_rows, block_cols):
+    """A block's chips, nodata fractions and moments (read in the sampler's own thread)."""
+    values, nodata = sampler.sample(block_rows, block_cols)
+    return values, nodata, sampler.block_moments
 
 
 # --- predicting -------------------------------------------------------------------
