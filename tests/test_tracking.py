@@ -162,7 +162,9 @@ def test_a_registered_version_resolves_in_predict(history, tracked_training, tin
     assert run.data.tags["povmap.algorithm"] == "povmap:predict"
     assert run.data.params["model_path"] == results["OUTPUT"]
     assert run.data.metrics["predicted_poor"] == predicted["PREDICTED_POOR"]
-    assert "drift" in run.data.tags["povmap.drift"]  # no training reference in this package
+    # the package's training reference (baseline.training_range): the PSI predict computed
+    assert run.data.tags["povmap.drift"].startswith("PSI per input nightlights")
+    assert 0 <= run.data.metrics["drift/nightlights"] < 0.25  # the grid it was trained on
     # An alias, set by povmap:setmodelalias, resolves to the same folder.
     aliased, _ = run_algorithm(
         "povmap:setmodelalias", {"MODEL_NAME": MODEL_NAME, "VERSION": 1, "ALIAS": "champion"}

@@ -384,6 +384,53 @@ def test_prediction_class_follows_the_packages_decision_threshold(trusted):
     assert "pred: calibrated prob_mean >= 0.5" in said
 
 
+def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifted_inputs(
+    trusted, tiny_chips, tmp_path
+):
+    """One reference (baseline.training_range) for out_of_range and the PSI per input."""
+    import os
+    import shutil
+
+    from povmap_qgis import runner
+    from povmap_qgis.core import drift
+
+    reference = manifest_of(trusted["package"])["baseline"]["training_range"]
+    assert reference["quantiles"] == drift.QUANTILES
+    for values, shares in zip(reference["values"], reference["shares"], strict=True):
+        assert values == sorted(values) and sum(shares) == pytest.approx(1)
+    said = [str(event.get("message", "")) for event in trusted["events"]]
+    psi = [line for line in said if line.startswith("drift: PSI per input nightlights")]
+    assert psi and not [line for line in said if "differs from what the model learned" in line]
+    # the same chips, brighter: every statistic moves beyond the training deciles
+    shifted = str(tmp_path / "shifted.chips")
+    shutil.copytree(tiny_chips["night"], shifted)
+    night = os.path.join(shifted, "nightlights.npy")
+    values = np.load(night)
+    np.save(night, (values.astype("float32") * 8 + 5).astype(values.dtype))
+    events = []
+    result = runner.run_worker(
+        "predict",
+        {
+            "model_path": trusted["package"],
+            "chips_path": shifted,
+            "grid_path": tiny_chips["grid"],
+            "output_path": str(tmp_path / "shifted.gpkg"),
+        },
+        on_event=events.append,
+    )
+    warnings = [str(event.get("message", "")) for event in events if event.get("event") == "warning"]
+    assert result["drift"]["nightlights"] > drift.PSI_WARNING
+    assert drift.warnings(result["drift"])[0] in warnings
+    assert any(
+        "Input 'nightlights': the imagery of this area differs from what the model learned from"
+        in warning
+        for warning in warnings
+    )
+    # the run history's check reads the same reference (a sample of the chips)
+    scores, note = drift.drift_scores(trusted["package"], shifted)
+    assert scores["nightlights"] > drift.PSI_WARNING and note.startswith("PSI per input")
+
+
 def test_evaluate_judges_the_baseline_and_calibration_as_scikit_learn_does(trusted):
     import csv
 

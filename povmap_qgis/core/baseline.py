@@ -15,7 +15,10 @@ manifest as plain numbers (feature definition, means, scales, coefficients,
 intercept) — no pickle — and applied by ``probabilities`` with numpy.
 
 The same per-chip statistics give the training range of ``out_of_range``: the
-1st and 99th percentiles of each statistic over the training cells.
+1st and 99th percentiles of each statistic over the training cells; and the
+reference of the drift check (``core.drift``): their deciles and the training
+cells' share between them — one reference of the training distribution, in
+``baseline.training_range``.
 """
 
 import numpy as np
@@ -95,8 +98,36 @@ def fit(features, labels, normalisation, balanced=True):
             "percentiles": list(RANGE_PERCENTILES),
             "low": [None if np.isnan(value) else float(value) for value in low],
             "high": [None if np.isnan(value) else float(value) for value in high],
+            **distribution_reference(features),
         },
     }
+
+
+def distribution_reference(features):
+    """Deciles of each statistic over the training cells and the share of cells between them.
+
+    The drift check's reference (``core.drift``): ``quantiles`` (0, 0.1, … 1),
+    ``values`` [per feature: the statistic at each quantile] and ``shares`` [per
+    feature: the training cells' share in each bin between those values, as
+    ``drift.bin_shares`` counts them — ties make some bins empty]. None for a
+    statistic without any valid value.
+    """
+    import warnings
+
+    from .drift import QUANTILES, bin_shares
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        edges = np.nanquantile(np.asarray(features, dtype="float64"), QUANTILES, axis=0).T
+    values, shares = [], []
+    for column, feature_edges in zip(np.asarray(features, dtype="float64").T, edges, strict=True):
+        if np.isnan(feature_edges).any():
+            values.append(None)
+            shares.append(None)
+            continue
+        values.append([float(value) for value in feature_edges])
+        shares.append([float(value) for value in bin_shares(column, feature_edges)])
+    return {"quantiles": list(QUANTILES), "values": values, "shares": shares}
 
 
 def probabilities(baseline, features):

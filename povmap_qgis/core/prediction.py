@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from . import baseline, calibration, learning_data, model_package, vectors
+from . import baseline, calibration, drift, learning_data, model_package, vectors
 from .chip_store import ChipStore
 from .geopackage import write_layer
 from .reporting import Reporter
@@ -112,6 +112,7 @@ def predict(options, reporter=None):
         "predicted_poor": poor,
         "seconds": round(seconds, 2),
         "flagged": int(grid["chip_flagged"].sum()),
+        "drift": json.loads(trust_metadata.get("povmap_drift", "{}")),
     }
 
 
@@ -135,6 +136,12 @@ def trust_fields(manifest, store, rows, ensemble, reporter):
         fields["prob_baseline"] = np.round(baseline.calibrated_probabilities(simple, features), 5)
         fields["out_of_range"] = baseline.out_of_range(simple, features)
         metadata["povmap_baseline_threshold"] = simple["threshold"]
+        scores = drift.input_scores(manifest, features)
+        if scores:
+            metadata["povmap_drift"] = json.dumps(scores)
+        reporter.info(f"drift: {drift.sentence(scores)}")
+        for warning in drift.warnings(scores):
+            reporter.warning(warning)
         reporter.info(
             f"{int(fields['out_of_range'].sum())} of {len(rows)} cells lie outside the training "
             "range (a per-chip statistic beyond the training cells' 1st–99th percentiles)"

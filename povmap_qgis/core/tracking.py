@@ -374,7 +374,7 @@ class StepRun:
         if self.step == "train":
             self._guarded("register the model", lambda: self._register(result))
         if self.step == "predict":
-            self._guarded("record the drift check", lambda: self._drift())
+            self._guarded("record the drift check", lambda: self._drift(result))
 
     def end(self, status):
         if self.client is None:
@@ -433,19 +433,24 @@ class StepRun:
         self.client.log_artifact(self.run_id, os.path.join(package, SIDECAR), "model")
         self._outer.info(f"Registered as models:/{name}/{version.version} (run {self.run_id})")
 
-    def _drift(self):
+    def _drift(self, result):
+        """PSI per input as ``drift/<input>``: the scores ``predict`` computed and warned about."""
         from . import drift
 
         model_path = getattr(self.options, "model_path", None)
         chips_path = getattr(self.options, "chips_path", None)
         if not model_path or not chips_path:
             return
-        scores, note = drift.drift_scores(model_path, chips_path)
+        scores = result.get("drift")
+        if isinstance(scores, dict) and scores:
+            note = drift.sentence(scores)
+        else:  # a result without scores: a sample of the chips, warned about here
+            scores, note = drift.drift_scores(model_path, chips_path)
+            for sentence in drift.warnings(scores):
+                self._outer.warning(sentence)
         self.client.set_tag(self.run_id, "povmap.drift", note)
         for name, value in scores.items():
             self.client.log_metric(self.run_id, metric_key(f"drift/{name}"), value)
-        for sentence in drift.warnings(scores):
-            self._outer.warning(sentence)
 
 
 # --- what goes into a run -----------------------------------------------------------------------
