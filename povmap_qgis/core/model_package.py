@@ -13,6 +13,8 @@
                                 regression on per-chip statistics, plain numbers,
                                 with the training cells' statistic range)
       <member>.weights.h5       Keras weights of each member
+      stats_gbm.trees.json      the statistics member's trees as plain numbers
+                                (core/statistics_member.py), hashed like weights
 
 A 1.0 package still loads: it has no transform (linear normalisation, as it
 was trained), no calibration (``prob_mean`` = ``prob_raw``, and ``missing_parts``
@@ -162,9 +164,21 @@ def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):
 def load_members(manifest, parameter="MODEL"):
     """Keras models of every member with their weights (architecture rebuilt from code)."""
     from .models import build_member
+    from .statistics_member import StatisticsMember, is_statistics_member
 
     models = []
     for member in manifest["members"]:
+        if is_statistics_member(member["architecture"]):
+            path = os.path.join(manifest["path"], os.path.basename(member["weights"]))
+            try:
+                models.append(StatisticsMember.load(path, [i["name"] for i in manifest["inputs"]]))
+            except (OSError, ValueError) as error:
+                raise PovmapInputError(
+                    parameter,
+                    f"'{manifest['path']}': the trees of member '{member.get('name')}' cannot be "
+                    f"loaded ({error}); train the model again or use an intact copy.",
+                ) from None
+            continue
         model = build_member(
             member["architecture"],
             manifest["inputs"],

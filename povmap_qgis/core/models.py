@@ -21,7 +21,9 @@ manifest and rebuilt here; only weights are read from the package.
 
 PAPER_MEMBERS = ("resnet50", "resnet50v2", "resnet101")
 COMPACT_MEMBERS = ("compact_cnn", "compact_wide", "compact_residual")
-ARCHITECTURES = PAPER_MEMBERS + COMPACT_MEMBERS
+# gradient boosting on per-chip statistics, not a network: core/statistics_member.py
+STATISTICS_MEMBERS = ("stats_gbm",)
+ARCHITECTURES = PAPER_MEMBERS + COMPACT_MEMBERS + STATISTICS_MEMBERS
 
 PRESETS = {
     "paper": {

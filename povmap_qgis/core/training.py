@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import learning_data, metrics, model_package, models, pretrained
+from . import learning_data, metrics, model_package, models, pretrained, statistics_member
 from .atomic import partial_path, publish_folder
 from .chip_store import ChipStore
 from .environment import MIXED_PRECISION_POLICY
@@ -127,7 +127,11 @@ def train(options, reporter=None):
                 stage,
                 backbone_files.get(architecture),
             )
-            weights_file = f"{architecture}.weights.h5"
+            weights_file = (
+                statistics_member.weights_file(architecture)
+                if statistics_member.is_statistics_member(architecture)
+                else f"{architecture}.weights.h5"
+            )
             model.save_weights(os.path.join(partial, weights_file))
             for part in probabilities:
                 probabilities[part].append(
@@ -272,6 +276,10 @@ def fit_member(
     """
     import keras
 
+    if statistics_member.is_statistics_member(architecture):
+        return statistics_member.fit(
+            inputs, train_data, validation_data, seed + index, reporter, class_weight
+        )
     keras.utils.set_random_seed(seed + index)
     model = models.build_member(architecture, inputs, backbone_weights=backbone_weights)
     model.compile(
