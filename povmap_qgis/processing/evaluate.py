@@ -185,9 +185,9 @@ class Evaluate(PovmapAlgorithm):
 
     def _render_maps(self, summary, folder, context, feedback):
         """PNGs of the predicted class, the probability and the hits and misses; [(path, caption)]."""
-        from .rendering import RenderError, outline_renderer, render_layers
+        from .rendering import RenderError, outline_renderer, render_with_context
 
-        maps = []
+        maps, fallbacks = [], []
         try:
             hitmiss = QgsVectorLayer(
                 summary["hitmiss"], "hits and misses", "ogr"
@@ -215,40 +215,39 @@ class Evaluate(PovmapAlgorithm):
                     message, loaded = layer.loadNamedStyle(style_path(style), True)
                     if not loaded:
                         raise RenderError(f"the style {style} could not be applied: {message}")
-                    path = os.path.join(folder, f"map_{name}.png")
-                    maps.append(
-                        (
-                            render_layers(
-                                path,
-                                [layer],
-                                MAP_WIDTH,
-                                legend_below=True,
-                                transform_context=transform_context,
-                                max_height=MAP_MAX_HEIGHT,
-                            ),
-                            caption,
-                        )
+                    path, fallback = render_with_context(
+                        os.path.join(folder, f"map_{name}.png"),
+                        [layer],
+                        MAP_WIDTH,
+                        districts_of=layer,
+                        transform_context=transform_context,
+                        max_height=MAP_MAX_HEIGHT,
                     )
+                    fallbacks.append(fallback)
+                    maps.append((path, caption))
                 outline_layer.setRenderer(outline_renderer("#9a9a9a", 0.15))
                 below, extent = [outline_layer], outline_layer
             else:
                 below, extent = [], hitmiss
-            path = os.path.join(folder, "map_hitmiss.png")
+            path, fallback = render_with_context(
+                os.path.join(folder, "map_hitmiss.png"),
+                [hitmiss] + below,
+                MAP_WIDTH,
+                districts_of=extent,
+                extent_layer=extent,
+                legend_layers=[hitmiss],
+                transform_context=transform_context,
+                max_height=MAP_MAX_HEIGHT,
+            )
+            fallbacks.append(fallback)
             maps.append(
                 (
-                    render_layers(
-                        path,
-                        [hitmiss] + below,
-                        MAP_WIDTH,
-                        extent_layer=extent,
-                        legend_layers=[hitmiss],
-                        legend_below=True,
-                        transform_context=transform_context,
-                        max_height=MAP_MAX_HEIGHT,
-                    ),
+                    path,
                     "Hits and misses of the ensemble on the compared cells (grey outlines: predicted cells without a label)",
                 )
             )
+            for why in sorted({why for why in fallbacks if why}):
+                feedback.pushWarning(f"Maps drawn without a print layout ({why}).")
         except RenderError as error:
             feedback.reportError(
                 f"The maps could not be rendered ({error}); the report has none.", fatalError=False

@@ -268,3 +268,217 @@ def draw_legend(image, entries, width):
         painter.drawRect(int(size * 1.5), y, size, size)
         painter.drawText(int(size * 3), y + int(size * 0.85), label)
     painter.end()
+
+
+def district_outlines(layer, field="district"):
+    """A memory layer of the districts of ``layer``'s cells (cells dissolved by ``field``), labelled.
+
+    None when the layer has no such field or no cell with a district.
+    """
+    from qgis.core import (
+        QgsFeature,
+        QgsField,
+        QgsGeometry,
+        QgsPalLayerSettings,
+        QgsTextBufferSettings,
+        QgsTextFormat,
+        QgsVectorLayerSimpleLabeling,
+    )
+    from qgis.PyQt.QtCore import QVariant
+
+    if not isinstance(layer, QgsVectorLayer) or layer.fields().indexOf(field) < 0:
+        return None
+    parts = {}
+    for feature in layer.getFeatures():
+        name = feature[field]
+        if name is None or str(name) in ("", "NULL") or not feature.hasGeometry():
+            continue
+        parts.setdefault(str(name), []).append(feature.geometry())
+    if not parts:
+        return None
+    outlines = QgsVectorLayer(f"Polygon?crs={layer.crs().authid()}", "districts", "memory")
+    if not layer.crs().authid():
+        outlines.setCrs(layer.crs())
+    outlines.dataProvider().addAttributes([QgsField("name", QVariant.String)])
+    outlines.updateFields()
+    features = []
+    for name, geometries in sorted(parts.items()):
+        feature = QgsFeature(outlines.fields())
+        # the district's outline: cells without a prediction inside it are no boundary
+        feature.setGeometry(QgsGeometry.unaryUnion(geometries).removeInteriorRings())
+        feature.setAttribute("name", name)
+        features.append(feature)
+    outlines.dataProvider().addFeatures(features)
+    outlines.updateExtents()
+    outlines.setRenderer(outline_renderer("#202020", 0.6))
+    text = QgsTextFormat()
+    text.setFont(QFont("Sans"))
+    text.setSize(9)
+    text.setColor(QColor("#202020"))
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setSize(1.0)
+    buffer.setColor(QColor("white"))
+    text.setBuffer(buffer)
+    labels = QgsPalLayerSettings()
+    labels.fieldName = "name"
+    labels.placement = QgsPalLayerSettings.Placement.OverPoint
+    labels.setFormat(text)
+    outlines.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+    outlines.setLabelsEnabled(True)
+    return outlines
+
+
+def render_layout(
+    output,
+    layers,
+    width=1600,
+    extent_layer=None,
+    title=None,
+    legend_layers=None,
+    transform_context=None,
+    districts=None,
+    max_height=None,
+):
+    """A map with context through a QGIS print layout (``QgsPrintLayout``), as a PNG; return the path.
+
+    ``layers`` (top first) under ``districts`` (boundaries and names, e.g. from
+    ``district_outlines``), with a title, a scale bar, a north arrow and a legend of
+    ``legend_layers`` (default: the vector layers of ``layers``) below the map;
+    exported by ``QgsLayoutExporter``. The map is in the CRS of ``extent_layer``
+    (default: the first layer) and shows its extent with a 4 % margin.
+    """
+    from qgis.core import (
+        QgsLayerTreeLayer,
+        QgsLayoutExporter,
+        QgsLayoutItemLabel,
+        QgsLayoutItemLegend,
+        QgsLayoutItemMap,
+        QgsLayoutItemPicture,
+        QgsLayoutItemScaleBar,
+        QgsLayoutPoint,
+        QgsLayoutSize,
+        QgsPrintLayout,
+        QgsProject,
+        QgsUnitTypes,
+    )
+
+    if not layers:
+        raise RenderError("no layer to draw")
+    reference = extent_layer or layers[0]
+    drawn = ([districts] if districts is not None else []) + list(layers)
+    project = QgsProject()  # a private project: safe in a Processing thread
+    project.setCrs(reference.crs())
+    if transform_context is not None:
+        project.setTransformContext(transform_context)
+    settings = QgsMapSettings()
+    settings.setDestinationCrs(reference.crs())
+    settings.setTransformContext(transform_context or QgsCoordinateTransformContext())
+    extent = QgsRectangle(settings.layerExtentToOutputExtent(reference, reference.extent()))
+    if extent.isEmpty():
+        extent.grow(500)
+    extent.scale(1.04)
+    # page in millimetres: 180 mm wide map (a report column), legend and furniture around it
+    map_width = 180.0
+    map_height = map_width * extent.height() / extent.width()
+    if max_height:
+        map_height = min(map_height, map_width * max_height / width)
+        map_width = min(map_width, map_height * extent.width() / extent.height())
+    margin, title_height = 6.0, 10.0 if title else 0.0
+    legend_entries_count = len(legend_entries(legend_layers or layers)) + (
+        1 if districts is not None else 0
+    )
+    legend_height = 8.0 + 6.0 * legend_entries_count
+    page_width = max(map_width, 120.0) + 2 * margin
+    page_height = margin + title_height + map_height + 4 + legend_height + margin
+    layout = QgsPrintLayout(project)
+    layout.initializeDefaults()
+    layout.pageCollection().page(0).setPageSize(
+        QgsLayoutSize(page_width, page_height, QgsUnitTypes.LayoutMillimeters)
+    )
+    top = margin
+    if title:
+        label = QgsLayoutItemLabel(layout)
+        label.setText(title)
+        label.setFont(QFont("Sans", 12))
+        layout.addLayoutItem(label)
+        label.attemptMove(QgsLayoutPoint(margin, margin, QgsUnitTypes.LayoutMillimeters))
+        label.attemptResize(
+            QgsLayoutSize(page_width - 2 * margin, title_height, QgsUnitTypes.LayoutMillimeters)
+        )
+        top += title_height
+    item = QgsLayoutItemMap(layout)
+    item.setLayers(drawn)
+    item.setCrs(reference.crs())
+    item.setFrameEnabled(True)
+    layout.addLayoutItem(item)
+    item.attemptMove(QgsLayoutPoint(margin, top, QgsUnitTypes.LayoutMillimeters))
+    item.attemptResize(QgsLayoutSize(map_width, map_height, QgsUnitTypes.LayoutMillimeters))
+    item.setExtent(extent)
+    item.setBackgroundColor(QColor("white"))
+    north = QgsLayoutItemPicture(layout)
+    north.setPicturePath(":/images/north_arrows/layout_default_north_arrow.svg")
+    north.setLinkedMap(item)
+    north.setNorthMode(QgsLayoutItemPicture.NorthMode.GridNorth)
+    north.setBackgroundEnabled(True)
+    north.setBackgroundColor(QColor(255, 255, 255, 200))
+    layout.addLayoutItem(north)
+    north.attemptResize(QgsLayoutSize(9, 14, QgsUnitTypes.LayoutMillimeters))
+    north.attemptMove(
+        QgsLayoutPoint(margin + map_width - 12, top + 3, QgsUnitTypes.LayoutMillimeters)
+    )
+    scalebar = QgsLayoutItemScaleBar(layout)
+    scalebar.setStyle("Single Box")
+    scalebar.setLinkedMap(item)
+    scalebar.applyDefaultSize(QgsUnitTypes.DistanceKilometers)
+    scalebar.setUnits(QgsUnitTypes.DistanceKilometers)
+    scalebar.setUnitLabel("km")
+    scalebar.setNumberOfSegmentsLeft(0)
+    scalebar.setBackgroundEnabled(True)
+    scalebar.setBackgroundColor(QColor(255, 255, 255, 200))
+    layout.addLayoutItem(scalebar)
+    scalebar.attemptMove(
+        QgsLayoutPoint(margin + 3, top + map_height - 14, QgsUnitTypes.LayoutMillimeters)
+    )
+    legend = QgsLayoutItemLegend(layout)
+    legend.setTitle("Legend")
+    legend.setLinkedMap(item)
+    legend.setAutoUpdateModel(False)
+    root = legend.model().rootGroup()
+    root.removeAllChildren()
+    for layer in (legend_layers if legend_layers is not None else list(layers)) + (
+        [districts] if districts is not None else []
+    ):
+        if isinstance(layer, QgsVectorLayer):
+            root.addChildNode(QgsLayerTreeLayer(layer))
+    legend.setColumnCount(2 if map_width >= 150 else 1)
+    legend.setSymbolHeight(4)
+    legend.setSymbolWidth(6)
+    legend.setFrameEnabled(False)
+    legend.setBoxSpace(1)
+    legend.setResizeToContents(True)
+    layout.addLayoutItem(legend)
+    legend.attemptMove(QgsLayoutPoint(margin, top + map_height + 4, QgsUnitTypes.LayoutMillimeters))
+    legend.adjustBoxSize()
+    exporter = QgsLayoutExporter(layout)
+    image_settings = QgsLayoutExporter.ImageExportSettings()
+    image_settings.dpi = max(72.0, width / (page_width / 25.4))
+    image_settings.exportMetadata = False  # PNG: GDAL cannot add metadata to it in place
+    result = exporter.exportToImage(output, image_settings)
+    if result != QgsLayoutExporter.ExportResult.Success:
+        raise RenderError(f"cannot write {output} (layout export: {exporter.errorMessage()})")
+    return output
+
+
+def render_with_context(output, layers, width=1600, districts_of=None, **options):
+    """``render_layout`` with the districts of ``districts_of``'s cells; ``render_layers`` if the layout fails.
+
+    Returns (path, None) or (path, why the plain map was drawn instead).
+    """
+    try:
+        districts = district_outlines(districts_of) if districts_of is not None else None
+        return render_layout(output, layers, width, districts=districts, **options), None
+    except Exception as error:  # a layout problem must not cost the report its maps
+        options.pop("title", None)
+        path = render_layers(output, layers, width, legend_below=True, **options)
+        return path, str(error)

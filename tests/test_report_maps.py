@@ -1,0 +1,70 @@
+"""Report maps with context (issue 10 part 4): district boundaries and names, scale bar, north arrow
+and legend through a QGIS print layout."""
+
+import geopandas
+import numpy as np
+import shapely
+
+
+def cells_layer(tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    from povmap_qgis.core.geopackage import write_layer
+    from povmap_qgis.paths import style_path
+
+    boxes = [
+        shapely.box(
+            600000 + 1000 * col, 2800000 + 1000 * row, 601000 + 1000 * col, 2801000 + 1000 * row
+        )
+        for row in range(4)
+        for col in range(6)
+    ]
+    frame = geopandas.GeoDataFrame(
+        {
+            "cell_id": np.arange(24),
+            "district": ["Dadu" if index % 6 < 3 else "Sanghar" for index in range(24)],
+            "pred": np.arange(24) % 2,
+        },
+        geometry=boxes,
+        crs="EPSG:32642",
+    )
+    frame.loc[7, "district"] = None  # a cell without a district is in no outline
+    path = str(tmp_path / "cells.gpkg")
+    write_layer(frame, path, style_path("prediction_class"), "class")
+    return QgsVectorLayer(path, "cells", "ogr")
+
+
+def test_district_outlines_dissolve_cells_by_district_and_label_them(qgis_app, tmp_path):
+    from povmap_qgis.processing.rendering import district_outlines
+
+    outlines = district_outlines(cells_layer(tmp_path))
+    features = {feature["name"]: feature.geometry() for feature in outlines.getFeatures()}
+    assert sorted(features) == ["Dadu", "Sanghar"]
+    assert features["Sanghar"].area() == 12 * 1000 * 1000
+    assert (
+        features["Dadu"].area() == 12 * 1000 * 1000
+    )  # the cell without a district is a hole, filled
+    assert outlines.labelsEnabled() and outlines.labeling().settings().fieldName == "name"
+
+
+def test_a_layout_map_has_the_map_legend_scale_bar_and_north_arrow(qgis_app, tmp_path):
+    from PIL import Image
+
+    from povmap_qgis.processing.rendering import district_outlines, render_with_context
+
+    layer = cells_layer(tmp_path)
+    path, fallback = render_with_context(
+        str(tmp_path / "map.png"), [layer], 900, districts_of=layer, title="Predicted class"
+    )
+    assert fallback is None and district_outlines(layer) is not None
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    height, width, _ = pixels.shape
+    assert abs(width - 900) <= 2 and height > width * 4 / 6  # the map plus a legend below it
+    poor, not_poor = (234, 121, 40), (119, 90, 169)  # the class style at its 85 % opacity
+    for colour in (poor, not_poor):
+        found = np.all(np.abs(pixels.astype(int) - colour) <= 3, axis=-1)
+        rows = np.flatnonzero(found.any(axis=1))
+        # drawn in the map and again as legend swatches below it
+        assert found.sum() > 2000 and rows.max() > height * 0.75, colour
+    dark = np.all(pixels < 60, axis=-1)
+    assert dark[: int(height * 0.2), int(width * 0.8) :].sum() > 50  # the north arrow, top right
