@@ -76,9 +76,9 @@ class JsonLinesReporter:
         pass
 
     def stage(self, start, end):
-        from .core.reporting import _StageReporter
+        from .core.reporting import StageReporter
 
-        return _StageReporter(self, start, end)
+        return StageReporter(self, start, end)
 
 
 def run_step(step, options, reporter):

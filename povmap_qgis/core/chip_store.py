@@ -29,7 +29,7 @@ import socket
 try:
     import fcntl
 except ImportError:  # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 

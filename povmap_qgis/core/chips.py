@@ -197,7 +197,7 @@ def _engine(options):
         return functools.partial(sample_blocks_on_spark, master=options.spark_master)
     if options.engine != "local":
         raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
-    return _sample_blocks
+    return sample_blocks
 
 
 def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
@@ -535,7 +535,7 @@ def _is_aligned(dataset, grid_crs, resolution):
     return bool(np.allclose(offsets, np.round(offsets), atol=1e-6))
 
 
-def _sample_blocks(
+def sample_blocks(
     writer,
     inputs,
     pending,

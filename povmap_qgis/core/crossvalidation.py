@@ -127,7 +127,7 @@ def crossvalidate(options, reporter=None):
             "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
         )
     store = ChipStore(options.chips_path)
-    cells, flagged = training._usable_cells(store, options, reporter)
+    cells, flagged = training.usable_cells(store, options, reporter)
     districts = (
         cells["district"].where(cells["district"].notna(), NO_DISTRICT).astype(str).to_numpy()
     )
@@ -159,7 +159,7 @@ def crossvalidate(options, reporter=None):
     reporter.progress(2)
     reporter.check_canceled()
 
-    environment = training._configure_tensorflow(options.seed, reporter)
+    environment = training.configure_tensorflow(options.seed, reporter)
     import keras
 
     inputs = [
@@ -184,7 +184,7 @@ def crossvalidate(options, reporter=None):
         train_rows, validation = _validation_split(
             np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold
         )
-        balanced, class_weight = training._balanced(train_rows, labels, options, fold_reporter)
+        balanced, class_weight = training.balanced_training_rows(train_rows, labels, options, fold_reporter)
         normalisation = learning_data.training_normalisation(
             store, store_rows[balanced], fold_reporter
         )
@@ -228,11 +228,11 @@ def crossvalidate(options, reporter=None):
                 options.seed + 1000 * fold,
                 stage,
             )
-            predicted = training._predict(model, store, store_rows[test], normalisation)
+            predicted = training.predict_member(model, store, store_rows[test], normalisation)
             probabilities[architecture][test] = predicted
             fold_probabilities.append(predicted)
             fold_validation.append(
-                training._predict(model, store, store_rows[validation], normalisation)
+                training.predict_member(model, store, store_rows[validation], normalisation)
             )
             record["members"][architecture] = {
                 "epochs_trained": len(losses),
@@ -257,7 +257,7 @@ def crossvalidate(options, reporter=None):
             key: judges["baseline"][key]
             for key in ("coefficients", "intercept", "threshold", "calibration")
         }
-        fold_metrics[fold] = training._holdout_metrics(
+        fold_metrics[fold] = training.holdout_metrics(
             members,
             labels[test],
             fold_probabilities,
@@ -281,7 +281,7 @@ def crossvalidate(options, reporter=None):
     outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], calibrated
     outputs["prob_baseline"] = simple
     pooled = _plain(
-        training._holdout_metrics(
+        training.holdout_metrics(
             members,
             labels,
             [probabilities[member] for member in members],

@@ -20,7 +20,6 @@ them: ``report_document`` is also called inside QGIS, where only plain
 Python is wanted.
 """
 
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -30,6 +29,7 @@ import time
 from . import labels
 from .atomic import check_output_path
 from .errors import PovmapInputError
+from .geopackage import povmap_layer_metadata
 from .names import BASELINE, ENSEMBLE, RANDOM
 from .reporting import Reporter
 from .validation_outputs import (
@@ -196,7 +196,7 @@ def _read_predictions(options):
             f"the layer '{name}' has no geometries; use the prediction layer written by Predict poverty.",
         )
     missing = [field for field in ("cell_id", "pred", "prob_mean") if field not in fields]
-    metadata = _metadata(path, layer)
+    metadata = povmap_layer_metadata(path, layer)
     listed = [member for member in str(metadata.get("povmap:members", "")).split(",") if member]
     members = listed or [
         field[len("prob_") :]
@@ -307,60 +307,9 @@ def _read_truth(options, reporter):
     return {
         "frame": frame,
         "layer": name,
-        "metadata": _metadata(path, layer),
+        "metadata": povmap_layer_metadata(path, layer),
         "crs": _crs_text(info.get("crs")),
     }
-
-
-def _metadata(path, layer):
-    """Layer metadata (GeoPackage) as a dict, {} where the format has none.
-
-    GDAL splits a metadata item at its first ':' or '=', so an item written
-    as ``povmap:threshold=0.5`` reads back through pyogrio as
-    ``{"povmap": "threshold=0.5"}`` and items sharing the prefix overwrite
-    each other. The GeoPackage's own metadata XML is read here to get every
-    item back; ``povmap_threshold`` and ``povmap:threshold`` both answer to
-    ``povmap:threshold``.
-    """
-    from .geopackage import read_layer_metadata
-
-    try:
-        metadata = dict(read_layer_metadata(path, layer))
-    except Exception:
-        metadata = {}
-    for key, value in _geopackage_metadata_items(path, layer) + list(metadata.items()):
-        if ":" not in key and "=" in value and key == "povmap":
-            key, value = (f"povmap:{value.split('=', 1)[0]}", value.split("=", 1)[1])
-        if key.startswith("povmap_"):
-            key = "povmap:" + key[len("povmap_") :]
-        metadata.setdefault(key, value)
-    return metadata
-
-
-def _geopackage_metadata_items(path, layer):
-    """(key, value) of the GDAL metadata items stored for ``layer`` in a GeoPackage; [] otherwise."""
-    import sqlite3
-    import xml.etree.ElementTree as ElementTree
-
-    if not path.lower().endswith(".gpkg") or not layer:
-        return []
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
-            documents = connection.execute(
-                "SELECT m.metadata FROM gpkg_metadata m JOIN gpkg_metadata_reference r ON r.md_file_id = m.id "
-                "WHERE r.reference_scope = 'table' AND r.table_name = ? AND m.md_standard_uri = 'http://gdal.org'",
-                (layer,),
-            ).fetchall()
-        items = []
-        for (document,) in documents:
-            for element in ElementTree.fromstring(document).iter("Metadata"):
-                if element.get("domain") in (None, ""):
-                    items += [
-                        (item.get("key", ""), item.text or "") for item in element.iter("MDI")
-                    ]
-        return items
-    except (sqlite3.Error, ElementTree.ParseError):
-        return []
 
 
 def _numbers_from_text(frame, columns, parameter, name, reporter):

@@ -5,6 +5,7 @@ load), so a layer looks right in the desktop, after ``qgis_process`` and when
 a colleague opens the file, without QGIS being involved in writing it.
 """
 
+import contextlib
 import datetime
 import os
 
@@ -102,3 +103,52 @@ def read_layer_metadata(path, layer=None):
 
 def _stringify(metadata):
     return {str(key): str(value) for key, value in (metadata or {}).items()} or None
+
+
+def povmap_layer_metadata(path, layer):
+    """Layer metadata (GeoPackage) as a dict, {} where the format has none.
+
+    GDAL splits a metadata item at its first ':' or '=', so an item written
+    as ``povmap:threshold=0.5`` reads back through pyogrio as
+    ``{"povmap": "threshold=0.5"}`` and items sharing the prefix overwrite
+    each other. The GeoPackage's own metadata XML is read here to get every
+    item back; ``povmap_threshold`` and ``povmap:threshold`` both answer to
+    ``povmap:threshold``.
+    """
+    try:
+        metadata = dict(read_layer_metadata(path, layer))
+    except Exception:
+        metadata = {}
+    for key, value in _gdal_metadata_items(path, layer) + list(metadata.items()):
+        if ":" not in key and "=" in value and key == "povmap":
+            key, value = (f"povmap:{value.split('=', 1)[0]}", value.split("=", 1)[1])
+        if key.startswith("povmap_"):
+            key = "povmap:" + key[len("povmap_") :]
+        metadata.setdefault(key, value)
+    return metadata
+
+
+def _gdal_metadata_items(path, layer):
+    """(key, value) of the GDAL metadata items stored for ``layer`` in a GeoPackage; [] otherwise."""
+    import sqlite3
+    import xml.etree.ElementTree as ElementTree
+
+    if not path.lower().endswith(".gpkg") or not layer:
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            documents = connection.execute(
+                "SELECT m.metadata FROM gpkg_metadata m JOIN gpkg_metadata_reference r ON r.md_file_id = m.id "
+                "WHERE r.reference_scope = 'table' AND r.table_name = ? AND m.md_standard_uri = 'http://gdal.org'",
+                (layer,),
+            ).fetchall()
+        items = []
+        for (document,) in documents:
+            for element in ElementTree.fromstring(document).iter("Metadata"):
+                if element.get("domain") in (None, ""):
+                    items += [
+                        (item.get("key", ""), item.text or "") for item in element.iter("MDI")
+                    ]
+        return items
+    except (sqlite3.Error, ElementTree.ParseError):
+        return []

@@ -38,10 +38,10 @@ class Reporter:
 
     def stage(self, start, end):
         """A reporter whose 0–100 % maps onto ``start``–``end`` % of this one."""
-        return _StageReporter(self, start, end)
+        return StageReporter(self, start, end)
 
 
-class _StageReporter(Reporter):
+class StageReporter(Reporter):
     def __init__(self, parent, start, end):
         self._parent, self._start, self._end = parent, start, end
 

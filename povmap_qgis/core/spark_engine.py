@@ -238,7 +238,7 @@ def sample_blocks_on_spark(
     reporter,
     master="local[*]",
 ):
-    """The Spark twin of ``chips._sample_blocks``: same arguments, same statistics returned."""
+    """The Spark twin of ``chips.sample_blocks``: same arguments, same statistics returned."""
     from . import chips
 
     blocks = chips.group_blocks(pending, rows, cols)

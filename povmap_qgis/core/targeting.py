@@ -379,7 +379,7 @@ def _number(value, parameter):
 def _read_predictions(options):
     import geopandas
 
-    from .evaluation import _metadata
+    from .geopackage import povmap_layer_metadata
     from .vectors import layer_info, spatial_layer
 
     path = options.predictions_path
@@ -421,7 +421,7 @@ def _read_predictions(options):
             "PREDICTIONS", f"prob_mean of '{name}' must hold probabilities between 0 and 1."
         )
     frame["prob_mean"] = values
-    return frame, name, _metadata(path, layer)
+    return frame, name, povmap_layer_metadata(path, layer)
 
 
 def _read_truth(options):

@@ -68,7 +68,7 @@ def train(options, reporter=None):
         )
 
     store = ChipStore(options.chips_path)
-    cells, flagged = _usable_cells(store, options, reporter)
+    cells, flagged = usable_cells(store, options, reporter)
     split = _split(cells, options)
     for part, rows in split.items():
         reporter.info(
@@ -77,11 +77,11 @@ def train(options, reporter=None):
     if flagged:
         reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
     backbone_files = pretrained.backbone_weights(options.pretrained, members, reporter)
-    environment = _configure_tensorflow(options.seed, reporter)
+    environment = configure_tensorflow(options.seed, reporter)
     import keras
 
     store_rows, labels = cells["store_row"].to_numpy(), cells["label"].to_numpy()
-    train_rows, class_weight = _balanced(split["train"], labels, options, reporter)
+    train_rows, class_weight = balanced_training_rows(split["train"], labels, options, reporter)
     normalisation = learning_data.training_normalisation(store, store_rows[train_rows], reporter)
     reporter.progress(3)
     inputs = [
@@ -135,7 +135,7 @@ def train(options, reporter=None):
             model.save_weights(os.path.join(partial, weights_file))
             for part in probabilities:
                 probabilities[part].append(
-                    _predict(model, store, store_rows[split[part]], normalisation)
+                    predict_member(model, store, store_rows[split[part]], normalisation)
                 )
             member_records.append(
                 {
@@ -169,7 +169,7 @@ def train(options, reporter=None):
             judges["calibrated_validation"],
             reporter,
         )
-        holdout = _holdout_metrics(
+        holdout = holdout_metrics(
             members,
             labels[split["test"]],
             probabilities["test"],
@@ -335,7 +335,7 @@ class _ProgressCallback:
         return Callback()
 
 
-def _usable_cells(store, options, reporter=None):
+def usable_cells(store, options, reporter=None):
     cells = learning_data.read_labelled_cells(
         options.grid_path, options.grid_layer, reporter=reporter
     )
@@ -413,7 +413,7 @@ def _split_part(rows, share, labels, seed):
         ) from None
 
 
-def _balanced(train_rows, labels, options, reporter):
+def balanced_training_rows(train_rows, labels, options, reporter):
     if options.balance == "class_weights":
         counts = np.bincount(labels[train_rows], minlength=2)
         weights = {label: float(len(train_rows) / (2 * counts[label])) for label in (0, 1)}
@@ -433,7 +433,7 @@ def _balanced(train_rows, labels, options, reporter):
     return kept, None
 
 
-def _configure_tensorflow(seed, reporter):
+def configure_tensorflow(seed, reporter):
     import keras
     import tensorflow
 
@@ -454,7 +454,7 @@ def _configure_tensorflow(seed, reporter):
     }
 
 
-def _predict(model, store, rows, normalisation):
+def predict_member(model, store, rows, normalisation):
     names = [tensor.name for tensor in model.inputs]
     return learning_data.predict_rows([model], store, rows, normalisation, names)[0]
 
@@ -567,7 +567,7 @@ def _threshold(options, labels, probabilities, reporter):
     return threshold, f"target recall {options.target_recall} on validation"
 
 
-def _holdout_metrics(
+def holdout_metrics(
     members,
     labels,
     member_probabilities,

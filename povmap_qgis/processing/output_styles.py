@@ -44,7 +44,7 @@ FALLBACK_STYLES[("mappoverty", "OUTPUT")] = FALLBACK_STYLES[("predict", "OUTPUT"
 # The details of a layer to load hold a plain pointer to the post-processor: the
 # Python object must outlive the algorithm (which the dialog deletes when its task
 # ends, before the layers are loaded). One per output path; replaced by the next run.
-_ALIVE = {}
+_ALIVE: dict = {}
 
 
 class OutputStyler(QgsProcessingLayerPostProcessorInterface):
