@@ -223,9 +223,9 @@ class CrossValidate(PovmapAlgorithm):
 
     def _render_maps(self, grid_path, fold_style, folder, context, feedback):
         """PNGs of the folds and of the out-of-fold hits and misses; [(path, caption)]."""
-        from .rendering import RenderError, render_layers
+        from .rendering import RenderError, render_with_context
 
-        maps = []
+        maps, fallbacks = [], []
         try:
             drawn = (
                 [
@@ -256,20 +256,18 @@ class CrossValidate(PovmapAlgorithm):
                     message, loaded = layer.loadNamedStyle(style, True)
                     if not loaded:
                         raise RenderError(f"the fold style could not be applied: {message}")
-                path = os.path.join(folder, f"map_{name}.png")
-                maps.append(
-                    (
-                        render_layers(
-                            path,
-                            [layer],
-                            MAP_WIDTH,
-                            legend_below=True,
-                            transform_context=context.transformContext(),
-                            max_height=MAP_MAX_HEIGHT,
-                        ),
-                        caption,
-                    )
+                path, fallback = render_with_context(
+                    os.path.join(folder, f"map_{name}.png"),
+                    [layer],
+                    MAP_WIDTH,
+                    districts_of=layer,
+                    transform_context=context.transformContext(),
+                    max_height=MAP_MAX_HEIGHT,
                 )
+                fallbacks.append(fallback)
+                maps.append((path, caption))
+            for why in sorted({why for why in fallbacks if why}):
+                feedback.pushWarning(f"Maps drawn without a print layout ({why}).")
         except RenderError as error:
             feedback.reportError(
                 f"The maps could not be rendered ({error}); the report has none.", fatalError=False

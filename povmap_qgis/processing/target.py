@@ -260,7 +260,7 @@ class Target(PovmapAlgorithm):
 
     def _render_map(self, summary, folder, context, feedback):
         """The selection (styled from its GeoPackage) with district outlines; [(png path, caption)]."""
-        from .rendering import RenderError, outline_renderer, render_layers
+        from .rendering import RenderError, render_with_context
 
         layer_name = os.path.splitext(os.path.basename(summary["output"]))[0]
         try:
@@ -269,23 +269,18 @@ class Target(PovmapAlgorithm):
             )
             if not selection.isValid():
                 raise RenderError(f"cannot open {summary['output']}")
-            layers = [selection]
-            outlines_path = (summary.get("figures") or {}).get("districts")
-            if outlines_path:
-                outlines = QgsVectorLayer(outlines_path, "districts", "ogr")
-                if outlines.isValid():
-                    outlines.setRenderer(outline_renderer("#202020", 0.5))
-                    layers = [outlines, selection]
-            path = render_layers(
+            path, fallback = render_with_context(
                 os.path.join(folder, "map_selection.png"),
-                layers,
+                [selection],
                 MAP_WIDTH,
+                districts_of=selection,
                 extent_layer=selection,
                 legend_layers=[selection],
-                legend_below=True,
                 transform_context=context.transformContext(),
                 max_height=MAP_MAX_HEIGHT,
             )
+            if fallback:
+                feedback.pushWarning(f"Map drawn without a print layout ({fallback}).")
         except RenderError as error:
             feedback.reportError(
                 f"The map could not be rendered ({error}); the report has none.", fatalError=False
