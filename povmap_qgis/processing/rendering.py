@@ -460,13 +460,12 @@ def render_layout(
     layout.addLayoutItem(legend)
     legend.attemptMove(QgsLayoutPoint(margin, top + map_height + 4, QgsUnitTypes.LayoutMillimeters))
     legend.adjustBoxSize()
-    exporter = QgsLayoutExporter(layout)
-    image_settings = QgsLayoutExporter.ImageExportSettings()
-    image_settings.dpi = max(72.0, width / (page_width / 25.4))
-    image_settings.exportMetadata = False  # PNG: GDAL cannot add metadata to it in place
-    result = exporter.exportToImage(output, image_settings)
-    if result != QgsLayoutExporter.ExportResult.Success:
-        raise RenderError(f"cannot write {output} (layout export: {exporter.errorMessage()})")
+    # rendered to an image and saved by Qt: no GDAL georeferencing pass over the PNG
+    image = QgsLayoutExporter(layout).renderPageToImage(
+        0, QSize(), max(72.0, width / (page_width / 25.4))
+    )
+    if image.isNull() or not image.save(output, "PNG"):
+        raise RenderError(f"cannot write {output} (print layout of {page_width:.0f} mm)")
     return output
 
 
