@@ -377,7 +377,7 @@ def test_prediction_class_follows_the_packages_decision_threshold(trusted):
     frame = read_grid(trusted["predictions"])
     assert (frame["pred"] == (frame["prob_mean"] >= 0.5).astype(int)).all()
     assert (frame["votes"] == (frame["prob_compact_cnn"] >= manifest["threshold"])).all()
-    metadata = read_layer_metadata(trusted["predictions"])
+    metadata = read_layer_metadata(trusted["predictions"], "predictions")
     assert float(metadata["povmap_decision_threshold"]) == 0.5
     assert trusted["summary"]["settings"]["decision_threshold"] == 0.5
     said = " ".join(str(event.get("message", "")) for event in trusted["events"])
