@@ -78,6 +78,43 @@ def start_timeout_s():
     return value if value > 0 else DEFAULT_START_TIMEOUT_S
 
 
+def check_step_options(step, options):
+    """Refuse options a core step does not take, before the worker starts.
+
+    The adapters build a plain dict for the worker; checking it against the step's
+    options dataclass here makes a misspelt or missing option fail at once, in QGIS,
+    instead of later in the worker.
+    """
+    import dataclasses
+    import importlib
+
+    from .worker import STEPS
+
+    if step not in STEPS:
+        raise WorkerError(f"Internal error: unknown core step '{step}'.", kind="crash")
+    module_name, class_name, _ = STEPS[step]
+    if class_name is None:
+        return
+    options_class = getattr(importlib.import_module(module_name), class_name)
+    fields = {field.name: field for field in dataclasses.fields(options_class)}
+    unknown = sorted(set(options) - set(fields))
+    missing = sorted(
+        name
+        for name, field in fields.items()
+        if name not in options
+        and field.default is dataclasses.MISSING
+        and field.default_factory is dataclasses.MISSING
+    )
+    if unknown or missing:
+        problems = [f"unknown {', '.join(unknown)}"] if unknown else []
+        problems += [f"missing {', '.join(missing)}"] if missing else []
+        raise WorkerError(
+            f"Internal error: the options for the core step '{step}' do not match "
+            f"{class_name} ({'; '.join(problems)}). Please report this.",
+            kind="crash",
+        )
+
+
 def worker_environment(run_id=None):
     environment = {
         key: value for key, value in os.environ.items() if key not in VARIABLES_NOT_INHERITED

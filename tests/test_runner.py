@@ -227,3 +227,16 @@ def test_environment_step_reports_python_and_packages():
     description = runner.run_worker("environment", {"check_gpu": False}, python=sys.executable)
     assert description["python"] and description["python_version"].startswith("3.")
     assert description["packages"]["geopandas"] and description["packages"]["rasterio"]
+
+
+def test_options_a_core_step_does_not_take_are_refused_before_the_worker_starts():
+    from povmap_qgis.runner import WorkerError, check_step_options
+
+    check_step_options(
+        "predict", {"model_path": "m", "chips_path": "c", "grid_path": "g", "output_path": "o"}
+    )
+    with pytest.raises(WorkerError, match="unknown chips_pth; missing chips_path"):
+        check_step_options(
+            "predict", {"model_path": "m", "chips_pth": "c", "grid_path": "g", "output_path": "o"}
+        )
+    check_step_options("environment", {})  # a step without an options class takes any

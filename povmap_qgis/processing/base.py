@@ -431,6 +431,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 self._run_history_id = event.get("run_id")
 
         try:
+            runner.check_step_options(step, options)  # an adapter's typo fails here, in QGIS
             python = runner.resolve_worker_python(settings.worker_python())
             feedback.pushDebugInfo(f"Worker Python: {python}")
             return runner.run_worker(
