@@ -11,6 +11,9 @@ from conftest import ROOT, run_qgis_process
 from helpers import read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 
+# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
+pytestmark = pytest.mark.slow
+
 MODEL_FILE = os.path.join(ROOT, "resources", "models", "survey_pipeline.model3")
 UNSURVEYED = "Sorabad"  # the tiny sample's district nobody surveyed
 

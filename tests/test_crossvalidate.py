@@ -14,6 +14,9 @@ from helpers import read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 from report_checks import CHROMIUM, chromium, outcome_colours, pixels_of
 
+# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
+pytestmark = pytest.mark.slow
+
 FOLDS = 3
 MEMBER = "compact_cnn"
 SEED = 4

@@ -10,6 +10,9 @@ import pytest
 from helpers import read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 
+# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
+pytestmark = pytest.mark.slow
+
 TINY_EPOCHS = 2
 
 

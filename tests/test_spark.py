@@ -16,6 +16,9 @@ import sys
 import numpy as np
 import pytest
 
+# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("pyspark", reason="scripts/setup --no-spark")
 if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
     pytest.skip("no Java runtime (scripts/setup --no-spark)", allow_module_level=True)

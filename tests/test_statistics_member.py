@@ -7,6 +7,9 @@ import os
 import numpy as np
 import pytest
 
+# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
+pytestmark = pytest.mark.slow
+
 
 def test_numpy_trees_equal_scikit_learns_predict_proba_on_random_data():
     from sklearn.ensemble import HistGradientBoostingClassifier

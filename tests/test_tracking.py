@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from qgis_helpers import run_algorithm, run_failing
 
+# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
+pytestmark = pytest.mark.slow
+
 MODEL_NAME = "tracked"
 EPOCHS = 2
 

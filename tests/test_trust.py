@@ -4,6 +4,9 @@ baseline, calibrated probabilities, the plain verdict — against independent co
 import numpy as np
 import pytest
 
+# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
+pytestmark = pytest.mark.slow
+
 
 class FakeStore:
     """The two ChipStore methods the transform rule and the baseline read."""
@@ -418,7 +421,9 @@ def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifte
         },
         on_event=events.append,
     )
-    warnings = [str(event.get("message", "")) for event in events if event.get("event") == "warning"]
+    warnings = [
+        str(event.get("message", "")) for event in events if event.get("event") == "warning"
+    ]
     assert result["drift"]["nightlights"] > drift.PSI_WARNING
     assert drift.warnings(result["drift"])[0] in warnings
     assert any(
