@@ -212,3 +212,27 @@ def tiny_chips(tiny_sample, tmp_path_factory):
         "folder": folder,
         "grid_unlabelled": str(folder / "unlabelled.gpkg"),
     }
+
+
+_EXIT_STATUS = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave without Python's interpreter teardown once the results are reported.
+
+    A test that passes map layers it created itself (Python-owned) to an algorithm that
+    fails leaves them referenced from the exception's frames, which sip's exception
+    objects keep out of reach of the cycle collector; they are then destroyed during
+    interpreter teardown, after pytest-qgis has exited QGIS, and the process dies with a
+    segmentation fault after every test passed. QGIS itself owns the layers of a project
+    and of qgis_process, so this concerns the test process only.
+    """
+    if _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
