@@ -184,7 +184,9 @@ def crossvalidate(options, reporter=None):
         train_rows, validation = _validation_split(
             np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold
         )
-        balanced, class_weight = training.balanced_training_rows(train_rows, labels, options, fold_reporter)
+        balanced, class_weight = training.balanced_training_rows(
+            train_rows, labels, options, fold_reporter
+        )
         normalisation = learning_data.training_normalisation(
             store, store_rows[balanced], fold_reporter
         )
