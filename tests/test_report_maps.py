@@ -68,3 +68,5 @@ def test_a_layout_map_has_the_map_legend_scale_bar_and_north_arrow(qgis_app, tmp
         assert found.sum() > 2000 and rows.max() > height * 0.75, colour
     dark = np.all(pixels < 60, axis=-1)
     assert dark[: int(height * 0.2), int(width * 0.8) :].sum() > 50  # the north arrow, top right
+    # the page ends below the legend: nothing drawn into the last rows (it was cut off)
+    assert (pixels[-max(3, height // 100) :] > 240).all()

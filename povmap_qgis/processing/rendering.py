@@ -460,6 +460,13 @@ def render_layout(
     layout.addLayoutItem(legend)
     legend.attemptMove(QgsLayoutPoint(margin, top + map_height + 4, QgsUnitTypes.LayoutMillimeters))
     legend.adjustBoxSize()
+    # the page ends below the legend as drawn (layer titles and wrapped labels included)
+    drawn_height = legend.sizeWithUnits().height()
+    if top + map_height + 4 + drawn_height + margin > page_height:
+        page_height = top + map_height + 4 + drawn_height + margin
+        layout.pageCollection().page(0).setPageSize(
+            QgsLayoutSize(page_width, page_height, QgsUnitTypes.LayoutMillimeters)
+        )
     # rendered to an image and saved by Qt: no GDAL georeferencing pass over the PNG
     image = QgsLayoutExporter(layout).renderPageToImage(
         0, QSize(), max(72.0, width / (page_width / 25.4))
