@@ -543,7 +543,14 @@ def test_a_package_from_before_calibration_still_loads_and_says_what_it_lacks(
     old = str(tmp_path / "old.povmodel")
     shutil.copytree(trusted["package"], old)
     manifest = manifest_of(old)
-    for key in ("calibration", "baseline", "decision_threshold", "decision_rule"):
+    # a package as 0.1.0 wrote it: none of these (nor the manifest hash, since 0.2.0)
+    for key in (
+        "calibration",
+        "baseline",
+        "decision_threshold",
+        "decision_rule",
+        "manifest_sha256",
+    ):
         del manifest[key]
     manifest["format_version"] = "1.0"
     with open(os.path.join(old, "manifest.json"), "w", encoding="utf-8") as handle:

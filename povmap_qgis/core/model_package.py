@@ -38,6 +38,27 @@ FORMAT = "povmap-model"
 FORMAT_VERSION = "1.1"
 SUPPORTED_VERSIONS = ("1.0", "1.1")
 MANIFEST = "manifest.json"
+# What defines the model: an edit to any of these changes predictions, so their canonical
+# sha256 is recorded as ``manifest_sha256`` and checked on loading (since 0.2.0).
+MODEL_DEFINING_KEYS = (
+    "format",
+    "format_version",
+    "preset",
+    "members",
+    "inputs",
+    "chip_size",
+    "resolution",
+    "cell_size",
+    "crs",
+    "normalisation",
+    "threshold",
+    "decision_threshold",
+    "decision_rule",
+    "label",
+    "calibration",
+    "baseline",
+)
+WEIGHTS_SUFFIXES = (".weights.h5", ".trees.json")
 
 
 def sha256_of(path):
@@ -53,10 +74,18 @@ def check_package_path(path, parameter="OUTPUT"):
         raise PovmapInputError(parameter, f"'{path}' must be a folder name ending in .povmodel.")
 
 
+def manifest_digest(manifest):
+    """sha256 of the model-defining part of a manifest in a canonical JSON form."""
+    defining = {key: manifest[key] for key in MODEL_DEFINING_KEYS if key in manifest}
+    text = json.dumps(defining, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def write_manifest(folder, manifest):
-    """Record each member's weights hash and write the manifest (folder not yet published)."""
+    """Record each member's weights hash and the manifest's own, then write it (not yet published)."""
     for member in manifest["members"]:
         member["sha256"] = sha256_of(os.path.join(folder, member["weights"]))
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     text = strict_json.dumps(manifest, None, "the model manifest", indent=2, sort_keys=True)
     with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -95,6 +124,15 @@ def read_package(path, parameter="MODEL"):
         )
     if not manifest.get("members"):
         raise PovmapInputError(parameter, f"'{path}' lists no ensemble members.")
+    _check_schema(manifest, path, parameter)
+    recorded = manifest.get("manifest_sha256")
+    if recorded is not None and recorded != manifest_digest(manifest):
+        raise PovmapInputError(
+            parameter,
+            f"'{path}': the model-defining part of {MANIFEST} (inputs, normalisation, members, "
+            "thresholds, calibration, baseline) does not match its manifest_sha256 (edited or "
+            "damaged); refusing to load it. Use an intact copy or train the model again.",
+        )
     for member in manifest["members"]:
         if member.get("architecture") not in ARCHITECTURES:
             raise PovmapInputError(
@@ -116,9 +154,83 @@ def read_package(path, parameter="MODEL"):
     return manifest
 
 
+def _check_schema(manifest, path, parameter):
+    """Types and ranges of what prediction relies on; a message naming the field otherwise."""
+
+    def refuse(field, what):
+        raise PovmapInputError(
+            parameter,
+            f"'{path}': {MANIFEST} field '{field}' {what}; this package cannot be used. Use an "
+            "intact copy or train the model again.",
+        )
+
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    for key in ("threshold", "decision_threshold"):
+        if key in manifest and not (number(manifest[key]) and 0 < manifest[key] < 1):
+            refuse(key, f"must be a number between 0 and 1 (it is {manifest[key]!r})")
+    if "threshold" not in manifest:
+        refuse("threshold", "is missing")
+    for key in ("chip_size", "resolution"):
+        if not (number(manifest.get(key)) and manifest[key] > 0):
+            refuse(key, f"must be a positive number (it is {manifest.get(key)!r})")
+    inputs = manifest.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        refuse("inputs", "must list the model's inputs")
+    normalisation = manifest.get("normalisation")
+    if not isinstance(normalisation, dict):
+        refuse("normalisation", "is missing or not an object")
+    for spec in inputs:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            refuse("inputs", "holds an entry without a name")
+        bands = spec.get("bands")
+        if not isinstance(bands, list) or not bands:
+            refuse(f"inputs[{spec['name']}].bands", "must list the bands")
+        entry = normalisation.get(spec["name"])
+        if not isinstance(entry, dict):
+            refuse(f"normalisation.{spec['name']}", "is missing")
+        for statistic in ("mean", "std"):
+            values = entry.get(statistic)
+            if not (
+                isinstance(values, list)
+                and len(values) == len(bands)
+                and all(number(value) for value in values)
+            ):
+                refuse(
+                    f"normalisation.{spec['name']}.{statistic}",
+                    f"must hold one number per band ({len(bands)})",
+                )
+        if not all(value > 0 for value in entry["std"]):
+            refuse(f"normalisation.{spec['name']}.std", "must be positive for every band")
+    names = [member.get("name") for member in manifest["members"] if isinstance(member, dict)]
+    if len(names) != len(manifest["members"]) or len(set(names)) != len(names):
+        refuse("members", "must be objects with distinct names")
+    for member in manifest["members"]:
+        weights = member.get("weights")
+        if not isinstance(weights, str) or not weights.endswith(WEIGHTS_SUFFIXES):
+            refuse(
+                f"members[{member['name']}].weights",
+                "must be one .weights.h5 (or .trees.json) file: sharded weights "
+                "(.weights.json and shards) are not read, since every file must be hashed",
+            )
+    calibration = manifest.get("calibration")
+    if (
+        isinstance(calibration, dict)
+        and calibration.get("method") == "platt"
+        and not all(number(calibration.get(key)) for key in ("slope", "intercept"))
+    ):
+        refuse("calibration", "must hold a numeric slope and intercept for Platt scaling")
+
+
 def missing_parts(manifest):
     """Sentences naming what an older package lacks (no calibration, no baseline); [] for a 1.1 package."""
     missing = []
+    if not manifest.get("manifest_sha256"):
+        missing.append(
+            "the model package has no manifest_sha256 (made before povmap-qgis 0.2.0): an "
+            "edit to its manifest cannot be detected"
+        )
     if not manifest.get("calibration"):
         missing.append(
             f"the model package (format {manifest.get('format_version')}) has no calibration: "

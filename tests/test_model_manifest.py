@@ -1,0 +1,87 @@
+"""The model manifest is checked, not trusted (issue 14 item 6): a schema for what prediction
+relies on, and a sha256 of its model-defining part, so an edited package is refused like a
+tampered weights file. On copies of the bundled package (no training needed)."""
+
+import json
+import shutil
+
+import pytest
+
+from povmap_qgis.core import model_package
+from povmap_qgis.core.errors import PovmapInputError
+from povmap_qgis.paths import bundled_model_path
+
+
+@pytest.fixture()
+def package(tmp_path):
+    path = tmp_path / "copy.povmodel"
+    shutil.copytree(bundled_model_path(), path)
+    return path
+
+
+def edit(path, change, rehash=False):
+    manifest_file = path / "manifest.json"
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    change(manifest)
+    if rehash:  # someone who also recomputes the hash: the schema still has to catch it
+        manifest["manifest_sha256"] = model_package.manifest_digest(manifest)
+    manifest_file.write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def refused(path):
+    with pytest.raises(PovmapInputError) as caught:
+        model_package.read_package(str(path))
+    assert caught.value.parameter == "MODEL"
+    return str(caught.value)
+
+
+def test_the_bundled_package_records_and_matches_its_manifest_hash(package):
+    manifest = model_package.read_package(str(package))
+    assert manifest["manifest_sha256"] == model_package.manifest_digest(manifest)
+    assert model_package.missing_parts(manifest) == []
+
+
+def test_an_edited_threshold_is_refused_like_altered_weights(package):
+    edit(package, lambda manifest: manifest.update(decision_threshold=0.01))
+    assert "does not match its manifest_sha256" in refused(package)
+
+
+def test_a_zero_std_is_refused_even_with_a_recomputed_hash(package):
+    def zero_std(manifest):
+        entry = manifest["normalisation"]["nightlights"]
+        entry["std"] = [0.0 for _ in entry["std"]]
+
+    edit(package, zero_std, rehash=True)
+    assert "'normalisation.nightlights.std' must be positive" in refused(package)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda manifest: manifest.update(threshold="high"), "'threshold' must be a number"),
+        (lambda manifest: manifest.pop("threshold"), "'threshold' is missing"),
+        (lambda manifest: manifest.pop("normalisation"), "'normalisation' is missing"),
+        (lambda manifest: manifest.update(chip_size=0), "'chip_size' must be a positive"),
+        (
+            lambda manifest: manifest["normalisation"]["daytime"].update(mean=[1.0]),
+            "'normalisation.daytime.mean' must hold one number per band (3)",
+        ),
+        (
+            lambda manifest: manifest["members"].append(dict(manifest["members"][0])),
+            "'members' must be objects with distinct names",
+        ),
+        (
+            lambda manifest: manifest["members"][0].update(weights="m.weights.json"),
+            "sharded weights",
+        ),
+    ],
+)
+def test_manifest_fields_are_checked_and_named(package, change, field):
+    edit(package, change, rehash=True)
+    assert field in refused(package)
+
+
+def test_a_package_from_before_the_hash_loads_and_says_edits_cannot_be_detected(package):
+    edit(package, lambda manifest: manifest.pop("manifest_sha256"))
+    manifest = model_package.read_package(str(package))
+    assert any("no manifest_sha256" in line for line in model_package.missing_parts(manifest))
