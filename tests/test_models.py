@@ -430,3 +430,78 @@ def test_the_bundled_model_is_a_small_verified_demonstration(
     assert (
         roc_auc_score(frame["label"], frame["prob_mean"]) > 0.6
     )  # the grid's own label field is kept
+
+
+HAND_NORMALISED_PREDICTION = """
+import json, sys
+import numpy as np
+from povmap_qgis.core import model_package
+
+package, store, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+manifest = model_package.read_package(package)
+chips = {}
+for spec in manifest["inputs"]:  # the store's band order is the one the model learned
+    values = np.load(f"{store}/{spec['name']}.npy", mmap_mode="r")[:rows].astype("float64")
+    entry = manifest["normalisation"][spec["name"]]
+    if entry.get("transform") == "log1p":
+        values = np.log1p(values / np.asarray(entry["scale"]))
+    values = (values - np.asarray(entry["mean"])) / np.asarray(entry["std"])
+    chips[spec["name"]] = np.nan_to_num(values, nan=0.0).astype("float32")
+out = {}
+for member, model in zip(manifest["members"], model_package.load_members(manifest)):
+    out[member["name"]] = model.predict(chips, verbose=0).reshape(-1).tolist()
+print("EXPECTED=" + json.dumps(out))
+"""
+
+
+def test_predict_equals_keras_on_chips_normalised_by_hand(trained, tiny_chips, tmp_path):
+    """Each member's probabilities in the prediction layer are what Keras gives on the store's
+    chips normalised here with the manifest's numbers: a wrong band order, transform or
+    normalisation at prediction time fails this test. (Keras runs in a subprocess.)"""
+    import subprocess
+    import sys
+
+    results, _ = trained
+    rows = 40
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            HAND_NORMALISED_PREDICTION,
+            results["OUTPUT"],
+            tiny_chips["chips"],
+            str(rows),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(
+            os.environ,
+            PYTHONPATH=os.path.dirname(os.path.dirname(_plugin_file())),
+            TF_CPP_MIN_LOG_LEVEL="2",
+        ),
+    )
+    line = [text for text in completed.stdout.splitlines() if text.startswith("EXPECTED=")]
+    assert line, completed.stdout + completed.stderr
+    expected = json.loads(line[0][len("EXPECTED=") :])
+    predicted, _ = run_algorithm(
+        "povmap:predict",
+        {
+            "MODEL": results["OUTPUT"],
+            "CHIPS": tiny_chips["chips"],
+            "GRID": tiny_chips["grid"],
+            "OUTPUT": str(tmp_path / "hand.gpkg"),
+        },
+    )
+    frame = read_grid(predicted["OUTPUT"]).set_index("cell_id")
+    cell_ids = np.load(os.path.join(tiny_chips["chips"], "cell_ids.npy"))[:rows]
+    assert set(expected) == {"compact_cnn", "compact_residual"}
+    for name, probabilities in expected.items():
+        written = frame.loc[cell_ids, f"prob_{name}"].to_numpy()
+        np.testing.assert_allclose(written, probabilities, atol=2e-5, err_msg=name)
+
+
+def _plugin_file():
+    import povmap_qgis
+
+    return povmap_qgis.__file__
