@@ -505,3 +505,46 @@ def _plugin_file():
     import povmap_qgis
 
     return povmap_qgis.__file__
+
+
+def test_a_separable_toy_store_is_learnt(tiny_chips, tmp_path):
+    """Poor cells dim, the others bright (with noise): the compact member must find it."""
+    from povmap_qgis.core.chip_store import ChipStoreWriter
+
+    grid = read_grid(tiny_chips["grid"])
+    labels = grid["label"].to_numpy()
+    rng = np.random.default_rng(7)
+    size = 24
+    level = np.where(labels == 1, 0.3, 2.0)[:, None, None, None]
+    chips = (level + rng.normal(0, 0.15, (len(grid), size, size, 1))).astype("float16")
+    inputs = [
+        {
+            "name": "nightlights",
+            "source": "toy",
+            "bands": [1],
+            "dtype": "float16",
+            "resampling": "bilinear",
+        }
+    ]
+    settings = {
+        "grid": tiny_chips["grid"],
+        "resolution": 1000 / size,
+        "cell_size": 1000.0,
+        "crs": "EPSG:32642",
+    }
+    writer = ChipStoreWriter(
+        str(tmp_path / "toy.chips"), grid["cell_id"].to_numpy("int64"), inputs, size, settings
+    ).open()
+    writer.write(
+        np.arange(len(grid)), {"nightlights": chips}, np.zeros((len(grid), 1), dtype="float32")
+    )
+    store = writer.finish()
+    result = train_in_worker(
+        chips_path=store,
+        grid_path=tiny_chips["grid"],
+        output_path=str(tmp_path / "toy.povmodel"),
+        members=["compact_cnn"],
+        epochs=8,
+        seed=1,
+    )
+    assert result["metrics"]["compact_cnn"]["auc"] >= 0.95, result["metrics"]
