@@ -34,7 +34,7 @@ except ImportError:  # Windows
 import numpy as np
 
 from . import strict_json
-from .atomic import publish_folder
+from .atomic import atomic_output, publish_folder
 from .errors import PovmapInputError
 
 FORMAT_VERSION = "1.0"
@@ -352,10 +352,8 @@ def _no_space(error, parameter):
 
 def _write_json(path, data, parameter="OUTPUT"):
     text = strict_json.dumps(data, parameter, "the chip store manifest", indent=2, sort_keys=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.replace(temporary, path)
 
 
 class ChipStore:

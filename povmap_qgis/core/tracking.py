@@ -39,6 +39,7 @@ import re
 import time
 from urllib.parse import unquote, urlparse
 
+from .atomic import atomic_output
 from .errors import PovmapCanceledError, PovmapInputError
 from .reporting import Reporter
 
@@ -546,11 +547,9 @@ def read_sidecar(package):
 
 def write_sidecar(package, record):
     """``mlflow.json`` beside the manifest, written whole or not at all."""
-    path = os.path.join(package, SIDECAR)
-    partial = f"{path}.partial-{os.getpid()}"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2, sort_keys=True)
-    os.replace(partial, path)
+    with atomic_output(os.path.join(package, SIDECAR)) as partial:
+        with open(partial, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2, sort_keys=True)
 
 
 def _string_leaves(value, prefix=""):
