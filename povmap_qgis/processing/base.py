@@ -4,6 +4,7 @@ Each algorithm module holds only its own parameters and the mapping from
 them to a core step's options (STYLE.md: one base class for the provider).
 """
 
+import contextlib
 import functools
 import os
 import shutil
@@ -27,7 +28,13 @@ from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
 
 from .. import runner
-from ..core.atomic import check_output_path, new_run_id, overwritten_input, run_partials
+from ..core.atomic import (
+    check_output_path,
+    new_run_id,
+    overwritten_input,
+    remove_quietly,
+    run_partials,
+)
 from ..core.errors import PovmapInputError
 from ..core.run_folders import make_run_folder, remove_stale_run_folders
 from ..paths import resource_path
@@ -527,10 +534,8 @@ def _layer_path(layer):
 
 def _remove_partials(path, run_id):
     for candidate in run_partials(path, run_id):
-        try:
-            shutil.rmtree(candidate) if os.path.isdir(candidate) else os.remove(candidate)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # cleanup must not hide the run's own error
+            remove_quietly(candidate)
 
 
 def _with_labelled_errors(process):
