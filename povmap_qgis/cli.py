@@ -17,7 +17,7 @@ import signal
 import sys
 
 # Absolute imports: spark-submit runs this file as a script (with the package on --py-files).
-from povmap_qgis.core.chips import RESAMPLING_METHODS
+from povmap_qgis.core.chips.sampling import RESAMPLING_METHODS
 
 ENGINES = ("local", "spark")
 
@@ -90,7 +90,7 @@ def build_parser():
 
 def chip_options(arguments):
     """ChipOptions from the samplechips arguments (what the Processing algorithm builds)."""
-    from povmap_qgis.core.chips import ChipInput, ChipOptions
+    from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions
     from povmap_qgis.core.errors import PovmapInputError
 
     inputs = []
@@ -129,7 +129,7 @@ def chip_options(arguments):
 
 def predict_options(arguments):
     """PredictOptions from the predict arguments (what the Processing algorithm builds)."""
-    from povmap_qgis.core.prediction import PredictOptions
+    from povmap_qgis.core.model.prediction import PredictOptions
     from povmap_qgis.paths import bundled_model_path
 
     return PredictOptions(
@@ -172,18 +172,18 @@ def _style(name):
 
 def main(argv=None):
     from povmap_qgis.core.errors import PovmapCanceledError, PovmapInputError
-    from povmap_qgis.core.reporting import ConsoleReporter
+    from povmap_qgis.core.progress import ConsoleReporter
 
     arguments = build_parser().parse_args(argv)
     reporter = ConsoleReporter()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up like Ctrl+C
     try:
         if arguments.step == "samplechips":
-            from povmap_qgis.core.chips import sample_chips
+            from povmap_qgis.core.chips.sampling import sample_chips
 
             summary = sample_chips(chip_options(arguments), reporter)
         else:
-            from povmap_qgis.core.prediction import predict
+            from povmap_qgis.core.model.prediction import predict
 
             summary = predict(predict_options(arguments), reporter)
     except PovmapInputError as error:

@@ -2,6 +2,8 @@
 
 import os
 
+from .core.version import plugin_version  # noqa: F401  (one home: core/version.py)
+
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -27,14 +29,6 @@ def top_level_path(name):
         if os.path.exists(os.path.join(base, name)):
             return os.path.join(base, name)
     return os.path.join(PLUGIN_DIR, name)
-
-
-def plugin_version():
-    import configparser
-
-    metadata = configparser.ConfigParser()
-    metadata.read(top_level_path("metadata.txt"), encoding="utf-8")
-    return metadata.get("general", "version", fallback="unknown")
 
 
 def bundled_model_path():

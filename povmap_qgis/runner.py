@@ -145,7 +145,7 @@ def run_worker(
     (it cleans up) and, after ``cancel_grace_s``, SIGKILL. ``run_id`` names
     the unfinished files the worker writes (``core.atomic.run_partials``).
     ``environment``: extra variables for the worker (the adapter's run-history
-    settings, see ``core.tracking``). The worker must send its ``ready`` event
+    settings, see ``core.history.tracking``). The worker must send its ``ready`` event
     within ``start_timeout`` seconds (default ``start_timeout_s()``), else its
     process group is killed and a setup error names the interpreter.
     """

@@ -21,24 +21,28 @@ import traceback
 # step name -> (module, options class, function); imported only when run.
 STEPS = {
     "build_training_grid": (
-        "povmap_qgis.core.training_grid",
+        "povmap_qgis.core.grid.training_grid",
         "TrainingGridOptions",
         "build_training_grid",
     ),
     "build_prediction_grid": (
-        "povmap_qgis.core.prediction_grid",
+        "povmap_qgis.core.grid.prediction_grid",
         "PredictionGridOptions",
         "build_prediction_grid",
     ),
-    "sample_chips": ("povmap_qgis.core.chips", "ChipOptions", "sample_chips"),
-    "train": ("povmap_qgis.core.training", "TrainOptions", "train"),
-    "predict": ("povmap_qgis.core.prediction", "PredictOptions", "predict"),
-    "evaluate": ("povmap_qgis.core.evaluation", "EvaluateOptions", "evaluate"),
-    "crossvalidate": ("povmap_qgis.core.crossvalidation", "CrossValidateOptions", "crossvalidate"),
-    "target": ("povmap_qgis.core.targeting", "TargetOptions", "target"),
-    "set_model_alias": ("povmap_qgis.core.run_history", "AliasOptions", "set_model_alias"),
-    "list_runs": ("povmap_qgis.core.run_history", "RunsOptions", "list_runs"),
-    "attach_to_run": ("povmap_qgis.core.tracking", None, "attach_artifacts"),
+    "sample_chips": ("povmap_qgis.core.chips.sampling", "ChipOptions", "sample_chips"),
+    "train": ("povmap_qgis.core.model.training", "TrainOptions", "train"),
+    "predict": ("povmap_qgis.core.model.prediction", "PredictOptions", "predict"),
+    "evaluate": ("povmap_qgis.core.validation.evaluation", "EvaluateOptions", "evaluate"),
+    "crossvalidate": (
+        "povmap_qgis.core.validation.crossvalidation",
+        "CrossValidateOptions",
+        "crossvalidate",
+    ),
+    "target": ("povmap_qgis.core.decision.targeting", "TargetOptions", "target"),
+    "set_model_alias": ("povmap_qgis.core.history.run_history", "AliasOptions", "set_model_alias"),
+    "list_runs": ("povmap_qgis.core.history.run_history", "RunsOptions", "list_runs"),
+    "attach_to_run": ("povmap_qgis.core.history.tracking", None, "attach_artifacts"),
     "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
 }
 
@@ -67,7 +71,7 @@ class JsonLinesReporter:
         self.emit("warning", message=str(message))
 
     def metric(self, name, value, step=None):
-        pass  # recorded by the run history (core/tracking.py) when it is on
+        pass  # recorded by the run history (core/history/tracking.py) when it is on
 
     def canceled(self):
         return False
@@ -76,7 +80,7 @@ class JsonLinesReporter:
         pass
 
     def stage(self, start, end):
-        from .core.reporting import StageReporter
+        from .core.progress import StageReporter
 
         return StageReporter(self, start, end)
 
@@ -90,7 +94,7 @@ def run_step(step, options, reporter):
     if options_class is None:
         return function(reporter=reporter, **options)
     options = getattr(module, options_class)(**options)
-    from .core.tracking import tracked_step
+    from .core.history.tracking import tracked_step
 
     # The one place runs are recorded (MLflow): params, fingerprints, metrics, artifacts.
     with tracked_step(step, options, reporter) as run:

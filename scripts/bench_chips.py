@@ -35,7 +35,7 @@ INPUTS = [
 
 
 def chip_inputs(sample):
-    from povmap_qgis.core.chips import ChipInput
+    from povmap_qgis.core.chips.sampling import ChipInput
 
     return [
         ChipInput(name, os.path.join(sample, file_name), bands) for name, file_name, bands in INPUTS
@@ -43,8 +43,8 @@ def chip_inputs(sample):
 
 
 def make_grids(sample, folder):
-    from povmap_qgis.core.prediction_grid import PredictionGridOptions, build_prediction_grid
-    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.grid.prediction_grid import PredictionGridOptions, build_prediction_grid
+    from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
 
     training = os.path.join(folder, "training_grid.gpkg")
     build_training_grid(
@@ -69,7 +69,7 @@ def make_grids(sample, folder):
 
 
 def time_ours(grid, sample, output):
-    from povmap_qgis.core.chips import ChipOptions, sample_chips
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
 
     started = time.perf_counter()
     summary = sample_chips(
@@ -92,7 +92,7 @@ def time_naive(grid, sample, limit, how):
     from rasterio.vrt import WarpedVRT
     from rasterio.warp import reproject
 
-    from povmap_qgis.core.chips import read_grid_cells
+    from povmap_qgis.core.chips.sampling import read_grid_cells
 
     cell_ids, rows, cols, cell_size, crs = read_grid_cells(grid)
     count = min(limit or len(cell_ids), len(cell_ids))
@@ -137,7 +137,7 @@ def time_naive(grid, sample, limit, how):
 
 def time_bounds(grid, sample):
     """Per input: decode/warp every block alone (no store, no statistics), one thread."""
-    from povmap_qgis.core.chips import InputSampler, group_blocks, read_grid_cells
+    from povmap_qgis.core.chips.sampling import InputSampler, group_blocks, read_grid_cells
 
     cell_ids, rows, cols, cell_size, crs = read_grid_cells(grid)
     blocks = group_blocks(range(len(cell_ids)), rows, cols)

@@ -29,9 +29,9 @@ def training_rates(chips_path, epochs):
     import keras
     import numpy as np
 
-    from povmap_qgis.core import learning_data
-    from povmap_qgis.core.chip_store import ChipStore
-    from povmap_qgis.core.models import build_member
+    from povmap_qgis.core.chips.chip_store import ChipStore
+    from povmap_qgis.core.model import learning_data
+    from povmap_qgis.core.model.models import build_member
 
     store = ChipStore(chips_path)
     rows = np.arange(len(store))
@@ -68,9 +68,9 @@ def training_rates(chips_path, epochs):
 def prediction_rate(model_path, chips_path, cells=None, paper=False):
     import numpy as np
 
-    from povmap_qgis.core import learning_data, model_package
-    from povmap_qgis.core.chip_store import ChipStore
-    from povmap_qgis.core.models import PAPER_MEMBERS, build_member
+    from povmap_qgis.core.chips.chip_store import ChipStore
+    from povmap_qgis.core.model import learning_data, model_package
+    from povmap_qgis.core.model.models import PAPER_MEMBERS, build_member
 
     manifest = model_package.read_package(model_path)
     store = ChipStore(chips_path)
@@ -94,7 +94,7 @@ def prediction_rate(model_path, chips_path, cells=None, paper=False):
 def peak_memory(model_path, chips_path, grid_path, output):
     code = (
         "import json, resource, sys; sys.path.insert(0, sys.argv[1]); "
-        "from povmap_qgis.core.prediction import PredictOptions, predict; "
+        "from povmap_qgis.core.model.prediction import PredictOptions, predict; "
         "r = predict(PredictOptions(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])); "
         "print(json.dumps({'cells': r['cells'], 'seconds': r['seconds'], 'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
     )

@@ -54,7 +54,8 @@ def generate_area(path, cells, seed=3):
 def measure(mode, area, output):
     """Run one measurement in this process; print a JSON line with peak RSS and time."""
     sys.path.insert(0, ROOT)
-    from povmap_qgis.core import prediction_grid, vectors
+    from povmap_qgis.core import vectors
+    from povmap_qgis.core.grid import prediction_grid
 
     started = time.perf_counter()
     if mode == "baseline":

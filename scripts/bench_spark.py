@@ -57,7 +57,7 @@ def timed(function, *arguments, **keywords):
 
 
 def start_session(master):
-    from povmap_qgis.core import spark_engine
+    from povmap_qgis.core.model import spark_engine
 
     os.environ.setdefault(spark_engine.EXTRA_CONF_VARIABLE, "spark.ui.enabled=false")
     seconds, (session, _) = timed(spark_engine.spark_session, master, "povmap-bench")
@@ -68,7 +68,7 @@ def start_session(master):
 def bench_sampling(grid, sample, folder):
     from bench_chips import chip_inputs
 
-    from povmap_qgis.core.chips import ChipOptions, sample_chips
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
 
     def run(name, **engine):
         output = os.path.join(folder, f"{name}.chips")
@@ -104,7 +104,7 @@ def bench_sampling(grid, sample, folder):
 
 
 def bench_predict(store, grid, folder, cells):
-    from povmap_qgis.core.prediction import PredictOptions, predict
+    from povmap_qgis.core.model.prediction import PredictOptions, predict
     from povmap_qgis.paths import bundled_model_path
 
     def run(name, **engine):
@@ -141,7 +141,7 @@ def bench_predict(store, grid, folder, cells):
 
 def synthetic_grid(sample, folder, cells):
     """The demo districts in cells of (a multiple of 10 m) chosen for about ``cells`` cells."""
-    from povmap_qgis.core.prediction_grid import PredictionGridOptions, build_prediction_grid
+    from povmap_qgis.core.grid.prediction_grid import PredictionGridOptions, build_prediction_grid
 
     cell_size = max(20.0, round(1000.0 * (3000.0 / cells) ** 0.5 / 10.0) * 10.0)
     path = os.path.join(folder, f"synthetic_{cells}.gpkg")
@@ -169,7 +169,7 @@ def measure(grid, sample, output, engine, master):
     """One sampling run in this (fresh) process: seconds, cells and the process's peak memory."""
     from bench_chips import chip_inputs
 
-    from povmap_qgis.core.chips import ChipOptions, sample_chips
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
 
     if engine == "spark":
         start_session(master)

@@ -106,7 +106,7 @@ def child(kind, predictions, population, folder):
         frame.to_file(os.path.join(folder, "copy.gpkg"), engine="pyogrio")
         result = {}
     else:
-        from povmap_qgis.core.targeting import TargetOptions, target
+        from povmap_qgis.core.decision.targeting import TargetOptions, target
 
         people = kind == "target_people"
         summary = target(

@@ -1964,7 +1964,7 @@ def ceiling_check(out_dir, survey, survey_file, survey_layer_name):
     from pyproj import Transformer
     from sklearn.metrics import roc_auc_score
 
-    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
 
     options = {
         "score_field": "score",

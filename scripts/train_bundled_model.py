@@ -31,8 +31,8 @@ def main():
     parser.add_argument("--output", default=os.path.join(ROOT, "models", "demo_compact.povmodel"))
     arguments = parser.parse_args()
 
-    from povmap_qgis.core.reporting import ConsoleReporter
-    from povmap_qgis.core.training import TrainOptions, train
+    from povmap_qgis.core.model.training import TrainOptions, train
+    from povmap_qgis.core.progress import ConsoleReporter
 
     summary = train(
         TrainOptions(

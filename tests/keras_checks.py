@@ -14,7 +14,7 @@ def paper_members_build_run_and_take_a_training_step(folder):
     """The paper architecture is always exercised: ResNet50, ResNet50V2, ResNet101 at a small input size."""
     import keras
 
-    from povmap_qgis.core.models import PAPER_MEMBERS, build_member
+    from povmap_qgis.core.model.models import PAPER_MEMBERS, build_member
 
     inputs = [
         {"name": "daytime", "shape": [32, 32, 3]},
@@ -52,8 +52,8 @@ def pretrained_backbone_weights_come_from_a_local_file(folder):
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
-    from povmap_qgis.core.models import build_member
-    from povmap_qgis.core.pretrained import IMAGENET_FILES, backbone_weights
+    from povmap_qgis.core.model.models import build_member
+    from povmap_qgis.core.model.pretrained import IMAGENET_FILES, backbone_weights
 
     reference = keras.applications.ResNet50(
         include_top=False, weights=None, input_shape=(32, 32, 3)

@@ -52,7 +52,7 @@ def set_weights(package, member_name, content):
     member_file = os.path.join(package, f"{member_name}.weights.h5")
     with open(member_file, "wb") as handle:
         handle.write(content)
-    from povmap_qgis.core.model_package import sha256_of
+    from povmap_qgis.core.model.model_package import sha256_of
 
     def change(manifest):
         for member in manifest["members"]:

@@ -12,7 +12,7 @@ from helpers import read_grid, write_points, write_polygons
 from qgis.core import QgsRasterLayer
 from qgis_helpers import run_algorithm, run_failing
 
-from povmap_qgis.core import cells
+from povmap_qgis.core.grid import cells
 
 ALG = "povmap:buildpredictiongrid"
 UTM = "EPSG:32642"
@@ -272,7 +272,7 @@ def test_runs_headless_with_qgis_process_on_a_filtered_layer(tiny_sample, tmp_pa
 
 
 def build_core(tmp_path, name, **options):
-    from povmap_qgis.core import prediction_grid
+    from povmap_qgis.core.grid import prediction_grid
 
     output = str(tmp_path / f"{name}.gpkg")
     prediction_grid.build_prediction_grid(
@@ -282,7 +282,7 @@ def build_core(tmp_path, name, **options):
 
 
 def test_blocks_of_a_few_cells_give_the_same_grid_as_one_block(tmp_path, monkeypatch):
-    from povmap_qgis.core import prediction_grid
+    from povmap_qgis.core.grid import prediction_grid
 
     path, _ = irregular_districts(tmp_path)
     options = {
@@ -318,8 +318,8 @@ def test_memory_of_the_block_loop_does_not_grow_with_the_area(monkeypatch):
     import tracemalloc
     from types import SimpleNamespace
 
-    from povmap_qgis.core import prediction_grid
-    from povmap_qgis.core.reporting import Reporter
+    from povmap_qgis.core.grid import prediction_grid
+    from povmap_qgis.core.progress import Reporter
 
     monkeypatch.setattr(prediction_grid, "BLOCK_CELLS", 2048)
     above_result = []
@@ -341,7 +341,7 @@ def test_memory_of_the_block_loop_does_not_grow_with_the_area(monkeypatch):
 
 
 def test_candidate_cell_limit_is_a_share_of_available_memory():
-    from povmap_qgis.core import prediction_grid
+    from povmap_qgis.core.grid import prediction_grid
 
     assert prediction_grid.candidate_cell_limit(8 * 1024**3) == 8 * 1024**3 // 4 // 64
     assert prediction_grid.candidate_cell_limit(1024**4) == prediction_grid.MAX_CANDIDATE_CELLS

@@ -11,7 +11,7 @@ from helpers import read_grid, write_points, write_polygons
 from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 
-from povmap_qgis.core import cells
+from povmap_qgis.core.grid import cells
 
 ALG = "povmap:buildtraininggrid"
 UTM = "EPSG:32642"

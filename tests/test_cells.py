@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from povmap_qgis.core import cells
 from povmap_qgis.core.errors import PovmapInputError
+from povmap_qgis.core.grid import cells
 
 
 @given(

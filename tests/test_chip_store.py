@@ -11,7 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from povmap_qgis.core.chip_store import ChipStore, ChipStoreWriter, lock_path, partial_store_path
+from povmap_qgis.core.chips.chip_store import (
+    ChipStore,
+    ChipStoreWriter,
+    lock_path,
+    partial_store_path,
+)
 from povmap_qgis.core.errors import PovmapInputError
 
 INPUTS = [

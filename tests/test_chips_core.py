@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from povmap_qgis.core import cells
-from povmap_qgis.core.chip_store import ChipStore
-from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
+from povmap_qgis.core.chips.chip_store import ChipStore
+from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions, sample_chips
 from povmap_qgis.core.errors import PovmapInputError
-from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+from povmap_qgis.core.grid import cells
+from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_chips_equal_gdalwarp_per_cell_on_the_sample(tiny_sample, tiny_grid, tmp
 
 def test_a_stopped_run_resumes_and_gives_the_same_store(tiny_sample, tiny_grid, tmp_path):
     from povmap_qgis.core.errors import PovmapCanceledError
-    from povmap_qgis.core.reporting import Reporter
+    from povmap_qgis.core.progress import Reporter
 
     class StopAfterTwoBlocks(Reporter):
         calls = 0
@@ -227,7 +227,7 @@ def aoi_grid(tmp_path, lonlat_box, crs):
     import shapely
     from helpers import write_polygons
 
-    from povmap_qgis.core.prediction_grid import PredictionGridOptions, build_prediction_grid
+    from povmap_qgis.core.grid.prediction_grid import PredictionGridOptions, build_prediction_grid
 
     area = write_polygons(
         tmp_path / "aoi.gpkg", [shapely.box(*lonlat_box)], "EPSG:4326", name=["aoi"]
@@ -293,7 +293,7 @@ def test_a_styled_geopackage_is_read_by_its_spatial_layer(tmp_path):
 
     from helpers import write_points
 
-    from povmap_qgis.core.chips import read_grid_cells
+    from povmap_qgis.core.chips.sampling import read_grid_cells
     from povmap_qgis.paths import style_path
 
     points = write_points(

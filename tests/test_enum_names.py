@@ -6,7 +6,7 @@ import os
 from conftest import run_qgis_process
 from qgis.core import QgsApplication, QgsProcessingContext
 
-from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
 
 
 def algorithm(name):

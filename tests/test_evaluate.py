@@ -184,7 +184,7 @@ def expected_rows(cells, draws, seed):
     """The tidy CSV as scikit-learn computes it: scope all then districts, members, ensemble, random."""
     from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
 
-    from povmap_qgis.core.metrics import random_baseline
+    from povmap_qgis.core.validation.metrics import random_baseline
 
     scopes = [("all", cells)] + [(name, group) for name, group in sorted(cells.groupby("district"))]
     rows = []
@@ -486,9 +486,9 @@ def test_unsurveyed_district_stage_with_the_bundled_model(povmap_provider, tiny_
     """The paper's third stage on the tiny sample: grid the new ground-truth survey, predict it with the bundled model, evaluate."""
     from sklearn.metrics import roc_auc_score
 
-    from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
-    from povmap_qgis.core.model_package import read_package
-    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions, sample_chips
+    from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.model.model_package import read_package
     from povmap_qgis.paths import bundled_model_path
 
     grid = str(tmp_path / "ground_truth_grid.gpkg")

@@ -1,4 +1,4 @@
-"""core/metrics.py agrees with scikit-learn on random inputs; undefined values are None with a note, never NaN."""
+"""core/validation/metrics.py agrees with scikit-learn on random inputs; undefined values are None with a note, never NaN."""
 
 import math
 
@@ -15,7 +15,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from povmap_qgis.core import metrics
+from povmap_qgis.core.validation import metrics
 
 PROPERTY_SETTINGS = settings(
     max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from povmap_qgis.core import model_package
 from povmap_qgis.core.errors import PovmapInputError
+from povmap_qgis.core.model import model_package
 from povmap_qgis.paths import bundled_model_path
 
 

@@ -49,7 +49,7 @@ def manifest_of(path):
 
 
 def test_train_writes_a_model_package_with_metrics_hashes_and_versions(trained, tiny_chips):
-    from povmap_qgis.core.model_package import sha256_of
+    from povmap_qgis.core.model.model_package import sha256_of
 
     results, feedback = trained
     manifest = manifest_of(results["OUTPUT"])
@@ -126,7 +126,7 @@ def test_predict_writes_the_prediction_layer_styled(trained, tiny_chips, tmp_pat
         assert field in frame.columns
     members = frame[["prob_compact_cnn", "prob_compact_residual"]].to_numpy()
     assert np.allclose(frame["prob_raw"], members.mean(axis=1), atol=1e-4)
-    from povmap_qgis.core.calibration import calibrate
+    from povmap_qgis.core.model.calibration import calibrate
 
     calibration = manifest_of(results["OUTPUT"])["calibration"]
     assert np.allclose(frame["prob_mean"], calibrate(frame["prob_raw"], calibration), atol=2e-3)
@@ -217,7 +217,7 @@ def train_in_worker(**options):
 
 def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
     """Training twice with one seed gives identical weights; night lights only, district holdout, target recall."""
-    from povmap_qgis.core.model_package import read_package
+    from povmap_qgis.core.model.model_package import read_package
 
     districts = sorted(set(read_grid(tiny_chips["grid"])["district"]))
     runs = []
@@ -250,7 +250,7 @@ def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
     )
     # predicted and evaluated, the held-out district is reported as new to the model
     from povmap_qgis import runner
-    from povmap_qgis.core.evaluation import report_document
+    from povmap_qgis.core.validation.evaluation import report_document
 
     predictions = str(tmp_path / "held_out.gpkg")
     runner.run_worker(
@@ -399,7 +399,7 @@ def test_the_bundled_model_is_a_small_verified_demonstration(
     povmap_provider, tiny_chips, tmp_path, monkeypatch
 ):
     """Also: paths relative to the working directory, as typed on a qgis_process command line, reach the worker whole."""
-    from povmap_qgis.core.model_package import read_package
+    from povmap_qgis.core.model.model_package import read_package
     from povmap_qgis.paths import bundled_model_path
 
     manifest = read_package(bundled_model_path())  # hashes checked
@@ -435,7 +435,7 @@ def test_the_bundled_model_is_a_small_verified_demonstration(
 HAND_NORMALISED_PREDICTION = """
 import json, sys
 import numpy as np
-from povmap_qgis.core import model_package
+from povmap_qgis.core.model import model_package
 
 package, store, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 manifest = model_package.read_package(package)
@@ -509,7 +509,7 @@ def _plugin_file():
 
 def test_a_separable_toy_store_is_learnt(tiny_chips, tmp_path):
     """Poor cells dim, the others bright (with noise): the compact member must find it."""
-    from povmap_qgis.core.chip_store import ChipStoreWriter
+    from povmap_qgis.core.chips.chip_store import ChipStoreWriter
 
     grid = read_grid(tiny_chips["grid"])
     labels = grid["label"].to_numpy()

@@ -131,7 +131,7 @@ def test_uncertainty_and_out_of_range_styles_are_saved_in_the_prediction_geopack
     """Listed by listStylesInDatabase; graduated on the interval width, categorized on out_of_range."""
     from qgis.core import QgsMapLayerStyle
 
-    from povmap_qgis.core.prediction import styles_with_their_fields
+    from povmap_qgis.core.model.prediction import styles_with_their_fields
 
     frame = prediction_frame()
     frame["prob_low"] = [0.05, 0.3, 0.3, 0.85]

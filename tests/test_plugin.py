@@ -45,7 +45,7 @@ def test_build_carries_top_level_files_into_plugin_folder_and_zip():
         "resources/styles/training_grid.qml",
         "models",
         "LICENSE",
-        "core/training_grid.py",
+        "core/grid/training_grid.py",
     ):
         assert os.path.exists(os.path.join(plugin, relative)), relative
     version = configparser.ConfigParser()
@@ -124,7 +124,7 @@ def test_installed_plugin_is_the_build_and_records_its_worker_python():
     )
     for relative in (
         "metadata.txt",
-        "core/training_grid.py",
+        "core/grid/training_grid.py",
         "processing/base.py",
         "resources/styles/training_grid.qml",
     ):

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from povmap_qgis.core import pretrained
 from povmap_qgis.core.errors import PovmapInputError
+from povmap_qgis.core.model import pretrained
 
 NAME, MD5 = pretrained.IMAGENET_FILES["resnet50"]
 

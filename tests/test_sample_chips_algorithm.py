@@ -13,8 +13,8 @@ from helpers import read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 from test_chips_core import assert_like_gdalwarp, gdalwarp_chip
 
-from povmap_qgis.core import cells
-from povmap_qgis.core.chip_store import ChipStore, lock_path, partial_store_path
+from povmap_qgis.core.chips.chip_store import ChipStore, lock_path, partial_store_path
+from povmap_qgis.core.grid import cells
 
 ALG = "povmap:samplechips"
 # The built plugin's parent folder: what a worker started by hand needs on PYTHONPATH.
@@ -23,7 +23,7 @@ BUILD = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(cells.__
 
 @pytest.fixture(scope="module")
 def tiny_training_grid(tiny_sample, tmp_path_factory):
-    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
 
     path = str(tmp_path_factory.mktemp("grid") / "training_grid.gpkg")
     build_training_grid(
@@ -333,7 +333,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(tiny_sample, tiny_train
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
+from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions, sample_chips
 from povmap_qgis.core.errors import PovmapInputError
 try:
     sample_chips(ChipOptions(grid_path={tiny_training_grid!r}, output_path={str(tmp_path / "full.chips")!r},

@@ -26,7 +26,7 @@ if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
-    from povmap_qgis.core import spark_engine
+    from povmap_qgis.core.model import spark_engine
 
     marker = str(tmp_path_factory.mktemp("spark-fault") / "crash")
     previous = {
@@ -50,7 +50,7 @@ def spark(tmp_path_factory):
 
 def tiny_inputs(sample):
     """The inputs of the tiny_chips fixture's store (conftest.py)."""
-    from povmap_qgis.core.chips import ChipInput
+    from povmap_qgis.core.chips.sampling import ChipInput
 
     return [
         ChipInput("daytime", os.path.join(sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3]),
@@ -62,7 +62,7 @@ def tiny_inputs(sample):
 
 
 def sample_on_spark(tiny_sample, tiny_chips, output, reporter=None):
-    from povmap_qgis.core.chips import ChipOptions, sample_chips
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
 
     return sample_chips(
         ChipOptions(
@@ -109,8 +109,8 @@ def test_a_task_whose_worker_dies_is_retried_and_the_store_is_still_identical(
 def test_a_failed_job_keeps_the_finished_tasks_and_the_next_run_resumes(
     spark, tiny_sample, tiny_chips, tmp_path
 ):
-    from povmap_qgis.core.chip_store import partial_store_path
-    from povmap_qgis.core.reporting import RecordingReporter
+    from povmap_qgis.core.chips.chip_store import partial_store_path
+    from povmap_qgis.core.progress import RecordingReporter
 
     crash = spark["fault_marker"] + ".sample.last"  # the last task's worker dies every attempt
     open(crash, "w").close()
@@ -137,7 +137,7 @@ def test_cancel_cancels_the_spark_job_and_publishes_nothing(
     spark, tiny_sample, tiny_chips, tmp_path
 ):
     from povmap_qgis.core.errors import PovmapCanceledError
-    from povmap_qgis.core.reporting import Reporter
+    from povmap_qgis.core.progress import Reporter
 
     class CancelAtOnce(Reporter):
         def canceled(self):
@@ -209,7 +209,7 @@ def test_spark_predictions_equal_local_predictions_through_the_command_line(
 
 def test_extra_settings_are_read_and_bad_ones_name_the_variable():
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.spark_engine import extra_conf
+    from povmap_qgis.core.model.spark_engine import extra_conf
 
     assert extra_conf("spark.executor.memory=4g; spark.task.cpus = 2;") == {
         "spark.executor.memory": "4g",
@@ -255,7 +255,7 @@ def test_engine_spark_by_name_through_processing_and_the_worker(
 
 def test_without_pyspark_engine_spark_says_what_to_install(monkeypatch):
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.spark_engine import spark_session
+    from povmap_qgis.core.model.spark_engine import spark_session
 
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)  # as if PySpark were not installed
     with pytest.raises(PovmapInputError) as error:
@@ -268,7 +268,7 @@ def test_without_pyspark_engine_spark_says_what_to_install(monkeypatch):
 
 def test_a_failed_task_reads_as_the_executor_python_error():
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.spark_engine import task_error
+    from povmap_qgis.core.model.spark_engine import task_error
 
     jvm_text = (
         "An error occurred while calling collectAndServe.\n"

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_numpy_trees_equal_scikit_learns_predict_proba_on_random_data():
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from povmap_qgis.core import statistics_member
+    from povmap_qgis.core.model import statistics_member
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(600, 8))
@@ -38,7 +38,7 @@ def test_numpy_trees_equal_scikit_learns_predict_proba_on_random_data():
 
 
 def test_chip_statistics_are_the_baselines_four_per_band():
-    from povmap_qgis.core.statistics_member import chip_statistics, feature_definition
+    from povmap_qgis.core.model.statistics_member import chip_statistics, feature_definition
 
     rng = np.random.default_rng(2)
     chips = {"daytime": rng.normal(size=(5, 6, 6, 3)), "nightlights": rng.normal(size=(5, 6, 6, 1))}
@@ -90,8 +90,8 @@ def test_stats_gbm_is_stored_as_numbers_hashed_and_predicts_like_a_member(
 ):
     from helpers import read_grid
 
-    from povmap_qgis.core import learning_data, model_package, statistics_member
-    from povmap_qgis.core.chip_store import ChipStore
+    from povmap_qgis.core.chips.chip_store import ChipStore
+    from povmap_qgis.core.model import learning_data, model_package, statistics_member
 
     package = with_statistics["package"]
     with open(os.path.join(package, "manifest.json"), encoding="utf-8") as handle:
@@ -122,8 +122,8 @@ def test_stats_gbm_is_stored_as_numbers_hashed_and_predicts_like_a_member(
 def test_altered_trees_are_refused(with_statistics, tmp_path):
     import shutil
 
-    from povmap_qgis.core import model_package
     from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.model import model_package
 
     copy = str(tmp_path / "altered.povmodel")
     shutil.copytree(with_statistics["package"], copy)

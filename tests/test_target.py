@@ -123,8 +123,8 @@ def layers(tmp_path_factory):
 
 def run_target(layers, name, **settings):
     """Run the core step; return (summary, written cells, allocation CSV rows, warnings)."""
-    from povmap_qgis.core.reporting import RecordingReporter
-    from povmap_qgis.core.targeting import TargetOptions, target
+    from povmap_qgis.core.decision.targeting import TargetOptions, target
+    from povmap_qgis.core.progress import RecordingReporter
 
     folder = layers["folder"]
     options = TargetOptions(
@@ -453,7 +453,7 @@ def test_selection_style_is_stored_as_the_default(layers):
     ],
 )
 def test_bad_input_names_the_parameter_and_writes_nothing(layers, settings, parameter, words):
-    from povmap_qgis.core.targeting import TargetOptions, target
+    from povmap_qgis.core.decision.targeting import TargetOptions, target
 
     folder = layers["folder"] / f"bad-{parameter}-{len(os.listdir(layers['folder']))}"
     folder.mkdir()
@@ -478,7 +478,7 @@ def test_bad_input_names_the_parameter_and_writes_nothing(layers, settings, para
 def test_population_sums_agree_with_qgis_zonal_statistics(layers, qgis_processing):
     import processing
 
-    from povmap_qgis.core.population import cell_population
+    from povmap_qgis.core.grid.population import cell_population
 
     cells = read_grid(layers["predictions"])
     ours, inside = cell_population(cells.geometry, layers["population"])
@@ -520,7 +520,7 @@ def test_population_sums_weight_boundary_pixels_by_their_area_inside(layers):
     import rasterio
     import shapely
 
-    from povmap_qgis.core.population import cell_population
+    from povmap_qgis.core.grid.population import cell_population
 
     cells = read_grid(layers["predictions"]).iloc[[20, 64, 100, 143, 179]]
     ours, _ = cell_population(cells.geometry, layers["population"])
@@ -627,7 +627,7 @@ def test_sample_population_raster_holds_the_generated_people_and_the_truth_is_re
     import geopandas
     import rasterio
 
-    from povmap_qgis.core.population import cell_population
+    from povmap_qgis.core.grid.population import cell_population
 
     with open(
         os.path.join(tiny_sample, "synthetic_sample_metadata.json"), encoding="utf-8"

@@ -118,7 +118,7 @@ def test_a_train_run_is_recorded_with_params_epoch_metrics_fingerprints_and_mani
 
 
 def test_train_registers_a_version_and_the_package_still_verifies(history, tracked_training):
-    from povmap_qgis.core import model_package
+    from povmap_qgis.core.model import model_package
 
     results, _ = tracked_training
     client, runs = runs_of(history["uri"], "train")
@@ -142,7 +142,7 @@ def test_train_registers_a_version_and_the_package_still_verifies(history, track
 def test_a_registered_version_resolves_in_predict(history, tracked_training, tiny_chips, tmp_path):
     from helpers import read_grid
 
-    from povmap_qgis.core import tracking
+    from povmap_qgis.core.history import tracking
 
     results, _ = tracked_training
     predicted, feedback = run_algorithm(
@@ -339,8 +339,8 @@ def test_the_adapter_defaults_to_a_sqlite_store_in_the_qgis_profile(qgis_app, mo
 
 
 def test_tracking_location_switch_and_model_references():
-    from povmap_qgis.core import tracking
     from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.history import tracking
 
     assert tracking.tracking_uri({}) is None
     assert tracking.tracking_uri({"MLFLOW_TRACKING_URI": "sqlite:///a.db"}) == "sqlite:///a.db"
@@ -358,7 +358,7 @@ def test_tracking_location_switch_and_model_references():
 
 
 def test_result_numbers_become_metrics_and_only_reports_become_artifacts(tmp_path):
-    from povmap_qgis.core import tracking
+    from povmap_qgis.core.history import tracking
 
     result = {
         "cells": 12,
@@ -386,7 +386,7 @@ def test_result_numbers_become_metrics_and_only_reports_become_artifacts(tmp_pat
 
 
 def test_drift_without_a_reference_is_said_and_psi_flags_a_shift(tmp_path):
-    from povmap_qgis.core import drift
+    from povmap_qgis.core.history import drift
 
     package = tmp_path / "m.povmodel"
     package.mkdir()
@@ -407,8 +407,8 @@ def test_drift_without_a_reference_is_said_and_psi_flags_a_shift(tmp_path):
 def test_a_failed_step_ends_failed_and_cross_validation_epochs_go_per_fold(tmp_path):
     import dataclasses
 
-    from povmap_qgis.core import tracking
-    from povmap_qgis.core.reporting import RecordingReporter
+    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.progress import RecordingReporter
 
     @dataclasses.dataclass
     class Options:

@@ -1,4 +1,4 @@
-"""povmap_qgis.core.training_grid: cleaning, aggregation, privacy, bad input (no QGIS)."""
+"""povmap_qgis.core.grid.training_grid: cleaning, aggregation, privacy, bad input (no QGIS)."""
 
 import os
 
@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
 
-from povmap_qgis.core import cells
 from povmap_qgis.core.errors import PovmapInputError
-from povmap_qgis.core.reporting import RecordingReporter
-from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+from povmap_qgis.core.grid import cells
+from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
+from povmap_qgis.core.progress import RecordingReporter
 from povmap_qgis.paths import style_path
 
 UTM = "EPSG:32642"

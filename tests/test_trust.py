@@ -34,7 +34,7 @@ def heavy_tailed_store(cells=300, seed=0):
 
 
 def test_radiance_like_inputs_get_log1p_by_the_documented_rule_and_others_do_not():
-    from povmap_qgis.core.input_transforms import RADIANCE_RATIO, choose_transforms
+    from povmap_qgis.core.chips.input_transforms import RADIANCE_RATIO, choose_transforms
 
     store = heavy_tailed_store()
     chosen = choose_transforms(store, np.arange(300))
@@ -50,7 +50,7 @@ def test_radiance_like_inputs_get_log1p_by_the_documented_rule_and_others_do_not
 
 
 def test_one_transform_is_applied_by_normalisation_and_normalise_and_old_packages_read_unchanged():
-    from povmap_qgis.core import learning_data
+    from povmap_qgis.core.model import learning_data
 
     store = heavy_tailed_store()
     normalisation = learning_data.training_normalisation(store, np.arange(200))
@@ -79,7 +79,7 @@ def test_one_transform_is_applied_by_normalisation_and_normalise_and_old_package
 
 
 def test_verdict_follows_its_rules_on_constructed_cases():
-    from povmap_qgis.core.verdict import verdict
+    from povmap_qgis.core.decision.verdict import verdict
 
     better = verdict(0.72, 0.61, 0.74, (0.70, 0.78), 0.5, 0.64, 0.66, (0.03, 0.12))
     assert better["judgement"] == "better_than_baseline"
@@ -113,7 +113,7 @@ def test_verdict_follows_its_rules_on_constructed_cases():
 def test_bootstrap_intervals_cover_the_auc_and_separate_a_better_from_a_tied_model():
     from sklearn.metrics import roc_auc_score
 
-    from povmap_qgis.core.verdict import bootstrap_auc
+    from povmap_qgis.core.decision.verdict import bootstrap_auc
 
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 600)
@@ -151,7 +151,7 @@ def independent_ece(labels, probabilities, bins=10):
 def test_platt_scaling_fixes_an_overconfident_probability_and_keeps_the_ranking():
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
-    from povmap_qgis.core import calibration
+    from povmap_qgis.core.model import calibration
 
     rng = np.random.default_rng(4)
     labels = (rng.random(4000) < 0.3).astype(int)
@@ -313,7 +313,7 @@ def test_prob_baseline_is_the_stored_regression_on_independent_chip_statistics(t
 def test_prediction_layer_has_raw_calibrated_and_interval_probabilities(trusted):
     from helpers import read_grid
 
-    from povmap_qgis.core.calibration import calibrate
+    from povmap_qgis.core.model.calibration import calibrate
 
     frame = read_grid(trusted["predictions"])
     manifest = manifest_of(trusted["package"])
@@ -348,8 +348,8 @@ def test_the_prediction_geopackage_holds_the_uncertainty_and_out_of_range_styles
 
 
 def test_the_class_is_the_calibrated_probability_at_the_decision_threshold():
-    from povmap_qgis.core.metrics import threshold_for_recall
-    from povmap_qgis.core.training import decision_threshold, ensemble_outputs
+    from povmap_qgis.core.model.training import decision_threshold, ensemble_outputs
+    from povmap_qgis.core.validation.metrics import threshold_for_recall
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 400)
@@ -395,7 +395,7 @@ def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifte
     import shutil
 
     from povmap_qgis import runner
-    from povmap_qgis.core import drift
+    from povmap_qgis.core.history import drift
 
     reference = manifest_of(trusted["package"])["baseline"]["training_range"]
     assert reference["quantiles"] == drift.QUANTILES
@@ -482,7 +482,7 @@ def test_evaluate_reports_the_cells_inside_the_training_range_as_scikit_learn_do
     from helpers import read_grid
     from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
 
-    from povmap_qgis.core.evaluation import report_document
+    from povmap_qgis.core.validation.evaluation import report_document
 
     summary = trusted["summary"]
     cells = read_grid(summary["hitmiss"])  # the written layer: prediction fields + label
@@ -512,8 +512,8 @@ def test_evaluate_reports_the_cells_inside_the_training_range_as_scikit_learn_do
 
 
 def test_evaluate_report_opens_with_the_verdict_and_shows_calibration(trusted):
-    from povmap_qgis.core.evaluation import report_document
-    from povmap_qgis.core.verdict import JUDGEMENTS
+    from povmap_qgis.core.decision.verdict import JUDGEMENTS
+    from povmap_qgis.core.validation.evaluation import report_document
 
     summary = trusted["summary"]
     document = report_document(summary)
@@ -586,7 +586,7 @@ def test_crossvalidation_fits_baseline_and_calibration_per_fold_as_scikit_learn_
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
     from povmap_qgis import runner
-    from povmap_qgis.core.crossvalidation import report_document
+    from povmap_qgis.core.validation.crossvalidation import report_document
 
     summary = runner.run_worker(
         "crossvalidate",

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import rasterio
 
-from povmap_qgis.core import cells, strict_json
-from povmap_qgis.core.chip_store import ChipStore, ChipStoreWriter
-from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
+from povmap_qgis.core import strict_json
+from povmap_qgis.core.chips.chip_store import ChipStore, ChipStoreWriter
+from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions, sample_chips
 from povmap_qgis.core.errors import PovmapCanceledError, PovmapInputError
-from povmap_qgis.core.learning_data import normalisation_from
-from povmap_qgis.core.model_package import write_manifest
-from povmap_qgis.core.reporting import Reporter
+from povmap_qgis.core.grid import cells
+from povmap_qgis.core.model.learning_data import normalisation_from
+from povmap_qgis.core.model.model_package import write_manifest
+from povmap_qgis.core.progress import Reporter
 
 CRS = "EPSG:32642"
 CELL = 100.0

@@ -6,7 +6,7 @@ from helpers import write_points
 from qgis.core import QgsApplication
 from qgis_helpers import run_failing
 
-from povmap_qgis.core.prediction import members_summary
+from povmap_qgis.core.model.prediction import members_summary
 from povmap_qgis.core.wording import counted
 
 UTM = "EPSG:32642"

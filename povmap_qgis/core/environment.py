@@ -17,9 +17,9 @@ PACKAGES = (
     "sklearn",
     "matplotlib",
     "tensorflow",
-    "mlflow",  # the run history (core/tracking.py); mlflow-skinny
+    "mlflow",  # the run history (core/history/tracking.py); mlflow-skinny
 )
-# Training on a GPU uses Keras's mixed precision (core/training.py); on the CPU it does not.
+# Training on a GPU uses Keras's mixed precision (core/model/training.py); on the CPU it does not.
 MIXED_PRECISION_POLICY = "mixed_float16"
 
 

@@ -308,7 +308,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         """Absolute path of a file or folder parameter: the worker runs in another working directory."""
         path = self.parameterAsFile(parameters, name, context)
         if path and path.startswith("models:/"):
-            return path  # a registered model version: the worker resolves it (core/tracking.py)
+            return path  # a registered model version: the worker resolves it (core/history/tracking.py)
         return os.path.abspath(path) if path else path
 
     def name_list(self, parameters, name, context):

@@ -12,7 +12,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.training_grid import COUNT_KEYS
+from ..core.grid.training_grid import COUNT_KEYS
 from ..paths import style_path
 from .base import POINT_SOURCES, POLYGON_SOURCES, PovmapAlgorithm
 

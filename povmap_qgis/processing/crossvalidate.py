@@ -20,11 +20,11 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.crossvalidation import report_document
-from ..core.models import ARCHITECTURES
+from ..core.model.models import ARCHITECTURES
 from ..core.names import ENSEMBLE, METRIC_NAMES
-from ..core.report import write_report
-from ..core.validation_outputs import metrics_csv_path
+from ..core.report.page import write_report
+from ..core.validation.crossvalidation import report_document
+from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .train import PRESET_NAMES

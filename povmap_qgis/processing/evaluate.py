@@ -17,9 +17,9 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.evaluation import report_document
-from ..core.report import write_report
-from ..core.validation_outputs import metrics_csv_path
+from ..core.report.page import write_report
+from ..core.validation.evaluation import report_document
+from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 

@@ -24,7 +24,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.chips import RESAMPLING_METHODS
+from ..core.chips.sampling import RESAMPLING_METHODS
 from ..paths import bundled_model_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .sample_chips import NAMED_INPUTS

@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.chips import RESAMPLING_METHODS
+from ..core.chips.sampling import RESAMPLING_METHODS
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .engine import add_engine_parameters, engine_options

@@ -5,7 +5,7 @@ import os
 WORKER_PYTHON = "POVMAP_WORKER_PYTHON"
 TRACKING_URI = "POVMAP_TRACKING_URI"
 TRACKING_URI_VARIABLES = ("POVMAP_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
-SPARK_CONF = "POVMAP_SPARK_CONF"  # also the worker's variable (core/spark_engine.py)
+SPARK_CONF = "POVMAP_SPARK_CONF"  # also the worker's variable (core/model/spark_engine.py)
 PROVIDER_NAME = "Poverty mapping"
 
 
@@ -76,7 +76,7 @@ def default_tracking_uri():
 
 
 def run_history_environment(algorithm_id):
-    """Variables telling the worker where to record the run (core/tracking.py) and what ran it.
+    """Variables telling the worker where to record the run (core/history/tracking.py) and what ran it.
 
     A tracking URI in the environment wins (the worker inherits it); then the
     plugin setting (``off`` switches the run history off); then the default.

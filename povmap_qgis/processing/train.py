@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.models import ARCHITECTURES, PRESETS
+from ..core.model.models import ARCHITECTURES, PRESETS
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 
 PRESET_NAMES = list(PRESETS)

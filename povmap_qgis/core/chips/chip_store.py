@@ -1,0 +1,548 @@
+"""The chip store: aligned image chips per cell, on disk, memory-mappable.
+
+Layout (DESIGN.md data contract, format 1.0)::
+
+    NAME.chips/
+      manifest.json          format, grid, CRS, resolution, chip size, inputs
+                             (source, bands, dtype, resampling, statistics), state
+      cell_ids.npy           int64 [n_cells], row order of every array below
+      <input>.npy            [n_cells, H, W, bands] per input, NaN = nodata
+      nodata_fraction.npy    float32 [n_cells, n_inputs]
+
+A store is written under ``.NAME.chips.partial/`` (with ``done.npy``, one flag
+per cell) and renamed to ``NAME.chips/`` only when every cell is written, so a
+finished store is never half-overwritten. A run that stops keeps the partial
+folder; the next run with the same settings resumes where it stopped. One run
+at a time: the writer holds an exclusive lock on ``.NAME.chips.lock`` beside
+it (``fcntl.flock``; the kernel releases it when the process ends, however it
+ends, so a killed run never blocks the next and a reused process id cannot
+fool it). Readers use ``numpy.load(..., mmap_mode="r")``: reading a
+batch never loads the whole store.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+import numpy as np
+
+from .. import strict_json
+from ..atomic import atomic_output, publish_folder
+from ..errors import PovmapInputError
+
+FORMAT_VERSION = "1.0"
+MANIFEST = "manifest.json"
+CELL_IDS = "cell_ids.npy"
+NODATA_FRACTION = "nodata_fraction.npy"
+DONE = "done.npy"
+WIDENED_DTYPES = {"float16": "float32"}  # what sampling widens an input to (see _same_inputs)
+LEGACY_LOCK = "lock"  # the lock file inside partial stores of earlier versions
+
+
+def check_store_path(path, parameter="OUTPUT"):
+    if not path or not path.rstrip("/").endswith(".chips"):
+        raise PovmapInputError(parameter, f"'{path}' must be a folder name ending in .chips.")
+    folder = os.path.dirname(os.path.abspath(path.rstrip("/")))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise PovmapInputError(
+            parameter,
+            f"the folder '{folder}' does not exist or is not writable; choose another output path.",
+        )
+
+
+def partial_store_path(path):
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
+    return os.path.join(folder, f".{name}.partial")
+
+
+def lock_path(path):
+    """The lock file of a store's writer, beside the store: ``.NAME.chips.lock``."""
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
+    return os.path.join(folder, f".{name}.lock")
+
+
+class ChipStoreWriter:
+    """Creates or resumes the partial store; ``finish()`` publishes it.
+
+    ``settings`` identifies the run (grid, inputs, resolution, chip size…):
+    a partial store made with other settings is started afresh, never mixed.
+    """
+
+    def __init__(self, path, cell_ids, inputs, chip_size, settings, parameter="OUTPUT"):
+        check_store_path(path, parameter)
+        self.path = os.path.abspath(path.rstrip("/"))
+        self.partial = partial_store_path(self.path)
+        self.lock = lock_path(self.path)
+        self.parameter = parameter
+        self.cell_ids = np.asarray(cell_ids, dtype="int64")
+        self.inputs = [dict(spec) for spec in inputs]
+        self.chip_size = int(chip_size)
+        self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+        self.resumed = False
+        self._arrays = {}
+        self._lock_handle = None
+
+    # --- life cycle -------------------------------------------------------
+
+    def open(self):
+        """Create the partial store, or resume a matching one; returns self.
+
+        The lock is taken first: nothing of the partial store is read, removed
+        or made while another run writes it.
+        """
+        self._take_lock()
+        try:
+            if os.path.isdir(self.partial) and self._partial_matches():
+                self.resumed = True
+                self._adopt_widened_dtypes()
+                self._open_arrays("r+")
+                return self
+            if os.path.isdir(self.partial):
+                shutil.rmtree(self.partial)
+            os.makedirs(self.partial)
+        except BaseException:
+            self._drop_lock()
+            raise
+        try:
+            self._create_arrays()
+        except BaseException:
+            self.discard()  # e.g. disk full: nothing half-made is left behind
+            raise
+        return self
+
+    def nodata_fractions(self):
+        """Nodata fraction per cell and input, as written so far."""
+        return np.array(self._arrays[NODATA_FRACTION])
+
+    def read_rows(self, name, rows):
+        """Chips of an input already written for ``rows``."""
+        return self._arrays[name].read(rows)
+
+    def pending(self):
+        """Row indices (into cell_ids) still to be written."""
+        return np.flatnonzero(~self._arrays[DONE])
+
+    def write(self, rows, chips, nodata_fractions):
+        """Store chips for ``rows``: ``chips[name]`` is [len(rows), H, W, bands]."""
+        rows = np.asarray(rows, dtype="int64")
+        for spec in self.inputs:
+            self._arrays[spec["name"]].write(rows, chips[spec["name"]])
+        self._arrays[NODATA_FRACTION][rows] = nodata_fractions
+        self._arrays[DONE][rows] = True
+
+    def mark_written(self, rows, nodata_fractions):
+        """Record ``rows`` whose chips another process wrote into the partial store (Spark tasks)."""
+        rows = np.asarray(rows, dtype="int64")
+        self._arrays[NODATA_FRACTION][rows] = nodata_fractions
+        self._arrays[DONE][rows] = True
+
+    def flush(self):
+        """Make what was written durable, so a killed run resumes after it (chips before flags)."""
+        for array in sorted(self._arrays.values(), key=lambda array: isinstance(array, np.memmap)):
+            array.flush()
+
+    def _release(self):
+        for array in self._arrays.values():
+            if isinstance(array, RowFile):
+                array.close()
+        self._arrays.clear()
+
+    def finish(self, statistics=None, summary=None):
+        """Publish: manifest marked complete (with ``summary`` keys), folder renamed to its final name."""
+        if not self._arrays[DONE].all():
+            raise RuntimeError(f"{int((~self._arrays[DONE]).sum())} cells are not written yet")
+        self.flush()
+        self._release()
+        manifest = self._read_manifest()
+        manifest["state"] = "complete"
+        manifest.update(summary or {})
+        for spec in manifest["inputs"]:
+            spec["statistics"] = (statistics or {}).get(spec["name"])
+        _write_json(os.path.join(self.partial, MANIFEST), manifest, self.parameter)
+        os.remove(os.path.join(self.partial, DONE))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.partial, LEGACY_LOCK))
+        publish_folder(self.partial, self.path)
+        self._drop_lock()
+        return self.path
+
+    def close(self):
+        """Stop without publishing: the partial store stays for a later resume."""
+        if self._arrays:
+            self.flush()
+            self._release()
+        self._drop_lock()
+
+    def discard(self):
+        """Stop and delete the partial store (a run whose result is unusable)."""
+        self._release()
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self._drop_lock()
+
+    # --- internals --------------------------------------------------------
+
+    def _manifest(self):
+        return {
+            "format": "povmap-chip-store",
+            "format_version": FORMAT_VERSION,
+            "state": "incomplete",
+            "n_cells": int(len(self.cell_ids)),
+            "chip_size": self.chip_size,
+            "inputs": [
+                {key: value for key, value in spec.items() if key != "statistics"}
+                for spec in self.inputs
+            ],
+            "settings": self.settings,
+        }
+
+    def _create_arrays(self):
+        n, size = len(self.cell_ids), self.chip_size
+        np.save(os.path.join(self.partial, CELL_IDS), self.cell_ids)
+        shapes = {
+            spec["name"]: ((n, size, size, len(spec["bands"])), spec["dtype"])
+            for spec in self.inputs
+        }
+        shapes[NODATA_FRACTION] = ((n, len(self.inputs)), "float32")
+        shapes[DONE] = ((n,), "bool")
+        for name, (shape, dtype) in shapes.items():
+            file_name = name if name.endswith(".npy") else f"{name}.npy"
+            try:
+                array = np.lib.format.open_memmap(
+                    os.path.join(self.partial, file_name), mode="w+", dtype=dtype, shape=shape
+                )
+            except OSError as error:
+                raise _no_space(error, self.parameter) from None
+            _reserve_disk(array.filename, self.parameter)
+            self._arrays[name] = (
+                array if name in (NODATA_FRACTION, DONE) else RowFile(array.filename, "r+")
+            )
+        self._arrays[NODATA_FRACTION][:] = np.nan
+        _write_json(os.path.join(self.partial, MANIFEST), self._manifest(), self.parameter)
+
+    def _open_arrays(self, mode):
+        for spec in self.inputs:
+            self._arrays[spec["name"]] = RowFile(
+                os.path.join(self.partial, f"{spec['name']}.npy"), mode
+            )
+        for name in (NODATA_FRACTION, DONE):
+            self._arrays[name] = np.load(os.path.join(self.partial, name), mmap_mode=mode)
+
+    def _partial_matches(self):
+        try:
+            manifest = self._read_manifest()
+            cell_ids = np.load(os.path.join(self.partial, CELL_IDS))
+        except (OSError, ValueError):
+            return False
+        return (
+            manifest.get("settings") == self.settings
+            and manifest.get("chip_size") == self.chip_size
+            and _same_inputs(manifest.get("inputs"), self._manifest()["inputs"])
+            and np.array_equal(cell_ids, self.cell_ids)
+            and os.path.exists(os.path.join(self.partial, DONE))
+        )
+
+    def _adopt_widened_dtypes(self):
+        """Keep the dtypes the partial store was made with (an input may have been widened)."""
+        for spec, recorded in zip(self.inputs, self._read_manifest()["inputs"], strict=True):
+            spec["dtype"] = recorded["dtype"]
+
+    def _read_manifest(self):
+        with open(os.path.join(self.partial, MANIFEST), encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def _take_lock(self):
+        """Hold ``.NAME.chips.lock`` exclusively, or refuse naming the run that holds it."""
+        for _ in range(10):
+            handle = open(self.lock, "a+", encoding="utf-8")  # held until _drop_lock
+            try:
+                _lock_exclusively(handle)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise PovmapInputError(
+                    self.parameter,
+                    f"another run ({holder}) is writing the chip store '{self.path}': it holds "
+                    f"the lock '{self.lock}' and writes into the hidden folder '{self.partial}'. "
+                    "Wait for it to finish, or choose another output.",
+                ) from None
+            if _still_named(handle, self.lock):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{socket.gethostname()} {os.getpid()}")
+                handle.flush()
+                self._lock_handle = handle
+                return
+            handle.close()  # the holder removed this lock file as it finished: take the new one
+        raise PovmapInputError(
+            self.parameter, f"the lock '{self.lock}' keeps changing; is another run starting?"
+        )
+
+    def _drop_lock(self):
+        """Remove the lock file, then release it (a waiting run sees the file gone and retries)."""
+        if self._lock_handle is None:
+            return
+        with contextlib.suppress(OSError):
+            os.remove(self.lock)
+        self._lock_handle.close()
+        self._lock_handle = None
+
+
+def _same_inputs(recorded, wanted):
+    """A partial store's inputs match the run's, dtypes aside where one was widened.
+
+    Sampling widens an input from float16 to float32 when its values do not fit float16
+    (core/chips/sampling.py); the resumed run keeps the wider dtype.
+    """
+    if not isinstance(recorded, list) or len(recorded) != len(wanted):
+        return False
+    for old, new in zip(recorded, wanted, strict=True):
+        if not isinstance(old, dict) or {**old, "dtype": new["dtype"]} != new:
+            return False
+        if old.get("dtype") not in (new["dtype"], WIDENED_DTYPES.get(new["dtype"])):
+            return False
+    return True
+
+
+def _lock_exclusively(handle):
+    """An exclusive lock the operating system releases when the process ends; OSError when held."""
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    import msvcrt
+
+    handle.seek(0)
+    msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+
+
+def _still_named(handle, path):
+    """Whether ``path`` still names the file ``handle`` holds (it may have been replaced)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
+
+
+def _reserve_disk(path, parameter):
+    """Allocate the file's blocks now: a full disk fails here, not as a crash mid-run."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(descriptor, 0, os.fstat(descriptor).st_size)
+    except OSError as error:
+        raise _no_space(error, parameter) from None
+    finally:
+        os.close(descriptor)
+
+
+def _no_space(error, parameter):
+    return PovmapInputError(
+        parameter,
+        f"not enough disk space for the chip store ({error.strerror}); free space or choose another output folder.",
+    )
+
+
+def _write_json(path, data, parameter="OUTPUT"):
+    text = strict_json.dumps(data, parameter, "the chip store manifest", indent=2, sort_keys=True)
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+class ChipStore:
+    """A finished chip store, opened read-only and memory-mapped."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path.rstrip("/"))
+        try:
+            with open(os.path.join(self.path, MANIFEST), encoding="utf-8") as handle:
+                self.manifest = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise PovmapInputError("CHIPS", f"'{path}' is not a chip store ({error}).") from None
+        except RecursionError:
+            raise PovmapInputError(
+                "CHIPS", f"'{path}' is not a chip store (its {MANIFEST} is nested too deeply)."
+            ) from None
+        if not isinstance(self.manifest, dict):
+            raise PovmapInputError(
+                "CHIPS", f"'{path}' is not a chip store ({MANIFEST} is not an object)."
+            )
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise PovmapInputError(
+                "CHIPS",
+                f"'{path}' has chip store format {self.manifest.get('format_version')}; this version reads {FORMAT_VERSION}.",
+            )
+        if self.manifest.get("state") != "complete":
+            raise PovmapInputError(
+                "CHIPS", f"'{path}' is not complete; run the chip sampling again to finish it."
+            )
+        self.input_names, chip_size = _checked_manifest(path, self.manifest)
+        self.cell_ids = _load_array(self.path, CELL_IDS, ndim=1)
+        self.nodata_fraction = _load_array(
+            self.path, NODATA_FRACTION, shape=(len(self.cell_ids), len(self.input_names))
+        )
+        if self.cell_ids.dtype.kind not in "iu":
+            _damaged(
+                self.path, CELL_IDS, f"holds {self.cell_ids.dtype} values, not integer cell ids"
+            )
+        self._chips = {
+            name: _load_array(
+                self.path, f"{name}.npy", shape=(len(self.cell_ids), chip_size, chip_size), ndim=4
+            )
+            for name in self.input_names
+        }
+        self._row_files = {
+            name: RowFile(os.path.join(self.path, f"{name}.npy"), "r") for name in self.input_names
+        }
+
+    def __len__(self):
+        return len(self.cell_ids)
+
+    def chips(self, name):
+        """The memory-mapped array of one input, [n_cells, H, W, bands]."""
+        return self._chips[name]
+
+    def batch(self, rows, names=None):
+        """Chips of some rows for every input, read from disk (only those rows).
+
+        Read with pread rather than through the memory maps, so that reading a
+        whole store batch by batch keeps the process's memory flat.
+        """
+        rows = np.asarray(rows, dtype="int64")
+        return {name: self.batch_of(name, rows) for name in (names or self.input_names)}
+
+    def batch_of(self, name, rows):
+        """Chips of one input for some rows (pread, thread-safe)."""
+        return self._row_files[name].read(np.asarray(rows, dtype="int64"))
+
+    def close(self):
+        for row_file in self._row_files.values():
+            row_file.close()
+        self._row_files = {}
+
+    def __del__(self):
+        self.close() if hasattr(self, "_row_files") else None
+
+
+def _checked_manifest(path, manifest):
+    """The input names and chip size a finished store's manifest must give, or a CHIPS message."""
+    inputs, chip_size = manifest.get("inputs"), manifest.get("chip_size")
+    problem = None
+    if not isinstance(inputs, list) or not inputs:
+        problem = "no list of inputs"
+    elif not all(isinstance(spec, dict) and isinstance(spec.get("name"), str) for spec in inputs):
+        problem = "an input without a name"
+    elif not isinstance(manifest.get("settings"), dict):
+        problem = "no settings"
+    elif isinstance(chip_size, bool) or not isinstance(chip_size, int) or chip_size < 1:
+        problem = f"no valid chip_size ({chip_size!r})"
+    if problem:
+        raise PovmapInputError(
+            "CHIPS",
+            f"the chip store '{path}' is damaged: its {MANIFEST} has {problem}; "
+            "sample the chips again (Sample chips) into a new store.",
+        )
+    return [spec["name"] for spec in inputs], chip_size
+
+
+def _load_array(path, file_name, shape=(), ndim=None):
+    """A store array memory-mapped, checked against the shape the manifest implies."""
+    file_path = os.path.join(path, file_name)
+    if not os.path.isfile(file_path):
+        _damaged(path, file_name, "is missing")
+    try:
+        array = np.load(file_path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as error:
+        _damaged(path, file_name, f"cannot be read, it may be truncated ({error})")
+    if not isinstance(array, np.ndarray):
+        _damaged(path, file_name, "is not a single array")
+    if (ndim is not None and array.ndim != ndim) or tuple(array.shape[: len(shape)]) != shape:
+        expected = " × ".join([str(size) for size in shape] + ["…"] * ((ndim or 0) - len(shape)))
+        _damaged(
+            path,
+            file_name,
+            f"has shape {' × '.join(str(size) for size in array.shape)} where the manifest and "
+            f"{CELL_IDS} give {expected}",
+        )
+    return array
+
+
+def _damaged(path, file_name, problem):
+    raise PovmapInputError(
+        "CHIPS",
+        f"the chip store '{path}' is damaged: {file_name} {problem}; "
+        "sample the chips again (Sample chips) into a new store.",
+    )
+
+
+class RowFile:
+    """Rows of an ``.npy`` file written and read with pwrite/pread.
+
+    A memory map would do the same, but pages touched through a map count as
+    the process's resident memory until unmapped, so sampling or training over
+    a large store would look like (and on small machines, be) growing memory.
+    """
+
+    def __init__(self, path, mode="r"):
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            self.shape, fortran_order, self.dtype = reader(handle)
+            self.offset = handle.tell()
+        if fortran_order:
+            raise ValueError(f"{path}: Fortran-ordered arrays are not chip store arrays")
+        self.row_bytes = int(np.prod(self.shape[1:], dtype="int64")) * self.dtype.itemsize
+        self._descriptor = os.open(path, os.O_RDWR if mode == "r+" else os.O_RDONLY)
+
+    def _runs(self, rows):
+        """(positions into ``rows``, first row) for each run of consecutive rows, in row order."""
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        return [
+            (order[run], int(ordered[run[0]]))
+            for run in np.split(np.arange(len(rows)), breaks)
+            if len(run)
+        ]
+
+    def write(self, rows, values):
+        rows = np.asarray(rows, dtype="int64")
+        values = np.asarray(values, dtype=self.dtype).reshape((len(rows),) + tuple(self.shape[1:]))
+        for positions, first in self._runs(rows):
+            os.pwrite(
+                self._descriptor,
+                np.ascontiguousarray(values[positions]).tobytes(),
+                self.offset + first * self.row_bytes,
+            )
+
+    def read(self, rows):
+        rows = np.asarray(rows, dtype="int64")
+        out = np.empty((len(rows),) + tuple(self.shape[1:]), dtype=self.dtype)
+        for positions, first in self._runs(rows):
+            size = len(positions) * self.row_bytes
+            data = os.pread(self._descriptor, size, self.offset + first * self.row_bytes)
+            if len(data) != size:
+                raise OSError(f"short read in a chip store array ({len(data)} of {size} bytes)")
+            out[positions] = np.frombuffer(data, dtype=self.dtype).reshape(
+                (len(positions),) + tuple(self.shape[1:])
+            )
+        return out
+
+    def flush(self):
+        os.fsync(self._descriptor)
+
+    def close(self):
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None

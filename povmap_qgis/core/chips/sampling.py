@@ -1,0 +1,711 @@
+"""Aligned multi-source chips per cell (pipeline step 3, core).
+
+Each chip is an input raster resampled onto its cell's own grid in the grid
+CRS — what ``gdalwarp -t_srs <grid CRS> -te <cell bounds> -tr <res> <res>
+-r <method>`` gives for that cell. Warping cell by cell decodes the same
+source tiles again for neighbouring cells, so cells are warped in blocks of
+neighbours (one GDAL warp per block and input, sliced into chips); the grid
+is aligned to multiples of the cell size, so a block's pixels are exactly
+the pixels of its cells.
+
+Nodata and areas outside a raster become NaN and are counted per cell and
+input; a cell is never silently filled with zeros.
+"""
+
+import dataclasses
+import functools
+import time
+
+import numpy as np
+
+from .. import vectors
+from ..errors import PovmapInputError
+from ..grid import cells
+from ..progress import Reporter
+from .chip_store import WIDENED_DTYPES, ChipStoreWriter
+
+BLOCK_CELLS = 8  # a block is up to 8 × 8 neighbouring cells
+FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing constantly
+GDAL_CACHE_MB = 192  # decoded source tiles kept between blocks
+BLOCKS_AHEAD = 2  # blocks sampled ahead of the writer (bounds memory)
+RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+# Chips are stored compactly in float16 unless an input's values do not fit it: beyond
+# ±65,504 float16 holds only infinity, and a block whose largest magnitude is below float16's
+# smallest normal number (2**-14) would lose its relative precision or round to 0. Such an
+# input is stored in float32 instead (its dtype is recorded in the manifest).
+COMPACT_DTYPE = "float16"
+WIDE_DTYPE = WIDENED_DTYPES[COMPACT_DTYPE]  # float32
+FLOAT16_LARGEST = 65504.0
+FLOAT16_SMALLEST_NORMAL = 2.0**-14
+
+
+@dataclasses.dataclass
+class ChipInput:
+    name: str
+    path: str
+    bands: list
+    resampling: str = "bilinear"
+    parameter: str = "EXTRA"
+    label: str | None = None  # the parameter's label in the dialog, for messages
+
+
+def described(spec):
+    """How messages name an input: its label and parameter, e.g. ``Night-time lights (NIGHTLIGHTS)``."""
+    if spec.label:
+        return f"{spec.label} ({spec.parameter})"
+    return f"the input '{spec.name}' ({spec.parameter})"
+
+
+@dataclasses.dataclass
+class ChipOptions:
+    grid_path: str
+    inputs: list
+    output_path: str
+    grid_layer: str | None = None
+    resolution: float = 10.0
+    chip_size: int | None = None
+    max_nodata: float = 0.1
+    dtype: str = "float16"
+    nodata_grid_path: str | None = None  # optional copy of the grid with nodata fields per input
+    style_qml_path: str | None = None
+    engine: str = "local"  # "local" (this process) or "spark" (core/model/spark_engine.py)
+    spark_master: str = "local[*]"
+
+
+def sample_chips(options, reporter=None):
+    """Fill the chip store at ``options.output_path``; return a summary."""
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    inputs = [spec if isinstance(spec, ChipInput) else ChipInput(**spec) for spec in options.inputs]
+    if not inputs:
+        raise PovmapInputError(
+            "DAYTIME",
+            "choose at least one input raster (DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA).",
+        )
+    cell_ids, rows, cols, cell_size, grid_crs = read_grid_cells(
+        options.grid_path, options.grid_layer
+    )
+    chip_size = options.chip_size or int(round(cell_size / options.resolution))
+    if chip_size < 1 or abs(chip_size * options.resolution - cell_size) > 1e-6 * cell_size:
+        raise PovmapInputError(
+            "CHIP_SIZE",
+            f"a chip of {chip_size} px at {options.resolution:g} m does not cover a {cell_size:g} m cell; use CHIP_SIZE = cell size / RESOLUTION.",
+        )
+    for spec in inputs:
+        _check_raster(spec, grid_crs, rows, cols, cell_size)
+
+    settings = {
+        "grid": options.grid_path,
+        "grid_layer": options.grid_layer,
+        "crs": grid_crs.to_wkt(),
+        "cell_size": cell_size,
+        "resolution": options.resolution,
+    }
+    dtypes = {spec.name: options.dtype for spec in inputs}
+    while True:
+        store_inputs = [
+            {
+                "name": spec.name,
+                "source": spec.path,
+                "bands": list(spec.bands),
+                "dtype": dtypes[spec.name],
+                "resampling": spec.resampling,
+            }
+            for spec in inputs
+        ]
+        writer = ChipStoreWriter(
+            options.output_path, cell_ids, store_inputs, chip_size, settings
+        ).open()
+        # A resumed store keeps the dtypes it was started with (an input may have been widened).
+        dtypes = {spec["name"]: spec["dtype"] for spec in writer.inputs}
+        try:
+            pending = writer.pending()
+            if writer.resumed:
+                reporter.info(
+                    f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled."
+                )
+            sampled = _engine(options)(
+                writer,
+                inputs,
+                pending,
+                rows,
+                cols,
+                cell_size,
+                options.resolution,
+                chip_size,
+                grid_crs,
+                dtypes,
+                reporter,
+            )
+        except WiderDtypeNeededError as widen:
+            # Chips already stored in float16 lost precision: start again with the input in float32.
+            writer.discard()
+            dtypes[widen.spec.name] = WIDE_DTYPE
+            reporter.info(f"{widen}: sampling again with this input stored as float32.")
+            continue
+        except BaseException:
+            writer.close()
+            raise
+        break
+    try:
+        resumed_rows = np.setdiff1d(np.arange(len(cell_ids)), pending)
+        statistics = _band_statistics(writer, inputs, sampled, resumed_rows)
+        nodata = writer.nodata_fractions()
+        for column, spec in enumerate(inputs):
+            if (nodata[:, column] >= 1).all():
+                writer.discard()
+                raise PovmapInputError(
+                    spec.parameter,
+                    f"the raster '{spec.path}' has no data in any cell (all nodata or outside the grid); check its nodata value and extent, or leave it out.",
+                )
+        flagged = np.flatnonzero((nodata > options.max_nodata).any(axis=1))
+        if options.nodata_grid_path:
+            write_nodata_grid(options, inputs, cell_ids, nodata, flagged)
+        path = writer.finish(
+            statistics, {"max_nodata": options.max_nodata, "flagged_cells": int(len(flagged))}
+        )
+    except BaseException:
+        writer.close()
+        raise
+    seconds = time.monotonic() - started
+    summary = {
+        "cells": int(len(cell_ids)),
+        "sampled": int(len(pending)),
+        "resumed_cells": int(len(cell_ids) - len(pending)),
+        "flagged": int(len(flagged)),
+        "flagged_cell_ids": [int(cell_ids[row]) for row in flagged[:1000]],
+        "seconds": round(seconds, 3),
+        "output": path,
+        "chip_size": chip_size,
+    }
+    per_thousand = seconds / max(len(pending), 1) * 1000
+    reporter.info(
+        f"Sampled {len(pending)} cells ({summary['resumed_cells']} already done) in {seconds:.1f} s, {per_thousand:.1f} s per 1,000 cells."
+    )
+    if len(flagged):
+        listed = ", ".join(str(cell) for cell in summary["flagged_cell_ids"][:10])
+        reporter.warning(
+            f"{len(flagged)} cell(s) have more than {options.max_nodata:.0%} nodata in an input and are flagged (excluded from training): {listed}{'…' if len(flagged) > 10 else ''}."
+        )
+    return summary
+
+
+def _engine(options):
+    """What samples the pending blocks: threads in this process, or Spark tasks (same sampler)."""
+    if options.engine == "spark":
+        from ..model.spark_engine import sample_blocks_on_spark
+
+        return functools.partial(sample_blocks_on_spark, master=options.spark_master)
+    if options.engine != "local":
+        raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
+    return sample_blocks
+
+
+def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
+    """The grid with ``nodata_<input>`` fractions and ``chip_flagged`` (1 = above MAX_NODATA)."""
+    import pyogrio
+
+    from ..geopackage import write_layer
+
+    frame = pyogrio.read_dataframe(
+        options.grid_path,
+        layer=vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID"),
+    )
+    position = {int(cell): row for row, cell in enumerate(cell_ids)}
+    order = np.array([position[int(cell)] for cell in frame["cell_id"]])
+    for column, spec in enumerate(inputs):
+        frame[f"nodata_{spec.name}"] = np.round(nodata[order, column].astype("float64"), 4)
+    is_flagged = np.zeros(len(cell_ids), dtype="int32")
+    is_flagged[flagged] = 1
+    frame["chip_flagged"] = is_flagged[order]
+    write_layer(
+        frame,
+        options.nodata_grid_path,
+        options.style_qml_path,
+        "povmap chip nodata",
+        metadata={
+            "povmap_max_nodata": options.max_nodata,
+            "povmap_chip_store": options.output_path,
+        },
+    )
+
+
+def read_grid_cells(path, layer=None, parameter="GRID"):
+    """Cell ids, rows, columns, cell size and CRS of an aligned grid layer."""
+    import pyogrio
+    import shapely
+    from pyproj import CRS
+
+    layer = vectors.spatial_layer(path, layer, parameter)
+    info = vectors.layer_info(path, layer, parameter)
+    if "cell_id" not in list(info["fields"]):
+        raise PovmapInputError(
+            parameter,
+            f"the layer '{layer or path}' has no cell_id field; make the grid with Build training grid or Build prediction grid.",
+        )
+    if info.get("features", 0) == 0:
+        raise PovmapInputError(parameter, f"the layer '{layer or path}' is empty.")
+    meta, _, wkb, (cell_ids,) = pyogrio.raw.read(path, layer=layer, columns=["cell_id"])
+    cells.check_unique_ids(cell_ids, parameter, layer or path)
+    bounds = shapely.bounds(shapely.from_wkb(wkb))
+    cell_size = float(np.median(bounds[:, 2] - bounds[:, 0]))
+    rows, cols = cells.decode_cell_ids(cell_ids)
+    expected = np.column_stack(
+        [cols * cell_size, rows * cell_size, (cols + 1) * cell_size, (rows + 1) * cell_size]
+    )
+    if not np.allclose(bounds, expected, atol=1e-6 * cell_size):
+        raise PovmapInputError(
+            parameter,
+            f"the cells of '{layer or path}' do not match their cell_id (edited or reprojected?); rebuild the grid with Build training grid or Build prediction grid.",
+        )
+    return (
+        np.asarray(cell_ids, dtype="int64"),
+        rows,
+        cols,
+        cell_size,
+        CRS.from_user_input(meta["crs"]),
+    )
+
+
+def _check_raster(spec, grid_crs, rows, cols, cell_size):
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    if spec.resampling not in RESAMPLING_METHODS:
+        raise PovmapInputError(
+            spec.parameter,
+            f"unknown resampling '{spec.resampling}' (use one of {', '.join(RESAMPLING_METHODS)}).",
+        )
+    try:
+        dataset = rasterio.open(spec.path)
+    except Exception as error:
+        raise PovmapInputError(
+            spec.parameter, f"cannot open the raster '{spec.path}': {error}"
+        ) from None
+    with dataset:
+        if dataset.crs is None:
+            raise PovmapInputError(
+                spec.parameter,
+                f"the raster '{spec.path}' has no CRS; assign one (Raster ▸ Projections ▸ Assign Projection).",
+            )
+        wrong = [band for band in spec.bands if not 1 <= int(band) <= dataset.count]
+        if wrong or not spec.bands:
+            raise PovmapInputError(
+                spec.parameter,
+                f"band(s) {wrong or spec.bands} do not exist in '{spec.path}', which has {dataset.count} band(s).",
+            )
+        complex_types = sorted(
+            {
+                dataset.dtypes[int(band) - 1]
+                for band in spec.bands
+                if str(dataset.dtypes[int(band) - 1]).startswith("complex")
+            }
+        )
+        if complex_types:
+            raise PovmapInputError(
+                spec.parameter,
+                f"{described(spec)}: the raster '{spec.path}' holds complex numbers "
+                f"({', '.join(complex_types)}), and chips hold real values. Make a real-valued raster "
+                "first (e.g. the amplitude, or `gdal_translate -ot Float32`, which keeps the real part) "
+                "and choose that one.",
+            )
+        grid_bounds = (
+            cols.min() * cell_size,
+            rows.min() * cell_size,
+            (cols.max() + 1) * cell_size,
+            (rows.max() + 1) * cell_size,
+        )
+        left, bottom, right, top = transform_bounds(
+            grid_crs, dataset.crs, *grid_bounds, densify_pts=21
+        )
+        raster = dataset.bounds
+        if (
+            right <= raster.left
+            or left >= raster.right
+            or top <= raster.bottom
+            or bottom >= raster.top
+        ):
+            raise PovmapInputError(
+                spec.parameter,
+                f"the raster '{spec.path}' does not overlap the grid; check that it covers the cells (and its CRS).",
+            )
+
+
+def group_blocks(pending, rows, cols):
+    """Row indices of pending cells grouped in blocks of up to BLOCK_CELLS × BLOCK_CELLS neighbours."""
+    blocks = {}
+    for row_index in pending:
+        blocks.setdefault(
+            (rows[row_index] // BLOCK_CELLS, cols[row_index] // BLOCK_CELLS), []
+        ).append(row_index)
+    return [np.asarray(members) for members in blocks.values()]
+
+
+class WiderDtypeNeededError(Exception):
+    """An input's chips do not fit float16 (found while sampling: the run starts again in float32)."""
+
+    def __init__(self, spec, largest):
+        self.spec, self.largest = spec, largest
+        if largest > FLOAT16_LARGEST:
+            reason = f"values reach {largest:,.7g}, beyond float16's ±{FLOAT16_LARGEST:,.0f}"
+        else:
+            reason = (
+                f"values of a block are at most {largest:.3g}, below float16's normal range "
+                f"(from {FLOAT16_SMALLEST_NORMAL:.2g}), where it rounds coarsely"
+            )
+        super().__init__(f"{described(spec)}: {reason}")
+
+
+class InputSampler:
+    """Samples one input raster block by block (one thread per input: a dataset is not thread-safe).
+
+    When the raster already has the chips' CRS, pixel size and pixel alignment
+    (Sentinel-2 in its own UTM zone at 10 m), every resampling method returns
+    the source pixel at each pixel centre, so a windowed read gives exactly
+    what the warp would, without warping; otherwise the block is warped.
+    """
+
+    def __init__(self, spec, grid_crs, resolution, cell_size, chip_size, dtype):
+        import warnings
+
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+
+        # reproject() into a NumPy array warns that the array has no georeferencing; it is given.
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+
+        self.spec, self.cell_size, self.chip_size, self.resolution = (
+            spec,
+            cell_size,
+            chip_size,
+            resolution,
+        )
+        self.spec_dtype = dtype
+        self.grid_crs_wkt = grid_crs.to_wkt()
+        self.dataset = rasterio.open(spec.path)
+        self.aligned = _is_aligned(self.dataset, grid_crs, resolution)
+        self.statistics = empty_statistics(len(spec.bands))
+
+    def close(self):
+        self.dataset.close()
+
+    def sample(self, block_rows, block_cols):
+        """Chips [n, H, W, bands] float32 (NaN = nodata) and nodata fractions of one block's cells."""
+        top, left = block_rows.max() + 1, block_cols.min()
+        height, width = (
+            (top - block_rows.min()) * self.chip_size,
+            (block_cols.max() + 1 - left) * self.chip_size,
+        )
+        if self.aligned:
+            warped = self._read_aligned(left * self.cell_size, top * self.cell_size, height, width)
+        else:
+            warped = self._warp(left * self.cell_size, top * self.cell_size, height, width)
+        y0, x0 = (top - 1 - block_rows) * self.chip_size, (block_cols - left) * self.chip_size
+        size = self.chip_size
+        chips = np.stack(
+            [warped[:, y : y + size, x : x + size] for y, x in zip(y0, x0, strict=True)]
+        )
+        # Infinite source pixels (and what resampling spread them to) are nodata, like NaN.
+        chips[np.isinf(chips)] = np.nan
+        if self.spec_dtype == COMPACT_DTYPE:
+            largest = float(np.nanmax(np.abs(chips), initial=0.0))
+            if largest > FLOAT16_LARGEST or 0 < largest < FLOAT16_SMALLEST_NORMAL:
+                raise WiderDtypeNeededError(self.spec, largest)
+        missing = np.isnan(chips)
+        nodata = missing.any(axis=1).mean(axis=(1, 2))
+        # This block's moments are kept so that another engine can merge blocks in this order.
+        self.block_moments = batch_moments([chips[:, band] for band in range(chips.shape[1])])
+        merge_moments(self.statistics, self.block_moments)
+        return np.moveaxis(chips, 1, -1).astype(self.spec_dtype), nodata
+
+    def _warp(self, left, top, height, width):
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.warp import reproject
+
+        warped = np.full((len(self.spec.bands), height, width), np.nan, dtype="float32")
+        transform = rasterio.Affine(self.resolution, 0, left, 0, -self.resolution, top)
+        common = {
+            "dst_transform": transform,
+            "dst_crs": self.grid_crs_wkt,
+            "resampling": Resampling[self.spec.resampling],
+        }
+        complete = self._complete_source(left, top, height, width)
+        if complete is not None:
+            # Every source pixel the kernels touch is valid: GDAL's unmasked kernels give the same
+            # values as its nodata-aware ones, several times faster.
+            values, source_transform = complete
+            reproject(
+                values,
+                warped,
+                src_transform=source_transform,
+                src_crs=self.dataset.crs,
+                src_nodata=None,
+                dst_nodata=None,
+                init_dest_nodata=False,
+                **common,
+            )
+        else:
+            reproject(
+                rasterio.band(self.dataset, list(self.spec.bands)),
+                warped,
+                dst_nodata=np.nan,
+                **common,
+            )
+        return warped
+
+    def _complete_source(self, left, top, height, width):
+        """The source pixels around a block as float32, or None if any is nodata or off the raster."""
+        from rasterio.warp import transform_bounds
+        from rasterio.windows import Window
+
+        dataset = self.dataset
+        bounds = transform_bounds(
+            self.grid_crs_wkt,
+            dataset.crs,
+            left,
+            top - height * self.resolution,
+            left + width * self.resolution,
+            top,
+            densify_pts=21,
+        )
+        window = dataset.window(*bounds)
+        pixel = min(abs(dataset.transform.a), abs(dataset.transform.e))
+        margin = 4 + int(np.ceil(self._source_pixels_per_chip_pixel(pixel)))
+        col0, row0 = int(np.floor(window.col_off)) - margin, int(np.floor(window.row_off)) - margin
+        col1 = int(np.ceil(window.col_off + window.width)) + margin
+        row1 = int(np.ceil(window.row_off + window.height)) + margin
+        if col0 < 0 or row0 < 0 or col1 > dataset.width or row1 > dataset.height:
+            return None
+        window = Window(col0, row0, col1 - col0, row1 - row0)
+        values = dataset.read(
+            list(self.spec.bands), window=window, masked=True, out_dtype="float32"
+        )
+        if np.ma.is_masked(values) or not np.isfinite(values.data).all():
+            return None
+        return np.ascontiguousarray(values.data), dataset.window_transform(window)
+
+    def _source_pixels_per_chip_pixel(self, source_pixel):
+        """How many source pixels one chip pixel spans (kernels widen when downsampling)."""
+        if self.dataset.crs.is_geographic:
+            source_pixel *= (
+                111_320.0 * 0.5
+            )  # degrees to metres, conservatively short at high latitudes
+        return self.resolution / source_pixel
+
+    def _read_aligned(self, left, top, height, width):
+        from rasterio.windows import Window
+
+        dataset = self.dataset
+        column = int(round((left - dataset.transform.c) / self.resolution))
+        row = int(round((dataset.transform.f - top) / self.resolution))
+        window = (
+            Window(column, row, width, height).intersection(
+                Window(0, 0, dataset.width, dataset.height)
+            )
+            if column < dataset.width
+            and row < dataset.height
+            and column + width > 0
+            and row + height > 0
+            else None
+        )
+        out = np.full((len(self.spec.bands), height, width), np.nan, dtype="float32")
+        if window is not None and window.width > 0 and window.height > 0:
+            values = dataset.read(
+                list(self.spec.bands), window=window, masked=True, out_dtype="float32"
+            )
+            y, x = int(window.row_off) - row, int(window.col_off) - column
+            out[:, y : y + int(window.height), x : x + int(window.width)] = values.filled(np.nan)
+        return out
+
+
+def _is_aligned(dataset, grid_crs, resolution):
+    from pyproj import CRS
+
+    transform = dataset.transform
+    if (
+        transform.b != 0
+        or transform.d != 0
+        or not np.isclose(transform.a, resolution)
+        or not np.isclose(-transform.e, resolution)
+    ):
+        return False
+    if CRS.from_user_input(dataset.crs.to_wkt()) != grid_crs:
+        return False
+    offsets = np.array([transform.c, transform.f]) / resolution
+    return bool(np.allclose(offsets, np.round(offsets), atol=1e-6))
+
+
+def sample_blocks(
+    writer,
+    inputs,
+    pending,
+    rows,
+    cols,
+    cell_size,
+    resolution,
+    chip_size,
+    grid_crs,
+    dtypes,
+    reporter,
+):
+    """Warp blocks with one thread per input (GDAL releases the GIL); write them in order.
+
+    ``dtypes`` maps each input's name to its storage dtype.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rasterio
+
+    blocks = group_blocks(pending, rows, cols)
+    # A bounded GDAL block cache: a row of blocks is all that neighbours share, and the
+    # default (5 % of RAM) would let memory grow with the area sampled.
+    environment = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
+    environment.__enter__()
+    samplers = [
+        InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtypes[spec.name])
+        for spec in inputs
+    ]
+    pools = [
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}")
+        for spec in inputs
+    ]
+    in_flight, flushed = deque(), time.monotonic()
+    try:
+        for done, members in enumerate(blocks, start=1):
+            in_flight.append(
+                (
+                    members,
+                    [
+                        pool.submit(sampler.sample, rows[members], cols[members])
+                        for sampler, pool in zip(samplers, pools, strict=True)
+                    ],
+                )
+            )
+            if len(in_flight) > BLOCKS_AHEAD:
+                _write_block(writer, inputs, *in_flight.popleft())
+            if time.monotonic() - flushed > FLUSH_EVERY_SECONDS:
+                writer.flush()
+                flushed = time.monotonic()
+            reporter.progress(90.0 * (done - len(in_flight)) / len(blocks))
+            reporter.check_canceled()
+        while in_flight:
+            _write_block(writer, inputs, *in_flight.popleft())
+    finally:
+        for future in (future for _, futures in in_flight for future in futures):
+            future.cancel()
+        for pool in pools:
+            pool.shutdown(wait=True)
+        for sampler in samplers:
+            sampler.close()
+        environment.__exit__(None, None, None)
+    writer.flush()
+    return {spec.name: sampler.statistics for spec, sampler in zip(inputs, samplers, strict=True)}
+
+
+def _write_block(writer, inputs, members, futures):
+    results = [future.result() for future in futures]
+    writer.write(
+        members,
+        {spec.name: chips for spec, (chips, _) in zip(inputs, results, strict=True)},
+        np.column_stack([nodata for _, nodata in results]),
+    )
+
+
+def empty_statistics(bands):
+    """Running per-band statistics before any pixel (see ``merge_moments``)."""
+    return {
+        "count": np.zeros(bands),
+        "mean": np.zeros(bands),
+        "m2": np.zeros(bands),
+        "low": np.full(bands, np.inf),
+        "high": np.full(bands, -np.inf),
+    }
+
+
+def _accumulate(statistics, band_values):
+    """Merge each band's valid pixels (float32, NaN = nodata) into running count/mean/M2/min/max."""
+    merge_moments(statistics, batch_moments(band_values))
+
+
+def batch_moments(band_values):
+    """Per band: (count, mean, M2, min, max) of the valid pixels of one batch, or None if none.
+
+    Small plain floats: an engine that samples blocks elsewhere (Spark) sends
+    these back and merges them in the local engine's block order, so the
+    statistics are bit-for-bit the local engine's.
+    """
+    moments = []
+    for values in band_values:
+        values = values.ravel()
+        if np.isnan(values).any():
+            values = values[~np.isnan(values)]
+        count = values.size
+        if not count:
+            moments.append(None)
+            continue
+        batch_mean = float(values.sum(dtype="float64")) / count
+        deviations = values - np.float32(batch_mean)
+        batch_m2 = float(np.dot(deviations, deviations))
+        if not np.isfinite(batch_m2):  # squares beyond float32 (values over ~1e19): in float64
+            wide = values.astype("float64") - batch_mean
+            batch_m2 = float(np.dot(wide, wide))
+        moments.append((count, batch_mean, batch_m2, float(values.min()), float(values.max())))
+    return moments
+
+
+def merge_moments(statistics, moments):
+    """Merge one batch's moments into running count/mean/M2/min/max.
+
+    Chan et al.'s pairwise update: each batch's squared deviations are taken
+    from its own mean, so float32 arithmetic stays accurate for reflectances
+    whose spread is small next to their mean.
+    """
+    for band, batch in enumerate(moments):
+        if batch is None:
+            continue
+        count, batch_mean, batch_m2, low, high = batch
+        total = statistics["count"][band] + count
+        delta = batch_mean - statistics["mean"][band]
+        statistics["mean"][band] += delta * count / total
+        statistics["m2"][band] += batch_m2 + delta**2 * statistics["count"][band] * count / total
+        statistics["count"][band] = total
+        statistics["low"][band] = min(statistics["low"][band], low)
+        statistics["high"][band] = max(statistics["high"][band], high)
+
+
+def _band_statistics(writer, inputs, sampled, resumed_rows, batch_rows=256):
+    """Per-band count, mean, std, min and max over valid pixels.
+
+    Cells sampled in this run were accumulated while sampling; cells from an
+    earlier, resumed run are read back from the store in batches.
+    """
+    statistics = {}
+    for spec in inputs:
+        running = sampled[spec.name]
+        for start in range(0, len(resumed_rows), batch_rows):
+            values = writer.read_rows(spec.name, resumed_rows[start : start + batch_rows]).astype(
+                "float32"
+            )
+            _accumulate(running, [values[..., band] for band in range(values.shape[-1])])
+        count = running["count"]
+        std = np.sqrt(np.divide(running["m2"], count, out=np.zeros(len(count)), where=count > 0))
+        statistics[spec.name] = {  # null where a band has no valid pixel (JSON has no NaN)
+            "count": count.tolist(),
+            "mean": _where_counted(count, running["mean"]),
+            "std": _where_counted(count, std),
+            "min": _finite_or_none(running["low"]),
+            "max": _finite_or_none(running["high"]),
+        }
+    return statistics
+
+
+def _where_counted(count, values):
+    return [
+        float(value) if counted > 0 else None for counted, value in zip(count, values, strict=True)
+    ]
+
+
+def _finite_or_none(values):
+    return [float(value) if np.isfinite(value) else None for value in values]

@@ -1,0 +1,1169 @@
+"""Budgeted geographic targeting (pipeline step 8, runs in the worker).
+
+A programme can enrol a budget of cells or people; this chooses the cells.
+Cells of a prediction layer are ranked by ``prob_mean`` (RANK_BY
+``probability``) or by expected poor people ``prob_mean × population``
+(``expected_poor``; needs POPULATION, a raster of people per pixel summed per
+cell by ``population.cell_population``), then enrolled down the ranking
+until the budget is spent. A cell is enrolled whole: one that would overshoot
+the budget is passed over and smaller ones further down fill the rest.
+Optional district floors (``DISTRICT_MIN_SHARE``) are served first — each
+district's best cells until that share of its cells (or people) is
+enrolled — and caps (``DISTRICT_MAX_SHARE``) are never exceeded.
+
+Definitions (n = people of a cell, or 1 without POPULATION; p = prob_mean):
+expected poor of a cell ``e = p × n``; expected coverage = Σ e over the
+selected cells / Σ e over all predicted cells; expected inclusion error =
+share of the enrolled who are not poor = 1 − Σ_sel e / Σ_sel n; expected
+exclusion error = share of the poor left out = 1 − coverage. With TRUTH
+(a labelled grid matched by cell_id), the same with the observed label
+instead of p, on the cells the truth covers.
+
+Which ranking: with a budget in people, enrolling by probability covers the
+most expected poor people per person enrolled (greedy on e / n = p); with a
+budget in cells, ranking by expected poor does (greedy on e per cell), which
+favours crowded cells.
+
+Edge cases: cells without a prediction (empty prob_mean) are kept in the
+output, never ranked nor selected; with POPULATION, cells with no people
+are never ranked nor selected (nobody to enrol); ``SKIP_OUT_OF_RANGE``
+leaves cells flagged ``out_of_range = 1`` out (a warning when the layer has
+no such field); a budget larger than what can be enrolled selects every
+rankable cell and says so; caps that leave the budget unreachable select what
+they allow and say so. Ties are broken by the other ranking quantity, then
+by cell_id (ascending).
+
+``report_document`` is plain Python: the Processing algorithm calls it inside
+QGIS after rendering the map.
+"""
+
+from __future__ import annotations  # imported inside QGIS too (report_document), maybe Python 3.9
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import time
+
+from ..atomic import atomic_output, check_output_path
+from ..errors import PovmapInputError
+from ..progress import Reporter
+
+BUDGET_UNITS = ("cells", "people", "share_of_cells", "share_of_people")
+RANK_BY = ("probability", "expected_poor")
+ALLOCATION_LAYER = "allocation"
+ALLOCATION_COLUMNS = (
+    "district",
+    "cells",
+    "cells_predicted",
+    "people",
+    "cells_selected",
+    "people_selected",
+    "expected_poor",
+    "expected_poor_covered",
+    "share_of_district_selected",
+    "share_of_budget",
+)
+NO_DISTRICT = "(no district)"
+CURVE_POINTS = 400
+TARGETING_FORMAT_VERSION = "1.0"
+
+
+@dataclasses.dataclass
+class TargetOptions:
+    predictions_path: str
+    output_path: (
+        str  # GeoPackage: every cell + rank, selected, population, expected_poor; allocation layer
+    )
+    allocation_path: str  # CSV of the allocation per district
+    budget: float
+    budget_unit: str = "share_of_cells"  # one of BUDGET_UNITS
+    rank_by: str = "probability"  # one of RANK_BY
+    predictions_layer: str | None = None
+    population_path: str | None = None  # raster of people per pixel, any CRS
+    district_min_share: float | None = None
+    district_max_share: float | None = None
+    skip_out_of_range: bool = False
+    truth_path: str | None = None
+    truth_layer: str | None = None
+    figures_folder: str | None = None  # targeting curve PNG, district outlines for the map
+    report_path: str | None = (
+        None  # write the HTML report here (without a map); None: the caller does
+    )
+    style_qml_path: str | None = None  # resources/styles/targeting_selection.qml
+
+
+def target(options, reporter=None):
+    """Rank, select, write the outputs; return a summary (every number of the report)."""
+    import numpy as np
+    import pandas
+
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    _check_options(options)
+    cells, layer, metadata = _read_predictions(options)
+    reporter.progress(5)
+    truth = _read_truth(options) if options.truth_path else None
+    notes = []
+    calibrated = _calibrated(cells, metadata)
+    if not calibrated:
+        message = (
+            "PREDICTIONS: prob_mean is not calibrated (a model package without calibration); the "
+            "expected numbers take it as the share of such cells that are poor, which an "
+            "uncalibrated probability need not be."
+        )
+        reporter.warning(message)
+        notes.append(message)
+
+    probability = cells["prob_mean"].to_numpy(dtype="float64")
+    predicted = np.isfinite(probability)
+    if not predicted.any():
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"prob_mean is empty in every cell of '{layer}'; predict the cells first.",
+        )
+    if (~predicted).any():
+        notes.append(
+            f"{int((~predicted).sum())} cells have no prediction (empty prob_mean): kept in OUTPUT, "
+            "never ranked nor selected, left out of the expected numbers."
+        )
+    population = None
+    if options.population_path:
+        reporter.info("Summing the population raster per cell…")
+        from ..grid.population import cell_population
+
+        population, inside = cell_population(
+            cells.geometry, options.population_path, "POPULATION", reporter.stage(5, 60)
+        )
+        partly = int((inside < 0.95).sum())  # sub-pixel counting is exact to about 1 %
+        if partly:
+            notes.append(
+                f"{partly} cells lie partly or wholly outside the POPULATION raster: people are counted "
+                "only where the raster is."
+            )
+    reporter.progress(60)
+    reporter.check_canceled()
+    heads = population if population is not None else np.ones(len(cells))
+    people_units = options.budget_unit in ("people", "share_of_people")
+    cost = heads if people_units else np.ones(len(cells))
+    expected = np.where(predicted, np.nan_to_num(probability) * heads, np.nan)
+
+    eligible = predicted.copy()
+    zero_population = int((predicted & (heads <= 0)).sum()) if population is not None else 0
+    if population is not None:
+        eligible &= heads > 0
+        if zero_population:
+            notes.append(
+                f"{zero_population} predicted cells have no people in POPULATION: never selected "
+                "(nobody to enrol)."
+            )
+    skipped = 0
+    if options.skip_out_of_range:
+        if "out_of_range" in cells:
+            flagged = cells["out_of_range"].fillna(0).to_numpy(dtype="float64") > 0
+            skipped = int((flagged & eligible).sum())
+            eligible &= ~flagged
+            notes.append(
+                f"SKIP_OUT_OF_RANGE: {skipped} cells outside the model's training range left out."
+            )
+        else:
+            reporter.warning(
+                "SKIP_OUT_OF_RANGE: the prediction layer has no out_of_range field "
+                "(predicted by an older model package); no cell is left out."
+            )
+            notes.append(
+                "SKIP_OUT_OF_RANGE was asked for, but the layer has no out_of_range field."
+            )
+
+    order = ranking(probability, expected, cells["cell_id"].to_numpy(), eligible, options.rank_by)
+    rank = np.zeros(len(cells), dtype="int64")
+    rank[order] = np.arange(1, len(order) + 1)
+
+    districts = _district_names(cells)
+    names = sorted(set(districts))
+    codes = np.searchsorted(names, districts)
+    total_units = float(cost.sum())
+    budget = _budget_in_units(options, total_units)
+    selection = select_cells(
+        order,
+        cost,
+        codes,
+        [name == NO_DISTRICT for name in names],
+        budget,
+        options.district_min_share,
+        options.district_max_share,
+    )
+    selected = selection["selected"]
+    for message in _selection_warnings(selection, options, budget, cost, eligible, people_units):
+        reporter.warning(message)
+        notes.append(message)
+    reporter.progress(70)
+    reporter.check_canceled()
+
+    poor_total = float(np.nansum(expected))
+    poor_covered = float(np.nansum(expected[selected]))
+    enrolled_heads = float(heads[selected].sum())
+    expected_numbers = _rates(poor_covered, poor_total, enrolled_heads)
+    allocation = allocation_rows(
+        names, codes, predicted, heads if population is not None else None, cost, expected, selected
+    )
+    curves = {
+        "expected": expected_curves(
+            probability, expected, heads, cost, cells, codes, predicted, options.rank_by
+        )
+    }
+    spent = float(cost[selected].sum())
+    predicted_units = float(cost[predicted].sum())
+    budget_point = {
+        "x": spent / predicted_units if predicted_units else None,
+        "y": expected_numbers["coverage"],
+    }
+    measured = None
+    if truth is not None:
+        measured, curves["measured"] = _measured(
+            truth, cells, probability, expected, heads, cost, codes, predicted, selected, options
+        )
+        notes += measured.pop("notes")
+    reporter.progress(80)
+
+    cells["rank"] = pandas.array(np.where(rank > 0, rank, 0), dtype="Int64")
+    cells.loc[rank == 0, "rank"] = pandas.NA  # not ranked: no prediction, nobody, or skipped
+    cells["selected"] = selected.astype("int32")
+    if population is not None:
+        cells["population"] = population
+    cells["expected_poor"] = expected
+    summary = {
+        "format_version": TARGETING_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "settings": _settings(options, metadata),
+        "data": {
+            "layer": layer,
+            "cells": int(len(cells)),
+            "predicted": int(predicted.sum()),
+            "without_prediction": int((~predicted).sum()),
+            "zero_population": zero_population,
+            "skipped_out_of_range": skipped,
+            "rankable": int(eligible.sum()),
+            "districts": [name for name in names if name != NO_DISTRICT],
+            "population_total": float(population.sum()) if population is not None else None,
+            "has_baseline": "prob_baseline" in cells,
+            "calibrated": calibrated,
+        },
+        "budget": {
+            "unit": options.budget_unit,
+            "value": float(options.budget),
+            "units": "people" if people_units else "cells",
+            "in_units": budget,
+            "spent": spent,
+            "area_total": total_units,
+            "reachable": bool(selection["reachable"]),
+        },
+        "selected_cells": int(selected.sum()),
+        "selected_people": enrolled_heads if population is not None else None,
+        "expected": dict(expected_numbers, poor_total=poor_total, poor_covered=poor_covered),
+        "measured": measured,
+        "curves": curves,
+        "budget_point": budget_point,
+        "allocation": allocation,
+        "notes": notes,
+    }
+    summary["figures"] = (
+        _write_figures(options.figures_folder, summary, cells) if options.figures_folder else {}
+    )
+    reporter.progress(90)
+    reporter.check_canceled()
+    _write_outputs(options, cells, allocation, summary)
+    summary.update(
+        output=os.path.abspath(options.output_path),
+        allocation_csv=os.path.abspath(options.allocation_path),
+        allocation_layer=f"{os.path.abspath(options.output_path)}|layername={ALLOCATION_LAYER}",
+        seconds=round(time.monotonic() - started, 2),
+    )
+    if options.report_path:
+        from ..report.page import write_report
+
+        write_report(options.report_path, **report_document(summary))
+        summary["report"] = os.path.abspath(options.report_path)
+    reporter.progress(100)
+    reporter.info(_headline(summary))
+    return summary
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+
+def _check_options(options):
+    if options.budget_unit not in BUDGET_UNITS:
+        raise PovmapInputError(
+            "BUDGET_UNIT",
+            f"'{options.budget_unit}' is not a budget unit; use one of {', '.join(BUDGET_UNITS)}.",
+        )
+    if options.rank_by not in RANK_BY:
+        raise PovmapInputError(
+            "RANK_BY", f"'{options.rank_by}' is not a ranking; use one of {', '.join(RANK_BY)}."
+        )
+    budget = _number(options.budget, "BUDGET")
+    if budget is None or budget < 0:
+        raise PovmapInputError("BUDGET", f"{options.budget}: give a budget of 0 or more.")
+    if options.budget_unit.startswith("share_") and budget > 1:
+        raise PovmapInputError(
+            "BUDGET",
+            f"{budget:g} is a share above 1; with BUDGET_UNIT {options.budget_unit} give a share "
+            "between 0 and 1 (0.3 = 30 %).",
+        )
+    shares = {}
+    for parameter, value in (
+        ("DISTRICT_MIN_SHARE", options.district_min_share),
+        ("DISTRICT_MAX_SHARE", options.district_max_share),
+    ):
+        share = _number(value, parameter)
+        if share is not None and not 0 <= share <= 1:
+            raise PovmapInputError(
+                parameter, f"{share:g}: give a share between 0 and 1 (0.1 = 10 % of each district)."
+            )
+        shares[parameter] = share
+    low, high = shares["DISTRICT_MIN_SHARE"], shares["DISTRICT_MAX_SHARE"]
+    if low is not None and high is not None and high < low:
+        raise PovmapInputError(
+            "DISTRICT_MAX_SHARE",
+            f"the cap {high:g} is below the floor DISTRICT_MIN_SHARE {low:g}; a cap must be at least the floor.",
+        )
+    needs_population = options.budget_unit in ("people", "share_of_people")
+    if (needs_population or options.rank_by == "expected_poor") and not options.population_path:
+        what = f"BUDGET_UNIT {options.budget_unit}" if needs_population else "RANK_BY expected_poor"
+        raise PovmapInputError(
+            "POPULATION", f"{what} needs a population raster (people per pixel, e.g. WorldPop)."
+        )
+    for path, parameter in (
+        (options.predictions_path, "PREDICTIONS"),
+        (options.population_path, "POPULATION"),
+        (options.truth_path, "TRUTH"),
+    ):
+        if path is not None and not os.path.exists(_file_part(path)):
+            raise PovmapInputError(parameter, f"the file '{path}' does not exist.")
+    check_output_path(options.output_path, "OUTPUT", (".gpkg",))
+    check_output_path(options.allocation_path, "ALLOCATION", (".csv",))
+    if options.report_path:
+        check_output_path(options.report_path, "REPORT", (".html", ".htm"))
+    inputs = {
+        os.path.abspath(_file_part(path))
+        for path in (options.predictions_path, options.population_path, options.truth_path)
+        if path
+    }
+    for path, parameter in (
+        (options.output_path, "OUTPUT"),
+        (options.allocation_path, "ALLOCATION"),
+        (options.report_path, "REPORT"),
+    ):
+        if path and os.path.abspath(path) in inputs:
+            raise PovmapInputError(parameter, f"'{path}' is an input; choose another output name.")
+
+
+def _file_part(path):
+    return path.split("|")[0] if path and not path.startswith("/vsi") else path
+
+
+def _number(value, parameter):
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PovmapInputError(parameter, f"'{value}' is not a number.") from None
+    if not math.isfinite(number):
+        raise PovmapInputError(parameter, f"'{value}' is not a finite number.")
+    return number
+
+
+def _read_predictions(options):
+    import geopandas
+
+    from ..geopackage import povmap_layer_metadata
+    from ..vectors import layer_info, spatial_layer
+
+    path = options.predictions_path
+    layer = spatial_layer(path, options.predictions_layer, "PREDICTIONS")
+    info = layer_info(path, layer, "PREDICTIONS")
+    fields = list(info["fields"])
+    name = layer or os.path.basename(path)
+    if not info.get("geometry_type") or info["geometry_type"].replace(" Z", "") not in (
+        "Polygon",
+        "MultiPolygon",
+    ):
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the layer '{name}' has no polygons; use the prediction layer written by Predict poverty.",
+        )
+    missing = [field for field in ("cell_id", "prob_mean") if field not in fields]
+    if missing:
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the layer '{name}' is not a prediction layer: it has no {' and no '.join(missing)} field; "
+            "use the layer written by Predict poverty (cell_id, district, prob_mean, …). "
+            f"Its fields: {', '.join(fields) or 'none'}.",
+        )
+    frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
+    if frame.empty:
+        raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
+    if frame["cell_id"].isna().any() or frame["cell_id"].duplicated().any():
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the cell_id field of '{name}' is empty or repeated; a prediction layer has one feature per cell.",
+        )
+    frame["cell_id"] = frame["cell_id"].astype("int64")
+    for field in ("rank", "selected", "population", "expected_poor"):
+        if field in frame:
+            frame = frame.drop(columns=[field])  # an earlier targeting's output used as input
+    values = frame["prob_mean"].astype("float64")
+    if (values.dropna() < 0).any() or (values.dropna() > 1).any():
+        raise PovmapInputError(
+            "PREDICTIONS", f"prob_mean of '{name}' must hold probabilities between 0 and 1."
+        )
+    frame["prob_mean"] = values
+    return frame, name, povmap_layer_metadata(path, layer)
+
+
+def _read_truth(options):
+    import pyogrio
+
+    from ..vectors import layer_info, spatial_layer
+
+    layer = spatial_layer(options.truth_path, options.truth_layer, "TRUTH")
+    fields = list(layer_info(options.truth_path, layer, "TRUTH", require_crs=False)["fields"])
+    if "cell_id" not in fields or "label" not in fields:
+        raise PovmapInputError(
+            "TRUTH",
+            f"the layer '{layer}' needs cell_id and label (1 = poor) fields: a labelled grid from Build "
+            f"training grid. Its fields: {', '.join(fields) or 'none'}.",
+        )
+    frame = pyogrio.read_dataframe(
+        options.truth_path, layer=layer, columns=["cell_id", "label"], read_geometry=False
+    )
+    frame = frame[frame["label"].notna() & frame["cell_id"].notna()]
+    if not frame["label"].isin([0, 1]).all():
+        raise PovmapInputError("TRUTH", f"the label field of '{layer}' must be 1 (poor) or 0.")
+    frame = frame.astype({"cell_id": "int64", "label": "int64"}).drop_duplicates("cell_id")
+    return frame
+
+
+def _calibrated(cells, metadata):
+    """Whether prob_mean was calibrated by predict: prob_raw beside it, and a calibration recorded."""
+    if "prob_raw" not in cells:
+        return False
+    try:
+        fitted = json.loads(metadata.get("povmap:calibration") or "{}")
+    except ValueError:
+        fitted = {}
+    return not (isinstance(fitted, dict) and fitted.get("method") == "none")
+
+
+def _district_names(cells):
+    import numpy as np
+
+    if "district" not in cells:
+        return np.full(len(cells), NO_DISTRICT, dtype=object)
+    names = cells["district"].astype(object).where(cells["district"].notna(), NO_DISTRICT)
+    return names.astype(str).replace("", NO_DISTRICT).to_numpy(dtype=object)
+
+
+def _budget_in_units(options, total_units):
+    budget = float(options.budget)
+    if options.budget_unit.startswith("share_"):
+        budget *= total_units
+    if options.budget_unit in ("cells", "share_of_cells"):
+        budget = math.floor(budget + 1e-9)  # whole cells
+    return budget
+
+
+# --- ranking and selection ----------------------------------------------------------------------------
+
+
+def ranking(probability, expected, cell_ids, eligible, rank_by):
+    """Indexes of the eligible cells, best first: by RANK_BY, then the other quantity, then cell_id."""
+    import numpy as np
+
+    first, second = (probability, expected) if rank_by == "probability" else (expected, probability)
+    index = np.flatnonzero(eligible)
+    keys = (cell_ids[index], -np.nan_to_num(second[index]), -np.nan_to_num(first[index]))
+    return index[np.lexsort(keys)]
+
+
+def select_cells(order, cost, codes, unconstrained, budget, min_share=None, max_share=None):
+    """Enrol cells down ``order`` within ``budget`` (same units as ``cost``); floors first, caps never exceeded.
+
+    ``codes``: district index of each cell; ``unconstrained[code]``: True for
+    the group of cells without a district (no floor, no cap). Returns
+    selected (bool array), the floors not met and whether the budget was reachable (False: caps left
+    part of it unspent although cells that fit it were left).
+    """
+    import numpy as np
+
+    selected = np.zeros(len(cost), dtype=bool)
+    tolerance = 1e-9 * max(1.0, budget)
+    n_districts = len(unconstrained)
+    totals = np.bincount(codes, weights=cost, minlength=n_districts)
+    free = np.asarray(unconstrained, dtype=bool)
+    floor = np.where(free, 0.0, (min_share or 0.0) * totals)
+    cap = np.where(free | (max_share is None), np.inf, (max_share or 0.0) * totals)
+    spent_in = np.zeros(n_districts)
+    spent = 0.0
+    if min_share:
+        for i in order:
+            d = codes[i]
+            if spent_in[d] >= floor[d] - tolerance:
+                continue
+            if spent_in[d] + cost[i] > cap[d] + tolerance or spent + cost[i] > budget + tolerance:
+                continue
+            selected[i] = True
+            spent_in[d] += cost[i]
+            spent += cost[i]
+    if max_share is None and not min_share:
+        ordered = cost[order]
+        within = np.cumsum(ordered) <= budget + tolerance
+        prefix = int(np.argmin(within)) if not within.all() else len(order)
+        selected[order[:prefix]] = True
+        spent = float(ordered[:prefix].sum())
+        rest = order[prefix:]
+        if len(rest):
+            smallest_after = np.minimum.accumulate(cost[rest][::-1])[::-1]
+            for position, i in enumerate(rest):
+                if budget - spent < smallest_after[position] - tolerance:
+                    break
+                if spent + cost[i] <= budget + tolerance:
+                    selected[i] = True
+                    spent += cost[i]
+    else:
+        for i in order:
+            if selected[i]:
+                continue
+            if budget - spent <= tolerance:
+                break
+            d = codes[i]
+            if spent_in[d] + cost[i] > cap[d] + tolerance:
+                continue
+            if spent + cost[i] > budget + tolerance:
+                continue
+            selected[i] = True
+            spent_in[d] += cost[i]
+            spent += cost[i]
+    floors_unmet = [
+        int(d)
+        for d in range(n_districts)
+        if min_share and not free[d] and spent_in[d] < floor[d] - tolerance
+    ]
+    return {
+        "selected": selected,
+        "spent": spent,
+        "floors_unmet": floors_unmet,
+        # a cell left out that fits what is left of the budget was left out by its district's cap
+        "reachable": not (cost[order][~selected[order]] <= budget - spent + tolerance).any(),
+    }
+
+
+def _selection_warnings(selection, options, budget, cost, eligible, people_units):
+    unit = "people" if people_units else "cells"
+    enrollable = float(cost[eligible].sum())
+    messages = []
+    if budget >= enrollable - 1e-9 and enrollable > 0:
+        messages.append(
+            f"BUDGET: {budget:,.0f} {unit} is at least all that can be enrolled ({enrollable:,.0f} {unit} "
+            f"in {int(eligible.sum())} rankable cells): every rankable cell is selected."
+        )
+    elif not selection["reachable"]:
+        messages.append(
+            f"DISTRICT_MAX_SHARE: the district caps make the budget unreachable: {selection['spent']:,.0f} "
+            f"of {budget:,.0f} {unit} enrolled, every cell the caps allow."
+        )
+    if selection["floors_unmet"]:
+        messages.append(
+            f"DISTRICT_MIN_SHARE: the floor of {len(selection['floors_unmet'])} district(s) is not met: the "
+            "budget (or their cap, or their rankable cells) did not allow it."
+        )
+    return messages
+
+
+def _rates(poor_covered, poor_total, enrolled):
+    coverage = poor_covered / poor_total if poor_total > 0 else None
+    return {
+        "coverage": coverage,
+        "inclusion_error": 1 - poor_covered / enrolled if enrolled > 0 else None,
+        "exclusion_error": 1 - coverage if coverage is not None else None,
+    }
+
+
+# --- allocation and curves ----------------------------------------------------------------------------
+
+
+def allocation_rows(names, codes, predicted, population, cost, expected, selected):
+    """One dict per district (ALLOCATION_COLUMNS); people columns None without POPULATION."""
+    import numpy as np
+
+    count = len(names)
+
+    def per(values, mask=None):
+        weights = values if mask is None else np.where(mask, values, 0.0)
+        return np.bincount(codes, weights=weights, minlength=count)
+
+    ones = np.ones(len(codes))
+    total_spent = float(cost[selected].sum())
+    expected_filled = np.nan_to_num(expected)
+    cells, cells_predicted, cells_selected = per(ones), per(ones, predicted), per(ones, selected)
+    units, units_selected = per(cost), per(cost, selected)
+    poor, poor_covered = per(expected_filled), per(expected_filled, selected)
+    people = per(population) if population is not None else None
+    people_selected = per(population, selected) if population is not None else None
+    rows = []
+    for d, name in enumerate(names):
+        rows.append(
+            {
+                "district": name,
+                "cells": int(cells[d]),
+                "cells_predicted": int(cells_predicted[d]),
+                "people": float(people[d]) if people is not None else None,
+                "cells_selected": int(cells_selected[d]),
+                "people_selected": float(people_selected[d]) if people is not None else None,
+                "expected_poor": float(poor[d]),
+                "expected_poor_covered": float(poor_covered[d]),
+                "share_of_district_selected": float(units_selected[d] / units[d])
+                if units[d] > 0
+                else None,
+                "share_of_budget": float(units_selected[d] / total_spent) if total_spent else None,
+            }
+        )
+    return rows
+
+
+def curve(order, x_weights, y_weights):
+    """Cumulative (share of x, share of y) down ``order``, from (0, 0), at most CURVE_POINTS points."""
+    import numpy as np
+
+    x = np.concatenate([[0.0], np.cumsum(x_weights[order])])
+    y = np.concatenate([[0.0], np.cumsum(y_weights[order])])
+    x = x / x[-1] if x[-1] > 0 else x
+    y = y / y[-1] if y[-1] > 0 else y
+    if len(x) > CURVE_POINTS:
+        keep = np.unique(np.linspace(0, len(x) - 1, CURVE_POINTS).round().astype(int))
+        x, y = x[keep], y[keep]
+    return [[round(float(a), 6) for a in x], [round(float(b), 6) for b in y]]
+
+
+def district_order(codes, probability, heads, rate_mask, cells_mask=None):
+    """Cells of ``cells_mask`` (default ``rate_mask``) grouped by district, best district first.
+
+    A district's rate is the mean of ``probability`` over its cells in
+    ``rate_mask``, weighted by people: its mean predicted probability, or with
+    observed labels for ``probability`` its poverty rate from a survey.
+    """
+    import numpy as np
+
+    p = np.nan_to_num(probability)
+    count = int(codes.max()) + 1 if len(codes) else 0
+    numerator = np.bincount(codes[rate_mask], weights=(p * heads)[rate_mask], minlength=count)
+    denominator = np.bincount(codes[rate_mask], weights=heads[rate_mask], minlength=count)
+    rate = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), 0.0)
+    index = np.flatnonzero(rate_mask if cells_mask is None else cells_mask)
+    return index[np.lexsort((index, -rate[codes[index]]))], rate
+
+
+def _district_curve(order, codes, x_weights, y_weights):
+    """Whole districts in turn: a straight line across each (cells of a district enrolled in random order)."""
+    import numpy as np
+
+    x = np.cumsum(x_weights[order])
+    y = np.cumsum(y_weights[order])
+    ends = np.flatnonzero(np.append(codes[order][1:] != codes[order][:-1], True))
+    xs = np.concatenate([[0.0], x[ends]])
+    ys = np.concatenate([[0.0], y[ends]])
+    xs = xs / xs[-1] if xs[-1] > 0 else xs
+    ys = ys / ys[-1] if ys[-1] > 0 else ys
+    return [[round(float(a), 6) for a in xs], [round(float(b), 6) for b in ys]]
+
+
+def expected_curves(probability, expected, heads, cost, cells, codes, predicted, rank_by):
+    """Targeting curves judged by the expected poor of every predicted cell."""
+    import numpy as np
+
+    ids = cells["cell_id"].to_numpy()
+    y = np.nan_to_num(expected)
+    curves = {
+        "model": curve(ranking(probability, expected, ids, predicted, rank_by), cost, y),
+        "random": [[0.0, 1.0], [0.0, 1.0]],
+        "district": _district_curve(
+            district_order(codes, probability, heads, predicted)[0], codes, cost, y
+        ),
+    }
+    if "prob_baseline" in cells:
+        baseline = cells["prob_baseline"].to_numpy(dtype="float64")
+        usable = predicted & np.isfinite(baseline)
+        curves["baseline"] = curve(
+            ranking(baseline, baseline * heads, ids, usable, rank_by), cost, y
+        )
+    return curves
+
+
+def _measured(
+    truth, cells, probability, expected, heads, cost, codes, predicted, selected, options
+):
+    """Measured coverage and errors at the budget, and measured curves, on the predicted cells TRUTH labels."""
+    import numpy as np
+
+    labels = (
+        cells[["cell_id"]].merge(truth, on="cell_id", how="left")["label"].to_numpy(dtype="float64")
+    )
+    covered = predicted & np.isfinite(labels)
+    if not covered.any():
+        raise PovmapInputError(
+            "TRUTH",
+            "no labelled cell of TRUTH has the cell_id of a predicted cell; grid the ground truth in the "
+            "CRS and cell size of the predicted grid (Build training grid).",
+        )
+    poor = np.where(covered, np.nan_to_num(labels) * heads, 0.0)
+    in_truth_selected = selected & covered
+    measured = _rates(
+        float(poor[in_truth_selected].sum()),
+        float(poor.sum()),
+        float(heads[in_truth_selected].sum()),
+    )
+    expected_here = _rates(
+        float(np.nansum(expected[in_truth_selected])),
+        float(np.nansum(expected[covered])),
+        float(heads[in_truth_selected].sum()),
+    )
+    ids = cells["cell_id"].to_numpy()
+    curves = {
+        "model": curve(ranking(probability, expected, ids, covered, options.rank_by), cost, poor),
+        "random": [[0.0, 1.0], [0.0, 1.0]],
+        "district": _district_curve(
+            district_order(codes, probability, heads, predicted, covered)[0], codes, cost, poor
+        ),
+        "district_survey": _district_curve(
+            district_order(codes, np.nan_to_num(labels), heads, covered)[0], codes, cost, poor
+        ),
+    }
+    if "prob_baseline" in cells:
+        baseline = cells["prob_baseline"].to_numpy(dtype="float64")
+        usable = covered & np.isfinite(baseline)
+        curves["baseline"] = curve(
+            ranking(baseline, baseline * heads, ids, usable, options.rank_by), cost, poor
+        )
+    notes = []
+    if int((covered & ~selected).sum()) == 0 or int(in_truth_selected.sum()) == 0:
+        notes.append(
+            "TRUTH covers only selected or only unselected cells: one of the measured errors is "
+            "undefined or trivial."
+        )
+    result = {
+        "truth_cells": int(covered.sum()),
+        "truth_cells_selected": int(in_truth_selected.sum()),
+        "truth_poor_cells": int(np.nansum(labels[covered])),
+        "truth_without_prediction": int((~truth["cell_id"].isin(ids[predicted])).sum()),
+        "measured": measured,
+        "expected_on_truth_cells": expected_here,
+        "budget_point": {
+            "x": float(cost[in_truth_selected].sum() / cost[covered].sum())
+            if cost[covered].sum() > 0
+            else None,
+            "y": measured["coverage"],
+        },
+        "notes": notes,
+    }
+    return result, curves
+
+
+# --- outputs ------------------------------------------------------------------------------------------
+
+
+def _write_outputs(options, cells, allocation, summary):
+    """OUTPUT (cells + allocation layer) and the ALLOCATION CSV: both appear, or neither."""
+    import csv
+
+    import pandas
+    import pyogrio
+
+    from ..geopackage import embed_styles, layer_name_for
+
+    layer = layer_name_for(options.output_path)
+    table = pandas.DataFrame(allocation, columns=list(ALLOCATION_COLUMNS))
+    metadata = {
+        "povmap_targeting": json.dumps(
+            {
+                "budget": summary["budget"],
+                "rank_by": options.rank_by,
+                "selected_cells": summary["selected_cells"],
+                "selected_people": summary["selected_people"],
+                "expected": summary["expected"],
+                "measured": (summary["measured"] or {}).get("measured"),
+            }
+        ),
+        "povmap_predictions": os.path.abspath(options.predictions_path),
+        "povmap_population": os.path.abspath(options.population_path)
+        if options.population_path
+        else "",
+    }
+    with (
+        atomic_output(options.output_path) as gpkg_partial,
+        atomic_output(options.allocation_path) as csv_partial,
+    ):
+        pyogrio.write_dataframe(
+            cells, gpkg_partial, layer=layer, driver="GPKG", layer_metadata=metadata
+        )
+        pyogrio.write_dataframe(
+            table, gpkg_partial, layer=ALLOCATION_LAYER, driver="GPKG", append=True
+        )
+        if options.style_qml_path:
+            embed_styles(gpkg_partial, layer, [(options.style_qml_path, "povmap selection", True)])
+        with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(ALLOCATION_COLUMNS)
+            for row in allocation:
+                writer.writerow(
+                    ["" if row[key] is None else row[key] for key in ALLOCATION_COLUMNS]
+                )
+
+
+def _write_figures(folder, summary, cells):
+    """The targeting curve PNG and the district outlines (GeoPackage) for the map; {name: path}."""
+    from ..report import figures as drawing
+
+    os.makedirs(folder, exist_ok=True)
+    units = summary["budget"]["units"]
+    panels = [
+        (
+            "Expected (the model's probabilities)",
+            summary["curves"]["expected"],
+            summary["budget_point"],
+        )
+    ]
+    if summary["measured"]:
+        panels.append(
+            (
+                f"Measured on the {summary['measured']['truth_cells']} TRUTH cells",
+                summary["curves"]["measured"],
+                summary["measured"]["budget_point"],
+            )
+        )
+    poor = "poor people" if summary["selected_people"] is not None else "poor cells"
+    figures = {
+        "curve": drawing.save(
+            targeting_curve_figure(
+                panels, f"share of {units} enrolled", f"share of the {poor} covered"
+            ),
+            os.path.join(folder, "targeting_curve.png"),
+        )
+    }
+    if "district" in cells:
+        outlines = cells[["district", "geometry"]].copy()
+        outlines["district"] = _district_names(cells)
+        dissolved = outlines.dissolve(by="district", as_index=False)
+        path = os.path.join(folder, "districts.gpkg")
+        dissolved.to_file(path, engine="pyogrio")
+        figures["districts"] = os.path.abspath(path)
+    return figures
+
+
+def _settings(options, metadata):
+    from ..version import plugin_version
+
+    return {
+        "predictions": os.path.abspath(options.predictions_path),
+        "predictions_layer": options.predictions_layer,
+        "population": os.path.abspath(options.population_path) if options.population_path else None,
+        "truth": os.path.abspath(options.truth_path) if options.truth_path else None,
+        "budget_unit": options.budget_unit,
+        "budget": float(options.budget),
+        "rank_by": options.rank_by,
+        "district_min_share": options.district_min_share,
+        "district_max_share": options.district_max_share,
+        "skip_out_of_range": bool(options.skip_out_of_range),
+        "model": metadata.get("povmap:model"),
+        "povmap_qgis": plugin_version(),
+    }
+
+
+def _headline(summary):
+    expected = summary["expected"]
+    text = (
+        f"{summary['selected_cells']} cells selected"
+        + (
+            f" ({summary['selected_people']:,.0f} people)"
+            if summary["selected_people"] is not None
+            else ""
+        )
+        + f"; expected coverage of the poor {_percent(expected['coverage'])}, inclusion error "
+        f"{_percent(expected['inclusion_error'])}, exclusion error {_percent(expected['exclusion_error'])}"
+    )
+    if summary["measured"]:
+        measured = summary["measured"]["measured"]
+        text += (
+            f"; measured on {summary['measured']['truth_cells']} TRUTH cells: coverage "
+            f"{_percent(measured['coverage'])}, inclusion error {_percent(measured['inclusion_error'])}, "
+            f"exclusion error {_percent(measured['exclusion_error'])}"
+        )
+    return text
+
+
+def _percent(value):
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+# name -> (legend label, colour, line width, line style) of the targeting curves
+TARGETING_CURVES = {
+    "model": ("model (cells in the map's order)", "#000000", 2.4, "-"),
+    "baseline": ("transparent baseline (prob_baseline)", "#0072B2", 1.5, "--"),
+    "district": ("district targeting (whole districts)", "#E69F00", 1.6, "-"),
+    "district_survey": ("district targeting by the TRUTH survey's rates", "#CC79A7", 1.3, "-."),
+    "random": ("random selection", "#888888", 1.0, ":"),
+}
+
+
+def targeting_curve_figure(panels, x_label, y_label):
+    """Targeting curves side by side: ``panels`` = [(title, {name: [x, y]}, budget point {x, y})].
+
+    Names as in TARGETING_CURVES; the budget is marked by a dot on the
+    selection and a vertical line at its share.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.4 * len(panels) + 0.4, 5.0))
+    for axes, (title, curves, point) in zip(
+        figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
+    ):
+        for name, (label, colour, width, style) in TARGETING_CURVES.items():
+            if name in curves:
+                x, y = curves[name]
+                axes.plot(x, y, color=colour, linewidth=width, linestyle=style, label=label)
+        if point and point.get("x") is not None and point.get("y") is not None:
+            axes.axvline(point["x"], color="#D55E00", linewidth=1, alpha=0.6)
+            axes.plot(
+                [point["x"]],
+                [point["y"]],
+                marker="o",
+                color="#D55E00",
+                markersize=8,
+                linestyle="none",
+                label=f"this budget ({point['x']:.0%} enrolled, {point['y']:.0%} covered)",
+            )
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1.01)
+        axes.set_aspect("equal")
+        axes.set_xlabel(x_label)
+        axes.set_ylabel(y_label)
+        axes.set_title(title, fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower right", fontsize=7.5)
+    figure.tight_layout()
+    return figure
+
+
+# --- report (plain Python: also called inside QGIS) -----------------------------------------------------
+
+
+def report_document(summary, maps=()):
+    """Title, subtitle, notices and sections of the HTML report; ``maps``: [(png path, caption)]."""
+    from ..report import page as report
+
+    settings, budget, expected = summary["settings"], summary["budget"], summary["expected"]
+    people = summary["selected_people"] is not None
+    poor_unit = "poor people" if people else "poor cells"
+    enrolled = (
+        f"{summary['selected_cells']:,} cells ({summary['selected_people']:,.0f} people)"
+        if people
+        else f"{summary['selected_cells']:,} cells"
+    )
+    plain = (
+        f"The budget of {_budget_text(budget)} enrols {enrolled}, ranked by "
+        f"{'expected poor people (probability × people)' if settings['rank_by'] == 'expected_poor' else 'predicted probability of being poor'}. "
+        f"By the model's probabilities these cells hold {_percent(expected['coverage'])} of the {poor_unit} "
+        f"of the area; {_percent(expected['inclusion_error'])} of those enrolled are expected not to be poor "
+        f"(inclusion error) and {_percent(expected['exclusion_error'])} of the poor are expected to be left "
+        "out (exclusion error)."
+    )
+    blocks = [report.Paragraph(plain, kind="notice")]
+    rows = [
+        ("Selected cells", summary["selected_cells"]),
+        ("Selected people", round(summary["selected_people"]) if people else "no POPULATION"),
+        (
+            f"Budget spent ({budget['units']})",
+            f"{budget['spent']:,.0f} of {budget['in_units']:,.0f}",
+        ),
+        ("Expected share of the poor covered", _percent(expected["coverage"])),
+        ("Expected inclusion error (enrolled, not poor)", _percent(expected["inclusion_error"])),
+        ("Expected exclusion error (poor, left out)", _percent(expected["exclusion_error"])),
+    ]
+    measured = summary.get("measured")
+    if measured:
+        values = measured["measured"]
+        rows += [
+            (
+                f"Measured on {measured['truth_cells']} TRUTH cells: share of the poor covered",
+                _percent(values["coverage"]),
+            ),
+            ("Measured inclusion error", _percent(values["inclusion_error"])),
+            ("Measured exclusion error", _percent(values["exclusion_error"])),
+        ]
+    blocks.append(report.KeyValues(rows))
+    if not budget["reachable"]:
+        blocks.append(
+            report.Paragraph(
+                "The district caps made the budget unreachable: every cell they allow is selected.",
+                kind="warning",
+            )
+        )
+    sections = [report.Section("Summary", blocks)]
+
+    figures = summary.get("figures") or {}
+    curve_blocks = [
+        report.Paragraph(
+            f"Share of the {budget['units']} enrolled (x) against the share of the {poor_unit} covered (y) "
+            "when cells are enrolled in the model's order; random selection (the diagonal); district "
+            "targeting, what programmes often do today: whole districts in turn, ranked by their mean "
+            "predicted probability"
+            + (
+                " (measured panel: also by their poverty rate in the TRUTH survey, as a programme with "
+                "a survey of every district would)"
+                if measured
+                else ""
+            )
+            + (
+                ", and the transparent baseline (prob_baseline)"
+                if summary["data"]["has_baseline"]
+                else ""
+            )
+            + ". The dot marks this budget's selection. Expected curves judge every ranking by the model's "
+            "own probabilities"
+            + (
+                "; the measured ones use the TRUTH labels and are the fair comparison."
+                if measured
+                else "."
+            )
+        )
+    ]
+    if figures.get("curve"):
+        curve_blocks.append(report.Figure(figures["curve"], "Targeting curves", "targeting curves"))
+    if measured:
+        on_truth = measured["expected_on_truth_cells"]
+        curve_blocks.append(
+            report.Table(
+                [
+                    "on the TRUTH cells",
+                    "share of the poor covered",
+                    "inclusion error",
+                    "exclusion error",
+                ],
+                [
+                    [
+                        "expected",
+                        on_truth["coverage"],
+                        on_truth["inclusion_error"],
+                        on_truth["exclusion_error"],
+                    ],
+                    [
+                        "measured",
+                        measured["measured"]["coverage"],
+                        measured["measured"]["inclusion_error"],
+                        measured["measured"]["exclusion_error"],
+                    ],
+                ],
+                caption=f"{measured['truth_cells']} predicted cells labelled by TRUTH "
+                f"({measured['truth_poor_cells']} poor), {measured['truth_cells_selected']} of them selected.",
+            )
+        )
+    sections.append(report.Section("Targeting curve", curve_blocks))
+    allocation = summary["allocation"]
+    sections.append(
+        report.Section(
+            "Allocation per district",
+            [
+                report.Table(
+                    [
+                        "district",
+                        "cells",
+                        "people",
+                        "cells selected",
+                        "people selected",
+                        f"expected {poor_unit}",
+                        "expected poor covered",
+                        "share of district selected",
+                        "share of the budget",
+                    ],
+                    [
+                        [
+                            row["district"],
+                            row["cells"],
+                            row["people"],
+                            row["cells_selected"],
+                            row["people_selected"],
+                            row["expected_poor"],
+                            row["expected_poor_covered"],
+                            row["share_of_district_selected"],
+                            row["share_of_budget"],
+                        ]
+                        for row in allocation
+                    ],
+                    digits=2,
+                    caption="Shares in the budget's units. The same table is the ALLOCATION CSV and the "
+                    "allocation layer of OUTPUT.",
+                )
+            ],
+        )
+    )
+    if maps:
+        sections.append(
+            report.Section("Map", [report.Figure(path, caption, caption) for path, caption in maps])
+        )
+    data = summary["data"]
+    sections.append(
+        report.Section(
+            "Settings and data",
+            [
+                report.KeyValues(
+                    [
+                        ("Predictions", settings["predictions"]),
+                        ("Population raster", settings["population"] or "none (cells counted)"),
+                        ("Ground truth", settings["truth"] or "none"),
+                        ("Budget", _budget_text(budget)),
+                        ("Ranked by", settings["rank_by"]),
+                        ("District floor", settings["district_min_share"] or "none"),
+                        ("District cap", settings["district_max_share"] or "none"),
+                        ("Skip cells out of range", settings["skip_out_of_range"]),
+                        ("Model", settings.get("model") or "not recorded"),
+                        (
+                            "Probabilities",
+                            "calibrated on validation cells (prob_raw kept)"
+                            if data.get("calibrated")
+                            else "not calibrated (older model package): see Notes",
+                        ),
+                        ("Cells", data["cells"]),
+                        ("Cells with a prediction", data["predicted"]),
+                        ("Cells that could be selected", data["rankable"]),
+                        (
+                            "People (POPULATION)",
+                            round(data["population_total"])
+                            if data["population_total"] is not None
+                            else "–",
+                        ),
+                        (
+                            "Created",
+                            f"{summary['created']} by povmap-qgis {settings['povmap_qgis']}",
+                        ),
+                    ]
+                )
+            ],
+        )
+    )
+    if summary["notes"]:
+        sections.append(report.Section("Notes", [report.BulletList(summary["notes"])]))
+    return {
+        "title": "Targeting with the poverty map",
+        "subtitle": f"{data['layer']}: {_headline(summary)}",
+        "notices": [],
+        "sections": sections,
+    }
+
+
+def _budget_text(budget):
+    unit = budget["unit"]
+    if unit.startswith("share_"):
+        return f"{100 * budget['value']:g} % of the {budget['units']} ({budget['in_units']:,.0f} {budget['units']})"
+    return f"{budget['value']:,.0f} {budget['units']}"

@@ -1,0 +1,139 @@
+"""Does a prediction area look like what the model learned from? (run history, issue 15).
+
+The reference of the training distribution is the one the ``out_of_range``
+flag uses (one home, written at train time by ``core.model.baseline``): the per-chip
+statistics of each input band (mean, max, std, centre, after the input's
+transform) over the training cells, in the manifest's
+``baseline.training_range``::
+
+    "training_range": {"percentiles": [1, 99], "low": [...], "high": [...],
+                       "quantiles": [0.0, 0.1, ..., 1.0],
+                       "values": [[q0, ..., q10] per statistic],
+                       "shares": [[training share of each bin] per statistic]}
+
+The prediction cells' statistics are binned by those values and compared with
+the training shares by the population stability index (PSI); an input's score
+is its worst statistic (over its bands). ``predict`` logs the PSI per input and,
+above ``PSI_WARNING`` (0.25, the usual "major shift"), warns; the run history
+records them as ``drift/<input>``. Packages without the reference (format 1.0,
+or 1.1 from before it) are checked for nothing and say so; the step is never
+stopped by this check.
+"""
+
+import json
+import math
+import os
+
+PSI_WARNING = 0.25
+SAMPLE_CELLS = 256
+QUANTILES = [round(index / 10, 1) for index in range(11)]
+NO_REFERENCE = "no training reference in the model package: drift not checked"
+_FLOOR = 1e-4
+
+
+def drift_scores(model_path, chips_path, sample_cells=SAMPLE_CELLS):
+    """({input: PSI}, sentence) for (a sample of) the chips at ``chips_path``; ({}, why) without a reference."""
+    try:
+        with open(os.path.join(model_path, "manifest.json"), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        return {}, "no model manifest to compare with"
+    if reference_of(manifest) is None:
+        return {}, NO_REFERENCE
+    import numpy as np
+
+    from ..chips.chip_store import ChipStore
+    from ..model.baseline import chip_features
+
+    store = ChipStore(chips_path)
+    try:
+        count = min(len(store), sample_cells)
+        rows = np.unique(np.linspace(0, len(store) - 1, count).astype(int))
+        features = chip_features(store, rows, manifest["normalisation"])
+    finally:
+        store.close()
+    scores = input_scores(manifest, features)
+    return scores, sentence(scores)
+
+
+def reference_of(manifest):
+    """The training distribution's reference in ``baseline.training_range``; None without one."""
+    reference = (manifest.get("baseline") or {}).get("training_range") or {}
+    if not all(key in reference for key in ("quantiles", "values", "shares")):
+        return None
+    return reference
+
+
+def input_scores(manifest, features):
+    """{input: PSI} of per-chip statistics ``features`` (``baseline.chip_features``) against the reference.
+
+    An input's score is its worst statistic; {} without a reference.
+    """
+    import numpy as np
+
+    reference = reference_of(manifest)
+    if reference is None:
+        return {}
+    features = np.asarray(features, dtype="float64")
+    scores = {}
+    for column, feature in enumerate(manifest["baseline"]["features"]):
+        edges, shares = reference["values"][column], reference["shares"][column]
+        if edges is None or shares is None:
+            continue
+        score = population_stability(features[:, column], edges, reference["quantiles"], shares)
+        scores[feature["input"]] = max(score, scores.get(feature["input"], 0.0))
+    return scores
+
+
+def sentence(scores):
+    if not scores:
+        return NO_REFERENCE
+    worst = max(scores.values())
+    return f"PSI per input {_listed(scores)} (warning above {PSI_WARNING}; worst {worst:.3f})"
+
+
+def bin_shares(values, edges):
+    """Share of the finite ``values`` in each bin between consecutive ``edges`` (searchsorted, right)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype="float64")
+    values = values[np.isfinite(values)]
+    bins = len(edges) - 1
+    if values.size == 0 or bins < 1:
+        return np.zeros(max(bins, 0))
+    inner = np.asarray(edges, dtype="float64")[1:-1]
+    counts = np.bincount(np.searchsorted(inner, values, side="right"), minlength=bins)
+    return counts[:bins] / values.size
+
+
+def population_stability(values, edges, levels, expected=None):
+    """PSI of ``values`` against a reference given as values ``edges`` at quantile ``levels``.
+
+    ``expected``: the reference's own share in each bin (ties between edges make
+    some bins empty); default: the differences of ``levels``.
+    """
+    import numpy as np
+
+    values = np.asarray(values, dtype="float64")
+    values = values[np.isfinite(values)]
+    if expected is None:
+        expected = np.diff(np.asarray(levels, dtype="float64"))
+    expected = np.asarray(expected, dtype="float64")
+    if values.size == 0 or expected.size == 0:
+        return 0.0
+    actual = np.maximum(bin_shares(values, edges), _FLOOR)
+    expected = np.maximum(expected, _FLOOR)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def warnings(scores):
+    return [
+        f"Input '{name}': the imagery of this area differs from what the model learned from "
+        f"(PSI {score:.2f} > {PSI_WARNING}); treat its predictions with care."
+        for name, score in sorted(scores.items())
+        if math.isfinite(score) and score > PSI_WARNING
+    ]
+
+
+def _listed(scores):
+    return ", ".join(f"{name} {score:.3f}" for name, score in sorted(scores.items())) or "none"

@@ -1,0 +1,241 @@
+"""Looking at the run history: model aliases and a table of runs (povmap:setmodelalias, povmap:runs).
+
+Both read the store that ``core.history.tracking`` records into (same URI, same
+switch). The table has one row per run — or, for a registered model, one row
+per version with its run — with ``param.*`` and ``metric.*`` columns, written
+as CSV and as a non-spatial GeoPackage table; the HTML report puts the final
+metrics of the runs side by side and shows in bold the parameters that differ.
+"""
+
+import dataclasses
+import datetime
+import os
+
+from ..atomic import atomic_output, check_output_path
+from ..errors import PovmapInputError
+from ..progress import Reporter
+from ..report.page import KeyValues, Paragraph, Section, Table, write_report
+from . import tracking
+
+RUN_COLUMNS = (
+    "run_id",
+    "run_name",
+    "step",
+    "algorithm",
+    "status",
+    "started",
+    "qgis_version",
+    "povmap_version",
+    "data_fingerprint",
+    "registered_model",
+)
+VERSION_COLUMNS = ("model", "version", "aliases", "package")
+REPORT_RUNS = 12  # runs side by side in the HTML report (the most recent)
+TABLE_LAYER = "runs"
+
+
+@dataclasses.dataclass
+class AliasOptions:
+    model_name: str
+    version: str
+    alias: str = "champion"
+
+
+@dataclasses.dataclass
+class RunsOptions:
+    output_csv: str
+    output_table: str | None = None  # GeoPackage (non-spatial table "runs")
+    report_path: str | None = None  # HTML comparison
+    experiment: str = tracking.DEFAULT_EXPERIMENT
+    model_name: str | None = None  # the versions of this registered model instead of runs
+    step: str | None = None  # only runs of this step (train, predict...)
+    max_runs: int = 100
+
+
+def set_model_alias(options, reporter=None):
+    """Point ``alias`` (e.g. champion) at a version of a registered model."""
+    reporter = reporter or Reporter()
+    alias = (options.alias or "").strip()
+    if not alias or alias.isdigit() or "/" in alias or "@" in alias:
+        raise PovmapInputError(
+            "ALIAS", f"'{alias}' cannot be an alias; use a word such as champion."
+        )
+    client, uri = _client()
+    try:
+        version = client.get_model_version(options.model_name, str(options.version))
+    except Exception as error:
+        raise PovmapInputError(
+            "VERSION",
+            f"version {options.version} of '{options.model_name}' is not in the run history at "
+            f"{uri} ({tracking._short(error)}).",
+        ) from None
+    client.set_registered_model_alias(options.model_name, alias, str(version.version))
+    reporter.info(
+        f"models:/{options.model_name}@{alias} now means version {version.version} "
+        f"({version.source})"
+    )
+    return {
+        "model_uri": f"models:/{options.model_name}@{alias}",
+        "version": int(version.version),
+        "package": version.source,
+    }
+
+
+def list_runs(options, reporter=None):
+    """The runs (or model versions) as CSV, GeoPackage table and HTML comparison."""
+    reporter = reporter or Reporter()
+    check_output_path(options.output_csv, "OUTPUT", (".csv",))
+    if options.output_table:
+        check_output_path(options.output_table, "OUTPUT_TABLE", (".gpkg",))
+    if options.report_path:
+        check_output_path(options.report_path, "REPORT", (".html", ".htm"))
+    client, uri = _client()
+    if options.model_name:
+        rows = _version_rows(client, options.model_name, options.max_runs)
+    else:
+        rows = _run_rows(client, options.experiment, options.step, options.max_runs)
+    reporter.info(f"{len(rows)} {'versions' if options.model_name else 'runs'} in {uri}")
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=_columns(rows, bool(options.model_name)))
+    with atomic_output(options.output_csv) as partial:
+        frame.to_csv(partial, index=False)
+    if options.output_table:
+        import pyogrio
+
+        with atomic_output(options.output_table) as partial:
+            pyogrio.write_dataframe(frame, partial, layer=TABLE_LAYER, driver="GPKG")
+    if options.report_path:
+        _write_comparison(options, uri, rows)
+    return {
+        "rows": len(rows),
+        "output_csv": os.path.abspath(options.output_csv),
+        "output_table": options.output_table and os.path.abspath(options.output_table),
+        "report": options.report_path and os.path.abspath(options.report_path),
+    }
+
+
+def _client():
+    uri = tracking.tracking_uri()
+    if uri is None:
+        raise PovmapInputError(
+            None,
+            f"the run history is switched off or not configured (set {tracking.URI_VARIABLE} or "
+            f"the plugin setting, and not {tracking.SWITCH_VARIABLE}=off).",
+        )
+    return tracking.client_for(uri), uri
+
+
+def _run_rows(client, experiment_name, step, limit):
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    query = f"tags.`povmap.step` = '{step}'" if step else ""
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        query,
+        max_results=int(limit),
+        order_by=["attributes.start_time DESC"],
+    )
+    return [_run_row(run) for run in runs]
+
+
+def _version_rows(client, name, limit):
+    versions = client.search_model_versions(f"name='{name}'")
+    versions = sorted(versions, key=lambda item: int(item.version), reverse=True)[: int(limit)]
+    aliases = {}  # search results carry no aliases; the registered model does
+    if versions:
+        for alias, number in (client.get_registered_model(name).aliases or {}).items():
+            aliases.setdefault(str(number), []).append(alias)
+    rows = []
+    for version in versions:
+        row = {
+            "model": name,
+            "version": int(version.version),
+            "aliases": ",".join(sorted(aliases.get(str(version.version), []))),
+            "package": version.source,
+        }
+        if version.run_id:
+            row.update(_run_row(client.get_run(version.run_id)))
+        rows.append(row)
+    return rows
+
+
+def _run_row(run):
+    tags = run.data.tags
+    row = {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "step": tags.get("povmap.step"),
+        "algorithm": tags.get("povmap.algorithm"),
+        "status": run.info.status,
+        "started": datetime.datetime.fromtimestamp(
+            run.info.start_time / 1000, datetime.UTC
+        ).strftime("%Y-%m-%d %H:%M:%S"),
+        "qgis_version": tags.get("qgis.version"),
+        "povmap_version": tags.get("povmap.version"),
+        "data_fingerprint": tags.get("povmap.data_fingerprint"),
+        "registered_model": tags.get("povmap.registered_model"),
+    }
+    row.update({f"param.{key}": value for key, value in run.data.params.items()})
+    row.update({f"metric.{key}": value for key, value in run.data.metrics.items()})
+    return row
+
+
+def _columns(rows, versions):
+    fixed = list(VERSION_COLUMNS if versions else ()) + list(RUN_COLUMNS)
+    extra = sorted({key for row in rows for key in row} - set(fixed))
+    params = [key for key in extra if key.startswith("param.")]
+    return fixed + [key for key in extra if key.startswith("metric.")] + params
+
+
+def _write_comparison(options, uri, rows):
+    shown = rows[:REPORT_RUNS]
+    labels = [_label(row) for row in shown]
+    metric_keys = sorted({key for row in shown for key in row if key.startswith("metric.")})
+    param_keys = sorted({key for row in shown for key in row if key.startswith("param.")})
+    metric_rows = [[key[len("metric.") :]] + [row.get(key) for row in shown] for key in metric_keys]
+    param_rows = [[key[len("param.") :]] + [row.get(key) for row in shown] for key in param_keys]
+    differing = [index for index, row in enumerate(param_rows) if len(set(row[1:])) > 1]
+    what = f"versions of '{options.model_name}'" if options.model_name else "runs"
+    sections = [
+        Section(
+            "What is compared",
+            [
+                KeyValues(
+                    [
+                        ("Run history", uri),
+                        ("Experiment", options.experiment),
+                        ("Listed", f"{len(rows)} {what}"),
+                        ("Shown side by side", f"{len(shown)} (the most recent)"),
+                    ]
+                )
+            ],
+        ),
+        Section(
+            "Metrics side by side",
+            [Table(["metric", *labels], metric_rows, caption="Final value of each metric.")]
+            if metric_rows
+            else [Paragraph("No metrics were recorded.")],
+        ),
+        Section(
+            "Parameters",
+            [
+                Table(
+                    ["parameter", *labels],
+                    param_rows,
+                    caption=f"In bold: the {len(differing)} parameters that differ between them.",
+                    emphasis=differing,
+                )
+            ]
+            if param_rows
+            else [Paragraph("No parameters were recorded.")],
+        ),
+    ]
+    write_report(options.report_path, f"povmap run history: {what}", sections)
+
+
+def _label(row):
+    if "version" in row:
+        return f"v{row['version']} ({str(row.get('run_id') or '')[:8]})"
+    return f"{row.get('step') or 'run'} {str(row.get('run_id') or '')[:8]}"

@@ -1,0 +1,600 @@
+"""Run history and model registry in MLflow (DESIGN.md "Engines and run history").
+
+The worker runs every tracked step (train, predict, evaluate, crossvalidate,
+target) inside :func:`tracked_step`, which records one MLflow run:
+
+- params: the step's options dataclass (style files left out);
+- input fingerprints: sha256 of grid files and of the manifests of chip stores
+  and model packages, size and modification time of rasters; their digest as
+  the tag ``povmap.data_fingerprint`` (two runs on the same data share it);
+- metrics: per epoch (``Reporter.metric``, e.g. ``compact_cnn/val_loss``) and
+  the numbers of the step's result dict (``metrics.ensemble.auc``...);
+- artifacts: the model package manifest, HTML reports, metrics CSV/JSON and
+  figures, never household data, grids or chips;
+- tags: the algorithm id and QGIS version (set by the Processing adapter), the
+  povmap version, package versions.
+
+After ``train`` the package is registered as a new version of a named model
+(``POVMAP_MODEL_NAME`` or the package's folder name) with its holdout metrics
+as tags; the run id goes into a sidecar ``mlflow.json`` in the package, not
+into ``manifest.json``, so that the manifest stays exactly what training wrote
+and hashed. ``models:/<name>/<version>``, ``models:/<name>@<alias>`` and
+``models:/<name>/latest`` are accepted wherever a step takes ``model_path``.
+
+Where: ``POVMAP_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI`` (the
+Processing adapter sets the first from the plugin setting, by default a SQLite
+database in the QGIS profile); neither: nothing is recorded.
+``POVMAP_TRACKING=off`` switches tracking off. A tracking failure never fails
+the step: the first one is reported as a warning and the run goes on without
+history. MLflow is imported here only, and only in the worker process.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from urllib.parse import unquote, urlparse
+
+from ..atomic import atomic_output
+from ..errors import PovmapCanceledError, PovmapInputError
+from ..progress import Reporter
+
+TRACKED_STEPS = frozenset({"train", "predict", "evaluate", "crossvalidate", "target"})
+URI_VARIABLE = "POVMAP_MLFLOW_TRACKING_URI"
+SWITCH_VARIABLE = "POVMAP_TRACKING"
+ALGORITHM_VARIABLE = "POVMAP_ALGORITHM"
+QGIS_VERSION_VARIABLE = "POVMAP_QGIS_VERSION"
+MODEL_NAME_VARIABLE = "POVMAP_MODEL_NAME"
+EXPERIMENT_VARIABLE = "POVMAP_MLFLOW_EXPERIMENT"
+DEFAULT_EXPERIMENT = "povmap"
+SIDECAR = "mlflow.json"
+MODEL_URI_PREFIX = "models:/"
+OFF_VALUES = frozenset({"off", "0", "false", "no", "none"})
+ARTIFACT_FOLDERS = {".html": "reports", ".csv": "metrics", ".json": "metrics", ".png": "figures"}
+RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc", ".asc")
+HASHED_FILE_LIMIT = 2 << 30  # bigger files are fingerprinted by size and time
+OUTPUT_KEYS = frozenset({"hitmiss_path", "metrics_path", "report_path", "table_path"})
+VERSION_TAG_METRICS = ("n", "recall", "precision", "accuracy", "auc", "brier", "ece")
+SOFTWARE = ("numpy", "pandas", "tensorflow-cpu", "tensorflow", "keras", "mlflow-skinny")
+# MLflow's REST client retries for minutes by default; a run must not wait that long.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[^/@]+))$")
+
+
+def tracking_uri(environ=None):
+    """The tracking URI in force, or None (switched off or not configured)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(SWITCH_VARIABLE, "").strip().lower() in OFF_VALUES:
+        return None
+    return (environ.get(URI_VARIABLE) or environ.get("MLFLOW_TRACKING_URI") or "").strip() or None
+
+
+def is_model_uri(value):
+    return isinstance(value, str) and value.startswith(MODEL_URI_PREFIX)
+
+
+def client_for(uri, environ=None):
+    """An MlflowClient on ``uri`` (tracking and registry), its SQLite folder made."""
+    environ = os.environ if environ is None else environ
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    from mlflow import MlflowClient
+
+    database = sqlite_path(uri)
+    if database:
+        os.makedirs(os.path.dirname(database) or ".", exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=environ.get("MLFLOW_REGISTRY_URI") or uri)
+
+
+def sqlite_path(uri):
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return unquote(uri[len("sqlite:///") :].split("?")[0])
+
+
+def experiment_id(client, uri, name):
+    """The experiment's id, created on first use (artifacts beside a SQLite database)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    database = sqlite_path(uri)
+    location = os.path.join(os.path.dirname(database), "mlartifacts") if database else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by another worker
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+# --- resolving models:/ ---------------------------------------------------------------------------
+
+
+def resolve_model_uri(uri, parameter="MODEL", environ=None):
+    """(local package folder, model version) of ``models:/<name>/<version>`` or ``@<alias>``."""
+    match = _MODEL_URI.match(uri)
+    if not match:
+        raise PovmapInputError(
+            parameter,
+            f"'{uri}' is not a registered model reference; write models:/<name>/<version> "
+            "or models:/<name>@<alias>.",
+        )
+    location = tracking_uri(environ)
+    if location is None:
+        raise PovmapInputError(
+            parameter,
+            f"'{uri}' names a model in the run history, which is switched off or not configured "
+            f"(set {URI_VARIABLE} or the plugin setting, and not {SWITCH_VARIABLE}=off); "
+            "or choose the .povmodel folder itself.",
+        )
+    name, alias, number = match.group("name", "alias", "version")
+    try:
+        client = client_for(location, environ)
+        if alias:
+            version = client.get_model_version_by_alias(name, alias)
+        elif number == "latest":
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise LookupError(f"the model '{name}' has no versions")
+            version = max(versions, key=lambda item: int(item.version))
+        else:
+            version = client.get_model_version(name, number)
+    except PovmapCanceledError:
+        raise
+    except Exception as error:
+        raise PovmapInputError(
+            parameter, f"'{uri}' was not found in the run history at {location} ({_short(error)})."
+        ) from None
+    folder = local_folder(version.source) or (version.tags or {}).get("povmap.package")
+    if not folder or not os.path.isdir(folder):
+        raise PovmapInputError(
+            parameter,
+            f"'{uri}' is version {version.version} of '{name}', stored at '{version.source}', "
+            "which is not a folder on this machine; copy the package here and choose its folder.",
+        )
+    return os.path.abspath(folder), version
+
+
+def local_folder(source):
+    """A registry source as a local path (plain path or file: URI), else None."""
+    if not source:
+        return None
+    parsed = urlparse(source)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return source
+    return None
+
+
+def attach_artifacts(run_id, paths, reporter=None):
+    """Add files written after the worker ended (the HTML report QGIS renders) to run ``run_id``.
+
+    The worker step ``attach_to_run``; a failure warns, never fails the algorithm.
+    """
+    reporter = reporter or Reporter()
+    uri = tracking_uri()
+    attached = 0
+    if uri is None or not run_id:
+        return {"attached": attached}
+    try:
+        client = client_for(uri)
+        for path in paths:
+            folder = ARTIFACT_FOLDERS.get(os.path.splitext(path)[1].lower())
+            if folder and os.path.isfile(path):
+                client.log_artifact(run_id, path, folder)
+                attached += 1
+    except PovmapCanceledError:
+        raise
+    except Exception as error:
+        reporter.warning(
+            f"Run history (MLflow at {uri}): could not store {', '.join(paths)} with run "
+            f"{run_id}: {_short(error)}. The outputs are written all the same."
+        )
+    return {"attached": attached}
+
+
+# --- one tracked step ----------------------------------------------------------------------------
+
+
+class _TrackingReporter(Reporter):
+    """Passes everything on to the worker's reporter; metrics also go to the run."""
+
+    def __init__(self, inner, run):
+        self._inner, self._run = inner, run
+
+    def progress(self, percent):
+        self._inner.progress(percent)
+
+    def info(self, message):
+        self._inner.info(message)
+
+    def warning(self, message):
+        self._inner.warning(message)
+
+    def canceled(self):
+        return self._inner.canceled()
+
+    def metric(self, name, value, step=None):
+        self._run.log_metric(name, value, step)
+
+
+class _Untracked:
+    def __init__(self, reporter):
+        self.reporter = reporter
+        self.run_id = None
+
+    def record_result(self, result):
+        pass
+
+
+@contextlib.contextmanager
+def tracked_step(step, options, reporter, environ=None):
+    """Record ``step`` run with ``options`` (a dataclass) as an MLflow run.
+
+    Resolves a ``models:/`` ``model_path`` first (an input error when it
+    cannot be). Yields an object with ``reporter`` (pass it to the step) and
+    ``record_result(result)``; the run ends FINISHED, FAILED or KILLED.
+    """
+    environ = os.environ if environ is None else environ
+    model_version = None
+    if is_model_uri(getattr(options, "model_path", None)):
+        uri = options.model_path
+        options.model_path, model_version = resolve_model_uri(uri, "MODEL", environ)
+        reporter.info(f"Model {uri}: version {model_version.version} at {options.model_path}")
+    location = tracking_uri(environ)
+    if step not in TRACKED_STEPS or location is None:
+        yield _Untracked(reporter)
+        return
+    run = StepRun(step, location, reporter, environ)
+    run.start(options, model_version)
+    try:
+        yield run
+    except PovmapCanceledError:
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end("FINISHED")
+
+
+class StepRun:
+    """One MLflow run; every call is guarded (the first failure warns, then tracking stops)."""
+
+    def __init__(self, step, uri, reporter, environ):
+        self.step, self.uri, self.environ = step, uri, environ
+        self._outer = reporter
+        self.reporter = _TrackingReporter(reporter, self)
+        self.client = None
+        self.run_id = None
+        self.options = None
+        self._off = False
+        self._fits = {}  # metric name -> (how many fits of it so far, its last step)
+
+    # guarded calls
+
+    def _guarded(self, what, action):
+        if self._off:
+            return None
+        try:
+            return action()
+        except PovmapCanceledError:
+            raise
+        except Exception as error:
+            self._give_up(what, error)
+            return None
+
+    def _give_up(self, what, error):
+        self.client, self._off = None, True
+        hint = ""
+        if isinstance(error, ModuleNotFoundError):
+            hint = " (install it in the worker: pip install -r requirements.txt -c constraints.txt)"
+        self._outer.warning(
+            f"Run history (MLflow at {self.uri}): could not {what}: {_short(error)}{hint}. "
+            "The step goes on without it."
+        )
+
+    # life cycle
+
+    def start(self, options, model_version=None):
+        self.options = options
+        self._guarded("start a run", lambda: self._start(options, model_version))
+
+    def _start(self, options, model_version):
+        from mlflow.entities import Param
+
+        client = client_for(self.uri, self.environ)
+        experiment = self.environ.get(EXPERIMENT_VARIABLE) or DEFAULT_EXPERIMENT
+        params = option_params(options)
+        fingerprints = input_fingerprints(options)
+        params.update({f"input.{key}": value for key, value in fingerprints.items()})
+        tags = self._tags(fingerprints, model_version)
+        run = client.create_run(
+            experiment_id(client, self.uri, experiment),
+            run_name=f"{self.step} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags=tags,
+        )
+        self.client, self.run_id = client, run.info.run_id
+        items = [Param(key, value) for key, value in sorted(params.items())]
+        for start in range(0, len(items), 100):
+            client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def _tags(self, fingerprints, model_version):
+        from ..version import plugin_version
+
+        tags = {
+            "povmap.step": self.step,
+            "povmap.algorithm": self.environ.get(ALGORITHM_VARIABLE) or f"worker:{self.step}",
+            "povmap.version": plugin_version(),
+            "qgis.version": self.environ.get(QGIS_VERSION_VARIABLE) or "none",
+            "povmap.data_fingerprint": _digest(sorted(fingerprints.items())),
+            "mlflow.source.name": "povmap_qgis.worker",
+        }
+        tags.update({f"software.{name}": version for name, version in _software().items()})
+        if model_version is not None:
+            tags["povmap.model"] = f"models:/{model_version.name}/{model_version.version}"
+        model_path = getattr(self.options, "model_path", None)
+        sidecar = read_sidecar(model_path) if model_path else {}
+        if sidecar.get("run_id"):
+            tags["povmap.training_run_id"] = str(sidecar["run_id"])
+        return tags
+
+    def log_metric(self, name, value, step=None):
+        if self.client is None or not _is_number(value):
+            return
+        step = int(step or 0)
+        fit, last = self._fits.get(name, (1, None))
+        if last is not None and step <= last:
+            fit += 1  # the same member fitted again: the next cross-validation fold
+        self._fits[name] = (fit, step)
+        key = f"fold{fit}/{name}" if self.step == "crossvalidate" else name
+        self._guarded(
+            "record a metric",
+            lambda: self.client.log_metric(self.run_id, metric_key(key), float(value), step=step),
+        )
+
+    def record_result(self, result):
+        """Final metrics, artifacts and (after train) the registered model version."""
+        if self.client is None or not isinstance(result, dict):
+            return
+        self._guarded("record the metrics", lambda: self._log_metrics(result))
+        self._guarded("store the artifacts", lambda: self._log_artifacts(result))
+        if self.step == "train":
+            self._guarded("register the model", lambda: self._register(result))
+        if self.step == "predict":
+            self._guarded("record the drift check", lambda: self._drift(result))
+
+    def end(self, status):
+        if self.client is None:
+            return
+        self._guarded("close the run", lambda: self.client.set_terminated(self.run_id, status))
+        if status == "FINISHED" and self.client is not None:
+            self._outer.info(f"Run history: run {self.run_id} recorded in {self.uri}")
+
+    # what is recorded
+
+    def _log_metrics(self, result):
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        items = [Metric(metric_key(key), value, stamp, 0) for key, value in numeric_leaves(result)]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+
+    def _log_artifacts(self, result):
+        for path, folder in artifact_files(self.options, result):
+            self.client.log_artifact(self.run_id, path, folder)
+
+    def _register(self, result):
+        from mlflow.exceptions import MlflowException
+
+        package = os.path.abspath(str(result.get("output", "")).rstrip("/"))
+        if not os.path.isdir(package):
+            return
+        name = self.environ.get(MODEL_NAME_VARIABLE) or model_name_of(package)
+        try:
+            self.client.create_registered_model(
+                name, description="povmap-qgis poverty model packages (.povmodel)"
+            )
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        tags = {"povmap.package": package}
+        for model, values in (result.get("metrics") or {}).items():
+            for key, value in (values or {}).items():
+                if key in VERSION_TAG_METRICS and _is_number(value):
+                    tags[f"holdout.{model}.{key}"] = f"{float(value):.4g}"
+        version = self.client.create_model_version(
+            name, source=package, run_id=self.run_id, tags=tags
+        )
+        self.client.set_tag(self.run_id, "povmap.registered_model", f"{name}/{version.version}")
+        write_sidecar(
+            package,
+            {
+                "run_id": self.run_id,
+                "tracking_uri": self.uri,
+                "registered_model": name,
+                "version": int(version.version),
+                "model_uri": f"models:/{name}/{version.version}",
+            },
+        )
+        self.client.log_artifact(self.run_id, os.path.join(package, SIDECAR), "model")
+        self._outer.info(f"Registered as models:/{name}/{version.version} (run {self.run_id})")
+
+    def _drift(self, result):
+        """PSI per input as ``drift/<input>``: the scores ``predict`` computed and warned about."""
+        from . import drift
+
+        model_path = getattr(self.options, "model_path", None)
+        chips_path = getattr(self.options, "chips_path", None)
+        if not model_path or not chips_path:
+            return
+        scores = result.get("drift")
+        if isinstance(scores, dict) and scores:
+            note = drift.sentence(scores)
+        else:  # a result without scores: a sample of the chips, warned about here
+            scores, note = drift.drift_scores(model_path, chips_path)
+            for sentence in drift.warnings(scores):
+                self._outer.warning(sentence)
+        self.client.set_tag(self.run_id, "povmap.drift", note)
+        for name, value in scores.items():
+            self.client.log_metric(self.run_id, metric_key(f"drift/{name}"), value)
+
+
+# --- what goes into a run -----------------------------------------------------------------------
+
+
+def option_params(options):
+    """{name: text} of the options dataclass (style files left out; long values cut)."""
+    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
+    params = {}
+    for key, value in values.items():
+        if "style" in key:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        params[metric_key(key)] = text[:6000]
+    return params
+
+
+def input_fingerprints(options):
+    """{option name: fingerprint} of every existing input file or folder the options name."""
+    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
+    found = {}
+    for key, value in _string_leaves(values):
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf.startswith("output") or leaf in OUTPUT_KEYS or "style" in key:
+            continue
+        if leaf.endswith("_folder") or not os.path.exists(value):
+            continue
+        fingerprint = fingerprint_of(value)
+        if fingerprint:
+            found[metric_key(key)] = fingerprint
+    return found
+
+
+def fingerprint_of(path):
+    """sha256 of a file (or of a chip store's / model package's manifest); size and time of rasters."""
+    if os.path.isdir(path):
+        manifest = os.path.join(path, "manifest.json")
+        return f"sha256:{_file_sha256(manifest)}" if os.path.isfile(manifest) else None
+    status = os.stat(path)
+    if path.lower().endswith(RASTER_EXTENSIONS) or status.st_size > HASHED_FILE_LIMIT:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.st_mtime))
+        return f"size={status.st_size};mtime={stamp}"
+    return f"sha256:{_file_sha256(path)}"
+
+
+def numeric_leaves(value, prefix=""):
+    """(dotted key, number) of every finite number in nested dicts (lists are left out)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from numeric_leaves(item, f"{prefix}.{key}" if prefix else str(key))
+    elif _is_number(value):
+        yield prefix, float(value)
+
+
+def artifact_files(options, result):
+    """(file, artifact folder) of the reports, metrics, figures and model manifests named."""
+    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
+    candidates = [path for _, path in _string_leaves(result)]
+    candidates += [path for key, path in _string_leaves(values) if "style" not in key]
+    seen, found = set(), []
+    for path in candidates:
+        path = os.path.abspath(path.rstrip("/"))
+        if path in seen or ".chips" in path:
+            continue
+        seen.add(path)
+        if path.endswith(".povmodel") and os.path.isdir(path):
+            if os.path.isfile(os.path.join(path, "manifest.json")):
+                found.append((os.path.join(path, "manifest.json"), "model"))
+            continue
+        folder = ARTIFACT_FOLDERS.get(os.path.splitext(path)[1].lower())
+        if folder and os.path.isfile(path):
+            found.append((path, folder))
+    return found
+
+
+def model_name_of(package):
+    stem = os.path.basename(package.rstrip("/"))
+    return stem[: -len(".povmodel")] if stem.endswith(".povmodel") else stem
+
+
+def metric_key(name):
+    """A name MLflow accepts (letters, digits, _ - . / and spaces)."""
+    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", str(name))[:250]
+
+
+def read_sidecar(package):
+    try:
+        with open(os.path.join(package, SIDECAR), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def write_sidecar(package, record):
+    """``mlflow.json`` beside the manifest, written whole or not at all."""
+    with atomic_output(os.path.join(package, SIDECAR)) as partial:
+        with open(partial, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2, sort_keys=True)
+
+
+def _string_leaves(value, prefix=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _string_leaves(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _string_leaves(item, f"{prefix}.{index}")
+    elif isinstance(value, str) and value:
+        yield prefix, value
+
+
+def _is_number(value):
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    ) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and _is_number(value.item()))
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _digest(items):
+    return hashlib.sha256(json.dumps(items).encode("utf-8")).hexdigest()
+
+
+def _software():
+    from importlib import metadata
+
+    versions = {}
+    for name in SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _short(error):
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

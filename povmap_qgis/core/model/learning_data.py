@@ -1,0 +1,225 @@
+"""Feeding chips to Keras: labels joined to the store, normalisation, batches, augmentation.
+
+Batches are read from the chip store with pread (only the rows of the batch),
+normalised with statistics of the training cells, and — for training —
+augmented with the eight flips/90° rotations that leave overhead imagery
+plausible. All inputs of a cell get the same transform, so they stay aligned.
+"""
+
+import numpy as np
+
+from .. import vectors
+from ..chips.input_transforms import apply_transform, choose_transforms
+from ..errors import PovmapInputError
+from ..grid import cells
+
+
+def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID", reporter=None):
+    """cell_id, label and district of a labelled grid (a training grid).
+
+    Cells without a label (NULL) are left out, and counted to ``reporter``.
+    """
+    import pyogrio
+
+    layer = vectors.spatial_layer(grid_path, grid_layer, parameter)
+    info = vectors.layer_info(grid_path, layer, parameter)
+    fields = list(info["fields"])
+    for field in ("cell_id", "label"):
+        if field not in fields:
+            raise PovmapInputError(
+                parameter,
+                f"the layer '{layer}' has no {field} field; use a labelled grid made by Build training grid.",
+            )
+    columns = ["cell_id", "label"] + (["district"] if "district" in fields else [])
+    frame = pyogrio.read_dataframe(grid_path, layer=layer, columns=columns, read_geometry=False)
+    unlabelled = int(frame["label"].isna().sum())
+    if unlabelled and reporter is not None:
+        reporter.warning(
+            f"{parameter}: {unlabelled} of {len(frame)} cells have no label (NULL) and are left out."
+        )
+    frame = frame[frame["label"].notna()]
+    if "district" not in frame:
+        frame["district"] = None
+    frame = frame.assign(label=_zero_one_labels(frame["label"], layer, parameter))
+    frame = frame.astype({"cell_id": "int64", "label": "int64"})
+    cells.check_unique_ids(frame["cell_id"], parameter, layer)
+    return frame
+
+
+def _zero_one_labels(labels, layer, parameter):
+    """The label field as numbers 0/1, or a message saying what else it holds."""
+    import pandas
+
+    numbers = pandas.to_numeric(labels, errors="coerce")
+    text = numbers.isna()
+    if text.any():
+        examples = ", ".join(f"'{value}'" for value in sorted({str(v) for v in labels[text]})[:5])
+        raise PovmapInputError(
+            parameter,
+            f"the label field of '{layer}' holds text ({examples} in {int(text.sum())} cells); "
+            "it must be 1 (poor) or 0 (not poor), as Build training grid writes it.",
+        )
+    other = ~numbers.isin([0, 1])
+    if other.any():
+        examples = ", ".join(f"{value:g}" for value in sorted(set(numbers[other]))[:5])
+        raise PovmapInputError(
+            parameter,
+            f"the label field of '{layer}' must be 1 (poor) or 0 (not poor); {int(other.sum())} "
+            f"cells hold {examples}.",
+        )
+    return numbers
+
+
+def store_rows_for(store, cell_ids, parameter="GRID"):
+    """Row of each cell id in the store; a clear error if some are missing."""
+    order = np.argsort(store.cell_ids)
+    stored = np.asarray(store.cell_ids)[order]
+    positions = np.searchsorted(stored, cell_ids)
+    positions = np.clip(positions, 0, len(stored) - 1)
+    found = stored[positions] == cell_ids
+    if not found.all():
+        missing = int((~found).sum())
+        raise PovmapInputError(
+            parameter,
+            f"{missing} of {len(cell_ids)} cells of the grid are not in the chip store; sample chips for this grid (Sample image chips) first.",
+        )
+    return order[positions]
+
+
+def training_normalisation(store, rows, reporter=None):
+    """Value transforms chosen from the training cells' chips, then their mean/std (train and cross-validation)."""
+    transforms = choose_transforms(store, rows)
+    for name, spec in transforms.items():
+        if reporter is not None and spec["transform"] != "none":
+            reporter.info(
+                f"input {name}: {spec['transform']} before normalisation ({spec['rule']})"
+            )
+    return normalisation_from(store, rows, transforms=transforms)
+
+
+def normalisation_from(store, rows, batch_rows=256, transforms=None):
+    """Per input and band: mean and std over the valid pixels of ``rows`` (training cells only).
+
+    ``transforms`` ({input: spec} from ``input_transforms.choose_transforms``):
+    each input's values are transformed first and its spec is kept in its entry,
+    so that ``normalise`` applies the same transform wherever chips are read.
+    """
+    transforms = transforms or {}
+    statistics = {}
+    for name in store.input_names:
+        bands = store.chips(name).shape[-1]
+        count, total, squares = np.zeros(bands), np.zeros(bands), np.zeros(bands)
+        for start in range(0, len(rows), batch_rows):
+            values = (
+                apply_transform(
+                    store.batch_of(name, np.sort(rows[start : start + batch_rows])),
+                    transforms.get(name),
+                )
+                .astype("float64")
+                .reshape(-1, bands)
+            )
+            valid = ~np.isnan(values)
+            count += valid.sum(axis=0)
+            total += np.where(valid, values, 0).sum(axis=0)
+            squares += np.where(valid, values**2, 0).sum(axis=0)
+        mean = total / np.maximum(count, 1)
+        std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0))
+        statistics[name] = {"mean": mean.tolist(), "std": np.where(std > 1e-6, std, 1.0).tolist()}
+        statistics[name].update(transforms.get(name) or {})
+    return statistics
+
+
+def normalise(chips, normalisation):
+    """float32 inputs with zero mean / unit std per band; nodata (NaN) becomes 0, the mean.
+
+    The input's value transform (e.g. log1p for radiance, recorded in its
+    normalisation entry) is applied first.
+    """
+    out = {}
+    for name, values in chips.items():
+        mean = np.asarray(normalisation[name]["mean"], dtype="float32")
+        std = np.asarray(normalisation[name]["std"], dtype="float32")
+        scaled = (apply_transform(values, normalisation[name]).astype("float32") - mean) / std
+        out[name] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def dihedral(chips, transforms):
+    """Apply one of 8 flips/rotations per cell (same for every input of a cell)."""
+    out = {}
+    for name, values in chips.items():
+        transformed = np.empty_like(values)
+        for index, transform in enumerate(transforms):
+            cell = np.rot90(values[index], k=int(transform) % 4, axes=(0, 1))
+            transformed[index] = cell[:, ::-1] if transform >= 4 else cell
+        out[name] = transformed
+    return out
+
+
+def chip_batches(
+    store,
+    rows,
+    labels,
+    normalisation,
+    batch_size,
+    training=False,
+    seed=0,
+    input_names=None,
+    workers=2,
+):
+    """A Keras PyDataset over store rows (shuffled and augmented when ``training``)."""
+    import keras
+
+    class ChipBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+            self.rows = np.asarray(rows, dtype="int64")
+            self.labels = None if labels is None else np.asarray(labels, dtype="float32")
+            self.names = list(input_names or store.input_names)
+            self.epoch = 0
+            self.order = np.arange(len(self.rows))
+            self.on_epoch_end()
+
+        def __len__(self):
+            return int(np.ceil(len(self.rows) / batch_size))
+
+        def __getitem__(self, index):
+            picked = self.order[index * batch_size : (index + 1) * batch_size]
+            chips = normalise(store.batch(self.rows[picked], self.names), normalisation)
+            if training:
+                rng = np.random.default_rng([seed, self.epoch, index])
+                chips = dihedral(chips, rng.integers(0, 8, len(picked)))
+            if self.labels is None:
+                return (chips,)
+            return chips, self.labels[picked]
+
+        def on_epoch_end(self):
+            if training:
+                self.order = np.random.default_rng([seed, self.epoch]).permutation(len(self.rows))
+                self.epoch += 1
+
+    return ChipBatches()
+
+
+def predict_rows(models, store, rows, normalisation, names, batch_rows=128, on_batch=None):
+    """Each model's probabilities for store ``rows``, batch by batch.
+
+    The last batch is padded to the batch size so that Keras traces the
+    prediction function once, not again for a smaller final batch.
+    """
+    outputs = [np.empty(len(rows), dtype="float32") for _ in models]
+    for start in range(0, len(rows), batch_rows):
+        picked = rows[start : start + batch_rows]
+        padded = (
+            np.concatenate([picked, np.repeat(picked[-1:], batch_rows - len(picked))])
+            if len(rows) > batch_rows
+            else picked
+        )
+        chips = normalise(store.batch(padded, names), normalisation)
+        for model, out in zip(models, outputs, strict=True):
+            out[start : start + len(picked)] = np.asarray(model.predict_on_batch(chips)).reshape(
+                -1
+            )[: len(picked)]
+        if on_batch:
+            on_batch(start + len(picked))
+    return outputs

@@ -1,0 +1,232 @@
+"""Run a model package on a grid's chips (pipeline step 5, runs in the worker).
+
+The chip store is streamed in batches (memory bounded); every member predicts
+every batch; the output is the grid with the prediction fields of DESIGN.md:
+``prob_<member>``, ``prob_mean``, ``votes``, ``pred`` (1 = poor: calibrated
+``prob_mean`` >= the package's ``decision_threshold``; the members' majority vote
+for a package without one) and ``disagreement`` (standard deviation of the members'
+probabilities), plus ``chip_flagged`` (1 = too much nodata: a less reliable
+prediction).
+
+Trust fields (model packages of format 1.1, see ``trust_fields``): ``prob_raw``
+(the members' mean before calibration), ``prob_mean`` calibrated (Platt
+scaling fitted on the validation cells: "share of such cells that are poor"),
+``prob_low`` / ``prob_high`` (the calibrated values of ``prob_raw`` ∓
+``INTERVAL_Z`` × ``disagreement``: a rough range from the members' spread, not
+a validated coverage), ``prob_baseline`` (the transparent baseline's calibrated
+probability) and ``out_of_range`` (1 = a per-chip statistic lies outside the
+training cells' 1st–99th percentiles). A 1.0 package writes ``prob_raw`` =
+``prob_mean`` and says in the log what it lacks.
+"""
+
+import dataclasses
+import html
+import json
+import time
+
+import numpy as np
+
+from .. import vectors
+from ..chips.chip_store import ChipStore
+from ..geopackage import write_layer
+from ..history import drift
+from ..progress import Reporter
+from ..wording import counted
+from . import baseline, calibration, learning_data, model_package
+from .training import ensemble_outputs
+
+INTERVAL_Z = 1.96  # prob_low / prob_high: raw mean -/+ 1.96 x the members' standard deviation
+
+
+@dataclasses.dataclass
+class PredictOptions:
+    model_path: str
+    chips_path: str
+    grid_path: str
+    output_path: str
+    grid_layer: str | None = None
+    batch_rows: int = 64
+    style_qml_path: str | None = None
+    extra_styles: list | None = None  # [(qml path, style name)] stored beside the default style
+    engine: str = "local"  # "local" (this process) or "spark" (core/model/spark_engine.py)
+    spark_master: str = "local[*]"
+
+
+def predict(options, reporter=None):
+    import pyogrio
+
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    manifest = model_package.read_package(options.model_path)
+    store = ChipStore(options.chips_path)
+    model_package.check_inputs_match(manifest, store.manifest)
+    layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
+    grid = pyogrio.read_dataframe(options.grid_path, layer=layer)
+    if "cell_id" not in grid:
+        from ..errors import PovmapInputError
+
+        raise PovmapInputError(
+            "GRID",
+            f"the layer '{layer}' has no cell_id field; use a grid made by Build training grid or Build prediction grid.",
+        )
+    rows = learning_data.store_rows_for(store, grid["cell_id"].astype("int64").to_numpy())
+    reporter.info(members_summary(manifest["members"], len(rows)))
+    if manifest.get("notice"):
+        reporter.warning(manifest["notice"])
+    member_probabilities = _member_probabilities(options, manifest, store, rows, reporter)
+    ensemble = ensemble_outputs(member_probabilities, manifest["threshold"])
+    for member, probabilities in zip(manifest["members"], member_probabilities, strict=True):
+        grid[f"prob_{member['name']}"] = np.round(probabilities.astype("float64"), 5)
+    grid["prob_mean"] = np.round(ensemble["prob_mean"].astype("float64"), 5)
+    grid["votes"] = ensemble["votes"].astype("int32")
+    grid["pred"] = ensemble["pred"].astype("int32")
+    grid["disagreement"] = np.round(ensemble["disagreement"].astype("float64"), 5)
+    trust, trust_metadata = trust_fields(manifest, store, rows, ensemble, reporter)
+    for field, values in trust.items():
+        grid[field] = values
+    grid["pred"], decision_metadata = decided_class(manifest, grid, reporter)
+    max_nodata = float(store.manifest.get("max_nodata", 0.1))
+    grid["chip_flagged"] = (
+        (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
+    )
+    write_layer(
+        grid,
+        options.output_path,
+        options.style_qml_path,
+        "povmap prediction (class)",
+        extra_styles=styles_with_their_fields(options.extra_styles, grid.columns),
+        metadata={
+            "povmap_model": manifest["path"],
+            "povmap_threshold": manifest["threshold"],
+            "povmap_members": ",".join(m["name"] for m in manifest["members"]),
+            "povmap_label": manifest["label"]["meaning"],
+            **_training_districts(manifest),
+            **trust_metadata,
+            **decision_metadata,
+        },
+    )
+    seconds = time.monotonic() - started
+    poor = int(grid["pred"].sum())
+    reporter.info(f"{poor} of {len(grid)} cells predicted poor; {len(grid) / seconds:.0f} cells/s")
+    return {
+        "output": options.output_path,
+        "cells": int(len(grid)),
+        "predicted_poor": poor,
+        "seconds": round(seconds, 2),
+        "flagged": int(grid["chip_flagged"].sum()),
+        "drift": json.loads(trust_metadata.get("povmap_drift", "{}")),
+    }
+
+
+def trust_fields(manifest, store, rows, ensemble, reporter):
+    """({field: values}, layer metadata) of the trust fields (see the module doc)."""
+    for sentence in model_package.missing_parts(manifest):
+        reporter.warning(sentence)
+    raw = ensemble["prob_mean"].astype("float64")
+    fitted = manifest.get("calibration")
+    spread = INTERVAL_Z * ensemble["disagreement"].astype("float64")
+    fields = {
+        "prob_raw": np.round(raw, 5),
+        "prob_mean": np.round(calibration.calibrate(raw, fitted), 5),
+        "prob_low": np.round(calibration.calibrate(np.clip(raw - spread, 0, 1), fitted), 5),
+        "prob_high": np.round(calibration.calibrate(np.clip(raw + spread, 0, 1), fitted), 5),
+    }
+    metadata = {"povmap_calibration": json.dumps(fitted or {"method": "none"})}
+    simple = manifest.get("baseline")
+    if simple:
+        features = baseline.chip_features(store, rows, manifest["normalisation"])
+        fields["prob_baseline"] = np.round(baseline.calibrated_probabilities(simple, features), 5)
+        fields["out_of_range"] = baseline.out_of_range(simple, features)
+        metadata["povmap_baseline_threshold"] = simple["threshold"]
+        scores = drift.input_scores(manifest, features)
+        if scores:
+            metadata["povmap_drift"] = json.dumps(scores)
+        reporter.info(f"drift: {drift.sentence(scores)}")
+        for warning in drift.warnings(scores):
+            reporter.warning(warning)
+        reporter.info(
+            f"{int(fields['out_of_range'].sum())} of {len(rows)} cells lie outside the training "
+            "range (a per-chip statistic beyond the training cells' 1st–99th percentiles)"
+        )
+    return fields, metadata
+
+
+def decided_class(manifest, grid, reporter):
+    """(``pred``, layer metadata): calibrated ``prob_mean`` >= the package's decision threshold.
+
+    A package without ``decision_threshold`` (format 1.0, or 1.1 from before it)
+    keeps the members' majority vote, and the log says so.
+    """
+    threshold = manifest.get("decision_threshold")
+    if threshold is None:
+        reporter.info(
+            f"the model package (format {manifest.get('format_version')}) has no decision "
+            "threshold on the calibrated scale: pred is the members' majority vote at threshold "
+            f"{manifest['threshold']:g}"
+        )
+        return grid["pred"].astype("int32"), {"povmap_decision": "majority vote of members"}
+    rule = manifest.get("decision_rule") or f"calibrated prob_mean >= {threshold:g}"
+    reporter.info(f"pred: calibrated prob_mean >= {threshold:.4g} ({rule}); votes as information")
+    pred = (grid["prob_mean"].to_numpy(dtype="float64") >= float(threshold)).astype("int32")
+    return pred, {"povmap_decision_threshold": float(threshold), "povmap_decision": rule}
+
+
+def _member_probabilities(options, manifest, store, rows, reporter):
+    """Each member's probability per row: batches in this process, or Spark tasks (same code)."""
+    if options.engine == "spark":
+        from .spark_engine import predict_rows_on_spark
+
+        return predict_rows_on_spark(
+            options.model_path,
+            options.chips_path,
+            rows,
+            options.batch_rows,
+            reporter,
+            master=options.spark_master,
+        )
+    if options.engine != "local":
+        from ..errors import PovmapInputError
+
+        raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
+    models = model_package.load_members(manifest)
+    reporter.progress(5)
+    names = [spec["name"] for spec in manifest["inputs"]]
+
+    def progress(done):
+        reporter.check_canceled()
+        reporter.progress(5 + 90 * done / len(rows))
+
+    return learning_data.predict_rows(
+        models, store, rows, manifest["normalisation"], names, options.batch_rows, progress
+    )
+
+
+def styles_with_their_fields(styles, columns):
+    """The extra styles [(qml path, name)] whose renderer reads only fields of ``columns``.
+
+    A 1.0 package writes no ``out_of_range``: its style would draw nothing, so it is left out.
+    The renderer's attribute may be an expression (``"prob_high" - "prob_low"``).
+    """
+    import re
+
+    kept = []
+    for path, name in styles or []:
+        with open(path, encoding="utf-8") as handle:
+            found = re.search(r'<renderer-v2[^>]*\sattr="([^"]*)"', handle.read())
+        attribute = html.unescape(found.group(1)) if found else ""
+        fields = re.findall(r'"([^"]+)"', attribute) or ([attribute] if attribute else [])
+        if all(field in columns for field in fields):
+            kept.append((path, name))
+    return kept
+
+
+def _training_districts(manifest):
+    """Metadata item listing the districts the members learned from (for the evaluation's unsurveyed-district section)."""
+    seen = manifest.get("training", {}).get("districts_seen")
+    return {} if seen is None else {"povmap_training_districts": json.dumps(seen)}
+
+
+def members_summary(members, n_cells):
+    """'3 members (a, b, c) on 1,656 cells' — '1 member' for a single-member package."""
+    names = ", ".join(member["name"] for member in members)
+    return f"{counted(len(members), 'member')} ({names}) on {counted(n_cells, 'cell')}"

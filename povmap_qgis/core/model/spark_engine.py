@@ -1,0 +1,472 @@
+"""The Spark engine: sampling chips and predicting as Apache Spark tasks (DESIGN.md, Engines).
+
+Same code, other processes. Sampling groups the pending cells into the
+local engine's blocks of neighbouring cells (``sampling.group_blocks``), gives
+each Spark task a run of spatially adjacent blocks (compact raster windows),
+and samples each block with the local engine's ``sampling.InputSampler``. A task
+writes its chips straight into the preallocated arrays of the partial store
+(pwrite of whole rows, so every executor must reach the store's folder: a
+shared file system), then its nodata fractions and done flags, and returns
+only small numbers to the driver: per block, the nodata fractions and the
+moments of each band. The driver merges the moments in the local engine's
+block order, so the manifest's statistics are bit for bit the local
+engine's. Chips never travel to the driver.
+
+Predicting gives each task a run of store rows; the task reads the model
+package from its (shared) path, checks its hashes (``read_package``), loads
+the members once per Python worker and returns the members' probabilities
+for its rows; the driver writes the usual prediction layer.
+
+PySpark is imported only here, and this module only in the worker process
+(never inside QGIS). The executors run the worker's Python
+(``PYSPARK_PYTHON``) unless the cluster sets its own.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+import threading
+import uuid
+
+import numpy as np
+
+from ..errors import PovmapInputError
+
+PYSPARK_VERSION = "4.1.4"  # as pinned in constraints.txt
+INSTALL_HINT = (
+    "ENGINE=spark needs PySpark and a Java runtime in the worker environment: run scripts/setup "
+    "(without --no-spark), or install them by hand: "
+    f"'<worker python> -m pip install pyspark=={PYSPARK_VERSION}' and, on Debian/Ubuntu, "
+    "'apt-get install openjdk-17-jre-headless' (or set JAVA_HOME to a Java 17 or 21 runtime)."
+)
+EXTRA_CONF_VARIABLE = "POVMAP_SPARK_CONF"  # extra settings: "key=value;key=value"
+FAULT_VARIABLE = "POVMAP_SPARK_FAULT"  # tests: a file whose presence crashes one task once
+TASKS_PER_CORE = 3  # partitions per core: stragglers even out, tasks stay long enough
+POLL_SECONDS = 0.5
+
+_members_cache: dict = {}  # per Python worker: (package path, weight hashes) -> Keras members
+
+
+# --- the session ------------------------------------------------------------
+
+
+def spark_session(master, app_name="povmap"):
+    """The running SparkSession (tests, spark-submit) or a new one on ``master``.
+
+    Returns (session, created): a session this call created is stopped by
+    its caller when the step ends.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ModuleNotFoundError:
+        raise PovmapInputError("ENGINE", INSTALL_HINT) from None
+    from pyspark import SparkContext
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    if SparkContext._active_spark_context is not None:  # started in another thread
+        return SparkSession.builder.getOrCreate(), False
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise PovmapInputError("ENGINE", f"no Java runtime found. {INSTALL_HINT}")
+    # Executors run this Python (the worker's environment), with this copy of povmap_qgis.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if package_parent not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, paths)])
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit, which sets it
+        builder = builder.master("local[*]")
+    builder = builder.config("spark.ui.showConsoleProgress", "false")
+    for key, value in extra_conf().items():
+        builder = builder.config(key, value)
+    try:
+        return builder.getOrCreate(), True
+    except Exception as error:
+        raise PovmapInputError(
+            "SPARK_MASTER", f"Spark did not start on '{master}': {error}. {INSTALL_HINT}"
+        ) from None
+
+
+def extra_conf(text=None):
+    """Extra Spark settings from ``POVMAP_SPARK_CONF`` ("spark.executor.memory=4g;…")."""
+    text = os.environ.get(EXTRA_CONF_VARIABLE, "") if text is None else text
+    settings = {}
+    for item in filter(None, (part.strip() for part in text.replace("\n", ";").split(";"))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise PovmapInputError(
+                "ENGINE", f"{EXTRA_CONF_VARIABLE}: '{item}' is not key=value (separate by ';')."
+            )
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+@contextlib.contextmanager
+def _session(master):
+    session, created = spark_session(master)
+    try:
+        yield session
+    finally:
+        if created:
+            session.stop()
+
+
+def run_job(session, action, reporter, start, end, description):
+    """Run ``action()`` (a Spark action) in its own job group, reporting progress; cancel on Cancel.
+
+    Progress is the share of finished tasks in the group's stages (Spark's
+    status tracker) mapped onto ``start``–``end`` %. On cancel (or any error
+    here) the job group is cancelled and the error raised.
+    """
+    context = session.sparkContext
+    group = f"povmap-{uuid.uuid4().hex}"
+    outcome = {}
+
+    def target():
+        context.setJobGroup(group, description, interruptOnCancel=True)
+        try:
+            outcome["value"] = action()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="povmap-spark-job", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(POLL_SECONDS)
+            reporter.progress(start + (end - start) * _fraction_done(context, group))
+            reporter.check_canceled()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the JVM may already be gone (SIGTERM)
+            context.cancelJobGroup(group)
+        thread.join(30)
+        raise
+    if "error" in outcome:
+        raise task_error(outcome["error"]) from None
+    reporter.progress(end)
+    return outcome["value"]
+
+
+def task_error(error):
+    """A failed job's error as the user should read it: the executor's Python error, not the JVM's.
+
+    A ``PovmapInputError`` raised in a task (a package whose hashes do not
+    match on that executor, a raster it cannot open) keeps its parameter.
+    """
+    text = str(error)
+    if "Traceback (most recent call last)" not in text:
+        aborted = re.search(r"Job aborted due to stage failure: ([^\n]*)", text)
+        return RuntimeError(f"the Spark job failed: {aborted.group(1)}") if aborted else error
+    python_errors = re.findall(
+        r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$", text, flags=re.MULTILINE
+    )
+    if not python_errors:
+        return error
+    kind, message = (
+        python_errors[-1]
+        if "PovmapInputError" not in text
+        else next(found for found in python_errors if found[0] == "PovmapInputError")
+    )
+    if kind == "PovmapInputError":
+        parameter, _, rest = message.partition(": ")
+        return PovmapInputError(parameter, rest) if rest else PovmapInputError("", message)
+    return RuntimeError(f"a Spark task failed after its retries: {kind}: {message}")
+
+
+def _fraction_done(context, group):
+    tracker = context.statusTracker()
+    done = total = 0
+    for job_id in tracker.getJobIdsForGroup(group):
+        job = tracker.getJobInfo(job_id)
+        for stage_id in job.stageIds if job else ():
+            stage = tracker.getStageInfo(stage_id)
+            if stage:
+                done += stage.numCompletedTasks
+                total += stage.numTasks
+    return done / total if total else 0.0
+
+
+def _partition_count(session, items):
+    return max(1, min(items, session.sparkContext.defaultParallelism * TASKS_PER_CORE))
+
+
+def _crash_if_asked(step, partition, last_partition):
+    """Fault injection for tests (real crashes of the task's Python worker, no mocks).
+
+    With ``POVMAP_SPARK_FAULT=<marker>``: the file ``<marker>.<step>`` crashes
+    the first attempt of partition 0 once (Spark retries it); the file
+    ``<marker>.<step>.last`` crashes every attempt of the last partition (the
+    job fails after the others have finished).
+    """
+    marker = os.environ.get(FAULT_VARIABLE)
+    if not marker:
+        return
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if partition == last_partition and os.path.exists(f"{marker}.{step}.last"):
+        os._exit(3)
+    if partition == 0 and context is not None and context.attemptNumber() == 0:
+        try:
+            os.remove(f"{marker}.{step}")
+        except FileNotFoundError:
+            return
+        os._exit(3)
+
+
+# --- sampling chips -----------------------------------------------------------
+
+
+def sample_blocks_on_spark(
+    writer,
+    inputs,
+    pending,
+    rows,
+    cols,
+    cell_size,
+    resolution,
+    chip_size,
+    grid_crs,
+    dtypes,
+    reporter,
+    master="local[*]",
+):
+    """The Spark twin of ``sampling.sample_blocks``: same arguments, same statistics returned."""
+    from ..chips import sampling
+
+    blocks = sampling.group_blocks(pending, rows, cols)
+    # Tasks get runs of blocks in raster order (neighbours share source tiles); the driver
+    # merges results in the local engine's block order, so statistics do not depend on this.
+    keys = [
+        (
+            int(rows[members[0]]) // sampling.BLOCK_CELLS,
+            int(cols[members[0]]) // sampling.BLOCK_CELLS,
+        )
+        for members in blocks
+    ]
+    order = sorted(range(len(blocks)), key=lambda index: keys[index])
+    job = {
+        "partial": writer.partial,
+        "inputs": [
+            dict(
+                spec.__dict__,
+                dtype=dtypes[spec.name] if isinstance(dtypes, dict) else dtypes,
+            )
+            for spec in inputs
+        ],
+        "grid_crs": grid_crs.to_wkt(),
+        "resolution": resolution,
+        "cell_size": cell_size,
+        "chip_size": chip_size,
+    }
+    with _session(master) as session:
+        parts = job["parts"] = _partition_count(session, len(blocks))
+        # parallelize() slices a list into contiguous runs: each task gets neighbouring blocks.
+        payloads = [
+            (index, blocks[index], rows[blocks[index]], cols[blocks[index]]) for index in order
+        ]
+        rdd = session.sparkContext.parallelize(payloads, parts).mapPartitionsWithIndex(
+            lambda partition, items: _sample_partition(job, partition, items)
+        )
+        reporter.info(
+            f"Spark ({session.sparkContext.master}): {len(blocks)} blocks of cells in "
+            f"{parts} tasks."
+        )
+        results = run_job(session, rdd.collect, reporter, 0.0, 90.0, "povmap: sample chips")
+    statistics = {spec.name: sampling.empty_statistics(len(spec.bands)) for spec in inputs}
+    for result in results:
+        if result[0] == "widen":
+            _, name, largest = result
+            raise sampling.WiderDtypeNeededError(
+                next(spec for spec in inputs if spec.name == name), largest
+            )
+    for _, index, nodata, moments in sorted(results, key=lambda result: result[1]):
+        writer.mark_written(blocks[index], nodata)
+        for spec, input_moments in zip(inputs, moments, strict=True):
+            sampling.merge_moments(statistics[spec.name], input_moments)
+    writer.flush()
+    return statistics
+
+
+def _sample_partition(job, partition, payloads):
+    """One Spark task: sample its blocks, pwrite the rows into the store, return small results."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rasterio
+    from pyproj import CRS
+
+    from ..chips import sampling
+    from ..sampling.chip_store import DONE, NODATA_FRACTION, RowFile
+
+    _crash_if_asked("sample", partition, job["parts"] - 1)
+    payloads = list(payloads)  # this task's blocks: a few small arrays each
+    specs = [
+        sampling.ChipInput(**{key: value for key, value in spec.items() if key != "dtype"})
+        for spec in job["inputs"]
+    ]
+    grid_crs = CRS.from_wkt(job["grid_crs"])
+    arrays = {
+        name: RowFile(os.path.join(job["partial"], f"{name}.npy"), "r+")
+        for name in [spec.name for spec in specs]
+    }
+    for name in (NODATA_FRACTION, DONE):  # file names, like "done.npy"
+        arrays[name] = RowFile(os.path.join(job["partial"], name), "r+")
+    results = []
+    with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):
+        samplers = [
+            sampling.InputSampler(
+                spec,
+                grid_crs,
+                job["resolution"],
+                job["cell_size"],
+                job["chip_size"],
+                described["dtype"],
+            )
+            for spec, described in zip(specs, job["inputs"], strict=True)
+        ]
+        # As in the local engine: one thread per input (GDAL releases the GIL), blocks ahead.
+        pools = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}")
+            for spec in specs
+        ]
+        in_flight = deque()
+        try:
+            written = []
+            for position, (index, members, block_rows, block_cols) in enumerate(payloads):
+                futures = [
+                    pool.submit(_sample_block, sampler, block_rows, block_cols)
+                    for sampler, pool in zip(samplers, pools, strict=True)
+                ]
+                in_flight.append((index, members, futures))
+                last = position == len(payloads) - 1
+                while in_flight and (len(in_flight) > sampling.BLOCKS_AHEAD or last):
+                    index, members, futures = in_flight.popleft()
+                    try:
+                        sampled = [future.result() for future in futures]
+                    except sampling.WiderDtypeNeededError as widen:
+                        return [("widen", widen.spec.name, widen.largest)]
+                    nodata = np.column_stack([fractions for _, fractions, _ in sampled])
+                    nodata = nodata.astype("float32")  # the store's dtype, as the local engine
+                    for spec, (values, _, _) in zip(specs, sampled, strict=True):
+                        arrays[spec.name].write(members, values)
+                    arrays[NODATA_FRACTION].write(members, nodata)
+                    written.append(members)
+                    results.append(("block", index, nodata, [moments for _, _, moments in sampled]))
+            # Chips and nodata durable before their done flags: a resumed run trusts the flags.
+            for name in [spec.name for spec in specs] + [NODATA_FRACTION]:
+                arrays[name].flush()
+            for members in written:
+                arrays[DONE].write(members, np.ones(len(members), dtype="bool"))
+            arrays[DONE].flush()
+        finally:
+            for future in (future for _, _, futures in in_flight for future in futures):
+                future.cancel()
+            for pool in pools:
+                pool.shutdown(wait=True)
+            for sampler in samplers:
+                sampler.close()
+            for array in arrays.values():
+                array.close()
+    return results
+
+
+def _sample_block(sampler, block_rows, block_cols):
+    """A block's chips, nodata fractions and moments (read in the sampler's own thread)."""
+    values, nodata = sampler.sample(block_rows, block_cols)
+    return values, nodata, sampler.block_moments
+
+
+# --- predicting -------------------------------------------------------------------
+
+
+def predict_rows_on_spark(model_path, chips_path, rows, batch_rows, reporter, master="local[*]"):
+    """Each member's probabilities for store ``rows`` (the twin of ``learning_data.predict_rows``)."""
+    rows = np.asarray(rows, dtype="int64")
+    job = {
+        "model": os.path.abspath(model_path),
+        "chips": os.path.abspath(chips_path),
+        "batch_rows": int(batch_rows),
+    }
+    with _session(master) as session:
+        # Whole batches per task, so that tasks pad (and batch) rows as one process would.
+        batches = int(np.ceil(len(rows) / batch_rows))
+        parts = job["parts"] = _partition_count(session, batches)
+        starts = [int(batch[0]) * batch_rows for batch in np.array_split(np.arange(batches), parts)]
+        payloads = [
+            (start, rows[start:end])
+            for start, end in zip(starts, starts[1:] + [len(rows)], strict=True)
+        ]
+        reporter.info(
+            f"Spark ({session.sparkContext.master}): {len(rows)} cells in {len(payloads)} tasks."
+        )
+        rdd = session.sparkContext.parallelize(payloads, len(payloads)).mapPartitionsWithIndex(
+            lambda partition, items: _predict_partition(job, partition, items)
+        )
+        results = run_job(session, rdd.collect, reporter, 5.0, 95.0, "povmap: predict")
+    outputs = None
+    for start, probabilities in results:
+        if outputs is None:
+            outputs = [np.empty(len(rows), dtype="float32") for _ in probabilities]
+        for out, values in zip(outputs, probabilities, strict=True):
+            out[start : start + len(values)] = values
+    return outputs or []
+
+
+def _predict_partition(job, partition, payloads):
+    from ..sampling.chip_store import ChipStore
+    from . import learning_data, model_package
+
+    _crash_if_asked("predict", partition, job["parts"] - 1)
+    manifest = model_package.read_package(job["model"])  # hashes checked on this executor
+    models = _members(manifest)
+    names = [spec["name"] for spec in manifest["inputs"]]
+    store = ChipStore(job["chips"])
+    try:
+        results = []
+        for start, part_rows in payloads:
+            probabilities = learning_data.predict_rows(
+                models, store, part_rows, manifest["normalisation"], names, job["batch_rows"]
+            )
+            results.append((start, probabilities))
+        return results
+    finally:
+        store.close()
+
+
+def _threads_per_task():
+    """TensorFlow's thread pools sized to the task's cores (spark.task.cpus), before it starts.
+
+    Left alone, every Python worker's TensorFlow would use every core of the
+    machine: with one worker per core they fight over them.
+    """
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    cpus = context.cpus() if context is not None else 0
+    if cpus:
+        import tensorflow as tf
+
+        with contextlib.suppress(RuntimeError):  # already initialised in this worker
+            tf.config.threading.set_intra_op_parallelism_threads(cpus)
+            tf.config.threading.set_inter_op_parallelism_threads(cpus)
+
+
+def _members(manifest):
+    """The package's Keras members, built once per Python worker (TensorFlow loads once)."""
+    from . import model_package
+
+    key = (manifest["path"], tuple(member.get("sha256", "") for member in manifest["members"]))
+    if key not in _members_cache:
+        if not _members_cache:
+            _threads_per_task()
+        _members_cache.clear()
+        _members_cache[key] = model_package.load_members(manifest)
+    return _members_cache[key]

@@ -1,0 +1,699 @@
+"""Train the poverty ensemble on a chip store (pipeline step 4, runs in the worker).
+
+Cells: the labelled grid's cells that are in the store and not flagged for
+nodata. Split: a random holdout stratified by label (train / validation / test
+in the paper's 15,596 / 1,732 / 1,925 proportions) or whole districts held out
+for testing. Normalisation comes from training cells only; the majority class
+is undersampled in training (the paper) or class weights are used. Each member
+is trained with early stopping on validation loss, best weights kept; the
+ensemble's probability is the members' mean, calibrated on the validation
+cells, and its class ``pred`` = calibrated mean >= the decision threshold
+(0.5, or TARGET_RECALL's rule on the validation cells, on the calibrated
+scale); the members' votes at ``threshold`` are kept as information.
+"""
+
+import dataclasses
+import os
+import platform
+import shutil
+import time
+
+import numpy as np
+
+from ..atomic import partial_path, publish_folder
+from ..chips.chip_store import ChipStore
+from ..environment import MIXED_PRECISION_POLICY
+from ..errors import PovmapCanceledError, PovmapInputError
+from ..labels import label_sentence, poor_below_from_metadata
+from ..names import BASELINE, ENSEMBLE, RANDOM, RANDOM_DRAWS
+from ..progress import Reporter
+from ..validation import metrics
+from . import learning_data, model_package, models, pretrained, statistics_member
+
+PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the paper
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    chips_path: str
+    grid_path: str
+    output_path: str
+    grid_layer: str | None = None
+    preset: str = "compact"
+    members: list | None = None  # architectures; default: the preset's three
+    split: str = "random"  # "random" or "districts"
+    test_districts: list | None = None
+    validation_fraction: float = PAPER_FRACTIONS[1] / sum(PAPER_FRACTIONS)
+    test_fraction: float = PAPER_FRACTIONS[2] / sum(PAPER_FRACTIONS)
+    balance: str = "undersample"  # or "class_weights"
+    seed: int = 0
+    pretrained: str | None = (
+        None  # None, "imagenet" (Keras cache) or a folder of Keras notop .h5 files
+    )
+    target_recall: float | None = None  # None: threshold 0.5
+    epochs: int | None = None  # overrides of the preset
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    patience: int | None = None
+    demonstration_notice: str | None = None  # written into the manifest (the bundled model)
+
+
+def train(options, reporter=None):
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    preset, members = preset_and_members(options)
+    model_package.check_package_path(options.output_path)
+    if options.target_recall is not None and not 0 < options.target_recall <= 1:
+        raise PovmapInputError(
+            "TARGET_RECALL", "must be between 0 and 1 (e.g. 0.8), or empty for a 0.5 threshold."
+        )
+
+    store = ChipStore(options.chips_path)
+    cells, flagged = usable_cells(store, options, reporter)
+    split = _split(cells, options)
+    for part, rows in split.items():
+        reporter.info(
+            f"{part}: {len(rows)} cells, {int(cells['label'].to_numpy()[rows].sum())} poor"
+        )
+    if flagged:
+        reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
+    backbone_files = pretrained.backbone_weights(options.pretrained, members, reporter)
+    environment = configure_tensorflow(options.seed, reporter)
+    import keras
+
+    store_rows, labels = cells["store_row"].to_numpy(), cells["label"].to_numpy()
+    train_rows, class_weight = balanced_training_rows(split["train"], labels, options, reporter)
+    normalisation = learning_data.training_normalisation(store, store_rows[train_rows], reporter)
+    reporter.progress(3)
+    inputs = [
+        {
+            "name": spec["name"],
+            "bands": list(spec["bands"]),
+            "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])],
+        }
+        for spec in store.manifest["inputs"]
+    ]
+    batch_size = int(preset["batch_size"])
+    train_data = learning_data.chip_batches(
+        store,
+        store_rows[train_rows],
+        labels[train_rows],
+        normalisation,
+        batch_size,
+        training=True,
+        seed=options.seed,
+    )
+    validation_data = learning_data.chip_batches(
+        store, store_rows[split["validation"]], labels[split["validation"]], normalisation, 64
+    )
+
+    partial = _partial_folder(options.output_path)
+    try:
+        member_records, probabilities = [], {"validation": [], "test": []}
+        for index, architecture in enumerate(members):
+            reporter.check_canceled()
+            stage = reporter.stage(
+                3 + 92 * index / len(members), 3 + 92 * (index + 1) / len(members)
+            )
+            model, losses = fit_member(
+                architecture,
+                index,
+                len(members),
+                inputs,
+                preset,
+                train_data,
+                validation_data,
+                class_weight,
+                options.seed,
+                stage,
+                backbone_files.get(architecture),
+            )
+            weights_file = (
+                statistics_member.weights_file(architecture)
+                if statistics_member.is_statistics_member(architecture)
+                else f"{architecture}.weights.h5"
+            )
+            model.save_weights(os.path.join(partial, weights_file))
+            for part in probabilities:
+                probabilities[part].append(
+                    predict_member(model, store, store_rows[split[part]], normalisation)
+                )
+            member_records.append(
+                {
+                    "name": architecture,
+                    "architecture": architecture,
+                    "weights": weights_file,
+                    "dense_units": preset["dense_units"],
+                    "dropout": preset["dropout"],
+                    "epochs_trained": len(losses),
+                    "best_epoch": int(np.argmin(losses)) + 1,
+                    "best_val_loss": float(np.min(losses)),
+                    "parameters": int(model.count_params()),
+                }
+            )
+            reporter.info(
+                f"{architecture}: best validation loss {np.min(losses):.4f} at epoch {np.argmin(losses) + 1} of {len(losses)}"
+            )
+            keras.backend.clear_session()
+        threshold, rule = _threshold(
+            options,
+            labels[split["validation"]],
+            np.mean(probabilities["validation"], axis=0),
+            reporter,
+        )
+        judges = fit_baseline_and_calibration(
+            store, store_rows, labels, split, normalisation, probabilities, options.target_recall
+        )
+        decision, decision_rule = decision_threshold(
+            options.target_recall,
+            labels[split["validation"]],
+            judges["calibrated_validation"],
+            reporter,
+        )
+        holdout = holdout_metrics(
+            members,
+            labels[split["test"]],
+            probabilities["test"],
+            threshold,
+            options.seed,
+            calibrated=judges["calibrated_test"],
+            baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
+            decision_threshold=decision,
+        )
+        _report_calibration(judges, holdout, reporter)
+        for name, result in holdout.items():
+            reporter.info(
+                f"holdout {name:17s} "
+                + "  ".join(
+                    f"{key} {result[key]:.3f}" if result[key] is not None else f"{key} –"
+                    for key in metrics.METRIC_NAMES
+                )
+            )
+        manifest = _manifest(
+            options,
+            store,
+            cells,
+            split,
+            train_rows,
+            inputs,
+            normalisation,
+            member_records,
+            preset,
+            threshold,
+            rule,
+            holdout,
+            environment,
+            time.monotonic() - started,
+        )
+        manifest["calibration"] = judges["calibration"]
+        manifest["baseline"] = judges["baseline"]
+        manifest["decision_threshold"] = float(decision)
+        manifest["decision_rule"] = decision_rule
+        manifest["vote"] = (
+            "votes: members with probability >= threshold (information); "
+            "pred: calibrated prob_mean >= decision_threshold"
+        )
+        model_package.write_manifest(partial, manifest)
+        publish_folder(partial, options.output_path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    reporter.progress(100)
+    return {
+        "output": os.path.abspath(options.output_path),
+        "members": members,
+        "threshold": threshold,
+        "metrics": holdout,
+        "cells": {part: int(len(rows)) for part, rows in split.items()},
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def preset_and_members(options):
+    """The preset's settings with the options' overrides, and the members to train (checked)."""
+    if options.preset not in models.PRESETS:
+        raise PovmapInputError(
+            "PRESET", f"unknown preset '{options.preset}' (use {' or '.join(models.PRESETS)})."
+        )
+    preset = dict(models.PRESETS[options.preset])
+    members = list(options.members or preset["members"])
+    unknown = [member for member in members if member not in models.ARCHITECTURES]
+    if unknown or not members:
+        raise PovmapInputError(
+            "MEMBERS",
+            f"unknown member(s) {unknown or members}; choose from {', '.join(models.ARCHITECTURES)}.",
+        )
+    repeated = sorted({member for member in members if members.count(member) > 1})
+    if repeated:
+        raise PovmapInputError(
+            "MEMBERS",
+            f"{', '.join(repeated)} listed more than once; each member is one architecture of "
+            "the ensemble and is trained once: list each once.",
+        )
+    for key in ("epochs", "batch_size", "learning_rate", "patience"):
+        if getattr(options, key, None):
+            preset[key] = getattr(options, key)
+    return preset, members
+
+
+def fit_member(
+    architecture,
+    index,
+    count,
+    inputs,
+    preset,
+    train_data,
+    validation_data,
+    class_weight,
+    seed,
+    reporter,
+    backbone_weights=None,
+):
+    """Build and fit member ``index`` of ``count`` (early stopping on validation loss, best weights kept).
+
+    Returns the model and its validation losses per epoch. ``reporter``'s 0–100 %
+    spans this member's epochs; Cancel is checked between batches. Shared by
+    ``train`` and the cross-validation.
+    """
+    import keras
+
+    if statistics_member.is_statistics_member(architecture):
+        return statistics_member.fit(
+            inputs, train_data, validation_data, seed + index, reporter, class_weight
+        )
+    keras.utils.set_random_seed(seed + index)
+    model = models.build_member(architecture, inputs, backbone_weights=backbone_weights)
+    model.compile(
+        optimizer=keras.optimizers.Adam(preset["learning_rate"]),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    history = model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=int(preset["epochs"]),
+        verbose=0,
+        class_weight=class_weight,
+        callbacks=[
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(preset["patience"]), restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=max(2, int(preset["patience"]) // 3)
+            ),
+            _ProgressCallback(reporter, architecture, index, count, int(preset["epochs"])),
+        ],
+    )
+    return model, history.history["val_loss"]
+
+
+class _ProgressCallback:
+    """Keras callback: progress per batch, a log line per epoch, Cancel between batches."""
+
+    def __new__(cls, reporter, architecture, index, count, epochs):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def on_train_batch_end(self, batch, logs=None):
+                steps = self.params.get("steps") or 1
+                reporter.progress(100.0 * (self.epoch + (batch + 1) / steps) / epochs)
+                if reporter.canceled():
+                    raise PovmapCanceledError("cancelled by the user")
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                reporter.info(
+                    f"member {index + 1}/{count} {architecture} epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
+                    f"validation loss {logs.get('val_loss', float('nan')):.4f}, validation AUC {logs.get('val_auc', float('nan')):.3f}"
+                )
+                for key in ("loss", "auc", "val_loss", "val_auc"):
+                    if key in logs:
+                        reporter.metric(f"{architecture}/{key}", float(logs[key]), epoch + 1)
+
+        return Callback()
+
+
+def usable_cells(store, options, reporter=None):
+    cells = learning_data.read_labelled_cells(
+        options.grid_path, options.grid_layer, reporter=reporter
+    )
+    if cells.empty:
+        raise PovmapInputError("GRID", "the grid has no labelled cells.")
+    cells["store_row"] = learning_data.store_rows_for(store, cells["cell_id"].to_numpy())
+    max_nodata = float(store.manifest.get("max_nodata", 0.1))
+    flagged = (np.asarray(store.nodata_fraction)[cells["store_row"].to_numpy()] > max_nodata).any(
+        axis=1
+    )
+    cells = cells[~flagged].reset_index(drop=True)
+    if cells["label"].nunique() < 2:
+        raise PovmapInputError(
+            "GRID",
+            "the labelled cells hold one class only; training needs poor and not-poor cells.",
+        )
+    return cells, int(flagged.sum())
+
+
+def _split(cells, options):
+    everything = np.arange(len(cells))
+    labels = cells["label"].to_numpy()
+    if options.split == "districts":
+        wanted = [name.strip() for name in (options.test_districts or []) if name and name.strip()]
+        if not wanted:
+            raise PovmapInputError(
+                "TEST_DISTRICTS", "name the districts to hold out for testing (comma-separated)."
+            )
+        known = set(cells["district"].dropna().astype(str))
+        missing = [name for name in wanted if name not in known]
+        if missing:
+            raise PovmapInputError(
+                "TEST_DISTRICTS",
+                f"no labelled cells in {', '.join(missing)}; districts of the grid: {', '.join(sorted(known))}.",
+            )
+        is_test = cells["district"].astype(str).isin(wanted).to_numpy()
+        test, rest = everything[is_test], everything[~is_test]
+        if not len(rest):
+            raise PovmapInputError(
+                "TEST_DISTRICTS",
+                f"every labelled district is held out ({', '.join(sorted(known))}); leave at "
+                "least one district (better several) for training and validation.",
+            )
+        share = options.validation_fraction / (1 - options.test_fraction)
+        train_rows, validation = _split_part(rest, share, labels, options.seed)
+    elif options.split == "random":
+        rest, test = _split_part(everything, options.test_fraction, labels, options.seed)
+        share = options.validation_fraction / (1 - options.test_fraction)
+        train_rows, validation = _split_part(rest, share, labels, options.seed)
+    else:
+        raise PovmapInputError("SPLIT", f"unknown split '{options.split}' (random or districts).")
+    for part, rows in (("training", train_rows), ("validation", validation), ("test", test)):
+        if len(np.unique(labels[rows])) < 2:
+            raise PovmapInputError(
+                "SPLIT",
+                f"the {part} cells hold one class only ({len(rows)} cells); use more cells or other test districts.",
+            )
+    return {"train": np.sort(train_rows), "validation": np.sort(validation), "test": np.sort(test)}
+
+
+def _split_part(rows, share, labels, seed):
+    """``rows`` split in two, stratified by label; too few cells to do so is a GRID message."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(rows, test_size=share, random_state=seed, stratify=labels[rows])
+    except ValueError:
+        poor = int(labels[rows].sum())
+        raise PovmapInputError(
+            "GRID",
+            f"{len(rows)} labelled cells ({poor} poor, {len(rows) - poor} not poor) are too few "
+            "to split into training, validation and test cells that each hold both classes; "
+            "use a grid with more labelled cells (lower MIN_OBS in Build training grid, or a "
+            "larger survey).",
+        ) from None
+
+
+def balanced_training_rows(train_rows, labels, options, reporter):
+    if options.balance == "class_weights":
+        counts = np.bincount(labels[train_rows], minlength=2)
+        weights = {label: float(len(train_rows) / (2 * counts[label])) for label in (0, 1)}
+        reporter.info(f"class weights: not poor {weights[0]:.2f}, poor {weights[1]:.2f}")
+        return train_rows, weights
+    if options.balance != "undersample":
+        raise PovmapInputError(
+            "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
+        )
+    rng = np.random.default_rng(options.seed)
+    by_class = [train_rows[labels[train_rows] == label] for label in (0, 1)]
+    keep = min(len(rows) for rows in by_class)
+    kept = np.sort(np.concatenate([rng.choice(rows, keep, replace=False) for rows in by_class]))
+    reporter.info(
+        f"undersampling: {keep} poor and {keep} not-poor training cells (of {len(train_rows)})"
+    )
+    return kept, None
+
+
+def configure_tensorflow(seed, reporter):
+    import keras
+    import tensorflow
+
+    gpus = tensorflow.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY)
+        reporter.info(f"training on {len(gpus)} GPU(s) with mixed precision")
+    else:
+        tensorflow.config.experimental.enable_op_determinism()
+        reporter.info(f"training on the CPU ({os.cpu_count()} cores)")
+    keras.utils.set_random_seed(seed)
+    return {
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "device": "gpu" if gpus else "cpu",
+    }
+
+
+def predict_member(model, store, rows, normalisation):
+    names = [tensor.name for tensor in model.inputs]
+    return learning_data.predict_rows([model], store, rows, normalisation, names)[0]
+
+
+def ensemble_outputs(member_probabilities, threshold, calibrated=None, decision=None):
+    """prob_mean, votes, pred and disagreement (std of members).
+
+    ``pred``: with a ``decision`` threshold, ``calibrated`` (the calibrated mean;
+    the raw mean when None) >= ``decision``; without one (packages from before the
+    decision threshold), the members' majority vote at ``threshold`` (the paper).
+    ``votes`` (members at ``threshold``) are kept as information either way.
+    """
+    stacked = np.vstack(member_probabilities)
+    votes = (stacked >= threshold).sum(axis=0)
+    mean = stacked.mean(axis=0)
+    if decision is None:
+        pred = (votes * 2 > len(stacked)).astype("int32")
+    else:
+        scale = mean if calibrated is None else np.asarray(calibrated, dtype="float64")
+        pred = (scale >= decision).astype("int32")
+    return {"prob_mean": mean, "votes": votes, "pred": pred, "disagreement": stacked.std(axis=0)}
+
+
+def decision_threshold(target_recall, labels, calibrated, reporter=None):
+    """(threshold, rule) of ``pred`` on the calibrated scale: 0.5, or TARGET_RECALL's rule.
+
+    With a target recall: the highest threshold reaching it on the validation
+    cells' calibrated mean probability (``calibrated``).
+    """
+    if target_recall is None:
+        return 0.5, "calibrated prob_mean >= 0.5"
+    threshold = float(metrics.threshold_for_recall(labels, calibrated, target_recall))
+    if reporter is not None:
+        reporter.info(
+            f"decision threshold {threshold:.3f} (calibrated scale) reaches recall "
+            f"{target_recall:.0%} on the validation cells"
+        )
+    return threshold, f"calibrated prob_mean: target recall {target_recall} on validation"
+
+
+def fit_baseline_and_calibration(
+    store, store_rows, labels, split, normalisation, member_probabilities, target_recall=None
+):
+    """The transparent baseline (fitted on the training cells) and the ensemble's calibration.
+
+    Both are calibrated on the validation cells (``calibration.fit_platt``),
+    never on the test cells. ``split``: {"train", "validation", "test"} rows
+    of ``labels``; ``member_probabilities``: {"validation": [...], "test": [...]}
+    per member. Also returns the calibrated ensemble and baseline
+    probabilities of the test cells. Shared by ``train`` and the cross-validation.
+    """
+    from . import baseline, calibration
+
+    validation_labels = labels[split["validation"]]
+    fitted = baseline.fit_calibrated(
+        store,
+        (store_rows[split["train"]], labels[split["train"]]),
+        (store_rows[split["validation"]], validation_labels),
+        normalisation,
+        target_recall,
+    )
+    ensemble_calibration = dict(
+        calibration.fit_platt(
+            np.mean(member_probabilities["validation"], axis=0), validation_labels
+        ),
+        fitted_on="validation cells",
+    )
+    test_features = baseline.chip_features(store, store_rows[split["test"]], normalisation)
+    return {
+        "baseline": fitted,
+        "calibration": ensemble_calibration,
+        "calibrated_validation": calibration.calibrate(
+            np.mean(member_probabilities["validation"], axis=0), ensemble_calibration
+        ),
+        "calibrated_test": calibration.calibrate(
+            np.mean(member_probabilities["test"], axis=0), ensemble_calibration
+        ),
+        "baseline_test": baseline.calibrated_probabilities(fitted, test_features),
+    }
+
+
+def _report_calibration(judges, holdout, reporter):
+    fitted = judges["calibration"]
+    if fitted["method"] == "platt":
+        reporter.info(
+            f"calibration: Platt scaling on {fitted['cells']} validation cells "
+            f"(slope {fitted['slope']:.3f}, intercept {fitted['intercept']:.3f})"
+        )
+    else:
+        reporter.warning(f"calibration: none ({fitted['note']}); prob_mean = prob_raw")
+    ensemble, simple = holdout[ENSEMBLE], holdout[BASELINE]
+    reporter.info(
+        f"holdout calibration: ensemble ECE {_number(ensemble['ece_raw'])} raw, "
+        f"{_number(ensemble['ece'])} calibrated, Brier {_number(ensemble['brier'])}; "
+        f"baseline ECE {_number(simple['ece'])}, Brier {_number(simple['brier'])}"
+    )
+
+
+def _number(value):
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _threshold(options, labels, probabilities, reporter):
+    if options.target_recall is None:
+        return 0.5, "fixed 0.5"
+    threshold = metrics.threshold_for_recall(labels, probabilities, options.target_recall)
+    reporter.info(
+        f"threshold {threshold:.3f} reaches recall {options.target_recall:.0%} on the validation cells"
+    )
+    return threshold, f"target recall {options.target_recall} on validation"
+
+
+def holdout_metrics(
+    members,
+    labels,
+    member_probabilities,
+    threshold,
+    seed,
+    calibrated=None,
+    baseline=None,
+    decision_threshold=None,
+):
+    """Metrics of the members, the ensemble, the baseline (when given) and random on some cells.
+
+    ``calibrated``: the ensemble's calibrated probability (its AUC, Brier score
+    and ECE; the raw mean's Brier score and ECE are kept as ``brier_raw`` /
+    ``ece_raw``). ``baseline``: (calibrated probability, threshold on that scale).
+    ``decision_threshold``: the ensemble predicts poor where ``calibrated`` >= it
+    (None: the members' majority vote).
+    """
+    from . import calibration
+
+    result = {}
+    for name, probabilities in zip(members, member_probabilities, strict=True):
+        result[name] = metrics.binary_metrics(labels, probabilities >= threshold, probabilities)
+    ensemble = ensemble_outputs(member_probabilities, threshold, calibrated, decision_threshold)
+    if calibrated is None:
+        result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], ensemble["prob_mean"])
+    else:
+        result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], calibrated)
+        raw = calibration.scores(labels, ensemble["prob_mean"])
+        result[ENSEMBLE].update(calibration.scores(labels, calibrated))
+        result[ENSEMBLE].update({f"{key}_raw": value for key, value in raw.items()})
+    if baseline is not None:
+        probabilities, cut = baseline
+        result[BASELINE] = metrics.binary_metrics(labels, probabilities >= cut, probabilities)
+        result[BASELINE].update(calibration.scores(labels, probabilities))
+    result[RANDOM] = metrics.random_baseline(labels, RANDOM_DRAWS, seed)
+    return result
+
+
+def _manifest(
+    options,
+    store,
+    cells,
+    split,
+    train_rows,
+    inputs,
+    normalisation,
+    member_records,
+    preset,
+    threshold,
+    rule,
+    holdout,
+    environment,
+    seconds,
+):
+    from ..geopackage import read_layer_metadata
+    from ..version import plugin_version
+
+    grid_metadata = read_layer_metadata(options.grid_path, options.grid_layer)
+    cutoff = grid_metadata.get("cutoff")
+    poor_below = poor_below_from_metadata(grid_metadata.get("poor_below"))
+    labels = cells["label"].to_numpy()
+    manifest = {
+        "format": model_package.FORMAT,
+        "format_version": model_package.FORMAT_VERSION,
+        "preset": options.preset,
+        "members": member_records,
+        "inputs": inputs,
+        "chip_size": int(store.manifest["chip_size"]),
+        "resolution": float(store.manifest["settings"]["resolution"]),
+        "cell_size": float(store.manifest["settings"]["cell_size"]),
+        "crs": store.manifest["settings"]["crs"],
+        "normalisation": normalisation,
+        "threshold": float(threshold),
+        "threshold_rule": rule,
+        "vote": "majority of members with probability >= threshold",
+        "label": {
+            "cutoff": None if cutoff is None else float(cutoff),
+            "poor_below": poor_below,
+            "meaning": label_sentence(cutoff, poor_below),
+        },
+        "training": {
+            "chips": os.path.abspath(options.chips_path),
+            "grid": os.path.abspath(options.grid_path),
+            "split": options.split,
+            "test_districts": options.test_districts,
+            "balance": options.balance,
+            "seed": options.seed,
+            "pretrained": options.pretrained or "none",
+            "cells": {part: int(len(rows)) for part, rows in split.items()}
+            | {"train_after_balancing": int(len(train_rows))},
+            "poor": {part: int(labels[rows].sum()) for part, rows in split.items()},
+            "districts_seen": _districts_seen(cells, split),
+            "learning_rate": preset["learning_rate"],
+            "batch_size": preset["batch_size"],
+            "max_epochs": preset["epochs"],
+            "patience": preset["patience"],
+            "seconds": round(seconds, 1),
+        },
+        "metrics": {"holdout": holdout},
+        "software": {"povmap_qgis": plugin_version(), **environment},
+    }
+    if options.demonstration_notice:
+        manifest["notice"] = options.demonstration_notice
+    return manifest
+
+
+def _districts_seen(cells, split):
+    """{district: labelled cells the members learned from (training + validation)}; the test cells are not seen."""
+    import numpy as np
+
+    rows = np.concatenate([split["train"], split["validation"]])
+    districts = cells["district"].iloc[rows] if "district" in cells else None
+    if districts is None or districts.isna().all():
+        return {}
+    counts = districts.dropna().astype(str).value_counts()
+    return {str(name): int(counts[name]) for name in sorted(counts.index)}
+
+
+def _partial_folder(path):
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise PovmapInputError(
+            "OUTPUT",
+            f"the folder '{folder}' does not exist or is not writable; choose another output path.",
+        )
+    partial = partial_path(os.path.join(folder, name))  # owned by this run: see atomic.run_partials
+    os.makedirs(partial)
+    return partial

@@ -1,0 +1,839 @@
+"""Leave-districts-out k-fold cross-validation of the ensemble (runs in the worker).
+
+Whole districts make up each fold, balanced by cell count (greedy: the
+largest district goes to the fold with the fewest cells; the SEED breaks
+ties between districts of equal size). For each fold every member is trained
+on the other folds exactly as ``train`` trains it (a stratified validation
+share of the training folds, undersampling, normalisation from training cells
+only, early stopping) and predicts the held-out fold. Per fold: recall,
+precision, accuracy and AUC of each member (probability >= 0.5), the ensemble
+(pred: its mean probability calibrated in the fold >= 0.5; AUC of that
+probability) and the random baseline — the
+paper's Table 5 layout — then their median, minimum and maximum across folds.
+
+Outputs: metrics as JSON and a tidy CSV beside it (fold, districts, model, n,
+recall, precision, accuracy, auc; fold = median / min / max for the summary
+rows) and the grid with ``fold`` and the out-of-fold ``prob_<member>``,
+``prob_mean``, ``votes``, ``pred`` and ``outcome`` (hit, miss, false_alarm,
+correct_rejection) of every cell. ``report_document`` is
+plain Python (called inside QGIS).
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import time
+
+from ..atomic import check_output_path
+from ..errors import PovmapInputError
+from ..names import BASELINE, ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
+from ..progress import Reporter
+from .validation_outputs import (
+    OUTCOMES,
+    hitmiss_style_with_counts,
+    metrics_csv_path,
+    metrics_files,
+    outcomes,
+)
+
+METRICS_FORMAT = "povmap-crossvalidation"
+METRICS_FORMAT_VERSION = "1.0"
+CSV_COLUMNS = ("fold", "districts", "model", "n", "recall", "precision", "accuracy", "auc")
+METRIC_KEYS = METRIC_NAMES
+SUMMARY_ROWS = ("median", "min", "max")
+THRESHOLD = 0.5  # members' votes
+DECISION_THRESHOLD = 0.5  # pred: the fold-calibrated prob_mean >= this
+NO_DISTRICT = "(no district)"
+
+
+@dataclasses.dataclass
+class CrossValidateOptions:
+    chips_path: str
+    grid_path: str
+    metrics_path: str
+    output_grid_path: str
+    grid_layer: str | None = None
+    preset: str = "compact"
+    members: list | None = None  # architectures; default: the preset's
+    folds: int = 6
+    seed: int = 0
+    balance: str = "undersample"  # as in train
+    epochs: int | None = None  # overrides of the preset
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    patience: int | None = None
+    # default style of OUTPUT_GRID (hit/miss; counts are added to its legend)
+    style_qml_path: str | None = None
+    extra_styles: list | None = None  # [(qml path, style name)] stored beside it
+    figures_folder: str | None = (
+        None  # PNGs for the report (ROC curves, confusion matrices); None: none
+    )
+
+
+def assign_folds(districts, folds, seed=0):
+    """Fold (1..folds) of each district, whole districts per fold, balanced by cell count.
+
+    ``districts``: the district of each cell. Greedy: districts from the
+    largest to the smallest (equal sizes in a seeded random order) each go to
+    the fold with the fewest cells so far (the lowest fold number on ties).
+    Returns {district: fold}.
+    """
+    import numpy as np
+
+    names, counts = np.unique(np.asarray(districts, dtype=str), return_counts=True)
+    folds = int(folds)
+    if folds < 2:
+        raise PovmapInputError("FOLDS", f"{folds} folds: give at least 2.")
+    if len(names) < 2:
+        raise PovmapInputError(
+            "GRID",
+            f"the labelled cells lie in {len(names)} district(s) "
+            f"({', '.join(names) or 'none'}); cross-validation by district needs at least 2: "
+            "give a grid whose cells carry their districts (Build training grid with DISTRICTS), "
+            "or evaluate a random holdout (Train with SPLIT=random).",
+        )
+    if len(names) < folds:
+        raise PovmapInputError(
+            "FOLDS",
+            f"{folds} folds but the labelled cells lie in only {len(names)} district(s) "
+            f"({', '.join(names)}); every fold needs at least one whole district: use FOLDS ≤ {len(names)}.",
+        )
+    shuffled = np.random.default_rng(seed).permutation(len(names))
+    order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
+    sizes = np.zeros(folds, dtype="int64")
+    assignment = {}
+    for index in order:
+        fold = int(np.argmin(sizes))
+        assignment[str(names[index])] = fold + 1
+        sizes[fold] += counts[index]
+    return assignment
+
+
+def crossvalidate(options, reporter=None):
+    """Run the k-fold cross-validation; write the outputs; return a summary (see module doc)."""
+    import numpy as np
+
+    from ..chips.chip_store import ChipStore
+    from ..model import learning_data, training
+    from . import metrics
+
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    check_output_path(options.metrics_path, "METRICS", (".json",))
+    check_output_path(options.output_grid_path, "OUTPUT_GRID", (".gpkg",))
+    preset, members = training.preset_and_members(options)
+    if options.balance not in ("undersample", "class_weights"):
+        raise PovmapInputError(
+            "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
+        )
+    store = ChipStore(options.chips_path)
+    cells, flagged = training.usable_cells(store, options, reporter)
+    districts = (
+        cells["district"].where(cells["district"].notna(), NO_DISTRICT).astype(str).to_numpy()
+    )
+    if (districts == NO_DISTRICT).all():
+        raise PovmapInputError(
+            "GRID",
+            "the labelled cells have no district; use a training grid built with a districts layer "
+            "(Build training grid, DISTRICTS).",
+        )
+    if (districts == NO_DISTRICT).any():
+        reporter.warning(
+            f"{int((districts == NO_DISTRICT).sum())} labelled cells have no district; they form one group '{NO_DISTRICT}'."
+        )
+    assignment = assign_folds(districts, options.folds, options.seed)
+    cell_folds = np.array([assignment[name] for name in districts], dtype="int32")
+    labels, store_rows = cells["label"].to_numpy(), cells["store_row"].to_numpy()
+    fold_numbers = list(range(1, int(options.folds) + 1))
+    fold_districts = {
+        fold: sorted(name for name, number in assignment.items() if number == fold)
+        for fold in fold_numbers
+    }
+    for fold in fold_numbers:
+        rows = cell_folds == fold
+        reporter.info(
+            f"fold {fold}: {int(rows.sum())} cells ({int(labels[rows].sum())} poor) in {', '.join(fold_districts[fold])}"
+        )
+    if flagged:
+        reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
+    reporter.progress(2)
+    reporter.check_canceled()
+
+    environment = training.configure_tensorflow(options.seed, reporter)
+    import keras
+
+    inputs = [
+        {
+            "name": spec["name"],
+            "bands": list(spec["bands"]),
+            "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])],
+        }
+        for spec in store.manifest["inputs"]
+    ]
+    share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
+    probabilities = {member: np.full(len(cells), np.nan) for member in members}
+    # out of fold: the ensemble mean calibrated in its fold, the fold's baseline and its threshold
+    calibrated, simple, simple_threshold = (np.full(len(cells), np.nan) for _ in range(3))
+    fold_metrics, fold_records = {}, {}
+    for position, fold in enumerate(fold_numbers):
+        reporter.check_canceled()
+        fold_reporter = reporter.stage(
+            3 + 92 * position / len(fold_numbers), 3 + 92 * (position + 1) / len(fold_numbers)
+        )
+        test = np.flatnonzero(cell_folds == fold)
+        train_rows, validation = _validation_split(
+            np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold
+        )
+        balanced, class_weight = training.balanced_training_rows(
+            train_rows, labels, options, fold_reporter
+        )
+        normalisation = learning_data.training_normalisation(
+            store, store_rows[balanced], fold_reporter
+        )
+        train_data = learning_data.chip_batches(
+            store,
+            store_rows[balanced],
+            labels[balanced],
+            normalisation,
+            int(preset["batch_size"]),
+            training=True,
+            seed=options.seed + fold,
+        )
+        validation_data = learning_data.chip_batches(
+            store, store_rows[validation], labels[validation], normalisation, 64
+        )
+        record = {
+            "fold": fold,
+            "districts": fold_districts[fold],
+            "test_cells": int(len(test)),
+            "test_poor": int(labels[test].sum()),
+            "train_cells": int(len(train_rows)),
+            "train_after_balancing": int(len(balanced)),
+            "validation_cells": int(len(validation)),
+            "members": {},
+        }
+        fold_probabilities, fold_validation = [], []
+        for index, architecture in enumerate(members):
+            reporter.check_canceled()
+            stage = fold_reporter.stage(
+                100 * index / len(members), 100 * (index + 1) / len(members)
+            )
+            model, losses = training.fit_member(
+                architecture,
+                index,
+                len(members),
+                inputs,
+                preset,
+                train_data,
+                validation_data,
+                class_weight,
+                options.seed + 1000 * fold,
+                stage,
+            )
+            predicted = training.predict_member(model, store, store_rows[test], normalisation)
+            probabilities[architecture][test] = predicted
+            fold_probabilities.append(predicted)
+            fold_validation.append(
+                training.predict_member(model, store, store_rows[validation], normalisation)
+            )
+            record["members"][architecture] = {
+                "epochs_trained": len(losses),
+                "best_epoch": int(np.argmin(losses)) + 1,
+                "best_val_loss": float(np.min(losses)),
+            }
+            keras.backend.clear_session()
+        # baseline fitted on this fold's training cells; both calibrated on its validation cells
+        judges = training.fit_baseline_and_calibration(
+            store,
+            store_rows,
+            labels,
+            {"train": train_rows, "validation": validation, "test": test},
+            normalisation,
+            {"validation": fold_validation, "test": fold_probabilities},
+        )
+        calibrated[test] = judges["calibrated_test"]
+        simple[test] = judges["baseline_test"]
+        simple_threshold[test] = judges["baseline"]["threshold"]
+        record["calibration"] = judges["calibration"]
+        record["baseline"] = {
+            key: judges["baseline"][key]
+            for key in ("coefficients", "intercept", "threshold", "calibration")
+        }
+        fold_metrics[fold] = training.holdout_metrics(
+            members,
+            labels[test],
+            fold_probabilities,
+            THRESHOLD,
+            options.seed + fold,
+            calibrated=judges["calibrated_test"],
+            baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
+            decision_threshold=DECISION_THRESHOLD,
+        )
+        fold_records[fold] = record
+        ensemble = fold_metrics[fold][ENSEMBLE]
+        reporter.info(
+            f"fold {fold} ({', '.join(fold_districts[fold])}): ensemble "
+            + "  ".join(f"{key} {_format(ensemble[key])}" for key in METRIC_KEYS)
+        )
+    reporter.check_canceled()
+
+    outputs = training.ensemble_outputs(
+        [probabilities[member] for member in members], THRESHOLD, calibrated, DECISION_THRESHOLD
+    )
+    outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], calibrated
+    outputs["prob_baseline"] = simple
+    pooled = _plain(
+        training.holdout_metrics(
+            members,
+            labels,
+            [probabilities[member] for member in members],
+            THRESHOLD,
+            options.seed,
+            calibrated=calibrated,
+            baseline=(simple, simple_threshold),
+            decision_threshold=DECISION_THRESHOLD,
+        )
+    )
+    document = {
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "settings": _settings(options, preset, members, environment),
+        "data": {
+            "cells": int(len(cells)),
+            "poor_cells": int(labels.sum()),
+            "flagged_cells": int(flagged),
+            "districts": {
+                name: {
+                    "fold": fold,
+                    "cells": int((districts == name).sum()),
+                    "poor": int(labels[districts == name].sum()),
+                }
+                for name, fold in sorted(assignment.items())
+            },
+        },
+        "members": members,
+        "threshold": THRESHOLD,
+        "folds": [
+            dict(fold_records[fold], metrics=_plain(fold_metrics[fold])) for fold in fold_numbers
+        ],
+        "summary": _summary(fold_metrics, members),
+        "pooled": pooled,
+        "verdict": _verdict(labels, districts, outputs, pooled, options.seed),
+        "roc": {
+            "pooled": {
+                name: metrics.roc_points(labels, values)
+                for name, values in [(member, probabilities[member]) for member in members]
+                + [(ENSEMBLE, outputs["prob_mean"]), (BASELINE, simple)]
+            },
+            "folds": {
+                str(fold): metrics.roc_points(
+                    labels[cell_folds == fold], outputs["prob_mean"][cell_folds == fold]
+                )
+                for fold in fold_numbers
+            },
+        },
+    }
+    cell_outcomes = outcomes(labels, outputs["pred"])
+    document["outcomes"] = {outcome: int((cell_outcomes == outcome).sum()) for outcome in OUTCOMES}
+    reporter.progress(96)
+    _write_outputs(
+        options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members
+    )
+    figures = (
+        _write_figures(options.figures_folder, document, members) if options.figures_folder else {}
+    )
+    reporter.progress(100)
+    return dict(
+        document,
+        metrics_json=os.path.abspath(options.metrics_path),
+        metrics_csv=os.path.abspath(metrics_csv_path(options.metrics_path)),
+        output_grid=os.path.abspath(options.output_grid_path),
+        figures=figures,
+        seconds=round(time.monotonic() - started, 1),
+    )
+
+
+def _verdict(labels, districts, outputs, pooled, seed):
+    """The report's verdict on the pooled out-of-fold predictions, districts resampled."""
+    from ..decision.verdict import bootstrap_auc, verdict
+
+    interval = bootstrap_auc(
+        labels, outputs["prob_mean"], outputs["prob_baseline"], groups=districts, seed=seed
+    )
+    return dict(
+        verdict(
+            pooled[ENSEMBLE]["recall"],
+            pooled[ENSEMBLE]["precision"],
+            pooled[ENSEMBLE]["auc"],
+            interval["auc"],
+            pooled[RANDOM]["recall"],
+            pooled[BASELINE]["recall"],
+            pooled[BASELINE]["auc"],
+            interval["difference"],
+        ),
+        auc_interval=interval["auc"],
+        difference_interval=interval["difference"],
+        bootstrap_draws=interval["draws"],
+        resampled="districts",
+    )
+
+
+def _validation_split(rows, labels, share, seed, fold):
+    """A stratified validation share of the training folds (as ``train`` does), the rest for training."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    if min(np.bincount(labels[rows], minlength=2)) < 2:
+        raise PovmapInputError(
+            "FOLDS",
+            f"the training folds of fold {fold} hold (almost) one class only; use fewer folds or more labelled cells.",
+        )
+    train_rows, validation = train_test_split(
+        rows, test_size=share, random_state=seed + fold, stratify=labels[rows]
+    )
+    return np.sort(train_rows), np.sort(validation)
+
+
+def _plain(value):
+    """JSON-ready copy: numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value.item() if hasattr(value, "item") else value
+
+
+def _summary(fold_metrics, members):
+    """model -> metric -> {median, min, max, folds (defined values)} across folds."""
+    import numpy as np
+
+    summary = {}
+    for model in model_names(members, next(iter(fold_metrics.values()))):
+        summary[model] = {}
+        for key in ("n",) + METRIC_KEYS:
+            values = [
+                result[model][key]
+                for result in fold_metrics.values()
+                if result[model][key] is not None
+            ]
+            summary[model][key] = (
+                {
+                    "median": float(np.median(values)),
+                    "min": float(np.min(values)),
+                    "max": float(np.max(values)),
+                    "folds": len(values),
+                }
+                if values
+                else {"median": None, "min": None, "max": None, "folds": 0}
+            )
+    return summary
+
+
+def _settings(options, preset, members, environment):
+    from ..version import plugin_version
+
+    return {
+        "chips": os.path.abspath(options.chips_path),
+        "grid": os.path.abspath(options.grid_path),
+        "grid_layer": options.grid_layer,
+        "preset": options.preset,
+        "members": members,
+        "folds": int(options.folds),
+        "seed": int(options.seed),
+        "balance": options.balance,
+        "threshold": THRESHOLD,
+        "decision_threshold": DECISION_THRESHOLD,
+        "random_draws": RANDOM_DRAWS,
+        "max_epochs": int(preset["epochs"]),
+        "batch_size": int(preset["batch_size"]),
+        "learning_rate": float(preset["learning_rate"]),
+        "patience": int(preset["patience"]),
+        "povmap_qgis": plugin_version(),
+        **environment,
+    }
+
+
+def model_names(members, metrics_by_model):
+    """Table order: members, ensemble, baseline (where judged), random."""
+    from .evaluation import model_names as ordered
+
+    return ordered(members, metrics_by_model)
+
+
+def tidy_rows(document):
+    """CSV rows: each fold's members, ensemble, baseline, random; then median, min and max across folds."""
+    models = model_names(document["members"], document["summary"])
+    rows = []
+    for record in document["folds"]:
+        for model in models:
+            values = record["metrics"][model]
+            rows.append(
+                [record["fold"], "; ".join(record["districts"]), model, values["n"]]
+                + [_csv(values[key]) for key in METRIC_KEYS]
+            )
+    for statistic in SUMMARY_ROWS:
+        for model in models:
+            values = document["summary"][model]
+            n = values["n"][statistic]
+            rows.append(
+                [statistic, "", model, "" if n is None else int(n)]
+                + [_csv(values[key][statistic]) for key in METRIC_KEYS]
+            )
+    return rows
+
+
+def _csv(value):
+    return "" if value is None else repr(float(value))
+
+
+def _write_outputs(
+    options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members
+):
+    """Metrics JSON and CSV, then the grid with folds and out-of-fold predictions; all appear only when all are written."""
+    import geopandas
+    import numpy as np
+
+    from ..geopackage import write_layer
+    from ..vectors import spatial_layer
+
+    layer = spatial_layer(options.grid_path, options.grid_layer, "GRID")
+    grid = geopandas.read_file(options.grid_path, layer=layer, engine="pyogrio")
+    index = (
+        grid[["cell_id"]]
+        .astype({"cell_id": "int64"})
+        .merge(cells[["cell_id"]].assign(position=np.arange(len(cells))), on="cell_id", how="left")[
+            "position"
+        ]
+        .to_numpy()
+    )
+    found = ~np.isnan(index)
+    positions = np.where(found, index, 0).astype("int64")
+
+    def spread(values, dtype):
+        column = np.asarray(values)[positions].astype("float64")
+        column[~found] = np.nan
+        return column if dtype == "float64" else _nullable(column, dtype)
+
+    grid["fold"] = spread(cell_folds, "Int32")
+    for member in members:
+        grid[f"prob_{member}"] = spread(probabilities[member], "float64")
+    grid["prob_mean"] = spread(outputs["prob_mean"], "float64")
+    for field in ("prob_raw", "prob_baseline"):
+        grid[field] = spread(outputs[field], "float64")
+    grid["votes"] = spread(outputs["votes"], "Int32")
+    grid["pred"] = spread(outputs["pred"], "Int32")
+    grid["outcome"] = np.where(found, np.asarray(cell_outcomes, dtype=object)[positions], None)
+    with (
+        metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)),
+        hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]) as style,
+    ):
+        write_layer(
+            grid,
+            options.output_grid_path,
+            style,
+            "povmap cross-validation (out-of-fold hits and misses)",
+            extra_styles=options.extra_styles,
+            metadata={
+                "povmap_threshold": THRESHOLD,
+                "povmap_decision_threshold": DECISION_THRESHOLD,
+                "povmap_members": ",".join(members),
+                "povmap_folds": int(options.folds),
+                "povmap_seed": int(options.seed),
+                "povmap_grid": os.path.abspath(options.grid_path),
+                "povmap_outcomes": json.dumps(document["outcomes"]),
+            },
+        )
+
+
+def _write_figures(folder, document, members):
+    """Pooled ROC curves and confusion matrices, and the ensemble's ROC curve per fold, as PNGs in ``folder``; {name: path}."""
+    from ..report import figures as drawing
+
+    os.makedirs(folder, exist_ok=True)
+    pooled = document["pooled"]
+    figures = {}
+    if document["roc"]["pooled"].get(ENSEMBLE):
+        title = f"ROC curves of the out-of-fold predictions, {pooled[ENSEMBLE]['n']} cells (dots: at the threshold)"
+        figures["roc"] = drawing.save(
+            drawing.roc_figure(document["roc"]["pooled"], pooled, members, title),
+            os.path.join(folder, "roc.png"),
+        )
+    fold_curves = {
+        f"fold {fold}": curve for fold, curve in document["roc"]["folds"].items() if curve
+    }
+    if fold_curves:
+        fold_metrics = {
+            f"fold {record['fold']}": record["metrics"][ENSEMBLE] for record in document["folds"]
+        }
+        figures["roc_folds"] = drawing.save(
+            drawing.fold_roc_figure(
+                fold_curves, fold_metrics, "The ensemble's ROC curve in each held-out fold"
+            ),
+            os.path.join(folder, "roc_folds.png"),
+        )
+    figures["confusion"] = drawing.save(
+        drawing.confusion_figure(pooled, members), os.path.join(folder, "confusion.png")
+    )
+    from .evaluation import reliability_curves
+
+    figures["reliability"] = drawing.save(
+        drawing.reliability_figure(
+            reliability_curves(pooled), "Reliability of the out-of-fold probabilities"
+        ),
+        os.path.join(folder, "reliability.png"),
+    )
+    return figures
+
+
+def _nullable(values, dtype):
+    import pandas
+
+    return pandas.array([None if value != value else int(value) for value in values], dtype=dtype)
+
+
+def _format(value):
+    return "–" if value is None else f"{value:.3f}"
+
+
+# --- report (plain Python: also called inside QGIS) -----------------------------------------------------
+
+
+def report_document(summary, maps=()):
+    """Title, notices and sections of the HTML report (core/report/page.py) for a ``crossvalidate`` summary.
+
+    ``maps``: [(png path, caption)] rendered by QGIS.
+    """
+    from ..report import page as report
+
+    settings, data = summary["settings"], summary["data"]
+    members = list(summary["members"])
+    models = model_names(members, summary["summary"])
+    random_label = f"random (median of {settings['random_draws']})"
+    run = report.KeyValues(
+        [
+            ("Chip store", settings["chips"]),
+            (
+                "Labelled grid",
+                settings["grid"]
+                + (f" (layer {settings['grid_layer']})" if settings.get("grid_layer") else ""),
+            ),
+            ("Preset and members", f"{settings['preset']}: {', '.join(members)}"),
+            (
+                "Folds",
+                f"{settings['folds']} (whole districts per fold, balanced by cell count; seed {settings['seed']})",
+            ),
+            (
+                "Training",
+                f"up to {settings['max_epochs']} epochs, batch {settings['batch_size']}, learning rate {settings['learning_rate']:g}, "
+                f"patience {settings['patience']}, balance {settings['balance']}; validation: a stratified share of the training folds",
+            ),
+            (
+                "Decision threshold",
+                f"members {settings['threshold']:g}; ensemble: pred = mean probability calibrated "
+                f"in the fold ≥ {settings.get('decision_threshold', DECISION_THRESHOLD):g}, AUC from it",
+            ),
+            (
+                "Device",
+                f"{settings.get('device', '')} (TensorFlow {settings.get('tensorflow', '')}, Keras {settings.get('keras', '')})",
+            ),
+            (
+                "Created",
+                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}, {summary.get('seconds', '')} s",
+            ),
+        ]
+    )
+    fold_rows = [
+        [
+            record["fold"],
+            ", ".join(record["districts"]),
+            record["test_cells"],
+            record["test_poor"],
+            record["train_cells"],
+            record["validation_cells"],
+        ]
+        for record in summary["folds"]
+    ]
+    district_rows = [
+        [name, values["fold"], values["cells"], values["poor"]]
+        for name, values in data["districts"].items()
+    ]
+    metric_rows, emphasis = [], []
+    for record in summary["folds"]:
+        for model in models:
+            values = record["metrics"][model]
+            if model == ENSEMBLE:
+                emphasis.append(len(metric_rows))
+            metric_rows.append(
+                [record["fold"], random_label if model == RANDOM else model, values["n"]]
+                + [values[key] for key in METRIC_KEYS]
+            )
+    summary_rows, summary_emphasis = [], []
+    for model in models:
+        values = summary["summary"][model]
+        if model == ENSEMBLE:
+            summary_emphasis.append(len(summary_rows))
+        summary_rows.append(
+            [random_label if model == RANDOM else model]
+            + [values[key]["median"] for key in METRIC_KEYS]
+            + [_range(values[key]) for key in METRIC_KEYS]
+        )
+    pooled_rows = [
+        [random_label if model == RANDOM else model]
+        + [summary["pooled"][model][key] for key in ("n",) + METRIC_KEYS]
+        for model in models
+    ]
+    ensemble = summary["summary"][ENSEMBLE]
+    sections = [
+        report.Section("Run settings", [run]),
+        report.Section(
+            "Folds",
+            [
+                report.Table(
+                    [
+                        "fold",
+                        "test districts",
+                        "test cells",
+                        "poor",
+                        "training cells",
+                        "validation cells",
+                    ],
+                    fold_rows,
+                    caption="Each fold's districts are held out; members are trained on the other folds.",
+                ),
+                report.Table(["district", "fold", "cells", "poor"], district_rows),
+            ],
+        ),
+        report.Section(
+            "Metrics per fold",
+            [
+                report.Paragraph(
+                    "The held-out fold's cells predicted by members trained without them. Recall: share of the poor cells predicted poor; "
+                    "precision: share of the cells predicted poor that are poor; accuracy: share predicted right; AUC: ranking of poor above "
+                    "not-poor cells (0.5 = random)."
+                ),
+                report.Table(
+                    ["fold", "model", "cells", "recall", "precision", "accuracy", "AUC"],
+                    metric_rows,
+                    emphasis=emphasis,
+                ),
+            ],
+        ),
+        report.Section(
+            "Across folds",
+            [
+                report.Table(
+                    [
+                        "model",
+                        "recall (median)",
+                        "precision (median)",
+                        "accuracy (median)",
+                        "AUC (median)",
+                        "recall range",
+                        "precision range",
+                        "accuracy range",
+                        "AUC range",
+                    ],
+                    summary_rows,
+                    caption="Median and range (min–max) over the folds where the metric is defined.",
+                    emphasis=summary_emphasis,
+                ),
+                report.Table(
+                    ["model", "cells", "recall", "precision", "accuracy", "AUC"],
+                    pooled_rows,
+                    caption="All out-of-fold predictions pooled (every labelled cell once).",
+                    emphasis=[len(members)],
+                ),
+            ],
+        ),
+    ]
+    figures = summary.get("figures") or {}
+    figure_blocks = [
+        report.Figure(figures[name], caption, caption)
+        for name, caption in (
+            ("roc", "ROC curves of all out-of-fold predictions pooled, members and ensemble"),
+            (
+                "roc_folds",
+                "The ensemble's ROC curve in each held-out fold: the spread shows how much the districts differ",
+            ),
+        )
+        if figures.get(name)
+    ]
+    if figure_blocks:
+        sections.append(report.Section("ROC curves", figure_blocks))
+    pooled_ensemble = summary["pooled"][ENSEMBLE]
+    outcome_rows = [
+        [OUTCOMES[outcome][0], count, count / max(1, pooled_ensemble["n"])]
+        for outcome, count in summary["outcomes"].items()
+    ]
+    sections.append(
+        report.Section(
+            "Confusion matrices (out-of-fold, pooled)",
+            (
+                [
+                    report.Figure(
+                        figures["confusion"],
+                        "Observed (rows) against predicted (columns), every labelled cell "
+                        "predicted once by members that never saw its district",
+                        "confusion matrices",
+                    )
+                ]
+                if figures.get("confusion")
+                else []
+            )
+            + [report.Table(["outcome (ensemble)", "cells", "share"], outcome_rows)],
+        )
+    )
+    if maps:
+        sections.append(
+            report.Section(
+                "Maps", [report.Figure(path, caption, caption) for path, caption in maps]
+            )
+        )
+    from ..decision.verdict import calibration_section, verdict_section
+
+    after_roc = next(
+        (index + 1 for index, section in enumerate(sections) if section.title == "ROC curves"),
+        len(sections),
+    )
+    sections.insert(
+        after_roc,
+        calibration_section(summary["pooled"], figures.get("reliability"), report),
+    )
+    sections.insert(0, verdict_section(summary.get("verdict"), report))
+    notes = sorted(
+        {
+            f"fold {record['fold']} {model}: {note}"
+            for record in summary["folds"]
+            for model in models
+            for note in record["metrics"][model].get("notes", [])
+        }
+    )
+    if notes:
+        sections.append(
+            report.Section(
+                "Notes",
+                [
+                    report.Paragraph("Values shown as – are undefined for these cells:"),
+                    report.BulletList(notes),
+                ],
+            )
+        )
+    subtitle = (
+        f"{settings['folds']} folds, {data['cells']} cells, {len(data['districts'])} districts · ensemble median recall "
+        f"{_format(ensemble['recall']['median'])}, precision {_format(ensemble['precision']['median'])}, "
+        f"accuracy {_format(ensemble['accuracy']['median'])}, AUC {_format(ensemble['auc']['median'])}"
+    )
+    return {
+        "title": "Poverty model cross-validation (leave districts out)",
+        "subtitle": subtitle,
+        "notices": [],
+        "sections": sections,
+    }
+
+
+def _range(values):
+    if values["min"] is None:
+        return None
+    return f"{values['min']:.3f}–{values['max']:.3f}"

@@ -1,0 +1,1123 @@
+"""Predictions against observed labels (pipeline step 6, runs in the worker).
+
+Cells of a prediction layer (``povmap:predict``) are matched with the cells
+of a labelled grid (held-out cells, or a new ground-truth survey gridded with
+``povmap:buildtraininggrid``) by ``cell_id`` — never by location, so the two
+layers may be stored in different CRSs. For every member (its probability at
+the model's threshold), the ensemble (its ``pred`` majority vote; AUC from
+``prob_mean``) and the paper's random baseline (median of RANDOM_DRAWS
+coin-flip predictions) this writes recall, precision, accuracy and AUC, over
+all matched cells and per district, as JSON and a tidy CSV; ROC curves and
+confusion matrices as PNGs; and the hit/miss layer (prediction fields +
+``label`` + ``outcome``), styled, with the count of each outcome in its legend.
+
+Truth with one class only (e.g. every surveyed cell poor) is not an error:
+recall, precision and accuracy are still reported where defined; AUC and ROC
+curves are undefined, left empty (None) with a note and a warning.
+
+numpy, pandas and matplotlib are imported inside the functions that need
+them: ``report_document`` is also called inside QGIS, where only plain
+Python is wanted.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import time
+
+from .. import labels
+from ..atomic import check_output_path
+from ..errors import PovmapInputError
+from ..geopackage import povmap_layer_metadata
+from ..names import BASELINE, ENSEMBLE, RANDOM
+from ..progress import Reporter
+from .validation_outputs import (
+    OUTCOMES,
+    hitmiss_style_with_counts,
+    metrics_csv_path,
+    metrics_files,
+    outcomes,
+)
+
+METRICS_FORMAT = "povmap-evaluation"
+METRICS_FORMAT_VERSION = "1.0"
+ALL_SCOPE = "all"
+IN_RANGE_SCOPE = "all (in range)"  # cells with out_of_range = 0, when the layer has the field
+CSV_COLUMNS = ("scope", "model", "n", "recall", "precision", "accuracy", "auc")
+DEFAULT_THRESHOLD = 0.5
+# prob_ fields of the prediction layer that are not members
+NOT_MEMBER_FIELDS = ("prob_mean", "prob_raw", "prob_low", "prob_high", "prob_baseline")
+
+
+@dataclasses.dataclass
+class EvaluateOptions:
+    predictions_path: str
+    truth_path: str
+    hitmiss_path: str
+    metrics_path: str
+    figures_folder: str | None = None  # PNGs (ROC curves, confusion matrices); None: no figures
+    predictions_layer: str | None = None
+    truth_layer: str | None = None
+    random_draws: int = 1000
+    seed: int = 0
+    style_qml_path: str | None = None  # resources/styles/hitmiss.qml; legend labels get the counts
+
+
+def evaluate(options, reporter=None):
+    """Compare predictions with observed labels; write the outputs; return a summary (see module doc)."""
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    _check_options(options)
+    predictions = _read_predictions(options)
+    reporter.progress(10)
+    reporter.check_canceled()
+    truth = _read_truth(options, reporter)
+    reporter.progress(20)
+    cells, data = _join(predictions, truth, options, reporter)
+    labels = cells["label"].to_numpy()
+    reporter.info(
+        f"{data['common_cells']} cells matched by cell_id ({data['poor_cells']} poor); "
+        f"{data['truth_without_prediction']} TRUTH cells without a prediction, "
+        f"{data['predictions_without_truth']} predicted cells without a label."
+    )
+    if data["poor_cells"] in (0, len(labels)):
+        reporter.warning(
+            f"TRUTH: all {len(labels)} matched cells are {'poor' if data['poor_cells'] else 'not poor'} (one class): "
+            "AUC and ROC curves are undefined and left empty; recall, precision and accuracy are reported where defined."
+        )
+    _check_votes(cells, predictions, reporter)
+    reporter.check_canceled()
+
+    districts = _district_groups(cells)
+    overall = _scope_metrics(cells, predictions, options)
+    in_range = _in_range_metrics(cells, predictions, options, reporter)
+    by_district = {}
+    for index, (district, group) in enumerate(districts):
+        reporter.progress(20 + 45 * (index + 1) / (len(districts) + 1))
+        reporter.check_canceled()
+        by_district[district] = _scope_metrics(group, predictions, options)
+    document = {
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "settings": _settings(options, predictions),
+        "data": data,
+        "members": predictions["members"],
+        "threshold": predictions["threshold"],
+        "metrics": {"all": overall, "districts": by_district}
+        | ({"in_range": in_range} if in_range is not None else {}),
+        "training_districts": _training_districts(predictions["metadata"]),
+        "roc": _roc_curves(cells, predictions["members"]),
+        "verdict": _verdict(cells, overall, options),
+        "calibrated": "prob_raw" in cells,
+        "outcomes": {
+            "all": _outcome_counts(cells),
+            "districts": {district: _outcome_counts(group) for district, group in districts},
+        },
+        "notes": _notes(overall, by_district, data, in_range),
+    }
+    reporter.progress(70)
+    reporter.check_canceled()
+    figures = (
+        _write_figures(options.figures_folder, document, predictions["members"])
+        if options.figures_folder
+        else {}
+    )
+    reporter.progress(85)
+    reporter.check_canceled()
+    _write_outputs(options, document, cells, predictions)
+    reporter.progress(100)
+    ensemble = overall[ENSEMBLE]
+    reporter.info(
+        "ensemble "
+        + "  ".join(
+            f"{key} {_format(ensemble[key])}" for key in ("recall", "precision", "accuracy", "auc")
+        )
+        + f"; random baseline (median of {options.random_draws}) "
+        + "  ".join(
+            f"{key} {_format(overall[RANDOM][key])}" for key in ("recall", "precision", "accuracy")
+        )
+    )
+    return dict(
+        document,
+        hitmiss=os.path.abspath(options.hitmiss_path),
+        metrics_json=os.path.abspath(options.metrics_path),
+        metrics_csv=os.path.abspath(metrics_csv_path(options.metrics_path)),
+        figures=figures,
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+
+def _check_options(options):
+    check_output_path(options.hitmiss_path, "HITMISS", (".gpkg",))
+    check_output_path(options.metrics_path, "METRICS", (".json",))
+    for path, parameter in (
+        (options.predictions_path, "PREDICTIONS"),
+        (options.truth_path, "TRUTH"),
+    ):
+        if not path or not os.path.exists(path):
+            raise PovmapInputError(parameter, f"the file '{path}' does not exist.")
+        if os.path.abspath(path) in (
+            os.path.abspath(options.hitmiss_path),
+            os.path.abspath(options.metrics_path),
+        ):
+            raise PovmapInputError(
+                "HITMISS", f"'{path}' is the {parameter} input; choose another output name."
+            )
+    if int(options.random_draws) < 1:
+        raise PovmapInputError(
+            "RANDOM_DRAWS", f"{options.random_draws} draws: give at least 1 (the paper: 1000)."
+        )
+
+
+def _layer_fields(path, layer, parameter):
+    """The layer's name (the first one with geometries when None), field names and description; no CRS needed."""
+    from ..vectors import layer_info, spatial_layer
+
+    layer = spatial_layer(path, layer, parameter)
+    info = layer_info(path, layer, parameter, require_crs=False)
+    return layer, list(info["fields"]), info
+
+
+def _read_predictions(options):
+    """The prediction layer (GeoDataFrame), its members, threshold and metadata."""
+    import geopandas
+
+    path = options.predictions_path
+    layer, fields, info = _layer_fields(path, options.predictions_layer, "PREDICTIONS")
+    name = layer or os.path.basename(path)
+    if not info.get("geometry_type"):
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the layer '{name}' has no geometries; use the prediction layer written by Predict poverty.",
+        )
+    missing = [field for field in ("cell_id", "pred", "prob_mean") if field not in fields]
+    metadata = povmap_layer_metadata(path, layer)
+    listed = [member for member in str(metadata.get("povmap:members", "")).split(",") if member]
+    members = listed or [
+        field[len("prob_") :]
+        for field in fields
+        if field.startswith("prob_") and field not in NOT_MEMBER_FIELDS
+    ]
+    missing += [f"prob_{member}" for member in members if f"prob_{member}" not in fields]
+    if missing or not members:
+        wanted = (
+            f"no {', '.join(missing)} field"
+            if missing
+            else "no member probabilities (a prob_ field per member, e.g. prob_compact_cnn)"
+        )
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the layer '{name}' has {wanted}; use the prediction layer written by Predict poverty "
+            f"(cell_id, one prob_ field per member, prob_mean, votes, pred). Its fields: {', '.join(fields) or 'none'}.",
+        )
+    threshold, threshold_note = DEFAULT_THRESHOLD, None
+    if "povmap:threshold" in metadata:
+        try:
+            threshold = float(metadata["povmap:threshold"])
+        except ValueError:
+            threshold_note = f"the layer metadata povmap:threshold '{metadata['povmap:threshold']}' is not a number; members are cut at {DEFAULT_THRESHOLD}"
+    else:
+        threshold_note = f"no povmap:threshold in the layer metadata (e.g. the layer was copied); members are cut at {DEFAULT_THRESHOLD}"
+    frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
+    if frame.empty:
+        raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
+    _check_ids(frame, "PREDICTIONS", name)
+    trust = [field for field in ("prob_raw", "prob_baseline") if field in frame]
+    for field in ["pred", "prob_mean"] + [f"prob_{member}" for member in members] + trust:
+        values = frame[field]
+        if values.isna().any():
+            raise PovmapInputError(
+                "PREDICTIONS",
+                f"the field {field} of '{name}' is empty in {int(values.isna().sum())} cells; predict them again.",
+            )
+        valid = values.isin([0, 1]).all() if field == "pred" else values.between(0, 1).all()
+        if not valid:
+            expected = "0 or 1" if field == "pred" else "probabilities between 0 and 1"
+            raise PovmapInputError(
+                "PREDICTIONS", f"the field {field} of '{name}' must hold {expected}."
+            )
+    return {
+        "frame": frame,
+        "members": members,
+        "threshold": threshold,
+        "baseline_threshold": _number_or(
+            metadata.get("povmap:baseline_threshold"), DEFAULT_THRESHOLD
+        ),
+        "threshold_note": threshold_note,
+        "decision_threshold": _number_or(metadata.get("povmap:decision_threshold"), None),
+        "metadata": metadata,
+        "layer": name,
+        "crs": _crs_text(frame.crs),
+    }
+
+
+def _number_or(value, default):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _read_truth(options, reporter):
+    """cell_id, label (0/1) and district (when present) of the labelled grid."""
+    import pyogrio
+
+    path = options.truth_path
+    layer, fields, info = _layer_fields(path, options.truth_layer, "TRUTH")
+    name = layer or os.path.basename(path)
+    if "cell_id" not in fields:
+        raise PovmapInputError(
+            "TRUTH",
+            f"the layer '{name}' has no cell_id field; grid the survey with Build training grid "
+            f"(same CRS and cell size as the predictions). Its fields: {', '.join(fields) or 'none'}.",
+        )
+    if "label" not in fields:
+        raise PovmapInputError(
+            "TRUTH",
+            f"the layer '{name}' has no label field (1 = poor, 0 = not poor); use a labelled grid from "
+            f"Build training grid, e.g. a ground-truth survey gridded with it. Its fields: {', '.join(fields) or 'none'}.",
+        )
+    columns = ["cell_id", "label"] + (["district"] if "district" in fields else [])
+    frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, read_geometry=False)
+    if frame.empty:
+        raise PovmapInputError("TRUTH", f"the layer '{name}' has no features.")
+    frame = _numbers_from_text(frame, ("cell_id", "label"), "TRUTH", name, reporter)
+    unlabelled = frame["label"].isna()
+    if unlabelled.all():
+        raise PovmapInputError(
+            "TRUTH",
+            f"the label field of '{name}' is empty in every cell; use a labelled grid from Build training grid.",
+        )
+    if unlabelled.any():
+        reporter.warning(f"TRUTH: {int(unlabelled.sum())} cells without a label are left out.")
+        frame = frame[~unlabelled]
+    if not frame["label"].isin([0, 1]).all():
+        odd = sorted({str(value) for value in frame.loc[~frame["label"].isin([0, 1]), "label"]})[:5]
+        raise PovmapInputError(
+            "TRUTH",
+            f"the label field of '{name}' must be 1 (poor) or 0 (not poor); it also holds {', '.join(odd)}.",
+        )
+    _check_ids(frame, "TRUTH", name)
+    frame = frame.assign(label=frame["label"].astype("int32"))
+    return {
+        "frame": frame,
+        "layer": name,
+        "metadata": povmap_layer_metadata(path, layer),
+        "crs": _crs_text(info.get("crs")),
+    }
+
+
+def _numbers_from_text(frame, columns, parameter, name, reporter):
+    """Numbers written as text (a CSV read without its .csvt file) become numbers.
+
+    Empty text is a missing value; other text is refused naming the field.
+    """
+    import pandas
+
+    for column in columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        text = values.astype("string").str.strip()
+        text = text.mask(text == "")
+        numbers = pandas.to_numeric(text.astype(object).where(text.notna(), None), errors="coerce")
+        wrong = numbers.isna() & text.notna()
+        if wrong.any():
+            examples = ", ".join(f"'{value}'" for value in sorted(set(text[wrong]))[:5])
+            wanted = "1 (poor) or 0 (not poor)" if column == "label" else "the grid's cell ids"
+            raise PovmapInputError(
+                parameter,
+                f"the {column} field of '{name}' holds text ({examples}); it must hold {wanted}.",
+            )
+        frame = frame.assign(**{column: numbers})
+        reporter.info(
+            f"{parameter}: the {column} field of '{name}' is text (e.g. a CSV without a .csvt "
+            "file); its values are read as numbers."
+        )
+    return frame
+
+
+def _check_ids(frame, parameter, name):
+    import numpy as np
+
+    ids = frame["cell_id"]
+    if ids.isna().any():
+        raise PovmapInputError(
+            parameter,
+            f"the cell_id field of '{name}' is empty in {int(ids.isna().sum())} features.",
+        )
+    numeric = np.asarray(ids, dtype="float64") if ids.dtype.kind == "f" else None
+    if numeric is not None and not np.all(numeric == np.round(numeric)):
+        raise PovmapInputError(
+            parameter,
+            f"the cell_id field of '{name}' holds non-integer values; use the grid's own cell_id.",
+        )
+    try:
+        frame["cell_id"] = ids.astype("int64")
+    except (TypeError, ValueError):
+        raise PovmapInputError(
+            parameter,
+            f"the cell_id field of '{name}' is not an integer field; use the grid's own cell_id.",
+        ) from None
+    duplicated = frame["cell_id"].duplicated()
+    if duplicated.any():
+        example = int(frame.loc[duplicated, "cell_id"].iloc[0])
+        raise PovmapInputError(
+            parameter,
+            f"'{name}' holds {int(duplicated.sum())} duplicated cell_id values (e.g. {example}); "
+            "a grid has one feature per cell.",
+        )
+
+
+def _join(predictions, truth, options, reporter):
+    """Matched cells (prediction fields + label, district filled from TRUTH) and the data summary."""
+    import pandas
+
+    frame, observed = predictions["frame"], truth["frame"]
+    matched = frame["cell_id"].isin(observed["cell_id"])
+    if not matched.any():
+        raise PovmapInputError("TRUTH", _no_common_cells_message(predictions, truth))
+    by_cell = observed.set_index("cell_id")
+    cells = frame.loc[matched].copy()
+    truth_labels = by_cell.loc[cells["cell_id"], "label"].to_numpy()
+    if (
+        "label" in cells
+        and not (
+            pandas.to_numeric(cells["label"], errors="coerce").to_numpy() == truth_labels
+        ).all()
+    ):
+        reporter.info("PREDICTIONS has its own label field: the labels of TRUTH are used.")
+    cells = cells.drop(columns=[column for column in ("label", "outcome") if column in cells])
+    if "district" in by_cell:
+        truth_districts = by_cell.loc[cells["cell_id"], "district"].to_numpy()
+        if "district" in cells:
+            cells["district"] = cells["district"].where(
+                cells["district"].notna(), pandas.Series(truth_districts, index=cells.index)
+            )
+        else:
+            cells["district"] = truth_districts
+    cells["label"] = truth_labels.astype("int32")
+    cells["outcome"] = outcomes(cells["label"].to_numpy(), cells["pred"].to_numpy())
+    if predictions["crs"] and truth["crs"] and predictions["crs"] != truth["crs"]:
+        reporter.info(
+            f"PREDICTIONS is in {predictions['crs']} and TRUTH in {truth['crs']}: cells are matched by cell_id; "
+            "the hit/miss layer keeps the geometry of PREDICTIONS."
+        )
+    if predictions["threshold_note"]:
+        reporter.warning(f"PREDICTIONS: {predictions['threshold_note']}.")
+    districts = (
+        sorted({str(value) for value in cells["district"].dropna()}) if "district" in cells else []
+    )
+    data = {
+        "predictions_layer": predictions["layer"],
+        "truth_layer": truth["layer"],
+        "predictions_crs": predictions["crs"],
+        "truth_crs": truth["crs"],
+        "prediction_cells": int(len(frame)),
+        "truth_cells": int(len(observed)),
+        "common_cells": int(len(cells)),
+        "truth_without_prediction": int((~observed["cell_id"].isin(frame["cell_id"])).sum()),
+        "predictions_without_truth": int((~matched).sum()),
+        "poor_cells": int(cells["label"].sum()),
+        "predicted_poor_cells": int(cells["pred"].sum()),
+        "flagged_cells": int(cells["chip_flagged"].sum()) if "chip_flagged" in cells else None,
+        "out_of_range_cells": _out_of_range_counts(cells, districts),
+        "districts": districts,
+        "cells_without_district": int(cells["district"].isna().sum())
+        if "district" in cells
+        else int(len(cells)),
+        "label_meaning": _label_meaning(truth["metadata"], predictions["metadata"]),
+    }
+    return cells, data
+
+
+def _out_of_range_counts(cells, districts):
+    """{"all": n, "districts": {name: n}} of cells outside the training range; None without the field."""
+    if "out_of_range" not in cells:
+        return None
+    flags = cells["out_of_range"].fillna(0).astype(int)
+    named = cells["district"].astype(str) if "district" in cells else None
+    return {
+        "all": int(flags.sum()),
+        "districts": {
+            name: int(flags[named == name].sum()) for name in districts if named is not None
+        },
+    }
+
+
+def _no_common_cells_message(predictions, truth):
+    frame, observed = predictions["frame"], truth["frame"]
+    cell_size = truth["metadata"].get("cell_size")
+    described = (
+        f"PREDICTIONS: {len(frame)} cells in {predictions['crs'] or 'an unknown CRS'}, e.g. cell_id {int(frame['cell_id'].iloc[0])}; "
+        f"TRUTH: {len(observed)} cells in {truth['crs'] or 'an unknown CRS'}"
+        + (f", cell size {cell_size}" if cell_size else "")
+        + f", e.g. cell_id {int(observed['cell_id'].iloc[0])}"
+    )
+    return (
+        "no cell_id of the TRUTH layer is in PREDICTIONS, so nothing can be compared. Cell ids depend on the grid's CRS and cell "
+        "size: grid the ground truth with Build training grid in the same CRS and CELL_SIZE as the grid that was predicted, "
+        f"and check that both cover the same area ({described})."
+    )
+
+
+def _label_meaning(truth_metadata, prediction_metadata):
+    if truth_metadata.get("cutoff") not in (None, ""):
+        below = labels.poor_below_from_metadata(truth_metadata.get("poor_below"))
+        return labels.label_sentence(truth_metadata["cutoff"], below)
+    return str(prediction_metadata.get("povmap:label") or "1 = poor")
+
+
+def _crs_text(crs):
+    if crs is None:
+        return None
+    try:
+        from pyproj import CRS
+
+        crs = CRS.from_user_input(crs)
+        authority = crs.to_authority()
+        return ":".join(authority) if authority else crs.name
+    except Exception:
+        return str(crs)
+
+
+def _check_votes(cells, predictions, reporter):
+    """Warn when ``pred`` does not follow its rule (a lost or wrong threshold).
+
+    The rule: calibrated ``prob_mean`` >= the layer's ``povmap_decision_threshold``;
+    the members' majority at the threshold for a layer without one (an older package).
+    """
+    decision = predictions.get("decision_threshold")
+    if decision is not None:
+        decided = (cells["prob_mean"].to_numpy(dtype="float64") >= decision).astype(int)
+        differing = int((decided != cells["pred"].to_numpy()).sum())
+        if differing:
+            reporter.warning(
+                f"PREDICTIONS: in {differing} of {len(cells)} cells pred is not prob_mean >= "
+                f"{decision:g} (the layer's decision threshold): the ensemble uses pred as written."
+            )
+        return
+    members = predictions["members"]
+    votes = sum(
+        (cells[f"prob_{member}"].to_numpy() >= predictions["threshold"]).astype(int)
+        for member in members
+    )
+    differing = int(((votes * 2 > len(members)).astype(int) != cells["pred"].to_numpy()).sum())
+    if differing:
+        reporter.warning(
+            f"PREDICTIONS: in {differing} of {len(cells)} cells pred is not the majority of members at threshold "
+            f"{predictions['threshold']:g}: member metrics use that threshold, the ensemble uses pred as written."
+        )
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+
+def _district_groups(cells):
+    if "district" not in cells:
+        return []
+    named = cells[cells["district"].notna()]
+    return sorted(
+        ((str(name), group) for name, group in named.groupby(named["district"].astype(str))),
+        key=lambda item: item[0],
+    )
+
+
+def _scope_metrics(cells, predictions, options):
+    """Members, ensemble, baseline (when the layer has prob_baseline) and random on some cells.
+
+    The ensemble and the baseline also get the Brier score, the expected
+    calibration error and the reliability bins (``core.model.calibration``) of
+    ``prob_mean`` and ``prob_baseline``; ``brier_raw`` / ``ece_raw`` of
+    ``prob_raw`` where the layer has it (before calibration).
+    """
+    from ..model import calibration
+    from . import metrics
+
+    labels = cells["label"].to_numpy()
+    threshold = predictions["threshold"]
+    result = {}
+    for member in predictions["members"]:
+        probabilities = cells[f"prob_{member}"].to_numpy(dtype="float64")
+        result[member] = metrics.binary_metrics(labels, probabilities >= threshold, probabilities)
+    mean = cells["prob_mean"].to_numpy(dtype="float64")
+    result[ENSEMBLE] = metrics.binary_metrics(labels, cells["pred"].to_numpy(), mean)
+    result[ENSEMBLE].update(calibration.scores(labels, mean))
+    if "prob_raw" in cells:
+        raw = calibration.scores(labels, cells["prob_raw"].to_numpy(dtype="float64"))
+        result[ENSEMBLE].update({f"{key}_raw": value for key, value in raw.items()})
+    if "prob_baseline" in cells:
+        simple = cells["prob_baseline"].to_numpy(dtype="float64")
+        result[BASELINE] = metrics.binary_metrics(
+            labels, simple >= predictions["baseline_threshold"], simple
+        )
+        result[BASELINE].update(calibration.scores(labels, simple))
+    result[RANDOM] = metrics.random_baseline(labels, int(options.random_draws), int(options.seed))
+    return result
+
+
+def _in_range_metrics(cells, predictions, options, reporter):
+    """Metrics of the cells inside the training range (``out_of_range`` = 0); None without the field.
+
+    Cells the model was trained on statistics like: the numbers a user may
+    trust more than those of all cells. None too when no compared cell is inside.
+    """
+    if "out_of_range" not in cells:
+        return None
+    inside = cells[cells["out_of_range"].fillna(0).astype(int) == 0]
+    if inside.empty:
+        reporter.warning(
+            "every compared cell lies outside the training range (out_of_range = 1): "
+            "no metrics for cells inside it."
+        )
+        return None
+    return _scope_metrics(inside, predictions, options)
+
+
+def _roc_curves(cells, members):
+    from . import metrics
+
+    labels = cells["label"].to_numpy()
+    columns = [(member, f"prob_{member}") for member in members] + [(ENSEMBLE, "prob_mean")]
+    if "prob_baseline" in cells:
+        columns.append((BASELINE, "prob_baseline"))
+    return {
+        name: metrics.roc_points(labels, cells[column].to_numpy(dtype="float64"))
+        for name, column in columns
+    }
+
+
+def _verdict(cells, overall, options):
+    """The report's verdict (``core.decision.verdict``) on all compared cells, cells resampled."""
+    from ..decision.verdict import bootstrap_auc, verdict
+
+    simple = cells["prob_baseline"].to_numpy(dtype="float64") if "prob_baseline" in cells else None
+    interval = bootstrap_auc(
+        cells["label"].to_numpy(),
+        cells["prob_mean"].to_numpy(dtype="float64"),
+        simple,
+        seed=int(options.seed),
+    )
+    return dict(
+        verdict(
+            overall[ENSEMBLE]["recall"],
+            overall[ENSEMBLE]["precision"],
+            overall[ENSEMBLE]["auc"],
+            interval["auc"],
+            overall[RANDOM]["recall"],
+            overall[BASELINE]["recall"] if BASELINE in overall else None,
+            overall[BASELINE]["auc"] if BASELINE in overall else None,
+            interval["difference"],
+        ),
+        auc_interval=interval["auc"],
+        difference_interval=interval["difference"],
+        bootstrap_draws=interval["draws"],
+        resampled="cells",
+    )
+
+
+def _outcome_counts(cells):
+    counts = cells["outcome"].value_counts()
+    return {outcome: int(counts.get(outcome, 0)) for outcome in OUTCOMES}
+
+
+def _notes(overall, by_district, data, in_range=None):
+    notes = []
+    scopes = [(ALL_SCOPE, overall)] + ([(IN_RANGE_SCOPE, in_range)] if in_range else [])
+    for scope, models in scopes + list(by_district.items()):
+        for model, values in models.items():
+            notes += [f"{scope} · {model}: {note}" for note in values.get("notes", [])]
+    if data["cells_without_district"] and data["districts"]:
+        notes.append(
+            f"{data['cells_without_district']} matched cells have no district: they count in 'all' only"
+        )
+    if ALL_SCOPE in data["districts"]:
+        notes.append(
+            "a district is named 'all': in the CSV the overall rows come first, that district's rows in alphabetical order"
+        )
+    return notes
+
+
+def _settings(options, predictions):
+    from ..version import plugin_version
+
+    metadata = predictions["metadata"]
+    return {
+        "predictions": os.path.abspath(options.predictions_path),
+        "predictions_layer": options.predictions_layer,
+        "truth": os.path.abspath(options.truth_path),
+        "truth_layer": options.truth_layer,
+        "random_draws": int(options.random_draws),
+        "seed": int(options.seed),
+        "threshold": predictions["threshold"],
+        "threshold_source": "layer metadata povmap:threshold"
+        if not predictions["threshold_note"]
+        else f"default ({predictions['threshold_note']})",
+        "decision_threshold": predictions.get("decision_threshold"),
+        "model": metadata.get("povmap:model"),
+        "model_notice": _model_notice(metadata.get("povmap:model")),
+        "povmap_qgis": plugin_version(),
+    }
+
+
+def _training_districts(metadata):
+    """{district: labelled cells the model learned from}, from the prediction layer's metadata; None when not recorded."""
+    try:
+        seen = json.loads(metadata.get("povmap:training_districts", "null"))
+    except ValueError:
+        return None
+    return seen if isinstance(seen, dict) else None
+
+
+def _model_notice(model_path):
+    """The model package's notice (demonstration models say they are not for policy use)."""
+    if not model_path:
+        return None
+    try:
+        with open(os.path.join(model_path, "manifest.json"), encoding="utf-8") as handle:
+            return json.load(handle).get("notice")
+    except (OSError, ValueError):
+        return None
+
+
+# --- outputs ------------------------------------------------------------------------------------------
+
+
+def _write_outputs(options, document, cells, predictions):
+    """Metrics JSON and CSV, then the hit/miss layer; all three appear only when all three are written."""
+    from ..geopackage import write_layer
+
+    with (
+        metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)),
+        hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]["all"]) as style,
+    ):
+        # underscore keys: GDAL would cut "povmap:threshold" at the colon (see _metadata)
+        metadata = {
+            "povmap_threshold": predictions["threshold"],
+            "povmap_members": ",".join(predictions["members"]),
+            "povmap_predictions": os.path.abspath(options.predictions_path),
+            "povmap_truth": os.path.abspath(options.truth_path),
+            "povmap_model": predictions["metadata"].get("povmap:model", ""),
+            "povmap_outcomes": json.dumps(document["outcomes"]["all"]),
+        }
+        write_layer(cells, options.hitmiss_path, style, "povmap hit/miss", metadata=metadata)
+
+
+def tidy_rows(document):
+    """CSV rows: scope (all, all (in range) when judged, then districts), model, n, recall, precision, accuracy, auc."""
+    in_range = document["metrics"].get("in_range")
+    scopes = (
+        [(ALL_SCOPE, document["metrics"]["all"])]
+        + ([(IN_RANGE_SCOPE, in_range)] if in_range else [])
+        + sorted(document["metrics"]["districts"].items())
+    )
+    rows = []
+    for scope, models in scopes:
+        for model in model_names(document["members"], models):
+            values = models[model]
+            rows.append(
+                [scope, model, values["n"]]
+                + [
+                    "" if values[key] is None else repr(float(values[key]))
+                    for key in ("recall", "precision", "accuracy", "auc")
+                ]
+            )
+    return rows
+
+
+def model_names(members, metrics_by_model):
+    """Table order: members, ensemble, baseline (where judged), random."""
+    return (
+        list(members) + [ENSEMBLE] + ([BASELINE] if BASELINE in metrics_by_model else []) + [RANDOM]
+    )
+
+
+def _write_figures(folder, document, members):
+    """ROC curves (members + ensemble) and confusion matrices as PNGs in ``folder``; {name: path}."""
+    from ..report import figures as drawing
+
+    os.makedirs(folder, exist_ok=True)
+    overall = document["metrics"]["all"]
+    figures = {}
+    if document["roc"].get(ENSEMBLE):
+        title = f"ROC curves, {overall[ENSEMBLE]['n']} cells (dots: at the threshold)"
+        figures["roc"] = drawing.save(
+            drawing.roc_figure(document["roc"], overall, members, title),
+            os.path.join(folder, "roc.png"),
+        )
+    figures["confusion"] = drawing.save(
+        drawing.confusion_figure(overall, members), os.path.join(folder, "confusion.png")
+    )
+    figures["reliability"] = drawing.save(
+        drawing.reliability_figure(reliability_curves(overall), "Reliability of the probabilities"),
+        os.path.join(folder, "reliability.png"),
+    )
+    return figures
+
+
+def reliability_curves(metrics_by_model):
+    """{legend label: reliability bins} of the ensemble (calibrated and raw) and the baseline."""
+    ensemble = metrics_by_model[ENSEMBLE]
+    curves = {}
+    if ensemble.get("reliability_raw"):
+        curves["ensemble before calibration (prob_raw)"] = ensemble["reliability_raw"]
+    curves["ensemble (prob_mean)"] = ensemble.get("reliability")
+    if BASELINE in metrics_by_model:
+        curves["baseline (prob_baseline)"] = metrics_by_model[BASELINE].get("reliability")
+    return curves
+
+
+def _format(value):
+    return "–" if value is None else f"{value:.3f}"
+
+
+# --- report (plain Python: also called inside QGIS) -----------------------------------------------------
+
+
+def report_document(summary, maps=()):
+    """Title, notices and sections of the HTML report (core/report/page.py) for an ``evaluate`` summary.
+
+    ``maps``: [(png path, caption)] rendered by QGIS.
+    """
+    from ..decision import verdict as verdict_section_blocks
+    from ..report import page as report
+
+    settings, data, overall = summary["settings"], summary["data"], summary["metrics"]["all"]
+    members = list(summary["members"])
+    models = model_names(members, overall)
+    figures = summary.get("figures") or {}
+    draws = settings["random_draws"]
+    notices = []
+    if settings.get("model_notice"):
+        notices.append(settings["model_notice"])
+
+    run = report.KeyValues(
+        [
+            (
+                "Predictions",
+                f"{settings['predictions']}"
+                + (
+                    f" (layer {settings['predictions_layer']})"
+                    if settings.get("predictions_layer")
+                    else ""
+                ),
+            ),
+            (
+                "Ground truth",
+                f"{settings['truth']}"
+                + (f" (layer {settings['truth_layer']})" if settings.get("truth_layer") else ""),
+            ),
+            ("Model", settings.get("model") or "not recorded in the prediction layer"),
+            ("Members", ", ".join(members)),
+            ("Decision threshold", f"{settings['threshold']:g} ({settings['threshold_source']})"),
+            ("Ensemble's class (pred)", _decision_text(settings.get("decision_threshold"))),
+            (
+                "Random baseline",
+                f"median of {draws} coin-flip predictions, seed {settings['seed']}",
+            ),
+            (
+                "Created",
+                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}",
+            ),
+        ]
+    )
+    data_summary = report.KeyValues(
+        [
+            ("Cells compared (matched by cell_id)", data["common_cells"]),
+            (
+                "Observed poor",
+                f"{data['poor_cells']} ({_share(data['poor_cells'], data['common_cells'])}); {data['label_meaning']}",
+            ),
+            (
+                "Predicted poor (ensemble)",
+                f"{data['predicted_poor_cells']} ({_share(data['predicted_poor_cells'], data['common_cells'])})",
+            ),
+            (
+                "Prediction layer",
+                f"{data['prediction_cells']} cells, {data['predictions_without_truth']} without a label ({data['predictions_crs'] or 'CRS unknown'})",
+            ),
+            (
+                "Ground-truth layer",
+                f"{data['truth_cells']} cells, {data['truth_without_prediction']} without a prediction ({data['truth_crs'] or 'CRS unknown'})",
+            ),
+            ("Districts", ", ".join(data["districts"]) or "none"),
+            (
+                "Cells with too much nodata in their chips",
+                "not recorded" if data["flagged_cells"] is None else data["flagged_cells"],
+            ),
+            (
+                "Cells outside the training range (out_of_range)",
+                _out_of_range_text(data.get("out_of_range_cells")),
+            ),
+        ]
+    )
+    metric_rows = [
+        [_model_label(model, draws)]
+        + [overall[model][key] for key in ("n", "recall", "precision", "accuracy", "auc")]
+        for model in models
+    ]
+    metrics_table = report.Table(
+        ["model", "cells", "recall", "precision", "accuracy", "AUC"],
+        metric_rows,
+        caption="All compared cells. Members: probability ≥ threshold; ensemble: pred as written "
+        "(calibrated mean probability ≥ the decision threshold, or the members' majority vote for an "
+        "older package), AUC from the mean probability; random: medians of the draws.",
+        emphasis=[len(members)],
+    )
+    in_range = summary["metrics"].get("in_range")
+    in_range_blocks = []
+    if in_range:
+        in_range_blocks = [
+            report.Table(
+                ["model", "cells", "recall", "precision", "accuracy", "AUC"],
+                [
+                    [_model_label(model, draws)]
+                    + [
+                        in_range[model][key]
+                        for key in ("n", "recall", "precision", "accuracy", "auc")
+                    ]
+                    for model in model_names(members, in_range)
+                ],
+                caption="Cells inside the training range only (out_of_range = 0): cells whose per-chip "
+                "statistics lie within what the model was trained on.",
+                emphasis=[len(members)],
+            )
+        ]
+    confusion_rows = [
+        [
+            model,
+            overall[model]["tp"],
+            overall[model]["fn"],
+            overall[model]["fp"],
+            overall[model]["tn"],
+        ]
+        for model in members + [ENSEMBLE]
+    ]
+    confusion_table = report.Table(
+        [
+            "model",
+            "hit (poor, predicted poor)",
+            "miss (poor, predicted not poor)",
+            "false alarm (not poor, predicted poor)",
+            "correct rejection",
+        ],
+        confusion_rows,
+        emphasis=[len(members)],
+    )
+    district_rows = []
+    for district in data["districts"]:
+        for model in models:
+            values = summary["metrics"]["districts"][district][model]
+            district_rows.append(
+                [district, _model_label(model, draws)]
+                + [values[key] for key in ("n", "recall", "precision", "accuracy", "auc")]
+            )
+    outcome_all = summary["outcomes"]["all"]
+    outcome_rows = [
+        [OUTCOMES[outcome][0], count, _share(count, data["common_cells"])]
+        for outcome, count in outcome_all.items()
+    ]
+    outcome_district_rows = [
+        [district] + [summary["outcomes"]["districts"][district][outcome] for outcome in OUTCOMES]
+        for district in data["districts"]
+    ]
+
+    sections = [
+        report.Section("Run settings", [run]),
+        report.Section("Data", [data_summary]),
+        report.Section(
+            "Metrics",
+            [
+                report.Paragraph(
+                    "Recall: share of the poor cells predicted poor (programmes care most: nobody poor left out). Precision: share of "
+                    "the cells predicted poor that are poor. Accuracy: share of cells predicted right. AUC: how well the probability "
+                    "ranks poor above not-poor cells (0.5 = random)."
+                ),
+                metrics_table,
+            ]
+            + in_range_blocks,
+        ),
+        report.Section(
+            "ROC curves",
+            [
+                report.Paragraph(
+                    "ROC curves are undefined: the compared cells hold one class only.",
+                    kind="warning",
+                )
+            ]
+            if not summary["roc"].get(ENSEMBLE)
+            else [
+                report.Figure(
+                    figures["roc"], "ROC curves of the members and the ensemble", "ROC curves"
+                )
+            ]
+            if figures.get("roc")
+            else [report.Paragraph("ROC figure not drawn (no figures folder).")],
+        ),
+        report.Section(
+            "Confusion matrices",
+            (
+                [
+                    report.Figure(
+                        figures["confusion"],
+                        "Observed (rows) against predicted (columns)",
+                        "confusion matrices",
+                    )
+                ]
+                if figures.get("confusion")
+                else []
+            )
+            + [confusion_table],
+        ),
+        report.Section(
+            "Per district",
+            [
+                report.Table(
+                    ["district", "model", "cells", "recall", "precision", "accuracy", "AUC"],
+                    district_rows,
+                    emphasis=[
+                        index for index, row in enumerate(district_rows) if row[1] == ENSEMBLE
+                    ],
+                )
+            ]
+            if district_rows
+            else [report.Paragraph("The compared cells have no district field.")],
+        ),
+        report.Section(
+            "Outcomes (ensemble)",
+            [report.Table(["outcome", "cells", "share"], outcome_rows)]
+            + (
+                [
+                    report.Table(
+                        ["district", "hit", "miss", "false alarm", "correct rejection"],
+                        outcome_district_rows,
+                    )
+                ]
+                if outcome_district_rows
+                else []
+            ),
+        ),
+    ]
+    sections.insert(3, _unsurveyed_section(summary, report))
+    after_roc = next(i for i, section in enumerate(sections) if section.title == "ROC curves") + 1
+    sections.insert(
+        after_roc,
+        verdict_section_blocks.calibration_section(
+            overall, figures.get("reliability"), report, summary.get("calibrated", False)
+        ),
+    )
+    sections.insert(0, verdict_section_blocks.verdict_section(summary.get("verdict"), report))
+    if maps:
+        sections.append(
+            report.Section(
+                "Maps", [report.Figure(path, caption, caption) for path, caption in maps]
+            )
+        )
+    if summary.get("notes"):
+        sections.append(
+            report.Section(
+                "Notes",
+                [
+                    report.Paragraph("Values shown as – are undefined for these cells:"),
+                    report.BulletList(summary["notes"]),
+                ],
+            )
+        )
+    subtitle = (
+        f"{data['predictions_layer']} against {data['truth_layer']}: {data['common_cells']} cells · ensemble recall "
+        f"{_format(overall[ENSEMBLE]['recall'])}, precision {_format(overall[ENSEMBLE]['precision'])}, "
+        f"accuracy {_format(overall[ENSEMBLE]['accuracy'])}, AUC {_format(overall[ENSEMBLE]['auc'])}"
+    )
+    return {
+        "title": "Poverty map evaluation",
+        "subtitle": subtitle,
+        "notices": notices,
+        "sections": sections,
+    }
+
+
+def _unsurveyed_section(summary, report):
+    """Which compared districts the model never learned from: the paper's third stage, a map where nobody was surveyed."""
+    title = "Districts the model never trained on"
+    seen, districts = summary.get("training_districts"), summary["data"]["districts"]
+    if seen is None:
+        return report.Section(
+            title,
+            [
+                report.Paragraph(
+                    "The prediction layer does not record the districts the model was trained on (a model package from an older "
+                    "version, or the layer's metadata was lost), so this report cannot say which districts are new to it.",
+                    kind="notice",
+                )
+            ],
+        )
+    if not districts:
+        return report.Section(
+            title, [report.Paragraph("The compared cells have no district field.")]
+        )
+    rows, unseen_cells = [], 0
+    for district in districts:
+        values = summary["metrics"]["districts"][district][ENSEMBLE]
+        learned = int(seen.get(district, 0))
+        unseen_cells += values["n"] if not learned else 0
+        rows.append(
+            [district, values["n"], learned or "none: new to the model"]
+            + [values[key] for key in ("recall", "precision", "accuracy", "auc")]
+        )
+    unseen = [district for district in districts if not seen.get(district)]
+    if unseen:
+        text = (
+            f"{unseen_cells} of the {summary['data']['common_cells']} compared cells lie in {', '.join(unseen)}, where the model "
+            "learned from no labelled cell: there its predictions show how the map does where nobody was surveyed (the "
+            "paper's third validation stage)."
+        )
+    else:
+        text = (
+            "Every compared district holds cells the model learned from: these numbers do not test a district nobody "
+            "surveyed (use held-out districts, or a new survey of an unsurveyed district)."
+        )
+    return report.Section(
+        title,
+        [
+            report.Paragraph(text),
+            report.Table(
+                [
+                    "district",
+                    "cells compared",
+                    "labelled cells the model learned from",
+                    "recall",
+                    "precision",
+                    "accuracy",
+                    "AUC",
+                ],
+                rows,
+                caption="Ensemble metrics per district; learned-from cells are the training and validation cells recorded in the model package.",
+            ),
+        ],
+    )
+
+
+def _out_of_range_text(counts):
+    if counts is None:
+        return "not recorded (a model package without a training range)"
+    by_district = ", ".join(f"{name} {count}" for name, count in counts["districts"].items())
+    return f"{counts['all']}" + (f" ({by_district})" if by_district else "")
+
+
+def _decision_text(decision):
+    if decision is None:
+        return "the members' majority vote (a layer without a decision threshold: an older package)"
+    return f"calibrated prob_mean ≥ {decision:g}; votes are information only"
+
+
+def _model_label(model, draws):
+    return f"random (median of {draws})" if model == RANDOM else model
+
+
+def _share(count, total):
+    return f"{count / total:.0%}" if total else "–"
