@@ -49,17 +49,21 @@ def _bring_build_and_install_up_to_date():
     built = os.path.join(BUILD_DIR, "povmap_qgis", digest_file)
     installed = os.path.join(INSTALLED_PLUGIN, digest_file)
     with builder.build_lock(BUILD_DIR):
-        if _read(built) != _read(installed):
+        recorded_python = _installed_worker_python()
+        if _read(built) != _read(installed) or recorded_python is None:
             installer = _load_script("install_plugin")
-            installer.install(BUILD_DIR, PROFILE_DIR, _installed_worker_python())
+            installer.install(BUILD_DIR, PROFILE_DIR, recorded_python or sys.executable)
 
 
 def _installed_worker_python():
+    """The worker Python the installed plugin records; None if none, or if it no longer exists
+    (a profile last installed from another checkout), so that it is reinstalled."""
     try:
         with open(os.path.join(INSTALLED_PLUGIN, "worker_env.json"), encoding="utf-8") as handle:
-            return json.load(handle)["python"]
+            python = json.load(handle)["python"]
     except (OSError, ValueError, KeyError):
-        return sys.executable
+        return None
+    return python if os.access(python, os.X_OK) else None
 
 
 def _read(path):
@@ -174,8 +178,8 @@ def tiny_chips(tiny_sample, tmp_path_factory):
     """Labelled tiny grid with districts, its chip store (all three inputs) and a night-lights-only store (fast to train on)."""
     from helpers import read_grid
 
-    from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
-    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions, sample_chips
+    from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
 
     folder = tmp_path_factory.mktemp("tiny-model")
     grid = str(folder / "training_grid.gpkg")
