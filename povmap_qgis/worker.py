@@ -43,7 +43,7 @@ STEPS = {
     "set_model_alias": ("povmap_qgis.core.history.run_history", "AliasOptions", "set_model_alias"),
     "list_runs": ("povmap_qgis.core.history.run_history", "RunsOptions", "list_runs"),
     "attach_to_run": ("povmap_qgis.core.history.tracking", None, "attach_artifacts"),
-    "environment": ("povmap_qgis.core.environment", None, "describe_environment"),
+    "environment": ("povmap_qgis.core.model.environment", None, "describe_environment"),
 }
 
 

@@ -31,6 +31,7 @@ def training_rates(chips_path, epochs):
 
     from povmap_qgis.core.chips.chip_store import ChipStore
     from povmap_qgis.core.model import learning_data
+    from povmap_qgis.core.model.keras_pieces import ChipBatches
     from povmap_qgis.core.model.models import build_member
 
     store = ChipStore(chips_path)
@@ -56,7 +57,7 @@ def training_rates(chips_path, epochs):
         keras.utils.set_random_seed(0)
         model = build_member("compact_cnn", inputs)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-        data = learning_data.chip_batches(source, rows, labels, normalisation, 32, training=True)
+        data = ChipBatches(source, rows, labels, normalisation, 32, training=True)
         model.fit(data, epochs=1, verbose=0, steps_per_epoch=4)  # warm-up: tracing, thread pools
         started = time.perf_counter()
         model.fit(data, epochs=epochs, verbose=0)

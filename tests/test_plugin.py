@@ -152,3 +152,68 @@ def test_the_build_under_test_is_the_source_tree():
     assert builder.built_digest(BUILD_DIR) == builder.source_digest()
     with open(os.path.join(INSTALLED_PLUGIN, builder.DIGEST_FILE), encoding="utf-8") as handle:
         assert handle.read().strip() == builder.source_digest()
+
+
+def test_tensorflow_and_keras_are_imported_only_in_core_model():
+    """The layout rule of CONTRIBUTING.md: one package owns the heavy ML imports."""
+    import ast
+
+    package = os.path.join(ROOT, "povmap_qgis")
+    offenders = []
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8") as handle:
+                tree = ast.parse(handle.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    modules = [node.module or ""]
+                else:
+                    continue
+                if any(m.split(".")[0] in ("tensorflow", "keras") for m in modules):
+                    offenders.append(os.path.relpath(path, package))
+    assert offenders, "the walk found no TensorFlow import at all: the check is not looking"
+    assert {os.path.dirname(path) for path in offenders} == {os.path.join("core", "model")}, (
+        offenders
+    )
+
+
+def test_every_import_of_the_plugin_package_resolves_to_a_module():
+    """Function-level imports run only on their code path; a moved or misspelt module must not
+    wait for that path to fail (mypy skips them as missing imports)."""
+    import ast
+
+    source = os.path.join(ROOT, "povmap_qgis")
+    unresolved, checked = [], 0
+    for folder, _, files in os.walk(source):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            package = os.path.relpath(folder, ROOT).split(os.sep)
+            with open(path, encoding="utf-8") as handle:
+                tree = ast.parse(handle.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    base = package[: len(package) - node.level + 1]
+                    module = [*base, *(node.module.split(".") if node.module else [])]
+                    candidates = [module] + [[*module, alias.name] for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "povmap_qgis"
+                ):
+                    module = node.module.split(".")
+                    candidates = [module] + [[*module, alias.name] for alias in node.names]
+                else:
+                    continue
+                checked += 1
+                module_path = os.path.join(ROOT, *candidates[0])
+                if not (
+                    os.path.isfile(module_path + ".py")
+                    or os.path.isfile(os.path.join(module_path, "__init__.py"))
+                ):
+                    unresolved.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert checked > 100 and not unresolved, unresolved

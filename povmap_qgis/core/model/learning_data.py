@@ -156,51 +156,6 @@ def dihedral(chips, transforms):
     return out
 
 
-def chip_batches(
-    store,
-    rows,
-    labels,
-    normalisation,
-    batch_size,
-    training=False,
-    seed=0,
-    input_names=None,
-    workers=2,
-):
-    """A Keras PyDataset over store rows (shuffled and augmented when ``training``)."""
-    import keras
-
-    class ChipBatches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
-            self.rows = np.asarray(rows, dtype="int64")
-            self.labels = None if labels is None else np.asarray(labels, dtype="float32")
-            self.names = list(input_names or store.input_names)
-            self.epoch = 0
-            self.order = np.arange(len(self.rows))
-            self.on_epoch_end()
-
-        def __len__(self):
-            return int(np.ceil(len(self.rows) / batch_size))
-
-        def __getitem__(self, index):
-            picked = self.order[index * batch_size : (index + 1) * batch_size]
-            chips = normalise(store.batch(self.rows[picked], self.names), normalisation)
-            if training:
-                rng = np.random.default_rng([seed, self.epoch, index])
-                chips = dihedral(chips, rng.integers(0, 8, len(picked)))
-            if self.labels is None:
-                return (chips,)
-            return chips, self.labels[picked]
-
-        def on_epoch_end(self):
-            if training:
-                self.order = np.random.default_rng([seed, self.epoch]).permutation(len(self.rows))
-                self.epoch += 1
-
-    return ChipBatches()
-
-
 def predict_rows(models, store, rows, normalisation, names, batch_rows=128, on_batch=None):
     """Each model's probabilities for store ``rows``, batch by batch.
 

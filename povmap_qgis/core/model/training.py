@@ -22,13 +22,13 @@ import numpy as np
 
 from ..atomic import partial_path, publish_folder
 from ..chips.chip_store import ChipStore
-from ..environment import MIXED_PRECISION_POLICY
-from ..errors import PovmapCanceledError, PovmapInputError
+from ..errors import PovmapInputError
 from ..labels import label_sentence, poor_below_from_metadata
 from ..names import BASELINE, ENSEMBLE, RANDOM, RANDOM_DRAWS
 from ..progress import Reporter
 from ..validation import metrics
 from . import learning_data, model_package, models, pretrained, statistics_member
+from .environment import MIXED_PRECISION_POLICY
 
 PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the paper
 
@@ -81,6 +81,8 @@ def train(options, reporter=None):
     environment = configure_tensorflow(options.seed, reporter)
     import keras
 
+    from .keras_pieces import ChipBatches
+
     store_rows, labels = cells["store_row"].to_numpy(), cells["label"].to_numpy()
     train_rows, class_weight = balanced_training_rows(split["train"], labels, options, reporter)
     normalisation = learning_data.training_normalisation(store, store_rows[train_rows], reporter)
@@ -94,7 +96,7 @@ def train(options, reporter=None):
         for spec in store.manifest["inputs"]
     ]
     batch_size = int(preset["batch_size"])
-    train_data = learning_data.chip_batches(
+    train_data = ChipBatches(
         store,
         store_rows[train_rows],
         labels[train_rows],
@@ -103,7 +105,7 @@ def train(options, reporter=None):
         training=True,
         seed=options.seed,
     )
-    validation_data = learning_data.chip_batches(
+    validation_data = ChipBatches(
         store, store_rows[split["validation"]], labels[split["validation"]], normalisation, 64
     )
 
@@ -277,6 +279,8 @@ def fit_member(
     """
     import keras
 
+    from .keras_pieces import ProgressCallback
+
     if statistics_member.is_statistics_member(architecture):
         return statistics_member.fit(
             inputs, train_data, validation_data, seed + index, reporter, class_weight
@@ -301,39 +305,17 @@ def fit_member(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=0.5, patience=max(2, int(preset["patience"]) // 3)
             ),
-            _ProgressCallback(reporter, architecture, index, count, int(preset["epochs"])),
+            ProgressCallback(reporter, architecture, index, count, int(preset["epochs"])),
         ],
     )
     return model, history.history["val_loss"]
 
 
-class _ProgressCallback:
-    """Keras callback: progress per batch, a log line per epoch, Cancel between batches."""
+def clear_session():
+    """Drop Keras's global state between folds, so memory stays flat over many trainings."""
+    import keras
 
-    def __new__(cls, reporter, architecture, index, count, epochs):
-        import keras
-
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch = epoch
-
-            def on_train_batch_end(self, batch, logs=None):
-                steps = self.params.get("steps") or 1
-                reporter.progress(100.0 * (self.epoch + (batch + 1) / steps) / epochs)
-                if reporter.canceled():
-                    raise PovmapCanceledError("cancelled by the user")
-
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                reporter.info(
-                    f"member {index + 1}/{count} {architecture} epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
-                    f"validation loss {logs.get('val_loss', float('nan')):.4f}, validation AUC {logs.get('val_auc', float('nan')):.3f}"
-                )
-                for key in ("loss", "auc", "val_loss", "val_auc"):
-                    if key in logs:
-                        reporter.metric(f"{architecture}/{key}", float(logs[key]), epoch + 1)
-
-        return Callback()
+    keras.backend.clear_session()
 
 
 def usable_cells(store, options, reporter=None):

@@ -161,7 +161,7 @@ def crossvalidate(options, reporter=None):
     reporter.check_canceled()
 
     environment = training.configure_tensorflow(options.seed, reporter)
-    import keras
+    from ..model.keras_pieces import ChipBatches
 
     inputs = [
         {
@@ -191,7 +191,7 @@ def crossvalidate(options, reporter=None):
         normalisation = learning_data.training_normalisation(
             store, store_rows[balanced], fold_reporter
         )
-        train_data = learning_data.chip_batches(
+        train_data = ChipBatches(
             store,
             store_rows[balanced],
             labels[balanced],
@@ -200,7 +200,7 @@ def crossvalidate(options, reporter=None):
             training=True,
             seed=options.seed + fold,
         )
-        validation_data = learning_data.chip_batches(
+        validation_data = ChipBatches(
             store, store_rows[validation], labels[validation], normalisation, 64
         )
         record = {
@@ -242,7 +242,7 @@ def crossvalidate(options, reporter=None):
                 "best_epoch": int(np.argmin(losses)) + 1,
                 "best_val_loss": float(np.min(losses)),
             }
-            keras.backend.clear_session()
+            training.clear_session()
         # baseline fitted on this fold's training cells; both calibrated on its validation cells
         judges = training.fit_baseline_and_calibration(
             store,
