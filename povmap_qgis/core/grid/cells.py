@@ -122,5 +122,16 @@ def _label(crs):
 
 
 def crs_to_string(crs):
+    """``AUTH:CODE`` where the CRS has one, else its WKT; None for None. Takes what pyproj's
+    ``CRS.from_user_input`` takes; text pyproj cannot read comes back as it is."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    if crs is None:
+        return None
+    try:
+        crs = CRS.from_user_input(crs)
+    except CRSError:
+        return str(crs)
     code = crs.to_authority()
     return f"{code[0]}:{code[1]}" if code else crs.to_wkt()

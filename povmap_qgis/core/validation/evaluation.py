@@ -30,6 +30,7 @@ from .. import labels
 from ..atomic import check_output_path
 from ..errors import PovmapInputError
 from ..geopackage import povmap_layer_metadata
+from ..grid.cells import crs_to_string
 from ..names import BASELINE, ENSEMBLE, RANDOM
 from ..progress import Reporter
 from .validation_outputs import (
@@ -252,7 +253,7 @@ def _read_predictions(options):
         "decision_threshold": _number_or(metadata.get("povmap:decision_threshold"), None),
         "metadata": metadata,
         "layer": name,
-        "crs": _crs_text(frame.crs),
+        "crs": crs_to_string(frame.crs),
     }
 
 
@@ -308,7 +309,7 @@ def _read_truth(options, reporter):
         "frame": frame,
         "layer": name,
         "metadata": povmap_layer_metadata(path, layer),
-        "crs": _crs_text(info.get("crs")),
+        "crs": crs_to_string(info.get("crs")),
     }
 
 
@@ -471,19 +472,6 @@ def _label_meaning(truth_metadata, prediction_metadata):
         below = labels.poor_below_from_metadata(truth_metadata.get("poor_below"))
         return labels.label_sentence(truth_metadata["cutoff"], below)
     return str(prediction_metadata.get("povmap:label") or "1 = poor")
-
-
-def _crs_text(crs):
-    if crs is None:
-        return None
-    try:
-        from pyproj import CRS
-
-        crs = CRS.from_user_input(crs)
-        authority = crs.to_authority()
-        return ":".join(authority) if authority else crs.name
-    except Exception:
-        return str(crs)
 
 
 def _check_votes(cells, predictions, reporter):
