@@ -62,7 +62,7 @@ def features_of_chips(chips, normalisation):
     """Per-chip statistics of one batch of chips ({input: [n, H, W, bands]} as stored).
 
     The same numbers whether the chips come from a store or straight from the
-    rasters (predicting without a store, core/raster_prediction.py).
+    rasters (predicting without a store, core/model/raster_prediction.py).
     """
     import warnings
 

@@ -227,7 +227,7 @@ def predict_batch(models, chips, normalisation):
     """Each model's probabilities for one batch of chips ({input: [n, H, W, bands]} as stored).
 
     The one place chips meet the members, whether they come from a store
-    (``predict_rows``) or straight from the rasters (core/raster_prediction.py).
+    (``predict_rows``) or straight from the rasters (core/model/raster_prediction.py).
     """
     normalised = normalise(chips, normalisation)
     return [np.asarray(model.predict_on_batch(normalised)).reshape(-1) for model in models]
