@@ -429,7 +429,10 @@ class InputSampler:
         # This block's moments are kept so that another engine can merge blocks in this order.
         self.block_moments = batch_moments([chips[:, band] for band in range(chips.shape[1])])
         merge_moments(self.statistics, self.block_moments)
-        return np.moveaxis(chips, 1, -1).astype(self.spec_dtype), nodata
+        # In C order, as a store's rows are read back: reductions over a chip (the statistics
+        # member's float64 sums) then add in the same order whether chips come from a store
+        # or straight from the rasters (predict SOURCE=rasters), so they agree to the last bit.
+        return np.moveaxis(chips, 1, -1).astype(self.spec_dtype, order="C"), nodata
 
     def _warp(self, left, top, height, width):
         import rasterio
