@@ -221,9 +221,9 @@ def scale_model(sample, folder, cell_size):
     """A small package for cells of ``cell_size`` m at 10 m (compact CNN + statistics member)."""
     from bench_chips import chip_inputs
 
-    from povmap_qgis.core.chips import ChipOptions, sample_chips
-    from povmap_qgis.core.training import TrainOptions, train
-    from povmap_qgis.core.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.model.training import TrainOptions, train
 
     grid = os.path.join(folder, f"training_{cell_size:g}m.gpkg")
     build_training_grid(
@@ -257,8 +257,8 @@ def measure_predict(kind, grid, sample, model, output, master):
     """One prediction run in this (fresh) process; prints its figures as JSON."""
     from bench_chips import chip_inputs
 
-    from povmap_qgis.core.chips import ChipOptions, sample_chips
-    from povmap_qgis.core.prediction import PredictOptions, predict
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.model.prediction import PredictOptions, predict
 
     figures = {}
     started = time.perf_counter()

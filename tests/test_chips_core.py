@@ -324,9 +324,9 @@ def test_sampled_chips_are_a_stores_rows_to_the_last_bit_and_in_its_layout(tiny_
     add in memory order, and a transposed layout changed them in the last bits (enough to
     flip a tree's split: prob_stats_gbm differed by up to 0.008 before the fix).
     """
-    from povmap_qgis.core.chips import InputSampler, group_blocks, read_grid_cells
-    from povmap_qgis.core.learning_data import normalise
-    from povmap_qgis.core.statistics_member import chip_statistics
+    from povmap_qgis.core.chips.sampling import InputSampler, group_blocks, read_grid_cells
+    from povmap_qgis.core.model.learning_data import normalise
+    from povmap_qgis.core.model.statistics_member import chip_statistics
 
     store = ChipStore(tiny_chips["chips"])
     cell_ids, rows, cols, cell_size, crs = read_grid_cells(tiny_chips["grid"])

@@ -485,8 +485,8 @@ def test_an_input_beyond_float16_is_widened_on_spark_as_by_the_local_engine(
     predicting from the rasters (equal to predictions from that store); nothing stored there."""
     from helpers import read_grid
 
-    from povmap_qgis.core.chips import ChipOptions, sample_chips
-    from povmap_qgis.core.reporting import RecordingReporter
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.progress import RecordingReporter
 
     inputs = tiny_inputs(tiny_sample)
     inputs[1].path = widened_nightlights(tiny_sample, str(tmp_path))
@@ -550,7 +550,7 @@ def test_predicting_from_rasters_names_the_missing_input_and_a_band_mismatch(
     tiny_sample, tiny_chips, tmp_path
 ):
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.prediction import PredictOptions, predict
+    from povmap_qgis.core.model.prediction import PredictOptions, predict
     from povmap_qgis.paths import bundled_model_path
 
     def attempt(inputs):
