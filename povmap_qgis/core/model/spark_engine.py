@@ -300,7 +300,7 @@ def _sample_partition(job, partition, payloads):
     import rasterio
 
     from ..chips import sampling
-    from ..sampling.chip_store import DONE, NODATA_FRACTION, RowFile
+    from ..chips.chip_store import DONE, NODATA_FRACTION, RowFile
 
     _crash_if_asked("sample", partition, job["parts"] - 1)
     payloads = list(payloads)  # this task's blocks: a few small arrays each
@@ -386,7 +386,7 @@ def predict_rows_on_spark(model_path, chips_path, rows, batch_rows, reporter, ma
 
 
 def _predict_partition(job, partition, payloads):
-    from ..sampling.chip_store import ChipStore
+    from ..chips.chip_store import ChipStore
     from . import learning_data, model_package
 
     _crash_if_asked("predict", partition, job["parts"] - 1)
