@@ -18,6 +18,7 @@ import sys
 
 # Absolute imports: spark-submit runs this file as a script (with the package on --py-files).
 from povmap_qgis.core.chips.sampling import RESAMPLING_METHODS
+from povmap_qgis.core.names import PREDICTION_SOURCES
 
 ENGINES = ("local", "spark")
 
@@ -43,6 +44,28 @@ def _engine_arguments(parser):
     )
 
 
+def _raster_arguments(parser):
+    """DAYTIME, NIGHTLIGHTS, ACCESSIBILITY, EXTRA and their resampling (samplechips; predict from rasters)."""
+    parser.add_argument("--daytime", help="DAYTIME raster (path, /vsicurl/…, /vsis3/…)")
+    parser.add_argument("--daytime-bands", type=_bands, default=[1, 2, 3], help="DAYTIME_BANDS")
+    parser.add_argument("--nightlights", help="NIGHTLIGHTS raster (band 1)")
+    parser.add_argument("--accessibility", help="ACCESSIBILITY raster (band 1)")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="EXTRA raster, every band, stored as input NAME (repeatable)",
+    )
+    for name in ("daytime", "nightlights", "accessibility", "extra"):
+        parser.add_argument(
+            f"--{name}-resampling",
+            choices=RESAMPLING_METHODS,
+            default="bilinear",
+            help=f"{name.upper()}_RESAMPLING",
+        )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m povmap_qgis.cli", description=__doc__.split("\n\n")[0]
@@ -52,24 +75,7 @@ def build_parser():
     chips = steps.add_parser("samplechips", help="Sample image chips (povmap:samplechips)")
     chips.add_argument("--grid", required=True, help="GRID: GeoPackage of cells with cell_id")
     chips.add_argument("--grid-layer", default=None, help="layer of GRID (default: its only one)")
-    chips.add_argument("--daytime", help="DAYTIME raster (path, /vsicurl/…, /vsis3/…)")
-    chips.add_argument("--daytime-bands", type=_bands, default=[1, 2, 3], help="DAYTIME_BANDS")
-    chips.add_argument("--nightlights", help="NIGHTLIGHTS raster (band 1)")
-    chips.add_argument("--accessibility", help="ACCESSIBILITY raster (band 1)")
-    chips.add_argument(
-        "--extra",
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="EXTRA raster, every band, stored as input NAME (repeatable)",
-    )
-    for name in ("daytime", "nightlights", "accessibility", "extra"):
-        chips.add_argument(
-            f"--{name}-resampling",
-            choices=RESAMPLING_METHODS,
-            default="bilinear",
-            help=f"{name.upper()}_RESAMPLING",
-        )
+    _raster_arguments(chips)
     chips.add_argument("--resolution", type=float, default=10.0, help="RESOLUTION in metres")
     chips.add_argument("--chip-size", type=int, default=None, help="CHIP_SIZE (default: computed)")
     chips.add_argument("--max-nodata", type=float, default=0.1, help="MAX_NODATA fraction")
@@ -79,18 +85,52 @@ def build_parser():
 
     predict = steps.add_parser("predict", help="Predict poverty (povmap:predict)")
     predict.add_argument("--model", default=None, help="MODEL .povmodel (default: bundled demo)")
-    predict.add_argument("--chips", required=True, help="CHIPS: the grid's chip store")
+    predict.add_argument(
+        "--source",
+        choices=PREDICTION_SOURCES,
+        default="chips",
+        help="SOURCE: read the chip store --chips (default), or the rasters (--daytime, "
+        "--nightlights, --accessibility, --extra: every input the model was trained on), "
+        "sampled block by block and predicted at once, no chips stored",
+    )
+    predict.add_argument("--chips", default=None, help="CHIPS: the grid's chip store")
     predict.add_argument("--grid", required=True, help="GRID: the cells to predict")
     predict.add_argument("--grid-layer", default=None, help="layer of GRID")
     predict.add_argument("--output", required=True, help="OUTPUT GeoPackage of predictions")
     predict.add_argument("--batch-rows", type=int, default=64, help="cells per batch")
+    rasters = predict.add_argument_group("rasters (with --source rasters)")
+    _raster_arguments(rasters)
+    rasters.add_argument(
+        "--max-nodata",
+        type=float,
+        default=0.1,
+        help="MAX_NODATA: chip_flagged = 1 above this nodata fraction",
+    )
     _engine_arguments(predict)
     return parser
 
 
 def chip_options(arguments):
     """ChipOptions from the samplechips arguments (what the Processing algorithm builds)."""
-    from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions
+    from povmap_qgis.core.chips.sampling import ChipOptions
+
+    return ChipOptions(
+        grid_path=arguments.grid,
+        grid_layer=arguments.grid_layer,
+        inputs=chip_inputs(arguments),
+        output_path=arguments.output,
+        resolution=arguments.resolution,
+        chip_size=arguments.chip_size,
+        max_nodata=arguments.max_nodata,
+        nodata_grid_path=arguments.nodata_grid,
+        style_qml_path=_style("chip_nodata"),
+        **_engine_options(arguments),
+    )
+
+
+def chip_inputs(arguments):
+    """The ChipInputs of --daytime, --nightlights, --accessibility and --extra."""
+    from povmap_qgis.core.chips.sampling import ChipInput
     from povmap_qgis.core.errors import PovmapInputError
 
     inputs = []
@@ -113,18 +153,7 @@ def chip_options(arguments):
         inputs.append(
             ChipInput(name, path, _all_bands(path), arguments.extra_resampling, parameter="EXTRA")
         )
-    return ChipOptions(
-        grid_path=arguments.grid,
-        grid_layer=arguments.grid_layer,
-        inputs=inputs,
-        output_path=arguments.output,
-        resolution=arguments.resolution,
-        chip_size=arguments.chip_size,
-        max_nodata=arguments.max_nodata,
-        nodata_grid_path=arguments.nodata_grid,
-        style_qml_path=_style("chip_nodata"),
-        **_engine_options(arguments),
-    )
+    return inputs
 
 
 def predict_options(arguments):
@@ -135,6 +164,9 @@ def predict_options(arguments):
     return PredictOptions(
         model_path=arguments.model or bundled_model_path(),
         chips_path=arguments.chips,
+        source=arguments.source,
+        inputs=chip_inputs(arguments) if arguments.source == "rasters" else None,
+        max_nodata=arguments.max_nodata,
         grid_path=arguments.grid,
         grid_layer=arguments.grid_layer,
         output_path=arguments.output,

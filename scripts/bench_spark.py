@@ -14,13 +14,21 @@ twice: cold (first reads of the rasters; for Spark, Python workers start and
 TensorFlow loads in each) and warm (page cache filled, workers reused), which is
 what a long job sees after its first tasks; Spark's overhead is its time over the
 warm local run.
+With --predict-cells N (e.g. 200000): predicting at scale on the demo districts cut into
+about N small cells (chips of a few px), with a model trained for that cell size on the
+demo survey (a compact CNN and the statistics member, a few epochs: a model for timing,
+not for maps). Each run in a fresh process: (a) the local engine's two steps, sample
+chips into a store then predict from it; (b) the local engine predicting from the rasters
+(SOURCE=rasters, no store); (c) Spark local[2] predicting from the rasters (session start
+reported apart). Printed: times, cells/s, the driver's peak memory, the ratios of the
+three measured in this run, and the largest difference of prob_mean from (a).
 With --synthetic-cells N (e.g. 200000), also: the demo districts cut into about N
 small cells (chips of a few px, so that the store stays small), sampled by the local
 engine and by Spark local[2], each in a fresh process whose peak memory (max RSS of
 the Python driver; Spark's JVM is bounded by spark.driver.memory) is reported at N/10
 and N cells: it should stay flat. Run with the setup venv:
     .venv/bin/python scripts/bench_spark.py [--sample output/demo/sample_project] [--keep]
-        [--synthetic-cells 200000] [--no-predict]
+        [--synthetic-cells 200000] [--predict-cells 200000] [--no-predict] [--no-demo]
 """
 
 import argparse
@@ -209,11 +217,161 @@ def bench_synthetic(sample, folder, cells):
             shutil.rmtree(output, ignore_errors=True)
 
 
+def scale_model(sample, folder, cell_size):
+    """A small package for cells of ``cell_size`` m at 10 m (compact CNN + statistics member)."""
+    from bench_chips import chip_inputs
+
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
+    from povmap_qgis.core.model.training import TrainOptions, train
+
+    grid = os.path.join(folder, f"training_{cell_size:g}m.gpkg")
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=os.path.join(sample, "synthetic_survey.gpkg"),
+            score_field="score",
+            output_path=grid,
+            cell_size=cell_size,
+            min_obs=1,
+            crs="EPSG:32642",
+            districts_path=os.path.join(sample, "synthetic_districts.gpkg"),
+            district_field="name",
+        )
+    )
+    store = os.path.join(folder, f"training_{cell_size:g}m.chips")
+    sample_chips(ChipOptions(grid_path=grid, inputs=chip_inputs(sample), output_path=store))
+    model = os.path.join(folder, f"scale_{cell_size:g}m.povmodel")
+    train(
+        TrainOptions(
+            chips_path=store,
+            grid_path=grid,
+            output_path=model,
+            members=["compact_cnn", "stats_gbm"],
+            epochs=2,
+        )
+    )
+    return model
+
+
+def measure_predict(kind, grid, sample, model, output, master):
+    """One prediction run in this (fresh) process; prints its figures as JSON."""
+    from bench_chips import chip_inputs
+
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.model.prediction import PredictOptions, predict
+
+    figures = {}
+    started = time.perf_counter()
+    if kind == "store":
+        store = output.replace(".gpkg", ".chips")
+        figures["sample_seconds"], _ = timed(
+            sample_chips, ChipOptions(grid_path=grid, inputs=chip_inputs(sample), output_path=store)
+        )
+        options = PredictOptions(model, store, grid, output)
+    else:
+        engine = "spark" if kind == "spark" else "local"
+        if engine == "spark":
+            figures["session_seconds"], _ = start_session(master)
+        options = PredictOptions(
+            model,
+            None,
+            grid,
+            output,
+            source="rasters",
+            inputs=chip_inputs(sample),
+            engine=engine,
+            spark_master=master,
+        )
+    figures["predict_seconds"], summary = timed(predict, options)
+    figures["seconds"] = time.perf_counter() - started - figures.get("session_seconds", 0.0)
+    figures["cells"] = summary["cells"]
+    figures["peak_mb"] = peak_resident_mb()
+    if kind == "store":
+        figures["store_bytes"] = sum(
+            os.path.getsize(os.path.join(store, name)) for name in os.listdir(store)
+        )
+        shutil.rmtree(store)
+    print(json.dumps(figures))
+
+
+def bench_predict_at_scale(sample, folder, cells):
+    import pyogrio
+
+    grid = synthetic_grid(sample, folder, cells)
+    info = pyogrio.read_dataframe(grid, max_features=1)
+    cell_size = float(info.geometry.iloc[0].bounds[2] - info.geometry.iloc[0].bounds[0])
+    started = time.perf_counter()
+    model = scale_model(sample, folder, cell_size)
+    print(
+        f"predict at scale: {cell_size:g} m cells ({cell_size / 10:g} px chips, three inputs), "
+        f"model trained in {time.perf_counter() - started:.0f} s (compact_cnn + stats_gbm)",
+        flush=True,
+    )
+    runs, outputs = {}, {}
+    for kind, label in (
+        ("store", "local: chips then predict"),
+        ("rasters", "local: from rasters"),
+        ("spark", "spark local[2]: rasters"),
+    ):
+        outputs[kind] = os.path.join(folder, f"scale-{kind}.gpkg")
+        completed = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--measure-predict",
+                kind,
+                grid,
+                sample,
+                model,
+                outputs[kind],
+                "local[2]",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if completed.returncode:
+            raise SystemExit(completed.stderr[-3000:])
+        figures = runs[kind] = json.loads(completed.stdout.strip().splitlines()[-1])
+        detail = (
+            f" (sampling {figures['sample_seconds']:.1f} s into a {figures['store_bytes'] / 1e6:,.0f} MB "
+            f"store, predicting {figures['predict_seconds']:.1f} s)"
+            if kind == "store"
+            else (
+                f" (+{figures['session_seconds']:.1f} s session start)" if kind == "spark" else ""
+            )
+        )
+        print(
+            f"predict       {label:26s} {figures['cells']:7,} cells  {figures['seconds']:7.2f} s  "
+            f"{figures['cells'] / figures['seconds']:6.0f} cells/s  "
+            f"driver peak {figures['peak_mb']:5.0f} MB{detail}",
+            flush=True,
+        )
+    reference = pyogrio.read_dataframe(outputs["store"], read_geometry=False)
+    for kind in ("rasters", "spark"):
+        found = pyogrio.read_dataframe(outputs[kind], read_geometry=False)
+        differences = {
+            name: float((found[name] - reference[name]).abs().max())
+            for name in reference.columns
+            if name.startswith("prob_")
+        }
+        listed = ", ".join(f"{name} {value:.2g}" for name, value in differences.items())
+        print(f"largest difference from the store's predictions, {kind}: {listed}")
+    local, rasters, spark = (runs[kind]["seconds"] for kind in ("store", "rasters", "spark"))
+    print(
+        f"ratios (time): spark rasters / local chips+predict = {spark / local:.2f}; "
+        f"spark rasters / local rasters = {spark / rasters:.2f}; "
+        f"local rasters / local chips+predict = {rasters / local:.2f}"
+    )
+
+
 def main():
     from bench_chips import ensure_demo_sample, make_grids
 
     if sys.argv[1:2] == ["--measure"]:
         measure(*sys.argv[2:7])
+        return
+    if sys.argv[1:2] == ["--measure-predict"]:
+        measure_predict(*sys.argv[2:8])
         return
 
     parser = argparse.ArgumentParser(
@@ -224,6 +382,7 @@ def main():
     parser.add_argument("--no-predict", action="store_true")
     parser.add_argument("--no-demo", action="store_true", help="only the synthetic grid")
     parser.add_argument("--synthetic-cells", type=int, default=0)
+    parser.add_argument("--predict-cells", type=int, default=0)
     arguments = parser.parse_args()
     ensure_demo_sample(arguments.sample)
     folder = tempfile.mkdtemp(prefix="povmap-bench-spark-")
@@ -235,6 +394,8 @@ def main():
                 bench_predict(store, training, folder, cells)
         if arguments.synthetic_cells:
             bench_synthetic(arguments.sample, folder, arguments.synthetic_cells)
+        if arguments.predict_cells:
+            bench_predict_at_scale(arguments.sample, folder, arguments.predict_cells)
     finally:
         if not arguments.keep:
             shutil.rmtree(folder, ignore_errors=True)

@@ -343,3 +343,245 @@ def test_the_spark_settings_of_the_provider_reach_the_worker(
         ProcessingConfig.setSettingValue(SPARK_CONF, "")
     assert "POVMAP_SPARK_CONF: 'not-a-setting' is not key=value" in message
     assert not os.path.exists(tmp_path / "settings.chips")
+
+
+# --- predicting straight from the rasters (no chip store) ------------------------------
+
+
+class DiskWatch:
+    """Polls folders while a run goes on: the most bytes they held and any chip-like names.
+
+    Spark removes its scratch folders when it stops, so looking only afterwards
+    would miss chips written and deleted during the run.
+    """
+
+    CHIP_LIKE = (".npy", ".chips", ".partial")
+
+    def __init__(self, *folders):
+        import threading
+
+        self.folders, self.peak_bytes, self.chip_like = folders, 0, set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        while not self._stop.wait(0.1):
+            total = 0
+            for folder in self.folders:
+                for parent, directories, files in os.walk(folder):
+                    for name in directories + files:
+                        if name.endswith(self.CHIP_LIKE) or ".chips." in name:
+                            self.chip_like.add(os.path.join(parent, name))
+                    for name in files:
+                        try:
+                            total += os.path.getsize(os.path.join(parent, name))
+                        except OSError:
+                            pass  # removed meanwhile
+            self.peak_bytes = max(self.peak_bytes, total)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+
+
+def store_bytes(store):
+    return sum(os.path.getsize(os.path.join(store, name)) for name in os.listdir(store))
+
+
+def assert_same_predictions(expected, found):
+    """Every field equal; the members' probabilities (and what derives from them) within 2e-5."""
+    assert list(expected.columns) == list(found.columns)
+    assert expected["cell_id"].tolist() == found["cell_id"].tolist()
+    probabilities = [name for name in expected.columns if name.startswith("prob_")]
+    assert {"prob_compact_cnn", "prob_mean", "prob_baseline"} <= set(probabilities)
+    for name in probabilities + ["disagreement"]:
+        np.testing.assert_allclose(found[name], expected[name], atol=2e-5, err_msg=name)
+    for name in ("out_of_range", "chip_flagged", "n_obs", "label", "district"):
+        assert found[name].tolist() == expected[name].tolist(), name
+    assert (found["pred"] == expected["pred"]).mean() >= 0.99
+
+
+def local_store_predictions(chips, grid, output):
+    from helpers import read_grid
+
+    run_cli("predict", "--chips", chips, "--grid", grid, "--output", output, "--batch-rows", "16")
+    return read_grid(output)
+
+
+def test_predict_from_rasters_on_spark_through_processing_equals_the_store_and_writes_no_chips(
+    spark, povmap_provider, tiny_sample, tiny_chips, tmp_path, monkeypatch
+):
+    """SOURCE=rasters ENGINE=spark by name, as on a qgis_process command line; one task crashes once."""
+    from helpers import read_grid
+    from qgis_helpers import run_algorithm
+
+    expected = local_store_predictions(
+        tiny_chips["chips"], tiny_chips["grid"], str(tmp_path / "store.gpkg")
+    )
+    output_folder, scratch = tmp_path / "rasters", tmp_path / "scratch"
+    output_folder.mkdir()
+    for name in ("spark", "tmp"):
+        (scratch / name).mkdir(parents=True)
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(scratch / "spark"))  # Spark's scratch space
+    monkeypatch.setenv("TMPDIR", str(scratch / "tmp"))  # the worker's and Python's temp files
+    crash = spark["fault_marker"] + ".predict"
+    open(crash, "w").close()
+    output = str(output_folder / "predictions.gpkg")
+    with DiskWatch(output_folder, scratch) as watch:
+        results, feedback = run_algorithm(
+            "povmap:predict",
+            {
+                "SOURCE": "rasters",
+                "GRID": tiny_chips["grid"],
+                "DAYTIME": os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"),
+                "NIGHTLIGHTS": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
+                "ACCESSIBILITY": os.path.join(tiny_sample, "synthetic_accessibility_30arcsec.tif"),
+                "ENGINE": "spark",
+                "SPARK_MASTER": "local[2,2]",
+                "OUTPUT": output,
+            },
+        )
+    assert not os.path.exists(crash), "the fault was not injected"
+    assert "no chips are stored" in feedback.text() and "Spark (local[2,2])" in feedback.text()
+    assert results["CELLS"] == len(expected) > 16
+    assert_same_predictions(expected, read_grid(output))
+    # No chips anywhere: none beside the output, in the temp folders or the store's folder.
+    assert os.listdir(output_folder) == ["predictions.gpkg"]
+    before = {"tiny.chips", "night.chips", "training_grid.gpkg", "unlabelled.gpkg"}
+    assert set(os.listdir(tiny_chips["folder"])) == before
+    assert not [path for path in watch.chip_like if tiny_chips["folder"] not in path], (
+        watch.chip_like
+    )
+    chips_bytes = store_bytes(tiny_chips["chips"])
+    assert watch.peak_bytes - os.path.getsize(output) < chips_bytes / 10, (
+        f"{watch.peak_bytes:,} bytes at peak beside {os.path.getsize(output):,} of predictions; "
+        f"the chips are {chips_bytes:,} bytes"
+    )
+
+
+def widened_nightlights(tiny_sample, folder):
+    """The tiny night lights times 100,000: radiances beyond float16's 65,504."""
+    import rasterio
+
+    source = os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif")
+    target = os.path.join(folder, "bright_viirs.tif")
+    with rasterio.open(source) as dataset:
+        profile = dataset.profile | {"dtype": "float32"}
+        values = dataset.read(1, masked=True).astype("float32") * 100_000
+    with rasterio.open(target, "w", **profile) as dataset:
+        dataset.write(values.filled(profile.get("nodata") or 0), 1)
+    assert float(values.max()) > 65_504
+    return target
+
+
+def test_an_input_beyond_float16_is_widened_on_spark_as_by_the_local_engine(
+    spark, tiny_sample, tiny_chips, tmp_path
+):
+    """float16 -> float32 on Spark: in the store (byte-identical to the local one), and when
+    predicting from the rasters (equal to predictions from that store); nothing stored there."""
+    from helpers import read_grid
+
+    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.progress import RecordingReporter
+
+    inputs = tiny_inputs(tiny_sample)
+    inputs[1].path = widened_nightlights(tiny_sample, str(tmp_path))
+    stores, logs = {}, {}
+    for engine in ("local", "spark"):
+        reporter = RecordingReporter()
+        stores[engine] = sample_chips(
+            ChipOptions(
+                grid_path=tiny_chips["grid"],
+                inputs=inputs,
+                output_path=str(tmp_path / f"{engine}.chips"),
+                engine=engine,
+            ),
+            reporter,
+        )["output"]
+        logs[engine] = " ".join(reporter.infos)
+        with open(os.path.join(stores[engine], "manifest.json"), encoding="utf-8") as handle:
+            dtypes = {spec["name"]: spec["dtype"] for spec in json.load(handle)["inputs"]}
+        assert dtypes == {
+            "daytime": "float16",
+            "nightlights": "float32",
+            "accessibility": "float16",
+        }
+        assert "beyond float16" in logs[engine] and "as float32" in logs[engine]
+    assert_same_store(stores["local"], stores["spark"])
+    assert np.load(os.path.join(stores["spark"], "nightlights.npy")).max() > 65_504
+
+    expected = local_store_predictions(
+        stores["local"], tiny_chips["grid"], str(tmp_path / "store.gpkg")
+    )
+    output_folder = tmp_path / "rasters"
+    output_folder.mkdir()
+    output = str(output_folder / "predictions.gpkg")
+    _, log = run_cli(
+        "predict",
+        "--source",
+        "rasters",
+        "--grid",
+        tiny_chips["grid"],
+        "--daytime",
+        inputs[0].path,
+        "--nightlights",
+        inputs[1].path,
+        "--accessibility",
+        inputs[2].path,
+        "--output",
+        output,
+        "--batch-rows",
+        "16",
+        "--engine",
+        "spark",
+        "--spark-master",
+        "local[2,2]",
+    )
+    assert "beyond float16" in log and "sampling again with this input as float32" in log
+    assert_same_predictions(expected, read_grid(output))
+    assert os.listdir(output_folder) == ["predictions.gpkg"]
+
+
+def test_predicting_from_rasters_names_the_missing_input_and_a_band_mismatch(
+    tiny_sample, tiny_chips, tmp_path
+):
+    from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.model.prediction import PredictOptions, predict
+    from povmap_qgis.paths import bundled_model_path
+
+    def attempt(inputs):
+        output = str(tmp_path / "never.gpkg")
+        with pytest.raises(PovmapInputError) as error:
+            predict(
+                PredictOptions(
+                    bundled_model_path(),
+                    None,
+                    tiny_chips["grid"],
+                    output,
+                    source="rasters",
+                    inputs=inputs,
+                )
+            )
+        assert not os.listdir(tmp_path)
+        return error.value
+
+    inputs = tiny_inputs(tiny_sample)
+    missing = attempt(inputs[1:2])
+    assert missing.parameter == "SOURCE"
+    assert "give daytime, accessibility too (given: nightlights)" in str(missing)
+    inputs[0].bands, inputs[0].parameter, inputs[0].label = [3, 2, 1], "DAYTIME", "Daytime imagery"
+    bands = attempt(inputs)
+    assert bands.parameter == "DAYTIME"
+    assert (
+        "Daytime imagery (DAYTIME): bands [3, 2, 1] given, the model was trained on bands [1, 2, 3]"
+        in str(bands)
+    )
+    with pytest.raises(PovmapInputError) as no_store:
+        predict(
+            PredictOptions(bundled_model_path(), None, tiny_chips["grid"], str(tmp_path / "x.gpkg"))
+        )
+    assert no_store.value.parameter == "CHIPS" and "SOURCE=rasters" in str(no_store.value)

@@ -9,3 +9,5 @@ BASELINE = "baseline"
 METRIC_NAMES = ("recall", "precision", "accuracy", "auc")
 # Coin-flip predictions whose median is the random baseline (the paper: 1,000).
 RANDOM_DRAWS = 1000
+# What Predict poverty reads (SOURCE): a chip store, or the rasters themselves (no store).
+PREDICTION_SOURCES = ("chips", "rasters")

@@ -3,14 +3,23 @@
 from qgis.core import (
     QgsProcessing,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterVectorDestination,
 )
 
+from ..core.names import PREDICTION_SOURCES
 from ..paths import bundled_model_path, style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .engine import add_engine_parameters, engine_options
+from .sample_chips import add_raster_parameters, add_resampling_parameters, raster_inputs
+
+SOURCE_OPTIONS = [
+    "Chip store (CHIPS)",
+    "Rasters (DAYTIME, NIGHTLIGHTS, ACCESSIBILITY, EXTRA): sampled and predicted, no chips stored",
+]
 
 EXTRA_STYLES = [
     ("prediction_probability", "povmap probability (mean of members)"),
@@ -30,7 +39,9 @@ class Predict(PovmapAlgorithm):
         "the probability that a cell is chronically poor; the output has prob_<member>, prob_mean, votes, pred "
         "(1 = poor: calibrated prob_mean ≥ the decision threshold) and disagreement (spread of the members). Styled by predicted class; the probability, "
         "disagreement, uncertainty (prob_high − prob_low) and outside-the-training-range styles are in the layer's "
-        "Styles menu. Without MODEL, the bundled demonstration model is used: "
+        "Styles menu. With SOURCE=rasters it reads the rasters themselves instead of a chip store: each "
+        "block of cells is sampled as Sample image chips would sample it and predicted at once, so no chips "
+        "are written (for national maps on Spark, ENGINE=spark). Without MODEL, the bundled demonstration model is used: "
         "it was trained on synthetic data and is not for policy use."
     )
 
@@ -47,12 +58,25 @@ class Predict(PovmapAlgorithm):
             "Empty: the demonstration ensemble bundled with the plugin (synthetic data, not for policy use).",
         )
         self.add_parameter(
+            QgsProcessingParameterEnum(
+                "SOURCE", self.tr("Read chips from"), SOURCE_OPTIONS, False, 0, optional=True
+            ),
+            "chips (default): the chip store CHIPS. rasters: the rasters DAYTIME, NIGHTLIGHTS, "
+            "ACCESSIBILITY and EXTRA (every input the model was trained on, with its bands), sampled "
+            "block by block exactly as Sample image chips samples them (in the store's dtype, at the "
+            "model's resolution and chip size) and predicted at once: the same predictions as from a "
+            "store, and no chips on disk.",
+            names=PREDICTION_SOURCES,
+        )
+        self.add_parameter(
             QgsProcessingParameterFile(
                 "CHIPS",
                 self.tr("Chip store (.chips folder)"),
                 QgsProcessingParameterFile.Behavior.Folder,
+                optional=True,
             ),
-            "Chips of GRID from Sample image chips, with the inputs, bands and chip size the model was trained on.",
+            "Chips of GRID from Sample image chips, with the inputs, bands and chip size the model was trained on. "
+            "Needed unless SOURCE=rasters.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
@@ -64,6 +88,22 @@ class Predict(PovmapAlgorithm):
             ),
             "GeoPackage of the grid with the prediction fields, styled by predicted class.",
         )
+        add_raster_parameters(self, " Read only with SOURCE=rasters.")
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "MAX_NODATA",
+                self.tr("Maximum nodata fraction (SOURCE=rasters)"),
+                QgsProcessingParameterNumber.Type.Double,
+                0.1,
+                False,
+                0.0,
+                1.0,
+            ),
+            "With SOURCE=rasters: cells whose chip in any input has more nodata than this fraction get "
+            "chip_flagged = 1 (a chip store keeps the fraction it was sampled with).",
+            advanced=True,
+        )
+        add_resampling_parameters(self)
         add_engine_parameters(self)
         for key, label in (
             ("CELLS", "Cells"),
@@ -77,9 +117,13 @@ class Predict(PovmapAlgorithm):
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         model = self.input_file(parameters, "MODEL", context) or bundled_model_path()
         feedback.pushInfo(f"Model: {model}")
+        source = PREDICTION_SOURCES[self.parameterAsEnum(parameters, "SOURCE", context)]
         options = {
             "model_path": model,
-            "chips_path": self.input_file(parameters, "CHIPS", context),
+            "chips_path": self.input_file(parameters, "CHIPS", context) or None,
+            "source": source,
+            "inputs": raster_inputs(self, parameters, context) if source == "rasters" else None,
+            "max_nodata": self.parameterAsDouble(parameters, "MAX_NODATA", context),
             "grid_path": grid_path,
             "grid_layer": grid_layer,
             "output_path": output,

@@ -60,28 +60,7 @@ class SampleChips(PovmapAlgorithm):
             QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
             "Cells from Build training grid or Build prediction grid (cell_id field, aligned cells).",
         )
-        for name, _, label, help_text in NAMED_INPUTS:
-            self.add_parameter(
-                QgsProcessingParameterRasterLayer(name, self.tr(label), optional=True),
-                help_text
-                + " Must be a raster file (GeoTIFF…): web or virtual layers must be saved as GeoTIFF first.",
-            )
-            if name == "DAYTIME":
-                self.add_parameter(
-                    QgsProcessingParameterString(
-                        "DAYTIME_BANDS", self.tr("Daytime bands (red, green, blue)"), "1,2,3"
-                    ),
-                    "Band numbers of DAYTIME in red, green, blue order, separated by commas; e.g. 4,3,2 for a full Sentinel-2 stack.",
-                )
-        self.add_parameter(
-            QgsProcessingParameterMultipleLayers(
-                "EXTRA",
-                self.tr("Extra rasters"),
-                QgsProcessing.SourceType.TypeRaster,
-                optional=True,
-            ),
-            "More raster files (all bands each), stored under their layer names.",
-        )
+        add_raster_parameters(self)
         self.add_parameter(
             QgsProcessingParameterNumber(
                 "RESOLUTION",
@@ -116,18 +95,7 @@ class SampleChips(PovmapAlgorithm):
             ),
             "Cells whose chip in any input has more nodata than this fraction are flagged, listed and excluded from training.",
         )
-        for name, _, label, _ in NAMED_INPUTS + [("EXTRA", None, "Extra rasters", None)]:
-            self.add_parameter(
-                QgsProcessingParameterEnum(
-                    f"{name}_RESAMPLING",
-                    self.tr("{}: resampling").format(label.split(" (")[0]),
-                    list(RESAMPLING_METHODS),
-                    False,
-                    1,
-                ),
-                f"How {name} is resampled onto the chips: bilinear (default) for continuous values, nearest or mode for classes, average to aggregate finer rasters.",
-                advanced=True,
-            )
+        add_resampling_parameters(self)
         self.add_parameter(
             QgsProcessingParameterFolderDestination(
                 "OUTPUT", self.tr("Chip store (folder ending in .chips)")
@@ -159,7 +127,13 @@ class SampleChips(PovmapAlgorithm):
             if parameters.get("NODATA_GRID") not in (None, "")
             else None
         )
-        inputs = self._inputs(parameters, context)
+        inputs = raster_inputs(self, parameters, context)
+        if not inputs:
+            raise QgsProcessingException(
+                self.tr(
+                    "Choose at least one input raster: DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA."
+                )
+            )
         grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
         options = {
             "grid_path": grid_path,
@@ -205,59 +179,100 @@ class SampleChips(PovmapAlgorithm):
             results["NODATA_GRID"] = nodata_grid
         return results
 
-    def _inputs(self, parameters, context):
-        inputs = []
-        for name, store_name, label, _ in NAMED_INPUTS:
-            path = self.raster_file(parameters, name, context)
-            if not path:
-                continue
-            bands = self._daytime_bands(parameters, context) if name == "DAYTIME" else [1]
-            inputs.append(
-                {
-                    "name": store_name,
-                    "path": path,
-                    "bands": bands,
-                    "parameter": name,
-                    "label": label.split(" (")[0],  # names the input in messages
-                    "resampling": self._resampling(parameters, name, context),
-                }
-            )
-        for layer in self.parameterAsLayerList(parameters, "EXTRA", context):
-            path = self.raster_layer_file(layer, "EXTRA")
-            inputs.append(
-                {
-                    "name": _store_name(layer.name(), [spec["name"] for spec in inputs]),
-                    "path": path,
-                    "bands": list(range(1, layer.bandCount() + 1)),
-                    "parameter": "EXTRA",
-                    "label": f"Extra raster '{layer.name()}'",
-                    "resampling": self._resampling(parameters, "EXTRA", context),
-                }
-            )
-        if not inputs:
-            raise QgsProcessingException(
-                self.tr(
-                    "Choose at least one input raster: DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA."
-                )
-            )
-        return inputs
 
-    def _daytime_bands(self, parameters, context):
-        text = self.parameterAsString(parameters, "DAYTIME_BANDS", context) or "1,2,3"
-        try:
-            bands = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
-        except ValueError:
-            bands = []
-        if not bands or any(band < 1 for band in bands):
-            raise QgsProcessingException(
-                self.tr(
-                    f"DAYTIME_BANDS: '{text}' is not a list of band numbers such as 1,2,3 or 4,3,2."
-                )
+def add_raster_parameters(algorithm, note=""):
+    """DAYTIME (with DAYTIME_BANDS), NIGHTLIGHTS, ACCESSIBILITY and EXTRA: the rasters chips come from."""
+    for name, _, label, help_text in NAMED_INPUTS:
+        algorithm.add_parameter(
+            QgsProcessingParameterRasterLayer(name, algorithm.tr(label), optional=True),
+            help_text
+            + note
+            + " Must be a raster file (GeoTIFF…): web or virtual layers must be saved as GeoTIFF first.",
+        )
+        if name == "DAYTIME":
+            algorithm.add_parameter(
+                QgsProcessingParameterString(
+                    "DAYTIME_BANDS", algorithm.tr("Daytime bands (red, green, blue)"), "1,2,3"
+                ),
+                "Band numbers of DAYTIME in red, green, blue order, separated by commas; e.g. 4,3,2 for a full Sentinel-2 stack.",
             )
-        return bands
+    algorithm.add_parameter(
+        QgsProcessingParameterMultipleLayers(
+            "EXTRA",
+            algorithm.tr("Extra rasters"),
+            QgsProcessing.SourceType.TypeRaster,
+            optional=True,
+        ),
+        "More raster files (all bands each), stored under their layer names." + note,
+    )
 
-    def _resampling(self, parameters, name, context):
-        return RESAMPLING_METHODS[self.parameterAsEnum(parameters, f"{name}_RESAMPLING", context)]
+
+def add_resampling_parameters(algorithm):
+    """<RASTER>_RESAMPLING for each raster parameter of ``add_raster_parameters`` (advanced)."""
+    for name, _, label, _ in NAMED_INPUTS + [("EXTRA", None, "Extra rasters", None)]:
+        algorithm.add_parameter(
+            QgsProcessingParameterEnum(
+                f"{name}_RESAMPLING",
+                algorithm.tr("{}: resampling").format(label.split(" (")[0]),
+                list(RESAMPLING_METHODS),
+                False,
+                1,
+            ),
+            f"How {name} is resampled onto the chips: bilinear (default) for continuous values, nearest or mode for classes, average to aggregate finer rasters.",
+            advanced=True,
+        )
+
+
+def raster_inputs(algorithm, parameters, context):
+    """The chip inputs ([{name, path, bands, parameter, label, resampling}]) of the rasters given."""
+    inputs = []
+    for name, store_name, label, _ in NAMED_INPUTS:
+        path = algorithm.raster_file(parameters, name, context)
+        if not path:
+            continue
+        bands = _daytime_bands(algorithm, parameters, context) if name == "DAYTIME" else [1]
+        inputs.append(
+            {
+                "name": store_name,
+                "path": path,
+                "bands": bands,
+                "parameter": name,
+                "label": label.split(" (")[0],  # names the input in messages
+                "resampling": _resampling(algorithm, parameters, name, context),
+            }
+        )
+    for layer in algorithm.parameterAsLayerList(parameters, "EXTRA", context):
+        path = algorithm.raster_layer_file(layer, "EXTRA")
+        inputs.append(
+            {
+                "name": _store_name(layer.name(), [spec["name"] for spec in inputs]),
+                "path": path,
+                "bands": list(range(1, layer.bandCount() + 1)),
+                "parameter": "EXTRA",
+                "label": f"Extra raster '{layer.name()}'",
+                "resampling": _resampling(algorithm, parameters, "EXTRA", context),
+            }
+        )
+    return inputs
+
+
+def _daytime_bands(algorithm, parameters, context):
+    text = algorithm.parameterAsString(parameters, "DAYTIME_BANDS", context) or "1,2,3"
+    try:
+        bands = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        bands = []
+    if not bands or any(band < 1 for band in bands):
+        raise QgsProcessingException(
+            algorithm.tr(
+                f"DAYTIME_BANDS: '{text}' is not a list of band numbers such as 1,2,3 or 4,3,2."
+            )
+        )
+    return bands
+
+
+def _resampling(algorithm, parameters, name, context):
+    return RESAMPLING_METHODS[algorithm.parameterAsEnum(parameters, f"{name}_RESAMPLING", context)]
 
 
 def _store_name(layer_name, taken):

@@ -86,13 +86,9 @@ def sample_chips(options, reporter=None):
         options.grid_path, options.grid_layer
     )
     chip_size = options.chip_size or int(round(cell_size / options.resolution))
-    if chip_size < 1 or abs(chip_size * options.resolution - cell_size) > 1e-6 * cell_size:
-        raise PovmapInputError(
-            "CHIP_SIZE",
-            f"a chip of {chip_size} px at {options.resolution:g} m does not cover a {cell_size:g} m cell; use CHIP_SIZE = cell size / RESOLUTION.",
-        )
+    check_chip_size(chip_size, options.resolution, cell_size)
     for spec in inputs:
-        _check_raster(spec, grid_crs, rows, cols, cell_size)
+        check_raster(spec, grid_crs, rows, cols, cell_size)
 
     settings = {
         "grid": options.grid_path,
@@ -151,13 +147,11 @@ def sample_chips(options, reporter=None):
         resumed_rows = np.setdiff1d(np.arange(len(cell_ids)), pending)
         statistics = _band_statistics(writer, inputs, sampled, resumed_rows)
         nodata = writer.nodata_fractions()
-        for column, spec in enumerate(inputs):
-            if (nodata[:, column] >= 1).all():
-                writer.discard()
-                raise PovmapInputError(
-                    spec.parameter,
-                    f"the raster '{spec.path}' has no data in any cell (all nodata or outside the grid); check its nodata value and extent, or leave it out.",
-                )
+        try:
+            refuse_inputs_without_data(inputs, nodata)
+        except PovmapInputError:
+            writer.discard()
+            raise
         flagged = np.flatnonzero((nodata > options.max_nodata).any(axis=1))
         if options.nodata_grid_path:
             write_nodata_grid(options, inputs, cell_ids, nodata, flagged)
@@ -199,6 +193,16 @@ def _engine(options):
     if options.engine != "local":
         raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
     return sample_blocks
+
+
+def refuse_inputs_without_data(inputs, nodata):
+    """An input with no data in any cell ([n_cells, n_inputs] nodata fractions) is a mistake."""
+    for column, spec in enumerate(inputs):
+        if (nodata[:, column] >= 1).all():
+            raise PovmapInputError(
+                spec.parameter,
+                f"the raster '{spec.path}' has no data in any cell (all nodata or outside the grid); check its nodata value and extent, or leave it out.",
+            )
 
 
 def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
@@ -267,7 +271,7 @@ def read_grid_cells(path, layer=None, parameter="GRID"):
     )
 
 
-def _check_raster(spec, grid_crs, rows, cols, cell_size):
+def check_raster(spec, grid_crs, rows, cols, cell_size):
     import rasterio
     from rasterio.warp import transform_bounds
 
@@ -329,6 +333,15 @@ def _check_raster(spec, grid_crs, rows, cols, cell_size):
                 spec.parameter,
                 f"the raster '{spec.path}' does not overlap the grid; check that it covers the cells (and its CRS).",
             )
+
+
+def check_chip_size(chip_size, resolution, cell_size, parameter="CHIP_SIZE"):
+    """A chip of ``chip_size`` px at ``resolution`` m must cover a cell exactly."""
+    if chip_size < 1 or abs(chip_size * resolution - cell_size) > 1e-6 * cell_size:
+        raise PovmapInputError(
+            parameter,
+            f"a chip of {chip_size} px at {resolution:g} m does not cover a {cell_size:g} m cell; use CHIP_SIZE = cell size / RESOLUTION.",
+        )
 
 
 def group_blocks(pending, rows, cols):
@@ -416,7 +429,10 @@ class InputSampler:
         # This block's moments are kept so that another engine can merge blocks in this order.
         self.block_moments = batch_moments([chips[:, band] for band in range(chips.shape[1])])
         merge_moments(self.statistics, self.block_moments)
-        return np.moveaxis(chips, 1, -1).astype(self.spec_dtype), nodata
+        # In C order, as a store's rows are read back: reductions over a chip (the statistics
+        # member's float64 sums) then add in the same order whether chips come from a store
+        # or straight from the rasters (predict SOURCE=rasters), so they agree to the last bit.
+        return np.moveaxis(chips, 1, -1).astype(self.spec_dtype, order="C"), nodata
 
     def _warp(self, left, top, height, width):
         import rasterio
@@ -534,6 +550,74 @@ def _is_aligned(dataset, grid_crs, resolution):
         return False
     offsets = np.array([transform.c, transform.f]) / resolution
     return bool(np.allclose(offsets, np.round(offsets), atol=1e-6))
+
+
+def samplers_of(described_inputs, grid_crs_wkt, resolution, cell_size, chip_size):
+    """(specs, samplers) of inputs described as plain dicts (``ChipInput`` fields and ``dtype``).
+
+    How Spark tasks receive their inputs; the caller closes the samplers.
+    """
+    from pyproj import CRS
+
+    grid_crs = CRS.from_wkt(grid_crs_wkt)
+    specs, samplers = [], []
+    try:
+        for described_input in described_inputs:
+            spec = ChipInput(**{k: v for k, v in described_input.items() if k != "dtype"})
+            samplers.append(
+                InputSampler(
+                    spec, grid_crs, resolution, cell_size, chip_size, described_input["dtype"]
+                )
+            )
+            specs.append(spec)
+    except BaseException:
+        for sampler in samplers:
+            sampler.close()
+        raise
+    return specs, samplers
+
+
+def sample_ahead(samplers, blocks):
+    """Yield (index, [(chips, nodata, moments) per input]) for ``blocks`` [(rows, cols)] in order.
+
+    One thread per input (GDAL releases the GIL; a dataset is not thread-safe),
+    up to BLOCKS_AHEAD blocks sampled ahead of the consumer, which bounds memory.
+    A ``WiderDtypeNeededError`` of a sampler is raised here, in the consumer's thread.
+    Used by the Spark tasks that sample into a store and those that predict from rasters.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pools = [
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{sampler.spec.name}")
+        for sampler in samplers
+    ]
+    in_flight = deque()
+    try:
+        for index, (block_rows, block_cols) in enumerate(blocks):
+            in_flight.append(
+                (
+                    index,
+                    [
+                        pool.submit(_sampled_with_moments, sampler, block_rows, block_cols)
+                        for sampler, pool in zip(samplers, pools, strict=True)
+                    ],
+                )
+            )
+            while len(in_flight) > BLOCKS_AHEAD or (in_flight and index == len(blocks) - 1):
+                done, futures = in_flight.popleft()
+                yield done, [future.result() for future in futures]
+    finally:
+        for future in (future for _, futures in in_flight for future in futures):
+            future.cancel()
+        for pool in pools:
+            pool.shutdown(wait=True)
+
+
+def _sampled_with_moments(sampler, block_rows, block_cols):
+    """A block's chips, nodata fractions and moments (read in the sampler's own thread)."""
+    values, nodata = sampler.sample(block_rows, block_cols)
+    return values, nodata, sampler.block_moments
 
 
 def sample_blocks(

@@ -42,30 +42,44 @@ def feature_definition(normalisation):
 
 def chip_features(store, rows, normalisation, batch_rows=256):
     """Per-chip statistics of store ``rows`` ([n, features], NaN where a chip has no valid pixel)."""
+    rows = np.asarray(rows, dtype="int64")
+    parts = [
+        features_of_chips(
+            {
+                name: store.batch_of(name, rows[start : start + batch_rows])
+                for name in normalisation
+            },
+            normalisation,
+        )
+        for start in range(0, len(rows), batch_rows)
+    ]
+    if not parts:
+        return np.zeros((0, len(feature_definition(normalisation))))
+    return np.concatenate(parts)
+
+
+def features_of_chips(chips, normalisation):
+    """Per-chip statistics of one batch of chips ({input: [n, H, W, bands]} as stored).
+
+    The same numbers whether the chips come from a store or straight from the
+    rasters (predicting without a store, core/model/raster_prediction.py).
+    """
     import warnings
 
-    rows = np.asarray(rows, dtype="int64")
     columns = []
     for name, spec in normalisation.items():
-        parts = []
-        for start in range(0, len(rows), batch_rows):
-            values = apply_transform(
-                store.batch_of(name, rows[start : start + batch_rows]), spec
-            ).astype("float64")
-            size = values.shape[1]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chips give NaN
-                statistics = [
-                    np.nanmean(values, axis=(1, 2)),
-                    np.nanmax(values, axis=(1, 2)),
-                    np.nanstd(values, axis=(1, 2)),
-                    values[:, size // 2, values.shape[2] // 2, :],
-                ]
-            # [batch, bands, statistics] -> columns ordered band by band, statistic by statistic
-            parts.append(np.stack(statistics, axis=-1).reshape(len(values), -1))
-        columns.append(
-            np.concatenate(parts) if parts else np.zeros((0, len(spec["mean"]) * len(STATISTICS)))
-        )
+        values = apply_transform(chips[name], spec).astype("float64")
+        size = values.shape[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chips give NaN
+            statistics = [
+                np.nanmean(values, axis=(1, 2)),
+                np.nanmax(values, axis=(1, 2)),
+                np.nanstd(values, axis=(1, 2)),
+                values[:, size // 2, values.shape[2] // 2, :],
+            ]
+        # [batch, bands, statistics] -> columns ordered band by band, statistic by statistic
+        columns.append(np.stack(statistics, axis=-1).reshape(len(values), -1))
     return np.concatenate(columns, axis=1)
 
 

@@ -170,11 +170,19 @@ def predict_rows(models, store, rows, normalisation, names, batch_rows=128, on_b
             if len(rows) > batch_rows
             else picked
         )
-        chips = normalise(store.batch(padded, names), normalisation)
-        for model, out in zip(models, outputs, strict=True):
-            out[start : start + len(picked)] = np.asarray(model.predict_on_batch(chips)).reshape(
-                -1
-            )[: len(picked)]
+        probabilities = predict_batch(models, store.batch(padded, names), normalisation)
+        for values, out in zip(probabilities, outputs, strict=True):
+            out[start : start + len(picked)] = values[: len(picked)]
         if on_batch:
             on_batch(start + len(picked))
     return outputs
+
+
+def predict_batch(models, chips, normalisation):
+    """Each model's probabilities for one batch of chips ({input: [n, H, W, bands]} as stored).
+
+    The one place chips meet the members, whether they come from a store
+    (``predict_rows``) or straight from the rasters (core/model/raster_prediction.py).
+    """
+    normalised = normalise(chips, normalisation)
+    return [np.asarray(model.predict_on_batch(normalised)).reshape(-1) for model in models]

@@ -1,7 +1,9 @@
 """Run a model package on a grid's chips (pipeline step 5, runs in the worker).
 
 The chip store is streamed in batches (memory bounded); every member predicts
-every batch; the output is the grid with the prediction fields of DESIGN.md:
+every batch. With ``source="rasters"`` no store is read or written: the cells
+are sampled from the rasters block by block and predicted at once
+(core/model/raster_prediction.py, the same sampler and the same batches). Either way, the output is the grid with the prediction fields of DESIGN.md:
 ``prob_<member>``, ``prob_mean``, ``votes``, ``pred`` (1 = poor: calibrated
 ``prob_mean`` >= the package's ``decision_threshold``; the members' majority vote
 for a package without one) and ``disagreement`` (standard deviation of the members'
@@ -28,20 +30,23 @@ import numpy as np
 
 from .. import vectors
 from ..chips.chip_store import ChipStore
+from ..errors import PovmapInputError
 from ..geopackage import write_layer
 from ..history import drift
+from ..names import PREDICTION_SOURCES
 from ..progress import Reporter
 from ..wording import counted
 from . import baseline, calibration, learning_data, model_package
 from .training import ensemble_outputs
 
+ENGINES = ("local", "spark")
 INTERVAL_Z = 1.96  # prob_low / prob_high: raw mean -/+ 1.96 x the members' standard deviation
 
 
 @dataclasses.dataclass
 class PredictOptions:
     model_path: str
-    chips_path: str
+    chips_path: str | None  # the grid's chip store; None with source="rasters"
     grid_path: str
     output_path: str
     grid_layer: str | None = None
@@ -50,6 +55,11 @@ class PredictOptions:
     extra_styles: list | None = None  # [(qml path, style name)] stored beside the default style
     engine: str = "local"  # "local" (this process) or "spark" (core/model/spark_engine.py)
     spark_master: str = "local[*]"
+    # "chips": read the chip store; "rasters": sample ``inputs`` (ChipInput or dicts) cell
+    # block by cell block and predict, storing no chips (core/model/raster_prediction.py)
+    source: str = "chips"
+    inputs: list | None = None
+    max_nodata: float = 0.1  # chip_flagged from rasters (a store keeps its own)
 
 
 def predict(options, reporter=None):
@@ -58,22 +68,27 @@ def predict(options, reporter=None):
     reporter = reporter or Reporter()
     started = time.monotonic()
     manifest = model_package.read_package(options.model_path)
-    store = ChipStore(options.chips_path)
-    model_package.check_inputs_match(manifest, store.manifest)
+    if options.source not in PREDICTION_SOURCES:
+        raise PovmapInputError(
+            "SOURCE", f"unknown source '{options.source}' ({' or '.join(PREDICTION_SOURCES)})."
+        )
+    if options.engine not in ENGINES:
+        raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
+    if options.source == "rasters":
+        cells = _from_rasters(options, manifest, reporter)
+    else:
+        if not options.chips_path:
+            raise PovmapInputError(
+                "CHIPS",
+                "choose the grid's chip store (Sample image chips), or predict from the rasters "
+                "(SOURCE=rasters with DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA).",
+            )
+        cells = _from_store(options, manifest, reporter)
     layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
     grid = pyogrio.read_dataframe(options.grid_path, layer=layer)
-    if "cell_id" not in grid:
-        from ..errors import PovmapInputError
-
-        raise PovmapInputError(
-            "GRID",
-            f"the layer '{layer}' has no cell_id field; use a grid made by Build training grid or Build prediction grid.",
-        )
-    rows = learning_data.store_rows_for(store, grid["cell_id"].astype("int64").to_numpy())
-    reporter.info(members_summary(manifest["members"], len(rows)))
-    if manifest.get("notice"):
-        reporter.warning(manifest["notice"])
-    member_probabilities = _member_probabilities(options, manifest, store, rows, reporter)
+    if not np.array_equal(grid["cell_id"].astype("int64").to_numpy(), cells["cell_ids"]):
+        raise RuntimeError("the grid changed while predicting; run again")
+    member_probabilities = cells["probabilities"]
     ensemble = ensemble_outputs(member_probabilities, manifest["threshold"])
     for member, probabilities in zip(manifest["members"], member_probabilities, strict=True):
         grid[f"prob_{member['name']}"] = np.round(probabilities.astype("float64"), 5)
@@ -81,14 +96,11 @@ def predict(options, reporter=None):
     grid["votes"] = ensemble["votes"].astype("int32")
     grid["pred"] = ensemble["pred"].astype("int32")
     grid["disagreement"] = np.round(ensemble["disagreement"].astype("float64"), 5)
-    trust, trust_metadata = trust_fields(manifest, store, rows, ensemble, reporter)
+    trust, trust_metadata = trust_fields(manifest, cells["features"], ensemble, reporter)
     for field, values in trust.items():
         grid[field] = values
     grid["pred"], decision_metadata = decided_class(manifest, grid, reporter)
-    max_nodata = float(store.manifest.get("max_nodata", 0.1))
-    grid["chip_flagged"] = (
-        (np.asarray(store.nodata_fraction)[rows] > max_nodata).any(axis=1).astype("int32")
-    )
+    grid["chip_flagged"] = (cells["nodata"] > cells["max_nodata"]).any(axis=1).astype("int32")
     write_layer(
         grid,
         options.output_path,
@@ -118,8 +130,66 @@ def predict(options, reporter=None):
     }
 
 
-def trust_fields(manifest, store, rows, ensemble, reporter):
-    """({field: values}, layer metadata) of the trust fields (see the module doc)."""
+def _from_store(options, manifest, reporter):
+    """Cell ids, members' probabilities, baseline features and nodata of the grid, from the store."""
+    store = ChipStore(options.chips_path)
+    model_package.check_inputs_match(manifest, store.manifest)
+    layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
+    cell_ids = _grid_cell_ids(options.grid_path, layer)
+    rows = learning_data.store_rows_for(store, cell_ids)
+    reporter.info(members_summary(manifest["members"], len(rows)))
+    if manifest.get("notice"):
+        reporter.warning(manifest["notice"])
+    probabilities = _member_probabilities(options, manifest, store, rows, reporter)
+    simple = manifest.get("baseline")
+    return {
+        "cell_ids": cell_ids,
+        "probabilities": probabilities,
+        "features": (
+            baseline.chip_features(store, rows, manifest["normalisation"]) if simple else None
+        ),
+        "nodata": np.asarray(store.nodata_fraction)[rows],
+        "max_nodata": float(store.manifest.get("max_nodata", 0.1)),
+    }
+
+
+def _from_rasters(options, manifest, reporter):
+    """The same, sampled from the rasters cell block by cell block (no chips stored)."""
+    from .raster_prediction import predict_from_rasters
+
+    if options.chips_path:
+        reporter.warning("SOURCE=rasters: the chip store (CHIPS) is not read.")
+    if manifest.get("notice"):
+        reporter.warning(manifest["notice"])
+    predicted = predict_from_rasters(options, manifest, reporter)
+    reporter.info(members_summary(manifest["members"], len(predicted.cell_ids)))
+    return {
+        "cell_ids": predicted.cell_ids,
+        "probabilities": predicted.probabilities,
+        "features": predicted.features,
+        "nodata": predicted.nodata,
+        "max_nodata": float(options.max_nodata),
+    }
+
+
+def _grid_cell_ids(path, layer):
+    import pyogrio
+
+    if "cell_id" not in list(vectors.layer_info(path, layer, "GRID")["fields"]):
+        raise PovmapInputError(
+            "GRID",
+            f"the layer '{layer}' has no cell_id field; use a grid made by Build training grid or Build prediction grid.",
+        )
+    frame = pyogrio.read_dataframe(path, layer=layer, columns=["cell_id"], read_geometry=False)
+    return frame["cell_id"].astype("int64").to_numpy()
+
+
+def trust_fields(manifest, features, ensemble, reporter):
+    """({field: values}, layer metadata) of the trust fields (see the module doc).
+
+    ``features``: the baseline's per-chip statistics of the cells (None for a
+    package without a baseline).
+    """
     for sentence in model_package.missing_parts(manifest):
         reporter.warning(sentence)
     raw = ensemble["prob_mean"].astype("float64")
@@ -133,8 +203,7 @@ def trust_fields(manifest, store, rows, ensemble, reporter):
     }
     metadata = {"povmap_calibration": json.dumps(fitted or {"method": "none"})}
     simple = manifest.get("baseline")
-    if simple:
-        features = baseline.chip_features(store, rows, manifest["normalisation"])
+    if simple and features is not None:
         fields["prob_baseline"] = np.round(baseline.calibrated_probabilities(simple, features), 5)
         fields["out_of_range"] = baseline.out_of_range(simple, features)
         metadata["povmap_baseline_threshold"] = simple["threshold"]
@@ -145,7 +214,7 @@ def trust_fields(manifest, store, rows, ensemble, reporter):
         for warning in drift.warnings(scores):
             reporter.warning(warning)
         reporter.info(
-            f"{int(fields['out_of_range'].sum())} of {len(rows)} cells lie outside the training "
+            f"{int(fields['out_of_range'].sum())} of {len(features)} cells lie outside the training "
             "range (a per-chip statistic beyond the training cells' 1st–99th percentiles)"
         )
     return fields, metadata
@@ -184,10 +253,6 @@ def _member_probabilities(options, manifest, store, rows, reporter):
             reporter,
             master=options.spark_master,
         )
-    if options.engine != "local":
-        from ..errors import PovmapInputError
-
-        raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
     models = model_package.load_members(manifest)
     reporter.progress(5)
     names = [spec["name"] for spec in manifest["inputs"]]

@@ -297,11 +297,7 @@ def sample_blocks_on_spark(
 
 def _sample_partition(job, partition, payloads):
     """One Spark task: sample its blocks, pwrite the rows into the store, return small results."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     import rasterio
-    from pyproj import CRS
 
     from ..chips import sampling
     from ..chips.chip_store import DONE, NODATA_FRACTION, RowFile
@@ -309,10 +305,9 @@ def _sample_partition(job, partition, payloads):
     _crash_if_asked("sample", partition, job["parts"] - 1)
     payloads = list(payloads)  # this task's blocks: a few small arrays each
     specs = [
-        sampling.ChipInput(**{key: value for key, value in spec.items() if key != "dtype"})
+        sampling.ChipInput(**{k: v for k, v in spec.items() if k != "dtype"})
         for spec in job["inputs"]
     ]
-    grid_crs = CRS.from_wkt(job["grid_crs"])
     arrays = {
         name: RowFile(os.path.join(job["partial"], f"{name}.npy"), "r+")
         for name in [spec.name for spec in specs]
@@ -321,38 +316,16 @@ def _sample_partition(job, partition, payloads):
         arrays[name] = RowFile(os.path.join(job["partial"], name), "r+")
     results = []
     with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):
-        samplers = [
-            sampling.InputSampler(
-                spec,
-                grid_crs,
-                job["resolution"],
-                job["cell_size"],
-                job["chip_size"],
-                described["dtype"],
-            )
-            for spec, described in zip(specs, job["inputs"], strict=True)
-        ]
-        # As in the local engine: one thread per input (GDAL releases the GIL), blocks ahead.
-        pools = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}")
-            for spec in specs
-        ]
-        in_flight = deque()
+        _, samplers = sampling.samplers_of(
+            job["inputs"], job["grid_crs"], job["resolution"], job["cell_size"], job["chip_size"]
+        )
         try:
             written = []
-            for position, (index, members, block_rows, block_cols) in enumerate(payloads):
-                futures = [
-                    pool.submit(_sample_block, sampler, block_rows, block_cols)
-                    for sampler, pool in zip(samplers, pools, strict=True)
-                ]
-                in_flight.append((index, members, futures))
-                last = position == len(payloads) - 1
-                while in_flight and (len(in_flight) > sampling.BLOCKS_AHEAD or last):
-                    index, members, futures = in_flight.popleft()
-                    try:
-                        sampled = [future.result() for future in futures]
-                    except sampling.WiderDtypeNeededError as widen:
-                        return [("widen", widen.spec.name, widen.largest)]
+            # As in the local engine: one thread per input (GDAL releases the GIL), blocks ahead.
+            blocks = [(block_rows, block_cols) for _, _, block_rows, block_cols in payloads]
+            try:
+                for position, sampled in sampling.sample_ahead(samplers, blocks):
+                    index, members = payloads[position][:2]
                     nodata = np.column_stack([fractions for _, fractions, _ in sampled])
                     nodata = nodata.astype("float32")  # the store's dtype, as the local engine
                     for spec, (values, _, _) in zip(specs, sampled, strict=True):
@@ -360,6 +333,8 @@ def _sample_partition(job, partition, payloads):
                     arrays[NODATA_FRACTION].write(members, nodata)
                     written.append(members)
                     results.append(("block", index, nodata, [moments for _, _, moments in sampled]))
+            except sampling.WiderDtypeNeededError as widen:
+                return [("widen", widen.spec.name, widen.largest)]
             # Chips and nodata durable before their done flags: a resumed run trusts the flags.
             for name in [spec.name for spec in specs] + [NODATA_FRACTION]:
                 arrays[name].flush()
@@ -367,21 +342,11 @@ def _sample_partition(job, partition, payloads):
                 arrays[DONE].write(members, np.ones(len(members), dtype="bool"))
             arrays[DONE].flush()
         finally:
-            for future in (future for _, _, futures in in_flight for future in futures):
-                future.cancel()
-            for pool in pools:
-                pool.shutdown(wait=True)
             for sampler in samplers:
                 sampler.close()
             for array in arrays.values():
                 array.close()
     return results
-
-
-def _sample_block(sampler, block_rows, block_cols):
-    """A block's chips, nodata fractions and moments (read in the sampler's own thread)."""
-    values, nodata = sampler.sample(block_rows, block_cols)
-    return values, nodata, sampler.block_moments
 
 
 # --- predicting -------------------------------------------------------------------
@@ -470,3 +435,64 @@ def _members(manifest):
         _members_cache.clear()
         _members_cache[key] = model_package.load_members(manifest)
     return _members_cache[key]
+
+
+# --- predicting from the rasters (no chip store) ---------------------------------
+
+
+def predict_from_rasters_on_spark(job, blocks, rows, cols, reporter, master="local[*]"):
+    """Each task samples a run of neighbouring blocks and predicts their cells (no chips stored).
+
+    The twin of ``raster_prediction._predict_here``: each task runs
+    ``raster_prediction.sample_and_predict`` on its blocks with the members
+    loaded once per Python worker (hashes checked there) and returns, per cell,
+    the members' probabilities, the baseline's per-chip statistics and the
+    nodata fractions; chips never leave the task. An input whose values float16
+    cannot hold raises ``sampling.WiderDtypeNeededError`` here, as sampling does.
+    """
+    from ..chips import sampling
+
+    keys = [
+        (
+            int(rows[members[0]]) // sampling.BLOCK_CELLS,
+            int(cols[members[0]]) // sampling.BLOCK_CELLS,
+        )
+        for members in blocks
+    ]
+    order = sorted(range(len(blocks)), key=lambda index: keys[index])
+    payloads = [(blocks[index], rows[blocks[index]], cols[blocks[index]]) for index in order]
+    with _session(master) as session:
+        job = dict(job, parts=_partition_count(session, len(blocks)))
+        rdd = session.sparkContext.parallelize(payloads, job["parts"]).mapPartitionsWithIndex(
+            lambda partition, items: _predict_rasters_partition(job, partition, items)
+        )
+        reporter.info(
+            f"Spark ({session.sparkContext.master}): {sum(len(b) for b in blocks)} cells in "
+            f"{len(blocks)} blocks, {job['parts']} tasks, sampled and predicted in each."
+        )
+        results = run_job(session, rdd.collect, reporter, 5.0, 95.0, "povmap: predict from rasters")
+    for result in results:
+        if result[0] == "widen":
+            _, name, largest = result
+            spec = next(spec for spec in job["inputs"] if spec["name"] == name)
+            raise sampling.WiderDtypeNeededError(
+                sampling.ChipInput(**{k: v for k, v in spec.items() if k != "dtype"}), largest
+            )
+    return [result[1:] for result in results]
+
+
+def _predict_rasters_partition(job, partition, payloads):
+    from ..chips import sampling
+    from . import model_package
+    from .raster_prediction import sample_and_predict
+
+    _crash_if_asked("predict", partition, job["parts"] - 1)
+    payloads = list(payloads)
+    if not payloads:
+        return []
+    manifest = model_package.read_package(job["model"])  # hashes checked on this executor
+    try:
+        part = sample_and_predict(_members(manifest), job, payloads)
+    except sampling.WiderDtypeNeededError as widen:
+        return [("widen", widen.spec.name, widen.largest)]
+    return [("cells", *part)]
