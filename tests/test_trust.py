@@ -638,6 +638,28 @@ def test_crossvalidation_fits_baseline_and_calibration_per_fold_as_scikit_learn_
     assert "Calibration" in [section.title for section in document["sections"]]
 
 
+def test_interval_coverage_counts_the_cells_whose_interval_holds_their_bins_share_poor():
+    from scipy.stats import norm
+
+    from povmap_qgis.core.calibration import INTERVAL_Z, NOMINAL_LEVEL, interval_coverage
+
+    assert NOMINAL_LEVEL == pytest.approx(2 * norm.cdf(INTERVAL_Z) - 1, abs=1e-3)
+    # bin 0.2–0.3: 4 cells, 1 poor (observed 0.25); bin 0.7–0.8: 2 cells, both poor (1.0)
+    probabilities = np.array([0.21, 0.22, 0.25, 0.29, 0.71, 0.75])
+    labels = np.array([1, 0, 0, 0, 1, 1])
+    low = np.array([0.1, 0.26, 0.2, 0.25, 0.6, 0.7])
+    high = np.array([0.3, 0.4, 0.3, 0.25, 1.0, 0.9])
+    found = interval_coverage(labels, probabilities, low, high)
+    # covered: 0.25 in [0.1, 0.3] yes, [0.26, 0.4] no, [0.2, 0.3] yes, [0.25, 0.25] yes; 1.0 in
+    # [0.6, 1.0] yes, [0.7, 0.9] no
+    assert found["coverage"] == pytest.approx(4 / 6)
+    assert [(row["n"], row["observed"], row["covered"]) for row in found["bins"]] == [
+        (4, 0.25, 0.75),
+        (2, 1.0, 0.5),
+    ]
+    assert found["mean_width"] == pytest.approx(np.mean(high - low))
+
+
 # --- the dim-lights case of the sample generator: most cells rural and dim, a few bright towns ----
 
 
@@ -718,7 +740,7 @@ def test_the_ensemble_ranks_the_dim_cells_and_covers_the_poor_at_least_as_the_ba
     from povmap_qgis import runner
 
     folder = dim_lights["folder"]
-    runner.run_worker(
+    summary = runner.run_worker(
         "crossvalidate",
         {
             "chips_path": dim_lights["chips"],
@@ -744,3 +766,25 @@ def test_the_ensemble_ranks_the_dim_cells_and_covers_the_poor_at_least_as_the_ba
     theirs = coverage_at_budget(labels, cells["prob_baseline"])
     assert ours >= theirs, (ours, theirs)
     assert ours > 0.6  # a random 40 % of the cells would hold 40 % of the poor
+    check_interval_coverage(summary, cells)
+
+
+def check_interval_coverage(summary, cells):
+    """The out-of-fold intervals' coverage in the CV outputs, recomputed with pandas from the grid."""
+    from povmap_qgis.core.crossvalidation import report_document
+
+    assert (cells["prob_low"] <= cells["prob_mean"] + 1e-9).all()
+    assert (cells["prob_mean"] <= cells["prob_high"] + 1e-9).all()
+    assert (cells["prob_high"] > cells["prob_low"]).mean() > 0.99  # two members: a spread
+    bins = np.clip(np.floor(cells["prob_mean"] * 10), 0, 9)
+    observed = cells["label"].astype(float).groupby(bins).transform("mean")
+    covered = (cells["prob_low"] <= observed) & (observed <= cells["prob_high"])
+    found = summary["interval_coverage"]
+    assert found["nominal"] == 0.95 and found["cells"] == len(cells)
+    assert found["coverage"] == pytest.approx(covered.mean(), abs=1e-9)
+    for row in found["bins"]:
+        inside = bins == round(row["low"] * 10)
+        assert row["n"] == inside.sum()
+        assert row["covered"] == pytest.approx(covered[inside].mean(), abs=1e-9)
+    sections = {section.title: section for section in report_document(summary)["sections"]}
+    assert "Uncertainty intervals (out of fold)" in sections

@@ -15,11 +15,27 @@ between probability and label) and the expected calibration error (ECE): the
 cells are put into ``BINS`` equal-width bins of predicted probability, and
 the ECE is the cell-weighted mean of |observed share poor − mean predicted|
 over the bins. The reliability diagram plots the same bins.
+
+Per-cell interval (``interval``): ``prob_low`` / ``prob_high`` are the
+calibrated values of the members' raw mean ∓ ``INTERVAL_Z`` × the members'
+standard deviation (``disagreement``), clipped to [0, 1] before calibrating:
+a range from the members' spread only — it ignores the calibration's own
+uncertainty and what every member gets wrong alike. Its nominal level is
+``NOMINAL_LEVEL`` (0.95 for z = 1.96, were the spread a normal error).
+
+Checking it (``interval_coverage``): a single cell has a label, not a share
+poor, so the cells are put in the reliability bins of their calibrated
+probability and a cell's interval *covers* when it holds its bin's observed
+share of poor cells. The coverage is the share of cells whose interval
+covers (per bin and overall), to be read against the nominal level; the
+cross-validation reports it on its out-of-fold cells.
 """
 
 import numpy as np
 
 BINS = 10  # equal-width bins of predicted probability: [0, 0.1), … [0.9, 1.0]
+INTERVAL_Z = 1.96  # prob_low / prob_high: raw mean -/+ 1.96 x the members' standard deviation
+NOMINAL_LEVEL = 0.95  # the interval's nominal level: erf(INTERVAL_Z / sqrt(2)), rounded
 _EPSILON = 1e-6
 
 
@@ -103,4 +119,53 @@ def scores(labels, probabilities):
         "brier": brier_score(labels, probabilities),
         "ece": expected_calibration_error(labels, probabilities),
         "reliability": reliability_bins(labels, probabilities),
+    }
+
+
+def interval(raw, disagreement, calibration):
+    """(prob_low, prob_high): calibrated raw mean ∓ ``INTERVAL_Z`` × the members' standard deviation."""
+    raw = np.asarray(raw, dtype="float64")
+    spread = INTERVAL_Z * np.asarray(disagreement, dtype="float64")
+    return (
+        calibrate(np.clip(raw - spread, 0, 1), calibration),
+        calibrate(np.clip(raw + spread, 0, 1), calibration),
+    )
+
+
+def interval_coverage(labels, probabilities, low, high, bins=BINS):
+    """How often the cells' intervals hold their reliability bin's observed share of poor cells.
+
+    {"nominal", "coverage" (share of all cells), "cells", "mean_width", "bins": [{"low", "high",
+    "n", "observed", "mean_low", "mean_high", "covered" (share of the bin's cells)}]};
+    ``coverage`` None without cells.
+    """
+    labels = np.asarray(labels, dtype="float64")
+    probabilities = np.asarray(probabilities, dtype="float64")
+    low, high = np.asarray(low, dtype="float64"), np.asarray(high, dtype="float64")
+    index = np.clip((probabilities * bins).astype("int64"), 0, bins - 1)
+    covered = np.zeros(len(labels), dtype=bool)
+    table = []
+    for number in range(bins):
+        inside = index == number
+        if not inside.any():
+            continue
+        observed = float(labels[inside].mean())
+        covered[inside] = (low[inside] <= observed) & (observed <= high[inside])
+        table.append(
+            {
+                "low": number / bins,
+                "high": (number + 1) / bins,
+                "n": int(inside.sum()),
+                "observed": observed,
+                "mean_low": float(low[inside].mean()),
+                "mean_high": float(high[inside].mean()),
+                "covered": float(covered[inside].mean()),
+            }
+        )
+    return {
+        "nominal": NOMINAL_LEVEL,
+        "coverage": float(covered.mean()) if len(labels) else None,
+        "cells": int(len(labels)),
+        "mean_width": float(np.mean(high - low)) if len(labels) else None,
+        "bins": table,
     }

@@ -13,9 +13,9 @@ prediction).
 Trust fields (model packages of format 1.1, see ``trust_fields``): ``prob_raw``
 (the members' mean before calibration), ``prob_mean`` calibrated (Platt
 scaling fitted on the validation cells: "share of such cells that are poor"),
-``prob_low`` / ``prob_high`` (the calibrated values of ``prob_raw`` ∓
-``INTERVAL_Z`` × ``disagreement``: a rough range from the members' spread, not
-a validated coverage), ``prob_baseline`` (the transparent baseline's calibrated
+``prob_low`` / ``prob_high`` (``calibration.interval``: the calibrated values
+of ``prob_raw`` ∓ 1.96 × ``disagreement``, a range from the members' spread
+whose coverage the cross-validation measures), ``prob_baseline`` (the transparent baseline's calibrated
 probability) and ``out_of_range`` (1 = a per-chip statistic lies outside the
 training cells' 1st–99th percentiles). A 1.0 package writes ``prob_raw`` =
 ``prob_mean`` and says in the log what it lacks.
@@ -40,7 +40,6 @@ from . import baseline, calibration, learning_data, model_package
 from .training import ensemble_outputs
 
 ENGINES = ("local", "spark")
-INTERVAL_Z = 1.96  # prob_low / prob_high: raw mean -/+ 1.96 x the members' standard deviation
 
 
 @dataclasses.dataclass
@@ -194,12 +193,12 @@ def trust_fields(manifest, features, ensemble, reporter):
         reporter.warning(sentence)
     raw = ensemble["prob_mean"].astype("float64")
     fitted = manifest.get("calibration")
-    spread = INTERVAL_Z * ensemble["disagreement"].astype("float64")
+    low, high = calibration.interval(raw, ensemble["disagreement"], fitted)
     fields = {
         "prob_raw": np.round(raw, 5),
         "prob_mean": np.round(calibration.calibrate(raw, fitted), 5),
-        "prob_low": np.round(calibration.calibrate(np.clip(raw - spread, 0, 1), fitted), 5),
-        "prob_high": np.round(calibration.calibrate(np.clip(raw + spread, 0, 1), fitted), 5),
+        "prob_low": np.round(low, 5),
+        "prob_high": np.round(high, 5),
     }
     metadata = {"povmap_calibration": json.dumps(fitted or {"method": "none"})}
     simple = manifest.get("baseline")

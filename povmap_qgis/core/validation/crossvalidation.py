@@ -14,8 +14,11 @@ paper's Table 5 layout — then their median, minimum and maximum across folds.
 Outputs: metrics as JSON and a tidy CSV beside it (fold, districts, model, n,
 recall, precision, accuracy, auc; fold = median / min / max for the summary
 rows) and the grid with ``fold`` and the out-of-fold ``prob_<member>``,
-``prob_mean``, ``votes``, ``pred`` and ``outcome`` (hit, miss, false_alarm,
-correct_rejection) of every cell. ``report_document`` is
+``prob_mean``, ``prob_raw``, ``prob_low``/``prob_high``, ``prob_baseline``, ``votes``,
+``pred`` and ``outcome`` (hit, miss, false_alarm, correct_rejection) of every
+cell. The metrics hold ``interval_coverage``: how often the out-of-fold
+intervals hold their bin's observed share of poor cells
+(``calibration.interval_coverage``), against the nominal level. ``report_document`` is
 plain Python (called inside QGIS).
 """
 
@@ -115,7 +118,7 @@ def crossvalidate(options, reporter=None):
     import numpy as np
 
     from ..chips.chip_store import ChipStore
-    from ..model import learning_data, training
+    from ..model import calibration, learning_data, training
     from . import metrics
 
     reporter = reporter or Reporter()
@@ -173,8 +176,11 @@ def crossvalidate(options, reporter=None):
     ]
     share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
     probabilities = {member: np.full(len(cells), np.nan) for member in members}
-    # out of fold: the ensemble mean calibrated in its fold, the fold's baseline and its threshold
-    calibrated, simple, simple_threshold = (np.full(len(cells), np.nan) for _ in range(3))
+    # out of fold: the ensemble mean calibrated in its fold, its interval, the fold's baseline
+    # and the two decision thresholds
+    calibrated, low, high, simple, simple_threshold = (
+        np.full(len(cells), np.nan) for _ in range(5)
+    )
     fold_metrics, fold_records = {}, {}
     for position, fold in enumerate(fold_numbers):
         reporter.check_canceled()
@@ -253,6 +259,11 @@ def crossvalidate(options, reporter=None):
             {"validation": fold_validation, "test": fold_probabilities},
         )
         calibrated[test] = judges["calibrated_test"]
+        low[test], high[test] = calibration.interval(
+            np.mean(fold_probabilities, axis=0),
+            np.std(fold_probabilities, axis=0),
+            judges["calibration"],
+        )
         simple[test] = judges["baseline_test"]
         simple_threshold[test] = judges["baseline"]["threshold"]
         record["calibration"] = judges["calibration"]
@@ -283,6 +294,7 @@ def crossvalidate(options, reporter=None):
     )
     outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], calibrated
     outputs["prob_baseline"] = simple
+    outputs["prob_low"], outputs["prob_high"] = low, high
     pooled = _plain(
         training.holdout_metrics(
             members,
@@ -321,6 +333,7 @@ def crossvalidate(options, reporter=None):
         "summary": _summary(fold_metrics, members),
         "pooled": pooled,
         "verdict": _verdict(labels, districts, outputs, pooled, options.seed),
+        "interval_coverage": calibration.interval_coverage(labels, calibrated, low, high),
         "roc": {
             "pooled": {
                 name: metrics.roc_points(labels, values)
@@ -335,6 +348,11 @@ def crossvalidate(options, reporter=None):
             },
         },
     }
+    coverage = document["interval_coverage"]
+    reporter.info(
+        f"prob_low–prob_high intervals hold their bin's observed share of poor cells for "
+        f"{coverage['coverage']:.1%} of the out-of-fold cells (nominal {coverage['nominal']:.0%})"
+    )
     cell_outcomes = outcomes(labels, outputs["pred"])
     document["outcomes"] = {outcome: int((cell_outcomes == outcome).sum()) for outcome in OUTCOMES}
     reporter.progress(96)
@@ -520,7 +538,7 @@ def _write_outputs(
     for member in members:
         grid[f"prob_{member}"] = spread(probabilities[member], "float64")
     grid["prob_mean"] = spread(outputs["prob_mean"], "float64")
-    for field in ("prob_raw", "prob_baseline"):
+    for field in ("prob_raw", "prob_low", "prob_high", "prob_baseline"):
         grid[field] = spread(outputs[field], "float64")
     grid["votes"] = spread(outputs["votes"], "Int32")
     grid["pred"] = spread(outputs["pred"], "Int32")
@@ -801,6 +819,10 @@ def report_document(summary, maps=()):
         after_roc,
         calibration_section(summary["pooled"], figures.get("reliability"), report),
     )
+    if summary.get("interval_coverage"):
+        sections.insert(
+            after_roc + 1, interval_coverage_section(summary["interval_coverage"], members, report)
+        )
     sections.insert(0, verdict_section(summary.get("verdict"), report))
     notes = sorted(
         {
@@ -831,6 +853,57 @@ def report_document(summary, maps=()):
         "notices": [],
         "sections": sections,
     }
+
+
+def interval_coverage_section(coverage, members, report):
+    """How often the out-of-fold cells' prob_low–prob_high hold their bin's observed share poor."""
+    blocks = [
+        report.Paragraph(
+            "Each cell's interval prob_low–prob_high is the calibrated members' mean ∓ 1.96 × the "
+            "members' standard deviation (nominal level "
+            f"{coverage['nominal']:.0%}). A cell has a label, not a share of poor cells, so the "
+            "out-of-fold cells are put in 10 bins of calibrated probability and a cell's interval "
+            "covers when it holds its bin's observed share of poor cells. Of the "
+            f"{coverage['cells']} cells, {_percent(coverage['coverage'])} are covered (mean "
+            f"interval width {_format(coverage['mean_width'])})."
+        )
+    ]
+    if coverage["coverage"] is not None and coverage["coverage"] < coverage["nominal"] - 0.05:
+        blocks.append(
+            report.Paragraph(
+                "The intervals are too narrow for their nominal level: they show where the "
+                "members disagree, not the whole uncertainty of a cell's probability. Read "
+                "them as a lower bound."
+                + (
+                    " With one member there is no spread and every interval is a point."
+                    if len(members) < 2
+                    else ""
+                ),
+                kind="warning",
+            )
+        )
+    blocks.append(
+        report.Table(
+            ["bin", "cells", "observed share poor", "mean prob_low", "mean prob_high", "covered"],
+            [
+                [
+                    f"{row['low']:.1f}–{row['high']:.1f}",
+                    row["n"],
+                    row["observed"],
+                    row["mean_low"],
+                    row["mean_high"],
+                    row["covered"],
+                ]
+                for row in coverage["bins"]
+            ],
+            caption="Share of each bin's cells whose interval holds the bin's observed share poor.",
+        )
+    )
+    return report.Section("Uncertainty intervals (out of fold)", blocks)
+
+
+def _percent(value):
+    return "–" if value is None else f"{value:.1%}"
 
 
 def _range(values):
