@@ -135,9 +135,12 @@ def test_predict_writes_the_prediction_layer_styled(trained, tiny_chips, tmp_pat
     calibration = manifest_of(results["OUTPUT"])["calibration"]
     assert np.allclose(frame["prob_mean"], calibrate(frame["prob_raw"], calibration), atol=2e-3)
     assert (frame["votes"] == (members >= 0.5).sum(axis=1)).all()  # votes: information
-    # the class: the calibrated mean at the package's decision threshold (0.5 without TARGET_RECALL)
-    decision = manifest_of(results["OUTPUT"])["decision_threshold"]
-    assert decision == 0.5
+    # the class: the calibrated mean at the package's decision threshold (without TARGET_RECALL:
+    # the training cells' share of poor cells, before undersampling)
+    manifest = manifest_of(results["OUTPUT"])
+    decision = manifest["decision_threshold"]
+    training = manifest["training"]
+    assert decision == training["poor"]["train"] / training["cells"]["train"]
     assert (frame["pred"] == (frame["prob_mean"] >= decision).astype(int)).all()
     assert np.allclose(frame["disagreement"], members.std(axis=1), atol=1e-4)
     assert predicted["PREDICTED_POOR"] == int(frame["pred"].sum())

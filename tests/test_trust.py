@@ -348,14 +348,20 @@ def test_the_prediction_geopackage_holds_the_uncertainty_and_out_of_range_styles
 
 
 def test_the_class_is_the_calibrated_probability_at_the_decision_threshold():
-    from povmap_qgis.core.model.training import decision_threshold, ensemble_outputs
+    from povmap_qgis.core.model.calibration import decision_threshold
+    from povmap_qgis.core.model.training import ensemble_outputs
     from povmap_qgis.core.validation.metrics import threshold_for_recall
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 400)
     calibrated = np.clip(0.3 * labels + rng.uniform(0, 0.7, 400), 0, 1)
-    assert decision_threshold(None, labels, calibrated) == (0.5, "calibrated prob_mean >= 0.5")
-    threshold, rule = decision_threshold(0.8, labels, calibrated)
+    platt = {"method": "platt", "slope": 1.0, "intercept": 0.0}
+    # default: the training cells' share of poor cells on the calibrated scale
+    threshold, rule = decision_threshold(None, labels, calibrated, 0.41, platt)
+    assert threshold == 0.41 and rule.endswith(">= 0.410, the training cells' share of poor cells")
+    # no usable calibration: the members' balanced scale, where 0.5 is the prevalence
+    assert decision_threshold(None, labels, calibrated, 0.41, {"method": "none"})[0] == 0.5
+    threshold, rule = decision_threshold(0.8, labels, calibrated, 0.41, platt)
     assert threshold == threshold_for_recall(labels, calibrated, 0.8) and "0.8" in rule
     assert ((calibrated >= threshold) & (labels == 1)).sum() >= 0.8 * labels.sum()
     members = [np.array([0.9, 0.6, 0.2, 0.55]), np.array([0.8, 0.3, 0.1, 0.6])]
@@ -375,16 +381,25 @@ def test_prediction_class_follows_the_packages_decision_threshold(trusted):
     from povmap_qgis.core.geopackage import read_layer_metadata
 
     manifest = manifest_of(trusted["package"])
-    assert manifest["decision_threshold"] == 0.5
-    assert manifest["decision_rule"] == "calibrated prob_mean >= 0.5"
+    training = manifest["training"]
+    prevalence = training["poor"]["train"] / training["cells"]["train"]
+    assert manifest["decision_threshold"] == prevalence
+    assert manifest["decision_rule"] == (
+        f"calibrated prob_mean >= {prevalence:.3f}, the training cells' share of poor cells"
+    )
+    # the baseline's class follows the same rule on its own calibrated probability (0.5 on its
+    # balanced scale where its calibration could not be fitted)
+    simple = manifest["baseline"]
+    calibrated = simple["calibration"]["method"] == "platt"
+    assert simple["threshold"] == (prevalence if calibrated else 0.5), simple["calibration"]
     frame = read_grid(trusted["predictions"])
-    assert (frame["pred"] == (frame["prob_mean"] >= 0.5).astype(int)).all()
+    assert (frame["pred"] == (frame["prob_mean"] >= prevalence).astype(int)).all()
     assert (frame["votes"] == (frame["prob_compact_cnn"] >= manifest["threshold"])).all()
     metadata = read_layer_metadata(trusted["predictions"], "predictions")
-    assert float(metadata["povmap_decision_threshold"]) == 0.5
-    assert trusted["summary"]["settings"]["decision_threshold"] == 0.5
+    assert float(metadata["povmap_decision_threshold"]) == prevalence
+    assert trusted["summary"]["settings"]["decision_threshold"] == prevalence
     said = " ".join(str(event.get("message", "")) for event in trusted["events"])
-    assert "pred: calibrated prob_mean >= 0.5" in said
+    assert f"pred: calibrated prob_mean >= {prevalence:.4g}" in said
 
 
 def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifted_inputs(
@@ -767,6 +782,21 @@ def test_the_ensemble_ranks_the_dim_cells_and_covers_the_poor_at_least_as_the_ba
     assert ours >= theirs, (ours, theirs)
     assert ours > 0.6  # a random 40 % of the cells would hold 40 % of the poor
     check_interval_coverage(summary, cells)
+    check_fold_decisions(summary, cells)
+
+
+def check_fold_decisions(summary, cells):
+    """Each fold's class: calibrated prob_mean >= the share of poor cells among its training cells."""
+    for record in summary["folds"]:
+        assert record["calibration"]["method"] == "platt"
+        threshold = record["decision_threshold"]
+        assert threshold == record["train_poor"] / record["train_cells"]
+        others = cells[cells["fold"] != record["fold"]]["label"].astype(int)
+        assert threshold == pytest.approx(others.mean(), abs=0.01)  # stratified: about their share
+        group = cells[cells["fold"] == record["fold"]]
+        assert (group["pred"] == (group["prob_mean"] >= threshold).astype(int)).all()
+        baseline = record["baseline"]
+        assert baseline["threshold"] == threshold  # the same rule for the baseline
 
 
 def check_interval_coverage(summary, cells):

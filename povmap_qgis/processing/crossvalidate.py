@@ -43,7 +43,7 @@ class CrossValidate(PovmapAlgorithm):
         "Leave-districts-out k-fold cross-validation: the labelled cells are split into FOLDS folds of whole districts, "
         "balanced by cell count. For each fold every member is trained on the other folds (as Train poverty ensemble trains "
         "it) and predicts the held-out districts. Reports recall, precision, accuracy and AUC per fold for each member, the "
-        "ensemble (calibrated mean probability ≥ 0.5) and the random baseline — the paper's Table 5 layout — with their median and range across "
+        "ensemble (calibrated mean probability ≥ the training folds' share of poor cells), the transparent baseline and the random baseline — the paper's Table 5 layout — with their median and range across "
         "folds, as an HTML report (with ROC curves, confusion matrices and maps of the folds and of the out-of-fold hits and "
         "misses), JSON and a tidy CSV. The grid is written with each cell's fold and its out-of-fold "
         "probabilities and prediction. Trains FOLDS × members models: use the compact preset on a CPU. Cancel stops between "

@@ -114,14 +114,14 @@ class Train(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterNumber(
                 "TARGET_RECALL",
-                self.tr("Target recall (empty: threshold 0.5)"),
+                self.tr("Target recall (empty: threshold at the training share of poor cells)"),
                 QgsProcessingParameterNumber.Type.Double,
                 None,
                 True,
                 0.0,
                 1.0,
             ),
-            "If set, the decision threshold is the highest one reaching this recall on the validation cells (programmes favour recall).",
+            "If set, the decision threshold (on the calibrated prob_mean) is the highest one reaching this recall on the validation cells (programmes favour recall). Empty: a cell is called poor when its calibrated prob_mean reaches the training cells' share of poor cells, i.e. it is more likely poor than a cell picked at random.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(

@@ -171,25 +171,27 @@ def fit_calibrated(store, train, validation, normalisation, target_recall=None):
     """The baseline fitted on the training cells and calibrated on the validation cells.
 
     ``train`` and ``validation``: (store rows, labels). Its decision threshold
-    follows the members' rule on its own raw probability (0.5, or the highest
-    threshold reaching ``target_recall`` on the validation cells) and is stored
-    on the calibrated scale (``threshold``), where ``prob_baseline`` is written.
+    (``threshold``, with its ``threshold_rule``) follows the ensemble's rule
+    (``calibration.decision_threshold``: the training cells' share of poor
+    cells, or ``target_recall`` on the validation cells) on the calibrated
+    scale, where ``prob_baseline`` is written.
     """
-    from ..validation import metrics
     from . import calibration
 
     model = fit(chip_features(store, train[0], normalisation), train[1], normalisation)
     raw = probabilities(model, chip_features(store, validation[0], normalisation))
-    raw_threshold = (
-        0.5
-        if target_recall is None
-        else metrics.threshold_for_recall(validation[1], raw, target_recall)
-    )
     model["calibration"] = dict(
         calibration.fit_platt(raw, validation[1]), fitted_on="validation cells"
     )
-    model["threshold_raw"] = float(raw_threshold)
-    model["threshold"] = float(calibration.calibrate([raw_threshold], model["calibration"])[0])
+    threshold, rule = calibration.decision_threshold(
+        target_recall,
+        validation[1],
+        calibration.calibrate(raw, model["calibration"]),
+        float(np.mean(train[1])),
+        model["calibration"],
+        name="prob_baseline",
+    )
+    model["threshold"], model["threshold_rule"] = threshold, rule
     return model
 
 

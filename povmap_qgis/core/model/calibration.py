@@ -23,6 +23,16 @@ a range from the members' spread only — it ignores the calibration's own
 uncertainty and what every member gets wrong alike. Its nominal level is
 ``NOMINAL_LEVEL`` (0.95 for z = 1.96, were the spread a normal error).
 
+The class on the calibrated scale (``decision_threshold``): a cell is called
+poor when its calibrated probability reaches the training cells' share of
+poor cells (their prevalence, before undersampling) — it is more likely poor
+than a cell picked at random from the survey. Not 0.5: in a population that
+is 40 % poor, calibrated probabilities rarely pass 0.5, and a 0.5 threshold
+finds few of the poor (it maximises accuracy, while programmes need recall).
+With ``TARGET_RECALL``: the highest threshold reaching that recall on the
+validation cells' calibrated probabilities. Without a usable calibration the
+probability stays on the members' balanced scale, where 0.5 is the prevalence.
+
 Checking it (``interval_coverage``): a single cell has a label, not a share
 poor, so the cells are put in the reliability bins of their calibrated
 probability and a cell's interval *covers* when it holds its bin's observed
@@ -169,3 +179,23 @@ def interval_coverage(labels, probabilities, low, high, bins=BINS):
         "mean_width": float(np.mean(high - low)) if len(labels) else None,
         "bins": table,
     }
+
+
+def decision_threshold(target_recall, labels, calibrated, prevalence, fitted, name="prob_mean"):
+    """(threshold, rule) of the class on the calibrated scale (see the module doc).
+
+    ``labels`` and ``calibrated``: the validation cells' labels and calibrated
+    probabilities (for ``target_recall``); ``prevalence``: the training cells'
+    share of poor cells; ``fitted``: the calibration (``fit_platt``).
+    """
+    from ..validation.metrics import threshold_for_recall
+
+    if target_recall is not None:
+        threshold = float(threshold_for_recall(labels, calibrated, target_recall))
+        return threshold, f"calibrated {name}: target recall {target_recall} on validation"
+    if not fitted or fitted.get("method") != "platt":
+        return 0.5, f"{name} >= 0.5 (not calibrated: the members' balanced scale)"
+    threshold = float(prevalence)
+    return threshold, (
+        f"calibrated {name} >= {threshold:.3f}, the training cells' share of poor cells"
+    )

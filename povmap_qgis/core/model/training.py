@@ -8,8 +8,9 @@ is undersampled in training (the paper) or class weights are used. Each member
 is trained with early stopping on validation loss, best weights kept; the
 ensemble's probability is the members' mean, calibrated on the validation
 cells, and its class ``pred`` = calibrated mean >= the decision threshold
-(0.5, or TARGET_RECALL's rule on the validation cells, on the calibrated
-scale); the members' votes at ``threshold`` are kept as information.
+(``calibration.decision_threshold``: the training cells' share of poor cells,
+or TARGET_RECALL's rule on the validation cells); the members' votes at
+``threshold`` (0.5 on their balanced scale) are kept as information.
 """
 
 import dataclasses
@@ -50,7 +51,7 @@ class TrainOptions:
     pretrained: str | None = (
         None  # None, "imagenet" (Keras cache) or a folder of Keras notop .h5 files
     )
-    target_recall: float | None = None  # None: threshold 0.5
+    target_recall: float | None = None  # None: the training cells' share of poor cells
     epochs: int | None = None  # overrides of the preset
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -65,7 +66,9 @@ def train(options, reporter=None):
     model_package.check_package_path(options.output_path)
     if options.target_recall is not None and not 0 < options.target_recall <= 1:
         raise PovmapInputError(
-            "TARGET_RECALL", "must be between 0 and 1 (e.g. 0.8), or empty for a 0.5 threshold."
+            "TARGET_RECALL",
+            "must be between 0 and 1 (e.g. 0.8), or empty for a threshold at the training cells' "
+            "share of poor cells.",
         )
 
     store = ChipStore(options.chips_path)
@@ -166,12 +169,8 @@ def train(options, reporter=None):
         judges = fit_baseline_and_calibration(
             store, store_rows, labels, split, normalisation, probabilities, options.target_recall
         )
-        decision, decision_rule = decision_threshold(
-            options.target_recall,
-            labels[split["validation"]],
-            judges["calibrated_validation"],
-            reporter,
-        )
+        decision, decision_rule = judges["decision_threshold"], judges["decision_rule"]
+        reporter.info(f"pred: {decision_rule} ({decision:.3f})")
         holdout = holdout_metrics(
             members,
             labels[split["test"]],
@@ -461,23 +460,6 @@ def ensemble_outputs(member_probabilities, threshold, calibrated=None, decision=
     return {"prob_mean": mean, "votes": votes, "pred": pred, "disagreement": stacked.std(axis=0)}
 
 
-def decision_threshold(target_recall, labels, calibrated, reporter=None):
-    """(threshold, rule) of ``pred`` on the calibrated scale: 0.5, or TARGET_RECALL's rule.
-
-    With a target recall: the highest threshold reaching it on the validation
-    cells' calibrated mean probability (``calibrated``).
-    """
-    if target_recall is None:
-        return 0.5, "calibrated prob_mean >= 0.5"
-    threshold = float(metrics.threshold_for_recall(labels, calibrated, target_recall))
-    if reporter is not None:
-        reporter.info(
-            f"decision threshold {threshold:.3f} (calibrated scale) reaches recall "
-            f"{target_recall:.0%} on the validation cells"
-        )
-    return threshold, f"calibrated prob_mean: target recall {target_recall} on validation"
-
-
 def fit_baseline_and_calibration(
     store, store_rows, labels, split, normalisation, member_probabilities, target_recall=None
 ):
@@ -487,7 +469,10 @@ def fit_baseline_and_calibration(
     never on the test cells. ``split``: {"train", "validation", "test"} rows
     of ``labels``; ``member_probabilities``: {"validation": [...], "test": [...]}
     per member. Also returns the calibrated ensemble and baseline
-    probabilities of the test cells. Shared by ``train`` and the cross-validation.
+    probabilities of the test cells and the ensemble's decision threshold and
+    its rule (``calibration.decision_threshold``; the prevalence is that of the
+    training cells before undersampling). Shared by ``train`` and the
+    cross-validation.
     """
     from . import baseline, calibration
 
@@ -506,12 +491,22 @@ def fit_baseline_and_calibration(
         fitted_on="validation cells",
     )
     test_features = baseline.chip_features(store, store_rows[split["test"]], normalisation)
+    calibrated_validation = calibration.calibrate(
+        np.mean(member_probabilities["validation"], axis=0), ensemble_calibration
+    )
+    decision, rule = calibration.decision_threshold(
+        target_recall,
+        validation_labels,
+        calibrated_validation,
+        float(np.mean(labels[split["train"]])),
+        ensemble_calibration,
+    )
     return {
         "baseline": fitted,
         "calibration": ensemble_calibration,
-        "calibrated_validation": calibration.calibrate(
-            np.mean(member_probabilities["validation"], axis=0), ensemble_calibration
-        ),
+        "decision_threshold": decision,
+        "decision_rule": rule,
+        "calibrated_validation": calibrated_validation,
         "calibrated_test": calibration.calibrate(
             np.mean(member_probabilities["test"], axis=0), ensemble_calibration
         ),

@@ -7,8 +7,9 @@ on the other folds exactly as ``train`` trains it (a stratified validation
 share of the training folds, undersampling, normalisation from training cells
 only, early stopping) and predicts the held-out fold. Per fold: recall,
 precision, accuracy and AUC of each member (probability >= 0.5), the ensemble
-(pred: its mean probability calibrated in the fold >= 0.5; AUC of that
-probability) and the random baseline — the
+(pred: its mean probability calibrated in the fold >= the fold's training
+cells' share of poor cells, as ``train`` decides; AUC of that probability), the
+baseline (the same rule on its own calibrated probability) and the random baseline — the
 paper's Table 5 layout — then their median, minimum and maximum across folds.
 
 Outputs: metrics as JSON and a tidy CSV beside it (fold, districts, model, n,
@@ -46,7 +47,9 @@ CSV_COLUMNS = ("fold", "districts", "model", "n", "recall", "precision", "accura
 METRIC_KEYS = METRIC_NAMES
 SUMMARY_ROWS = ("median", "min", "max")
 THRESHOLD = 0.5  # members' votes
-DECISION_THRESHOLD = 0.5  # pred: the fold-calibrated prob_mean >= this
+DECISION_RULE = (
+    "calibrated prob_mean >= the fold's training cells' share of poor cells"  # as train decides
+)
 NO_DISTRICT = "(no district)"
 
 
@@ -178,8 +181,8 @@ def crossvalidate(options, reporter=None):
     probabilities = {member: np.full(len(cells), np.nan) for member in members}
     # out of fold: the ensemble mean calibrated in its fold, its interval, the fold's baseline
     # and the two decision thresholds
-    calibrated, low, high, simple, simple_threshold = (
-        np.full(len(cells), np.nan) for _ in range(5)
+    calibrated, low, high, simple, simple_threshold, decision = (
+        np.full(len(cells), np.nan) for _ in range(6)
     )
     fold_metrics, fold_records = {}, {}
     for position, fold in enumerate(fold_numbers):
@@ -215,6 +218,7 @@ def crossvalidate(options, reporter=None):
             "test_cells": int(len(test)),
             "test_poor": int(labels[test].sum()),
             "train_cells": int(len(train_rows)),
+            "train_poor": int(labels[train_rows].sum()),
             "train_after_balancing": int(len(balanced)),
             "validation_cells": int(len(validation)),
             "members": {},
@@ -266,6 +270,8 @@ def crossvalidate(options, reporter=None):
         )
         simple[test] = judges["baseline_test"]
         simple_threshold[test] = judges["baseline"]["threshold"]
+        decision[test] = judges["decision_threshold"]
+        record["decision_threshold"] = judges["decision_threshold"]
         record["calibration"] = judges["calibration"]
         record["baseline"] = {
             key: judges["baseline"][key]
@@ -279,7 +285,7 @@ def crossvalidate(options, reporter=None):
             options.seed + fold,
             calibrated=judges["calibrated_test"],
             baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
-            decision_threshold=DECISION_THRESHOLD,
+            decision_threshold=judges["decision_threshold"],
         )
         fold_records[fold] = record
         ensemble = fold_metrics[fold][ENSEMBLE]
@@ -290,7 +296,7 @@ def crossvalidate(options, reporter=None):
     reporter.check_canceled()
 
     outputs = training.ensemble_outputs(
-        [probabilities[member] for member in members], THRESHOLD, calibrated, DECISION_THRESHOLD
+        [probabilities[member] for member in members], THRESHOLD, calibrated, decision
     )
     outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], calibrated
     outputs["prob_baseline"] = simple
@@ -304,7 +310,7 @@ def crossvalidate(options, reporter=None):
             options.seed,
             calibrated=calibrated,
             baseline=(simple, simple_threshold),
-            decision_threshold=DECISION_THRESHOLD,
+            decision_threshold=decision,
         )
     )
     document = {
@@ -462,7 +468,7 @@ def _settings(options, preset, members, environment):
         "seed": int(options.seed),
         "balance": options.balance,
         "threshold": THRESHOLD,
-        "decision_threshold": DECISION_THRESHOLD,
+        "decision_rule": DECISION_RULE,
         "random_draws": RANDOM_DRAWS,
         "max_epochs": int(preset["epochs"]),
         "batch_size": int(preset["batch_size"]),
@@ -555,7 +561,13 @@ def _write_outputs(
             extra_styles=options.extra_styles,
             metadata={
                 "povmap_threshold": THRESHOLD,
-                "povmap_decision_threshold": DECISION_THRESHOLD,
+                "povmap_decision": DECISION_RULE,
+                "povmap_decision_thresholds": json.dumps(
+                    {
+                        str(record["fold"]): record["decision_threshold"]
+                        for record in document["folds"]
+                    }
+                ),
                 "povmap_members": ",".join(members),
                 "povmap_folds": int(options.folds),
                 "povmap_seed": int(options.seed),
@@ -650,7 +662,8 @@ def report_document(summary, maps=()):
             (
                 "Decision threshold",
                 f"members {settings['threshold']:g}; ensemble: pred = mean probability calibrated "
-                f"in the fold ≥ {settings.get('decision_threshold', DECISION_THRESHOLD):g}, AUC from it",
+                f"in the fold ≥ {_fold_thresholds(settings, summary['folds'])}, AUC from it; "
+                "the baseline: the same rule on its own calibrated probability",
             ),
             (
                 "Device",
@@ -900,6 +913,16 @@ def interval_coverage_section(coverage, members, report):
         )
     )
     return report.Section("Uncertainty intervals (out of fold)", blocks)
+
+
+def _fold_thresholds(settings, folds):
+    """The ensemble's decision threshold in words: one value (older metrics) or one per fold."""
+    if "decision_threshold" in settings:
+        return f"{settings['decision_threshold']:g}"
+    values = ", ".join(
+        f"{record['decision_threshold']:.3f}" for record in folds if "decision_threshold" in record
+    )
+    return f"the fold's training cells' share of poor cells ({values})"
 
 
 def _percent(value):
