@@ -2004,7 +2004,7 @@ def write_dim_lights_case(out_dir, seed=7, settings=DimLightsSettings()):
     from scipy.ndimage import gaussian_filter
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from povmap_qgis.core.cells import encode_cell_ids
+    from povmap_qgis.core.grid.cells import encode_cell_ids
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -656,7 +656,7 @@ def test_crossvalidation_fits_baseline_and_calibration_per_fold_as_scikit_learn_
 def test_interval_coverage_counts_the_cells_whose_interval_holds_their_bins_share_poor():
     from scipy.stats import norm
 
-    from povmap_qgis.core.calibration import INTERVAL_Z, NOMINAL_LEVEL, interval_coverage
+    from povmap_qgis.core.model.calibration import INTERVAL_Z, NOMINAL_LEVEL, interval_coverage
 
     assert NOMINAL_LEVEL == pytest.approx(2 * norm.cdf(INTERVAL_Z) - 1, abs=1e-3)
     # bin 0.2–0.3: 4 cells, 1 poor (observed 0.25); bin 0.7–0.8: 2 cells, both poor (1.0)
@@ -684,7 +684,7 @@ def dim_lights(tmp_path_factory):
     import importlib.util
     import os
 
-    from povmap_qgis.core.chips import ChipInput, ChipOptions, sample_chips
+    from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions, sample_chips
 
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "make_sample_project.py")
     spec = importlib.util.spec_from_file_location("make_sample_project", script)
@@ -708,8 +708,8 @@ def test_the_dim_lights_case_is_squashed_by_a_linear_normalisation_and_spread_by
     """The case exposes the failure: under mean/std the dim cells differ by thousandths of a std."""
     from helpers import read_grid
 
-    from povmap_qgis.core import learning_data
-    from povmap_qgis.core.chip_store import ChipStore
+    from povmap_qgis.core.chips.chip_store import ChipStore
+    from povmap_qgis.core.model import learning_data
 
     grid = read_grid(dim_lights["grid"])
     radiance = grid["mean_radiance"].to_numpy()
@@ -801,7 +801,7 @@ def check_fold_decisions(summary, cells):
 
 def check_interval_coverage(summary, cells):
     """The out-of-fold intervals' coverage in the CV outputs, recomputed with pandas from the grid."""
-    from povmap_qgis.core.crossvalidation import report_document
+    from povmap_qgis.core.validation.crossvalidation import report_document
 
     assert (cells["prob_low"] <= cells["prob_mean"] + 1e-9).all()
     assert (cells["prob_mean"] <= cells["prob_high"] + 1e-9).all()
