@@ -15,7 +15,7 @@ TensorFlow loads in each) and warm (page cache filled, workers reused), which is
 what a long job sees after its first tasks; Spark's overhead is its time over the
 warm local run.
 With --predict-cells N (e.g. 200000): predicting at scale on the demo districts cut into
-about N small cells (chips of a few px), with a model trained for that cell size on the
+about N small cells (chips of 16 px or more), with a model trained for that cell size on the
 demo survey (a compact CNN and the statistics member, a few epochs: a model for timing,
 not for maps). Each run in a fresh process: (a) the local engine's two steps, sample
 chips into a store then predict from it; (b) the local engine predicting from the rasters
@@ -217,8 +217,16 @@ def bench_synthetic(sample, folder, cells):
             shutil.rmtree(output, ignore_errors=True)
 
 
+SCALE_MIN_CHIP_PX = 16  # the compact CNN's stem and three poolings need 16 px at least
+
+
+def scale_resolution(cell_size):
+    """10 m, or finer where a cell would be under SCALE_MIN_CHIP_PX pixels (120 m cells: 7.5 m)."""
+    return cell_size / max(SCALE_MIN_CHIP_PX, round(cell_size / 10.0))
+
+
 def scale_model(sample, folder, cell_size):
-    """A small package for cells of ``cell_size`` m at 10 m (compact CNN + statistics member)."""
+    """A small package for cells of ``cell_size`` m (compact CNN + statistics member)."""
     from bench_chips import chip_inputs
 
     from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
@@ -239,7 +247,14 @@ def scale_model(sample, folder, cell_size):
         )
     )
     store = os.path.join(folder, f"training_{cell_size:g}m.chips")
-    sample_chips(ChipOptions(grid_path=grid, inputs=chip_inputs(sample), output_path=store))
+    sample_chips(
+        ChipOptions(
+            grid_path=grid,
+            inputs=chip_inputs(sample),
+            output_path=store,
+            resolution=scale_resolution(cell_size),
+        )
+    )
     model = os.path.join(folder, f"scale_{cell_size:g}m.povmodel")
     train(
         TrainOptions(
@@ -264,8 +279,16 @@ def measure_predict(kind, grid, sample, model, output, master):
     started = time.perf_counter()
     if kind == "store":
         store = output.replace(".gpkg", ".chips")
+        with open(os.path.join(model, "manifest.json"), encoding="utf-8") as handle:
+            resolution = json.load(handle)["resolution"]  # the store the model needs
         figures["sample_seconds"], _ = timed(
-            sample_chips, ChipOptions(grid_path=grid, inputs=chip_inputs(sample), output_path=store)
+            sample_chips,
+            ChipOptions(
+                grid_path=grid,
+                inputs=chip_inputs(sample),
+                output_path=store,
+                resolution=resolution,
+            ),
         )
         options = PredictOptions(model, store, grid, output)
     else:
@@ -303,7 +326,8 @@ def bench_predict_at_scale(sample, folder, cells):
     started = time.perf_counter()
     model = scale_model(sample, folder, cell_size)
     print(
-        f"predict at scale: {cell_size:g} m cells ({cell_size / 10:g} px chips, three inputs), "
+        f"predict at scale: {cell_size:g} m cells ({cell_size / scale_resolution(cell_size):g} px "
+        f"chips at {scale_resolution(cell_size):g} m, three inputs), "
         f"model trained in {time.perf_counter() - started:.0f} s (compact_cnn + stats_gbm)",
         flush=True,
     )

@@ -585,3 +585,39 @@ def test_predicting_from_rasters_names_the_missing_input_and_a_band_mismatch(
             PredictOptions(bundled_model_path(), None, tiny_chips["grid"], str(tmp_path / "x.gpkg"))
         )
     assert no_store.value.parameter == "CHIPS" and "SOURCE=rasters" in str(no_store.value)
+
+
+def test_cancel_while_spark_predicts_from_rasters_writes_nothing(
+    spark, tiny_sample, tiny_chips, tmp_path
+):
+    from povmap_qgis.core.errors import PovmapCanceledError
+    from povmap_qgis.core.model.prediction import PredictOptions, predict
+    from povmap_qgis.core.progress import Reporter
+    from povmap_qgis.paths import bundled_model_path
+
+    class CancelAtOnce(Reporter):
+        said = []
+
+        def canceled(self):
+            return True
+
+        def info(self, message):
+            self.said.append(message)
+
+    reporter = CancelAtOnce()
+    with pytest.raises(PovmapCanceledError):
+        predict(
+            PredictOptions(
+                bundled_model_path(),
+                None,
+                tiny_chips["grid"],
+                str(tmp_path / "canceled.gpkg"),
+                source="rasters",
+                inputs=tiny_inputs(tiny_sample),
+                engine="spark",
+            ),
+            reporter,
+        )
+    assert any(message.startswith("Spark (") for message in reporter.said)  # the job had begun
+    assert os.listdir(tmp_path) == []
+    assert spark["session"].sparkContext.statusTracker().getActiveJobsIds() == []

@@ -135,3 +135,41 @@ def test_altered_trees_are_refused(with_statistics, tmp_path):
         json.dump(stored, handle)
     with pytest.raises(PovmapInputError, match="stats_gbm"):
         model_package.read_package(copy)
+
+
+def test_predicting_from_the_rasters_equals_predicting_from_the_store(
+    with_statistics, tiny_sample, tiny_chips, tmp_path
+):
+    """SOURCE=rasters, local engine, through the worker: every field as from the store,
+    with a statistics member and the baseline. (One-band chips have the same layout either
+    way: the chips' C order is pinned in test_chips_core on three-band daytime chips.)"""
+    from helpers import read_grid
+
+    from povmap_qgis import runner
+
+    output = str(tmp_path / "from_rasters.gpkg")
+    runner.run_worker(
+        "predict",
+        {
+            "model_path": with_statistics["package"],
+            "chips_path": None,
+            "source": "rasters",
+            "inputs": [
+                {
+                    "name": "nightlights",
+                    "path": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
+                    "bands": [1],
+                    "parameter": "NIGHTLIGHTS",
+                }
+            ],
+            "grid_path": tiny_chips["grid"],
+            "output_path": output,
+        },
+    )
+    expected, found = read_grid(with_statistics["predictions"]), read_grid(output)
+    assert os.listdir(tmp_path) == ["from_rasters.gpkg"]
+    assert list(found.columns) == list(expected.columns)
+    assert {"prob_stats_gbm", "prob_compact_cnn", "prob_baseline"} <= set(found.columns)
+    for name in expected.columns:
+        if name != "geometry":
+            assert found[name].tolist() == expected[name].tolist(), name
