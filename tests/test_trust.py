@@ -110,6 +110,35 @@ def test_verdict_follows_its_rules_on_constructed_cases():
     assert "calls no cell poor" in silent["sentence"]
 
 
+def test_a_map_that_calls_few_cells_poor_is_judged_against_a_random_pick_of_as_many():
+    """Recall below a coin flip's because few cells are called poor is not 'worse than random'
+    when those cells are poor more often than a random pick (precision above the share poor)."""
+    from povmap_qgis.core.decision.verdict import verdict
+
+    # the demo's unsurveyed district with the bundled model: 41 % poor, 14 % called poor
+    labels = np.array([1] * 41 + [0] * 59)
+    called = np.zeros(100, dtype=bool)
+    called[[0, 1, 2, 3, 4, 5, 6, 7, 8, 41, 42, 43, 44, 45]] = True  # 9 of 14 poor
+    recall = (called & (labels == 1)).sum() / 41
+    precision = (called & (labels == 1)).sum() / called.sum()
+    found = verdict(
+        recall, precision, 0.71, (0.65, 0.77), 0.504, 0.02, 0.51, (0.1, 0.3), prevalence=0.41
+    )
+    assert found["judgement"] == "better_than_baseline"
+    assert "calls only 14 of every 100 cells poor" in found["sentence"]
+    assert "(64 vs 41 per 100)" in found["sentence"] and "TARGET_RECALL" in found["sentence"]
+    # the same recall with poor calls no better than a random pick's is judged so
+    random_like = verdict(
+        recall, 0.40, 0.71, (0.65, 0.77), 0.504, 0.02, 0.51, (0.1, 0.3), prevalence=0.41
+    )
+    assert random_like["judgement"] == "worse_than_random"
+    assert random_like["headline"].endswith("do not target with it.")
+    assert "calls only" not in random_like["sentence"]
+    assert verdict(0.0, None, 0.6, (0.55, 0.65), 0.5, prevalence=0.41)["judgement"] == (
+        "worse_than_random"
+    )
+
+
 def test_bootstrap_intervals_cover_the_auc_and_separate_a_better_from_a_tied_model():
     from sklearn.metrics import roc_auc_score
 

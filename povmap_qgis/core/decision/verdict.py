@@ -5,8 +5,14 @@ QGIS). Its rules, checked in this order:
 
 1. ``undefined`` — recall or AUC cannot be computed on these cells (one class
    only): no judgement.
-2. ``worse_than_random`` — the map's recall is below a coin flip's (the median
-   of the random draws) at its decision threshold: "do not target with it".
+2. ``worse_than_random`` — at its decision threshold the map calls no cell
+   poor, or the cells it calls poor are poor no more often than cells picked at
+   random (precision at or below the share of poor cells, ``prevalence``; the
+   same as finding no more poor cells than a random pick of as many cells):
+   "do not target with it". A map that finds fewer poor cells than a coin flip
+   (which calls half the cells poor) only because it calls few cells poor is
+   not judged worse than random; its sentence says so and what to change.
+   Without ``prevalence`` (older callers) the rule is recall below the coin flip's.
 3. ``no_better_than_random`` — the 95 % bootstrap interval of its AUC reaches
    0.5: its ranking cannot be told apart from a coin flip: "do not target with it".
 4. With a transparent baseline, on the 95 % bootstrap interval of AUC(map) −
@@ -26,7 +32,9 @@ LEVEL = 0.95
 
 JUDGEMENTS = {
     "undefined": "No judgement: recall or AUC is undefined on these cells (one class only).",
-    "worse_than_random": "Worse than a coin flip at this threshold: do not target with it.",
+    "worse_than_random": (
+        "No better than picking cells at random at this threshold: do not target with it."
+    ),
     "no_better_than_random": (
         "Its ranking cannot be told apart from a coin flip (the AUC interval reaches 0.5): "
         "do not target with it."
@@ -59,15 +67,17 @@ def verdict(
     baseline_recall=None,
     baseline_auc=None,
     difference_interval=None,
+    prevalence=None,
 ):
     """{"judgement": code, "headline": the judgement's sentence, "sentence": the numbers in words}.
 
     ``auc_interval`` and ``difference_interval`` (AUC map − AUC baseline):
-    (low, high) of the bootstrap, or None.
+    (low, high) of the bootstrap, or None. ``prevalence``: the share of poor
+    cells among the judged cells (what a random pick's precision is).
     """
     if recall is None or auc is None:
         code = "undefined"
-    elif random_recall is not None and recall < random_recall:
+    elif _no_better_than_a_random_pick(recall, precision, random_recall, prevalence):
         code = "worse_than_random"
     elif auc_interval is None or auc_interval[0] is None or auc_interval[0] <= 0.5:
         code = "no_better_than_random"
@@ -82,13 +92,36 @@ def verdict(
         )
     else:
         code = "better_than_random"
-    return {
-        "judgement": code,
-        "headline": JUDGEMENTS[code],
-        "sentence": _numbers_in_words(
-            recall, precision, auc, auc_interval, random_recall, baseline_recall, baseline_auc
-        ),
-    }
+    sentence = _numbers_in_words(
+        recall, precision, auc, auc_interval, random_recall, baseline_recall, baseline_auc
+    )
+    if code != "worse_than_random" and _finds_fewer_than_a_coin_flip(
+        recall, precision, random_recall, prevalence
+    ):
+        flagged = recall * prevalence / precision  # share of cells it calls poor
+        sentence += (
+            f" At this threshold it calls only {_per_100(flagged)} of every 100 cells poor, so it "
+            f"finds fewer poor cells than a coin flip that calls half of them poor; its poor calls "
+            f"are right more often than a random pick's ({_per_100(precision)} vs "
+            f"{_per_100(prevalence)} per 100). To enrol more of the poor, train with a target "
+            "recall (TARGET_RECALL) or rank cells with povmap:target."
+        )
+    return {"judgement": code, "headline": JUDGEMENTS[code], "sentence": sentence}
+
+
+def _no_better_than_a_random_pick(recall, precision, random_recall, prevalence):
+    if prevalence is None:
+        return random_recall is not None and recall < random_recall
+    return precision is None or precision <= prevalence
+
+
+def _finds_fewer_than_a_coin_flip(recall, precision, random_recall, prevalence):
+    return (
+        prevalence is not None
+        and precision is not None
+        and random_recall is not None
+        and recall < random_recall
+    )
 
 
 def _numbers_in_words(
@@ -217,7 +250,8 @@ def verdict_section(found, report):
             report.Paragraph("How the verdict is reached (first rule that applies):"),
             report.BulletList(
                 [
-                    "recall below a coin flip's at the map's threshold: worse than a coin flip;",
+                    "at the map's threshold it calls no cell poor, or the cells it calls poor are "
+                    "poor no more often than cells picked at random: no better than random;",
                     "95 % interval of the AUC reaching 0.5: no better than a coin flip;",
                     "95 % interval of AUC(map) − AUC(baseline) above 0: better than the baseline; "
                     "below 0: worse than the baseline; containing 0: no better than the baseline;",
