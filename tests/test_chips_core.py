@@ -1,17 +1,20 @@
 """Chip sampling (core): each chip equals gdalwarp onto its cell, nodata tracked, resume."""
 
+import filecmp
 import os
+import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import rasterio
 
-from povmap_qgis.core.chips.chip_store import ChipStore
+from povmap_qgis.core.chips.chip_store import ChipStore, partial_store_path
 from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions, sample_chips
-from povmap_qgis.core.errors import PovmapInputError
+from povmap_qgis.core.errors import PovmapCanceledError, PovmapInputError
 from povmap_qgis.core.grid import cells
 from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
+from povmap_qgis.core.progress import Reporter
 
 
 @pytest.fixture(scope="module")
@@ -135,24 +138,33 @@ def test_chips_equal_gdalwarp_per_cell_on_the_sample(tiny_sample, tiny_grid, tmp
     assert len(means) == 3 and all(200 < mean < 5000 for mean in means)
 
 
-def test_a_stopped_run_resumes_and_gives_the_same_store(tiny_sample, tiny_grid, tmp_path):
-    from povmap_qgis.core.errors import PovmapCanceledError
-    from povmap_qgis.core.progress import Reporter
+class StopAfterTwoBlocks(Reporter):
+    calls = 0
 
-    class StopAfterTwoBlocks(Reporter):
-        calls = 0
+    def canceled(self):
+        self.calls += 1
+        return self.calls > 2
 
-        def canceled(self):
-            self.calls += 1
-            return self.calls > 2
 
-    inputs = tiny_inputs(tiny_sample)[1:]
+def assert_same_store_files(path, other):
+    """Every file of two stores (chips, cell ids, nodata, manifest with its statistics) byte for byte."""
+    assert sorted(os.listdir(path)) == sorted(os.listdir(other))
+    for name in os.listdir(path):
+        assert filecmp.cmp(os.path.join(path, name), os.path.join(other, name), shallow=False), name
+
+
+def stop_early(grid, inputs, output):
     with pytest.raises(PovmapCanceledError):
         sample_chips(
-            ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "a.chips")),
+            ChipOptions(grid_path=grid, inputs=inputs, output_path=str(output)),
             StopAfterTwoBlocks(),
         )
-    assert not os.path.exists(tmp_path / "a.chips")
+    assert not os.path.exists(output) and os.path.isdir(partial_store_path(str(output)))
+
+
+def test_a_stopped_run_resumes_and_gives_the_same_store(tiny_sample, tiny_grid, tmp_path):
+    inputs = tiny_inputs(tiny_sample)[1:]
+    stop_early(tiny_grid, inputs, tmp_path / "a.chips")
     summary = sample_chips(
         ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "a.chips"))
     )
@@ -164,12 +176,86 @@ def test_a_stopped_run_resumes_and_gives_the_same_store(tiny_sample, tiny_grid, 
         ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "b.chips"))
     )
     assert fresh["resumed_cells"] == 0
-    for name in ("nightlights", "accessibility"):
-        assert np.array_equal(
-            ChipStore(str(tmp_path / "a.chips")).chips(name),
-            ChipStore(str(tmp_path / "b.chips")).chips(name),
-            equal_nan=True,
-        )
+    # Chips and the manifest's statistics too: the same bytes as an uninterrupted run.
+    assert_same_store_files(tmp_path / "a.chips", tmp_path / "b.chips")
+
+
+def test_a_grid_exported_to_another_file_still_resumes(tiny_sample, tiny_grid, tmp_path):
+    """A filtered GRID reaches the worker as a new temporary export each run: same cells, new path."""
+    inputs = tiny_inputs(tiny_sample)[1:]
+    stop_early(tiny_grid, inputs, tmp_path / "a.chips")
+    exported = str(tmp_path / "export-of-the-run.gpkg")
+    shutil.copyfile(tiny_grid, exported)
+    summary = sample_chips(
+        ChipOptions(grid_path=exported, inputs=inputs, output_path=str(tmp_path / "a.chips"))
+    )
+    assert summary["resumed_cells"] > 0
+    store = ChipStore(str(tmp_path / "a.chips"))
+    assert store.manifest["settings"]["grid"] == exported  # where the finishing run read it
+    sample_chips(
+        ChipOptions(grid_path=exported, inputs=inputs, output_path=str(tmp_path / "b.chips"))
+    )
+    assert_same_store_files(tmp_path / "a.chips", tmp_path / "b.chips")
+
+
+def test_a_grid_with_other_cells_at_the_same_path_starts_afresh(tiny_sample, tiny_grid, tmp_path):
+    import pyogrio
+
+    inputs = tiny_inputs(tiny_sample)[1:]
+    grid = str(tmp_path / "grid.gpkg")
+    shutil.copyfile(tiny_grid, grid)
+    stop_early(grid, inputs, tmp_path / "a.chips")
+    frame = pyogrio.read_dataframe(grid)
+    os.remove(grid)
+    pyogrio.write_dataframe(frame.iloc[::-1].iloc[: len(frame) - 3], grid)  # other cells, order
+    summary = sample_chips(
+        ChipOptions(grid_path=grid, inputs=inputs, output_path=str(tmp_path / "a.chips"))
+    )
+    assert summary["resumed_cells"] == 0 and summary["cells"] == len(frame) - 3
+    sample_chips(ChipOptions(grid_path=grid, inputs=inputs, output_path=str(tmp_path / "b.chips")))
+    assert_same_store_files(tmp_path / "a.chips", tmp_path / "b.chips")
+
+
+def test_a_raster_rewritten_before_the_resume_starts_the_store_afresh(
+    tiny_sample, tiny_grid, tmp_path
+):
+    inputs = tiny_inputs(tiny_sample)[1:]
+    lights = str(tmp_path / "lights.tif")
+    shutil.copyfile(inputs[0].path, lights)
+    inputs[0] = ChipInput("nightlights", lights, [1], parameter="NIGHTLIGHTS")
+    stop_early(tiny_grid, inputs, tmp_path / "a.chips")
+    with rasterio.open(lights, "r+") as dataset:  # the same file, brighter
+        dataset.write(dataset.read(1) * 2 + 1, 1)
+    summary = sample_chips(
+        ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "a.chips"))
+    )
+    assert summary["resumed_cells"] == 0
+    sample_chips(
+        ChipOptions(grid_path=tiny_grid, inputs=inputs, output_path=str(tmp_path / "b.chips"))
+    )
+    assert_same_store_files(tmp_path / "a.chips", tmp_path / "b.chips")
+
+
+def test_cell_moments_depend_on_the_cell_only_and_combine_like_numpy():
+    from povmap_qgis.core.chips.sampling import cell_moments, statistics_of_cells
+
+    rng = np.random.default_rng(5)
+    chips = rng.normal(1500, 300, (21, 2, 10, 10)).astype("float32")
+    chips[rng.random(chips.shape) < 0.2] = np.nan
+    chips[4, 1] = np.nan  # a cell without any valid pixel in one band
+    together = cell_moments(chips)
+    alone = np.concatenate([cell_moments(chips[row : row + 1]) for row in range(len(chips))])
+    assert together.tobytes() == alone.tobytes()
+    order = rng.permutation(len(chips))
+    shuffled = cell_moments(chips[order])
+    assert shuffled.tobytes() == together[order].tobytes()
+    statistics = statistics_of_cells(together)
+    reference = np.moveaxis(chips, 1, 0).reshape(2, -1).astype("float64")
+    assert statistics["count"] == [float(np.isfinite(band).sum()) for band in reference]
+    assert statistics["mean"] == pytest.approx(np.nanmean(reference, axis=1).tolist(), rel=1e-12)
+    assert statistics["std"] == pytest.approx(np.nanstd(reference, axis=1).tolist(), rel=1e-10)
+    assert statistics["min"] == np.nanmin(reference, axis=1).tolist()
+    assert statistics["max"] == np.nanmax(reference, axis=1).tolist()
 
 
 def test_bad_inputs_name_the_parameter(tiny_sample, tiny_grid, tmp_path):
@@ -338,7 +424,7 @@ def test_sampled_chips_are_a_stores_rows_to_the_last_bit_and_in_its_layout(tiny_
     )
     sampler = InputSampler(spec, crs, 10.0, cell_size, 100, "float16")
     try:
-        sampled, _ = sampler.sample(rows[block], cols[block])
+        sampled, _, _ = sampler.sample(rows[block], cols[block])
     finally:
         sampler.close()
     stored = store.batch_of("daytime", store_rows)

@@ -10,9 +10,13 @@ Layout (DESIGN.md data contract, format 1.0)::
       nodata_fraction.npy    float32 [n_cells, n_inputs]
 
 A store is written under ``.NAME.chips.partial/`` (with ``done.npy``, one flag
-per cell) and renamed to ``NAME.chips/`` only when every cell is written, so a
-finished store is never half-overwritten. A run that stops keeps the partial
-folder; the next run with the same settings resumes where it stopped. One run
+per cell, and ``moments.npy``, each cell's per-band pixel moments) and renamed
+to ``NAME.chips/`` only when every cell is written, so a finished store is
+never half-overwritten. A run that stops keeps the partial folder; the next
+run with the same settings and resume key (the grid's content, the input
+files) resumes where it stopped. The manifest's statistics are combined from
+the per-cell moments in row order, so a resumed store is byte for byte an
+uninterrupted one, whichever run (or Spark task) sampled which cell. One run
 at a time: the writer holds an exclusive lock on ``.NAME.chips.lock`` beside
 it (``fcntl.flock``; the kernel releases it when the process ends, however it
 ends, so a killed run never blocks the next and a reused process id cannot
@@ -42,6 +46,12 @@ MANIFEST = "manifest.json"
 CELL_IDS = "cell_ids.npy"
 NODATA_FRACTION = "nodata_fraction.npy"
 DONE = "done.npy"
+MOMENTS = "moments.npy"  # per cell and band: count, mean, M2, min, max (partial stores only)
+MOMENT_FIELDS = 5
+RECORD_ONLY_SETTINGS = (
+    "grid",
+    "grid_layer",
+)  # recorded in the manifest, not part of the resume key
 WIDENED_DTYPES = {"float16": "float32"}  # what sampling widens an input to (see _same_inputs)
 LEGACY_LOCK = "lock"  # the lock file inside partial stores of earlier versions
 
@@ -71,11 +81,17 @@ def lock_path(path):
 class ChipStoreWriter:
     """Creates or resumes the partial store; ``finish()`` publishes it.
 
-    ``settings`` identifies the run (grid, inputs, resolution, chip size…):
-    a partial store made with other settings is started afresh, never mixed.
+    ``settings`` identifies the run (grid, inputs, resolution, chip size…)
+    and ``resume_key`` what the chips are made from (the grid's cells, the
+    input files): a partial store made with other settings or another key is
+    started afresh, never mixed. The grid's path and layer
+    (``RECORD_ONLY_SETTINGS``) are recorded, not compared: a grid exported to
+    a temporary file for each run (a filtered layer) still resumes.
     """
 
-    def __init__(self, path, cell_ids, inputs, chip_size, settings, parameter="OUTPUT"):
+    def __init__(
+        self, path, cell_ids, inputs, chip_size, settings, parameter="OUTPUT", resume_key=None
+    ):
         check_store_path(path, parameter)
         self.path = os.path.abspath(path.rstrip("/"))
         self.partial = partial_store_path(self.path)
@@ -85,6 +101,7 @@ class ChipStoreWriter:
         self.inputs = [dict(spec) for spec in inputs]
         self.chip_size = int(chip_size)
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+        self.resume_key = json.loads(json.dumps(resume_key or {}, sort_keys=True, default=str))
         self.resumed = False
         self._arrays = {}
         self._lock_handle = None
@@ -129,23 +146,42 @@ class ChipStoreWriter:
         """Row indices (into cell_ids) still to be written."""
         return np.flatnonzero(~self._arrays[DONE])
 
-    def write(self, rows, chips, nodata_fractions):
-        """Store chips for ``rows``: ``chips[name]`` is [len(rows), H, W, bands]."""
+    def write(self, rows, chips, nodata_fractions, moments=None):
+        """Store chips for ``rows``: ``chips[name]`` is [len(rows), H, W, bands].
+
+        ``moments[name]``: each row's per-band pixel moments [len(rows), bands, 5]
+        (``chips.cell_moments``), from which ``cell_moments`` gives the statistics.
+        """
         rows = np.asarray(rows, dtype="int64")
         for spec in self.inputs:
             self._arrays[spec["name"]].write(rows, chips[spec["name"]])
         self._arrays[NODATA_FRACTION][rows] = nodata_fractions
+        if moments is not None:
+            self._arrays[MOMENTS][rows] = np.concatenate(
+                [moments[spec["name"]] for spec in self.inputs], axis=1
+            )
         self._arrays[DONE][rows] = True
 
+    def cell_moments(self, name):
+        """The per-cell, per-band moments of one input [n_cells, bands, 5] as written so far."""
+        first = 0
+        for spec in self.inputs:
+            if spec["name"] == name:
+                return np.array(self._arrays[MOMENTS][:, first : first + len(spec["bands"])])
+            first += len(spec["bands"])
+        raise KeyError(name)
+
     def mark_written(self, rows, nodata_fractions):
-        """Record ``rows`` whose chips another process wrote into the partial store (Spark tasks)."""
+        """Record ``rows`` whose chips (and moments) another process wrote into the partial store (Spark tasks)."""
         rows = np.asarray(rows, dtype="int64")
         self._arrays[NODATA_FRACTION][rows] = nodata_fractions
         self._arrays[DONE][rows] = True
 
     def flush(self):
         """Make what was written durable, so a killed run resumes after it (chips before flags)."""
-        for array in sorted(self._arrays.values(), key=lambda array: isinstance(array, np.memmap)):
+        for _name, array in sorted(
+            self._arrays.items(), key=lambda item: (item[0] == DONE, isinstance(item[1], np.memmap))
+        ):
             array.flush()
 
     def _release(self):
@@ -162,11 +198,17 @@ class ChipStoreWriter:
         self._release()
         manifest = self._read_manifest()
         manifest["state"] = "complete"
+        manifest.pop("resume_key", None)
+        # Where this run's grid came from (a resumed store may have been started from another copy).
+        for key in RECORD_ONLY_SETTINGS:
+            if key in self.settings:
+                manifest["settings"][key] = self.settings[key]
         manifest.update(summary or {})
         for spec in manifest["inputs"]:
             spec["statistics"] = (statistics or {}).get(spec["name"])
         _write_json(os.path.join(self.partial, MANIFEST), manifest, self.parameter)
         os.remove(os.path.join(self.partial, DONE))
+        os.remove(os.path.join(self.partial, MOMENTS))
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(self.partial, LEGACY_LOCK))
         publish_folder(self.partial, self.path)
@@ -200,6 +242,7 @@ class ChipStoreWriter:
                 for spec in self.inputs
             ],
             "settings": self.settings,
+            "resume_key": self.resume_key,
         }
 
     def _create_arrays(self):
@@ -210,6 +253,8 @@ class ChipStoreWriter:
             for spec in self.inputs
         }
         shapes[NODATA_FRACTION] = ((n, len(self.inputs)), "float32")
+        bands = sum(len(spec["bands"]) for spec in self.inputs)
+        shapes[MOMENTS] = ((n, bands, MOMENT_FIELDS), "float64")
         shapes[DONE] = ((n,), "bool")
         for name, (shape, dtype) in shapes.items():
             file_name = name if name.endswith(".npy") else f"{name}.npy"
@@ -221,9 +266,10 @@ class ChipStoreWriter:
                 raise _no_space(error, self.parameter) from None
             _reserve_disk(array.filename, self.parameter)
             self._arrays[name] = (
-                array if name in (NODATA_FRACTION, DONE) else RowFile(array.filename, "r+")
+                array if name in (NODATA_FRACTION, MOMENTS, DONE) else RowFile(array.filename, "r+")
             )
         self._arrays[NODATA_FRACTION][:] = np.nan
+        self._arrays[MOMENTS][:] = 0.0  # a cell not written counts no pixel
         _write_json(os.path.join(self.partial, MANIFEST), self._manifest(), self.parameter)
 
     def _open_arrays(self, mode):
@@ -231,7 +277,7 @@ class ChipStoreWriter:
             self._arrays[spec["name"]] = RowFile(
                 os.path.join(self.partial, f"{spec['name']}.npy"), mode
             )
-        for name in (NODATA_FRACTION, DONE):
+        for name in (NODATA_FRACTION, MOMENTS, DONE):
             self._arrays[name] = np.load(os.path.join(self.partial, name), mmap_mode=mode)
 
     def _partial_matches(self):
@@ -241,11 +287,13 @@ class ChipStoreWriter:
         except (OSError, ValueError):
             return False
         return (
-            manifest.get("settings") == self.settings
+            _resume_settings(manifest.get("settings")) == _resume_settings(self.settings)
+            and manifest.get("resume_key") == self.resume_key
             and manifest.get("chip_size") == self.chip_size
             and _same_inputs(manifest.get("inputs"), self._manifest()["inputs"])
             and np.array_equal(cell_ids, self.cell_ids)
             and os.path.exists(os.path.join(self.partial, DONE))
+            and os.path.exists(os.path.join(self.partial, MOMENTS))
         )
 
     def _adopt_widened_dtypes(self):
@@ -293,6 +341,12 @@ class ChipStoreWriter:
             os.remove(self.lock)
         self._lock_handle.close()
         self._lock_handle = None
+
+
+def _resume_settings(settings):
+    if not isinstance(settings, dict):
+        return settings
+    return {key: value for key, value in settings.items() if key not in RECORD_ONLY_SETTINGS}
 
 
 def _same_inputs(recorded, wanted):

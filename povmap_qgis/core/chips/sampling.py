@@ -28,6 +28,7 @@ BLOCK_CELLS = 8  # a block is up to 8 × 8 neighbouring cells
 FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing constantly
 GDAL_CACHE_MB = 192  # decoded source tiles kept between blocks
 BLOCKS_AHEAD = 2  # blocks sampled ahead of the writer (bounds memory)
+MOMENT_CELLS = 8  # cells whose pixel moments are computed at once (float64 copies)
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 # Chips are stored compactly in float16 unless an input's values do not fit it: beyond
 # ±65,504 float16 holds only infinity, and a block whose largest magnitude is below float16's
@@ -93,10 +94,12 @@ def sample_chips(options, reporter=None):
     settings = {
         "grid": options.grid_path,
         "grid_layer": options.grid_layer,
+        "grid_cells_sha256": grid_cells_sha256(cell_ids, cell_size, grid_crs),
         "crs": grid_crs.to_wkt(),
         "cell_size": cell_size,
         "resolution": options.resolution,
     }
+    resume_key = {"input_files": {spec.name: file_fingerprint(spec.path) for spec in inputs}}
     dtypes = {spec.name: options.dtype for spec in inputs}
     while True:
         store_inputs = [
@@ -110,7 +113,7 @@ def sample_chips(options, reporter=None):
             for spec in inputs
         ]
         writer = ChipStoreWriter(
-            options.output_path, cell_ids, store_inputs, chip_size, settings
+            options.output_path, cell_ids, store_inputs, chip_size, settings, resume_key=resume_key
         ).open()
         # A resumed store keeps the dtypes it was started with (an input may have been widened).
         dtypes = {spec["name"]: spec["dtype"] for spec in writer.inputs}
@@ -120,7 +123,7 @@ def sample_chips(options, reporter=None):
                 reporter.info(
                     f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled."
                 )
-            sampled = _engine(options)(
+            _engine(options)(
                 writer,
                 inputs,
                 pending,
@@ -144,8 +147,9 @@ def sample_chips(options, reporter=None):
             raise
         break
     try:
-        resumed_rows = np.setdiff1d(np.arange(len(cell_ids)), pending)
-        statistics = _band_statistics(writer, inputs, sampled, resumed_rows)
+        statistics = {
+            spec.name: statistics_of_cells(writer.cell_moments(spec.name)) for spec in inputs
+        }
         nodata = writer.nodata_fractions()
         try:
             refuse_inputs_without_data(inputs, nodata)
@@ -203,6 +207,37 @@ def refuse_inputs_without_data(inputs, nodata):
                 spec.parameter,
                 f"the raster '{spec.path}' has no data in any cell (all nodata or outside the grid); check its nodata value and extent, or leave it out.",
             )
+
+
+def grid_cells_sha256(cell_ids, cell_size, crs):
+    """What the chips depend on in a grid: its cells in row order, their size and CRS.
+
+    A cell's geometry is checked to be the square its ``cell_id`` gives
+    (``read_grid_cells``), so ids, size and CRS determine every chip; the path
+    does not (a filtered layer is exported to a new temporary file each run).
+    """
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(cell_ids, dtype="<i8").tobytes())
+    digest.update(f"|{float(cell_size)!r}|{crs.to_wkt()}".encode())
+    return digest.hexdigest()
+
+
+def file_fingerprint(path):
+    """Size and modification time of an input file (None when it is not a plain file).
+
+    Part of a partial store's resume key: a raster rewritten between a stopped
+    run and its resumption starts the store afresh instead of mixing chips of
+    both versions. (Hashing multi-gigabyte rasters at every start would cost
+    more than the resume saves.)
+    """
+    import os
+
+    try:
+        status = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return [int(status.st_size), int(status.st_mtime_ns)]
 
 
 def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
@@ -397,13 +432,13 @@ class InputSampler:
         self.grid_crs_wkt = grid_crs.to_wkt()
         self.dataset = rasterio.open(spec.path)
         self.aligned = _is_aligned(self.dataset, grid_crs, resolution)
-        self.statistics = empty_statistics(len(spec.bands))
 
     def close(self):
         self.dataset.close()
 
     def sample(self, block_rows, block_cols):
-        """Chips [n, H, W, bands] float32 (NaN = nodata) and nodata fractions of one block's cells."""
+        """One block's cells: chips [n, H, W, bands] in the store's dtype (NaN = nodata), nodata
+        fractions [n] and per-band pixel moments [n, bands, 5] (``cell_moments``)."""
         top, left = block_rows.max() + 1, block_cols.min()
         height, width = (
             (top - block_rows.min()) * self.chip_size,
@@ -426,13 +461,14 @@ class InputSampler:
                 raise WiderDtypeNeededError(self.spec, largest)
         missing = np.isnan(chips)
         nodata = missing.any(axis=1).mean(axis=(1, 2))
-        # This block's moments are kept so that another engine can merge blocks in this order.
-        self.block_moments = batch_moments([chips[:, band] for band in range(chips.shape[1])])
-        merge_moments(self.statistics, self.block_moments)
         # In C order, as a store's rows are read back: reductions over a chip (the statistics
         # member's float64 sums) then add in the same order whether chips come from a store
         # or straight from the rasters (predict SOURCE=rasters), so they agree to the last bit.
-        return np.moveaxis(chips, 1, -1).astype(self.spec_dtype, order="C"), nodata
+        return (
+            np.moveaxis(chips, 1, -1).astype(self.spec_dtype, order="C"),
+            nodata,
+            cell_moments(chips),
+        )
 
     def _warp(self, left, top, height, width):
         import rasterio
@@ -599,7 +635,7 @@ def sample_ahead(samplers, blocks):
                 (
                     index,
                     [
-                        pool.submit(_sampled_with_moments, sampler, block_rows, block_cols)
+                        pool.submit(sampler.sample, block_rows, block_cols)
                         for sampler, pool in zip(samplers, pools, strict=True)
                     ],
                 )
@@ -612,12 +648,6 @@ def sample_ahead(samplers, blocks):
             future.cancel()
         for pool in pools:
             pool.shutdown(wait=True)
-
-
-def _sampled_with_moments(sampler, block_rows, block_cols):
-    """A block's chips, nodata fractions and moments (read in the sampler's own thread)."""
-    values, nodata = sampler.sample(block_rows, block_cols)
-    return values, nodata, sampler.block_moments
 
 
 def sample_blocks(
@@ -685,104 +715,69 @@ def sample_blocks(
             sampler.close()
         environment.__exit__(None, None, None)
     writer.flush()
-    return {spec.name: sampler.statistics for spec, sampler in zip(inputs, samplers, strict=True)}
 
 
 def _write_block(writer, inputs, members, futures):
     results = [future.result() for future in futures]
     writer.write(
         members,
-        {spec.name: chips for spec, (chips, _) in zip(inputs, results, strict=True)},
-        np.column_stack([nodata for _, nodata in results]),
+        {spec.name: chips for spec, (chips, _, _) in zip(inputs, results, strict=True)},
+        np.column_stack([nodata for _, nodata, _ in results]),
+        {spec.name: moments for spec, (_, _, moments) in zip(inputs, results, strict=True)},
     )
 
 
-def empty_statistics(bands):
-    """Running per-band statistics before any pixel (see ``merge_moments``)."""
-    return {
-        "count": np.zeros(bands),
-        "mean": np.zeros(bands),
-        "m2": np.zeros(bands),
-        "low": np.full(bands, np.inf),
-        "high": np.full(bands, -np.inf),
+def cell_moments(chips):
+    """Per cell and band of ``chips`` [n, bands, H, W] (float32, NaN = nodata): the valid
+    pixels' count, mean, M2 (sum of squared deviations from the mean), min and max,
+    as float64 [n, bands, 5] (zeros and ±inf where a cell has no valid pixel).
+
+    Each cell's numbers depend on its own pixels only (every sum runs along one
+    cell's pixels), not on the block it was sampled in: whichever run, engine or
+    task samples a cell, its moments are the same bits.
+    """
+    if len(chips) > MOMENT_CELLS:  # a few cells at a time: float64 copies of a block are large
+        return np.concatenate(
+            [
+                cell_moments(chips[start : start + MOMENT_CELLS])
+                for start in range(0, len(chips), MOMENT_CELLS)
+            ]
+        )
+    values = chips.reshape(chips.shape[0], chips.shape[1], -1).astype("float64")
+    valid = ~np.isnan(values)
+    count = valid.sum(axis=-1).astype("float64")
+    total = np.where(valid, values, 0.0).sum(axis=-1)
+    mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    deviations = np.where(valid, values - mean[..., None], 0.0)
+    m2 = (deviations * deviations).sum(axis=-1)
+    low = np.where(valid, values, np.inf).min(axis=-1, initial=np.inf)
+    high = np.where(valid, values, -np.inf).max(axis=-1, initial=-np.inf)
+    return np.stack([count, mean, m2, low, high], axis=-1)
+
+
+def statistics_of_cells(moments):
+    """Per-band count, mean, std, min and max over every valid pixel, from per-cell moments.
+
+    ``moments`` [n_cells, bands, 5] (``cell_moments``, in store row order). The
+    cells are combined in one step (total count; mean weighted by count; M2 as
+    the cells' M2 plus their spread around the overall mean), in float64 and in
+    row order, so the result does not depend on the order cells were sampled:
+    a resumed store's statistics equal an uninterrupted run's bit for bit.
+    """
+    moments = np.ascontiguousarray(moments, dtype="float64")
+    count, means, m2s = moments[..., 0], moments[..., 1], moments[..., 2]
+    total = count.sum(axis=0)
+    counted = total > 0
+    mean = np.divide((count * means).sum(axis=0), total, out=np.zeros_like(total), where=counted)
+    m2 = m2s.sum(axis=0) + (count * (means - mean) ** 2).sum(axis=0)
+    std = np.sqrt(np.divide(m2, total, out=np.zeros_like(total), where=counted))
+    return {  # null where a band has no valid pixel (JSON has no NaN)
+        "count": total.tolist(),
+        "mean": _where_counted(total, mean),
+        "std": _where_counted(total, std),
+        "min": _finite_or_none(moments[..., 3].min(axis=0, initial=np.inf)),
+        "max": _finite_or_none(moments[..., 4].max(axis=0, initial=-np.inf)),
     }
-
-
-def _accumulate(statistics, band_values):
-    """Merge each band's valid pixels (float32, NaN = nodata) into running count/mean/M2/min/max."""
-    merge_moments(statistics, batch_moments(band_values))
-
-
-def batch_moments(band_values):
-    """Per band: (count, mean, M2, min, max) of the valid pixels of one batch, or None if none.
-
-    Small plain floats: an engine that samples blocks elsewhere (Spark) sends
-    these back and merges them in the local engine's block order, so the
-    statistics are bit-for-bit the local engine's.
-    """
-    moments = []
-    for values in band_values:
-        values = values.ravel()
-        if np.isnan(values).any():
-            values = values[~np.isnan(values)]
-        count = values.size
-        if not count:
-            moments.append(None)
-            continue
-        batch_mean = float(values.sum(dtype="float64")) / count
-        deviations = values - np.float32(batch_mean)
-        batch_m2 = float(np.dot(deviations, deviations))
-        if not np.isfinite(batch_m2):  # squares beyond float32 (values over ~1e19): in float64
-            wide = values.astype("float64") - batch_mean
-            batch_m2 = float(np.dot(wide, wide))
-        moments.append((count, batch_mean, batch_m2, float(values.min()), float(values.max())))
-    return moments
-
-
-def merge_moments(statistics, moments):
-    """Merge one batch's moments into running count/mean/M2/min/max.
-
-    Chan et al.'s pairwise update: each batch's squared deviations are taken
-    from its own mean, so float32 arithmetic stays accurate for reflectances
-    whose spread is small next to their mean.
-    """
-    for band, batch in enumerate(moments):
-        if batch is None:
-            continue
-        count, batch_mean, batch_m2, low, high = batch
-        total = statistics["count"][band] + count
-        delta = batch_mean - statistics["mean"][band]
-        statistics["mean"][band] += delta * count / total
-        statistics["m2"][band] += batch_m2 + delta**2 * statistics["count"][band] * count / total
-        statistics["count"][band] = total
-        statistics["low"][band] = min(statistics["low"][band], low)
-        statistics["high"][band] = max(statistics["high"][band], high)
-
-
-def _band_statistics(writer, inputs, sampled, resumed_rows, batch_rows=256):
-    """Per-band count, mean, std, min and max over valid pixels.
-
-    Cells sampled in this run were accumulated while sampling; cells from an
-    earlier, resumed run are read back from the store in batches.
-    """
-    statistics = {}
-    for spec in inputs:
-        running = sampled[spec.name]
-        for start in range(0, len(resumed_rows), batch_rows):
-            values = writer.read_rows(spec.name, resumed_rows[start : start + batch_rows]).astype(
-                "float32"
-            )
-            _accumulate(running, [values[..., band] for band in range(values.shape[-1])])
-        count = running["count"]
-        std = np.sqrt(np.divide(running["m2"], count, out=np.zeros(len(count)), where=count > 0))
-        statistics[spec.name] = {  # null where a band has no valid pixel (JSON has no NaN)
-            "count": count.tolist(),
-            "mean": _where_counted(count, running["mean"]),
-            "std": _where_counted(count, std),
-            "min": _finite_or_none(running["low"]),
-            "max": _finite_or_none(running["high"]),
-        }
-    return statistics
 
 
 def _where_counted(count, values):

@@ -7,10 +7,11 @@ and samples each block with the local engine's ``sampling.InputSampler``. A task
 writes its chips straight into the preallocated arrays of the partial store
 (pwrite of whole rows, so every executor must reach the store's folder: a
 shared file system), then its nodata fractions and done flags, and returns
-only small numbers to the driver: per block, the nodata fractions and the
-moments of each band. The driver merges the moments in the local engine's
-block order, so the manifest's statistics are bit for bit the local
-engine's. Chips never travel to the driver.
+only small numbers to the driver: per block, the nodata fractions. Each
+cell's pixel moments are written into the partial store beside its chips, and
+the statistics are combined from them in row order (``chips.statistics_of_cells``),
+so the manifest's statistics are bit for bit the local engine's. Chips never
+travel to the driver.
 
 Predicting gives each task a run of store rows; the task reads the model
 package from its (shared) path, checks its hashes (``read_package``), loads
@@ -238,12 +239,12 @@ def sample_blocks_on_spark(
     reporter,
     master="local[*]",
 ):
-    """The Spark twin of ``sampling.sample_blocks``: same arguments, same statistics returned."""
+    """The Spark twin of ``sampling.sample_blocks``: same arguments, same store written."""
     from ..chips import sampling
 
     blocks = sampling.group_blocks(pending, rows, cols)
-    # Tasks get runs of blocks in raster order (neighbours share source tiles); the driver
-    # merges results in the local engine's block order, so statistics do not depend on this.
+    # Tasks get runs of blocks in raster order (neighbours share source tiles); statistics are
+    # combined per cell in row order, so they do not depend on this.
     keys = [
         (
             int(rows[members[0]]) // sampling.BLOCK_CELLS,
@@ -280,19 +281,15 @@ def sample_blocks_on_spark(
             f"{parts} tasks."
         )
         results = run_job(session, rdd.collect, reporter, 0.0, 90.0, "povmap: sample chips")
-    statistics = {spec.name: sampling.empty_statistics(len(spec.bands)) for spec in inputs}
     for result in results:
         if result[0] == "widen":
             _, name, largest = result
             raise sampling.WiderDtypeNeededError(
                 next(spec for spec in inputs if spec.name == name), largest
             )
-    for _, index, nodata, moments in sorted(results, key=lambda result: result[1]):
+    for _, index, nodata in sorted(results, key=lambda result: result[1]):
         writer.mark_written(blocks[index], nodata)
-        for spec, input_moments in zip(inputs, moments, strict=True):
-            sampling.merge_moments(statistics[spec.name], input_moments)
     writer.flush()
-    return statistics
 
 
 def _sample_partition(job, partition, payloads):
@@ -300,7 +297,7 @@ def _sample_partition(job, partition, payloads):
     import rasterio
 
     from ..chips import sampling
-    from ..chips.chip_store import DONE, NODATA_FRACTION, RowFile
+    from ..chips.chip_store import DONE, MOMENTS, NODATA_FRACTION, RowFile
 
     _crash_if_asked("sample", partition, job["parts"] - 1)
     payloads = list(payloads)  # this task's blocks: a few small arrays each
@@ -312,7 +309,7 @@ def _sample_partition(job, partition, payloads):
         name: RowFile(os.path.join(job["partial"], f"{name}.npy"), "r+")
         for name in [spec.name for spec in specs]
     }
-    for name in (NODATA_FRACTION, DONE):  # file names, like "done.npy"
+    for name in (NODATA_FRACTION, MOMENTS, DONE):  # file names, like "done.npy"
         arrays[name] = RowFile(os.path.join(job["partial"], name), "r+")
     results = []
     with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):
@@ -331,12 +328,15 @@ def _sample_partition(job, partition, payloads):
                     for spec, (values, _, _) in zip(specs, sampled, strict=True):
                         arrays[spec.name].write(members, values)
                     arrays[NODATA_FRACTION].write(members, nodata)
+                    arrays[MOMENTS].write(
+                        members, np.concatenate([moments for _, _, moments in sampled], axis=1)
+                    )
                     written.append(members)
-                    results.append(("block", index, nodata, [moments for _, _, moments in sampled]))
+                    results.append(("block", index, nodata))
             except sampling.WiderDtypeNeededError as widen:
                 return [("widen", widen.spec.name, widen.largest)]
-            # Chips and nodata durable before their done flags: a resumed run trusts the flags.
-            for name in [spec.name for spec in specs] + [NODATA_FRACTION]:
+            # Chips, nodata and moments durable before their done flags: a resumed run trusts them.
+            for name in [spec.name for spec in specs] + [NODATA_FRACTION, MOMENTS]:
                 arrays[name].flush()
             for members in written:
                 arrays[DONE].write(members, np.ones(len(members), dtype="bool"))
