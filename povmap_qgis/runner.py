@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 
-from .core.atomic import RUN_ID_VARIABLE
+from .core.atomic import HELD_LOCKS_VARIABLE, RUN_ID_VARIABLE
+from .worker import PARENT_VARIABLE as WORKER_PARENT_VARIABLE
 
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 WORKER_ENV_FILE = os.path.join(PLUGIN_DIR, "worker_env.json")
@@ -28,6 +29,7 @@ VARIABLES_NOT_INHERITED = (
     "PROJ_DATA",
     "GDAL_DATA",
     "GDAL_DRIVER_PATH",
+    HELD_LOCKS_VARIABLE,  # set per run, for the locks that run hands over
 )
 START_TIMEOUT_VARIABLE = "POVMAP_WORKER_START_TIMEOUT_S"
 DEFAULT_START_TIMEOUT_S = 60.0
@@ -137,6 +139,7 @@ def run_worker(
     run_id=None,
     environment=None,
     start_timeout=None,
+    held_locks=(),
 ):
     """Run ``step`` with ``options`` in a worker; return its result dict.
 
@@ -148,22 +151,31 @@ def run_worker(
     settings, see ``core.history.tracking``). The worker must send its ``ready`` event
     within ``start_timeout`` seconds (default ``start_timeout_s()``), else its
     process group is killed and a setup error names the interpreter.
+    ``held_locks``: ``core.atomic.OutputLock``s the adapter holds for this run;
+    the worker inherits their descriptors, so each stays held while either
+    process lives (a worker outliving a killed QGIS keeps its outputs locked).
     """
     python = python or resolve_worker_python()
     start_timeout = start_timeout or start_timeout_s()
     job = json.dumps({"step": step, "options": options})
+    locks = [lock for lock in held_locks if lock.fileno() is not None]
+    environment = dict(worker_environment(run_id), **(environment or {}))
+    environment[WORKER_PARENT_VARIABLE] = str(os.getpid())
+    if locks:
+        environment[HELD_LOCKS_VARIABLE] = os.pathsep.join(lock.lock for lock in locks)
     try:
         process = subprocess.Popen(
             [python, "-m", "povmap_qgis.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(worker_environment(run_id), **(environment or {})),
+            env=environment,
             cwd=os.path.dirname(PLUGIN_DIR),
             text=True,
             encoding="utf-8",
             errors="replace",
             start_new_session=os.name != "nt",
+            **({"pass_fds": [lock.fileno() for lock in locks]} if os.name != "nt" else {}),
         )
     except OSError as error:
         raise WorkerError(

@@ -6,7 +6,9 @@ before the job is read (interpreter, version, pid: the runner's start-up
 handshake), ``progress`` (percent), ``info``/``warning`` (message), ``result`` (a dict),
 ``error`` (kind ``input`` with the parameter at fault, ``canceled`` or
 ``crash`` with a traceback). Anything a library prints goes to stderr so it
-cannot corrupt the protocol. SIGTERM cancels: outputs are cleaned up.
+cannot corrupt the protocol. SIGTERM cancels: outputs are cleaned up. On
+Linux a worker whose QGIS (or qgis_process) is killed gets SIGTERM too, so it
+stops and removes its unfinished files instead of running on unseen.
 
 This module never imports ``qgis``.
 """
@@ -18,6 +20,7 @@ import signal
 import sys
 import traceback
 
+PARENT_VARIABLE = "POVMAP_WORKER_PARENT"  # the runner's process id (see _end_with_parent)
 # step name -> (module, options class, function); imported only when run.
 STEPS = {
     "build_training_grid": (
@@ -122,13 +125,34 @@ def _cancel_on_sigterm():
     signal.signal(signal.SIGTERM, handler)
 
 
+def _end_with_parent():
+    """SIGTERM (= cancel) when the process that started this worker ends (Linux).
+
+    The runner waits for its worker in the thread that started it, so the
+    thread ends only with the run, or when QGIS is killed.
+    """
+    parent = os.environ.get(PARENT_VARIABLE)
+    if not sys.platform.startswith("linux") or not parent:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before prctl: nobody awaits this run
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main():
     reporter = JsonLinesReporter(_protocol_stream())
     # the start-up handshake: sent before reading the job or importing anything heavy
     reporter.emit("ready", python=sys.executable, version=sys.version.split()[0], pid=os.getpid())
     try:
-        job = json.loads(sys.stdin.read())
         _cancel_on_sigterm()
+        _end_with_parent()
+        job = json.loads(sys.stdin.read())
         from .core.errors import PovmapCanceledError, PovmapInputError
     except Exception as error:  # before the core is importable nothing else can be said
         reporter.emit(

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -45,11 +46,12 @@ def test_a_failing_run_leaves_a_concurrent_runs_partial_output_alone(povmap_prov
         tmp_path / "p.gpkg", [600100.0, 600200], [2800100.0] * 2, UTM, score=[5, 6]
     )
     output = tmp_path / "grid.gpkg"
-    # What a concurrent run writing the same output has on disk at this moment.
-    other_file = tmp_path / ".grid.partial-4242-0123abcd-5e6f7a.gpkg"
+    # What a concurrent, live run writing the same output has on disk at this moment (a run
+    # outside the adapter's lock, e.g. the command line; its process is alive: this one).
+    other_file = tmp_path / f".grid.partial-{os.getpid()}-0123abcd-5e6f7a.gpkg"
     other_file.write_bytes(b"half of another run's grid")
     (tmp_path / (other_file.name + "-journal")).write_bytes(b"")
-    other_folder = tmp_path / ".grid.partial-4343-89abcdef-0a1b2c.gpkg"
+    other_folder = tmp_path / f".grid.partial-{os.getpid()}-89abcdef-0a1b2c.gpkg"
     other_folder.mkdir()
 
     message = run_failing(
@@ -263,3 +265,154 @@ def test_a_chip_store_replaces_a_file_of_its_name_without_leftovers(tmp_path):
     store.write(np.arange(3), *fake_chips(np.arange(3)))
     store.finish()
     assert sorted(os.listdir(tmp_path)) == ["g.chips"]
+
+
+def _writer_killed_or_alive(output, tmp_path, name, folder=False):
+    """A real writer (core.atomic.atomic_output) in its own process, halfway through ``output``.
+
+    Returns (process, partial path) once the partial exists; the caller kills it or lets it live.
+    """
+    ready = tmp_path / f"{name}.ready"
+    make = "os.mkdir(partial)" if folder else 'open(partial, "w").write("half")'
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        from povmap_qgis.core.atomic import atomic_output
+        with atomic_output({str(output)!r}) as partial:
+            {make}
+            open({str(ready)!r} + ".tmp", "w").write(partial)
+            os.replace({str(ready)!r} + ".tmp", {str(ready)!r})
+            time.sleep(300)
+        """
+    )
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    environment.pop(RUN_ID_VARIABLE, None)
+    process = subprocess.Popen([sys.executable, "-c", code], env=environment)
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ready.exists(), "the writer never started"
+    return process, ready.read_text()
+
+
+def test_partials_of_a_killed_run_are_removed_by_the_next_run_for_that_output(
+    povmap_provider, tmp_path
+):
+    output = tmp_path / "grid.gpkg"
+    killed, killed_partial = _writer_killed_or_alive(output, tmp_path, "killed")
+    open(killed_partial + "-journal", "w").close()  # SQLite's side file, as a killed GDAL leaves
+    live, live_partial = _writer_killed_or_alive(output, tmp_path, "live")
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert os.path.exists(killed_partial)
+        results, _ = run_algorithm(
+            "povmap:buildtraininggrid",
+            {"INPUT": str(_survey(tmp_path)), "SCORE_FIELD": "score", "OUTPUT": str(output)},
+        )
+        assert results["CELLS_KEPT"] == 2
+        assert not os.path.exists(killed_partial)
+        assert not os.path.exists(killed_partial + "-journal")
+        assert open(live_partial).read() == "half"  # a live run's file is never removed
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_killed_training_runs_partial_package_is_removed_when_train_starts_again(
+    povmap_provider, tiny_chips, tmp_path
+):
+    """Also when the new run then stops on a parameter: the lock is taken before any work."""
+    output = tmp_path / "model.povmodel"
+    killed, partial = _writer_killed_or_alive(output, tmp_path, "train", folder=True)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert os.path.isdir(partial) and os.path.basename(partial).startswith(".model.partial-")
+    message = run_failing(
+        "povmap:train",
+        {
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "SPLIT": 1,  # leave districts out, without TEST_DISTRICTS
+            "OUTPUT": str(output),
+        },
+    )
+    assert "TEST_DISTRICTS" in message
+    assert not os.path.exists(partial) and sorted(os.listdir(tmp_path)) == ["train.ready"]
+
+
+def test_a_second_run_aimed_at_the_same_output_is_refused_naming_it(povmap_provider, tmp_path):
+    """Two runs writing one output: the second is refused at once (before: both ran, the last
+    rename won). Here the first is a real qgis_process run, held in its worker's start."""
+    survey = _survey(tmp_path)
+    output = tmp_path / "grid.gpkg"
+    started = tmp_path / "worker.pid"
+    slow_python = tmp_path / "slow_python"
+    slow_python.write_text(f'#!/bin/sh\necho $$ > {started}\nsleep 8\nexec {sys.executable} "$@"\n')
+    slow_python.chmod(0o755)
+    environment = dict(os.environ, POVMAP_PYTHON=str(slow_python))
+    environment.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    if os.environ.get("POVMAP_QGIS_CONFIG_ROOT"):
+        environment["QGIS_CUSTOM_CONFIG_PATH"] = os.environ["POVMAP_QGIS_CONFIG_ROOT"]
+    first = subprocess.Popen(
+        [
+            os.path.join(ROOT, "scripts", "qgis-process"),
+            "run",
+            "povmap:buildtraininggrid",
+            "--",
+            f"INPUT={survey}",
+            "SCORE_FIELD=score",
+            f"OUTPUT={output}",
+        ],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the first run's worker never started"
+        message = run_failing(
+            "povmap:buildtraininggrid",
+            {"INPUT": str(survey), "SCORE_FIELD": "score", "MIN_OBS": 3, "OUTPUT": str(output)},
+        )
+        assert "Training grid — OUTPUT: another run" in message
+        assert str(output) in message and ".grid.gpkg.lock" in message
+        assert not output.exists()  # the refused run wrote nothing
+        printed, _ = first.communicate(timeout=180)
+        assert first.returncode == 0, printed
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert output.exists()
+    assert not os.path.exists(tmp_path / ".grid.gpkg.lock")
+
+
+def test_a_child_algorithm_shares_its_parents_lock_and_other_threads_are_refused(tmp_path):
+    import threading
+
+    from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.processing import base
+
+    path = str(tmp_path / "p.gpkg")
+    parent = base._acquire_shared(path, "OUTPUT")
+    child = base._acquire_shared(path, "OUTPUT")  # same thread
+    assert child is parent
+    refused = []
+
+    def other_run():
+        try:
+            base._acquire_shared(path, "OUTPUT")
+        except PovmapInputError as error:
+            refused.append(str(error))
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    thread.join()
+    assert refused and "OUTPUT: another run" in refused[0]
+    base._release_shared(child)
+    assert os.path.exists(parent.lock)  # the parent still holds it
+    base._release_shared(parent)
+    assert not os.path.exists(parent.lock)

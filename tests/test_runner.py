@@ -240,3 +240,54 @@ def test_options_a_core_step_does_not_take_are_refused_before_the_worker_starts(
             "predict", {"model_path": "m", "chips_pth": "c", "grid_path": "g", "output_path": "o"}
         )
     check_step_options("environment", {})  # a step without an options class takes any
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_whose_qgis_is_killed_stops_instead_of_running_on(tmp_path):
+    """kill -9 of QGIS/qgis_process: its worker gets SIGTERM (= cancel, it cleans up) at once,
+    rather than writing on unseen and keeping the output's lock."""
+    import signal
+    import textwrap
+
+    from povmap_qgis.worker import PARENT_VARIABLE
+
+    fifo = str(tmp_path / "job")
+    os.mkfifo(fifo)
+    job_writer = os.open(fifo, os.O_RDWR)  # the job never comes: the worker waits for it
+    code = textwrap.dedent(
+        f"""
+        import os, subprocess, sys, time
+        environment = dict(os.environ, {PARENT_VARIABLE}=str(os.getpid()))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "povmap_qgis.worker"], stdin=open({fifo!r}),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+            start_new_session=True,
+        )
+        print(worker.pid, flush=True)
+        time.sleep(300)
+        """
+    )
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=environment
+    )
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(1.0)  # the worker is up, waiting for its job
+        assert runner_process_alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while runner_process_alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not runner_process_alive(worker), "the orphaned worker kept running"
+    finally:
+        os.close(job_writer)
+        if parent.poll() is None:
+            parent.kill()
+
+
+def runner_process_alive(pid):
+    from povmap_qgis.core.run_folders import process_alive
+
+    return process_alive(pid)

@@ -6,19 +6,38 @@ never write over one of its own inputs (``overwritten_input``).
 
 Unfinished files are named ``.NAME.partial-RUN-XXXXXX.EXT``: RUN identifies
 the run that owns them (``POVMAP_RUN_ID``, set by the Processing adapter for
-its worker; else one made for this process), so the adapter removes only its own
-leftovers after a failure, never a concurrent run's (``run_partials``).
+its worker; else one made for this process) and begins with the owning
+process's id, so the adapter removes only its own leftovers after a failure,
+never a concurrent run's (``run_partials``), and a later run removes those of
+killed runs (``remove_stale_partials``).
+
+One run writes an output at a time (``OutputLock``): the writer holds an
+exclusive ``flock`` on ``.NAME.lock`` beside the output, which the kernel
+releases when the last process holding it ends, however it ends; a second run
+is refused with a message naming the output parameter, the holder and the
+lock. The Processing adapter takes the lock before any work and hands it to
+its worker (an inherited descriptor, listed in ``POVMAP_HELD_LOCKS``), so it
+stays held while either process lives.
 """
 
 import contextlib
 import glob
 import os
+import re
 import shutil
+import socket
 import uuid
 
 from .errors import PovmapInputError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 RUN_ID_VARIABLE = "POVMAP_RUN_ID"
+HELD_LOCKS_VARIABLE = "POVMAP_HELD_LOCKS"  # lock files the adapter holds for its worker
+_PARTIAL_OWNER = re.compile(r"\.partial-(\d+)-[0-9a-f]{8}-[0-9a-f]{6}")
 
 
 def check_output_path(path, parameter="OUTPUT", extensions=(".gpkg",)):
@@ -75,6 +94,127 @@ def run_partials(path, run_id):
     stem, ext = os.path.splitext(name)
     pattern = f".{glob.escape(stem)}.partial-{glob.escape(run_id)}-*{glob.escape(ext)}*"
     return sorted(glob.glob(os.path.join(folder, pattern)))
+
+
+def remove_stale_partials(path, is_alive):
+    """Remove the unfinished siblings of ``path`` whose owning process is gone; return them.
+
+    Call it while holding ``path``'s ``OutputLock``: no live run of the adapter
+    can then be writing ``path``. A partial whose recorded process is alive (a
+    run outside the adapter, e.g. the command line, or a reused process id) is
+    kept: a live run's file is never removed. ``is_alive(pid)``: e.g.
+    ``run_folders.process_alive``.
+    """
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/\\")))
+    stem, ext = os.path.splitext(name)
+    removed = []
+    for candidate in sorted(
+        glob.glob(os.path.join(folder, f".{glob.escape(stem)}.partial-*{glob.escape(ext)}"))
+    ):
+        owner = _PARTIAL_OWNER.match(os.path.basename(candidate)[len(stem) + 1 :])
+        if owner is None or is_alive(int(owner.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            remove_quietly(candidate)
+            removed.append(candidate)
+    return removed
+
+
+def lock_path(path):
+    """The lock file of an output's writer, beside it: ``.NAME.lock``."""
+    folder, name = os.path.split(os.path.abspath(path.rstrip("/\\")))
+    return os.path.join(folder, f".{name}.lock")
+
+
+def inherited_locks():
+    """Lock files the adapter holds for this (worker) process."""
+    return [part for part in os.environ.get(HELD_LOCKS_VARIABLE, "").split(os.pathsep) if part]
+
+
+class OutputLock:
+    """Exclusive right to write ``path`` (``flock`` on ``.NAME.lock``), or a refusal naming the holder.
+
+    ``what`` names the output in the message ("the chip store"); ``partial``,
+    when given, is the hidden folder the holder writes into (named too, so a
+    user can find both). A lock the adapter already holds for this worker
+    (``POVMAP_HELD_LOCKS``) is taken as held.
+    """
+
+    def __init__(self, path, parameter="OUTPUT", what="the output", partial=None):
+        self.path = os.path.abspath(path.rstrip("/\\"))
+        self.lock = lock_path(self.path)
+        self.parameter, self.what, self.partial = parameter, what, partial
+        self.handle = None
+        self.inherited = False
+
+    @property
+    def held(self):
+        return self.handle is not None or self.inherited
+
+    def acquire(self):
+        if self.lock in inherited_locks():
+            self.inherited = True
+            return self
+        for _ in range(10):
+            handle = open(self.lock, "a+", encoding="utf-8")  # held until release()
+            try:
+                _lock_exclusively(handle)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                where = (
+                    f" and writes into the hidden folder '{self.partial}'" if self.partial else ""
+                )
+                raise PovmapInputError(
+                    self.parameter,
+                    f"another run ({holder}) is writing {self.what} '{self.path}': it holds "
+                    f"the lock '{self.lock}'{where}. Wait for it to finish, or choose another output.",
+                ) from None
+            if _still_named(handle, self.lock):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{socket.gethostname()} {os.getpid()}")
+                handle.flush()
+                self.handle = handle
+                return self
+            handle.close()  # the holder removed this lock file as it finished: take the new one
+        raise PovmapInputError(
+            self.parameter, f"the lock '{self.lock}' keeps changing; is another run starting?"
+        )
+
+    def fileno(self):
+        return self.handle.fileno() if self.handle is not None else None
+
+    def release(self):
+        """Remove the lock file, then release it (a waiting run sees the file gone and retries)."""
+        self.inherited = False
+        if self.handle is None:
+            return
+        with contextlib.suppress(OSError):
+            if _still_named(self.handle, self.lock):
+                os.remove(self.lock)
+        self.handle.close()
+        self.handle = None
+
+
+def _lock_exclusively(handle):
+    """An exclusive lock the operating system releases when the process ends; OSError when held."""
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    import msvcrt
+
+    handle.seek(0)
+    msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+
+
+def _still_named(handle, path):
+    """Whether ``path`` still names the file ``handle`` holds (it may have been replaced)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
 
 
 def overwritten_input(written, inputs):

@@ -9,6 +9,7 @@ import functools
 import os
 import shutil
 import textwrap
+import threading
 
 from qgis.core import (
     QgsFeatureRequest,
@@ -29,14 +30,16 @@ from qgis.PyQt.QtGui import QIcon
 
 from .. import runner
 from ..core.atomic import (
+    OutputLock,
     check_output_path,
     new_run_id,
     overwritten_input,
     remove_quietly,
+    remove_stale_partials,
     run_partials,
 )
 from ..core.errors import PovmapInputError
-from ..core.run_folders import make_run_folder, remove_stale_run_folders
+from ..core.run_folders import make_run_folder, process_alive, remove_stale_run_folders
 from ..paths import resource_path
 from . import settings
 from .output_styles import style_on_load
@@ -67,9 +70,11 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
     def __init__(self):
         super().__init__()
         self._export_folder = None
+        self._output_locks = []
 
     def __init_subclass__(cls, **kwargs):
-        """Every algorithm's ``processAlgorithm`` runs inside ``_with_private_exports``."""
+        """Every algorithm's ``processAlgorithm`` runs inside ``_with_private_exports``
+        (which also releases the run's output locks)."""
         super().__init_subclass__(**kwargs)
         if "processAlgorithm" in cls.__dict__:
             cls.processAlgorithm = _with_labelled_errors(
@@ -292,6 +297,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         except PovmapInputError as error:
             raise QgsProcessingException(str(error)) from None
         self.refuse_overwriting_inputs(parameters, name, context, path)
+        self.claim_output(path, name)
         return path
 
     def output_folder(self, parameters, name, context, suffix):
@@ -302,6 +308,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         if not path.endswith(suffix):
             path += suffix
         self.refuse_overwriting_inputs(parameters, name, context, path)
+        self.claim_output(path, name)
         return path
 
     def input_file(self, parameters, name, context):
@@ -334,7 +341,38 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         self.refuse_overwriting_inputs(
             parameters, name, context, path, [sibling(path) for sibling in beside]
         )
+        self.claim_output(path, name, [sibling(path) for sibling in beside])
         return path
+
+    # --- one run per output ----------------------------------------------------
+
+    def claim_output(self, path, name, beside=()):
+        """Lock ``path`` for this run before any work, then remove what killed runs left of it.
+
+        A second run aimed at the same output (another dialog, batch row or
+        qgis_process) is refused with a message naming the parameter, instead of
+        both writing and the last rename winning. The lock is
+        ``core.atomic.OutputLock`` (the chip store's): held by this process and
+        handed to the worker, released by the kernel when both are gone. Holding
+        it, the unfinished ``.NAME.partial-…`` siblings of ``path`` (and of the
+        files written ``beside`` it) whose owning process is dead are removed:
+        what a killed run (SIGKILL) left behind. A child algorithm of this run
+        (Map poverty's steps) shares the lock of its parent.
+        """
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            return  # nothing can be written there: the step's own check says so, naming `name`
+        try:
+            lock = _acquire_shared(path, name)
+        except PovmapInputError as error:
+            raise QgsProcessingException(str(error)) from None
+        self._output_locks.append(lock)
+        for written in (path, *beside):
+            remove_stale_partials(written, process_alive)
+
+    def _release_outputs(self):
+        while self._output_locks:
+            _release_shared(self._output_locks.pop())
 
     # --- never write over an input -------------------------------------------
 
@@ -448,6 +486,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 on_event=forward,
                 is_canceled=feedback.isCanceled,
                 run_id=run_id,
+                held_locks=list(self._output_locks),
                 environment=dict(
                     settings.run_history_environment(self.algorithm_id),
                     **settings.spark_environment(),
@@ -501,8 +540,44 @@ def _with_private_exports(process):
             return process(self, parameters, context, feedback)
         finally:
             self._remove_private_exports()
+            self._release_outputs()
 
     return processAlgorithm
+
+
+# Output locks held by this process: lock file -> [OutputLock, thread, users]. A run's child
+# algorithms run in its thread and share its locks; another thread (a second dialog or batch
+# row in the same QGIS) is refused like another process.
+_HELD_OUTPUTS: dict = {}
+_HELD_OUTPUTS_GUARD = threading.Lock()
+
+
+OUTPUT_KINDS = {".chips": "the chip store", ".povmodel": "the model package"}
+
+
+def _acquire_shared(path, name):
+    kind = OUTPUT_KINDS.get(os.path.splitext(path.rstrip("/\\"))[1], "the output")
+    lock = OutputLock(path, name, what=kind)
+    with _HELD_OUTPUTS_GUARD:
+        held = _HELD_OUTPUTS.get(lock.lock)
+        if held is not None and held[1] == threading.get_ident():
+            held[2] += 1
+            return held[0]
+        lock.acquire()  # refused (PovmapInputError) while another run holds it
+        _HELD_OUTPUTS[lock.lock] = [lock, threading.get_ident(), 1]
+        return lock
+
+
+def _release_shared(lock):
+    with _HELD_OUTPUTS_GUARD:
+        held = _HELD_OUTPUTS.get(lock.lock)
+        if held is None or held[0] is not lock:
+            lock.release()
+            return
+        held[2] -= 1
+        if held[2] <= 0:
+            del _HELD_OUTPUTS[lock.lock]
+            lock.release()
 
 
 def _file_read_in_place(layer):

@@ -28,17 +28,11 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
 from .. import strict_json
-from ..atomic import atomic_output, publish_folder
+from ..atomic import OutputLock, atomic_output, lock_path, publish_folder
 from ..errors import PovmapInputError
 
 FORMAT_VERSION = "1.0"
@@ -70,12 +64,6 @@ def check_store_path(path, parameter="OUTPUT"):
 def partial_store_path(path):
     folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
     return os.path.join(folder, f".{name}.partial")
-
-
-def lock_path(path):
-    """The lock file of a store's writer, beside the store: ``.NAME.chips.lock``."""
-    folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
-    return os.path.join(folder, f".{name}.lock")
 
 
 class ChipStoreWriter:
@@ -307,40 +295,14 @@ class ChipStoreWriter:
 
     def _take_lock(self):
         """Hold ``.NAME.chips.lock`` exclusively, or refuse naming the run that holds it."""
-        for _ in range(10):
-            handle = open(self.lock, "a+", encoding="utf-8")  # held until _drop_lock
-            try:
-                _lock_exclusively(handle)
-            except OSError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                handle.close()
-                raise PovmapInputError(
-                    self.parameter,
-                    f"another run ({holder}) is writing the chip store '{self.path}': it holds "
-                    f"the lock '{self.lock}' and writes into the hidden folder '{self.partial}'. "
-                    "Wait for it to finish, or choose another output.",
-                ) from None
-            if _still_named(handle, self.lock):
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"{socket.gethostname()} {os.getpid()}")
-                handle.flush()
-                self._lock_handle = handle
-                return
-            handle.close()  # the holder removed this lock file as it finished: take the new one
-        raise PovmapInputError(
-            self.parameter, f"the lock '{self.lock}' keeps changing; is another run starting?"
-        )
+        self._lock_handle = OutputLock(
+            self.path, self.parameter, "the chip store", self.partial
+        ).acquire()
 
     def _drop_lock(self):
-        """Remove the lock file, then release it (a waiting run sees the file gone and retries)."""
-        if self._lock_handle is None:
-            return
-        with contextlib.suppress(OSError):
-            os.remove(self.lock)
-        self._lock_handle.close()
-        self._lock_handle = None
+        if self._lock_handle is not None:
+            self._lock_handle.release()
+            self._lock_handle = None
 
 
 def _resume_settings(settings):
@@ -363,25 +325,6 @@ def _same_inputs(recorded, wanted):
         if old.get("dtype") not in (new["dtype"], WIDENED_DTYPES.get(new["dtype"])):
             return False
     return True
-
-
-def _lock_exclusively(handle):
-    """An exclusive lock the operating system releases when the process ends; OSError when held."""
-    if fcntl is not None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    import msvcrt
-
-    handle.seek(0)
-    msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-
-
-def _still_named(handle, path):
-    """Whether ``path`` still names the file ``handle`` holds (it may have been replaced)."""
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
-    except OSError:
-        return False
 
 
 def _reserve_disk(path, parameter):
