@@ -409,3 +409,112 @@ def test_failed_run_keeps_an_existing_output_intact(tmp_path):
     existing.write_bytes(b"precious")
     bad(tmp_path, "MIN_OBS", "no cell", output_path=str(existing), min_obs=50)
     assert existing.read_bytes() == b"precious"
+
+
+def _lonlat_survey(tmp_path, name, swap, n=400):
+    """Households of the synthetic 1 km cells, in EPSG:4326, optionally with lat/lon swapped."""
+    rng = np.random.default_rng(2)
+    x, y, score, _ = households_with_known_cells(rng, n_cells=60)
+    lon, lat = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True).transform(x, y)
+    first, second = (lat, lon) if swap else (lon, lat)
+    return write_points(tmp_path / f"{name}.gpkg", first, second, "EPSG:4326", score=score)
+
+
+def _district_around(tmp_path):
+    """One district covering the synthetic cells (UTM 42N rows 2800-2830, cols 600-640)."""
+    return write_polygons(
+        tmp_path / "districts.gpkg",
+        [shapely.box(595_000, 2_795_000, 645_000, 2_835_000)],
+        UTM,
+        name=["Sukkur"],
+    )
+
+
+def test_swapped_latitude_and_longitude_are_refused_naming_input_and_the_districts(tmp_path):
+    options = {
+        "score_field": "score",
+        "min_obs": 1,
+        "districts_path": str(_district_around(tmp_path)),
+        "district_field": "name",
+    }
+    swapped = _lonlat_survey(tmp_path, "swapped", swap=True)
+    with pytest.raises(PovmapInputError) as caught:
+        build_training_grid(
+            TrainingGridOptions(
+                points_path=str(swapped), output_path=str(tmp_path / "g.gpkg"), **options
+            )
+        )
+    message = str(caught.value)
+    assert caught.value.parameter == "INPUT"
+    assert "0% of the household points fall in the extent of DISTRICTS" in message
+    assert "100% would with their two coordinates swapped" in message
+    assert not os.path.exists(tmp_path / "g.gpkg")
+    # the same households the right way round: no complaint, every household kept
+    reporter = RecordingReporter()
+    counts = build_training_grid(
+        TrainingGridOptions(
+            points_path=str(_lonlat_survey(tmp_path, "right", swap=False)),
+            output_path=str(tmp_path / "right.gpkg"),
+            **options,
+        ),
+        reporter,
+    )
+    assert counts["dropped_outside_districts"] == 0
+    assert not any("swapped" in message for message in reporter.warnings)
+
+
+def test_swapped_coordinates_without_districts_are_refused_against_the_crs_given(tmp_path):
+    swapped = _lonlat_survey(tmp_path, "swapped", swap=True)
+    options = {"score_field": "score", "crs": UTM, "min_obs": 1}
+    with pytest.raises(PovmapInputError) as caught:
+        build_training_grid(
+            TrainingGridOptions(
+                points_path=str(swapped), output_path=str(tmp_path / "g.gpkg"), **options
+            )
+        )
+    message = str(caught.value)
+    assert message.startswith("INPUT: only 0% of the household points fall in the area of use")
+    assert "EPSG:32642 (longitude 66° to 72°, latitude 0° to 84°)" in message
+    assert "check CRS" in message and not os.path.exists(tmp_path / "g.gpkg")
+    right = RecordingReporter()
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=str(_lonlat_survey(tmp_path, "right", swap=False)),
+            output_path=str(tmp_path / "right.gpkg"),
+            **options,
+        ),
+        right,
+    )
+    assert not any("swapped" in message for message in right.warnings)
+
+
+def test_a_partly_swapped_layer_is_warned_about_and_its_right_points_kept(tmp_path):
+    """A layer where a minority of rows are right and most swapped: a warning, not a refusal."""
+    swapped = pyogrio.read_dataframe(_lonlat_survey(tmp_path, "swapped", swap=True))
+    right = pyogrio.read_dataframe(_lonlat_survey(tmp_path, "right", swap=False))
+    mixed = pandas.concat([right.iloc[: len(right) // 5], swapped.iloc[len(right) // 5 :]])
+    pyogrio.write_dataframe(mixed, tmp_path / "mixed.gpkg")
+    reporter = RecordingReporter()
+    counts = build_training_grid(
+        TrainingGridOptions(
+            points_path=str(tmp_path / "mixed.gpkg"),
+            score_field="score",
+            output_path=str(tmp_path / "g.gpkg"),
+            min_obs=1,
+            districts_path=str(_district_around(tmp_path)),
+            district_field="name",
+        ),
+        reporter,
+    )
+    warned = [message for message in reporter.warnings if "swapped" in message]
+    assert len(warned) == 1 and warned[0].startswith("INPUT: only 20% of the household points")
+    assert counts["points_kept"] == len(right) // 5
+
+
+def test_a_few_points_swapped_among_many_right_ones_are_not_called_a_swapped_layer(tmp_path):
+    from povmap_qgis.core.training_grid import _share_inside
+
+    area = (66.0, 24.0, 72.0, 27.0)
+    assert _share_inside([68.0, 68.5, 25.1], [25.0, 25.5, 68.0], "EPSG:4326", area) == 2 / 3
+    assert _share_inside([25.0], [68.0], "EPSG:4326", area) == 0.0
+    assert _share_inside([95.0], [200.0], "EPSG:4326", area) == 0.0  # not a place at all

@@ -112,7 +112,8 @@ def build_training_grid(options, reporter=None):
     reporter.progress(55)
     reporter.check_canceled()
 
-    districts = _districts_of_points(gx, gy, options, grid_crs, reporter)
+    districts, district_polygons = _districts_of_points(gx, gy, options, grid_crs, reporter)
+    _check_axis_order(x[keep], y[keep], points_crs, district_polygons, options, reporter)
     if districts is not None:
         inside = districts != None  # noqa: E711 (element-wise on an object array)
         counts["dropped_outside_districts"] = int((~inside).sum())
@@ -315,8 +316,9 @@ def _points_in_polygons(x, y, path, layer, parameter, grid_crs, field, reporter)
 
 
 def _districts_of_points(x, y, options, grid_crs, reporter):
+    """Each point's district name (None outside every polygon) and the polygons; (None, None)."""
     if not options.districts_path:
-        return None
+        return None, None
     holder, polygons = _points_in_polygons(
         x,
         y,
@@ -336,7 +338,70 @@ def _districts_of_points(x, y, options, grid_crs, reporter):
     districts = np.full(len(x), None, dtype=object)
     inside = holder >= 0
     districts[inside] = names[holder[inside]].astype(str)
-    return districts
+    return districts, polygons
+
+
+SWAP_SUSPECT_SHARE = 0.5  # at most this share of points in the expected area, and swapped at least
+
+
+def _check_axis_order(x, y, points_crs, district_polygons, options, reporter):
+    """Refuse (none inside) or warn (few inside) when the points look like swapped coordinates.
+
+    A table read with latitude as x and longitude as y puts the survey somewhere
+    else entirely (Sindh's 25° N, 68° E becomes 68° N, 25° E): the points fall
+    outside the area they should cover - the extent of DISTRICTS, or without
+    districts the area of use of the CRS given - while swapping the two
+    coordinates would put most of them inside.
+    """
+    from pyproj import CRS
+
+    if district_polygons is not None and len(district_polygons):
+        area = tuple(district_polygons.to_crs("EPSG:4326").total_bounds)
+        where, parameter = "the extent of DISTRICTS", "DISTRICTS"
+    elif options.crs:
+        used = CRS.from_user_input(options.crs).area_of_use
+        if used is None:
+            return
+        area = (used.west, used.south, used.east, used.north)
+        if used.west > used.east:  # across the antimeridian: not worth a guess
+            return
+        where = (
+            f"the area of use of the CRS given, {options.crs} (longitude {used.west:g}° to "
+            f"{used.east:g}°, latitude {used.south:g}° to {used.north:g}°)"
+        )
+        parameter = "CRS"
+    else:
+        return
+    as_read = _share_inside(x, y, points_crs, area)
+    swapped = _share_inside(y, x, points_crs, area)
+    if as_read > SWAP_SUSPECT_SHARE or swapped < SWAP_SUSPECT_SHARE or swapped < 2 * as_read:
+        return
+    message = (
+        f"only {as_read:.0%} of the household points fall in {where}, but {swapped:.0%} would "
+        "with their two coordinates swapped: the layer looks like it holds latitude as x and "
+        "longitude as y (or northing as x). Swap the coordinate fields when you load the table "
+        f"(X field = longitude/easting, Y field = latitude/northing), or check {parameter}."
+    )
+    if as_read == 0:
+        raise PovmapInputError("INPUT", message)
+    dropped = " The points outside are dropped." if parameter == "DISTRICTS" else ""
+    reporter.warning(f"INPUT: {message}{dropped}")
+
+
+def _share_inside(x, y, crs, area):
+    """Share of points (x, y in ``crs``) whose longitude/latitude fall in ``area`` (w, s, e, n)."""
+    from pyproj import CRS, Transformer
+
+    if not len(x):
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        lon, lat = Transformer.from_crs(
+            CRS.from_user_input(crs), "EPSG:4326", always_xy=True
+        ).transform(np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64"))
+        lon, lat = np.asarray(lon), np.asarray(lat)
+        west, south, east, north = area
+        inside = (lon >= west) & (lon <= east) & (lat >= south) & (lat <= north)
+    return float(inside.mean())
 
 
 def _aggregate_cells(x, y, scores, districts, options, counts):
