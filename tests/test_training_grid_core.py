@@ -512,7 +512,7 @@ def test_a_partly_swapped_layer_is_warned_about_and_its_right_points_kept(tmp_pa
 
 
 def test_a_few_points_swapped_among_many_right_ones_are_not_called_a_swapped_layer(tmp_path):
-    from povmap_qgis.core.training_grid import _share_inside
+    from povmap_qgis.core.grid.training_grid import _share_inside
 
     area = (66.0, 24.0, 72.0, 27.0)
     assert _share_inside([68.0, 68.5, 25.1], [25.0, 25.5, 68.0], "EPSG:4326", area) == 2 / 3

@@ -9,7 +9,7 @@ writes its chips straight into the preallocated arrays of the partial store
 shared file system), then its nodata fractions and done flags, and returns
 only small numbers to the driver: per block, the nodata fractions. Each
 cell's pixel moments are written into the partial store beside its chips, and
-the statistics are combined from them in row order (``chips.statistics_of_cells``),
+the statistics are combined from them in row order (``sampling.statistics_of_cells``),
 so the manifest's statistics are bit for bit the local engine's. Chips never
 travel to the driver.
 
