@@ -13,6 +13,7 @@ stops and removes its unfinished files instead of running on unseen.
 This module never imports ``qgis``.
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -75,6 +76,13 @@ class JsonLinesReporter:
 
     def metric(self, name, value, step=None):
         pass  # recorded by the run history (core/history/tracking.py) when it is on
+
+    def final_metrics(self, values):
+        pass  # likewise
+
+    @contextlib.contextmanager
+    def nested_run(self, name, params=None):
+        yield self  # a nested run when the run history is on (core/progress.Reporter)
 
     def canceled(self):
         return False

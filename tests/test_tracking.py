@@ -2,9 +2,15 @@
 temporary SQLite store named by POVMAP_MLFLOW_TRACKING_URI (tests/conftest.py switches
 tracking off for every other test)."""
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
+import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 MODEL_NAME = "tracked"
 EPOCHS = 2
+FOLDS = 3
 
 
 def sha256_of(path):
@@ -26,6 +33,23 @@ def client_for(uri):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def tensorflow_device():
+    """The device TensorFlow sees, asked in a fresh interpreter (as the worker is)."""
+    code = (
+        "import tensorflow as tf\n"
+        "gpus = tf.config.list_physical_devices('GPU')\n"
+        "print(', '.join(g.name.removeprefix('/physical_device:') + ' ' + "
+        "tf.config.experimental.get_device_details(g).get('device_name', '') for g in gpus) "
+        "or 'CPU')"
+    )
+    if not hasattr(tensorflow_device, "answer"):
+        completed = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+        )
+        tensorflow_device.answer = completed.stdout.strip().splitlines()[-1].strip()
+    return tensorflow_device.answer
 
 
 def runs_of(uri, step):
@@ -90,6 +114,7 @@ def test_a_train_run_is_recorded_with_params_epoch_metrics_fingerprints_and_mani
     assert tags["qgis.version"] == Qgis.QGIS_VERSION
     assert params["preset"] == "compact" and params["epochs"] == str(EPOCHS)
     assert json.loads(params["members"]) == ["compact_cnn"] and params["seed"] == "5"
+    assert params["device"] == tensorflow_device()  # "CPU" on a machine without a GPU
     # Data versioning: the grid file and the chip store manifest, by sha256.
     assert params["input.grid_path"] == "sha256:" + sha256_of(tiny_chips["grid"])
     store_manifest = os.path.join(tiny_chips["night"], "manifest.json")
@@ -165,6 +190,7 @@ def test_a_registered_version_resolves_in_predict(history, tracked_training, tin
     assert run.data.tags["povmap.algorithm"] == "povmap:predict"
     assert run.data.params["model_path"] == results["OUTPUT"]
     assert run.data.metrics["predicted_poor"] == predicted["PREDICTED_POOR"]
+    assert run.data.params["device"] == tensorflow_device()
     # the package's training reference (baseline.training_range): the PSI predict computed
     assert run.data.tags["povmap.drift"].startswith("PSI per input nightlights")
     assert 0 <= run.data.metrics["drift/nightlights"] < 0.25  # the grid it was trained on
@@ -225,9 +251,10 @@ def test_runs_lists_what_the_client_sees_as_csv_table_and_html(history, tracked_
     assert rows["run_id"][0] == trainings[0].info.run_id
 
 
-def test_an_evaluate_run_keeps_the_report_qgis_wrote_and_the_metrics_files(
-    history, tracked_training, tiny_chips, tmp_path
-):
+@pytest.fixture(scope="module")
+def tracked_evaluation(history, tracked_training, tiny_chips, tmp_path_factory):
+    """The trained package's predictions on its own grid, evaluated, through Processing."""
+    folder = tmp_path_factory.mktemp("tracked-evaluation")
     results, _ = tracked_training
     predicted, _ = run_algorithm(
         "povmap:predict",
@@ -235,7 +262,7 @@ def test_an_evaluate_run_keeps_the_report_qgis_wrote_and_the_metrics_files(
             "MODEL": results["OUTPUT"],
             "CHIPS": tiny_chips["night"],
             "GRID": tiny_chips["grid"],
-            "OUTPUT": str(tmp_path / "pred.gpkg"),
+            "OUTPUT": str(folder / "pred.gpkg"),
         },
     )
     evaluated, feedback = run_algorithm(
@@ -243,11 +270,18 @@ def test_an_evaluate_run_keeps_the_report_qgis_wrote_and_the_metrics_files(
         {
             "PREDICTIONS": predicted["OUTPUT"],
             "TRUTH": tiny_chips["grid"],
-            "HITMISS": str(tmp_path / "hitmiss.gpkg"),
-            "REPORT": str(tmp_path / "report.html"),
-            "METRICS": str(tmp_path / "metrics.json"),
+            "HITMISS": str(folder / "hitmiss.gpkg"),
+            "REPORT": str(folder / "report.html"),
+            "METRICS": str(folder / "metrics.json"),
         },
     )
+    return predicted, evaluated, feedback
+
+
+def test_an_evaluate_run_keeps_the_report_qgis_wrote_and_the_metrics_files(
+    history, tracked_evaluation, tmp_path
+):
+    predicted, evaluated, feedback = tracked_evaluation
     client, runs = runs_of(history["uri"], "evaluate")
     assert len(runs) == 1 and runs[0].data.tags["povmap.algorithm"] == "povmap:evaluate"
     run_id = runs[0].info.run_id
@@ -335,6 +369,186 @@ def test_the_adapter_defaults_to_a_sqlite_store_in_the_qgis_profile(qgis_app, mo
     assert "POVMAP_MLFLOW_TRACKING_URI" not in settings.run_history_environment("train")
 
 
+@pytest.fixture(scope="module")
+def tracked_crossvalidation(history, tracked_training, tiny_chips, tmp_path_factory):
+    """A 3-fold cross-validation of one compact member (one epoch), through Processing."""
+    folder = tmp_path_factory.mktemp("tracked-cv")
+    results, feedback = run_algorithm(
+        "povmap:crossvalidate",
+        {
+            "CHIPS": tiny_chips["night"],
+            "GRID": tiny_chips["grid"],
+            "PRESET": 1,
+            "MEMBERS": "compact_cnn",
+            "SEED": 4,
+            "FOLDS": FOLDS,
+            "EPOCHS": 1,
+            "REPORT": str(folder / "report.html"),
+            "METRICS": str(folder / "metrics.json"),
+            "OUTPUT_GRID": str(folder / "folds.gpkg"),
+        },
+    )
+    with open(results["METRICS"], encoding="utf-8") as handle:
+        document = json.load(handle)
+    return results, feedback, document
+
+
+def test_each_cross_validation_fold_is_a_nested_run_with_its_epochs_and_metrics(
+    history, tracked_crossvalidation
+):
+    from helpers import read_grid
+    from sklearn.metrics import roc_auc_score
+
+    results, feedback, document = tracked_crossvalidation
+    client, parents = runs_of(history["uri"], "crossvalidate")
+    assert len(parents) == 1, feedback.text()
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.params["folds"] == str(FOLDS)
+    assert parent.data.params["device"] == tensorflow_device()
+    assert not [key for key in parent.data.metrics if key.startswith("fold")]  # not prefixed
+    _, children = runs_of(history["uri"], "crossvalidate.fold")
+    children = [
+        run for run in children if run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    ]
+    assert len(children) == FOLDS
+    grid = read_grid(results["OUTPUT_GRID"])  # the out-of-fold predictions, per cell
+    for child in sorted(children, key=lambda run: int(run.data.params["fold"])):
+        fold = int(child.data.params["fold"])
+        record = document["folds"][fold - 1]
+        assert child.info.status == "FINISHED"
+        assert child.info.experiment_id == parent.info.experiment_id
+        assert child.data.tags["povmap.part"] == f"fold {fold}"
+        assert json.loads(child.data.params["districts"]) == record["districts"]
+        assert child.data.params["device"] == tensorflow_device()
+        # per-epoch validation loss of the fold's member, as many points as epochs it trained
+        points = client.get_metric_history(child.info.run_id, "compact_cnn/val_loss")
+        member = record["members"]["compact_cnn"]
+        assert [point.step for point in points] == list(range(1, member["epochs_trained"] + 1))
+        assert min(point.value for point in points) == pytest.approx(member["best_val_loss"])
+        # final metrics: the fold's numbers in the metrics JSON, and sklearn on the written cells
+        ensemble = record["metrics"]["ensemble"]
+        assert child.data.metrics["metrics.ensemble.auc"] == pytest.approx(ensemble["auc"])
+        assert child.data.metrics["metrics.ensemble.recall"] == pytest.approx(ensemble["recall"])
+        assert child.data.metrics["cells.test_cells"] == record["test_cells"]
+        cells = grid[grid["fold"] == fold]
+        assert len(cells) == record["test_cells"]
+        assert ensemble["auc"] == pytest.approx(roc_auc_score(cells["label"], cells["prob_mean"]))
+        stored = stored_roc(client, child.info.run_id, history["folder"])
+        assert stored["ensemble"]["auc"] == pytest.approx(ensemble["auc"])
+
+
+def stored_roc(client, run_id, folder):
+    target = folder / f"roc-{run_id}"
+    target.mkdir(exist_ok=True)
+    with open(
+        client.download_artifacts(run_id, "roc/roc.json", str(target)), encoding="utf-8"
+    ) as handle:
+        return json.load(handle)["curves"]
+
+
+def test_runs_report_overlays_the_roc_curves_of_the_runs_compared(
+    history, tracked_training, tracked_evaluation, tracked_crossvalidation, tmp_path
+):
+    import pandas as pd
+    from PIL import Image
+    from report_checks import CHROMIUM, chromium, pixels_of
+
+    from povmap_qgis.core.report.figures import MEMBER_COLOURS
+
+    listed, _ = run_algorithm(
+        "povmap:runs", {"OUTPUT": str(tmp_path / "runs.csv"), "REPORT": str(tmp_path / "runs.html")}
+    )
+    table = pd.read_csv(listed["OUTPUT"])
+    assert table["parent_run_id"].isna().all()  # fold runs are listed with STEP only
+    client = client_for(history["uri"])
+    expected = {}  # run id -> the AUC its step computed
+    for step, key in (
+        ("train", "metrics.ensemble.auc"),
+        ("evaluate", "metrics.all.ensemble.auc"),
+        ("crossvalidate", "pooled.ensemble.auc"),
+    ):
+        _, runs = runs_of(history["uri"], step)
+        newest = max(runs, key=lambda run: run.info.start_time)
+        expected[newest.info.run_id] = newest.data.metrics[key]
+        curve = stored_roc(client, newest.info.run_id, history["folder"])["ensemble"]
+        assert curve["auc"] == pytest.approx(newest.data.metrics[key])
+    with open(listed["REPORT"], encoding="utf-8") as handle:
+        report = handle.read()
+    start = report.index("AUC of the drawn curve")
+    section = report[start : report.index("</table>", start)]
+    rows = re.findall(r"<tr><td[^>]*>(\w+) (\w{8})</td><td[^>]*>([\d.]+)</td>", section)
+    shown = {short: float(auc) for _, short, auc in rows}
+    for run_id, auc in expected.items():
+        assert shown[run_id[:8]] == pytest.approx(auc, abs=5e-4), (run_id, shown)
+    assert re.search(
+        r'<img src="data:image/png;base64,[^"]+" alt="ROC curves of the runs">', report
+    )
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed: the drawn report is not checked")
+    screenshot = tmp_path / "runs.png"
+    chromium(
+        "--window-size=1200,4000",
+        f"--screenshot={screenshot}",
+        f"file://{listed['REPORT']}",
+        profile=tmp_path / "profile",
+    )
+    pixels = np.asarray(Image.open(screenshot).convert("RGB")).reshape(-1, 3)
+    for index in range(len(shown)):  # one colour per run's curve, drawn on the page
+        colour = np.array([int(MEMBER_COLOURS[index][i : i + 2], 16) for i in (1, 3, 5)])
+        assert pixels_of(pixels, colour, tolerance=30).sum() > 150, MEMBER_COLOURS[index]
+
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")  # a writer's lock, held until this process ends
+connection.execute("UPDATE experiments SET name = name")
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def locked(database):
+    """Another process holding a write transaction on the SQLite ``database``."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(database)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_locked_store_warns_once_and_the_algorithm_succeeds(
+    history, tracked_training, tiny_chips, tmp_path
+):
+    results, _ = tracked_training
+    database = history["folder"] / "mlruns.db"
+    _, before = runs_of(history["uri"], "predict")
+    started = time.monotonic()
+    with locked(database):
+        predicted, feedback = run_algorithm(
+            "povmap:predict",
+            {
+                "MODEL": results["OUTPUT"],
+                "CHIPS": tiny_chips["night"],
+                "GRID": tiny_chips["grid"],
+                "OUTPUT": str(tmp_path / "pred.gpkg"),
+            },
+        )
+    seconds = time.monotonic() - started
+    assert os.path.isfile(predicted["OUTPUT"]) and predicted["CELLS"] > 0
+    warnings = [text for text in feedback.warnings if "Run history" in text]
+    assert len(warnings) == 1, feedback.text()
+    assert "locked by another process" in warnings[0] and "goes on without it" in warnings[0]
+    _, after = runs_of(history["uri"], "predict")
+    assert len(after) == len(before)  # nothing half-recorded
+    assert seconds < 120  # MLflow waits 20 s for a locked SQLite database, once
+
+
 # --- without QGIS -------------------------------------------------------------------------------
 
 
@@ -404,42 +618,80 @@ def test_drift_without_a_reference_is_said_and_psi_flags_a_shift(tmp_path):
     )
 
 
-def test_a_failed_step_ends_failed_and_cross_validation_epochs_go_per_fold(tmp_path):
-    import dataclasses
+@dataclasses.dataclass
+class GridOptions:
+    grid_path: str
+    seed: int = 3
 
+
+def test_a_failed_step_ends_failed_and_its_parts_are_nested_runs(tmp_path):
     from povmap_qgis.core.history import tracking
     from povmap_qgis.core.progress import RecordingReporter
-
-    @dataclasses.dataclass
-    class Options:
-        grid_path: str
-        seed: int = 3
 
     grid = tmp_path / "grid.gpkg"
     grid.write_bytes(b"cells")
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     reporter = RecordingReporter()
+    children = []
     with pytest.raises(RuntimeError, match="boom"):
         with tracking.tracked_step(
-            "crossvalidate", Options(str(grid)), reporter, {"POVMAP_MLFLOW_TRACKING_URI": uri}
+            "crossvalidate", GridOptions(str(grid)), reporter, {"POVMAP_MLFLOW_TRACKING_URI": uri}
         ) as run:
-            member = run.reporter.stage(0, 50)  # as training reports from a member's stage
-            for epoch in (1, 2, 1):  # fold 1: two epochs; fold 2: one (early stop)
-                member.metric("compact_cnn/val_loss", 0.5 + epoch, epoch)
-            raise RuntimeError("boom")
+            for fold, epochs in ((1, 2), (2, 1)):  # fold 1: two epochs; fold 2: one, then fails
+                with run.reporter.nested_run(f"fold {fold}", {"fold": fold}) as part:
+                    children.append(part._run.run_id)
+                    member = part.stage(0, 50)  # as training reports from a member's stage
+                    for epoch in range(1, epochs + 1):
+                        member.metric("compact_cnn/val_loss", 0.5 + epoch, epoch)
+                    part.final_metrics({"metrics": {"ensemble": {"auc": 0.6 + fold / 10}}})
+                    if fold == 2:
+                        raise RuntimeError("boom")
     client = client_for(uri)
     recorded = client.get_run(run.run_id)
     assert recorded.info.status == "FAILED" and reporter.warnings == []
-    assert recorded.data.params == {
+    params = dict(recorded.data.params)
+    ran_tensorflow = "tensorflow" in sys.modules  # earlier tests in this process may have
+    assert params.pop("device") == (tensorflow_device() if ran_tensorflow else tracking.NO_DEVICE)
+    assert params == {
         "grid_path": str(grid),
         "seed": "3",
         "input.grid_path": "sha256:" + sha256_of(grid),
     }
-    steps = {
-        fold: [point.step for point in client.get_metric_history(run.run_id, name)]
-        for fold, name in (
-            (1, "fold1/compact_cnn/val_loss"),
-            (2, "fold2/compact_cnn/val_loss"),
+    assert recorded.data.metrics == {}  # the epochs went to the folds' runs
+    found = client.search_runs(
+        [recorded.info.experiment_id], f"tags.mlflow.parentRunId = '{run.run_id}'"
+    )
+    assert sorted(child.info.run_id for child in found) == sorted(children)
+    for child in found:
+        fold = int(child.data.params["fold"])
+        assert child.info.status == ("FINISHED" if fold == 1 else "FAILED")
+        assert child.data.tags["povmap.step"] == "crossvalidate.fold"
+        assert (
+            child.data.tags["povmap.data_fingerprint"]
+            == (recorded.data.tags["povmap.data_fingerprint"])
         )
-    }
-    assert steps == {1: [1, 2], 2: [1]}
+        history = client.get_metric_history(child.info.run_id, "compact_cnn/val_loss")
+        assert [point.step for point in history] == list(range(1, 3 - fold + 1))
+        assert child.data.metrics["metrics.ensemble.auc"] == pytest.approx(0.6 + fold / 10)
+
+
+def test_a_store_locked_during_a_run_warns_once_and_the_run_is_closed_once_free(tmp_path):
+    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.progress import RecordingReporter
+
+    database = tmp_path / "mlruns.db"
+    environ = {"POVMAP_MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    reporter = RecordingReporter()
+    with tracking.tracked_step("evaluate", GridOptions("none"), reporter, environ) as run:
+        assert run.run_id is not None  # started on a free store
+        with locked(database) as holder:
+            run.reporter.metric("loss", 0.5, 1)  # fails after MLflow's wait
+            run.reporter.metric("loss", 0.4, 2)  # not tried again
+            run.record_result({"auc": 0.7})
+            holder.kill()  # free again before the step ends: the run is closed
+            holder.wait()
+    assert len(reporter.warnings) == 1, reporter.warnings
+    assert "locked by another process" in reporter.warnings[0]
+    recorded = client_for(environ["POVMAP_MLFLOW_TRACKING_URI"]).get_run(run.run_id)
+    assert recorded.info.status == "FINISHED" and recorded.data.metrics == {}
+    assert "locked" in recorded.data.tags[tracking.INCOMPLETE_TAG]

@@ -5,6 +5,7 @@ A core step receives a reporter and calls ``progress``, ``info`` and
 turns these calls into JSON lines; tests and the command line print them.
 """
 
+import contextlib
 import sys
 import time
 
@@ -28,6 +29,23 @@ class Reporter:
 
         Silent here; the worker records it in the run history (core/history/tracking.py).
         """
+
+    def final_metrics(self, values):
+        """The final numbers of a part of the step opened by :meth:`nested_run` (nested dicts).
+
+        Silent here; the run history records the numbers as the part's metrics
+        and a ``roc`` entry (curves by model) as its ROC artifact.
+        """
+
+    @contextlib.contextmanager
+    def nested_run(self, name, params=None):
+        """A reporter for one part of the step (e.g. ``"fold 2"`` of a cross-validation).
+
+        The run history records the part as its own run nested under the step's
+        run, with ``params`` (a dict), the part's per-epoch metrics and its
+        :meth:`final_metrics`; here the part reports through this reporter itself.
+        """
+        yield self
 
     def canceled(self):
         return False
@@ -56,6 +74,14 @@ class StageReporter(Reporter):
 
     def metric(self, name, value, step=None):
         self._parent.metric(name, value, step)
+
+    def final_metrics(self, values):
+        self._parent.final_metrics(values)
+
+    @contextlib.contextmanager
+    def nested_run(self, name, params=None):
+        with self._parent.nested_run(name, params) as part:
+            yield StageReporter(part, self._start, self._end)
 
     def canceled(self):
         return self._parent.canceled()

@@ -21,8 +21,8 @@ class Runs(PovmapAlgorithm):
         "Lists the recorded runs, or the versions of one registered model, as a table and an "
         "HTML comparison. Each run of train, predict, evaluate, crossvalidate and target has "
         "its parameters, input fingerprints and final metrics, written as a CSV file and a "
-        "non-spatial GeoPackage table; the HTML report puts the metrics of the most recent "
-        "runs side by side, the parameters that differ in bold. The run history is the one set in Settings ▸ Options ▸ Processing ▸ Providers "
+        "non-spatial GeoPackage table; the HTML report overlays the ROC curves of the most "
+        "recent runs and puts their metrics side by side, the parameters that differ in bold. The run history is the one set in Settings ▸ Options ▸ Processing ▸ Providers "
         "▸ Poverty mapping (default: a SQLite database in the QGIS profile)."
     )
 
@@ -35,7 +35,8 @@ class Runs(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterString("STEP", self.tr("Only runs of this step"), optional=True),
-            "train, predict, evaluate, crossvalidate or target; empty: all.",
+            "train, predict, evaluate, crossvalidate or target; empty: all of these. "
+            "crossvalidate.fold: the runs of single folds (nested under their cross-validation).",
             advanced=True,
         )
         self.add_parameter(
@@ -80,7 +81,8 @@ class Runs(PovmapAlgorithm):
                 self.tr("HTML files (*.html)"),
                 optional=True,
             ),
-            "Metrics of the most recent runs side by side; parameters that differ in bold.",
+            "The most recent runs' ensemble ROC curves overlaid, their metrics side by side and "
+            "the parameters that differ in bold.",
         )
         self.addOutput(QgsProcessingOutputNumber("ROWS", self.tr("Rows listed")))
 

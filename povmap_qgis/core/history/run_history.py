@@ -9,12 +9,15 @@ metrics of the runs side by side and shows in bold the parameters that differ.
 
 import dataclasses
 import datetime
+import json
 import os
+import tempfile
 
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
+from ..names import ENSEMBLE
 from ..progress import Reporter
-from ..report.page import KeyValues, Paragraph, Section, Table, write_report
+from ..report.page import Figure, KeyValues, Paragraph, Section, Table, write_report
 from . import tracking
 
 RUN_COLUMNS = (
@@ -28,10 +31,12 @@ RUN_COLUMNS = (
     "povmap_version",
     "data_fingerprint",
     "registered_model",
+    "parent_run_id",
 )
 VERSION_COLUMNS = ("model", "version", "aliases", "package")
 REPORT_RUNS = 12  # runs side by side in the HTML report (the most recent)
 TABLE_LAYER = "runs"
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # as MLflow tags its nested runs
 
 
 @dataclasses.dataclass
@@ -106,7 +111,7 @@ def list_runs(options, reporter=None):
         with atomic_output(options.output_table) as partial:
             pyogrio.write_dataframe(frame, partial, layer=TABLE_LAYER, driver="GPKG")
     if options.report_path:
-        _write_comparison(options, uri, rows)
+        _write_comparison(options, uri, rows, client)
     return {
         "rows": len(rows),
         "output_csv": os.path.abspath(options.output_csv),
@@ -127,17 +132,29 @@ def _client():
 
 
 def _run_rows(client, experiment_name, step, limit):
+    """The most recent runs (of ``step``): nested runs only when ``step`` names their kind."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
     query = f"tags.`povmap.step` = '{step}'" if step else ""
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        query,
-        max_results=int(limit),
-        order_by=["attributes.start_time DESC"],
-    )
-    return [_run_row(run) for run in runs]
+    rows, token = [], None
+    while len(rows) < int(limit):
+        page = client.search_runs(
+            [experiment.experiment_id],
+            query,
+            max_results=min(1000, max(100, int(limit))),
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        rows += [
+            _run_row(run)
+            for run in page
+            if step or MLFLOW_PARENT_RUN_ID not in run.data.tags  # folds: with their step only
+        ]
+        token = page.token
+        if not token:
+            break
+    return rows[: int(limit)]
 
 
 def _version_rows(client, name, limit):
@@ -176,6 +193,7 @@ def _run_row(run):
         "povmap_version": tags.get("povmap.version"),
         "data_fingerprint": tags.get("povmap.data_fingerprint"),
         "registered_model": tags.get("povmap.registered_model"),
+        "parent_run_id": tags.get(MLFLOW_PARENT_RUN_ID),
     }
     row.update({f"param.{key}": value for key, value in run.data.params.items()})
     row.update({f"metric.{key}": value for key, value in run.data.metrics.items()})
@@ -189,9 +207,56 @@ def _columns(rows, versions):
     return fixed + [key for key in extra if key.startswith("metric.")] + params
 
 
-def _write_comparison(options, uri, rows):
+def _write_comparison(options, uri, rows, client):
     shown = rows[:REPORT_RUNS]
     labels = [_label(row) for row in shown]
+    with tempfile.TemporaryDirectory(prefix="povmap-runs-") as folder:
+        roc = _roc_section(client, shown, labels, folder)
+        _write_report(options, uri, rows, shown, labels, roc)
+
+
+def _roc_section(client, shown, labels, folder):
+    """The ensemble's ROC curve of every shown run that stored one, overlaid (a Section)."""
+    from ..report import figures
+
+    curves = {}
+    for row, label in zip(shown, labels, strict=True):
+        curve = _stored_roc(client, row.get("run_id"), folder).get(ENSEMBLE)
+        if curve:
+            curves[label] = curve
+    if not curves:
+        return Section(
+            "ROC curves", [Paragraph("None of these runs stored ROC curves (roc/roc.json).")]
+        )
+    path = figures.save(
+        figures.overlaid_roc_figure(curves, "Ensemble ROC curves of the runs compared"),
+        os.path.join(folder, "roc_runs.png"),
+    )
+    table = Table(
+        ["run", "AUC of the drawn curve", "points"],
+        [[label, curve["auc"], len(curve["fpr"])] for label, curve in curves.items()],
+        caption=f"{len(curves)} of {len(shown)} runs stored ROC curves (train: holdout cells; "
+        "evaluate: the cells with a label; crossvalidate: out of fold).",
+    )
+    figure = Figure(path, "The ensemble's ROC curve of each run", "ROC curves of the runs")
+    return Section("ROC curves", [figure, table])
+
+
+def _stored_roc(client, run_id, folder):
+    """{model: {fpr, tpr, auc}} from a run's ``roc/roc.json``; {} when it stored none."""
+    artifact = tracking.ROC_ARTIFACT
+    if not run_id:
+        return {}
+    stored = {item.path for item in client.list_artifacts(run_id, os.path.dirname(artifact))}
+    if artifact not in stored:
+        return {}
+    target = os.path.join(folder, run_id)
+    os.makedirs(target, exist_ok=True)
+    with open(client.download_artifacts(run_id, artifact, target), encoding="utf-8") as handle:
+        return json.load(handle).get("curves") or {}
+
+
+def _write_report(options, uri, rows, shown, labels, roc):
     metric_keys = sorted({key for row in shown for key in row if key.startswith("metric.")})
     param_keys = sorted({key for row in shown for key in row if key.startswith("param.")})
     metric_rows = [[key[len("metric.") :]] + [row.get(key) for row in shown] for key in metric_keys]
@@ -212,6 +277,7 @@ def _write_comparison(options, uri, rows):
                 )
             ],
         ),
+        roc,
         Section(
             "Metrics side by side",
             [Table(["metric", *labels], metric_rows, caption="Final value of each metric.")]

@@ -56,6 +56,10 @@ MODEL_URI_PREFIX = "models:/"
 OFF_VALUES = frozenset({"off", "0", "false", "no", "none"})
 ARTIFACT_FOLDERS = {".html": "reports", ".csv": "metrics", ".json": "metrics", ".png": "figures"}
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc", ".asc")
+INCOMPLETE_TAG = "povmap.history_incomplete"  # why a run's record stopped early
+DEVICE_STEPS = frozenset({"train", "crossvalidate", "predict"})  # steps that run TensorFlow
+NO_DEVICE = "none: TensorFlow did not run in the worker process (e.g. ENGINE=spark)"
+ROC_ARTIFACT = "roc/roc.json"  # {"format": "povmap-roc", "curves": {model: {fpr, tpr, auc}}}
 HASHED_FILE_LIMIT = 2 << 30  # bigger files are fingerprinted by size and time
 OUTPUT_KEYS = frozenset({"hitmiss_path", "metrics_path", "report_path", "table_path"})
 VERSION_TAG_METRICS = ("n", "recall", "precision", "accuracy", "auc", "brier", "ece")
@@ -230,6 +234,14 @@ class _TrackingReporter(Reporter):
     def metric(self, name, value, step=None):
         self._run.log_metric(name, value, step)
 
+    def final_metrics(self, values):
+        self._run.record_result(values)
+
+    @contextlib.contextmanager
+    def nested_run(self, name, params=None):
+        with self._run.nested(name, params) as child:
+            yield self if child is None else _TrackingReporter(self._inner, child)
+
 
 class _Untracked:
     def __init__(self, reporter):
@@ -271,41 +283,54 @@ def tracked_step(step, options, reporter, environ=None):
     run.end("FINISHED")
 
 
-class StepRun:
-    """One MLflow run; every call is guarded (the first failure warns, then tracking stops)."""
+class _Guard:
+    """What the runs of one step share: the first tracking failure warns and stops them all."""
 
-    def __init__(self, step, uri, reporter, environ):
-        self.step, self.uri, self.environ = step, uri, environ
-        self._outer = reporter
-        self.reporter = _TrackingReporter(reporter, self)
-        self.client = None
-        self.run_id = None
-        self.options = None
-        self._off = False
-        self._fits = {}  # metric name -> (how many fits of it so far, its last step)
+    def __init__(self, uri, reporter):
+        self.uri, self.reporter = uri, reporter
+        self.failure = None  # the first error's text, once tracking stopped
+        self.closing_failed = False  # a run could not be closed after it: do not wait again
 
-    # guarded calls
-
-    def _guarded(self, what, action):
-        if self._off:
+    def call(self, what, action):
+        if self.failure is not None:
             return None
         try:
             return action()
         except PovmapCanceledError:
             raise
         except Exception as error:
-            self._give_up(what, error)
+            self.failure = failure_text(error)
+            hint = ""
+            if isinstance(error, ModuleNotFoundError):
+                hint = " (install it in the worker: pip install -r requirements.txt -c constraints.txt)"
+            self.reporter.warning(
+                f"Run history (MLflow at {self.uri}): could not {what}: {self.failure}{hint}. "
+                "The step goes on without it."
+            )
             return None
 
-    def _give_up(self, what, error):
-        self.client, self._off = None, True
-        hint = ""
-        if isinstance(error, ModuleNotFoundError):
-            hint = " (install it in the worker: pip install -r requirements.txt -c constraints.txt)"
-        self._outer.warning(
-            f"Run history (MLflow at {self.uri}): could not {what}: {_short(error)}{hint}. "
-            "The step goes on without it."
-        )
+
+class StepRun:
+    """One MLflow run; every call is guarded (the first failure warns, then tracking stops).
+
+    A part of the step (a cross-validation fold) is a child StepRun made by
+    :meth:`nested`, tagged ``mlflow.parentRunId`` as MLflow's own nested runs
+    are, sharing the parent's guard.
+    """
+
+    def __init__(self, step, uri, reporter, environ, guard=None):
+        self.step, self.uri, self.environ = step, uri, environ
+        self._outer = reporter
+        self._guard = guard or _Guard(uri, reporter)
+        self.reporter = _TrackingReporter(reporter, self)
+        self.client = None
+        self.run_id = None
+        self.options = None
+        self.tags = {}
+        self.experiment_id = None
+
+    def _guarded(self, what, action):
+        return self._guard.call(what, action)
 
     # life cycle
 
@@ -314,8 +339,6 @@ class StepRun:
         self._guarded("start a run", lambda: self._start(options, model_version))
 
     def _start(self, options, model_version):
-        from mlflow.entities import Param
-
         client = client_for(self.uri, self.environ)
         experiment = self.environ.get(EXPERIMENT_VARIABLE) or DEFAULT_EXPERIMENT
         params = option_params(options)
@@ -327,10 +350,61 @@ class StepRun:
             run_name=f"{self.step} {time.strftime('%Y-%m-%d %H:%M:%S')}",
             tags=tags,
         )
-        self.client, self.run_id = client, run.info.run_id
+        self.client, self.run_id, self.tags = client, run.info.run_id, tags
+        self.experiment_id = run.info.experiment_id
+        self._log_params(params)
+
+    def _log_params(self, params):
+        from mlflow.entities import Param
+
         items = [Param(key, value) for key, value in sorted(params.items())]
         for start in range(0, len(items), 100):
-            client.log_batch(self.run_id, params=items[start : start + 100])
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    @contextlib.contextmanager
+    def nested(self, name, params=None):
+        """A child run for one part of the step (``name``, e.g. ``fold 2``), or None untracked.
+
+        It ends FINISHED, FAILED or KILLED with the block, like the step's run.
+        """
+        if self.client is None:
+            yield None
+            return
+        child = StepRun(self.step, self.uri, self._outer, self.environ, self._guard)
+        child.options = self.options
+        self._guarded("start a nested run", lambda: child._start_nested(self, name, params))
+        if child.client is None:
+            yield None
+            return
+        try:
+            yield child
+        except PovmapCanceledError:
+            child.end("KILLED")
+            raise
+        except BaseException:
+            child.end("FAILED")
+            raise
+        child.end("FINISHED")
+
+    def _start_nested(self, parent, name, params):
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        kind = str(name).split()[0] if str(name).split() else "part"
+        tags = {key: value for key, value in parent.tags.items() if not key.startswith("mlflow.")}
+        tags.update(
+            {
+                MLFLOW_PARENT_RUN_ID: parent.run_id,
+                "mlflow.source.name": parent.tags.get("mlflow.source.name", ""),
+                "povmap.step": f"{parent.step}.{metric_key(kind)}",
+                "povmap.part": str(name),
+            }
+        )
+        run = parent.client.create_run(
+            parent.experiment_id, run_name=f"{parent.step} {name}", tags=tags
+        )
+        self.client, self.run_id, self.tags = parent.client, run.info.run_id, tags
+        self.experiment_id = parent.experiment_id
+        self._log_params(option_params(params or {}))
 
     def _tags(self, fingerprints, model_version):
         from ..version import plugin_version
@@ -355,15 +429,11 @@ class StepRun:
     def log_metric(self, name, value, step=None):
         if self.client is None or not _is_number(value):
             return
-        step = int(step or 0)
-        fit, last = self._fits.get(name, (1, None))
-        if last is not None and step <= last:
-            fit += 1  # the same member fitted again: the next cross-validation fold
-        self._fits[name] = (fit, step)
-        key = f"fold{fit}/{name}" if self.step == "crossvalidate" else name
         self._guarded(
             "record a metric",
-            lambda: self.client.log_metric(self.run_id, metric_key(key), float(value), step=step),
+            lambda: self.client.log_metric(
+                self.run_id, metric_key(name), float(value), step=int(step or 0)
+            ),
         )
 
     def record_result(self, result):
@@ -372,6 +442,7 @@ class StepRun:
             return
         self._guarded("record the metrics", lambda: self._log_metrics(result))
         self._guarded("store the artifacts", lambda: self._log_artifacts(result))
+        self._guarded("store the ROC curves", lambda: self._log_roc(result))
         if self.step == "train":
             self._guarded("register the model", lambda: self._register(result))
         if self.step == "predict":
@@ -380,9 +451,35 @@ class StepRun:
     def end(self, status):
         if self.client is None:
             return
+        if self._guard.failure is not None:
+            self._close_incomplete(status)
+            return
+        self._guarded("record the device", self._log_device)
         self._guarded("close the run", lambda: self.client.set_terminated(self.run_id, status))
-        if status == "FINISHED" and self.client is not None:
+        if status == "FINISHED" and self._guard.failure is None:
             self._outer.info(f"Run history: run {self.run_id} recorded in {self.uri}")
+
+    def _close_incomplete(self, status):
+        """After a tracking failure (a locked store, a server gone): one quiet try to end the run,
+        so that it is not left RUNNING, and to say it is incomplete. A store that is still locked
+        fails the first call (after MLflow's wait) and nothing more is tried."""
+        if self._guard.closing_failed:
+            return
+        try:
+            self.client.set_terminated(self.run_id, status)
+            self.client.set_tag(self.run_id, INCOMPLETE_TAG, self._guard.failure)
+        except Exception:  # already warned once; the step's outcome does not depend on it
+            self._guard.closing_failed = True
+
+    def _log_device(self):
+        """``device``: what TensorFlow computed on, when the step used it (train, predict...)."""
+        import sys
+
+        if self.step not in DEVICE_STEPS:
+            return
+        tensorflow = sys.modules.get("tensorflow")
+        device = device_description(tensorflow) if tensorflow else NO_DEVICE
+        self._log_params({"device": device})
 
     # what is recorded
 
@@ -397,6 +494,19 @@ class StepRun:
     def _log_artifacts(self, result):
         for path, folder in artifact_files(self.options, result):
             self.client.log_artifact(self.run_id, path, folder)
+
+    def _log_roc(self, result):
+        """``roc/roc.json``: the result's ROC curves by model, for overlaying runs (povmap:runs)."""
+        import tempfile
+
+        curves = roc_curves_of(result)
+        if not curves:
+            return
+        with tempfile.TemporaryDirectory(prefix="povmap-roc-") as folder:
+            path = os.path.join(folder, ROC_ARTIFACT.rsplit("/", 1)[1])
+            with open(path, "w", encoding="utf-8") as handle:
+                json.dump({"format": "povmap-roc", "curves": curves}, handle)
+            self.client.log_artifact(self.run_id, path, ROC_ARTIFACT.rsplit("/", 1)[0])
 
     def _register(self, result):
         from mlflow.exceptions import MlflowException
@@ -527,6 +637,42 @@ def artifact_files(options, result):
     return found
 
 
+def roc_curves_of(result):
+    """{model: {fpr, tpr, auc}} of a step's result: ``roc`` by model (train, evaluate, a fold)
+    or ``roc.pooled`` (cross-validation: the out-of-fold curves); AUC by the trapezoid rule,
+    as scikit-learn's roc_auc_score computes it from the same points."""
+    roc = result.get("roc") if isinstance(result, dict) else None
+    if isinstance(roc, dict) and isinstance(roc.get("pooled"), dict):
+        roc = roc["pooled"]
+    if not isinstance(roc, dict):
+        return {}
+    curves = {}
+    for name, curve in roc.items():
+        if isinstance(curve, dict) and curve.get("fpr") and curve.get("tpr"):
+            fpr, tpr = [float(v) for v in curve["fpr"]], [float(v) for v in curve["tpr"]]
+            area = sum(
+                (fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2 for i in range(1, len(fpr))
+            )
+            curves[str(name)] = {"fpr": fpr, "tpr": tpr, "auc": area}
+    return curves
+
+
+def device_description(tensorflow):
+    """The device TensorFlow computes on, as it names it: its GPUs (with their names) or the CPU."""
+    gpus = tensorflow.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    names = []
+    for gpu in gpus:
+        try:
+            details = tensorflow.config.experimental.get_device_details(gpu) or {}
+        except Exception:  # details are a nicety; the device name is what TensorFlow uses
+            details = {}
+        label = gpu.name.removeprefix("/physical_device:")
+        names.append(f"{label} {details['device_name']}" if details.get("device_name") else label)
+    return ", ".join(names)
+
+
 def model_name_of(package):
     stem = os.path.basename(package.rstrip("/"))
     return stem[: -len(".povmodel")] if stem.endswith(".povmodel") else stem
@@ -593,6 +739,20 @@ def _software():
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def failure_text(error):
+    """What went wrong with the store, in short; a locked SQLite database said as such."""
+    chain, texts = error, []
+    while chain is not None and len(texts) < 10:  # the error and its causes (SQLAlchemy, sqlite3)
+        texts.append(str(chain))
+        chain = chain.__cause__ or chain.__context__
+    if any("database is locked" in text for text in texts):
+        return (
+            "the SQLite database is locked by another process that holds a write transaction "
+            "(sqlite3: database is locked)"
+        )
+    return _short(error)
 
 
 def _short(error):

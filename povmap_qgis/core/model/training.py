@@ -225,6 +225,13 @@ def train(options, reporter=None):
         "members": members,
         "threshold": threshold,
         "metrics": holdout,
+        "roc": holdout_curves(
+            members,
+            labels[split["test"]],
+            probabilities["test"],
+            judges["calibrated_test"],
+            judges["baseline_test"],
+        ),
         "cells": {part: int(len(rows)) for part, rows in split.items()},
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -582,6 +589,18 @@ def holdout_metrics(
         result[BASELINE].update(calibration.scores(labels, probabilities))
     result[RANDOM] = metrics.random_baseline(labels, RANDOM_DRAWS, seed)
     return result
+
+
+def holdout_curves(members, labels, member_probabilities, calibrated, baseline):
+    """ROC curves (``metrics.roc_points``) of the members, the calibrated ensemble and the
+    baseline on some cells, as :func:`holdout_metrics` scores them (None with one class)."""
+    curves = {
+        name: metrics.roc_points(labels, values)
+        for name, values in zip(members, member_probabilities, strict=True)
+    }
+    curves[ENSEMBLE] = metrics.roc_points(labels, calibrated)
+    curves[BASELINE] = metrics.roc_points(labels, baseline)
+    return curves
 
 
 def _manifest(

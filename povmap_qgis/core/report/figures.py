@@ -103,16 +103,28 @@ def reliability_figure(bins_by_model, title):
 
 def fold_roc_figure(fold_curves, fold_metrics, title):
     """The ensemble's ROC curve of each fold: ``fold_curves`` and ``fold_metrics`` keyed by fold label."""
+    return overlaid_roc_figure(
+        {
+            fold: dict(curve, auc=fold_metrics[fold]["auc"])
+            for fold, curve in fold_curves.items()
+            if curve
+        },
+        title,
+    )
+
+
+def overlaid_roc_figure(curves, title):
+    """One ROC curve per label (folds, or the runs povmap:runs compares): ``curves`` maps a label
+    to ``{fpr, tpr, auc}``; colours repeat with another line style after the seventh."""
     figure, axes = _roc_axes()
-    for index, (fold, curve) in enumerate(fold_curves.items()):
-        if not curve:
-            continue
+    for index, (label, curve) in enumerate(curves.items()):
         axes.plot(
             curve["fpr"],
             curve["tpr"],
             color=MEMBER_COLOURS[index % len(MEMBER_COLOURS)],
+            linestyle=("-", "--", "-.")[index // len(MEMBER_COLOURS) % 3],
             linewidth=1.5,
-            label=f"{fold} (AUC {fold_metrics[fold]['auc']:.3f})",
+            label=f"{label} (AUC {curve['auc']:.3f})",
         )
     return _finish_roc(figure, axes, title)
 

@@ -51,6 +51,15 @@ DECISION_RULE = (
     "calibrated prob_mean >= the fold's training cells' share of poor cells"  # as train decides
 )
 NO_DISTRICT = "(no district)"
+# a fold's cell counts, recorded with its nested run in the run history
+FOLD_CELL_COUNTS = (
+    "test_cells",
+    "test_poor",
+    "train_cells",
+    "train_poor",
+    "train_after_balancing",
+    "validation_cells",
+)
 
 
 @dataclasses.dataclass
@@ -187,112 +196,129 @@ def crossvalidate(options, reporter=None):
     fold_metrics, fold_records = {}, {}
     for position, fold in enumerate(fold_numbers):
         reporter.check_canceled()
-        fold_reporter = reporter.stage(
-            3 + 92 * position / len(fold_numbers), 3 + 92 * (position + 1) / len(fold_numbers)
-        )
-        test = np.flatnonzero(cell_folds == fold)
-        train_rows, validation = _validation_split(
-            np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold
-        )
-        balanced, class_weight = training.balanced_training_rows(
-            train_rows, labels, options, fold_reporter
-        )
-        normalisation = learning_data.training_normalisation(
-            store, store_rows[balanced], fold_reporter
-        )
-        train_data = ChipBatches(
-            store,
-            store_rows[balanced],
-            labels[balanced],
-            normalisation,
-            int(preset["batch_size"]),
-            training=True,
-            seed=options.seed + fold,
-        )
-        validation_data = ChipBatches(
-            store, store_rows[validation], labels[validation], normalisation, 64
-        )
-        record = {
-            "fold": fold,
-            "districts": fold_districts[fold],
-            "test_cells": int(len(test)),
-            "test_poor": int(labels[test].sum()),
-            "train_cells": int(len(train_rows)),
-            "train_poor": int(labels[train_rows].sum()),
-            "train_after_balancing": int(len(balanced)),
-            "validation_cells": int(len(validation)),
-            "members": {},
-        }
-        fold_probabilities, fold_validation = [], []
-        for index, architecture in enumerate(members):
-            reporter.check_canceled()
-            stage = fold_reporter.stage(
-                100 * index / len(members), 100 * (index + 1) / len(members)
+        # one nested run per fold in the run history: its parameters, epochs and final metrics
+        fold_params = {"fold": fold, "districts": fold_districts[fold], "seed": options.seed + fold}
+        with reporter.nested_run(f"fold {fold}", fold_params) as fold_history:
+            fold_reporter = fold_history.stage(
+                3 + 92 * position / len(fold_numbers), 3 + 92 * (position + 1) / len(fold_numbers)
             )
-            model, losses = training.fit_member(
-                architecture,
-                index,
-                len(members),
-                inputs,
-                preset,
-                train_data,
-                validation_data,
-                class_weight,
-                options.seed + 1000 * fold,
-                stage,
+            test = np.flatnonzero(cell_folds == fold)
+            train_rows, validation = _validation_split(
+                np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold
             )
-            predicted = training.predict_member(model, store, store_rows[test], normalisation)
-            probabilities[architecture][test] = predicted
-            fold_probabilities.append(predicted)
-            fold_validation.append(
-                training.predict_member(model, store, store_rows[validation], normalisation)
+            balanced, class_weight = training.balanced_training_rows(
+                train_rows, labels, options, fold_reporter
             )
-            record["members"][architecture] = {
-                "epochs_trained": len(losses),
-                "best_epoch": int(np.argmin(losses)) + 1,
-                "best_val_loss": float(np.min(losses)),
+            normalisation = learning_data.training_normalisation(
+                store, store_rows[balanced], fold_reporter
+            )
+            train_data = ChipBatches(
+                store,
+                store_rows[balanced],
+                labels[balanced],
+                normalisation,
+                int(preset["batch_size"]),
+                training=True,
+                seed=options.seed + fold,
+            )
+            validation_data = ChipBatches(
+                store, store_rows[validation], labels[validation], normalisation, 64
+            )
+            record = {
+                "fold": fold,
+                "districts": fold_districts[fold],
+                "test_cells": int(len(test)),
+                "test_poor": int(labels[test].sum()),
+                "train_cells": int(len(train_rows)),
+                "train_poor": int(labels[train_rows].sum()),
+                "train_after_balancing": int(len(balanced)),
+                "validation_cells": int(len(validation)),
+                "members": {},
             }
-            training.clear_session()
-        # baseline fitted on this fold's training cells; both calibrated on its validation cells
-        judges = training.fit_baseline_and_calibration(
-            store,
-            store_rows,
-            labels,
-            {"train": train_rows, "validation": validation, "test": test},
-            normalisation,
-            {"validation": fold_validation, "test": fold_probabilities},
-        )
-        calibrated[test] = judges["calibrated_test"]
-        low[test], high[test] = calibration.interval(
-            np.mean(fold_probabilities, axis=0),
-            np.std(fold_probabilities, axis=0),
-            judges["calibration"],
-        )
-        simple[test] = judges["baseline_test"]
-        simple_threshold[test] = judges["baseline"]["threshold"]
-        decision[test] = judges["decision_threshold"]
-        record["decision_threshold"] = judges["decision_threshold"]
-        record["calibration"] = judges["calibration"]
-        record["baseline"] = {
-            key: judges["baseline"][key]
-            for key in ("coefficients", "intercept", "threshold", "calibration")
-        }
-        fold_metrics[fold] = training.holdout_metrics(
-            members,
-            labels[test],
-            fold_probabilities,
-            THRESHOLD,
-            options.seed + fold,
-            calibrated=judges["calibrated_test"],
-            baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
-            decision_threshold=judges["decision_threshold"],
-        )
-        fold_records[fold] = record
-        ensemble = fold_metrics[fold][ENSEMBLE]
-        reporter.info(
-            f"fold {fold} ({', '.join(fold_districts[fold])}): ensemble "
-            + "  ".join(f"{key} {_format(ensemble[key])}" for key in METRIC_KEYS)
-        )
+            fold_probabilities, fold_validation = [], []
+            for index, architecture in enumerate(members):
+                reporter.check_canceled()
+                stage = fold_reporter.stage(
+                    100 * index / len(members), 100 * (index + 1) / len(members)
+                )
+                model, losses = training.fit_member(
+                    architecture,
+                    index,
+                    len(members),
+                    inputs,
+                    preset,
+                    train_data,
+                    validation_data,
+                    class_weight,
+                    options.seed + 1000 * fold,
+                    stage,
+                )
+                predicted = training.predict_member(model, store, store_rows[test], normalisation)
+                probabilities[architecture][test] = predicted
+                fold_probabilities.append(predicted)
+                fold_validation.append(
+                    training.predict_member(model, store, store_rows[validation], normalisation)
+                )
+                record["members"][architecture] = {
+                    "epochs_trained": len(losses),
+                    "best_epoch": int(np.argmin(losses)) + 1,
+                    "best_val_loss": float(np.min(losses)),
+                }
+                training.clear_session()
+            # baseline fitted on this fold's training cells; both calibrated on its validation cells
+            judges = training.fit_baseline_and_calibration(
+                store,
+                store_rows,
+                labels,
+                {"train": train_rows, "validation": validation, "test": test},
+                normalisation,
+                {"validation": fold_validation, "test": fold_probabilities},
+            )
+            calibrated[test] = judges["calibrated_test"]
+            low[test], high[test] = calibration.interval(
+                np.mean(fold_probabilities, axis=0),
+                np.std(fold_probabilities, axis=0),
+                judges["calibration"],
+            )
+            simple[test] = judges["baseline_test"]
+            simple_threshold[test] = judges["baseline"]["threshold"]
+            decision[test] = judges["decision_threshold"]
+            record["decision_threshold"] = judges["decision_threshold"]
+            record["calibration"] = judges["calibration"]
+            record["baseline"] = {
+                key: judges["baseline"][key]
+                for key in ("coefficients", "intercept", "threshold", "calibration")
+            }
+            fold_metrics[fold] = training.holdout_metrics(
+                members,
+                labels[test],
+                fold_probabilities,
+                THRESHOLD,
+                options.seed + fold,
+                calibrated=judges["calibrated_test"],
+                baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
+                decision_threshold=judges["decision_threshold"],
+            )
+            fold_records[fold] = record
+            fold_history.final_metrics(
+                {
+                    "metrics": _plain(fold_metrics[fold]),
+                    "cells": {key: record[key] for key in FOLD_CELL_COUNTS},
+                    "decision_threshold": record["decision_threshold"],
+                    "roc": training.holdout_curves(
+                        members,
+                        labels[test],
+                        fold_probabilities,
+                        judges["calibrated_test"],
+                        judges["baseline_test"],
+                    ),
+                }
+            )
+            ensemble = fold_metrics[fold][ENSEMBLE]
+            reporter.info(
+                f"fold {fold} ({', '.join(fold_districts[fold])}): ensemble "
+                + "  ".join(f"{key} {_format(ensemble[key])}" for key in METRIC_KEYS)
+            )
     reporter.check_canceled()
 
     outputs = training.ensemble_outputs(
