@@ -501,7 +501,7 @@ def test_runs_report_overlays_the_roc_curves_of_the_runs_compared(
 LOCK_HOLDER = """
 import sqlite3, sys, time
 connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-connection.execute("BEGIN IMMEDIATE")  # a writer's lock, held until this process ends
+connection.execute(f"BEGIN {sys.argv[2]}")  # a writer's lock, held until this process ends
 connection.execute("UPDATE experiments SET name = name")
 print("locked", flush=True)
 time.sleep(600)
@@ -509,10 +509,14 @@ time.sleep(600)
 
 
 @contextlib.contextmanager
-def locked(database):
-    """Another process holding a write transaction on the SQLite ``database``."""
+def locked(database, mode="IMMEDIATE"):
+    """Another process holding a write transaction on the SQLite ``database``.
+
+    IMMEDIATE: other writers wait, readers go on (a writer at work); EXCLUSIVE: readers
+    wait too (a writer committing).
+    """
     holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(database)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", LOCK_HOLDER, str(database), mode], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -695,3 +699,21 @@ def test_a_store_locked_during_a_run_warns_once_and_the_run_is_closed_once_free(
     recorded = client_for(environ["POVMAP_MLFLOW_TRACKING_URI"]).get_run(run.run_id)
     assert recorded.info.status == "FINISHED" and recorded.data.metrics == {}
     assert "locked" in recorded.data.tags[tracking.INCOMPLETE_TAG]
+
+
+def test_a_model_reference_in_a_store_locked_even_for_readers_is_a_clear_error(tmp_path):
+    from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.history import tracking
+
+    database = tmp_path / "mlruns.db"
+    environ = {"POVMAP_MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    client = tracking.client_for(environ["POVMAP_MLFLOW_TRACKING_URI"], environ)
+    client.create_registered_model("m")
+    client.create_model_version("m", source=str(tmp_path))
+    assert tracking.resolve_model_uri("models:/m/1", environ=environ)[0] == str(tmp_path)
+    with locked(database, "EXCLUSIVE"):
+        with pytest.raises(PovmapInputError) as raised:
+            tracking.resolve_model_uri("models:/m/1", environ=environ)
+    message = str(raised.value)
+    assert message.startswith("MODEL: 'models:/m/1' could not be looked up")
+    assert "locked by another process" in message and "choose the .povmodel folder" in message

@@ -56,6 +56,7 @@ MODEL_URI_PREFIX = "models:/"
 OFF_VALUES = frozenset({"off", "0", "false", "no", "none"})
 ARTIFACT_FOLDERS = {".html": "reports", ".csv": "metrics", ".json": "metrics", ".png": "figures"}
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc", ".asc")
+LOCKED = "the SQLite database is locked by another process"
 INCOMPLETE_TAG = "povmap.history_incomplete"  # why a run's record stopped early
 DEVICE_STEPS = frozenset({"train", "crossvalidate", "predict"})  # steps that run TensorFlow
 NO_DEVICE = "none: TensorFlow did not run in the worker process (e.g. ENGINE=spark)"
@@ -158,8 +159,15 @@ def resolve_model_uri(uri, parameter="MODEL", environ=None):
     except PovmapCanceledError:
         raise
     except Exception as error:
+        reason = failure_text(error)
+        if reason.startswith(LOCKED):
+            raise PovmapInputError(
+                parameter,
+                f"'{uri}' could not be looked up in the run history at {location}: {reason}. "
+                "Run again when it is free, or choose the .povmodel folder itself.",
+            ) from None
         raise PovmapInputError(
-            parameter, f"'{uri}' was not found in the run history at {location} ({_short(error)})."
+            parameter, f"'{uri}' was not found in the run history at {location} ({reason})."
         ) from None
     folder = local_folder(version.source) or (version.tags or {}).get("povmap.package")
     if not folder or not os.path.isdir(folder):
@@ -748,10 +756,7 @@ def failure_text(error):
         texts.append(str(chain))
         chain = chain.__cause__ or chain.__context__
     if any("database is locked" in text for text in texts):
-        return (
-            "the SQLite database is locked by another process that holds a write transaction "
-            "(sqlite3: database is locked)"
-        )
+        return f"{LOCKED} that holds a write transaction (sqlite3: database is locked)"
     return _short(error)
 
 
