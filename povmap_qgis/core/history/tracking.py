@@ -481,13 +481,10 @@ class StepRun:
 
     def _log_device(self):
         """``device``: what TensorFlow computed on, when the step used it (train, predict...)."""
-        import sys
+        from ..model.environment import tensorflow_device
 
-        if self.step not in DEVICE_STEPS:
-            return
-        tensorflow = sys.modules.get("tensorflow")
-        device = device_description(tensorflow) if tensorflow else NO_DEVICE
-        self._log_params({"device": device})
+        if self.step in DEVICE_STEPS:
+            self._log_params({"device": tensorflow_device() or NO_DEVICE})
 
     # what is recorded
 
@@ -663,22 +660,6 @@ def roc_curves_of(result):
             )
             curves[str(name)] = {"fpr": fpr, "tpr": tpr, "auc": area}
     return curves
-
-
-def device_description(tensorflow):
-    """The device TensorFlow computes on, as it names it: its GPUs (with their names) or the CPU."""
-    gpus = tensorflow.config.list_physical_devices("GPU")
-    if not gpus:
-        return "CPU"
-    names = []
-    for gpu in gpus:
-        try:
-            details = tensorflow.config.experimental.get_device_details(gpu) or {}
-        except Exception:  # details are a nicety; the device name is what TensorFlow uses
-            details = {}
-        label = gpu.name.removeprefix("/physical_device:")
-        names.append(f"{label} {details['device_name']}" if details.get("device_name") else label)
-    return ", ".join(names)
 
 
 def model_name_of(package):

@@ -51,6 +51,27 @@ def describe_environment(reporter=None, check_gpu=True):
     return description
 
 
+def tensorflow_device():
+    """The device TensorFlow computes on in this process, as it names it: ``CPU``, or its GPUs
+    (``GPU:0 NVIDIA H200``); None when the process has not imported TensorFlow (the step did
+    not use it). Recorded as the ``device`` param of a run (core/history/tracking.py)."""
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is None:
+        return None
+    gpus = tensorflow.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    names = []
+    for gpu in gpus:
+        try:
+            details = tensorflow.config.experimental.get_device_details(gpu) or {}
+        except Exception:  # details are a nicety; the device name is what TensorFlow uses
+            details = {}
+        label = gpu.name.removeprefix("/physical_device:")
+        names.append(f"{label} {details['device_name']}" if details.get("device_name") else label)
+    return ", ".join(names)
+
+
 def nvidia_gpu_memory():
     """[(name, total MiB)] of the NVIDIA GPUs nvidia-smi lists; [] without the tool or a GPU."""
     if not shutil.which("nvidia-smi"):
