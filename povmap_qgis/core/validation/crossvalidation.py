@@ -422,6 +422,7 @@ def _verdict(labels, districts, outputs, pooled, seed):
             pooled[BASELINE]["recall"],
             pooled[BASELINE]["auc"],
             interval["difference"],
+            prevalence=float(sum(labels) / len(labels)),
         ),
         auc_interval=interval["auc"],
         difference_interval=interval["difference"],

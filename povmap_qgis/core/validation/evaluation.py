@@ -601,6 +601,7 @@ def _verdict(cells, overall, options):
             overall[BASELINE]["recall"] if BASELINE in overall else None,
             overall[BASELINE]["auc"] if BASELINE in overall else None,
             interval["difference"],
+            prevalence=float(cells["label"].mean()),
         ),
         auc_interval=interval["auc"],
         difference_interval=interval["difference"],
