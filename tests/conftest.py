@@ -7,6 +7,7 @@ build/ is then put first on sys.path: ``import povmap_qgis`` is the built copy.
 """
 
 import ast
+import glob
 import hashlib
 import importlib.util
 import json
@@ -107,7 +108,7 @@ def _sample(size):
     generator_files = [
         os.path.join(ROOT, "scripts", name)
         for name in ("make_sample_project.py", "sample_project_qgz.py")
-    ]
+    ] + sorted(glob.glob(os.path.join(ROOT, "scripts", "sample_project", "*.py")))
     digest = hashlib.sha256()
     for path in generator_files + _imported_plugin_modules(generator_files):
         with open(path, "rb") as handle:
