@@ -94,7 +94,8 @@ def time_naive(grid, sample, limit, how):
 
     from povmap_qgis.core.chips.sampling import read_grid_cells
 
-    cell_ids, rows, cols, cell_size, crs = read_grid_cells(grid)
+    cells = read_grid_cells(grid)
+    cell_ids, crs = cells.ids, cells.crs
     count = min(limit or len(cell_ids), len(cell_ids))
     picked = (
         np.linspace(0, len(cell_ids) - 1, count).round().astype(int)
@@ -103,9 +104,7 @@ def time_naive(grid, sample, limit, how):
     datasets = [(rasterio.open(spec.path), spec.bands) for spec in chip_inputs(sample)]
     started = time.perf_counter()
     for index in picked:
-        transform = rasterio.Affine(
-            10, 0, cols[index] * cell_size, 0, -10, (rows[index] + 1) * cell_size
-        )
+        transform = rasterio.Affine(10, 0, cells.lefts[index], 0, -10, cells.tops[index])
         for dataset, bands in datasets:
             if how == "reproject":
                 chip = np.full((len(bands), 100, 100), np.nan, dtype="float32")
@@ -139,20 +138,20 @@ def time_bounds(grid, sample):
     """Per input: decode/warp every block alone (no store, no statistics), one thread."""
     from povmap_qgis.core.chips.sampling import InputSampler, group_blocks, read_grid_cells
 
-    cell_ids, rows, cols, cell_size, crs = read_grid_cells(grid)
-    blocks = group_blocks(range(len(cell_ids)), rows, cols)
+    cells = read_grid_cells(grid)
+    blocks = group_blocks(range(len(cells.ids)), cells)
     figures = {}
     for spec in chip_inputs(sample):
-        sampler = InputSampler(spec, crs, 10.0, cell_size, 100, "float16")
+        sampler = InputSampler(spec, cells.crs, 10.0, 100, "float16")
         started = time.perf_counter()
         for members in blocks:
-            block_rows, block_cols = rows[members], cols[members]
-            top, left = block_rows.max() + 1, block_cols.min()
-            height, width = (top - block_rows.min()) * 100, (block_cols.max() + 1 - left) * 100
+            left, top = cells.lefts[members].min(), cells.tops[members].max()
+            height = int(round((top - cells.tops[members].min()) / 10)) + 100
+            width = int(round((cells.lefts[members].max() - left) / 10)) + 100
             if sampler.aligned:
-                sampler._read_aligned(left * cell_size, top * cell_size, height, width)
+                sampler._read_aligned(left, top, height, width)
             else:
-                sampler._warp(left * cell_size, top * cell_size, height, width)
+                sampler._warp(left, top, height, width)
         figures[spec.name] = (
             time.perf_counter() - started,
             "read (aligned)" if sampler.aligned else "warp",

@@ -183,7 +183,7 @@ CASES = {
     "HABITABLE_BAND=0": ("buildpredictiongrid", "HABITABLE_BAND", None, {"HABITABLE_BAND": 0}),
     "duplicate cell_ids sampled": (
         "samplechips",
-        "GRID",
+        "ID_FIELD",
         lambda inputs: duplicate_first_cell(inputs["grid"]),
         {},
     ),

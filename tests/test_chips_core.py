@@ -280,7 +280,9 @@ def test_bad_inputs_name_the_parameter(tiny_sample, tiny_grid, tmp_path):
     )
     fails("DAYTIME", "at least one input", inputs=[])
     fails(
-        "GRID", "no cell_id field", grid_path=os.path.join(tiny_sample, "synthetic_districts.gpkg")
+        "ID_FIELD",
+        "no cell_id field",
+        grid_path=os.path.join(tiny_sample, "synthetic_districts.gpkg"),
     )
     fails("CHIP_SIZE", "does not cover", chip_size=64)
     lonely = tmp_path / "elsewhere.tif"
@@ -399,8 +401,9 @@ def test_a_styled_geopackage_is_read_by_its_spatial_layer(tmp_path):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        cell_ids, rows, cols, cell_size, crs = read_grid_cells(str(tmp_path / "g.gpkg"))
-    assert cell_ids.tolist() == [cells.encode_cell_ids(2800, 600)] and cell_size == 1000.0
+        grid = read_grid_cells(str(tmp_path / "g.gpkg"))
+    assert grid.ids.tolist() == [cells.encode_cell_ids(2800, 600)] and grid.cell_size == 1000.0
+    assert grid.povmap_ids
 
 
 def test_sampled_chips_are_a_stores_rows_to_the_last_bit_and_in_its_layout(tiny_sample, tiny_chips):
@@ -415,16 +418,17 @@ def test_sampled_chips_are_a_stores_rows_to_the_last_bit_and_in_its_layout(tiny_
     from povmap_qgis.core.model.statistics_member import chip_statistics
 
     store = ChipStore(tiny_chips["chips"])
-    cell_ids, rows, cols, cell_size, crs = read_grid_cells(tiny_chips["grid"])
-    block = max(group_blocks(np.arange(len(cell_ids)), rows, cols), key=len)
+    grid = read_grid_cells(tiny_chips["grid"])
+    cell_ids = grid.ids
+    block = max(group_blocks(np.arange(len(cell_ids)), grid), key=len)
     positions = {int(cell): row for row, cell in enumerate(store.cell_ids)}
     store_rows = np.array([positions[int(cell)] for cell in cell_ids[block]])
     spec = ChipInput(
         "daytime", os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3]
     )
-    sampler = InputSampler(spec, crs, 10.0, cell_size, 100, "float16")
+    sampler = InputSampler(spec, grid.crs, 10.0, 100, "float16")
     try:
-        sampled, _, _ = sampler.sample(rows[block], cols[block])
+        sampled, _, _ = sampler.sample(grid.lefts[block], grid.tops[block])
     finally:
         sampler.close()
     stored = store.batch_of("daytime", store_rows)

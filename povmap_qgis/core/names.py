@@ -11,3 +11,6 @@ METRIC_NAMES = ("recall", "precision", "accuracy", "auc")
 RANDOM_DRAWS = 1000
 # What Predict poverty reads (SOURCE): a chip store, or the rasters themselves (no store).
 PREDICTION_SOURCES = ("chips", "rasters")
+# The id field of povmap's own grids (it encodes the cell's place, see core/cells.py);
+# the default cell id field of any grid (ID_FIELD).
+CELL_ID = "cell_id"

@@ -5,6 +5,7 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterVectorDestination,
@@ -80,7 +81,20 @@ class Predict(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
-            "Cells to predict (cell_id), e.g. from Build prediction grid; every field of it is kept in the output.",
+            "Cells to predict, e.g. from Build prediction grid, or your own grid whose chips were sampled "
+            "by ID_FIELD; every field of it is kept in the output.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "ID_FIELD",
+                self.tr("Cell id field"),
+                None,
+                "GRID",
+                QgsProcessingParameterField.DataType.Numeric,
+                optional=True,
+            ),
+            "The grid's unique whole-number cell id that matches each cell to its chips; empty: the id "
+            "field the chip store was sampled by (cell_id for povmap's grids).",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
@@ -126,6 +140,7 @@ class Predict(PovmapAlgorithm):
             "max_nodata": self.parameterAsDouble(parameters, "MAX_NODATA", context),
             "grid_path": grid_path,
             "grid_layer": grid_layer,
+            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
             "output_path": output,
             "style_qml_path": style_path("prediction_class"),
             "extra_styles": [(style_path(name), label) for name, label in EXTRA_STYLES],

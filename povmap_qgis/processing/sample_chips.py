@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
@@ -15,6 +16,7 @@ from qgis.core import (
 )
 
 from ..core.chips.sampling import RESAMPLING_METHODS
+from ..core.names import CELL_ID
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .engine import add_engine_parameters, engine_options
@@ -58,7 +60,23 @@ class SampleChips(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
-            "Cells from Build training grid or Build prediction grid (cell_id field, aligned cells).",
+            "Cells from Build training grid or Build prediction grid, or any polygon grid of your own "
+            "(a statistics office's grid, tiles, hexagons) with a unique whole-number id in ID_FIELD: "
+            "each chip is its polygon's bounding box at RESOLUTION, and all of them must give the same "
+            "number of pixels.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "ID_FIELD",
+                self.tr("Cell id field"),
+                CELL_ID,
+                "GRID",
+                QgsProcessingParameterField.DataType.Numeric,
+                optional=True,  # qgis_process 3.22 forgets a field's default: empty is cell_id
+            ),
+            "The grid's unique whole-number cell id, stored with the chips and carried to the "
+            "predictions; empty: cell_id, the id of povmap's grids. Missing (NULL) or repeated ids "
+            "are refused.",
         )
         add_raster_parameters(self)
         self.add_parameter(
@@ -138,6 +156,7 @@ class SampleChips(PovmapAlgorithm):
         options = {
             "grid_path": grid_path,
             "grid_layer": grid_layer,
+            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or CELL_ID,
             "inputs": inputs,
             "output_path": output,
             "resolution": self.parameterAsDouble(parameters, "RESOLUTION", context),

@@ -21,6 +21,7 @@ import numpy as np
 from .. import vectors
 from ..errors import PovmapInputError
 from ..grid import cells
+from ..names import CELL_ID
 from ..progress import Reporter
 from .chip_store import WIDENED_DTYPES, ChipStoreWriter
 
@@ -29,6 +30,8 @@ FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing c
 GDAL_CACHE_MB = 192  # decoded source tiles kept between blocks
 BLOCKS_AHEAD = 2  # blocks sampled ahead of the writer (bounds memory)
 MOMENT_CELLS = 8  # cells whose pixel moments are computed at once (float64 copies)
+POVMAP_ID_FIELD = CELL_ID
+POLYGON_TYPES = ("Polygon", "MultiPolygon")
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 # Chips are stored compactly in float16 unless an input's values do not fit it: beyond
 # ±65,504 float16 holds only infinity, and a block whose largest magnitude is below float16's
@@ -63,6 +66,7 @@ class ChipOptions:
     inputs: list
     output_path: str
     grid_layer: str | None = None
+    id_field: str = CELL_ID  # the grid's unique whole-number id (any polygon grid)
     resolution: float = 10.0
     chip_size: int | None = None
     max_nodata: float = 0.1
@@ -83,20 +87,29 @@ def sample_chips(options, reporter=None):
             "DAYTIME",
             "choose at least one input raster (DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA).",
         )
-    cell_ids, rows, cols, cell_size, grid_crs = read_grid_cells(
-        options.grid_path, options.grid_layer
+    grid = read_grid_cells(
+        options.grid_path,
+        options.grid_layer,
+        id_field=options.id_field,
+        resolution=options.resolution,
+        chip_size=options.chip_size,
     )
-    chip_size = options.chip_size or int(round(cell_size / options.resolution))
-    check_chip_size(chip_size, options.resolution, cell_size)
+    cell_ids, chip_size = grid.ids, grid.chip_size
+    if not grid.povmap_ids:
+        reporter.info(
+            f"Own grid: {len(cell_ids)} cells identified by {options.id_field}; each chip is its "
+            f"cell's bounding box at {options.resolution:g} m ({chip_size} × {chip_size} px)."
+        )
     for spec in inputs:
-        check_raster(spec, grid_crs, rows, cols, cell_size)
+        check_raster(spec, grid)
 
     settings = {
         "grid": options.grid_path,
         "grid_layer": options.grid_layer,
-        "grid_cells_sha256": grid_cells_sha256(cell_ids, cell_size, grid_crs),
-        "crs": grid_crs.to_wkt(),
-        "cell_size": cell_size,
+        "grid_cells_sha256": grid_cells_sha256(grid),
+        "id_field": options.id_field,
+        "crs": grid.crs.to_wkt(),
+        "cell_size": grid.cell_size,
         "resolution": options.resolution,
     }
     resume_key = {"input_files": {spec.name: file_fingerprint(spec.path) for spec in inputs}}
@@ -123,19 +136,7 @@ def sample_chips(options, reporter=None):
                 reporter.info(
                     f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled."
                 )
-            _engine(options)(
-                writer,
-                inputs,
-                pending,
-                rows,
-                cols,
-                cell_size,
-                options.resolution,
-                chip_size,
-                grid_crs,
-                dtypes,
-                reporter,
-            )
+            _engine(options)(writer, inputs, pending, grid, dtypes, reporter)
         except WiderDtypeNeededError as widen:
             # Chips already stored in float16 lost precision: start again with the input in float32.
             writer.discard()
@@ -209,17 +210,18 @@ def refuse_inputs_without_data(inputs, nodata):
             )
 
 
-def grid_cells_sha256(cell_ids, cell_size, crs):
-    """What the chips depend on in a grid: its cells in row order, their size and CRS.
+def grid_cells_sha256(grid):
+    """What the chips depend on in a grid (``GridCells``): its cells in row order, where each
+    chip lies, the chip size, resolution and CRS.
 
-    A cell's geometry is checked to be the square its ``cell_id`` gives
-    (``read_grid_cells``), so ids, size and CRS determine every chip; the path
-    does not (a filtered layer is exported to a new temporary file each run).
+    The path does not (a filtered layer is exported to a new temporary file each run).
     """
     import hashlib
 
-    digest = hashlib.sha256(np.ascontiguousarray(cell_ids, dtype="<i8").tobytes())
-    digest.update(f"|{float(cell_size)!r}|{crs.to_wkt()}".encode())
+    digest = hashlib.sha256(np.ascontiguousarray(grid.ids, dtype="<i8").tobytes())
+    digest.update(np.ascontiguousarray(grid.lefts, dtype="<f8").tobytes())
+    digest.update(np.ascontiguousarray(grid.tops, dtype="<f8").tobytes())
+    digest.update(f"|{int(grid.chip_size)}|{float(grid.resolution)!r}|{grid.crs.to_wkt()}".encode())
     return digest.hexdigest()
 
 
@@ -251,7 +253,7 @@ def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
         layer=vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID"),
     )
     position = {int(cell): row for row, cell in enumerate(cell_ids)}
-    order = np.array([position[int(cell)] for cell in frame["cell_id"]])
+    order = np.array([position[int(cell)] for cell in frame[options.id_field]])
     for column, spec in enumerate(inputs):
         frame[f"nodata_{spec.name}"] = np.round(nodata[order, column].astype("float64"), 4)
     is_flagged = np.zeros(len(cell_ids), dtype="int32")
@@ -269,44 +271,238 @@ def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
     )
 
 
-def read_grid_cells(path, layer=None, parameter="GRID"):
-    """Cell ids, rows, columns, cell size and CRS of an aligned grid layer."""
+@dataclasses.dataclass
+class GridCells:
+    """The cells of a grid layer and where each one's chip lies.
+
+    A chip is the cell polygon's bounding box sampled at ``resolution`` in the
+    grid's CRS: ``chip_size`` pixels from the box's top-left corner, what
+    ``gdalwarp -te <box> -tr <res> <res>`` gives (it rounds the box's width in
+    pixels the same way). ``keys`` groups neighbouring cells into blocks that
+    are warped together; cells of one block lie on one pixel lattice.
+    """
+
+    ids: np.ndarray  # int64, from the id field, one per cell
+    lefts: np.ndarray  # float64: each chip's left and top edge in the grid CRS
+    tops: np.ndarray
+    chip_size: int
+    resolution: float
+    crs: object
+    keys: np.ndarray  # int64 [n, 2]: cells with the same key are sampled as one block
+    povmap_ids: bool  # cell_id encodes the cell's place (povmap's own grids)
+
+    @property
+    def cell_size(self):
+        return self.chip_size * self.resolution
+
+
+def read_grid_cells(
+    path,
+    layer=None,
+    parameter="GRID",
+    id_field=CELL_ID,
+    resolution=10.0,
+    chip_size=None,
+    chip_parameter="CHIP_SIZE",
+):
+    """The cells of a polygon grid layer (see ``GridCells``), or a message naming the parameter.
+
+    Any polygon layer with a unique whole-number id in ``id_field`` works. A layer
+    whose ``cell_id`` field is povmap's (Build training/prediction grid) must still
+    match its geometry: that id names the same square in every grid of that CRS and
+    cell size, which is what joins a training grid, a prediction grid and a ground
+    truth; an edited or reprojected povmap grid would silently join other places.
+    """
     import pyogrio
     import shapely
     from pyproj import CRS
 
     layer = vectors.spatial_layer(path, layer, parameter)
     info = vectors.layer_info(path, layer, parameter)
-    if "cell_id" not in list(info["fields"]):
-        raise PovmapInputError(
-            parameter,
-            f"the layer '{layer or path}' has no cell_id field; make the grid with Build training grid or Build prediction grid.",
-        )
+    vectors.require_geometry(info, path, layer, parameter, POLYGON_TYPES)
     if info.get("features", 0) == 0:
         raise PovmapInputError(parameter, f"the layer '{layer or path}' is empty.")
-    meta, _, wkb, (cell_ids,) = pyogrio.raw.read(path, layer=layer, columns=["cell_id"])
-    cells.check_unique_ids(cell_ids, parameter, layer or path)
+    ids = read_cell_ids(path, layer, id_field, info, parameter)
+    meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, columns=[])
     bounds = shapely.bounds(shapely.from_wkb(wkb))
-    cell_size = float(np.median(bounds[:, 2] - bounds[:, 0]))
-    rows, cols = cells.decode_cell_ids(cell_ids)
-    expected = np.column_stack(
-        [cols * cell_size, rows * cell_size, (cols + 1) * cell_size, (rows + 1) * cell_size]
-    )
-    if not np.allclose(bounds, expected, atol=1e-6 * cell_size):
+    empty = np.flatnonzero(~np.isfinite(bounds).all(axis=1))
+    if len(empty):
         raise PovmapInputError(
             parameter,
-            f"the cells of '{layer or path}' do not match their cell_id (edited or reprojected?); rebuild the grid with Build training grid or Build prediction grid.",
+            f"{len(empty)} feature(s) of '{layer or path}' have no geometry (e.g. {id_field} "
+            f"{int(ids[empty[0]])}); delete them or give them their polygon.",
         )
-    return (
-        np.asarray(cell_ids, dtype="int64"),
-        rows,
-        cols,
-        cell_size,
-        CRS.from_user_input(meta["crs"]),
+    crs = CRS.from_user_input(meta["crs"])
+    if id_field == POVMAP_ID_FIELD:
+        cell_size = float(np.median(bounds[:, 2] - bounds[:, 0]))
+        rows, cols = cells.decode_cell_ids(ids)
+        expected = np.column_stack(
+            [cols * cell_size, rows * cell_size, (cols + 1) * cell_size, (rows + 1) * cell_size]
+        )
+        matching = np.isclose(bounds, expected, atol=1e-6 * cell_size, rtol=0).all(axis=1)
+        if matching.all():
+            size = _chip_size(
+                cell_size,
+                cell_size,
+                resolution,
+                chip_size,
+                parameter,
+                None,
+                id_field,
+                chip_parameter,
+            )
+            # Exact corners from the ids: blocks of cells share one warp, pixel for pixel.
+            lefts, tops = cols * cell_size, (rows + 1) * cell_size
+            keys = np.column_stack([rows // BLOCK_CELLS, cols // BLOCK_CELLS, np.zeros_like(rows)])
+            return GridCells(ids, lefts, tops, size, resolution, crs, keys, True)
+        if matching.any() or _made_by_povmap(path, layer):
+            raise PovmapInputError(
+                parameter,
+                f"the cells of '{layer or path}' do not match their cell_id (edited or "
+                "reprojected?): povmap's cell_id names the same square in every grid, so that "
+                "grids and ground truths join on it. Rebuild the grid with Build training grid or "
+                "Build prediction grid.",
+            )
+        # A grid of the user's own whose id field happens to be called cell_id.
+    widths, heights = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]
+    size = _chip_size(
+        widths, heights, resolution, chip_size, parameter, ids, id_field, chip_parameter
     )
+    lefts, tops = bounds[:, 0], bounds[:, 3]
+    keys = _block_keys(lefts, tops, size * resolution, resolution)
+    return GridCells(ids, lefts, tops, size, resolution, crs, keys, False)
 
 
-def check_raster(spec, grid_crs, rows, cols, cell_size):
+def read_cell_ids(path, layer, id_field, info, parameter="GRID", id_parameter="ID_FIELD"):
+    """The whole-number ids of ``id_field`` (int64), refusing missing, NULL, fractional or repeated ids."""
+    import pyogrio
+
+    fields = list(info["fields"])
+    name = layer or path
+    if id_field == info.get("fid_column") and id_field not in fields:
+        raise PovmapInputError(
+            id_parameter,
+            f"{id_field} is the feature number of '{name}' ({parameter}), which changes when the "
+            "layer is copied or filtered; copy it into a field with the Field calculator ($id) "
+            "and choose that field.",
+        )
+    if id_field not in fields:
+        if id_field == POVMAP_ID_FIELD:
+            hint = (
+                "make the grid with Build training grid or Build prediction grid, or choose "
+                "your grid's own id field (Cell id field, ID_FIELD)"
+            )
+        else:
+            hint = "choose one of its fields"
+        raise PovmapInputError(
+            id_parameter,
+            f"the layer '{name}' ({parameter}) has no {id_field} field (its fields: "
+            f"{', '.join(fields) or 'none'}); {hint}.",
+        )
+    dtype = str(info["dtypes"][fields.index(id_field)])
+    if not dtype.startswith(vectors.NUMERIC_DTYPES):
+        raise PovmapInputError(
+            id_parameter,
+            f"the id field {id_field} of '{name}' holds {dtype} values; cell ids are whole "
+            "numbers (they index the chip store). Add one with the Field calculator "
+            "(e.g. @row_number) and choose it; the text id is carried to the predictions.",
+        )
+    _, _, _, (values,) = pyogrio.raw.read(
+        path, layer=layer, columns=[id_field], read_geometry=False
+    )
+    values = np.asarray(values)  # integers with NULLs arrive as floats with NaN
+    if values.dtype.kind == "f":
+        missing = np.flatnonzero(~np.isfinite(values))
+        if len(missing):
+            raise PovmapInputError(
+                id_parameter,
+                f"{len(missing)} feature(s) of '{name}' have no {id_field} (NULL), e.g. the "
+                f"feature at row {int(missing[0]) + 1}; give every cell an id (or delete those "
+                "features): a cell without an id cannot be matched to its chips and predictions.",
+            )
+        fractional = np.flatnonzero(values != np.round(values))
+        if len(fractional):
+            raise PovmapInputError(
+                id_parameter,
+                f"{id_field} of '{name}' holds fractions (e.g. {values[fractional[0]]}); "
+                "cell ids are whole numbers.",
+            )
+    ids = np.asarray(values).astype("int64")
+    cells.check_unique_ids(ids, id_parameter, name, id_field)
+    return ids
+
+
+def _made_by_povmap(path, layer):
+    """Whether the layer is one of povmap's grids (its cell_id encodes the cell's place)."""
+    from ..geopackage import povmap_layer_metadata
+
+    try:
+        metadata = povmap_layer_metadata(path, layer)
+    except Exception:
+        return False
+    return "povmap:grid_kind" in metadata
+
+
+def _chip_size(
+    widths, heights, resolution, requested, parameter, ids, id_field, chip_parameter="CHIP_SIZE"
+):
+    """The chips' side in pixels, which every cell's bounding box must give (gdalwarp's rounding).
+
+    ``chip_parameter``: what a ``requested`` size that the cells do not give is blamed on
+    (CHIP_SIZE; GRID when the size is the model's, predicting from the rasters).
+    """
+    columns = np.atleast_1d(((np.asarray(widths) + resolution / 2) // resolution).astype("int64"))
+    lines = np.atleast_1d(((np.asarray(heights) + resolution / 2) // resolution).astype("int64"))
+    size = int(requested or np.median(columns))
+    if requested and (columns != size).all():
+        hint = (
+            "use CHIP_SIZE = cell size / RESOLUTION, or 0 to compute it."
+            if chip_parameter == "CHIP_SIZE"
+            else f"the model needs cells of {size * resolution:g} m; use a grid of that cell size."
+        )
+        raise PovmapInputError(
+            chip_parameter,
+            f"a chip of {size} px at {resolution:g} m does not cover a cell ("
+            f"{float(np.median(widths)):g} m wide: {int(np.median(columns))} px); {hint}",
+        )
+    odd = np.flatnonzero((columns != size) | (lines != size))
+    if size < 1 or len(odd):
+        first = odd[0] if len(odd) else 0
+        which = f"{id_field} {int(ids[first])}: " if ids is not None else ""
+        raise PovmapInputError(
+            parameter,
+            f"the chips of one store all have one size, and {len(odd) or len(columns)} cell(s) "
+            f"do not give {size} × {size} px at {resolution:g} m ({which}its bounding box is "
+            f"{np.atleast_1d(widths)[first]:g} × {np.atleast_1d(heights)[first]:g} m, "
+            f"{columns[first]} × {lines[first]} px). Use a grid of equal squares whose side is "
+            "a whole number of RESOLUTION pixels (e.g. Vector ▸ Research Tools ▸ Create Grid), "
+            "or change RESOLUTION.",
+        )
+    return size
+
+
+def _block_keys(lefts, tops, side, resolution):
+    """Neighbouring cells on one pixel lattice share a key (their pixels come from one warp)."""
+    span = BLOCK_CELLS * side
+    tile = np.column_stack(
+        [np.floor((tops - side) / span + 1e-9), np.floor(lefts / span + 1e-9)]
+    ).astype("int64")
+    # Offsets from the pixel lattice through the origin, in 1/1000 px: cells whose corners are
+    # a whole number of pixels apart share one.
+    phase = (
+        np.column_stack(
+            [
+                np.round((tops / resolution) % 1.0 * 1000),
+                np.round((lefts / resolution) % 1.0 * 1000),
+            ]
+        ).astype("int64")
+        % 1000
+    )
+    _, lattice = np.unique(phase, axis=0, return_inverse=True)
+    return np.column_stack([tile, lattice.reshape(-1)])
+
+
+def check_raster(spec, grid):
     import rasterio
     from rasterio.warp import transform_bounds
 
@@ -349,13 +545,13 @@ def check_raster(spec, grid_crs, rows, cols, cell_size):
                 "and choose that one.",
             )
         grid_bounds = (
-            cols.min() * cell_size,
-            rows.min() * cell_size,
-            (cols.max() + 1) * cell_size,
-            (rows.max() + 1) * cell_size,
+            grid.lefts.min(),
+            grid.tops.min() - grid.cell_size,
+            grid.lefts.max() + grid.cell_size,
+            grid.tops.max(),
         )
         left, bottom, right, top = transform_bounds(
-            grid_crs, dataset.crs, *grid_bounds, densify_pts=21
+            grid.crs, dataset.crs, *grid_bounds, densify_pts=21
         )
         raster = dataset.bounds
         if (
@@ -370,22 +566,14 @@ def check_raster(spec, grid_crs, rows, cols, cell_size):
             )
 
 
-def check_chip_size(chip_size, resolution, cell_size, parameter="CHIP_SIZE"):
-    """A chip of ``chip_size`` px at ``resolution`` m must cover a cell exactly."""
-    if chip_size < 1 or abs(chip_size * resolution - cell_size) > 1e-6 * cell_size:
-        raise PovmapInputError(
-            parameter,
-            f"a chip of {chip_size} px at {resolution:g} m does not cover a {cell_size:g} m cell; use CHIP_SIZE = cell size / RESOLUTION.",
-        )
+def group_blocks(pending, grid):
+    """Row indices of pending cells grouped in blocks of up to BLOCK_CELLS × BLOCK_CELLS neighbours.
 
-
-def group_blocks(pending, rows, cols):
-    """Row indices of pending cells grouped in blocks of up to BLOCK_CELLS × BLOCK_CELLS neighbours."""
+    Cells of a block lie on one pixel lattice (see ``GridCells.keys``).
+    """
     blocks = {}
     for row_index in pending:
-        blocks.setdefault(
-            (rows[row_index] // BLOCK_CELLS, cols[row_index] // BLOCK_CELLS), []
-        ).append(row_index)
+        blocks.setdefault(tuple(grid.keys[row_index]), []).append(row_index)
     return [np.asarray(members) for members in blocks.values()]
 
 
@@ -413,7 +601,7 @@ class InputSampler:
     what the warp would, without warping; otherwise the block is warped.
     """
 
-    def __init__(self, spec, grid_crs, resolution, cell_size, chip_size, dtype):
+    def __init__(self, spec, grid_crs, resolution, chip_size, dtype):
         import warnings
 
         import rasterio
@@ -422,12 +610,7 @@ class InputSampler:
         # reproject() into a NumPy array warns that the array has no georeferencing; it is given.
         warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
-        self.spec, self.cell_size, self.chip_size, self.resolution = (
-            spec,
-            cell_size,
-            chip_size,
-            resolution,
-        )
+        self.spec, self.chip_size, self.resolution = spec, chip_size, resolution
         self.spec_dtype = dtype
         self.grid_crs_wkt = grid_crs.to_wkt()
         self.dataset = rasterio.open(spec.path)
@@ -436,20 +619,21 @@ class InputSampler:
     def close(self):
         self.dataset.close()
 
-    def sample(self, block_rows, block_cols):
+    def sample(self, lefts, tops):
         """One block's cells: chips [n, H, W, bands] in the store's dtype (NaN = nodata), nodata
-        fractions [n] and per-band pixel moments [n, bands, 5] (``cell_moments``)."""
-        top, left = block_rows.max() + 1, block_cols.min()
-        height, width = (
-            (top - block_rows.min()) * self.chip_size,
-            (block_cols.max() + 1 - left) * self.chip_size,
-        )
-        if self.aligned:
-            warped = self._read_aligned(left * self.cell_size, top * self.cell_size, height, width)
+        fractions [n] and per-band pixel moments [n, bands, 5] (``cell_moments``).
+
+        ``lefts``/``tops``: the block's chip corners in the grid CRS, on one pixel lattice.
+        """
+        size, resolution = self.chip_size, self.resolution
+        left, top = float(np.min(lefts)), float(np.max(tops))
+        x0 = np.round((np.asarray(lefts) - left) / resolution).astype("int64")
+        y0 = np.round((top - np.asarray(tops)) / resolution).astype("int64")
+        height, width = int(y0.max()) + size, int(x0.max()) + size
+        if self.aligned and self._on_raster_lattice(left, top):
+            warped = self._read_aligned(left, top, height, width)
         else:
-            warped = self._warp(left * self.cell_size, top * self.cell_size, height, width)
-        y0, x0 = (top - 1 - block_rows) * self.chip_size, (block_cols - left) * self.chip_size
-        size = self.chip_size
+            warped = self._warp(left, top, height, width)
         chips = np.stack(
             [warped[:, y : y + size, x : x + size] for y, x in zip(y0, x0, strict=True)]
         )
@@ -545,6 +729,12 @@ class InputSampler:
             )  # degrees to metres, conservatively short at high latitudes
         return self.resolution / source_pixel
 
+    def _on_raster_lattice(self, left, top):
+        """Whether a block's corner lies on the raster's pixel corners (a read gives the warp)."""
+        transform = self.dataset.transform
+        offsets = np.array([left - transform.c, transform.f - top]) / self.resolution
+        return bool(np.allclose(offsets, np.round(offsets), atol=1e-6))
+
     def _read_aligned(self, left, top, height, width):
         from rasterio.windows import Window
 
@@ -572,6 +762,7 @@ class InputSampler:
 
 
 def _is_aligned(dataset, grid_crs, resolution):
+    """Whether the raster has the chips' CRS and pixel size (then blocks on its lattice are read)."""
     from pyproj import CRS
 
     transform = dataset.transform
@@ -582,13 +773,10 @@ def _is_aligned(dataset, grid_crs, resolution):
         or not np.isclose(-transform.e, resolution)
     ):
         return False
-    if CRS.from_user_input(dataset.crs.to_wkt()) != grid_crs:
-        return False
-    offsets = np.array([transform.c, transform.f]) / resolution
-    return bool(np.allclose(offsets, np.round(offsets), atol=1e-6))
+    return CRS.from_user_input(dataset.crs.to_wkt()) == grid_crs
 
 
-def samplers_of(described_inputs, grid_crs_wkt, resolution, cell_size, chip_size):
+def samplers_of(described_inputs, grid_crs_wkt, resolution, chip_size):
     """(specs, samplers) of inputs described as plain dicts (``ChipInput`` fields and ``dtype``).
 
     How Spark tasks receive their inputs; the caller closes the samplers.
@@ -601,9 +789,7 @@ def samplers_of(described_inputs, grid_crs_wkt, resolution, cell_size, chip_size
         for described_input in described_inputs:
             spec = ChipInput(**{k: v for k, v in described_input.items() if k != "dtype"})
             samplers.append(
-                InputSampler(
-                    spec, grid_crs, resolution, cell_size, chip_size, described_input["dtype"]
-                )
+                InputSampler(spec, grid_crs, resolution, chip_size, described_input["dtype"])
             )
             specs.append(spec)
     except BaseException:
@@ -614,7 +800,7 @@ def samplers_of(described_inputs, grid_crs_wkt, resolution, cell_size, chip_size
 
 
 def sample_ahead(samplers, blocks):
-    """Yield (index, [(chips, nodata, moments) per input]) for ``blocks`` [(rows, cols)] in order.
+    """Yield (index, [(chips, nodata, moments) per input]) for ``blocks`` [(lefts, tops)] in order.
 
     One thread per input (GDAL releases the GIL; a dataset is not thread-safe),
     up to BLOCKS_AHEAD blocks sampled ahead of the consumer, which bounds memory.
@@ -630,12 +816,12 @@ def sample_ahead(samplers, blocks):
     ]
     in_flight = deque()
     try:
-        for index, (block_rows, block_cols) in enumerate(blocks):
+        for index, (lefts, tops) in enumerate(blocks):
             in_flight.append(
                 (
                     index,
                     [
-                        pool.submit(sampler.sample, block_rows, block_cols)
+                        pool.submit(sampler.sample, lefts, tops)
                         for sampler, pool in zip(samplers, pools, strict=True)
                     ],
                 )
@@ -650,35 +836,23 @@ def sample_ahead(samplers, blocks):
             pool.shutdown(wait=True)
 
 
-def sample_blocks(
-    writer,
-    inputs,
-    pending,
-    rows,
-    cols,
-    cell_size,
-    resolution,
-    chip_size,
-    grid_crs,
-    dtypes,
-    reporter,
-):
+def sample_blocks(writer, inputs, pending, grid, dtypes, reporter):
     """Warp blocks with one thread per input (GDAL releases the GIL); write them in order.
 
-    ``dtypes`` maps each input's name to its storage dtype.
+    ``grid`` is a ``GridCells``; ``dtypes`` maps each input's name to its storage dtype.
     """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     import rasterio
 
-    blocks = group_blocks(pending, rows, cols)
+    blocks = group_blocks(pending, grid)
     # A bounded GDAL block cache: a row of blocks is all that neighbours share, and the
     # default (5 % of RAM) would let memory grow with the area sampled.
     environment = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
     environment.__enter__()
     samplers = [
-        InputSampler(spec, grid_crs, resolution, cell_size, chip_size, dtypes[spec.name])
+        InputSampler(spec, grid.crs, grid.resolution, grid.chip_size, dtypes[spec.name])
         for spec in inputs
     ]
     pools = [
@@ -692,7 +866,7 @@ def sample_blocks(
                 (
                     members,
                     [
-                        pool.submit(sampler.sample, rows[members], cols[members])
+                        pool.submit(sampler.sample, grid.lefts[members], grid.tops[members])
                         for sampler, pool in zip(samplers, pools, strict=True)
                     ],
                 )

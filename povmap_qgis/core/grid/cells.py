@@ -12,6 +12,7 @@ as row and column in decimal and fits int64 for any CRS in metres.
 import numpy as np
 
 from ..errors import PovmapInputError
+from ..names import CELL_ID
 
 CELL_ID_OFFSET = 500_000_000
 CELL_ID_MULTIPLIER = 1_000_000_000
@@ -43,16 +44,21 @@ def decode_cell_ids(cell_ids):
     )
 
 
-def check_unique_ids(cell_ids, parameter, layer_name):
-    """Each cell once: a repeated cell_id would be sampled, trained or counted twice."""
+def check_unique_ids(cell_ids, parameter, layer_name, id_field=CELL_ID):
+    """Each cell once: a repeated cell id would be sampled, trained or counted twice."""
     unique, counts = np.unique(np.asarray(cell_ids, dtype="int64"), return_counts=True)
     repeated = counts > 1
     if repeated.any():
         raise PovmapInputError(
             parameter,
             f"{int(counts[repeated].sum())} cells of '{layer_name}' share {int(repeated.sum())} "
-            f"cell_id(s) (e.g. {int(unique[repeated][0])}); each cell must appear once: rebuild "
-            "the grid (Build training grid or Build prediction grid) or delete the duplicates.",
+            f"{id_field}(s) (e.g. {int(unique[repeated][0])}); each cell must appear once: "
+            + (
+                "rebuild the grid (Build training grid or Build prediction grid) or delete the "
+                "duplicates."
+                if id_field == CELL_ID
+                else f"give every cell its own {id_field} (or delete the duplicates)."
+            ),
         )
 
 

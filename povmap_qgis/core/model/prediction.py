@@ -30,10 +30,11 @@ import numpy as np
 
 from .. import vectors
 from ..chips.chip_store import ChipStore
+from ..chips.sampling import read_cell_ids
 from ..errors import PovmapInputError
 from ..geopackage import write_layer
 from ..history import drift
-from ..names import PREDICTION_SOURCES
+from ..names import CELL_ID, PREDICTION_SOURCES
 from ..progress import Reporter
 from ..wording import counted
 from . import baseline, calibration, learning_data, model_package
@@ -49,6 +50,7 @@ class PredictOptions:
     grid_path: str
     output_path: str
     grid_layer: str | None = None
+    id_field: str | None = None  # None: the id field the chip store was sampled by
     batch_rows: int = 64
     style_qml_path: str | None = None
     extra_styles: list | None = None  # [(qml path, style name)] stored beside the default style
@@ -85,7 +87,7 @@ def predict(options, reporter=None):
         cells = _from_store(options, manifest, reporter)
     layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
     grid = pyogrio.read_dataframe(options.grid_path, layer=layer)
-    if not np.array_equal(grid["cell_id"].astype("int64").to_numpy(), cells["cell_ids"]):
+    if not np.array_equal(grid[cells["id_field"]].astype("int64").to_numpy(), cells["cell_ids"]):
         raise RuntimeError("the grid changed while predicting; run again")
     member_probabilities = cells["probabilities"]
     ensemble = ensemble_outputs(member_probabilities, manifest["threshold"])
@@ -134,7 +136,9 @@ def _from_store(options, manifest, reporter):
     store = ChipStore(options.chips_path)
     model_package.check_inputs_match(manifest, store.manifest)
     layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
-    cell_ids = _grid_cell_ids(options.grid_path, layer)
+    id_field = options.id_field or store.manifest["settings"].get("id_field") or CELL_ID
+    info = vectors.layer_info(options.grid_path, layer, "GRID")
+    cell_ids = read_cell_ids(options.grid_path, layer, id_field, info)
     rows = learning_data.store_rows_for(store, cell_ids)
     reporter.info(members_summary(manifest["members"], len(rows)))
     if manifest.get("notice"):
@@ -142,6 +146,7 @@ def _from_store(options, manifest, reporter):
     probabilities = _member_probabilities(options, manifest, store, rows, reporter)
     simple = manifest.get("baseline")
     return {
+        "id_field": id_field,
         "cell_ids": cell_ids,
         "probabilities": probabilities,
         "features": (
@@ -163,24 +168,13 @@ def _from_rasters(options, manifest, reporter):
     predicted = predict_from_rasters(options, manifest, reporter)
     reporter.info(members_summary(manifest["members"], len(predicted.cell_ids)))
     return {
+        "id_field": options.id_field or CELL_ID,
         "cell_ids": predicted.cell_ids,
         "probabilities": predicted.probabilities,
         "features": predicted.features,
         "nodata": predicted.nodata,
         "max_nodata": float(options.max_nodata),
     }
-
-
-def _grid_cell_ids(path, layer):
-    import pyogrio
-
-    if "cell_id" not in list(vectors.layer_info(path, layer, "GRID")["fields"]):
-        raise PovmapInputError(
-            "GRID",
-            f"the layer '{layer}' has no cell_id field; use a grid made by Build training grid or Build prediction grid.",
-        )
-    frame = pyogrio.read_dataframe(path, layer=layer, columns=["cell_id"], read_geometry=False)
-    return frame["cell_id"].astype("int64").to_numpy()
 
 
 def trust_fields(manifest, features, ensemble, reporter):

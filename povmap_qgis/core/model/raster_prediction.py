@@ -23,6 +23,7 @@ import numpy as np
 
 from ..chips import sampling
 from ..errors import PovmapInputError
+from ..names import CELL_ID
 from . import baseline, learning_data, model_package
 
 
@@ -73,24 +74,28 @@ def input_specs(inputs, manifest, parameter="SOURCE"):
 def predict_from_rasters(options, manifest, reporter):
     """Sample and predict every cell of ``options.grid_path`` from ``options.inputs``."""
     inputs = input_specs(options.inputs, manifest)
-    cell_ids, rows, cols, cell_size, grid_crs = sampling.read_grid_cells(
-        options.grid_path, options.grid_layer
-    )
     resolution, chip_size = float(manifest["resolution"]), int(manifest["chip_size"])
-    sampling.check_chip_size(chip_size, resolution, cell_size, parameter="GRID")
+    grid = sampling.read_grid_cells(
+        options.grid_path,
+        options.grid_layer,
+        id_field=options.id_field or CELL_ID,
+        resolution=resolution,
+        chip_size=chip_size,
+        chip_parameter="GRID",  # the model's chip size: the grid's cells must give it
+    )
+    cell_ids = grid.ids
     for spec in inputs:
-        sampling.check_raster(spec, grid_crs, rows, cols, cell_size)
+        sampling.check_raster(spec, grid)
     job = {
         "model": manifest["path"],
-        "grid_crs": grid_crs.to_wkt(),
+        "grid_crs": grid.crs.to_wkt(),
         "resolution": resolution,
-        "cell_size": cell_size,
         "chip_size": chip_size,
         "batch_rows": int(options.batch_rows),
         "normalisation": manifest["normalisation"],
         "baseline": bool(manifest.get("baseline")),
     }
-    blocks = sampling.group_blocks(np.arange(len(cell_ids)), rows, cols)
+    blocks = sampling.group_blocks(np.arange(len(cell_ids)), grid)
     reporter.info(
         f"Predicting from the rasters ({', '.join(spec.name for spec in inputs)}): no chips are "
         "stored."
@@ -104,12 +109,12 @@ def predict_from_rasters(options, manifest, reporter):
                 from .spark_engine import predict_from_rasters_on_spark
 
                 parts = predict_from_rasters_on_spark(
-                    job, blocks, rows, cols, reporter, master=options.spark_master
+                    job, blocks, grid, reporter, master=options.spark_master
                 )
             else:
                 if models is None:
                     models = model_package.load_members(manifest)
-                parts = [_predict_here(models, job, blocks, rows, cols, len(cell_ids), reporter)]
+                parts = [_predict_here(models, job, blocks, grid, len(cell_ids), reporter)]
         except sampling.WiderDtypeNeededError as widen:
             # As sample_chips: an input float16 cannot hold is sampled again as float32.
             dtypes[widen.spec.name] = sampling.WIDE_DTYPE
@@ -121,7 +126,7 @@ def predict_from_rasters(options, manifest, reporter):
     return prediction
 
 
-def _predict_here(models, job, blocks, rows, cols, n_cells, reporter):
+def _predict_here(models, job, blocks, grid, n_cells, reporter):
     """The local engine: every block in this process, with progress and Cancel."""
 
     def progress(done):
@@ -129,7 +134,7 @@ def _predict_here(models, job, blocks, rows, cols, n_cells, reporter):
         reporter.check_canceled()
 
     reporter.progress(5)
-    payloads = [(members, rows[members], cols[members]) for members in blocks]
+    payloads = [(members, grid.lefts[members], grid.tops[members]) for members in blocks]
     return sample_and_predict(models, job, payloads, progress)
 
 
@@ -171,10 +176,10 @@ def sample_and_predict(models, job, payloads, on_cells=None):
 
     with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):
         _, samplers = sampling.samplers_of(
-            job["inputs"], job["grid_crs"], job["resolution"], job["cell_size"], job["chip_size"]
+            job["inputs"], job["grid_crs"], job["resolution"], job["chip_size"]
         )
         try:
-            blocks = [(block_rows, block_cols) for _, block_rows, block_cols in payloads]
+            blocks = [(lefts, tops) for _, lefts, tops in payloads]
             for index, sampled in sampling.sample_ahead(samplers, blocks):
                 positions_out.append(np.asarray(payloads[index][0], dtype="int64"))
                 nodata_out.append(

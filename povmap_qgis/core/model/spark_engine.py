@@ -225,33 +225,14 @@ def _crash_if_asked(step, partition, last_partition):
 # --- sampling chips -----------------------------------------------------------
 
 
-def sample_blocks_on_spark(
-    writer,
-    inputs,
-    pending,
-    rows,
-    cols,
-    cell_size,
-    resolution,
-    chip_size,
-    grid_crs,
-    dtypes,
-    reporter,
-    master="local[*]",
-):
+def sample_blocks_on_spark(writer, inputs, pending, grid, dtypes, reporter, master="local[*]"):
     """The Spark twin of ``sampling.sample_blocks``: same arguments, same store written."""
     from ..chips import sampling
 
-    blocks = sampling.group_blocks(pending, rows, cols)
+    blocks = sampling.group_blocks(pending, grid)
     # Tasks get runs of blocks in raster order (neighbours share source tiles); statistics are
     # combined per cell in row order, so they do not depend on this.
-    keys = [
-        (
-            int(rows[members[0]]) // sampling.BLOCK_CELLS,
-            int(cols[members[0]]) // sampling.BLOCK_CELLS,
-        )
-        for members in blocks
-    ]
+    keys = [tuple(int(key) for key in grid.keys[members[0]]) for members in blocks]
     order = sorted(range(len(blocks)), key=lambda index: keys[index])
     job = {
         "partial": writer.partial,
@@ -262,16 +243,16 @@ def sample_blocks_on_spark(
             )
             for spec in inputs
         ],
-        "grid_crs": grid_crs.to_wkt(),
-        "resolution": resolution,
-        "cell_size": cell_size,
-        "chip_size": chip_size,
+        "grid_crs": grid.crs.to_wkt(),
+        "resolution": grid.resolution,
+        "chip_size": grid.chip_size,
     }
     with _session(master) as session:
         parts = job["parts"] = _partition_count(session, len(blocks))
         # parallelize() slices a list into contiguous runs: each task gets neighbouring blocks.
         payloads = [
-            (index, blocks[index], rows[blocks[index]], cols[blocks[index]]) for index in order
+            (index, blocks[index], grid.lefts[blocks[index]], grid.tops[blocks[index]])
+            for index in order
         ]
         rdd = session.sparkContext.parallelize(payloads, parts).mapPartitionsWithIndex(
             lambda partition, items: _sample_partition(job, partition, items)
@@ -314,12 +295,12 @@ def _sample_partition(job, partition, payloads):
     results = []
     with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):
         _, samplers = sampling.samplers_of(
-            job["inputs"], job["grid_crs"], job["resolution"], job["cell_size"], job["chip_size"]
+            job["inputs"], job["grid_crs"], job["resolution"], job["chip_size"]
         )
         try:
             written = []
             # As in the local engine: one thread per input (GDAL releases the GIL), blocks ahead.
-            blocks = [(block_rows, block_cols) for _, _, block_rows, block_cols in payloads]
+            blocks = [(lefts, tops) for _, _, lefts, tops in payloads]
             try:
                 for position, sampled in sampling.sample_ahead(samplers, blocks):
                     index, members = payloads[position][:2]
@@ -440,7 +421,7 @@ def _members(manifest):
 # --- predicting from the rasters (no chip store) ---------------------------------
 
 
-def predict_from_rasters_on_spark(job, blocks, rows, cols, reporter, master="local[*]"):
+def predict_from_rasters_on_spark(job, blocks, grid, reporter, master="local[*]"):
     """Each task samples a run of neighbouring blocks and predicts their cells (no chips stored).
 
     The twin of ``raster_prediction._predict_here``: each task runs
@@ -452,15 +433,11 @@ def predict_from_rasters_on_spark(job, blocks, rows, cols, reporter, master="loc
     """
     from ..chips import sampling
 
-    keys = [
-        (
-            int(rows[members[0]]) // sampling.BLOCK_CELLS,
-            int(cols[members[0]]) // sampling.BLOCK_CELLS,
-        )
-        for members in blocks
-    ]
+    keys = [tuple(int(key) for key in grid.keys[members[0]]) for members in blocks]
     order = sorted(range(len(blocks)), key=lambda index: keys[index])
-    payloads = [(blocks[index], rows[blocks[index]], cols[blocks[index]]) for index in order]
+    payloads = [
+        (blocks[index], grid.lefts[blocks[index]], grid.tops[blocks[index]]) for index in order
+    ]
     with _session(master) as session:
         job = dict(job, parts=_partition_count(session, len(blocks)))
         rdd = session.sparkContext.parallelize(payloads, job["parts"]).mapPartitionsWithIndex(
