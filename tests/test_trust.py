@@ -428,7 +428,7 @@ def test_prediction_class_follows_the_packages_decision_threshold(trusted):
     assert float(metadata["povmap_decision_threshold"]) == prevalence
     assert trusted["summary"]["settings"]["decision_threshold"] == prevalence
     said = " ".join(str(event.get("message", "")) for event in trusted["events"])
-    assert f"pred: calibrated prob_mean >= {prevalence:.4g}" in said
+    assert f"pred = 1 (poor) where calibrated prob_mean >= {prevalence:.4g}" in said
 
 
 def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifted_inputs(
@@ -447,7 +447,7 @@ def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifte
         assert values == sorted(values) and sum(shares) == pytest.approx(1)
     said = [str(event.get("message", "")) for event in trusted["events"]]
     psi = [line for line in said if line.startswith("drift: PSI per input nightlights")]
-    assert psi and not [line for line in said if "differs from what the model learned" in line]
+    assert psi and not [line for line in said if "differ from the training cells'" in line]
     # the same chips, brighter: every statistic moves beyond the training deciles
     shifted = str(tmp_path / "shifted.chips")
     shutil.copytree(tiny_chips["night"], shifted)
@@ -471,8 +471,7 @@ def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifte
     assert result["drift"]["nightlights"] > drift.PSI_WARNING
     assert drift.warnings(result["drift"])[0] in warnings
     assert any(
-        "Input 'nightlights': the imagery of this area differs from what the model learned from"
-        in warning
+        "Input 'nightlights': the chips of this area differ from the training cells'" in warning
         for warning in warnings
     )
     # the run history's check reads the same reference (a sample of the chips)

@@ -43,13 +43,15 @@ def drift_scores(model_path, chips_path, sample_cells=SAMPLE_CELLS):
     import numpy as np
 
     from ..chips.chip_store import ChipStore
-    from ..model.baseline import chip_features
+    from ..model.baseline import chip_features, feature_inputs
 
     store = ChipStore(chips_path)
     try:
         count = min(len(store), sample_cells)
         rows = np.unique(np.linspace(0, len(store) - 1, count).astype(int))
-        features = chip_features(store, rows, manifest["normalisation"])
+        features = chip_features(
+            store, rows, manifest["normalisation"], feature_inputs(manifest["baseline"])
+        )
     finally:
         store.close()
     scores = input_scores(manifest, features)
@@ -128,8 +130,10 @@ def population_stability(values, edges, levels, expected=None):
 
 def warnings(scores):
     return [
-        f"Input '{name}': the imagery of this area differs from what the model learned from "
-        f"(PSI {score:.2f} > {PSI_WARNING}); treat its predictions with care."
+        f"Input '{name}': the chips of this area differ from the training cells' (PSI "
+        f"{score:.2f} > {PSI_WARNING}), so the model extrapolates here: check the cells with "
+        "out_of_range = 1 (style 'outside the training range') before trusting them, and, if you "
+        "can, survey and train on cells like these."
         for name, score in sorted(scores.items())
         if math.isfinite(score) and score > PSI_WARNING
     ]

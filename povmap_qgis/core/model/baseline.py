@@ -40,8 +40,29 @@ def feature_definition(normalisation):
     ]
 
 
-def chip_features(store, rows, normalisation, batch_rows=256):
-    """Per-chip statistics of store ``rows`` ([n, features], NaN where a chip has no valid pixel)."""
+def feature_inputs(model):
+    """The inputs in the order of a fitted baseline's feature columns.
+
+    A manifest read back from its file has ``normalisation`` in alphabetical order
+    (it is written with sorted keys), not in the order the features were fitted in.
+    """
+    return list(dict.fromkeys(feature["input"] for feature in model["features"]))
+
+
+def package_features(store, rows, manifest):
+    """The per-chip statistics a stored package's baseline reads, in its column order."""
+    return chip_features(
+        store, rows, manifest["normalisation"], feature_inputs(manifest["baseline"])
+    )
+
+
+def chip_features(store, rows, normalisation, inputs=None, batch_rows=256):
+    """Per-chip statistics of store ``rows`` ([n, features], NaN where a chip has no valid pixel).
+
+    Columns go input by input in the order of ``inputs`` (default: ``normalisation``'s,
+    which is the fitting order only before the manifest is written: pass
+    ``feature_inputs(model)`` for a stored baseline).
+    """
     rows = np.asarray(rows, dtype="int64")
     parts = [
         features_of_chips(
@@ -50,6 +71,7 @@ def chip_features(store, rows, normalisation, batch_rows=256):
                 for name in normalisation
             },
             normalisation,
+            inputs,
         )
         for start in range(0, len(rows), batch_rows)
     ]
@@ -58,7 +80,7 @@ def chip_features(store, rows, normalisation, batch_rows=256):
     return np.concatenate(parts)
 
 
-def features_of_chips(chips, normalisation):
+def features_of_chips(chips, normalisation, inputs=None):
     """Per-chip statistics of one batch of chips ({input: [n, H, W, bands]} as stored).
 
     The same numbers whether the chips come from a store or straight from the
@@ -67,7 +89,8 @@ def features_of_chips(chips, normalisation):
     import warnings
 
     columns = []
-    for name, spec in normalisation.items():
+    for name in inputs or list(normalisation):  # see chip_features
+        spec = normalisation[name]
         values = apply_transform(chips[name], spec).astype("float64")
         size = values.shape[1]
         with warnings.catch_warnings():

@@ -149,9 +149,7 @@ def _from_store(options, manifest, reporter):
         "id_field": id_field,
         "cell_ids": cell_ids,
         "probabilities": probabilities,
-        "features": (
-            baseline.chip_features(store, rows, manifest["normalisation"]) if simple else None
-        ),
+        "features": (baseline.package_features(store, rows, manifest) if simple else None),
         "nodata": np.asarray(store.nodata_fraction)[rows],
         "max_nodata": float(store.manifest.get("max_nodata", 0.1)),
     }
@@ -228,7 +226,12 @@ def decided_class(manifest, grid, reporter):
         )
         return grid["pred"].astype("int32"), {"povmap_decision": "majority vote of members"}
     rule = manifest.get("decision_rule") or f"calibrated prob_mean >= {threshold:g}"
-    reporter.info(f"pred: calibrated prob_mean >= {threshold:.4g} ({rule}); votes as information")
+    said = f"calibrated prob_mean >= {threshold:.4g}"
+    reporter.info(
+        f"pred = 1 (poor) where {said}"
+        + (", the package's decision threshold" if rule.startswith(said) else f" ({rule})")
+        + "; votes (members voting poor) are kept as information"
+    )
     pred = (grid["prob_mean"].to_numpy(dtype="float64") >= float(threshold)).astype("int32")
     return pred, {"povmap_decision_threshold": float(threshold), "povmap_decision": rule}
 

@@ -94,6 +94,10 @@ def predict_from_rasters(options, manifest, reporter):
         "batch_rows": int(options.batch_rows),
         "normalisation": manifest["normalisation"],
         "baseline": bool(manifest.get("baseline")),
+        # the stored baseline's column order (the manifest's normalisation is alphabetical)
+        "feature_inputs": (
+            baseline.feature_inputs(manifest["baseline"]) if manifest.get("baseline") else None
+        ),
     }
     blocks = sampling.group_blocks(np.arange(len(cell_ids)), grid)
     reporter.info(
@@ -172,7 +176,9 @@ def sample_and_predict(models, job, payloads, on_cells=None):
         probabilities = learning_data.predict_batch(models, padded, job["normalisation"])
         probabilities_out.append(np.stack([values[:count] for values in probabilities]))
         if job["baseline"]:
-            features_out.append(baseline.features_of_chips(batch, job["normalisation"]))
+            features_out.append(
+                baseline.features_of_chips(batch, job["normalisation"], job["feature_inputs"])
+            )
 
     with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):
         _, samplers = sampling.samplers_of(
