@@ -77,3 +77,15 @@ def test_predicts_baseline_and_range_flags_use_the_packages_feature_order(tiny_c
     outside = ((by_hand < low) | (by_hand > high)).any(axis=1)
     assert (fields["out_of_range"] == outside).all() and not outside.all()
     assert all(score < 5 for score in json.loads(metadata["povmap_drift"]).values())
+
+
+def test_drift_warns_once_naming_every_shifted_input_and_says_when_few_cells_measured_it():
+    assert drift.warnings({"daytime": 0.1, "nightlights": 0.2}) == []
+    (one,) = drift.warnings({"daytime": 0.1, "nightlights": 0.41}, cells=500)
+    assert one.startswith("Input 'nightlights': the chips of this area differ") and "0.41" in one
+    assert "out_of_range = 1" in one and "noisy" not in one
+    (three,) = drift.warnings({"accessibility": 2.18, "daytime": 1.94, "nightlights": 1.57}, 56)
+    assert three.startswith(
+        "Inputs 'accessibility' (PSI 2.18), 'daytime' (PSI 1.94) and 'nightlights' (PSI 1.57)"
+    )
+    assert "only 56 cells" in three and "noisy" in three

@@ -128,14 +128,41 @@ def population_stability(values, edges, levels, expected=None):
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-def warnings(scores):
-    return [
-        f"Input '{name}': the chips of this area differ from the training cells' (PSI "
-        f"{score:.2f} > {PSI_WARNING}), so the model extrapolates here: check the cells with "
-        "out_of_range = 1 (style 'outside the training range') before trusting them, and, if you "
-        "can, survey and train on cells like these."
-        for name, score in sorted(scores.items())
+NOISY_BELOW_CELLS = 100  # with 10 bins, fewer cells leave a few per bin: PSI is noisy
+
+
+def warnings(scores, cells=None):
+    """One warning naming every input above ``PSI_WARNING`` (none when all are below).
+
+    ``cells``: how many cells the scores come from (a small sample is said to be noisy).
+    """
+    shifted = sorted(
+        (name, score)
+        for name, score in scores.items()
         if math.isfinite(score) and score > PSI_WARNING
+    )
+    if not shifted:
+        return []
+    if len(shifted) == 1:
+        name, score = shifted[0]
+        which = f"Input '{name}': the chips of this area differ from the training cells' (PSI {score:.2f} > {PSI_WARNING})"
+    else:
+        listed = ", ".join(f"'{name}' (PSI {score:.2f})" for name, score in shifted[:-1])
+        name, score = shifted[-1]
+        which = (
+            f"Inputs {listed} and '{name}' (PSI {score:.2f}): the chips of this area differ from "
+            f"the training cells' (PSI > {PSI_WARNING})"
+        )
+    noisy = (
+        f" These scores come from only {cells} cells, where the PSI is noisy (below about "
+        f"{NOISY_BELOW_CELLS} cells)."
+        if cells is not None and cells < NOISY_BELOW_CELLS
+        else ""
+    )
+    return [
+        f"{which}, so the model extrapolates here: check the cells with out_of_range = 1 "
+        "(style 'outside the training range') before trusting them, and, if you can, survey and "
+        f"train on cells like these.{noisy}"
     ]
 
 
