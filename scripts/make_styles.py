@@ -92,7 +92,7 @@ def main():
         categorized(
             "chip_flagged",
             [
-                (0, "Chips complete enough", "255,255,255,0"),
+                (0, "Chips complete enough (used)", "#a6dba0"),
                 (1, "Flagged: too much nodata (not used for training)", "#d7191c"),
             ],
         ),

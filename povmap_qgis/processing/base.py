@@ -42,7 +42,7 @@ from ..core.errors import PovmapInputError
 from ..core.run_folders import make_run_folder, process_alive, remove_stale_run_folders
 from ..paths import resource_path
 from . import settings
-from .output_styles import style_on_load
+from .output_styles import name_on_load, style_on_load
 from .parameter_values import (
     NAMES_KEY,
     completed_parameters,
@@ -287,10 +287,14 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             else os.path.abspath(path)
         )
 
-    def output_gpkg(self, parameters, name, context):
-        """Absolute path of a GeoPackage destination, checked before any work starts."""
+    def output_gpkg(self, parameters, name, context, load_name=None):
+        """Absolute path of a GeoPackage destination, checked before any work starts.
+
+        ``load_name``: the layer's name when Processing loads it (default: the output's label).
+        """
         path = self.parameterAsOutputLayer(parameters, name, context)
         style_on_load(self.name(), name, path, context)  # styled when Processing loads it
+        name_on_load(path, context, load_name)
         path = os.path.abspath(path) if path else path
         try:
             check_output_path(path, name)
@@ -401,7 +405,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         )
 
     def _label(self, name):
-        """What the user sees for a parameter, with its id: "Training grid (OUTPUT)"."""
+        """What the user sees for a parameter, with its id: "Labelled grid (OUTPUT)"."""
         definition = self.parameterDefinition(name)
         return f"{definition.description()} ({name})" if definition else name
 

@@ -170,15 +170,25 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT", self.tr("Training grid"), QgsProcessing.SourceType.TypeVectorPolygon
+                "OUTPUT",
+                self.tr("Labelled grid"),
+                QgsProcessing.SourceType.TypeVectorPolygon,
             ),
-            "GeoPackage of cells with cell_id, district, n_obs, median_score and label (1 = poor), styled by label.",
+            "GeoPackage of cells with cell_id, district, n_obs, median_score and label (1 = poor), styled by "
+            "label: the training grid for Train, or the ground truth for Evaluate when the survey is a new "
+            "one. It loads named after the survey (Labelled grid: <survey layer>).",
         )
         self.add_grid_outputs(COUNT_KEYS)
 
     def processAlgorithm(self, parameters, context, feedback):
         self._refuse_feature_id(parameters, "SCORE_FIELD", "INPUT", context)
-        output = self.output_gpkg(parameters, "OUTPUT", context)
+        survey = self.parameterAsVectorLayer(parameters, "INPUT", context)
+        output = self.output_gpkg(
+            parameters,
+            "OUTPUT",
+            context,
+            load_name=self.tr("Labelled grid: {}").format(survey.name()) if survey else None,
+        )
         points_path, points_layer = self.vector_file(parameters, "INPUT", context, feedback)
         urban_path, urban_layer = self.vector_file(parameters, "URBAN", context, feedback)
         districts_path, districts_layer = self.vector_file(

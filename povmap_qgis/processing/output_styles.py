@@ -77,6 +77,14 @@ def style_on_load(algorithm_id, name, path, context):
     return styler
 
 
+def name_on_load(path, context, layer_name):
+    """The name Processing gives output ``path`` when it loads it (unless the user's Processing
+    option "use the file name as layer name" is on: QGIS applies it to this name)."""
+    key = _load_key(path, context)
+    if key is not None and layer_name:
+        context.layerToLoadOnCompletionDetails(key).name = layer_name
+
+
 def _load_key(path, context):
     """The key under which ``path`` is to be loaded on completion (Processing may keep it relative)."""
     if not path:

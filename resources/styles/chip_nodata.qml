@@ -1,24 +1,24 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis readOnly="0" simplifyDrawingHints="1" hasScaleBasedVisibilityFlag="0" simplifyAlgorithm="0" symbologyReferenceScale="-1" labelsEnabled="0" simplifyMaxScale="1" version="3.22.16-Białowieża" simplifyDrawingTol="1" styleCategories="AllStyleCategories" minScale="100000000" maxScale="0" simplifyLocal="1">
+<qgis labelsEnabled="0" simplifyMaxScale="1" minScale="100000000" symbologyReferenceScale="-1" styleCategories="AllStyleCategories" simplifyDrawingTol="1" hasScaleBasedVisibilityFlag="0" maxScale="0" simplifyLocal="1" simplifyAlgorithm="0" simplifyDrawingHints="1" version="3.22.16-Białowieża" readOnly="0">
   <flags>
     <Identifiable>1</Identifiable>
     <Removable>1</Removable>
     <Searchable>1</Searchable>
     <Private>0</Private>
   </flags>
-  <temporal mode="0" limitMode="0" accumulate="0" fixedDuration="0" endField="" durationField="" durationUnit="min" startField="" endExpression="" startExpression="" enabled="0">
+  <temporal enabled="0" startField="" mode="0" startExpression="" accumulate="0" durationField="" endExpression="" durationUnit="min" limitMode="0" endField="" fixedDuration="0">
     <fixedRange>
       <start></start>
       <end></end>
     </fixedRange>
   </temporal>
-  <renderer-v2 referencescale="-1" enableorderby="0" attr="chip_flagged" type="categorizedSymbol" forceraster="0" symbollevels="0">
+  <renderer-v2 enableorderby="0" referencescale="-1" forceraster="0" symbollevels="0" type="categorizedSymbol" attr="chip_flagged">
     <categories>
-      <category label="Chips complete enough" symbol="0" render="true" value="0"/>
-      <category label="Flagged: too much nodata (not used for training)" symbol="1" render="true" value="1"/>
+      <category label="Chips complete enough (used)" value="0" render="true" symbol="0"/>
+      <category label="Flagged: too much nodata (not used for training)" value="1" render="true" symbol="1"/>
     </categories>
     <symbols>
-      <symbol name="0" alpha="1" type="fill" force_rhr="0" clip_to_extent="1">
+      <symbol force_rhr="0" name="0" type="fill" clip_to_extent="1" alpha="1">
         <data_defined_properties>
           <Option type="Map">
             <Option name="name" type="QString" value=""/>
@@ -26,10 +26,10 @@
             <Option name="type" type="QString" value="collection"/>
           </Option>
         </data_defined_properties>
-        <layer class="SimpleFill" pass="0" locked="0" enabled="1">
+        <layer enabled="1" pass="0" class="SimpleFill" locked="0">
           <Option type="Map">
             <Option name="border_width_map_unit_scale" type="QString" value="3x:0,0,0,0,0,0"/>
-            <Option name="color" type="QString" value="255,255,255,0"/>
+            <Option name="color" type="QString" value="166,219,160,255"/>
             <Option name="joinstyle" type="QString" value="bevel"/>
             <Option name="offset" type="QString" value="0,0"/>
             <Option name="offset_map_unit_scale" type="QString" value="3x:0,0,0,0,0,0"/>
@@ -41,7 +41,7 @@
             <Option name="style" type="QString" value="solid"/>
           </Option>
           <prop v="3x:0,0,0,0,0,0" k="border_width_map_unit_scale"/>
-          <prop v="255,255,255,0" k="color"/>
+          <prop v="166,219,160,255" k="color"/>
           <prop v="bevel" k="joinstyle"/>
           <prop v="0,0" k="offset"/>
           <prop v="3x:0,0,0,0,0,0" k="offset_map_unit_scale"/>
@@ -60,7 +60,7 @@
           </data_defined_properties>
         </layer>
       </symbol>
-      <symbol name="1" alpha="1" type="fill" force_rhr="0" clip_to_extent="1">
+      <symbol force_rhr="0" name="1" type="fill" clip_to_extent="1" alpha="1">
         <data_defined_properties>
           <Option type="Map">
             <Option name="name" type="QString" value=""/>
@@ -68,7 +68,7 @@
             <Option name="type" type="QString" value="collection"/>
           </Option>
         </data_defined_properties>
-        <layer class="SimpleFill" pass="0" locked="0" enabled="1">
+        <layer enabled="1" pass="0" class="SimpleFill" locked="0">
           <Option type="Map">
             <Option name="border_width_map_unit_scale" type="QString" value="3x:0,0,0,0,0,0"/>
             <Option name="color" type="QString" value="215,25,28,255"/>
@@ -118,7 +118,7 @@
     </activeChecks>
     <checkConfiguration/>
   </geometryOptions>
-  <legend showLabelLegend="0" type="default-vector"/>
+  <legend type="default-vector" showLabelLegend="0"/>
   <referencedLayers/>
   <fieldConfiguration>
     <field name="cell_id" configurationFlags="None">
@@ -137,24 +137,24 @@
     </field>
   </fieldConfiguration>
   <aliases>
-    <alias name="" index="0" field="cell_id"/>
-    <alias name="" index="1" field="chip_flagged"/>
+    <alias field="cell_id" name="" index="0"/>
+    <alias field="chip_flagged" name="" index="1"/>
   </aliases>
   <defaults>
-    <default applyOnUpdate="0" field="cell_id" expression=""/>
-    <default applyOnUpdate="0" field="chip_flagged" expression=""/>
+    <default field="cell_id" applyOnUpdate="0" expression=""/>
+    <default field="chip_flagged" applyOnUpdate="0" expression=""/>
   </defaults>
   <constraints>
-    <constraint unique_strength="0" exp_strength="0" constraints="0" notnull_strength="0" field="cell_id"/>
-    <constraint unique_strength="0" exp_strength="0" constraints="0" notnull_strength="0" field="chip_flagged"/>
+    <constraint notnull_strength="0" field="cell_id" constraints="0" unique_strength="0" exp_strength="0"/>
+    <constraint notnull_strength="0" field="chip_flagged" constraints="0" unique_strength="0" exp_strength="0"/>
   </constraints>
   <constraintExpressions>
-    <constraint exp="" desc="" field="cell_id"/>
-    <constraint exp="" desc="" field="chip_flagged"/>
+    <constraint desc="" exp="" field="cell_id"/>
+    <constraint desc="" exp="" field="chip_flagged"/>
   </constraintExpressions>
   <expressionfields/>
   <attributeactions/>
-  <attributetableconfig sortOrder="0" sortExpression="" actionWidgetStyle="dropDown">
+  <attributetableconfig actionWidgetStyle="dropDown" sortExpression="" sortOrder="0">
     <columns/>
   </attributetableconfig>
   <conditionalstyles>
