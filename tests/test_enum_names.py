@@ -99,3 +99,128 @@ def test_qgis_process_train_takes_names(tiny_sample, tmp_path):
     assert "Holdout (SPLIT): 'leave_districts' is not one of random (0), districts (1)." in (
         completed.stdout + completed.stderr
     )
+
+
+# Every enumeration of every povmap algorithm and the names the command line takes, in
+# option order (number = position). A new enumeration fails test_the_table_is_complete until
+# it is added here, so each one is exercised by name below.
+RESAMPLING = ["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
+ENUMERATIONS = {
+    ("crossvalidate", "PRESET"): ["paper", "compact"],
+    ("mappoverty", "DAYTIME_RESAMPLING"): RESAMPLING,
+    ("mappoverty", "NIGHTLIGHTS_RESAMPLING"): RESAMPLING,
+    ("mappoverty", "ACCESSIBILITY_RESAMPLING"): RESAMPLING,
+    ("predict", "ENGINE"): ["local", "spark"],
+    ("samplechips", "DAYTIME_RESAMPLING"): RESAMPLING,
+    ("samplechips", "NIGHTLIGHTS_RESAMPLING"): RESAMPLING,
+    ("samplechips", "ACCESSIBILITY_RESAMPLING"): RESAMPLING,
+    ("samplechips", "EXTRA_RESAMPLING"): RESAMPLING,
+    ("samplechips", "ENGINE"): ["local", "spark"],
+    ("target", "BUDGET_UNIT"): ["cells", "people", "share_of_cells", "share_of_people"],
+    ("target", "RANK_BY"): ["probability", "expected_poor"],
+    ("train", "PRESET"): ["paper", "compact"],
+    ("train", "SPLIT"): ["random", "districts"],
+    ("train", "BALANCE"): ["undersample", "class_weights"],
+}
+
+
+def enumerations(provider):
+    from qgis.core import QgsProcessingParameterEnum
+
+    return {
+        (alg.name(), definition.name()): definition
+        for alg in provider.algorithms()
+        for definition in alg.parameterDefinitions()
+        if isinstance(definition, QgsProcessingParameterEnum)
+    }
+
+
+def test_the_table_is_complete_and_resampling_names_are_rasterios(povmap_provider):
+    from rasterio.enums import Resampling
+
+    from povmap_qgis.processing.parameter_values import enum_names
+
+    found = enumerations(povmap_provider)
+    assert sorted(found) == sorted(ENUMERATIONS)
+    for key, definition in found.items():
+        assert enum_names(definition) == ENUMERATIONS[key], key
+        assert len(definition.options()) == len(ENUMERATIONS[key]), key
+    for name in RESAMPLING:  # the worker hands these to rasterio.warp.reproject
+        assert Resampling[name].name == name
+
+
+def test_every_enumeration_takes_every_name_and_number_in_processing(povmap_provider):
+    registry = QgsApplication.processingRegistry()
+    context = QgsProcessingContext()
+    for (algorithm_id, key), names in ENUMERATIONS.items():
+        alg = registry.createAlgorithmById(f"povmap:{algorithm_id}")
+        for index, name in enumerate(names):
+            for value in (name, name.upper(), f" {name} ", index, str(index)):
+                assert alg.parameterAsEnum({key: value}, key, context) == index, (key, value)
+                ok, message = alg.checkParameterValues({key: value}, context)
+                assert "is not one of" not in message, (algorithm_id, key, value, message)
+        ok, message = alg.checkParameterValues({key: "no_such_option"}, context)
+        label = alg.parameterDefinition(key).description()
+        assert not ok and message.startswith(f"{label} ({key}): 'no_such_option' is not one of")
+        assert f"{names[-1]} ({len(names) - 1})" in message
+
+
+def command_line(algorithm_id, chosen, folder):
+    """KEY=VALUE for a qgis_process run: every enumeration by ``chosen`` name, every other
+    mandatory parameter a value that fails QGIS's own check afterwards (a missing file)."""
+    from qgis.core import QgsProcessingDestinationParameter, QgsProcessingParameterDefinition
+
+    alg = algorithm(algorithm_id)
+    arguments = [f"{key}={value}" for key, value in chosen.items()]
+    for definition in alg.parameterDefinitions():
+        if definition.name() in chosen:
+            continue
+        optional = definition.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional
+        if optional or definition.defaultValue() is not None:
+            continue
+        if isinstance(definition, QgsProcessingDestinationParameter):
+            extension = definition.defaultFileExtension() or "out"
+            value = folder / f"{definition.name().lower()}.{extension}"
+        else:
+            value = folder / "missing" / f"{definition.name().lower()}.gpkg"
+        arguments.append(f"{definition.name()}={value}")
+    return arguments
+
+
+def test_qgis_process_parses_every_enumeration_by_name(povmap_provider, tmp_path):
+    """Each algorithm run once with all its enumerations given by (non-default) names: the
+    names pass the command line and the check; the run stops at a missing input instead.
+    With one name misspelt, the same command stops at that name (the check is live)."""
+    by_algorithm = {}
+    for (algorithm_id, key), names in ENUMERATIONS.items():
+        by_algorithm.setdefault(algorithm_id, {})[key] = names
+    for algorithm_id, parameters in by_algorithm.items():
+        alg = algorithm(algorithm_id)
+        chosen = {}
+        for key, names in parameters.items():
+            default = alg.parameterDefinition(key).defaultValue()
+            chosen[key] = next(name for index, name in enumerate(names) if index != default)
+        completed = run_qgis_process(
+            "run",
+            f"povmap:{algorithm_id}",
+            "--",
+            *command_line(algorithm_id, chosen, tmp_path),
+            check=False,
+        )
+        said = completed.stdout + completed.stderr
+        assert "is not one of" not in said, (algorithm_id, chosen, said)
+        assert "mandatory parameters were not specified" not in said, said
+        assert completed.returncode != 0 and "missing" in said, (algorithm_id, said)
+        key = next(iter(parameters))
+        misspelt = dict(chosen, **{key: chosen[key] + "x"})
+        completed = run_qgis_process(
+            "run",
+            f"povmap:{algorithm_id}",
+            "--",
+            *command_line(algorithm_id, misspelt, tmp_path),
+            check=False,
+        )
+        label = alg.parameterDefinition(key).description()
+        assert f"{label} ({key}): '{chosen[key]}x' is not one of" in (
+            completed.stdout + completed.stderr
+        ), algorithm_id
