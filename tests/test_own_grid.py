@@ -196,3 +196,25 @@ def test_processing_names_the_id_field_by_its_label(povmap_provider, tiny_sample
     assert "Cell id field" in message and "ID_FIELD" in message and "share 1 gid(s)" in message
     results, _ = run_algorithm("povmap:samplechips", dict(parameters, GRID=grid))
     assert ChipStore(results["OUTPUT"]).manifest["settings"]["id_field"] == "gid"
+
+
+def test_a_cell_id_field_must_match_the_geometry(tiny_sample, tmp_path):
+    """cell_id is povmap's id: a povmap grid moved by 5 m (edited or reprojected, its metadata
+    lost) is refused, as is an own grid whose ids are named cell_id (with what to do)."""
+    povmap = _povmap_grid(tiny_sample, tmp_path)
+    assert read_grid_cells(povmap).povmap_ids
+    moved = read_grid(povmap)
+    moved["geometry"] = moved.geometry.translate(5.0, 0.0)
+    moved.to_file(tmp_path / "moved.gpkg", engine="pyogrio")
+    own = read_grid(own_grid(povmap, tmp_path / "own.gpkg")).rename(columns={"gid": "cell_id"})
+    own.to_file(tmp_path / "own_cell_id.gpkg", engine="pyogrio")
+    for name in ("moved", "own_cell_id"):
+        with pytest.raises(PovmapInputError) as caught:
+            read_grid_cells(str(tmp_path / f"{name}.gpkg"))
+        message = str(caught.value)
+        assert caught.value.parameter == "GRID" and "do not match their cell_id" in message
+        assert "rename that field" in message and "(ID_FIELD)" in message
+    renamed = own.rename(columns={"cell_id": "gid"})
+    renamed.to_file(tmp_path / "own_gid.gpkg", engine="pyogrio")
+    cells = read_grid_cells(str(tmp_path / "own_gid.gpkg"), id_field="gid")
+    assert not cells.povmap_ids and cells.chip_size == 40

@@ -288,7 +288,7 @@ class GridCells:
     chip_size: int
     resolution: float
     crs: object
-    keys: np.ndarray  # int64 [n, 2]: cells with the same key are sampled as one block
+    keys: np.ndarray  # int64 [n, 3]: cells with the same key are sampled as one block
     povmap_ids: bool  # cell_id encodes the cell's place (povmap's own grids)
 
     @property
@@ -307,11 +307,11 @@ def read_grid_cells(
 ):
     """The cells of a polygon grid layer (see ``GridCells``), or a message naming the parameter.
 
-    Any polygon layer with a unique whole-number id in ``id_field`` works. A layer
-    whose ``cell_id`` field is povmap's (Build training/prediction grid) must still
-    match its geometry: that id names the same square in every grid of that CRS and
-    cell size, which is what joins a training grid, a prediction grid and a ground
-    truth; an edited or reprojected povmap grid would silently join other places.
+    Any polygon layer with a unique whole-number id in ``id_field`` works. An id field
+    named ``cell_id`` is povmap's and must match the geometry: that id names the same
+    square in every grid of that CRS and cell size, which is what joins a training grid,
+    a prediction grid and a ground truth; an edited or reprojected povmap grid (whose
+    metadata other tools do not keep) would silently join other places.
     """
     import pyogrio
     import shapely
@@ -355,15 +355,15 @@ def read_grid_cells(
             lefts, tops = cols * cell_size, (rows + 1) * cell_size
             keys = np.column_stack([rows // BLOCK_CELLS, cols // BLOCK_CELLS, np.zeros_like(rows)])
             return GridCells(ids, lefts, tops, size, resolution, crs, keys, True)
-        if matching.any() or _made_by_povmap(path, layer):
-            raise PovmapInputError(
-                parameter,
-                f"the cells of '{layer or path}' do not match their cell_id (edited or "
-                "reprojected?): povmap's cell_id names the same square in every grid, so that "
-                "grids and ground truths join on it. Rebuild the grid with Build training grid or "
-                "Build prediction grid.",
-            )
-        # A grid of the user's own whose id field happens to be called cell_id.
+        raise PovmapInputError(
+            parameter,
+            f"{int((~matching).sum())} of {len(ids)} cells of '{layer or path}' do not match their "
+            "cell_id (edited or reprojected?): povmap's cell_id names the same square in every "
+            "grid, so that grids and ground truths join on it. Rebuild the grid with Build "
+            "training grid or Build prediction grid. If this is a grid of your own whose ids are "
+            "in a field named cell_id, rename that field (e.g. to gid) and choose it as the cell "
+            "id field (ID_FIELD).",
+        )
     widths, heights = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]
     size = _chip_size(
         widths, heights, resolution, chip_size, parameter, ids, id_field, chip_parameter
@@ -430,17 +430,6 @@ def read_cell_ids(path, layer, id_field, info, parameter="GRID", id_parameter="I
     ids = np.asarray(values).astype("int64")
     cells.check_unique_ids(ids, id_parameter, name, id_field)
     return ids
-
-
-def _made_by_povmap(path, layer):
-    """Whether the layer is one of povmap's grids (its cell_id encodes the cell's place)."""
-    from ..geopackage import povmap_layer_metadata
-
-    try:
-        metadata = povmap_layer_metadata(path, layer)
-    except Exception:
-        return False
-    return "povmap:grid_kind" in metadata
 
 
 def _chip_size(
