@@ -1,6 +1,7 @@
 """Any polygon grid with a unique id (ID_FIELD): chips are the polygons' bounding boxes at
 RESOLUTION, equal to gdalwarp -te <box> -tr <res> <res>; predictions carry the grid's own id."""
 
+import json
 import os
 
 import numpy as np
@@ -118,6 +119,37 @@ def test_an_own_grid_over_povmap_cells_gives_the_same_chips_and_predictions(
         np.testing.assert_allclose(
             own_predicted[field].to_numpy(), predicted[field].to_numpy()[order], atol=1e-5
         )
+    # Evaluate matches by the same id (ID_FIELD): the own grid's labelled polygons give the
+    # povmap grid's metrics, and the hit/miss layer keeps the own id.
+    own_truth = own.assign(label=shuffled["label"].to_numpy())
+    own_truth.to_file(tmp_path / "own_truth.gpkg", engine="pyogrio")
+    evaluated = {}
+    for name, truth, id_field in (
+        ("povmap", povmap, None),
+        ("own", str(tmp_path / "own_truth.gpkg"), "village"),
+    ):
+        parameters = {
+            "PREDICTIONS": str(tmp_path / f"{name}_predictions.gpkg"),
+            "TRUTH": truth,
+            "HITMISS": str(tmp_path / f"{name}_hitmiss.gpkg"),
+            "METRICS": str(tmp_path / f"{name}_metrics.json"),
+            "REPORT": str(tmp_path / f"{name}_report.html"),
+            "RANDOM_DRAWS": 50,
+        }
+        if id_field:
+            parameters["ID_FIELD"] = id_field
+        run_algorithm("povmap:evaluate", parameters)
+        with open(parameters["METRICS"], encoding="utf-8") as handle:
+            evaluated[name] = json.load(handle)
+    assert evaluated["own"]["data"]["common_cells"] == len(own) > 0
+    assert evaluated["own"]["data"]["id_field"] == "village"
+    own_metrics, metrics = evaluated["own"]["metrics"]["all"], evaluated["povmap"]["metrics"]["all"]
+    assert set(own_metrics) == set(metrics)
+    for model in set(metrics) - {"random"}:  # coin flips are drawn in row order: not compared
+        for metric, value in metrics[model].items():
+            if isinstance(value, (int, float)):
+                assert own_metrics[model][metric] == pytest.approx(value, abs=1e-9), (model, metric)
+    assert "village" in read_grid(str(tmp_path / "own_hitmiss.gpkg"))
     own_rows = {int(cell): row for row, cell in enumerate(own_store.cell_ids)}
     rows = {int(cell): row for row, cell in enumerate(store.cell_ids)}
     for village, cell in zip(

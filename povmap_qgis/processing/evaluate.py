@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterVectorDestination,
@@ -17,6 +18,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from ..core.names import CELL_ID
 from ..core.report.page import write_report
 from ..core.validation.evaluation import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
@@ -75,6 +77,19 @@ class Evaluate(PovmapAlgorithm):
             ),
             "A labelled grid (cell_id, label 1 = poor, district) from Build training grid: held-out cells, or a new survey "
             "gridded in the same CRS and cell size as the predicted grid. Matched by cell_id, not by location.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "ID_FIELD",
+                self.tr("Cell id field"),
+                CELL_ID,
+                "PREDICTIONS",
+                QgsProcessingParameterField.DataType.Numeric,
+                optional=True,  # qgis_process 3.22 forgets a field's default: empty is cell_id
+            ),
+            "The cell id both layers hold, by which cells are matched: empty or cell_id for povmap's "
+            "grids; for predictions on a grid of your own, its id field (ID_FIELD of Sample image "
+            "chips), which the labelled polygons of TRUTH must hold too.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -154,6 +169,7 @@ class Evaluate(PovmapAlgorithm):
             "random_draws": self.parameterAsInt(parameters, "RANDOM_DRAWS", context),
             "seed": self.parameterAsInt(parameters, "SEED", context),
             "style_qml_path": style_path("hitmiss"),
+            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or CELL_ID,
         }
         try:
             summary = self.run_core_step(

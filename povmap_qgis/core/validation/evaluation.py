@@ -2,7 +2,8 @@
 
 Cells of a prediction layer (``povmap:predict``) are matched with the cells
 of a labelled grid (held-out cells, or a new ground-truth survey gridded with
-``povmap:buildtraininggrid``) by ``cell_id`` — never by location, so the two
+``povmap:buildtraininggrid``) by ``cell_id`` (an own grid's id: ``id_field``) —
+never by location, so the two
 layers may be stored in different CRSs. For every member (its probability at
 the model's threshold), the ensemble (its ``pred`` majority vote; AUC from
 ``prob_mean``) and the paper's random baseline (median of RANDOM_DRAWS
@@ -31,7 +32,7 @@ from ..atomic import check_output_path
 from ..errors import PovmapInputError
 from ..geopackage import povmap_layer_metadata
 from ..grid.cells import crs_to_string
-from ..names import BASELINE, ENSEMBLE, RANDOM
+from ..names import BASELINE, CELL_ID, ENSEMBLE, RANDOM
 from ..progress import Reporter
 from .validation_outputs import (
     OUTCOMES,
@@ -63,6 +64,7 @@ class EvaluateOptions:
     random_draws: int = 1000
     seed: int = 0
     style_qml_path: str | None = None  # resources/styles/hitmiss.qml; legend labels get the counts
+    id_field: str = CELL_ID  # the cell id both layers share (an own grid's ID_FIELD)
 
 
 def evaluate(options, reporter=None):
@@ -78,7 +80,7 @@ def evaluate(options, reporter=None):
     cells, data = _join(predictions, truth, options, reporter)
     labels = cells["label"].to_numpy()
     reporter.info(
-        f"{data['common_cells']} cells matched by cell_id ({data['poor_cells']} poor); "
+        f"{data['common_cells']} cells matched by {options.id_field} ({data['poor_cells']} poor); "
         f"{data['truth_without_prediction']} TRUTH cells without a prediction, "
         f"{data['predictions_without_truth']} predicted cells without a label."
     )
@@ -196,7 +198,8 @@ def _read_predictions(options):
             "PREDICTIONS",
             f"the layer '{name}' has no geometries; use the prediction layer written by Predict poverty.",
         )
-    missing = [field for field in ("cell_id", "pred", "prob_mean") if field not in fields]
+    key = options.id_field
+    missing = [field for field in (key, "pred", "prob_mean") if field not in fields]
     metadata = povmap_layer_metadata(path, layer)
     listed = [member for member in str(metadata.get("povmap:members", "")).split(",") if member]
     members = listed or [
@@ -214,7 +217,9 @@ def _read_predictions(options):
         raise PovmapInputError(
             "PREDICTIONS",
             f"the layer '{name}' has {wanted}; use the prediction layer written by Predict poverty "
-            f"(cell_id, one prob_ field per member, prob_mean, votes, pred). Its fields: {', '.join(fields) or 'none'}.",
+            f"({key}, one prob_ field per member, prob_mean, votes, pred)"
+            + ("" if key == CELL_ID else f" of the grid whose cell id is {key} (ID_FIELD)")
+            + f". Its fields: {', '.join(fields) or 'none'}.",
         )
     threshold, threshold_note = DEFAULT_THRESHOLD, None
     if "povmap:threshold" in metadata:
@@ -227,7 +232,7 @@ def _read_predictions(options):
     frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
     if frame.empty:
         raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
-    _check_ids(frame, "PREDICTIONS", name)
+    _check_ids(frame, "PREDICTIONS", name, key)
     trust = [field for field in ("prob_raw", "prob_baseline") if field in frame]
     for field in ["pred", "prob_mean"] + [f"prob_{member}" for member in members] + trust:
         values = frame[field]
@@ -265,17 +270,22 @@ def _number_or(value, default):
 
 
 def _read_truth(options, reporter):
-    """cell_id, label (0/1) and district (when present) of the labelled grid."""
+    """Cell id (``options.id_field``), label (0/1) and district (when present) of the labelled grid."""
     import pyogrio
 
     path = options.truth_path
+    key = options.id_field
     layer, fields, info = _layer_fields(path, options.truth_layer, "TRUTH")
     name = layer or os.path.basename(path)
-    if "cell_id" not in fields:
+    if key not in fields:
+        how = (
+            "grid the survey with Build training grid (same CRS and cell size as the predictions)"
+            if key == CELL_ID
+            else f"give the labelled polygons the id of the grid that was predicted ({key}, ID_FIELD)"
+        )
         raise PovmapInputError(
             "TRUTH",
-            f"the layer '{name}' has no cell_id field; grid the survey with Build training grid "
-            f"(same CRS and cell size as the predictions). Its fields: {', '.join(fields) or 'none'}.",
+            f"the layer '{name}' has no {key} field; {how}. Its fields: {', '.join(fields) or 'none'}.",
         )
     if "label" not in fields:
         raise PovmapInputError(
@@ -283,11 +293,11 @@ def _read_truth(options, reporter):
             f"the layer '{name}' has no label field (1 = poor, 0 = not poor); use a labelled grid from "
             f"Build training grid, e.g. a ground-truth survey gridded with it. Its fields: {', '.join(fields) or 'none'}.",
         )
-    columns = ["cell_id", "label"] + (["district"] if "district" in fields else [])
+    columns = [key, "label"] + (["district"] if "district" in fields else [])
     frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, read_geometry=False)
     if frame.empty:
         raise PovmapInputError("TRUTH", f"the layer '{name}' has no features.")
-    frame = _numbers_from_text(frame, ("cell_id", "label"), "TRUTH", name, reporter)
+    frame = _numbers_from_text(frame, (key, "label"), "TRUTH", name, reporter)
     unlabelled = frame["label"].isna()
     if unlabelled.all():
         raise PovmapInputError(
@@ -303,7 +313,7 @@ def _read_truth(options, reporter):
             "TRUTH",
             f"the label field of '{name}' must be 1 (poor) or 0 (not poor); it also holds {', '.join(odd)}.",
         )
-    _check_ids(frame, "TRUTH", name)
+    _check_ids(frame, "TRUTH", name, key)
     frame = frame.assign(label=frame["label"].astype("int32"))
     return {
         "frame": frame,
@@ -343,34 +353,34 @@ def _numbers_from_text(frame, columns, parameter, name, reporter):
     return frame
 
 
-def _check_ids(frame, parameter, name):
+def _check_ids(frame, parameter, name, key=CELL_ID):
     import numpy as np
 
-    ids = frame["cell_id"]
+    ids = frame[key]
     if ids.isna().any():
         raise PovmapInputError(
             parameter,
-            f"the cell_id field of '{name}' is empty in {int(ids.isna().sum())} features.",
+            f"the {key} field of '{name}' is empty in {int(ids.isna().sum())} features.",
         )
     numeric = np.asarray(ids, dtype="float64") if ids.dtype.kind == "f" else None
     if numeric is not None and not np.all(numeric == np.round(numeric)):
         raise PovmapInputError(
             parameter,
-            f"the cell_id field of '{name}' holds non-integer values; use the grid's own cell_id.",
+            f"the {key} field of '{name}' holds non-integer values; use the grid's own {key}.",
         )
     try:
-        frame["cell_id"] = ids.astype("int64")
+        frame[key] = ids.astype("int64")
     except (TypeError, ValueError):
         raise PovmapInputError(
             parameter,
-            f"the cell_id field of '{name}' is not an integer field; use the grid's own cell_id.",
+            f"the {key} field of '{name}' is not an integer field; use the grid's own {key}.",
         ) from None
-    duplicated = frame["cell_id"].duplicated()
+    duplicated = frame[key].duplicated()
     if duplicated.any():
-        example = int(frame.loc[duplicated, "cell_id"].iloc[0])
+        example = int(frame.loc[duplicated, key].iloc[0])
         raise PovmapInputError(
             parameter,
-            f"'{name}' holds {int(duplicated.sum())} duplicated cell_id values (e.g. {example}); "
+            f"'{name}' holds {int(duplicated.sum())} duplicated {key} values (e.g. {example}); "
             "a grid has one feature per cell.",
         )
 
@@ -380,12 +390,13 @@ def _join(predictions, truth, options, reporter):
     import pandas
 
     frame, observed = predictions["frame"], truth["frame"]
-    matched = frame["cell_id"].isin(observed["cell_id"])
+    key = options.id_field
+    matched = frame[key].isin(observed[key])
     if not matched.any():
-        raise PovmapInputError("TRUTH", _no_common_cells_message(predictions, truth))
-    by_cell = observed.set_index("cell_id")
+        raise PovmapInputError("TRUTH", _no_common_cells_message(predictions, truth, key))
+    by_cell = observed.set_index(key)
     cells = frame.loc[matched].copy()
-    truth_labels = by_cell.loc[cells["cell_id"], "label"].to_numpy()
+    truth_labels = by_cell.loc[cells[key], "label"].to_numpy()
     if (
         "label" in cells
         and not (
@@ -395,7 +406,7 @@ def _join(predictions, truth, options, reporter):
         reporter.info("PREDICTIONS has its own label field: the labels of TRUTH are used.")
     cells = cells.drop(columns=[column for column in ("label", "outcome") if column in cells])
     if "district" in by_cell:
-        truth_districts = by_cell.loc[cells["cell_id"], "district"].to_numpy()
+        truth_districts = by_cell.loc[cells[key], "district"].to_numpy()
         if "district" in cells:
             cells["district"] = cells["district"].where(
                 cells["district"].notna(), pandas.Series(truth_districts, index=cells.index)
@@ -406,7 +417,7 @@ def _join(predictions, truth, options, reporter):
     cells["outcome"] = outcomes(cells["label"].to_numpy(), cells["pred"].to_numpy())
     if predictions["crs"] and truth["crs"] and predictions["crs"] != truth["crs"]:
         reporter.info(
-            f"PREDICTIONS is in {predictions['crs']} and TRUTH in {truth['crs']}: cells are matched by cell_id; "
+            f"PREDICTIONS is in {predictions['crs']} and TRUTH in {truth['crs']}: cells are matched by {key}; "
             "the hit/miss layer keeps the geometry of PREDICTIONS."
         )
     if predictions["threshold_note"]:
@@ -415,6 +426,7 @@ def _join(predictions, truth, options, reporter):
         sorted({str(value) for value in cells["district"].dropna()}) if "district" in cells else []
     )
     data = {
+        "id_field": key,
         "predictions_layer": predictions["layer"],
         "truth_layer": truth["layer"],
         "predictions_crs": predictions["crs"],
@@ -422,7 +434,7 @@ def _join(predictions, truth, options, reporter):
         "prediction_cells": int(len(frame)),
         "truth_cells": int(len(observed)),
         "common_cells": int(len(cells)),
-        "truth_without_prediction": int((~observed["cell_id"].isin(frame["cell_id"])).sum()),
+        "truth_without_prediction": int((~observed[key].isin(frame[key])).sum()),
         "predictions_without_truth": int((~matched).sum()),
         "poor_cells": int(cells["label"].sum()),
         "predicted_poor_cells": int(cells["pred"].sum()),
@@ -451,17 +463,17 @@ def _out_of_range_counts(cells, districts):
     }
 
 
-def _no_common_cells_message(predictions, truth):
+def _no_common_cells_message(predictions, truth, key=CELL_ID):
     frame, observed = predictions["frame"], truth["frame"]
     cell_size = truth["metadata"].get("cell_size")
     described = (
-        f"PREDICTIONS: {len(frame)} cells in {predictions['crs'] or 'an unknown CRS'}, e.g. cell_id {int(frame['cell_id'].iloc[0])}; "
+        f"PREDICTIONS: {len(frame)} cells in {predictions['crs'] or 'an unknown CRS'}, e.g. {key} {int(frame[key].iloc[0])}; "
         f"TRUTH: {len(observed)} cells in {truth['crs'] or 'an unknown CRS'}"
         + (f", cell size {cell_size}" if cell_size else "")
-        + f", e.g. cell_id {int(observed['cell_id'].iloc[0])}"
+        + f", e.g. {key} {int(observed[key].iloc[0])}"
     )
     return (
-        "no cell_id of the TRUTH layer is in PREDICTIONS, so nothing can be compared. Cell ids depend on the grid's CRS and cell "
+        f"no {key} of the TRUTH layer is in PREDICTIONS, so nothing can be compared. Cell ids depend on the grid's CRS and cell "
         "size: grid the ground truth with Build training grid in the same CRS and CELL_SIZE as the grid that was predicted, "
         f"and check that both cover the same area ({described})."
     )
@@ -817,7 +829,10 @@ def report_document(summary, maps=()):
     )
     data_summary = report.KeyValues(
         [
-            ("Cells compared (matched by cell_id)", data["common_cells"]),
+            (
+                f"Cells compared (matched by {data.get('id_field', CELL_ID)})",
+                data["common_cells"],
+            ),
             (
                 "Observed poor",
                 f"{data['poor_cells']} ({_share(data['poor_cells'], data['common_cells'])}); {data['label_meaning']}",
