@@ -30,7 +30,6 @@ FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing c
 GDAL_CACHE_MB = 192  # decoded source tiles kept between blocks
 BLOCKS_AHEAD = 2  # blocks sampled ahead of the writer (bounds memory)
 MOMENT_CELLS = 8  # cells whose pixel moments are computed at once (float64 copies)
-POVMAP_ID_FIELD = CELL_ID
 POLYGON_TYPES = ("Polygon", "MultiPolygon")
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 # Chips are stored compactly in float16 unless an input's values do not fit it: beyond
@@ -333,7 +332,7 @@ def read_grid_cells(
             f"{int(ids[empty[0]])}); delete them or give them their polygon.",
         )
     crs = CRS.from_user_input(meta["crs"])
-    if id_field == POVMAP_ID_FIELD:
+    if id_field == CELL_ID:
         cell_size = float(np.median(bounds[:, 2] - bounds[:, 0]))
         rows, cols = cells.decode_cell_ids(ids)
         expected = np.column_stack(
@@ -387,7 +386,7 @@ def read_cell_ids(path, layer, id_field, info, parameter="GRID", id_parameter="I
             "and choose that field.",
         )
     if id_field not in fields:
-        if id_field == POVMAP_ID_FIELD:
+        if id_field == CELL_ID:
             hint = (
                 "make the grid with Build training grid or Build prediction grid, or choose "
                 "your grid's own id field (Cell id field, ID_FIELD)"
