@@ -250,3 +250,49 @@ def test_a_cell_id_field_must_match_the_geometry(tiny_sample, tmp_path):
     renamed.to_file(tmp_path / "own_gid.gpkg", engine="pyogrio")
     cells = read_grid_cells(str(tmp_path / "own_gid.gpkg"), id_field="gid")
     assert not cells.povmap_ids and cells.chip_size == 40
+
+
+@pytest.mark.slow
+def test_crossvalidation_and_training_on_an_own_labelled_grid(povmap_provider, tiny_chips):
+    """Labelled polygons of an own grid (ids 'village', shuffled) over the tiny labelled cells:
+    cross-validation reads the id the chip store was sampled by, every labelled cell gets one
+    fold, a district stays in one fold, and the output keeps the own id; train runs too."""
+    from povmap_qgis.core.chips.sampling import ChipInput
+
+    folder = tiny_chips["folder"] / "own-grid"
+    folder.mkdir()
+    labelled = read_grid(tiny_chips["grid"]).sample(frac=1.0, random_state=5)
+    own = labelled[["district", "label", "geometry"]].reset_index(drop=True)
+    own["village"] = 40_000 + 7 * np.arange(len(own))
+    own.to_file(folder / "villages.gpkg", engine="pyogrio")
+    source = ChipStore(tiny_chips["night"]).manifest["inputs"][0]["source"]
+    chips = str(folder / "villages.chips")
+    sample_chips(
+        ChipOptions(
+            grid_path=str(folder / "villages.gpkg"),
+            inputs=[ChipInput("nightlights", source, [1])],
+            output_path=chips,
+            id_field="village",
+        )
+    )
+    common = {"CHIPS": chips, "GRID": str(folder / "villages.gpkg"), "PRESET": "compact"}
+    common.update(MEMBERS="compact_cnn", SEED=4, EPOCHS=1)
+    run_algorithm(
+        "povmap:crossvalidate",
+        dict(
+            common,
+            FOLDS=3,
+            REPORT=str(folder / "report.html"),
+            METRICS=str(folder / "metrics.json"),
+            OUTPUT_GRID=str(folder / "folds.gpkg"),
+        ),
+    )
+    folds = read_grid(str(folder / "folds.gpkg"))
+    assert list(folds["village"]) == list(own["village"])
+    assert folds["fold"].notna().sum() >= 0.9 * len(own)  # flagged cells aside
+    per_district = folds.dropna(subset=["fold"]).groupby("district")["fold"].nunique()
+    assert (per_district == 1).all() and folds["fold"].nunique() == 3
+    results, _ = run_algorithm(
+        "povmap:train", dict(common, OUTPUT=str(folder / "villages.povmodel"))
+    )
+    assert os.path.isdir(results["OUTPUT"])

@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
     QgsProcessingParameterNumber,
     QgsProviderRegistry,
     QgsVectorFileWriter,
@@ -149,6 +150,21 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 definition.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced
             )
         self.addParameter(definition)
+
+    def add_store_id_field(self):
+        """ID_FIELD of GRID for steps that read a chip store: empty is the store's own id field."""
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "ID_FIELD",
+                self.tr("Cell id field"),
+                None,
+                "GRID",
+                QgsProcessingParameterField.DataType.Numeric,
+                optional=True,
+            ),
+            "The grid's unique whole-number cell id that matches each cell to its chips; empty: the "
+            "id field the chip store was sampled by (cell_id for povmap's grids).",
+        )
 
     def checkParameterValues(self, parameters, context):
         """QGIS's checks on the values the run uses (3.22 forgets a field parameter's default

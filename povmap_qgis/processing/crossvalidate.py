@@ -63,8 +63,10 @@ class CrossValidate(PovmapAlgorithm):
             QgsProcessingParameterFeatureSource(
                 "GRID", self.tr("Labelled grid (with district)"), POLYGON_SOURCES
             ),
-            "The training grid (cell_id, label, district) the chips were sampled for; folds are made of its districts.",
+            "The training grid (cell_id, label, district) the chips were sampled for, or labelled "
+            "polygons of your own grid (its id in ID_FIELD); folds are made of its districts.",
         )
+        self.add_store_id_field()
         self.add_parameter(
             QgsProcessingParameterEnum(
                 "PRESET", self.tr("Preset"), PRESET_NAMES, False, PRESET_NAMES.index("compact")
@@ -182,6 +184,7 @@ class CrossValidate(PovmapAlgorithm):
                 "chips_path": self.input_file(parameters, "CHIPS", context),
                 "grid_path": grid_path,
                 "grid_layer": grid_layer,
+                "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
                 "metrics_path": metrics,
                 "output_grid_path": output_grid,
                 "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)],

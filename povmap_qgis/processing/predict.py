@@ -5,7 +5,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterVectorDestination,
@@ -84,18 +83,7 @@ class Predict(PovmapAlgorithm):
             "Cells to predict, e.g. from Build prediction grid, or your own grid whose chips were sampled "
             "by ID_FIELD; every field of it is kept in the output.",
         )
-        self.add_parameter(
-            QgsProcessingParameterField(
-                "ID_FIELD",
-                self.tr("Cell id field"),
-                None,
-                "GRID",
-                QgsProcessingParameterField.DataType.Numeric,
-                optional=True,
-            ),
-            "The grid's unique whole-number cell id that matches each cell to its chips; empty: the id "
-            "field the chip store was sampled by (cell_id for povmap's grids).",
-        )
+        self.add_store_id_field()
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
                 "OUTPUT", self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon

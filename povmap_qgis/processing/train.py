@@ -47,8 +47,10 @@ class Train(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource("GRID", self.tr("Labelled grid"), POLYGON_SOURCES),
-            "The training grid (cell_id, label, district) the chips were sampled for.",
+            "The training grid (cell_id, label, district) the chips were sampled for, or labelled "
+            "polygons of your own grid (its id in ID_FIELD, label, district).",
         )
+        self.add_store_id_field()
         self.add_parameter(
             QgsProcessingParameterEnum(
                 "PRESET", self.tr("Preset"), PRESET_NAMES, False, PRESET_NAMES.index("compact")
@@ -173,6 +175,7 @@ class Train(PovmapAlgorithm):
             "chips_path": self.input_file(parameters, "CHIPS", context),
             "grid_path": grid_path,
             "grid_layer": grid_layer,
+            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
             "output_path": output,
             "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)],
             "members": members or None,

@@ -9,14 +9,19 @@ plausible. All inputs of a cell get the same transform, so they stay aligned.
 import numpy as np
 
 from .. import vectors
+from ..chips import sampling
 from ..chips.input_transforms import apply_transform, choose_transforms
 from ..errors import PovmapInputError
 from ..grid import cells
+from ..names import CELL_ID
 
 
-def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID", reporter=None):
+def read_labelled_cells(
+    grid_path, grid_layer=None, parameter="GRID", reporter=None, id_field=CELL_ID
+):
     """cell_id, label and district of a labelled grid (a training grid).
 
+    ``id_field``: the grid's cell id (an own grid's ID_FIELD), returned as ``cell_id``.
     Cells without a label (NULL) are left out, and counted to ``reporter``.
     """
     import pyogrio
@@ -24,14 +29,19 @@ def read_labelled_cells(grid_path, grid_layer=None, parameter="GRID", reporter=N
     layer = vectors.spatial_layer(grid_path, grid_layer, parameter)
     info = vectors.layer_info(grid_path, layer, parameter)
     fields = list(info["fields"])
-    for field in ("cell_id", "label"):
+    if id_field != CELL_ID:
+        sampling.read_cell_ids(
+            grid_path, layer, id_field, info, parameter
+        )  # missing, NULL, repeated
+    for field in (id_field, "label"):
         if field not in fields:
             raise PovmapInputError(
                 parameter,
                 f"the layer '{layer}' has no {field} field; use a labelled grid made by Build training grid.",
             )
-    columns = ["cell_id", "label"] + (["district"] if "district" in fields else [])
+    columns = [id_field, "label"] + (["district"] if "district" in fields else [])
     frame = pyogrio.read_dataframe(grid_path, layer=layer, columns=columns, read_geometry=False)
+    frame = frame.rename(columns={id_field: CELL_ID})
     unlabelled = int(frame["label"].isna().sum())
     if unlabelled and reporter is not None:
         reporter.warning(

@@ -25,7 +25,7 @@ from ..atomic import partial_path, publish_folder
 from ..chips.chip_store import ChipStore
 from ..errors import PovmapInputError
 from ..labels import label_sentence, poor_below_from_metadata
-from ..names import BASELINE, ENSEMBLE, RANDOM, RANDOM_DRAWS
+from ..names import BASELINE, CELL_ID, ENSEMBLE, RANDOM, RANDOM_DRAWS
 from ..progress import Reporter
 from ..validation import metrics
 from . import learning_data, model_package, models, pretrained, statistics_member
@@ -40,6 +40,7 @@ class TrainOptions:
     grid_path: str
     output_path: str
     grid_layer: str | None = None
+    id_field: str | None = None  # the grid's cell id; None: the one the chip store was sampled by
     preset: str = "compact"
     members: list | None = None  # architectures; default: the preset's three
     split: str = "random"  # "random" or "districts"
@@ -324,9 +325,17 @@ def clear_session():
     keras.backend.clear_session()
 
 
+def grid_id_field(store, options):
+    """The grid's cell id field: the option, else the one the chip store was sampled by."""
+    return options.id_field or store.manifest["settings"].get("id_field") or CELL_ID
+
+
 def usable_cells(store, options, reporter=None):
     cells = learning_data.read_labelled_cells(
-        options.grid_path, options.grid_layer, reporter=reporter
+        options.grid_path,
+        options.grid_layer,
+        reporter=reporter,
+        id_field=grid_id_field(store, options),
     )
     if cells.empty:
         raise PovmapInputError("GRID", "the grid has no labelled cells.")

@@ -69,6 +69,7 @@ class CrossValidateOptions:
     metrics_path: str
     output_grid_path: str
     grid_layer: str | None = None
+    id_field: str | None = None  # the grid's cell id; None: the one the chip store was sampled by
     preset: str = "compact"
     members: list | None = None  # architectures; default: the preset's
     folds: int = 6
@@ -389,7 +390,15 @@ def crossvalidate(options, reporter=None):
     document["outcomes"] = {outcome: int((cell_outcomes == outcome).sum()) for outcome in OUTCOMES}
     reporter.progress(96)
     _write_outputs(
-        options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members
+        options,
+        document,
+        cells,
+        cell_folds,
+        probabilities,
+        outputs,
+        cell_outcomes,
+        members,
+        id_field=training.grid_id_field(store, options),
     )
     figures = (
         _write_figures(options.figures_folder, document, members) if options.figures_folder else {}
@@ -540,7 +549,7 @@ def _csv(value):
 
 
 def _write_outputs(
-    options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members
+    options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members, id_field
 ):
     """Metrics JSON and CSV, then the grid with folds and out-of-fold predictions; all appear only when all are written."""
     import geopandas
@@ -551,12 +560,16 @@ def _write_outputs(
 
     layer = spatial_layer(options.grid_path, options.grid_layer, "GRID")
     grid = geopandas.read_file(options.grid_path, layer=layer, engine="pyogrio")
+    # cells holds the grid's id (id_field) as cell_id
     index = (
-        grid[["cell_id"]]
+        grid[[id_field]]
+        .rename(columns={id_field: "cell_id"})
         .astype({"cell_id": "int64"})
-        .merge(cells[["cell_id"]].assign(position=np.arange(len(cells))), on="cell_id", how="left")[
-            "position"
-        ]
+        .merge(
+            cells[["cell_id"]].assign(position=np.arange(len(cells))),
+            on="cell_id",
+            how="left",
+        )["position"]
         .to_numpy()
     )
     found = ~np.isnan(index)
