@@ -202,7 +202,7 @@ def trust_fields(manifest, features, ensemble, reporter):
         if scores:
             metadata["povmap_drift"] = json.dumps(scores)
         reporter.info(f"drift: {drift.sentence(scores)}")
-        for warning in drift.warnings(scores, len(rows)):
+        for warning in drift.warnings(scores, len(features)):
             reporter.warning(warning)
         reporter.info(
             f"{int(fields['out_of_range'].sum())} of {len(features)} cells lie outside the training "
