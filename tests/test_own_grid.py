@@ -253,14 +253,15 @@ def test_a_cell_id_field_must_match_the_geometry(tiny_sample, tmp_path):
 
 
 @pytest.mark.slow
-def test_crossvalidation_and_training_on_an_own_labelled_grid(povmap_provider, tiny_chips):
+def test_crossvalidation_and_training_on_an_own_labelled_grid(
+    povmap_provider, tiny_chips, tmp_path
+):
     """Labelled polygons of an own grid (ids 'village', shuffled) over the tiny labelled cells:
     cross-validation reads the id the chip store was sampled by, every labelled cell gets one
     fold, a district stays in one fold, and the output keeps the own id; train runs too."""
     from povmap_qgis.core.chips.sampling import ChipInput
 
-    folder = tiny_chips["folder"] / "own-grid"
-    folder.mkdir()
+    folder = tmp_path  # not the session's tiny_chips folder, which other tests watch
     labelled = read_grid(tiny_chips["grid"]).sample(frac=1.0, random_state=5)
     own = labelled[["district", "label", "geometry"]].reset_index(drop=True)
     own["village"] = 40_000 + 7 * np.arange(len(own))
