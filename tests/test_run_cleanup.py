@@ -378,7 +378,7 @@ def test_a_second_run_aimed_at_the_same_output_is_refused_naming_it(povmap_provi
             "povmap:buildtraininggrid",
             {"INPUT": str(survey), "SCORE_FIELD": "score", "MIN_OBS": 3, "OUTPUT": str(output)},
         )
-        assert "Training grid — OUTPUT: another run" in message
+        assert "Labelled grid — OUTPUT: another run" in message
         assert str(output) in message and ".grid.gpkg.lock" in message
         assert not output.exists()  # the refused run wrote nothing
         printed, _ = first.communicate(timeout=180)
