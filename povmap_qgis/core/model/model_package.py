@@ -62,11 +62,8 @@ WEIGHTS_SUFFIXES = (".weights.h5", ".trees.json")
 
 
 def sha256_of(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def check_package_path(path, parameter="OUTPUT"):
