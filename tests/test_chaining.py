@@ -318,6 +318,34 @@ def test_map_poverty_gives_what_the_three_steps_give_separately(
     assert results["PREDICTED_POOR"] == int(separate["pred"].sum())
 
 
+def test_map_poverty_from_the_rasters_gives_the_same_predictions_and_no_chip_store(
+    povmap_provider, tiny_sample, unsurveyed_area, tmp_path
+):
+    common = {"AREA": unsurveyed_area, "DISTRICT_FIELD": "name", **_rasters(tiny_sample)}
+    via_store, _ = run_algorithm(
+        "povmap:mappoverty",
+        {**common, "CHIPS": str(tmp_path / "kept"), "OUTPUT": str(tmp_path / "store.gpkg")},
+    )
+    direct, feedback = run_algorithm(
+        "povmap:mappoverty",
+        {
+            **common,
+            "SOURCE": "rasters",
+            "CHIPS": str(tmp_path / "not_written"),
+            "OUTPUT": str(tmp_path / "rasters.gpkg"),
+        },
+    )
+    assert not direct.get("CHIPS") and "no chips are stored" in feedback.text()
+    assert sorted(os.listdir(tmp_path)) == ["kept.chips", "rasters.gpkg", "store.gpkg"]
+    stored = read_grid(via_store["OUTPUT"]).sort_values("cell_id")
+    read = read_grid(direct["OUTPUT"]).sort_values("cell_id")
+    assert stored["cell_id"].tolist() == read["cell_id"].tolist() and len(read) > 0
+    probabilities = [column for column in stored.columns if column.startswith("prob_")]
+    np.testing.assert_allclose(read[probabilities].values, stored[probabilities].values, atol=2e-5)
+    assert read["pred"].tolist() == stored["pred"].tolist()
+    assert direct["CELLS"] == via_store["CELLS"]
+
+
 def test_map_poverty_asks_for_the_rasters_the_model_needs_before_any_work(
     povmap_provider, tiny_sample, unsurveyed_area, tmp_path
 ):

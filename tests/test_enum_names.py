@@ -111,6 +111,7 @@ ENUMERATIONS = {
     ("mappoverty", "NIGHTLIGHTS_RESAMPLING"): RESAMPLING,
     ("mappoverty", "ACCESSIBILITY_RESAMPLING"): RESAMPLING,
     ("predict", "SOURCE"): ["chips", "rasters"],
+    ("mappoverty", "SOURCE"): ["chips", "rasters"],
     ("predict", "DAYTIME_RESAMPLING"): RESAMPLING,
     ("predict", "NIGHTLIGHTS_RESAMPLING"): RESAMPLING,
     ("predict", "ACCESSIBILITY_RESAMPLING"): RESAMPLING,

@@ -2,7 +2,8 @@
 
 Runs Build prediction grid, Sample image chips and Predict poverty as child
 algorithms (same context, one progress bar, Cancel between and within steps),
-with the cell size and chip resolution the model was trained with.
+with the cell size and chip resolution the model was trained with. With
+SOURCE=rasters the chip store is skipped: Predict poverty reads the rasters.
 """
 
 import json
@@ -25,8 +26,10 @@ from qgis.core import (
 )
 
 from ..core.chips.sampling import RESAMPLING_METHODS
+from ..core.names import PREDICTION_SOURCES
 from ..paths import bundled_model_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .predict import SOURCE_OPTIONS
 from .sample_chips import NAMED_INPUTS
 
 DEFAULT_CELL_SIZE = 1000.0  # when the model's manifest cannot be read (models:/…)
@@ -45,7 +48,9 @@ class MapPoverty(PovmapAlgorithm):
         "(Sample image chips) and runs a model on it (Predict poverty). The cell size and chip resolution are the model's, read from its package. Without "
         "MODEL, the bundled demonstration model is used: it was trained on synthetic data, needs all "
         "three rasters and is not for policy use. The result is the styled prediction layer; the chip "
-        "store is kept where CHIPS says (a temporary folder by default) for another model or a rerun."
+        "store is kept where CHIPS says (a temporary folder by default) for another model or a rerun. "
+        "With SOURCE=rasters no chip store is written: the rasters are sampled and predicted block "
+        "by block (the same predictions)."
     )
 
     def initAlgorithm(self, config=None):
@@ -87,6 +92,16 @@ class MapPoverty(PovmapAlgorithm):
             "A .povmodel folder from Train poverty ensemble, or a version registered in the run "
             "history (models:/<name>/<version>, models:/<name>@<alias>). Empty: the demonstration "
             "ensemble bundled with the plugin (synthetic data, not for policy use).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                "SOURCE", self.tr("Read chips from"), SOURCE_OPTIONS, False, 0, optional=True
+            ),
+            "chips (default): sample the rasters into the chip store CHIPS, then predict from it "
+            "(kept for another model or a rerun). rasters: predict straight from the rasters, "
+            "block by block, with the same predictions and no chip store on disk (CHIPS is not "
+            "written).",
+            names=PREDICTION_SOURCES,
         )
         self.add_parameter(
             QgsProcessingParameterCrs(
@@ -138,16 +153,21 @@ class MapPoverty(PovmapAlgorithm):
         import processing  # QGIS's Processing plugin: loaded wherever this provider runs
 
         output = self.output_gpkg(parameters, "OUTPUT", context)
+        source = PREDICTION_SOURCES[self.parameterAsEnum(parameters, "SOURCE", context)]
         if parameters.get("CHIPS") in (None, ""):
             parameters = {**parameters, "CHIPS": QgsProcessing.TEMPORARY_OUTPUT}
-        chips = self.output_folder(parameters, "CHIPS", context, ".chips")
+        chips = (
+            self.output_folder(parameters, "CHIPS", context, ".chips")
+            if source == "chips"
+            else None
+        )
         model = self.input_file(parameters, "MODEL", context) or bundled_model_path()
         manifest = _model_manifest(model)
         self._refuse_missing_inputs(parameters, manifest)
         cell_size = float(manifest.get("cell_size") or DEFAULT_CELL_SIZE)
         resolution = float(manifest.get("resolution") or DEFAULT_RESOLUTION)
         feedback.pushInfo(f"Model: {model} (cells of {cell_size:g} m, chips at {resolution:g} m)")
-        steps = QgsProcessingMultiStepFeedback(3, feedback)
+        steps = QgsProcessingMultiStepFeedback(3 if source == "chips" else 2, feedback)
 
         def run(step, algorithm, child_parameters):
             steps.setCurrentStep(step)
@@ -184,9 +204,16 @@ class MapPoverty(PovmapAlgorithm):
             chip_parameters[f"{name}_RESAMPLING"] = self.parameterAsEnum(
                 parameters, f"{name}_RESAMPLING", context
             )
-        chips = run(1, "samplechips", chip_parameters)["OUTPUT"]
+        if source == "chips":
+            chips = run(1, "samplechips", chip_parameters)["OUTPUT"]
+            predict_parameters = {"CHIPS": chips}
+        else:  # the same raster parameters, read by predict itself; no store
+            predict_parameters = {"SOURCE": source, **chip_parameters}
+            del predict_parameters["RESOLUTION"], predict_parameters["OUTPUT"]
         predicted = run(
-            2, "predict", {"MODEL": model, "CHIPS": chips, "GRID": grid, "OUTPUT": output}
+            2 if source == "chips" else 1,
+            "predict",
+            {**predict_parameters, "MODEL": model, "GRID": grid, "OUTPUT": output},
         )
         feedback.setProgress(100)
         return {
