@@ -41,6 +41,7 @@ from urllib.parse import unquote, urlparse
 
 from ..atomic import atomic_output
 from ..errors import PovmapCanceledError, PovmapInputError
+from ..model.model_package import sha256_of
 from ..progress import Reporter
 
 TRACKED_STEPS = frozenset({"train", "predict", "evaluate", "crossvalidate", "target"})
@@ -604,12 +605,12 @@ def fingerprint_of(path):
     """sha256 of a file (or of a chip store's / model package's manifest); size and time of rasters."""
     if os.path.isdir(path):
         manifest = os.path.join(path, "manifest.json")
-        return f"sha256:{_file_sha256(manifest)}" if os.path.isfile(manifest) else None
+        return f"sha256:{sha256_of(manifest)}" if os.path.isfile(manifest) else None
     status = os.stat(path)
     if path.lower().endswith(RASTER_EXTENSIONS) or status.st_size > HASHED_FILE_LIMIT:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.st_mtime))
         return f"size={status.st_size};mtime={stamp}"
-    return f"sha256:{_file_sha256(path)}"
+    return f"sha256:{sha256_of(path)}"
 
 
 def numeric_leaves(value, prefix=""):
@@ -704,11 +705,6 @@ def _is_number(value):
         and not isinstance(value, bool)
         and math.isfinite(float(value))
     ) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and _is_number(value.item()))
-
-
-def _file_sha256(path):
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _digest(items):
