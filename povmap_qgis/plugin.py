@@ -1,4 +1,4 @@
-"""The QGIS plugin object: registers the Processing provider."""
+"""The QGIS plugin object: registers the Processing provider and styles povmap files added by hand."""
 
 from qgis.core import QgsApplication
 
@@ -7,6 +7,7 @@ class PovmapPlugin:
     def __init__(self, iface=None):
         self.iface = iface
         self.provider = None
+        self.styler = None
 
     def initProcessing(self):
         from .processing.provider import PovmapProvider
@@ -15,9 +16,15 @@ class PovmapPlugin:
         QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self):
+        from .processing.output_styles import AddedByHandStyler
+
         self.initProcessing()
+        self.styler = AddedByHandStyler()
 
     def unload(self):
+        if self.styler is not None:
+            self.styler.disconnect()
+            self.styler = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

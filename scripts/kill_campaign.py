@@ -150,7 +150,7 @@ def vector_table(path):
     """Every attribute and geometry (WKB) of a GeoPackage's layer, as plain lists."""
     import pyogrio
 
-    layer = pyogrio.list_layers(path)[0][0]  # the data layer (layer_styles comes after it)
+    layer = pyogrio.list_layers(path)[0][0]  # the data layer
     meta, _, geometry, fields = pyogrio.raw.read(path, layer=layer)
     return (
         [list(meta["fields"])]

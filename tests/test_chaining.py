@@ -336,7 +336,13 @@ def test_map_poverty_from_the_rasters_gives_the_same_predictions_and_no_chip_sto
         },
     )
     assert not direct.get("CHIPS") and "no chips are stored" in feedback.text()
-    assert sorted(os.listdir(tmp_path)) == ["kept.chips", "rasters.gpkg", "store.gpkg"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "kept.chips",
+        "rasters.gpkg",
+        "rasters.qml",
+        "store.gpkg",
+        "store.qml",
+    ]
     stored = read_grid(via_store["OUTPUT"]).sort_values("cell_id")
     read = read_grid(direct["OUTPUT"]).sort_values("cell_id")
     assert stored["cell_id"].tolist() == read["cell_id"].tolist() and len(read) > 0

@@ -379,3 +379,22 @@ def test_hit_miss_layer_and_canvas(desktop):
             counts,
         )
     assert (out / "evaluation.html").stat().st_size > 10_000
+
+
+def test_outputs_added_by_hand_open_at_once_with_their_style(desktop):
+    """Each output dropped on the QGIS window from a file manager (issue 12, item 3) adds one
+    layer, asks nothing ("Select Items to Add" would be a modal dialog), and is drawn as the
+    same output loaded by the Processing dialog: same renderer, field and classes, the same
+    other styles in its list. So is the predictions file moved alone, without its .qml."""
+    report = desktop["report"]
+    added = report["added_by_hand"]
+    assert len(added) == 7, sorted(added)
+    for file_name, outcome in added.items():
+        assert outcome["questions"] == [], (file_name, outcome["questions"])
+        assert len(outcome["layers"]) == 1, (file_name, outcome["layers"])
+        by_hand = outcome["layers"][0]
+        by_processing = _layer(report, file_name.replace("moved_alone/", ""))
+        for key in ("renderer", "attribute", "categories", "ranges", "colour"):
+            assert by_hand.get(key) == by_processing.get(key), (file_name, key)
+        extra = set(by_processing["styles"]) - {by_processing["current_style"]}
+        assert set(by_hand["styles"]) - {by_hand["current_style"]} == extra, file_name

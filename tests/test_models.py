@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import read_grid
+from helpers import carried_styles, read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 
 from povmap_qgis.core.names import RANDOM_DRAWS
@@ -149,8 +149,8 @@ def test_predict_writes_the_prediction_layer_styled(trained, tiny_chips, tmp_pat
         layer.renderer().type() == "categorizedSymbol"
         and layer.renderer().classAttribute() == "pred"
     )
-    styles = layer.listStylesInDatabase()
-    assert {"povmap probability (mean of members)", "povmap member disagreement"} <= set(styles[2])
+    styles = carried_styles(predicted["OUTPUT"])
+    assert {"povmap probability (mean of members)", "povmap member disagreement"} <= set(styles)
     from povmap_qgis.core.geopackage import read_layer_metadata
 
     metadata = read_layer_metadata(predicted["OUTPUT"], "pred")

@@ -9,7 +9,7 @@ import os
 
 import geopandas
 import shapely
-from helpers import write_points
+from helpers import carried_styles, write_points
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -128,7 +128,7 @@ def test_prediction_layer_loaded_by_processing_offers_probability_and_disagreeme
 def test_uncertainty_and_out_of_range_styles_are_saved_in_the_prediction_geopackage(
     povmap_provider, tmp_path
 ):
-    """Listed by listStylesInDatabase; graduated on the interval width, categorized on out_of_range."""
+    """Carried in the file; graduated on the interval width, categorized on out_of_range."""
     from qgis.core import QgsMapLayerStyle
 
     from povmap_qgis.core.model.prediction import styles_with_their_fields
@@ -147,16 +147,14 @@ def test_uncertainty_and_out_of_range_styles_are_saved_in_the_prediction_geopack
         extra_styles=styles_with_their_fields(extra, frame.columns),
     )
     layer = QgsVectorLayer(path, "predictions", "ogr")
-    count, ids, names, _, _ = layer.listStylesInDatabase()
-    by_name = dict(zip(names[:count], ids[:count], strict=True))
+    by_name = carried_styles(path)
     assert {
         "povmap uncertainty (prob_high − prob_low)",
         "povmap outside the training range",
     } <= set(by_name)
 
     def renderer_of(name):
-        qml, _ = layer.getStyleFromDatabase(by_name[name])
-        QgsMapLayerStyle(qml).writeToLayer(layer)
+        QgsMapLayerStyle(by_name[name]).writeToLayer(layer)
         return layer.renderer()
 
     width = renderer_of("povmap uncertainty (prob_high − prob_low)")
@@ -197,15 +195,11 @@ def test_nothing_is_attached_when_processing_does_not_load_the_output(povmap_pro
     assert style_on_load("predict", "OUTPUT", str(tmp_path / "x.gpkg"), context) is None
 
 
-def test_added_by_hand_the_output_offers_its_one_layer_and_hides_the_styles_table(
-    povmap_provider, tmp_path
-):
-    """What QGIS 3.22's "Select Items to Add" lists: the data layer, and layer_styles only as a
-    system table (hidden unless "Show system and internal tables" is ticked).
-
-    The dialog itself still opens for any GeoPackage with saved styles (QGIS's own too):
-    the desktop counts system tables, and QGIS reads styles only from a table OGR lists.
-    """
+def test_added_by_hand_the_output_is_one_layer_that_opens_with_its_style(povmap_provider, tmp_path):
+    """QGIS 3.22 asks "Select Items to Add" whenever a file lists more than one sublayer, system
+    tables such as ``layer_styles`` included. A povmap GeoPackage lists exactly one, and QGIS
+    loads ``NAME.qml`` beside it as the layer's default style (the desktop test drops the
+    pipeline's outputs on a real QGIS window and sees no question)."""
     from qgis.core import Qgis, QgsProviderRegistry
 
     path = str(tmp_path / "predictions.gpkg")
@@ -218,13 +212,31 @@ def test_added_by_hand_the_output_offers_its_one_layer_and_hides_the_styles_tabl
     )
     ogr = QgsProviderRegistry.instance().providerMetadata("ogr")
     listed = ogr.querySublayers(path, Qgis.SublayerQueryFlag.IncludeSystemTables)
-    flags = {
-        sublayer.name(): bool(sublayer.flags() & Qgis.SublayerFlag.SystemTable)
-        for sublayer in listed
-    }
-    assert flags == {"predictions": False, "layer_styles": True}
-    assert [sublayer.name() for sublayer in ogr.querySublayers(path)] == ["predictions"]
-    assert len(QgsVectorLayer(path, "p", "ogr").dataProvider().subLayers()) == 1
+    assert [sublayer.name() for sublayer in listed] == ["predictions"]
+    layer = QgsVectorLayer(path, "predictions", "ogr")  # loads the default style, as adding does
+    assert layer.renderer().type() == "categorizedSymbol"
+    assert layer.renderer().classAttribute() == "pred"
+    assert set(categories(layer)) == {"0", "1"}
+
+
+def test_an_output_written_again_replaces_its_style_file_and_a_failed_write_leaves_both(
+    tmp_path,
+):
+    """The GeoPackage and its style file appear together: a second run replaces both; a
+    run that fails while writing leaves the previous pair as it was, and no partials."""
+    import pytest
+
+    path = str(tmp_path / "grid.gpkg")
+    write_layer(prediction_frame(), path, style_path("prediction_class"), "class")
+    write_layer(prediction_frame(), path, style_path("hitmiss"), "hit/miss")
+    with open(style_path("hitmiss"), encoding="utf-8") as handle:
+        assert carried_styles(path) == {"hit/miss": handle.read()}
+    before = {name: (tmp_path / name).read_bytes() for name in ("grid.gpkg", "grid.qml")}
+    unwritable = prediction_frame().assign(phase=[1j] * 4)  # no GeoPackage field type for it
+    with pytest.raises(Exception, match="complex"):
+        write_layer(unwritable, path, style_path("prediction_class"), "class")
+    assert {name: (tmp_path / name).read_bytes() for name in ("grid.gpkg", "grid.qml")} == before
+    assert sorted(os.listdir(tmp_path)) == ["grid.gpkg", "grid.qml"]
 
 
 def test_every_layer_output_has_plugin_styles_to_fall_back_on(povmap_provider):
@@ -256,3 +268,51 @@ def test_a_table_output_is_loaded_without_a_warning(povmap_provider, tmp_path):
     feedback = CapturingFeedback()
     OutputStyler().postProcessLayer(layer, QgsProcessingContext(), feedback)
     assert feedback.warnings == []
+
+
+def test_a_file_added_by_hand_gets_its_extra_styles_and_its_default_without_the_qml(
+    povmap_provider, tmp_path
+):
+    """While the plugin is loaded: the carried extra styles join the style list of a povmap
+    GeoPackage added to a project; a copy without its NAME.qml (moved alone) still opens drawn
+    by class; a project being read keeps the styles it saved."""
+    import shutil
+
+    from qgis.core import QgsProject
+
+    from povmap_qgis.processing.output_styles import AddedByHandStyler
+
+    path = str(tmp_path / "predictions.gpkg")
+    write_layer(
+        prediction_frame(),
+        path,
+        style_path("prediction_class"),
+        "povmap predicted class",
+        extra_styles=[(style_path(name), label) for name, label in EXTRA_STYLES],
+    )
+    alone = tmp_path / "moved"
+    alone.mkdir()
+    shutil.copy(path, alone / "predictions.gpkg")
+    project = QgsProject()
+    styler = AddedByHandStyler(project)
+    try:
+        with_qml = QgsVectorLayer(path, "with qml", "ogr")
+        without_qml = QgsVectorLayer(str(alone / "predictions.gpkg"), "alone", "ogr")
+        assert without_qml.renderer().type() == "singleSymbol"  # what QGIS alone gives it
+        project.addMapLayers([with_qml, without_qml])
+        extra_names = {label for _, label in EXTRA_STYLES}
+        assert set(with_qml.styleManager().styles()) == {"default"} | extra_names
+        assert with_qml.renderer().classAttribute() == "pred"  # QGIS's, from the .qml
+        assert without_qml.renderer().type() == "categorizedSymbol"
+        assert without_qml.renderer().classAttribute() == "pred"
+        assert set(without_qml.styleManager().styles()) == {"povmap predicted class"} | extra_names
+
+        saved = QgsProject()
+        saved.addMapLayer(QgsVectorLayer(path, "saved", "ogr"))
+        assert saved.write(str(tmp_path / "saved.qgz"))
+        project.clear()
+        assert project.read(str(tmp_path / "saved.qgz"))
+        (reread,) = project.mapLayers().values()
+        assert reread.styleManager().styles() == ["default"]
+    finally:
+        styler.disconnect()

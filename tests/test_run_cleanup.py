@@ -120,7 +120,7 @@ def test_a_selection_is_copied_privately_and_nothing_is_left_after_the_run(
 
     assert results["CELLS_KEPT"] == 1  # only the selected households were read
     assert _run_folders() == before
-    assert sorted(os.listdir(tmp_path)) == ["grid.gpkg", "survey.gpkg"]
+    assert sorted(os.listdir(tmp_path)) == ["grid.gpkg", "grid.qml", "survey.gpkg"]
 
 
 def test_a_killed_runs_household_copy_is_removed_at_the_next_plugin_load(povmap_provider, tmp_path):

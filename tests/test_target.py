@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pandas
 import pytest
-from helpers import read_grid
+from helpers import carried_styles, read_grid
 
 from povmap_qgis.core.errors import PovmapInputError
 
@@ -424,15 +424,16 @@ def test_skip_out_of_range_leaves_flagged_cells_out(layers):
 
 
 def test_selection_style_is_stored_as_the_default(layers):
-    import sqlite3
+    from qgis.core import QgsVectorLayer
 
     run_target(layers, "styled", budget=5, budget_unit="cells")
-    with sqlite3.connect(layers["folder"] / "styled.gpkg") as connection:
-        rows = connection.execute(
-            "SELECT f_table_name, useAsDefault, styleQML FROM layer_styles"
-        ).fetchall()
-    assert rows[0][0] == "styled" and rows[0][1]
-    assert 'attr="selected"' in rows[0][2]
+    path = str(layers["folder"] / "styled.gpkg")
+    styles = carried_styles(path, "styled")
+    assert list(styles) == ["povmap selection"]
+    assert 'attr="selected"' in styles["povmap selection"]
+    layer = QgsVectorLayer(f"{path}|layername=styled", "styled", "ogr")  # as added by hand
+    assert layer.renderer().type() == "categorizedSymbol"
+    assert layer.renderer().classAttribute() == "selected"
 
 
 @pytest.mark.parametrize(

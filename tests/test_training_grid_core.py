@@ -7,7 +7,7 @@ import pandas
 import pyogrio
 import pytest
 import shapely
-from helpers import read_grid, square, write_points, write_polygons
+from helpers import carried_styles, read_grid, square, write_points, write_polygons
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
@@ -230,7 +230,8 @@ def test_household_points_are_never_written(tmp_path):
         )
     )
     layers = dict(pyogrio.list_layers(output))
-    assert layers == {"grid": "Polygon", "layer_styles": None}
+    assert layers == {"grid": "Polygon"}
+    assert list(carried_styles(str(output))) == ["povmap training grid"]
     assert list(pyogrio.read_info(output, layer="grid")["fields"]) == [
         "cell_id",
         "district",
@@ -238,7 +239,7 @@ def test_household_points_are_never_written(tmp_path):
         "median_score",
         "label",
     ]
-    assert sorted(os.listdir(tmp_path)) == ["grid.gpkg", "households.gpkg"]
+    assert sorted(os.listdir(tmp_path)) == ["grid.gpkg", "grid.qml", "households.gpkg"]
 
 
 def test_districts_majority_outside_counted_and_layers_in_other_crs(tmp_path):

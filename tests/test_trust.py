@@ -3,6 +3,7 @@ baseline, calibrated probabilities, the plain verdict — against independent co
 
 import numpy as np
 import pytest
+from helpers import carried_styles
 
 # trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
 pytestmark = pytest.mark.slow
@@ -362,11 +363,9 @@ def test_the_prediction_geopackage_holds_the_uncertainty_and_out_of_range_styles
     from qgis.core import QgsMapLayerStyle, QgsVectorLayer
 
     layer = QgsVectorLayer(trusted["predictions"], "predictions", "ogr")
-    count, ids, names, _, _ = layer.listStylesInDatabase()
-    by_name = dict(zip(names[:count], ids[:count], strict=True))
     renderers = {}
-    for name, style_id in by_name.items():
-        QgsMapLayerStyle(layer.getStyleFromDatabase(style_id)[0]).writeToLayer(layer)
+    for name, qml in carried_styles(trusted["predictions"]).items():
+        QgsMapLayerStyle(qml).writeToLayer(layer)
         renderers[name] = (layer.renderer().type(), layer.renderer().classAttribute())
     assert renderers["povmap uncertainty (prob_high − prob_low)"] == (
         "graduatedSymbol",

@@ -1,21 +1,35 @@
-"""Writing grid-like GeoPackages that open styled in QGIS.
+"""Writing grid-like GeoPackages that open styled in QGIS, without a question.
 
-The style travels inside the file (the ``layer_styles`` table QGIS reads on
-load), so a layer looks right in the desktop, after ``qgis_process`` and when
-a colleague opens the file, without QGIS being involved in writing it.
+A povmap GeoPackage holds one layer and no ``layer_styles`` table: QGIS 3.22
+asks "Select Items to Add" for any GeoPackage with that table (it counts it as
+a second item), so a file added by hand (Browser, Data Source Manager, drag and
+drop) would not open straight away. Instead:
+
+- the default style is ``NAME.qml`` beside ``NAME.gpkg``: QGIS loads it as the
+  layer's default style whenever the file is added, with or without the plugin;
+- every style of the layer (default first, extras such as probability or
+  folds) travels inside the file as the ``povmap_styles`` metadata item (JSON
+  in the GeoPackage's own metadata tables, which QGIS never lists as layers);
+  the plugin puts them into the layer's style list when Processing loads it.
 """
 
 import contextlib
-import datetime
+import json
 import os
 
 from .atomic import atomic_output
 
 GRID_FORMAT_VERSION = "1.0"
+STYLES_ITEM = "povmap_styles"  # layer metadata item: [{"name", "qml"}], the default style first
 
 
 def layer_name_for(path):
     return os.path.splitext(os.path.basename(path))[0]
+
+
+def style_file_path(path):
+    """``NAME.qml`` beside the GeoPackage ``NAME.gpkg``: the default style QGIS loads with it."""
+    return os.path.splitext(path)[0] + ".qml"
 
 
 def write_layer(
@@ -23,21 +37,21 @@ def write_layer(
 ):
     """Write ``frame`` as the single layer of a new GeoPackage at ``path``.
 
-    Written under a temporary name and renamed when complete (styles included).
-    ``extra_styles``: [(qml path, name)] offered in the layer's Styles menu.
+    Written under a temporary name and renamed when complete, its style file
+    with it. ``extra_styles``: [(qml path, name)] offered in the layer's Styles menu.
     """
     import pyogrio
 
     layer = layer_name_for(path)
-    with atomic_output(path) as temporary:
+    styles = read_styles(style_qml_path, style_name or layer, extra_styles)
+    with styled_output(path, styles) as temporary:
         pyogrio.write_dataframe(
-            frame, temporary, layer=layer, driver="GPKG", layer_metadata=_stringify(metadata)
+            frame,
+            temporary,
+            layer=layer,
+            driver="GPKG",
+            layer_metadata=_stringify({**(metadata or {}), **styles_metadata(styles)}),
         )
-        if style_qml_path:
-            styles = [(style_qml_path, style_name or layer, True)] + [
-                (qml, name, False) for qml, name in extra_styles or []
-            ]
-            embed_styles(temporary, layer, styles)
     return layer
 
 
@@ -49,7 +63,8 @@ def write_layer_chunks(chunks, path, style_qml_path=None, style_name=None, metad
     import pyogrio
 
     layer = layer_name_for(path)
-    with atomic_output(path) as temporary:
+    styles = read_styles(style_qml_path, style_name or layer)
+    with styled_output(path, styles) as temporary:
         for number, frame in enumerate(chunks):
             pyogrio.write_dataframe(
                 frame,
@@ -57,42 +72,57 @@ def write_layer_chunks(chunks, path, style_qml_path=None, style_name=None, metad
                 layer=layer,
                 driver="GPKG",
                 append=number > 0,
-                layer_metadata=None if number else _stringify(metadata),
+                layer_metadata=None
+                if number
+                else _stringify({**(metadata or {}), **styles_metadata(styles)}),
             )
-        if style_qml_path:
-            embed_styles(temporary, layer, [(style_qml_path, style_name or layer, True)])
     return layer
 
 
-def embed_styles(path, layer, styles):
-    """Store QML styles [(path, name, is default)] in QGIS's ``layer_styles`` table."""
-    import pandas
-    import pyogrio
-
-    geometry_column = pyogrio.read_info(path, layer=layer).get("geometry_name") or "geom"
-    rows = []
-    for qml_path, name, default in styles:
+def read_styles(default_qml_path, default_name, extra_styles=None):
+    """[(name, QML text)] of a layer's styles, the default first; [] without a default style."""
+    if not default_qml_path:
+        return []
+    styles = []
+    for qml_path, name in [(default_qml_path, default_name), *(extra_styles or [])]:
         with open(qml_path, encoding="utf-8") as handle:
-            qml = handle.read()
-        rows.append(
-            {
-                "f_table_catalog": "",
-                "f_table_schema": "",
-                "f_table_name": layer,
-                "f_geometry_column": geometry_column,
-                "styleName": name,
-                "styleQML": qml,
-                "styleSLD": "",
-                "useAsDefault": bool(default),
-                "description": f"povmap-qgis style {os.path.basename(qml_path)}",
-                "owner": "",
-                "ui": "",
-                "update_time": datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
-            }
-        )
-    pyogrio.write_dataframe(
-        pandas.DataFrame(rows), path, layer="layer_styles", driver="GPKG", append=True
-    )
+            styles.append((name, handle.read()))
+    return styles
+
+
+def styles_metadata(styles):
+    """The layer metadata item that carries ``styles`` [(name, QML)] inside the GeoPackage."""
+    if not styles:
+        return {}
+    return {STYLES_ITEM: json.dumps([{"name": name, "qml": qml} for name, qml in styles])}
+
+
+@contextlib.contextmanager
+def styled_output(path, styles):
+    """Yield a temporary GeoPackage path; on success publish it and ``NAME.qml`` (the default
+    style of ``styles``) beside it, else neither. Without styles a stale ``NAME.qml`` is removed:
+    it would dress the new file in an old style."""
+    style_file = style_file_path(path)
+    with atomic_output(path) as temporary:
+        if not styles:
+            yield temporary
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(style_file)
+            return
+        with atomic_output(style_file) as style_partial:  # renamed first, then the GeoPackage
+            yield temporary
+            with open(style_partial, "w", encoding="utf-8") as handle:
+                handle.write(styles[0][1])
+
+
+def stored_styles(path, layer=None):
+    """[(name, QML)] carried by a povmap GeoPackage layer, the default first; [] when none."""
+    metadata = povmap_layer_metadata(path, layer or layer_name_for(path))
+    text = metadata.get("povmap:styles")  # STYLES_ITEM as povmap_layer_metadata names it
+    try:
+        return [(style["name"], style["qml"]) for style in json.loads(text or "[]")]
+    except (ValueError, TypeError, KeyError):
+        return []
 
 
 def read_layer_metadata(path, layer=None):

@@ -14,7 +14,7 @@ NUMERIC_DTYPES = ("int", "uint", "float")
 def spatial_layer(path, layer, parameter):
     """``layer``, or the file's first layer with geometries when none is named.
 
-    GeoPackages saved by QGIS (and ours) also hold a ``layer_styles`` table.
+    GeoPackages saved by QGIS with their styles also hold a ``layer_styles`` table.
     """
     import pyogrio
 

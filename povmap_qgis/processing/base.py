@@ -40,6 +40,7 @@ from ..core.atomic import (
     run_partials,
 )
 from ..core.errors import PovmapInputError
+from ..core.geopackage import style_file_path
 from ..core.run_folders import make_run_folder, process_alive, remove_stale_run_folders
 from ..paths import resource_path
 from . import settings
@@ -316,8 +317,10 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             check_output_path(path, name)
         except PovmapInputError as error:
             raise QgsProcessingException(str(error)) from None
-        self.refuse_overwriting_inputs(parameters, name, context, path)
-        self.claim_output(path, name)
+        # NAME.qml beside it is the layer's default style (core/geopackage.py), written with it.
+        beside = [style_file_path(path)] if path else []
+        self.refuse_overwriting_inputs(parameters, name, context, path, beside)
+        self.claim_output(path, name, beside)
         return path
 
     def output_folder(self, parameters, name, context, suffix):

@@ -1,10 +1,11 @@
 """Styles applied when Processing loads an output layer (dialog, batch, Graphical Modeler).
 
-Processing loads a result through its own path, which skips the default style
-stored in the GeoPackage: a layer post-processor puts it back (QuickOSM's
-``decorate_output.py`` idea). It loads every style saved in the GeoPackage into
-the layer's style manager (Layer ▸ Properties ▸ Style ▸ Styles, or the legend's
-context menu ▸ Styles), the default one current; the QML files in
+Processing loads a result through its own path, which skips the layer's default
+style: a layer post-processor puts it back (QuickOSM's ``decorate_output.py``
+idea). It loads every style the GeoPackage carries (core/geopackage.py: the
+``povmap_styles`` item; the ``layer_styles`` table of files from povmap 0.2 and earlier)
+into the layer's style manager (Layer ▸ Properties ▸ Style ▸ Styles, or the
+legend's context menu ▸ Styles), the default one current; the QML files in
 ``resources/styles`` stand in when the file holds none.
 """
 
@@ -13,9 +14,12 @@ import os
 from qgis.core import (
     QgsMapLayerStyle,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
     QgsProviderRegistry,
+    QgsVectorLayer,
 )
 
+from ..core.geopackage import stored_styles, style_file_path
 from ..paths import style_path
 
 # (algorithm id, output) -> resources/styles names, the default first: used when the
@@ -56,7 +60,9 @@ class OutputStyler(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback):
         try:
-            styles = stored_styles(layer) or fallback_styles(self.fallback)
+            styles = (
+                carried_styles(layer) or database_styles(layer) or fallback_styles(self.fallback)
+            )
             if not styles:
                 return  # e.g. a table: nothing to draw, nothing to say
             message = apply_styles(layer, styles)
@@ -98,8 +104,19 @@ def _load_key(path, context):
     return None
 
 
-def stored_styles(layer):
-    """[(name, QML)] of the styles saved with the layer's data, its default style first."""
+def carried_styles(layer):
+    """[(name, QML)] the povmap GeoPackage behind ``layer`` carries, its default style first."""
+    if layer.providerType() != "ogr":
+        return []
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    path = parts.get("path") or ""
+    if not path.lower().endswith(".gpkg") or not os.path.isfile(path):
+        return []
+    return stored_styles(path, parts.get("layerName") or None)
+
+
+def database_styles(layer):
+    """[(name, QML)] of the styles saved in the data source (``layer_styles``), the default first."""
     if not hasattr(layer, "listStylesInDatabase"):
         return []
     count, ids, names, _, _ = layer.listStylesInDatabase()
@@ -142,3 +159,74 @@ def apply_styles(layer, styles):
         manager.addStyle(name, style)
     layer.triggerRepaint()
     return ""
+
+
+class AddedByHandStyler:
+    """Gives a povmap GeoPackage added by hand (Browser, Data Source Manager, drag and drop)
+    the styles it carries, while the plugin is loaded.
+
+    QGIS itself loads ``NAME.qml`` as the layer's default style; this adds the extra styles
+    (probability, disagreement, folds, …) to the layer's style list, and the carried default
+    style when the ``.qml`` did not travel with the file. A style the layer already has is
+    never replaced, and layers read from a project are left as the project saved them.
+    """
+
+    def __init__(self, project=None):
+        self.project = project or QgsProject.instance()
+        self.reading_project = False
+        self._connections = [
+            (self.project.layersAdded, self.layers_added),
+            (self.project.loadingLayer, self._project_read_started),
+            (self.project.readProject, self._project_read_ended),
+            (self.project.cleared, self._project_read_ended),
+        ]
+        for signal, slot in self._connections:
+            signal.connect(slot)
+
+    def disconnect(self):
+        for signal, slot in self._connections:
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):  # already gone with the project
+                pass
+        self._connections = []
+
+    def _project_read_started(self, *_):
+        self.reading_project = True
+
+    def _project_read_ended(self, *_):
+        self.reading_project = False
+
+    def layers_added(self, layers):
+        if self.reading_project:
+            return
+        for layer in layers:
+            try:
+                add_carried_styles(layer)
+            except Exception:  # a style must never get in the way of adding a layer
+                continue
+
+
+def add_carried_styles(layer):
+    """The carried extra styles in ``layer``'s style list (the default too without NAME.qml);
+    True when the layer is a povmap GeoPackage layer carrying styles."""
+    if not isinstance(layer, QgsVectorLayer):
+        return False
+    styles = carried_styles(layer)
+    if not styles:
+        return False
+    path = QgsProviderRegistry.instance().decodeUri("ogr", layer.source()).get("path") or ""
+    manager = layer.styleManager()
+    found_none = (
+        not os.path.isfile(style_file_path(path))
+        and manager.styles() == [manager.currentStyle()]
+        and not layer.listStylesInDatabase()[0]  # a style the user saved in the file wins
+    )
+    if found_none:
+        apply_styles(layer, styles)  # the .qml did not travel with the file
+        return True
+    for name, qml in styles[1:]:
+        style = QgsMapLayerStyle(qml)
+        if name not in manager.styles() and style.isValid():
+            manager.addStyle(name, style)
+    return True

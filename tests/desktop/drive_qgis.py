@@ -14,6 +14,7 @@ folder), POVMAP_DESKTOP_BUDGET_S (seconds before the driver gives up and quits, 
 
 import json
 import os
+import shutil
 import time
 import traceback
 
@@ -27,7 +28,8 @@ from qgis.core import (
     QgsProject,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import QMimeData, QPoint, Qt, QTimer, QUrl
+from qgis.PyQt.QtGui import QDragEnterEvent, QDropEvent
 from qgis.PyQt.QtWidgets import QApplication, QComboBox, QDialog, QLabel, QMessageBox, QTextEdit
 from qgis.utils import iface
 
@@ -251,6 +253,41 @@ def message_bar_items():
     for item in iface.messageBar().items():
         items.append({"title": item.title(), "text": item.text(), "level": int(item.level())})
     return items
+
+
+def drop_file(path):
+    """Drag ``path`` from a file manager and drop it on the QGIS window (real Qt drag events)."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(path)])
+    window = iface.mainWindow()
+    point = QPoint(window.width() // 2, window.height() // 2)
+    # Qt delivers a drop only to the widget the drag entered (QDragManager's current target).
+    for event_type in (QDragEnterEvent, QDropEvent):
+        event = event_type(point, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+        QApplication.sendEvent(window, event)
+    return mime  # QGIS reads the file names when the drop arrives; kept alive regardless
+
+
+def add_by_hand(paths):
+    """Drop each output file on QGIS as a user would; what each added and any question asked."""
+    added = {}
+    for path in paths:
+        before = set(QgsProject.instance().mapLayers())
+        questions = len(report["modal_dialogs"])
+        keep = drop_file(path)
+        yield (lambda before=before: set(QgsProject.instance().mapLayers()) - before, 15)
+        yield 1.0  # a question ("Select Items to Add") would be open by now: the watcher records it
+        new = [
+            QgsProject.instance().mapLayer(i)
+            for i in set(QgsProject.instance().mapLayers()) - before
+        ]
+        added[os.path.relpath(path, OUT)] = {
+            "layers": [describe_layer(layer) for layer in new],
+            "questions": report["modal_dialogs"][questions:],
+        }
+        del keep
+    report["added_by_hand"] = added
+    save_report()
 
 
 def canvas_idle():
@@ -521,6 +558,23 @@ def scenario():
     report["style_names"] = {
         layer["source"]: layer["styles"] for layer in report["layers"] if layer["type"] == "vector"
     }
+
+    step("add the outputs by hand")  # drag and drop from a file manager (issue 12, item 3)
+    outputs = (
+        "training_grid",
+        "prediction_grid",
+        "nodata_grid",
+        "predictions",
+        "ground_truth_grid",
+        "hitmiss",
+    )
+    moved = os.path.join(OUT, "moved_alone")  # the GeoPackage copied without its .qml
+    os.makedirs(moved)
+    shutil.copy(os.path.join(OUT, "predictions.gpkg"), moved)
+    paths = [os.path.join(OUT, f"{name}.gpkg") for name in outputs]
+    yield from add_by_hand([*paths, os.path.join(moved, "predictions.gpkg")])
+    yield (canvas_idle, 20)
+    iface.mainWindow().grab().save(os.path.join(OUT, "main_added_by_hand.png"))
     step("done")
 
 

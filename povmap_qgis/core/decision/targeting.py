@@ -781,7 +781,7 @@ def _write_outputs(options, cells, allocation, summary):
     import pandas
     import pyogrio
 
-    from ..geopackage import embed_styles, layer_name_for
+    from ..geopackage import layer_name_for, read_styles, styled_output, styles_metadata
 
     layer = layer_name_for(options.output_path)
     table = pandas.DataFrame(allocation, columns=list(ALLOCATION_COLUMNS))
@@ -801,8 +801,10 @@ def _write_outputs(options, cells, allocation, summary):
         if options.population_path
         else "",
     }
+    styles = read_styles(options.style_qml_path, "povmap selection")
+    metadata.update(styles_metadata(styles))
     with (
-        atomic_output(options.output_path) as gpkg_partial,
+        styled_output(options.output_path, styles) as gpkg_partial,
         atomic_output(options.allocation_path) as csv_partial,
     ):
         pyogrio.write_dataframe(
@@ -811,8 +813,6 @@ def _write_outputs(options, cells, allocation, summary):
         pyogrio.write_dataframe(
             table, gpkg_partial, layer=ALLOCATION_LAYER, driver="GPKG", append=True
         )
-        if options.style_qml_path:
-            embed_styles(gpkg_partial, layer, [(options.style_qml_path, "povmap selection", True)])
         with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(ALLOCATION_COLUMNS)
