@@ -150,6 +150,36 @@ def test_an_own_grid_over_povmap_cells_gives_the_same_chips_and_predictions(
             if isinstance(value, (int, float)):
                 assert own_metrics[model][metric] == pytest.approx(value, abs=1e-9), (model, metric)
     assert "village" in read_grid(str(tmp_path / "own_hitmiss.gpkg"))
+    # Target reads the id predict recorded (no ID_FIELD given) and enrols the same places.
+    import pyogrio
+
+    own_output = str(tmp_path / "own_predictions.gpkg")
+    recorded = pyogrio.read_info(own_output, layer="own_predictions")["layer_metadata"]
+    assert recorded["povmap_id_field"] == "village"
+    budget = len(own) // 3
+    selected = {}
+    for name in ("povmap", "own"):
+        run_algorithm(
+            "povmap:target",
+            {
+                "PREDICTIONS": str(tmp_path / f"{name}_predictions.gpkg"),
+                "BUDGET_UNIT": "cells",
+                "BUDGET": budget,
+                "OUTPUT": str(tmp_path / f"{name}_selection.gpkg"),
+                "ALLOCATION": str(tmp_path / f"{name}_allocation.csv"),
+                "REPORT": str(tmp_path / f"{name}_selection.html"),
+            },
+        )
+        selection = read_grid(str(tmp_path / f"{name}_selection.gpkg"))
+        chosen = selection[selection["selected"] == 1]
+        selected[name] = {tuple(np.round(g.centroid.coords[0], 3)) for g in chosen.geometry}
+        if name == "own":
+            assert list(selection["village"]) == list(own["village"])
+            ordered = selection.sort_values(
+                ["prob_mean", "village"], ascending=[False, True], kind="mergesort"
+            )
+            assert set(chosen["village"]) == set(ordered["village"].iloc[:budget])
+    assert len(selected["own"]) == budget and selected["own"] == selected["povmap"]
     own_rows = {int(cell): row for row, cell in enumerate(own_store.cell_ids)}
     rows = {int(cell): row for row, cell in enumerate(store.cell_ids)}
     for village, cell in zip(

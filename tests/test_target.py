@@ -142,8 +142,8 @@ def run_target(layers, name, **settings):
     return summary, cells, allocation, reporter.warnings
 
 
-def reference_ranking(cells, rank_by, eligible):
-    """Eligible cells, best first: by rank_by, then the other quantity, then cell_id — with pandas."""
+def reference_ranking(cells, rank_by, eligible, id_field="cell_id"):
+    """Eligible cells, best first: by rank_by, then the other quantity, then the id — with pandas."""
     frame = cells[eligible].assign(
         expected=cells["prob_mean"] * cells.get("population", 1.0),
     )
@@ -151,7 +151,7 @@ def reference_ranking(cells, rank_by, eligible):
         ("prob_mean", "expected") if rank_by == "probability" else ("expected", "prob_mean")
     )
     return frame.sort_values(
-        [first, second, "cell_id"], ascending=[False, False, True], kind="mergesort"
+        [first, second, id_field], ascending=[False, False, True], kind="mergesort"
     )
 
 
@@ -676,3 +676,278 @@ def test_uncalibrated_probabilities_are_said_to_be_so(layers):
         {**layers, "predictions": path}, "uncalibrated_raw_target", budget=5, budget_unit="cells"
     )
     assert summary["data"]["calibrated"] is False and warnings
+
+
+# --- predictions on a grid of your own (ID_FIELD) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_grid(layers):
+    """The same squares and predictions as ``layers``, as a grid of one's own would carry them: rows
+    shuffled, no cell_id, ids ``village_no`` that follow neither povmap's ids nor the row order; the
+    truth labels the same places by village_no. ``village_of``: povmap cell_id -> village_no."""
+    from povmap_qgis.core.geopackage import povmap_layer_metadata, write_layer
+    from povmap_qgis.paths import style_path
+
+    folder = layers["folder"]
+    predictions = read_grid(layers["predictions"]).sample(frac=1.0, random_state=8)
+    rng = np.random.default_rng(5)
+    villages = 310_000 + 17 * rng.permutation(len(predictions))
+    village_of = dict(zip(predictions["cell_id"], villages, strict=True))
+    own = predictions.drop(columns=["cell_id"]).assign(village_no=villages).reset_index(drop=True)
+    metadata = povmap_layer_metadata(layers["predictions"], "predictions")
+    paths = {"village_of": village_of, "predictions": str(folder / "own_predictions.gpkg")}
+    recorded = {key.replace("povmap:", "povmap_"): value for key, value in metadata.items()}
+    write_layer(
+        own,
+        paths["predictions"],
+        style_path("prediction_class"),
+        "povmap prediction (class)",
+        metadata=dict(recorded, povmap_id_field="village_no"),  # as Predict poverty writes it
+    )
+    paths["predictions_unrecorded"] = str(folder / "own_predictions_edited.gpkg")
+    own.to_file(paths["predictions_unrecorded"], engine="pyogrio")  # e.g. saved by another tool
+    truth = read_grid(layers["truth"])
+    truth["village_no"] = truth["cell_id"].map(village_of)
+    paths["truth"] = str(folder / "own_truth.gpkg")
+    truth.drop(columns=["cell_id"]).sample(frac=1.0, random_state=2).to_file(
+        paths["truth"], engine="pyogrio"
+    )
+    return paths
+
+
+def test_predictions_on_an_own_grid_select_the_same_places_as_povmap_ids(layers, own_grid):
+    """Own ids read from the layer's metadata (no ID_FIELD given): the same places are ranked,
+    selected and counted as on povmap's cell_ids, with floors, caps, people and a truth; the
+    selection follows a pandas ranking on village_no; the outputs carry village_no."""
+    import pyogrio
+
+    settings = {
+        "budget": 0.35,
+        "budget_unit": "share_of_people",
+        "rank_by": "expected_poor",
+        "population_path": layers["population"],
+        "district_min_share": 0.2,
+        "district_max_share": 0.5,
+    }
+    povmap, povmap_cells, povmap_allocation, _ = run_target(
+        layers, "povmap_ids", truth_path=layers["truth"], **settings
+    )
+    report = str(layers["folder"] / "own_ids.html")
+    own, cells, allocation, _ = run_target(
+        {**layers, "predictions": own_grid["predictions"]},
+        "own_ids",
+        truth_path=own_grid["truth"],
+        report_path=report,
+        **settings,
+    )
+    assert "village_no" in cells and "cell_id" not in cells
+    assert own["settings"]["id_field"] == "village_no"
+    # the same places: povmap's cells renamed by village_of, in the own layer's row order
+    by_village = povmap_cells.assign(
+        village_no=povmap_cells["cell_id"].map(own_grid["village_of"])
+    ).set_index("village_no")
+    by_village = by_village.loc[cells["village_no"]]
+    assert set(cells.loc[cells["selected"] == 1, "village_no"]) == set(
+        by_village.index[by_village["selected"] == 1]
+    )
+    assert 40 < own["selected_cells"] == povmap["selected_cells"] < len(cells)
+    np.testing.assert_allclose(cells["population"], by_village["population"], rtol=1e-9)
+    assert cells["rank"].fillna(0).tolist() == by_village["rank"].fillna(0).tolist()
+    for part in ("expected", "budget"):
+        assert own[part] == pytest.approx(povmap[part]), part
+    assert own["measured"]["measured"] == pytest.approx(povmap["measured"]["measured"])
+    assert own["measured"]["truth_cells"] == povmap["measured"]["truth_cells"] > 50
+    own_table = pandas.DataFrame(allocation).set_index("district").astype(float)
+    povmap_table = pandas.DataFrame(povmap_allocation).set_index("district").astype(float)
+    pandas.testing.assert_frame_equal(own_table, povmap_table, rtol=1e-9)
+    # independently: pandas ranks by expected poor, then probability, then village_no
+    eligible = cells["prob_mean"].notna() & (cells["population"] > 0)
+    ordered = reference_ranking(cells, "expected_poor", eligible, id_field="village_no")
+    assert list(cells.loc[ordered.index, "rank"]) == list(range(1, eligible.sum() + 1))
+    district = cells["district"].where(cells["district"].notna(), None)
+    budget = 0.35 * cells["population"].sum()
+    chosen = reference_selection(ordered, cells["population"], budget, district, 0.2, 0.5)
+    assert set(cells.index[cells["selected"] == 1]) == chosen
+    spent = cells.loc[cells["selected"] == 1, "population"].sum()
+    assert own["selected_people"] == pytest.approx(spent) and spent <= budget
+    metadata = pyogrio.read_info(layers["folder"] / "own_ids.gpkg", layer="own_ids")
+    assert metadata["layer_metadata"]["povmap_id_field"] == "village_no"
+    with open(report, encoding="utf-8") as handle:
+        assert "village_no" in handle.read()
+
+
+def test_ties_on_an_own_grid_are_broken_by_its_id(layers, own_grid):
+    """Probabilities rounded to 0.01 tie: the own grid's selection follows pandas with village_no
+    as the tie-break, and holds the same probabilities as the selection on povmap's ids."""
+    settings = {"budget": 0.3, "budget_unit": "share_of_cells"}
+    _, povmap_cells, _, _ = run_target(layers, "povmap_ties", **settings)
+    own, cells, _, _ = run_target(
+        {**layers, "predictions": own_grid["predictions"]}, "own_ties", **settings
+    )
+    predicted = cells["prob_mean"].notna()
+    ordered = reference_ranking(cells, "probability", predicted, id_field="village_no")
+    assert list(cells.loc[ordered.index, "rank"]) == list(range(1, predicted.sum() + 1))
+    budget = int(np.floor(0.3 * len(cells)))
+    assert set(cells.index[cells["selected"] == 1]) == set(ordered.index[:budget])
+    boundary = ordered["prob_mean"].iloc[budget - 1]
+    assert ordered["prob_mean"].iloc[budget] == boundary  # a tie across the budget: the id decides
+    assert sorted(cells.loc[cells["selected"] == 1, "prob_mean"]) == sorted(
+        povmap_cells.loc[povmap_cells["selected"] == 1, "prob_mean"]
+    )
+
+
+def test_an_own_grid_through_qgis_process_with_id_field(layers, own_grid):
+    """A layer that lost Predict poverty's metadata (saved by another tool): ID_FIELD=village_no
+    gives the numbers of the povmap ids; without it the run stops naming the parameter."""
+    from conftest import run_qgis_process
+
+    folder = layers["folder"]
+    povmap, _, _, _ = run_target(
+        layers,
+        "qp_povmap",
+        budget=0.3,
+        budget_unit="share_of_people",
+        rank_by="expected_poor",
+        population_path=layers["population"],
+        truth_path=layers["truth"],
+    )
+    arguments = [
+        f"PREDICTIONS={own_grid['predictions_unrecorded']}",
+        f"POPULATION={layers['population']}",
+        "BUDGET_UNIT=share_of_people",
+        "BUDGET=0.3",
+        "RANK_BY=expected_poor",
+        f"TRUTH={own_grid['truth']}",
+        f"OUTPUT={folder / 'qp_own.gpkg'}",
+        f"ALLOCATION={folder / 'qp_own.csv'}",
+        f"REPORT={folder / 'qp_own.html'}",
+    ]
+    failed = run_qgis_process("run", "povmap:target", "--", *arguments, check=False)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "Cell id field — ID_FIELD: the layer" in said and "has no cell_id field" in said, said
+    assert "village_no" in said and "Cell id field (ID_FIELD)" in said
+    assert not os.path.exists(folder / "qp_own.gpkg") and not os.path.exists(folder / "qp_own.csv")
+    completed = run_qgis_process("run", "povmap:target", "--", *arguments, "ID_FIELD=village_no")
+    results = dict(line.split(":\t", 1) for line in completed.stdout.splitlines() if ":\t" in line)
+    assert int(float(results["SELECTED_CELLS"])) == povmap["selected_cells"]
+    assert float(results["SELECTED_PEOPLE"]) == pytest.approx(povmap["selected_people"], rel=1e-6)
+    assert float(results["MEASURED_COVERAGE"]) == pytest.approx(
+        povmap["measured"]["measured"]["coverage"], rel=1e-6
+    )
+    cells = read_grid(folder / "qp_own.gpkg")
+    chosen = {
+        own_grid["village_of"][cell]
+        for cell in read_grid(folder / "qp_povmap.gpkg").query("selected == 1")["cell_id"]
+    }
+    assert set(cells.loc[cells["selected"] == 1, "village_no"]) == chosen
+
+
+@pytest.mark.parametrize(
+    "case, parameter, words",
+    [
+        ("no such field", "ID_FIELD", ["has no village field", "choose the id field"]),
+        ("povmap id gone", "ID_FIELD", ["has no cell_id field", "Cell id field (ID_FIELD)"]),
+        ("recorded id gone", "ID_FIELD", ["recorded village_no", "the field is gone"]),
+        ("repeated ids", "ID_FIELD", ["share 1 village_no(s)", "its own village_no"]),
+        ("truth without the id", "TRUTH", ["needs village_no and label", "ID_FIELD"]),
+        ("truth of other ids", "TRUTH", ["no labelled cell of TRUTH has the village_no"]),
+    ],
+)
+def test_bad_own_grid_ids_name_the_parameter_and_write_nothing(
+    layers, own_grid, case, parameter, words
+):
+    from povmap_qgis.core.decision.targeting import TargetOptions, target
+    from povmap_qgis.core.geopackage import write_layer
+
+    folder = layers["folder"] / f"bad-own-{case.replace(' ', '-')}"
+    folder.mkdir()
+    options = {
+        "predictions_path": own_grid["predictions"],
+        "output_path": str(folder / "out.gpkg"),
+        "allocation_path": str(folder / "allocation.csv"),
+        "report_path": str(folder / "report.html"),
+        "budget": 0.3,
+    }
+    own = read_grid(own_grid["predictions"])
+    if case == "no such field":
+        options["id_field"] = "village"
+    elif case == "povmap id gone":
+        options["predictions_path"] = own_grid["predictions_unrecorded"]
+    elif case == "recorded id gone":
+        options["predictions_path"] = str(folder / "renamed.gpkg")
+        write_layer(
+            own.rename(columns={"village_no": "village"}),
+            options["predictions_path"],
+            metadata={"povmap_id_field": "village_no"},
+        )
+    elif case == "repeated ids":
+        own.loc[1, "village_no"] = own.loc[0, "village_no"]
+        options["predictions_path"] = str(folder / "repeated.gpkg")
+        write_layer(own, options["predictions_path"], metadata={"povmap_id_field": "village_no"})
+    elif case == "truth without the id":
+        options["truth_path"] = layers["truth"]  # labelled by povmap's cell_id
+    elif case == "truth of other ids":
+        truth = read_grid(own_grid["truth"])
+        truth["village_no"] = truth["village_no"] + 1  # ids of no predicted cell
+        options["truth_path"] = str(folder / "truth.gpkg")
+        truth.to_file(options["truth_path"], engine="pyogrio")
+    before = set(os.listdir(folder))
+    with pytest.raises(PovmapInputError) as raised:
+        target(TargetOptions(**options))
+    message = str(raised.value)
+    assert raised.value.parameter == parameter, message
+    assert all(word in message for word in words), message
+    assert set(os.listdir(folder)) == before
+
+
+def test_population_of_polygons_that_are_not_squares_weights_pixels_by_area(layers):
+    """An own grid of hexagons (of two sizes, their bounding boxes overlapping): each polygon's
+    people against the exact area of every pixel inside it (shapely intersections), and the
+    polygons share no one."""
+    import geopandas
+    import rasterio
+    import shapely
+
+    from povmap_qgis.core.grid.population import cell_population
+
+    def hexagon(x, y, radius):
+        angles = np.radians(np.arange(0, 360, 60))
+        return shapely.Polygon(np.c_[x + radius * np.cos(angles), y + radius * np.sin(angles)])
+
+    radius = 700.0
+    centres = [
+        (X0 + 4000 + 1.5 * radius * i, Y0 + 3000 + np.sqrt(3) * radius * (j + 0.5 * (i % 2)))
+        for i in range(5)
+        for j in range(4)
+    ]
+    polygons = [hexagon(x, y, radius) for x, y in centres]
+    polygons.append(hexagon(X0 + 12500, Y0 + 9500, 350.0))  # a smaller one
+    frame = geopandas.GeoDataFrame(geometry=polygons, crs="EPSG:32642")
+    boxes = shapely.box(*np.array([polygon.bounds for polygon in polygons]).T)
+    assert shapely.area(shapely.intersection(boxes[0], boxes[4])) > 0  # chips would overlap
+    ours, inside = cell_population(frame.geometry, layers["population"])
+    assert (inside > 0.97).all()
+    with rasterio.open(layers["population"]) as source:
+        values = source.read(1).astype("float64")
+        left, top = source.transform.c, source.transform.f
+    exact = []
+    for polygon in frame.to_crs("EPSG:4326").geometry:
+        xmin, ymin, xmax, ymax = polygon.bounds
+        columns = np.arange(int((xmin - left) / PIXEL_DEG), int((xmax - left) / PIXEL_DEG) + 1)
+        rows = np.arange(int((top - ymax) / PIXEL_DEG), int((top - ymin) / PIXEL_DEG) + 1)
+        row, column = [grid.ravel() for grid in np.meshgrid(rows, columns, indexing="ij")]
+        pixels = shapely.box(
+            left + column * PIXEL_DEG,
+            top - (row + 1) * PIXEL_DEG,
+            left + (column + 1) * PIXEL_DEG,
+            top - row * PIXEL_DEG,
+        )
+        fraction = shapely.area(shapely.intersection(pixels, polygon)) / PIXEL_DEG**2
+        exact.append(float((values[row, column] * fraction).sum()))
+    np.testing.assert_allclose(ours, exact, rtol=0.01)
+    # the tiling's people once: the union's exact count equals the sum over the polygons
+    union = frame.to_crs("EPSG:4326").geometry.iloc[:-1].union_all()
+    whole, _ = cell_population(geopandas.GeoSeries([union], crs="EPSG:4326"), layers["population"])
+    assert ours[:-1].sum() == pytest.approx(whole[0], rel=0.005)

@@ -14,3 +14,7 @@ PREDICTION_SOURCES = ("chips", "rasters")
 # The id field of povmap's own grids (it encodes the cell's place, see core/cells.py);
 # the default cell id field of any grid (ID_FIELD).
 CELL_ID = "cell_id"
+# Layer metadata item naming the id field of a layer's cells (written by predict and target,
+# read back through geopackage.povmap_layer_metadata as "povmap:id_field"): later steps
+# default to it, so predictions on an own grid need no ID_FIELD downstream.
+ID_FIELD_METADATA = "povmap_id_field"

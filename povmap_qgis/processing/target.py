@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -88,8 +89,22 @@ class Target(PovmapAlgorithm):
             QgsProcessingParameterFeatureSource(
                 "PREDICTIONS", self.tr("Predictions"), POLYGON_SOURCES
             ),
-            "A prediction layer from Predict poverty (cell_id, district, prob_mean). Cells with an empty prob_mean "
-            "are kept in the output but never selected.",
+            "A prediction layer from Predict poverty (the cells' id, district, prob_mean): on povmap's grids "
+            "or on a grid of your own. Cells with an empty prob_mean are kept in the output but never "
+            "selected.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "ID_FIELD",
+                self.tr("Cell id field"),
+                None,
+                "PREDICTIONS",
+                QgsProcessingParameterField.DataType.Numeric,
+                optional=True,
+            ),
+            "The cells' unique whole-number id, which breaks ties in the ranking, matches TRUTH and is "
+            "kept in OUTPUT; empty: the id field Predict poverty recorded in the layer (the grid's "
+            "ID_FIELD; cell_id for povmap's grids), or cell_id.",
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
@@ -126,7 +141,7 @@ class Target(PovmapAlgorithm):
             "probability: the likeliest poor cells first. expected_poor: the cells expected to hold the most "
             "poor people first (probability × people; needs POPULATION). With a budget in people, probability "
             "covers the most expected poor people per person enrolled; with a budget in cells, expected_poor "
-            "does (it favours crowded cells). Ties: the other quantity, then cell_id.",
+            "does (it favours crowded cells). Ties: the other quantity, then the cell id (ID_FIELD).",
             names=RANK_BY,
         )
         self.add_parameter(
@@ -170,8 +185,9 @@ class Target(PovmapAlgorithm):
                 optional=True,
             ),
             "A labelled grid (cell_id, label 1 = poor) from Build training grid: a ground-truth survey or "
-            "held-out cells, matched by cell_id. The report then shows the measured inclusion and exclusion "
-            "errors and targeting curve on the cells it covers, beside the expected ones.",
+            "held-out cells, matched by the cell id (for predictions on a grid of your own: labelled "
+            "polygons of that grid holding its id). The report then shows the measured inclusion and "
+            "exclusion errors and targeting curve on the cells it covers, beside the expected ones.",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
@@ -214,6 +230,7 @@ class Target(PovmapAlgorithm):
         options = {
             "predictions_path": predictions_path,
             "predictions_layer": predictions_layer,
+            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
             "population_path": self.raster_file(parameters, "POPULATION", context),
             "budget_unit": BUDGET_UNITS[self.parameterAsEnum(parameters, "BUDGET_UNIT", context)],
             "budget": self.parameterAsDouble(parameters, "BUDGET", context),

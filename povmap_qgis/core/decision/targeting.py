@@ -16,8 +16,15 @@ expected poor of a cell ``e = p × n``; expected coverage = Σ e over the
 selected cells / Σ e over all predicted cells; expected inclusion error =
 share of the enrolled who are not poor = 1 − Σ_sel e / Σ_sel n; expected
 exclusion error = share of the poor left out = 1 − coverage. With TRUTH
-(a labelled grid matched by cell_id), the same with the observed label
+(a labelled grid matched by the cells' id), the same with the observed label
 instead of p, on the cells the truth covers.
+
+Cells are known by their id field: ``cell_id`` on povmap's grids, an own
+grid's id (``id_field``, ID_FIELD) otherwise — by default the one Predict
+poverty recorded in the layer's metadata (``povmap_id_field``). It breaks
+ties, matches TRUTH and is kept in the outputs. People are summed over each
+cell's polygon (not its chip's bounding box), so neighbouring polygons of an
+own grid share no one.
 
 Which ranking: with a budget in people, enrolling by probability covers the
 most expected poor people per person enrolled (greedy on e / n = p); with a
@@ -31,7 +38,7 @@ leaves cells flagged ``out_of_range = 1`` out (a warning when the layer has
 no such field); a budget larger than what can be enrolled selects every
 rankable cell and says so; caps that leave the budget unreachable select what
 they allow and say so. Ties are broken by the other ranking quantity, then
-by cell_id (ascending).
+by the cell id (ascending).
 
 ``report_document`` is plain Python: the Processing algorithm calls it inside
 QGIS after rendering the map.
@@ -48,6 +55,7 @@ import time
 
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
+from ..names import CELL_ID, ID_FIELD_METADATA
 from ..progress import Reporter
 
 BUDGET_UNITS = ("cells", "people", "share_of_cells", "share_of_people")
@@ -92,6 +100,8 @@ class TargetOptions:
         None  # write the HTML report here (without a map); None: the caller does
     )
     style_qml_path: str | None = None  # resources/styles/targeting_selection.qml
+    # the cells' id (ID_FIELD); None: the one Predict poverty recorded in PREDICTIONS, else cell_id
+    id_field: str | None = None
 
 
 def target(options, reporter=None):
@@ -102,9 +112,12 @@ def target(options, reporter=None):
     reporter = reporter or Reporter()
     started = time.monotonic()
     _check_options(options)
-    cells, layer, metadata = _read_predictions(options)
+    cells, layer, metadata, id_field = _read_predictions(options)
+    ids = cells[id_field].to_numpy()
+    if id_field != CELL_ID:
+        reporter.info(f"Cells of '{layer}' identified by {id_field} (ID_FIELD)")
     reporter.progress(5)
-    truth = _read_truth(options) if options.truth_path else None
+    truth = _read_truth(options, id_field) if options.truth_path else None
     notes = []
     calibrated = _calibrated(cells, metadata)
     if not calibrated:
@@ -176,7 +189,7 @@ def target(options, reporter=None):
                 "SKIP_OUT_OF_RANGE was asked for, but the layer has no out_of_range field."
             )
 
-    order = ranking(probability, expected, cells["cell_id"].to_numpy(), eligible, options.rank_by)
+    order = ranking(probability, expected, ids, eligible, options.rank_by)
     rank = np.zeros(len(cells), dtype="int64")
     rank[order] = np.arange(1, len(order) + 1)
 
@@ -210,7 +223,7 @@ def target(options, reporter=None):
     )
     curves = {
         "expected": expected_curves(
-            probability, expected, heads, cost, cells, codes, predicted, options.rank_by
+            probability, expected, heads, cost, cells, id_field, codes, predicted, options.rank_by
         )
     }
     spent = float(cost[selected].sum())
@@ -222,7 +235,17 @@ def target(options, reporter=None):
     measured = None
     if truth is not None:
         measured, curves["measured"] = _measured(
-            truth, cells, probability, expected, heads, cost, codes, predicted, selected, options
+            truth,
+            cells,
+            id_field,
+            probability,
+            expected,
+            heads,
+            cost,
+            codes,
+            predicted,
+            selected,
+            options,
         )
         notes += measured.pop("notes")
     reporter.progress(80)
@@ -236,7 +259,7 @@ def target(options, reporter=None):
     summary = {
         "format_version": TARGETING_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "settings": _settings(options, metadata),
+        "settings": _settings(options, metadata, id_field),
         "data": {
             "layer": layer,
             "cells": int(len(cells)),
@@ -273,7 +296,7 @@ def target(options, reporter=None):
     )
     reporter.progress(90)
     reporter.check_canceled()
-    _write_outputs(options, cells, allocation, summary)
+    _write_outputs(options, cells, allocation, summary, id_field)
     summary.update(
         output=os.path.abspath(options.output_path),
         allocation_csv=os.path.abspath(options.allocation_path),
@@ -377,8 +400,10 @@ def _number(value, parameter):
 
 
 def _read_predictions(options):
+    """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked."""
     import geopandas
 
+    from ..chips.sampling import read_cell_ids
     from ..geopackage import povmap_layer_metadata
     from ..vectors import layer_info, spatial_layer
 
@@ -395,23 +420,40 @@ def _read_predictions(options):
             "PREDICTIONS",
             f"the layer '{name}' has no polygons; use the prediction layer written by Predict poverty.",
         )
-    missing = [field for field in ("cell_id", "prob_mean") if field not in fields]
-    if missing:
+    if "prob_mean" not in fields:
         raise PovmapInputError(
             "PREDICTIONS",
-            f"the layer '{name}' is not a prediction layer: it has no {' and no '.join(missing)} field; "
-            "use the layer written by Predict poverty (cell_id, district, prob_mean, …). "
+            f"the layer '{name}' is not a prediction layer: it has no prob_mean field; "
+            "use the layer written by Predict poverty (its cell id, district, prob_mean, …). "
             f"Its fields: {', '.join(fields) or 'none'}.",
         )
+    metadata = povmap_layer_metadata(path, layer)
+    recorded = metadata.get(ID_FIELD_METADATA.replace("_", ":", 1))  # povmap:id_field
+    id_field = options.id_field or recorded or CELL_ID
+    if id_field not in fields and id_field != info.get("fid_column"):
+        if options.id_field:
+            hint = (
+                "choose the id field the predictions carry (the grid's ID_FIELD in Predict poverty)"
+            )
+        elif recorded:
+            hint = (
+                f"Predict poverty recorded {recorded} as the cells' id, but the field is gone; "
+                "choose the cells' id field in Cell id field (ID_FIELD)"
+            )
+        else:
+            hint = (
+                "predictions on a grid of your own: choose its id field in Cell id field (ID_FIELD)"
+            )
+        raise PovmapInputError(
+            "ID_FIELD",
+            f"the layer '{name}' (PREDICTIONS) has no {id_field} field (its fields: "
+            f"{', '.join(fields) or 'none'}); {hint}.",
+        )
+    read_cell_ids(path, layer, id_field, info, "PREDICTIONS")  # NULL, fractional, repeated ids
     frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
     if frame.empty:
         raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
-    if frame["cell_id"].isna().any() or frame["cell_id"].duplicated().any():
-        raise PovmapInputError(
-            "PREDICTIONS",
-            f"the cell_id field of '{name}' is empty or repeated; a prediction layer has one feature per cell.",
-        )
-    frame["cell_id"] = frame["cell_id"].astype("int64")
+    frame[id_field] = frame[id_field].astype("int64")
     for field in ("rank", "selected", "population", "expected_poor"):
         if field in frame:
             frame = frame.drop(columns=[field])  # an earlier targeting's output used as input
@@ -421,29 +463,35 @@ def _read_predictions(options):
             "PREDICTIONS", f"prob_mean of '{name}' must hold probabilities between 0 and 1."
         )
     frame["prob_mean"] = values
-    return frame, name, povmap_layer_metadata(path, layer)
+    return frame, name, metadata, id_field
 
 
-def _read_truth(options):
+def _read_truth(options, id_field):
+    """Cell id (``id_field``, the predictions') and label of the labelled cells of TRUTH."""
     import pyogrio
 
     from ..vectors import layer_info, spatial_layer
 
     layer = spatial_layer(options.truth_path, options.truth_layer, "TRUTH")
     fields = list(layer_info(options.truth_path, layer, "TRUTH", require_crs=False)["fields"])
-    if "cell_id" not in fields or "label" not in fields:
+    if id_field not in fields or "label" not in fields:
+        source = (
+            "a labelled grid from Build training grid"
+            if id_field == CELL_ID
+            else f"labelled polygons of the predicted grid, with its id {id_field} (Cell id field, ID_FIELD)"
+        )
         raise PovmapInputError(
             "TRUTH",
-            f"the layer '{layer}' needs cell_id and label (1 = poor) fields: a labelled grid from Build "
-            f"training grid. Its fields: {', '.join(fields) or 'none'}.",
+            f"the layer '{layer}' needs {id_field} and label (1 = poor) fields: {source}. "
+            f"Its fields: {', '.join(fields) or 'none'}.",
         )
     frame = pyogrio.read_dataframe(
-        options.truth_path, layer=layer, columns=["cell_id", "label"], read_geometry=False
+        options.truth_path, layer=layer, columns=[id_field, "label"], read_geometry=False
     )
-    frame = frame[frame["label"].notna() & frame["cell_id"].notna()]
+    frame = frame[frame["label"].notna() & frame[id_field].notna()]
     if not frame["label"].isin([0, 1]).all():
         raise PovmapInputError("TRUTH", f"the label field of '{layer}' must be 1 (poor) or 0.")
-    frame = frame.astype({"cell_id": "int64", "label": "int64"}).drop_duplicates("cell_id")
+    frame = frame.astype({id_field: "int64", "label": "int64"}).drop_duplicates(id_field)
     return frame
 
 
@@ -480,7 +528,7 @@ def _budget_in_units(options, total_units):
 
 
 def ranking(probability, expected, cell_ids, eligible, rank_by):
-    """Indexes of the eligible cells, best first: by RANK_BY, then the other quantity, then cell_id."""
+    """Indexes of the eligible cells, best first: by RANK_BY, then the other quantity, then the cell id."""
     import numpy as np
 
     first, second = (probability, expected) if rank_by == "probability" else (expected, probability)
@@ -680,11 +728,11 @@ def _district_curve(order, codes, x_weights, y_weights):
     return [[round(float(a), 6) for a in xs], [round(float(b), 6) for b in ys]]
 
 
-def expected_curves(probability, expected, heads, cost, cells, codes, predicted, rank_by):
-    """Targeting curves judged by the expected poor of every predicted cell."""
+def expected_curves(probability, expected, heads, cost, cells, id_field, codes, predicted, rank_by):
+    """Targeting curves judged by the expected poor of every predicted cell (``id_field``: the cells' id)."""
     import numpy as np
 
-    ids = cells["cell_id"].to_numpy()
+    ids = cells[id_field].to_numpy()
     y = np.nan_to_num(expected)
     curves = {
         "model": curve(ranking(probability, expected, ids, predicted, rank_by), cost, y),
@@ -703,20 +751,25 @@ def expected_curves(probability, expected, heads, cost, cells, codes, predicted,
 
 
 def _measured(
-    truth, cells, probability, expected, heads, cost, codes, predicted, selected, options
+    truth, cells, id_field, probability, expected, heads, cost, codes, predicted, selected, options
 ):
     """Measured coverage and errors at the budget, and measured curves, on the predicted cells TRUTH labels."""
     import numpy as np
 
     labels = (
-        cells[["cell_id"]].merge(truth, on="cell_id", how="left")["label"].to_numpy(dtype="float64")
+        cells[[id_field]].merge(truth, on=id_field, how="left")["label"].to_numpy(dtype="float64")
     )
     covered = predicted & np.isfinite(labels)
     if not covered.any():
         raise PovmapInputError(
             "TRUTH",
-            "no labelled cell of TRUTH has the cell_id of a predicted cell; grid the ground truth in the "
-            "CRS and cell size of the predicted grid (Build training grid).",
+            f"no labelled cell of TRUTH has the {id_field} of a predicted cell; "
+            + (
+                "grid the ground truth in the CRS and cell size of the predicted grid (Build "
+                "training grid)."
+                if id_field == CELL_ID
+                else f"label the polygons of the predicted grid, with their {id_field} (ID_FIELD)."
+            ),
         )
     poor = np.where(covered, np.nan_to_num(labels) * heads, 0.0)
     in_truth_selected = selected & covered
@@ -730,7 +783,7 @@ def _measured(
         float(np.nansum(expected[covered])),
         float(heads[in_truth_selected].sum()),
     )
-    ids = cells["cell_id"].to_numpy()
+    ids = cells[id_field].to_numpy()
     curves = {
         "model": curve(ranking(probability, expected, ids, covered, options.rank_by), cost, poor),
         "random": [[0.0, 1.0], [0.0, 1.0]],
@@ -757,7 +810,7 @@ def _measured(
         "truth_cells": int(covered.sum()),
         "truth_cells_selected": int(in_truth_selected.sum()),
         "truth_poor_cells": int(np.nansum(labels[covered])),
-        "truth_without_prediction": int((~truth["cell_id"].isin(ids[predicted])).sum()),
+        "truth_without_prediction": int((~truth[id_field].isin(ids[predicted])).sum()),
         "measured": measured,
         "expected_on_truth_cells": expected_here,
         "budget_point": {
@@ -774,7 +827,7 @@ def _measured(
 # --- outputs ------------------------------------------------------------------------------------------
 
 
-def _write_outputs(options, cells, allocation, summary):
+def _write_outputs(options, cells, allocation, summary, id_field):
     """OUTPUT (cells + allocation layer) and the ALLOCATION CSV: both appear, or neither."""
     import csv
 
@@ -797,6 +850,7 @@ def _write_outputs(options, cells, allocation, summary):
             }
         ),
         "povmap_predictions": os.path.abspath(options.predictions_path),
+        ID_FIELD_METADATA: id_field,
         "povmap_population": os.path.abspath(options.population_path)
         if options.population_path
         else "",
@@ -862,12 +916,13 @@ def _write_figures(folder, summary, cells):
     return figures
 
 
-def _settings(options, metadata):
+def _settings(options, metadata, id_field):
     from ..version import plugin_version
 
     return {
         "predictions": os.path.abspath(options.predictions_path),
         "predictions_layer": options.predictions_layer,
+        "id_field": id_field,
         "population": os.path.abspath(options.population_path) if options.population_path else None,
         "truth": os.path.abspath(options.truth_path) if options.truth_path else None,
         "budget_unit": options.budget_unit,
@@ -1120,6 +1175,7 @@ def report_document(summary, maps=()):
                 report.KeyValues(
                     [
                         ("Predictions", settings["predictions"]),
+                        ("Cell id field", settings.get("id_field") or CELL_ID),
                         ("Population raster", settings["population"] or "none (cells counted)"),
                         ("Ground truth", settings["truth"] or "none"),
                         ("Budget", _budget_text(budget)),

@@ -34,7 +34,7 @@ from ..chips.sampling import read_cell_ids
 from ..errors import PovmapInputError
 from ..geopackage import write_layer
 from ..history import drift
-from ..names import CELL_ID, PREDICTION_SOURCES
+from ..names import CELL_ID, ID_FIELD_METADATA, PREDICTION_SOURCES
 from ..progress import Reporter
 from ..wording import counted
 from . import baseline, calibration, learning_data, model_package
@@ -113,6 +113,7 @@ def predict(options, reporter=None):
             "povmap_threshold": manifest["threshold"],
             "povmap_members": ",".join(m["name"] for m in manifest["members"]),
             "povmap_label": manifest["label"]["meaning"],
+            ID_FIELD_METADATA: cells["id_field"],
             **_training_districts(manifest),
             **trust_metadata,
             **decision_metadata,
