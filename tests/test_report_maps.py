@@ -70,3 +70,38 @@ def test_a_layout_map_has_the_map_legend_scale_bar_and_north_arrow(qgis_app, tmp
     assert dark[: int(height * 0.2), int(width * 0.8) :].sum() > 50  # the north arrow, top right
     # the page ends below the legend: nothing drawn into the last rows (it was cut off)
     assert (pixels[-max(3, height // 100) :] > 240).all()
+
+
+def test_a_written_layer_is_drawn_in_its_style_and_a_style_less_one_as_outlines(qgis_app, tmp_path):
+    """render() (scripts/render_map.py, the demo's map) draws a povmap GeoPackage with the
+    style beside it or carried inside it (a copy without its .qml), and a file with neither
+    as outlines, so that layers below stay visible."""
+    import shutil
+
+    from qgis.PyQt.QtGui import QImage
+    from report_checks import pixels_of, symbol_colours
+
+    from povmap_qgis.processing.rendering import render
+
+    cells_layer(tmp_path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(tmp_path / "cells.gpkg", moved / "cells.gpkg")
+    bare = geopandas.read_file(tmp_path / "cells.gpkg", engine="pyogrio")
+    bare.to_file(tmp_path / "bare.gpkg", engine="pyogrio")
+    colours, _ = symbol_colours("prediction_class")
+    shares = {}
+    for name, path in (
+        ("styled", tmp_path / "cells.gpkg"),
+        ("moved", moved / "cells.gpkg"),
+        ("bare", tmp_path / "bare.gpkg"),
+    ):
+        image = QImage(render(str(tmp_path / f"{name}.png"), [str(path)], width=400))
+        image = image.convertToFormat(QImage.Format_RGB888)
+        pixels = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), np.uint8)
+        pixels = pixels.reshape(image.height(), image.bytesPerLine())[:, : image.width() * 3]
+        pixels = pixels.reshape(-1, 3)
+        shares[name] = [float(pixels_of(pixels, colour).mean()) for colour in colours.values()]
+    for name in ("styled", "moved"):
+        assert all(share > 0.05 for share in shares[name]), (name, shares)  # both classes drawn
+    assert all(share < 0.01 for share in shares["bare"]), shares

@@ -91,10 +91,13 @@ def category_style(output, field, values, label_format="{}", missing_label="none
 
 
 def load_layer(source):
-    """A layer from a file path (``path|layername=name`` for one layer of a GeoPackage), with its saved style.
+    """A layer from a file path (``path|layername=name`` for one layer of a GeoPackage), with its style.
 
-    A polygon layer without a style saved in its file is drawn as outlines.
+    Its style: ``NAME.qml`` beside it or one saved in the file (QGIS loads either), or the
+    styles a povmap GeoPackage carries; a polygon layer with none is drawn as outlines.
     """
+    from .output_styles import add_carried_styles
+
     path = source.split("|")[0]
     name = os.path.splitext(os.path.basename(path))[0]
     if path.lower().endswith((".tif", ".tiff", ".vrt")):
@@ -103,12 +106,13 @@ def load_layer(source):
         layer = QgsVectorLayer(source, name, "ogr")
     if not layer.isValid():
         raise RenderError(f"cannot open '{source}'")
-    if (
-        isinstance(layer, QgsVectorLayer)
-        and not layer.listStylesInDatabase()[0]
-        and layer.geometryType() == QgsWkbTypes.PolygonGeometry
+    if isinstance(layer, QgsVectorLayer) and not (
+        add_carried_styles(layer)
+        or os.path.isfile(os.path.splitext(path)[0] + ".qml")
+        or layer.listStylesInDatabase()[0]
     ):
-        layer.setRenderer(outline_renderer())
+        if layer.geometryType() == QgsWkbTypes.PolygonGeometry:
+            layer.setRenderer(outline_renderer())
     return layer
 
 
