@@ -119,14 +119,14 @@ def test_an_own_grid_over_povmap_cells_gives_the_same_chips_and_predictions(
         np.testing.assert_allclose(
             own_predicted[field].to_numpy(), predicted[field].to_numpy()[order], atol=1e-5
         )
-    # Evaluate matches by the same id (ID_FIELD): the own grid's labelled polygons give the
-    # povmap grid's metrics, and the hit/miss layer keeps the own id.
+    # Evaluate matches by the same id, the one predict recorded (no ID_FIELD given): the own
+    # grid's labelled polygons give the povmap grid's metrics, and the hit/miss layer keeps it.
     own_truth = own.assign(label=shuffled["label"].to_numpy())
     own_truth.to_file(tmp_path / "own_truth.gpkg", engine="pyogrio")
     evaluated = {}
     for name, truth, id_field in (
         ("povmap", povmap, None),
-        ("own", str(tmp_path / "own_truth.gpkg"), "village"),
+        ("own", str(tmp_path / "own_truth.gpkg"), None),
     ):
         parameters = {
             "PREDICTIONS": str(tmp_path / f"{name}_predictions.gpkg"),

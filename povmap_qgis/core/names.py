@@ -18,3 +18,4 @@ CELL_ID = "cell_id"
 # read back through geopackage.povmap_layer_metadata as "povmap:id_field"): later steps
 # default to it, so predictions on an own grid need no ID_FIELD downstream.
 ID_FIELD_METADATA = "povmap_id_field"
+ID_FIELD_RECORDED = "povmap:id_field"  # ID_FIELD_METADATA as povmap_layer_metadata names it

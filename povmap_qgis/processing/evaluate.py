@@ -18,7 +18,6 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.names import CELL_ID
 from ..core.report.page import write_report
 from ..core.validation.evaluation import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
@@ -82,14 +81,14 @@ class Evaluate(PovmapAlgorithm):
             QgsProcessingParameterField(
                 "ID_FIELD",
                 self.tr("Cell id field"),
-                CELL_ID,
+                None,  # empty: the id recorded in PREDICTIONS, else cell_id (core/validation)
                 "PREDICTIONS",
                 QgsProcessingParameterField.DataType.Numeric,
-                optional=True,  # qgis_process 3.22 forgets a field's default: empty is cell_id
+                optional=True,
             ),
-            "The cell id both layers hold, by which cells are matched: empty or cell_id for povmap's "
-            "grids; for predictions on a grid of your own, its id field (ID_FIELD of Sample image "
-            "chips), which the labelled polygons of TRUTH must hold too.",
+            "The cell id both layers hold, by which cells are matched. Empty: the id Predict poverty "
+            "recorded in the prediction layer (its grid's ID_FIELD), else cell_id. For predictions "
+            "on a grid of your own the labelled polygons of TRUTH must hold that id too.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -169,7 +168,7 @@ class Evaluate(PovmapAlgorithm):
             "random_draws": self.parameterAsInt(parameters, "RANDOM_DRAWS", context),
             "seed": self.parameterAsInt(parameters, "SEED", context),
             "style_qml_path": style_path("hitmiss"),
-            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or CELL_ID,
+            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
         }
         try:
             summary = self.run_core_step(

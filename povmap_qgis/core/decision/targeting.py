@@ -55,7 +55,7 @@ import time
 
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
-from ..names import CELL_ID, ID_FIELD_METADATA
+from ..names import CELL_ID, ID_FIELD_METADATA, ID_FIELD_RECORDED
 from ..progress import Reporter
 
 BUDGET_UNITS = ("cells", "people", "share_of_cells", "share_of_people")
@@ -428,7 +428,7 @@ def _read_predictions(options):
             f"Its fields: {', '.join(fields) or 'none'}.",
         )
     metadata = povmap_layer_metadata(path, layer)
-    recorded = metadata.get(ID_FIELD_METADATA.replace("_", ":", 1))  # povmap:id_field
+    recorded = metadata.get(ID_FIELD_RECORDED)
     id_field = options.id_field or recorded or CELL_ID
     if id_field not in fields and id_field != info.get("fid_column"):
         if options.id_field:

@@ -32,7 +32,7 @@ from ..atomic import check_output_path
 from ..errors import PovmapInputError
 from ..geopackage import povmap_layer_metadata
 from ..grid.cells import crs_to_string
-from ..names import BASELINE, CELL_ID, ENSEMBLE, RANDOM
+from ..names import BASELINE, CELL_ID, ENSEMBLE, ID_FIELD_RECORDED, RANDOM
 from ..progress import Reporter
 from .validation_outputs import (
     OUTCOMES,
@@ -64,7 +64,9 @@ class EvaluateOptions:
     random_draws: int = 1000
     seed: int = 0
     style_qml_path: str | None = None  # resources/styles/hitmiss.qml; legend labels get the counts
-    id_field: str = CELL_ID  # the cell id both layers share (an own grid's ID_FIELD)
+    # The cell id both layers share (an own grid's ID_FIELD); None: the id Predict poverty
+    # recorded in the prediction layer, else cell_id.
+    id_field: str | None = None
 
 
 def evaluate(options, reporter=None):
@@ -73,6 +75,7 @@ def evaluate(options, reporter=None):
     started = time.monotonic()
     _check_options(options)
     predictions = _read_predictions(options)
+    options = dataclasses.replace(options, id_field=predictions["id_field"])
     reporter.progress(10)
     reporter.check_canceled()
     truth = _read_truth(options, reporter)
@@ -198,9 +201,9 @@ def _read_predictions(options):
             "PREDICTIONS",
             f"the layer '{name}' has no geometries; use the prediction layer written by Predict poverty.",
         )
-    key = options.id_field
-    missing = [field for field in (key, "pred", "prob_mean") if field not in fields]
     metadata = povmap_layer_metadata(path, layer)
+    key = options.id_field or metadata.get(ID_FIELD_RECORDED) or CELL_ID
+    missing = [field for field in (key, "pred", "prob_mean") if field not in fields]
     listed = [member for member in str(metadata.get("povmap:members", "")).split(",") if member]
     members = listed or [
         field[len("prob_") :]
@@ -259,6 +262,7 @@ def _read_predictions(options):
         "metadata": metadata,
         "layer": name,
         "crs": crs_to_string(frame.crs),
+        "id_field": key,
     }
 
 
