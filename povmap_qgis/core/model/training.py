@@ -83,84 +83,48 @@ def train(options, reporter=None):
         reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
     backbone_files = pretrained.backbone_weights(options.pretrained, members, reporter)
     environment = configure_tensorflow(options.seed, reporter)
-    import keras
-
-    from .keras_pieces import ChipBatches
-
     store_rows, labels = cells["store_row"].to_numpy(), cells["label"].to_numpy()
     train_rows, class_weight = balanced_training_rows(split["train"], labels, options, reporter)
     normalisation = learning_data.training_normalisation(store, store_rows[train_rows], reporter)
     reporter.progress(3)
-    inputs = [
-        {
-            "name": spec["name"],
-            "bands": list(spec["bands"]),
-            "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])],
-        }
-        for spec in store.manifest["inputs"]
-    ]
-    batch_size = int(preset["batch_size"])
-    train_data = ChipBatches(
+    inputs = model_inputs(store)
+    batches = member_batches(
         store,
-        store_rows[train_rows],
-        labels[train_rows],
+        (store_rows, labels),
+        train_rows,
+        split["validation"],
         normalisation,
-        batch_size,
-        training=True,
-        seed=options.seed,
-    )
-    validation_data = ChipBatches(
-        store, store_rows[split["validation"]], labels[split["validation"]], normalisation, 64
+        preset["batch_size"],
+        options.seed,
     )
 
     partial = _partial_folder(options.output_path)
     try:
-        member_records, probabilities = [], {"validation": [], "test": []}
-        for index, architecture in enumerate(members):
-            reporter.check_canceled()
-            stage = reporter.stage(
-                3 + 92 * index / len(members), 3 + 92 * (index + 1) / len(members)
-            )
-            model, losses = fit_member(
-                architecture,
-                index,
-                len(members),
-                inputs,
-                preset,
-                train_data,
-                validation_data,
-                class_weight,
-                options.seed,
-                stage,
-                backbone_files.get(architecture),
-            )
-            weights_file = (
-                statistics_member.weights_file(architecture)
-                if statistics_member.is_statistics_member(architecture)
-                else f"{architecture}.weights.h5"
-            )
-            model.save_weights(os.path.join(partial, weights_file))
-            for part in probabilities:
-                probabilities[part].append(
-                    predict_member(model, store, store_rows[split[part]], normalisation)
-                )
-            member_records.append(
-                {
-                    "name": architecture,
-                    "architecture": architecture,
-                    "weights": weights_file,
-                    "dense_units": preset["dense_units"],
-                    "dropout": preset["dropout"],
-                    "epochs_trained": len(losses),
-                    "best_epoch": int(np.argmin(losses)) + 1,
-                    "best_val_loss": float(np.min(losses)),
-                    "parameters": int(model.count_params()),
-                }
-            )
-            reporter.info(
-                f"{architecture}: best validation loss {np.min(losses):.4f} at epoch {np.argmin(losses) + 1} of {len(losses)}"
-            )
-            keras.backend.clear_session()
+        fitted, probabilities = fit_members(
+            members,
+            inputs,
+            preset,
+            batches,
+            class_weight,
+            options.seed,
+            reporter,
+            predict_on=(store, normalisation, {part: store_rows[split[part]] for part in PARTS}),
+            progress=(3, 95),
+            backbone_files=backbone_files,
+            weights_folder=partial,
+            log_best_epoch=True,
+        )
+        member_records = [
+            {
+                "name": architecture,
+                "architecture": architecture,
+                "weights": fitted[architecture]["weights"],
+                "dense_units": preset["dense_units"],
+                "dropout": preset["dropout"],
+            }
+            | {key: fitted[architecture][key] for key in MEMBER_FIT_KEYS}
+            for architecture in members
+        ]
         threshold, rule = _threshold(
             options,
             labels[split["validation"]],
@@ -265,7 +229,124 @@ def preset_and_members(options):
     return preset, members
 
 
-def fit_member(
+# the parts whose probabilities train keeps of each member (calibration, then holdout metrics)
+PARTS = ("validation", "test")
+# what fit_members records of each member's training
+MEMBER_FIT_KEYS = ("epochs_trained", "best_epoch", "best_val_loss", "parameters")
+VALIDATION_BATCH_SIZE = 64  # validation cells per batch (not shuffled, so any size gives the same)
+
+
+def model_inputs(store):
+    """The members' inputs: each chip input's name, bands and shape (chip size x chip size x bands)."""
+    return [
+        {
+            "name": spec["name"],
+            "bands": list(spec["bands"]),
+            "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])],
+        }
+        for spec in store.manifest["inputs"]
+    ]
+
+
+def member_batches(store, cells, train_rows, validation_rows, normalisation, batch_size, seed):
+    """Keras batches of the training cells (shuffled and augmented by ``seed``) and of the
+    validation cells. ``cells``: (store row, label) arrays; ``*_rows`` index them."""
+    from .keras_pieces import ChipBatches
+
+    store_rows, labels = cells
+    train_data = ChipBatches(
+        store,
+        store_rows[train_rows],
+        labels[train_rows],
+        normalisation,
+        int(batch_size),
+        training=True,
+        seed=seed,
+    )
+    validation_data = ChipBatches(
+        store,
+        store_rows[validation_rows],
+        labels[validation_rows],
+        normalisation,
+        VALIDATION_BATCH_SIZE,
+    )
+    return train_data, validation_data
+
+
+def fit_members(
+    members,
+    inputs,
+    preset,
+    batches,
+    class_weight,
+    seed,
+    reporter,
+    predict_on,
+    progress=(0, 100),
+    backbone_files=None,
+    weights_folder=None,
+    log_best_epoch=False,
+):
+    """Fit each member in turn and predict some cells with it; shared by ``train`` and each
+    cross-validation fold.
+
+    ``batches``: (training, validation) from :func:`member_batches`; ``predict_on``:
+    (store, normalisation, {part: store rows}); ``progress``: the span of ``reporter``'s
+    percent the members share. With ``weights_folder`` each member's weights are saved
+    there. Keras's state is cleared after each member, so memory stays flat.
+    Returns ({member: {MEMBER_FIT_KEYS..., "weights"}}, {part: [probabilities per member]}).
+    """
+    store, normalisation, parts = predict_on
+    start, end = progress
+    fitted, probabilities = {}, {part: [] for part in parts}
+    for index, architecture in enumerate(members):
+        reporter.check_canceled()
+        stage = reporter.stage(
+            start + (end - start) * index / len(members),
+            start + (end - start) * (index + 1) / len(members),
+        )
+        model, losses = _fit_member(
+            architecture,
+            index,
+            len(members),
+            inputs,
+            preset,
+            *batches,
+            class_weight,
+            seed,
+            stage,
+            (backbone_files or {}).get(architecture),
+        )
+        record = {}
+        if weights_folder is not None:
+            record["weights"] = member_weights_file(architecture)
+            model.save_weights(os.path.join(weights_folder, record["weights"]))
+        for part, rows in parts.items():
+            probabilities[part].append(_predict_member(model, store, rows, normalisation))
+        record.update(
+            epochs_trained=len(losses),
+            best_epoch=int(np.argmin(losses)) + 1,
+            best_val_loss=float(np.min(losses)),
+            parameters=int(model.count_params()),
+        )
+        if log_best_epoch:
+            reporter.info(
+                f"{architecture}: best validation loss {np.min(losses):.4f} at epoch "
+                f"{np.argmin(losses) + 1} of {len(losses)}"
+            )
+        fitted[architecture] = record
+        _clear_session()
+    return fitted, probabilities
+
+
+def member_weights_file(architecture):
+    """The file name of a member's weights in the model package."""
+    if statistics_member.is_statistics_member(architecture):
+        return statistics_member.weights_file(architecture)
+    return f"{architecture}.weights.h5"
+
+
+def _fit_member(
     architecture,
     index,
     count,
@@ -281,8 +362,7 @@ def fit_member(
     """Build and fit member ``index`` of ``count`` (early stopping on validation loss, best weights kept).
 
     Returns the model and its validation losses per epoch. ``reporter``'s 0–100 %
-    spans this member's epochs; Cancel is checked between batches. Shared by
-    ``train`` and the cross-validation.
+    spans this member's epochs; Cancel is checked between batches.
     """
     import keras
 
@@ -318,7 +398,7 @@ def fit_member(
     return model, history.history["val_loss"]
 
 
-def clear_session():
+def _clear_session():
     """Drop Keras's global state between folds, so memory stays flat over many trainings."""
     import keras
 
@@ -452,7 +532,7 @@ def configure_tensorflow(seed, reporter):
     }
 
 
-def predict_member(model, store, rows, normalisation):
+def _predict_member(model, store, rows, normalisation):
     names = [tensor.name for tensor in model.inputs]
     return learning_data.predict_rows([model], store, rows, normalisation, names)[0]
 

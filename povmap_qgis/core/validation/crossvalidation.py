@@ -177,16 +177,7 @@ def crossvalidate(options, reporter=None):
     reporter.check_canceled()
 
     environment = training.configure_tensorflow(options.seed, reporter)
-    from ..model.keras_pieces import ChipBatches
-
-    inputs = [
-        {
-            "name": spec["name"],
-            "bands": list(spec["bands"]),
-            "shape": [store.manifest["chip_size"]] * 2 + [len(spec["bands"])],
-        }
-        for spec in store.manifest["inputs"]
-    ]
+    inputs = training.model_inputs(store)
     share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
     probabilities = {member: np.full(len(cells), np.nan) for member in members}
     # out of fold: the ensemble mean calibrated in its fold, its interval, the fold's baseline
@@ -213,17 +204,14 @@ def crossvalidate(options, reporter=None):
             normalisation = learning_data.training_normalisation(
                 store, store_rows[balanced], fold_reporter
             )
-            train_data = ChipBatches(
+            batches = training.member_batches(
                 store,
-                store_rows[balanced],
-                labels[balanced],
+                (store_rows, labels),
+                balanced,
+                validation,
                 normalisation,
-                int(preset["batch_size"]),
-                training=True,
-                seed=options.seed + fold,
-            )
-            validation_data = ChipBatches(
-                store, store_rows[validation], labels[validation], normalisation, 64
+                preset["batch_size"],
+                options.seed + fold,
             )
             record = {
                 "fold": fold,
@@ -236,36 +224,27 @@ def crossvalidate(options, reporter=None):
                 "validation_cells": int(len(validation)),
                 "members": {},
             }
-            fold_probabilities, fold_validation = [], []
-            for index, architecture in enumerate(members):
-                reporter.check_canceled()
-                stage = fold_reporter.stage(
-                    100 * index / len(members), 100 * (index + 1) / len(members)
-                )
-                model, losses = training.fit_member(
-                    architecture,
-                    index,
-                    len(members),
-                    inputs,
-                    preset,
-                    train_data,
-                    validation_data,
-                    class_weight,
-                    options.seed + 1000 * fold,
-                    stage,
-                )
-                predicted = training.predict_member(model, store, store_rows[test], normalisation)
-                probabilities[architecture][test] = predicted
-                fold_probabilities.append(predicted)
-                fold_validation.append(
-                    training.predict_member(model, store, store_rows[validation], normalisation)
-                )
+            fitted, predicted = training.fit_members(
+                members,
+                inputs,
+                preset,
+                batches,
+                class_weight,
+                options.seed + 1000 * fold,
+                fold_reporter,
+                predict_on=(
+                    store,
+                    normalisation,
+                    {"test": store_rows[test], "validation": store_rows[validation]},
+                ),
+            )
+            fold_probabilities, fold_validation = predicted["test"], predicted["validation"]
+            for architecture, values in zip(members, fold_probabilities, strict=True):
+                probabilities[architecture][test] = values
                 record["members"][architecture] = {
-                    "epochs_trained": len(losses),
-                    "best_epoch": int(np.argmin(losses)) + 1,
-                    "best_val_loss": float(np.min(losses)),
+                    key: fitted[architecture][key]
+                    for key in ("epochs_trained", "best_epoch", "best_val_loss")
                 }
-                training.clear_session()
             # baseline fitted on this fold's training cells; both calibrated on its validation cells
             judges = training.fit_baseline_and_calibration(
                 store,
