@@ -61,26 +61,13 @@ class TrainOptions:
 
 
 def train(options, reporter=None):
+    """Train the members, fit the judges, write the model package; return a summary."""
     reporter = reporter or Reporter()
     started = time.monotonic()
     preset, members = preset_and_members(options)
-    model_package.check_package_path(options.output_path)
-    if options.target_recall is not None and not 0 < options.target_recall <= 1:
-        raise PovmapInputError(
-            "TARGET_RECALL",
-            "must be between 0 and 1 (e.g. 0.8), or empty for a threshold at the training cells' "
-            "share of poor cells.",
-        )
-
+    _check_options(options)
     store = ChipStore(options.chips_path)
-    cells, flagged = usable_cells(store, options, reporter)
-    split = _split(cells, options)
-    for part, rows in split.items():
-        reporter.info(
-            f"{part}: {len(rows)} cells, {int(cells['label'].to_numpy()[rows].sum())} poor"
-        )
-    if flagged:
-        reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
+    cells, split = _cells_and_split(store, options, reporter)
     backbone_files = pretrained.backbone_weights(options.pretrained, members, reporter)
     environment = configure_tensorflow(options.seed, reporter)
     store_rows, labels = cells["store_row"].to_numpy(), cells["label"].to_numpy()
@@ -97,7 +84,6 @@ def train(options, reporter=None):
         preset["batch_size"],
         options.seed,
     )
-
     partial = _partial_folder(options.output_path)
     try:
         fitted, probabilities = fit_members(
@@ -114,70 +100,26 @@ def train(options, reporter=None):
             weights_folder=partial,
             log_best_epoch=True,
         )
-        member_records = [
-            {
-                "name": architecture,
-                "architecture": architecture,
-                "weights": fitted[architecture]["weights"],
-                "dense_units": preset["dense_units"],
-                "dropout": preset["dropout"],
-            }
-            | {key: fitted[architecture][key] for key in MEMBER_FIT_KEYS}
-            for architecture in members
-        ]
-        threshold, rule = _threshold(
+        judged = _judge(
             options,
-            labels[split["validation"]],
-            np.mean(probabilities["validation"], axis=0),
+            members,
+            store,
+            (store_rows, labels),
+            split,
+            normalisation,
+            probabilities,
             reporter,
         )
-        judges = fit_baseline_and_calibration(
-            store, store_rows, labels, split, normalisation, probabilities, options.target_recall
-        )
-        decision, decision_rule = judges["decision_threshold"], judges["decision_rule"]
-        reporter.info(f"pred: {decision_rule} ({decision:.3f})")
-        holdout = holdout_metrics(
-            members,
-            labels[split["test"]],
-            probabilities["test"],
-            threshold,
-            options.seed,
-            calibrated=judges["calibrated_test"],
-            baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
-            decision_threshold=decision,
-        )
-        _report_calibration(judges, holdout, reporter)
-        for name, result in holdout.items():
-            reporter.info(
-                f"holdout {name:17s} "
-                + "  ".join(
-                    f"{key} {result[key]:.3f}" if result[key] is not None else f"{key} –"
-                    for key in metrics.METRIC_NAMES
-                )
-            )
         manifest = _manifest(
             options,
             store,
-            cells,
-            split,
-            train_rows,
-            inputs,
-            normalisation,
-            member_records,
+            (cells, split, train_rows),
+            (inputs, normalisation),
+            _member_records(members, fitted, preset),
             preset,
-            threshold,
-            rule,
-            holdout,
+            judged,
             environment,
             time.monotonic() - started,
-        )
-        manifest["calibration"] = judges["calibration"]
-        manifest["baseline"] = judges["baseline"]
-        manifest["decision_threshold"] = float(decision)
-        manifest["decision_rule"] = decision_rule
-        manifest["vote"] = (
-            "votes: members with probability >= threshold (information); "
-            "pred: calibrated prob_mean >= decision_threshold"
         )
         model_package.write_manifest(partial, manifest)
         publish_folder(partial, options.output_path)
@@ -185,21 +127,106 @@ def train(options, reporter=None):
         shutil.rmtree(partial, ignore_errors=True)
         raise
     reporter.progress(100)
+    return _summary(options, members, (labels, split), probabilities, judged, started)
+
+
+def _summary(options, members, cells, probabilities, judged, started):
+    """What ``train`` returns: the package, its holdout metrics and ROC curves, cell counts."""
+    labels, split = cells
     return {
         "output": os.path.abspath(options.output_path),
         "members": members,
-        "threshold": threshold,
-        "metrics": holdout,
+        "threshold": judged["threshold"],
+        "metrics": judged["holdout"],
         "roc": holdout_curves(
             members,
             labels[split["test"]],
             probabilities["test"],
-            judges["calibrated_test"],
-            judges["baseline_test"],
+            judged["calibrated_test"],
+            judged["baseline_test"],
         ),
         "cells": {part: int(len(rows)) for part, rows in split.items()},
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _check_options(options):
+    model_package.check_package_path(options.output_path)
+    if options.target_recall is not None and not 0 < options.target_recall <= 1:
+        raise PovmapInputError(
+            "TARGET_RECALL",
+            "must be between 0 and 1 (e.g. 0.8), or empty for a threshold at the training cells' "
+            "share of poor cells.",
+        )
+
+
+def _cells_and_split(store, options, reporter):
+    """The usable labelled cells and their train / validation / test split, reported."""
+    cells, flagged = usable_cells(store, options, reporter)
+    split = _split(cells, options)
+    for part, rows in split.items():
+        reporter.info(
+            f"{part}: {len(rows)} cells, {int(cells['label'].to_numpy()[rows].sum())} poor"
+        )
+    if flagged:
+        reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
+    return cells, split
+
+
+def _member_records(members, fitted, preset):
+    """The manifest's ``members``: each member's architecture, weights file and training."""
+    return [
+        {
+            "name": architecture,
+            "architecture": architecture,
+            "weights": fitted[architecture]["weights"],
+            "dense_units": preset["dense_units"],
+            "dropout": preset["dropout"],
+        }
+        | {key: fitted[architecture][key] for key in MEMBER_FIT_KEYS}
+        for architecture in members
+    ]
+
+
+def _judge(options, members, store, cells, split, normalisation, probabilities, reporter):
+    """The members' vote threshold, the baseline and the calibration (fitted on the validation
+    cells) and the holdout metrics (test cells), reported. ``cells``: (store row, label) arrays.
+
+    Returns ``fit_baseline_and_calibration``'s dict with ``threshold``, ``threshold_rule``
+    and ``holdout``.
+    """
+    store_rows, labels = cells
+    threshold, rule = _threshold(
+        options,
+        labels[split["validation"]],
+        np.mean(probabilities["validation"], axis=0),
+        reporter,
+    )
+    judges = fit_baseline_and_calibration(
+        store, store_rows, labels, split, normalisation, probabilities, options.target_recall
+    )
+    decision, decision_rule = judges["decision_threshold"], judges["decision_rule"]
+    reporter.info(f"pred: {decision_rule} ({decision:.3f})")
+    holdout = holdout_metrics(
+        members,
+        labels[split["test"]],
+        probabilities["test"],
+        threshold,
+        options.seed,
+        calibrated=judges["calibrated_test"],
+        baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
+        decision_threshold=decision,
+    )
+    _report_calibration(judges, holdout, reporter)
+    for name, result in holdout.items():
+        reporter.info(
+            f"holdout {name:17s} "
+            + "  ".join(
+                f"{key} {result[key]:.3f}" if result[key] is not None else f"{key} –"
+                for key in metrics.METRIC_NAMES
+            )
+        )
+    return dict(judges, threshold=threshold, threshold_rule=rule, holdout=holdout)
 
 
 def preset_and_members(options):
@@ -323,12 +350,7 @@ def fit_members(
             model.save_weights(os.path.join(weights_folder, record["weights"]))
         for part, rows in parts.items():
             probabilities[part].append(_predict_member(model, store, rows, normalisation))
-        record.update(
-            epochs_trained=len(losses),
-            best_epoch=int(np.argmin(losses)) + 1,
-            best_val_loss=float(np.min(losses)),
-            parameters=int(model.count_params()),
-        )
+        record.update(_fit_record(model, losses))
         if log_best_epoch:
             reporter.info(
                 f"{architecture}: best validation loss {np.min(losses):.4f} at epoch "
@@ -337,6 +359,16 @@ def fit_members(
         fitted[architecture] = record
         _clear_session()
     return fitted, probabilities
+
+
+def _fit_record(model, losses):
+    """MEMBER_FIT_KEYS of a member fitted with these validation losses per epoch."""
+    return {
+        "epochs_trained": len(losses),
+        "best_epoch": int(np.argmin(losses)) + 1,
+        "best_val_loss": float(np.min(losses)),
+        "parameters": int(model.count_params()),
+    }
 
 
 def member_weights_file(architecture):
@@ -695,26 +727,23 @@ def holdout_curves(members, labels, member_probabilities, calibrated, baseline):
 def _manifest(
     options,
     store,
-    cells,
-    split,
-    train_rows,
-    inputs,
-    normalisation,
+    training_cells,
+    learned_from,
     member_records,
     preset,
-    threshold,
-    rule,
-    holdout,
+    judged,
     environment,
     seconds,
 ):
+    """The model package's manifest. ``training_cells``: (cells, split, balanced training rows);
+    ``learned_from``: (inputs, normalisation); ``judged``: from :func:`_judge`."""
     from ..geopackage import read_layer_metadata
     from ..version import plugin_version
 
+    inputs, normalisation = learned_from
     grid_metadata = read_layer_metadata(options.grid_path, options.grid_layer)
     cutoff = grid_metadata.get("cutoff")
     poor_below = poor_below_from_metadata(grid_metadata.get("poor_below"))
-    labels = cells["label"].to_numpy()
     manifest = {
         "format": model_package.FORMAT,
         "format_version": model_package.FORMAT_VERSION,
@@ -726,38 +755,52 @@ def _manifest(
         "cell_size": float(store.manifest["settings"]["cell_size"]),
         "crs": store.manifest["settings"]["crs"],
         "normalisation": normalisation,
-        "threshold": float(threshold),
-        "threshold_rule": rule,
-        "vote": "majority of members with probability >= threshold",
+        "threshold": float(judged["threshold"]),
+        "threshold_rule": judged["threshold_rule"],
+        "vote": (
+            "votes: members with probability >= threshold (information); "
+            "pred: calibrated prob_mean >= decision_threshold"
+        ),
         "label": {
             "cutoff": None if cutoff is None else float(cutoff),
             "poor_below": poor_below,
             "meaning": label_sentence(cutoff, poor_below),
         },
-        "training": {
-            "chips": os.path.abspath(options.chips_path),
-            "grid": os.path.abspath(options.grid_path),
-            "split": options.split,
-            "test_districts": options.test_districts,
-            "balance": options.balance,
-            "seed": options.seed,
-            "pretrained": options.pretrained or "none",
-            "cells": {part: int(len(rows)) for part, rows in split.items()}
-            | {"train_after_balancing": int(len(train_rows))},
-            "poor": {part: int(labels[rows].sum()) for part, rows in split.items()},
-            "districts_seen": _districts_seen(cells, split),
-            "learning_rate": preset["learning_rate"],
-            "batch_size": preset["batch_size"],
-            "max_epochs": preset["epochs"],
-            "patience": preset["patience"],
-            "seconds": round(seconds, 1),
-        },
-        "metrics": {"holdout": holdout},
+        "training": _training_record(options, training_cells, preset, seconds),
+        "metrics": {"holdout": judged["holdout"]},
         "software": {"povmap_qgis": plugin_version(), **environment},
     }
     if options.demonstration_notice:
         manifest["notice"] = options.demonstration_notice
+    manifest["calibration"] = judged["calibration"]
+    manifest["baseline"] = judged["baseline"]
+    manifest["decision_threshold"] = float(judged["decision_threshold"])
+    manifest["decision_rule"] = judged["decision_rule"]
     return manifest
+
+
+def _training_record(options, training_cells, preset, seconds):
+    """The manifest's ``training``: inputs, split, balance, cells per part and settings."""
+    cells, split, train_rows = training_cells
+    labels = cells["label"].to_numpy()
+    return {
+        "chips": os.path.abspath(options.chips_path),
+        "grid": os.path.abspath(options.grid_path),
+        "split": options.split,
+        "test_districts": options.test_districts,
+        "balance": options.balance,
+        "seed": options.seed,
+        "pretrained": options.pretrained or "none",
+        "cells": {part: int(len(rows)) for part, rows in split.items()}
+        | {"train_after_balancing": int(len(train_rows))},
+        "poor": {part: int(labels[rows].sum()) for part, rows in split.items()},
+        "districts_seen": _districts_seen(cells, split),
+        "learning_rate": preset["learning_rate"],
+        "batch_size": preset["batch_size"],
+        "max_epochs": preset["epochs"],
+        "patience": preset["patience"],
+        "seconds": round(seconds, 1),
+    }
 
 
 def _districts_seen(cells, split):

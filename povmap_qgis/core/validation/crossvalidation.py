@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import time
+from typing import Any
 
 from ..atomic import check_output_path
 from ..errors import PovmapInputError
@@ -126,254 +127,105 @@ def assign_folds(districts, folds, seed=0):
     return assignment
 
 
+@dataclasses.dataclass
+class _Folds:
+    """The labelled cells' folds: whole districts per fold (:func:`assign_folds`)."""
+
+    districts: Any  # each cell's district (NO_DISTRICT where it has none)
+    assignment: dict  # {district: fold}
+    cell_folds: Any  # each cell's fold
+    numbers: list  # 1..folds
+    districts_of: dict  # {fold: its districts, sorted}
+
+
+@dataclasses.dataclass
+class _FoldTraining:
+    """What every fold trains with: the options, the store, the members and the labelled cells."""
+
+    options: CrossValidateOptions
+    store: Any
+    preset: dict
+    members: list
+    inputs: list
+    store_rows: Any
+    labels: Any
+
+
+@dataclasses.dataclass
+class _OutOfFold:
+    """Each cell's numbers from the fold that held it out (NaN until that fold is done)."""
+
+    probabilities: dict  # {member: probability}
+    calibrated: Any  # the ensemble mean calibrated in the fold
+    low: Any  # its interval
+    high: Any
+    simple: Any  # the fold's baseline's calibrated probability
+    simple_threshold: Any  # and the baseline's decision threshold
+    decision: Any  # the ensemble's decision threshold in the fold
+
+    @classmethod
+    def empty(cls, members, count):
+        import numpy as np
+
+        return cls(
+            {member: np.full(count, np.nan) for member in members},
+            *(np.full(count, np.nan) for _ in range(6)),
+        )
+
+
 def crossvalidate(options, reporter=None):
     """Run the k-fold cross-validation; write the outputs; return a summary (see module doc)."""
-    import numpy as np
-
     from ..chips.chip_store import ChipStore
-    from ..model import calibration, learning_data, training
-    from . import metrics
+    from ..model import training
 
     reporter = reporter or Reporter()
     started = time.monotonic()
-    check_output_path(options.metrics_path, "METRICS", (".json",))
-    check_output_path(options.output_grid_path, "OUTPUT_GRID", (".gpkg",))
-    preset, members = training.preset_and_members(options)
-    if options.balance not in ("undersample", "class_weights"):
-        raise PovmapInputError(
-            "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
-        )
+    preset, members = _check_options(options)
     store = ChipStore(options.chips_path)
     cells, flagged = training.usable_cells(store, options, reporter)
-    districts = (
-        cells["district"].where(cells["district"].notna(), NO_DISTRICT).astype(str).to_numpy()
-    )
-    if (districts == NO_DISTRICT).all():
-        raise PovmapInputError(
-            "GRID",
-            "the labelled cells have no district; use a training grid built with a districts layer "
-            "(Build training grid, DISTRICTS).",
-        )
-    if (districts == NO_DISTRICT).any():
-        reporter.warning(
-            f"{int((districts == NO_DISTRICT).sum())} labelled cells have no district; they form one group '{NO_DISTRICT}'."
-        )
-    assignment = assign_folds(districts, options.folds, options.seed)
-    cell_folds = np.array([assignment[name] for name in districts], dtype="int32")
-    labels, store_rows = cells["label"].to_numpy(), cells["store_row"].to_numpy()
-    fold_numbers = list(range(1, int(options.folds) + 1))
-    fold_districts = {
-        fold: sorted(name for name, number in assignment.items() if number == fold)
-        for fold in fold_numbers
-    }
-    for fold in fold_numbers:
-        rows = cell_folds == fold
-        reporter.info(
-            f"fold {fold}: {int(rows.sum())} cells ({int(labels[rows].sum())} poor) in {', '.join(fold_districts[fold])}"
-        )
+    folds = _folds(cells, options, reporter)
     if flagged:
         reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
     reporter.progress(2)
     reporter.check_canceled()
 
     environment = training.configure_tensorflow(options.seed, reporter)
-    inputs = training.model_inputs(store)
-    share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
-    probabilities = {member: np.full(len(cells), np.nan) for member in members}
-    # out of fold: the ensemble mean calibrated in its fold, its interval, the fold's baseline
-    # and the two decision thresholds
-    calibrated, low, high, simple, simple_threshold, decision = (
-        np.full(len(cells), np.nan) for _ in range(6)
+    run = _FoldTraining(
+        options,
+        store,
+        preset,
+        members,
+        training.model_inputs(store),
+        cells["store_row"].to_numpy(),
+        cells["label"].to_numpy(),
     )
-    fold_metrics, fold_records = {}, {}
-    for position, fold in enumerate(fold_numbers):
+    out = _OutOfFold.empty(members, len(cells))
+    fold_results = {}
+    for position, fold in enumerate(folds.numbers):
         reporter.check_canceled()
-        # one nested run per fold in the run history: its parameters, epochs and final metrics
-        fold_params = {"fold": fold, "districts": fold_districts[fold], "seed": options.seed + fold}
-        with reporter.nested_run(f"fold {fold}", fold_params) as fold_history:
-            fold_reporter = fold_history.stage(
-                3 + 92 * position / len(fold_numbers), 3 + 92 * (position + 1) / len(fold_numbers)
-            )
-            test = np.flatnonzero(cell_folds == fold)
-            train_rows, validation = _validation_split(
-                np.flatnonzero(cell_folds != fold), labels, share, options.seed, fold
-            )
-            balanced, class_weight = training.balanced_training_rows(
-                train_rows, labels, options, fold_reporter
-            )
-            normalisation = learning_data.training_normalisation(
-                store, store_rows[balanced], fold_reporter
-            )
-            batches = training.member_batches(
-                store,
-                (store_rows, labels),
-                balanced,
-                validation,
-                normalisation,
-                preset["batch_size"],
-                options.seed + fold,
-            )
-            record = {
-                "fold": fold,
-                "districts": fold_districts[fold],
-                "test_cells": int(len(test)),
-                "test_poor": int(labels[test].sum()),
-                "train_cells": int(len(train_rows)),
-                "train_poor": int(labels[train_rows].sum()),
-                "train_after_balancing": int(len(balanced)),
-                "validation_cells": int(len(validation)),
-                "members": {},
-            }
-            fitted, predicted = training.fit_members(
-                members,
-                inputs,
-                preset,
-                batches,
-                class_weight,
-                options.seed + 1000 * fold,
-                fold_reporter,
-                predict_on=(
-                    store,
-                    normalisation,
-                    {"test": store_rows[test], "validation": store_rows[validation]},
-                ),
-            )
-            fold_probabilities, fold_validation = predicted["test"], predicted["validation"]
-            for architecture, values in zip(members, fold_probabilities, strict=True):
-                probabilities[architecture][test] = values
-                record["members"][architecture] = {
-                    key: fitted[architecture][key]
-                    for key in ("epochs_trained", "best_epoch", "best_val_loss")
-                }
-            # baseline fitted on this fold's training cells; both calibrated on its validation cells
-            judges = training.fit_baseline_and_calibration(
-                store,
-                store_rows,
-                labels,
-                {"train": train_rows, "validation": validation, "test": test},
-                normalisation,
-                {"validation": fold_validation, "test": fold_probabilities},
-            )
-            calibrated[test] = judges["calibrated_test"]
-            low[test], high[test] = calibration.interval(
-                np.mean(fold_probabilities, axis=0),
-                np.std(fold_probabilities, axis=0),
-                judges["calibration"],
-            )
-            simple[test] = judges["baseline_test"]
-            simple_threshold[test] = judges["baseline"]["threshold"]
-            decision[test] = judges["decision_threshold"]
-            record["decision_threshold"] = judges["decision_threshold"]
-            record["calibration"] = judges["calibration"]
-            record["baseline"] = {
-                key: judges["baseline"][key]
-                for key in ("coefficients", "intercept", "threshold", "calibration")
-            }
-            fold_metrics[fold] = training.holdout_metrics(
-                members,
-                labels[test],
-                fold_probabilities,
-                THRESHOLD,
-                options.seed + fold,
-                calibrated=judges["calibrated_test"],
-                baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
-                decision_threshold=judges["decision_threshold"],
-            )
-            fold_records[fold] = record
-            fold_history.final_metrics(
-                {
-                    "metrics": _plain(fold_metrics[fold]),
-                    "cells": {key: record[key] for key in FOLD_CELL_COUNTS},
-                    "decision_threshold": record["decision_threshold"],
-                    "roc": training.holdout_curves(
-                        members,
-                        labels[test],
-                        fold_probabilities,
-                        judges["calibrated_test"],
-                        judges["baseline_test"],
-                    ),
-                }
-            )
-            ensemble = fold_metrics[fold][ENSEMBLE]
-            reporter.info(
-                f"fold {fold} ({', '.join(fold_districts[fold])}): ensemble "
-                + "  ".join(f"{key} {_format(ensemble[key])}" for key in METRIC_KEYS)
-            )
+        span = (
+            3 + 92 * position / len(folds.numbers),
+            3 + 92 * (position + 1) / len(folds.numbers),
+        )
+        fold_results[fold] = _run_fold(run, folds, fold, out, reporter, span)
     reporter.check_canceled()
 
-    outputs = training.ensemble_outputs(
-        [probabilities[member] for member in members], THRESHOLD, calibrated, decision
-    )
-    outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], calibrated
-    outputs["prob_baseline"] = simple
-    outputs["prob_low"], outputs["prob_high"] = low, high
-    pooled = _plain(
-        training.holdout_metrics(
-            members,
-            labels,
-            [probabilities[member] for member in members],
-            THRESHOLD,
-            options.seed,
-            calibrated=calibrated,
-            baseline=(simple, simple_threshold),
-            decision_threshold=decision,
-        )
-    )
-    document = {
-        "format": METRICS_FORMAT,
-        "format_version": METRICS_FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "settings": _settings(options, preset, members, environment),
-        "data": {
-            "cells": int(len(cells)),
-            "poor_cells": int(labels.sum()),
-            "flagged_cells": int(flagged),
-            "districts": {
-                name: {
-                    "fold": fold,
-                    "cells": int((districts == name).sum()),
-                    "poor": int(labels[districts == name].sum()),
-                }
-                for name, fold in sorted(assignment.items())
-            },
-        },
-        "members": members,
-        "threshold": THRESHOLD,
-        "folds": [
-            dict(fold_records[fold], metrics=_plain(fold_metrics[fold])) for fold in fold_numbers
-        ],
-        "summary": _summary(fold_metrics, members),
-        "pooled": pooled,
-        "verdict": _verdict(labels, districts, outputs, pooled, options.seed),
-        "interval_coverage": calibration.interval_coverage(labels, calibrated, low, high),
-        "roc": {
-            "pooled": {
-                name: metrics.roc_points(labels, values)
-                for name, values in [(member, probabilities[member]) for member in members]
-                + [(ENSEMBLE, outputs["prob_mean"]), (BASELINE, simple)]
-            },
-            "folds": {
-                str(fold): metrics.roc_points(
-                    labels[cell_folds == fold], outputs["prob_mean"][cell_folds == fold]
-                )
-                for fold in fold_numbers
-            },
-        },
-    }
+    outputs, pooled = _pooled(run, out)
+    document = _document(run, folds, fold_results, out, (outputs, pooled), environment, flagged)
     coverage = document["interval_coverage"]
     reporter.info(
         f"prob_low–prob_high intervals hold their bin's observed share of poor cells for "
         f"{coverage['coverage']:.1%} of the out-of-fold cells (nominal {coverage['nominal']:.0%})"
     )
-    cell_outcomes = outcomes(labels, outputs["pred"])
+    cell_outcomes = outcomes(run.labels, outputs["pred"])
     document["outcomes"] = {outcome: int((cell_outcomes == outcome).sum()) for outcome in OUTCOMES}
     reporter.progress(96)
     _write_outputs(
         options,
         document,
         cells,
-        cell_folds,
-        probabilities,
+        folds.cell_folds,
+        out.probabilities,
         outputs,
         cell_outcomes,
         members,
@@ -391,6 +243,267 @@ def crossvalidate(options, reporter=None):
         figures=figures,
         seconds=round(time.monotonic() - started, 1),
     )
+
+
+def _check_options(options):
+    """The output paths, the preset and members, the balance; returns (preset, members)."""
+    from ..model import training
+
+    check_output_path(options.metrics_path, "METRICS", (".json",))
+    check_output_path(options.output_grid_path, "OUTPUT_GRID", (".gpkg",))
+    preset, members = training.preset_and_members(options)
+    if options.balance not in ("undersample", "class_weights"):
+        raise PovmapInputError(
+            "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
+        )
+    return preset, members
+
+
+def _folds(cells, options, reporter):
+    """Each cell's district and fold, the folds reported."""
+    import numpy as np
+
+    districts = (
+        cells["district"].where(cells["district"].notna(), NO_DISTRICT).astype(str).to_numpy()
+    )
+    if (districts == NO_DISTRICT).all():
+        raise PovmapInputError(
+            "GRID",
+            "the labelled cells have no district; use a training grid built with a districts layer "
+            "(Build training grid, DISTRICTS).",
+        )
+    if (districts == NO_DISTRICT).any():
+        reporter.warning(
+            f"{int((districts == NO_DISTRICT).sum())} labelled cells have no district; they form "
+            f"one group '{NO_DISTRICT}'."
+        )
+    assignment = assign_folds(districts, options.folds, options.seed)
+    cell_folds = np.array([assignment[name] for name in districts], dtype="int32")
+    labels = cells["label"].to_numpy()
+    numbers = list(range(1, int(options.folds) + 1))
+    districts_of = {
+        fold: sorted(name for name, number in assignment.items() if number == fold)
+        for fold in numbers
+    }
+    for fold in numbers:
+        rows = cell_folds == fold
+        reporter.info(
+            f"fold {fold}: {int(rows.sum())} cells ({int(labels[rows].sum())} poor) in "
+            f"{', '.join(districts_of[fold])}"
+        )
+    return _Folds(districts, assignment, cell_folds, numbers, districts_of)
+
+
+def _run_fold(run, folds, fold, out, reporter, span):
+    """One fold as its own nested run in the run history (its parameters, epochs and final
+    metrics), ``span`` of ``reporter``'s percent; returns the fold's record and metrics."""
+    params = {"fold": fold, "districts": folds.districts_of[fold], "seed": run.options.seed + fold}
+    with reporter.nested_run(f"fold {fold}", params) as fold_history:
+        record, fold_metrics, roc = _fit_fold(run, folds, fold, out, fold_history.stage(*span))
+        fold_history.final_metrics(
+            {
+                "metrics": _plain(fold_metrics),
+                "cells": {key: record[key] for key in FOLD_CELL_COUNTS},
+                "decision_threshold": record["decision_threshold"],
+                "roc": roc,
+            }
+        )
+        ensemble = fold_metrics[ENSEMBLE]
+        reporter.info(
+            f"fold {fold} ({', '.join(folds.districts_of[fold])}): ensemble "
+            + "  ".join(f"{key} {_format(ensemble[key])}" for key in METRIC_KEYS)
+        )
+    return record, fold_metrics
+
+
+def _fit_fold(run, folds, fold, out, reporter):
+    """Train every member on the other folds as ``train`` does, fit the fold's baseline and
+    calibration, predict the fold's cells into ``out``; returns its record, metrics and ROC."""
+    import numpy as np
+
+    from ..model import learning_data, training
+
+    options, store, store_rows, labels = run.options, run.store, run.store_rows, run.labels
+    test = np.flatnonzero(folds.cell_folds == fold)
+    share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
+    train_rows, validation = _validation_split(
+        np.flatnonzero(folds.cell_folds != fold), labels, share, options.seed, fold
+    )
+    balanced, class_weight = training.balanced_training_rows(train_rows, labels, options, reporter)
+    normalisation = learning_data.training_normalisation(store, store_rows[balanced], reporter)
+    batches = training.member_batches(
+        store,
+        (store_rows, labels),
+        balanced,
+        validation,
+        normalisation,
+        run.preset["batch_size"],
+        options.seed + fold,
+    )
+    fitted, predicted = training.fit_members(
+        run.members,
+        run.inputs,
+        run.preset,
+        batches,
+        class_weight,
+        options.seed + 1000 * fold,
+        reporter,
+        predict_on=(
+            store,
+            normalisation,
+            {"test": store_rows[test], "validation": store_rows[validation]},
+        ),
+    )
+    # baseline fitted on this fold's training cells; both calibrated on its validation cells
+    judges = training.fit_baseline_and_calibration(
+        store,
+        store_rows,
+        labels,
+        {"train": train_rows, "validation": validation, "test": test},
+        normalisation,
+        predicted,
+    )
+    _fill_out_of_fold(out, test, run.members, predicted["test"], judges)
+    record = _fold_record(
+        fold, folds, labels, (test, train_rows, balanced, validation), fitted, judges
+    )
+    scored = (run.members, labels[test], predicted["test"])  # the fold's cells, as judged
+    fold_metrics = training.holdout_metrics(
+        *scored,
+        THRESHOLD,
+        options.seed + fold,
+        calibrated=judges["calibrated_test"],
+        baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
+        decision_threshold=judges["decision_threshold"],
+    )
+    roc = training.holdout_curves(*scored, judges["calibrated_test"], judges["baseline_test"])
+    return record, fold_metrics, roc
+
+
+def _fold_record(fold, folds, labels, rows, fitted, judges):
+    """A fold's districts, cell counts, members' epochs and judges. ``rows``: (test, training,
+    balanced training, validation) cells."""
+    test, train_rows, balanced, validation = rows
+    return {
+        "fold": fold,
+        "districts": folds.districts_of[fold],
+        "test_cells": int(len(test)),
+        "test_poor": int(labels[test].sum()),
+        "train_cells": int(len(train_rows)),
+        "train_poor": int(labels[train_rows].sum()),
+        "train_after_balancing": int(len(balanced)),
+        "validation_cells": int(len(validation)),
+        "members": {
+            member: {key: values[key] for key in ("epochs_trained", "best_epoch", "best_val_loss")}
+            for member, values in fitted.items()
+        },
+        "decision_threshold": judges["decision_threshold"],
+        "calibration": judges["calibration"],
+        "baseline": {
+            key: judges["baseline"][key]
+            for key in ("coefficients", "intercept", "threshold", "calibration")
+        },
+    }
+
+
+def _fill_out_of_fold(out, test, members, probabilities, judges):
+    """The held-out cells' member probabilities, calibrated mean, interval and baseline."""
+    import numpy as np
+
+    from ..model import calibration
+
+    for member, values in zip(members, probabilities, strict=True):
+        out.probabilities[member][test] = values
+    out.calibrated[test] = judges["calibrated_test"]
+    out.low[test], out.high[test] = calibration.interval(
+        np.mean(probabilities, axis=0), np.std(probabilities, axis=0), judges["calibration"]
+    )
+    out.simple[test] = judges["baseline_test"]
+    out.simple_threshold[test] = judges["baseline"]["threshold"]
+    out.decision[test] = judges["decision_threshold"]
+
+
+def _pooled(run, out):
+    """Every cell's out-of-fold ensemble outputs, and the metrics of all cells pooled."""
+    from ..model import training
+
+    member_probabilities = [out.probabilities[member] for member in run.members]
+    outputs = training.ensemble_outputs(
+        member_probabilities, THRESHOLD, out.calibrated, out.decision
+    )
+    outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], out.calibrated
+    outputs["prob_baseline"] = out.simple
+    outputs["prob_low"], outputs["prob_high"] = out.low, out.high
+    pooled = _plain(
+        training.holdout_metrics(
+            run.members,
+            run.labels,
+            member_probabilities,
+            THRESHOLD,
+            run.options.seed,
+            calibrated=out.calibrated,
+            baseline=(out.simple, out.simple_threshold),
+            decision_threshold=out.decision,
+        )
+    )
+    return outputs, pooled
+
+
+def _document(run, folds, fold_results, out, pooled_results, environment, flagged):
+    """The metrics document (METRICS): settings, data, each fold, summary, pooled, verdict."""
+    from ..model import calibration
+
+    outputs, pooled = pooled_results
+    labels = run.labels
+    return {
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "settings": _settings(run.options, run.preset, run.members, environment),
+        "data": {
+            "cells": int(len(labels)),
+            "poor_cells": int(labels.sum()),
+            "flagged_cells": int(flagged),
+            "districts": {
+                name: {
+                    "fold": fold,
+                    "cells": int((folds.districts == name).sum()),
+                    "poor": int(labels[folds.districts == name].sum()),
+                }
+                for name, fold in sorted(folds.assignment.items())
+            },
+        },
+        "members": run.members,
+        "threshold": THRESHOLD,
+        "folds": [dict(record, metrics=_plain(result)) for record, result in fold_results.values()],
+        "summary": _summary(
+            {fold: result for fold, (_, result) in fold_results.items()}, run.members
+        ),
+        "pooled": pooled,
+        "verdict": _verdict(labels, folds.districts, outputs, pooled, run.options.seed),
+        "interval_coverage": calibration.interval_coverage(
+            labels, out.calibrated, out.low, out.high
+        ),
+        "roc": _roc(run, folds, out, outputs),
+    }
+
+
+def _roc(run, folds, out, outputs):
+    """ROC curves of the pooled out-of-fold predictions, and of the ensemble in each fold."""
+    from . import metrics
+
+    labels = run.labels
+    pooled = [(member, out.probabilities[member]) for member in run.members]
+    pooled += [(ENSEMBLE, outputs["prob_mean"]), (BASELINE, out.simple)]
+    return {
+        "pooled": {name: metrics.roc_points(labels, values) for name, values in pooled},
+        "folds": {
+            str(fold): metrics.roc_points(
+                labels[folds.cell_folds == fold], outputs["prob_mean"][folds.cell_folds == fold]
+            )
+            for fold in folds.numbers
+        },
+    }
 
 
 def _verdict(labels, districts, outputs, pooled, seed):
@@ -654,29 +767,71 @@ def report_document(summary, maps=()):
 
     ``maps``: [(png path, caption)] rendered by QGIS.
     """
+    from ..decision.verdict import calibration_section, verdict_section
     from ..report import page as report
 
     settings, data = summary["settings"], summary["data"]
     members = list(summary["members"])
     models = model_names(members, summary["summary"])
-    random_label = f"random (median of {settings['random_draws']})"
-    run = report.KeyValues(
+    figures = summary.get("figures") or {}
+    sections = [
+        verdict_section(summary.get("verdict"), report),
+        report.Section("Run settings", [_run_settings(summary, report)]),
+        _folds_section(summary, report),
+        _fold_metrics_section(summary, models, report),
+        _across_folds_section(summary, models, report),
+    ]
+    judged = [calibration_section(summary["pooled"], figures.get("reliability"), report)]
+    if summary.get("interval_coverage"):
+        judged.append(interval_coverage_section(summary["interval_coverage"], members, report))
+    shown = [_confusion_section(summary, figures, report)]
+    if maps:
+        shown.append(
+            report.Section(
+                "Maps", [report.Figure(path, caption, caption) for path, caption in maps]
+            )
+        )
+    roc = _roc_section(figures, report)
+    # the calibration follows the ROC curves; without them it comes last
+    sections += [roc, *judged, *shown] if roc else [*shown, *judged]
+    notes = _notes_section(summary, models, report)
+    if notes:
+        sections.append(notes)
+    ensemble = summary["summary"][ENSEMBLE]
+    subtitle = (
+        f"{settings['folds']} folds, {data['cells']} cells, {len(data['districts'])} districts · "
+        f"ensemble median recall {_format(ensemble['recall']['median'])}, precision "
+        f"{_format(ensemble['precision']['median'])}, accuracy "
+        f"{_format(ensemble['accuracy']['median'])}, AUC {_format(ensemble['auc']['median'])}"
+    )
+    return {
+        "title": "Poverty model cross-validation (leave districts out)",
+        "subtitle": subtitle,
+        "notices": [],
+        "sections": sections,
+    }
+
+
+def _run_settings(summary, report):
+    """The run's inputs, members, folds, training settings, decision rule and software."""
+    settings = summary["settings"]
+    grid_layer = f" (layer {settings['grid_layer']})" if settings.get("grid_layer") else ""
+    return report.KeyValues(
         [
             ("Chip store", settings["chips"]),
-            (
-                "Labelled grid",
-                settings["grid"]
-                + (f" (layer {settings['grid_layer']})" if settings.get("grid_layer") else ""),
-            ),
-            ("Preset and members", f"{settings['preset']}: {', '.join(members)}"),
+            ("Labelled grid", settings["grid"] + grid_layer),
+            ("Preset and members", f"{settings['preset']}: {', '.join(summary['members'])}"),
             (
                 "Folds",
-                f"{settings['folds']} (whole districts per fold, balanced by cell count; seed {settings['seed']})",
+                f"{settings['folds']} (whole districts per fold, balanced by cell count; seed "
+                f"{settings['seed']})",
             ),
             (
                 "Training",
-                f"up to {settings['max_epochs']} epochs, batch {settings['batch_size']}, learning rate {settings['learning_rate']:g}, "
-                f"patience {settings['patience']}, balance {settings['balance']}; validation: a stratified share of the training folds",
+                f"up to {settings['max_epochs']} epochs, batch {settings['batch_size']}, "
+                f"learning rate {settings['learning_rate']:g}, patience {settings['patience']}, "
+                f"balance {settings['balance']}; validation: a stratified share of the training "
+                "folds",
             ),
             (
                 "Decision threshold",
@@ -686,14 +841,20 @@ def report_document(summary, maps=()):
             ),
             (
                 "Device",
-                f"{settings.get('device', '')} (TensorFlow {settings.get('tensorflow', '')}, Keras {settings.get('keras', '')})",
+                f"{settings.get('device', '')} (TensorFlow {settings.get('tensorflow', '')}, "
+                f"Keras {settings.get('keras', '')})",
             ),
             (
                 "Created",
-                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}, {summary.get('seconds', '')} s",
+                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}, "
+                f"{summary.get('seconds', '')} s",
             ),
         ]
     )
+
+
+def _folds_section(summary, report):
+    """Each fold's test districts and cell counts, and each district's fold."""
     fold_rows = [
         [
             record["fold"],
@@ -707,8 +868,24 @@ def report_document(summary, maps=()):
     ]
     district_rows = [
         [name, values["fold"], values["cells"], values["poor"]]
-        for name, values in data["districts"].items()
+        for name, values in summary["data"]["districts"].items()
     ]
+    columns = ["fold", "test districts", "test cells", "poor", "training cells", "validation cells"]
+    return report.Section(
+        "Folds",
+        [
+            report.Table(
+                columns,
+                fold_rows,
+                caption="Each fold's districts are held out; members are trained on the other folds.",
+            ),
+            report.Table(["district", "fold", "cells", "poor"], district_rows),
+        ],
+    )
+
+
+def _fold_metrics_section(summary, models, report):
+    """Every model's metrics in each held-out fold, the ensemble's rows in bold."""
     metric_rows, emphasis = [], []
     for record in summary["folds"]:
         for model in models:
@@ -716,146 +893,108 @@ def report_document(summary, maps=()):
             if model == ENSEMBLE:
                 emphasis.append(len(metric_rows))
             metric_rows.append(
-                [record["fold"], random_label if model == RANDOM else model, values["n"]]
+                [record["fold"], _model_label(model, summary), values["n"]]
                 + [values[key] for key in METRIC_KEYS]
             )
+    return report.Section(
+        "Metrics per fold",
+        [
+            report.Paragraph(
+                "The held-out fold's cells predicted by members trained without them. Recall: "
+                "share of the poor cells predicted poor; precision: share of the cells predicted "
+                "poor that are poor; accuracy: share predicted right; AUC: ranking of poor above "
+                "not-poor cells (0.5 = random)."
+            ),
+            report.Table(
+                ["fold", "model", "cells", "recall", "precision", "accuracy", "AUC"],
+                metric_rows,
+                emphasis=emphasis,
+            ),
+        ],
+    )
+
+
+def _across_folds_section(summary, models, report):
+    """Each model's median and range over the folds, and its metrics on all cells pooled."""
     summary_rows, summary_emphasis = [], []
     for model in models:
         values = summary["summary"][model]
         if model == ENSEMBLE:
             summary_emphasis.append(len(summary_rows))
         summary_rows.append(
-            [random_label if model == RANDOM else model]
+            [_model_label(model, summary)]
             + [values[key]["median"] for key in METRIC_KEYS]
             + [_range(values[key]) for key in METRIC_KEYS]
         )
     pooled_rows = [
-        [random_label if model == RANDOM else model]
+        [_model_label(model, summary)]
         + [summary["pooled"][model][key] for key in ("n",) + METRIC_KEYS]
         for model in models
     ]
-    ensemble = summary["summary"][ENSEMBLE]
-    sections = [
-        report.Section("Run settings", [run]),
-        report.Section(
-            "Folds",
-            [
-                report.Table(
-                    [
-                        "fold",
-                        "test districts",
-                        "test cells",
-                        "poor",
-                        "training cells",
-                        "validation cells",
-                    ],
-                    fold_rows,
-                    caption="Each fold's districts are held out; members are trained on the other folds.",
-                ),
-                report.Table(["district", "fold", "cells", "poor"], district_rows),
-            ],
-        ),
-        report.Section(
-            "Metrics per fold",
-            [
-                report.Paragraph(
-                    "The held-out fold's cells predicted by members trained without them. Recall: share of the poor cells predicted poor; "
-                    "precision: share of the cells predicted poor that are poor; accuracy: share predicted right; AUC: ranking of poor above "
-                    "not-poor cells (0.5 = random)."
-                ),
-                report.Table(
-                    ["fold", "model", "cells", "recall", "precision", "accuracy", "AUC"],
-                    metric_rows,
-                    emphasis=emphasis,
-                ),
-            ],
-        ),
-        report.Section(
-            "Across folds",
-            [
-                report.Table(
-                    [
-                        "model",
-                        "recall (median)",
-                        "precision (median)",
-                        "accuracy (median)",
-                        "AUC (median)",
-                        "recall range",
-                        "precision range",
-                        "accuracy range",
-                        "AUC range",
-                    ],
-                    summary_rows,
-                    caption="Median and range (min–max) over the folds where the metric is defined.",
-                    emphasis=summary_emphasis,
-                ),
-                report.Table(
-                    ["model", "cells", "recall", "precision", "accuracy", "AUC"],
-                    pooled_rows,
-                    caption="All out-of-fold predictions pooled (every labelled cell once).",
-                    emphasis=[len(members)],
-                ),
-            ],
-        ),
-    ]
-    figures = summary.get("figures") or {}
+    names = ["recall", "precision", "accuracy", "AUC"]
+    return report.Section(
+        "Across folds",
+        [
+            report.Table(
+                ["model"]
+                + [f"{name} (median)" for name in names]
+                + [f"{name} range" for name in names],
+                summary_rows,
+                caption="Median and range (min–max) over the folds where the metric is defined.",
+                emphasis=summary_emphasis,
+            ),
+            report.Table(
+                ["model", "cells"] + names,
+                pooled_rows,
+                caption="All out-of-fold predictions pooled (every labelled cell once).",
+                emphasis=[len(summary["members"])],
+            ),
+        ],
+    )
+
+
+def _roc_section(figures, report):
+    """The pooled ROC curves and the ensemble's per fold, where drawn; None when neither is."""
     figure_blocks = [
         report.Figure(figures[name], caption, caption)
         for name, caption in (
             ("roc", "ROC curves of all out-of-fold predictions pooled, members and ensemble"),
             (
                 "roc_folds",
-                "The ensemble's ROC curve in each held-out fold: the spread shows how much the districts differ",
+                "The ensemble's ROC curve in each held-out fold: the spread shows how much the "
+                "districts differ",
             ),
         )
         if figures.get(name)
     ]
-    if figure_blocks:
-        sections.append(report.Section("ROC curves", figure_blocks))
+    return report.Section("ROC curves", figure_blocks) if figure_blocks else None
+
+
+def _confusion_section(summary, figures, report):
+    """The pooled confusion matrices (figure, where drawn) and the ensemble's outcome counts."""
     pooled_ensemble = summary["pooled"][ENSEMBLE]
     outcome_rows = [
         [OUTCOMES[outcome][0], count, count / max(1, pooled_ensemble["n"])]
         for outcome, count in summary["outcomes"].items()
     ]
-    sections.append(
-        report.Section(
-            "Confusion matrices (out-of-fold, pooled)",
-            (
-                [
-                    report.Figure(
-                        figures["confusion"],
-                        "Observed (rows) against predicted (columns), every labelled cell "
-                        "predicted once by members that never saw its district",
-                        "confusion matrices",
-                    )
-                ]
-                if figures.get("confusion")
-                else []
+    blocks = (
+        [
+            report.Figure(
+                figures["confusion"],
+                "Observed (rows) against predicted (columns), every labelled cell "
+                "predicted once by members that never saw its district",
+                "confusion matrices",
             )
-            + [report.Table(["outcome (ensemble)", "cells", "share"], outcome_rows)],
-        )
+        ]
+        if figures.get("confusion")
+        else []
     )
-    if maps:
-        sections.append(
-            report.Section(
-                "Maps", [report.Figure(path, caption, caption) for path, caption in maps]
-            )
-        )
-    from ..decision.verdict import calibration_section, verdict_section
+    blocks.append(report.Table(["outcome (ensemble)", "cells", "share"], outcome_rows))
+    return report.Section("Confusion matrices (out-of-fold, pooled)", blocks)
 
-    after_roc = next(
-        (index + 1 for index, section in enumerate(sections) if section.title == "ROC curves"),
-        len(sections),
-    )
-    sections.insert(
-        after_roc,
-        calibration_section(summary["pooled"], figures.get("reliability"), report),
-    )
-    if summary.get("interval_coverage"):
-        sections.insert(
-            after_roc + 1, interval_coverage_section(summary["interval_coverage"], members, report)
-        )
-    sections.insert(0, verdict_section(summary.get("verdict"), report))
+
+def _notes_section(summary, models, report):
+    """Why some metrics are undefined in some folds; None when all are defined."""
     notes = sorted(
         {
             f"fold {record['fold']} {model}: {note}"
@@ -864,27 +1003,22 @@ def report_document(summary, maps=()):
             for note in record["metrics"][model].get("notes", [])
         }
     )
-    if notes:
-        sections.append(
-            report.Section(
-                "Notes",
-                [
-                    report.Paragraph("Values shown as – are undefined for these cells:"),
-                    report.BulletList(notes),
-                ],
-            )
-        )
-    subtitle = (
-        f"{settings['folds']} folds, {data['cells']} cells, {len(data['districts'])} districts · ensemble median recall "
-        f"{_format(ensemble['recall']['median'])}, precision {_format(ensemble['precision']['median'])}, "
-        f"accuracy {_format(ensemble['accuracy']['median'])}, AUC {_format(ensemble['auc']['median'])}"
+    if not notes:
+        return None
+    return report.Section(
+        "Notes",
+        [
+            report.Paragraph("Values shown as – are undefined for these cells:"),
+            report.BulletList(notes),
+        ],
     )
-    return {
-        "title": "Poverty model cross-validation (leave districts out)",
-        "subtitle": subtitle,
-        "notices": [],
-        "sections": sections,
-    }
+
+
+def _model_label(model, summary):
+    """A model's name in the tables; the random baseline's says how many draws."""
+    if model == RANDOM:
+        return f"random (median of {summary['settings']['random_draws']})"
+    return model
 
 
 def interval_coverage_section(coverage, members, report):
