@@ -32,7 +32,7 @@ from ..atomic import check_output_path
 from ..errors import PovmapInputError
 from ..geopackage import povmap_layer_metadata
 from ..grid.cells import crs_to_string
-from ..names import BASELINE, CELL_ID, ENSEMBLE, ID_FIELD_RECORDED, RANDOM
+from ..names import BASELINE, CELL_ID, ENSEMBLE, ID_FIELD_RECORDED, METRIC_NAMES, RANDOM
 from ..progress import Reporter
 from .validation_outputs import (
     OUTCOMES,
@@ -784,242 +784,38 @@ def _format(value):
 # --- report (plain Python: also called inside QGIS) -----------------------------------------------------
 
 
+# the report's metric tables: their columns and the metrics' keys
+METRIC_COLUMNS = ("model", "cells", "recall", "precision", "accuracy", "AUC")
+_TABLE_KEYS = ("n", *METRIC_NAMES)
+
+
 def report_document(summary, maps=()):
     """Title, notices and sections of the HTML report (core/report/page.py) for an ``evaluate`` summary.
 
     ``maps``: [(png path, caption)] rendered by QGIS.
     """
-    from ..decision import verdict as verdict_section_blocks
+    from ..decision import verdict as verdict_blocks
     from ..report import page as report
 
     settings, data, overall = summary["settings"], summary["data"], summary["metrics"]["all"]
-    members = list(summary["members"])
-    models = model_names(members, overall)
     figures = summary.get("figures") or {}
-    draws = settings["random_draws"]
     notices = []
     if settings.get("model_notice"):
         notices.append(settings["model_notice"])
-
-    run = report.KeyValues(
-        [
-            (
-                "Predictions",
-                f"{settings['predictions']}"
-                + (
-                    f" (layer {settings['predictions_layer']})"
-                    if settings.get("predictions_layer")
-                    else ""
-                ),
-            ),
-            (
-                "Ground truth",
-                f"{settings['truth']}"
-                + (f" (layer {settings['truth_layer']})" if settings.get("truth_layer") else ""),
-            ),
-            ("Model", settings.get("model") or "not recorded in the prediction layer"),
-            ("Members", ", ".join(members)),
-            ("Decision threshold", f"{settings['threshold']:g} ({settings['threshold_source']})"),
-            ("Ensemble's class (pred)", _decision_text(settings.get("decision_threshold"))),
-            (
-                "Random baseline",
-                f"median of {draws} coin-flip predictions, seed {settings['seed']}",
-            ),
-            (
-                "Created",
-                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}",
-            ),
-        ]
-    )
-    data_summary = report.KeyValues(
-        [
-            (
-                f"Cells compared (matched by {data.get('id_field', CELL_ID)})",
-                data["common_cells"],
-            ),
-            (
-                "Observed poor",
-                f"{data['poor_cells']} ({_share(data['poor_cells'], data['common_cells'])}); {data['label_meaning']}",
-            ),
-            (
-                "Predicted poor (ensemble)",
-                f"{data['predicted_poor_cells']} ({_share(data['predicted_poor_cells'], data['common_cells'])})",
-            ),
-            (
-                "Prediction layer",
-                f"{data['prediction_cells']} cells, {data['predictions_without_truth']} without a label ({data['predictions_crs'] or 'CRS unknown'})",
-            ),
-            (
-                "Ground-truth layer",
-                f"{data['truth_cells']} cells, {data['truth_without_prediction']} without a prediction ({data['truth_crs'] or 'CRS unknown'})",
-            ),
-            ("Districts", ", ".join(data["districts"]) or "none"),
-            (
-                "Cells with too much nodata in their chips",
-                "not recorded" if data["flagged_cells"] is None else data["flagged_cells"],
-            ),
-            (
-                "Cells outside the training range (out_of_range)",
-                _out_of_range_text(data.get("out_of_range_cells")),
-            ),
-        ]
-    )
-    metric_rows = [
-        [_model_label(model, draws)]
-        + [overall[model][key] for key in ("n", "recall", "precision", "accuracy", "auc")]
-        for model in models
-    ]
-    metrics_table = report.Table(
-        ["model", "cells", "recall", "precision", "accuracy", "AUC"],
-        metric_rows,
-        caption="All compared cells. Members: probability ≥ threshold; ensemble: pred as written "
-        "(calibrated mean probability ≥ the decision threshold, or the members' majority vote for an "
-        "older package), AUC from the mean probability; random: medians of the draws.",
-        emphasis=[len(members)],
-    )
-    in_range = summary["metrics"].get("in_range")
-    in_range_blocks = []
-    if in_range:
-        in_range_blocks = [
-            report.Table(
-                ["model", "cells", "recall", "precision", "accuracy", "AUC"],
-                [
-                    [_model_label(model, draws)]
-                    + [
-                        in_range[model][key]
-                        for key in ("n", "recall", "precision", "accuracy", "auc")
-                    ]
-                    for model in model_names(members, in_range)
-                ],
-                caption="Cells inside the training range only (out_of_range = 0): cells whose per-chip "
-                "statistics lie within what the model was trained on.",
-                emphasis=[len(members)],
-            )
-        ]
-    confusion_rows = [
-        [
-            model,
-            overall[model]["tp"],
-            overall[model]["fn"],
-            overall[model]["fp"],
-            overall[model]["tn"],
-        ]
-        for model in members + [ENSEMBLE]
-    ]
-    confusion_table = report.Table(
-        [
-            "model",
-            "hit (poor, predicted poor)",
-            "miss (poor, predicted not poor)",
-            "false alarm (not poor, predicted poor)",
-            "correct rejection",
-        ],
-        confusion_rows,
-        emphasis=[len(members)],
-    )
-    district_rows = []
-    for district in data["districts"]:
-        for model in models:
-            values = summary["metrics"]["districts"][district][model]
-            district_rows.append(
-                [district, _model_label(model, draws)]
-                + [values[key] for key in ("n", "recall", "precision", "accuracy", "auc")]
-            )
-    outcome_all = summary["outcomes"]["all"]
-    outcome_rows = [
-        [OUTCOMES[outcome][0], count, _share(count, data["common_cells"])]
-        for outcome, count in outcome_all.items()
-    ]
-    outcome_district_rows = [
-        [district] + [summary["outcomes"]["districts"][district][outcome] for outcome in OUTCOMES]
-        for district in data["districts"]
-    ]
-
     sections = [
-        report.Section("Run settings", [run]),
-        report.Section("Data", [data_summary]),
-        report.Section(
-            "Metrics",
-            [
-                report.Paragraph(
-                    "Recall: share of the poor cells predicted poor (programmes care most: nobody poor left out). Precision: share of "
-                    "the cells predicted poor that are poor. Accuracy: share of cells predicted right. AUC: how well the probability "
-                    "ranks poor above not-poor cells (0.5 = random)."
-                ),
-                metrics_table,
-            ]
-            + in_range_blocks,
-        ),
-        report.Section(
-            "ROC curves",
-            [
-                report.Paragraph(
-                    "ROC curves are undefined: the compared cells hold one class only.",
-                    kind="warning",
-                )
-            ]
-            if not summary["roc"].get(ENSEMBLE)
-            else [
-                report.Figure(
-                    figures["roc"], "ROC curves of the members and the ensemble", "ROC curves"
-                )
-            ]
-            if figures.get("roc")
-            else [report.Paragraph("ROC figure not drawn (no figures folder).")],
-        ),
-        report.Section(
-            "Confusion matrices",
-            (
-                [
-                    report.Figure(
-                        figures["confusion"],
-                        "Observed (rows) against predicted (columns)",
-                        "confusion matrices",
-                    )
-                ]
-                if figures.get("confusion")
-                else []
-            )
-            + [confusion_table],
-        ),
-        report.Section(
-            "Per district",
-            [
-                report.Table(
-                    ["district", "model", "cells", "recall", "precision", "accuracy", "AUC"],
-                    district_rows,
-                    emphasis=[
-                        index for index, row in enumerate(district_rows) if row[1] == ENSEMBLE
-                    ],
-                )
-            ]
-            if district_rows
-            else [report.Paragraph("The compared cells have no district field.")],
-        ),
-        report.Section(
-            "Outcomes (ensemble)",
-            [report.Table(["outcome", "cells", "share"], outcome_rows)]
-            + (
-                [
-                    report.Table(
-                        ["district", "hit", "miss", "false alarm", "correct rejection"],
-                        outcome_district_rows,
-                    )
-                ]
-                if outcome_district_rows
-                else []
-            ),
-        ),
-    ]
-    sections.insert(3, _unsurveyed_section(summary, report))
-    after_roc = next(i for i, section in enumerate(sections) if section.title == "ROC curves") + 1
-    sections.insert(
-        after_roc,
-        verdict_section_blocks.calibration_section(
+        verdict_blocks.verdict_section(summary.get("verdict"), report),
+        report.Section("Run settings", [_run_settings(summary, report)]),
+        report.Section("Data", [_data_summary(data, report)]),
+        _metrics_section(summary, report),
+        _unsurveyed_section(summary, report),
+        _roc_section(summary, figures, report),
+        verdict_blocks.calibration_section(
             overall, figures.get("reliability"), report, summary.get("calibrated", False)
         ),
-    )
-    sections.insert(0, verdict_section_blocks.verdict_section(summary.get("verdict"), report))
+        _confusion_section(summary, figures, report),
+        _district_section(summary, report),
+        _outcomes_section(summary, report),
+    ]
     if maps:
         sections.append(
             report.Section(
@@ -1036,10 +832,12 @@ def report_document(summary, maps=()):
                 ],
             )
         )
+    ensemble = overall[ENSEMBLE]
     subtitle = (
-        f"{data['predictions_layer']} against {data['truth_layer']}: {data['common_cells']} cells · ensemble recall "
-        f"{_format(overall[ENSEMBLE]['recall'])}, precision {_format(overall[ENSEMBLE]['precision'])}, "
-        f"accuracy {_format(overall[ENSEMBLE]['accuracy'])}, AUC {_format(overall[ENSEMBLE]['auc'])}"
+        f"{data['predictions_layer']} against {data['truth_layer']}: {data['common_cells']} cells "
+        f"· ensemble recall {_format(ensemble['recall'])}, precision "
+        f"{_format(ensemble['precision'])}, accuracy {_format(ensemble['accuracy'])}, AUC "
+        f"{_format(ensemble['auc'])}"
     )
     return {
         "title": "Poverty map evaluation",
@@ -1047,6 +845,216 @@ def report_document(summary, maps=()):
         "notices": notices,
         "sections": sections,
     }
+
+
+def _run_settings(summary, report):
+    """The compared layers, the model, its threshold and decision rule, the random baseline."""
+    settings = summary["settings"]
+    predictions_layer = (
+        f" (layer {settings['predictions_layer']})" if settings.get("predictions_layer") else ""
+    )
+    truth_layer = f" (layer {settings['truth_layer']})" if settings.get("truth_layer") else ""
+    return report.KeyValues(
+        [
+            ("Predictions", f"{settings['predictions']}" + predictions_layer),
+            ("Ground truth", f"{settings['truth']}" + truth_layer),
+            ("Model", settings.get("model") or "not recorded in the prediction layer"),
+            ("Members", ", ".join(summary["members"])),
+            ("Decision threshold", f"{settings['threshold']:g} ({settings['threshold_source']})"),
+            ("Ensemble's class (pred)", _decision_text(settings.get("decision_threshold"))),
+            (
+                "Random baseline",
+                f"median of {settings['random_draws']} coin-flip predictions, seed "
+                f"{settings['seed']}",
+            ),
+            (
+                "Created",
+                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}",
+            ),
+        ]
+    )
+
+
+def _data_summary(data, report):
+    """The cells compared and the cells of each layer left out, the districts, flags."""
+    compared = data["common_cells"]
+    return report.KeyValues(
+        [
+            (f"Cells compared (matched by {data.get('id_field', CELL_ID)})", compared),
+            (
+                "Observed poor",
+                f"{data['poor_cells']} ({_share(data['poor_cells'], compared)}); "
+                f"{data['label_meaning']}",
+            ),
+            (
+                "Predicted poor (ensemble)",
+                f"{data['predicted_poor_cells']} "
+                f"({_share(data['predicted_poor_cells'], compared)})",
+            ),
+            (
+                "Prediction layer",
+                f"{data['prediction_cells']} cells, {data['predictions_without_truth']} without "
+                f"a label ({data['predictions_crs'] or 'CRS unknown'})",
+            ),
+            (
+                "Ground-truth layer",
+                f"{data['truth_cells']} cells, {data['truth_without_prediction']} without a "
+                f"prediction ({data['truth_crs'] or 'CRS unknown'})",
+            ),
+            ("Districts", ", ".join(data["districts"]) or "none"),
+            (
+                "Cells with too much nodata in their chips",
+                "not recorded" if data["flagged_cells"] is None else data["flagged_cells"],
+            ),
+            (
+                "Cells outside the training range (out_of_range)",
+                _out_of_range_text(data.get("out_of_range_cells")),
+            ),
+        ]
+    )
+
+
+def _metrics_section(summary, report):
+    """Every model's metrics on all compared cells, and on the cells in the training range."""
+    members, draws = list(summary["members"]), summary["settings"]["random_draws"]
+    overall = summary["metrics"]["all"]
+    blocks = [
+        report.Paragraph(
+            "Recall: share of the poor cells predicted poor (programmes care most: nobody poor "
+            "left out). Precision: share of the cells predicted poor that are poor. Accuracy: "
+            "share of cells predicted right. AUC: how well the probability ranks poor above "
+            "not-poor cells (0.5 = random)."
+        ),
+        report.Table(
+            list(METRIC_COLUMNS),
+            [
+                [_model_label(model, draws)] + [overall[model][key] for key in _TABLE_KEYS]
+                for model in model_names(members, overall)
+            ],
+            caption="All compared cells. Members: probability ≥ threshold; ensemble: pred as "
+            "written (calibrated mean probability ≥ the decision threshold, or the members' "
+            "majority vote for an older package), AUC from the mean probability; random: "
+            "medians of the draws.",
+            emphasis=[len(members)],
+        ),
+    ]
+    in_range = summary["metrics"].get("in_range")
+    if in_range:
+        blocks.append(
+            report.Table(
+                list(METRIC_COLUMNS),
+                [
+                    [_model_label(model, draws)] + [in_range[model][key] for key in _TABLE_KEYS]
+                    for model in model_names(members, in_range)
+                ],
+                caption="Cells inside the training range only (out_of_range = 0): cells whose "
+                "per-chip statistics lie within what the model was trained on.",
+                emphasis=[len(members)],
+            )
+        )
+    return report.Section("Metrics", blocks)
+
+
+def _roc_section(summary, figures, report):
+    """The members' and the ensemble's ROC curves, or why there are none."""
+    if not summary["roc"].get(ENSEMBLE):
+        blocks = [
+            report.Paragraph(
+                "ROC curves are undefined: the compared cells hold one class only.",
+                kind="warning",
+            )
+        ]
+    elif figures.get("roc"):
+        blocks = [
+            report.Figure(
+                figures["roc"], "ROC curves of the members and the ensemble", "ROC curves"
+            )
+        ]
+    else:
+        blocks = [report.Paragraph("ROC figure not drawn (no figures folder).")]
+    return report.Section("ROC curves", blocks)
+
+
+def _confusion_section(summary, figures, report):
+    """The confusion matrices (figure, where drawn) and the members' and ensemble's counts."""
+    members, overall = list(summary["members"]), summary["metrics"]["all"]
+    blocks = []
+    if figures.get("confusion"):
+        blocks.append(
+            report.Figure(
+                figures["confusion"],
+                "Observed (rows) against predicted (columns)",
+                "confusion matrices",
+            )
+        )
+    blocks.append(
+        report.Table(
+            [
+                "model",
+                "hit (poor, predicted poor)",
+                "miss (poor, predicted not poor)",
+                "false alarm (not poor, predicted poor)",
+                "correct rejection",
+            ],
+            [
+                [model] + [overall[model][key] for key in ("tp", "fn", "fp", "tn")]
+                for model in members + [ENSEMBLE]
+            ],
+            emphasis=[len(members)],
+        )
+    )
+    return report.Section("Confusion matrices", blocks)
+
+
+def _district_section(summary, report):
+    """Every model's metrics in each district, the ensemble's rows in bold."""
+    draws = summary["settings"]["random_draws"]
+    models = model_names(list(summary["members"]), summary["metrics"]["all"])
+    rows = [
+        [district, _model_label(model, draws)]
+        + [summary["metrics"]["districts"][district][model][key] for key in _TABLE_KEYS]
+        for district in summary["data"]["districts"]
+        for model in models
+    ]
+    if not rows:
+        return report.Section(
+            "Per district", [report.Paragraph("The compared cells have no district field.")]
+        )
+    return report.Section(
+        "Per district",
+        [
+            report.Table(
+                ["district", *METRIC_COLUMNS],
+                rows,
+                emphasis=[index for index, row in enumerate(rows) if row[1] == ENSEMBLE],
+            )
+        ],
+    )
+
+
+def _outcomes_section(summary, report):
+    """The ensemble's hits, misses, false alarms and correct rejections, overall and per district."""
+    data, outcomes_by = summary["data"], summary["outcomes"]
+    blocks = [
+        report.Table(
+            ["outcome", "cells", "share"],
+            [
+                [OUTCOMES[outcome][0], count, _share(count, data["common_cells"])]
+                for outcome, count in outcomes_by["all"].items()
+            ],
+        )
+    ]
+    district_rows = [
+        [district] + [outcomes_by["districts"][district][outcome] for outcome in OUTCOMES]
+        for district in data["districts"]
+    ]
+    if district_rows:
+        blocks.append(
+            report.Table(
+                ["district", "hit", "miss", "false alarm", "correct rejection"], district_rows
+            )
+        )
+    return report.Section("Outcomes (ensemble)", blocks)
 
 
 def _unsurveyed_section(summary, report):
