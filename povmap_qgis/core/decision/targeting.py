@@ -52,6 +52,7 @@ import json
 import math
 import os
 import time
+from typing import Any
 
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
@@ -104,16 +105,31 @@ class TargetOptions:
     id_field: str | None = None
 
 
+@dataclasses.dataclass
+class _Area:
+    """The prediction layer's cells as targeting sees them: one array entry per cell."""
+
+    cells: Any  # the prediction layer (a GeoDataFrame)
+    id_field: str  # the cells' id field (ID_FIELD)
+    ids: Any  # each cell's id
+    probability: Any  # prob_mean (NaN: no prediction)
+    predicted: Any  # has a prediction
+    population: Any  # people (POPULATION summed per cell); None without POPULATION
+    heads: Any  # people, or 1 a cell without POPULATION
+    cost: Any  # what enrolling the cell costs in the budget's units
+    expected: Any  # expected poor: probability x heads (NaN without a prediction)
+    eligible: Any  # may be ranked and selected
+    names: list  # the districts, sorted (NO_DISTRICT for cells without one)
+    codes: Any  # each cell's index in names
+    counts: dict  # zero_population, skipped_out_of_range: cells left out and why
+
+
 def target(options, reporter=None):
     """Rank, select, write the outputs; return a summary (every number of the report)."""
-    import numpy as np
-    import pandas
-
     reporter = reporter or Reporter()
     started = time.monotonic()
     _check_options(options)
     cells, layer, metadata, id_field = _read_predictions(options)
-    ids = cells[id_field].to_numpy()
     if id_field != CELL_ID:
         reporter.info(f"Cells of '{layer}' identified by {id_field} (ID_FIELD)")
     reporter.progress(5)
@@ -128,175 +144,24 @@ def target(options, reporter=None):
         )
         reporter.warning(message)
         notes.append(message)
-
-    probability = cells["prob_mean"].to_numpy(dtype="float64")
-    predicted = np.isfinite(probability)
-    if not predicted.any():
-        raise PovmapInputError(
-            "PREDICTIONS",
-            f"prob_mean is empty in every cell of '{layer}'; predict the cells first.",
-        )
-    if (~predicted).any():
-        notes.append(
-            f"{int((~predicted).sum())} cells have no prediction (empty prob_mean): kept in OUTPUT, "
-            "never ranked nor selected, left out of the expected numbers."
-        )
-    population = None
-    if options.population_path:
-        reporter.info("Summing the population raster per cell…")
-        from ..grid.population import cell_population
-
-        population, inside = cell_population(
-            cells.geometry, options.population_path, "POPULATION", reporter.stage(5, 60)
-        )
-        partly = int((inside < 0.95).sum())  # sub-pixel counting is exact to about 1 %
-        if partly:
-            notes.append(
-                f"{partly} cells lie partly or wholly outside the POPULATION raster: people are counted "
-                "only where the raster is."
-            )
-    reporter.progress(60)
-    reporter.check_canceled()
-    heads = population if population is not None else np.ones(len(cells))
-    people_units = options.budget_unit in ("people", "share_of_people")
-    cost = heads if people_units else np.ones(len(cells))
-    expected = np.where(predicted, np.nan_to_num(probability) * heads, np.nan)
-
-    eligible = predicted.copy()
-    zero_population = int((predicted & (heads <= 0)).sum()) if population is not None else 0
-    if population is not None:
-        eligible &= heads > 0
-        if zero_population:
-            notes.append(
-                f"{zero_population} predicted cells have no people in POPULATION: never selected "
-                "(nobody to enrol)."
-            )
-    skipped = 0
-    if options.skip_out_of_range:
-        if "out_of_range" in cells:
-            flagged = cells["out_of_range"].fillna(0).to_numpy(dtype="float64") > 0
-            skipped = int((flagged & eligible).sum())
-            eligible &= ~flagged
-            notes.append(
-                f"SKIP_OUT_OF_RANGE: {skipped} cells outside the model's training range left out."
-            )
-        else:
-            reporter.warning(
-                "SKIP_OUT_OF_RANGE: the prediction layer has no out_of_range field "
-                "(predicted by an older model package); no cell is left out."
-            )
-            notes.append(
-                "SKIP_OUT_OF_RANGE was asked for, but the layer has no out_of_range field."
-            )
-
-    order = ranking(probability, expected, ids, eligible, options.rank_by)
-    rank = np.zeros(len(cells), dtype="int64")
-    rank[order] = np.arange(1, len(order) + 1)
-
-    districts = _district_names(cells)
-    names = sorted(set(districts))
-    codes = np.searchsorted(names, districts)
-    total_units = float(cost.sum())
-    budget = _budget_in_units(options, total_units)
-    selection = select_cells(
-        order,
-        cost,
-        codes,
-        [name == NO_DISTRICT for name in names],
-        budget,
-        options.district_min_share,
-        options.district_max_share,
-    )
-    selected = selection["selected"]
-    for message in _selection_warnings(selection, options, budget, cost, eligible, people_units):
-        reporter.warning(message)
-        notes.append(message)
-    reporter.progress(70)
-    reporter.check_canceled()
-
-    poor_total = float(np.nansum(expected))
-    poor_covered = float(np.nansum(expected[selected]))
-    enrolled_heads = float(heads[selected].sum())
-    expected_numbers = _rates(poor_covered, poor_total, enrolled_heads)
-    allocation = allocation_rows(
-        names, codes, predicted, heads if population is not None else None, cost, expected, selected
-    )
-    curves = {
-        "expected": expected_curves(
-            probability, expected, heads, cost, cells, id_field, codes, predicted, options.rank_by
-        )
-    }
-    spent = float(cost[selected].sum())
-    predicted_units = float(cost[predicted].sum())
-    budget_point = {
-        "x": spent / predicted_units if predicted_units else None,
-        "y": expected_numbers["coverage"],
-    }
-    measured = None
-    if truth is not None:
-        measured, curves["measured"] = _measured(
-            truth,
-            cells,
-            id_field,
-            probability,
-            expected,
-            heads,
-            cost,
-            codes,
-            predicted,
-            selected,
-            options,
-        )
-        notes += measured.pop("notes")
+    area = _area(options, (cells, id_field), layer, reporter, notes)
+    budget, selection = _select(options, area, reporter, notes)
+    outcome = _outcome(options, area, budget, selection, truth, notes)
     reporter.progress(80)
-
-    cells["rank"] = pandas.array(np.where(rank > 0, rank, 0), dtype="Int64")
-    cells.loc[rank == 0, "rank"] = pandas.NA  # not ranked: no prediction, nobody, or skipped
-    cells["selected"] = selected.astype("int32")
-    if population is not None:
-        cells["population"] = population
-    cells["expected_poor"] = expected
+    _mark_cells(area, selection)
     summary = {
         "format_version": TARGETING_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "settings": _settings(options, metadata, id_field),
-        "data": {
-            "layer": layer,
-            "cells": int(len(cells)),
-            "predicted": int(predicted.sum()),
-            "without_prediction": int((~predicted).sum()),
-            "zero_population": zero_population,
-            "skipped_out_of_range": skipped,
-            "rankable": int(eligible.sum()),
-            "districts": [name for name in names if name != NO_DISTRICT],
-            "population_total": float(population.sum()) if population is not None else None,
-            "has_baseline": "prob_baseline" in cells,
-            "calibrated": calibrated,
-        },
-        "budget": {
-            "unit": options.budget_unit,
-            "value": float(options.budget),
-            "units": "people" if people_units else "cells",
-            "in_units": budget,
-            "spent": spent,
-            "area_total": total_units,
-            "reachable": bool(selection["reachable"]),
-        },
-        "selected_cells": int(selected.sum()),
-        "selected_people": enrolled_heads if population is not None else None,
-        "expected": dict(expected_numbers, poor_total=poor_total, poor_covered=poor_covered),
-        "measured": measured,
-        "curves": curves,
-        "budget_point": budget_point,
-        "allocation": allocation,
-        "notes": notes,
+        "data": _data_record(area, layer, calibrated),
+        **outcome,
     }
     summary["figures"] = (
         _write_figures(options.figures_folder, summary, cells) if options.figures_folder else {}
     )
     reporter.progress(90)
     reporter.check_canceled()
-    _write_outputs(options, cells, allocation, summary, id_field)
+    _write_outputs(options, cells, summary["allocation"], summary, id_field)
     summary.update(
         output=os.path.abspath(options.output_path),
         allocation_csv=os.path.abspath(options.allocation_path),
@@ -311,6 +176,229 @@ def target(options, reporter=None):
     reporter.progress(100)
     reporter.info(_headline(summary))
     return summary
+
+
+def _area(options, identified, layer, reporter, notes):
+    """The cells' probabilities, people, costs and expected poor, and which may be selected.
+    ``identified``: (the prediction layer's cells, their id field)."""
+    import numpy as np
+
+    cells, id_field = identified
+
+    probability = cells["prob_mean"].to_numpy(dtype="float64")
+    predicted = np.isfinite(probability)
+    if not predicted.any():
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"prob_mean is empty in every cell of '{layer}'; predict the cells first.",
+        )
+    if (~predicted).any():
+        notes.append(
+            f"{int((~predicted).sum())} cells have no prediction (empty prob_mean): kept in OUTPUT, "
+            "never ranked nor selected, left out of the expected numbers."
+        )
+    population = _population(options, cells, reporter, notes)
+    reporter.progress(60)
+    reporter.check_canceled()
+    heads = population if population is not None else np.ones(len(cells))
+    people_units = options.budget_unit in ("people", "share_of_people")
+    cost = heads if people_units else np.ones(len(cells))
+    expected = np.where(predicted, np.nan_to_num(probability) * heads, np.nan)
+    eligible = predicted.copy()
+    zero_population = int((predicted & (heads <= 0)).sum()) if population is not None else 0
+    if population is not None:
+        eligible &= heads > 0
+        if zero_population:
+            notes.append(
+                f"{zero_population} predicted cells have no people in POPULATION: never selected "
+                "(nobody to enrol)."
+            )
+    skipped = _skip_out_of_range(options, cells, eligible, reporter, notes)
+    districts = _district_names(cells)
+    names = sorted(set(districts))
+    return _Area(
+        cells,
+        id_field,
+        cells[id_field].to_numpy(),
+        probability,
+        predicted,
+        population,
+        heads,
+        cost,
+        expected,
+        eligible,
+        names,
+        np.searchsorted(names, districts),
+        {"zero_population": zero_population, "skipped_out_of_range": skipped},
+    )
+
+
+def _population(options, cells, reporter, notes):
+    """People per cell from POPULATION (None without it); cells partly outside it noted."""
+    if not options.population_path:
+        return None
+    reporter.info("Summing the population raster per cell…")
+    from ..grid.population import cell_population
+
+    population, inside = cell_population(
+        cells.geometry, options.population_path, "POPULATION", reporter.stage(5, 60)
+    )
+    partly = int((inside < 0.95).sum())  # sub-pixel counting is exact to about 1 %
+    if partly:
+        notes.append(
+            f"{partly} cells lie partly or wholly outside the POPULATION raster: people are counted "
+            "only where the raster is."
+        )
+    return population
+
+
+def _skip_out_of_range(options, cells, eligible, reporter, notes):
+    """With SKIP_OUT_OF_RANGE, cells outside the training range made ineligible (in place);
+    returns how many eligible cells that left out."""
+    if not options.skip_out_of_range:
+        return 0
+    if "out_of_range" not in cells:
+        reporter.warning(
+            "SKIP_OUT_OF_RANGE: the prediction layer has no out_of_range field "
+            "(predicted by an older model package); no cell is left out."
+        )
+        notes.append("SKIP_OUT_OF_RANGE was asked for, but the layer has no out_of_range field.")
+        return 0
+    flagged = cells["out_of_range"].fillna(0).to_numpy(dtype="float64") > 0
+    skipped = int((flagged & eligible).sum())
+    eligible &= ~flagged
+    notes.append(f"SKIP_OUT_OF_RANGE: {skipped} cells outside the model's training range left out.")
+    return skipped
+
+
+def _select(options, area, reporter, notes):
+    """The ranking and the cells the budget enrols: (the summary's ``budget``,
+    ``select_cells``'s dict with ``order`` and ``rank``, 1 = first, 0 = not ranked)."""
+    import numpy as np
+
+    order = ranking(
+        area.probability,
+        area.expected,
+        area.ids,
+        area.eligible,
+        options.rank_by,
+    )
+    rank = np.zeros(len(area.cells), dtype="int64")
+    rank[order] = np.arange(1, len(order) + 1)
+    budget = _budget_in_units(options, float(area.cost.sum()))
+    selection = select_cells(
+        order,
+        area.cost,
+        area.codes,
+        [name == NO_DISTRICT for name in area.names],
+        budget,
+        options.district_min_share,
+        options.district_max_share,
+    )
+    people_units = options.budget_unit in ("people", "share_of_people")
+    warnings = _selection_warnings(
+        selection, options, budget, area.cost, area.eligible, people_units
+    )
+    for message in warnings:
+        reporter.warning(message)
+        notes.append(message)
+    reporter.progress(70)
+    reporter.check_canceled()
+    spent = {
+        "unit": options.budget_unit,
+        "value": float(options.budget),
+        "units": "people" if people_units else "cells",
+        "in_units": budget,
+        "spent": float(area.cost[selection["selected"]].sum()),
+        "area_total": float(area.cost.sum()),
+        "reachable": bool(selection["reachable"]),
+    }
+    return spent, dict(selection, order=order, rank=rank)
+
+
+def _outcome(options, area, budget, selection, truth, notes):
+    """The budget spent, the selection, its expected (and, with TRUTH, measured) coverage and
+    errors, the allocation per district and the targeting curves: the summary's numbers."""
+    import numpy as np
+
+    selected = selection["selected"]
+    population, expected = area.population, area.expected
+    poor_total = float(np.nansum(expected))
+    poor_covered = float(np.nansum(expected[selected]))
+    enrolled_heads = float(area.heads[selected].sum())
+    expected_numbers = _rates(poor_covered, poor_total, enrolled_heads)
+    allocation = allocation_rows(
+        area.names,
+        area.codes,
+        area.predicted,
+        area.heads if population is not None else None,
+        area.cost,
+        expected,
+        selected,
+    )
+    curves = {
+        "expected": expected_curves(
+            area.probability,
+            expected,
+            area.heads,
+            area.cost,
+            area.cells,
+            area.id_field,
+            area.codes,
+            area.predicted,
+            options.rank_by,
+        )
+    }
+    predicted_units = float(area.cost[area.predicted].sum())
+    measured = None
+    if truth is not None:
+        measured, curves["measured"] = _measured(truth, area, selected, options)
+        notes += measured.pop("notes")
+    return {
+        "budget": budget,
+        "selected_cells": int(selected.sum()),
+        "selected_people": enrolled_heads if population is not None else None,
+        "expected": dict(expected_numbers, poor_total=poor_total, poor_covered=poor_covered),
+        "measured": measured,
+        "curves": curves,
+        "budget_point": {
+            "x": budget["spent"] / predicted_units if predicted_units else None,
+            "y": expected_numbers["coverage"],
+        },
+        "allocation": allocation,
+        "notes": notes,
+    }
+
+
+def _data_record(area, layer, calibrated):
+    """The summary's ``data``: the layer's cells, which could be ranked, the districts."""
+    predicted, population = area.predicted, area.population
+    return {
+        "layer": layer,
+        "cells": int(len(area.cells)),
+        "predicted": int(predicted.sum()),
+        "without_prediction": int((~predicted).sum()),
+        **area.counts,
+        "rankable": int(area.eligible.sum()),
+        "districts": [name for name in area.names if name != NO_DISTRICT],
+        "population_total": float(population.sum()) if population is not None else None,
+        "has_baseline": "prob_baseline" in area.cells,
+        "calibrated": calibrated,
+    }
+
+
+def _mark_cells(area, selection):
+    """OUTPUT's added fields: rank (empty when not ranked), selected, population, expected_poor."""
+    import numpy as np
+    import pandas
+
+    cells, rank = area.cells, selection["rank"]
+    cells["rank"] = pandas.array(np.where(rank > 0, rank, 0), dtype="Int64")
+    cells.loc[rank == 0, "rank"] = pandas.NA  # not ranked: no prediction, nobody, or skipped
+    cells["selected"] = selection["selected"].astype("int32")
+    if area.population is not None:
+        cells["population"] = area.population
+    cells["expected_poor"] = area.expected
 
 
 # --- inputs -------------------------------------------------------------------------------------------
@@ -750,12 +838,17 @@ def expected_curves(probability, expected, heads, cost, cells, id_field, codes, 
     return curves
 
 
-def _measured(
-    truth, cells, id_field, probability, expected, heads, cost, codes, predicted, selected, options
-):
+def _measured(truth, area, selected, options):
     """Measured coverage and errors at the budget, and measured curves, on the predicted cells TRUTH labels."""
     import numpy as np
 
+    cells, id_field, probability, expected = (
+        area.cells,
+        area.id_field,
+        area.probability,
+        area.expected,
+    )
+    heads, cost, codes, predicted = area.heads, area.cost, area.codes, area.predicted
     labels = (
         cells[[id_field]].merge(truth, on=id_field, how="left")["label"].to_numpy(dtype="float64")
     )
@@ -1014,27 +1107,60 @@ def targeting_curve_figure(panels, x_label, y_label):
 # --- report (plain Python: also called inside QGIS) -----------------------------------------------------
 
 
+# the allocation's columns in the report (all but cells_predicted)
+REPORT_ALLOCATION_COLUMNS = tuple(key for key in ALLOCATION_COLUMNS if key != "cells_predicted")
+
+
 def report_document(summary, maps=()):
     """Title, subtitle, notices and sections of the HTML report; ``maps``: [(png path, caption)]."""
     from ..report import page as report
 
+    sections = [
+        _summary_section(summary, report),
+        _curve_section(summary, report),
+        _allocation_section(summary, report),
+    ]
+    if maps:
+        sections.append(
+            report.Section("Map", [report.Figure(path, caption, caption) for path, caption in maps])
+        )
+    sections.append(_settings_section(summary, report))
+    if summary["notes"]:
+        sections.append(report.Section("Notes", [report.BulletList(summary["notes"])]))
+    return {
+        "title": "Targeting with the poverty map",
+        "subtitle": f"{summary['data']['layer']}: {_headline(summary)}",
+        "notices": [],
+        "sections": sections,
+    }
+
+
+def _poor_unit(summary):
+    return "poor people" if summary["selected_people"] is not None else "poor cells"
+
+
+def _summary_section(summary, report):
+    """The selection in a sentence and in numbers, expected (and measured) errors."""
     settings, budget, expected = summary["settings"], summary["budget"], summary["expected"]
     people = summary["selected_people"] is not None
-    poor_unit = "poor people" if people else "poor cells"
     enrolled = (
         f"{summary['selected_cells']:,} cells ({summary['selected_people']:,.0f} people)"
         if people
         else f"{summary['selected_cells']:,} cells"
     )
-    plain = (
-        f"The budget of {_budget_text(budget)} enrols {enrolled}, ranked by "
-        f"{'expected poor people (probability × people)' if settings['rank_by'] == 'expected_poor' else 'predicted probability of being poor'}. "
-        f"By the model's probabilities these cells hold {_percent(expected['coverage'])} of the {poor_unit} "
-        f"of the area; {_percent(expected['inclusion_error'])} of those enrolled are expected not to be poor "
-        f"(inclusion error) and {_percent(expected['exclusion_error'])} of the poor are expected to be left "
-        "out (exclusion error)."
+    ranked_by = (
+        "expected poor people (probability × people)"
+        if settings["rank_by"] == "expected_poor"
+        else "predicted probability of being poor"
     )
-    blocks = [report.Paragraph(plain, kind="notice")]
+    plain = (
+        f"The budget of {_budget_text(budget)} enrols {enrolled}, ranked by {ranked_by}. "
+        f"By the model's probabilities these cells hold {_percent(expected['coverage'])} of the "
+        f"{_poor_unit(summary)} of the area; {_percent(expected['inclusion_error'])} of those "
+        "enrolled are expected not to be poor (inclusion error) and "
+        f"{_percent(expected['exclusion_error'])} of the poor are expected to be left out "
+        "(exclusion error)."
+    )
     rows = [
         ("Selected cells", summary["selected_cells"]),
         ("Selected people", round(summary["selected_people"]) if people else "no POPULATION"),
@@ -1057,7 +1183,7 @@ def report_document(summary, maps=()):
             ("Measured inclusion error", _percent(values["inclusion_error"])),
             ("Measured exclusion error", _percent(values["exclusion_error"])),
         ]
-    blocks.append(report.KeyValues(rows))
+    blocks = [report.Paragraph(plain, kind="notice"), report.KeyValues(rows)]
     if not budget["reachable"]:
         blocks.append(
             report.Paragraph(
@@ -1065,157 +1191,118 @@ def report_document(summary, maps=()):
                 kind="warning",
             )
         )
-    sections = [report.Section("Summary", blocks)]
+    return report.Section("Summary", blocks)
 
-    figures = summary.get("figures") or {}
-    curve_blocks = [
-        report.Paragraph(
-            f"Share of the {budget['units']} enrolled (x) against the share of the {poor_unit} covered (y) "
-            "when cells are enrolled in the model's order; random selection (the diagonal); district "
-            "targeting, what programmes often do today: whole districts in turn, ranked by their mean "
-            "predicted probability"
-            + (
-                " (measured panel: also by their poverty rate in the TRUTH survey, as a programme with "
-                "a survey of every district would)"
-                if measured
-                else ""
-            )
-            + (
-                ", and the transparent baseline (prob_baseline)"
-                if summary["data"]["has_baseline"]
-                else ""
-            )
-            + ". The dot marks this budget's selection. Expected curves judge every ranking by the model's "
-            "own probabilities"
-            + (
-                "; the measured ones use the TRUTH labels and are the fair comparison."
-                if measured
-                else "."
-            )
-        )
-    ]
-    if figures.get("curve"):
-        curve_blocks.append(report.Figure(figures["curve"], "Targeting curves", "targeting curves"))
+
+def _curve_section(summary, report):
+    """What the targeting curves show, their figure, and expected against measured on TRUTH."""
+    measured = summary.get("measured")
+    text = (
+        f"Share of the {summary['budget']['units']} enrolled (x) against the share of the "
+        f"{_poor_unit(summary)} covered (y) when cells are enrolled in the model's order; random "
+        "selection (the diagonal); district targeting, what programmes often do today: whole "
+        "districts in turn, ranked by their mean predicted probability"
+    )
     if measured:
-        on_truth = measured["expected_on_truth_cells"]
-        curve_blocks.append(
+        text += (
+            " (measured panel: also by their poverty rate in the TRUTH survey, as a programme "
+            "with a survey of every district would)"
+        )
+    if summary["data"]["has_baseline"]:
+        text += ", and the transparent baseline (prob_baseline)"
+    text += (
+        ". The dot marks this budget's selection. Expected curves judge every ranking by the "
+        "model's own probabilities"
+    )
+    text += (
+        "; the measured ones use the TRUTH labels and are the fair comparison." if measured else "."
+    )
+    blocks = [report.Paragraph(text)]
+    figures = summary.get("figures") or {}
+    if figures.get("curve"):
+        blocks.append(report.Figure(figures["curve"], "Targeting curves", "targeting curves"))
+    if measured:
+        blocks.append(_expected_and_measured_table(measured, report))
+    return report.Section("Targeting curve", blocks)
+
+
+def _expected_and_measured_table(measured, report):
+    """On the TRUTH cells: the coverage and errors the model expected beside those measured."""
+    keys = ("coverage", "inclusion_error", "exclusion_error")
+    on_truth = measured["expected_on_truth_cells"]
+    return report.Table(
+        ["on the TRUTH cells", "share of the poor covered", "inclusion error", "exclusion error"],
+        [
+            ["expected"] + [on_truth[key] for key in keys],
+            ["measured"] + [measured["measured"][key] for key in keys],
+        ],
+        caption=f"{measured['truth_cells']} predicted cells labelled by TRUTH "
+        f"({measured['truth_poor_cells']} poor), {measured['truth_cells_selected']} of them "
+        "selected.",
+    )
+
+
+def _allocation_section(summary, report):
+    """The allocation table (the ALLOCATION CSV's rows)."""
+    headers = [
+        "district",
+        "cells",
+        "people",
+        "cells selected",
+        "people selected",
+        f"expected {_poor_unit(summary)}",
+        "expected poor covered",
+        "share of district selected",
+        "share of the budget",
+    ]
+    return report.Section(
+        "Allocation per district",
+        [
             report.Table(
-                [
-                    "on the TRUTH cells",
-                    "share of the poor covered",
-                    "inclusion error",
-                    "exclusion error",
-                ],
-                [
-                    [
-                        "expected",
-                        on_truth["coverage"],
-                        on_truth["inclusion_error"],
-                        on_truth["exclusion_error"],
-                    ],
-                    [
-                        "measured",
-                        measured["measured"]["coverage"],
-                        measured["measured"]["inclusion_error"],
-                        measured["measured"]["exclusion_error"],
-                    ],
-                ],
-                caption=f"{measured['truth_cells']} predicted cells labelled by TRUTH "
-                f"({measured['truth_poor_cells']} poor), {measured['truth_cells_selected']} of them selected.",
+                headers,
+                [[row[key] for key in REPORT_ALLOCATION_COLUMNS] for row in summary["allocation"]],
+                digits=2,
+                caption="Shares in the budget's units. The same table is the ALLOCATION CSV and "
+                "the allocation layer of OUTPUT.",
             )
-        )
-    sections.append(report.Section("Targeting curve", curve_blocks))
-    allocation = summary["allocation"]
-    sections.append(
-        report.Section(
-            "Allocation per district",
-            [
-                report.Table(
-                    [
-                        "district",
-                        "cells",
-                        "people",
-                        "cells selected",
-                        "people selected",
-                        f"expected {poor_unit}",
-                        "expected poor covered",
-                        "share of district selected",
-                        "share of the budget",
-                    ],
-                    [
-                        [
-                            row["district"],
-                            row["cells"],
-                            row["people"],
-                            row["cells_selected"],
-                            row["people_selected"],
-                            row["expected_poor"],
-                            row["expected_poor_covered"],
-                            row["share_of_district_selected"],
-                            row["share_of_budget"],
-                        ]
-                        for row in allocation
-                    ],
-                    digits=2,
-                    caption="Shares in the budget's units. The same table is the ALLOCATION CSV and the "
-                    "allocation layer of OUTPUT.",
-                )
-            ],
-        )
+        ],
     )
-    if maps:
-        sections.append(
-            report.Section("Map", [report.Figure(path, caption, caption) for path, caption in maps])
-        )
-    data = summary["data"]
-    sections.append(
-        report.Section(
-            "Settings and data",
-            [
-                report.KeyValues(
-                    [
-                        ("Predictions", settings["predictions"]),
-                        ("Cell id field", settings.get("id_field") or CELL_ID),
-                        ("Population raster", settings["population"] or "none (cells counted)"),
-                        ("Ground truth", settings["truth"] or "none"),
-                        ("Budget", _budget_text(budget)),
-                        ("Ranked by", settings["rank_by"]),
-                        ("District floor", settings["district_min_share"] or "none"),
-                        ("District cap", settings["district_max_share"] or "none"),
-                        ("Skip cells out of range", settings["skip_out_of_range"]),
-                        ("Model", settings.get("model") or "not recorded"),
-                        (
-                            "Probabilities",
-                            "calibrated on validation cells (prob_raw kept)"
-                            if data.get("calibrated")
-                            else "not calibrated (older model package): see Notes",
-                        ),
-                        ("Cells", data["cells"]),
-                        ("Cells with a prediction", data["predicted"]),
-                        ("Cells that could be selected", data["rankable"]),
-                        (
-                            "People (POPULATION)",
-                            round(data["population_total"])
-                            if data["population_total"] is not None
-                            else "–",
-                        ),
-                        (
-                            "Created",
-                            f"{summary['created']} by povmap-qgis {settings['povmap_qgis']}",
-                        ),
-                    ]
-                )
-            ],
-        )
+
+
+def _settings_section(summary, report):
+    """The run's inputs, budget and options, the prediction layer's cells, when it was made."""
+    settings, data = summary["settings"], summary["data"]
+    probabilities = (
+        "calibrated on validation cells (prob_raw kept)"
+        if data.get("calibrated")
+        else "not calibrated (older model package): see Notes"
     )
-    if summary["notes"]:
-        sections.append(report.Section("Notes", [report.BulletList(summary["notes"])]))
-    return {
-        "title": "Targeting with the poverty map",
-        "subtitle": f"{data['layer']}: {_headline(summary)}",
-        "notices": [],
-        "sections": sections,
-    }
+    people = round(data["population_total"]) if data["population_total"] is not None else "–"
+    return report.Section(
+        "Settings and data",
+        [
+            report.KeyValues(
+                [
+                    ("Predictions", settings["predictions"]),
+                    ("Cell id field", settings.get("id_field") or CELL_ID),
+                    ("Population raster", settings["population"] or "none (cells counted)"),
+                    ("Ground truth", settings["truth"] or "none"),
+                    ("Budget", _budget_text(summary["budget"])),
+                    ("Ranked by", settings["rank_by"]),
+                    ("District floor", settings["district_min_share"] or "none"),
+                    ("District cap", settings["district_max_share"] or "none"),
+                    ("Skip cells out of range", settings["skip_out_of_range"]),
+                    ("Model", settings.get("model") or "not recorded"),
+                    ("Probabilities", probabilities),
+                    ("Cells", data["cells"]),
+                    ("Cells with a prediction", data["predicted"]),
+                    ("Cells that could be selected", data["rankable"]),
+                    ("People (POPULATION)", people),
+                    ("Created", f"{summary['created']} by povmap-qgis {settings['povmap_qgis']}"),
+                ]
+            )
+        ],
+    )
 
 
 def _budget_text(budget):
