@@ -155,7 +155,7 @@ def generate(args):
     population_total = write_population(out_dir / FILES["population"], landscape)
     timer.done("population raster", f"{population_total:,.0f} people")
 
-    covariates = make_covariates(args.seed, landscape, work, ndvi, lights, minutes, survey_settings)
+    covariates = make_covariates(args.seed, work, ndvi, lights, minutes, survey_settings)
     surveyed = [k for k in range(len(landscape.districts.names)) if landscape.districts.surveyed[k]]
     unsurveyed = [
         k for k in range(len(landscape.districts.names)) if not landscape.districts.surveyed[k]

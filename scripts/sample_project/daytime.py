@@ -442,13 +442,3 @@ def _town_fabric(seed, landscape, towns, xs, ys):
     codes = np.where(block_kind < 0.06, 4, codes)  # parks and orchards
     roofs[inside] = codes
     return streets, roofs
-    town = towns[inside] - 1
-    count = landscape.settlements.n_towns
-    angles = np.deg2rad(hash_unit(hash_ints(np.arange(count)), 1) * 90.0)
-    spacing_u = 80.0 + 60.0 * hash_unit(hash_ints(np.arange(count)), 2)
-    spacing_v = 90.0 + 70.0 * hash_unit(hash_ints(np.arange(count)), 3)
-    x, y = xs[inside[1]], ys[inside[0]]
-    u = np.cos(angles[town]) * x + np.sin(angles[town]) * y
-    v = -np.sin(angles[town]) * x + np.cos(angles[town]) * y
-    streets[inside] = (np.mod(u, spacing_u[town]) < 11.0) | (np.mod(v, spacing_v[town]) < 11.0)
-    return streets

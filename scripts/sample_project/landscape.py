@@ -183,7 +183,7 @@ def rasterize_lines(lines_with_values, grid, all_touched=True, dtype="uint8"):
     )
 
 
-def irrigation_field(rng, size, land, river, canals, coarse):
+def irrigation_field(rng, land, river, canals, coarse):
     """0..1: how well a place is watered (drives crops, settlements and greenery)."""
     from scipy.ndimage import distance_transform_edt
 
@@ -234,7 +234,7 @@ def town_radial_factor(theta, phases, amplitudes):
     )
 
 
-def make_towns(rng, size, land, river, irrigation, coarse, canal_distance):
+def make_towns(rng, size, river, irrigation, coarse, canal_distance):
     """Towns on watered land off the flood plain, both banks served, spaced apart."""
     west_quota = max(1, int(round(size.towns * 0.34)))
     chosen = []
@@ -270,7 +270,7 @@ def make_settlements(rng, size, land, river, irrigation, coarse, canal_distance)
     import shapely
 
     town_x, town_y, town_population = make_towns(
-        rng, size, land, river, irrigation, coarse, canal_distance
+        rng, size, river, irrigation, coarse, canal_distance
     )
     town_radius = np.sqrt(town_population / land.town_people_per_km2 / np.pi) * 1000.0
     town_shapes, town_polygons = [], []
@@ -550,7 +550,7 @@ def make_landscape(seed, size, land):
     river = make_river(random_stream(seed, "river"), size, land)
     canals = make_canals(random_stream(seed, "canals"), size, land, river)
     irrigation, canal_distance = irrigation_field(
-        random_stream(seed, "irrigation"), size, land, river, canals, coarse
+        random_stream(seed, "irrigation"), land, river, canals, coarse
     )
     settlements = make_settlements(
         random_stream(seed, "settlements"), size, land, river, irrigation, coarse, canal_distance

@@ -33,7 +33,7 @@ class Survey:
     hh_id: np.ndarray
 
 
-def make_covariates(seed, landscape, work, ndvi_region, lights, travel, survey_settings):
+def make_covariates(seed, work, ndvi_region, lights, travel, survey_settings):
     from scipy.ndimage import uniform_filter
 
     greenery = np.zeros((work.nrows, work.ncols), np.float32)
