@@ -10,6 +10,7 @@ import geopandas
 import numpy as np
 import pandas
 import pyogrio
+import pytest
 import rasterio
 from conftest import ROOT
 
@@ -66,23 +67,36 @@ def test_vectors_and_survey_errors_as_the_paper_describes(tiny_sample):
     assert len(geopandas.sjoin(survey, unsurveyed, predicate="within")) == 0
 
 
-def test_metadata_states_synthetic_and_a_realistic_ceiling(tiny_sample):
+@pytest.fixture(scope="module")
+def checked_sample(tmp_path_factory):
+    """The tiny sample generated again as the demo is, with the ceiling check (no project)."""
+    folder = tmp_path_factory.mktemp("checked") / "tiny"
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "make_sample_project.py"),
+            "--size",
+            "tiny",
+            "--out",
+            str(folder),
+            "--quiet",
+            "--no-project",
+        ],
+        check=True,
+    )
+    return str(folder)
+
+
+def test_metadata_states_synthetic_and_a_realistic_ceiling(tiny_sample, checked_sample):
     described = metadata(tiny_sample)
     assert described["synthetic"] is True and "SYNTHETIC" in described["statement"]
     assert described["seed"] == 42 and described["size"] == "tiny"
-    ceiling = json.dumps(described)
-    assert "ceiling_auc" in ceiling
-    values = []
-
-    def collect(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "ceiling_auc" and isinstance(value, (int, float)):
-                    values.append(value)
-                collect(value)
-
-    collect(described)
-    assert values and 0.78 <= values[0] <= 0.92, values
+    # the test fixture skips the ceiling check (--no-check); by default it runs
+    assert described["ceiling_auc"] is None and described["checks"] == {}
+    checked = metadata(checked_sample)
+    assert set(checked["checks"]) == {"survey", "ground_truth_survey"}
+    assert 0.78 <= checked["ceiling_auc"] <= 0.92, checked["ceiling_auc"]
+    assert checked["ceiling_auc"] == checked["checks"]["survey"]["ceiling_auc"]
     for name in os.listdir(tiny_sample):
         if name.endswith((".tif", ".gpkg", ".qgz")):
             assert name.startswith("synthetic_"), name
@@ -106,23 +120,9 @@ def _content_digest(folder):
     return digest.hexdigest()
 
 
-def test_generation_is_deterministic_for_a_seed(tiny_sample, tmp_path):
-    again = tmp_path / "again"
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "make_sample_project.py"),
-            "--size",
-            "tiny",
-            "--out",
-            str(again),
-            "--quiet",
-            "--no-project",
-            "--no-check",
-        ],
-        check=True,
-    )
-    assert _content_digest(again) == _content_digest(tiny_sample)
+def test_generation_is_deterministic_for_a_seed(tiny_sample, checked_sample):
+    """Generated twice, with and without the ceiling check: the same data (the check only reads)."""
+    assert _content_digest(checked_sample) == _content_digest(tiny_sample)
 
 
 def test_project_opens_with_every_layer_valid(qgis_app, tiny_sample):

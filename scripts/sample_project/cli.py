@@ -90,7 +90,10 @@ def parse_arguments(argv):
         "--no-project", action="store_true", help="skip the QGIS project (no PyQGIS needed)"
     )
     parser.add_argument(
-        "--no-check", action="store_true", help="skip the training-grid check and ceiling AUC"
+        "--no-check",
+        action="store_true",
+        help="skip the training-grid check and ceiling AUC (they run the plugin's training-grid "
+        "code and only add numbers to the metadata; the test fixtures skip them)",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
