@@ -842,13 +842,8 @@ def _measured(truth, area, selected, options):
     """Measured coverage and errors at the budget, and measured curves, on the predicted cells TRUTH labels."""
     import numpy as np
 
-    cells, id_field, probability, expected = (
-        area.cells,
-        area.id_field,
-        area.probability,
-        area.expected,
-    )
-    heads, cost, codes, predicted = area.heads, area.cost, area.codes, area.predicted
+    cells, id_field, ids, expected = area.cells, area.id_field, area.ids, area.expected
+    heads, cost, predicted = area.heads, area.cost, area.predicted
     labels = (
         cells[[id_field]].merge(truth, on=id_field, how="left")["label"].to_numpy(dtype="float64")
     )
@@ -876,23 +871,7 @@ def _measured(truth, area, selected, options):
         float(np.nansum(expected[covered])),
         float(heads[in_truth_selected].sum()),
     )
-    ids = cells[id_field].to_numpy()
-    curves = {
-        "model": curve(ranking(probability, expected, ids, covered, options.rank_by), cost, poor),
-        "random": [[0.0, 1.0], [0.0, 1.0]],
-        "district": _district_curve(
-            district_order(codes, probability, heads, predicted, covered)[0], codes, cost, poor
-        ),
-        "district_survey": _district_curve(
-            district_order(codes, np.nan_to_num(labels), heads, covered)[0], codes, cost, poor
-        ),
-    }
-    if "prob_baseline" in cells:
-        baseline = cells["prob_baseline"].to_numpy(dtype="float64")
-        usable = covered & np.isfinite(baseline)
-        curves["baseline"] = curve(
-            ranking(baseline, baseline * heads, ids, usable, options.rank_by), cost, poor
-        )
+    curves = _measured_curves(area, labels, covered, poor, options.rank_by)
     notes = []
     if int((covered & ~selected).sum()) == 0 or int(in_truth_selected.sum()) == 0:
         notes.append(
@@ -915,6 +894,32 @@ def _measured(truth, area, selected, options):
         "notes": notes,
     }
     return result, curves
+
+
+def _measured_curves(area, labels, covered, poor, rank_by):
+    """Targeting curves judged by the TRUTH labels (``poor``: the poor people or cells of
+    each cell TRUTH ``covered``), with district targeting by the TRUTH survey's rates."""
+    import numpy as np
+
+    probability, expected, heads = area.probability, area.expected, area.heads
+    cost, codes, predicted, ids = area.cost, area.codes, area.predicted, area.ids
+    curves = {
+        "model": curve(ranking(probability, expected, ids, covered, rank_by), cost, poor),
+        "random": [[0.0, 1.0], [0.0, 1.0]],
+        "district": _district_curve(
+            district_order(codes, probability, heads, predicted, covered)[0], codes, cost, poor
+        ),
+        "district_survey": _district_curve(
+            district_order(codes, np.nan_to_num(labels), heads, covered)[0], codes, cost, poor
+        ),
+    }
+    if "prob_baseline" in area.cells:
+        baseline = area.cells["prob_baseline"].to_numpy(dtype="float64")
+        usable = covered & np.isfinite(baseline)
+        curves["baseline"] = curve(
+            ranking(baseline, baseline * heads, ids, usable, rank_by), cost, poor
+        )
+    return curves
 
 
 # --- outputs ------------------------------------------------------------------------------------------

@@ -81,17 +81,7 @@ def evaluate(options, reporter=None):
     truth = _read_truth(options, reporter)
     reporter.progress(20)
     cells, data = _join(predictions, truth, options, reporter)
-    labels = cells["label"].to_numpy()
-    reporter.info(
-        f"{data['common_cells']} cells matched by {options.id_field} ({data['poor_cells']} poor); "
-        f"{data['truth_without_prediction']} TRUTH cells without a prediction, "
-        f"{data['predictions_without_truth']} predicted cells without a label."
-    )
-    if data["poor_cells"] in (0, len(labels)):
-        reporter.warning(
-            f"TRUTH: all {len(labels)} matched cells are {'poor' if data['poor_cells'] else 'not poor'} (one class): "
-            "AUC and ROC curves are undefined and left empty; recall, precision and accuracy are reported where defined."
-        )
+    _report_matched(cells, data, options, reporter)
     _check_votes(cells, predictions, reporter)
     reporter.check_canceled()
 
@@ -153,6 +143,21 @@ def evaluate(options, reporter=None):
         figures=figures,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+def _report_matched(cells, data, options, reporter):
+    """How many cells were matched and left out; a warning when they hold one class only."""
+    labels = cells["label"].to_numpy()
+    reporter.info(
+        f"{data['common_cells']} cells matched by {options.id_field} ({data['poor_cells']} poor); "
+        f"{data['truth_without_prediction']} TRUTH cells without a prediction, "
+        f"{data['predictions_without_truth']} predicted cells without a label."
+    )
+    if data["poor_cells"] in (0, len(labels)):
+        reporter.warning(
+            f"TRUTH: all {len(labels)} matched cells are {'poor' if data['poor_cells'] else 'not poor'} (one class): "
+            "AUC and ROC curves are undefined and left empty; recall, precision and accuracy are reported where defined."
+        )
 
 
 # --- inputs -------------------------------------------------------------------------------------------
