@@ -74,6 +74,17 @@ def prediction_frame():
     )
 
 
+def write_predictions(path, frame=None):
+    """A prediction layer written as predict writes it: class style first, then the extras."""
+    write_layer(
+        prediction_frame() if frame is None else frame,
+        path,
+        style_path("prediction_class"),
+        "povmap predicted class",
+        extra_styles=[(style_path(name), label) for name, label in EXTRA_STYLES],
+    )
+
+
 def test_training_grid_run_and_loaded_by_processing_is_categorized_by_label(
     povmap_provider, tmp_path
 ):
@@ -100,13 +111,7 @@ def test_prediction_layer_loaded_by_processing_offers_probability_and_disagreeme
     povmap_provider, tmp_path
 ):
     path = str(tmp_path / "predictions.gpkg")
-    write_layer(
-        prediction_frame(),
-        path,
-        style_path("prediction_class"),
-        "povmap predicted class",
-        extra_styles=[(style_path(name), label) for name, label in EXTRA_STYLES],
-    )
+    write_predictions(path)
     layer = load_as_processing_does("predict", "OUTPUT", path)
     assert layer.renderer().type() == "categorizedSymbol"
     assert layer.renderer().classAttribute() == "pred"
@@ -203,13 +208,7 @@ def test_added_by_hand_the_output_is_one_layer_that_opens_with_its_style(povmap_
     from qgis.core import Qgis, QgsProviderRegistry
 
     path = str(tmp_path / "predictions.gpkg")
-    write_layer(
-        prediction_frame(),
-        path,
-        style_path("prediction_class"),
-        "povmap predicted class",
-        extra_styles=[(style_path(name), label) for name, label in EXTRA_STYLES],
-    )
+    write_predictions(path)
     ogr = QgsProviderRegistry.instance().providerMetadata("ogr")
     listed = ogr.querySublayers(path, Qgis.SublayerQueryFlag.IncludeSystemTables)
     assert [sublayer.name() for sublayer in listed] == ["predictions"]
@@ -283,13 +282,7 @@ def test_a_file_added_by_hand_gets_its_extra_styles_and_its_default_without_the_
     from povmap_qgis.processing.output_styles import AddedByHandStyler
 
     path = str(tmp_path / "predictions.gpkg")
-    write_layer(
-        prediction_frame(),
-        path,
-        style_path("prediction_class"),
-        "povmap predicted class",
-        extra_styles=[(style_path(name), label) for name, label in EXTRA_STYLES],
-    )
+    write_predictions(path)
     alone = tmp_path / "moved"
     alone.mkdir()
     shutil.copy(path, alone / "predictions.gpkg")

@@ -449,7 +449,7 @@ def test_predict_from_rasters_on_spark_through_processing_equals_the_store_and_w
     assert results["CELLS"] == len(expected) > 16
     assert_same_predictions(expected, read_grid(output))
     # No chips anywhere: none beside the output, in the temp folders or the store's folder.
-    assert os.listdir(output_folder) == ["predictions.gpkg"]
+    assert sorted(os.listdir(output_folder)) == ["predictions.gpkg", "predictions.qml"]
     assert set(os.listdir(tiny_chips["folder"])) == shared_folder_before
     assert not [path for path in watch.chip_like if tiny_chips["folder"] not in path], (
         watch.chip_like
@@ -541,7 +541,7 @@ def test_an_input_beyond_float16_is_widened_on_spark_as_by_the_local_engine(
     )
     assert "beyond float16" in log and "sampling again with this input as float32" in log
     assert_same_predictions(expected, read_grid(output))
-    assert os.listdir(output_folder) == ["predictions.gpkg"]
+    assert sorted(os.listdir(output_folder)) == ["predictions.gpkg", "predictions.qml"]
 
 
 def test_predicting_from_rasters_names_the_missing_input_and_a_band_mismatch(

@@ -476,6 +476,32 @@ def test_bad_input_names_the_parameter_and_writes_nothing(layers, settings, para
     assert os.listdir(folder) == []
 
 
+def exact_people(polygons, population_path):
+    """People of each polygon (in the raster's CRS) by exact pixel-area intersections: the
+    independent reference for cell_population."""
+    import rasterio
+    import shapely
+
+    with rasterio.open(population_path) as source:
+        values = source.read(1).astype("float64")
+        left, top = source.transform.c, source.transform.f
+    exact = []
+    for polygon in polygons:
+        xmin, ymin, xmax, ymax = polygon.bounds
+        columns = np.arange(int((xmin - left) / PIXEL_DEG), int((xmax - left) / PIXEL_DEG) + 1)
+        rows = np.arange(int((top - ymax) / PIXEL_DEG), int((top - ymin) / PIXEL_DEG) + 1)
+        row, column = [grid.ravel() for grid in np.meshgrid(rows, columns, indexing="ij")]
+        pixels = shapely.box(
+            left + column * PIXEL_DEG,
+            top - (row + 1) * PIXEL_DEG,
+            left + (column + 1) * PIXEL_DEG,
+            top - row * PIXEL_DEG,
+        )
+        fraction = shapely.area(shapely.intersection(pixels, polygon)) / PIXEL_DEG**2
+        exact.append(float((values[row, column] * fraction).sum()))
+    return exact
+
+
 def test_population_sums_agree_with_qgis_zonal_statistics(layers, qgis_processing):
     import processing
 
@@ -518,30 +544,13 @@ def test_population_sums_agree_with_qgis_zonal_statistics(layers, qgis_processin
 
 def test_population_sums_weight_boundary_pixels_by_their_area_inside(layers):
     """Against the exact area of every pixel inside the cell (shapely intersections), for a few cells."""
-    import rasterio
-    import shapely
 
     from povmap_qgis.core.grid.population import cell_population
 
     cells = read_grid(layers["predictions"]).iloc[[20, 64, 100, 143, 179]]
     ours, _ = cell_population(cells.geometry, layers["population"])
-    with rasterio.open(layers["population"]) as source:
-        values = source.read(1).astype("float64")
-        left, top = source.transform.c, source.transform.f
-    for polygon, value in zip(cells.to_crs("EPSG:4326").geometry, ours, strict=True):
-        xmin, ymin, xmax, ymax = polygon.bounds
-        columns = np.arange(int((xmin - left) / PIXEL_DEG), int((xmax - left) / PIXEL_DEG) + 1)
-        rows = np.arange(int((top - ymax) / PIXEL_DEG), int((top - ymin) / PIXEL_DEG) + 1)
-        row, column = [grid.ravel() for grid in np.meshgrid(rows, columns, indexing="ij")]
-        pixels = shapely.box(
-            left + column * PIXEL_DEG,
-            top - (row + 1) * PIXEL_DEG,
-            left + (column + 1) * PIXEL_DEG,
-            top - row * PIXEL_DEG,
-        )
-        fraction = shapely.area(shapely.intersection(pixels, polygon)) / PIXEL_DEG**2
-        exact = float((values[row, column] * fraction).sum())
-        assert value == pytest.approx(exact, rel=0.01)
+    exact = exact_people(cells.to_crs("EPSG:4326").geometry, layers["population"])
+    np.testing.assert_allclose(ours, exact, rtol=0.01)
 
 
 def test_target_through_qgis_process_names_enums_and_returns_the_numbers(layers):
@@ -907,7 +916,6 @@ def test_population_of_polygons_that_are_not_squares_weights_pixels_by_area(laye
     people against the exact area of every pixel inside it (shapely intersections), and the
     polygons share no one."""
     import geopandas
-    import rasterio
     import shapely
 
     from povmap_qgis.core.grid.population import cell_population
@@ -929,23 +937,7 @@ def test_population_of_polygons_that_are_not_squares_weights_pixels_by_area(laye
     assert shapely.area(shapely.intersection(boxes[0], boxes[4])) > 0  # chips would overlap
     ours, inside = cell_population(frame.geometry, layers["population"])
     assert (inside > 0.97).all()
-    with rasterio.open(layers["population"]) as source:
-        values = source.read(1).astype("float64")
-        left, top = source.transform.c, source.transform.f
-    exact = []
-    for polygon in frame.to_crs("EPSG:4326").geometry:
-        xmin, ymin, xmax, ymax = polygon.bounds
-        columns = np.arange(int((xmin - left) / PIXEL_DEG), int((xmax - left) / PIXEL_DEG) + 1)
-        rows = np.arange(int((top - ymax) / PIXEL_DEG), int((top - ymin) / PIXEL_DEG) + 1)
-        row, column = [grid.ravel() for grid in np.meshgrid(rows, columns, indexing="ij")]
-        pixels = shapely.box(
-            left + column * PIXEL_DEG,
-            top - (row + 1) * PIXEL_DEG,
-            left + (column + 1) * PIXEL_DEG,
-            top - row * PIXEL_DEG,
-        )
-        fraction = shapely.area(shapely.intersection(pixels, polygon)) / PIXEL_DEG**2
-        exact.append(float((values[row, column] * fraction).sum()))
+    exact = exact_people(frame.to_crs("EPSG:4326").geometry, layers["population"])
     np.testing.assert_allclose(ours, exact, rtol=0.01)
     # the tiling's people once: the union's exact count equals the sum over the polygons
     union = frame.to_crs("EPSG:4326").geometry.iloc[:-1].union_all()
