@@ -157,14 +157,38 @@ def run_worker(
     """
     python = python or resolve_worker_python()
     start_timeout = start_timeout or start_timeout_s()
-    job = json.dumps({"step": step, "options": options})
     locks = [lock for lock in held_locks if lock.fileno() is not None]
+    process = _start_worker(python, run_id, environment, locks)
+    events = queue.Queue()
+    stderr_tail = collections.deque(maxlen=60)
+    readers = [
+        threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True),
+        threading.Thread(target=_read_lines, args=(process.stderr, stderr_tail), daemon=True),
+    ]
+    # a worker that never reads must not block us on a full pipe: write from a thread
+    job = json.dumps({"step": step, "options": options})
+    readers.append(threading.Thread(target=_write_job, args=(process.stdin, job), daemon=True))
+    for reader in readers:
+        reader.start()
+    outcome = _follow(
+        process, events, readers[0], on_event, is_canceled, cancel_grace_s, start_timeout
+    )
+    process.wait()
+    for reader in readers:
+        reader.join(timeout=2)
+    process.stdout.close()
+    process.stderr.close()
+    return _result_or_error(outcome, process, python, "\n".join(stderr_tail), start_timeout)
+
+
+def _start_worker(python, run_id, environment, locks):
+    """The worker process (its own session on POSIX), inheriting ``locks``' descriptors."""
     environment = dict(worker_environment(run_id), **(environment or {}))
     environment[WORKER_PARENT_VARIABLE] = str(os.getpid())
     if locks:
         environment[HELD_LOCKS_VARIABLE] = os.pathsep.join(lock.lock for lock in locks)
     try:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [python, "-m", "povmap_qgis.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -182,17 +206,12 @@ def run_worker(
             f"Cannot start the worker Python '{python}': {error}; {SETUP_HINT}.", kind="setup"
         ) from None
 
-    events = queue.Queue()
-    stderr_tail = collections.deque(maxlen=60)
-    readers = [
-        threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True),
-        threading.Thread(target=_read_lines, args=(process.stderr, stderr_tail), daemon=True),
-    ]
-    # a worker that never reads must not block us on a full pipe: write from a thread
-    readers.append(threading.Thread(target=_write_job, args=(process.stdin, job), daemon=True))
-    for reader in readers:
-        reader.start()
 
+def _follow(process, events, stdout_reader, on_event, is_canceled, cancel_grace_s, start_timeout):
+    """Pass the worker's events on until it ends, stopping it on Cancel or a silent start.
+
+    Returns (result, error event, canceled, silent).
+    """
     result, error_event, canceled = None, None, False
     started, ready, silent = time.monotonic(), False, False
     while True:
@@ -207,8 +226,8 @@ def run_worker(
             silent = True
             _terminate(process, 2.0)
         if event is None:
-            if process.poll() is not None and not readers[0].is_alive() and events.empty():
-                break
+            if process.poll() is not None and not stdout_reader.is_alive() and events.empty():
+                return result, error_event, canceled, silent
             continue
         if event.get("event") in ("ready", "result", "error"):
             ready = True
@@ -220,16 +239,14 @@ def run_worker(
             error_event = event
         elif on_event:
             on_event(event)
-    process.wait()
-    for reader in readers:
-        reader.join(timeout=2)
-    process.stdout.close()
-    process.stderr.close()
 
+
+def _result_or_error(outcome, process, python, tail, start_timeout):
+    """The worker's result, or the WorkerError that says why there is none."""
+    result, error_event, canceled, silent = outcome
     if canceled and result is None:
         raise WorkerError("Cancelled by the user; no output was written.", kind="canceled")
     if silent and result is None and error_event is None:
-        tail = "\n".join(stderr_tail)
         raise WorkerError(
             f"The worker Python '{python}' did not answer within {start_timeout:g} s of "
             f"starting and was stopped; check that it is a Python 3 with povmap's packages "
@@ -241,7 +258,6 @@ def run_worker(
     if error_event:
         raise _worker_error(error_event, python)
     if process.returncode != 0 or result is None:
-        tail = "\n".join(stderr_tail)
         raise WorkerError(
             f"The worker stopped unexpectedly (exit code {process.returncode}).\n{tail}",
             details=tail,
