@@ -353,18 +353,10 @@ def render_layout(
     (default: the first layer) and shows its extent with a 4 % margin.
     """
     from qgis.core import (
-        QgsLayerTreeLayer,
         QgsLayoutExporter,
-        QgsLayoutItemLabel,
-        QgsLayoutItemLegend,
         QgsLayoutItemMap,
-        QgsLayoutItemPicture,
-        QgsLayoutItemScaleBar,
-        QgsLayoutPoint,
-        QgsLayoutSize,
         QgsPrintLayout,
         QgsProject,
-        QgsUnitTypes,
     )
 
     if not layers:
@@ -397,80 +389,30 @@ def render_layout(
     page_height = margin + title_height + map_height + 4 + legend_height + margin
     layout = QgsPrintLayout(project)
     layout.initializeDefaults()
-    layout.pageCollection().page(0).setPageSize(
-        QgsLayoutSize(page_width, page_height, QgsUnitTypes.LayoutMillimeters)
-    )
+    layout.pageCollection().page(0).setPageSize(_mm_size(page_width, page_height))
     top = margin
     if title:
-        label = QgsLayoutItemLabel(layout)
-        label.setText(title)
-        label.setFont(QFont("Sans", 12))
-        layout.addLayoutItem(label)
-        label.attemptMove(QgsLayoutPoint(margin, margin, QgsUnitTypes.LayoutMillimeters))
-        label.attemptResize(
-            QgsLayoutSize(page_width - 2 * margin, title_height, QgsUnitTypes.LayoutMillimeters)
-        )
+        _add_title(layout, title, margin, page_width - 2 * margin, title_height)
         top += title_height
     item = QgsLayoutItemMap(layout)
     item.setLayers(drawn)
     item.setCrs(reference.crs())
     item.setFrameEnabled(True)
     layout.addLayoutItem(item)
-    item.attemptMove(QgsLayoutPoint(margin, top, QgsUnitTypes.LayoutMillimeters))
-    item.attemptResize(QgsLayoutSize(map_width, map_height, QgsUnitTypes.LayoutMillimeters))
+    item.attemptMove(_mm_point(margin, top))
+    item.attemptResize(_mm_size(map_width, map_height))
     item.setExtent(extent)
     item.setBackgroundColor(QColor("white"))
-    north = QgsLayoutItemPicture(layout)
-    north.setPicturePath(":/images/north_arrows/layout_default_north_arrow.svg")
-    north.setLinkedMap(item)
-    north.setNorthMode(QgsLayoutItemPicture.NorthMode.GridNorth)
-    north.setBackgroundEnabled(True)
-    north.setBackgroundColor(QColor(255, 255, 255, 200))
-    layout.addLayoutItem(north)
-    north.attemptResize(QgsLayoutSize(9, 14, QgsUnitTypes.LayoutMillimeters))
-    north.attemptMove(
-        QgsLayoutPoint(margin + map_width - 12, top + 3, QgsUnitTypes.LayoutMillimeters)
-    )
-    scalebar = QgsLayoutItemScaleBar(layout)
-    scalebar.setStyle("Single Box")
-    scalebar.setLinkedMap(item)
-    scalebar.applyDefaultSize(QgsUnitTypes.DistanceKilometers)
-    scalebar.setUnits(QgsUnitTypes.DistanceKilometers)
-    scalebar.setUnitLabel("km")
-    scalebar.setNumberOfSegmentsLeft(0)
-    scalebar.setBackgroundEnabled(True)
-    scalebar.setBackgroundColor(QColor(255, 255, 255, 200))
-    layout.addLayoutItem(scalebar)
-    scalebar.attemptMove(
-        QgsLayoutPoint(margin + 3, top + map_height - 14, QgsUnitTypes.LayoutMillimeters)
-    )
-    legend = QgsLayoutItemLegend(layout)
-    legend.setTitle("Legend")
-    legend.setLinkedMap(item)
-    legend.setAutoUpdateModel(False)
-    root = legend.model().rootGroup()
-    root.removeAllChildren()
-    for layer in (legend_layers if legend_layers is not None else list(layers)) + (
-        [districts] if districts is not None else []
-    ):
-        if isinstance(layer, QgsVectorLayer):
-            root.addChildNode(QgsLayerTreeLayer(layer))
-    legend.setColumnCount(2 if map_width >= 150 else 1)
-    legend.setSymbolHeight(4)
-    legend.setSymbolWidth(6)
-    legend.setFrameEnabled(False)
-    legend.setBoxSpace(1)
-    legend.setResizeToContents(True)
-    layout.addLayoutItem(legend)
-    legend.attemptMove(QgsLayoutPoint(margin, top + map_height + 4, QgsUnitTypes.LayoutMillimeters))
-    legend.adjustBoxSize()
+    _add_north_arrow(layout, item, margin + map_width - 12, top + 3)
+    _add_scale_bar(layout, item, margin + 3, top + map_height - 14)
+    listed = legend_layers if legend_layers is not None else list(layers)
+    listed = listed + ([districts] if districts is not None else [])
+    legend = _add_legend(layout, item, listed, map_width >= 150, margin, top + map_height + 4)
     # the page ends below the legend as drawn (layer titles and wrapped labels included)
     drawn_height = legend.sizeWithUnits().height()
     if top + map_height + 4 + drawn_height + margin > page_height:
         page_height = top + map_height + 4 + drawn_height + margin
-        layout.pageCollection().page(0).setPageSize(
-            QgsLayoutSize(page_width, page_height, QgsUnitTypes.LayoutMillimeters)
-        )
+        layout.pageCollection().page(0).setPageSize(_mm_size(page_width, page_height))
     # rendered to an image and saved by Qt: no GDAL georeferencing pass over the PNG
     image = QgsLayoutExporter(layout).renderPageToImage(
         0, QSize(), max(72.0, width / (page_width / 25.4))
@@ -478,6 +420,84 @@ def render_layout(
     if image.isNull() or not image.save(output, "PNG"):
         raise RenderError(f"cannot write {output} (print layout of {page_width:.0f} mm)")
     return output
+
+
+def _mm_point(x, y):
+    from qgis.core import QgsLayoutPoint, QgsUnitTypes
+
+    return QgsLayoutPoint(x, y, QgsUnitTypes.LayoutMillimeters)
+
+
+def _mm_size(width, height):
+    from qgis.core import QgsLayoutSize, QgsUnitTypes
+
+    return QgsLayoutSize(width, height, QgsUnitTypes.LayoutMillimeters)
+
+
+def _add_title(layout, title, margin, width, height):
+    from qgis.core import QgsLayoutItemLabel
+
+    label = QgsLayoutItemLabel(layout)
+    label.setText(title)
+    label.setFont(QFont("Sans", 12))
+    layout.addLayoutItem(label)
+    label.attemptMove(_mm_point(margin, margin))
+    label.attemptResize(_mm_size(width, height))
+
+
+def _add_north_arrow(layout, map_item, x, y):
+    from qgis.core import QgsLayoutItemPicture
+
+    north = QgsLayoutItemPicture(layout)
+    north.setPicturePath(":/images/north_arrows/layout_default_north_arrow.svg")
+    north.setLinkedMap(map_item)
+    north.setNorthMode(QgsLayoutItemPicture.NorthMode.GridNorth)
+    north.setBackgroundEnabled(True)
+    north.setBackgroundColor(QColor(255, 255, 255, 200))
+    layout.addLayoutItem(north)
+    north.attemptResize(_mm_size(9, 14))
+    north.attemptMove(_mm_point(x, y))
+
+
+def _add_scale_bar(layout, map_item, x, y):
+    from qgis.core import QgsLayoutItemScaleBar, QgsUnitTypes
+
+    scalebar = QgsLayoutItemScaleBar(layout)
+    scalebar.setStyle("Single Box")
+    scalebar.setLinkedMap(map_item)
+    scalebar.applyDefaultSize(QgsUnitTypes.DistanceKilometers)
+    scalebar.setUnits(QgsUnitTypes.DistanceKilometers)
+    scalebar.setUnitLabel("km")
+    scalebar.setNumberOfSegmentsLeft(0)
+    scalebar.setBackgroundEnabled(True)
+    scalebar.setBackgroundColor(QColor(255, 255, 255, 200))
+    layout.addLayoutItem(scalebar)
+    scalebar.attemptMove(_mm_point(x, y))
+
+
+def _add_legend(layout, map_item, layers, two_columns, x, y):
+    """The legend of ``layers``' vector layers at (x, y) mm, sized to its contents."""
+    from qgis.core import QgsLayerTreeLayer, QgsLayoutItemLegend
+
+    legend = QgsLayoutItemLegend(layout)
+    legend.setTitle("Legend")
+    legend.setLinkedMap(map_item)
+    legend.setAutoUpdateModel(False)
+    root = legend.model().rootGroup()
+    root.removeAllChildren()
+    for layer in layers:
+        if isinstance(layer, QgsVectorLayer):
+            root.addChildNode(QgsLayerTreeLayer(layer))
+    legend.setColumnCount(2 if two_columns else 1)
+    legend.setSymbolHeight(4)
+    legend.setSymbolWidth(6)
+    legend.setFrameEnabled(False)
+    legend.setBoxSpace(1)
+    legend.setResizeToContents(True)
+    layout.addLayoutItem(legend)
+    legend.attemptMove(_mm_point(x, y))
+    legend.adjustBoxSize()
+    return legend
 
 
 def render_with_context(output, layers, width=1600, districts_of=None, **options):
