@@ -30,33 +30,24 @@ from ..progress import Reporter
 from ..validation import metrics
 from . import learning_data, model_package, models, pretrained, statistics_member
 from .environment import MIXED_PRECISION_POLICY
+from .training_settings import TrainingSettings, check_balance
 
 PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the paper
 
 
-@dataclasses.dataclass
-class TrainOptions:
-    chips_path: str
-    grid_path: str
+@dataclasses.dataclass(kw_only=True)
+class TrainOptions(TrainingSettings):
+    """What ``train`` takes: the shared training settings, the holdout and the package."""
+
     output_path: str
-    grid_layer: str | None = None
-    id_field: str | None = None  # the grid's cell id; None: the one the chip store was sampled by
-    preset: str = "compact"
-    members: list | None = None  # architectures; default: the preset's three
     split: str = "random"  # "random" or "districts"
     test_districts: list | None = None
     validation_fraction: float = PAPER_FRACTIONS[1] / sum(PAPER_FRACTIONS)
     test_fraction: float = PAPER_FRACTIONS[2] / sum(PAPER_FRACTIONS)
-    balance: str = "undersample"  # or "class_weights"
-    seed: int = 0
     pretrained: str | None = (
         None  # None, "imagenet" (Keras cache) or a folder of Keras notop .h5 files
     )
     target_recall: float | None = None  # None: the training cells' share of poor cells
-    epochs: int | None = None  # overrides of the preset
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    patience: int | None = None
     demonstration_notice: str | None = None  # written into the manifest (the bundled model)
 
 
@@ -230,7 +221,8 @@ def _judge(options, members, store, cells, split, normalisation, probabilities, 
 
 
 def preset_and_members(options):
-    """The preset's settings with the options' overrides, and the members to train (checked)."""
+    """The preset's settings with the overrides of ``options`` (TrainingSettings), and the
+    members to train (checked)."""
     if options.preset not in models.PRESETS:
         raise PovmapInputError(
             "PRESET", f"unknown preset '{options.preset}' (use {' or '.join(models.PRESETS)})."
@@ -442,7 +434,7 @@ def grid_id_field(store, options):
     return options.id_field or store.manifest["settings"].get("id_field") or CELL_ID
 
 
-def usable_cells(store, options, reporter=None):
+def usable_cells(store, options: TrainingSettings, reporter=None):
     cells = learning_data.read_labelled_cells(
         options.grid_path,
         options.grid_layer,
@@ -523,16 +515,13 @@ def _split_part(rows, share, labels, seed):
         ) from None
 
 
-def balanced_training_rows(train_rows, labels, options, reporter):
+def balanced_training_rows(train_rows, labels, options: TrainingSettings, reporter):
     if options.balance == "class_weights":
         counts = np.bincount(labels[train_rows], minlength=2)
         weights = {label: float(len(train_rows) / (2 * counts[label])) for label in (0, 1)}
         reporter.info(f"class weights: not poor {weights[0]:.2f}, poor {weights[1]:.2f}")
         return train_rows, weights
-    if options.balance != "undersample":
-        raise PovmapInputError(
-            "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
-        )
+    check_balance(options)
     rng = np.random.default_rng(options.seed)
     by_class = [train_rows[labels[train_rows] == label] for label in (0, 1)]
     keep = min(len(rows) for rows in by_class)

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..atomic import check_output_path
 from ..errors import PovmapInputError
+from ..model.training_settings import TrainingSettings, check_balance
 from ..names import BASELINE, ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
 from ..progress import Reporter
 from .validation_outputs import (
@@ -63,23 +64,14 @@ FOLD_CELL_COUNTS = (
 )
 
 
-@dataclasses.dataclass
-class CrossValidateOptions:
-    chips_path: str
-    grid_path: str
+@dataclasses.dataclass(kw_only=True)
+class CrossValidateOptions(TrainingSettings):
+    """What ``crossvalidate`` takes: the shared training settings (every fold trains as
+    ``train``), the folds and the outputs."""
+
     metrics_path: str
     output_grid_path: str
-    grid_layer: str | None = None
-    id_field: str | None = None  # the grid's cell id; None: the one the chip store was sampled by
-    preset: str = "compact"
-    members: list | None = None  # architectures; default: the preset's
     folds: int = 6
-    seed: int = 0
-    balance: str = "undersample"  # as in train
-    epochs: int | None = None  # overrides of the preset
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    patience: int | None = None
     # default style of OUTPUT_GRID (hit/miss; counts are added to its legend)
     style_qml_path: str | None = None
     extra_styles: list | None = None  # [(qml path, style name)] stored beside it
@@ -252,10 +244,7 @@ def _check_options(options):
     check_output_path(options.metrics_path, "METRICS", (".json",))
     check_output_path(options.output_grid_path, "OUTPUT_GRID", (".gpkg",))
     preset, members = training.preset_and_members(options)
-    if options.balance not in ("undersample", "class_weights"):
-        raise PovmapInputError(
-            "BALANCE", f"unknown balance '{options.balance}' (undersample or class_weights)."
-        )
+    check_balance(options)
     return preset, members
 
 
