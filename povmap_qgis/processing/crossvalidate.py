@@ -9,25 +9,20 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
     QgsVectorLayer,
 )
 
-from ..core.model.models import ARCHITECTURES
 from ..core.names import ENSEMBLE, METRIC_NAMES
 from ..core.report.page import write_report
 from ..core.validation.crossvalidation import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
-from .base import POLYGON_SOURCES, PovmapAlgorithm
-from .train import PRESET_NAMES
+from .base import PovmapAlgorithm
+from .training_parameters import add_training_parameters, training_options
 
 METRIC_KEYS = METRIC_NAMES
 MAP_WIDTH = 1100
@@ -51,62 +46,13 @@ class CrossValidate(PovmapAlgorithm):
     )
 
     def initAlgorithm(self, config=None):
-        self.add_parameter(
-            QgsProcessingParameterFile(
-                "CHIPS",
-                self.tr("Chip store (.chips folder)"),
-                QgsProcessingParameterFile.Behavior.Folder,
-            ),
-            "Chip store of the labelled grid, from Sample image chips.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterFeatureSource(
-                "GRID", self.tr("Labelled grid (with district)"), POLYGON_SOURCES
-            ),
-            "The training grid (cell_id, label, district) the chips were sampled for, or labelled "
-            "polygons of your own grid (its id in ID_FIELD); folds are made of its districts.",
-        )
-        self.add_store_id_field()
-        self.add_parameter(
-            QgsProcessingParameterEnum(
-                "PRESET", self.tr("Preset"), PRESET_NAMES, False, PRESET_NAMES.index("compact")
-            ),
-            "compact: three small CNNs for CPUs (default); paper: ResNet50 + ResNet50V2 + ResNet101 (use a GPU).",
-        )
-        self.add_parameter(
-            QgsProcessingParameterString(
-                "MEMBERS", self.tr("Members (empty: the preset's)"), "", optional=True
-            ),
-            f"Comma-separated ensemble members to train in every fold, from: {', '.join(ARCHITECTURES)}. Empty: the preset's three.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                "FOLDS", self.tr("Folds"), QgsProcessingParameterNumber.Type.Integer, 6, False, 2
-            ),
-            "Number of folds; each holds whole districts, so at most the number of districts with labelled cells.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                "SEED",
-                self.tr("Random seed"),
-                QgsProcessingParameterNumber.Type.Integer,
-                0,
-                False,
-                0,
-            ),
-            "Makes the fold assignment, splits, sampling and initial weights repeatable on the same machine.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                "EPOCHS",
-                self.tr("Maximum epochs (0: the preset's)"),
-                QgsProcessingParameterNumber.Type.Integer,
-                0,
-                True,
-                0,
-            ),
-            "Upper bound on epochs per member and fold; early stopping usually ends sooner.",
-            advanced=True,
+        add_training_parameters(
+            self,
+            grid_label=self.tr("Labelled grid (with district)"),
+            own_grid="(its id in ID_FIELD); folds are made of its districts.",
+            seeded="fold assignment, splits, sampling",
+            per_fold=True,
+            after_members=self._add_folds,
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
@@ -140,6 +86,14 @@ class CrossValidate(PovmapAlgorithm):
                 )
             )
 
+    def _add_folds(self):
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                "FOLDS", self.tr("Folds"), QgsProcessingParameterNumber.Type.Integer, 6, False, 2
+            ),
+            "Number of folds; each holds whole districts, so at most the number of districts with labelled cells.",
+        )
+
     def processAlgorithm(self, parameters, context, feedback):
         from .rendering import RenderError, category_style
 
@@ -148,8 +102,7 @@ class CrossValidate(PovmapAlgorithm):
             parameters, "METRICS", context, (".json",), beside=[metrics_csv_path]
         )
         output_grid = self.output_gpkg(parameters, "OUTPUT_GRID", context)
-        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
-        members = self.name_list(parameters, "MEMBERS", context)
+        options = training_options(self, parameters, context, feedback)
         folds = self.parameterAsInt(parameters, "FOLDS", context)
         scratch = tempfile.mkdtemp(
             prefix="povmap-crossvalidate-", dir=QgsProcessingUtils.tempFolder()
@@ -180,22 +133,16 @@ class CrossValidate(PovmapAlgorithm):
                     fatalError=False,
                 )
                 fold_style = None
-            options = {
-                "chips_path": self.input_file(parameters, "CHIPS", context),
-                "grid_path": grid_path,
-                "grid_layer": grid_layer,
-                "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
-                "metrics_path": metrics,
-                "output_grid_path": output_grid,
-                "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)],
-                "members": members or None,
-                "folds": folds,
-                "seed": self.parameterAsInt(parameters, "SEED", context),
-                "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
-                "style_qml_path": style_path("hitmiss"),
-                "extra_styles": extra_styles,
-                "figures_folder": os.path.join(scratch, "figures"),
-            }
+            options.update(
+                {
+                    "metrics_path": metrics,
+                    "output_grid_path": output_grid,
+                    "folds": folds,
+                    "style_qml_path": style_path("hitmiss"),
+                    "extra_styles": extra_styles,
+                    "figures_folder": os.path.join(scratch, "figures"),
+                }
+            )
             summary = self.run_core_step(
                 "crossvalidate",
                 options,

@@ -7,19 +7,16 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
-from ..core.model.models import ARCHITECTURES, PRESETS
-from .base import POLYGON_SOURCES, PovmapAlgorithm
+from ..core.model.training_settings import BALANCES
+from .base import PovmapAlgorithm
+from .training_parameters import add_training_parameters, training_options
 
-PRESET_NAMES = list(PRESETS)
 SPLITS = ["random", "districts"]
-BALANCES = ["undersample", "class_weights"]
 
 
 class Train(PovmapAlgorithm):
@@ -37,32 +34,38 @@ class Train(PovmapAlgorithm):
     )
 
     def initAlgorithm(self, config=None):
-        self.add_parameter(
-            QgsProcessingParameterFile(
-                "CHIPS",
-                self.tr("Chip store (.chips folder)"),
-                QgsProcessingParameterFile.Behavior.Folder,
-            ),
-            "Chip store of the labelled grid, from Sample image chips. Any subset of inputs works (night lights only, too).",
-        )
-        self.add_parameter(
-            QgsProcessingParameterFeatureSource("GRID", self.tr("Labelled grid"), POLYGON_SOURCES),
-            "The training grid (cell_id, label, district) the chips were sampled for, or labelled "
-            "polygons of your own grid (its id in ID_FIELD, label, district).",
-        )
-        self.add_store_id_field()
-        self.add_parameter(
-            QgsProcessingParameterEnum(
-                "PRESET", self.tr("Preset"), PRESET_NAMES, False, PRESET_NAMES.index("compact")
-            ),
-            "compact: three small CNNs for CPUs (default); paper: ResNet50 + ResNet50V2 + ResNet101, Adam 5e-5, batch 16, up to 30 epochs, patience 10 (use a GPU).",
+        add_training_parameters(
+            self,
+            grid_label=self.tr("Labelled grid"),
+            own_grid="(its id in ID_FIELD, label, district).",
+            seeded="split, sampling, augmentation",
+            chips_note=" Any subset of inputs works (night lights only, too).",
+            paper_settings=", Adam 5e-5, batch 16, up to 30 epochs, patience 10",
+            after_members=self._add_holdout_and_balance,
+            after_seed=self._add_pretrained_and_target_recall,
         )
         self.add_parameter(
             QgsProcessingParameterString(
-                "MEMBERS", self.tr("Members (empty: the preset's)"), "", optional=True
+                "MODEL_NAME", self.tr("Registered model name (run history)"), optional=True
             ),
-            f"Comma-separated ensemble members to train, from: {', '.join(ARCHITECTURES)}. Empty: the preset's three.",
+            "The package is registered in the run history (MLflow) as a new version of this "
+            "model; empty: the package's folder name without .povmodel.",
+            advanced=True,
         )
+        self.add_parameter(
+            QgsProcessingParameterFolderDestination(
+                "OUTPUT", self.tr("Model package (.povmodel folder)")
+            ),
+            "Folder of the model package; .povmodel is added to the name if missing.",
+        )
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Decision threshold")))
+        for key in ("RECALL", "PRECISION", "ACCURACY", "AUC"):
+            self.addOutput(
+                QgsProcessingOutputNumber(key, self.tr("Ensemble holdout {}").format(key.lower()))
+            )
+        self.addOutput(QgsProcessingOutputString("MEMBERS_TRAINED", self.tr("Members")))
+
+    def _add_holdout_and_balance(self):
         self.add_parameter(
             QgsProcessingParameterEnum(
                 "SPLIT",
@@ -92,17 +95,8 @@ class Train(PovmapAlgorithm):
             advanced=True,
             names=BALANCES,
         )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                "SEED",
-                self.tr("Random seed"),
-                QgsProcessingParameterNumber.Type.Integer,
-                0,
-                False,
-                0,
-            ),
-            "Makes the split, sampling, augmentation and initial weights repeatable on the same machine.",
-        )
+
+    def _add_pretrained_and_target_recall(self):
         self.add_parameter(
             QgsProcessingParameterString(
                 "PRETRAINED", self.tr("Pretrained backbones (paper preset)"), "", optional=True
@@ -125,43 +119,10 @@ class Train(PovmapAlgorithm):
             ),
             "If set, the decision threshold (on the calibrated prob_mean) is the highest one reaching this recall on the validation cells (programmes favour recall). Empty: a cell is called poor when its calibrated prob_mean reaches the training cells' share of poor cells, i.e. it is more likely poor than a cell picked at random.",
         )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                "EPOCHS",
-                self.tr("Maximum epochs (0: the preset's)"),
-                QgsProcessingParameterNumber.Type.Integer,
-                0,
-                True,
-                0,
-            ),
-            "Upper bound on epochs per member; early stopping usually ends sooner.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterString(
-                "MODEL_NAME", self.tr("Registered model name (run history)"), optional=True
-            ),
-            "The package is registered in the run history (MLflow) as a new version of this "
-            "model; empty: the package's folder name without .povmodel.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterFolderDestination(
-                "OUTPUT", self.tr("Model package (.povmodel folder)")
-            ),
-            "Folder of the model package; .povmodel is added to the name if missing.",
-        )
-        self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Decision threshold")))
-        for key in ("RECALL", "PRECISION", "ACCURACY", "AUC"):
-            self.addOutput(
-                QgsProcessingOutputNumber(key, self.tr("Ensemble holdout {}").format(key.lower()))
-            )
-        self.addOutput(QgsProcessingOutputString("MEMBERS_TRAINED", self.tr("Members")))
 
     def processAlgorithm(self, parameters, context, feedback):
         output = self.output_folder(parameters, "OUTPUT", context, ".povmodel")
-        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
-        members = self.name_list(parameters, "MEMBERS", context)
+        options = training_options(self, parameters, context, feedback)
         split = SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)]
         districts = self.name_list(parameters, "TEST_DISTRICTS", context)
         if split == "districts" and not districts:
@@ -171,24 +132,20 @@ class Train(PovmapAlgorithm):
                 )
             )
         target_recall = parameters.get("TARGET_RECALL")
-        options = {
-            "chips_path": self.input_file(parameters, "CHIPS", context),
-            "grid_path": grid_path,
-            "grid_layer": grid_layer,
-            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
-            "output_path": output,
-            "preset": PRESET_NAMES[self.parameterAsEnum(parameters, "PRESET", context)],
-            "members": members or None,
-            "split": split,
-            "test_districts": districts or None,
-            "balance": BALANCES[self.parameterAsEnum(parameters, "BALANCE", context)],
-            "seed": self.parameterAsInt(parameters, "SEED", context),
-            "pretrained": _pretrained(self.parameterAsString(parameters, "PRETRAINED", context)),
-            "target_recall": None
-            if target_recall in (None, "")
-            else self.parameterAsDouble(parameters, "TARGET_RECALL", context),
-            "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
-        }
+        options.update(
+            {
+                "output_path": output,
+                "split": split,
+                "test_districts": districts or None,
+                "balance": BALANCES[self.parameterAsEnum(parameters, "BALANCE", context)],
+                "pretrained": _pretrained(
+                    self.parameterAsString(parameters, "PRETRAINED", context)
+                ),
+                "target_recall": None
+                if target_recall in (None, "")
+                else self.parameterAsDouble(parameters, "TARGET_RECALL", context),
+            }
+        )
         model_name = (self.parameterAsString(parameters, "MODEL_NAME", context) or "").strip()
         result = self.run_core_step(
             "train",
