@@ -275,3 +275,24 @@ def test_fewer_districts_than_folds_is_a_clear_error_naming_folds(night_chips, c
         "povmap:crossvalidate", parameters_for(night_chips, "too_many_folds", folds=40)
     )
     assert "FOLDS" in message and "40 folds" in message and "district" in message
+
+
+def test_an_unknown_balance_is_refused_naming_balance_before_any_work(tmp_path):
+    """Cross-validation refuses a class balance train would refuse, with train's message."""
+    from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.validation.crossvalidation import CrossValidateOptions, crossvalidate
+
+    options = CrossValidateOptions(
+        chips_path=str(tmp_path / "missing.chips"),
+        grid_path=str(tmp_path / "missing.gpkg"),
+        metrics_path=str(tmp_path / "metrics.json"),
+        output_grid_path=str(tmp_path / "folds.gpkg"),
+        balance="oversample",
+    )
+    with pytest.raises(PovmapInputError) as caught:
+        crossvalidate(options)
+    assert caught.value.parameter == "BALANCE"
+    assert str(caught.value) == (
+        "BALANCE: unknown balance 'oversample' (undersample or class_weights)."
+    )
+    assert os.listdir(tmp_path) == []

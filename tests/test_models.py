@@ -330,6 +330,11 @@ def test_bad_training_input_is_named(tiny_chips, tmp_path):
     fails("MEMBERS", "unknown member", members=["vgg16"])
     fails("PRESET", "unknown preset", preset="huge")
     fails(
+        "BALANCE",
+        "unknown balance 'oversample' (undersample or class_weights)",
+        balance="oversample",
+    )
+    fails(
         "TEST_DISTRICTS",
         "no labelled cells in Atlantis",
         split="districts",
