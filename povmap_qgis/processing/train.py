@@ -40,7 +40,7 @@ class Train(PovmapAlgorithm):
             own_grid="(its id in ID_FIELD, label, district).",
             seeded="split, sampling, augmentation",
             chips_note=" Any subset of inputs works (night lights only, too).",
-            paper_settings=", Adam 5e-5, batch 16, up to 30 epochs, patience 10",
+            paper_settings=True,
             after_members=self._add_holdout_and_balance,
             after_seed=self._add_pretrained_and_target_recall,
         )

@@ -29,7 +29,7 @@ def add_training_parameters(
     seeded,
     per_fold=False,
     chips_note="",
-    paper_settings="",
+    paper_settings=False,
     after_members=None,
     after_seed=None,
 ):
@@ -39,7 +39,7 @@ def add_training_parameters(
     ``own_grid``, the end of GRID's help (what a grid of the user's own needs); ``seeded``,
     what SEED makes repeatable besides the initial weights; ``per_fold``, members are
     trained in every fold (MEMBERS and EPOCHS say so); ``chips_note``, a sentence added to
-    CHIPS's help; ``paper_settings``, the paper preset's training settings in PRESET's help.
+    CHIPS's help; ``paper_settings``, PRESET's help names the paper preset's settings.
     ``after_members``, ``after_seed``: functions adding the algorithm's own parameters at
     those places (the dialog's order).
     """
@@ -67,7 +67,7 @@ def add_training_parameters(
             PRESET_NAMES.index(DEFAULT_PRESET),
         ),
         "compact: three small CNNs for CPUs (default); paper: ResNet50 + ResNet50V2 + "
-        f"ResNet101{paper_settings} (use a GPU).",
+        f"ResNet101{_paper_settings() if paper_settings else ''} (use a GPU).",
     )
     add(
         QgsProcessingParameterString(
@@ -103,6 +103,16 @@ def add_training_parameters(
         f"Upper bound on epochs per member{' and fold' if per_fold else ''}; early stopping "
         "usually ends sooner.",
         advanced=True,
+    )
+
+
+def _paper_settings():
+    """ ", Adam 5e-5, batch 16, up to 30 epochs, patience 10": the paper preset's settings."""
+    paper = PRESETS["paper"]
+    mantissa, exponent = f"{paper['learning_rate']:.0e}".split("e")
+    return (
+        f", Adam {mantissa}e{int(exponent)}, batch {paper['batch_size']}, "
+        f"up to {paper['epochs']} epochs, patience {paper['patience']}"
     )
 
 
