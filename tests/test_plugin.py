@@ -100,6 +100,39 @@ def test_plugin_registers_and_removes_its_provider(qgis_app, qgis_iface, qgis_pr
     assert registry.providerById("povmap") is None
 
 
+def test_a_too_old_python_gets_a_message_not_a_traceback(
+    qgis_app, qgis_iface, qgis_processing, monkeypatch
+):
+    """QGIS builds whose Python is older than the plugin's modules need (3.22 on Windows runs
+    3.9) load a stand-in that logs why and registers no provider, instead of failing at import."""
+    import sys
+
+    from qgis.core import Qgis, QgsApplication
+
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("povmap")
+    if existing is not None:
+        registry.removeProvider(existing)
+    logged = []
+
+    def collect(message, tag, level):
+        logged.append((message, tag, level))
+
+    QgsApplication.messageLog().messageReceived.connect(collect)
+    monkeypatch.setattr(sys, "version_info", (3, 9, 18, "final", 0))
+    try:
+        plugin = povmap_qgis.classFactory(qgis_iface)
+        plugin.initGui()
+        plugin.unload()
+    finally:
+        monkeypatch.undo()
+        QgsApplication.messageLog().messageReceived.disconnect(collect)
+    assert registry.providerById("povmap") is None
+    (message,) = [entry for entry in logged if entry[1] == "povmap-qgis"]
+    assert message[2] == Qgis.Critical
+    assert "Python 3.11 or newer" in message[0] and "runs Python 3.9.18" in message[0]
+
+
 def test_every_parameter_has_help_text_and_algorithms_are_grouped(povmap_provider):
     groups = {"buildtraininggrid": "grids", "buildpredictiongrid": "grids", "samplechips": "chips"}
     for algorithm in povmap_provider.algorithms():
