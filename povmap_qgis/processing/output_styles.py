@@ -104,15 +104,21 @@ def _load_key(path, context):
     return None
 
 
-def carried_styles(layer):
-    """[(name, QML)] the povmap GeoPackage behind ``layer`` carries, its default style first."""
+def geopackage_of(layer):
+    """(path, layer name or None) of the GeoPackage behind ``layer``; ("", None) for other sources."""
     if layer.providerType() != "ogr":
-        return []
+        return "", None
     parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
     path = parts.get("path") or ""
     if not path.lower().endswith(".gpkg") or not os.path.isfile(path):
-        return []
-    return stored_styles(path, parts.get("layerName") or None)
+        return "", None
+    return path, parts.get("layerName") or None
+
+
+def carried_styles(layer):
+    """[(name, QML)] the povmap GeoPackage behind ``layer`` carries, its default style first."""
+    path, layer_name = geopackage_of(layer)
+    return stored_styles(path, layer_name) if path else []
 
 
 def database_styles(layer):
@@ -212,10 +218,10 @@ def add_carried_styles(layer):
     True when the layer is a povmap GeoPackage layer carrying styles."""
     if not isinstance(layer, QgsVectorLayer):
         return False
-    styles = carried_styles(layer)
+    path, layer_name = geopackage_of(layer)
+    styles = stored_styles(path, layer_name) if path else []
     if not styles:
         return False
-    path = QgsProviderRegistry.instance().decodeUri("ogr", layer.source()).get("path") or ""
     manager = layer.styleManager()
     found_none = (
         not os.path.isfile(style_file_path(path))

@@ -23,6 +23,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter, QPen
 
+from ..core.geopackage import style_file_path
+
 
 class RenderError(RuntimeError):
     """A layer, project or image file could not be read or written."""
@@ -108,7 +110,7 @@ def load_layer(source):
         raise RenderError(f"cannot open '{source}'")
     if isinstance(layer, QgsVectorLayer) and not (
         add_carried_styles(layer)
-        or os.path.isfile(os.path.splitext(path)[0] + ".qml")
+        or os.path.isfile(style_file_path(path))
         or layer.listStylesInDatabase()[0]
     ):
         if layer.geometryType() == QgsWkbTypes.PolygonGeometry:
