@@ -9,6 +9,10 @@ a parameter of a povmap algorithm changes. tests/test_chaining.py runs the file.
 The model: survey → Build training grid → Sample image chips → Train; a second,
 ground-truth survey → Build training grid (same CRS) → Sample image chips → Predict
 with the trained package → Evaluate against that survey's labels.
+
+Every step's parameters that are not wired to an input or another step carry the algorithm's
+default as a static value (as the Modeler writes them), so the model opens valid; the inputs
+are shown in the order of ``definitions`` (survey first), which the file records.
 """
 
 import os
@@ -211,7 +215,7 @@ def build_survey_pipeline():
         child.setChildId(child_id)
         child.setDescription(description)
         child.setPosition(QPointF(x, y))
-        for name, source in sources.items():
+        for name, source in {**_defaults_of(child.algorithm()), **sources}.items():
             child.addParameterSources(name, source)
         model_outputs = {}
         for output_name, label in outputs.items():
@@ -223,8 +227,24 @@ def build_survey_pipeline():
         child.setModelOutputs(model_outputs)
         model.addChildAlgorithm(child)
     model.updateDestinationParameters()
+    model.setParameterOrder([definition.name() for definition in definitions])
     model.setHelpContent({"ALG_DESC": DESCRIPTION, "ALG_CREATOR": "povmap-qgis", **HELP})
     return model
+
+
+def _defaults_of(algorithm):
+    """Each input parameter of ``algorithm`` with a default, as a static value: what the Modeler's
+    step dialog writes when a step is added. A mandatory parameter without a value makes the
+    model invalid ("Parameter X is mandatory") even where the algorithm has a default."""
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    return {
+        definition.name(): [
+            QgsProcessingModelChildParameterSource.fromStaticValue(definition.defaultValue())
+        ]
+        for definition in algorithm.parameterDefinitions()
+        if not definition.isDestination() and definition.defaultValue() is not None
+    }
 
 
 def main():
