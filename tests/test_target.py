@@ -214,29 +214,33 @@ def test_share_of_cells_by_probability_matches_pandas(layers):
     assert np.allclose(y, reference_y, atol=1e-6)
     assert np.allclose(x, np.arange(len(ordered) + 1) / len(ordered), atol=1e-6)
     assert summary["budget_point"]["y"] == pytest.approx(coverage)
-    # allocation per district, CSV and the GeoPackage layer alike
+    # allocation per district: the CSV (rounded as written: expected poor to a tenth, shares to
+    # four decimals); OUTPUT is one layer, so QGIS opens it without asking which to add
     reference = cells.assign(district=cells["district"].fillna("(no district)")).groupby("district")
-    layer = pandas.read_csv(layers["folder"] / "cells30_allocation.csv")
+    table = pandas.read_csv(layers["folder"] / "cells30_allocation.csv").set_index("district")
+    assert list(table.index) == sorted(reference.groups)
+    assert (table["cells"] == reference.size()).all()
+    assert (table["cells_selected"] == reference["selected"].sum()).all()
+    assert np.allclose(table["expected_poor"], reference["prob_mean"].sum(), atol=0.05)
+    assert np.allclose(
+        table["expected_poor_covered"],
+        reference[["selected", "prob_mean"]].apply(
+            lambda group: group.loc[group["selected"] == 1, "prob_mean"].sum()
+        ),
+        atol=0.05,
+    )
+    assert np.allclose(table["share_of_budget"], reference["selected"].sum() / budget, atol=5e-5)
+    assert np.allclose(
+        table["share_of_district_selected"],
+        reference["selected"].sum() / reference.size(),
+        atol=5e-5,
+    )
+    assert table["people"].isna().all()
     import pyogrio
 
-    stored = pyogrio.read_dataframe(layers["folder"] / "cells30.gpkg", layer="allocation")
-    for table in (layer, stored):
-        table = table.set_index("district")
-        assert list(table.index) == sorted(reference.groups)
-        assert (table["cells"] == reference.size()).all()
-        assert (table["cells_selected"] == reference["selected"].sum()).all()
-        assert np.allclose(table["expected_poor"], reference["prob_mean"].sum())
-        assert np.allclose(
-            table["expected_poor_covered"],
-            reference[["selected", "prob_mean"]].apply(
-                lambda group: group.loc[group["selected"] == 1, "prob_mean"].sum()
-            ),
-        )
-        assert np.allclose(table["share_of_budget"], reference["selected"].sum() / budget)
-        assert np.allclose(
-            table["share_of_district_selected"], reference["selected"].sum() / reference.size()
-        )
-        assert table["people"].isna().all()
+    assert [name for name, _ in pyogrio.list_layers(layers["folder"] / "cells30.gpkg")] == [
+        "cells30"
+    ]
     assert len(allocation) == 4 and not warnings
 
 
@@ -274,14 +278,16 @@ def test_people_budget_ranked_by_expected_poor_matches_pandas(layers):
     empty = cells["population"] == 0
     assert empty.sum() >= ROWS * 2
     assert (cells.loc[empty, "selected"] == 0).all() and cells.loc[empty, "rank"].isna().all()
-    people = pandas.DataFrame(allocation).set_index("district").astype({"people_selected": float})
+    people = pandas.DataFrame(allocation).set_index("district")
+    assert all(value.isdigit() for value in people["people"])  # whole people in the CSV
     totals = cells.assign(district=cells["district"].fillna("(no district)")).groupby("district")
     assert np.allclose(
-        people["people_selected"],
+        people["people_selected"].astype(float),
         totals[["selected", "population"]].apply(
             lambda g: g.loc[g["selected"] == 1, "population"].sum()
         ),
-        rtol=1e-6,
+        rtol=0,
+        atol=0.5,
     )
     assert not warnings
 
@@ -319,6 +325,7 @@ def test_floors_and_caps_match_pandas_and_hold_per_district(layers):
     assert np.allclose(
         table.loc[list(DISTRICTS), "share_of_district_selected"].astype(float),
         shares[list(DISTRICTS)],
+        atol=5e-5,
     )
     # "unreachable" is said exactly when a cell that fits the rest of the budget was left out (by a cap)
     rest = budget - cells.loc[cells["selected"] == 1, "population"].sum()

@@ -8,7 +8,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
@@ -76,8 +75,8 @@ class Target(PovmapAlgorithm):
         "chooses where. Cells are ranked by their probability of being poor, or by the expected number of poor "
         "people (probability × people from a population raster such as WorldPop), and enrolled down the "
         "ranking until the budget is spent, optionally with a floor and a cap on the share of each district. "
-        "Writes every cell with rank, selected, population and expected_poor (styled selected / not selected), "
-        "the allocation per district (CSV, and a table in the output GeoPackage) and one HTML report: a plain "
+        "Writes every cell with rank, selected, population and expected_poor (styled selected / not selected; "
+        "one layer that opens at once), the allocation per district (a CSV) and one HTML report: a plain "
         "summary, the expected share of the poor covered, the expected inclusion error (enrolled, not poor) "
         "and exclusion error (poor, left out), the targeting curve against random selection and district "
         "targeting, the allocation and a map. With a ground truth, the measured errors beside the expected "
@@ -195,15 +194,17 @@ class Target(PovmapAlgorithm):
             ),
             "GeoPackage of every cell of PREDICTIONS plus rank (1 = enrolled first, empty when it cannot be "
             "selected), selected (1/0), population (with POPULATION) and expected_poor (probability × people, "
-            "or the probability), styled selected / not selected; the allocation per district is the table "
-            "'allocation' in the same file.",
+            "or the probability), styled selected / not selected: one layer, so it opens at once however it is "
+            "added. The allocation per district is ALLOCATION.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 "ALLOCATION", self.tr("Allocation per district (CSV)"), self.tr("CSV files (*.csv)")
             ),
             "One row per district: cells, cells predicted, people, cells and people selected, expected poor "
-            "and expected poor covered, the share of the district and of the budget enrolled.",
+            "and expected poor covered, the share of the district and of the budget enrolled. People in "
+            "whole people, expected poor to a tenth, shares to four decimals. Opens in QGIS as a table "
+            "(drop it on the map or Layer ▸ Add Delimited Text Layer, no geometry) or in a spreadsheet.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
@@ -211,9 +212,6 @@ class Target(PovmapAlgorithm):
             ),
             "One self-contained HTML file: the plain summary first, the targeting curves, the allocation "
             "table and a map of the selection with district boundaries rendered by QGIS.",
-        )
-        self.addOutput(
-            QgsProcessingOutputString("ALLOCATION_LAYER", self.tr("Allocation table (GeoPackage)"))
         )
         for key, (label, _) in NUMBER_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
@@ -264,7 +262,6 @@ class Target(PovmapAlgorithm):
             "OUTPUT": output,
             "ALLOCATION": allocation,
             "REPORT": report,
-            "ALLOCATION_LAYER": summary["allocation_layer"],
         }
         for key, (_, where) in NUMBER_OUTPUTS.items():
             results[key] = _lookup(summary, where)

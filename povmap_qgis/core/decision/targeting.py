@@ -61,7 +61,6 @@ from ..progress import Reporter
 
 BUDGET_UNITS = ("cells", "people", "share_of_cells", "share_of_people")
 RANK_BY = ("probability", "expected_poor")
-ALLOCATION_LAYER = "allocation"
 ALLOCATION_COLUMNS = (
     "district",
     "cells",
@@ -83,7 +82,7 @@ TARGETING_FORMAT_VERSION = "1.0"
 class TargetOptions:
     predictions_path: str
     output_path: (
-        str  # GeoPackage: every cell + rank, selected, population, expected_poor; allocation layer
+        str  # GeoPackage of one layer: every cell + rank, selected, population, expected_poor
     )
     allocation_path: str  # CSV of the allocation per district
     budget: float
@@ -165,7 +164,6 @@ def target(options, reporter=None):
     summary.update(
         output=os.path.abspath(options.output_path),
         allocation_csv=os.path.abspath(options.allocation_path),
-        allocation_layer=f"{os.path.abspath(options.output_path)}|layername={ALLOCATION_LAYER}",
         seconds=round(time.monotonic() - started, 2),
     )
     if options.report_path:
@@ -925,17 +923,40 @@ def _measured_curves(area, labels, covered, poor, rank_by):
 # --- outputs ------------------------------------------------------------------------------------------
 
 
+# How the ALLOCATION CSV writes each column: people as whole people, expected poor to a tenth,
+# shares to four decimals (the summary and the report keep the exact numbers).
+CSV_DECIMALS = {
+    "people": 0,
+    "people_selected": 0,
+    "expected_poor": 1,
+    "expected_poor_covered": 1,
+    "share_of_district_selected": 4,
+    "share_of_budget": 4,
+}
+
+
+def allocation_csv_value(column, value):
+    """One ALLOCATION CSV cell: empty for None, rounded as CSV_DECIMALS says."""
+    if value is None:
+        return ""
+    decimals = CSV_DECIMALS.get(column)
+    if decimals is None or not isinstance(value, float) or not math.isfinite(value):
+        return value
+    return int(round(value)) if decimals == 0 else round(value, decimals)
+
+
 def _write_outputs(options, cells, allocation, summary, id_field):
-    """OUTPUT (cells + allocation layer) and the ALLOCATION CSV: both appear, or neither."""
+    """OUTPUT (one layer: the cells) and the ALLOCATION CSV: both appear, or neither.
+
+    The allocation is not a second table in OUTPUT's GeoPackage: QGIS asks which layers to
+    add for a GeoPackage of two (drop, Browser, Data Source Manager)."""
     import csv
 
-    import pandas
     import pyogrio
 
     from ..geopackage import layer_name_for, read_styles, styled_output, styles_metadata
 
     layer = layer_name_for(options.output_path)
-    table = pandas.DataFrame(allocation, columns=list(ALLOCATION_COLUMNS))
     metadata = {
         "povmap_targeting": json.dumps(
             {
@@ -948,6 +969,7 @@ def _write_outputs(options, cells, allocation, summary, id_field):
             }
         ),
         "povmap_predictions": os.path.abspath(options.predictions_path),
+        "povmap_allocation": os.path.abspath(options.allocation_path),
         ID_FIELD_METADATA: id_field,
         "povmap_population": os.path.abspath(options.population_path)
         if options.population_path
@@ -962,16 +984,11 @@ def _write_outputs(options, cells, allocation, summary, id_field):
         pyogrio.write_dataframe(
             cells, gpkg_partial, layer=layer, driver="GPKG", layer_metadata=metadata
         )
-        pyogrio.write_dataframe(
-            table, gpkg_partial, layer=ALLOCATION_LAYER, driver="GPKG", append=True
-        )
         with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(ALLOCATION_COLUMNS)
             for row in allocation:
-                writer.writerow(
-                    ["" if row[key] is None else row[key] for key in ALLOCATION_COLUMNS]
-                )
+                writer.writerow([allocation_csv_value(key, row[key]) for key in ALLOCATION_COLUMNS])
 
 
 def _write_figures(folder, summary, cells):
@@ -1267,8 +1284,8 @@ def _allocation_section(summary, report):
                 headers,
                 [[row[key] for key in REPORT_ALLOCATION_COLUMNS] for row in summary["allocation"]],
                 digits=2,
-                caption="Shares in the budget's units. The same table is the ALLOCATION CSV and "
-                "the allocation layer of OUTPUT.",
+                caption="Shares in the budget's units. The same table is the ALLOCATION CSV "
+                "(people there in whole people).",
             )
         ],
     )
