@@ -3,7 +3,7 @@
 The same parameters as the Processing algorithms (``--grid`` is GRID,
 ``--max-nodata`` is MAX_NODATA…), the same options dataclasses and core
 steps. With ``--engine spark`` it serves ``spark-submit`` on a cluster
-(see the README): under spark-submit the master comes from spark-submit
+(see docs/spark.md): under spark-submit the master comes from spark-submit
 unless ``--spark-master`` is given. Progress and messages go to stderr; the
 step's summary is printed on stdout as JSON.
 

@@ -4,7 +4,7 @@ The quick run here (about 35 s): one seeded kill of qgis_process running povmap:
 while its worker runs (a worker that could outlive its qgis_process). It checks the
 campaign's machinery end to end; the fixes it exercises have their own tests
 (test_run_cleanup.py, test_runner.py, test_chips_core.py). The full campaign (10 kills per
-long algorithm, any process) is run by hand; its numbers are in the README.
+long algorithm, any process) is run by hand; its numbers are in docs/reliability.md.
 """
 
 import os

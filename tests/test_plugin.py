@@ -145,6 +145,17 @@ def test_every_parameter_has_help_text_and_algorithms_are_grouped(povmap_provide
             assert len(definition.help()) > 20, f"{algorithm.id()} {definition.name()}"
 
 
+def test_every_algorithms_help_button_opens_its_page_in_the_repository(povmap_provider):
+    """helpUrl is the algorithm's page under docs/algorithms/ on the repository's main branch."""
+    from povmap_qgis.processing.base import REPOSITORY
+
+    prefix = f"{REPOSITORY}/blob/main/"
+    for algorithm in povmap_provider.algorithms():
+        url = algorithm.helpUrl()
+        assert url == f"{prefix}docs/algorithms/{algorithm.name()}.md", url
+        assert os.path.isfile(os.path.join(ROOT, url[len(prefix) :])), url
+
+
 def test_worker_python_setting_is_offered(povmap_provider):
     from processing.core.ProcessingConfig import ProcessingConfig
 

@@ -1,7 +1,7 @@
 """What every povmap algorithm shares: help text, worker runs, file inputs.
 
 Each algorithm module holds only its own parameters and the mapping from
-them to a core step's options (STYLE.md: one base class for the provider).
+them to a core step's options (docs/style.md: one base class for the provider).
 """
 
 import contextlib
@@ -58,6 +58,8 @@ from .unreadable_inputs import explain_unreadable_input
 
 OGR_FILE_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite", "tab", "gdb"]
 REPOSITORY = "https://github.com/povmap/povmap-qgis"
+# The page the Help button opens: docs/algorithms/<algorithm id>.md in the repository.
+HELP_PAGE = "docs/algorithms/{algorithm_id}.md"
 
 
 class PovmapAlgorithm(QgsProcessingAlgorithm):
@@ -105,7 +107,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         return QIcon(resource_path("icon.svg"))
 
     def helpUrl(self):
-        return f"{REPOSITORY}#{self.algorithm_id}"
+        return f"{REPOSITORY}/blob/main/" + HELP_PAGE.format(algorithm_id=self.algorithm_id)
 
     def shortDescription(self):
         """The toolbox tooltip: the summary's first sentence, shortened to 160 characters."""

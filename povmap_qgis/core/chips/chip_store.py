@@ -1,6 +1,6 @@
 """The chip store: aligned image chips per cell, on disk, memory-mappable.
 
-Layout (DESIGN.md data contract, format 1.0)::
+Layout (docs/contracts.md, format 1.0)::
 
     NAME.chips/
       manifest.json          format, grid, CRS, resolution, chip size, inputs

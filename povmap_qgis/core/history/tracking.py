@@ -1,4 +1,4 @@
-"""Run history and model registry in MLflow (DESIGN.md "Engines and run history").
+"""Run history and model registry in MLflow (docs/run-history.md).
 
 The worker runs every tracked step (train, predict, evaluate, crossvalidate,
 target) inside :func:`tracked_step`, which records one MLflow run:

@@ -1,4 +1,4 @@
-"""The model package: ``NAME.povmodel/`` (DESIGN.md data contract, format 1.1; reads 1.0).
+"""The model package: ``NAME.povmodel/`` (docs/contracts.md, format 1.1; reads 1.0).
 
 ::
 

@@ -3,7 +3,7 @@
 The chip store is streamed in batches (memory bounded); every member predicts
 every batch. With ``source="rasters"`` no store is read or written: the cells
 are sampled from the rasters block by block and predicted at once
-(core/model/raster_prediction.py, the same sampler and the same batches). Either way, the output is the grid with the prediction fields of DESIGN.md:
+(core/model/raster_prediction.py, the same sampler and the same batches). Either way, the output is the grid with the prediction fields of docs/contracts.md:
 ``prob_<member>``, ``prob_mean``, ``votes``, ``pred`` (1 = poor: calibrated
 ``prob_mean`` >= the package's ``decision_threshold``; the members' majority vote
 for a package without one) and ``disagreement`` (standard deviation of the members'

@@ -1,4 +1,4 @@
-"""The Spark engine: sampling chips and predicting as Apache Spark tasks (DESIGN.md, Engines).
+"""The Spark engine: sampling chips and predicting as Apache Spark tasks (docs/spark.md).
 
 Same code, other processes. Sampling groups the pending cells into the
 local engine's blocks of neighbouring cells (``sampling.group_blocks``), gives
