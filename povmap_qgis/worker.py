@@ -44,6 +44,16 @@ STEPS = {
         "crossvalidate",
     ),
     "target": ("povmap_qgis.core.decision.targeting", "TargetOptions", "target"),
+    "verification_sample": (
+        "povmap_qgis.core.verification.verification_sample",
+        "VerificationSampleOptions",
+        "verification_sample",
+    ),
+    "verification_results": (
+        "povmap_qgis.core.verification.verification_results",
+        "VerificationResultsOptions",
+        "verification_results",
+    ),
     "set_model_alias": ("povmap_qgis.core.history.run_history", "AliasOptions", "set_model_alias"),
     "list_runs": ("povmap_qgis.core.history.run_history", "RunsOptions", "list_runs"),
     "attach_to_run": ("povmap_qgis.core.history.tracking", None, "attach_artifacts"),

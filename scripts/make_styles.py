@@ -162,6 +162,25 @@ def main():
             ],
         ),
     )
+    save(
+        "verification_sample",
+        [("cell_id", "integer"), ("pred", "integer")],
+        categorized(
+            "pred",
+            [
+                (1, "To visit: predicted poor", POOR),
+                (0, "To visit: predicted not poor", NOT_POOR),
+            ],
+            opacity=1.0,
+        ),
+    )
+    save(
+        "verification_outcome",
+        [("cell_id", "integer"), ("outcome", "string")],
+        categorized(
+            "outcome", OUTCOMES + [("not_visited", "Not visited", "150,150,150,120")], opacity=1.0
+        ),
+    )
     application.exitQgis()
     return 0
 

@@ -128,7 +128,7 @@ def target(options, reporter=None):
     reporter = reporter or Reporter()
     started = time.monotonic()
     _check_options(options)
-    cells, layer, metadata, id_field = _read_predictions(options)
+    cells, layer, metadata, id_field = read_predictions(options)
     if id_field != CELL_ID:
         reporter.info(f"Cells of '{layer}' identified by {id_field} (ID_FIELD)")
     reporter.progress(5)
@@ -485,8 +485,12 @@ def _number(value, parameter):
     return number
 
 
-def _read_predictions(options):
-    """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked."""
+def read_predictions(options, keep_targeting_fields=False):
+    """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked.
+
+    ``options``: its predictions_path, predictions_layer and id_field. The fields an
+    earlier targeting wrote (rank, selected, …) are dropped unless ``keep_targeting_fields``
+    (the verification sample stratifies by ``selected``)."""
     import geopandas
 
     from ..chips.sampling import read_cell_ids
@@ -541,7 +545,7 @@ def _read_predictions(options):
         raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
     frame[id_field] = frame[id_field].astype("int64")
     for field in ("rank", "selected", "population", "expected_poor"):
-        if field in frame:
+        if field in frame and not keep_targeting_fields:
             frame = frame.drop(columns=[field])  # an earlier targeting's output used as input
     values = frame["prob_mean"].astype("float64")
     if (values.dropna() < 0).any() or (values.dropna() > 1).any():

@@ -54,8 +54,10 @@ def logit(probabilities):
     return np.log(p / (1 - p))
 
 
-def fit_platt(probabilities, labels):
+def fit_platt(probabilities, labels, weights=None):
     """Platt scaling fitted on (validation) cells: {"method": "platt", "slope", "intercept", "cells"}.
+
+    ``weights``: one per cell (a verification sample's design weights), else all equal.
 
     ``{"method": "none", "note"}`` where it cannot be fitted (one class) or
     would reverse the ranking (slope ≤ 0).
@@ -66,7 +68,7 @@ def fit_platt(probabilities, labels):
     if len(np.unique(labels)) < 2:
         return {"method": "none", "note": "the calibration cells hold one class only"}
     model = LogisticRegression(C=1e6, max_iter=1000).fit(
-        logit(probabilities).reshape(-1, 1), labels
+        logit(probabilities).reshape(-1, 1), labels, sample_weight=weights
     )
     slope, intercept = float(model.coef_[0][0]), float(model.intercept_[0])
     if slope <= 0:

@@ -1,0 +1,1 @@
+"""verification: a field sample of the map and design-based accuracy from what comes back."""
