@@ -20,16 +20,22 @@ for its rows; the driver writes the usual prediction layer.
 
 PySpark is imported only here, and this module only in the worker process
 (never inside QGIS). The executors run the worker's Python
-(``PYSPARK_PYTHON``) unless the cluster sets its own.
+(``PYSPARK_PYTHON``) unless the cluster sets its own; on a cluster the driver
+ships this package to them (``ship_package``).
 """
 
+import atexit
 import contextlib
+import hashlib
 import os
 import re
 import shutil
 import sys
+import tempfile
 import threading
+import time
 import uuid
+import zipfile
 
 import numpy as np
 
@@ -46,8 +52,10 @@ EXTRA_CONF_VARIABLE = "POVMAP_SPARK_CONF"  # extra settings: "key=value;key=valu
 FAULT_VARIABLE = "POVMAP_SPARK_FAULT"  # tests: a file whose presence crashes one task once
 TASKS_PER_CORE = 3  # partitions per core: stragglers even out, tasks stay long enough
 POLL_SECONDS = 0.5
+HOLD_SECONDS = 120  # tests: the longest a task waits on a hold file (see _crash_if_asked)
 
 _members_cache: dict = {}  # per Python worker: (package path, weight hashes) -> Keras members
+_shipped: dict = {}  # per driver: Spark application id -> the zip of povmap_qgis it was given
 
 
 # --- the session ------------------------------------------------------------
@@ -75,7 +83,7 @@ def spark_session(master, app_name="povmap"):
     # Executors run this Python (the worker's environment), with this copy of povmap_qgis.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    package_parent = os.path.dirname(_package_dir())
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if package_parent not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, paths)])
@@ -109,10 +117,62 @@ def extra_conf(text=None):
     return settings
 
 
+def _package_dir():
+    """The folder of the ``povmap_qgis`` package this module belongs to."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def ship_package(context):
+    """Make this copy of ``povmap_qgis`` importable by the executors of a cluster; the zip's path.
+
+    In local mode (``local``, ``local[N]``…) the executors are this machine's
+    Python workers started with the driver's ``PYTHONPATH`` and nothing is
+    shipped. On a cluster (``spark://``, ``yarn``, ``k8s://``, ``local-cluster``)
+    the package's Python files are zipped once per Spark application and added
+    with ``SparkContext.addPyFile``: every executor fetches the zip and puts it
+    on its Python path before running a task. The executors still need the same
+    Python environment (``PYSPARK_PYTHON``: numpy, rasterio, TensorFlow…) and
+    must reach the run's paths (README, Spark engine).
+    """
+    if re.match(r"local(\[[^\]]*\])?$", context.master or ""):
+        return None
+    application = context.applicationId
+    if application not in _shipped:
+        folder = tempfile.mkdtemp(prefix="povmap-spark-")
+        atexit.register(shutil.rmtree, folder, True)
+        _shipped[application] = package_zip(folder)
+        context.addPyFile(_shipped[application])
+    return _shipped[application]
+
+
+def package_zip(folder):
+    """A zip of the package's Python files in ``folder``, named by their digest (reproducible)."""
+    package = _package_dir()
+    files = []
+    for parent, folders, names in os.walk(package):
+        folders[:] = sorted(name for name in folders if name != "__pycache__")
+        files += [os.path.join(parent, name) for name in sorted(names) if name.endswith(".py")]
+    digest = hashlib.sha256()
+    contents = {}
+    for path in files:
+        arcname = os.path.relpath(path, os.path.dirname(package)).replace(os.sep, "/")
+        with open(path, "rb") as handle:
+            contents[arcname] = handle.read()
+        digest.update(arcname.encode() + b"\0" + hashlib.sha256(contents[arcname]).digest())
+    path = os.path.join(folder, f"povmap_qgis-{digest.hexdigest()[:12]}.zip")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for arcname, data in contents.items():
+            archive.writestr(
+                zipfile.ZipInfo(arcname, (1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED
+            )
+    return path
+
+
 @contextlib.contextmanager
 def _session(master):
     session, created = spark_session(master)
     try:
+        ship_package(session.sparkContext)
         yield session
     finally:
         if created:
@@ -204,7 +264,10 @@ def _crash_if_asked(step, partition, last_partition):
     With ``POVMAP_SPARK_FAULT=<marker>``: the file ``<marker>.<step>`` crashes
     the first attempt of partition 0 once (Spark retries it); the file
     ``<marker>.<step>.last`` crashes every attempt of the last partition (the
-    job fails after the others have finished).
+    job fails after the others have finished); the file ``<marker>.<step>.hold``
+    holds the first attempt of partition 0 while it exists (at most
+    ``HOLD_SECONDS``), after writing its process id into ``<marker>.<step>.held``
+    (a test kills that task's cluster worker meanwhile).
     """
     marker = os.environ.get(FAULT_VARIABLE)
     if not marker:
@@ -212,6 +275,14 @@ def _crash_if_asked(step, partition, last_partition):
     from pyspark import TaskContext
 
     context = TaskContext.get()
+    hold = f"{marker}.{step}.hold"
+    if partition == 0 and context is not None and context.attemptNumber() == 0:
+        if os.path.exists(hold):
+            with open(f"{marker}.{step}.held", "w", encoding="utf-8") as handle:
+                handle.write(str(os.getpid()))
+            deadline = time.monotonic() + HOLD_SECONDS
+            while os.path.exists(hold) and time.monotonic() < deadline:
+                time.sleep(0.2)
     if partition == last_partition and os.path.exists(f"{marker}.{step}.last"):
         os._exit(3)
     if partition == 0 and context is not None and context.attemptNumber() == 0:
