@@ -562,10 +562,21 @@ def test_unsurveyed_district_stage_with_the_bundled_model(povmap_provider, tiny_
     seen = manifest["training"]["districts_seen"]
     assert document["training_districts"] == seen
     section = html[html.index("Districts the model never trained on") :]
+    # a package that records its training cells (since 0.3) says how many of each district's
+    # cells were training cells; the bundled model may predate that: "unknown"
+    known = document["training_cells"]["known"]
+    among = document["training_cells"]["districts"]
     for district in set(cells["district"]):
-        shown = seen[district] if district in seen else "none: new to the model"
+        training = among.get(district, 0) if known else "unknown"
+        if district in seen:
+            shown = seen[district]
+        elif not known:
+            shown = r"none recorded \(training cells unknown\)"
+        else:
+            shown = "none: new to the model" if not training else "none by district, but"
         assert re.search(
-            rf"<td[^>]*>{district}</td><td[^>]*>\d+</td><td[^>]*>{shown}</td>", section
+            rf"<td[^>]*>{district}</td><td[^>]*>\d+</td><td[^>]*>{training}</td><td[^>]*>{shown}",
+            section,
         ), district
 
 
@@ -589,3 +600,78 @@ def test_report_states_the_strict_rule_when_poor_is_above_the_cutoff(evaluated, 
         report = handle.read()
     assert "median score is above the cutoff 19.0 (strictly)" in report
     assert "at or above" not in report
+
+
+def test_training_cells_are_never_called_new_and_are_counted_apart(evaluated, layers):
+    """Predictions whose training_cell field marks the cells the model learned from: the report
+    says how many compared cells those were, never calls a district holding some new (even one
+    the training grid filed none under: border cells) and gives the other cells' numbers,
+    which scikit-learn reproduces; without the field it says this cannot be known."""
+    from sklearn.metrics import recall_score, roc_auc_score
+
+    from povmap_qgis.core.geopackage import write_layer
+    from povmap_qgis.paths import style_path
+
+    predictions = layers["predictions"].copy()
+    columns = (predictions["cell_id"] % 10**9) - 500000000
+    # Dadu (columns 0-6) trained on; in Sanghar (14-19) none by district, but column 14 holds
+    # training cells (a border); Khairpur not at all
+    predictions["training_cell"] = ((columns <= 3) | (columns == 14)).astype("int32")
+    path = layers["folder"] / "predictions_seen.gpkg"
+    write_layer(
+        predictions,
+        str(path),
+        style_path("prediction_class"),
+        "povmap prediction (class)",
+        metadata={
+            "povmap:model": "/nowhere/demo.povmodel",
+            "povmap:threshold": THRESHOLD,
+            "povmap:members": ",".join(MEMBERS),
+            "povmap_training_districts": json.dumps({"Dadu": 40}),
+            "povmap_training_cells": json.dumps({"known": True, "count": 0}),
+        },
+    )
+    layers["paths"]["predictions_seen"] = str(path)
+    saved = layers["paths"]["predictions"]
+    layers["paths"]["predictions"] = str(path)
+    try:
+        run = evaluate(layers, "seen", draws=20)
+    finally:
+        layers["paths"]["predictions"] = saved
+    cells = matched_cells(layers).merge(predictions[["cell_id", "training_cell"]], on="cell_id")
+    seen = cells["training_cell"] == 1
+    document = run["document"]
+    assert document["training_cells"]["known"] is True
+    assert document["training_cells"]["compared"] == int(seen.sum()) > 0
+    fresh = cells[~seen]
+    new_cells = document["metrics"]["new_cells"]["ensemble"]
+    assert new_cells["n"] == len(fresh)
+    assert new_cells["auc"] == pytest.approx(roc_auc_score(fresh["observed"], fresh["prob_mean"]))
+    assert new_cells["recall"] == pytest.approx(recall_score(fresh["observed"], fresh["pred"]))
+    assert ["all (new cells)", "ensemble"] == [
+        row[:2] for row in run["table"] if row[:2] == ["all (new cells)", "ensemble"]
+    ][0]
+    with open(run["results"]["REPORT"], encoding="utf-8") as handle:
+        html = handle.read()
+    section = html[html.index("Districts the model never trained on") :]
+    assert f"{int(seen.sum())} of the {len(cells)} compared cells were training cells" in section
+    border = int((seen & (cells["district"] == "Sanghar")).sum())
+    assert re.search(
+        rf"<td[^>]*>Sanghar</td><td[^>]*>\d+</td><td[^>]*>{border}</td>"
+        rf"<td[^>]*>none by district, but {border} of its cells were training cells</td>",
+        section,
+    ), section[:3000]
+    assert re.search(r"<td[^>]*>Khairpur</td>.*?none: new to the model", section)
+    assert "Sanghar: the model learned from no cell filed under this district" in section
+    # the Sanghar row gives the numbers of its cells that were not training cells
+    sanghar = fresh[fresh["district"] == "Sanghar"]
+    district_new = document["metrics"]["districts_new_cells"]["Sanghar"]["ensemble"]
+    assert district_new["n"] == len(sanghar)
+    assert district_new["auc"] == pytest.approx(
+        roc_auc_score(sanghar["observed"], sanghar["prob_mean"])
+    )
+    # a layer without the field (an older package): it cannot be known, and the report says so
+    with open(evaluated["results"]["REPORT"], encoding="utf-8") as handle:
+        old = handle.read()
+    assert "was a training cell of the model cannot be known" in old
+    assert evaluated["document"]["training_cells"]["known"] is False

@@ -224,6 +224,7 @@ def train_in_worker(**options):
 
 def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
     """Training twice with one seed gives identical weights; night lights only, district holdout, target recall."""
+    from povmap_qgis.core.model import model_package
     from povmap_qgis.core.model.model_package import read_package
 
     districts = sorted(set(read_grid(tiny_chips["grid"])["district"]))
@@ -300,11 +301,28 @@ def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
         for section in report_document(summary)["sections"]
         if section.title == "Districts the model never trained on"
     )
-    rows = {row[0]: row[2] for row in section.blocks[1].rows}
+    table = next(block for block in section.blocks if hasattr(block, "rows"))
+    rows = {row[0]: row[3] for row in table.rows}
     assert rows == {
         district: seen.get(district, "none: new to the model") for district in districts
     }
-    assert districts[0] in section.blocks[0].text
+    assert any(districts[0] in getattr(block, "text", "") for block in section.blocks)
+    # the package lists its training cells (training + validation); the prediction layer marks
+    # them, and the evaluation counts the compared ones apart: the test cells stay new
+    ids, record = model_package.read_training_cells(manifest)
+    cells_seen = (
+        manifest["training"]["cells"]["train"] + manifest["training"]["cells"]["validation"]
+    )
+    assert record["count"] == len(ids) == cells_seen
+    flags = read_grid(predictions)[["cell_id", "training_cell"]]
+    assert set(flags.loc[flags["training_cell"] == 1, "cell_id"]) == set(ids.tolist())
+    compared = layer.merge(flags, on="cell_id")
+    assert summary["training_cells"]["compared"] == int(compared["training_cell"].sum())
+    assert not compared.loc[compared["district"] == districts[0], "training_cell"].any()
+    fresh = compared[compared["training_cell"] == 0]
+    assert summary["metrics"]["new_cells"]["ensemble"]["auc"] == pytest.approx(
+        roc_auc_score(fresh["label"], fresh["prob_mean"])
+    )
 
 
 def test_bad_training_input_is_named(tiny_chips, tmp_path):

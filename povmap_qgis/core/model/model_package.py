@@ -15,6 +15,10 @@
       <member>.weights.h5       Keras weights of each member
       stats_gbm.trees.json      the statistics member's trees as plain numbers
                                 (core/model/statistics_member.py), hashed like weights
+      training_cells.npy        since 0.3: the ids of the cells whose labels the members
+                                learned from (training + validation; int64, sorted), hashed in
+                                the manifest's ``training_cells`` (file, sha256, count,
+                                id_field, crs, cell_size), so an evaluation can tell them apart
 
 A 1.0 package still loads: it has no transform (linear normalisation, as it
 was trained), no calibration (``prob_mean`` = ``prob_raw``, and ``missing_parts``
@@ -57,8 +61,10 @@ MODEL_DEFINING_KEYS = (
     "label",
     "calibration",
     "baseline",
+    "training_cells",
 )
 WEIGHTS_SUFFIXES = (".weights.h5", ".trees.json")
+TRAINING_CELLS_FILE = "training_cells.npy"
 
 
 def sha256_of(path):
@@ -86,6 +92,44 @@ def write_manifest(folder, manifest):
     text = strict_json.dumps(manifest, None, "the model manifest", indent=2, sort_keys=True)
     with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def write_training_cells(folder, cell_ids, id_field, crs, cell_size):
+    """Write the ids of the cells the members learned from; the manifest's ``training_cells``."""
+    import numpy as np
+
+    path = os.path.join(folder, TRAINING_CELLS_FILE)
+    ids = np.unique(np.asarray(cell_ids, dtype="int64"))
+    np.save(path, ids, allow_pickle=False)
+    return {
+        "file": TRAINING_CELLS_FILE,
+        "sha256": sha256_of(path),
+        "count": int(len(ids)),
+        "parts": "train+validation",
+        "id_field": id_field,
+        "crs": crs,
+        "cell_size": cell_size,
+    }
+
+
+def read_training_cells(manifest):
+    """(sorted int64 ids, record) of the cells the members learned from, or (None, why not):
+    a package made before 0.3 records none, a missing or altered file is not trusted."""
+    import numpy as np
+
+    record = manifest.get("training_cells")
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str):
+        return None, (
+            "the model package does not record which cells it was trained on (made before "
+            "povmap-qgis 0.3)"
+        )
+    path = os.path.join(manifest["path"], os.path.basename(record["file"]))
+    if not os.path.isfile(path) or sha256_of(path) != record.get("sha256"):
+        return None, (
+            f"the model package's list of training cells ({record['file']}) is missing or does "
+            "not match its sha256"
+        )
+    return np.load(path, allow_pickle=False).astype("int64"), record
 
 
 def read_package(path, parameter="MODEL"):

@@ -102,6 +102,9 @@ def predict(options, reporter=None):
         grid[field] = values
     grid["pred"], decision_metadata = decided_class(manifest, grid, reporter)
     grid["chip_flagged"] = (cells["nodata"] > cells["max_nodata"]).any(axis=1).astype("int32")
+    seen, seen_metadata = training_cell_flags(manifest, cells, reporter)
+    if seen is not None:
+        grid["training_cell"] = seen
     write_layer(
         grid,
         options.output_path,
@@ -115,6 +118,7 @@ def predict(options, reporter=None):
             "povmap_label": manifest["label"]["meaning"],
             ID_FIELD_METADATA: cells["id_field"],
             **_training_districts(manifest),
+            **seen_metadata,
             **trust_metadata,
             **decision_metadata,
         },
@@ -148,6 +152,8 @@ def _from_store(options, manifest, reporter):
     simple = manifest.get("baseline")
     return {
         "id_field": id_field,
+        "crs": store.manifest["settings"].get("crs"),
+        "cell_size": store.manifest["settings"].get("cell_size"),
         "cell_ids": cell_ids,
         "probabilities": probabilities,
         "features": (baseline.package_features(store, rows, manifest) if simple else None),
@@ -168,6 +174,8 @@ def _from_rasters(options, manifest, reporter):
     reporter.info(members_summary(manifest["members"], len(predicted.cell_ids)))
     return {
         "id_field": options.id_field or CELL_ID,
+        "crs": predicted.crs,
+        "cell_size": None,  # an own grid's polygons, or povmap's: the ids say
         "cell_ids": predicted.cell_ids,
         "probabilities": predicted.probabilities,
         "features": predicted.features,
@@ -280,6 +288,46 @@ def styles_with_their_fields(styles, columns):
         if all(field in columns for field in fields):
             kept.append((path, name))
     return kept
+
+
+def training_cell_flags(manifest, cells, reporter):
+    """(``training_cell`` per cell or None, layer metadata): 1 = the members learned this cell's
+    label (a training or validation cell of the package), 0 = they did not. None (no field)
+    when that cannot be known: a package that records no training cells, or cell ids of
+    another id field or CRS than the training grid's (ids that would match by accident)."""
+    known, why = model_package.read_training_cells(manifest)
+    if known is not None:
+        record = why
+        if record.get("id_field") != cells["id_field"]:
+            known, why = (
+                None,
+                (
+                    f"the cells are identified by {cells['id_field']}, the training cells by "
+                    f"{record.get('id_field')}"
+                ),
+            )
+        elif not _same_crs(record.get("crs"), cells.get("crs")):
+            known, why = None, "the grid's CRS is not the training grid's"
+        elif cells.get("cell_size") not in (None, record.get("cell_size")):
+            known, why = None, "the grid's cell size is not the training grid's"
+    if known is None:
+        reporter.info(f"Which cells the model was trained on cannot be known: {why}.")
+        return None, {"povmap_training_cells": json.dumps({"known": False, "why": why})}
+    flags = np.isin(np.asarray(cells["cell_ids"], dtype="int64"), known).astype("int32")
+    if flags.any():
+        reporter.info(
+            f"{counted(int(flags.sum()), 'cell')} of the grid were training cells of the model "
+            "(training_cell = 1): predictions there are not predictions for new cells."
+        )
+    return flags, {"povmap_training_cells": json.dumps({"known": True, "count": int(flags.sum())})}
+
+
+def _same_crs(first, second):
+    if not first or not second:
+        return first == second
+    from pyproj import CRS
+
+    return CRS.from_user_input(first) == CRS.from_user_input(second)
 
 
 def _training_districts(manifest):

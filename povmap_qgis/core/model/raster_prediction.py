@@ -35,6 +35,7 @@ class RasterPrediction:
     probabilities: list  # per member: float32 [n_cells]
     features: np.ndarray | None  # the baseline's per-chip statistics [n_cells, features]
     nodata: np.ndarray  # float32 [n_cells, n_inputs], as a chip store's nodata_fraction.npy
+    crs: str | None = None  # the grid's CRS (WKT)
 
 
 def input_specs(inputs, manifest, parameter="SOURCE"):
@@ -127,6 +128,7 @@ def predict_from_rasters(options, manifest, reporter):
         break
     prediction = _assembled(cell_ids, parts, len(manifest["members"]), len(inputs))
     sampling.refuse_inputs_without_data(inputs, prediction.nodata)
+    prediction.crs = grid.crs.to_wkt()
     return prediction
 
 

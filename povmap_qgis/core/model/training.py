@@ -112,6 +112,7 @@ def train(options, reporter=None):
             environment,
             time.monotonic() - started,
         )
+        manifest["training_cells"] = _write_training_cells(partial, store, options, cells, split)
         model_package.write_manifest(partial, manifest)
         publish_folder(partial, options.output_path)
     except BaseException:
@@ -790,6 +791,22 @@ def _training_record(options, training_cells, preset, seconds):
         "patience": preset["patience"],
         "seconds": round(seconds, 1),
     }
+
+
+def _write_training_cells(folder, store, options, cells, split):
+    """The package's list of the cells the members learned from (training + validation): an
+    evaluation on them is not a test on new cells (model_package.read_training_cells)."""
+    import numpy as np
+
+    rows = np.concatenate([split["train"], split["validation"]])
+    settings = store.manifest["settings"]
+    return model_package.write_training_cells(
+        folder,
+        cells["cell_id"].to_numpy()[rows],
+        grid_id_field(store, options),
+        settings["crs"],
+        float(settings["cell_size"]),
+    )
 
 
 def _districts_seen(cells, split):

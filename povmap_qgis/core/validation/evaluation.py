@@ -46,6 +46,7 @@ METRICS_FORMAT = "povmap-evaluation"
 METRICS_FORMAT_VERSION = "1.0"
 ALL_SCOPE = "all"
 IN_RANGE_SCOPE = "all (in range)"  # cells with out_of_range = 0, when the layer has the field
+NEW_CELLS_SCOPE = "all (new cells)"  # cells with training_cell = 0, when some compared cells are 1
 CSV_COLUMNS = ("scope", "model", "n", "recall", "precision", "accuracy", "auc")
 DEFAULT_THRESHOLD = 0.5
 # prob_ fields of the prediction layer that are not members
@@ -88,6 +89,8 @@ def evaluate(options, reporter=None):
     districts = _district_groups(cells)
     overall = _scope_metrics(cells, predictions, options)
     in_range = _in_range_metrics(cells, predictions, options, reporter)
+    trained_on = _training_cells(cells, predictions["metadata"], reporter)
+    new_cells = _new_cell_metrics(cells, trained_on, districts, predictions, options)
     by_district = {}
     for index, (district, group) in enumerate(districts):
         reporter.progress(20 + 45 * (index + 1) / (len(districts) + 1))
@@ -102,8 +105,10 @@ def evaluate(options, reporter=None):
         "members": predictions["members"],
         "threshold": predictions["threshold"],
         "metrics": {"all": overall, "districts": by_district}
-        | ({"in_range": in_range} if in_range is not None else {}),
+        | ({"in_range": in_range} if in_range is not None else {})
+        | new_cells,
         "training_districts": _training_districts(predictions["metadata"]),
+        "training_cells": trained_on,
         "roc": _roc_curves(cells, predictions["members"]),
         "verdict": _verdict(cells, overall, options),
         "calibrated": "prob_raw" in cells,
@@ -588,6 +593,64 @@ def _in_range_metrics(cells, predictions, options, reporter):
     return _scope_metrics(inside, predictions, options)
 
 
+def _training_cells(cells, metadata, reporter):
+    """How many compared cells the model learned the label of (``training_cell`` = 1, written
+    by Predict poverty from the package's list): {"known", "compared", "districts", "why"}.
+
+    A cell the model was trained on is never "new to the model", whatever its district says
+    (a prediction grid's border cells can be training cells of a neighbouring district)."""
+    if "training_cell" not in cells:
+        try:
+            recorded = json.loads(metadata.get("povmap:training_cells", "null")) or {}
+        except ValueError:
+            recorded = {}
+        why = recorded.get("why") if isinstance(recorded, dict) else None
+        return {
+            "known": False,
+            "compared": None,
+            "districts": {},
+            "why": why
+            or "the prediction layer does not record which cells were training cells (a model "
+            "package made before povmap-qgis 0.3, or a layer without the training_cell field)",
+        }
+    seen = cells["training_cell"].fillna(0).astype(int) == 1
+    districts = {}
+    if "district" in cells:
+        names = cells.loc[seen, "district"].dropna().astype(str)
+        districts = {str(name): int(count) for name, count in names.value_counts().items()}
+    compared = int(seen.sum())
+    if compared:
+        reporter.warning(
+            f"{compared} of the {len(cells)} compared cells were training cells of the model "
+            "(training_cell = 1): the numbers over all cells include them and flatter the model; "
+            "the report shows the numbers of the other cells apart."
+        )
+    return {
+        "known": True,
+        "compared": compared,
+        "districts": dict(sorted(districts.items())),
+        "why": None,
+    }
+
+
+def _new_cell_metrics(cells, trained_on, districts, predictions, options):
+    """{"new_cells": metrics of the compared cells the model was not trained on,
+    "districts_new_cells": the same per district holding both kinds}; {} when every compared
+    cell is new, none is, or which ones cannot be known."""
+    if not trained_on["known"] or trained_on["compared"] in (0, len(cells)):
+        return {}
+    new = cells["training_cell"].fillna(0).astype(int) == 0
+    by_district = {}
+    for district, group in districts:
+        fresh = group[new.loc[group.index]]
+        if 0 < len(fresh) < len(group):
+            by_district[district] = _scope_metrics(fresh, predictions, options)
+    return {
+        "new_cells": _scope_metrics(cells[new], predictions, options),
+        "districts_new_cells": by_district,
+    }
+
+
 def _roc_curves(cells, members):
     from . import metrics
 
@@ -719,11 +782,13 @@ def _write_outputs(options, document, cells, predictions):
 
 
 def tidy_rows(document):
-    """CSV rows: scope (all, all (in range) when judged, then districts), model, n, recall, precision, accuracy, auc."""
+    """CSV rows: scope (all, all (in range) and all (new cells) when judged, then districts), model, n, recall, precision, accuracy, auc."""
     in_range = document["metrics"].get("in_range")
+    new_cells = document["metrics"].get("new_cells")
     scopes = (
         [(ALL_SCOPE, document["metrics"]["all"])]
         + ([(IN_RANGE_SCOPE, in_range)] if in_range else [])
+        + ([(NEW_CELLS_SCOPE, new_cells)] if new_cells else [])
         + sorted(document["metrics"]["districts"].items())
     )
     rows = []
@@ -957,6 +1022,20 @@ def _metrics_section(summary, report):
                 emphasis=[len(members)],
             )
         )
+    new_cells = summary["metrics"].get("new_cells")
+    if new_cells:
+        blocks.append(
+            report.Table(
+                list(METRIC_COLUMNS),
+                [
+                    [_model_label(model, draws)] + [new_cells[model][key] for key in _TABLE_KEYS]
+                    for model in model_names(members, new_cells)
+                ],
+                caption="Cells the model did not train on only (training_cell = 0): the compared "
+                "cells that were training cells of the package are left out.",
+                emphasis=[len(members)],
+            )
+        )
     return report.Section("Metrics", blocks)
 
 
@@ -1063,64 +1142,130 @@ def _outcomes_section(summary, report):
 
 
 def _unsurveyed_section(summary, report):
-    """Which compared districts the model never learned from: the paper's third stage, a map where nobody was surveyed."""
+    """Which compared cells and districts the model never learned from: the paper's third
+    stage, a map where nobody was surveyed. A cell the model was trained on is never called
+    new, whatever its district (``training_cells``, recorded since 0.3)."""
     title = "Districts the model never trained on"
+    blocks = [_training_cells_paragraph(summary, report)]
     seen, districts = summary.get("training_districts"), summary["data"]["districts"]
     if seen is None:
-        return report.Section(
-            title,
-            [
-                report.Paragraph(
-                    "The prediction layer does not record the districts the model was trained on (a model package from an older "
-                    "version, or the layer's metadata was lost), so this report cannot say which districts are new to it.",
-                    kind="notice",
-                )
-            ],
+        blocks.append(
+            report.Paragraph(
+                "The prediction layer does not record the districts the model was trained on (a model package from an older "
+                "version, or the layer's metadata was lost), so this report cannot say which districts are new to it.",
+                kind="notice",
+            )
         )
+        return report.Section(title, blocks)
     if not districts:
-        return report.Section(
-            title, [report.Paragraph("The compared cells have no district field.")]
-        )
-    rows, unseen_cells = [], 0
+        blocks.append(report.Paragraph("The compared cells have no district field."))
+        return report.Section(title, blocks)
+    trained_on = summary.get("training_cells") or {"known": False, "districts": {}}
+    known, among = trained_on["known"], trained_on.get("districts") or {}
+    fresh_metrics = summary["metrics"].get("districts_new_cells") or {}
+    rows, unseen, unseen_cells, bordering = [], [], 0, []
     for district in districts:
         values = summary["metrics"]["districts"][district][ENSEMBLE]
-        learned = int(seen.get(district, 0))
-        unseen_cells += values["n"] if not learned else 0
+        shown = fresh_metrics.get(district, {}).get(ENSEMBLE, values)
+        learned, training = int(seen.get(district, 0)), int(among.get(district, 0))
+        if learned:
+            status = learned
+        elif not known:
+            status = "none recorded (training cells unknown)"
+        elif training:
+            status = f"none by district, but {training} of its cells were training cells"
+            bordering.append((district, training, values["n"] - training))
+        else:
+            status = "none: new to the model"
+        if not learned and not training:
+            unseen.append(district)
+            unseen_cells += values["n"]
         rows.append(
-            [district, values["n"], learned or "none: new to the model"]
-            + [values[key] for key in ("recall", "precision", "accuracy", "auc")]
+            [district, values["n"], training if known else "unknown", status]
+            + [shown[key] for key in ("recall", "precision", "accuracy", "auc")]
         )
-    unseen = [district for district in districts if not seen.get(district)]
     if unseen:
         text = (
             f"{unseen_cells} of the {summary['data']['common_cells']} compared cells lie in {', '.join(unseen)}, where the model "
             "learned from no labelled cell: there its predictions show how the map does where nobody was surveyed (the "
             "paper's third validation stage)."
+            + (
+                ""
+                if known
+                else " Which compared cells were training cells cannot be known here (see above): a cell "
+                "of these districts could still be one."
+            )
         )
     else:
         text = (
             "Every compared district holds cells the model learned from: these numbers do not test a district nobody "
             "surveyed (use held-out districts, or a new survey of an unsurveyed district)."
         )
-    return report.Section(
-        title,
-        [
-            report.Paragraph(text),
-            report.Table(
-                [
-                    "district",
-                    "cells compared",
-                    "labelled cells the model learned from",
-                    "recall",
-                    "precision",
-                    "accuracy",
-                    "AUC",
-                ],
-                rows,
-                caption="Ensemble metrics per district; learned-from cells are the training and validation cells recorded in the model package.",
-            ),
-        ],
+    blocks.append(report.Paragraph(text))
+    for district, training, rest in bordering:
+        blocks.append(
+            report.Paragraph(
+                f"{district}: the model learned from no cell filed under this district, but {training} of its compared cells "
+                f"were training cells (cells of the training grid, e.g. on a district border): it is not new to the model; "
+                f"its row shows the {rest} other cells.",
+                kind="warning",
+            )
+        )
+    blocks.append(
+        report.Table(
+            [
+                "district",
+                "cells compared",
+                "of them training cells",
+                "labelled cells the model learned from",
+                "recall",
+                "precision",
+                "accuracy",
+                "AUC",
+            ],
+            rows,
+            caption="Ensemble metrics per district (of its cells that were not training cells, where it holds "
+            "both); learned-from and training cells are the training and validation cells recorded in the model "
+            "package.",
+        )
     )
+    return report.Section(title, blocks)
+
+
+def _training_cells_paragraph(summary, report):
+    """How many compared cells were training cells, with the numbers of the others."""
+    trained_on = summary.get("training_cells") or {
+        "known": False,
+        "why": "the evaluation was made before povmap-qgis 0.3",
+    }
+    total = summary["data"]["common_cells"]
+    if not trained_on["known"]:
+        return report.Paragraph(
+            f"Whether any of the {total} compared cells was a training cell of the model cannot be known: "
+            f"{trained_on['why']}. Numbers of cells the model learned from would flatter it.",
+            kind="notice",
+        )
+    compared = trained_on["compared"]
+    if not compared:
+        return report.Paragraph(
+            f"None of the {total} compared cells was a training cell of the model: every number here is on cells "
+            "it did not learn from."
+        )
+    fresh = (summary["metrics"].get("new_cells") or {}).get(ENSEMBLE)
+    where = ", ".join(f"{name} {count}" for name, count in trained_on["districts"].items())
+    text = (
+        f"{compared} of the {total} compared cells were training cells of the model (it learned their labels: "
+        f"training or validation cells{'; ' + where if where else ''}). They are not new to it, and the numbers over all "
+        "cells include them: "
+    )
+    if fresh:
+        text += (
+            f"on the {fresh['n']} other cells the ensemble's recall is {_format(fresh['recall'])}, precision "
+            f"{_format(fresh['precision'])}, accuracy {_format(fresh['accuracy'])}, AUC {_format(fresh['auc'])}."
+        )
+    else:
+        text += "every compared cell was one, so nothing here tests the model on new cells."
+    return report.Paragraph(text, kind="warning")
 
 
 def _out_of_range_text(counts):
