@@ -71,6 +71,64 @@ def duplicate_first_cell(grid):
     frame.to_file(grid, layer="training_grid", engine="pyogrio")
 
 
+def edit_package(package, change, rehash=True):
+    """Edit a model manifest; ``rehash``: also recompute manifest_sha256, as a forger would."""
+    from povmap_qgis.core.model.model_package import manifest_digest
+
+    def edited(manifest):
+        change(manifest)
+        if rehash:
+            manifest["manifest_sha256"] = manifest_digest(manifest)
+
+    edit_manifest(package, edited)
+
+
+def set_first_normalisation(statistic, value):
+    def change(manifest):
+        entry = next(iter(manifest["normalisation"].values()))
+        entry[statistic] = [value] + entry[statistic][1:]
+
+    return change
+
+
+def weights_outside(package):
+    """The first member's weights named with ../ (a copy beside the package; hash kept)."""
+    member = json.load(open(os.path.join(package, "manifest.json"), encoding="utf-8"))["members"][0]
+    shutil.copy(os.path.join(package, member["weights"]), os.path.dirname(package))
+
+    def change(manifest):
+        manifest["members"][0]["weights"] = "../" + member["weights"]
+
+    edit_package(package, change)
+
+
+def weights_linked_outside(package):
+    member = json.load(open(os.path.join(package, "manifest.json"), encoding="utf-8"))["members"][0]
+    inside = os.path.join(package, member["weights"])
+    outside = os.path.join(os.path.dirname(package), member["weights"])
+    shutil.move(inside, outside)
+    os.symlink(outside, inside)
+
+
+def shift_cell_ids(store):
+    """cell_ids.npy rolled by one row: every chip now belongs to its neighbouring cell."""
+    path = os.path.join(store, "cell_ids.npy")
+    np.save(path, np.roll(np.load(path), 1))
+
+
+def swap_first_rows(store, name="nightlights"):
+    path = os.path.join(store, f"{name}.npy")
+    chips = np.load(path)
+    chips[[0, 1]] = chips[[1, 0]]
+    np.save(path, chips)
+
+
+def name_input_outside(store):
+    """An input renamed ../nightlights, with its array copied where that name points."""
+    shutil.copy(os.path.join(store, "nightlights.npy"), os.path.dirname(store))
+    edit_manifest(store, lambda m: m["inputs"][0].update(name="../nightlights"))
+
+
 def chip_store_case(damage):
     return lambda inputs: damage(inputs["chips"])
 
@@ -117,6 +175,25 @@ CASES = {
         "train",
         "CHIPS",
         chip_store_case(lambda store: edit_manifest(store, lambda m: m.update(chip_size=50))),
+        {},
+    ),
+    # stores whose arrays no longer match their manifest (issue 24 item 3)
+    "chip store with cell_ids.npy shifted by one row": (
+        "train",
+        "CHIPS",
+        chip_store_case(shift_cell_ids),
+        {},
+    ),
+    "chip store with two rows of an input swapped": (
+        "train",
+        "CHIPS",
+        chip_store_case(swap_first_rows),
+        {},
+    ),
+    "chip store input named ../nightlights": (
+        "train",
+        "CHIPS",
+        chip_store_case(name_input_outside),
         {},
     ),
     "chip store manifest nested 100,000 deep": (
@@ -176,6 +253,65 @@ CASES = {
         "predict",
         "MODEL",
         lambda inputs: nest(os.path.join(inputs["model"], "manifest.json")),
+        {},
+    ),
+    # tampered packages (issue 24 item 2): the schema, not only the hash, must catch them
+    "format-1.1 package without manifest_sha256": (
+        "predict",
+        "MODEL",
+        lambda inputs: edit_package(
+            inputs["model"], lambda m: m.pop("manifest_sha256"), rehash=False
+        ),
+        {},
+    ),
+    "package relabelled 1.0 without its hash but with a calibration": (
+        "predict",
+        "MODEL",
+        lambda inputs: edit_package(
+            inputs["model"],
+            lambda m: (m.pop("manifest_sha256"), m.update(format_version="1.0")),
+            rehash=False,
+        ),
+        {},
+    ),
+    "NaN normalisation mean (rehashed)": (
+        "predict",
+        "MODEL",
+        lambda inputs: edit_package(inputs["model"], set_first_normalisation("mean", np.nan)),
+        {},
+    ),
+    "infinite normalisation std (rehashed)": (
+        "predict",
+        "MODEL",
+        lambda inputs: edit_package(inputs["model"], set_first_normalisation("std", np.inf)),
+        {},
+    ),
+    "infinite calibration slope (rehashed)": (
+        "predict",
+        "MODEL",
+        lambda inputs: edit_package(
+            inputs["model"], lambda m: m["calibration"].update(slope=float("inf"))
+        ),
+        {},
+    ),
+    "NaN in a baseline coefficient (rehashed)": (
+        "predict",
+        "MODEL",
+        lambda inputs: edit_package(
+            inputs["model"], lambda m: m["baseline"].update(intercept=float("nan"))
+        ),
+        {},
+    ),
+    "weights named ../ outside the package (rehashed)": (
+        "predict",
+        "MODEL",
+        lambda inputs: weights_outside(inputs["model"]),
+        {},
+    ),
+    "weights linked to a file outside the package": (
+        "predict",
+        "MODEL",
+        lambda inputs: weights_linked_outside(inputs["model"]),
         {},
     ),
     # values QGIS accepts that make no sense (issue 14 item 7)
@@ -295,3 +431,42 @@ def test_null_labels_are_counted_and_pretrained_for_compact_members_is_a_warning
     assert "GRID: 7 of 147 cells have no label (NULL) and are left out." in warnings, warnings
     assert "PRETRAINED: compact_cnn cannot start from ImageNet weights" in warnings, warnings
     assert os.path.isdir(results["OUTPUT"])
+
+
+def test_extra_rasters_named_like_the_stores_own_files_get_their_own_names(
+    povmap_provider, pristine, tmp_path
+):
+    """EXTRA rasters called moments, cell_ids, done or nightlights (beside NIGHTLIGHTS) are
+    stored under names of their own: the store opens and each array is its raster's."""
+    from qgis_helpers import run_algorithm
+
+    from povmap_qgis.core.chips.chip_store import ChipStore, check_input_name
+    from povmap_qgis.core.errors import PovmapInputError
+
+    extras = []
+    for stem in ("moments", "cell_ids", "done", "nightlights"):
+        extras.append(str(tmp_path / f"{stem}.tif"))
+        shutil.copy(pristine["nightlights"], extras[-1])
+    results, _ = run_algorithm(
+        "povmap:samplechips",
+        {
+            "GRID": pristine["grid"],
+            "NIGHTLIGHTS": pristine["nightlights"],
+            "EXTRA": extras,
+            "OUTPUT": str(tmp_path / "named.chips"),
+        },
+    )
+    store = ChipStore(results["OUTPUT"])
+    assert store.input_names == [
+        "nightlights",
+        "moments_2",
+        "cell_ids_2",
+        "done_2",
+        "nightlights_2",
+    ]
+    for name in store.input_names[1:]:
+        np.testing.assert_array_equal(store.chips(name), store.chips("nightlights"))
+    for name, parameter in (("../x", "EXTRA"), ("moments", "EXTRA"), ("Cell_IDs", "OUTPUT")):
+        with pytest.raises(PovmapInputError) as caught:
+            check_input_name(name, parameter)
+        assert caught.value.parameter == parameter

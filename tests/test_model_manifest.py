@@ -81,7 +81,43 @@ def test_manifest_fields_are_checked_and_named(package, change, field):
     assert field in refused(package)
 
 
+def as_format_1_0(manifest):
+    """What a package from before 0.2.0 holds: format 1.0, no hash, calibration or baseline."""
+    for key in ("manifest_sha256", "calibration", "baseline"):
+        manifest.pop(key)
+    manifest["format_version"] = "1.0"
+
+
 def test_a_package_from_before_the_hash_loads_and_says_edits_cannot_be_detected(package):
-    edit(package, lambda manifest: manifest.pop("manifest_sha256"))
+    edit(package, as_format_1_0)
     manifest = model_package.read_package(str(package))
     assert any("no manifest_sha256" in line for line in model_package.missing_parts(manifest))
+
+
+def test_a_1_1_package_without_its_hash_is_refused(package):
+    edit(package, lambda manifest: manifest.pop("manifest_sha256"))
+    assert "(format 1.1) has no manifest_sha256" in refused(package)
+
+
+@pytest.mark.parametrize(
+    "where, value",
+    [("mean", float("nan")), ("std", float("inf")), ("mean", 1e999), ("std", -float("inf"))],
+)
+def test_non_finite_normalisation_is_refused_even_rehashed(package, where, value):
+    def change(manifest):
+        manifest["normalisation"]["nightlights"][where][0] = value
+
+    edit(package, change, rehash=True)
+    message = refused(package)
+    assert f"'normalisation.nightlights.{where}[0]' holds a number that is not finite" in message
+
+
+def test_non_finite_numbers_in_any_field_are_refused_whoever_added_it(package):
+    """Fields added later (intervals, stacking) are covered without being listed."""
+    edit(package, lambda manifest: manifest.update(future={"width": [0.1, float("nan")]}), True)
+    assert "'future.width[1]'" in refused(package)
+
+
+def test_weights_must_be_a_file_name_inside_the_package(package, tmp_path):
+    edit(package, lambda manifest: manifest["members"][0].update(weights="/etc/x.weights.h5"), True)
+    assert "must be a file name inside the package" in refused(package)

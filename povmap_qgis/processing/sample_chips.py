@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from ..core.chips.chip_store import RESERVED_NAMES
 from ..core.chips.sampling import RESAMPLING_METHODS
 from ..core.names import CELL_ID
 from ..paths import style_path
@@ -298,22 +299,19 @@ def _store_name(layer_name, taken):
     """A file-safe, unique input name from a layer name."""
     base = (
         "".join(
-            character if character.isalnum() or character in "-_" else "_"
+            character if (character.isascii() and character.isalnum()) or character in "-_" else "_"
             for character in layer_name
         )
-        .strip("_")
+        .strip("_-")
         .lower()
         or "extra"
     )
-    name, number = base, 2
-    while name in taken or name in (
-        "daytime",
-        "nightlights",
-        "accessibility",
-        "cell_ids",
-        "nodata_fraction",
-        "manifest",
-        "done",
+    name, number = base[:56], 2  # room for a suffix within the store's 64 characters
+    base = name
+    while (
+        name in taken
+        or name.lower() in RESERVED_NAMES
+        or name in ("daytime", "nightlights", "accessibility")
     ):
         name, number = f"{base}_{number}", number + 1
     return name

@@ -4,7 +4,8 @@ Layout (docs/contracts.md, format 1.0)::
 
     NAME.chips/
       manifest.json          format, grid, CRS, resolution, chip size, inputs
-                             (source, bands, dtype, resampling, statistics), state
+                             (source, bands, dtype, resampling, statistics), state,
+                             integrity (each array's shape, dtype, sha256; checked on open)
       cell_ids.npy           int64 [n_cells], row order of every array below
       <input>.npy            [n_cells, H, W, bands] per input, NaN = nodata
       nodata_fraction.npy    float32 [n_cells, n_inputs]
@@ -25,8 +26,10 @@ batch never loads the whole store.
 """
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -48,6 +51,15 @@ RECORD_ONLY_SETTINGS = (
 )  # recorded in the manifest, not part of the resume key
 WIDENED_DTYPES = {"float16": "float32"}  # what sampling widens an input to (see _same_inputs)
 LEGACY_LOCK = "lock"  # the lock file inside partial stores of earlier versions
+# The store's own files: no input may be named like one of them (its array would overwrite it).
+RESERVED_NAMES = frozenset(
+    os.path.splitext(name)[0] for name in (MANIFEST, CELL_IDS, NODATA_FRACTION, DONE, MOMENTS)
+) | {LEGACY_LOCK}
+INPUT_NAME = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+)  # a file name in the store, nothing more
+INTEGRITY = "integrity"  # manifest key: each array's shape, dtype and digest (checked on open)
+SAMPLED_ROWS = 32  # rows of each input array whose bytes are hashed (a cheap check on open)
 
 
 def check_store_path(path, parameter="OUTPUT"):
@@ -81,6 +93,7 @@ class ChipStoreWriter:
         self, path, cell_ids, inputs, chip_size, settings, parameter="OUTPUT", resume_key=None
     ):
         check_store_path(path, parameter)
+        check_input_names([spec["name"] for spec in inputs], parameter)
         self.path = os.path.abspath(path.rstrip("/"))
         self.partial = partial_store_path(self.path)
         self.lock = lock_path(self.path)
@@ -194,6 +207,7 @@ class ChipStoreWriter:
         manifest.update(summary or {})
         for spec in manifest["inputs"]:
             spec["statistics"] = (statistics or {}).get(spec["name"])
+        manifest[INTEGRITY] = integrity_of(self.partial, [spec["name"] for spec in self.inputs])
         _write_json(os.path.join(self.partial, MANIFEST), manifest, self.parameter)
         os.remove(os.path.join(self.partial, DONE))
         os.remove(os.path.join(self.partial, MOMENTS))
@@ -305,6 +319,93 @@ class ChipStoreWriter:
             self._lock_handle = None
 
 
+def check_input_name(name, parameter="OUTPUT"):
+    """An input's name is a plain file name in the store, none of the store's own files."""
+    if not isinstance(name, str) or not INPUT_NAME.match(name):
+        raise PovmapInputError(
+            parameter,
+            f"the input name {name!r} cannot name a chip store array: use letters, digits, '-' "
+            "and '_' only (at most 64), no path; rename that raster or layer.",
+        )
+    if name.lower() in RESERVED_NAMES:
+        raise PovmapInputError(
+            parameter,
+            f"the input name '{name}' is the name of one of the chip store's own files "
+            f"({', '.join(sorted(RESERVED_NAMES))}); rename that raster or layer.",
+        )
+
+
+def check_input_names(names, parameter="OUTPUT"):
+    """Every name checked, and distinct (also where file names ignore case)."""
+    seen = set()
+    for name in names:
+        check_input_name(name, parameter)
+        if name.lower() in seen:
+            raise PovmapInputError(
+                parameter, f"two inputs are named '{name}' (ignoring case); rename one."
+            )
+        seen.add(name.lower())
+
+
+def sampled_rows(n):
+    """The rows whose bytes ``integrity_of`` hashes: the first, the last and evenly between."""
+    return np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLED_ROWS)).round().astype("int64"))
+
+
+def _array_record(path, file_name, rows=None):
+    array = np.load(os.path.join(path, file_name), mmap_mode="r")
+    if rows is None:
+        data = np.ascontiguousarray(array)
+    else:
+        data = RowFile(os.path.join(path, file_name)).read_and_close(rows)
+    return {
+        "shape": [int(size) for size in array.shape],
+        "dtype": array.dtype.str,
+        "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+        **({"rows": "sampled"} if rows is not None else {}),
+    }
+
+
+def integrity_of(path, input_names):
+    """Shape, dtype and sha256 of each array of a store (inputs: of ``sampled_rows``).
+
+    ``cell_ids.npy`` and ``nodata_fraction.npy`` are hashed whole (8 and 4 bytes a cell): a
+    shifted id moves every label and prediction to the neighbouring cell without a word.
+    """
+    cell_ids = np.load(os.path.join(path, CELL_IDS), mmap_mode="r")
+    rows = sampled_rows(len(cell_ids))
+    record = {
+        CELL_IDS: _array_record(path, CELL_IDS),
+        NODATA_FRACTION: _array_record(path, NODATA_FRACTION),
+    }
+    for name in input_names:
+        record[f"{name}.npy"] = _array_record(path, f"{name}.npy", rows)
+    return record
+
+
+def _check_integrity(path, recorded, input_names):
+    """The arrays are the ones the manifest recorded (stores without the record are not checked)."""
+    if not isinstance(recorded, dict):
+        _damaged(path, MANIFEST, f"has an '{INTEGRITY}' entry that is not an object")
+    wanted = [CELL_IDS, NODATA_FRACTION] + [f"{name}.npy" for name in input_names]
+    if sorted(recorded) != sorted(wanted):
+        _damaged(path, MANIFEST, f"records the arrays {sorted(recorded)}, not {sorted(wanted)}")
+    try:
+        found = integrity_of(path, input_names)
+    except (OSError, ValueError, EOFError) as error:
+        _damaged(path, CELL_IDS, f"cannot be read ({error})")
+    for file_name in wanted:
+        for key, what in (("shape", "shape"), ("dtype", "data type"), ("sha256", "content")):
+            if recorded[file_name].get(key) != found[file_name][key]:
+                _damaged(
+                    path,
+                    file_name,
+                    f"does not have the {what} recorded in {MANIFEST} when the store was "
+                    "written (edited, shifted, replaced or damaged since): its rows would be "
+                    "matched to the wrong cells",
+                )
+
+
 def _resume_settings(settings):
     if not isinstance(settings, dict):
         return settings
@@ -395,6 +496,8 @@ class ChipStore:
             )
             for name in self.input_names
         }
+        if INTEGRITY in self.manifest:  # stores of earlier versions have no record
+            _check_integrity(self.path, self.manifest[INTEGRITY], self.input_names)
         self._row_files = {
             name: RowFile(os.path.join(self.path, f"{name}.npy"), "r") for name in self.input_names
         }
@@ -436,6 +539,12 @@ def _checked_manifest(path, manifest):
         problem = "no list of inputs"
     elif not all(isinstance(spec, dict) and isinstance(spec.get("name"), str) for spec in inputs):
         problem = "an input without a name"
+    elif not all(
+        INPUT_NAME.match(spec["name"]) and spec["name"].lower() not in RESERVED_NAMES
+        for spec in inputs
+    ) or len({spec["name"].lower() for spec in inputs}) != len(inputs):
+        names = ", ".join(repr(spec["name"]) for spec in inputs)
+        problem = f"input names that are not distinct plain file names of its own ({names})"
     elif not isinstance(manifest.get("settings"), dict):
         problem = "no settings"
     elif isinstance(chip_size, bool) or not isinstance(chip_size, int) or chip_size < 1:
@@ -538,6 +647,12 @@ class RowFile:
 
     def flush(self):
         os.fsync(self._descriptor)
+
+    def read_and_close(self, rows):
+        try:
+            return self.read(rows)
+        finally:
+            self.close()
 
     def close(self):
         if self._descriptor is not None:

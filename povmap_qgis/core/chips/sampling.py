@@ -23,7 +23,7 @@ from ..errors import PovmapInputError
 from ..grid import cells
 from ..names import CELL_ID
 from ..progress import Reporter
-from .chip_store import WIDENED_DTYPES, ChipStoreWriter
+from .chip_store import WIDENED_DTYPES, ChipStoreWriter, check_input_name, check_input_names
 
 BLOCK_CELLS = 8  # a block is up to 8 × 8 neighbouring cells
 FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing constantly
@@ -86,6 +86,9 @@ def sample_chips(options, reporter=None):
             "DAYTIME",
             "choose at least one input raster (DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA).",
         )
+    for spec in inputs:  # a name that collides with the store's own files or leaves it
+        check_input_name(spec.name, spec.parameter)
+    check_input_names([spec.name for spec in inputs], inputs[-1].parameter)
     grid = read_grid_cells(
         options.grid_path,
         options.grid_layer,

@@ -18,7 +18,14 @@ After ``train`` the package is registered as a new version of a named model
 (``POVMAP_MODEL_NAME`` or the package's folder name) with its holdout metrics
 as tags; the run id goes into a sidecar ``mlflow.json`` in the package, not
 into ``manifest.json``, so that the manifest stays exactly what training wrote
-and hashed. ``models:/<name>/<version>``, ``models:/<name>@<alias>`` and
+and hashed. The sidecar is not hashed: its run is credited
+(``povmap.training_run_id``) only when this registry holds that version, of that
+run, with the package's digest; otherwise it is tagged
+``povmap.training_run_id_unverified``. Registration records the package's
+``manifest_sha256`` (which covers every weights file's sha256) as the version tag
+``povmap.manifest_sha256``, and a ``models:/`` load refuses a package whose
+digest differs: the registry, not the file, says where a package came from (a
+hash inside the file it protects proves integrity, never origin). ``models:/<name>/<version>``, ``models:/<name>@<alias>`` and
 ``models:/<name>/latest`` are accepted wherever a step takes ``model_path``.
 
 Where: ``POVMAP_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI`` (the
@@ -53,6 +60,7 @@ MODEL_NAME_VARIABLE = "POVMAP_MODEL_NAME"
 EXPERIMENT_VARIABLE = "POVMAP_MLFLOW_EXPERIMENT"
 DEFAULT_EXPERIMENT = "povmap"
 SIDECAR = "mlflow.json"
+DIGEST_TAG = "povmap.manifest_sha256"  # the registered package's digest, checked on models:/ loads
 MODEL_URI_PREFIX = "models:/"
 OFF_VALUES = frozenset({"off", "0", "false", "no", "none"})
 ARTIFACT_FOLDERS = {".html": "reports", ".csv": "metrics", ".json": "metrics", ".png": "figures"}
@@ -177,7 +185,28 @@ def resolve_model_uri(uri, parameter="MODEL", environ=None):
             f"'{uri}' is version {version.version} of '{name}', stored at '{version.source}', "
             "which is not a folder on this machine; copy the package here and choose its folder.",
         )
+    registered = (version.tags or {}).get(DIGEST_TAG)
+    found = package_digest(folder)
+    if registered and found != registered:
+        raise PovmapInputError(
+            parameter,
+            f"'{uri}' is version {version.version} of '{name}', registered with {DIGEST_TAG} "
+            f"{registered[:12]}…, but the package at '{folder}' now has "
+            f"{(found or 'none')[:12]}…: it was replaced or edited after it was registered; "
+            "refusing to use it. Restore the registered package or train and register again.",
+        )
     return os.path.abspath(folder), version
+
+
+def package_digest(folder):
+    """The ``manifest_sha256`` a package's manifest records (it covers every weights file's
+    sha256; ``model_package.read_package`` checks it against the files), or None."""
+    try:
+        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as handle:
+            digest = json.load(handle).get("manifest_sha256")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return digest if isinstance(digest, str) else None
 
 
 def local_folder(source):
@@ -275,6 +304,11 @@ def tracked_step(step, options, reporter, environ=None):
         uri = options.model_path
         options.model_path, model_version = resolve_model_uri(uri, "MODEL", environ)
         reporter.info(f"Model {uri}: version {model_version.version} at {options.model_path}")
+        if not (model_version.tags or {}).get(DIGEST_TAG):
+            reporter.warning(
+                f"MODEL: {uri} was registered without {DIGEST_TAG} (by an earlier povmap-qgis): "
+                "that the package at its path is the one registered cannot be checked."
+            )
     location = tracking_uri(environ)
     if step not in TRACKED_STEPS or location is None:
         yield _Untracked(reporter)
@@ -429,11 +463,33 @@ class StepRun:
         tags.update({f"software.{name}": version for name, version in _software().items()})
         if model_version is not None:
             tags["povmap.model"] = f"models:/{model_version.name}/{model_version.version}"
+            if model_version.run_id:  # from the registry, whose digest resolve_model_uri checked
+                tags["povmap.training_run_id"] = str(model_version.run_id)
+            return tags
         model_path = getattr(self.options, "model_path", None)
         sidecar = read_sidecar(model_path) if model_path else {}
         if sidecar.get("run_id"):
-            tags["povmap.training_run_id"] = str(sidecar["run_id"])
+            # mlflow.json is not covered by the package's hash: anyone can edit it. Its run is
+            # credited only when this run history registered that run with this package's digest.
+            verified = self._sidecar_verified(sidecar, package_digest(model_path))
+            key = "povmap.training_run_id" if verified else "povmap.training_run_id_unverified"
+            tags[key] = str(sidecar["run_id"])
         return tags
+
+    def _sidecar_verified(self, sidecar, digest):
+        """Whether this registry holds the sidecar's model version, of its run, with ``digest``."""
+        if not digest or not sidecar.get("registered_model") or not sidecar.get("version"):
+            return False
+        try:
+            version = client_for(self.uri, self.environ).get_model_version(
+                str(sidecar["registered_model"]), str(sidecar["version"])
+            )
+        except Exception:  # another registry, deleted version: not verified, not an error
+            return False
+        return (
+            version.run_id == str(sidecar["run_id"])
+            and (version.tags or {}).get(DIGEST_TAG) == digest
+        )
 
     def log_metric(self, name, value, step=None):
         if self.client is None or not _is_number(value):
@@ -529,6 +585,9 @@ class StepRun:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         tags = {"povmap.package": package}
+        digest = package_digest(package)
+        if digest:
+            tags[DIGEST_TAG] = digest
         for model, values in (result.get("metrics") or {}).items():
             for key, value in (values or {}).items():
                 if key in VERSION_TAG_METRICS and _is_number(value):
@@ -545,6 +604,7 @@ class StepRun:
                 "registered_model": name,
                 "version": int(version.version),
                 "model_uri": f"models:/{name}/{version.version}",
+                "manifest_sha256": digest,
             },
         )
         self.client.log_artifact(self.run_id, os.path.join(package, SIDECAR), "model")

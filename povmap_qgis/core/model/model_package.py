@@ -65,6 +65,7 @@ MODEL_DEFINING_KEYS = (
 )
 WEIGHTS_SUFFIXES = (".weights.h5", ".trees.json")
 TRAINING_CELLS_FILE = "training_cells.npy"
+FORMAT_1_1_KEYS = ("calibration", "baseline")  # written since 1.1, which always has its hash
 
 
 def sha256_of(path):
@@ -167,6 +168,22 @@ def read_package(path, parameter="MODEL"):
         raise PovmapInputError(parameter, f"'{path}' lists no ensemble members.")
     _check_schema(manifest, path, parameter)
     recorded = manifest.get("manifest_sha256")
+    if recorded is None and manifest["format_version"] != "1.0":
+        raise PovmapInputError(
+            parameter,
+            f"'{path}': its {MANIFEST} (format {manifest['format_version']}) has no "
+            "manifest_sha256, which every package of this format is written with: it was "
+            "removed (edited or damaged); refusing to load it. Use an intact copy or train the "
+            "model again.",
+        )
+    if recorded is None and any(key in manifest for key in FORMAT_1_1_KEYS):
+        raise PovmapInputError(
+            parameter,
+            f"'{path}': its {MANIFEST} says format 1.0 but holds "
+            f"{', '.join(key for key in FORMAT_1_1_KEYS if key in manifest)}, which only later "
+            "packages have, and no manifest_sha256 (edited or damaged); refusing to load it. "
+            "Use an intact copy or train the model again.",
+        )
     if recorded is not None and recorded != manifest_digest(manifest):
         raise PovmapInputError(
             parameter,
@@ -181,6 +198,13 @@ def read_package(path, parameter="MODEL"):
                 f"'{path}': member '{member.get('name')}' has unknown architecture '{member.get('architecture')}'.",
             )
         weights = os.path.join(path, os.path.basename(member.get("weights", "")))
+        if os.path.dirname(os.path.realpath(weights)) != os.path.realpath(path):
+            raise PovmapInputError(
+                parameter,
+                f"'{path}': the weights file '{member.get('weights')}' of member "
+                f"'{member['name']}' is a link to a file outside the package; refusing to load "
+                "it. Copy the package with its files (not links) or train the model again.",
+            )
         if not os.path.isfile(weights):
             raise PovmapInputError(
                 parameter,
@@ -208,6 +232,12 @@ def _check_schema(manifest, path, parameter):
     def number(value):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
+    # Every number prediction could read, whichever field holds it (those added later
+    # included): NaN or infinity parses from Python's JSON but makes every cell poor or none.
+    non_finite = strict_json.non_finite_paths(manifest)
+    if non_finite:
+        listed = ", ".join(non_finite[:5]) + (" …" if len(non_finite) > 5 else "")
+        refuse(listed, "holds a number that is not finite (NaN or infinity)")
     for key in ("threshold", "decision_threshold"):
         if key in manifest and not (number(manifest[key]) and 0 < manifest[key] < 1):
             refuse(key, f"must be a number between 0 and 1 (it is {manifest[key]!r})")
@@ -254,6 +284,11 @@ def _check_schema(manifest, path, parameter):
                 f"members[{member['name']}].weights",
                 "must be one .weights.h5 (or .trees.json) file: sharded weights "
                 "(.weights.json and shards) are not read, since every file must be hashed",
+            )
+        if weights != os.path.basename(weights) or weights in (".", "..") or "\\" in weights:
+            refuse(
+                f"members[{member['name']}].weights",
+                f"must be a file name inside the package, not a path ({weights!r})",
             )
     calibration = manifest.get("calibration")
     if (

@@ -23,7 +23,6 @@ prediction loops make of a Keras member (``predict_on_batch``, ``save_weights``,
 (``MEMBERS=compact_cnn,stats_gbm``) on every engine.
 """
 
-import json
 import types
 
 import numpy as np
@@ -150,7 +149,12 @@ class StatisticsMember:
     @classmethod
     def load(cls, path, input_names):
         with open(path, encoding="utf-8") as handle:
-            stored = json.load(handle)
+            stored = strict_json.loads(handle.read())  # NaN/Infinity refused (ValueError)
+        if not isinstance(stored, dict):
+            raise ValueError(f"{path}: not a {NAME} member")
+        non_finite = strict_json.non_finite_paths(stored)
+        if non_finite:
+            raise ValueError(f"{path}: numbers that are not finite at {', '.join(non_finite[:3])}")
         if stored.get("kind") != KIND:
             raise ValueError(f"{path}: not a {NAME} member ({stored.get('kind')})")
         return cls(stored, input_names)
