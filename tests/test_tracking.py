@@ -156,6 +156,7 @@ def test_train_registers_a_version_and_the_package_still_verifies(history, track
     assert float(version.tags["holdout.ensemble.accuracy"]) == pytest.approx(
         holdout["accuracy"], abs=1e-3
     )
+    assert version.tags["povmap.training_fingerprint"] == manifest["training"]["fingerprint"]
     # The run id lives in a sidecar; the manifest is what training wrote and still verifies.
     with open(os.path.join(results["OUTPUT"], "mlflow.json"), encoding="utf-8") as handle:
         sidecar = json.load(handle)
@@ -717,3 +718,68 @@ def test_a_model_reference_in_a_store_locked_even_for_readers_is_a_clear_error(t
     message = str(raised.value)
     assert message.startswith("MODEL: 'models:/m/1' could not be looked up")
     assert "locked by another process" in message and "choose the .povmodel folder" in message
+
+
+def test_default_model_names_keep_projects_apart_and_latest_never_crosses_them(tmp_path):
+    """Two projects' model.povmodel trained on different cells are two registered models (the
+    folder name plus the training data fingerprint), a retrain on the same cells a new version
+    of the same one; a MODEL_NAME two projects share makes models:/<name>/latest a refusal
+    naming the versions, never the other project's package."""
+    from povmap_qgis.core.errors import PovmapInputError
+    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.progress import Reporter
+
+    environ = {"POVMAP_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}"}
+
+    def register(project, fingerprint, name=None):
+        package = tmp_path / project / "model.povmodel"
+        package.mkdir(parents=True, exist_ok=True)
+        run_environ = dict(environ, **({tracking.MODEL_NAME_VARIABLE: name} if name else {}))
+        with tracking.tracked_step("train", {"seed": 1}, Reporter(), run_environ) as run:
+            run.record_result({"output": str(package), "training_fingerprint": fingerprint})
+        return tracking.read_sidecar(str(package))
+
+    first = register("sindh", "aaaaaaaaaaaa")
+    other = register("punjab", "bbbbbbbbbbbb")
+    again = register("sindh", "aaaaaaaaaaaa")  # retrained on the same cells
+    assert first["registered_model"] == "model-aaaaaaaaaaaa" and first["version"] == 1
+    assert other["registered_model"] == "model-bbbbbbbbbbbb" and other["version"] == 1
+    assert again["registered_model"] == "model-aaaaaaaaaaaa" and again["version"] == 2
+    folder, version = tracking.resolve_model_uri(
+        "models:/model-bbbbbbbbbbbb/latest", environ=environ
+    )
+    assert folder == str(tmp_path / "punjab" / "model.povmodel")
+    assert version.tags[tracking.FINGERPRINT_TAG] == "bbbbbbbbbbbb"
+    # a name given by hand and shared by two projects: 'latest' is refused, versions still resolve
+    register("sindh", "aaaaaaaaaaaa", name="shared")
+    register("punjab", "bbbbbbbbbbbb", name="shared")
+    with pytest.raises(PovmapInputError) as raised:
+        tracking.resolve_model_uri("models:/shared/latest", environ=environ)
+    message = str(raised.value)
+    assert message.startswith("MODEL: 'models:/shared/latest': the versions of 'shared' were")
+    assert "versions 1 on data aaaaaaaaaaaa; versions 2 on data bbbbbbbbbbbb" in message
+    assert "models:/shared/2" in message
+    assert tracking.resolve_model_uri("models:/shared/2", environ=environ)[0] == str(
+        tmp_path / "punjab" / "model.povmodel"
+    )
+
+
+def test_the_training_fingerprint_follows_the_cells_and_settings_not_their_order():
+    import dataclasses
+
+    import pandas
+
+    from povmap_qgis.core.model.training import TrainOptions, training_fingerprint
+
+    cells = pandas.DataFrame({"cell_id": [5, 3, 9], "label": [1, 0, 1]})
+    options = TrainOptions(chips_path="x.chips", grid_path="g.gpkg", output_path="m.povmodel")
+    members = ["compact_cnn"]
+    base = training_fingerprint(options, cells, members)
+    assert len(base) == 12
+    assert training_fingerprint(options, cells.iloc[::-1], members) == base
+    reseeded = dataclasses.replace(options, seed=9, output_path="other.povmodel")
+    assert training_fingerprint(reseeded, cells, members) == base
+    assert training_fingerprint(options, cells.assign(label=[1, 1, 1]), members) != base
+    assert training_fingerprint(options, cells, ["compact_cnn", "compact_wide"]) != base
+    other_split = dataclasses.replace(options, split="districts")
+    assert training_fingerprint(other_split, cells, members) != base

@@ -49,7 +49,9 @@ class Train(PovmapAlgorithm):
                 "MODEL_NAME", self.tr("Registered model name (run history)"), optional=True
             ),
             "The package is registered in the run history (MLflow) as a new version of this "
-            "model; empty: the package's folder name without .povmodel.",
+            "model. Empty: the package's folder name and the fingerprint of its training data "
+            "and settings (e.g. sindh_2023-3fa9c2d1e0b4), so that packages of other projects "
+            "are never versions of the same model; the log says the name.",
             advanced=True,
         )
         self.add_parameter(

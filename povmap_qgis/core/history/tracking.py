@@ -15,8 +15,9 @@ target) inside :func:`tracked_step`, which records one MLflow run:
   povmap version, package versions.
 
 After ``train`` the package is registered as a new version of a named model
-(``POVMAP_MODEL_NAME`` or the package's folder name) with its holdout metrics
-as tags; the run id goes into a sidecar ``mlflow.json`` in the package, not
+(``POVMAP_MODEL_NAME``, or the package's folder name and the training data
+fingerprint: :func:`default_model_name`) with its holdout metrics and that
+fingerprint as tags; the run id goes into a sidecar ``mlflow.json`` in the package, not
 into ``manifest.json``, so that the manifest stays exactly what training wrote
 and hashed. The sidecar is not hashed: its run is credited
 (``povmap.training_run_id``) only when this registry holds that version, of that
@@ -26,7 +27,9 @@ run, with the package's digest; otherwise it is tagged
 ``povmap.manifest_sha256``, and a ``models:/`` load refuses a package whose
 digest differs: the registry, not the file, says where a package came from (a
 hash inside the file it protects proves integrity, never origin). ``models:/<name>/<version>``, ``models:/<name>@<alias>`` and
-``models:/<name>/latest`` are accepted wherever a step takes ``model_path``.
+``models:/<name>/latest`` are accepted wherever a step takes ``model_path``;
+``latest`` of a model whose versions were trained on different data is refused
+(it could be another project's package).
 
 Where: ``POVMAP_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI`` (the
 Processing adapter sets the first from the plugin setting, by default a SQLite
@@ -62,6 +65,7 @@ DEFAULT_EXPERIMENT = "povmap"
 SIDECAR = "mlflow.json"
 DIGEST_TAG = "povmap.manifest_sha256"  # the registered package's digest, checked on models:/ loads
 MODEL_URI_PREFIX = "models:/"
+FINGERPRINT_TAG = "povmap.training_fingerprint"  # on a model version: what it was trained on
 OFF_VALUES = frozenset({"off", "0", "false", "no", "none"})
 ARTIFACT_FOLDERS = {".html": "reports", ".csv": "metrics", ".json": "metrics", ".png": "figures"}
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc", ".asc")
@@ -162,10 +166,11 @@ def resolve_model_uri(uri, parameter="MODEL", environ=None):
             versions = client.search_model_versions(f"name='{name}'")
             if not versions:
                 raise LookupError(f"the model '{name}' has no versions")
+            _refuse_mixed_training_data(uri, name, versions, parameter)
             version = max(versions, key=lambda item: int(item.version))
         else:
             version = client.get_model_version(name, number)
-    except PovmapCanceledError:
+    except (PovmapCanceledError, PovmapInputError):
         raise
     except Exception as error:
         reason = failure_text(error)
@@ -207,6 +212,29 @@ def package_digest(folder):
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return digest if isinstance(digest, str) else None
+
+
+def _refuse_mixed_training_data(uri, name, versions, parameter):
+    """``latest`` of a model whose versions were trained on different data (a MODEL_NAME two
+    projects share) could be another project's package: refused, naming the versions."""
+    groups = {}
+    for item in versions:
+        fingerprint = (item.tags or {}).get(FINGERPRINT_TAG) or "not recorded"
+        groups.setdefault(fingerprint, []).append(int(item.version))
+    if len(groups) < 2:
+        return
+    listed = "; ".join(
+        f"versions {', '.join(str(number) for number in sorted(numbers))} on data {fingerprint}"
+        for fingerprint, numbers in sorted(groups.items(), key=lambda item: min(item[1]))
+    )
+    newest = max(int(item.version) for item in versions)
+    raise PovmapInputError(
+        parameter,
+        f"'{uri}': the versions of '{name}' were trained on different data ({listed}), e.g. by "
+        f"two projects sharing the name, so 'latest' could be another project's package. Name "
+        f"the version (models:/{name}/{newest}) or an alias (models:/{name}@<alias>, "
+        "Set model alias), or choose the .povmodel folder itself.",
+    )
 
 
 def local_folder(source):
@@ -576,7 +604,8 @@ class StepRun:
         package = os.path.abspath(str(result.get("output", "")).rstrip("/"))
         if not os.path.isdir(package):
             return
-        name = self.environ.get(MODEL_NAME_VARIABLE) or model_name_of(package)
+        fingerprint = result.get("training_fingerprint")
+        name = self.environ.get(MODEL_NAME_VARIABLE) or default_model_name(package, fingerprint)
         try:
             self.client.create_registered_model(
                 name, description="povmap-qgis poverty model packages (.povmodel)"
@@ -588,6 +617,8 @@ class StepRun:
         digest = package_digest(package)
         if digest:
             tags[DIGEST_TAG] = digest
+        if fingerprint:
+            tags[FINGERPRINT_TAG] = str(fingerprint)
         for model, values in (result.get("metrics") or {}).items():
             for key, value in (values or {}).items():
                 if key in VERSION_TAG_METRICS and _is_number(value):
@@ -721,6 +752,15 @@ def roc_curves_of(result):
             )
             curves[str(name)] = {"fpr": fpr, "tpr": tpr, "auc": area}
     return curves
+
+
+def default_model_name(package, fingerprint=None):
+    """The registered model's name when Train's MODEL_NAME is empty: the package folder's
+    name and the training data fingerprint (``model.povmodel`` trained on two surveys gives
+    two models, ``model-3fa9c2d1e0b4`` and ``model-81c0…``; retrained on the same cells, a new
+    version of the same one)."""
+    stem = model_name_of(package)
+    return f"{stem}-{fingerprint}" if fingerprint else stem
 
 
 def model_name_of(package):

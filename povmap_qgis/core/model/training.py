@@ -14,6 +14,7 @@ or TARGET_RECALL's rule on the validation cells); the members' votes at
 """
 
 import dataclasses
+import json
 import os
 import platform
 import shutil
@@ -119,12 +120,14 @@ def train(options, reporter=None):
         shutil.rmtree(partial, ignore_errors=True)
         raise
     reporter.progress(100)
-    return _summary(options, members, (labels, split), probabilities, judged, started)
+    fingerprint = manifest["training"]["fingerprint"]
+    return _summary(options, members, (labels, split, fingerprint), probabilities, judged, started)
 
 
 def _summary(options, members, cells, probabilities, judged, started):
-    """What ``train`` returns: the package, its holdout metrics and ROC curves, cell counts."""
-    labels, split = cells
+    """What ``train`` returns: the package, its holdout metrics and ROC curves, cell counts,
+    the training data fingerprint (the run history names the model after it)."""
+    labels, split, fingerprint = cells
     return {
         "output": os.path.abspath(options.output_path),
         "members": members,
@@ -138,6 +141,7 @@ def _summary(options, members, cells, probabilities, judged, started):
             judged["baseline_test"],
         ),
         "cells": {part: int(len(rows)) for part, rows in split.items()},
+        "training_fingerprint": fingerprint,
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -760,6 +764,9 @@ def _manifest(
         "metrics": {"holdout": judged["holdout"]},
         "software": {"povmap_qgis": plugin_version(), **environment},
     }
+    manifest["training"]["fingerprint"] = training_fingerprint(
+        options, training_cells[0], [member["name"] for member in member_records]
+    )
     if options.demonstration_notice:
         manifest["notice"] = options.demonstration_notice
     manifest["calibration"] = judged["calibration"]
@@ -791,6 +798,29 @@ def _training_record(options, training_cells, preset, seconds):
         "patience": preset["patience"],
         "seconds": round(seconds, 1),
     }
+
+
+def training_fingerprint(options, cells, members):
+    """12 hex digits naming what a model was trained on: the labelled cells (ids and labels,
+    whatever file holds them) and the settings that make it another model (preset, members,
+    split, held-out districts). Retraining on the same data with another seed keeps it; a
+    different survey, grid or preset changes it. The run history's default model name ends
+    with it, so two projects' packages called ``model.povmodel`` are not versions of one model."""
+    import hashlib
+
+    import numpy as np
+
+    order = np.argsort(cells["cell_id"].to_numpy())
+    record = {
+        "cells": cells["cell_id"].to_numpy()[order].tolist(),
+        "labels": cells["label"].to_numpy()[order].tolist(),
+        "preset": options.preset,
+        "members": list(members),
+        "split": options.split,
+        "test_districts": sorted(options.test_districts or []),
+    }
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _write_training_cells(folder, store, options, cells, split):
