@@ -37,6 +37,8 @@ FALLBACK_STYLES = {
     ],
     ("evaluate", "HITMISS"): [("hitmiss", "povmap hit/miss")],
     ("target", "OUTPUT"): [("targeting_selection", "povmap selection")],
+    ("verificationsample", "OUTPUT"): [("verification_sample", "povmap verification sample")],
+    ("verificationresults", "OUTPUT"): [("verification_outcome", "povmap verification outcome")],
     ("crossvalidate", "OUTPUT_GRID"): [
         ("hitmiss", "povmap hit/miss"),
         ("prediction_class", "out-of-fold class"),

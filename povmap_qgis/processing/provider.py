@@ -18,6 +18,8 @@ from .runs import Runs
 from .sample_chips import SampleChips
 from .target import Target
 from .train import Train
+from .verification_results import VerificationResults
+from .verification_sample import VerificationSample
 
 
 class PovmapProvider(QgsProcessingProvider):
@@ -56,6 +58,8 @@ class PovmapProvider(QgsProcessingProvider):
             Evaluate(),
             CrossValidate(),
             Target(),
+            VerificationSample(),
+            VerificationResults(),
             SetModelAlias(),
             Runs(),
             CheckEnvironment(),

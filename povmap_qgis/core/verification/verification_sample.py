@@ -5,8 +5,9 @@ cells to visit (``design.py``: strata, allocation, the draw, its record), writte
 as a GeoPackage of the sampled cells with their stratum, inclusion probability,
 weight, the map's ``prob_mean``/``pred``, the centre's latitude/longitude and
 empty visit fields (``observed_poor``, ``households_visited``,
-``households_poor``, ``visit_date``, ``notes``), the table of strata beside it
-(layer ``strata``), and an XLSForm for ODK Collect / KoBoToolbox
+``households_poor``, ``visit_date``, ``notes``) — one layer, so QGIS opens it
+without asking which; the table of strata (cells, drawn, inclusion probability,
+weight) travels inside the same GeoPackage in the layer's design metadata — and an XLSForm for ODK Collect / KoBoToolbox
 (``xlsform.py``). The QField project is built by the Processing adapter (QGIS).
 
 Cells never drawn: without a prediction (empty ``prob_mean`` or ``pred``),
@@ -28,7 +29,6 @@ from ..progress import Reporter
 from . import design
 
 VISIT_FIELDS = ("observed_poor", "households_visited", "households_poor", "visit_date", "notes")
-STRATA_LAYER = "strata"
 DEFAULT_HALF_WIDTH = 0.08
 
 
@@ -138,7 +138,6 @@ def verification_sample(options, reporter=None):
     summary = {
         "output": os.path.abspath(options.output_path),
         "form": os.path.abspath(options.form_path) if options.form_path else None,
-        "strata_layer": f"{os.path.abspath(options.output_path)}|layername={STRATA_LAYER}",
         "id_field": id_field,
         "cells": int(len(pool)),
         "sampled": int(len(sample)),
@@ -146,6 +145,11 @@ def verification_sample(options, reporter=None):
         "kind": record["kind"],
         "notes": notes,
     }
+    for row in table:
+        reporter.info(
+            f"Stratum {row['stratum']}: {row['sampled']} of {row['cells']} cells drawn "
+            f"(weight {row['weight']:.3g})"
+        )
     reporter.info(
         f"{summary['sampled']} cells drawn from {summary['cells']} in {len(table)} strata"
         + (f"; form: {summary['form']}" if summary["form"] else "")
@@ -304,7 +308,6 @@ def _write_outputs(options, sample, table, record, id_field, layer):
     """OUTPUT (sample + strata) and FORM: both appear, or neither."""
     import contextlib
 
-    import pandas
     import pyogrio
 
     from ..geopackage import layer_name_for, read_styles, styled_output, styles_metadata
@@ -324,9 +327,6 @@ def _write_outputs(options, sample, table, record, id_field, layer):
             stack.enter_context(atomic_output(options.form_path)) if options.form_path else None
         )
         pyogrio.write_dataframe(sample, partial, layer=name, driver="GPKG", layer_metadata=metadata)
-        pyogrio.write_dataframe(
-            pandas.DataFrame(table), partial, layer=STRATA_LAYER, driver="GPKG", append=True
-        )
         if form_partial:
             cells = [
                 (

@@ -1,0 +1,255 @@
+"""povmap:verificationresults — the returns of the field visits → design-based accuracy with 95 % intervals."""
+
+import os
+import shutil
+import tempfile
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+    QgsProcessingUtils,
+    QgsVectorLayer,
+)
+
+from ..core.report.page import write_report
+from ..core.validation.validation_outputs import metrics_csv_path
+from ..core.verification.verification_report import report_document
+from ..core.verification.verification_results import (
+    MIN_RECALIBRATION_PER_CLASS,
+    MIN_RECALIBRATION_VISITS,
+)
+from ..paths import style_path
+from .base import POLYGON_SOURCES, PovmapAlgorithm
+
+MAP_WIDTH = 1000
+MAP_MAX_HEIGHT = 900
+# output key -> (label, metric, part)
+NUMBER_OUTPUTS = {
+    "OVERALL_ACCURACY": ("Overall accuracy", "overall_accuracy", "estimate"),
+    "USERS_ACCURACY_POOR": (
+        "User's accuracy of poor (precision)",
+        "users_accuracy_poor",
+        "estimate",
+    ),
+    "USERS_ACCURACY_POOR_LOW": ("User's accuracy of poor: 95 % low", "users_accuracy_poor", "low"),
+    "USERS_ACCURACY_POOR_HIGH": (
+        "User's accuracy of poor: 95 % high",
+        "users_accuracy_poor",
+        "high",
+    ),
+    "PRODUCERS_ACCURACY_POOR": (
+        "Producer's accuracy of poor (recall)",
+        "producers_accuracy_poor",
+        "estimate",
+    ),
+    "POOR_SHARE": ("Estimated share of poor cells", "poor_share", "estimate"),
+    "POOR_SHARE_LOW": ("Share of poor cells: 95 % low", "poor_share", "low"),
+    "POOR_SHARE_HIGH": ("Share of poor cells: 95 % high", "poor_share", "high"),
+}
+
+
+class VerificationResults(PovmapAlgorithm):
+    algorithm_id = "verificationresults"
+    display_name = "Accuracy from the verification"
+    group_id = "verification"
+    group_name = "6 · Field verification"
+    summary = (
+        "Turns the field visits of a verification sample into estimates a manager can sign: the share of the "
+        "map's poor cells that are poor (precision, user's accuracy), the share of the poor cells the map "
+        "finds (recall, producer's accuracy), the overall accuracy, the share of poor cells (and of poor "
+        "people) and the map's bias, each with a 95 % interval from the sample's design (Olofsson et al. "
+        "2014), beside what a random choice of cells would do; for a sample of a targeting output, the "
+        "inclusion and exclusion errors. The returns are the edited sample (QField) or the CSV/XLSX export "
+        "of ODK Central or KoBoToolbox, matched by cell id; unknown ids, cells returned twice and impossible "
+        "counts are refused, missing visits listed. Optionally refits the model's calibration on the "
+        "visited cells into a new model package."
+    )
+
+    def initAlgorithm(self, config=None):
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                "SAMPLE", self.tr("Verification sample"), POLYGON_SOURCES
+            ),
+            "The layer written by Draw a verification sample (or the copy QField edited): its design "
+            "(strata, cells per stratum, weights) is read from the layer and checked; a layer whose weights, "
+            "strata or cells were changed is refused.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFile(
+                "RETURNS",
+                self.tr("Returns (CSV/XLSX export or edited GeoPackage; empty: the sample itself)"),
+                QgsProcessingParameterFile.Behavior.File,
+                optional=True,
+                fileFilter="Returns (*.csv *.xlsx *.gpkg);;All files (*.*)",
+            ),
+            "What came back: the CSV or XLSX export of ODK Central or KoBoToolbox (columns may carry the "
+            "form's group, visit/observed_poor or visit-observed_poor), or a GeoPackage edited in QField. "
+            "Empty: the visit fields of SAMPLE itself. One return per cell; a cell without a usable return "
+            "is a missing visit (listed in the report).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(
+                "ID_FIELD", self.tr("Cell id column in the returns"), optional=True
+            ),
+            "The column of RETURNS holding the cell id (with or without a group prefix); empty: the sample's "
+            "cell id field (cell_id on povmap's grids), the name the form uses.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(
+                "OBSERVED_FIELD", self.tr("Observed class column"), "observed_poor"
+            ),
+            "The column saying whether the cell is poor: 1/0, yes/no or true/false. Empty in a row: poor "
+            "when households_poor is more than half of households_visited (both given), else not visited.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterLayer(
+                "POPULATION",
+                self.tr("Population raster (people per pixel, optional)"),
+                optional=True,
+            ),
+            "People per pixel: the share of poor people is then estimated (people in poor cells). Empty: the "
+            "people the sample recorded when it was drawn with POPULATION, if any.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFile(
+                "RECALIBRATE",
+                self.tr("Recalibrate this model package (optional)"),
+                QgsProcessingParameterFile.Behavior.Folder,
+                optional=True,
+            ),
+            "The model package whose predictions were sampled. Its calibration (Platt scaling) is refitted "
+            "on the visited cells' prob_raw and observed class, each weighted by its design weight, and "
+            f"written as NEW_MODEL; needs at least {MIN_RECALIBRATION_VISITS} visited cells with "
+            f"{MIN_RECALIBRATION_PER_CLASS} of each class. The package itself is never changed.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterVectorDestination(
+                "OUTPUT",
+                self.tr("Sample with outcomes"),
+                QgsProcessing.SourceType.TypeVectorPolygon,
+            ),
+            "The sample with observed_poor and outcome (hit, miss, false_alarm, correct_rejection, "
+            "not_visited), styled like Evaluate's hit/miss layer.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                "METRICS", self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
+            ),
+            "overall_accuracy, users_accuracy_poor, producers_accuracy_poor, poor_share (and "
+            "poor_people_share, map_bias, inclusion_error, exclusion_error where they apply), each "
+            "{estimate, se, low, high}, the error matrix, the per-stratum table and the visits; a CSV "
+            "with one row per estimate is written beside it.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFileDestination(
+                "REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
+            ),
+            "One self-contained HTML file: a plain summary first, the estimates beside a random choice, "
+            "the error matrix, the strata, a map of the outcomes.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFolderDestination(
+                "NEW_MODEL",
+                self.tr("Recalibrated model package (with RECALIBRATE)"),
+                optional=True,
+                createByDefault=False,
+            ),
+            "Folder of the new model package (.povmodel is added if missing); its manifest records the "
+            "parent package, the sample and the visits (lineage). Never the package of RECALIBRATE.",
+            advanced=True,
+        )
+        self.addOutput(QgsProcessingOutputString("METRICS_CSV", self.tr("Metrics (CSV)")))
+        self.addOutput(QgsProcessingOutputNumber("VISITED", self.tr("Cells visited")))
+        self.addOutput(QgsProcessingOutputNumber("MISSING", self.tr("Sampled cells not visited")))
+        for key, (label, _, _) in NUMBER_OUTPUTS.items():
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        output = self.output_gpkg(parameters, "OUTPUT", context)
+        metrics = self.output_file(
+            parameters, "METRICS", context, (".json",), beside=[metrics_csv_path]
+        )
+        report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
+        recalibrate = self.input_file(parameters, "RECALIBRATE", context) or None
+        new_model = None
+        if recalibrate or self.parameterAsString(parameters, "NEW_MODEL", context):
+            new_model = self.output_folder(parameters, "NEW_MODEL", context, ".povmodel")
+        sample_path, sample_layer = self.vector_file(parameters, "SAMPLE", context, feedback)
+        options = {
+            "sample_path": sample_path,
+            "sample_layer": sample_layer,
+            "returns_path": self.input_file(parameters, "RETURNS", context) or None,
+            "id_field": self.parameterAsString(parameters, "ID_FIELD", context).strip() or None,
+            "observed_field": self.parameterAsString(parameters, "OBSERVED_FIELD", context).strip()
+            or "observed_poor",
+            "population_path": self.raster_file(parameters, "POPULATION", context),
+            "recalibrate_path": recalibrate,
+            "new_model_path": new_model,
+            "output_path": output,
+            "metrics_path": metrics,
+            "style_qml_path": style_path("verification_outcome"),
+        }
+        written = [output, metrics, metrics_csv_path(metrics)] + ([new_model] if new_model else [])
+        summary = self.run_core_step("verification_results", options, feedback, outputs=written)
+        figures = tempfile.mkdtemp(
+            prefix="povmap-verification-", dir=QgsProcessingUtils.tempFolder()
+        )
+        try:
+            feedback.pushInfo("Rendering the map and writing the report…")
+            maps = self._render_map(summary, figures, context, feedback)
+            write_report(report, **report_document(summary, maps))
+        finally:
+            shutil.rmtree(figures, ignore_errors=True)
+        feedback.pushInfo(f"Report: {report}")
+        self.attach_to_run_history([report], feedback)
+        results = {
+            "OUTPUT": output,
+            "METRICS": metrics,
+            "METRICS_CSV": metrics_csv_path(metrics),
+            "REPORT": report,
+            "NEW_MODEL": (summary.get("new_model") or {}).get("path"),
+            "VISITED": summary["visits"]["visited"],
+            "MISSING": len(summary["visits"]["missing"]),
+        }
+        for key, (_, metric, part) in NUMBER_OUTPUTS.items():
+            results[key] = (summary.get(metric) or {}).get(part)
+        return results
+
+    def _render_map(self, summary, folder, context, feedback):
+        """The outcomes (styled from their GeoPackage); [(png path, caption)]."""
+        from .rendering import RenderError, render_with_context
+
+        layer_name = os.path.splitext(os.path.basename(summary["output"]))[0]
+        try:
+            outcomes = QgsVectorLayer(
+                f"{summary['output']}|layername={layer_name}", "outcomes", "ogr"
+            )
+            if not outcomes.isValid():
+                raise RenderError(f"cannot open {summary['output']}")
+            path, fallback = render_with_context(
+                os.path.join(folder, "map_outcomes.png"),
+                [outcomes],
+                MAP_WIDTH,
+                extent_layer=outcomes,
+                legend_layers=[outcomes],
+                transform_context=context.transformContext(),
+                max_height=MAP_MAX_HEIGHT,
+            )
+            if fallback:
+                feedback.pushWarning(f"Map drawn without a print layout ({fallback}).")
+        except RenderError as error:
+            feedback.reportError(
+                f"The map could not be rendered ({error}); the report has none.", fatalError=False
+            )
+            return []
+        return [(path, "The visited cells: hits, misses, false alarms, correct rejections")]
