@@ -316,6 +316,9 @@ CASES = {
     ),
     # values QGIS accepts that make no sense (issue 14 item 7)
     "an unknown CRS (EPSG:999999)": ("buildpredictiongrid", "CRS", None, {"CRS": "EPSG:999999"}),
+    # a CRS that does not suit the data (issue 24 item 1): cells of the wrong size, without a word
+    "UTM zone 10N for data at 70° E": ("buildpredictiongrid", "CRS", None, {"CRS": "EPSG:32610"}),
+    "Web Mercator 'metres' at 25° N": ("buildpredictiongrid", "CRS", None, {"CRS": "EPSG:3857"}),
     "HABITABLE_BAND=0": ("buildpredictiongrid", "HABITABLE_BAND", None, {"HABITABLE_BAND": 0}),
     "duplicate cell_ids sampled": (
         "samplechips",

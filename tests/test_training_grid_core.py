@@ -519,3 +519,61 @@ def test_a_few_points_swapped_among_many_right_ones_are_not_called_a_swapped_lay
     assert _share_inside([68.0, 68.5, 25.1], [25.0, 25.5, 68.0], "EPSG:4326", area) == 2 / 3
     assert _share_inside([25.0], [68.0], "EPSG:4326", area) == 0.0
     assert _share_inside([95.0], [200.0], "EPSG:4326", area) == 0.0  # not a place at all
+
+
+def test_one_household_at_0_0_does_not_move_the_utm_zone_and_is_named(tmp_path):
+    """A classic data-entry error: the bounding box's centre would be in zone 36N; the median
+    keeps zone 42N, the cells are the ones without the point, and the warning names it."""
+    rng = np.random.default_rng(2)
+    x, y, score, _ = households_with_known_cells(rng, n_cells=60)
+    lon, lat = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True).transform(x, y)
+    clean = write_points(tmp_path / "clean.gpkg", lon, lat, "EPSG:4326", score=score)
+    typo = write_points(
+        tmp_path / "typo.gpkg",
+        np.r_[lon, 0.0],
+        np.r_[lat, 0.0],
+        "EPSG:4326",
+        score=np.r_[score, score[0]],
+    )
+    grids = {}
+    for name, path in (("clean", clean), ("typo", typo)):
+        reporter = RecordingReporter()
+        counts = build_training_grid(
+            TrainingGridOptions(
+                points_path=str(path),
+                score_field="score",
+                output_path=str(tmp_path / f"{name}.gpkg"),
+                min_obs=1,
+            ),
+            reporter,
+        )
+        assert counts["crs"] == "EPSG:32642", reporter.infos
+        grids[name] = (pyogrio.read_dataframe(tmp_path / f"{name}.gpkg"), reporter)
+    clean_cells, typo_cells = (set(grids[key][0]["cell_id"]) for key in ("clean", "typo"))
+    assert clean_cells < typo_cells and len(typo_cells - clean_cells) == 1
+    far = [text for text in grids["typo"][1].warnings if "far from the others" in text]
+    assert len(far) == 1 and f"feature #{len(x) + 1} (0.0°, 0.0°)" in far[0], far
+    assert not [text for text in grids["clean"][1].warnings if "far from" in text]
+
+
+@pytest.mark.parametrize(
+    "crs, refused",
+    [
+        ("EPSG:32610", "is meant for longitude -126° to -120°"),
+        ("EPSG:3857", "does not keep distances"),
+    ],
+)
+def test_a_crs_that_does_not_suit_the_survey_is_refused(tmp_path, crs, refused):
+    path = _lonlat_survey(tmp_path, "right", swap=False)
+    with pytest.raises(PovmapInputError) as caught:
+        build_training_grid(
+            TrainingGridOptions(
+                points_path=str(path),
+                score_field="score",
+                output_path=str(tmp_path / "g.gpkg"),
+                min_obs=1,
+                crs=crs,
+            )
+        )
+    assert caught.value.parameter == "CRS" and refused in str(caught.value)
+    assert not (tmp_path / "g.gpkg").exists()

@@ -165,7 +165,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
             QgsProcessingParameterCrs(
                 "CRS", self.tr("Grid CRS (empty: UTM zone of the data)"), optional=True
             ),
-            "A projected CRS in metres for the cells. Empty: the UTM zone at the centre of the survey (logged).",
+            "A projected CRS in metres for the cells, whose area of use contains the survey and whose metres are ground metres there (not Web Mercator). Empty: the UTM zone at the median of the households (logged; households far from the others are named in a warning).",
             advanced=True,
         )
         self.add_parameter(

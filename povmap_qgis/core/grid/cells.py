@@ -78,12 +78,39 @@ def check_cell_size(cell_size):
         )
 
 
-def working_crs(requested, lonlat_bounds):
+FAR_DEGREES = 9.0  # 1.5 UTM zones: beyond it a UTM zone's scale error passes 1 %
+FAR_SPREADS = 5.0  # ... or this many robust spreads (1.4826 MAD) of the points, if wider
+SCALE_REFUSED = 0.05  # a CRS whose metres are off by more at the data: cells 5 % off size
+SCALE_WARNED = 0.01
+
+
+def robust_centre(lon, lat):
+    """The points' median longitude and latitude (one point at 0, 0 does not move it)."""
+    return float(np.median(lon)), float(np.median(lat))
+
+
+def far_points(lon, lat):
+    """Mask of points far from the others: more than ``FAR_DEGREES`` (or ``FAR_SPREADS``
+    robust spreads, for data that are spread wider) from the median in longitude or latitude."""
+    lon, lat = np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64")
+    far = np.zeros(len(lon), dtype=bool)
+    for values in (lon, lat):
+        if not len(values):
+            continue
+        centre = np.median(values)
+        spread = 1.4826 * np.median(np.abs(values - centre))
+        far |= np.abs(values - centre) > max(FAR_DEGREES, FAR_SPREADS * spread)
+    return far
+
+
+def working_crs(requested, lonlat_bounds, centre=None):
     """The projected CRS in metres the grid is built in.
 
     ``requested`` (anything pyproj understands, or empty) wins; otherwise the
-    UTM zone of the centre of ``lonlat_bounds`` (xmin, ymin, xmax, ymax in
-    degrees). Returns the pyproj CRS and a sentence for the log.
+    UTM zone of ``centre`` (longitude, latitude: the median of the points, see
+    ``robust_centre``), or of the centre of ``lonlat_bounds`` (xmin, ymin, xmax,
+    ymax in degrees) when none is given. Returns the pyproj CRS and a sentence for
+    the log. ``check_crs_suits`` checks a requested CRS against the data.
     """
     from pyproj import CRS
     from pyproj.aoi import AreaOfInterest
@@ -104,7 +131,7 @@ def working_crs(requested, lonlat_bounds):
         return crs, f"Grid CRS: {_label(crs)} (as requested)."
 
     xmin, ymin, xmax, ymax = lonlat_bounds
-    lon, lat = (xmin + xmax) / 2.0, (ymin + ymax) / 2.0
+    lon, lat = centre if centre is not None else ((xmin + xmax) / 2.0, (ymin + ymax) / 2.0)
     infos = query_utm_crs_info(
         datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
     )
@@ -112,10 +139,58 @@ def working_crs(requested, lonlat_bounds):
         raise PovmapInputError("CRS", "no UTM zone covers the data; choose a projected CRS.")
     crs = CRS.from_authority(infos[0].auth_name, infos[0].code)
     zones = _utm_zone(xmin), _utm_zone(xmax)
-    note = f"Grid CRS: {_label(crs)} (UTM zone of the data's centre)."
+    where = "the points' median" if centre is not None else "the data's centre"
+    note = f"Grid CRS: {_label(crs)} (UTM zone of {where})."
     if zones[0] != zones[1]:
         note += f" The data span UTM zones {zones[0]}–{zones[1]}; all cells use the centre zone."
     return crs, note
+
+
+def check_crs_suits(crs, centre, cell_size, warn):
+    """Refuse a requested CRS that does not suit the data at ``centre`` (lon, lat).
+
+    Its area of use must contain the centre, and its metres must be ground metres there
+    (within ``SCALE_REFUSED``; ``warn`` beyond ``SCALE_WARNED``): Web Mercator's "metres"
+    are 1/cos(latitude) ground metres, so 1,000 m cells at 25° N would be 906 m wide.
+    """
+    from pyproj import Proj
+
+    lon, lat = centre
+    area = crs.area_of_use
+    if area is not None and area.west <= area.east:
+        outside_lon = not (area.west - 1.0 <= lon <= area.east + 1.0)
+        if outside_lon or not (area.south - 1.0 <= lat <= area.north + 1.0):
+            raise PovmapInputError(
+                "CRS",
+                f"{_label(crs)} is meant for longitude {area.west:g}° to {area.east:g}°, "
+                f"latitude {area.south:g}° to {area.north:g}°, but the data's centre is at "
+                f"{lon:.1f}°, {lat:.1f}°: its cells would be distorted there. Choose a CRS "
+                "whose area of use contains the data, or leave CRS empty for the UTM zone of "
+                "the data.",
+            )
+    try:
+        factors = Proj(crs).get_factors(lon, lat)
+        scales = [float(factors.meridional_scale), float(factors.parallel_scale)]
+    except Exception:  # a projection pyproj cannot differentiate there: nothing to say
+        return
+    if not all(np.isfinite(scales)):
+        return
+    error = max(abs(scale - 1.0) for scale in scales)
+    if error <= SCALE_WARNED:
+        return
+    sizes = " × ".join(f"{cell_size / scale:,.0f}" for scale in reversed(scales))
+    message = (
+        f"{_label(crs)} does not keep distances at the data ({lon:.1f}°, {lat:.1f}°): its "
+        f"metres there are {error:.1%} off, so {cell_size:g} m cells would be {sizes} m on "
+        "the ground"
+    )
+    if error > SCALE_REFUSED:
+        raise PovmapInputError(
+            "CRS",
+            f"{message}. Choose a CRS that keeps distances there (the UTM zone of the data: "
+            "leave CRS empty), not Web Mercator or a projection meant for elsewhere.",
+        )
+    warn(f"CRS: {message}.")
 
 
 def _utm_zone(lon):

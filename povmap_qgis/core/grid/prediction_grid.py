@@ -65,10 +65,15 @@ def build_prediction_grid(options, reporter=None):
         field=options.district_field,
         reporter=reporter,
     )
-    grid_crs, crs_note = cells.working_crs(
-        options.crs, tuple(areas.to_crs("EPSG:4326").total_bounds)
-    )
+    lonlat_bounds = tuple(areas.to_crs("EPSG:4326").total_bounds)
+    grid_crs, crs_note = cells.working_crs(options.crs, lonlat_bounds)
     reporter.info(crs_note)
+    if options.crs:
+        centre = (
+            (lonlat_bounds[0] + lonlat_bounds[2]) / 2,
+            (lonlat_bounds[1] + lonlat_bounds[3]) / 2,
+        )
+        cells.check_crs_suits(grid_crs, centre, options.cell_size, reporter.warning)
     areas = areas.to_crs(grid_crs)
     names = np.full(len(areas), None, dtype=object)
     if options.district_field:

@@ -93,9 +93,18 @@ def build_training_grid(options, reporter=None):
     reporter.check_canceled()
 
     keep = _clean_attributes(x, table, options, counts, reporter)
-    grid_crs, crs_note = cells.working_crs(
-        options.crs, _lonlat_bounds(x[keep], y[keep], points_crs)
+    lon, lat = _lonlat(x[keep], y[keep], points_crs)
+    far = cells.far_points(lon, lat) if len(lon) else np.zeros(0, dtype=bool)
+    centre = cells.robust_centre(lon, lat) if len(lon) else (0.0, 0.0)
+    if far.any():
+        _warn_far_points(np.flatnonzero(keep)[far], lon[far], lat[far], centre, reporter)
+    near = ~far
+    bounds = (
+        (lon[near].min(), lat[near].min(), lon[near].max(), lat[near].max())
+        if near.any()
+        else (0.0, 0.0, 0.0, 0.0)
     )
+    grid_crs, crs_note = cells.working_crs(options.crs, bounds, centre=centre)
     reporter.info(crs_note)
     gx, gy = _transform(x[keep], y[keep], points_crs, grid_crs)
     reporter.progress(35)
@@ -114,6 +123,8 @@ def build_training_grid(options, reporter=None):
 
     districts, district_polygons = _districts_of_points(gx, gy, options, grid_crs, reporter)
     _check_axis_order(x[keep], y[keep], points_crs, district_polygons, options, reporter)
+    if options.crs and len(lon):
+        cells.check_crs_suits(grid_crs, centre, options.cell_size, reporter.warning)
     if districts is not None:
         inside = districts != None  # noqa: E711 (element-wise on an object array)
         counts["dropped_outside_districts"] = int((~inside).sum())
@@ -275,18 +286,35 @@ def _clean_attributes(x, table, options, counts, reporter):
     return keep
 
 
-def _lonlat_bounds(x, y, crs):
+def _lonlat(x, y, crs):
+    """Longitude and latitude (degrees) of points in ``crs``."""
     from pyproj import CRS, Transformer
 
+    x, y = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
     if not len(x):
-        return (0.0, 0.0, 0.0, 0.0)
-    source = CRS.from_user_input(crs)
-    corners_x = [np.min(x), np.max(x), np.min(x), np.max(x), np.median(x)]
-    corners_y = [np.min(y), np.min(y), np.max(y), np.max(y), np.median(y)]
-    lon, lat = Transformer.from_crs(source, "EPSG:4326", always_xy=True).transform(
-        corners_x, corners_y
+        return x, y
+    lon, lat = Transformer.from_crs(
+        CRS.from_user_input(crs), "EPSG:4326", always_xy=True
+    ).transform(x, y)
+    return np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64")
+
+
+def _warn_far_points(rows, lon, lat, centre, reporter):
+    """Name the points far from the others (feature number, position to 0.1°: no household is
+    located by it) so a data-entry error can be found."""
+    listed = ", ".join(
+        f"#{int(row) + 1} ({a:.1f}°, {b:.1f}°)"
+        for row, a, b in zip(rows[:10], lon[:10], lat[:10], strict=True)
     )
-    return (min(lon[:4]), min(lat[:4]), max(lon[:4]), max(lat[:4]))
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    reporter.warning(
+        f"INPUT: {len(rows)} household point(s) lie far from the others (more than "
+        f"{cells.FAR_DEGREES:g}° from their median at {centre[0]:.1f}°, {centre[1]:.1f}°): "
+        f"feature {listed}{more} (longitude, latitude). A point at (0, 0), or with exchanged or "
+        "mistyped coordinates, is a data-entry error: correct or remove it. The grid CRS is "
+        "chosen from the points' median, so these points do not move it; they are kept, in "
+        "cells of their own."
+    )
 
 
 def _transform(x, y, source_crs, target_crs):
