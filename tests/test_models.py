@@ -258,7 +258,7 @@ def test_same_seed_same_weights_and_options_work(tiny_chips, tmp_path):
     )
     # predicted and evaluated, the held-out district is reported as new to the model
     from povmap_qgis import runner
-    from povmap_qgis.core.validation.evaluation import report_document
+    from povmap_qgis.core.validation.evaluation_report import report_document
 
     predictions = str(tmp_path / "held_out.gpkg")
     runner.run_worker(

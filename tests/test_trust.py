@@ -524,7 +524,7 @@ def test_evaluate_reports_the_cells_inside_the_training_range_as_scikit_learn_do
     from helpers import read_grid
     from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
 
-    from povmap_qgis.core.validation.evaluation import report_document
+    from povmap_qgis.core.validation.evaluation_report import report_document
 
     summary = trusted["summary"]
     cells = read_grid(summary["hitmiss"])  # the written layer: prediction fields + label
@@ -555,7 +555,7 @@ def test_evaluate_reports_the_cells_inside_the_training_range_as_scikit_learn_do
 
 def test_evaluate_report_opens_with_the_verdict_and_shows_calibration(trusted):
     from povmap_qgis.core.decision.verdict import JUDGEMENTS
-    from povmap_qgis.core.validation.evaluation import report_document
+    from povmap_qgis.core.validation.evaluation_report import report_document
 
     summary = trusted["summary"]
     document = report_document(summary)
@@ -628,7 +628,7 @@ def test_crossvalidation_fits_baseline_and_calibration_per_fold_as_scikit_learn_
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
     from povmap_qgis import runner
-    from povmap_qgis.core.validation.crossvalidation import report_document
+    from povmap_qgis.core.validation.crossvalidation_report import report_document
 
     summary = runner.run_worker(
         "crossvalidate",
@@ -828,7 +828,7 @@ def check_fold_decisions(summary, cells):
 
 def check_interval_coverage(summary, cells):
     """The out-of-fold intervals' coverage in the CV outputs, recomputed with pandas from the grid."""
-    from povmap_qgis.core.validation.crossvalidation import report_document
+    from povmap_qgis.core.validation.crossvalidation_report import report_document
 
     assert (cells["prob_low"] <= cells["prob_mean"] + 1e-9).all()
     assert (cells["prob_mean"] <= cells["prob_high"] + 1e-9).all()

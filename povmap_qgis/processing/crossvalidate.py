@@ -18,7 +18,7 @@ from qgis.core import (
 
 from ..core.names import ENSEMBLE, METRIC_NAMES
 from ..core.report.page import write_report
-from ..core.validation.crossvalidation import report_document
+from ..core.validation.crossvalidation_report import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import PovmapAlgorithm

@@ -19,7 +19,7 @@ from qgis.core import (
 )
 
 from ..core.report.page import write_report
-from ..core.validation.evaluation import report_document
+from ..core.validation.evaluation_report import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm

@@ -20,7 +20,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.decision.targeting import BUDGET_UNITS, RANK_BY, report_document
+from ..core.decision.targeting import BUDGET_UNITS, RANK_BY
+from ..core.decision.targeting_report import report_document
 from ..core.report.page import write_report
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm

@@ -40,8 +40,9 @@ rankable cell and says so; caps that leave the budget unreachable select what
 they allow and say so. Ties are broken by the other ranking quantity, then
 by the cell id (ascending).
 
-``report_document`` is plain Python: the Processing algorithm calls it inside
-QGIS after rendering the map.
+The arithmetic (ranking, selection, allocation, curves) is in ``selection.py``;
+the report (figure and HTML document, also built inside QGIS after QGIS has
+rendered the map) in ``targeting_report.py``.
 """
 
 from __future__ import annotations  # imported inside QGIS too (report_document), maybe Python 3.9
@@ -58,23 +59,21 @@ from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
 from ..names import CELL_ID, ID_FIELD_METADATA, ID_FIELD_RECORDED
 from ..progress import Reporter
+from .selection import (
+    ALLOCATION_COLUMNS,
+    NO_DISTRICT,
+    allocation_rows,
+    coverage_rates,
+    expected_curves,
+    measured_outcome,
+    ranking,
+    select_cells,
+    selection_warnings,
+)
+from .targeting_report import headline, report_document, targeting_curve_figure
 
 BUDGET_UNITS = ("cells", "people", "share_of_cells", "share_of_people")
 RANK_BY = ("probability", "expected_poor")
-ALLOCATION_COLUMNS = (
-    "district",
-    "cells",
-    "cells_predicted",
-    "people",
-    "cells_selected",
-    "people_selected",
-    "expected_poor",
-    "expected_poor_covered",
-    "share_of_district_selected",
-    "share_of_budget",
-)
-NO_DISTRICT = "(no district)"
-CURVE_POINTS = 400
 TARGETING_FORMAT_VERSION = "1.0"
 
 
@@ -172,7 +171,7 @@ def target(options, reporter=None):
         write_report(options.report_path, **report_document(summary))
         summary["report"] = os.path.abspath(options.report_path)
     reporter.progress(100)
-    reporter.info(_headline(summary))
+    reporter.info(headline(summary))
     return summary
 
 
@@ -294,7 +293,7 @@ def _select(options, area, reporter, notes):
         options.district_max_share,
     )
     people_units = options.budget_unit in ("people", "share_of_people")
-    warnings = _selection_warnings(
+    warnings = selection_warnings(
         selection, options, budget, area.cost, area.eligible, people_units
     )
     for message in warnings:
@@ -324,7 +323,7 @@ def _outcome(options, area, budget, selection, truth, notes):
     poor_total = float(np.nansum(expected))
     poor_covered = float(np.nansum(expected[selected]))
     enrolled_heads = float(area.heads[selected].sum())
-    expected_numbers = _rates(poor_covered, poor_total, enrolled_heads)
+    expected_numbers = coverage_rates(poor_covered, poor_total, enrolled_heads)
     allocation = allocation_rows(
         area.names,
         area.codes,
@@ -350,7 +349,7 @@ def _outcome(options, area, budget, selection, truth, notes):
     predicted_units = float(area.cost[area.predicted].sum())
     measured = None
     if truth is not None:
-        measured, curves["measured"] = _measured(truth, area, selected, options)
+        measured, curves["measured"] = measured_outcome(truth, area, selected, options)
         notes += measured.pop("notes")
     return {
         "budget": budget,
@@ -614,316 +613,6 @@ def _budget_in_units(options, total_units):
     return budget
 
 
-# --- ranking and selection ----------------------------------------------------------------------------
-
-
-def ranking(probability, expected, cell_ids, eligible, rank_by):
-    """Indexes of the eligible cells, best first: by RANK_BY, then the other quantity, then the cell id."""
-    import numpy as np
-
-    first, second = (probability, expected) if rank_by == "probability" else (expected, probability)
-    index = np.flatnonzero(eligible)
-    keys = (cell_ids[index], -np.nan_to_num(second[index]), -np.nan_to_num(first[index]))
-    return index[np.lexsort(keys)]
-
-
-def select_cells(order, cost, codes, unconstrained, budget, min_share=None, max_share=None):
-    """Enrol cells down ``order`` within ``budget`` (same units as ``cost``); floors first, caps never exceeded.
-
-    ``codes``: district index of each cell; ``unconstrained[code]``: True for
-    the group of cells without a district (no floor, no cap). Returns
-    selected (bool array), the floors not met and whether the budget was reachable (False: caps left
-    part of it unspent although cells that fit it were left).
-    """
-    import numpy as np
-
-    selected = np.zeros(len(cost), dtype=bool)
-    tolerance = 1e-9 * max(1.0, budget)
-    n_districts = len(unconstrained)
-    totals = np.bincount(codes, weights=cost, minlength=n_districts)
-    free = np.asarray(unconstrained, dtype=bool)
-    floor = np.where(free, 0.0, (min_share or 0.0) * totals)
-    cap = np.where(free | (max_share is None), np.inf, (max_share or 0.0) * totals)
-    spent_in = np.zeros(n_districts)
-    spent = 0.0
-    if min_share:
-        for i in order:
-            d = codes[i]
-            if spent_in[d] >= floor[d] - tolerance:
-                continue
-            if spent_in[d] + cost[i] > cap[d] + tolerance or spent + cost[i] > budget + tolerance:
-                continue
-            selected[i] = True
-            spent_in[d] += cost[i]
-            spent += cost[i]
-    if max_share is None and not min_share:
-        ordered = cost[order]
-        within = np.cumsum(ordered) <= budget + tolerance
-        prefix = int(np.argmin(within)) if not within.all() else len(order)
-        selected[order[:prefix]] = True
-        spent = float(ordered[:prefix].sum())
-        rest = order[prefix:]
-        if len(rest):
-            smallest_after = np.minimum.accumulate(cost[rest][::-1])[::-1]
-            for position, i in enumerate(rest):
-                if budget - spent < smallest_after[position] - tolerance:
-                    break
-                if spent + cost[i] <= budget + tolerance:
-                    selected[i] = True
-                    spent += cost[i]
-    else:
-        for i in order:
-            if selected[i]:
-                continue
-            if budget - spent <= tolerance:
-                break
-            d = codes[i]
-            if spent_in[d] + cost[i] > cap[d] + tolerance:
-                continue
-            if spent + cost[i] > budget + tolerance:
-                continue
-            selected[i] = True
-            spent_in[d] += cost[i]
-            spent += cost[i]
-    floors_unmet = [
-        int(d)
-        for d in range(n_districts)
-        if min_share and not free[d] and spent_in[d] < floor[d] - tolerance
-    ]
-    return {
-        "selected": selected,
-        "spent": spent,
-        "floors_unmet": floors_unmet,
-        # a cell left out that fits what is left of the budget was left out by its district's cap
-        "reachable": not (cost[order][~selected[order]] <= budget - spent + tolerance).any(),
-    }
-
-
-def _selection_warnings(selection, options, budget, cost, eligible, people_units):
-    unit = "people" if people_units else "cells"
-    enrollable = float(cost[eligible].sum())
-    messages = []
-    if budget >= enrollable - 1e-9 and enrollable > 0:
-        messages.append(
-            f"BUDGET: {budget:,.0f} {unit} is at least all that can be enrolled ({enrollable:,.0f} {unit} "
-            f"in {int(eligible.sum())} rankable cells): every rankable cell is selected."
-        )
-    elif not selection["reachable"]:
-        messages.append(
-            f"DISTRICT_MAX_SHARE: the district caps make the budget unreachable: {selection['spent']:,.0f} "
-            f"of {budget:,.0f} {unit} enrolled, every cell the caps allow."
-        )
-    if selection["floors_unmet"]:
-        messages.append(
-            f"DISTRICT_MIN_SHARE: the floor of {len(selection['floors_unmet'])} district(s) is not met: the "
-            "budget (or their cap, or their rankable cells) did not allow it."
-        )
-    return messages
-
-
-def _rates(poor_covered, poor_total, enrolled):
-    coverage = poor_covered / poor_total if poor_total > 0 else None
-    return {
-        "coverage": coverage,
-        "inclusion_error": 1 - poor_covered / enrolled if enrolled > 0 else None,
-        "exclusion_error": 1 - coverage if coverage is not None else None,
-    }
-
-
-# --- allocation and curves ----------------------------------------------------------------------------
-
-
-def allocation_rows(names, codes, predicted, population, cost, expected, selected):
-    """One dict per district (ALLOCATION_COLUMNS); people columns None without POPULATION."""
-    import numpy as np
-
-    count = len(names)
-
-    def per(values, mask=None):
-        weights = values if mask is None else np.where(mask, values, 0.0)
-        return np.bincount(codes, weights=weights, minlength=count)
-
-    ones = np.ones(len(codes))
-    total_spent = float(cost[selected].sum())
-    expected_filled = np.nan_to_num(expected)
-    cells, cells_predicted, cells_selected = per(ones), per(ones, predicted), per(ones, selected)
-    units, units_selected = per(cost), per(cost, selected)
-    poor, poor_covered = per(expected_filled), per(expected_filled, selected)
-    people = per(population) if population is not None else None
-    people_selected = per(population, selected) if population is not None else None
-    rows = []
-    for d, name in enumerate(names):
-        rows.append(
-            {
-                "district": name,
-                "cells": int(cells[d]),
-                "cells_predicted": int(cells_predicted[d]),
-                "people": float(people[d]) if people is not None else None,
-                "cells_selected": int(cells_selected[d]),
-                "people_selected": float(people_selected[d]) if people is not None else None,
-                "expected_poor": float(poor[d]),
-                "expected_poor_covered": float(poor_covered[d]),
-                "share_of_district_selected": float(units_selected[d] / units[d])
-                if units[d] > 0
-                else None,
-                "share_of_budget": float(units_selected[d] / total_spent) if total_spent else None,
-            }
-        )
-    return rows
-
-
-def curve(order, x_weights, y_weights):
-    """Cumulative (share of x, share of y) down ``order``, from (0, 0), at most CURVE_POINTS points."""
-    import numpy as np
-
-    x = np.concatenate([[0.0], np.cumsum(x_weights[order])])
-    y = np.concatenate([[0.0], np.cumsum(y_weights[order])])
-    x = x / x[-1] if x[-1] > 0 else x
-    y = y / y[-1] if y[-1] > 0 else y
-    if len(x) > CURVE_POINTS:
-        keep = np.unique(np.linspace(0, len(x) - 1, CURVE_POINTS).round().astype(int))
-        x, y = x[keep], y[keep]
-    return [[round(float(a), 6) for a in x], [round(float(b), 6) for b in y]]
-
-
-def district_order(codes, probability, heads, rate_mask, cells_mask=None):
-    """Cells of ``cells_mask`` (default ``rate_mask``) grouped by district, best district first.
-
-    A district's rate is the mean of ``probability`` over its cells in
-    ``rate_mask``, weighted by people: its mean predicted probability, or with
-    observed labels for ``probability`` its poverty rate from a survey.
-    """
-    import numpy as np
-
-    p = np.nan_to_num(probability)
-    count = int(codes.max()) + 1 if len(codes) else 0
-    numerator = np.bincount(codes[rate_mask], weights=(p * heads)[rate_mask], minlength=count)
-    denominator = np.bincount(codes[rate_mask], weights=heads[rate_mask], minlength=count)
-    rate = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), 0.0)
-    index = np.flatnonzero(rate_mask if cells_mask is None else cells_mask)
-    return index[np.lexsort((index, -rate[codes[index]]))], rate
-
-
-def _district_curve(order, codes, x_weights, y_weights):
-    """Whole districts in turn: a straight line across each (cells of a district enrolled in random order)."""
-    import numpy as np
-
-    x = np.cumsum(x_weights[order])
-    y = np.cumsum(y_weights[order])
-    ends = np.flatnonzero(np.append(codes[order][1:] != codes[order][:-1], True))
-    xs = np.concatenate([[0.0], x[ends]])
-    ys = np.concatenate([[0.0], y[ends]])
-    xs = xs / xs[-1] if xs[-1] > 0 else xs
-    ys = ys / ys[-1] if ys[-1] > 0 else ys
-    return [[round(float(a), 6) for a in xs], [round(float(b), 6) for b in ys]]
-
-
-def expected_curves(probability, expected, heads, cost, cells, id_field, codes, predicted, rank_by):
-    """Targeting curves judged by the expected poor of every predicted cell (``id_field``: the cells' id)."""
-    import numpy as np
-
-    ids = cells[id_field].to_numpy()
-    y = np.nan_to_num(expected)
-    curves = {
-        "model": curve(ranking(probability, expected, ids, predicted, rank_by), cost, y),
-        "random": [[0.0, 1.0], [0.0, 1.0]],
-        "district": _district_curve(
-            district_order(codes, probability, heads, predicted)[0], codes, cost, y
-        ),
-    }
-    if "prob_baseline" in cells:
-        baseline = cells["prob_baseline"].to_numpy(dtype="float64")
-        usable = predicted & np.isfinite(baseline)
-        curves["baseline"] = curve(
-            ranking(baseline, baseline * heads, ids, usable, rank_by), cost, y
-        )
-    return curves
-
-
-def _measured(truth, area, selected, options):
-    """Measured coverage and errors at the budget, and measured curves, on the predicted cells TRUTH labels."""
-    import numpy as np
-
-    cells, id_field, ids, expected = area.cells, area.id_field, area.ids, area.expected
-    heads, cost, predicted = area.heads, area.cost, area.predicted
-    labels = (
-        cells[[id_field]].merge(truth, on=id_field, how="left")["label"].to_numpy(dtype="float64")
-    )
-    covered = predicted & np.isfinite(labels)
-    if not covered.any():
-        raise PovmapInputError(
-            "TRUTH",
-            f"no labelled cell of TRUTH has the {id_field} of a predicted cell; "
-            + (
-                "grid the ground truth in the CRS and cell size of the predicted grid (Build "
-                "training grid)."
-                if id_field == CELL_ID
-                else f"label the polygons of the predicted grid, with their {id_field} (ID_FIELD)."
-            ),
-        )
-    poor = np.where(covered, np.nan_to_num(labels) * heads, 0.0)
-    in_truth_selected = selected & covered
-    measured = _rates(
-        float(poor[in_truth_selected].sum()),
-        float(poor.sum()),
-        float(heads[in_truth_selected].sum()),
-    )
-    expected_here = _rates(
-        float(np.nansum(expected[in_truth_selected])),
-        float(np.nansum(expected[covered])),
-        float(heads[in_truth_selected].sum()),
-    )
-    curves = _measured_curves(area, labels, covered, poor, options.rank_by)
-    notes = []
-    if int((covered & ~selected).sum()) == 0 or int(in_truth_selected.sum()) == 0:
-        notes.append(
-            "TRUTH covers only selected or only unselected cells: one of the measured errors is "
-            "undefined or trivial."
-        )
-    result = {
-        "truth_cells": int(covered.sum()),
-        "truth_cells_selected": int(in_truth_selected.sum()),
-        "truth_poor_cells": int(np.nansum(labels[covered])),
-        "truth_without_prediction": int((~truth[id_field].isin(ids[predicted])).sum()),
-        "measured": measured,
-        "expected_on_truth_cells": expected_here,
-        "budget_point": {
-            "x": float(cost[in_truth_selected].sum() / cost[covered].sum())
-            if cost[covered].sum() > 0
-            else None,
-            "y": measured["coverage"],
-        },
-        "notes": notes,
-    }
-    return result, curves
-
-
-def _measured_curves(area, labels, covered, poor, rank_by):
-    """Targeting curves judged by the TRUTH labels (``poor``: the poor people or cells of
-    each cell TRUTH ``covered``), with district targeting by the TRUTH survey's rates."""
-    import numpy as np
-
-    probability, expected, heads = area.probability, area.expected, area.heads
-    cost, codes, predicted, ids = area.cost, area.codes, area.predicted, area.ids
-    curves = {
-        "model": curve(ranking(probability, expected, ids, covered, rank_by), cost, poor),
-        "random": [[0.0, 1.0], [0.0, 1.0]],
-        "district": _district_curve(
-            district_order(codes, probability, heads, predicted, covered)[0], codes, cost, poor
-        ),
-        "district_survey": _district_curve(
-            district_order(codes, np.nan_to_num(labels), heads, covered)[0], codes, cost, poor
-        ),
-    }
-    if "prob_baseline" in area.cells:
-        baseline = area.cells["prob_baseline"].to_numpy(dtype="float64")
-        usable = covered & np.isfinite(baseline)
-        curves["baseline"] = curve(
-            ranking(baseline, baseline * heads, ids, usable, rank_by), cost, poor
-        )
-    return curves
-
-
 # --- outputs ------------------------------------------------------------------------------------------
 
 
@@ -1053,286 +742,3 @@ def _settings(options, metadata, id_field):
         "model": metadata.get("povmap:model"),
         "povmap_qgis": plugin_version(),
     }
-
-
-def _headline(summary):
-    expected = summary["expected"]
-    text = (
-        f"{summary['selected_cells']} cells selected"
-        + (
-            f" ({summary['selected_people']:,.0f} people)"
-            if summary["selected_people"] is not None
-            else ""
-        )
-        + f"; expected coverage of the poor {_percent(expected['coverage'])}, inclusion error "
-        f"{_percent(expected['inclusion_error'])}, exclusion error {_percent(expected['exclusion_error'])}"
-    )
-    if summary["measured"]:
-        measured = summary["measured"]["measured"]
-        text += (
-            f"; measured on {summary['measured']['truth_cells']} TRUTH cells: coverage "
-            f"{_percent(measured['coverage'])}, inclusion error {_percent(measured['inclusion_error'])}, "
-            f"exclusion error {_percent(measured['exclusion_error'])}"
-        )
-    return text
-
-
-def _percent(value):
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
-# name -> (legend label, colour, line width, line style) of the targeting curves
-TARGETING_CURVES = {
-    "model": ("model (cells in the map's order)", "#000000", 2.4, "-"),
-    "baseline": ("transparent baseline (prob_baseline)", "#0072B2", 1.5, "--"),
-    "district": ("district targeting (whole districts)", "#E69F00", 1.6, "-"),
-    "district_survey": ("district targeting by the TRUTH survey's rates", "#CC79A7", 1.3, "-."),
-    "random": ("random selection", "#888888", 1.0, ":"),
-}
-
-
-def targeting_curve_figure(panels, x_label, y_label):
-    """Targeting curves side by side: ``panels`` = [(title, {name: [x, y]}, budget point {x, y})].
-
-    Names as in TARGETING_CURVES; the budget is marked by a dot on the
-    selection and a vertical line at its share.
-    """
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5.4 * len(panels) + 0.4, 5.0))
-    for axes, (title, curves, point) in zip(
-        figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
-    ):
-        for name, (label, colour, width, style) in TARGETING_CURVES.items():
-            if name in curves:
-                x, y = curves[name]
-                axes.plot(x, y, color=colour, linewidth=width, linestyle=style, label=label)
-        if point and point.get("x") is not None and point.get("y") is not None:
-            axes.axvline(point["x"], color="#D55E00", linewidth=1, alpha=0.6)
-            axes.plot(
-                [point["x"]],
-                [point["y"]],
-                marker="o",
-                color="#D55E00",
-                markersize=8,
-                linestyle="none",
-                label=f"this budget ({point['x']:.0%} enrolled, {point['y']:.0%} covered)",
-            )
-        axes.set_xlim(0, 1)
-        axes.set_ylim(0, 1.01)
-        axes.set_aspect("equal")
-        axes.set_xlabel(x_label)
-        axes.set_ylabel(y_label)
-        axes.set_title(title, fontsize=10)
-        axes.grid(alpha=0.3)
-        axes.legend(loc="lower right", fontsize=7.5)
-    figure.tight_layout()
-    return figure
-
-
-# --- report (plain Python: also called inside QGIS) -----------------------------------------------------
-
-
-# the allocation's columns in the report (all but cells_predicted)
-REPORT_ALLOCATION_COLUMNS = tuple(key for key in ALLOCATION_COLUMNS if key != "cells_predicted")
-
-
-def report_document(summary, maps=()):
-    """Title, subtitle, notices and sections of the HTML report; ``maps``: [(png path, caption)]."""
-    from ..report import page as report
-
-    sections = [
-        _summary_section(summary, report),
-        _curve_section(summary, report),
-        _allocation_section(summary, report),
-    ]
-    if maps:
-        sections.append(
-            report.Section("Map", [report.Figure(path, caption, caption) for path, caption in maps])
-        )
-    sections.append(_settings_section(summary, report))
-    if summary["notes"]:
-        sections.append(report.Section("Notes", [report.BulletList(summary["notes"])]))
-    return {
-        "title": "Targeting with the poverty map",
-        "subtitle": f"{summary['data']['layer']}: {_headline(summary)}",
-        "notices": [],
-        "sections": sections,
-    }
-
-
-def _poor_unit(summary):
-    return "poor people" if summary["selected_people"] is not None else "poor cells"
-
-
-def _summary_section(summary, report):
-    """The selection in a sentence and in numbers, expected (and measured) errors."""
-    settings, budget, expected = summary["settings"], summary["budget"], summary["expected"]
-    people = summary["selected_people"] is not None
-    enrolled = (
-        f"{summary['selected_cells']:,} cells ({summary['selected_people']:,.0f} people)"
-        if people
-        else f"{summary['selected_cells']:,} cells"
-    )
-    ranked_by = (
-        "expected poor people (probability × people)"
-        if settings["rank_by"] == "expected_poor"
-        else "predicted probability of being poor"
-    )
-    plain = (
-        f"The budget of {_budget_text(budget)} enrols {enrolled}, ranked by {ranked_by}. "
-        f"By the model's probabilities these cells hold {_percent(expected['coverage'])} of the "
-        f"{_poor_unit(summary)} of the area; {_percent(expected['inclusion_error'])} of those "
-        "enrolled are expected not to be poor (inclusion error) and "
-        f"{_percent(expected['exclusion_error'])} of the poor are expected to be left out "
-        "(exclusion error)."
-    )
-    rows = [
-        ("Selected cells", summary["selected_cells"]),
-        ("Selected people", round(summary["selected_people"]) if people else "no POPULATION"),
-        (
-            f"Budget spent ({budget['units']})",
-            f"{budget['spent']:,.0f} of {budget['in_units']:,.0f}",
-        ),
-        ("Expected share of the poor covered", _percent(expected["coverage"])),
-        ("Expected inclusion error (enrolled, not poor)", _percent(expected["inclusion_error"])),
-        ("Expected exclusion error (poor, left out)", _percent(expected["exclusion_error"])),
-    ]
-    measured = summary.get("measured")
-    if measured:
-        values = measured["measured"]
-        rows += [
-            (
-                f"Measured on {measured['truth_cells']} TRUTH cells: share of the poor covered",
-                _percent(values["coverage"]),
-            ),
-            ("Measured inclusion error", _percent(values["inclusion_error"])),
-            ("Measured exclusion error", _percent(values["exclusion_error"])),
-        ]
-    blocks = [report.Paragraph(plain, kind="notice"), report.KeyValues(rows)]
-    if not budget["reachable"]:
-        blocks.append(
-            report.Paragraph(
-                "The district caps made the budget unreachable: every cell they allow is selected.",
-                kind="warning",
-            )
-        )
-    return report.Section("Summary", blocks)
-
-
-def _curve_section(summary, report):
-    """What the targeting curves show, their figure, and expected against measured on TRUTH."""
-    measured = summary.get("measured")
-    text = (
-        f"Share of the {summary['budget']['units']} enrolled (x) against the share of the "
-        f"{_poor_unit(summary)} covered (y) when cells are enrolled in the model's order; random "
-        "selection (the diagonal); district targeting, what programmes often do today: whole "
-        "districts in turn, ranked by their mean predicted probability"
-    )
-    if measured:
-        text += (
-            " (measured panel: also by their poverty rate in the TRUTH survey, as a programme "
-            "with a survey of every district would)"
-        )
-    if summary["data"]["has_baseline"]:
-        text += ", and the transparent baseline (prob_baseline)"
-    text += (
-        ". The dot marks this budget's selection. Expected curves judge every ranking by the "
-        "model's own probabilities"
-    )
-    text += (
-        "; the measured ones use the TRUTH labels and are the fair comparison." if measured else "."
-    )
-    blocks = [report.Paragraph(text)]
-    figures = summary.get("figures") or {}
-    if figures.get("curve"):
-        blocks.append(report.Figure(figures["curve"], "Targeting curves", "targeting curves"))
-    if measured:
-        blocks.append(_expected_and_measured_table(measured, report))
-    return report.Section("Targeting curve", blocks)
-
-
-def _expected_and_measured_table(measured, report):
-    """On the TRUTH cells: the coverage and errors the model expected beside those measured."""
-    keys = ("coverage", "inclusion_error", "exclusion_error")
-    on_truth = measured["expected_on_truth_cells"]
-    return report.Table(
-        ["on the TRUTH cells", "share of the poor covered", "inclusion error", "exclusion error"],
-        [
-            ["expected"] + [on_truth[key] for key in keys],
-            ["measured"] + [measured["measured"][key] for key in keys],
-        ],
-        caption=f"{measured['truth_cells']} predicted cells labelled by TRUTH "
-        f"({measured['truth_poor_cells']} poor), {measured['truth_cells_selected']} of them "
-        "selected.",
-    )
-
-
-def _allocation_section(summary, report):
-    """The allocation table (the ALLOCATION CSV's rows)."""
-    headers = [
-        "district",
-        "cells",
-        "people",
-        "cells selected",
-        "people selected",
-        f"expected {_poor_unit(summary)}",
-        "expected poor covered",
-        "share of district selected",
-        "share of the budget",
-    ]
-    return report.Section(
-        "Allocation per district",
-        [
-            report.Table(
-                headers,
-                [[row[key] for key in REPORT_ALLOCATION_COLUMNS] for row in summary["allocation"]],
-                digits=2,
-                caption="Shares in the budget's units. The same table is the ALLOCATION CSV "
-                "(people there in whole people).",
-            )
-        ],
-    )
-
-
-def _settings_section(summary, report):
-    """The run's inputs, budget and options, the prediction layer's cells, when it was made."""
-    settings, data = summary["settings"], summary["data"]
-    probabilities = (
-        "calibrated on validation cells (prob_raw kept)"
-        if data.get("calibrated")
-        else "not calibrated (older model package): see Notes"
-    )
-    people = round(data["population_total"]) if data["population_total"] is not None else "–"
-    return report.Section(
-        "Settings and data",
-        [
-            report.KeyValues(
-                [
-                    ("Predictions", settings["predictions"]),
-                    ("Cell id field", settings.get("id_field") or CELL_ID),
-                    ("Population raster", settings["population"] or "none (cells counted)"),
-                    ("Ground truth", settings["truth"] or "none"),
-                    ("Budget", _budget_text(summary["budget"])),
-                    ("Ranked by", settings["rank_by"]),
-                    ("District floor", settings["district_min_share"] or "none"),
-                    ("District cap", settings["district_max_share"] or "none"),
-                    ("Skip cells out of range", settings["skip_out_of_range"]),
-                    ("Model", settings.get("model") or "not recorded"),
-                    ("Probabilities", probabilities),
-                    ("Cells", data["cells"]),
-                    ("Cells with a prediction", data["predicted"]),
-                    ("Cells that could be selected", data["rankable"]),
-                    ("People (POPULATION)", people),
-                    ("Created", f"{summary['created']} by povmap-qgis {settings['povmap_qgis']}"),
-                ]
-            )
-        ],
-    )
-
-
-def _budget_text(budget):
-    unit = budget["unit"]
-    if unit.startswith("share_"):
-        return f"{100 * budget['value']:g} % of the {budget['units']} ({budget['in_units']:,.0f} {budget['units']})"
-    return f"{budget['value']:,.0f} {budget['units']}"

@@ -19,8 +19,9 @@ rows) and the grid with ``fold`` and the out-of-fold ``prob_<member>``,
 ``pred`` and ``outcome`` (hit, miss, false_alarm, correct_rejection) of every
 cell. The metrics hold ``interval_coverage``: how often the out-of-fold
 intervals hold their bin's observed share of poor cells
-(``calibration.interval_coverage``), against the nominal level. ``report_document`` is
-plain Python (called inside QGIS).
+(``calibration.interval_coverage``), against the nominal level. The figures and
+the HTML report are built by ``crossvalidation_report.py`` (its ``report_document``
+is also called inside QGIS).
 """
 
 import dataclasses
@@ -35,11 +36,14 @@ from ..errors import PovmapInputError
 from ..model.training_settings import TrainingSettings, check_balance
 from ..names import BASELINE, ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
 from ..progress import Reporter
+from ..wording import metric_text
+from .crossvalidation_report import write_figures
 from .validation_outputs import (
     OUTCOMES,
     hitmiss_style_with_counts,
     metrics_csv_path,
     metrics_files,
+    model_names,
     outcomes,
 )
 
@@ -224,7 +228,7 @@ def crossvalidate(options, reporter=None):
         id_field=training.grid_id_field(store, options),
     )
     figures = (
-        _write_figures(options.figures_folder, document, members) if options.figures_folder else {}
+        write_figures(options.figures_folder, document, members) if options.figures_folder else {}
     )
     reporter.progress(100)
     return dict(
@@ -300,7 +304,7 @@ def _run_fold(run, folds, fold, out, reporter, span):
         ensemble = fold_metrics[ENSEMBLE]
         reporter.info(
             f"fold {fold} ({', '.join(folds.districts_of[fold])}): ensemble "
-            + "  ".join(f"{key} {_format(ensemble[key])}" for key in METRIC_KEYS)
+            + "  ".join(f"{key} {metric_text(ensemble[key])}" for key in METRIC_KEYS)
         )
     return record, fold_metrics
 
@@ -596,13 +600,6 @@ def _settings(options, preset, members, environment):
     }
 
 
-def model_names(members, metrics_by_model):
-    """Table order: members, ensemble, baseline (where judged), random."""
-    from .evaluation import model_names as ordered
-
-    return ordered(members, metrics_by_model)
-
-
 def tidy_rows(document):
     """CSV rows: each fold's members, ensemble, baseline, random; then median, min and max across folds."""
     models = model_names(document["members"], document["summary"])
@@ -698,380 +695,7 @@ def _write_outputs(
         )
 
 
-def _write_figures(folder, document, members):
-    """Pooled ROC curves and confusion matrices, and the ensemble's ROC curve per fold, as PNGs in ``folder``; {name: path}."""
-    from ..report import figures as drawing
-
-    os.makedirs(folder, exist_ok=True)
-    pooled = document["pooled"]
-    figures = {}
-    if document["roc"]["pooled"].get(ENSEMBLE):
-        title = f"ROC curves of the out-of-fold predictions, {pooled[ENSEMBLE]['n']} cells (dots: at the threshold)"
-        figures["roc"] = drawing.save(
-            drawing.roc_figure(document["roc"]["pooled"], pooled, members, title),
-            os.path.join(folder, "roc.png"),
-        )
-    fold_curves = {
-        f"fold {fold}": curve for fold, curve in document["roc"]["folds"].items() if curve
-    }
-    if fold_curves:
-        fold_metrics = {
-            f"fold {record['fold']}": record["metrics"][ENSEMBLE] for record in document["folds"]
-        }
-        figures["roc_folds"] = drawing.save(
-            drawing.fold_roc_figure(
-                fold_curves, fold_metrics, "The ensemble's ROC curve in each held-out fold"
-            ),
-            os.path.join(folder, "roc_folds.png"),
-        )
-    figures["confusion"] = drawing.save(
-        drawing.confusion_figure(pooled, members), os.path.join(folder, "confusion.png")
-    )
-    from .evaluation import reliability_curves
-
-    figures["reliability"] = drawing.save(
-        drawing.reliability_figure(
-            reliability_curves(pooled), "Reliability of the out-of-fold probabilities"
-        ),
-        os.path.join(folder, "reliability.png"),
-    )
-    return figures
-
-
 def _nullable(values, dtype):
     import pandas
 
     return pandas.array([None if value != value else int(value) for value in values], dtype=dtype)
-
-
-def _format(value):
-    return "–" if value is None else f"{value:.3f}"
-
-
-# --- report (plain Python: also called inside QGIS) -----------------------------------------------------
-
-
-def report_document(summary, maps=()):
-    """Title, notices and sections of the HTML report (core/report/page.py) for a ``crossvalidate`` summary.
-
-    ``maps``: [(png path, caption)] rendered by QGIS.
-    """
-    from ..decision.verdict import calibration_section, verdict_section
-    from ..report import page as report
-
-    settings, data = summary["settings"], summary["data"]
-    members = list(summary["members"])
-    models = model_names(members, summary["summary"])
-    figures = summary.get("figures") or {}
-    sections = [
-        verdict_section(summary.get("verdict"), report),
-        report.Section("Run settings", [_run_settings(summary, report)]),
-        _folds_section(summary, report),
-        _fold_metrics_section(summary, models, report),
-        _across_folds_section(summary, models, report),
-    ]
-    judged = [calibration_section(summary["pooled"], figures.get("reliability"), report)]
-    if summary.get("interval_coverage"):
-        judged.append(interval_coverage_section(summary["interval_coverage"], members, report))
-    shown = [_confusion_section(summary, figures, report)]
-    if maps:
-        shown.append(
-            report.Section(
-                "Maps", [report.Figure(path, caption, caption) for path, caption in maps]
-            )
-        )
-    roc = _roc_section(figures, report)
-    # the calibration follows the ROC curves; without them it comes last
-    sections += [roc, *judged, *shown] if roc else [*shown, *judged]
-    notes = _notes_section(summary, models, report)
-    if notes:
-        sections.append(notes)
-    ensemble = summary["summary"][ENSEMBLE]
-    subtitle = (
-        f"{settings['folds']} folds, {data['cells']} cells, {len(data['districts'])} districts · "
-        f"ensemble median recall {_format(ensemble['recall']['median'])}, precision "
-        f"{_format(ensemble['precision']['median'])}, accuracy "
-        f"{_format(ensemble['accuracy']['median'])}, AUC {_format(ensemble['auc']['median'])}"
-    )
-    return {
-        "title": "Poverty model cross-validation (leave districts out)",
-        "subtitle": subtitle,
-        "notices": [],
-        "sections": sections,
-    }
-
-
-def _run_settings(summary, report):
-    """The run's inputs, members, folds, training settings, decision rule and software."""
-    settings = summary["settings"]
-    grid_layer = f" (layer {settings['grid_layer']})" if settings.get("grid_layer") else ""
-    return report.KeyValues(
-        [
-            ("Chip store", settings["chips"]),
-            ("Labelled grid", settings["grid"] + grid_layer),
-            ("Preset and members", f"{settings['preset']}: {', '.join(summary['members'])}"),
-            (
-                "Folds",
-                f"{settings['folds']} (whole districts per fold, balanced by cell count; seed "
-                f"{settings['seed']})",
-            ),
-            (
-                "Training",
-                f"up to {settings['max_epochs']} epochs, batch {settings['batch_size']}, "
-                f"learning rate {settings['learning_rate']:g}, patience {settings['patience']}, "
-                f"balance {settings['balance']}; validation: a stratified share of the training "
-                "folds",
-            ),
-            (
-                "Decision threshold",
-                f"members {settings['threshold']:g}; ensemble: pred = mean probability calibrated "
-                f"in the fold ≥ {_fold_thresholds(settings, summary['folds'])}, AUC from it; "
-                "the baseline: the same rule on its own calibrated probability",
-            ),
-            (
-                "Device",
-                f"{settings.get('device', '')} (TensorFlow {settings.get('tensorflow', '')}, "
-                f"Keras {settings.get('keras', '')})",
-            ),
-            (
-                "Created",
-                f"{summary.get('created', '')} by povmap-qgis {settings.get('povmap_qgis', '')}, "
-                f"{summary.get('seconds', '')} s",
-            ),
-        ]
-    )
-
-
-def _folds_section(summary, report):
-    """Each fold's test districts and cell counts, and each district's fold."""
-    fold_rows = [
-        [
-            record["fold"],
-            ", ".join(record["districts"]),
-            record["test_cells"],
-            record["test_poor"],
-            record["train_cells"],
-            record["validation_cells"],
-        ]
-        for record in summary["folds"]
-    ]
-    district_rows = [
-        [name, values["fold"], values["cells"], values["poor"]]
-        for name, values in summary["data"]["districts"].items()
-    ]
-    columns = ["fold", "test districts", "test cells", "poor", "training cells", "validation cells"]
-    return report.Section(
-        "Folds",
-        [
-            report.Table(
-                columns,
-                fold_rows,
-                caption="Each fold's districts are held out; members are trained on the other folds.",
-            ),
-            report.Table(["district", "fold", "cells", "poor"], district_rows),
-        ],
-    )
-
-
-def _fold_metrics_section(summary, models, report):
-    """Every model's metrics in each held-out fold, the ensemble's rows in bold."""
-    metric_rows, emphasis = [], []
-    for record in summary["folds"]:
-        for model in models:
-            values = record["metrics"][model]
-            if model == ENSEMBLE:
-                emphasis.append(len(metric_rows))
-            metric_rows.append(
-                [record["fold"], _model_label(model, summary), values["n"]]
-                + [values[key] for key in METRIC_KEYS]
-            )
-    return report.Section(
-        "Metrics per fold",
-        [
-            report.Paragraph(
-                "The held-out fold's cells predicted by members trained without them. Recall: "
-                "share of the poor cells predicted poor; precision: share of the cells predicted "
-                "poor that are poor; accuracy: share predicted right; AUC: ranking of poor above "
-                "not-poor cells (0.5 = random)."
-            ),
-            report.Table(
-                ["fold", "model", "cells", "recall", "precision", "accuracy", "AUC"],
-                metric_rows,
-                emphasis=emphasis,
-            ),
-        ],
-    )
-
-
-def _across_folds_section(summary, models, report):
-    """Each model's median and range over the folds, and its metrics on all cells pooled."""
-    summary_rows, summary_emphasis = [], []
-    for model in models:
-        values = summary["summary"][model]
-        if model == ENSEMBLE:
-            summary_emphasis.append(len(summary_rows))
-        summary_rows.append(
-            [_model_label(model, summary)]
-            + [values[key]["median"] for key in METRIC_KEYS]
-            + [_range(values[key]) for key in METRIC_KEYS]
-        )
-    pooled_rows = [
-        [_model_label(model, summary)]
-        + [summary["pooled"][model][key] for key in ("n",) + METRIC_KEYS]
-        for model in models
-    ]
-    names = ["recall", "precision", "accuracy", "AUC"]
-    return report.Section(
-        "Across folds",
-        [
-            report.Table(
-                ["model"]
-                + [f"{name} (median)" for name in names]
-                + [f"{name} range" for name in names],
-                summary_rows,
-                caption="Median and range (min–max) over the folds where the metric is defined.",
-                emphasis=summary_emphasis,
-            ),
-            report.Table(
-                ["model", "cells"] + names,
-                pooled_rows,
-                caption="All out-of-fold predictions pooled (every labelled cell once).",
-                emphasis=[len(summary["members"])],
-            ),
-        ],
-    )
-
-
-def _roc_section(figures, report):
-    """The pooled ROC curves and the ensemble's per fold, where drawn; None when neither is."""
-    figure_blocks = [
-        report.Figure(figures[name], caption, caption)
-        for name, caption in (
-            ("roc", "ROC curves of all out-of-fold predictions pooled, members and ensemble"),
-            (
-                "roc_folds",
-                "The ensemble's ROC curve in each held-out fold: the spread shows how much the "
-                "districts differ",
-            ),
-        )
-        if figures.get(name)
-    ]
-    return report.Section("ROC curves", figure_blocks) if figure_blocks else None
-
-
-def _confusion_section(summary, figures, report):
-    """The pooled confusion matrices (figure, where drawn) and the ensemble's outcome counts."""
-    pooled_ensemble = summary["pooled"][ENSEMBLE]
-    outcome_rows = [
-        [OUTCOMES[outcome][0], count, count / max(1, pooled_ensemble["n"])]
-        for outcome, count in summary["outcomes"].items()
-    ]
-    blocks = (
-        [
-            report.Figure(
-                figures["confusion"],
-                "Observed (rows) against predicted (columns), every labelled cell "
-                "predicted once by members that never saw its district",
-                "confusion matrices",
-            )
-        ]
-        if figures.get("confusion")
-        else []
-    )
-    blocks.append(report.Table(["outcome (ensemble)", "cells", "share"], outcome_rows))
-    return report.Section("Confusion matrices (out-of-fold, pooled)", blocks)
-
-
-def _notes_section(summary, models, report):
-    """Why some metrics are undefined in some folds; None when all are defined."""
-    notes = sorted(
-        {
-            f"fold {record['fold']} {model}: {note}"
-            for record in summary["folds"]
-            for model in models
-            for note in record["metrics"][model].get("notes", [])
-        }
-    )
-    if not notes:
-        return None
-    return report.Section(
-        "Notes",
-        [
-            report.Paragraph("Values shown as – are undefined for these cells:"),
-            report.BulletList(notes),
-        ],
-    )
-
-
-def _model_label(model, summary):
-    """A model's name in the tables; the random baseline's says how many draws."""
-    if model == RANDOM:
-        return f"random (median of {summary['settings']['random_draws']})"
-    return model
-
-
-def interval_coverage_section(coverage, members, report):
-    """How often the out-of-fold cells' prob_low–prob_high hold their bin's observed share poor."""
-    blocks = [
-        report.Paragraph(
-            "Each cell's interval prob_low–prob_high is the calibrated members' mean ∓ 1.96 × the "
-            "members' standard deviation (nominal level "
-            f"{coverage['nominal']:.0%}). A cell has a label, not a share of poor cells, so the "
-            "out-of-fold cells are put in 10 bins of calibrated probability and a cell's interval "
-            "covers when it holds its bin's observed share of poor cells. Of the "
-            f"{coverage['cells']} cells, {_percent(coverage['coverage'])} are covered (mean "
-            f"interval width {_format(coverage['mean_width'])})."
-        )
-    ]
-    if coverage["coverage"] is not None and coverage["coverage"] < coverage["nominal"] - 0.05:
-        blocks.append(
-            report.Paragraph(
-                "The intervals are too narrow for their nominal level: they show where the "
-                "members disagree, not the whole uncertainty of a cell's probability. Read "
-                "them as a lower bound."
-                + (
-                    " With one member there is no spread and every interval is a point."
-                    if len(members) < 2
-                    else ""
-                ),
-                kind="warning",
-            )
-        )
-    blocks.append(
-        report.Table(
-            ["bin", "cells", "observed share poor", "mean prob_low", "mean prob_high", "covered"],
-            [
-                [
-                    f"{row['low']:.1f}–{row['high']:.1f}",
-                    row["n"],
-                    row["observed"],
-                    row["mean_low"],
-                    row["mean_high"],
-                    row["covered"],
-                ]
-                for row in coverage["bins"]
-            ],
-            caption="Share of each bin's cells whose interval holds the bin's observed share poor.",
-        )
-    )
-    return report.Section("Uncertainty intervals (out of fold)", blocks)
-
-
-def _fold_thresholds(settings, folds):
-    """The ensemble's decision threshold in words: one value (older metrics) or one per fold."""
-    if "decision_threshold" in settings:
-        return f"{settings['decision_threshold']:g}"
-    values = ", ".join(
-        f"{record['decision_threshold']:.3f}" for record in folds if "decision_threshold" in record
-    )
-    return f"the fold's training cells' share of poor cells ({values})"
-
-
-def _percent(value):
-    return "–" if value is None else f"{value:.1%}"
-
-
-def _range(values):
-    if values["min"] is None:
-        return None
-    return f"{values['min']:.3f}–{values['max']:.3f}"

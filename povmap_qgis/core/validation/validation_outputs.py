@@ -11,6 +11,7 @@ import tempfile
 
 from .. import strict_json
 from ..atomic import atomic_output
+from ..names import BASELINE, ENSEMBLE, RANDOM
 
 # outcome -> (legend label, observed label, ensemble prediction); labels as in resources/styles/hitmiss.qml
 OUTCOMES = {
@@ -19,6 +20,13 @@ OUTCOMES = {
     "false_alarm": ("False alarm: not poor, predicted poor", 0, 1),
     "correct_rejection": ("Correct rejection: not poor, predicted not poor", 0, 0),
 }
+
+
+def model_names(members, metrics_by_model):
+    """Table order: members, ensemble, baseline (where judged), random."""
+    return (
+        list(members) + [ENSEMBLE] + ([BASELINE] if BASELINE in metrics_by_model else []) + [RANDOM]
+    )
 
 
 def metrics_csv_path(metrics_path):
