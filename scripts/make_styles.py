@@ -19,9 +19,14 @@ from qgis.core import (
     QgsFillSymbol,
     QgsGradientColorRamp,
     QgsGraduatedSymbolRenderer,
+    QgsPalLayerSettings,
     QgsRendererCategory,
     QgsRendererRange,
+    QgsRuleBasedRenderer,
+    QgsTextBufferSettings,
+    QgsTextFormat,
     QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
 )
 from qgis.PyQt.QtGui import QColor
 
@@ -70,10 +75,62 @@ def graduated(field, bounds, colours, labels, opacity=0.85):
     return renderer, opacity
 
 
-def save(name, fields, renderer_and_opacity):
+def district_estimates():
+    """Rule-based: publishable districts graduated by estimate, the others grey and hatched."""
+    root = QgsRuleBasedRenderer.Rule(None)
+    bounds = [(0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.45), (0.45, 0.6), (0.6, 1.0001)]
+    colours = ["#fef0d9", "#fdd49e", "#fdbb84", "#fc8d59", "#e34a33", "#b30000"]
+    for (low, high), colour in zip(bounds, colours, strict=True):
+        label = f"{low:.0%}–{min(high, 1):.0%} poor (publishable)"
+        root.appendChild(
+            QgsRuleBasedRenderer.Rule(
+                fill(colour, "60,60,60,255"),
+                0,
+                0,
+                f'"publishable" = 1 AND "estimate" >= {low} AND "estimate" < {high}',
+                label,
+            )
+        )
+    root.appendChild(
+        QgsRuleBasedRenderer.Rule(
+            fill("#bdbdbd", "60,60,60,255", "b_diagonal"),
+            0,
+            0,
+            '"publishable" = 0 OR "publishable" IS NULL',
+            "Not publishable (CV above the threshold, or no estimate)",
+        )
+    )
+    return QgsRuleBasedRenderer(root), 0.9
+
+
+def estimate_labels():
+    """Each district's name and estimate (in %), greyed when not publishable."""
+    text = QgsTextFormat()
+    text.setSize(8)
+    text.setColor(QColor("#202020"))
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setSize(0.8)
+    buffer.setColor(QColor("#ffffff"))
+    text.setBuffer(buffer)
+    settings = QgsPalLayerSettings()
+    settings.fieldName = (
+        "\"district\" || '\\n' || coalesce(format_number(100 * \"estimate\", 0) || ' %', '–')"
+        " || if(\"publishable\" = 1, '', ' *')"
+    )
+    settings.isExpression = True
+    settings.placement = QgsPalLayerSettings.Placement.OverPoint
+    settings.setFormat(text)
+    return QgsVectorLayerSimpleLabeling(settings)
+
+
+def save(name, fields, renderer_and_opacity, labeling=None):
     renderer, opacity = renderer_and_opacity
     target = layer(fields)
     target.setRenderer(renderer)
+    if labeling is not None:
+        target.setLabeling(labeling)
+        target.setLabelsEnabled(True)
     target.setOpacity(opacity)
     path = os.path.join(STYLES, f"{name}.qml")
     message, ok = target.saveNamedStyle(path)
@@ -180,6 +237,17 @@ def main():
         categorized(
             "outcome", OUTCOMES + [("not_visited", "Not visited", "150,150,150,120")], opacity=1.0
         ),
+    )
+    save(
+        "district_estimates",
+        [
+            ("district", "string"),
+            ("estimate", "double"),
+            ("cv", "double"),
+            ("publishable", "integer"),
+        ],
+        district_estimates(),
+        estimate_labels(),
     )
     application.exitQgis()
     return 0
