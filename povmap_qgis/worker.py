@@ -54,6 +54,11 @@ STEPS = {
         "VerificationResultsOptions",
         "verification_results",
     ),
+    "district_estimates": (
+        "povmap_qgis.core.estimation.district_estimates",
+        "DistrictEstimatesOptions",
+        "district_estimates",
+    ),
     "set_model_alias": ("povmap_qgis.core.history.run_history", "AliasOptions", "set_model_alias"),
     "list_runs": ("povmap_qgis.core.history.run_history", "RunsOptions", "list_runs"),
     "attach_to_run": ("povmap_qgis.core.history.tracking", None, "attach_artifacts"),

@@ -249,6 +249,16 @@ def main():
         district_estimates(),
         estimate_labels(),
     )
+    save(
+        "district_cv",
+        [("district", "string"), ("cv", "double")],
+        graduated(
+            "cv",
+            [(0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 100)],
+            ["#edf8e9", "#74c476", "#fd8d3c", "#d7301f"],
+            ["CV < 10 %", "CV 10–20 %", "CV 20–30 %", "CV ≥ 30 %: too uncertain to publish"],
+        ),
+    )
     application.exitQgis()
     return 0
 

@@ -563,3 +563,79 @@ def test_fewer_than_five_surveyed_districts_are_refused(layers, tmp_path):
     assert raised.value.parameter == "SURVEY"
     assert "σ²u" in str(raised.value) and "only 4 districts" in str(raised.value)
     assert os.listdir(out) == []
+
+
+def test_districtestimates_through_qgis_process_returns_the_numbers_and_a_report(layers):
+    from conftest import run_qgis_process
+
+    folder = layers["folder"] / "qgis-process"
+    folder.mkdir()
+    completed = run_qgis_process(
+        "run",
+        "povmap:districtestimates",
+        "--",
+        f"SURVEY={layers['survey']}",
+        "SCORE_FIELD=score",
+        "WEIGHT_FIELD=weight",
+        "CLUSTER_FIELD=ea",
+        "STRATUM_FIELD=region",
+        f"DISTRICTS={layers['districts']}",
+        "DISTRICT_FIELD=name",
+        f"PREDICTIONS={layers['predictions']}",
+        f"POPULATION={layers['population']}",
+        "TRANSFORM=none",
+        "MSE=analytical",
+        "BENCHMARK=national",
+        "CV_THRESHOLD=0.25",
+        f"OUTPUT={folder / 'estimates.gpkg'}",
+        f"TABLE={folder / 'estimates.csv'}",
+        f"REPORT={folder / 'estimates.html'}",
+    )
+    results = dict(line.split(":\t", 1) for line in completed.stdout.splitlines() if ":\t" in line)
+    import geopandas
+
+    written = geopandas.read_file(folder / "estimates.gpkg", engine="pyogrio")
+    assert int(float(results["DISTRICTS"])) == len(written) == 16
+    assert int(float(results["SAMPLED_DISTRICTS"])) == int(written["in_sample"].sum()) == 15
+    assert int(float(results["PUBLISHABLE_ESTIMATE"])) == int((written["cv"] <= 0.25).sum())
+    assert float(results["MEDIAN_CV_ESTIMATE"]) == pytest.approx(written["cv"].median(), rel=1e-6)
+    assert float(results["MEDIAN_CV_DIRECT"]) == pytest.approx(
+        written["direct_cv"].median(), rel=1e-6
+    )  # of the surveyed districts (empty elsewhere); a share of 0 has an infinite CV
+    assert float(results["SIGMA2_U"]) > 0 and 0 < float(results["NATIONAL_DIRECT"]) < 1
+    with open(folder / "estimates.html", encoding="utf-8") as handle:
+        html = handle.read()
+    assert "districts have survey households" in html
+    assert html.count("data:image/png;base64,") == 5  # 3 figures, the estimates and the CV maps
+    assert (folder / "estimates.qml").exists()  # styled on load, also by hand
+    assert sorted(os.listdir(folder)) == [
+        "estimates.csv",
+        "estimates.gpkg",
+        "estimates.html",
+        "estimates.qml",
+    ]
+
+
+def test_bad_input_through_processing_names_the_parameter_and_writes_nothing(
+    layers, povmap_provider
+):
+    from qgis_helpers import run_failing
+
+    folder = layers["folder"] / "processing-bad"
+    folder.mkdir()
+    message = run_failing(
+        "povmap:districtestimates",
+        {
+            "SURVEY": layers["survey"],
+            "SCORE_FIELD": "score",
+            "WEIGHT_FIELD": "weight_text",
+            "DISTRICTS": layers["districts"],
+            "DISTRICT_FIELD": "name",
+            "PREDICTIONS": layers["predictions"],
+            "OUTPUT": str(folder / "out.gpkg"),
+            "TABLE": str(folder / "table.csv"),
+            "REPORT": str(folder / "report.html"),
+        },
+    )
+    assert "WEIGHT_FIELD" in message
+    assert os.listdir(folder) == []

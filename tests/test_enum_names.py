@@ -127,6 +127,9 @@ ENUMERATIONS = {
     ("train", "PRESET"): ["paper", "compact"],
     ("train", "SPLIT"): ["random", "districts"],
     ("train", "BALANCE"): ["undersample", "class_weights"],
+    ("districtestimates", "TRANSFORM"): ["none", "arcsin"],
+    ("districtestimates", "MSE"): ["analytical", "bootstrap"],
+    ("districtestimates", "BENCHMARK"): ["none", "national"],
 }
 
 
@@ -174,7 +177,11 @@ def test_every_enumeration_takes_every_name_and_number_in_processing(povmap_prov
 def command_line(algorithm_id, chosen, folder):
     """KEY=VALUE for a qgis_process run: every enumeration by ``chosen`` name, every other
     mandatory parameter a value that fails QGIS's own check afterwards (a missing file)."""
-    from qgis.core import QgsProcessingDestinationParameter, QgsProcessingParameterDefinition
+    from qgis.core import (
+        QgsProcessingDestinationParameter,
+        QgsProcessingParameterDefinition,
+        QgsProcessingParameterField,
+    )
 
     alg = algorithm(algorithm_id)
     arguments = [f"{key}={value}" for key, value in chosen.items()]
@@ -182,9 +189,13 @@ def command_line(algorithm_id, chosen, folder):
         if definition.name() in chosen:
             continue
         optional = definition.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional
-        if optional or definition.defaultValue() is not None:
+        # qgis_process 3.22 forgets a mandatory field parameter's default: give it
+        field = isinstance(definition, QgsProcessingParameterField)
+        if optional or (definition.defaultValue() is not None and not field):
             continue
-        if isinstance(definition, QgsProcessingDestinationParameter):
+        if field and definition.defaultValue() is not None:
+            value = definition.defaultValue()
+        elif isinstance(definition, QgsProcessingDestinationParameter):
             extension = definition.defaultFileExtension() or "out"
             value = folder / f"{definition.name().lower()}.{extension}"
         else:

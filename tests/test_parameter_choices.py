@@ -26,6 +26,10 @@ VECTOR_INPUTS = {
     ("evaluate", "PREDICTIONS"): POLYGON,
     ("evaluate", "TRUTH"): POLYGON,
     ("crossvalidate", "GRID"): POLYGON,
+    ("districtestimates", "SURVEY"): POINT,
+    ("districtestimates", "DISTRICTS"): POLYGON,
+    ("districtestimates", "PREDICTIONS"): POLYGON,
+    ("districtestimates", "OUT_OF_FOLD"): POLYGON,
 }
 
 

@@ -39,6 +39,10 @@ FALLBACK_STYLES = {
     ("target", "OUTPUT"): [("targeting_selection", "povmap selection")],
     ("verificationsample", "OUTPUT"): [("verification_sample", "povmap verification sample")],
     ("verificationresults", "OUTPUT"): [("verification_outcome", "povmap verification outcome")],
+    ("districtestimates", "OUTPUT"): [
+        ("district_estimates", "povmap district estimates"),
+        ("district_cv", "povmap district CV"),
+    ],
     ("crossvalidate", "OUTPUT_GRID"): [
         ("hitmiss", "povmap hit/miss"),
         ("prediction_class", "out-of-fold class"),

@@ -10,6 +10,7 @@ from .build_prediction_grid import BuildPredictionGrid
 from .build_training_grid import BuildTrainingGrid
 from .check_environment import CheckEnvironment
 from .crossvalidate import CrossValidate
+from .district_estimates import DistrictEstimates
 from .evaluate import Evaluate
 from .map_poverty import MapPoverty
 from .model_alias import SetModelAlias
@@ -60,6 +61,7 @@ class PovmapProvider(QgsProcessingProvider):
             Target(),
             VerificationSample(),
             VerificationResults(),
+            DistrictEstimates(),
             SetModelAlias(),
             Runs(),
             CheckEnvironment(),

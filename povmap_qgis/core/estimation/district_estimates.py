@@ -386,7 +386,7 @@ def _median(values):
     import numpy as np
 
     values = np.asarray(values, dtype="float64")
-    values = values[np.isfinite(values)]
+    values = values[~np.isnan(values)]  # an infinite CV (a share of 0) counts
     return float(np.median(values)) if len(values) else None
 
 
