@@ -616,7 +616,11 @@ def _read_survey(options, districts, reporter, notes):
     else:
         wgs84 = pyproj.Transformer.from_crs(source, "EPSG:4326", always_xy=True)
         lon, lat = wgs84.transform(x, y)
-        grid_crs, _ = cells.working_crs(None, (lon.min(), lat.min(), lon.max(), lat.max()))
+        grid_crs, _ = cells.working_crs(
+            None,
+            (lon.min(), lat.min(), lon.max(), lat.max()),
+            centre=(float(np.median(lon)), float(np.median(lat))),
+        )
         gx, gy = pyproj.Transformer.from_crs(source, grid_crs, always_xy=True).transform(x, y)
         rows, cols = cells.cell_rows_cols(gx, gy, float(options.cell_size))
         psu = cells.encode_cell_ids(rows, cols)
