@@ -240,7 +240,7 @@ def scale_model(sample, folder, cell_size):
             score_field="score",
             output_path=grid,
             cell_size=cell_size,
-            min_obs=1,
+            min_obs=3,
             crs="EPSG:32642",
             districts_path=os.path.join(sample, "synthetic_districts.gpkg"),
             district_field="name",

@@ -50,7 +50,7 @@ def run_ours(processing, points, output):
             "INPUT": points,
             "SCORE_FIELD": "score",
             "CRS": UTM,
-            "MIN_OBS": 1,
+            "MIN_OBS": 3,
             "MAX_OBS": 0,
             "OUTPUT": output,
         },

@@ -319,6 +319,9 @@ CASES = {
     # a CRS that does not suit the data (issue 24 item 1): cells of the wrong size, without a word
     "UTM zone 10N for data at 70° E": ("buildpredictiongrid", "CRS", None, {"CRS": "EPSG:32610"}),
     "Web Mercator 'metres' at 25° N": ("buildpredictiongrid", "CRS", None, {"CRS": "EPSG:3857"}),
+    # privacy (issue 24 item 5): single- and two-household cells
+    "MIN_OBS=1": ("buildtraininggrid", "MIN_OBS", None, {"MIN_OBS": 1}),
+    "MIN_OBS=2": ("buildtraininggrid", "MIN_OBS", None, {"MIN_OBS": 2}),
     "HABITABLE_BAND=0": ("buildpredictiongrid", "HABITABLE_BAND", None, {"HABITABLE_BAND": 0}),
     "duplicate cell_ids sampled": (
         "samplechips",
@@ -350,7 +353,7 @@ def digests(paths):
 @pytest.fixture(scope="module")
 def pristine(tiny_chips, tiny_sample):
     """Read-only originals: the labelled grid, the night-lights store, the full store, the
-    bundled model, the sample's districts, night lights and population raster."""
+    bundled model, the sample's districts, night lights, population raster and survey."""
     return {
         "grid": tiny_chips["grid"],
         "chips": tiny_chips["night"],
@@ -359,6 +362,7 @@ def pristine(tiny_chips, tiny_sample):
         "districts": os.path.join(tiny_sample, "synthetic_districts.gpkg"),
         "nightlights": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
         "population": os.path.join(tiny_sample, "synthetic_population_3arcsec.tif"),
+        "survey": os.path.join(tiny_sample, "synthetic_survey.gpkg"),
     }
 
 
@@ -374,7 +378,7 @@ def test_bad_input_is_refused_with_a_message_and_leaves_nothing(
         "chips": str(inputs / ("night.chips" if algorithm == "train" else "all.chips")),
         "model": str(inputs / "demo.povmodel"),
     }
-    for name in ("districts", "nightlights", "population"):
+    for name in ("districts", "nightlights", "population", "survey"):
         copies[name] = str(inputs / os.path.basename(pristine[name]))
         shutil.copy(pristine[name], copies[name])
     shutil.copy(pristine["grid"], copies["grid"])
@@ -395,6 +399,9 @@ def test_bad_input_is_refused_with_a_message_and_leaves_nothing(
     elif algorithm == "samplechips":
         parameters = {"GRID": copies["grid"], "NIGHTLIGHTS": copies["nightlights"]}
         parameters["OUTPUT"] = str(output / "night.chips")
+    elif algorithm == "buildtraininggrid":
+        parameters = {"INPUT": copies["survey"], "SCORE_FIELD": "score"}
+        parameters["OUTPUT"] = str(output / "training_grid.gpkg")
     else:  # buildpredictiongrid
         parameters = {"AREA": copies["districts"], "HABITABLE": copies["population"]}
         parameters["OUTPUT"] = str(output / "prediction_grid.gpkg")

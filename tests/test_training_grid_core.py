@@ -186,7 +186,7 @@ def test_label_direction_and_cutoff_boundary(tmp_path, poor_below, median, label
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    min_obs=st.integers(1, 8), max_obs=st.sampled_from([0, 6, 9, 12]), seed=st.integers(0, 10_000)
+    min_obs=st.integers(3, 8), max_obs=st.sampled_from([0, 6, 9, 12]), seed=st.integers(0, 10_000)
 )
 def test_no_output_cell_has_fewer_than_min_obs_or_reaches_max_obs(tmp_path, min_obs, max_obs, seed):
     if max_obs and max_obs <= min_obs:
@@ -387,7 +387,7 @@ def test_bad_input_messages_name_the_parameter(tmp_path):
     bad(tmp_path, "SCORE_FIELD", "not numeric", score_field="name")
     bad(tmp_path, "CELL_SIZE", "positive", cell_size=0)
     bad(tmp_path, "CELL_SIZE", "positive", cell_size=-5)
-    bad(tmp_path, "MIN_OBS", "at least 1", min_obs=0)
+    bad(tmp_path, "MIN_OBS", "at least 3", min_obs=0)
     bad(tmp_path, "CRS", "not a projected CRS", crs="EPSG:4326")
     bad(tmp_path, "MIN_DATE", "not a date", date_field="name", min_date="yesterday")
     bad(tmp_path, "INPUT", "no household is left", accuracy_field="score", max_accuracy=0.5)
@@ -434,7 +434,7 @@ def _district_around(tmp_path):
 def test_swapped_latitude_and_longitude_are_refused_naming_input_and_the_districts(tmp_path):
     options = {
         "score_field": "score",
-        "min_obs": 1,
+        "min_obs": 3,
         "districts_path": str(_district_around(tmp_path)),
         "district_field": "name",
     }
@@ -466,7 +466,7 @@ def test_swapped_latitude_and_longitude_are_refused_naming_input_and_the_distric
 
 def test_swapped_coordinates_without_districts_are_refused_against_the_crs_given(tmp_path):
     swapped = _lonlat_survey(tmp_path, "swapped", swap=True)
-    options = {"score_field": "score", "crs": UTM, "min_obs": 1}
+    options = {"score_field": "score", "crs": UTM, "min_obs": 3}
     with pytest.raises(PovmapInputError) as caught:
         build_training_grid(
             TrainingGridOptions(
@@ -501,7 +501,7 @@ def test_a_partly_swapped_layer_is_warned_about_and_its_right_points_kept(tmp_pa
             points_path=str(tmp_path / "mixed.gpkg"),
             score_field="score",
             output_path=str(tmp_path / "g.gpkg"),
-            min_obs=1,
+            min_obs=3,
             districts_path=str(_district_around(tmp_path)),
             district_field="name",
         ),
@@ -523,7 +523,7 @@ def test_a_few_points_swapped_among_many_right_ones_are_not_called_a_swapped_lay
 
 def test_one_household_at_0_0_does_not_move_the_utm_zone_and_is_named(tmp_path):
     """A classic data-entry error: the bounding box's centre would be in zone 36N; the median
-    keeps zone 42N, the cells are the ones without the point, and the warning names it."""
+    keeps zone 42N, the cells are those of the survey without it, and the warning names it."""
     rng = np.random.default_rng(2)
     x, y, score, _ = households_with_known_cells(rng, n_cells=60)
     lon, lat = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True).transform(x, y)
@@ -543,14 +543,14 @@ def test_one_household_at_0_0_does_not_move_the_utm_zone_and_is_named(tmp_path):
                 points_path=str(path),
                 score_field="score",
                 output_path=str(tmp_path / f"{name}.gpkg"),
-                min_obs=1,
+                min_obs=3,
             ),
             reporter,
         )
         assert counts["crs"] == "EPSG:32642", reporter.infos
         grids[name] = (pyogrio.read_dataframe(tmp_path / f"{name}.gpkg"), reporter)
     clean_cells, typo_cells = (set(grids[key][0]["cell_id"]) for key in ("clean", "typo"))
-    assert clean_cells < typo_cells and len(typo_cells - clean_cells) == 1
+    assert clean_cells == typo_cells  # the point's own cell has 1 household: under MIN_OBS
     far = [text for text in grids["typo"][1].warnings if "far from the others" in text]
     assert len(far) == 1 and f"feature #{len(x) + 1} (0.0°, 0.0°)" in far[0], far
     assert not [text for text in grids["clean"][1].warnings if "far from" in text]
@@ -571,9 +571,82 @@ def test_a_crs_that_does_not_suit_the_survey_is_refused(tmp_path, crs, refused):
                 points_path=str(path),
                 score_field="score",
                 output_path=str(tmp_path / "g.gpkg"),
-                min_obs=1,
+                min_obs=3,
                 crs=crs,
             )
         )
     assert caught.value.parameter == "CRS" and refused in str(caught.value)
     assert not (tmp_path / "g.gpkg").exists()
+
+
+def test_min_obs_counts_households_not_rows(tmp_path):
+    """Duplicated rows (the same household read twice) do not make a cell publishable: cells
+    of 2 real households stay out under MIN_OBS 3, counted against pandas."""
+    rng = np.random.default_rng(24)
+    x, y, score, _ = households_with_known_cells(rng, n_cells=60)
+    # every household of the first cells read twice, as an export that repeated rows
+    rows, cols = cells.cell_rows_cols(x, y, 1000.0)
+    ids = cells.encode_cell_ids(rows, cols)
+    twice = np.isin(ids, np.unique(ids)[:20])
+    dx, dy, dscore = np.r_[x, x[twice]], np.r_[y, y[twice]], np.r_[score, score[twice]]
+    household = np.r_[np.arange(len(x)), np.flatnonzero(twice)].astype(str)
+    path = write_points(tmp_path / "dup.gpkg", dx, dy, UTM, score=dscore, hh=household)
+    per_cell = pandas.DataFrame({"cell": ids}).groupby("cell").size()  # real households
+    expected = per_cell[per_cell >= 3]
+    for field in (None, "hh"):
+        reporter = RecordingReporter()
+        build_training_grid(
+            TrainingGridOptions(
+                points_path=str(path),
+                score_field="score",
+                output_path=str(tmp_path / f"g{field}.gpkg"),
+                crs=UTM,
+                min_obs=3,
+                max_obs=0,
+                household_field=field,
+            ),
+            reporter,
+        )
+        grid = pyogrio.read_dataframe(tmp_path / f"g{field}.gpkg").set_index("cell_id")
+        assert sorted(grid.index) == sorted(expected.index)
+        assert (grid["n_obs"] == expected.loc[grid.index]).all()
+        assert any(f"{int(twice.sum())} row(s) repeat a household" in w for w in reporter.warnings)
+
+
+def test_a_household_id_counts_one_household_whatever_its_rows_say(tmp_path):
+    """Three rows of one household id at three positions of one cell are one household."""
+    x = 600_500.0 + np.array([0.0, 10.0, 20.0, 0.0, 5.0, 9.0])
+    y = np.full(6, 2_800_500.0)
+    path = write_points(
+        tmp_path / "ids.gpkg", x, y, UTM, score=[10.0, 11, 12, 30, 31, 32], hh=list("aaabcd")
+    )
+    options = {"score_field": "score", "crs": UTM, "min_obs": 3, "max_obs": 0}
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=str(path),
+            output_path=str(tmp_path / "a.gpkg"),
+            household_field="hh",
+            **options,
+        )
+    )
+    assert pyogrio.read_dataframe(tmp_path / "a.gpkg")["n_obs"].tolist() == [4]
+    build_training_grid(
+        TrainingGridOptions(points_path=str(path), output_path=str(tmp_path / "b.gpkg"), **options)
+    )
+    assert pyogrio.read_dataframe(tmp_path / "b.gpkg")["n_obs"].tolist() == [6]
+
+
+@pytest.mark.parametrize("min_obs", [0, 1, 2])
+def test_min_obs_below_three_is_refused_saying_why(tmp_path, min_obs):
+    path = write_points(tmp_path / "p.gpkg", [600_500.0], [2_800_500.0], UTM, score=[1.0])
+    with pytest.raises(PovmapInputError) as caught:
+        build_training_grid(
+            TrainingGridOptions(
+                points_path=str(path),
+                score_field="score",
+                output_path=str(tmp_path / "g.gpkg"),
+                min_obs=min_obs,
+            )
+        )
+    assert caught.value.parameter == "MIN_OBS" and "at least 3" in str(caught.value)
+    assert "work out the other's score" in str(caught.value)

@@ -80,7 +80,18 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 False,
                 1,
             ),
-            "Cells with fewer households are dropped and never appear in any output, so no household can be singled out.",
+            "Cells with fewer households are dropped and never appear in any output, so no household can be singled out. At least 3: in a cell of two, each household could work out the other's score. Households are counted once each (see HOUSEHOLD_FIELD).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                "HOUSEHOLD_FIELD",
+                self.tr("Household id field (privacy)"),
+                None,
+                "INPUT",
+                optional=True,
+            ),
+            "Each household's id: MIN_OBS and MAX_OBS count distinct ids, and a household's repeated rows count once. Empty: rows with identical coordinates and score are one household.",
+            advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -217,6 +228,8 @@ class BuildTrainingGrid(PovmapAlgorithm):
             "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context) or None,
             "crs": self.crs_parameter(parameters, "CRS", context),
             "style_qml_path": style_path("training_grid"),
+            "household_field": self.parameterAsString(parameters, "HOUSEHOLD_FIELD", context)
+            or None,
         }
         counts = self.run_core_step("build_training_grid", options, feedback, outputs=[output])
         return self.grid_results(output, counts, COUNT_KEYS)

@@ -44,6 +44,10 @@ class TrainingGridOptions:
     district_field: str | None = None
     crs: str | None = None
     style_qml_path: str | None = None
+    household_field: str | None = None  # each household's id: MIN_OBS counts distinct ids
+
+
+MIN_OBS_FLOOR = 3  # below it one household's score could be read or derived (docs/privacy.md)
 
 
 COUNT_KEYS = (
@@ -149,6 +153,19 @@ def build_training_grid(options, reporter=None):
     reporter.progress(70)
     reporter.check_canceled()
 
+    first = _first_row_of_each_household(x, y, table, kept_index, options)
+    if len(first) < len(kept_index):
+        by = (
+            f"the same HOUSEHOLD_FIELD '{options.household_field}'"
+            if options.household_field
+            else "identical coordinates and score"
+        )
+        reporter.warning(
+            f"INPUT: {len(kept_index) - len(first)} row(s) repeat a household already read ({by}) "
+            "and were counted once: MIN_OBS and MAX_OBS count households, not rows."
+        )
+        kept_index, gx, gy = kept_index[first], gx[first], gy[first]
+        districts = districts[first] if districts is not None else None
     scores = np.asarray(table[options.score_field], dtype="float64")[kept_index]
     grid = _aggregate_cells(gx, gy, scores, districts, options, counts)
     if grid.empty:
@@ -187,10 +204,17 @@ def build_training_grid(options, reporter=None):
 
 def _check_options(options):
     cells.check_cell_size(options.cell_size)
-    if options.min_obs is None or options.min_obs < 1 or int(options.min_obs) != options.min_obs:
+    if (
+        options.min_obs is None
+        or options.min_obs < MIN_OBS_FLOOR
+        or int(options.min_obs) != options.min_obs
+    ):
         raise PovmapInputError(
             "MIN_OBS",
-            f"the minimum number of households per cell must be a whole number of at least 1 (got {options.min_obs}).",
+            f"the minimum number of households per cell must be a whole number of at least "
+            f"{MIN_OBS_FLOOR} (got {options.min_obs}): in a cell of one household its label is "
+            "that household's poverty, and in a cell of two each household can work out the "
+            "other's score from the cell's median and its own. Use 3 or more.",
         )
     if options.max_obs and options.max_obs <= options.min_obs:
         raise PovmapInputError(
@@ -226,6 +250,9 @@ def _checked_columns(info, options):
                 f"the field '{options.date_field}' is {dtype}, not a date; choose a date or text (YYYY-MM-DD) field.",
             )
         columns.append(options.date_field)
+    if options.household_field:
+        vectors.require_field(info, options.household_field, path, layer, "HOUSEHOLD_FIELD")
+        columns.append(options.household_field)
     return list(dict.fromkeys(columns))
 
 
@@ -430,6 +457,31 @@ def _share_inside(x, y, crs, area):
         west, south, east, north = area
         inside = (lon >= west) & (lon <= east) & (lat >= south) & (lat <= north)
     return float(inside.mean())
+
+
+def _first_row_of_each_household(x, y, table, kept_index, options):
+    """Positions (into ``kept_index``) of each household's first row.
+
+    A household is its ``household_field`` value when one is given (rows without one count
+    as their own households); otherwise rows with identical coordinates *and* score are one
+    household read twice (a duplicated row). Coordinates alone would merge the different
+    households of a survey that records one position per cluster (DHS-style displaced
+    cluster coordinates).
+    """
+    import pandas
+
+    if options.household_field:
+        ids = pandas.Series(table[options.household_field]).iloc[kept_index].reset_index(drop=True)
+        keys = ids.astype(str).where(ids.notna(), other=[f"\0row{i}" for i in range(len(ids))])
+        repeated = keys.duplicated().to_numpy()
+    else:
+        scores = np.asarray(table[options.score_field], dtype="float64")[kept_index]
+        repeated = (
+            pandas.DataFrame({"x": x[kept_index], "y": y[kept_index], "score": scores})
+            .duplicated()
+            .to_numpy()
+        )
+    return np.flatnonzero(~repeated)
 
 
 def _aggregate_cells(x, y, scores, districts, options, counts):
