@@ -13,6 +13,7 @@ from qgis.core import (
 
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .layer_names import districts_label, input_layer_name, name_output
 
 COUNT_KEYS = ("cells_covering", "cells_not_habitable", "cells_no_habitable_data", "cells_kept")
 
@@ -113,4 +114,6 @@ class BuildPredictionGrid(PovmapAlgorithm):
             "style_qml_path": style_path("prediction_grid"),
         }
         counts = self.run_core_step("build_prediction_grid", options, feedback, outputs=[output])
+        where = districts_label(output) or input_layer_name(self, parameters, "AREA", context)
+        name_output(output, context, self.tr("Prediction grid"), where)
         return self.grid_results(output, counts, COUNT_KEYS)

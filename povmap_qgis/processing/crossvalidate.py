@@ -22,6 +22,7 @@ from ..core.validation.crossvalidation_report import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import PovmapAlgorithm
+from .layer_names import districts_label, input_layer_name, name_output
 from .training_parameters import add_training_parameters, training_options
 
 METRIC_KEYS = METRIC_NAMES
@@ -160,6 +161,14 @@ class CrossValidate(PovmapAlgorithm):
             shutil.rmtree(scratch, ignore_errors=True)
         feedback.pushInfo(f"Report: {report}")
         self.attach_to_run_history([report], feedback)
+        name_output(
+            summary["output_grid"],
+            context,
+            self.tr("Cross-validation"),
+            districts_label(summary["output_grid"])
+            or input_layer_name(self, parameters, "GRID", context),
+            self.tr("{} folds").format(folds),
+        )
         results = {
             "REPORT": report,
             "METRICS": metrics,

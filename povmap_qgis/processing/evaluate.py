@@ -23,6 +23,7 @@ from ..core.validation.evaluation_report import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .layer_names import districts_label, input_layer_name, model_label, name_output
 
 MAP_WIDTH = 1100
 MAP_MAX_HEIGHT = 900
@@ -144,6 +145,10 @@ class Evaluate(PovmapAlgorithm):
         """Copies of the prediction layer for the report's maps, made here in the main thread (layers belong to it)."""
         layer = self.parameterAsVectorLayer(parameters, "PREDICTIONS", context)
         self._map_layers = [layer.clone() for _ in range(3)] if layer is not None else []
+        self._names = {
+            name: input_layer_name(self, parameters, name, context)
+            for name in ("PREDICTIONS", "TRUTH")
+        }
         return True
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -169,6 +174,8 @@ class Evaluate(PovmapAlgorithm):
             "seed": self.parameterAsInt(parameters, "SEED", context),
             "style_qml_path": style_path("hitmiss"),
             "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
+            "predictions_name": getattr(self, "_names", {}).get("PREDICTIONS"),
+            "truth_name": getattr(self, "_names", {}).get("TRUTH"),
         }
         try:
             summary = self.run_core_step(
@@ -186,6 +193,13 @@ class Evaluate(PovmapAlgorithm):
         finally:
             self._map_layers = []
             shutil.rmtree(figures, ignore_errors=True)
+        name_output(
+            hitmiss,
+            context,
+            self.tr("Hits and misses"),
+            districts_label(hitmiss) or getattr(self, "_names", {}).get("TRUTH"),
+            model_label(summary["settings"].get("model")),
+        )
         feedback.pushInfo(f"Report: {report}")
         self.attach_to_run_history([report], feedback)
         results = {

@@ -29,6 +29,7 @@ from ..core.chips.sampling import RESAMPLING_METHODS
 from ..core.names import PREDICTION_SOURCES
 from ..paths import bundled_model_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .layer_names import districts_label, input_layer_name, model_label, name_output
 from .predict import SOURCE_OPTIONS
 from .sample_chips import NAMED_INPUTS
 
@@ -216,6 +217,8 @@ class MapPoverty(PovmapAlgorithm):
             {**predict_parameters, "MODEL": model, "GRID": grid, "OUTPUT": output},
         )
         feedback.setProgress(100)
+        where = districts_label(output) or input_layer_name(self, parameters, "AREA", context)
+        name_output(output, context, self.tr("Predictions"), where, model_label(model))
         return {
             "OUTPUT": output,
             "CHIPS": chips,

@@ -14,6 +14,7 @@ from ..core.names import PREDICTION_SOURCES
 from ..paths import bundled_model_path, style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .engine import add_engine_parameters, engine_options
+from .layer_names import districts_label, input_layer_name, model_label, name_output
 from .sample_chips import add_raster_parameters, add_resampling_parameters, raster_inputs
 
 SOURCE_OPTIONS = [
@@ -135,6 +136,8 @@ class Predict(PovmapAlgorithm):
             **engine_options(self, parameters, context),
         }
         result = self.run_core_step("predict", options, feedback, outputs=[output])
+        where = districts_label(output) or input_layer_name(self, parameters, "GRID", context)
+        name_output(output, context, self.tr("Predictions"), where, model_label(model))
         return {
             "OUTPUT": output,
             "CELLS": result["cells"],

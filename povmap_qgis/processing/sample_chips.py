@@ -21,6 +21,7 @@ from ..core.names import CELL_ID
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .engine import add_engine_parameters, engine_options
+from .layer_names import input_layer_name, name_output
 
 NAMED_INPUTS = [  # parameter, store input name, label, help
     (
@@ -127,8 +128,9 @@ class SampleChips(PovmapAlgorithm):
                 self.tr("Grid with nodata fractions"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
                 optional=True,
+                createByDefault=False,
             ),
-            "The grid with nodata_<input> (fraction of each chip without data) and chip_flagged (1 = above MAX_NODATA), styled to show flagged cells.",
+            "The grid with nodata_<input> (fraction of each chip without data) and chip_flagged (1 = above MAX_NODATA), styled to show flagged cells. Not written unless asked for (the dialog starts at Skip output), so repeated runs do not add a grid each time.",
         )
         add_engine_parameters(self)
         for key, label in (
@@ -197,6 +199,12 @@ class SampleChips(PovmapAlgorithm):
         }
         if nodata_grid:
             results["NODATA_GRID"] = nodata_grid
+            name_output(
+                nodata_grid,
+                context,
+                self.tr("Chip nodata"),
+                input_layer_name(self, parameters, "GRID", context),
+            )
         return results
 
 

@@ -21,10 +21,11 @@ from qgis.core import (
 )
 
 from ..core.decision.targeting import BUDGET_UNITS, RANK_BY
-from ..core.decision.targeting_report import report_document
+from ..core.decision.targeting_report import budget_text, report_document
 from ..core.report.page import write_report
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .layer_names import districts_label, input_layer_name, name_output
 
 MAP_WIDTH = 1100
 MAP_MAX_HEIGHT = 900
@@ -217,6 +218,11 @@ class Target(PovmapAlgorithm):
         for key, (label, _) in NUMBER_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
+    def prepareAlgorithm(self, parameters, context, feedback):
+        """PREDICTIONS' name in the project, read here in the main thread (layers belong to it)."""
+        self._predictions_name = input_layer_name(self, parameters, "PREDICTIONS", context)
+        return True
+
     def processAlgorithm(self, parameters, context, feedback):
         output = self.output_gpkg(parameters, "OUTPUT", context)
         allocation = self.output_file(parameters, "ALLOCATION", context, (".csv",))
@@ -243,6 +249,7 @@ class Target(PovmapAlgorithm):
             "allocation_path": allocation,
             "figures_folder": figures,
             "style_qml_path": style_path("targeting_selection"),
+            "predictions_name": getattr(self, "_predictions_name", None),
         }
         try:
             summary = self.run_core_step("target", options, feedback, outputs=[output, allocation])
@@ -257,6 +264,13 @@ class Target(PovmapAlgorithm):
             write_report(report, **report_document(summary, maps))
         finally:
             shutil.rmtree(figures, ignore_errors=True)
+        name_output(
+            output,
+            context,
+            self.tr("Selection"),
+            districts_label(output) or getattr(self, "_predictions_name", None),
+            budget_text(summary["budget"]),
+        )
         feedback.pushInfo(f"Report: {report}")
         self.attach_to_run_history([report], feedback)
         results = {

@@ -101,6 +101,9 @@ class TargetOptions:
     style_qml_path: str | None = None  # resources/styles/targeting_selection.qml
     # the cells' id (ID_FIELD); None: the one Predict poverty recorded in PREDICTIONS, else cell_id
     id_field: str | None = None
+    # PREDICTIONS' name in the user's project (e.g. "Predictions — Kotlani (demo_compact)") for
+    # the report; None: the layer's name in its file
+    predictions_name: str | None = None
 
 
 @dataclasses.dataclass
@@ -151,7 +154,7 @@ def target(options, reporter=None):
         "format_version": TARGETING_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "settings": _settings(options, metadata, id_field),
-        "data": _data_record(area, layer, calibrated),
+        "data": dict(_data_record(area, layer, calibrated), name=options.predictions_name or layer),
         **outcome,
     }
     summary["figures"] = (

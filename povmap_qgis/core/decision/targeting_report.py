@@ -108,7 +108,8 @@ def report_document(summary, maps=()):
         sections.append(report.Section("Notes", [report.BulletList(summary["notes"])]))
     return {
         "title": "Targeting with the poverty map",
-        "subtitle": f"{summary['data']['layer']}: {headline(summary)}",
+        "subtitle": f"{summary['data'].get('name') or summary['data']['layer']}: "
+        f"{headline(summary)}",
         "notices": [],
         "sections": sections,
     }
@@ -282,6 +283,11 @@ def _settings_section(summary, report):
             )
         ],
     )
+
+
+def budget_text(budget):
+    """The budget in short ('30 % of the cells', '9,000 people'), as output layer names say it."""
+    return _budget_text(budget).split(" (")[0]
 
 
 def _budget_text(budget):

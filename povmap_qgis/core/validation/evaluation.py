@@ -71,6 +71,10 @@ class EvaluateOptions:
     # The cell id both layers share (an own grid's ID_FIELD); None: the id Predict poverty
     # recorded in the prediction layer, else cell_id.
     id_field: str | None = None
+    # the layers' names in the user's project (e.g. "Predictions — Kotlani (demo_compact)");
+    # None: the layer's name in its file
+    predictions_name: str | None = None
+    truth_name: str | None = None
 
 
 def evaluate(options, reporter=None):
@@ -448,6 +452,9 @@ def _join(predictions, truth, options, reporter):
         "id_field": key,
         "predictions_layer": predictions["layer"],
         "truth_layer": truth["layer"],
+        # the layers' names as the user knows them (the Layers panel's), for the report
+        "predictions_name": options.predictions_name or predictions["layer"],
+        "truth_name": options.truth_name or truth["layer"],
         "predictions_crs": predictions["crs"],
         "truth_crs": truth["crs"],
         "prediction_cells": int(len(frame)),

@@ -98,7 +98,8 @@ def report_document(summary, maps=()):
         )
     ensemble = overall[ENSEMBLE]
     subtitle = (
-        f"{data['predictions_layer']} against {data['truth_layer']}: {data['common_cells']} cells "
+        f"{data.get('predictions_name') or data['predictions_layer']} against "
+        f"{data.get('truth_name') or data['truth_layer']}: {data['common_cells']} cells "
         f"· ensemble recall {metric_text(ensemble['recall'])}, precision "
         f"{metric_text(ensemble['precision'])}, accuracy {metric_text(ensemble['accuracy'])}, AUC "
         f"{metric_text(ensemble['auc'])}"
