@@ -466,3 +466,19 @@ def test_recalibrate_with_too_few_visits_says_how_many_are_needed(drawn):
             new_model_path=str(new),
         )
     assert not new.exists()
+
+
+def test_povmap_cell_ids_of_18_digits_are_matched_exactly():
+    """cell_id encodes the CRS and the cell's row and column (500002826500000641): a float would
+    round it to a neighbour's id."""
+    from povmap_qgis.core.verification.returns import observations
+
+    ids = [500002826500000641, 500002826500000640, 500002832500000639]
+    frame = pandas.DataFrame(
+        {"visit/cell_id": [str(cell) for cell in ids], "visit/observed_poor": ["yes", "no", "1"]}
+    )
+    assert observations(frame, ids, "cell_id", "observed_poor") == {
+        500002826500000641: (1, None, None),
+        500002826500000640: (0, None, None),
+        500002832500000639: (1, None, None),
+    }

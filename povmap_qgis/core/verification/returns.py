@@ -112,8 +112,8 @@ def observations(
             problems["no_id"].append(name)
             continue
         try:
-            cell = int(float(text))
-        except ValueError:
+            cell = _cell_id(text)
+        except (ValueError, ArithmeticError):
             problems["unknown"].append(f"{text} ({name})")
             continue
         if cell not in known:
@@ -149,6 +149,19 @@ def observations(
         found[cell], where[cell] = (observed, visited, poor), name
     _refuse(problems, parameter, id_field, observed_field)
     return found
+
+
+def _cell_id(text):
+    """The whole-number id in ``text``, exactly (povmap's ids have 18 digits: no float on the way)."""
+    import decimal
+
+    try:
+        return int(text)
+    except ValueError:
+        number = decimal.Decimal(text)  # "2.0", "5.00000282650000064E17"
+        if number != number.to_integral_value():
+            raise ValueError(text) from None
+        return int(number)
 
 
 def _whole_number(text):
