@@ -294,6 +294,11 @@ def test_kobo_csv_returns_give_the_independent_stratified_estimates(drawn):
         )
         assert summary[key]["estimate"] == pytest.approx(float(reference.point_est), rel=1e-9), key
         assert summary[key]["se"] == pytest.approx(float(reference.stderror), rel=1e-9), key
+    margin = summary["random"]["precision_minus_random"]
+    assert margin["estimate"] == pytest.approx(
+        summary["users_accuracy_poor"]["estimate"] - summary["poor_share"]["estimate"]
+    )
+    assert margin["low"] < margin["estimate"] < margin["high"]
     metrics = json.load(open(options.metrics_path, encoding="utf-8"))
     for key in ("overall_accuracy", "users_accuracy_poor", "producers_accuracy_poor", "poor_share"):
         assert set(metrics[key]) >= {"estimate", "low", "high"}

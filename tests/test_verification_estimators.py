@@ -149,6 +149,19 @@ def test_hand_case_matches_samplics_stratified_ratio_estimator():
     assert matrix[:, 0].sum() == pytest.approx(ours["poor_share"].estimate)
 
 
+def test_difference_of_ratios_sharing_a_denominator_is_the_ratio_of_the_difference():
+    """With x1 = x2 the linearised difference R1 − R2 is exactly the ratio (y1 − y2) / x, whose
+    estimate and SE samplics confirmed above: an identity, not our own numbers twice."""
+    from povmap_qgis.core.verification.estimators import ratio_difference
+
+    strata, sizes, mapped, observed, people = hand_case()
+    first, second = people * observed, people * mapped
+    difference = ratio_difference(strata, sizes, (first, people), (second, people))
+    direct = ratio_estimate(strata, sizes, first - second, people, share=False)
+    assert difference.estimate == pytest.approx(direct.estimate, rel=1e-12)
+    assert difference.se == pytest.approx(direct.se, rel=1e-12)
+
+
 def test_targeting_errors_match_samplics():
     from samplics.estimation import TaylorEstimator
     from samplics.utils.types import PopParam
@@ -220,6 +233,7 @@ def test_simulated_coverage_of_the_95_percent_intervals():
         "poor_share": truth.mean(),
         "poor_people_share": (people * truth).sum() / people.sum(),
         "overall_accuracy": (mapped == truth).mean(),
+        "precision_minus_random": truth[mapped == 1].mean() - truth.mean(),
     }
     repetitions = 600
     covered = dict.fromkeys(true, 0)
@@ -234,5 +248,5 @@ def test_simulated_coverage_of_the_95_percent_intervals():
     print("coverage", coverage)
     for name in ("users_accuracy_poor", "producers_accuracy_poor", "poor_share"):
         assert 0.93 <= coverage[name] <= 0.97, (name, coverage)
-    for name in ("poor_people_share", "overall_accuracy"):
+    for name in ("poor_people_share", "overall_accuracy", "precision_minus_random"):
         assert 0.92 <= coverage[name] <= 0.975, (name, coverage)

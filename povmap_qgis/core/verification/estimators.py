@@ -26,7 +26,11 @@ cells, not millions of pixels). The 95 % interval is R̂ ± 1.96 √V̂, clipped
 
 The map's bias is its own share of poor cells (known exactly: every cell of the
 map is counted) minus the estimated share; its interval is that of the
-estimated share, shifted. Pure numpy.
+estimated share, shifted. Beside a random choice of cells: random picks are poor
+as often as cells are, so the map's precision is compared through the difference
+user's accuracy − poor share (``ratio_difference``, one linearised variance for
+both); a random choice of as many cells as the map calls poor finds that share of
+the poor cells (known exactly), so recall is compared with the map's share. Pure numpy.
 """
 
 from __future__ import annotations
@@ -90,6 +94,36 @@ def ratio_estimate(strata, sizes, y, x=None, share=True, fpc=True):
     return Estimate(float(ratio), se, float(low), float(high))
 
 
+def ratio_difference(strata, sizes, first, second, fpc=True):
+    """R̂1 − R̂2 of two ratios ``first`` = (y1, x1), ``second`` = (y2, x2) from the same sample,
+    with its standard error and 95 % interval (not clipped).
+
+    Linearised like ``ratio_estimate``: z = (y1 − R̂1 x1) / X̂1 − (y2 − R̂2 x2) / X̂2 per visited
+    cell, V̂ = Σ_h N_h² (1 − n_h / N_h) s²_zh / n_h — the covariance of the two comes with it.
+    """
+    strata = np.asarray(strata)
+    ratios, residuals = [], []
+    for y, x in (first, second):
+        y = np.asarray(y, dtype="float64")
+        x = np.ones_like(y) if x is None else np.asarray(x, dtype="float64")
+        total_x = sum(sizes[h] * x[strata == h].mean() for h in np.unique(strata))
+        total_y = sum(sizes[h] * y[strata == h].mean() for h in np.unique(strata))
+        if total_x <= 0:
+            return UNDEFINED
+        ratios.append(total_y / total_x)
+        residuals.append((y - ratios[-1] * x) / total_x)
+    z = residuals[0] - residuals[1]
+    variance = 0.0
+    for stratum in np.unique(strata):
+        values = z[strata == stratum]
+        if len(values) < 2:
+            continue
+        correction = (1.0 - len(values) / sizes[stratum]) if fpc else 1.0
+        variance += sizes[stratum] ** 2 * max(correction, 0.0) * values.var(ddof=1) / len(values)
+    difference, se = float(ratios[0] - ratios[1]), float(np.sqrt(variance))
+    return Estimate(difference, se, difference - Z95 * se, difference + Z95 * se)
+
+
 def accuracy_estimates(strata, sizes, mapped, observed, people=None, map_poor_share=None):
     """The map's accuracy and the poor share from a stratified sample; {name: Estimate}.
 
@@ -106,6 +140,10 @@ def accuracy_estimates(strata, sizes, mapped, observed, people=None, map_poor_sh
         "producers_accuracy_poor": ratio_estimate(strata, sizes, both, observed == 1),
         "poor_share": ratio_estimate(strata, sizes, observed == 1),
     }
+    # beside a random choice of cells: its cells are poor as often as cells are (the poor share)
+    result["precision_minus_random"] = ratio_difference(
+        strata, sizes, (both, mapped == 1), (observed == 1, None)
+    )
     if people is not None:
         people = np.asarray(people, dtype="float64")
         result["poor_people_share"] = ratio_estimate(strata, sizes, people * observed, people)

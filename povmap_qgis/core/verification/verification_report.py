@@ -29,6 +29,14 @@ def _interval(value):
     )
 
 
+def _points(value):
+    """A difference of shares in percentage points with its interval: "+22 points (95 %: +3 to +41)"."""
+    return (
+        f"{100 * value['estimate']:+.0f} points (95 %: {100 * value['low']:+.0f} to "
+        f"{100 * value['high']:+.0f})"
+    )
+
+
 def headline(summary):
     """One sentence a manager can read: how often the map's poor cells were poor."""
     users = summary["users_accuracy_poor"]
@@ -56,16 +64,26 @@ def _plain(summary):
             f"Of the enrolled cells, {_interval(summary['inclusion_error'])} are not poor; of the "
             f"poor cells, {_interval(summary['exclusion_error'])} are left out."
         )
-    random_users = summary["random"]["users_accuracy_poor"]
-    users = summary["users_accuracy_poor"]
-    if users["low"] is not None and random_users is not None:
-        better = users["low"] > random_users
+    random = summary["random"]
+    precision, recall = random["precision_minus_random"], random["recall_minus_random"]
+    if precision["low"] is not None:
         parts.append(
-            f"Cells picked at random would be poor {_percent(random_users)} of the time: the map "
+            f"Cells picked at random would be poor {_percent(random['users_accuracy_poor'])} of the "
+            f"time: the map's poor cells are poor {_points(precision)} more often — "
             + (
-                "does better than a random choice."
-                if better
-                else "is not shown to do better than a random choice."
+                "better than a random choice."
+                if precision["low"] > 0
+                else "not shown to be better than a random choice."
+            )
+        )
+    if recall["low"] is not None:
+        parts.append(
+            f"A random choice of as many cells would find {_percent(random['producers_accuracy_poor'])} "
+            f"of the poor cells: the map finds {_points(recall)} more — "
+            + (
+                "better than random."
+                if recall["low"] > 0
+                else "not shown to be better than random."
             )
         )
     return " ".join(parts)
@@ -82,10 +100,16 @@ def report_document(summary, maps=()):
             summary[key]["low"],
             summary[key]["high"],
             summary["random"].get(key),
-        ]  # fmt: skip
+        ]
         for key in LABELS
         if key in summary
     ]
+    for key, label in (
+        ("precision_minus_random", "Precision − a random choice's (difference of shares)"),
+        ("recall_minus_random", "Recall − a random choice's (difference of shares)"),
+    ):
+        margin = summary["random"][key]
+        estimates.append([label, margin["estimate"], margin["low"], margin["high"], 0.0])
     matrix = summary["error_matrix"]["shares"]
     sections = [
         report.Section("Summary", [report.Paragraph(_plain(summary), kind="notice")]),

@@ -125,10 +125,7 @@ def verification_results(options, reporter=None):
         "format_version": RESULTS_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **{key: estimates[key].as_dict() for key in METRIC_KEYS if key in estimates},
-        "random": {
-            "users_accuracy_poor": estimates["poor_share"].estimate,
-            "producers_accuracy_poor": record.get("map_poor_share"),
-        },
+        "random": _beside_random(estimates, record.get("map_poor_share")),
         "map_poor_share": record.get("map_poor_share"),
         "error_matrix": {
             "classes": ["poor", "not poor"],
@@ -181,6 +178,30 @@ def verification_results(options, reporter=None):
 
     reporter.info(headline(summary))
     return summary
+
+
+def _beside_random(estimates, map_share):
+    """What a random choice of cells would do, and the map's margin over it with its interval.
+
+    Random picks are poor as often as cells are (the poor share); a random choice of as many
+    cells as the map calls poor finds that share (known exactly) of the poor cells.
+    """
+    recall = estimates["producers_accuracy_poor"]
+    return {
+        "users_accuracy_poor": estimates["poor_share"].estimate,
+        "producers_accuracy_poor": map_share,
+        "precision_minus_random": estimates["precision_minus_random"].as_dict(),
+        "recall_minus_random": (
+            dict.fromkeys(("estimate", "se", "low", "high"))
+            if recall.estimate is None or map_share is None
+            else {
+                "estimate": recall.estimate - map_share,
+                "se": recall.se,
+                "low": recall.low - map_share,
+                "high": recall.high - map_share,
+            }
+        ),
+    }
 
 
 def _check_options(options):
