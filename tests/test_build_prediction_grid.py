@@ -347,3 +347,32 @@ def test_candidate_cell_limit_is_a_share_of_available_memory():
     assert prediction_grid.candidate_cell_limit(1024**4) == prediction_grid.MAX_CANDIDATE_CELLS
     assert prediction_grid.candidate_cell_limit(0) == prediction_grid.BLOCK_CELLS
     assert 0 < prediction_grid.available_memory()
+
+
+@pytest.mark.parametrize("declared", [None, -9999.0])
+def test_nan_and_inf_habitability_pixels_are_nodata_whatever_the_declared_value(tmp_path, declared):
+    """A cell with a few NaN or infinite 100 m pixels keeps the mean of its other pixels
+    (numpy's, per 10 × 10 block), instead of becoming 'no data' or infinite."""
+    rng = np.random.default_rng(24)
+    values = rng.uniform(0, 1, (70, 90)).astype("float32")
+    holes = rng.random(values.shape)
+    values[holes < 0.04] = np.nan
+    values[(holes >= 0.04) & (holes < 0.07)] = np.inf
+    values[(holes >= 0.07) & (holes < 0.08)] = -np.inf
+    path = tmp_path / "holes.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=90, height=70, count=1, dtype="float32", crs=UTM,
+        nodata=declared, transform=rasterio.Affine(100, 0, 600000, 0, -100, 2807000),
+    ) as dataset:  # fmt: skip
+        dataset.write(values, 1)
+    area = write_polygons(tmp_path / "a.gpkg", [shapely.box(600000, 2800000, 609000, 2807000)], UTM)
+    grid = build_core(
+        tmp_path, "g", area_path=str(area), habitable_path=str(path), habitable_min=-1.0
+    ).set_index("cell_id")
+    assert len(grid) == 63
+    finite = np.where(np.isfinite(values), values, np.nan)
+    for cell_id, mean in grid["habitable_mean"].items():
+        row, col = cells.decode_cell_ids(cell_id)
+        top, left = (2807 - (row + 1)) * 10, (col - 600) * 10
+        block = finite[top : top + 10, left : left + 10]
+        assert mean == pytest.approx(float(np.nanmean(block)), rel=1e-5)

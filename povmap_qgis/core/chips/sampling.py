@@ -23,6 +23,7 @@ from ..errors import PovmapInputError
 from ..grid import cells
 from ..names import CELL_ID
 from ..progress import Reporter
+from ..raster_windows import finite_source, inside, source_window
 from .chip_store import WIDENED_DTYPES, ChipStoreWriter, check_input_name, check_input_names
 
 BLOCK_CELLS = 8  # a block is up to 8 × 8 neighbouring cells
@@ -657,60 +658,38 @@ class InputSampler:
             "dst_crs": self.grid_crs_wkt,
             "resampling": Resampling[self.spec.resampling],
         }
-        complete = self._complete_source(left, top, height, width)
-        if complete is not None:
-            # Every source pixel the kernels touch is valid: GDAL's unmasked kernels give the same
-            # values as its nodata-aware ones, several times faster.
-            values, source_transform = complete
-            reproject(
-                values,
-                warped,
-                src_transform=source_transform,
-                src_crs=self.dataset.crs,
-                src_nodata=None,
-                dst_nodata=None,
-                init_dest_nodata=False,
-                **common,
-            )
-        else:
-            reproject(
-                rasterio.band(self.dataset, list(self.spec.bands)),
-                warped,
-                dst_nodata=np.nan,
-                **common,
-            )
+        window = self._source_window(left, top, height, width)
+        values, source_transform = finite_source(self.dataset, self.spec.bands, window)
+        complete = inside(self.dataset, window) and not np.isnan(values).any()
+        # Every source pixel the kernels touch is valid: GDAL's unmasked kernels give the same
+        # values as its nodata-aware ones, several times faster. Otherwise NaN is the nodata
+        # (``finite_source``: the declared nodata, NaN and ±inf, whatever the raster declares).
+        reproject(
+            values,
+            warped,
+            src_transform=source_transform,
+            src_crs=self.dataset.crs,
+            src_nodata=None if complete else np.nan,
+            dst_nodata=None if complete else np.nan,
+            init_dest_nodata=not complete,
+            **common,
+        )
         return warped
 
-    def _complete_source(self, left, top, height, width):
-        """The source pixels around a block as float32, or None if any is nodata or off the raster."""
-        from rasterio.warp import transform_bounds
-        from rasterio.windows import Window
-
+    def _source_window(self, left, top, height, width):
+        """The source pixels around a block, with a margin for the resampling kernels."""
         dataset = self.dataset
-        bounds = transform_bounds(
+        pixel = min(abs(dataset.transform.a), abs(dataset.transform.e))
+        margin = 4 + int(np.ceil(self._source_pixels_per_chip_pixel(pixel)))
+        return source_window(
+            dataset,
             self.grid_crs_wkt,
-            dataset.crs,
             left,
             top - height * self.resolution,
             left + width * self.resolution,
             top,
-            densify_pts=21,
+            margin,
         )
-        window = dataset.window(*bounds)
-        pixel = min(abs(dataset.transform.a), abs(dataset.transform.e))
-        margin = 4 + int(np.ceil(self._source_pixels_per_chip_pixel(pixel)))
-        col0, row0 = int(np.floor(window.col_off)) - margin, int(np.floor(window.row_off)) - margin
-        col1 = int(np.ceil(window.col_off + window.width)) + margin
-        row1 = int(np.ceil(window.row_off + window.height)) + margin
-        if col0 < 0 or row0 < 0 or col1 > dataset.width or row1 > dataset.height:
-            return None
-        window = Window(col0, row0, col1 - col0, row1 - row0)
-        values = dataset.read(
-            list(self.spec.bands), window=window, masked=True, out_dtype="float32"
-        )
-        if np.ma.is_masked(values) or not np.isfinite(values.data).all():
-            return None
-        return np.ascontiguousarray(values.data), dataset.window_transform(window)
 
     def _source_pixels_per_chip_pixel(self, source_pixel):
         """How many source pixels one chip pixel spans (kernels widen when downsampling)."""

@@ -5,7 +5,7 @@ unsurveyed district never collide and a cell keeps its id across runs. Each
 cell takes the district it overlaps most. With a habitability raster (a
 settlement or population layer), only cells whose mean reaches a minimum are
 kept — the mean being the raster averaged onto the cell (GDAL's ``average``
-resampling, nodata ignored).
+resampling; nodata, NaN and ±inf ignored).
 
 Memory stays bounded on large areas: candidate cells are handled in blocks of
 at most ``BLOCK_CELLS`` (a band of grid rows), the habitability raster is
@@ -279,6 +279,8 @@ def _cell_means(path, band, rows, cols, cell_size, grid_crs):
     import rasterio
     from rasterio.warp import Resampling, reproject
 
+    from ..raster_windows import finite_source, source_window
+
     try:
         source = rasterio.open(path)
     except Exception as error:
@@ -295,6 +297,11 @@ def _cell_means(path, band, rows, cols, cell_size, grid_crs):
                 f"the raster '{path}' has {source.count} band(s); band {band} does not exist.",
             )
         means = np.full(len(rows), np.nan, dtype="float64")
+        grid_crs_wkt = grid_crs.to_wkt()
+        pixel = min(abs(source.transform.a), abs(source.transform.e))
+        if source.crs.is_geographic:
+            pixel *= 111_320.0 * 0.5  # degrees to metres, conservatively short
+        margin = 2 + int(np.ceil(cell_size / pixel))  # the average kernel's reach
         left, right = int(cols.min()), int(cols.max()) + 1
         width = right - left
         band_rows = max(1, BLOCK_CELLS // width)
@@ -308,11 +315,25 @@ def _cell_means(path, band, rows, cols, cell_size, grid_crs):
             transform = rasterio.Affine(
                 cell_size, 0, left * cell_size, 0, -cell_size, top * cell_size
             )
+            # NaN and ±inf pixels are nodata whatever the raster declares (core/raster_windows)
+            pixels = source_window(
+                source,
+                grid_crs_wkt,
+                left * cell_size,
+                bottom * cell_size,
+                right * cell_size,
+                top * cell_size,
+                margin,
+            )
+            values, source_transform = finite_source(source, [band], pixels)
             reproject(
-                rasterio.band(source, band),
-                window,
+                values,
+                window[np.newaxis],
+                src_transform=source_transform,
+                src_crs=source.crs,
+                src_nodata=np.nan,
                 dst_transform=transform,
-                dst_crs=grid_crs.to_wkt(),
+                dst_crs=grid_crs_wkt,
                 dst_nodata=np.nan,
                 resampling=Resampling.average,
             )
