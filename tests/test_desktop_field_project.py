@@ -52,18 +52,35 @@ def test_field_project_form_in_the_qgis_desktop(tmp_path, qgis_app):
     out.mkdir()
     config = tmp_path / "qgis-config"
     profile = config / "profiles" / "default"
-    shutil.copytree(INSTALLED_PLUGIN, profile / "python" / "plugins" / "povmap_qgis",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(
+        INSTALLED_PLUGIN,
+        profile / "python" / "plugins" / "povmap_qgis",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     (profile / "QGIS").mkdir(parents=True)
     (profile / "QGIS" / "QGIS3.ini").write_text(PROFILE_SETTINGS, encoding="utf-8")
     environment = dict(os.environ, POVMAP_DESKTOP_OUT=str(out), POVMAP_TRACKING="off")
     for name in ("QT_QPA_PLATFORM", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH"):
         environment.pop(name, None)
-    command = ["xvfb-run", "-a", "-s", f"-screen 0 {SCREEN}", "qgis", "--nologo", "--noversioncheck",
-               "--profiles-path", str(config), "--project", str(moved / "field.qgz"), "--code", DRIVER]  # fmt: skip
+    command = [
+        "xvfb-run",
+        "-a",
+        "-s",
+        f"-screen 0 {SCREEN}",
+        "qgis",
+        "--nologo",
+        "--noversioncheck",
+        "--profiles-path",
+        str(config),
+        "--project",
+        str(moved / "field.qgz"),
+        "--code",
+        DRIVER,
+    ]
     with open(tmp_path / "qgis.log", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+        )
         try:
             process.wait(timeout=QGIS_TIMEOUT_S)
         except subprocess.TimeoutExpired:

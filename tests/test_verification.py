@@ -77,10 +77,18 @@ def drawn(tmp_path_factory):
         style_qml_path=os.path.join(STYLES, "verification_sample.qml"),
     )
     summary = verification_sample(options)
-    truth = pandas.Series((latent + np.random.default_rng(9).normal(0, 0.8, len(latent)) > 0.2).astype(int),
-                          index=frame["cell_id"])  # fmt: skip
-    return {"folder": folder, "predictions": predictions, "frame": frame, "options": options,
-            "summary": summary, "truth": truth}  # fmt: skip
+    truth = pandas.Series(
+        (latent + np.random.default_rng(9).normal(0, 0.8, len(latent)) > 0.2).astype(int),
+        index=frame["cell_id"],
+    )
+    return {
+        "folder": folder,
+        "predictions": predictions,
+        "frame": frame,
+        "options": options,
+        "summary": summary,
+        "truth": truth,
+    }
 
 
 def edit_geopackage(path, statements):
@@ -391,11 +399,22 @@ def test_bad_returns_are_refused_naming_the_rows_nothing_written(drawn, edit, wo
     )
 
 
-def test_a_sample_whose_weights_were_edited_is_refused(drawn, tmp_path):
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE sample SET weight = weight * 2 WHERE fid = 3",
+        "UPDATE sample SET inclusion_probability = 0.5 WHERE fid = 4",
+        "UPDATE sample SET stratum = 'poor_narrow' WHERE fid = "
+        "(SELECT min(fid) FROM sample WHERE stratum = 'poor_wide')",
+        "DELETE FROM sample WHERE fid = 5",
+    ],
+    ids=["weight", "inclusion_probability", "stratum", "cell_removed"],
+)
+def test_a_sample_whose_design_was_edited_is_refused(drawn, tmp_path, statement):
     sample_path = str(tmp_path / "sample.gpkg")
     shutil.copy(drawn["options"].output_path, sample_path)
-    edit_geopackage(sample_path, ["UPDATE sample SET weight = weight * 2 WHERE fid = 3"])
-    with pytest.raises(PovmapInputError, match="SAMPLE: .*no longer matches the design.*weight"):
+    edit_geopackage(sample_path, [statement])
+    with pytest.raises(PovmapInputError, match="SAMPLE: .*no longer matches the design"):
         run_results(
             {
                 **drawn,
@@ -487,3 +506,97 @@ def test_povmap_cell_ids_of_18_digits_are_matched_exactly():
         500002826500000640: (0, None, None),
         500002832500000639: (1, None, None),
     }
+
+
+def test_population_cells_with_nobody_never_drawn_and_poor_people_estimated(tmp_path, drawn):
+    import rasterio
+
+    from povmap_qgis.core.geopackage import write_layer
+    from povmap_qgis.core.verification.verification_sample import (
+        VerificationSampleOptions,
+        verification_sample,
+    )
+
+    frame, _ = prediction_frame(seed=5)
+    write_layer(frame, str(tmp_path / "predictions.gpkg"))
+    people = np.full((ROWS * 10, COLUMNS * 10), 3.0, "float32")  # 100 m pixels, 300 people a cell
+    people[:, : 8 * 10] = 0.0  # nobody in the 8 western columns
+    with rasterio.open(
+        tmp_path / "people.tif",
+        "w",
+        driver="GTiff",
+        width=COLUMNS * 10,
+        height=ROWS * 10,
+        count=1,
+        dtype="float32",
+        crs="EPSG:32642",
+        transform=rasterio.transform.from_origin(X0, Y0 + ROWS * CELL, 100, 100),
+    ) as target:
+        target.write(people, 1)
+    summary = verification_sample(
+        VerificationSampleOptions(
+            str(tmp_path / "predictions.gpkg"),
+            str(tmp_path / "s.gpkg"),
+            population_path=str(tmp_path / "people.tif"),
+            sample_size=60,
+            seed=2,
+        )
+    )
+    sample = read_sample(str(tmp_path / "s.gpkg"))
+    columns = sample["cell_id"] % 10**9 - 600
+    assert (columns >= 8).all() and summary["cells"] < len(frame)
+    assert np.allclose(sample["population"], 300.0, rtol=1e-4)
+    returns = kobo_returns(drawn, sample.assign(cell_id=sample["cell_id"]))
+    returns["visit/observed_poor"] = np.where(sample["pred"] == 1, "yes", "no")
+    returns.to_csv(tmp_path / "r.csv", index=False)
+    results, _ = run_results(
+        {
+            **drawn,
+            "options": VerificationSampleOptions(
+                str(tmp_path / "predictions.gpkg"), str(tmp_path / "s.gpkg")
+            ),
+        },
+        "people",
+        returns_path=str(tmp_path / "r.csv"),
+    )
+    # equal people per cell: the people share is the cell share
+    assert results["poor_people_share"]["estimate"] == pytest.approx(
+        results["poor_share"]["estimate"]
+    )
+    assert results["users_accuracy_poor"]["estimate"] == 1.0  # observed = predicted
+
+
+def test_targeting_sample_gives_inclusion_and_exclusion_errors(tmp_path, drawn):
+    from povmap_qgis.core.geopackage import write_layer
+    from povmap_qgis.core.verification.estimators import targeting_estimates
+    from povmap_qgis.core.verification.verification_sample import (
+        VerificationSampleOptions,
+        verification_sample,
+    )
+
+    frame, _ = prediction_frame(selected=True)
+    write_layer(frame, str(tmp_path / "targeting.gpkg"))
+    options = VerificationSampleOptions(
+        str(tmp_path / "targeting.gpkg"), str(tmp_path / "t.gpkg"), sample_size=60
+    )
+    verification_sample(options)
+    sample = read_sample(options.output_path)
+    kobo_returns(drawn, sample).to_csv(tmp_path / "t.csv", index=False)
+    results, _ = run_results(
+        {**drawn, "options": options}, "targeting", returns_path=str(tmp_path / "t.csv")
+    )
+    observed = drawn["truth"].loc[sample["cell_id"]].to_numpy()
+    sizes = {row["stratum"]: row["cells"] for row in design_of(options.output_path)["strata"]}
+    expected = targeting_estimates(
+        sample["stratum"].to_numpy(), sizes, sample["selected"], observed
+    )
+    for key in ("inclusion_error", "exclusion_error"):
+        assert results[key]["estimate"] == pytest.approx(expected[key].estimate)
+        assert results[key]["low"] < results[key]["estimate"] < results[key]["high"]
+
+
+def test_new_model_over_the_package_to_recalibrate_is_refused(drawn):
+    with pytest.raises(PovmapInputError, match="NEW_MODEL: is the package to recalibrate"):
+        run_results(
+            drawn, "same", recalibrate_path=BUNDLED_MODEL, new_model_path=BUNDLED_MODEL + "/"
+        )

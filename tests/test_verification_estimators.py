@@ -101,16 +101,31 @@ def test_producers_accuracy_matches_olofsson_equation_7_written_out():
 def hand_case():
     """Six strata (class × uncertainty tercile), a few visits each, unequal sizes."""
     strata = np.array(
-        ["poor_narrow"] * 5 + ["poor_middle"] * 4 + ["poor_wide"] * 6
-        + ["not_poor_narrow"] * 4 + ["not_poor_middle"] * 5 + ["not_poor_wide"] * 3
-    )  # fmt: skip
+        ["poor_narrow"] * 5
+        + ["poor_middle"] * 4
+        + ["poor_wide"] * 6
+        + ["not_poor_narrow"] * 4
+        + ["not_poor_middle"] * 5
+        + ["not_poor_wide"] * 3
+    )
     mapped = np.array([1] * 15 + [0] * 12)
     observed = np.array(
-        [1, 1, 1, 0, 1] + [1, 0, 1, 1] + [0, 1, 0, 1, 1, 0] + [0, 0, 0, 0] + [0, 1, 0, 0, 1] + [1, 0, 1]
-    )  # fmt: skip
+        [1, 1, 1, 0, 1]
+        + [1, 0, 1, 1]
+        + [0, 1, 0, 1, 1, 0]
+        + [0, 0, 0, 0]
+        + [0, 1, 0, 0, 1]
+        + [1, 0, 1]
+    )
     people = np.arange(27) * 13.0 + 50
-    sizes = {"poor_narrow": 40, "poor_middle": 31, "poor_wide": 52,
-             "not_poor_narrow": 60, "not_poor_middle": 45, "not_poor_wide": 20}  # fmt: skip
+    sizes = {
+        "poor_narrow": 40,
+        "poor_middle": 31,
+        "poor_wide": 52,
+        "not_poor_narrow": 60,
+        "not_poor_middle": 45,
+        "not_poor_wide": 20,
+    }
     return strata, sizes, mapped, observed, people
 
 

@@ -95,11 +95,15 @@ def test_results_through_qgis_process_return_the_core_numbers(campaign):
     returns = kobo_returns({"truth": campaign["truth"]}, sample, skip=(2,))
     returns.to_csv(folder / "kobo.csv", index=False)
     completed = run_qgis_process(
-        "run", "povmap:verificationresults", "--",
-        f"SAMPLE={folder / 'sample.gpkg'}", f"RETURNS={folder / 'kobo.csv'}",
-        f"OUTPUT={folder / 'outcomes.gpkg'}", f"METRICS={folder / 'metrics.json'}",
+        "run",
+        "povmap:verificationresults",
+        "--",
+        f"SAMPLE={folder / 'sample.gpkg'}",
+        f"RETURNS={folder / 'kobo.csv'}",
+        f"OUTPUT={folder / 'outcomes.gpkg'}",
+        f"METRICS={folder / 'metrics.json'}",
         f"REPORT={folder / 'report.html'}",
-    )  # fmt: skip
+    )
     results = dict(line.split(":\t", 1) for line in completed.stdout.splitlines() if ":\t" in line)
     metrics = json.load(open(folder / "metrics.json", encoding="utf-8"))
     assert float(results["USERS_ACCURACY_POOR"]) == pytest.approx(
@@ -133,7 +137,7 @@ def test_edited_weights_are_refused_through_processing_nothing_written(campaign,
             "OUTPUT": str(out / "o.gpkg"),
             "METRICS": str(out / "m.json"),
             "REPORT": str(out / "r.html"),
-        },  # fmt: skip
+        },
     )
     assert "Verification sample — SAMPLE:" in message and "no longer matches the design" in message
     assert os.listdir(out) == []

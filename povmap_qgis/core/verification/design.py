@@ -147,8 +147,14 @@ def design_record(table, seed, id_field, extra):
     ``table``: [{"stratum", "cells", "sampled", ...}]; ``extra``: what the results need
     besides (kind, map shares, ids digest, settings).
     """
-    return {"format": DESIGN_FORMAT, "version": DESIGN_VERSION, "seed": seed,
-            "id_field": id_field, "strata": table, **extra}  # fmt: skip
+    return {
+        "format": DESIGN_FORMAT,
+        "version": DESIGN_VERSION,
+        "seed": seed,
+        "id_field": id_field,
+        "strata": table,
+        **extra,
+    }
 
 
 def read_design(metadata, name, parameter="SAMPLE"):
@@ -176,10 +182,17 @@ def read_design(metadata, name, parameter="SAMPLE"):
     return design
 
 
-def check_design(design, ids, strata, weights, name, parameter="SAMPLE"):
-    """Refuse a sample whose cells, strata or weights differ from its recorded design."""
+def check_design(design, ids, strata, weights, name, parameter="SAMPLE", probabilities=None):
+    """Refuse a sample whose cells, strata, weights (or inclusion probabilities) differ from its
+    recorded design."""
     sizes = {row["stratum"]: row for row in design["strata"]}
     problems = []
+    if probabilities is not None:
+        for cell, weight, probability in zip(ids, weights, probabilities, strict=True):
+            if not np.isfinite(probability) or abs(probability * weight - 1) > 1e-6:
+                problems.append(
+                    f"cell {cell}: inclusion_probability {probability:g} is not 1 / weight"
+                )
     for stratum in sorted(set(strata)):
         if stratum not in sizes:
             problems.append(f"stratum '{stratum}' is not in the design")

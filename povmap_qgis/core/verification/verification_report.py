@@ -150,7 +150,7 @@ def report_document(summary, maps=()):
                         "observed poor",
                         "map agrees",
                         "share poor",
-                    ],  # fmt: skip
+                    ],
                     [
                         [
                             row["stratum"],
@@ -161,7 +161,7 @@ def report_document(summary, maps=()):
                             row["observed_poor"],
                             row["agree"],
                             row["poor_share"],
-                        ]  # fmt: skip
+                        ]
                         for row in summary["strata"]
                     ],
                     digits=2,

@@ -132,7 +132,7 @@ def verification_results(options, reporter=None):
             "rows": "map",
             "columns": "observed",
             "shares": matrix,
-        },  # fmt: skip
+        },
         "strata": table,
         "visits": {
             "sampled": int(len(ids)),
@@ -152,7 +152,7 @@ def verification_results(options, reporter=None):
                 "predictions",
                 "created",
             )
-        },  # fmt: skip
+        },
         "sample": os.path.abspath(options.sample_path),
         "returns": os.path.abspath(options.returns_path) if options.returns_path else None,
         "id_field": id_field,
@@ -255,6 +255,9 @@ def read_sample(path, layer=None, parameter="SAMPLE"):
         frame["weight"].astype("float64"),
         layer,
         parameter,
+        frame["inclusion_probability"].astype("float64")
+        if "inclusion_probability" in frame
+        else None,
     )
     return frame, layer, record
 
@@ -390,8 +393,12 @@ def recalibrate(options, visited_cells, observed, sample_path, reporter):
     reporter.info(
         f"New model package {options.new_model_path}: calibration refitted on {count} visited cells"
     )
-    return {"path": os.path.abspath(options.new_model_path), "calibration": fitted,
-            "parent": parent["path"], "visited_cells": count}  # fmt: skip
+    return {
+        "path": os.path.abspath(options.new_model_path),
+        "calibration": fitted,
+        "parent": parent["path"],
+        "visited_cells": count,
+    }
 
 
 def _write_outputs(options, sample, layer, observed, visited, predicted, summary):
@@ -421,6 +428,9 @@ def _write_outputs(options, sample, layer, observed, visited, predicted, summary
         ),
     ):
         pyogrio.write_dataframe(
-            frame, partial, layer=layer_name_for(options.output_path), driver="GPKG",
+            frame,
+            partial,
+            layer=layer_name_for(options.output_path),
+            driver="GPKG",
             layer_metadata=metadata,
-        )  # fmt: skip
+        )

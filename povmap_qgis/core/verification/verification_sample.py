@@ -293,7 +293,7 @@ def _sample_frame(pool, chosen, strata, table, id_field, people):
             "pred",
             "selected",
             "population",
-        )  # fmt: skip
+        )
         if field in sample and field != id_field
     ]
     sample = sample[keep + ["stratum", "inclusion_probability", "weight", "lat", "lon", "geometry"]]

@@ -15,8 +15,18 @@ centre as ``geometry``, so ODK Collect can pick the cell from a map).
 from __future__ import annotations
 
 GROUP = "visit"
-SURVEY_COLUMNS = ("type", "name", "label", "hint", "required", "constraint",
-                  "constraint_message", "appearance", "default", "parameters")  # fmt: skip
+SURVEY_COLUMNS = (
+    "type",
+    "name",
+    "label",
+    "hint",
+    "required",
+    "constraint",
+    "constraint_message",
+    "appearance",
+    "default",
+    "parameters",
+)
 YES, NO = "yes", "no"
 
 
