@@ -119,6 +119,7 @@ def verification_results(options, reporter=None):
     table = _strata_rows(record, strata, visited, observed, predicted)
     reporter.progress(60)
     new_model = None
+    reporter.check_canceled()
     if options.recalibrate_path:
         new_model = recalibrate(options, sample[use], observed[use], options.sample_path, reporter)
     summary = {
@@ -161,6 +162,7 @@ def verification_results(options, reporter=None):
     }
     for note in notes:
         reporter.warning(note)
+    reporter.check_canceled()
     _write_outputs(options, sample, layer, observed, visited, predicted, summary)
     summary.update(
         output=os.path.abspath(options.output_path),
