@@ -11,7 +11,10 @@
                                 normalisation entry), ``calibration`` (Platt scaling
                                 of the ensemble mean) and ``baseline`` (logistic
                                 regression on per-chip statistics, plain numbers,
-                                with the training cells' statistic range)
+                                with the training cells' statistic range); since
+                                0.3.0: ``interval`` (the prob_low/prob_high rule of
+                                core/model/intervals.py, plain numbers; without it
+                                the members' spread, as before)
       <member>.weights.h5       Keras weights of each member
       stats_gbm.trees.json      the statistics member's trees as plain numbers
                                 (core/model/statistics_member.py), hashed like weights
@@ -62,6 +65,7 @@ MODEL_DEFINING_KEYS = (
     "calibration",
     "baseline",
     "training_cells",
+    "interval",
 )
 WEIGHTS_SUFFIXES = (".weights.h5", ".trees.json")
 TRAINING_CELLS_FILE = "training_cells.npy"

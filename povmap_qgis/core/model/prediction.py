@@ -13,9 +13,10 @@ prediction).
 Trust fields (model packages of format 1.1, see ``trust_fields``): ``prob_raw``
 (the members' mean before calibration), ``prob_mean`` calibrated (Platt
 scaling fitted on the validation cells: "share of such cells that are poor"),
-``prob_low`` / ``prob_high`` (``calibration.interval``: the calibrated values
-of ``prob_raw`` ∓ 1.96 × ``disagreement``, a range from the members' spread
-whose coverage the cross-validation measures), ``prob_baseline`` (the transparent baseline's calibrated
+``prob_low`` / ``prob_high`` (``intervals.cell_interval``: the package's interval
+rule, fitted on the validation cells by district, with its nominal coverage; a
+package from before that rule keeps the members' spread, calibrated ``prob_raw``
+∓ 1.96 × ``disagreement``, and the log says so), ``prob_baseline`` (the transparent baseline's calibrated
 probability) and ``out_of_range`` (1 = a per-chip statistic lies outside the
 training cells' 1st–99th percentiles). A 1.0 package writes ``prob_raw`` =
 ``prob_mean`` and says in the log what it lacks.
@@ -37,7 +38,7 @@ from ..history import drift
 from ..names import CELL_ID, ID_FIELD_METADATA, PREDICTION_SOURCES
 from ..progress import Reporter
 from ..wording import counted
-from . import baseline, calibration, learning_data, model_package
+from . import baseline, calibration, intervals, learning_data, model_package
 from .training import ensemble_outputs
 
 ENGINES = ("local", "spark")
@@ -194,14 +195,25 @@ def trust_fields(manifest, features, ensemble, reporter):
         reporter.warning(sentence)
     raw = ensemble["prob_mean"].astype("float64")
     fitted = manifest.get("calibration")
-    low, high = calibration.interval(raw, ensemble["disagreement"], fitted)
+    rule = manifest.get("interval")
+    low, high = intervals.cell_interval(raw, fitted, rule, ensemble["disagreement"])
+    if not rule:
+        reporter.info(
+            "the model package has no interval rule (made before povmap-qgis 0.3.0): "
+            f"{intervals.describe(rule)}; retrain it for intervals with their nominal coverage"
+        )
+    else:
+        reporter.info(intervals.describe(rule))
     fields = {
         "prob_raw": np.round(raw, 5),
         "prob_mean": np.round(calibration.calibrate(raw, fitted), 5),
         "prob_low": np.round(low, 5),
         "prob_high": np.round(high, 5),
     }
-    metadata = {"povmap_calibration": json.dumps(fitted or {"method": "none"})}
+    metadata = {
+        "povmap_calibration": json.dumps(fitted or {"method": "none"}),
+        "povmap_interval": json.dumps(rule or {"method": intervals.SPREAD_METHOD}),
+    }
     simple = manifest.get("baseline")
     if simple and features is not None:
         fields["prob_baseline"] = np.round(baseline.calibrated_probabilities(simple, features), 5)

@@ -31,7 +31,7 @@ from ..progress import Reporter
 from ..validation import metrics
 from . import learning_data, model_package, models, pretrained, statistics_member
 from .environment import MIXED_PRECISION_POLICY
-from .training_settings import TrainingSettings, check_balance
+from .training_settings import DEFAULT_NOMINAL, TrainingSettings, check_balance, check_nominal
 
 PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the paper
 
@@ -96,7 +96,7 @@ def train(options, reporter=None):
             options,
             members,
             store,
-            (store_rows, labels),
+            (store_rows, labels, district_values(cells)),
             split,
             normalisation,
             probabilities,
@@ -148,6 +148,7 @@ def _summary(options, members, cells, probabilities, judged, started):
 
 def _check_options(options):
     model_package.check_package_path(options.output_path)
+    check_nominal(options)
     if options.target_recall is not None and not 0 < options.target_recall <= 1:
         raise PovmapInputError(
             "TARGET_RECALL",
@@ -186,12 +187,13 @@ def _member_records(members, fitted, preset):
 
 def _judge(options, members, store, cells, split, normalisation, probabilities, reporter):
     """The members' vote threshold, the baseline and the calibration (fitted on the validation
-    cells) and the holdout metrics (test cells), reported. ``cells``: (store row, label) arrays.
+    cells) and the holdout metrics (test cells), reported. ``cells``: (store row, label,
+    district or None) arrays.
 
     Returns ``fit_baseline_and_calibration``'s dict with ``threshold``, ``threshold_rule``
     and ``holdout``.
     """
-    store_rows, labels = cells
+    store_rows, labels, districts = cells
     threshold, rule = _threshold(
         options,
         labels[split["validation"]],
@@ -199,7 +201,15 @@ def _judge(options, members, store, cells, split, normalisation, probabilities, 
         reporter,
     )
     judges = fit_baseline_and_calibration(
-        store, store_rows, labels, split, normalisation, probabilities, options.target_recall
+        store,
+        store_rows,
+        labels,
+        split,
+        normalisation,
+        probabilities,
+        options.target_recall,
+        districts=districts,
+        nominal=options.nominal,
     )
     decision, decision_rule = judges["decision_threshold"], judges["decision_rule"]
     reporter.info(f"pred: {decision_rule} ({decision:.3f})")
@@ -214,6 +224,7 @@ def _judge(options, members, store, cells, split, normalisation, probabilities, 
         decision_threshold=decision,
     )
     _report_calibration(judges, holdout, reporter)
+    _report_interval(judges, labels[split["test"]], probabilities["test"], reporter)
     for name, result in holdout.items():
         reporter.info(
             f"holdout {name:17s} "
@@ -583,7 +594,15 @@ def ensemble_outputs(member_probabilities, threshold, calibrated=None, decision=
 
 
 def fit_baseline_and_calibration(
-    store, store_rows, labels, split, normalisation, member_probabilities, target_recall=None
+    store,
+    store_rows,
+    labels,
+    split,
+    normalisation,
+    member_probabilities,
+    target_recall=None,
+    districts=None,
+    nominal=DEFAULT_NOMINAL,
 ):
     """The transparent baseline (fitted on the training cells) and the ensemble's calibration.
 
@@ -594,9 +613,11 @@ def fit_baseline_and_calibration(
     probabilities of the test cells and the ensemble's decision threshold and
     its rule (``calibration.decision_threshold``; the prevalence is that of the
     training cells before undersampling). Shared by ``train`` and the
-    cross-validation.
+    cross-validation. ``interval``: the prob_low/prob_high rule fitted on the
+    validation cells and their ``districts`` (each labelled cell's, or None) at
+    the ``nominal`` coverage (``intervals.fit_interval``).
     """
-    from . import baseline, calibration
+    from . import baseline, calibration, intervals
 
     validation_labels = labels[split["validation"]]
     fitted = baseline.fit_calibrated(
@@ -623,9 +644,19 @@ def fit_baseline_and_calibration(
         float(np.mean(labels[split["train"]])),
         ensemble_calibration,
     )
+    validation_districts = None if districts is None else np.asarray(districts)[split["validation"]]
+    interval_rule = intervals.fit_interval(
+        np.mean(member_probabilities["validation"], axis=0),
+        validation_labels,
+        validation_districts,
+        ensemble_calibration,
+        nominal,
+        seed=0,
+    )
     return {
         "baseline": fitted,
         "calibration": ensemble_calibration,
+        "interval": interval_rule,
         "decision_threshold": decision,
         "decision_rule": rule,
         "calibrated_validation": calibrated_validation,
@@ -651,6 +682,40 @@ def _report_calibration(judges, holdout, reporter):
         f"{_number(ensemble['ece'])} calibrated, Brier {_number(ensemble['brier'])}; "
         f"baseline ECE {_number(simple['ece'])}, Brier {_number(simple['brier'])}"
     )
+
+
+def district_values(cells):
+    """Each labelled cell's district (None where it has none), or None without districts."""
+    if "district" not in cells or cells["district"].isna().all():
+        return None
+    return np.asarray(
+        [None if value is None or value != value else str(value) for value in cells["district"]],
+        dtype=object,
+    )
+
+
+def _report_interval(judges, labels, test_probabilities, reporter):
+    """The interval rule in the log, with its coverage of the test cells' reliability bins."""
+    from . import calibration, intervals
+
+    rule = judges["interval"]
+    reporter.info(intervals.describe(rule))
+    if rule.get("note"):
+        reporter.warning(f"intervals: {rule['note']}")
+    low, high = intervals.cell_interval(
+        np.mean(test_probabilities, axis=0),
+        judges["calibration"],
+        rule,
+        np.std(test_probabilities, axis=0),
+    )
+    found = calibration.interval_coverage(labels, judges["calibrated_test"], low, high)
+    found["nominal"] = rule.get("nominal", found["nominal"])
+    if found["coverage"] is not None:
+        reporter.info(
+            f"holdout: prob_low–prob_high hold their reliability bin's share poor for "
+            f"{found['coverage']:.1%} of the test cells (nominal {found['nominal']:.0%}, "
+            f"mean width {found['mean_width']:.3f})"
+        )
 
 
 def _number(value):
@@ -770,6 +835,7 @@ def _manifest(
     if options.demonstration_notice:
         manifest["notice"] = options.demonstration_notice
     manifest["calibration"] = judged["calibration"]
+    manifest["interval"] = judged["interval"]
     manifest["baseline"] = judged["baseline"]
     manifest["decision_threshold"] = float(judged["decision_threshold"])
     manifest["decision_rule"] = judged["decision_rule"]

@@ -14,6 +14,9 @@ from ..errors import PovmapInputError
 
 DEFAULT_PRESET = "compact"
 BALANCES = ("undersample", "class_weights")  # the paper undersamples the majority class
+# prob_low/prob_high: the intervals' nominal coverage (core/model/intervals.py), and its range
+DEFAULT_NOMINAL = 0.9
+NOMINAL_RANGE = (0.5, 0.99)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -36,6 +39,23 @@ class TrainingSettings:
     batch_size: int | None = None
     learning_rate: float | None = None
     patience: int | None = None
+    nominal: float = DEFAULT_NOMINAL  # the prob_low/prob_high intervals' nominal coverage
+
+
+def check_nominal(settings):
+    """Refuse a nominal coverage outside NOMINAL_RANGE (NOMINAL)."""
+    low, high = NOMINAL_RANGE
+    nominal = settings.nominal
+    if (
+        isinstance(nominal, bool)
+        or not isinstance(nominal, (int, float))
+        or not low <= nominal <= high
+    ):
+        raise PovmapInputError(
+            "NOMINAL",
+            f"the intervals' nominal coverage must be between {low} and {high} "
+            f"(e.g. {DEFAULT_NOMINAL}); it is {nominal!r}.",
+        )
 
 
 def check_balance(settings):

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..atomic import check_output_path
 from ..errors import PovmapInputError
-from ..model.training_settings import TrainingSettings, check_balance
+from ..model.training_settings import TrainingSettings, check_balance, check_nominal
 from ..names import BASELINE, ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
 from ..progress import Reporter
 from ..wording import metric_text
@@ -153,8 +153,10 @@ class _OutOfFold:
 
     probabilities: dict  # {member: probability}
     calibrated: Any  # the ensemble mean calibrated in the fold
-    low: Any  # its interval
+    low: Any  # its interval (the fold's interval rule)
     high: Any
+    spread_low: Any  # the members'-spread interval, for comparison
+    spread_high: Any
     simple: Any  # the fold's baseline's calibrated probability
     simple_threshold: Any  # and the baseline's decision threshold
     decision: Any  # the ensemble's decision threshold in the fold
@@ -165,7 +167,7 @@ class _OutOfFold:
 
         return cls(
             {member: np.full(count, np.nan) for member in members},
-            *(np.full(count, np.nan) for _ in range(6)),
+            *(np.full(count, np.nan) for _ in range(8)),
         )
 
 
@@ -208,11 +210,7 @@ def crossvalidate(options, reporter=None):
 
     outputs, pooled = _pooled(run, out)
     document = _document(run, folds, fold_results, out, (outputs, pooled), environment, flagged)
-    coverage = document["interval_coverage"]
-    reporter.info(
-        f"prob_low–prob_high intervals hold their bin's observed share of poor cells for "
-        f"{coverage['coverage']:.1%} of the out-of-fold cells (nominal {coverage['nominal']:.0%})"
-    )
+    _report_coverage(document["interval_coverage"], reporter)
     cell_outcomes = outcomes(run.labels, outputs["pred"])
     document["outcomes"] = {outcome: int((cell_outcomes == outcome).sum()) for outcome in OUTCOMES}
     reporter.progress(96)
@@ -241,6 +239,30 @@ def crossvalidate(options, reporter=None):
     )
 
 
+def _report_coverage(coverage, reporter):
+    """The out-of-fold intervals' coverage (both checks) and widths in the log; warnings when short."""
+    districts = coverage.get("districts")
+    reporter.info(
+        f"prob_low–prob_high hold their reliability bin's observed share poor for "
+        f"{coverage['coverage']:.1%} of the out-of-fold cells"
+        + (
+            f" and their district's for {districts['coverage']:.0%} of {districts['districts']} "
+            "districts"
+            if districts and districts["coverage"] is not None
+            else ""
+        )
+        + f" (nominal {coverage['nominal']:.0%}; mean width {coverage['mean_width']:.3f}"
+        + (
+            f", the members' spread's {coverage['spread']['mean_width']:.3f} covering "
+            f"{coverage['spread']['coverage']:.1%})"
+            if coverage.get("spread")
+            else ")"
+        )
+    )
+    for warning in coverage["warnings"]:
+        reporter.warning(warning)
+
+
 def _check_options(options):
     """The output paths, the preset and members, the balance; returns (preset, members)."""
     from ..model import training
@@ -249,6 +271,7 @@ def _check_options(options):
     check_output_path(options.output_grid_path, "OUTPUT_GRID", (".gpkg",))
     preset, members = training.preset_and_members(options)
     check_balance(options)
+    check_nominal(options)
     return preset, members
 
 
@@ -355,6 +378,8 @@ def _fit_fold(run, folds, fold, out, reporter):
         {"train": train_rows, "validation": validation, "test": test},
         normalisation,
         predicted,
+        districts=folds.districts,
+        nominal=options.nominal,
     )
     _fill_out_of_fold(out, test, run.members, predicted["test"], judges)
     record = _fold_record(
@@ -392,6 +417,7 @@ def _fold_record(fold, folds, labels, rows, fitted, judges):
         },
         "decision_threshold": judges["decision_threshold"],
         "calibration": judges["calibration"],
+        "interval": judges["interval"],
         "baseline": {
             key: judges["baseline"][key]
             for key in ("coefficients", "intercept", "threshold", "calibration")
@@ -403,13 +429,17 @@ def _fill_out_of_fold(out, test, members, probabilities, judges):
     """The held-out cells' member probabilities, calibrated mean, interval and baseline."""
     import numpy as np
 
-    from ..model import calibration
+    from ..model import calibration, intervals
 
     for member, values in zip(members, probabilities, strict=True):
         out.probabilities[member][test] = values
     out.calibrated[test] = judges["calibrated_test"]
-    out.low[test], out.high[test] = calibration.interval(
-        np.mean(probabilities, axis=0), np.std(probabilities, axis=0), judges["calibration"]
+    raw, spread = np.mean(probabilities, axis=0), np.std(probabilities, axis=0)
+    out.low[test], out.high[test] = intervals.cell_interval(
+        raw, judges["calibration"], judges["interval"], spread
+    )
+    out.spread_low[test], out.spread_high[test] = calibration.interval(
+        raw, spread, judges["calibration"]
     )
     out.simple[test] = judges["baseline_test"]
     out.simple_threshold[test] = judges["baseline"]["threshold"]
@@ -444,7 +474,7 @@ def _pooled(run, out):
 
 def _document(run, folds, fold_results, out, pooled_results, environment, flagged):
     """The metrics document (METRICS): settings, data, each fold, summary, pooled, verdict."""
-    from ..model import calibration
+    from ..model import intervals
 
     outputs, pooled = pooled_results
     labels = run.labels
@@ -474,8 +504,14 @@ def _document(run, folds, fold_results, out, pooled_results, environment, flagge
         ),
         "pooled": pooled,
         "verdict": _verdict(labels, folds.districts, outputs, pooled, run.options.seed),
-        "interval_coverage": calibration.interval_coverage(
-            labels, out.calibrated, out.low, out.high
+        "interval_coverage": intervals.coverage(
+            labels,
+            out.calibrated,
+            out.low,
+            out.high,
+            folds.districts,
+            run.options.nominal,
+            spread=(out.spread_low, out.spread_high),
         ),
         "roc": _roc(run, folds, out, outputs),
     }
@@ -595,6 +631,7 @@ def _settings(options, preset, members, environment):
         "batch_size": int(preset["batch_size"]),
         "learning_rate": float(preset["learning_rate"]),
         "patience": int(preset["patience"]),
+        "nominal": float(options.nominal),
         "povmap_qgis": plugin_version(),
         **environment,
     }

@@ -1,0 +1,399 @@
+"""Per-cell and district intervals of the calibrated probability (one home for the rule).
+
+``prob_low`` / ``prob_high`` bound the calibrated probability ``prob_mean`` of a
+cell — "the share of such cells that are poor" — in a district the model may
+never have seen. The rule (``METHOD``) is fitted on the validation cells with
+their districts (``fit_interval``), stored as plain numbers in the model
+package (``interval``, hashed with the manifest), and applied by one function
+(``cell_interval``) in train, predict (chip store, rasters, Spark) and in each
+cross-validation fold. It works on the combined raw probability ``prob_raw``,
+whatever produced it.
+
+Why not the members' spread: members trained on the same cells agree with one
+another far more than with the truth. What a programme's reading of a cell
+can be wrong by is (1) the calibration's own estimation error and (2) how
+districts differ in how the signal relates to poverty — a shift the members
+cannot see, which makes a new district's calibration differ from the average.
+
+The rule (a random-intercept view of Platt scaling, estimated by district):
+with ``l = logit(prob_raw)`` and the fitted Platt scaling ``η = a·l + b``,
+
+- leave-one-district-out (LODO): for each validation district ``d``, Platt
+  scaling refitted on the other districts' validation cells gives (a₋d, b₋d);
+  the cluster jackknife covariance of (a, b) is
+  ``Σ = (D − 1)/D · Σ_d (θ₋d − θ̄)(θ₋d − θ̄)ᵀ`` (calibration uncertainty, cells of a
+  district correlated);
+- the district's own offset ``δ_d`` solves Σ_{i∈d} σ(η₋d,i + δ) = k_d (its poor
+  validation cells, kept within [½, n_d − ½]) with sampling variance
+  ``v_d = 1 / Σ p(1 − p)``; the between-district variance ``τ²`` is the
+  DerSimonian–Laird estimate ``max(0, (Q − (D − 1)) / (Σw − Σw²/Σw))`` with
+  ``w = 1/v_d``, ``Q = Σ w_d (δ_d − δ̄_w)²``;
+- a cell's interval on the logit scale is ``η ± t · sqrt([l 1] Σ [l 1]ᵀ + τ²)``,
+  ``t`` the Student quantile of ``(1 + nominal)/2`` with D − 1 degrees of freedom
+  (few districts: wider), mapped through the logistic function;
+- it is widened where needed to hold the share poor of cells with a similar
+  probability: per reliability bin (``calibration.BINS``) of the validation cells'
+  LODO-calibrated probability, the conformal quantile ``q_b`` of
+  |bin's share poor − cell's probability| at the nominal level (bins with fewer
+  than ``MIN_BIN_CELLS`` validation cells use all cells' quantile); the interval
+  becomes at least ``p ± q_b``.
+
+Without districts (fewer than ``MIN_DISTRICTS`` with ``MIN_DISTRICT_CELLS``
+validation cells each) the jackknife is over ``PSEUDO_GROUPS`` random groups of
+cells and τ² = 0: the interval then leaves out the between-district variation,
+and the note says so. Without a usable calibration there is no interval rule
+and the members' spread is kept (``spread_interval``), as in packages from
+before this rule, which the log says.
+
+District level (``district_intervals``): the cells of one district share its
+calibration error, so their bounds are averaged (fully correlated, not
+shrinking with the number of cells); the labels of its cells are independent
+given the probabilities, which adds the sampling error of a share of n cells,
+``z² Σ p(1 − p) / n²``, in quadrature to each side. The interval holds the
+district's share poor (or its expected poor people, with weights).
+
+Coverage (``coverage``): per bin, as ``calibration.interval_coverage`` (a cell's
+interval holds its reliability bin's observed share poor) and per district
+(the district interval holds its observed share poor), both against the
+nominal level.
+"""
+
+import math
+
+import numpy as np
+
+from . import calibration
+from .training_settings import DEFAULT_NOMINAL, NOMINAL_RANGE
+
+METHOD = "district-calibration"
+METHOD_VERSION = 1
+SPREAD_METHOD = "members-spread"  # the rule of packages from before METHOD
+MIN_DISTRICTS = 3  # fewer validation districts: no between-district term (pseudo-groups)
+MIN_DISTRICT_CELLS = 5  # a validation district with fewer cells is not used on its own
+PSEUDO_GROUPS = 10
+MIN_BIN_CELLS = 10
+SHORT_BY = 0.05  # coverage this far below nominal earns a warning
+_NEWTON_STEPS = 50
+
+
+def _nominal(nominal):
+    low, high = NOMINAL_RANGE
+    if not low <= float(nominal) <= high:
+        raise ValueError(f"nominal coverage {nominal!r} outside {NOMINAL_RANGE}")
+    return float(nominal)
+
+
+def _platt_newton(features, labels):
+    """(slope, intercept) of a logistic regression of ``labels`` on one feature (Newton–Raphson)."""
+    x = np.column_stack([features, np.ones(len(features))])
+    theta = np.zeros(2)
+    for _ in range(_NEWTON_STEPS):
+        p = 1 / (1 + np.exp(-(x @ theta)))
+        gradient = x.T @ (labels - p)
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        theta = theta + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return theta
+
+
+def _offset(eta, poor):
+    """δ with Σ σ(η + δ) = ``poor`` (one-dimensional Newton) and its variance 1 / Σ p(1 − p)."""
+    delta = 0.0
+    for _ in range(_NEWTON_STEPS):
+        p = 1 / (1 + np.exp(-(eta + delta)))
+        information = float(np.sum(p * (1 - p)))
+        step = (poor - float(np.sum(p))) / max(information, 1e-12)
+        delta += step
+        if abs(step) < 1e-10:
+            break
+    p = 1 / (1 + np.exp(-(eta + delta)))
+    return delta, 1 / max(float(np.sum(p * (1 - p))), 1e-12)
+
+
+def dersimonian_laird(estimates, variances):
+    """Between-group variance τ² of ``estimates`` with sampling ``variances`` (DerSimonian–Laird)."""
+    estimates, variances = np.asarray(estimates, float), np.asarray(variances, float)
+    if len(estimates) < 2:
+        return 0.0
+    weights = 1 / variances
+    mean = np.sum(weights * estimates) / np.sum(weights)
+    q = float(np.sum(weights * (estimates - mean) ** 2))
+    denominator = float(np.sum(weights) - np.sum(weights**2) / np.sum(weights))
+    return max(0.0, (q - (len(estimates) - 1)) / denominator) if denominator > 0 else 0.0
+
+
+def _groups(districts, count, seed):
+    """Each cell's group: its district where enough districts have enough cells, else pseudo-groups."""
+    if districts is not None:
+        names = np.asarray(
+            [("" if value is None or value != value else str(value)) for value in districts]
+        )
+        usable, counts = np.unique(names[names != ""], return_counts=True)
+        if int((counts >= MIN_DISTRICT_CELLS).sum()) >= MIN_DISTRICTS:
+            return names, True
+    rng = np.random.default_rng(seed)
+    return rng.permutation(np.arange(count) % PSEUDO_GROUPS).astype(str), False
+
+
+def fit_interval(raw, labels, districts, fitted, nominal=DEFAULT_NOMINAL, seed=0):
+    """The interval rule of the validation cells (plain numbers; see the module doc).
+
+    ``raw``: the validation cells' combined raw probability; ``labels``; ``districts``
+    (None or each cell's district); ``fitted``: the Platt scaling fitted on them
+    (``calibration.fit_platt``). Without a usable calibration:
+    ``{"method": SPREAD_METHOD, "note"}`` (the members' spread stays).
+    """
+    from scipy.stats import t as student
+
+    nominal = _nominal(nominal)
+    if not fitted or fitted.get("method") != "platt":
+        return {
+            "method": SPREAD_METHOD,
+            "nominal": nominal,
+            "note": "no usable calibration: the interval is the members' spread",
+        }
+    labels = np.asarray(labels, dtype="float64")
+    features = calibration.logit(raw)
+    groups, by_district = _groups(districts, len(labels), seed)
+    names = [name for name in np.unique(groups) if name != ""]
+    eta = fitted["slope"] * features + fitted["intercept"]
+    thetas, offsets, variances = [], [], []
+    held_out = eta.copy()  # each cell's LODO-calibrated logit
+    for name in names:
+        inside = groups == name
+        rest = ~inside
+        if (
+            inside.sum() < (MIN_DISTRICT_CELLS if by_district else 1)
+            or len(np.unique(labels[rest])) < 2
+        ):
+            continue
+        theta = _platt_newton(features[rest], labels[rest])
+        thetas.append(theta)
+        held_out[inside] = theta[0] * features[inside] + theta[1]
+        n = int(inside.sum())
+        poor = min(max(float(labels[inside].sum()), 0.5), n - 0.5)
+        delta, variance = _offset(held_out[inside], poor)
+        offsets.append(delta)
+        variances.append(variance)
+    count = len(thetas)
+    thetas = np.asarray(thetas).reshape(-1, 2)
+    centred = thetas - thetas.mean(axis=0) if count else thetas
+    covariance = (count - 1) / count * centred.T @ centred if count > 1 else np.zeros((2, 2))
+    tau2 = dersimonian_laird(offsets, variances) if by_district else 0.0
+    quantile = float(student.ppf((1 + nominal) / 2, max(count - 1, 1)))
+    bins = _bin_half_widths(labels, 1 / (1 + np.exp(-held_out)), nominal)
+    rule = {
+        "method": METHOD,
+        "version": METHOD_VERSION,
+        "nominal": nominal,
+        "quantile": quantile,
+        "covariance": [[float(value) for value in row] for row in covariance],
+        "tau2": float(tau2),
+        "bin_half_widths": bins,
+        "groups": count,
+        "grouped_by": "district" if by_district else "random cells",
+        "cells": int(len(labels)),
+        "fitted_on": "validation cells",
+    }
+    if not by_district:
+        rule["note"] = (
+            f"fewer than {MIN_DISTRICTS} districts with {MIN_DISTRICT_CELLS}+ validation cells: "
+            "the interval holds the calibration's uncertainty but not how districts differ"
+        )
+    return rule
+
+
+def _bin_half_widths(labels, probabilities, nominal, bins=calibration.BINS):
+    """Per reliability bin, the conformal quantile of |bin's share poor − probability|."""
+    index = np.clip((probabilities * bins).astype("int64"), 0, bins - 1)
+    scores = np.zeros(len(labels))
+    for number in range(bins):
+        inside = index == number
+        if inside.any():
+            scores[inside] = np.abs(probabilities[inside].mean() - probabilities[inside])
+    overall = _conformal_quantile(scores, nominal)
+    widths = []
+    for number in range(bins):
+        inside = index == number
+        widths.append(
+            float(_conformal_quantile(scores[inside], nominal))
+            if inside.sum() >= MIN_BIN_CELLS
+            else overall
+        )
+    return widths
+
+
+def _conformal_quantile(scores, nominal):
+    """The ⌈(n + 1)·nominal⌉-th smallest score (split-conformal); the largest when n is small."""
+    scores = np.sort(np.asarray(scores, dtype="float64"))
+    if not len(scores):
+        return 0.0
+    rank = min(math.ceil((len(scores) + 1) * nominal), len(scores))
+    return float(scores[rank - 1])
+
+
+def spread_interval(raw, disagreement, fitted):
+    """The members'-spread rule of packages from before ``METHOD`` (``calibration.interval``)."""
+    return calibration.interval(raw, disagreement, fitted)
+
+
+def cell_interval(raw, fitted, rule, disagreement=None):
+    """(prob_low, prob_high) of cells from their combined raw probability (see the module doc).
+
+    ``fitted``: the Platt scaling; ``rule``: ``fit_interval``'s dict (None or
+    ``SPREAD_METHOD``: the members' spread, ``disagreement``, as before).
+    """
+    raw = np.asarray(raw, dtype="float64")
+    if not rule or rule.get("method") != METHOD or not fitted or fitted.get("method") != "platt":
+        spread = np.zeros(len(raw)) if disagreement is None else disagreement
+        return spread_interval(raw, spread, fitted)
+    features = calibration.logit(raw)
+    eta = fitted["slope"] * features + fitted["intercept"]
+    covariance = np.asarray(rule["covariance"], dtype="float64")
+    variance = (
+        covariance[0, 0] * features**2
+        + 2 * covariance[0, 1] * features
+        + covariance[1, 1]
+        + rule["tau2"]
+    )
+    half = rule["quantile"] * np.sqrt(np.maximum(variance, 0))
+    low, high = 1 / (1 + np.exp(-(eta - half))), 1 / (1 + np.exp(-(eta + half)))
+    probability = 1 / (1 + np.exp(-eta))
+    bins = len(rule["bin_half_widths"])
+    index = np.clip((probability * bins).astype("int64"), 0, bins - 1)
+    width = np.asarray(rule["bin_half_widths"], dtype="float64")[index]
+    low = np.clip(probability - np.hypot(probability - low, width), 0, 1)
+    high = np.clip(probability + np.hypot(high - probability, width), 0, 1)
+    return low, high
+
+
+def describe(rule):
+    """One sentence on how a package's intervals are made (for logs and reports)."""
+    if not rule or rule.get("method") != METHOD:
+        return (
+            "prob_low–prob_high: the members' spread (calibrated prob_raw ∓ 1.96 × disagreement), "
+            "which leaves out the calibration's uncertainty and how districts differ; its "
+            "coverage is often far below 95 %"
+        )
+    return (
+        f"prob_low–prob_high: {rule['nominal']:.0%} intervals of the calibrated probability "
+        f"({METHOD}: Platt scaling's uncertainty and the variation between {rule['groups']} "
+        f"{'districts' if rule['grouped_by'] == 'district' else 'groups of cells'} of the "
+        f"validation cells, τ = {math.sqrt(rule['tau2']):.2f} on the logit scale)"
+    )
+
+
+def district_intervals(probability, low, high, groups, weights=None, nominal=DEFAULT_NOMINAL):
+    """{group: {"cells", "share", "low", "high"}}: each group's expected share poor and its interval.
+
+    Bounds averaged (the calibration error is shared within a district, fully
+    correlated) and widened by the sampling error of the share of its cells
+    (independent labels), in quadrature on each side. ``weights``: people per
+    cell (None: cells count alike).
+    """
+    from scipy.stats import norm
+
+    z = float(norm.ppf((1 + nominal) / 2))
+    probability = np.asarray(probability, dtype="float64")
+    low, high = np.asarray(low, dtype="float64"), np.asarray(high, dtype="float64")
+    weights = np.ones(len(probability)) if weights is None else np.asarray(weights, float)
+    groups = np.asarray(groups).astype(str)
+    result = {}
+    for name in np.unique(groups):
+        inside = (groups == name) & np.isfinite(probability) & (weights > 0)
+        if not inside.any():
+            continue
+        w = weights[inside] / weights[inside].sum()
+        share = float(np.sum(w * probability[inside]))
+        lower, upper = float(np.sum(w * low[inside])), float(np.sum(w * high[inside]))
+        sampling = z**2 * float(np.sum(w**2 * probability[inside] * (1 - probability[inside])))
+        result[str(name)] = {
+            "cells": int(inside.sum()),
+            "share": share,
+            "low": max(0.0, share - math.sqrt((share - lower) ** 2 + sampling)),
+            "high": min(1.0, share + math.sqrt((upper - share) ** 2 + sampling)),
+        }
+    return result
+
+
+def district_coverage(labels, probability, low, high, districts, nominal=DEFAULT_NOMINAL):
+    """How often a district's interval holds its observed share poor.
+
+    {"nominal", "coverage", "districts", "mean_width", "table": [{"district", "cells",
+    "observed", "share", "low", "high", "covered"}]}.
+    """
+    labels = np.asarray(labels, dtype="float64")
+    districts = np.asarray(districts).astype(str)
+    found = district_intervals(probability, low, high, districts, nominal=nominal)
+    table = []
+    for name, row in found.items():
+        observed = float(labels[districts == name].mean())
+        table.append(
+            dict(
+                row,
+                district=name,
+                observed=observed,
+                covered=bool(row["low"] <= observed <= row["high"]),
+            )
+        )
+    return {
+        "nominal": nominal,
+        "coverage": float(np.mean([row["covered"] for row in table])) if table else None,
+        "districts": len(table),
+        "mean_width": float(np.mean([row["high"] - row["low"] for row in table]))
+        if table
+        else None,
+        "table": table,
+    }
+
+
+def coverage(labels, probability, low, high, districts, nominal, spread=None):
+    """Both coverage checks of intervals, beside the members'-spread interval's.
+
+    ``calibration.interval_coverage``'s dict (per bin: a cell's interval holds its
+    reliability bin's observed share poor) with its ``nominal`` set, plus
+    ``districts`` (``district_coverage``: a district's interval holds its observed
+    share poor; None without districts), ``spread`` ({"coverage", "mean_width",
+    "district_coverage", "district_width"} of the members'-spread interval, when
+    ``spread`` = (low, high) is given) and ``warnings`` (sentences, a check more
+    than ``SHORT_BY`` below nominal).
+    """
+    found = calibration.interval_coverage(labels, probability, low, high)
+    found["nominal"] = float(nominal)
+    found["districts"] = (
+        None
+        if districts is None
+        else district_coverage(labels, probability, low, high, districts, nominal)
+    )
+    if spread is not None:
+        old = calibration.interval_coverage(labels, probability, *spread)
+        old_districts = (
+            None
+            if districts is None
+            else district_coverage(labels, probability, *spread, districts, nominal)
+        )
+        found["spread"] = {
+            "coverage": old["coverage"],
+            "mean_width": old["mean_width"],
+            "district_coverage": None if old_districts is None else old_districts["coverage"],
+            "district_width": None if old_districts is None else old_districts["mean_width"],
+        }
+    found["warnings"] = coverage_warnings(found)
+    return found
+
+
+def coverage_warnings(found):
+    """Sentences for each check whose coverage lies more than ``SHORT_BY`` below nominal."""
+    nominal = found["nominal"]
+    checks = [("cells (per reliability bin)", found.get("coverage"))]
+    if found.get("districts"):
+        checks.append(("districts", found["districts"]["coverage"]))
+    return [
+        f"prob_low–prob_high hold their share poor for {value:.0%} of the {what}, more than "
+        f"{SHORT_BY * 100:.0f} points short of the nominal {nominal:.0%}: read the intervals as "
+        "too narrow here"
+        for what, value in checks
+        if value is not None and value < nominal - SHORT_BY
+    ]
