@@ -1,7 +1,7 @@
 """The parameters of the shared training settings (core/model/training_settings.py).
 
 Train and Cross-validate train the members the same way, so CHIPS, GRID, ID_FIELD,
-PRESET, MEMBERS, SEED and EPOCHS are defined here once and read here into the
+PRESET, MEMBERS, SEED, EPOCHS and NOMINAL are defined here once and read here into the
 options. What differs between the two is a parameter of ``add_training_parameters``:
 cross-validation trains every member in every fold and needs the grid's districts.
 """
@@ -15,7 +15,7 @@ from qgis.core import (
 )
 
 from ..core.model.models import ARCHITECTURES, PRESETS
-from ..core.model.training_settings import DEFAULT_PRESET
+from ..core.model.training_settings import DEFAULT_NOMINAL, DEFAULT_PRESET, NOMINAL_RANGE
 from .base import POLYGON_SOURCES
 
 PRESET_NAMES = list(PRESETS)
@@ -104,6 +104,24 @@ def add_training_parameters(
         "usually ends sooner.",
         advanced=True,
     )
+    low, high = NOMINAL_RANGE
+    add(
+        QgsProcessingParameterNumber(
+            "NOMINAL",
+            algorithm.tr("Nominal coverage of the uncertainty intervals"),
+            QgsProcessingParameterNumber.Type.Double,
+            DEFAULT_NOMINAL,
+            False,
+            low,
+            high,
+        ),
+        "prob_low–prob_high are made to hold the share poor of a cell's kind this often, in a "
+        "district the model has not seen: fitted on the validation cells by district (the "
+        "calibration's own uncertainty and how districts differ). Default "
+        f"{DEFAULT_NOMINAL}: a 90 % interval (0.95 gives wider ones)."
+        + (" Checked out of fold per reliability bin and per district." if per_fold else ""),
+        advanced=True,
+    )
 
 
 def _paper_settings():
@@ -131,4 +149,5 @@ def training_options(algorithm, parameters, context, feedback):
         "members": algorithm.name_list(parameters, "MEMBERS", context) or None,
         "seed": algorithm.parameterAsInt(parameters, "SEED", context),
         "epochs": algorithm.parameterAsInt(parameters, "EPOCHS", context) or None,
+        "nominal": algorithm.parameterAsDouble(parameters, "NOMINAL", context),
     }

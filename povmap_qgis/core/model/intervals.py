@@ -63,9 +63,9 @@ import math
 import numpy as np
 
 from . import calibration
-from .training_settings import DEFAULT_NOMINAL, NOMINAL_RANGE
+from .training_settings import DEFAULT_NOMINAL, INTERVAL_METHOD, NOMINAL_RANGE
 
-METHOD = "district-calibration"
+METHOD = INTERVAL_METHOD
 METHOD_VERSION = 1
 SPREAD_METHOD = "members-spread"  # the rule of packages from before METHOD
 MIN_DISTRICTS = 3  # fewer validation districts: no between-district term (pseudo-groups)

@@ -17,6 +17,7 @@ BALANCES = ("undersample", "class_weights")  # the paper undersamples the majori
 # prob_low/prob_high: the intervals' nominal coverage (core/model/intervals.py), and its range
 DEFAULT_NOMINAL = 0.9
 NOMINAL_RANGE = (0.5, 0.99)
+INTERVAL_METHOD = "district-calibration"  # the rule's name in packages and metrics
 
 
 @dataclasses.dataclass(kw_only=True)

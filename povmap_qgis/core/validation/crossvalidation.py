@@ -38,6 +38,7 @@ from ..names import BASELINE, ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
 from ..progress import Reporter
 from ..wording import metric_text
 from .crossvalidation_report import write_figures
+from .interval_report import COVERAGE_COLUMNS, coverage_rows
 from .validation_outputs import (
     OUTCOMES,
     hitmiss_style_with_counts,
@@ -49,9 +50,19 @@ from .validation_outputs import (
 
 METRICS_FORMAT = "povmap-crossvalidation"
 METRICS_FORMAT_VERSION = "1.0"
-CSV_COLUMNS = ("fold", "districts", "model", "n", "recall", "precision", "accuracy", "auc")
+CSV_COLUMNS = (
+    "fold",
+    "districts",
+    "model",
+    "n",
+    "recall",
+    "precision",
+    "accuracy",
+    "auc",
+) + COVERAGE_COLUMNS  # filled on the interval rows (pooled out-of-fold cells) only
 METRIC_KEYS = METRIC_NAMES
 SUMMARY_ROWS = ("median", "min", "max")
+POOLED_ROW = "pooled"  # the CSV's interval rows: all out-of-fold cells
 THRESHOLD = 0.5  # members' votes
 DECISION_RULE = (
     "calibrated prob_mean >= the fold's training cells' share of poor cells"  # as train decides
@@ -638,15 +649,18 @@ def _settings(options, preset, members, environment):
 
 
 def tidy_rows(document):
-    """CSV rows: each fold's members, ensemble, baseline, random; then median, min and max across folds."""
+    """CSV rows: each fold's members, ensemble, baseline, random; then median, min and max across
+    folds; then the intervals' coverage of the pooled out-of-fold cells (fold "pooled")."""
     models = model_names(document["members"], document["summary"])
     rows = []
+    blank = [""] * len(COVERAGE_COLUMNS)
     for record in document["folds"]:
         for model in models:
             values = record["metrics"][model]
             rows.append(
                 [record["fold"], "; ".join(record["districts"]), model, values["n"]]
                 + [_csv(values[key]) for key in METRIC_KEYS]
+                + blank
             )
     for statistic in SUMMARY_ROWS:
         for model in models:
@@ -655,7 +669,10 @@ def tidy_rows(document):
             rows.append(
                 [statistic, "", model, "" if n is None else int(n)]
                 + [_csv(values[key][statistic]) for key in METRIC_KEYS]
+                + blank
             )
+    for name, n, *values in coverage_rows(document.get("interval_coverage")):
+        rows.append([POOLED_ROW, "", name, n] + [""] * len(METRIC_KEYS) + values)
     return rows
 
 

@@ -7,10 +7,12 @@ rendered the maps; matplotlib is imported only where the figures are drawn
 
 import os
 
+from ..model.training_settings import INTERVAL_METHOD
 from ..names import ENSEMBLE, RANDOM
 from ..names import METRIC_NAMES as METRIC_KEYS
 from ..wording import metric_text
 from .evaluation_report import reliability_curves
+from .interval_report import interval_coverage_section
 from .validation_outputs import OUTCOMES, model_names
 
 
@@ -73,7 +75,11 @@ def report_document(summary, maps=()):
     ]
     judged = [calibration_section(summary["pooled"], figures.get("reliability"), report)]
     if summary.get("interval_coverage"):
-        judged.append(interval_coverage_section(summary["interval_coverage"], members, report))
+        judged.append(
+            interval_coverage_section(
+                summary["interval_coverage"], members, report, rule=_interval_rule(summary)
+            )
+        )
     shown = [_confusion_section(summary, figures, report)]
     if maps:
         shown.append(
@@ -311,51 +317,19 @@ def _model_label(model, summary):
     return model
 
 
-def interval_coverage_section(coverage, members, report):
-    """How often the out-of-fold cells' prob_low–prob_high hold their bin's observed share poor."""
-    blocks = [
-        report.Paragraph(
-            "Each cell's interval prob_low–prob_high is the calibrated members' mean ∓ 1.96 × the "
-            "members' standard deviation (nominal level "
-            f"{coverage['nominal']:.0%}). A cell has a label, not a share of poor cells, so the "
-            "out-of-fold cells are put in 10 bins of calibrated probability and a cell's interval "
-            "covers when it holds its bin's observed share of poor cells. Of the "
-            f"{coverage['cells']} cells, {_percent(coverage['coverage'])} are covered (mean "
-            f"interval width {metric_text(coverage['mean_width'])})."
-        )
-    ]
-    if coverage["coverage"] is not None and coverage["coverage"] < coverage["nominal"] - 0.05:
-        blocks.append(
-            report.Paragraph(
-                "The intervals are too narrow for their nominal level: they show where the "
-                "members disagree, not the whole uncertainty of a cell's probability. Read "
-                "them as a lower bound."
-                + (
-                    " With one member there is no spread and every interval is a point."
-                    if len(members) < 2
-                    else ""
-                ),
-                kind="warning",
-            )
-        )
-    blocks.append(
-        report.Table(
-            ["bin", "cells", "observed share poor", "mean prob_low", "mean prob_high", "covered"],
-            [
-                [
-                    f"{row['low']:.1f}–{row['high']:.1f}",
-                    row["n"],
-                    row["observed"],
-                    row["mean_low"],
-                    row["mean_high"],
-                    row["covered"],
-                ]
-                for row in coverage["bins"]
-            ],
-            caption="Share of each bin's cells whose interval holds the bin's observed share poor.",
-        )
+def _interval_rule(summary):
+    """The folds' interval rule in a sentence (None for metrics from before it)."""
+    rules = [record.get("interval") for record in summary.get("folds", [])]
+    if not rules or not all(rule and rule.get("method") == INTERVAL_METHOD for rule in rules):
+        return None
+    taus = ", ".join(f"{rule['tau2'] ** 0.5:.2f}" for rule in rules)
+    return (
+        "Each cell's interval prob_low–prob_high comes from its fold's interval rule, fitted on "
+        "that fold's validation cells by district: Platt scaling's own uncertainty (refitted "
+        "leaving out one district at a time) and how much the calibration varies between "
+        f"districts (τ on the logit scale, per fold: {taus}), widened to the resolution of the "
+        "reliability bins."
     )
-    return report.Section("Uncertainty intervals (out of fold)", blocks)
 
 
 def _fold_thresholds(settings, folds):

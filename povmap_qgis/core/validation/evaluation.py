@@ -36,6 +36,7 @@ from ..names import BASELINE, CELL_ID, ENSEMBLE, ID_FIELD_RECORDED, RANDOM
 from ..progress import Reporter
 from ..wording import metric_text
 from .evaluation_report import write_figures
+from .interval_report import COVERAGE_COLUMNS, coverage_rows
 from .validation_outputs import (
     OUTCOMES,
     hitmiss_style_with_counts,
@@ -50,7 +51,15 @@ METRICS_FORMAT_VERSION = "1.0"
 ALL_SCOPE = "all"
 IN_RANGE_SCOPE = "all (in range)"  # cells with out_of_range = 0, when the layer has the field
 NEW_CELLS_SCOPE = "all (new cells)"  # cells with training_cell = 0, when some compared cells are 1
-CSV_COLUMNS = ("scope", "model", "n", "recall", "precision", "accuracy", "auc")
+CSV_COLUMNS = (
+    "scope",
+    "model",
+    "n",
+    "recall",
+    "precision",
+    "accuracy",
+    "auc",
+) + COVERAGE_COLUMNS  # filled on the interval rows only
 DEFAULT_THRESHOLD = 0.5
 # prob_ fields of the prediction layer that are not members
 NOT_MEMBER_FIELDS = ("prob_mean", "prob_raw", "prob_low", "prob_high", "prob_baseline")
@@ -125,6 +134,9 @@ def evaluate(options, reporter=None):
         },
         "notes": _notes(overall, by_district, data, in_range),
     }
+    coverage = _interval_coverage(cells, predictions, reporter)
+    if coverage is not None:
+        document["interval_coverage"] = coverage
     reporter.progress(70)
     reporter.check_canceled()
     figures = (
@@ -587,6 +599,67 @@ def _scope_metrics(cells, predictions, options):
     return result
 
 
+def _interval_coverage(cells, predictions, reporter):
+    """Both coverage checks of prob_low–prob_high against the labels (``intervals.coverage``), with
+    the members'-spread interval beside them where the layer allows; None without the fields."""
+    import numpy as np
+
+    from ..model import calibration, intervals
+
+    if "prob_low" not in cells or "prob_high" not in cells:
+        return None
+    rule = _json_metadata(predictions["metadata"].get("povmap:interval"))
+    nominal = float(rule.get("nominal", calibration.NOMINAL_LEVEL))
+    mean = cells["prob_mean"].to_numpy(dtype="float64")
+    low, high = (cells[field].to_numpy(dtype="float64") for field in ("prob_low", "prob_high"))
+    usable = np.isfinite(low) & np.isfinite(high)
+    spread = None
+    fitted = _json_metadata(predictions["metadata"].get("povmap:calibration"))
+    if rule.get("method") == intervals.METHOD and {"prob_raw", "disagreement"} <= set(cells):
+        spread = calibration.interval(
+            cells["prob_raw"].to_numpy(dtype="float64")[usable],
+            cells["disagreement"].to_numpy(dtype="float64")[usable],
+            fitted,
+        )
+    districts = (
+        cells["district"].where(cells["district"].notna(), "(no district)").astype(str).to_numpy()
+        if "district" in cells
+        else None
+    )
+    found = intervals.coverage(
+        cells["label"].to_numpy()[usable],
+        mean[usable],
+        low[usable],
+        high[usable],
+        None if districts is None else districts[usable],
+        nominal,
+        spread=spread,
+    )
+    found["rule"] = intervals.describe(rule)
+    reporter.info(
+        f"prob_low–prob_high hold their reliability bin's observed share poor for "
+        f"{metric_text(found['coverage'])} of the cells"
+        + (
+            f" and their district's for {metric_text(found['districts']['coverage'])} of the districts"
+            if found["districts"]
+            else ""
+        )
+        + f" (nominal {nominal:g}; mean width {metric_text(found['mean_width'])})"
+    )
+    for warning in found["warnings"]:
+        reporter.warning(warning)
+    return found
+
+
+def _json_metadata(value):
+    """A JSON object stored in the layer metadata; {} when absent or unreadable."""
+    try:
+        found = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def _in_range_metrics(cells, predictions, options, reporter):
     """Metrics of the cells inside the training range (``out_of_range`` = 0); None without the field.
 
@@ -804,6 +877,7 @@ def tidy_rows(document):
         + sorted(document["metrics"]["districts"].items())
     )
     rows = []
+    blank = [""] * len(COVERAGE_COLUMNS)
     for scope, models in scopes:
         for model in model_names(document["members"], models):
             values = models[model]
@@ -813,5 +887,8 @@ def tidy_rows(document):
                     "" if values[key] is None else repr(float(values[key]))
                     for key in ("recall", "precision", "accuracy", "auc")
                 ]
+                + blank
             )
+    for name, n, *values in coverage_rows(document.get("interval_coverage")):
+        rows.append([ALL_SCOPE, name, n, "", "", "", ""] + values)
     return rows

@@ -9,6 +9,7 @@ import os
 
 from ..names import BASELINE, CELL_ID, ENSEMBLE, METRIC_NAMES, RANDOM
 from ..wording import metric_text
+from .interval_report import interval_coverage_section
 from .validation_outputs import OUTCOMES, model_names
 
 
@@ -80,6 +81,13 @@ def report_document(summary, maps=()):
         _district_section(summary, report),
         _outcomes_section(summary, report),
     ]
+    if summary.get("interval_coverage"):
+        coverage = summary["interval_coverage"]
+        sections.append(
+            interval_coverage_section(
+                coverage, summary["members"], report, "against TRUTH", coverage.get("rule")
+            )
+        )
     if maps:
         sections.append(
             report.Section(
