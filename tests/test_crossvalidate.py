@@ -124,13 +124,39 @@ def test_every_cell_is_in_exactly_one_test_fold_and_no_district_spans_two(crossv
 
 def test_csv_has_a_row_per_fold_and_model_then_median_min_and_max(crossvalidated):
     table, document = crossvalidated["table"], crossvalidated["document"]
-    assert table[0] == ["fold", "districts", "model", "n", "recall", "precision", "accuracy", "auc"]
+    assert table[0] == [
+        "fold",
+        "districts",
+        "model",
+        "n",
+        "recall",
+        "precision",
+        "accuracy",
+        "auc",
+    ] + [
+        "coverage",
+        "nominal",
+        "mean_width",
+    ]
     models = [MEMBER, "ensemble", "baseline", "random"]
     expected = [(str(fold), model) for fold in range(1, FOLDS + 1) for model in models]
     expected += [(statistic, model) for statistic in ("median", "min", "max") for model in models]
-    assert [(row[0], row[2]) for row in table[1:]] == expected
+    # then the intervals' coverage of the pooled out-of-fold cells (one member: no spread rows
+    # differ, they are there all the same)
+    intervals = [row for row in table[1:] if row[0] == "pooled"]
+    assert [(row[0], row[2]) for row in table[1:] if row[0] != "pooled"] == expected
+    assert [row[2] for row in intervals] == [
+        "prob_low–prob_high per bin",
+        "prob_low–prob_high per district",
+        "members' spread per bin",
+        "members' spread per district",
+    ]
+    coverage = document["interval_coverage"]
+    assert float(intervals[0][8]) == coverage["coverage"]
+    assert float(intervals[1][8]) == coverage["districts"]["coverage"]
+    assert {row[9] for row in intervals} == {repr(coverage["nominal"])}
     for row in table[1:]:
-        assert len(row) == 8
+        assert len(row) == 11
         for value in row[4:]:
             assert value == "" or 0 <= float(value) <= 1
     for record in document["folds"]:

@@ -225,15 +225,20 @@ def expected_rows(cells, draws, seed):
 
 def test_metrics_match_scikit_learn_and_the_csv_is_one_row_per_scope_and_model(evaluated, layers):
     table, document, results = evaluated["table"], evaluated["document"], evaluated["results"]
-    assert table[0] == ["scope", "model", "n", "recall", "precision", "accuracy", "auc"]
+    assert table[0] == ["scope", "model", "n", "recall", "precision", "accuracy", "auc"] + [
+        "coverage",
+        "nominal",
+        "mean_width",
+    ]  # the last three on the intervals' rows only: this layer has no prob_low/prob_high
     expected = expected_rows(matched_cells(layers), DRAWS, 3)
     assert [row[:3] for row in table[1:]] == [
         [scope, model, str(n)] for scope, model, n, *_ in expected
     ]
     for written, wanted in zip(table[1:], expected, strict=True):
-        assert [float(value) for value in written[3:]] == pytest.approx(wanted[3:], abs=1e-12), (
+        assert [float(value) for value in written[3:7]] == pytest.approx(wanted[3:], abs=1e-12), (
             written
         )
+        assert written[7:] == ["", "", ""]
     assert (
         document["format"] == "povmap-evaluation"
         and document["threshold"] == THRESHOLD

@@ -31,12 +31,14 @@ with ``l = logit(prob_raw)`` and the fitted Platt scaling ``η = a·l + b``,
 - a cell's interval on the logit scale is ``η ± t · sqrt([l 1] Σ [l 1]ᵀ + τ²)``,
   ``t`` the Student quantile of ``(1 + nominal)/2`` with D − 1 degrees of freedom
   (few districts: wider), mapped through the logistic function;
-- it is widened where needed to hold the share poor of cells with a similar
-  probability: per reliability bin (``calibration.BINS``) of the validation cells'
-  LODO-calibrated probability, the conformal quantile ``q_b`` of
-  |bin's share poor − cell's probability| at the nominal level (bins with fewer
-  than ``MIN_BIN_CELLS`` validation cells use all cells' quantile); the interval
-  becomes at least ``p ± q_b``.
+- it is widened where needed to hold the observed share poor of cells with a
+  similar probability, as the per-bin check asks (Mondrian split-conformal by
+  reliability bin): per bin (``calibration.BINS``) of the validation cells'
+  LODO-calibrated probability, ``q_b`` is the conformal quantile
+  (the ⌈(n + 1)·nominal⌉-th smallest) of |bin's observed share poor − cell's
+  probability| — it holds the Platt curve's misfit and the bin's width; bins
+  with fewer than ``MIN_BIN_CELLS`` validation cells use all cells' quantile.
+  The interval is the union of the two: at least ``p ± q_b``.
 
 Without districts (fewer than ``MIN_DISTRICTS`` with ``MIN_DISTRICT_CELLS``
 validation cells each) the jackknife is over ``PSEUDO_GROUPS`` random groups of
@@ -206,13 +208,13 @@ def fit_interval(raw, labels, districts, fitted, nominal=DEFAULT_NOMINAL, seed=0
 
 
 def _bin_half_widths(labels, probabilities, nominal, bins=calibration.BINS):
-    """Per reliability bin, the conformal quantile of |bin's share poor − probability|."""
+    """Per reliability bin, the conformal quantile of |bin's observed share poor − probability|."""
     index = np.clip((probabilities * bins).astype("int64"), 0, bins - 1)
     scores = np.zeros(len(labels))
     for number in range(bins):
         inside = index == number
         if inside.any():
-            scores[inside] = np.abs(probabilities[inside].mean() - probabilities[inside])
+            scores[inside] = np.abs(labels[inside].mean() - probabilities[inside])
     overall = _conformal_quantile(scores, nominal)
     widths = []
     for number in range(bins):
@@ -264,8 +266,8 @@ def cell_interval(raw, fitted, rule, disagreement=None):
     bins = len(rule["bin_half_widths"])
     index = np.clip((probability * bins).astype("int64"), 0, bins - 1)
     width = np.asarray(rule["bin_half_widths"], dtype="float64")[index]
-    low = np.clip(probability - np.hypot(probability - low, width), 0, 1)
-    high = np.clip(probability + np.hypot(high - probability, width), 0, 1)
+    low = np.clip(np.minimum(low, probability - width), 0, 1)
+    high = np.clip(np.maximum(high, probability + width), 0, 1)
     return low, high
 
 
