@@ -774,8 +774,11 @@ def test_predictions_on_an_own_grid_select_the_same_places_as_povmap_ids(layers,
         assert own[part] == pytest.approx(povmap[part]), part
     assert own["measured"]["measured"] == pytest.approx(povmap["measured"]["measured"])
     assert own["measured"]["truth_cells"] == povmap["measured"]["truth_cells"] > 50
-    own_table = pandas.DataFrame(allocation).set_index("district").astype(float)
-    povmap_table = pandas.DataFrame(povmap_allocation).set_index("district").astype(float)
+    # (the interval columns are empty: these layers have no prob_low/prob_high)
+    own_table = pandas.DataFrame(allocation).set_index("district").replace("", np.nan).astype(float)
+    povmap_table = (
+        pandas.DataFrame(povmap_allocation).set_index("district").replace("", np.nan).astype(float)
+    )
     pandas.testing.assert_frame_equal(own_table, povmap_table, rtol=1e-9)
     # independently: pandas ranks by expected poor, then probability, then village_no
     eligible = cells["prob_mean"].notna() & (cells["population"] > 0)
@@ -950,3 +953,78 @@ def test_population_of_polygons_that_are_not_squares_weights_pixels_by_area(laye
     union = frame.to_crs("EPSG:4326").geometry.iloc[:-1].union_all()
     whole, _ = cell_population(geopandas.GeoSeries([union], crs="EPSG:4326"), layers["population"])
     assert ours[:-1].sum() == pytest.approx(whole[0], rel=0.005)
+
+
+def test_expected_numbers_get_intervals_from_prob_low_and_prob_high(layers):
+    """The per-cell intervals aggregated as intervals.total_interval documents it, written out with
+    pandas and scipy: bounds summed (a district's cells share the calibration's error) and the
+    labels' sampling error z² Σ p(1 − p) added in quadrature; the coverage's bounds with the
+    selected and the other cells moving in opposite directions."""
+    import json as json_module
+
+    from scipy.stats import norm
+
+    from povmap_qgis.core.geopackage import write_layer
+
+    base = read_grid(layers["predictions"])
+    probability = base["prob_mean"]
+    base["prob_low"] = (probability - 0.1).clip(lower=0)
+    base["prob_high"] = (probability + 0.15).clip(upper=1)
+    path = str(layers["folder"] / "with_intervals.gpkg")
+    write_layer(
+        base,
+        path,
+        None,
+        "povmap prediction (class)",
+        metadata={"povmap_interval": json_module.dumps({"method": "x", "nominal": 0.8})},
+    )
+    summary, cells, allocation, _ = run_target(
+        dict(layers, predictions=path), "intervals", budget=0.3, budget_unit="share_of_cells"
+    )
+    z = norm.ppf(0.9)
+    predicted = cells[cells["prob_mean"].notna()]
+
+    def bounds(group):
+        p = group["prob_mean"]
+        sampling = z * z * (p * (1 - p)).sum()
+        total = p.sum()
+        return (
+            max(0, total - np.sqrt((total - group["prob_low"].sum()) ** 2 + sampling)),
+            min(len(group), total + np.sqrt((group["prob_high"].sum() - total) ** 2 + sampling)),
+        )
+
+    chosen, rest = predicted[predicted["selected"] == 1], predicted[predicted["selected"] == 0]
+    expected = summary["expected"]
+    assert expected["interval_nominal"] == 0.8
+    assert expected["poor_covered_interval"] == pytest.approx(bounds(chosen))
+    assert expected["poor_total_interval"] == pytest.approx(bounds(predicted))
+    (chosen_low, chosen_high), (rest_low, rest_high) = bounds(chosen), bounds(rest)
+    assert expected["coverage_interval"] == pytest.approx(
+        [chosen_low / (chosen_low + rest_high), chosen_high / (chosen_high + rest_low)]
+    )
+    assert (
+        expected["coverage_interval"][0] < expected["coverage"] < expected["coverage_interval"][1]
+    )
+    by_district = predicted.assign(district=predicted["district"].fillna("(no district)"))
+    for row in allocation:
+        group = by_district[by_district["district"] == row["district"]]
+        for key, cells_counted in (
+            ("expected_poor", group),
+            ("expected_poor_covered", group[group["selected"] == 1]),
+        ):
+            low, high = bounds(cells_counted)
+            assert float(row[f"{key}_low"]) == pytest.approx(low, abs=0.05)
+            assert float(row[f"{key}_high"]) == pytest.approx(high, abs=0.05)
+    from povmap_qgis.core.decision.targeting_report import report_document
+
+    document = report_document(summary)
+    from povmap_qgis.core.report.page import KeyValues
+
+    items = [
+        value
+        for section in document["sections"]
+        for block in section.blocks
+        if isinstance(block, KeyValues)
+        for _, value in block.items
+    ]
+    assert any("80 % interval" in str(value) for value in items)

@@ -17,7 +17,14 @@ ALLOCATION_COLUMNS = (
     "expected_poor_covered",
     "share_of_district_selected",
     "share_of_budget",
+    # the intervals of expected_poor and expected_poor_covered (from prob_low/prob_high; empty
+    # without them): core/model/intervals.total_interval
+    "expected_poor_low",
+    "expected_poor_high",
+    "expected_poor_covered_low",
+    "expected_poor_covered_high",
 )
+INTERVAL_COLUMNS = ALLOCATION_COLUMNS[-4:]
 
 NO_DISTRICT = "(no district)"
 
@@ -143,9 +150,16 @@ def coverage_rates(poor_covered, poor_total, enrolled):
 # --- allocation and curves ----------------------------------------------------------------------------
 
 
-def allocation_rows(names, codes, predicted, population, cost, expected, selected):
-    """One dict per district (ALLOCATION_COLUMNS); people columns None without POPULATION."""
+def allocation_rows(names, codes, predicted, population, cost, expected, selected, bounds=None):
+    """One dict per district (ALLOCATION_COLUMNS); people columns None without POPULATION.
+
+    ``bounds``: (probability, heads, prob_low, prob_high, nominal) of the cells for the
+    intervals of each district's expected poor (covered): its cells' calibration error fully
+    correlated, the labels' sampling error added (``intervals.total_interval``); None: empty.
+    """
     import numpy as np
+
+    from ..model import intervals
 
     count = len(names)
 
@@ -178,8 +192,45 @@ def allocation_rows(names, codes, predicted, population, cost, expected, selecte
                 else None,
                 "share_of_budget": float(units_selected[d] / total_spent) if total_spent else None,
             }
+            | dict.fromkeys(INTERVAL_COLUMNS)
         )
+        if bounds is not None:
+            probability, heads, low, high, nominal = bounds
+            for key, mask in (
+                ("expected_poor", (codes == d) & predicted),
+                ("expected_poor_covered", (codes == d) & predicted & selected),
+            ):
+                _, lower, upper = intervals.total_interval(
+                    probability[mask], low[mask], high[mask], heads[mask], nominal
+                )
+                rows[-1][f"{key}_low"], rows[-1][f"{key}_high"] = lower, upper
     return rows
+
+
+def expected_intervals(probability, heads, predicted, selected, bounds):
+    """The intervals of the expected poor covered and in all, and of the expected coverage
+    (``intervals.total_interval`` / ``ratio_interval``); {} without ``bounds`` (prob_low,
+    prob_high, nominal)."""
+    if bounds is None:
+        return {}
+    from ..model import intervals
+
+    low, high, nominal = bounds
+    parts = {}
+    for name, mask in (
+        ("selected", selected & predicted),
+        ("rest", predicted & ~selected),
+        ("all", predicted),
+    ):
+        parts[name] = intervals.total_interval(
+            probability[mask], low[mask], high[mask], heads[mask], nominal
+        )
+    return {
+        "interval_nominal": nominal,
+        "poor_covered_interval": list(parts["selected"][1:]),
+        "poor_total_interval": list(parts["all"][1:]),
+        "coverage_interval": list(intervals.ratio_interval(parts["selected"], parts["rest"])),
+    }
 
 
 def curve(order, x_weights, y_weights):

@@ -65,6 +65,7 @@ from .selection import (
     allocation_rows,
     coverage_rates,
     expected_curves,
+    expected_intervals,
     measured_outcome,
     ranking,
     select_cells,
@@ -123,6 +124,7 @@ class _Area:
     names: list  # the districts, sorted (NO_DISTRICT for cells without one)
     codes: Any  # each cell's index in names
     counts: dict  # zero_population, skipped_out_of_range: cells left out and why
+    bounds: Any = None  # (prob_low, prob_high, nominal) where the layer has them, else None
 
 
 def target(options, reporter=None):
@@ -146,6 +148,7 @@ def target(options, reporter=None):
         reporter.warning(message)
         notes.append(message)
     area = _area(options, (cells, id_field), layer, reporter, notes)
+    area.bounds = _bounds(cells, metadata)
     budget, selection = _select(options, area, reporter, notes)
     outcome = _outcome(options, area, budget, selection, truth, notes)
     reporter.progress(80)
@@ -335,6 +338,7 @@ def _outcome(options, area, budget, selection, truth, notes):
         area.cost,
         expected,
         selected,
+        bounds=None if area.bounds is None else (area.probability, area.heads) + area.bounds,
     )
     curves = {
         "expected": expected_curves(
@@ -358,7 +362,14 @@ def _outcome(options, area, budget, selection, truth, notes):
         "budget": budget,
         "selected_cells": int(selected.sum()),
         "selected_people": enrolled_heads if population is not None else None,
-        "expected": dict(expected_numbers, poor_total=poor_total, poor_covered=poor_covered),
+        "expected": dict(
+            expected_numbers,
+            poor_total=poor_total,
+            poor_covered=poor_covered,
+            **expected_intervals(
+                area.probability, area.heads, area.predicted, selected, area.bounds
+            ),
+        ),
         "measured": measured,
         "curves": curves,
         "budget_point": {
@@ -368,6 +379,28 @@ def _outcome(options, area, budget, selection, truth, notes):
         "allocation": allocation,
         "notes": notes,
     }
+
+
+def _bounds(cells, metadata):
+    """(prob_low, prob_high, nominal) of the cells, or None without both fields. The nominal
+    level is the interval rule's (layer metadata povmap:interval), else the members'-spread
+    interval's."""
+    import numpy as np
+
+    from ..model.calibration import NOMINAL_LEVEL
+
+    if "prob_low" not in cells or "prob_high" not in cells:
+        return None
+    try:
+        rule = json.loads(metadata.get("povmap:interval") or "{}")
+    except ValueError:
+        rule = {}
+    nominal = rule.get("nominal") if isinstance(rule, dict) else None
+    probability = cells["prob_mean"].to_numpy(dtype="float64")
+    low, high = (cells[field].to_numpy(dtype="float64") for field in ("prob_low", "prob_high"))
+    low = np.where(np.isfinite(low), low, probability)
+    high = np.where(np.isfinite(high), high, probability)
+    return low, high, float(nominal) if isinstance(nominal, (int, float)) else NOMINAL_LEVEL
 
 
 def _data_record(area, layer, calibrated):
@@ -626,6 +659,10 @@ CSV_DECIMALS = {
     "people_selected": 0,
     "expected_poor": 1,
     "expected_poor_covered": 1,
+    "expected_poor_low": 1,
+    "expected_poor_high": 1,
+    "expected_poor_covered_low": 1,
+    "expected_poor_covered_high": 1,
     "share_of_district_selected": 4,
     "share_of_budget": 4,
 }

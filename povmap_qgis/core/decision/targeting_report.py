@@ -8,7 +8,7 @@ rendered the map; matplotlib is imported only where the figure is drawn.
 from __future__ import annotations  # imported inside QGIS too (report_document), maybe Python 3.9
 
 from ..names import CELL_ID
-from .selection import ALLOCATION_COLUMNS
+from .selection import ALLOCATION_COLUMNS, INTERVAL_COLUMNS
 
 
 def headline(summary):
@@ -87,7 +87,9 @@ def targeting_curve_figure(panels, x_label, y_label):
 
 
 # the allocation's columns in the report (all but cells_predicted)
-REPORT_ALLOCATION_COLUMNS = tuple(key for key in ALLOCATION_COLUMNS if key != "cells_predicted")
+REPORT_ALLOCATION_COLUMNS = tuple(
+    key for key in ALLOCATION_COLUMNS if key not in ("cells_predicted", *INTERVAL_COLUMNS)
+)  # the intervals are shown beside the expected numbers
 
 
 def report_document(summary, maps=()):
@@ -148,7 +150,7 @@ def _summary_section(summary, report):
             f"Budget spent ({budget['units']})",
             f"{budget['spent']:,.0f} of {budget['in_units']:,.0f}",
         ),
-        ("Expected share of the poor covered", _percent(expected["coverage"])),
+        ("Expected share of the poor covered", _percent(expected["coverage"]) + _between(expected)),
         ("Expected inclusion error (enrolled, not poor)", _percent(expected["inclusion_error"])),
         ("Expected exclusion error (poor, left out)", _percent(expected["exclusion_error"])),
     ]
@@ -240,13 +242,37 @@ def _allocation_section(summary, report):
         [
             report.Table(
                 headers,
-                [[row[key] for key in REPORT_ALLOCATION_COLUMNS] for row in summary["allocation"]],
+                [
+                    [_with_interval(row, key) for key in REPORT_ALLOCATION_COLUMNS]
+                    for row in summary["allocation"]
+                ],
                 digits=2,
                 caption="Shares in the budget's units. The same table is the ALLOCATION CSV "
-                "(people there in whole people).",
+                "(people there in whole people). In brackets: the interval of the expected poor, "
+                "the district's prob_low–prob_high summed (its cells share the calibration's "
+                "error) widened by the sampling error of its cells' labels.",
             )
         ],
     )
+
+
+def _between(expected):
+    """ " (90 % interval a–b: …)" of the expected coverage, or "" without prob_low/prob_high."""
+    low, high = expected.get("coverage_interval") or (None, None)
+    if low is None or high is None:
+        return ""
+    return (
+        f" ({100 * expected['interval_nominal']:.0f} % interval {_percent(low)}–{_percent(high)}: "
+        "the cells' prob_low–prob_high, their errors taken as shared)"
+    )
+
+
+def _with_interval(row, key):
+    """An allocation value for the report; the expected poor (covered) with its interval."""
+    value = row[key]
+    if key in ("expected_poor", "expected_poor_covered") and row.get(f"{key}_low") is not None:
+        return f"{value:,.1f} ({row[f'{key}_low']:,.1f}–{row[f'{key}_high']:,.1f})"
+    return value
 
 
 def _settings_section(summary, report):

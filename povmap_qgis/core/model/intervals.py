@@ -47,12 +47,16 @@ and the note says so. Without a usable calibration there is no interval rule
 and the members' spread is kept (``spread_interval``), as in packages from
 before this rule, which the log says.
 
-District level (``district_intervals``): the cells of one district share its
-calibration error, so their bounds are averaged (fully correlated, not
-shrinking with the number of cells); the labels of its cells are independent
-given the probabilities, which adds the sampling error of a share of n cells,
-``z² Σ p(1 − p) / n²``, in quadrature to each side. The interval holds the
-district's share poor (or its expected poor people, with weights).
+District level (``district_intervals``, ``total_interval``): the cells of one
+district share its calibration error, so their bounds are averaged or summed
+(fully correlated, not shrinking with the number of cells); the labels of its
+cells are independent given the probabilities, which adds the sampling error
+of a share of n cells, ``z² Σ p(1 − p) / n²``, in quadrature to each side. The
+interval holds the district's share poor (or its expected poor people, with
+weights). Targeting sums the bounds over all the cells it counts (every cell
+taken as correlated: conservative) and bounds a ratio such as its expected
+coverage with the selected and the other cells moving in opposite directions
+(``ratio_interval``).
 
 Coverage (``coverage``): per bin, as ``calibration.interval_coverage`` (a cell's
 interval holds its reliability bin's observed share poor) and per district
@@ -280,24 +284,60 @@ def describe(rule):
             "coverage is often far below 95 %"
         )
     return (
-        f"prob_low–prob_high: {rule['nominal']:.0%} intervals of the calibrated probability "
+        f"prob_low–prob_high: {100 * rule['nominal']:.0f} % intervals of the calibrated probability "
         f"({METHOD}: Platt scaling's uncertainty and the variation between {rule['groups']} "
         f"{'districts' if rule['grouped_by'] == 'district' else 'groups of cells'} of the "
         f"validation cells, τ = {math.sqrt(rule['tau2']):.2f} on the logit scale)"
     )
 
 
+def _z(nominal):
+    from scipy.stats import norm
+
+    return float(norm.ppf((1 + nominal) / 2))
+
+
+def total_interval(probability, low, high, weights=None, nominal=DEFAULT_NOMINAL):
+    """(expected, low, high) of Σ weights × label over some cells (e.g. expected poor people).
+
+    The cells' bounds are summed — their calibration error taken as fully
+    correlated, never shrinking with the number of cells — and the labels'
+    sampling error given the probabilities, ``z² Σ w² p(1 − p)``, is added in
+    quadrature to each side (z the normal quantile of the nominal level).
+    """
+    probability = np.asarray(probability, dtype="float64")
+    weights = np.ones(len(probability)) if weights is None else np.asarray(weights, float)
+    keep = np.isfinite(probability) & np.isfinite(weights) & (weights > 0)
+    w, p = weights[keep], probability[keep]
+    expected = float(np.sum(w * p))
+    lower = float(np.sum(w * np.asarray(low, dtype="float64")[keep]))
+    upper = float(np.sum(w * np.asarray(high, dtype="float64")[keep]))
+    sampling = _z(nominal) ** 2 * float(np.sum(w**2 * p * (1 - p)))
+    return (
+        expected,
+        max(0.0, expected - math.sqrt(max(expected - lower, 0.0) ** 2 + sampling)),
+        min(float(np.sum(w)), expected + math.sqrt(max(upper - expected, 0.0) ** 2 + sampling)),
+    )
+
+
+def ratio_interval(part, rest):
+    """(low, high) of part / (part + rest) from the (expected, low, high) of each: the two taken
+    as moving in opposite directions (e.g. the selected cells overstated, the others understated)."""
+    _, part_low, part_high = part
+    _, rest_low, rest_high = rest
+    low = part_low / (part_low + rest_high) if part_low + rest_high > 0 else None
+    high = part_high / (part_high + rest_low) if part_high + rest_low > 0 else None
+    return low, high
+
+
 def district_intervals(probability, low, high, groups, weights=None, nominal=DEFAULT_NOMINAL):
     """{group: {"cells", "share", "low", "high"}}: each group's expected share poor and its interval.
 
-    Bounds averaged (the calibration error is shared within a district, fully
-    correlated) and widened by the sampling error of the share of its cells
-    (independent labels), in quadrature on each side. ``weights``: people per
-    cell (None: cells count alike).
+    ``total_interval`` of each group divided by its weight: bounds averaged (the
+    calibration error is shared within a district, fully correlated) and widened
+    by the sampling error of the share of its cells (independent labels), in
+    quadrature on each side. ``weights``: people per cell (None: cells count alike).
     """
-    from scipy.stats import norm
-
-    z = float(norm.ppf((1 + nominal) / 2))
     probability = np.asarray(probability, dtype="float64")
     low, high = np.asarray(low, dtype="float64"), np.asarray(high, dtype="float64")
     weights = np.ones(len(probability)) if weights is None else np.asarray(weights, float)
@@ -307,15 +347,15 @@ def district_intervals(probability, low, high, groups, weights=None, nominal=DEF
         inside = (groups == name) & np.isfinite(probability) & (weights > 0)
         if not inside.any():
             continue
-        w = weights[inside] / weights[inside].sum()
-        share = float(np.sum(w * probability[inside]))
-        lower, upper = float(np.sum(w * low[inside])), float(np.sum(w * high[inside]))
-        sampling = z**2 * float(np.sum(w**2 * probability[inside] * (1 - probability[inside])))
+        total = float(weights[inside].sum())
+        expected, lower, upper = total_interval(
+            probability[inside], low[inside], high[inside], weights[inside], nominal
+        )
         result[str(name)] = {
             "cells": int(inside.sum()),
-            "share": share,
-            "low": max(0.0, share - math.sqrt((share - lower) ** 2 + sampling)),
-            "high": min(1.0, share + math.sqrt((upper - share) ** 2 + sampling)),
+            "share": expected / total,
+            "low": lower / total,
+            "high": upper / total,
         }
     return result
 

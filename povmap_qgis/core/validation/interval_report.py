@@ -22,7 +22,7 @@ def interval_coverage_section(coverage, members, report, where="out of fold", ru
         "members' standard deviation."
     )
     text = (
-        f"{made} Nominal coverage {nominal:.0%}. Checked two ways on the {coverage['cells']} "
+        f"{made} Nominal coverage {100 * nominal:.0f} %. Checked two ways on the {coverage['cells']} "
         f"cells: a cell has a label, not a share of poor cells, so the cells are put in 10 bins "
         "of calibrated probability and a cell's interval covers when it holds its bin's observed "
         f"share poor — {_percent(coverage['coverage'])} covered (mean width "
