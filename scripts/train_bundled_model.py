@@ -28,10 +28,18 @@ def main():
     )
     parser.add_argument("--demo", default=os.path.join(ROOT, "output", "demo"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--nominal",
+        type=float,
+        default=None,
+        help="nominal coverage of prob_low/prob_high (default: train's NOMINAL default)",
+    )
     parser.add_argument("--output", default=os.path.join(ROOT, "models", "demo_compact.povmodel"))
     arguments = parser.parse_args()
 
+    from povmap_qgis.core.model import intervals, model_package
     from povmap_qgis.core.model.training import TrainOptions, train
+    from povmap_qgis.core.model.training_settings import DEFAULT_NOMINAL
     from povmap_qgis.core.progress import ConsoleReporter
 
     summary = train(
@@ -41,6 +49,7 @@ def main():
             output_path=arguments.output,
             preset="compact",
             seed=arguments.seed,
+            nominal=DEFAULT_NOMINAL if arguments.nominal is None else arguments.nominal,
             demonstration_notice=NOTICE,
         ),
         ConsoleReporter(),
@@ -50,6 +59,8 @@ def main():
         for name in os.listdir(summary["output"])
     )
     print(f"{summary['output']}: {size / 1e6:.1f} MB, {summary['seconds']} s")
+    # the package carries the interval rule (prob_low/prob_high, core/model/intervals.py)
+    print(intervals.describe(model_package.read_package(summary["output"]).get("interval")))
 
 
 if __name__ == "__main__":
