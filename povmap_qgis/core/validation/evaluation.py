@@ -613,6 +613,11 @@ def _interval_coverage(cells, predictions, reporter):
     mean = cells["prob_mean"].to_numpy(dtype="float64")
     low, high = (cells[field].to_numpy(dtype="float64") for field in ("prob_low", "prob_high"))
     usable = np.isfinite(low) & np.isfinite(high)
+    new_only = "training_cell" in cells
+    if new_only:  # the cells the model learned from would flatter the intervals
+        usable &= cells["training_cell"].fillna(0).astype(int).to_numpy() == 0
+        if not usable.any():
+            return None
     spread = None
     fitted = _json_metadata(predictions["metadata"].get("povmap:calibration"))
     if rule.get("method") == intervals.METHOD and {"prob_raw", "disagreement"} <= set(cells):
@@ -636,6 +641,7 @@ def _interval_coverage(cells, predictions, reporter):
         spread=spread,
     )
     found["rule"] = intervals.describe(rule)
+    found["judged_on"] = "cells the model did not train on" if new_only else "all compared cells"
     reporter.info(
         f"prob_low–prob_high hold their reliability bin's observed share poor for "
         f"{metric_text(found['coverage'])} of the cells"

@@ -23,7 +23,8 @@ def interval_coverage_section(coverage, members, report, where="out of fold", ru
     )
     text = (
         f"{made} Nominal coverage {100 * nominal:.0f} %. Checked two ways on the {coverage['cells']} "
-        f"cells: a cell has a label, not a share of poor cells, so the cells are put in 10 bins "
+        + (f"{coverage['judged_on']} " if coverage.get("judged_on") else "cells ")
+        + f"— a cell has a label, not a share of poor cells, so the cells are put in 10 bins "
         "of calibrated probability and a cell's interval covers when it holds its bin's observed "
         f"share poor — {_percent(coverage['coverage'])} covered (mean width "
         f"{metric_text(coverage['mean_width'])})"
