@@ -16,7 +16,8 @@ cells are put into ``BINS`` equal-width bins of predicted probability, and
 the ECE is the cell-weighted mean of |observed share poor − mean predicted|
 over the bins. The reliability diagram plots the same bins.
 
-Per-cell interval (``interval``): ``prob_low`` / ``prob_high`` are the
+Members'-spread interval (``interval``; the rule of packages from before
+``core/model/intervals.py``, which now makes ``prob_low`` / ``prob_high``): the
 calibrated values of the members' raw mean ∓ ``INTERVAL_Z`` × the members'
 standard deviation (``disagreement``), clipped to [0, 1] before calibrating:
 a range from the members' spread only — it ignores the calibration's own

@@ -14,14 +14,15 @@ paper's Table 5 layout — then their median, minimum and maximum across folds.
 
 Outputs: metrics as JSON and a tidy CSV beside it (fold, districts, model, n,
 recall, precision, accuracy, auc; fold = median / min / max for the summary
-rows) and the grid with ``fold`` and the out-of-fold ``prob_<member>``,
+rows; then coverage, nominal, mean_width on the intervals' rows, fold = pooled) and the grid with ``fold`` and the out-of-fold ``prob_<member>``,
 ``prob_mean``, ``prob_raw``, ``prob_low``/``prob_high``, ``prob_baseline``, ``votes``,
 ``pred`` and ``outcome`` (hit, miss, false_alarm, correct_rejection) of every
-cell. The metrics hold ``interval_coverage``: how often the out-of-fold
-intervals hold their bin's observed share of poor cells
-(``calibration.interval_coverage``), against the nominal level. The figures and
-the HTML report are built by ``crossvalidation_report.py`` (its ``report_document``
-is also called inside QGIS).
+cell; ``prob_low``/``prob_high`` by each fold's interval rule (``intervals.fit_interval``,
+fitted on the fold's validation cells by district at ``NOMINAL``). The metrics hold
+``interval_coverage`` (``intervals.coverage``): how often the out-of-fold intervals hold
+their reliability bin's and their district's observed share poor, against the nominal
+level, beside the members'-spread interval. The figures and the HTML report are built by
+``crossvalidation_report.py`` (its ``report_document`` is also called inside QGIS).
 """
 
 import dataclasses
