@@ -211,7 +211,7 @@ def test_out_of_fold_predictions_reproduce_the_fold_metrics_with_scikit_learn(cr
                 accuracy_score(labels, predicted),
                 roc_auc_score(labels, probability),
             ]
-            assert [float(value) for value in row[4:]] == pytest.approx(expected, abs=1e-9), (
+            assert [float(value) for value in row[4:8]] == pytest.approx(expected, abs=1e-9), (
                 fold,
                 model,
             )
