@@ -110,7 +110,8 @@ def _sample(size):
     Generated without the ceiling check (``--no-check``): the check scores the generated
     households with the plugin's training-grid code and only adds numbers to the metadata,
     so an edit of that code need not rebuild the sample (tests/test_sample_project.py runs
-    the check on a sample of its own).
+    the check on a sample of its own). With ``--sae``: the sub-districts and the clustered
+    survey too (the other files are the same with or without it).
     """
     generator_files = [
         os.path.join(ROOT, "scripts", name)
@@ -125,7 +126,7 @@ def _sample(size):
     folder = os.path.join(CACHE_DIR, f"{size}-{digest.hexdigest()[:12]}")
     if not os.path.isfile(os.path.join(folder, "synthetic_sample_metadata.json")):
         command = [sys.executable, generator_files[0], "--size", size, "--out", folder]
-        subprocess.run(command + ["--quiet", "--no-check"], check=True)
+        subprocess.run(command + ["--quiet", "--no-check", "--sae"], check=True)
     return folder
 
 

@@ -639,3 +639,75 @@ def test_bad_input_through_processing_names_the_parameter_and_writes_nothing(
     )
     assert "WEIGHT_FIELD" in message
     assert os.listdir(folder) == []
+
+
+def test_the_sample_projects_subdistricts_estimated_from_its_clustered_survey(
+    tiny_sample, tmp_path
+):
+    """The generator's --sae output (sub-districts with their true rates, a two-stage weighted survey):
+    with a map as informative as a good model's (each cell the truth of its sub-district plus noise),
+    the estimates are closer to the truth than the direct estimates and their median CV is lower."""
+    import json
+
+    import geopandas
+    import shapely
+
+    with open(
+        os.path.join(tiny_sample, "synthetic_sample_metadata.json"), encoding="utf-8"
+    ) as handle:
+        record = json.load(handle)["small_areas"]
+    truth = {row["subdistrict"]: row["poor_share"] for row in record["subdistricts"]}
+    assert 30 <= len(truth) <= 60
+    subdistricts = geopandas.read_file(
+        os.path.join(tiny_sample, "synthetic_subdistricts.gpkg"), engine="pyogrio"
+    )
+    survey = geopandas.read_file(
+        os.path.join(tiny_sample, "synthetic_clustered_survey.gpkg"), engine="pyogrio"
+    )
+    assert sorted(subdistricts["subdistrict"]) == sorted(truth)
+    assert len(survey) == record["clustered_survey"]["households"]
+    assert survey["ea"].nunique() == record["clustered_survey"]["enumeration_areas"]
+    assert (survey["weight"] > 0).all() and survey[
+        "weight"
+    ].nunique() >= 5  # weights differ by stratum
+    # a map: 1 km cells, prob_mean = the sub-district's true rate + noise (sd 0.08)
+    rng = np.random.default_rng(4)
+    xmin, ymin, xmax, ymax = subdistricts.total_bounds
+    xs, ys = np.meshgrid(np.arange(xmin, xmax, 1000.0), np.arange(ymin, ymax, 1000.0))
+    boxes = shapely.box(xs.ravel(), ys.ravel(), xs.ravel() + 1000, ys.ravel() + 1000)
+    cells = geopandas.GeoDataFrame(
+        {"cell_id": np.arange(len(boxes), dtype="int64")}, geometry=boxes, crs=subdistricts.crs
+    )
+    centres = cells.assign(geometry=cells.geometry.representative_point())
+    joined = geopandas.sjoin(centres, subdistricts, predicate="within").drop_duplicates("cell_id")
+    cells = cells[cells["cell_id"].isin(joined["cell_id"])].copy()
+    rate = joined.set_index("cell_id")["subdistrict"].map(truth)
+    cells["prob_mean"] = np.clip(
+        rate.loc[cells["cell_id"]].to_numpy() + rng.normal(0, 0.08, len(cells)), 0.01, 0.99
+    )
+    predictions = tmp_path / "map.gpkg"
+    cells.to_file(predictions, engine="pyogrio")
+    layers = {
+        "folder": tmp_path,
+        "survey": os.path.join(tiny_sample, "synthetic_clustered_survey.gpkg"),
+    }
+    summary, written, _, _ = run_core(
+        {
+            **layers,
+            "districts": os.path.join(tiny_sample, "synthetic_subdistricts.gpkg"),
+            "predictions": str(predictions),
+        },
+        "sample",
+        district_field="subdistrict",
+        stratum_field="district",
+        population_path=os.path.join(tiny_sample, "synthetic_population_3arcsec.tif"),
+    )
+    written["truth"] = written.index.map(truth)
+    sampled = written[(written["in_sample"] == 1) & written["estimate"].notna()]
+    assert len(sampled) >= 20 and (written["in_sample"] == 0).any()
+    direct_error = (sampled["direct"] - sampled["truth"]).abs().mean()
+    estimate_error = (sampled["estimate"] - sampled["truth"]).abs().mean()
+    assert estimate_error < 0.8 * direct_error, (estimate_error, direct_error)
+    assert summary["median_cv_estimate_sampled"] < summary["median_cv_direct"]
+    unsampled = written[(written["in_sample"] == 0) & written["estimate"].notna()]
+    assert (unsampled["estimate"] - unsampled["truth"]).abs().mean() < 0.15

@@ -102,9 +102,9 @@ def test_metadata_states_synthetic_and_a_realistic_ceiling(tiny_sample, checked_
             assert name.startswith("synthetic_"), name
 
 
-def _content_digest(folder):
+def _content_digest(folder, names=None):
     digest = hashlib.sha256()
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(names if names is not None else os.listdir(folder)):
         path = os.path.join(folder, name)
         if name.endswith(".tif"):
             with rasterio.open(path) as dataset:
@@ -121,8 +121,15 @@ def _content_digest(folder):
 
 
 def test_generation_is_deterministic_for_a_seed(tiny_sample, checked_sample):
-    """Generated twice, with and without the ceiling check: the same data (the check only reads)."""
-    assert _content_digest(checked_sample) == _content_digest(tiny_sample)
+    """Generated twice, with and without the ceiling check: the same data (the check only reads);
+    the fixture's --sae adds its two files and changes none of the others."""
+    default = sorted(os.listdir(checked_sample))
+    assert set(os.listdir(tiny_sample)) - set(default) == {
+        "synthetic_clustered_survey.gpkg",
+        "synthetic_subdistricts.gpkg",
+        "synthetic_sample_project.qgz",  # the checked sample is made without the project
+    }
+    assert _content_digest(checked_sample, default) == _content_digest(tiny_sample, default)
 
 
 def test_project_opens_with_every_layer_valid(qgis_app, tiny_sample):

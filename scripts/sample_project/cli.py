@@ -35,6 +35,7 @@ from .lights import night_light_field, travel_time_minutes, write_accessibility,
 from .population import true_poverty_of_district, write_population
 from .project import build_project, display_hints, write_metadata
 from .settings import SIZES, LandscapeSettings, SurveySettings
+from .small_areas import SAE_FILES, write_small_area_files
 from .surveys import make_covariates, make_survey
 from .tools import Grid, random_stream
 from .vectors import write_districts, write_survey, write_urban_centres
@@ -95,6 +96,12 @@ def parse_arguments(argv):
         help="skip the training-grid check and ceiling AUC (they run the plugin's training-grid "
         "code and only add numbers to the metadata; the test fixtures skip them)",
     )
+    parser.add_argument(
+        "--sae",
+        action="store_true",
+        help="also write what small area estimation needs: sub-districts (their true poverty rates in "
+        "the metadata) and a two-stage clustered survey with weights (the other files are unchanged)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
     if not 0 <= args.seed < 2**32:
@@ -112,7 +119,7 @@ def parse_arguments(argv):
 
 
 def remove_previous_outputs(out_dir):
-    for name in list(FILES.values()) + [RENDER_FILE]:
+    for name in list(FILES.values()) + list(SAE_FILES.values()) + [RENDER_FILE]:
         for path in (out_dir / name, out_dir / (name + ".aux.xml")):
             if path.exists():
                 path.unlink()
@@ -227,6 +234,20 @@ def generate(args):
     record["ground_truth_district"] = true_poverty_of_district(
         args.seed, landscape, covariates, model, size, unsurveyed[0]
     )
+    if args.sae:
+        record["small_areas"] = write_small_area_files(
+            out_dir, args.seed, landscape, covariates, model, size, args.size
+        )
+        for key, layer in (
+            ("subdistricts", "synthetic_subdistricts"),
+            ("clustered_survey", "synthetic_clustered_survey"),
+        ):
+            record["files"][SAE_FILES[key]] = {"layer": layer}
+        timer.done(
+            "small areas",
+            f"{len(record['small_areas']['subdistricts'])} sub-districts, "
+            f"{record['small_areas']['clustered_survey']['households']} clustered households",
+        )
     write_metadata(out_dir / FILES["metadata"], record)
     if not args.no_project:
         build_project(out_dir, args.render, args.render_width, args.quiet)

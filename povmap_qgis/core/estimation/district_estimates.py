@@ -134,40 +134,28 @@ def district_estimates(options, reporter=None):
 
     sampled = direct.households > 0
     covered = np.isfinite(map_part["covariate"])
-    reliable = sampled & (direct.clusters >= 2) & (direct.variance > 0)
+    reliable = sampled & (direct.clusters >= 2) & (direct.variance > 1e-12)
     smoothed = sampled & ~reliable
     transform = options.transform
+    share = float(national.estimate[0])
+    smoothed_variance, deff = sa.gvf_design_effect(
+        direct.estimate, direct.variance, direct.households, reliable, share
+    )
+    gvf = {"kind": "design effect", "deff": deff, "national_share": share}
+    direct_variance = np.where(reliable, direct.variance, smoothed_variance)
     if transform == "arcsin":
         y = sa.arcsin_sqrt(direct.estimate)
-        deff = sa.design_effects(direct.estimate, direct.variance, direct.households)
-        usable_deff = deff[reliable & np.isfinite(deff)]
-        deff_smoothed = float(np.median(usable_deff)) if len(usable_deff) else 1.0
         with np.errstate(invalid="ignore", divide="ignore"):
             psi = np.where(
                 reliable,
                 direct.variance / (4 * direct.estimate * (1 - direct.estimate)),
-                deff_smoothed / (4 * direct.households),
+                deff / (4 * direct.households),
             )
-        gvf = {"kind": "design effect", "deff": deff_smoothed}
         x = sa.arcsin_sqrt(map_part["covariate"])
-        # the direct variance shown (proportion scale) for smoothed districts: delta method back
-        direct_variance = np.where(
-            reliable,
-            direct.variance,
-            psi * 4 * direct.estimate * (1 - direct.estimate),
-        )
-        direct_variance = np.where(
-            smoothed & ~(direct_variance > 0),
-            deff_smoothed * 0.25 / np.maximum(direct.households, 1),
-            direct_variance,
-        )
     else:
         y = direct.estimate
-        predicted_variance, (a, b) = sa.gvf_log_linear(direct.variance, direct.households, reliable)
-        psi = np.where(reliable, direct.variance, predicted_variance)
-        gvf = {"kind": "log-linear", "intercept": a, "slope": b}
+        psi = direct_variance
         x = map_part["covariate"]
-        direct_variance = psi
     if smoothed.any():
         notes.append(
             f"{int(smoothed.sum())} sampled districts have a zero direct variance (all or none of "

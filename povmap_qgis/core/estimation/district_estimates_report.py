@@ -214,13 +214,13 @@ def _method_section(summary, report):
     settings = summary["settings"]
     gvf = summary["gvf"]
     smoothing = (
-        f"log(variance) = {gvf['intercept']:.3f} + {gvf['slope']:.3f} × log(households)"
-        if gvf["kind"] == "log-linear"
-        and gvf.get("intercept") is not None
-        and math.isfinite(gvf["intercept"])
-        else f"design effect {gvf.get('deff', float('nan')):.3f} / (4 × households) on the arcsin scale"
-        if gvf["kind"] == "design effect"
-        else "none"
+        f"design effect {gvf['deff']:.2f} × p̄(1 − p̄) / households, p̄ = the national share "
+        f"{_percent(gvf['national_share'], 1)}"
+        + (
+            " (arcsin scale: design effect / (4 × households))"
+            if settings["transform"] == "arcsin"
+            else ""
+        )
     )
     items = [
         ("Labelling rule (each household)", settings["rule"]),

@@ -13,11 +13,12 @@ Strata with a single PSU add nothing (and are reported).
 
 Generalised variance function (GVF): a district whose variance is zero (all or
 none of its households poor) or rests on fewer than two clusters has no usable
-variance of its own. On the proportion scale its variance is predicted by the
-regression ``log v_d = a + b log n_d`` (n_d households) fitted over the
-districts with a usable variance; on the arcsin scale the variance is
-``deff / (4 n_d)`` with ``deff`` the median design effect of those districts
-(the arcsin transformation makes the variance independent of the share).
+variance of its own. Its variance is predicted from its sample size and the
+design effect of the others: ``deff × p̄ (1 − p̄) / n_d`` on the proportion scale
+(``deff`` the median design effect ``v / (p (1 − p) / n)`` of the districts with a
+usable variance, ``p̄`` the national direct estimate, ``n_d`` its households) and
+``deff / (4 n_d)`` on the arcsin scale (where the variance does not depend on the
+share).
 
 Fay–Herriot (1979): ``θ̂_d = x_d'β + u_d + e_d`` with ``u_d ~ N(0, σ²_u)`` and
 ``e_d ~ N(0, ψ_d)``, ψ_d the (known) design variance. σ²_u by REML (Fisher
@@ -125,25 +126,18 @@ def direct_estimates(poor, weights, district, districts, psu, stratum=None):
     )
 
 
-def gvf_log_linear(variance, households, reliable):
-    """Variances predicted by ``log v = a + b log n`` fitted over the ``reliable`` districts.
+def gvf_design_effect(estimate, variance, households, reliable, share):
+    """Smoothed variances ``deff × p̄ (1 − p̄) / n`` for every district, and ``deff``.
 
-    Returns (predicted variance for every district, (a, b)); with fewer than three
-    reliable districts the slope is fixed at −1 (variance ∝ 1/n).
+    ``deff``: the median design effect of the ``reliable`` districts (1 when none);
+    ``p̄``: ``share``, the survey's national share, so that a district whose households
+    are all poor or none poor still gets the variance its sample size implies.
     """
-    n = np.asarray(households, dtype="float64")
-    v = np.asarray(variance, dtype="float64")
-    use = np.asarray(reliable, dtype=bool) & (v > 0) & (n > 0)
-    if use.sum() >= 3 and np.ptp(np.log(n[use])) > 0:
-        b, a = np.polyfit(np.log(n[use]), np.log(v[use]), 1)
-    elif use.any():
-        b = -1.0
-        a = float(np.median(np.log(v[use]) + np.log(n[use])))
-    else:
-        return np.full(len(n), np.nan), (math.nan, math.nan)
-    with np.errstate(divide="ignore"):
-        predicted = np.exp(a + b * np.log(np.maximum(n, 1.0)))
-    return predicted, (float(a), float(b))
+    effects = design_effects(estimate, variance, households)
+    usable = np.asarray(reliable, dtype=bool) & np.isfinite(effects)
+    deff = float(np.median(effects[usable])) if usable.any() else 1.0
+    n = np.maximum(np.asarray(households, dtype="float64"), 1.0)
+    return deff * share * (1 - share) / n, deff
 
 
 def design_effects(estimate, variance, households):
