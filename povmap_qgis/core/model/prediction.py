@@ -65,8 +65,6 @@ class PredictOptions:
 
 
 def predict(options, reporter=None):
-    import pyogrio
-
     reporter = reporter or Reporter()
     started = time.monotonic()
     manifest = model_package.read_package(options.model_path)
@@ -86,6 +84,32 @@ def predict(options, reporter=None):
                 "(SOURCE=rasters with DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA).",
             )
         cells = _from_store(options, manifest, reporter)
+    checkpoint = cells.get("checkpoint")
+    try:
+        grid, drift_scores = _write_predictions(options, manifest, cells, reporter)
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.close()  # its parts stay: running again resumes
+        raise
+    if checkpoint is not None:
+        checkpoint.finish()
+    seconds = time.monotonic() - started
+    poor = int(grid["pred"].sum())
+    reporter.info(f"{poor} of {len(grid)} cells predicted poor; {len(grid) / seconds:.0f} cells/s")
+    return {
+        "output": options.output_path,
+        "cells": int(len(grid)),
+        "predicted_poor": poor,
+        "seconds": round(seconds, 2),
+        "flagged": int(grid["chip_flagged"].sum()),
+        "drift": drift_scores,
+    }
+
+
+def _write_predictions(options, manifest, cells, reporter):
+    """The grid with the prediction fields, written to ``options.output_path``; (frame, drift)."""
+    import pyogrio
+
     layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
     grid = pyogrio.read_dataframe(options.grid_path, layer=layer)
     if not np.array_equal(grid[cells["id_field"]].astype("int64").to_numpy(), cells["cell_ids"]):
@@ -124,17 +148,7 @@ def predict(options, reporter=None):
             **decision_metadata,
         },
     )
-    seconds = time.monotonic() - started
-    poor = int(grid["pred"].sum())
-    reporter.info(f"{poor} of {len(grid)} cells predicted poor; {len(grid) / seconds:.0f} cells/s")
-    return {
-        "output": options.output_path,
-        "cells": int(len(grid)),
-        "predicted_poor": poor,
-        "seconds": round(seconds, 2),
-        "flagged": int(grid["chip_flagged"].sum()),
-        "drift": json.loads(trust_metadata.get("povmap_drift", "{}")),
-    }
+    return grid, json.loads(trust_metadata.get("povmap_drift", "{}"))
 
 
 def _from_store(options, manifest, reporter):
@@ -182,6 +196,7 @@ def _from_rasters(options, manifest, reporter):
         "features": predicted.features,
         "nodata": predicted.nodata,
         "max_nodata": float(options.max_nodata),
+        "checkpoint": predicted.checkpoint,
     }
 
 

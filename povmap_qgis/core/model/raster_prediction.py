@@ -12,19 +12,41 @@ store: nothing is written but the prediction layer. The per-chip statistics
 of the transparent baseline (``baseline.features_of_chips``) and the nodata
 fractions travel back with the probabilities (a few numbers per cell).
 
-Runs in this process (``engine="local"``) or as Spark tasks over runs of
-neighbouring blocks (``spark_engine.predict_from_rasters_on_spark``), each
-calling ``sample_and_predict`` below on its blocks.
+Runs in this process (``engine="local"``) or as Spark tasks
+(``spark_engine.predict_from_rasters_on_spark``), each calling
+``sample_and_predict`` below on its blocks.
+
+Resumable. The grid's blocks, in raster order, are cut into *parts* of about
+``CHUNK_CELLS`` cells (fewer for small grids), each sampled and predicted on its
+own (its batches start with it and its last one is padded), so a part's numbers do
+not depend on which other parts run with it. Every finished part is kept in
+``.NAME.predicting/`` beside the output (``Checkpoint``: the members'
+probabilities, baseline statistics and nodata fractions of its cells, never chips);
+a run stopped, cancelled or killed part-way and started again with the same
+parameters (same model package, grid cells, input files, batch size) predicts only
+the parts that are missing and writes the same layer as a run never interrupted.
+The folder is removed once the layer is written.
 """
 
 import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import signal
 
 import numpy as np
 
+from ..atomic import OutputLock
 from ..chips import sampling
 from ..errors import PovmapInputError
 from ..names import CELL_ID
 from . import baseline, learning_data, model_package
+
+CHUNK_CELLS = 4096  # the most cells of one resumable part (a finished part is kept on disk)
+CHUNKS_AT_LEAST = 64  # smaller grids: parts of len(grid) / 64 cells, so tasks stay many
+RESUME_FORMAT = 1
+KILL_AFTER_VARIABLE = "POVMAP_PREDICT_KILL_AFTER"  # tests: SIGKILL the run after N parts kept
 
 
 @dataclasses.dataclass
@@ -36,6 +58,7 @@ class RasterPrediction:
     features: np.ndarray | None  # the baseline's per-chip statistics [n_cells, features]
     nodata: np.ndarray  # float32 [n_cells, n_inputs], as a chip store's nodata_fraction.npy
     crs: str | None = None  # the grid's CRS (WKT)
+    checkpoint: "Checkpoint | None" = None  # finish() once the layer is written
 
 
 def input_specs(inputs, manifest, parameter="SOURCE"):
@@ -101,47 +124,217 @@ def predict_from_rasters(options, manifest, reporter):
         ),
     }
     blocks = sampling.group_blocks(np.arange(len(cell_ids)), grid)
+    blocks.sort(key=lambda members: tuple(int(key) for key in grid.keys[members[0]]))
+    chunks = chunk_blocks(blocks, len(cell_ids))  # raster order: neighbours share source tiles
     reporter.info(
         f"Predicting from the rasters ({', '.join(spec.name for spec in inputs)}): no chips are "
         "stored."
     )
-    models = None
-    dtypes = {spec.name: sampling.COMPACT_DTYPE for spec in inputs}
-    while True:
-        job["inputs"] = [dict(spec.__dict__, dtype=dtypes[spec.name]) for spec in inputs]
-        try:
-            if options.engine == "spark":
-                from .spark_engine import predict_from_rasters_on_spark
+    checkpoint = Checkpoint(
+        options.output_path, resume_key(manifest, grid, inputs, job, chunks), chunks
+    ).open()
+    try:
+        dtypes = checkpoint.dtypes or {spec.name: sampling.COMPACT_DTYPE for spec in inputs}
+        done = checkpoint.done_parts(dtypes)
+        if done:
+            cells = sum(len(part[0]) for part in done.values())
+            reporter.info(
+                f"Resuming: {len(done)} of {len(chunks)} parts ({cells:,} of {len(cell_ids):,} "
+                f"cells) were already predicted by a run that stopped ({checkpoint.folder})."
+            )
+        models = None
+        while True:
+            job["inputs"] = [dict(spec.__dict__, dtype=dtypes[spec.name]) for spec in inputs]
+            pending = [index for index in range(len(chunks)) if index not in done]
+            try:
+                if options.engine == "spark":
+                    from .spark_engine import predict_from_rasters_on_spark
 
-                parts = predict_from_rasters_on_spark(
-                    job, blocks, grid, reporter, master=options.spark_master
-                )
-            else:
-                if models is None:
-                    models = model_package.load_members(manifest)
-                parts = [_predict_here(models, job, blocks, grid, len(cell_ids), reporter)]
-        except sampling.WiderDtypeNeededError as widen:
-            # As sample_chips: an input float16 cannot hold is sampled again as float32.
-            dtypes[widen.spec.name] = sampling.WIDE_DTYPE
-            reporter.info(f"{widen}: sampling again with this input as float32.")
-            continue
-        break
-    prediction = _assembled(cell_ids, parts, len(manifest["members"]), len(inputs))
-    sampling.refuse_inputs_without_data(inputs, prediction.nodata)
+                    predict_from_rasters_on_spark(
+                        job, chunks, pending, grid, reporter, checkpoint.keep, options.spark_master
+                    )
+                else:
+                    if models is None and pending:
+                        models = model_package.load_members(manifest)
+                    _predict_here(models, job, chunks, pending, grid, checkpoint.keep, reporter)
+            except sampling.WiderDtypeNeededError as widen:
+                # As sample_chips: an input float16 cannot hold is sampled again as float32, and
+                # the parts predicted from float16 chips are predicted again.
+                dtypes[widen.spec.name] = sampling.WIDE_DTYPE
+                done = checkpoint.restart(dtypes)
+                reporter.info(f"{widen}: sampling again with this input as float32.")
+                continue
+            break
+        parts = [part for _, part in sorted(checkpoint.kept.items())]
+        prediction = _assembled(cell_ids, parts, len(manifest["members"]), len(inputs))
+        sampling.refuse_inputs_without_data(inputs, prediction.nodata)
+    except BaseException:
+        checkpoint.close()
+        raise
     prediction.crs = grid.crs.to_wkt()
+    prediction.checkpoint = checkpoint
     return prediction
 
 
-def _predict_here(models, job, blocks, grid, n_cells, reporter):
-    """The local engine: every block in this process, with progress and Cancel."""
+def chunk_blocks(blocks, n_cells):
+    """The resumable parts: runs of neighbouring blocks (raster order) of about ``CHUNK_CELLS`` cells."""
+    target = max(1, min(CHUNK_CELLS, n_cells // CHUNKS_AT_LEAST))
+    chunks, current, count = [], [], 0
+    for members in blocks:
+        current.append(members)
+        count += len(members)
+        if count >= target:
+            chunks.append(current)
+            current, count = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
 
-    def progress(done):
-        reporter.progress(5 + 90 * done / n_cells)
-        reporter.check_canceled()
 
-    reporter.progress(5)
-    payloads = [(members, grid.lefts[members], grid.tops[members]) for members in blocks]
-    return sample_and_predict(models, job, payloads, progress)
+def resume_key(manifest, grid, inputs, job, chunks):
+    """What a kept part depends on: the model package, the grid's cells, the input files, batches."""
+    with open(os.path.join(manifest["path"], "manifest.json"), "rb") as handle:
+        model = hashlib.sha256(handle.read()).hexdigest()
+    return {
+        "format": RESUME_FORMAT,
+        "model": model,
+        "grid_cells_sha256": sampling.grid_cells_sha256(grid),
+        "inputs": [
+            {
+                "name": spec.name,
+                "path": spec.path,
+                "bands": [int(band) for band in spec.bands],
+                "resampling": spec.resampling,
+                "file": sampling.file_fingerprint(spec.path),
+            }
+            for spec in inputs
+        ],
+        "batch_rows": job["batch_rows"],
+        "parts": [int(sum(len(members) for members in chunk)) for chunk in chunks],
+    }
+
+
+def resume_folder(output_path):
+    """``.NAME.predicting/`` beside the output: the parts a stopped run finished."""
+    folder, name = os.path.split(os.path.abspath(output_path))
+    return os.path.join(folder, f".{name}.predicting")
+
+
+class Checkpoint:
+    """The finished parts of one predict-from-rasters output, kept until its layer is written.
+
+    Holds the output's lock (``core.atomic.OutputLock``; inherited from the
+    Processing adapter) while the run lasts. ``keep(index, part)`` records a
+    finished part in memory and on disk (written under a temporary name, then
+    renamed); ``open()`` adopts the parts of an earlier run whose resume key
+    matches and removes any other leftover folder.
+    """
+
+    MANIFEST = "resume.json"
+
+    def __init__(self, output_path, key, chunks):
+        self.folder = resume_folder(output_path)
+        self.key = json.loads(json.dumps(key, sort_keys=True, default=str))
+        self.positions = [np.concatenate(chunk).astype("int64") for chunk in chunks]
+        self.lock = OutputLock(output_path, "OUTPUT", "the predictions", self.folder)
+        self.dtypes = None
+        self.kept = {}  # part index -> (positions, probabilities, features, nodata)
+        self._kept_here = 0
+
+    def open(self):
+        self.lock.acquire()
+        recorded = self._read_manifest()
+        if recorded is not None and recorded.get("key") == self.key:
+            self.dtypes = dict(recorded["dtypes"])
+        elif os.path.exists(self.folder):
+            shutil.rmtree(self.folder)
+        return self
+
+    def done_parts(self, dtypes):
+        """The parts an earlier run finished with these ``dtypes`` (read from disk)."""
+        self.dtypes = dict(dtypes)
+        self.kept = {}
+        if not os.path.isdir(self.folder):
+            return self.kept
+        for name in sorted(os.listdir(self.folder)):
+            if not (name.startswith("part-") and name.endswith(".npz")):
+                continue
+            index = int(name[5:-4])
+            try:
+                with np.load(os.path.join(self.folder, name)) as stored:
+                    part = (
+                        stored["positions"],
+                        stored["probabilities"],
+                        stored["features"] if "features" in stored.files else None,
+                        stored["nodata"],
+                    )
+            except (OSError, ValueError, KeyError):
+                continue  # unreadable (the disk failed as it was renamed): predicted again
+            if index < len(self.positions) and np.array_equal(part[0], self.positions[index]):
+                self.kept[index] = part
+        return self.kept
+
+    def restart(self, dtypes):
+        """Forget every part (an input was widened: its chips change); keep the new dtypes."""
+        if os.path.isdir(self.folder):
+            shutil.rmtree(self.folder)
+        self.dtypes, self.kept = dict(dtypes), {}
+        return self.kept
+
+    def keep(self, index, part):
+        positions, probabilities, features, nodata = part
+        self.kept[index] = part
+        if not os.path.isdir(self.folder):
+            os.makedirs(self.folder)
+        if self._read_manifest() is None:
+            temporary = os.path.join(self.folder, f".{self.MANIFEST}.tmp")
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump({"key": self.key, "dtypes": self.dtypes}, handle)
+            os.replace(temporary, os.path.join(self.folder, self.MANIFEST))
+        arrays = {"positions": positions, "probabilities": probabilities, "nodata": nodata}
+        if features is not None:
+            arrays["features"] = features
+        temporary = os.path.join(self.folder, f".part-{index:06d}.tmp.npz")
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, os.path.join(self.folder, f"part-{index:06d}.npz"))
+        self._kept_here += 1
+        if os.environ.get(KILL_AFTER_VARIABLE) == str(self._kept_here):
+            os.kill(os.getpid(), signal.SIGKILL)  # tests: a run killed part-way (kill -9)
+
+    def finish(self):
+        """The layer is written: the kept parts are no longer needed."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.lock.release()
+
+    def close(self):
+        """The run stops unfinished: the kept parts stay for the next run with these parameters."""
+        self.lock.release()
+
+    def _read_manifest(self):
+        try:
+            with open(os.path.join(self.folder, self.MANIFEST), encoding="utf-8") as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return None
+
+
+def _predict_here(models, job, chunks, pending, grid, keep, reporter):
+    """The local engine: every pending part in this process, kept as it ends; progress and Cancel."""
+    total = sum(len(members) for chunk in chunks for members in chunk)
+    done = total - sum(len(members) for index in pending for members in chunks[index])
+    reporter.progress(5 + 90 * done / total)
+    for index in pending:
+
+        def progress(cells, before=done):
+            reporter.progress(5 + 90 * (before + cells) / total)
+            reporter.check_canceled()
+
+        payloads = [(members, grid.lefts[members], grid.tops[members]) for members in chunks[index]]
+        keep(index, sample_and_predict(models, job, payloads, progress))
+        done += sum(len(members) for members in chunks[index])
 
 
 def sample_and_predict(models, job, payloads, on_cells=None):

@@ -492,41 +492,69 @@ def _members(manifest):
 # --- predicting from the rasters (no chip store) ---------------------------------
 
 
-def predict_from_rasters_on_spark(job, blocks, grid, reporter, master="local[*]"):
-    """Each task samples a run of neighbouring blocks and predicts their cells (no chips stored).
+def predict_from_rasters_on_spark(job, chunks, pending, grid, reporter, keep, master="local[*]"):
+    """Each task samples one part (a run of neighbouring blocks) and predicts it; no chips stored.
 
     The twin of ``raster_prediction._predict_here``: each task runs
-    ``raster_prediction.sample_and_predict`` on its blocks with the members
+    ``raster_prediction.sample_and_predict`` on its part with the members
     loaded once per Python worker (hashes checked there) and returns, per cell,
     the members' probabilities, the baseline's per-chip statistics and the
-    nodata fractions; chips never leave the task. An input whose values float16
-    cannot hold raises ``sampling.WiderDtypeNeededError`` here, as sampling does.
+    nodata fractions; chips never leave the task. The pending parts run in
+    waves of ``TASKS_PER_CORE`` tasks per core, and the driver keeps each wave's
+    parts (``keep(index, part)``: on its own disk, no shared file system needed)
+    before the next starts, so a stopped run loses at most one wave. An input
+    whose values float16 cannot hold raises ``sampling.WiderDtypeNeededError``
+    here, as sampling does.
     """
     from ..chips import sampling
 
-    keys = [tuple(int(key) for key in grid.keys[members[0]]) for members in blocks]
-    order = sorted(range(len(blocks)), key=lambda index: keys[index])
-    payloads = [
-        (blocks[index], grid.lefts[blocks[index]], grid.tops[blocks[index]]) for index in order
-    ]
+    total = sum(len(members) for chunk in chunks for members in chunk)
+    cells = {index: sum(len(members) for members in chunks[index]) for index in pending}
+    done = total - sum(cells.values())
     with _session(master) as session:
-        job = dict(job, parts=_partition_count(session, len(blocks)))
-        rdd = session.sparkContext.parallelize(payloads, job["parts"]).mapPartitionsWithIndex(
-            lambda partition, items: _predict_rasters_partition(job, partition, items)
-        )
+        wave_size = session.sparkContext.defaultParallelism * TASKS_PER_CORE
+        waves = [pending[start : start + wave_size] for start in range(0, len(pending), wave_size)]
         reporter.info(
-            f"Spark ({session.sparkContext.master}): {sum(len(b) for b in blocks)} cells in "
-            f"{len(blocks)} blocks, {job['parts']} tasks, sampled and predicted in each."
+            f"Spark ({session.sparkContext.master}): {sum(cells.values())} cells in {len(pending)} "
+            f"parts, {len(waves)} wave(s) of up to {wave_size} tasks, sampled and predicted in each."
         )
-        results = run_job(session, rdd.collect, reporter, 5.0, 95.0, "povmap: predict from rasters")
-    for result in results:
-        if result[0] == "widen":
-            _, name, largest = result
-            spec = next(spec for spec in job["inputs"] if spec["name"] == name)
-            raise sampling.WiderDtypeNeededError(
-                sampling.ChipInput(**{k: v for k, v in spec.items() if k != "dtype"}), largest
+        for wave in waves:
+            payloads = [
+                (
+                    index,
+                    [
+                        (members, grid.lefts[members], grid.tops[members])
+                        for members in chunks[index]
+                    ],
+                )
+                for index in wave
+            ]
+            wave_job = dict(job, parts=len(wave))
+            rdd = session.sparkContext.parallelize(payloads, len(wave)).mapPartitionsWithIndex(
+                lambda partition, items, wave_job=wave_job: _predict_rasters_partition(
+                    wave_job, partition, items
+                )
             )
-    return [result[1:] for result in results]
+            wave_cells = sum(cells[index] for index in wave)
+            results = run_job(
+                session,
+                rdd.collect,
+                reporter,
+                5.0 + 90.0 * done / total,
+                5.0 + 90.0 * (done + wave_cells) / total,
+                "povmap: predict from rasters",
+            )
+            for result in results:
+                if result[0] == "widen":
+                    _, name, largest = result
+                    spec = next(spec for spec in job["inputs"] if spec["name"] == name)
+                    raise sampling.WiderDtypeNeededError(
+                        sampling.ChipInput(**{k: v for k, v in spec.items() if k != "dtype"}),
+                        largest,
+                    )
+            for _, index, *part in results:
+                keep(index, tuple(part))
+            done += wave_cells
 
 
 def _predict_rasters_partition(job, partition, payloads):
@@ -535,12 +563,15 @@ def _predict_rasters_partition(job, partition, payloads):
     from .raster_prediction import sample_and_predict
 
     _crash_if_asked("predict", partition, job["parts"] - 1)
-    payloads = list(payloads)
+    payloads = list(payloads)  # (part index, its blocks); one part per task
     if not payloads:
         return []
     manifest = model_package.read_package(job["model"])  # hashes checked on this executor
-    try:
-        part = sample_and_predict(_members(manifest), job, payloads)
-    except sampling.WiderDtypeNeededError as widen:
-        return [("widen", widen.spec.name, widen.largest)]
-    return [("cells", *part)]
+    results = []
+    for index, blocks in payloads:
+        try:
+            part = sample_and_predict(_members(manifest), job, blocks)
+        except sampling.WiderDtypeNeededError as widen:
+            return [("widen", widen.spec.name, widen.largest)]
+        results.append(("part", index, *part))
+    return results
