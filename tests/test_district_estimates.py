@@ -703,6 +703,9 @@ def test_the_sample_projects_subdistricts_estimated_from_its_clustered_survey(
         population_path=os.path.join(tiny_sample, "synthetic_population_3arcsec.tif"),
     )
     written["truth"] = written.index.map(truth)
+    few = written[(written["households"] > 0) & (written["households"] < 3)]
+    assert len(few) and (few["in_sample"] == 0).all() and few["direct"].isna().all()  # privacy
+    assert (few["gamma"] == 0).all()  # the estimate is synthetic: nothing of their households in it
     sampled = written[(written["in_sample"] == 1) & written["estimate"].notna()]
     assert len(sampled) >= 20 and (written["in_sample"] == 0).any()
     direct_error = (sampled["direct"] - sampled["truth"]).abs().mean()

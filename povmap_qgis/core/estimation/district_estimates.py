@@ -25,6 +25,7 @@ import types
 
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
+from ..grid.training_grid import MIN_OBS_FLOOR
 from ..progress import Reporter
 
 TRANSFORMS = ("none", "arcsin")
@@ -132,7 +133,17 @@ def district_estimates(options, reporter=None):
     reporter.progress(60)
     reporter.check_canceled()
 
-    sampled = direct.households > 0
+    # privacy: below MIN_OBS_FLOOR households a district's share (or the estimate built from it, with
+    # the published gamma and β) would give a household's poverty away: such districts count as not
+    # surveyed (their households stay in the design: clusters, strata, the national estimate)
+    too_few = (direct.households > 0) & (direct.households < MIN_OBS_FLOOR)
+    sampled = direct.households >= MIN_OBS_FLOOR
+    if too_few.any():
+        notes.append(
+            f"{int(too_few.sum())} districts hold fewer than {MIN_OBS_FLOOR} surveyed households: for "
+            "privacy their direct estimate is neither published nor used (synthetic estimate, "
+            "in_sample = 0); their households still count in the design and the national estimate."
+        )
     covered = np.isfinite(map_part["covariate"])
     reliable = sampled & (direct.clusters >= 2) & (direct.variance > 1e-12)
     smoothed = sampled & ~reliable
