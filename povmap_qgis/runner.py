@@ -37,11 +37,13 @@ SETUP_HINT = "run scripts/setup from the povmap-qgis source folder, or set the w
 
 
 class WorkerError(RuntimeError):
-    """The worker failed; ``kind`` is input, canceled, missing_package, crash or setup."""
+    """The worker failed; ``kind`` is input, canceled, missing_package, write_failed (a full
+    disk: ``reason`` and ``path``), crash or setup."""
 
     def __init__(self, message, kind="crash", parameter=None, details=""):
         super().__init__(message)
         self.kind, self.parameter, self.details = kind, parameter, details
+        self.reason = self.path = None
 
 
 def resolve_worker_python(configured=None):
@@ -275,12 +277,14 @@ def _worker_error(event, python):
             kind=kind,
             details=event.get("traceback", ""),
         )
-    return WorkerError(
+    error = WorkerError(
         event.get("message", "unknown error"),
         kind=kind,
         parameter=event.get("parameter"),
         details=event.get("traceback", ""),
     )
+    error.reason, error.path = event.get("reason"), event.get("path")  # kind write_failed
+    return error
 
 
 def _terminate(process, grace_s):

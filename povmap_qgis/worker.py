@@ -201,6 +201,9 @@ def main():
             message=str(error),
             traceback=traceback.format_exc(),
         )
+    except OSError as error:  # a library's own error types are checked below
+        if not _report_write_failure(reporter, error):
+            _report_crash(reporter, error)
     except MemoryError:
         reporter.emit(
             "error",
@@ -209,13 +212,37 @@ def main():
             traceback=traceback.format_exc(),
         )
     except Exception as error:
-        reporter.emit(
-            "error",
-            kind="crash",
-            message=f"{type(error).__name__}: {error}",
-            traceback=traceback.format_exc(),
-        )
+        if not _report_write_failure(reporter, error):
+            _report_crash(reporter, error)
     return 1
+
+
+def _report_write_failure(reporter, error):
+    """A full disk (or quota, or file size limit) or read-only file system: kind
+    ``write_failed`` with the reason and the file, which the adapter names by its parameter."""
+    from .core.errors import write_failure
+
+    reason = write_failure(error)
+    if reason is None:
+        return False
+    reporter.emit(
+        "error",
+        kind="write_failed",
+        reason=reason,
+        path=getattr(error, "filename", None),
+        message=f"the output could not be written ({reason}): {type(error).__name__}: {error}",
+        traceback=traceback.format_exc(),
+    )
+    return True
+
+
+def _report_crash(reporter, error):
+    reporter.emit(
+        "error",
+        kind="crash",
+        message=f"{type(error).__name__}: {error}",
+        traceback=traceback.format_exc(),
+    )
 
 
 if __name__ == "__main__":

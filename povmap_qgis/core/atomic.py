@@ -283,6 +283,60 @@ def atomic_output(path):
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
+        diagnosis = out_of_room(error, temporary, path)
         remove_quietly(temporary)
+        if diagnosis is not None:
+            raise diagnosis from error
         raise
+
+
+ROOM_LEFT_BYTES = 8 << 20  # less free space than this after a failed write: the disk is full
+
+
+def out_of_room(error, partial, path):
+    """An ``OSError`` (ENOSPC, EFBIG) naming ``path`` when a write into ``partial`` (a file or
+    a folder) failed for lack of room, else None.
+
+    Libraries do not always pass the operating system's error on: GDAL/SQLite turn a full
+    disk into "no such table: gpkg_contents". So, before the partial is removed, look: is
+    its largest file at the process's file-size limit (RLIMIT_FSIZE, ``ulimit -f``), or is
+    its disk (nearly) full? Call it from the failing write's ``except`` block.
+    """
+    import errno
+
+    from .errors import write_failure
+
+    if not isinstance(error, Exception):
+        return None
+    reason = write_failure(error)
+    if reason is not None:  # said already; give it the output's name if it has none
+        if getattr(error, "filename", None):
+            return None
+        code = error.errno if isinstance(getattr(error, "errno", None), int) else errno.ENOSPC
+        return OSError(code, reason, path)
+    largest = 0
+    if os.path.isdir(partial):
+        for folder, _, files in os.walk(partial):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    largest = max(largest, os.path.getsize(os.path.join(folder, name)))
+    elif os.path.isfile(partial):
+        largest = os.path.getsize(partial)
+    code = None
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and largest >= limit - 65536:
+            code = errno.EFBIG
+    except (ImportError, OSError, ValueError):  # Windows: no resource module
+        pass
+    if code is None:
+        with contextlib.suppress(OSError, AttributeError):
+            usage = os.statvfs(os.path.dirname(os.path.abspath(partial)))
+            if usage.f_bavail * usage.f_frsize < ROOM_LEFT_BYTES:
+                code = errno.ENOSPC
+    if code is None:
+        return None
+    return OSError(code, f"{os.strerror(code)} ({type(error).__name__}: {error})", path)

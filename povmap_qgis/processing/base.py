@@ -39,7 +39,7 @@ from ..core.atomic import (
     remove_stale_partials,
     run_partials,
 )
-from ..core.errors import PovmapInputError
+from ..core.errors import PovmapInputError, write_failure, write_failure_message
 from ..core.geopackage import style_file_path
 from ..core.run_folders import make_run_folder, process_alive, remove_stale_run_folders
 from ..paths import resource_path
@@ -75,6 +75,8 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         super().__init__()
         self._export_folder = None
         self._output_locks = []
+        self._claimed = {}  # output path (and files written beside it) -> its parameter
+        self._published = []  # outputs the worker of this run published
 
     def __init_subclass__(cls, **kwargs):
         """Every algorithm's ``processAlgorithm`` runs inside ``_with_private_exports``
@@ -384,6 +386,8 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         what a killed run (SIGKILL) left behind. A child algorithm of this run
         (Map poverty's steps) shares the lock of its parent.
         """
+        for written in (path, *beside):
+            self._claimed[os.path.abspath(written)] = name
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             return  # nothing can be written there: the step's own check says so, naming `name`
@@ -394,6 +398,29 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         self._output_locks.append(lock)
         for written in (path, *beside):
             remove_stale_partials(written, process_alive)
+
+    def _write_failure_text(self, reason, path=None):
+        """``NAME: the output could not be written (No space left on device)…``, naming the
+        output parameter the failed file belongs to (the first output when it is not known)."""
+        name = None
+        if path:
+            target = os.path.abspath(str(path))
+            for claimed, parameter in self._claimed.items():
+                folder, base = os.path.split(claimed)
+                stem = os.path.splitext(base)[0]
+                partial = os.path.join(folder, f".{stem}.partial")
+                if target == claimed or target.startswith((claimed + os.sep, partial)):
+                    name = parameter
+                    break
+        name = name or next(iter(self._claimed.values()), "OUTPUT")
+        return f"{name}: {write_failure_message(reason, path)}"
+
+    def _unpublish(self):
+        """Remove what this run's worker published: the run failed after it (all or nothing)."""
+        for path in self._published:
+            with contextlib.suppress(OSError):
+                remove_quietly(path)
+        self._published = []
 
     def _release_outputs(self):
         while self._output_locks:
@@ -504,7 +531,7 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             runner.check_step_options(step, options)  # an adapter's typo fails here, in QGIS
             python = runner.resolve_worker_python(settings.worker_python())
             feedback.pushDebugInfo(f"Worker Python: {python}")
-            return runner.run_worker(
+            result = runner.run_worker(
                 step,
                 options,
                 python=python,
@@ -518,9 +545,20 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                     **(run_history or {}),
                 ),
             )
+            self._published.extend(
+                path for output in outputs if output for path in (output, style_file_path(output))
+            )
+            return result
         except runner.WorkerError as error:
             for output in outputs:
                 _remove_partials(output, run_id)
+            if error.kind == "write_failed":
+                raise QgsProcessingException(
+                    labelled_error(
+                        self._write_failure_text(error.reason, error.path),
+                        self.parameterDefinitions(),
+                    )
+                ) from None
             if error.details and error.kind == "crash":
                 feedback.reportError(error.details, fatalError=False)
             message = labelled_error(str(error), self.parameterDefinitions())
@@ -561,8 +599,18 @@ def _with_private_exports(process):
     @functools.wraps(process)
     def processAlgorithm(self, parameters, context, feedback):
         remove_stale_run_folders()
+        self._claimed, self._published = {}, []
         try:
             return process(self, parameters, context, feedback)
+        except Exception as error:  # a report written here (in QGIS) on a full disk
+            reason = write_failure(error)
+            if reason is None:
+                raise
+            self._unpublish()
+            path = getattr(error, "filename", None)
+            raise QgsProcessingException(
+                labelled_error(self._write_failure_text(reason, path), self.parameterDefinitions())
+            ) from None
         finally:
             self._remove_private_exports()
             self._release_outputs()

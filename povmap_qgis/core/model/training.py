@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from ..atomic import partial_path, publish_folder
+from ..atomic import out_of_room, partial_path, publish_folder
 from ..chips.chip_store import ChipStore
 from ..errors import PovmapInputError
 from ..labels import label_sentence, poor_below_from_metadata
@@ -116,8 +116,11 @@ def train(options, reporter=None):
         manifest["training_cells"] = _write_training_cells(partial, store, options, cells, split)
         model_package.write_manifest(partial, manifest)
         publish_folder(partial, options.output_path)
-    except BaseException:
+    except BaseException as error:
+        diagnosis = out_of_room(error, partial, options.output_path)  # a full disk, said so
         shutil.rmtree(partial, ignore_errors=True)
+        if diagnosis is not None:
+            raise diagnosis from error
         raise
     reporter.progress(100)
     fingerprint = manifest["training"]["fingerprint"]
