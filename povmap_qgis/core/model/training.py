@@ -706,7 +706,7 @@ def _report_interval(judges, labels, test_probabilities, reporter):
     if rule.get("note"):
         reporter.warning(f"intervals: {rule['note']}")
     low, high = intervals.cell_interval(
-        np.mean(test_probabilities, axis=0),
+        judges.get("raw_test", np.mean(test_probabilities, axis=0)),
         judges["calibration"],
         rule,
         np.std(test_probabilities, axis=0),

@@ -446,7 +446,10 @@ def _fill_out_of_fold(out, test, members, probabilities, judges):
     for member, values in zip(members, probabilities, strict=True):
         out.probabilities[member][test] = values
     out.calibrated[test] = judges["calibrated_test"]
-    raw, spread = np.mean(probabilities, axis=0), np.std(probabilities, axis=0)
+    # the combined raw probability the fold's calibration was fitted on (the members' mean, or
+    # what the judges combined them into)
+    raw = judges.get("raw_test", np.mean(probabilities, axis=0))
+    spread = np.std(probabilities, axis=0)
     out.low[test], out.high[test] = intervals.cell_interval(
         raw, judges["calibration"], judges["interval"], spread
     )
