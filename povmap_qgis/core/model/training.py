@@ -630,16 +630,15 @@ def fit_baseline_and_calibration(
         normalisation,
         target_recall,
     )
+    # the combined raw probability (prob_raw) of the validation cells: what the calibration
+    # and the interval rule are fitted on
+    validation_raw = np.mean(member_probabilities["validation"], axis=0)
     ensemble_calibration = dict(
-        calibration.fit_platt(
-            np.mean(member_probabilities["validation"], axis=0), validation_labels
-        ),
+        calibration.fit_platt(validation_raw, validation_labels),
         fitted_on="validation cells",
     )
     test_features = baseline.chip_features(store, store_rows[split["test"]], normalisation)
-    calibrated_validation = calibration.calibrate(
-        np.mean(member_probabilities["validation"], axis=0), ensemble_calibration
-    )
+    calibrated_validation = calibration.calibrate(validation_raw, ensemble_calibration)
     decision, rule = calibration.decision_threshold(
         target_recall,
         validation_labels,
@@ -649,7 +648,7 @@ def fit_baseline_and_calibration(
     )
     validation_districts = None if districts is None else np.asarray(districts)[split["validation"]]
     interval_rule = intervals.fit_interval(
-        np.mean(member_probabilities["validation"], axis=0),
+        validation_raw,
         validation_labels,
         validation_districts,
         ensemble_calibration,
