@@ -108,7 +108,7 @@ def shifted():
 
 def test_intervals_reach_their_nominal_coverage_out_of_fold_when_districts_differ(shifted):
     found = summary(shifted["new"])
-    # measured over 20 seeds: districts 0.88, cells 1.00 (every bin >= 0.92), mean width 0.42
+    # measured over 20 seeds: districts 0.88, cells 1.00 (every bin >= 0.91), mean width 0.42
     assert found["districts"] >= NOMINAL - 0.05
     assert found["districts"] <= NOMINAL + 0.05  # not wider than the districts need
     for low, covered in found["bins"].items():
@@ -126,7 +126,7 @@ def test_the_members_spread_falls_far_short_on_the_shifted_case(shifted):
 
 def test_without_a_shift_coverage_holds_and_the_intervals_are_narrower(shifted):
     found = summary(coverages(seeds=15, shift=0.0, slope_spread=0.0)["new"])
-    # measured: districts 0.99, cells 0.99 (every bin >= 0.94), mean width 0.20 (0.42 with
+    # measured: districts 0.98, cells 0.95 (every bin >= 0.89), mean width 0.18 (0.42 with
     # the shift)
     assert found["districts"] >= NOMINAL - 0.05
     assert found["cells"] >= NOMINAL - 0.05
@@ -138,7 +138,7 @@ def test_without_a_shift_coverage_holds_and_the_intervals_are_narrower(shifted):
 def test_few_districts_widen_the_interval_and_keep_the_coverage():
     """Seven districts (six folds: five to learn from), as in the sample project."""
     found = summary(coverages(seeds=20, districts=7)["new"])
-    # measured: districts 0.93, cells 0.99 (every bin >= 0.85), mean width 0.58
+    # measured: districts 0.92, cells 0.98 (every bin >= 0.84), mean width 0.57
     assert found["districts"] >= NOMINAL - 0.05
     assert found["cells"] >= NOMINAL - 0.05
 
@@ -223,7 +223,12 @@ def test_the_rule_matches_a_recomputation_with_scikit_learn_statsmodels_and_scip
 
     frame = pandas.DataFrame({"p": held_out, "y": labels})
     frame["bin"] = np.clip(np.floor(frame["p"] * 10), 0, 9).astype(int)
-    frame["score"] = (frame.groupby("bin")["y"].transform("mean") - frame["p"]).abs()
+    grouped = frame.groupby("bin")
+    share, mean = grouped["y"].transform("mean"), grouped["p"].transform("mean")
+    gap = share - mean
+    noise = share * (1 - share) / grouped["y"].transform("size")
+    bias = np.sign(gap) * np.sqrt(np.maximum(gap**2 - noise, 0))
+    frame["score"] = (mean + bias - frame["p"]).abs()
 
     def conformal(scores):
         ordered = np.sort(scores)

@@ -35,9 +35,12 @@ with ``l = logit(prob_raw)`` and the fitted Platt scaling ``η = a·l + b``,
   similar probability, as the per-bin check asks (Mondrian split-conformal by
   reliability bin): per bin (``calibration.BINS``) of the validation cells'
   LODO-calibrated probability, ``q_b`` is the conformal quantile
-  (the ⌈(n + 1)·nominal⌉-th smallest) of |bin's observed share poor − cell's
-  probability| — it holds the Platt curve's misfit and the bin's width; bins
-  with fewer than ``MIN_BIN_CELLS`` validation cells use all cells' quantile.
+  (the ⌈(n + 1)·nominal⌉-th smallest) of |s̃_b − cell's probability|, where
+  ``s̃_b = p̄_b + sign(g)·sqrt(max(0, g² − s_b(1 − s_b)/n_b))`` is the bin's mean
+  probability plus its miscalibration ``g = s_b − p̄_b`` (observed share minus
+  mean probability) net of the sampling noise of a share of ``n_b`` validation
+  cells — it holds the Platt curve's misfit and the bin's width; bins with
+  fewer than ``MIN_BIN_CELLS`` validation cells use all cells' quantile.
   The interval is the union of the two: at least ``p ± q_b``.
 
 Without districts (fewer than ``MIN_DISTRICTS`` with ``MIN_DISTRICT_CELLS``
@@ -212,13 +215,19 @@ def fit_interval(raw, labels, districts, fitted, nominal=DEFAULT_NOMINAL, seed=0
 
 
 def _bin_half_widths(labels, probabilities, nominal, bins=calibration.BINS):
-    """Per reliability bin, the conformal quantile of |bin's observed share poor − probability|."""
+    """Per reliability bin, the conformal quantile of |bin's share poor − probability|, the
+    share being the bin's mean probability plus its miscalibration net of sampling noise."""
     index = np.clip((probabilities * bins).astype("int64"), 0, bins - 1)
     scores = np.zeros(len(labels))
     for number in range(bins):
         inside = index == number
         if inside.any():
-            scores[inside] = np.abs(labels[inside].mean() - probabilities[inside])
+            share, mean = labels[inside].mean(), probabilities[inside].mean()
+            gap = share - mean  # miscalibration + the sampling noise of share (n cells)
+            bias = math.copysign(
+                math.sqrt(max(0.0, gap * gap - share * (1 - share) / inside.sum())), gap
+            )
+            scores[inside] = np.abs(mean + bias - probabilities[inside])
     overall = _conformal_quantile(scores, nominal)
     widths = []
     for number in range(bins):
