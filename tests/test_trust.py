@@ -463,6 +463,18 @@ def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifte
     night = os.path.join(shifted, "nightlights.npy")
     values = np.load(night)
     np.save(night, (values.astype("float32") * 8 + 5).astype(values.dtype))
+    # a store sampled from brighter rasters, not a damaged one: its manifest records the new
+    # arrays (the chip store refuses arrays that differ from their record)
+    import json
+
+    from povmap_qgis.core.chips.chip_store import INTEGRITY, integrity_of
+
+    manifest_path = os.path.join(shifted, "manifest.json")
+    with open(manifest_path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    manifest[INTEGRITY] = integrity_of(shifted, [spec["name"] for spec in manifest["inputs"]])
+    with open(manifest_path, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
     events = []
     result = runner.run_worker(
         "predict",
