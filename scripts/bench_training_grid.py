@@ -7,6 +7,13 @@ Times, on the same generated points in the same run:
 Prints both times and the ratio. Targets (issue 2): ours under 15 s on 2 cores and
 at least 5x faster than the chain. Run with the setup venv:
     .venv/bin/python scripts/bench_training_grid.py [--points 1670000]
+
+``--floor`` measures instead the end-to-end run through ``scripts/qgis-process`` against
+its floor measured in the same run: a fresh Python reading the points (pyogrio, the
+score column and the coordinates) plus starting ``qgis_process`` (``list``: QGIS and every
+provider, povmap's included), and prints the ratio (target <= 1.5x, issue 27).
+``--profile`` adds where the worker's time goes: its start-up imports (``-X importtime``,
+the largest) and the core step under cProfile (the largest cumulative entries).
 """
 
 import argparse
@@ -110,6 +117,10 @@ def main():
     parser.add_argument(
         "--keep", action="store_true", help="keep the generated files (printed folder)"
     )
+    parser.add_argument(
+        "--floor", action="store_true", help="end to end through qgis_process against its floor"
+    )
+    parser.add_argument("--profile", action="store_true", help="worker imports and cProfile")
     arguments = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="povmap-bench-")
     try:
@@ -117,6 +128,105 @@ def main():
     finally:
         if not arguments.keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def qgis_process(*arguments):
+    """Run scripts/qgis-process; its wall time (the plugin as the tests installed it)."""
+    import subprocess
+
+    started = time.perf_counter()
+    subprocess.run(
+        [os.path.join(ROOT, "scripts", "qgis-process"), *arguments],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, POVMAP_PYTHON=sys.executable),
+    )
+    return time.perf_counter() - started
+
+
+def read_points_floor(points):
+    """A fresh Python reading the points' score and coordinates (what the worker must do)."""
+    import subprocess
+
+    code = (
+        "import pyogrio, shapely, sys; frame = pyogrio.read_dataframe(sys.argv[1], "
+        "columns=['score']); shapely.get_coordinates(frame.geometry.values)"
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, points], check=True)
+    return time.perf_counter() - started
+
+
+def floor_ratio(points, folder):
+    output = os.path.join(folder, "qgis_process_grid.gpkg")
+    start_s = qgis_process("list")
+    read_s = read_points_floor(points)
+    total_s = qgis_process(
+        "run",
+        "povmap:buildtraininggrid",
+        "--",
+        f"INPUT={points}",
+        "SCORE_FIELD=score",
+        f"CRS={UTM}",
+        "MIN_OBS=3",
+        "MAX_OBS=0",
+        f"OUTPUT={output}",
+    )
+    floor_s = start_s + read_s
+    print(
+        f"qgis_process run povmap:buildtraininggrid {total_s:8.2f} s; floor {floor_s:.2f} s "
+        f"(qgis_process start {start_s:.2f} s + reading the points {read_s:.2f} s): "
+        f"ratio {total_s / floor_s:.2f}x (target <= 1.5x)",
+        flush=True,
+    )
+
+
+def profile_worker(points, folder):
+    """The worker's start-up imports and the core step's largest cumulative costs."""
+    import cProfile
+    import pstats
+    import subprocess
+
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import povmap_qgis.worker, povmap_qgis.core.grid.training_grid, "
+            "povmap_qgis.core.history.tracking",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    rows = []
+    for line in completed.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((int(parts[1]), parts[2].rstrip()))
+    print("worker start-up imports, largest cumulative (ms):")
+    for micros, name in sorted(rows, reverse=True)[:12]:
+        print(f"  {micros / 1000:8.1f}  {name.strip()}")
+    sys.path.insert(0, ROOT)
+    from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    build_training_grid(
+        TrainingGridOptions(
+            points_path=points,
+            score_field="score",
+            output_path=os.path.join(folder, "profiled.gpkg"),
+            crs=UTM,
+            min_obs=3,
+            max_obs=0,
+        )
+    )
+    profiler.disable()
+    print("core step (cProfile), largest cumulative:")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(18)
 
 
 def benchmark(arguments, folder):
@@ -132,6 +242,12 @@ def benchmark(arguments, folder):
         flush=True,
     )
 
+    if arguments.floor or arguments.profile:
+        if arguments.floor:
+            floor_ratio(points, folder)
+        if arguments.profile:
+            profile_worker(points, folder)
+        return
     from qgis.core import QgsApplication
 
     app = QgsApplication([], False)

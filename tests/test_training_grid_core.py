@@ -650,3 +650,33 @@ def test_min_obs_below_three_is_refused_saying_why(tmp_path, min_obs):
         )
     assert caught.value.parameter == "MIN_OBS" and "at least 3" in str(caught.value)
     assert "work out the other's score" in str(caught.value)
+
+
+@pytest.mark.parametrize("odd", [None, "empty", "missing", "z"])
+def test_points_read_without_shapely_equal_geopandas_coordinates(tmp_path, odd):
+    """read_points decodes plain 2D point WKB itself; any other layer goes through shapely.
+    Either way the coordinates are geopandas' (NaN for an empty or missing point)."""
+    import geopandas
+
+    from povmap_qgis.core.vectors import read_points
+
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(66, 70, 500), rng.uniform(24, 28, 500)
+    geometry = list(shapely.points(x, y))
+    if odd == "empty":
+        geometry[7] = shapely.Point()
+    elif odd == "missing":
+        geometry[7] = None
+    elif odd == "z":
+        geometry = list(shapely.points(x, y, np.ones(500)))
+    path = str(tmp_path / "points.gpkg")
+    geopandas.GeoDataFrame(
+        {"score": rng.integers(1, 99, 500)}, geometry=geometry, crs="EPSG:4326"
+    ).to_file(path, engine="pyogrio")
+    found_x, found_y, table, crs = read_points(path, None, ["score"])
+    expected = geopandas.read_file(path, engine="pyogrio")
+    valid = ~(expected.geometry.isna() | expected.geometry.is_empty).to_numpy()
+    np.testing.assert_array_equal(found_x[valid], expected.geometry.x.to_numpy()[valid])
+    np.testing.assert_array_equal(found_y[valid], expected.geometry.y.to_numpy()[valid])
+    assert np.isnan(found_x[~valid]).all() and (~valid).sum() == (odd in ("empty", "missing"))
+    assert table["score"].tolist() == expected["score"].tolist()

@@ -95,6 +95,9 @@ def read_points(path, layer, columns, parameter="INPUT"):
     layer = spatial_layer(path, layer, parameter)
     meta, _, wkb, field_data = pyogrio.raw.read(path, layer=layer, columns=columns)
     table = dict(zip(meta["fields"], field_data, strict=True))
+    plain = _plain_points(wkb)
+    if plain is not None:  # every feature a 2D point: decoded without building geometries
+        return plain[0], plain[1], table, meta["crs"]
     geometries = shapely.from_wkb(wkb)
     missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
     if shapely.get_num_geometries(geometries[~missing]).max(initial=1) > 1:
@@ -107,6 +110,33 @@ def read_points(path, layer, columns, parameter="INPUT"):
     coordinates = shapely.get_coordinates(shapely.get_geometry(geometries[~missing], 0))
     x[~missing], y[~missing] = coordinates[:, 0], coordinates[:, 1]
     return x, y, table, meta["crs"]
+
+
+_POINT_WKB = np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
+
+
+def _plain_points(wkb):
+    """x, y of WKB that is all little-endian 2D points (what OGR returns for a point layer).
+
+    None for anything else (a missing or empty geometry, multi-points, Z or M values,
+    big-endian WKB): then shapely decodes the geometries. Skipping shapely's geometry
+    objects saves about 1 s per million points (Build training grid at 1.67 M).
+    """
+    if not len(wkb):
+        return None
+    try:
+        joined = b"".join(wkb)
+    except TypeError:  # a missing geometry (None)
+        return None
+    if len(joined) != _POINT_WKB.itemsize * len(wkb):
+        return None
+    points = np.frombuffer(joined, dtype=_POINT_WKB)
+    if not ((points["order"] == 1).all() and (points["type"] == 1).all()):
+        return None
+    x, y = points["x"].copy(), points["y"].copy()
+    if np.isnan(x).any() or np.isnan(y).any():  # POINT EMPTY is written as NaN coordinates
+        return None
+    return x, y
 
 
 def read_polygons(path, layer, parameter, field=None, reporter=None):

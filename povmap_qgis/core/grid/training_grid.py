@@ -397,6 +397,7 @@ def _districts_of_points(x, y, options, grid_crs, reporter):
 
 
 SWAP_SUSPECT_SHARE = 0.5  # at most this share of points in the expected area, and swapped at least
+SHARE_SAMPLE = 100_000  # points that estimate those shares first (every k-th point)
 
 
 def _check_axis_order(x, y, points_crs, district_polygons, options, reporter):
@@ -427,10 +428,14 @@ def _check_axis_order(x, y, points_crs, district_polygons, options, reporter):
         parameter = "CRS"
     else:
         return
-    as_read = _share_inside(x, y, points_crs, area)
-    swapped = _share_inside(y, x, points_crs, area)
-    if as_read > SWAP_SUSPECT_SHARE or swapped < SWAP_SUSPECT_SHARE or swapped < 2 * as_read:
-        return
+    # A spread sample of the points decides when nothing is suspect (the usual case, and a
+    # share is known to within a percent); a suspect survey is measured on every point.
+    step = max(1, len(x) // SHARE_SAMPLE)
+    for every in [step, 1] if step > 1 else [1]:
+        as_read = _share_inside(x[::every], y[::every], points_crs, area)
+        swapped = _share_inside(y[::every], x[::every], points_crs, area)
+        if as_read > SWAP_SUSPECT_SHARE or swapped < SWAP_SUSPECT_SHARE or swapped < 2 * as_read:
+            return
     message = (
         f"only {as_read:.0%} of the household points fall in {where}, but {swapped:.0%} would "
         "with their two coordinates swapped: the layer looks like it holds latitude as x and "
@@ -450,10 +455,14 @@ def _share_inside(x, y, crs, area):
     if not len(x):
         return 0.0
     with np.errstate(invalid="ignore"):
-        lon, lat = Transformer.from_crs(
-            CRS.from_user_input(crs), "EPSG:4326", always_xy=True
-        ).transform(np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64"))
-        lon, lat = np.asarray(lon), np.asarray(lat)
+        source = CRS.from_user_input(crs)
+        if source == CRS.from_epsg(4326):  # already longitude, latitude (x, y: always_xy)
+            lon, lat = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+        else:
+            lon, lat = Transformer.from_crs(source, "EPSG:4326", always_xy=True).transform(
+                np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+            )
+            lon, lat = np.asarray(lon), np.asarray(lat)
         west, south, east, north = area
         inside = (lon >= west) & (lon <= east) & (lat >= south) & (lat <= north)
     return float(inside.mean())
@@ -475,12 +484,24 @@ def _first_row_of_each_household(x, y, table, kept_index, options):
         keys = ids.astype(str).where(ids.notna(), other=[f"\0row{i}" for i in range(len(ids))])
         repeated = keys.duplicated().to_numpy()
     else:
-        scores = np.asarray(table[options.score_field], dtype="float64")[kept_index]
-        repeated = (
-            pandas.DataFrame({"x": x[kept_index], "y": y[kept_index], "score": scores})
-            .duplicated()
-            .to_numpy()
-        )
+        # Only rows whose x is shared can repeat a household (GPS positions rarely share one):
+        # one hash of x, then the three columns of those few rows.
+        xs = x[kept_index]
+        candidates = np.flatnonzero(pandas.Series(xs).duplicated(keep=False).to_numpy())
+        repeated = np.zeros(len(kept_index), dtype="bool")
+        if len(candidates):
+            scores = np.asarray(table[options.score_field], dtype="float64")[kept_index]
+            repeated[candidates] = (
+                pandas.DataFrame(
+                    {
+                        "x": xs[candidates],
+                        "y": y[kept_index][candidates],
+                        "score": scores[candidates],
+                    }
+                )
+                .duplicated()
+                .to_numpy()
+            )
     return np.flatnonzero(~repeated)
 
 
