@@ -352,6 +352,65 @@ def test_map_poverty_from_the_rasters_gives_the_same_predictions_and_no_chip_sto
     assert direct["CELLS"] == via_store["CELLS"]
 
 
+class ProgressTextFeedback(CapturingFeedback):
+    """Keeps the progress texts too (QGIS shows them under the progress bar)."""
+
+    def __init__(self):
+        super().__init__()
+        self.progress_texts = []
+
+    def setProgressText(self, text):  # noqa: N802 (QGIS API)
+        self.progress_texts.append(text)
+        super().setProgressText(text)
+
+
+def test_map_poverty_on_spark_gives_the_local_engine_predictions_and_a_time_left(
+    povmap_provider, tiny_sample, unsurveyed_area, tmp_path, monkeypatch
+):
+    """ENGINE=spark by name reaches samplechips and predict; each step's progress text estimates
+    the time left (shown from the first seconds here instead of after 10 s)."""
+    import shutil
+
+    from povmap_qgis.core import progress
+
+    pytest.importorskip("pyspark")
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        pytest.skip("no Java runtime")
+    monkeypatch.setattr(progress, "TIME_LEFT_AFTER_S", 0.0)
+    monkeypatch.setattr(progress, "TIME_LEFT_EVERY_S", 0.0)
+    common = {"AREA": unsurveyed_area, "DISTRICT_FIELD": "name", **_rasters(tiny_sample)}
+    local, _ = run_algorithm(
+        "povmap:mappoverty", {**common, "OUTPUT": str(tmp_path / "local.gpkg")}
+    )
+    feedback = ProgressTextFeedback()
+    spark, _ = run_algorithm(
+        "povmap:mappoverty",
+        {
+            **common,
+            "ENGINE": "spark",
+            "SPARK_MASTER": "local[2]",
+            "CHIPS": str(tmp_path / "spark"),
+            "OUTPUT": str(tmp_path / "spark.gpkg"),
+        },
+        feedback,
+    )
+    said = feedback.text()
+    assert said.count("Spark (local[2])") == 2, said  # samplechips and predict
+    assert os.path.isdir(spark["CHIPS"]) and spark["CHIPS"].endswith("spark.chips")
+    assert feedback.progress_texts and all(
+        text.startswith("about ") and text.endswith(" left") for text in feedback.progress_texts
+    ), feedback.progress_texts
+    expected = read_grid(local["OUTPUT"]).sort_values("cell_id")
+    found = read_grid(spark["OUTPUT"]).sort_values("cell_id")
+    assert expected["cell_id"].tolist() == found["cell_id"].tolist() and len(found) > 0
+    probabilities = [column for column in expected.columns if column.startswith("prob_")]
+    np.testing.assert_allclose(
+        found[probabilities].values, expected[probabilities].values, atol=2e-5
+    )
+    assert found["pred"].tolist() == expected["pred"].tolist()
+    assert spark["CELLS"] == local["CELLS"]
+
+
 def test_map_poverty_asks_for_the_rasters_the_model_needs_before_any_work(
     povmap_provider, tiny_sample, unsurveyed_area, tmp_path
 ):

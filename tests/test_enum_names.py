@@ -112,6 +112,7 @@ ENUMERATIONS = {
     ("mappoverty", "ACCESSIBILITY_RESAMPLING"): RESAMPLING,
     ("predict", "SOURCE"): ["chips", "rasters"],
     ("mappoverty", "SOURCE"): ["chips", "rasters"],
+    ("mappoverty", "ENGINE"): ["local", "spark"],
     ("predict", "DAYTIME_RESAMPLING"): RESAMPLING,
     ("predict", "NIGHTLIGHTS_RESAMPLING"): RESAMPLING,
     ("predict", "ACCESSIBILITY_RESAMPLING"): RESAMPLING,

@@ -87,6 +87,58 @@ class StageReporter(Reporter):
         return self._parent.canceled()
 
 
+TIME_LEFT_AFTER_S = 10.0  # no estimate before a step has run this long (its start is no guide)
+TIME_LEFT_EVERY_S = 2.0  # a new estimate at most this often
+
+
+class TimeLeft:
+    """An estimate of a step's time left from its progress so far (the progress text of QGIS).
+
+    The rate is measured from the first progress reported (a step's fixed start,
+    loading TensorFlow or starting Spark, is not extrapolated): time left =
+    time since then × percent still to do / percent done since then. ``text``
+    returns "about 3 min left" at most every ``TIME_LEFT_EVERY_S`` seconds, once
+    the step has run ``TIME_LEFT_AFTER_S`` seconds and moved, else None.
+    """
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._first = None  # (time, percent) of the first progress
+        self._said_at = None
+
+    def seconds_left(self, percent):
+        now = self._clock()
+        if self._first is None:
+            self._first = (now, float(percent))
+            return None
+        started, first_percent = self._first
+        moved, elapsed = float(percent) - first_percent, now - started
+        if moved <= 0 or elapsed < TIME_LEFT_AFTER_S or percent >= 100:
+            return None
+        return elapsed * (100.0 - float(percent)) / moved
+
+    def text(self, percent):
+        seconds = self.seconds_left(percent)
+        now = self._clock()
+        if seconds is None or (
+            self._said_at is not None and now - self._said_at < TIME_LEFT_EVERY_S
+        ):
+            return None
+        self._said_at = now
+        return f"about {duration_text(seconds)} left"
+
+
+def duration_text(seconds):
+    """A duration as people say it: '40 s', '3 min', '1 h 20 min' (rounded to what matters)."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{max(5, int(round(seconds / 5.0)) * 5)} s"
+    if seconds < 3600:
+        return f"{int(round(seconds / 60.0))} min"
+    hours, minutes = divmod(int(round(seconds / 60.0)), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 class ConsoleReporter(Reporter):
     """Prints messages to stderr; used by the command line."""
 
@@ -94,12 +146,18 @@ class ConsoleReporter(Reporter):
         self._stream = stream or sys.stderr
         self._last_percent = -1
         self._started = time.monotonic()
+        self._time_left = TimeLeft()
 
     def progress(self, percent):
         whole = int(percent)
+        seconds_left = self._time_left.seconds_left(percent)
         if whole >= self._last_percent + 10:
             self._last_percent = whole
-            print(f"  {whole:3d} %  ({time.monotonic() - self._started:.1f} s)", file=self._stream)
+            left = f", about {duration_text(seconds_left)} left" if seconds_left else ""
+            print(
+                f"  {whole:3d} %  ({time.monotonic() - self._started:.1f} s{left})",
+                file=self._stream,
+            )
 
     def info(self, message):
         print(message, file=self._stream)

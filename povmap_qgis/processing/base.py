@@ -41,6 +41,7 @@ from ..core.atomic import (
 )
 from ..core.errors import PovmapInputError, write_failure, write_failure_message
 from ..core.geopackage import style_file_path
+from ..core.progress import TimeLeft
 from ..core.run_folders import make_run_folder, process_alive, remove_stale_run_folders
 from ..paths import resource_path
 from . import settings
@@ -515,11 +516,16 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         """
         run_id = new_run_id()
         self._run_history_id = None
+        time_left = TimeLeft()
 
         def forward(event):
             kind = event.get("event")
             if kind == "progress":
-                feedback.setProgress(event.get("percent", 0))
+                percent = event.get("percent", 0)
+                feedback.setProgress(percent)
+                left = time_left.text(percent)  # long steps: "about 3 min left"
+                if left:
+                    feedback.setProgressText(left)
             elif kind == "warning":
                 feedback.pushWarning(event.get("message", ""))
             elif kind == "info":

@@ -29,6 +29,7 @@ from ..core.chips.sampling import RESAMPLING_METHODS
 from ..core.names import PREDICTION_SOURCES
 from ..paths import bundled_model_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
+from .engine import ENGINES, add_engine_parameters, engine_options
 from .layer_names import districts_label, input_layer_name, model_label, name_output
 from .predict import SOURCE_OPTIONS
 from .sample_chips import NAMED_INPUTS
@@ -51,7 +52,8 @@ class MapPoverty(PovmapAlgorithm):
         "three rasters and is not for policy use. The result is the styled prediction layer; the chip "
         "store is kept where CHIPS says (a temporary folder by default) for another model or a rerun. "
         "With SOURCE=rasters no chip store is written: the rasters are sampled and predicted block "
-        "by block (the same predictions)."
+        "by block (the same predictions). ENGINE=spark samples and predicts as Apache Spark tasks "
+        "(SPARK_MASTER: this computer's cores or a cluster), with the same results."
     )
 
     def initAlgorithm(self, config=None):
@@ -124,6 +126,7 @@ class MapPoverty(PovmapAlgorithm):
                 "values, nearest or mode for classes, average to aggregate finer rasters.",
                 advanced=True,
             )
+        add_engine_parameters(self)  # for sampling and predicting; the grid is built here
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
                 "OUTPUT", self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
@@ -182,6 +185,11 @@ class MapPoverty(PovmapAlgorithm):
                 is_child_algorithm=True,
             )
 
+        engine = engine_options(self, parameters, context)
+        engine_parameters = {
+            "ENGINE": ENGINES.index(engine["engine"]),
+            "SPARK_MASTER": engine["spark_master"],
+        }
         crs = self.crs_text(self.parameterAsCrs(parameters, "CRS", context))
         grid = run(
             0,
@@ -199,6 +207,7 @@ class MapPoverty(PovmapAlgorithm):
             "RESOLUTION": resolution,
             "OUTPUT": chips,
             "DAYTIME_BANDS": parameters.get("DAYTIME_BANDS") or "1,2,3",
+            **engine_parameters,
         }
         for name in RASTERS:
             chip_parameters[name] = parameters.get(name)
@@ -207,7 +216,7 @@ class MapPoverty(PovmapAlgorithm):
             )
         if source == "chips":
             chips = run(1, "samplechips", chip_parameters)["OUTPUT"]
-            predict_parameters = {"CHIPS": chips}
+            predict_parameters = {"CHIPS": chips, **engine_parameters}
         else:  # the same raster parameters, read by predict itself; no store
             predict_parameters = {"SOURCE": source, **chip_parameters}
             del predict_parameters["RESOLUTION"], predict_parameters["OUTPUT"]
