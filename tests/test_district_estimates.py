@@ -507,6 +507,27 @@ def test_arcsin_bootstrap_and_benchmarking(layers):
     assert summary["model"]["scale"] == "arcsin square root"
 
 
+def test_smoothed_variances_are_the_design_effect_formula_for_every_district(layers):
+    _, own, _, _ = run_core(layers, "own_variances")
+    summary, written, _, warnings = run_core(layers, "smoothed_variances", variances="smoothed")
+    point, variance = reference_direct(layers)
+    reliable = [name for name in point if name not in ("D12+D13", "D14")]
+    # the design effect: the median over the districts with a usable variance of v / (p(1 - p)/n)
+    effects = [
+        variance[name] / (point[name] * (1 - point[name]) / written.loc[name, "households"])
+        for name in reliable
+    ]
+    deff, share = float(np.median(effects)), summary["national_direct"]
+    sampled = written[written["in_sample"] == 1]
+    np.testing.assert_allclose(
+        sampled["direct_se"] ** 2, deff * share * (1 - share) / sampled["households"], rtol=1e-9
+    )
+    assert (sampled["variance_smoothed"] == 1).all()
+    np.testing.assert_allclose(sampled["direct"], own.loc[sampled.index, "direct"])
+    assert any("VARIANCES smoothed" in message for message in warnings)
+    assert summary["settings"]["variances"] == "smoothed"
+
+
 def test_without_clusters_the_households_of_a_cell_form_a_cluster(layers):
     summary, written, _, warnings = run_core(
         layers, "cells", cluster_field=None, stratum_field=None
@@ -523,6 +544,7 @@ def test_without_clusters_the_households_of_a_cell_form_a_cluster(layers):
         ({"cv_threshold": 0}, "CV_THRESHOLD", "positive"),
         ({"transform": "log"}, "TRANSFORM", "none, arcsin"),
         ({"bootstrap_draws": 3}, "BOOTSTRAP_DRAWS", "at least 10"),
+        ({"variances": "pooled"}, "VARIANCES", "direct, smoothed"),
         ({"score_field": "ea"}, "SCORE_FIELD", "not numeric"),
     ],
 )

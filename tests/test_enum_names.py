@@ -131,6 +131,7 @@ ENUMERATIONS = {
     ("districtestimates", "TRANSFORM"): ["none", "arcsin"],
     ("districtestimates", "MSE"): ["analytical", "bootstrap"],
     ("districtestimates", "BENCHMARK"): ["none", "national"],
+    ("districtestimates", "VARIANCES"): ["direct", "smoothed"],
 }
 
 

@@ -20,7 +20,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.estimation.district_estimates import BENCHMARKS, MSE_METHODS, TRANSFORMS
+from ..core.estimation.district_estimates import BENCHMARKS, MSE_METHODS, TRANSFORMS, VARIANCES
 from ..core.estimation.district_estimates_report import report_document
 from ..core.report.page import write_report
 from ..paths import style_path
@@ -35,6 +35,10 @@ TRANSFORM_OPTIONS = (
 MSE_OPTIONS = (
     "Analytical (Prasad–Rao / Datta–Lahiri)",
     "Parametric bootstrap (BOOTSTRAP_DRAWS, seeded)",
+)
+VARIANCE_OPTIONS = (
+    "Direct: each district's own design variance (smoothed only where it has none)",
+    "Smoothed: every district's variance from the generalised variance function",
 )
 BENCHMARK_OPTIONS = (
     "None",
@@ -242,6 +246,18 @@ class DistrictEstimates(PovmapAlgorithm):
             names=BENCHMARKS,
         )
         self.add_parameter(
+            QgsProcessingParameterEnum(
+                "VARIANCES", self.tr("Direct variances"), list(VARIANCE_OPTIONS), defaultValue=0
+            ),
+            "direct: each district keeps its own design variance (the generalised variance function "
+            "only where it has none: all or none poor, one cluster). smoothed: every district takes "
+            "the variance its number of households implies (design effect × p̄(1 − p̄) / households): "
+            "the model takes the variances as known, and a district's own variance from 2–5 clusters "
+            "is itself noisy, sometimes far too small, which makes intervals too narrow.",
+            advanced=True,
+            names=VARIANCES,
+        )
+        self.add_parameter(
             QgsProcessingParameterNumber(
                 "CV_THRESHOLD",
                 self.tr("Largest CV for publishing"),
@@ -315,6 +331,7 @@ class DistrictEstimates(PovmapAlgorithm):
             "bootstrap_draws": self.parameterAsInt(parameters, "BOOTSTRAP_DRAWS", context),
             "seed": self.parameterAsInt(parameters, "SEED", context),
             "benchmark": BENCHMARKS[self.parameterAsEnum(parameters, "BENCHMARK", context)],
+            "variances": VARIANCES[self.parameterAsEnum(parameters, "VARIANCES", context)],
             "cv_threshold": self.parameterAsDouble(parameters, "CV_THRESHOLD", context),
             "output_path": output,
             "table_path": table,

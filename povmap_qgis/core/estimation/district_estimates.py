@@ -31,6 +31,7 @@ from ..progress import Reporter
 TRANSFORMS = ("none", "arcsin")
 MSE_METHODS = ("analytical", "bootstrap")
 BENCHMARKS = ("none", "national")
+VARIANCES = ("direct", "smoothed")  # each district's own design variance, or the GVF's for all
 MIN_SAMPLED_DISTRICTS = 5  # below this σ²_u cannot be estimated with any stability
 DISTRICT_ESTIMATES_FORMAT_VERSION = "1.0"
 OUTPUT_COLUMNS = (
@@ -84,6 +85,7 @@ class DistrictEstimatesOptions:
     bootstrap_draws: int = 200
     seed: int = 42
     benchmark: str = "none"  # one of BENCHMARKS
+    variances: str = "direct"  # one of VARIANCES
     cv_threshold: float = 0.20
     figures_folder: str | None = None
     report_path: str | None = None  # write the HTML report here (without a map); None: the caller
@@ -145,12 +147,14 @@ def district_estimates(options, reporter=None):
             "in_sample = 0); their households still count in the design and the national estimate."
         )
     covered = np.isfinite(map_part["covariate"])
-    reliable = sampled & (direct.clusters >= 2) & (direct.variance > 1e-12)
+    usable = sampled & (direct.clusters >= 2) & (direct.variance > 1e-12)
+    # VARIANCES smoothed: every district takes the GVF's variance (its own only feeds the design effect)
+    reliable = usable & (options.variances == "direct")
     smoothed = sampled & ~reliable
     transform = options.transform
     share = float(national.estimate[0])
     smoothed_variance, deff = sa.gvf_design_effect(
-        direct.estimate, direct.variance, direct.households, reliable, share
+        direct.estimate, direct.variance, direct.households, usable, share
     )
     gvf = {"kind": "design effect", "deff": deff, "national_share": share}
     direct_variance = np.where(reliable, direct.variance, smoothed_variance)
@@ -167,7 +171,12 @@ def district_estimates(options, reporter=None):
         y = direct.estimate
         psi = direct_variance
         x = map_part["covariate"]
-    if smoothed.any():
+    if smoothed.any() and options.variances == "smoothed":
+        notes.append(
+            "VARIANCES smoothed: every surveyed district's variance comes from the generalised "
+            f"variance function (design effect {deff:.2f}), not from its own few clusters."
+        )
+    elif smoothed.any():
         notes.append(
             f"{int(smoothed.sum())} sampled districts have a zero direct variance (all or none of "
             "their households poor) or fewer than two clusters: their variance is smoothed by a "
@@ -433,6 +442,7 @@ def _check_options(options):
         (options.transform, TRANSFORMS, "TRANSFORM"),
         (options.mse, MSE_METHODS, "MSE"),
         (options.benchmark, BENCHMARKS, "BENCHMARK"),
+        (options.variances, VARIANCES, "VARIANCES"),
     ):
         if value not in allowed:
             raise PovmapInputError(
@@ -772,6 +782,7 @@ def _settings(options):
         "bootstrap_draws": int(options.bootstrap_draws),
         "seed": int(options.seed),
         "benchmark": options.benchmark,
+        "variances": options.variances,
         "cv_threshold": float(options.cv_threshold),
         "plugin_version": plugin_version(),
     }

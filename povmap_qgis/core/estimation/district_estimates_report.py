@@ -232,6 +232,12 @@ def _method_section(summary, report):
         ),
         ("Strata (STRATUM_FIELD)", settings["stratum_field"] or "none: one stratum"),
         ("Generalised variance function", smoothing),
+        (
+            "Direct variances (VARIANCES)",
+            "smoothed for every district"
+            if settings.get("variances") == "smoothed"
+            else "each district's own",
+        ),
         ("Transformation", settings["transform"]),
         (
             "MSE",
