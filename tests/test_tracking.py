@@ -783,3 +783,57 @@ def test_the_training_fingerprint_follows_the_cells_and_settings_not_their_order
     assert training_fingerprint(options, cells, ["compact_cnn", "compact_wide"]) != base
     other_split = dataclasses.replace(options, split="districts")
     assert training_fingerprint(other_split, cells, members) != base
+
+
+def test_the_runs_comparison_fits_a_page_finished_runs_first_counts_whole(tmp_path, monkeypatch):
+    """A real history: finished runs side by side, KILLED and RUNNING apart; the headline
+    metrics only (not per district, fold or epoch); counts printed as whole numbers; only the
+    parameters that differ."""
+    import re
+
+    from povmap_qgis.core.history import run_history, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("POVMAP_MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("POVMAP_TRACKING", raising=False)
+    client = tracking.client_for(uri)
+    experiment = tracking.experiment_id(client, uri, tracking.DEFAULT_EXPERIMENT)
+    statuses = ["FINISHED", "KILLED", "FINISHED", "RUNNING", "FINISHED"]
+    ids = []
+    for index, status in enumerate(statuses):
+        run = client.create_run(experiment, tags={"povmap.step": "evaluate"})
+        ids.append(run.info.run_id)
+        client.log_param(run.info.run_id, "seed", str(index))
+        client.log_param(run.info.run_id, "random_draws", "1000")
+        client.log_metric(run.info.run_id, "cells", 846.0)
+        client.log_metric(run.info.run_id, "metrics.all.ensemble.auc", 0.7 + index / 100)
+        client.log_metric(run.info.run_id, "metrics.all.random.recall", 0.5)
+        for district in range(60):
+            client.log_metric(run.info.run_id, f"metrics.districts.d{district}.ensemble.auc", 0.6)
+        client.log_metric(run.info.run_id, "compact_cnn/val_loss", 0.4, step=3)
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+    report = tmp_path / "runs.html"
+    run_history.list_runs(
+        run_history.RunsOptions(output_csv=str(tmp_path / "runs.csv"), report_path=str(report))
+    )
+    html = report.read_text(encoding="utf-8")
+    html = html[html.index("<main>") :]  # the sections, not the contents
+    table = html[html.index("Metrics side by side") : html.index("Parameters")]
+    header = re.findall(r"<th[^>]*>([^<]+)</th>", table)
+    finished = [
+        run_id for run_id, status in zip(ids, statuses, strict=True) if status == "FINISHED"
+    ]
+    assert header[1:] == [f"evaluate {run_id[:8]}" for run_id in reversed(finished)], header
+    rows = re.findall(r"<tr><td[^>]*>([^<]+)</td>", table)
+    assert rows == ["cells", "metrics.all.ensemble.auc", "metrics.all.random.recall"], rows
+    assert ">846<" in table and "846.000" not in table
+    assert "more (per district, per fold, per epoch" in table
+    parameters = html[html.index("Parameters") :]
+    assert re.findall(r"<tr><td[^>]*>([^<]+)</td>", parameters.split("Runs that did not")[0]) == [
+        "seed"
+    ]
+    others = html[html.index("Runs that did not finish") :]
+    for run_id, status in zip(ids, statuses, strict=True):
+        assert (run_id in others) == (status != "FINISHED"), status
+    assert "KILLED" in others and "RUNNING" in others

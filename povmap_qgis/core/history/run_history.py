@@ -15,7 +15,7 @@ import tempfile
 
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
-from ..names import ENSEMBLE
+from ..names import BASELINE, ENSEMBLE, RANDOM
 from ..progress import Reporter
 from ..report.page import Figure, KeyValues, Paragraph, Section, Table, write_report
 from . import tracking
@@ -34,7 +34,17 @@ RUN_COLUMNS = (
     "parent_run_id",
 )
 VERSION_COLUMNS = ("model", "version", "aliases", "package")
-REPORT_RUNS = 12  # runs side by side in the HTML report (the most recent)
+REPORT_RUNS = 8  # finished runs side by side in the HTML report (the most recent): fits a page
+REPORT_METRICS = 40  # metric rows of the report at most (the CSV and table hold every metric)
+REPORT_VALUE_CHARS = 60  # a parameter value longer than this is cut in the report
+OTHER_RUNS = 10  # runs that did not finish, listed apart (the most recent)
+FINISHED = "FINISHED"
+# The metrics the comparison shows: the judgement of a model (last key part) of the ensemble,
+# baseline or random, the targeting numbers, and the run's top-level counts; never per
+# district, per fold, per epoch or per reliability bin.
+HEADLINE_METRICS = ("auc", "recall", "precision", "accuracy", "brier", "ece", "n")
+HEADLINE_TARGETING = ("coverage", "inclusion_error", "exclusion_error")
+DETAIL_PARTS = frozenset({"districts", "folds", "reliability", "reliability_raw", "bins", "roc"})
 TABLE_LAYER = "runs"
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # as MLflow tags its nested runs
 
@@ -208,11 +218,33 @@ def _columns(rows, versions):
 
 
 def _write_comparison(options, uri, rows, client):
-    shown = rows[:REPORT_RUNS]
+    """The HTML comparison: the most recent finished runs side by side, the others apart."""
+    shown = [row for row in rows if row.get("status") == FINISHED][:REPORT_RUNS]
+    others = [row for row in rows if row.get("status") != FINISHED]
     labels = [_label(row) for row in shown]
     with tempfile.TemporaryDirectory(prefix="povmap-runs-") as folder:
         roc = _roc_section(client, shown, labels, folder)
-        _write_report(options, uri, rows, shown, labels, roc)
+        _write_report(options, uri, rows, (shown, others), labels, roc)
+
+
+def headline_metric(key):
+    """Whether metric ``key`` (``metrics.ensemble.auc``, ``cells``) is one the comparison shows."""
+    parts = key.split(".")
+    if "/" in key or DETAIL_PARTS & set(parts) or len(parts) > 4:
+        return False
+    if len(parts) == 1:
+        return True
+    if parts[0] in ("expected", "measured") and parts[-1] in HEADLINE_TARGETING:
+        return True
+    judged = parts[-2] if parts[-1] in ("median", "pooled") else parts[-1]
+    return judged in HEADLINE_METRICS and bool({ENSEMBLE, BASELINE, RANDOM} & set(parts))
+
+
+def report_number(value):
+    """A metric as the report prints it: whole numbers (counts) without decimals."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _roc_section(client, shown, labels, folder):
@@ -256,13 +288,28 @@ def _stored_roc(client, run_id, folder):
         return json.load(handle).get("curves") or {}
 
 
-def _write_report(options, uri, rows, shown, labels, roc):
-    metric_keys = sorted({key for row in shown for key in row if key.startswith("metric.")})
+def _write_report(options, uri, rows, runs, labels, roc):
+    shown, others = runs
+    every_metric = sorted({key for row in shown for key in row if key.startswith("metric.")})
+    metric_keys = [key for key in every_metric if headline_metric(key[len("metric.") :])]
+    left_out = len(every_metric) - len(metric_keys[:REPORT_METRICS])
+    metric_keys = metric_keys[:REPORT_METRICS]
     param_keys = sorted({key for row in shown for key in row if key.startswith("param.")})
-    metric_rows = [[key[len("metric.") :]] + [row.get(key) for row in shown] for key in metric_keys]
-    param_rows = [[key[len("param.") :]] + [row.get(key) for row in shown] for key in param_keys]
-    differing = [index for index, row in enumerate(param_rows) if len(set(row[1:])) > 1]
+    metric_rows = [
+        [key[len("metric.") :]] + [report_number(row.get(key)) for row in shown]
+        for key in metric_keys
+    ]
+    param_rows = [
+        [key[len("param.") :]] + [_short_value(row.get(key)) for row in shown] for key in param_keys
+    ]
+    differing = [row for row in param_rows if len(set(row[1:])) > 1]
     what = f"versions of '{options.model_name}'" if options.model_name else "runs"
+    metric_caption = "Final value of each metric; counts as whole numbers."
+    if left_out:
+        metric_caption += (
+            f" {left_out} more (per district, per fold, per epoch, reliability bins…) are in the "
+            "CSV and the GeoPackage table."
+        )
     sections = [
         Section(
             "What is compared",
@@ -272,7 +319,11 @@ def _write_report(options, uri, rows, shown, labels, roc):
                         ("Run history", uri),
                         ("Experiment", options.experiment),
                         ("Listed", f"{len(rows)} {what}"),
-                        ("Shown side by side", f"{len(shown)} (the most recent)"),
+                        (
+                            "Shown side by side",
+                            f"{len(shown)} finished (the most recent); "
+                            f"{len(others)} that did not finish are listed apart",
+                        ),
                     ]
                 )
             ],
@@ -280,7 +331,7 @@ def _write_report(options, uri, rows, shown, labels, roc):
         roc,
         Section(
             "Metrics side by side",
-            [Table(["metric", *labels], metric_rows, caption="Final value of each metric.")]
+            [Table(["metric", *labels], metric_rows, caption=metric_caption)]
             if metric_rows
             else [Paragraph("No metrics were recorded.")],
         ),
@@ -289,16 +340,50 @@ def _write_report(options, uri, rows, shown, labels, roc):
             [
                 Table(
                     ["parameter", *labels],
-                    param_rows,
-                    caption=f"In bold: the {len(differing)} parameters that differ between them.",
-                    emphasis=differing,
+                    differing,
+                    caption=f"The {len(differing)} parameters that differ between them; "
+                    f"{len(param_rows) - len(differing)} more are the same in every run shown "
+                    "(all are in the CSV).",
                 )
             ]
-            if param_rows
-            else [Paragraph("No parameters were recorded.")],
+            if differing
+            else [
+                Paragraph(
+                    f"The {len(param_rows)} parameters are the same in every run shown."
+                    if param_rows
+                    else "No parameters were recorded."
+                )
+            ],
         ),
     ]
+    if others:
+        sections.append(
+            Section(
+                "Runs that did not finish",
+                [
+                    Table(
+                        ["started (UTC)", "step", "status", "run"],
+                        [
+                            [row.get("started"), row.get("step"), row.get("status"), row["run_id"]]
+                            for row in others[:OTHER_RUNS]
+                        ],
+                        caption="Not compared: KILLED (cancelled), FAILED, or RUNNING (still "
+                        "running, or ended without closing its record)"
+                        + (
+                            f"; {len(others) - OTHER_RUNS} older ones in the CSV."
+                            if len(others) > OTHER_RUNS
+                            else "."
+                        ),
+                    )
+                ],
+            )
+        )
     write_report(options.report_path, f"povmap run history: {what}", sections)
+
+
+def _short_value(value):
+    text = "" if value is None else str(value)
+    return text if len(text) <= REPORT_VALUE_CHARS else text[: REPORT_VALUE_CHARS - 1] + "…"
 
 
 def _label(row):
