@@ -66,8 +66,22 @@ def test_a_layout_map_has_the_map_legend_scale_bar_and_north_arrow(qgis_app, tmp
         rows = np.flatnonzero(found.any(axis=1))
         # drawn in the map and again as legend swatches below it
         assert found.sum() > 2000 and rows.max() > height * 0.75, colour
+    # the map: the rows holding cells, up to the first gap (the legend swatches come later)
+    cells = np.zeros(height, bool)
+    for colour in (poor, not_poor):
+        cells |= np.all(np.abs(pixels.astype(int) - colour) <= 3, axis=-1).any(axis=1)
+    rows = np.flatnonzero(cells)
+    map_end = rows[np.flatnonzero(np.diff(rows) > 20)[0]]
+    in_map = np.zeros(width, bool)
+    for colour in (poor, not_poor):
+        in_map |= np.all(np.abs(pixels[: map_end + 1].astype(int) - colour) <= 3, axis=-1).any(0)
+    columns = np.flatnonzero(in_map)
+    # context: land around the cells on both sides (the extent with a margin), not cells to the edge
+    assert columns.min() > 0.08 * width and columns.max() < 0.92 * width, (columns.min(), width)
     dark = np.all(pixels < 60, axis=-1)
-    assert dark[: int(height * 0.2), int(width * 0.8) :].sum() > 50  # the north arrow, top right
+    # the north arrow (right) and the scale bar (left) below the map, never over its cells
+    below = dark[map_end + 5 : map_end + int(0.12 * height)]
+    assert below[:, int(width * 0.8) :].sum() > 50 and below[:, : int(width * 0.3)].sum() > 50
     # the page ends below the legend: nothing drawn into the last rows (it was cut off)
     assert (pixels[-max(3, height // 100) :] > 240).all()
 

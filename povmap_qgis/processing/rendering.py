@@ -173,7 +173,7 @@ def render_layers(
             extent.xMaximum() + 500,
             extent.yMaximum() + 500,
         )
-    extent.scale(1.04)
+    extent.scale(1 + 2 * CONTEXT_MARGIN)  # some land around the area, not only its cells
     if max_height and extent.height() > extent.width() * max_height / width:
         width = max(200, int(max_height * extent.width() / extent.height()))
     height = max(1, int(width * extent.height() / extent.width()))
@@ -335,6 +335,11 @@ def district_outlines(layer, field="district"):
     return outlines
 
 
+CONTEXT_MARGIN = 0.12  # share of the area's extent shown around it on each side
+FURNITURE_HEIGHT = 16.0  # mm below the map for the scale bar and the north arrow
+LEGEND_SPARE = 6.0  # mm: one legend row
+
+
 def render_layout(
     output,
     layers,
@@ -352,7 +357,8 @@ def render_layout(
     ``district_outlines``), with a title, a scale bar, a north arrow and a legend of
     ``legend_layers`` (default: the vector layers of ``layers``) below the map;
     exported by ``QgsLayoutExporter``. The map is in the CRS of ``extent_layer``
-    (default: the first layer) and shows its extent with a 4 % margin.
+    (default: the first layer) and shows its extent with CONTEXT_MARGIN around it; the
+    scale bar and the north arrow are below the map (never over cells), then the legend.
     """
     from qgis.core import (
         QgsLayoutExporter,
@@ -375,7 +381,7 @@ def render_layout(
     extent = QgsRectangle(settings.layerExtentToOutputExtent(reference, reference.extent()))
     if extent.isEmpty():
         extent.grow(500)
-    extent.scale(1.04)
+    extent.scale(1 + 2 * CONTEXT_MARGIN)  # some land around the area, not only its cells
     # page in millimetres: 180 mm wide map (a report column), legend and furniture around it
     map_width = 180.0
     map_height = map_width * extent.height() / extent.width()
@@ -388,7 +394,8 @@ def render_layout(
     )
     legend_height = 8.0 + 6.0 * legend_entries_count
     page_width = max(map_width, 120.0) + 2 * margin
-    page_height = margin + title_height + map_height + 4 + legend_height + margin
+    below = top_of_legend = 4 + FURNITURE_HEIGHT  # scale bar and north arrow below the map
+    page_height = margin + title_height + map_height + below + legend_height + margin
     layout = QgsPrintLayout(project)
     layout.initializeDefaults()
     layout.pageCollection().page(0).setPageSize(_mm_size(page_width, page_height))
@@ -405,16 +412,18 @@ def render_layout(
     item.attemptResize(_mm_size(map_width, map_height))
     item.setExtent(extent)
     item.setBackgroundColor(QColor("white"))
-    _add_north_arrow(layout, item, margin + map_width - 12, top + 3)
-    _add_scale_bar(layout, item, margin + 3, top + map_height - 14)
+    # the north arrow and the scale bar sit below the map, never over its cells
+    _add_north_arrow(layout, item, margin + map_width - 9, top + map_height + 3)
+    _add_scale_bar(layout, item, margin, top + map_height + 3)
     listed = legend_layers if legend_layers is not None else list(layers)
     listed = listed + ([districts] if districts is not None else [])
-    legend = _add_legend(layout, item, listed, map_width >= 150, margin, top + map_height + 4)
-    # the page ends below the legend as drawn (layer titles and wrapped labels included)
-    drawn_height = legend.sizeWithUnits().height()
-    if top + map_height + 4 + drawn_height + margin > page_height:
-        page_height = top + map_height + 4 + drawn_height + margin
-        layout.pageCollection().page(0).setPageSize(_mm_size(page_width, page_height))
+    legend_top = top + map_height + top_of_legend
+    legend = _add_legend(layout, item, listed, map_width >= 150, margin, legend_top)
+    # the page ends below the legend as drawn (layer titles and wrapped labels included), with
+    # a row to spare: the legend's reported size can fall short of its last entry
+    drawn_height = legend.sizeWithUnits().height() + LEGEND_SPARE
+    page_height = max(page_height, legend_top + drawn_height + margin)
+    layout.pageCollection().page(0).setPageSize(_mm_size(page_width, page_height))
     # rendered to an image and saved by Qt: no GDAL georeferencing pass over the PNG
     image = QgsLayoutExporter(layout).renderPageToImage(
         0, QSize(), max(72.0, width / (page_width / 25.4))

@@ -3,7 +3,9 @@
 Started as ``qgis --code drive_qgis.py`` under Xvfb. It opens the sample project, opens
 every povmap algorithm's dialog, runs a short pipeline through the dialogs (training grid,
 prediction grid for the unsurveyed district, chips, predict with the bundled model,
-ground-truth grid, evaluate), and writes what a user would see into POVMAP_DESKTOP_OUT:
+ground-truth grid, evaluate; predict and evaluate again with a package that learned the
+survey's cells; target), opens the bundled survey_pipeline.model3 in the Graphical Modeler
+and presses Run, drops the outputs on the window, and writes what a user would see into POVMAP_DESKTOP_OUT:
 report.json (layers with their renderers, classes, legend and styles; dialog logs; Python
 errors; pop-ups) and PNG screenshots. Then it quits QGIS. Nothing here asserts: the test
 reads the report.
@@ -95,7 +97,9 @@ def watch_popups():
     """Record and close any modal pop-up and any other dialog window this driver did not open."""
     try:
         modal = QApplication.activeModalWidget()
-        if modal is not None and modal not in _own_dialogs:
+        if modal is not None and modal not in _own_dialogs and report.get("expect_modal"):
+            record_expected_modal(modal)
+        elif modal is not None and modal not in _own_dialogs:
             index = len(report["modal_dialogs"])
             modal.grab().save(os.path.join(OUT, f"popup_{index}.png"))
             report["modal_dialogs"].append(
@@ -124,6 +128,26 @@ def watch_popups():
                     widget.close()
     except Exception:  # the watcher must never stop the run
         report.setdefault("watcher_errors", []).append(traceback.format_exc())
+
+
+def record_expected_modal(modal):
+    """A modal window a step opens on purpose (Run in the Graphical Modeler): what it is, the
+    inputs of a run dialog in the order shown, a screenshot; then it is closed."""
+    name = report["expect_modal"]
+    entries = report.setdefault(name, [])
+    entry = {
+        "class": type(modal).__name__,
+        "title": modal.windowTitle(),
+        "text": widget_text(modal),
+    }
+    if hasattr(modal, "mainWidget"):
+        entry["inputs"] = list(modal.mainWidget().wrappers)
+    modal.grab().save(os.path.join(OUT, f"{name}_{len(entries)}.png"))
+    entries.append(entry)
+    if not isinstance(modal, QMessageBox):
+        report["expect_modal"] = None
+    save_report()
+    modal.reject() if isinstance(modal, QDialog) else modal.close()
 
 
 # --- a linear scenario on Qt's event loop ---------------------------------------------------
@@ -418,6 +442,65 @@ def run_dialog(algorithm_id, parameters, name=None, timeout_s=90):
     return outcome["results"]
 
 
+def package_trained_on(grid_path, chips_path, folder):
+    """A copy of the bundled model package that records the cells of ``grid_path`` as the cells
+    it learned from (and their districts), as Train records them: predictions over those cells
+    are not predictions for new cells (issue 23, item 3)."""
+    from collections import Counter
+
+    from qgis.core import QgsVectorLayer
+
+    from povmap_qgis.core.model import model_package
+    from povmap_qgis.paths import bundled_model_path
+
+    shutil.copytree(bundled_model_path(), folder)
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    with open(os.path.join(chips_path, "manifest.json"), encoding="utf-8") as handle:
+        settings = json.load(handle)["settings"]
+    grid = QgsVectorLayer(grid_path, "grid", "ogr")
+    cells = [(int(f["cell_id"]), str(f["district"])) for f in grid.getFeatures()]
+    manifest["training_cells"] = model_package.write_training_cells(
+        folder, [cell for cell, _ in cells], "cell_id", settings["crs"], settings["cell_size"]
+    )
+    counts = Counter(district for _, district in cells)
+    manifest["training"]["districts_seen"] = {name: counts[name] for name in sorted(counts)}
+    manifest.pop("notice", None)
+    model_package.write_manifest(folder, manifest)
+    return len({cell for cell, _ in cells})
+
+
+def look_at_model(path):
+    """Open a .model3 in the Graphical Modeler (Processing ▸ Graphical Modeler ▸ Open Model),
+    record whether QGIS finds it valid, press Run as a user does and see what opens."""
+    from processing.modeler.ModelerDialog import ModelerDialog
+
+    step("open the bundled model in the Graphical Modeler")
+    designer = ModelerDialog.create()
+    designer.loadModel(path)
+    designer.show()
+    yield 1.0
+    designer.grab().save(os.path.join(OUT, "modeler.png"))
+    model = designer.model()
+    valid, issues = model.validate()
+    report["modeler"] = {
+        "valid": bool(valid),
+        "issues": list(issues),
+        "children": {
+            child_id: list(model.validateChildAlgorithm(child_id)[1])
+            for child_id in model.childAlgorithms()
+        },
+        "inputs": [d.name() for d in model.parameterDefinitions() if not d.isDestination()],
+    }
+    report["expect_modal"] = "model_run"
+    QTimer.singleShot(0, designer.actionRun().trigger)
+    yield (lambda: report.get("model_run") and not report.get("expect_modal"), 20)
+    report["expect_modal"] = None
+    yield 0.5
+    designer.close()
+    save_report()
+
+
 # --- the scenario ---------------------------------------------------------------------------
 
 
@@ -551,6 +634,57 @@ def scenario():
     )
     yield from show_only(layer_by_source(hitmiss_path), "hitmiss")
 
+    # Predict again, with a model that learned the training grid's cells, and evaluate it on
+    # them: Sorabad's border cells were training cells (issue 23, items 3 and 6)
+    step("a model trained on the survey's cells")
+    seen_model = os.path.join(OUT, "seen_training.povmodel")
+    report["seen_model_cells"] = package_trained_on(training_path, chips_path, seen_model)
+    seen_path = os.path.join(OUT, "predictions_seen.gpkg")
+    yield from run_dialog(
+        "predict",
+        {
+            "MODEL": seen_model,
+            "CHIPS": chips_path,
+            "GRID": prediction_grid.id(),
+            "OUTPUT": seen_path,
+        },
+        name="predict_seen",
+        timeout_s=120,
+    )
+    yield from run_dialog(
+        "evaluate",
+        {
+            "PREDICTIONS": layer_by_source(seen_path).id(),
+            "TRUTH": training.id(),
+            "RANDOM_DRAWS": 50,
+            "HITMISS": os.path.join(OUT, "hitmiss_seen.gpkg"),
+            "REPORT": os.path.join(OUT, "evaluation_seen.html"),
+            "METRICS": os.path.join(OUT, "metrics_seen.json"),
+        },
+        name="evaluate_seen",
+    )
+
+    selection_path = os.path.join(OUT, "selection.gpkg")  # issue 23, item 2
+    yield from run_dialog(
+        "target",
+        {
+            "PREDICTIONS": predictions.id(),
+            "OUTPUT": selection_path,
+            "ALLOCATION": os.path.join(OUT, "allocation.csv"),
+            "REPORT": os.path.join(OUT, "targeting.html"),
+        },
+        name="target",
+    )
+    yield from show_only(layer_by_source(selection_path), "selection")
+
+    import povmap_qgis
+
+    yield from look_at_model(
+        os.path.join(
+            os.path.dirname(povmap_qgis.__file__), "resources", "models", "survey_pipeline.model3"
+        )
+    )
+
     step("describe the layers")
     report["layers"] = [
         describe_layer(layer) for layer in QgsProject.instance().mapLayers().values()
@@ -567,6 +701,7 @@ def scenario():
         "predictions",
         "ground_truth_grid",
         "hitmiss",
+        "selection",
     )
     moved = os.path.join(OUT, "moved_alone")  # the GeoPackage copied without its .qml
     os.makedirs(moved)
@@ -575,6 +710,10 @@ def scenario():
     yield from add_by_hand([*paths, os.path.join(moved, "predictions.gpkg")])
     yield (canvas_idle, 20)
     iface.mainWindow().grab().save(os.path.join(OUT, "main_added_by_hand.png"))
+    iface.layerTreeView().grab().save(os.path.join(OUT, "layers_panel.png"))
+    report["layers_panel"] = [
+        node.name() for node in QgsProject.instance().layerTreeRoot().findLayers()
+    ]
     step("done")
 
 

@@ -145,7 +145,10 @@ def _summary_section(summary, report):
     )
     rows = [
         ("Selected cells", summary["selected_cells"]),
-        ("Selected people", round(summary["selected_people"]) if people else "no POPULATION"),
+        (
+            "Selected people",
+            f"{round(summary['selected_people']):,}" if people else "no POPULATION",
+        ),
         (
             f"Budget spent ({budget['units']})",
             f"{budget['spent']:,.0f} of {budget['in_units']:,.0f}",

@@ -263,6 +263,28 @@ def verdict_section(found, report):
     )
 
 
+CALIBRATION_TOLERANCE = 0.005  # ECE changes smaller than this are "about the same"
+
+
+def calibration_change(ensemble):
+    """A sentence on what calibration did to these cells' expected calibration error, or None
+    without the raw numbers: a calibration fitted on validation cells can make it worse here."""
+    before, after = ensemble.get("ece_raw"), ensemble.get("ece")
+    if before is None or after is None:
+        return None
+    change = f"(ECE {before:.3f} before, {after:.3f} after)"
+    if after > before + CALIBRATION_TOLERANCE:
+        return (
+            f"On these cells the calibration made the probabilities worse calibrated {change}: "
+            "fitted on the validation cells, it does not carry over to them (other districts, "
+            "another survey or year). Read prob_mean here as a ranking rather than a share of poor "
+            "cells, and recalibrate on cells like these."
+        )
+    if after < before - CALIBRATION_TOLERANCE:
+        return f"On these cells the calibration brought the probabilities closer to the observed shares {change}."
+    return f"On these cells the calibration changed the calibration error little {change}."
+
+
 def calibration_section(metrics_by_model, figure_path, report, calibrated=True):
     """Brier score and expected calibration error of the ensemble (before/after) and the baseline,
     the reliability diagram and the ensemble's bins."""
@@ -294,6 +316,9 @@ def calibration_section(metrics_by_model, figure_path, report, calibrated=True):
                 kind="warning",
             )
         )
+    sentence = calibration_change(ensemble)
+    if sentence:
+        blocks.append(report.Paragraph(sentence, kind="warning" if "worse" in sentence else "text"))
     blocks.append(report.Table(["probabilities", "Brier score", "ECE"], rows))
     if figure_path:
         blocks.append(

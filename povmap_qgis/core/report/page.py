@@ -29,6 +29,7 @@ IMAGE_TYPES = {
     ".gif": "image/gif",
 }
 UNDEFINED = "–"
+GROUPED_FROM = 10_000  # numbers from here up are written with thousands separators (49,995)
 
 
 @dataclasses.dataclass
@@ -174,8 +175,11 @@ def _kind(value):
 def _cell(value, digits):
     if _kind(value) == "undefined":
         return f'<span title="undefined for these cells (see Notes)">{UNDEFINED}</span>'
+    grouped = "," if _kind(value) == "number" and abs(value) >= GROUPED_FROM else ""
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:{grouped}.{digits}f}"
+    if grouped:
+        return f"{value:{grouped}}"
     return _escape(value)
 
 

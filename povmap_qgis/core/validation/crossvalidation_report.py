@@ -96,10 +96,15 @@ def report_document(summary, maps=()):
     ensemble = summary["summary"][ENSEMBLE]
     subtitle = (
         f"{settings['folds']} folds, {data['cells']} cells, {len(data['districts'])} districts · "
-        f"ensemble median recall {metric_text(ensemble['recall']['median'])}, precision "
-        f"{metric_text(ensemble['precision']['median'])}, accuracy "
+        f"ensemble, median of the folds: recall {metric_text(ensemble['recall']['median'])}, "
+        f"precision {metric_text(ensemble['precision']['median'])}, accuracy "
         f"{metric_text(ensemble['accuracy']['median'])}, AUC {metric_text(ensemble['auc']['median'])}"
     )
+    pooled = (summary.get("pooled") or {}).get(ENSEMBLE) or {}
+    if pooled.get("auc") is not None:
+        subtitle += (
+            f" · AUC of all out-of-fold cells pooled {metric_text(pooled['auc'])} (the verdict's)"
+        )
     return {
         "title": "Poverty model cross-validation (leave districts out)",
         "subtitle": subtitle,

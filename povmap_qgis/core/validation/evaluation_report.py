@@ -133,8 +133,13 @@ def _run_settings(summary, report):
             ("Ground truth", f"{settings['truth']}" + truth_layer),
             ("Model", settings.get("model") or "not recorded in the prediction layer"),
             ("Members", ", ".join(summary["members"])),
-            ("Decision threshold", f"{settings['threshold']:g} ({settings['threshold_source']})"),
             ("Ensemble's class (pred)", _decision_text(settings.get("decision_threshold"))),
+            (
+                "Members' vote threshold",
+                f"{settings['threshold']:g} ({settings['threshold_source']}; each member's "
+                "probability ≥ it counts as a vote, information only where a decision threshold "
+                "decides pred)",
+            ),
             (
                 "Random baseline",
                 f"median of {settings['random_draws']} coin-flip predictions, seed "
@@ -409,8 +414,12 @@ def _unsurveyed_section(summary, report):
         blocks.append(
             report.Paragraph(
                 f"{district}: the model learned from no cell filed under this district, but {training} of its compared cells "
-                f"were training cells (cells of the training grid, e.g. on a district border): it is not new to the model; "
-                f"its row shows the {rest} other cells.",
+                f"were training cells (cells of the training grid, e.g. on a district border): it is not new to the model"
+                + (
+                    f"; its row shows the {rest} other cells."
+                    if rest
+                    else ", and no compared cell of it is new."
+                ),
                 kind="warning",
             )
         )
@@ -481,7 +490,10 @@ def _out_of_range_text(counts):
 def _decision_text(decision):
     if decision is None:
         return "the members' majority vote (a layer without a decision threshold: an older package)"
-    return f"calibrated prob_mean ≥ {decision:g}; votes are information only"
+    return (
+        f"decision threshold {decision:.3g}: calibrated prob_mean ≥ {decision:.3g} is poor; "
+        "votes are information only"
+    )
 
 
 def _model_label(model, draws):
