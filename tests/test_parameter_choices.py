@@ -87,3 +87,39 @@ def test_the_feature_id_as_score_is_refused_with_a_clear_message(povmap_provider
     )
     assert "Poverty score field (SCORE_FIELD): 'fid' is the feature id" in message
     assert not os.path.exists(tmp_path / "grid.gpkg")
+
+
+def test_labels_never_say_optional_twice_and_metrics_say_auc(povmap_provider):
+    """QGIS adds "[optional]" to an optional parameter's label: the label itself never says it
+    (three labels read "… optional) [optional]"); metric outputs name AUC as AUC."""
+    for algorithm in povmap_provider.algorithms():
+        for definition in algorithm.parameterDefinitions():
+            assert "optional" not in definition.description().lower(), (
+                algorithm.id(),
+                definition.name(),
+            )
+        for output in algorithm.outputDefinitions():
+            assert " auc" not in output.description(), (algorithm.id(), output.description())
+
+
+def test_parameters_whose_label_said_optional_are_optional(povmap_provider):
+    from qgis.core import QgsProcessingParameterDefinition
+
+    optional = QgsProcessingParameterDefinition.Flag.FlagOptional
+    for algorithm_id, names in {
+        "target": ("DISTRICT_MIN_SHARE", "DISTRICT_MAX_SHARE", "TRUTH"),
+        "districtestimates": (
+            "WEIGHT_FIELD",
+            "CLUSTER_FIELD",
+            "STRATUM_FIELD",
+            "POPULATION",
+            "OUT_OF_FOLD",
+        ),
+        "verificationresults": ("POPULATION", "RECALIBRATE"),
+        "verificationsample": ("MIN_DISTANCE", "FIELD_PROJECT"),
+    }.items():
+        algorithm = povmap_provider.algorithm(algorithm_id)
+        for name in names:
+            definition = algorithm.parameterDefinition(name)
+            assert definition is not None, (algorithm_id, name)
+            assert definition.flags() & optional, (algorithm_id, name)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -117,7 +118,21 @@ def test_cancel_stops_the_worker_and_the_next_run_resumes(
     assert "are kept" in str(cancelled.value)
     assert "no output was written" not in str(cancelled.value) + feedback.text()
     assert not os.path.exists(tmp_path / "resume.chips")
-    assert os.path.isdir(partial_store_path(str(tmp_path / "resume.chips")))
+    partial = partial_store_path(str(tmp_path / "resume.chips"))
+    assert os.path.isdir(partial)
+    # where the partial folder is, how big (as du counts its files), and how to free the space
+    size = sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, files in os.walk(partial)
+        for name in files
+    )
+    message = str(cancelled.value)
+    assert partial in message and "Delete that folder to free the space" in message
+    shown = re.search(r"\(([\d.]+) (GB|MB|kB)\)", message)
+    assert shown, message
+    assert float(shown.group(1)) * {"GB": 1e9, "MB": 1e6, "kB": 1e3}[shown.group(2)] == (
+        pytest.approx(size, rel=0.06)
+    )
     results, feedback = run_algorithm(ALG, parameters)
     assert "Resuming the chip store" in feedback.text()
     assert (

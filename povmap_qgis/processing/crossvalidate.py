@@ -23,6 +23,7 @@ from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
 from .base import PovmapAlgorithm
 from .layer_names import districts_label, input_layer_name, name_output
+from .parameter_values import metric_label
 from .training_parameters import add_training_parameters, training_options
 
 METRIC_KEYS = METRIC_NAMES
@@ -83,7 +84,8 @@ class CrossValidate(PovmapAlgorithm):
         for key in METRIC_KEYS:
             self.addOutput(
                 QgsProcessingOutputNumber(
-                    key.upper(), self.tr("Ensemble {} (median across folds)").format(key)
+                    key.upper(),
+                    self.tr("Ensemble {} (median across folds)").format(metric_label(key)),
                 )
             )
 

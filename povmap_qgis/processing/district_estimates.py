@@ -111,7 +111,7 @@ class DistrictEstimates(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterField(
                 "WEIGHT_FIELD",
-                self.tr("Sampling weight field (optional)"),
+                self.tr("Sampling weight field"),
                 None,
                 "SURVEY",
                 QgsProcessingParameterField.DataType.Numeric,
@@ -123,7 +123,7 @@ class DistrictEstimates(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterField(
                 "CLUSTER_FIELD",
-                self.tr("Cluster (PSU) field (optional)"),
+                self.tr("Cluster (PSU) field"),
                 None,
                 "SURVEY",
                 optional=True,
@@ -134,7 +134,7 @@ class DistrictEstimates(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterField(
                 "STRATUM_FIELD",
-                self.tr("Stratum field (optional)"),
+                self.tr("Stratum field"),
                 None,
                 "SURVEY",
                 optional=True,
@@ -180,7 +180,7 @@ class DistrictEstimates(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 "OUT_OF_FOLD",
-                self.tr("Out-of-fold grid (optional, recommended)"),
+                self.tr("Out-of-fold grid (recommended)"),
                 POLYGON_SOURCES,
                 optional=True,
             ),
@@ -192,7 +192,7 @@ class DistrictEstimates(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
                 "POPULATION",
-                self.tr("Population raster (people per pixel, optional)"),
+                self.tr("Population raster (people per pixel)"),
                 optional=True,
             ),
             "People per pixel, any CRS (e.g. WorldPop): summed per cell as Target a budget does; the "

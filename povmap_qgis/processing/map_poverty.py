@@ -144,7 +144,9 @@ class MapPoverty(PovmapAlgorithm):
             ),
             "Folder of the chip store sampled for the cells; .chips is added to the name if "
             "missing. Default (or left out): a temporary folder. Predict poverty can run another "
-            "model on it.",
+            "model on it. Not written (and ignored) with SOURCE=rasters, hence among the advanced "
+            "parameters.",
+            advanced=True,
         )
         for key, label in (
             ("CELLS", "Cells"),
@@ -165,6 +167,14 @@ class MapPoverty(PovmapAlgorithm):
             if source == "chips"
             else None
         )
+        given = parameters["CHIPS"]
+        given = given.sink.staticValue() if hasattr(given, "sink") else given
+        if source != "chips" and given not in (None, "", QgsProcessing.TEMPORARY_OUTPUT):
+            feedback.pushWarning(
+                self.tr("SOURCE=rasters: no chip store is written, CHIPS ({}) is ignored.").format(
+                    given
+                )
+            )
         model = self.input_file(parameters, "MODEL", context) or bundled_model_path()
         manifest = _model_manifest(model)
         self._refuse_missing_inputs(parameters, manifest)

@@ -117,3 +117,8 @@ def labelled_error(message, definitions):
         if definition.name() == name and ":" in message:
             return f"{definition.description()} — {message}"
     return message
+
+
+def metric_label(key):
+    """A metric's name as a label says it: recall, precision, accuracy, AUC (not "auc")."""
+    return "AUC" if key.lower() == "auc" else key.lower()

@@ -1,5 +1,7 @@
 """povmap:samplechips — every cell of a grid → aligned image chips from the loaded rasters."""
 
+import os
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -15,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.chips.chip_store import RESERVED_NAMES
+from ..core.chips.chip_store import RESERVED_NAMES, partial_store_path
 from ..core.chips.sampling import RESAMPLING_METHODS
 from ..core.names import CELL_ID
 from ..paths import style_path
@@ -182,11 +184,14 @@ class SampleChips(PovmapAlgorithm):
             feedback.pushInfo(
                 "The cells sampled so far are kept: run again with the same parameters to continue where this run stopped."
             )
+            partial = partial_store_path(output)
             raise QgsProcessingException(
                 self.tr(
                     f"Cancelled: the chip store {output} is not complete, so it is not published yet; "
-                    "the cells sampled so far are kept beside it (a hidden .partial folder) and the next run "
-                    "with the same parameters continues from them."
+                    f"the cells sampled so far are kept beside it in the hidden folder {partial} "
+                    f"({_folder_size_text(partial)}), and the next run with the same parameters "
+                    "continues from them. Not running again? Delete that folder to free the space "
+                    "(nothing else uses it)."
                     + (" No nodata grid was written." if nodata_grid else "")
                 )
             ) from None
@@ -206,6 +211,20 @@ class SampleChips(PovmapAlgorithm):
                 input_layer_name(self, parameters, "GRID", context),
             )
         return results
+
+
+def _folder_size_text(folder):
+    """'1.2 GB' (or MB, kB) of the files under ``folder``; 'size unknown' when it cannot be read."""
+    total = 0
+    try:
+        for root, _, files in os.walk(folder):
+            total += sum(os.path.getsize(os.path.join(root, name)) for name in files)
+    except OSError:
+        return "size unknown"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if total >= size:
+            return f"{total / size:.1f} {unit}"
+    return f"{total} bytes"
 
 
 def add_raster_parameters(algorithm, note=""):

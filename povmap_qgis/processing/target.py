@@ -148,7 +148,7 @@ class Target(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterNumber(
                 "DISTRICT_MIN_SHARE",
-                self.tr("Floor per district (share, optional)"),
+                self.tr("Floor per district (share)"),
                 QgsProcessingParameterNumber.Type.Double,
                 optional=True,
             ),
@@ -160,7 +160,7 @@ class Target(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterNumber(
                 "DISTRICT_MAX_SHARE",
-                self.tr("Cap per district (share, optional)"),
+                self.tr("Cap per district (share)"),
                 QgsProcessingParameterNumber.Type.Double,
                 optional=True,
             ),
@@ -181,7 +181,7 @@ class Target(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 "TRUTH",
-                self.tr("Ground truth (labelled grid, optional)"),
+                self.tr("Ground truth (labelled grid)"),
                 POLYGON_SOURCES,
                 optional=True,
             ),

@@ -14,6 +14,7 @@ from qgis.core import (
 
 from ..core.model.training_settings import BALANCES
 from .base import PovmapAlgorithm
+from .parameter_values import metric_label
 from .training_parameters import add_training_parameters, training_options
 
 SPLITS = ["random", "districts"]
@@ -60,10 +61,12 @@ class Train(PovmapAlgorithm):
             ),
             "Folder of the model package; .povmodel is added to the name if missing.",
         )
-        self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Decision threshold")))
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Members' vote threshold")))
         for key in ("RECALL", "PRECISION", "ACCURACY", "AUC"):
             self.addOutput(
-                QgsProcessingOutputNumber(key, self.tr("Ensemble holdout {}").format(key.lower()))
+                QgsProcessingOutputNumber(
+                    key, self.tr("Ensemble {} on the holdout cells").format(metric_label(key))
+                )
             )
         self.addOutput(QgsProcessingOutputString("MEMBERS_TRAINED", self.tr("Members")))
 

@@ -113,7 +113,7 @@ class VerificationResults(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
                 "POPULATION",
-                self.tr("Population raster (people per pixel, optional)"),
+                self.tr("Population raster (people per pixel)"),
                 optional=True,
             ),
             "People per pixel: the share of poor people is then estimated (people in poor cells). Empty: the "
@@ -122,7 +122,7 @@ class VerificationResults(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterFile(
                 "RECALIBRATE",
-                self.tr("Recalibrate this model package (optional)"),
+                self.tr("Recalibrate this model package"),
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
             ),

@@ -82,7 +82,7 @@ class VerificationSample(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterNumber(
                 "MIN_DISTANCE",
-                self.tr("Minimum distance between sampled cells (metres, optional)"),
+                self.tr("Minimum distance between sampled cells (metres)"),
                 QgsProcessingParameterNumber.Type.Double,
                 optional=True,
                 minValue=0,
@@ -122,7 +122,7 @@ class VerificationSample(PovmapAlgorithm):
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 "FIELD_PROJECT",
-                self.tr("QField project (optional)"),
+                self.tr("QField project"),
                 self.tr("QGIS project (*.qgz)"),
                 optional=True,
                 createByDefault=False,

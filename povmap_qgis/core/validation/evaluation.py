@@ -161,6 +161,17 @@ def evaluate(options, reporter=None):
             for key in ("recall", "precision", "accuracy")
         )
     )
+    if BASELINE in overall:
+        reporter.info(
+            "transparent baseline (prob_baseline) "
+            + "  ".join(
+                f"{key} {metric_text(overall[BASELINE][key])}"
+                for key in ("recall", "precision", "accuracy", "auc")
+            )
+        )
+    verdict = document.get("verdict") or {}
+    if verdict.get("headline"):
+        reporter.info(f"Verdict: {verdict['headline']} {verdict.get('sentence', '')}".strip())
     return dict(
         document,
         hitmiss=os.path.abspath(options.hitmiss_path),
