@@ -1,7 +1,6 @@
 """Chained steps: the chip store and the model package wired in the Graphical Modeler,
 the survey pipeline's .model3 file, and povmap:mappoverty (grid → chips → predict) in one run."""
 
-import importlib.util
 import json
 import os
 
@@ -221,22 +220,6 @@ def test_the_survey_pipeline_model_file_runs_headless(povmap_provider, tiny_samp
     hitmiss = read_grid(str(tmp_path / "hitmiss.gpkg"))
     assert sorted(hitmiss["cell_id"]) == sorted(predictions["cell_id"])  # same CRS and ids
     assert os.path.getsize(tmp_path / "report.html") > 1000, feedback.text()
-
-
-def test_the_model_file_is_what_the_script_makes(povmap_provider, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "make_pipeline_model", os.path.join(ROOT, "scripts", "make_pipeline_model.py")
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    from qgis.core import QgsProcessingModelAlgorithm
-
-    saved, made = QgsProcessingModelAlgorithm(), QgsProcessingModelAlgorithm()
-    assert script.build_survey_pipeline().toFile(str(tmp_path / "made.model3"))
-    assert saved.fromFile(MODEL_FILE) and made.fromFile(str(tmp_path / "made.model3"))
-    assert saved.toVariant() == made.toVariant(), (
-        "run .venv/bin/python scripts/make_pipeline_model.py"
-    )
 
 
 def _in_order(model):

@@ -1,6 +1,7 @@
 """The bundled survey pipeline (resources/models/survey_pipeline.model3) opens as QGIS's
 Graphical Modeler opens it: valid, every step complete, the survey inputs first."""
 
+import importlib.util
 import os
 
 from conftest import ROOT
@@ -42,3 +43,22 @@ def test_every_step_of_the_bundled_pipeline_uses_the_algorithm_defaults(povmap_p
         [source] = training_grid.parameterSources()[name]
         assert source.source() == static
         assert source.staticValue() == algorithm.parameterDefinition(name).defaultValue(), name
+
+
+def test_the_model_file_is_what_the_script_makes(povmap_provider, tmp_path):
+    """A povmap algorithm that gains a parameter or changes a default makes the committed file
+    stale (its steps would miss the new default): remake it with the script."""
+    spec = importlib.util.spec_from_file_location(
+        "make_pipeline_model", os.path.join(ROOT, "scripts", "make_pipeline_model.py")
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    saved, made = QgsProcessingModelAlgorithm(), QgsProcessingModelAlgorithm()
+    assert script.build_survey_pipeline().toFile(str(tmp_path / "made.model3"))
+    assert saved.fromFile(MODEL_FILE) and made.fromFile(str(tmp_path / "made.model3"))
+    assert saved.toVariant() == made.toVariant(), (
+        "resources/models/survey_pipeline.model3 is stale: run "
+        ".venv/bin/python scripts/make_pipeline_model.py"
+    )
