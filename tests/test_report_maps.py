@@ -119,3 +119,39 @@ def test_a_written_layer_is_drawn_in_its_style_and_a_style_less_one_as_outlines(
     for name in ("styled", "moved"):
         assert all(share > 0.05 for share in shares[name]), (name, shares)  # both classes drawn
     assert all(share < 0.01 for share in shares["bare"]), shares
+
+
+def test_a_tall_area_keeps_its_whole_legend_and_furniture_off_the_cells(qgis_app, tmp_path):
+    """A tall area (a one-column legend, as for one district): the legend's last entry (the
+    district outline) is on the page, not cut off, and the page ends in white below it."""
+    from PIL import Image
+    from qgis.core import QgsVectorLayer
+
+    from povmap_qgis.core.geopackage import write_layer
+    from povmap_qgis.paths import style_path
+    from povmap_qgis.processing.rendering import render_with_context
+
+    boxes = [
+        shapely.box(
+            600000 + 1000 * col, 2800000 + 1000 * row, 601000 + 1000 * col, 2801000 + 1000 * row
+        )
+        for row in range(10)
+        for col in range(3)
+    ]
+    frame = geopandas.GeoDataFrame(
+        {"cell_id": np.arange(30), "district": ["Sorabad"] * 30, "pred": np.arange(30) % 2},
+        geometry=boxes,
+        crs="EPSG:32642",
+    )
+    write_layer(frame, str(tmp_path / "tall.gpkg"), style_path("prediction_class"), "class")
+    layer = QgsVectorLayer(str(tmp_path / "tall.gpkg"), "cells", "ogr")
+    path, fallback = render_with_context(
+        str(tmp_path / "tall.png"), [layer], 1100, districts_of=layer, max_height=900
+    )
+    assert fallback is None
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    height = pixels.shape[0]
+    dark = np.all(pixels < 60, axis=-1).any(axis=1)
+    last_dark = np.flatnonzero(dark)[-1]
+    # the last legend entry (the districts' outline swatch, dark) ends above a white margin
+    assert last_dark < height - 10 and (pixels[last_dark + 5 :] > 240).all()

@@ -392,7 +392,11 @@ def render_layout(
     legend_entries_count = len(legend_entries(legend_layers or layers)) + (
         1 if districts is not None else 0
     )
-    legend_height = 8.0 + 6.0 * legend_entries_count
+    legend_layers_count = len(
+        [layer for layer in (legend_layers or layers) if isinstance(layer, QgsVectorLayer)]
+    ) + (1 if districts is not None else 0)
+    # generous (title, a heading per layer, a row per entry): the image is trimmed below
+    legend_height = 12.0 + 7.0 * (legend_entries_count + legend_layers_count)
     page_width = max(map_width, 120.0) + 2 * margin
     below = top_of_legend = 4 + FURNITURE_HEIGHT  # scale bar and north arrow below the map
     page_height = margin + title_height + map_height + below + legend_height + margin
@@ -419,18 +423,33 @@ def render_layout(
     listed = listed + ([districts] if districts is not None else [])
     legend_top = top + map_height + top_of_legend
     legend = _add_legend(layout, item, listed, map_width >= 150, margin, legend_top)
-    # the page ends below the legend as drawn (layer titles and wrapped labels included), with
-    # a row to spare: the legend's reported size can fall short of its last entry
+    # the page reaches well below the legend (its reported size can fall short of its last
+    # entry, which was clipped); the white below it is trimmed from the image
     drawn_height = legend.sizeWithUnits().height() + LEGEND_SPARE
     page_height = max(page_height, legend_top + drawn_height + margin)
     layout.pageCollection().page(0).setPageSize(_mm_size(page_width, page_height))
     # rendered to an image and saved by Qt: no GDAL georeferencing pass over the PNG
-    image = QgsLayoutExporter(layout).renderPageToImage(
-        0, QSize(), max(72.0, width / (page_width / 25.4))
-    )
+    dpi = max(72.0, width / (page_width / 25.4))
+    image = QgsLayoutExporter(layout).renderPageToImage(0, QSize(), dpi)
+    if not image.isNull():
+        image = _trim_bottom(image, int(margin / 25.4 * dpi))
     if image.isNull() or not image.save(output, "PNG"):
         raise RenderError(f"cannot write {output} (print layout of {page_width:.0f} mm)")
     return output
+
+
+def _trim_bottom(image, keep):
+    """``image`` cut ``keep`` pixels below its last row that is not white."""
+    import numpy as np
+
+    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
+    pointer = rgb.constBits()
+    pointer.setsize(rgb.sizeInBytes())
+    rows = np.frombuffer(pointer, np.uint8).reshape(rgb.height(), rgb.bytesPerLine())
+    inked = np.flatnonzero((rows[:, : rgb.width() * 3] < 245).any(axis=1))
+    if not len(inked):
+        return image
+    return image.copy(0, 0, image.width(), min(image.height(), int(inked[-1]) + 1 + keep))
 
 
 def _mm_point(x, y):
@@ -478,12 +497,30 @@ def _add_scale_bar(layout, map_item, x, y):
     scalebar.setLinkedMap(map_item)
     scalebar.applyDefaultSize(QgsUnitTypes.DistanceKilometers)
     scalebar.setUnits(QgsUnitTypes.DistanceKilometers)
+    if map_item.crs().mapUnits() == QgsUnitTypes.DistanceMeters:
+        # two segments of a round length, the bar about a third of the map: labels never overlap
+        from qgis.core import QgsScaleBarSettings
+
+        segment = _round_length(map_item.extent().width() / 1000 / 6)
+        scalebar.setSegmentSizeMode(QgsScaleBarSettings.SegmentSizeMode.SegmentSizeFixed)
+        scalebar.setNumberOfSegments(2)
+        scalebar.setUnitsPerSegment(segment)
     scalebar.setUnitLabel("km")
     scalebar.setNumberOfSegmentsLeft(0)
     scalebar.setBackgroundEnabled(True)
     scalebar.setBackgroundColor(QColor(255, 255, 255, 200))
     layout.addLayoutItem(scalebar)
     scalebar.attemptMove(_mm_point(x, y))
+
+
+def _round_length(value):
+    """The largest 1, 2 or 5 × 10^k not above ``value`` (> 0)."""
+    import math
+
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return max(step * power for step in (1, 2, 5) if step * power <= value)
 
 
 def _add_legend(layout, map_item, layers, two_columns, x, y):
