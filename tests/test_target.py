@@ -1028,3 +1028,28 @@ def test_expected_numbers_get_intervals_from_prob_low_and_prob_high(layers):
         for _, value in block.items
     ]
     assert any("80 % interval" in str(value) for value in items)
+
+
+def test_a_budget_for_every_cell_reports_whole_shares_through_processing(layers, povmap_provider):
+    """Every predicted cell enrolled: coverage 1 and exclusion error 0 in the results, not
+    0.9999999999999994 (float noise of the sums); the allocation's people are whole."""
+    from qgis_helpers import run_algorithm
+
+    folder = layers["folder"] / "processing-all"
+    folder.mkdir()
+    results, _ = run_algorithm(
+        "povmap:target",
+        {
+            "PREDICTIONS": layers["predictions"],
+            "POPULATION": layers["population"],
+            "BUDGET_UNIT": "share_of_people",
+            "BUDGET": 1.0,
+            "OUTPUT": str(folder / "out.gpkg"),
+            "ALLOCATION": str(folder / "allocation.csv"),
+            "REPORT": str(folder / "report.html"),
+        },
+    )
+    assert results["EXPECTED_COVERAGE"] == 1.0 and results["EXPECTED_EXCLUSION_ERROR"] == 0.0
+    assert str(results["EXPECTED_EXCLUSION_ERROR"]) == "0.0"  # not -0.0 (it was -2.2e-16)
+    table = pandas.read_csv(folder / "allocation.csv", dtype=str)
+    assert all(value.isdigit() for value in table["people"].dropna())

@@ -27,6 +27,7 @@ from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .layer_names import districts_label, input_layer_name, name_output
 
+OUTPUT_DECIMALS = 6  # the numeric outputs' precision (sums of shares carry float noise)
 MAP_WIDTH = 1100
 MAP_MAX_HEIGHT = 900
 BUDGET_UNIT_OPTIONS = (
@@ -279,7 +280,7 @@ class Target(PovmapAlgorithm):
             "REPORT": report,
         }
         for key, (_, where) in NUMBER_OUTPUTS.items():
-            results[key] = _lookup(summary, where)
+            results[key] = _rounded(_lookup(summary, where))
         return results
 
     def _optional_number(self, parameters, name, context):
@@ -322,6 +323,11 @@ class Target(PovmapAlgorithm):
                 "district boundaries",
             )
         ]
+
+
+def _rounded(value):
+    """A share or count as the results show it: 6 decimals (1.0, not 0.9999999999999994)."""
+    return round(value, OUTPUT_DECIMALS) + 0.0 if isinstance(value, float) else value  # no -0.0
 
 
 def _lookup(summary, where):
