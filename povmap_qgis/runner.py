@@ -7,6 +7,7 @@ packages (TensorFlow, rasterio, geopandas) never load into QGIS itself.
 
 import collections
 import json
+import math
 import os
 import queue
 import signal
@@ -75,11 +76,21 @@ def _setup_python():
 
 def start_timeout_s():
     """Seconds a worker may take to say it is ready (``POVMAP_WORKER_START_TIMEOUT_S``)."""
-    try:
-        value = float(os.environ.get(START_TIMEOUT_VARIABLE, ""))
-    except ValueError:
+    text = os.environ.get(START_TIMEOUT_VARIABLE, "").strip()
+    if not text:
         return DEFAULT_START_TIMEOUT_S
-    return value if value > 0 else DEFAULT_START_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise WorkerError(
+            f"{START_TIMEOUT_VARIABLE}='{text}' is not a positive number of seconds; set it to "
+            f"e.g. 120 (how long a worker may take to start) or unset it for the default "
+            f"{DEFAULT_START_TIMEOUT_S:g} s.",
+            kind="setup",
+        )
+    return value
 
 
 def check_step_options(step, options):

@@ -129,6 +129,17 @@ def name_input_outside(store):
     edit_manifest(store, lambda m: m["inputs"][0].update(name="../nightlights"))
 
 
+def rewrite_raster(path, change):
+    """Rewrite a raster's values in place (float32, no nodata value declared)."""
+    import rasterio
+
+    with rasterio.open(path) as dataset:
+        values, profile = dataset.read().astype("float32"), dataset.profile
+    profile.update(dtype="float32", nodata=None)
+    with rasterio.open(path, "w", **profile) as dataset:
+        dataset.write(change(values).astype("float32"))
+
+
 def chip_store_case(damage):
     return lambda inputs: damage(inputs["chips"])
 
@@ -322,6 +333,30 @@ CASES = {
     # privacy (issue 24 item 5): single- and two-household cells
     "MIN_OBS=1": ("buildtraininggrid", "MIN_OBS", None, {"MIN_OBS": 1}),
     "MIN_OBS=2": ("buildtraininggrid", "MIN_OBS", None, {"MIN_OBS": 2}),
+    # odd values read as something else, or accepted without a word (issue 24 item 8)
+    "CUTOFF=nan": ("buildtraininggrid", "CUTOFF", None, {"CUTOFF": "nan"}),
+    "MIN_DATE without DATE_FIELD": (
+        "buildtraininggrid",
+        "MIN_DATE",
+        None,
+        {"MIN_DATE": "2016-01-01"},
+    ),
+    "EPOCHS=many": ("train", "EPOCHS", None, {"EPOCHS": "many"}),
+    "SEED=1e20": ("train", "SEED", None, {"SEED": "1e20"}),
+    "BUDGET=0": ("target", "BUDGET", None, {"BUDGET": 0}),
+    "BUDGET=2.5 cells": ("target", "BUDGET", None, {"BUDGET": 2.5, "BUDGET_UNIT": "cells"}),
+    "a population raster of negative numbers": (
+        "target",
+        "POPULATION",
+        lambda inputs: rewrite_raster(inputs["population"], lambda values: -np.abs(values) - 1),
+        {},
+    ),
+    "a population raster all nodata": (
+        "target",
+        "POPULATION",
+        lambda inputs: rewrite_raster(inputs["population"], lambda values: values * np.nan),
+        {},
+    ),
     "HABITABLE_BAND=0": ("buildpredictiongrid", "HABITABLE_BAND", None, {"HABITABLE_BAND": 0}),
     "duplicate cell_ids sampled": (
         "samplechips",
@@ -351,9 +386,28 @@ def digests(paths):
 
 
 @pytest.fixture(scope="module")
-def pristine(tiny_chips, tiny_sample):
+def predictions(tiny_chips, tmp_path_factory):
+    """The bundled model's predictions for the tiny grid (through the worker)."""
+    from povmap_qgis import runner
+
+    output = str(tmp_path_factory.mktemp("bad-input-predictions") / "predictions.gpkg")
+    runner.run_worker(
+        "predict",
+        {
+            "model_path": bundled_model_path(),
+            "chips_path": tiny_chips["chips"],
+            "grid_path": tiny_chips["grid"],
+            "output_path": output,
+        },
+    )
+    return output
+
+
+@pytest.fixture(scope="module")
+def pristine(tiny_chips, tiny_sample, predictions):
     """Read-only originals: the labelled grid, the night-lights store, the full store, the
-    bundled model, the sample's districts, night lights, population raster and survey."""
+    bundled model, the sample's districts, night lights, population raster and survey, and
+    the bundled model's predictions."""
     return {
         "grid": tiny_chips["grid"],
         "chips": tiny_chips["night"],
@@ -363,6 +417,7 @@ def pristine(tiny_chips, tiny_sample):
         "nightlights": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
         "population": os.path.join(tiny_sample, "synthetic_population_3arcsec.tif"),
         "survey": os.path.join(tiny_sample, "synthetic_survey.gpkg"),
+        "predictions": predictions,
     }
 
 
@@ -378,7 +433,7 @@ def test_bad_input_is_refused_with_a_message_and_leaves_nothing(
         "chips": str(inputs / ("night.chips" if algorithm == "train" else "all.chips")),
         "model": str(inputs / "demo.povmodel"),
     }
-    for name in ("districts", "nightlights", "population", "survey"):
+    for name in ("districts", "nightlights", "population", "survey", "predictions"):
         copies[name] = str(inputs / os.path.basename(pristine[name]))
         shutil.copy(pristine[name], copies[name])
     shutil.copy(pristine["grid"], copies["grid"])
@@ -399,6 +454,12 @@ def test_bad_input_is_refused_with_a_message_and_leaves_nothing(
     elif algorithm == "samplechips":
         parameters = {"GRID": copies["grid"], "NIGHTLIGHTS": copies["nightlights"]}
         parameters["OUTPUT"] = str(output / "night.chips")
+    elif algorithm == "target":
+        parameters = {"PREDICTIONS": copies["predictions"], "POPULATION": copies["population"]}
+        parameters.update(BUDGET_UNIT="share_of_people", BUDGET=0.3)
+        parameters["OUTPUT"] = str(output / "target.gpkg")
+        parameters["ALLOCATION"] = str(output / "allocation.csv")
+        parameters["REPORT"] = str(output / "target.html")
     elif algorithm == "buildtraininggrid":
         parameters = {"INPUT": copies["survey"], "SCORE_FIELD": "score"}
         parameters["OUTPUT"] = str(output / "training_grid.gpkg")

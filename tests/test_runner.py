@@ -155,9 +155,18 @@ def test_a_hanging_worker_python_fails_the_algorithm_with_its_name(
 def test_the_start_timeout_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv(runner.START_TIMEOUT_VARIABLE, raising=False)
     assert runner.start_timeout_s() == runner.DEFAULT_START_TIMEOUT_S == 60
-    for text, seconds in (("5", 5.0), ("0", 60.0), ("soon", 60.0)):
+    for text, seconds in (("5", 5.0), (" 2.5 ", 2.5), ("", 60.0)):
         monkeypatch.setenv(runner.START_TIMEOUT_VARIABLE, text)
         assert runner.start_timeout_s() == seconds
+    # an odd value is said, naming the variable, not silently replaced by the default
+    for text in ("abc", "-1", "0", "nan", "inf"):
+        monkeypatch.setenv(runner.START_TIMEOUT_VARIABLE, text)
+        with pytest.raises(runner.WorkerError) as caught:
+            runner.start_timeout_s()
+        assert caught.value.kind == "setup"
+        assert f"{runner.START_TIMEOUT_VARIABLE}='{text}' is not a positive number" in str(
+            caught.value
+        )
 
 
 def test_library_output_on_stdout_does_not_break_the_protocol(tmp_path):

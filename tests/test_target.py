@@ -448,7 +448,7 @@ def test_selection_style_is_stored_as_the_default(layers):
     [
         ({"predictions_path": "not_predictions"}, "PREDICTIONS", "not a prediction layer"),
         ({"population_path": "population_elsewhere"}, "POPULATION", "does not overlap"),
-        ({"budget": -5}, "BUDGET", "0 or more"),
+        ({"budget": -5}, "BUDGET", "give a budget above 0"),
         ({"budget": 1.5, "budget_unit": "share_of_people"}, "BUDGET", "between 0 and 1"),
         ({"district_max_share": 1.2}, "DISTRICT_MAX_SHARE", "between 0 and 1"),
         (

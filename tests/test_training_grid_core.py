@@ -680,3 +680,44 @@ def test_points_read_without_shapely_equal_geopandas_coordinates(tmp_path, odd):
     np.testing.assert_array_equal(found_y[valid], expected.geometry.y.to_numpy()[valid])
     assert np.isnan(found_x[~valid]).all() and (~valid).sum() == (odd in ("empty", "missing"))
     assert table["score"].tolist() == expected["score"].tolist()
+
+
+def test_scores_far_outside_the_others_are_named_in_a_warning(tmp_path):
+    """-50 and 1e308 among scores of 0-100: used (they are numbers), but said, naming
+    SCORE_FIELD; an ordinary survey gets no such warning."""
+    rng = np.random.default_rng(8)
+    x, y, score, _ = households_with_known_cells(rng, n_cells=30)
+    odd = np.asarray(score, dtype="float64").copy()
+    odd[:2] = [-50.0, 1e308]
+    warned = {}
+    for name, values in (("plain", score), ("odd", odd)):
+        path = write_points(tmp_path / f"{name}.gpkg", x, y, UTM, score=values)
+        reporter = RecordingReporter()
+        build_training_grid(
+            TrainingGridOptions(
+                points_path=str(path),
+                score_field="score",
+                output_path=str(tmp_path / f"g{name}.gpkg"),
+                crs=UTM,
+            ),
+            reporter,
+        )
+        warned[name] = [text for text in reporter.warnings if text.startswith("SCORE_FIELD:")]
+    assert warned["plain"] == []
+    assert len(warned["odd"]) == 1 and "2 household(s)" in warned["odd"][0]
+    assert "-50" in warned["odd"][0] and "1e+308" in warned["odd"][0]
+
+
+def test_a_cutoff_that_is_not_finite_is_refused(tmp_path):
+    path = write_points(tmp_path / "p.gpkg", [600_500.0], [2_800_500.0], UTM, score=[1.0])
+    for cutoff in (float("nan"), float("inf")):
+        with pytest.raises(PovmapInputError) as caught:
+            build_training_grid(
+                TrainingGridOptions(
+                    points_path=str(path),
+                    score_field="score",
+                    output_path=str(tmp_path / "g.gpkg"),
+                    cutoff=cutoff,
+                )
+            )
+        assert caught.value.parameter == "CUTOFF"

@@ -52,6 +52,7 @@ from .parameter_values import (
     enum_help,
     labelled_error,
     number_decimals,
+    odd_numbers,
     unknown_enum_values,
     with_labels,
 )
@@ -179,6 +180,17 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             return False, self.tr(
                 f"{definition.description()} ({definition.name()}): '{value}' is not one of "
                 f"{enum_help(definition)}."
+            )
+        for definition, value, problem in odd_numbers(self, parameters):
+            whole = definition.dataType() == QgsProcessingParameterNumber.Type.Integer
+            bounds = _range_text(definition)
+            return False, labelled_error(
+                self.tr(
+                    f"{definition.name()}: '{value}' {problem}; give "
+                    f"{'a whole number' if whole else 'a number'}"
+                    f"{' between ' + bounds if bounds else ''}."
+                ),
+                self.parameterDefinitions(),
             )
         ok, message = super().checkParameterValues(completed_parameters(self, parameters), context)
         if not ok:  # QGIS says "not found" also for a file that is there but unreadable
@@ -597,6 +609,14 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             feedback.pushWarning(
                 f"Run history: the report was not stored with run {run_id}: {error}"
             )
+
+
+def _range_text(definition):
+    """'0 and 1' for a number parameter with both bounds, '' otherwise."""
+    low, high = definition.minimum(), definition.maximum()
+    if low <= -1e300 or high >= 1e300 or low < -(2**31) or high > 2**31:
+        return ""
+    return f"{low:g} and {high:g}"
 
 
 def _with_private_exports(process):

@@ -122,3 +122,49 @@ def labelled_error(message, definitions):
 def metric_label(key):
     """A metric's name as a label says it: recall, precision, accuracy, AUC (not "auc")."""
     return "AUC" if key.lower() == "auc" else key.lower()
+
+
+INTEGER_RANGE = (-(2**31), 2**31 - 1)  # what QGIS's parameterAsInt can hold
+
+
+def odd_numbers(algorithm, parameters):
+    """[(definition, value, what is wrong)] for number parameters QGIS 3.22 would read as
+    something else: text that is not a number (EPOCHS=many read as 0, i.e. the preset's
+    epochs), NaN or infinity (CUTOFF=nan labelled every cell 0), a fraction or a number
+    beyond 32 bits for a whole-number parameter (SEED=1e20 became 0)."""
+    import math
+
+    from qgis.core import QgsProcessingParameterNumber
+
+    found = []
+    for definition in algorithm.parameterDefinitions():
+        if not isinstance(definition, QgsProcessingParameterNumber):
+            continue
+        value = parameters.get(definition.name())
+        if (
+            value is None
+            or isinstance(value, bool)
+            or (isinstance(value, str) and not value.strip())
+        ):
+            continue
+        if not isinstance(value, (int, float, str)):
+            continue  # an expression or a layer property: QGIS evaluates it
+        try:
+            number = float(value)
+        except ValueError:
+            found.append((definition, value, "is not a number"))
+            continue
+        if not math.isfinite(number):
+            found.append((definition, value, "is not a finite number"))
+        elif definition.dataType() == QgsProcessingParameterNumber.Type.Integer:
+            if number != int(number):
+                found.append((definition, value, "is not a whole number"))
+            elif not INTEGER_RANGE[0] <= number <= INTEGER_RANGE[1]:
+                found.append(
+                    (
+                        definition,
+                        value,
+                        f"is beyond {INTEGER_RANGE[1]:,}, the largest whole number QGIS reads",
+                    )
+                )
+    return found

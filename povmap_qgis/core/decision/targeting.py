@@ -246,6 +246,13 @@ def _population(options, cells, reporter, notes):
     population, inside = cell_population(
         cells.geometry, options.population_path, "POPULATION", reporter.stage(5, 60)
     )
+    if not float(population.sum()) > 0:  # cell_population counts NaN and negatives as 0
+        raise PovmapInputError(
+            "POPULATION",
+            f"the raster '{options.population_path}' has no people in any predicted cell (its "
+            "pixels there are nodata, NaN, zero or negative, which count as no one): check its "
+            "values, nodata value and extent, or choose the population raster of this area.",
+        )
     partly = int((inside < 0.95).sum())  # sub-pixel counting is exact to about 1 %
     if partly:
         notes.append(
@@ -448,8 +455,17 @@ def _check_options(options):
             "RANK_BY", f"'{options.rank_by}' is not a ranking; use one of {', '.join(RANK_BY)}."
         )
     budget = _number(options.budget, "BUDGET")
-    if budget is None or budget < 0:
-        raise PovmapInputError("BUDGET", f"{options.budget}: give a budget of 0 or more.")
+    if budget is None or budget <= 0:
+        raise PovmapInputError(
+            "BUDGET",
+            f"{options.budget}: a budget of 0 or less enrols no cell; give a budget above 0.",
+        )
+    if options.budget_unit == "cells" and budget != int(budget):
+        raise PovmapInputError(
+            "BUDGET",
+            f"{budget:g} is not a whole number of cells (BUDGET_UNIT cells): a cell is enrolled "
+            "whole; give a whole number, or a share with BUDGET_UNIT share_of_cells.",
+        )
     if options.budget_unit.startswith("share_") and budget > 1:
         raise PovmapInputError(
             "BUDGET",

@@ -229,6 +229,18 @@ def _check_options(options):
         raise PovmapInputError(
             "DISTRICT_FIELD", "choose the field of DISTRICTS that holds the district name."
         )
+    if options.cutoff is None or not np.isfinite(options.cutoff):
+        raise PovmapInputError(
+            "CUTOFF",
+            f"the poverty line must be a finite number (got {options.cutoff}): with it every "
+            "cell would be labelled not poor.",
+        )
+    if options.min_date and not options.date_field:
+        raise PovmapInputError(
+            "MIN_DATE",
+            f"MIN_DATE ({options.min_date}) needs DATE_FIELD, the field holding each "
+            "household's survey date; choose it, or clear MIN_DATE.",
+        )
     if options.min_date:
         _parse_min_date(options.min_date)
 
@@ -254,6 +266,34 @@ def _checked_columns(info, options):
         vectors.require_field(info, options.household_field, path, layer, "HOUSEHOLD_FIELD")
         columns.append(options.household_field)
     return list(dict.fromkeys(columns))
+
+
+ODD_SCORE_SPREADS = 20.0  # beyond this many robust spreads from the median: not a score
+
+
+def _warn_odd_scores(scores, options, reporter):
+    """Warn, naming SCORE_FIELD, about scores far outside the others (more than 20 robust
+    spreads from the median, e.g. 1e308 among poverty scores of 0 to 100) or negative among
+    scores that are otherwise not (under 5 % of them, e.g. -50 or -99): typing errors or
+    missing-value codes counted as scores."""
+    if len(scores) < 3:
+        return
+    centre = float(np.median(scores))
+    spread = 1.4826 * float(np.median(np.abs(scores - centre)))
+    reach = ODD_SCORE_SPREADS * max(spread, 1e-9 * max(1.0, abs(centre)))
+    odd = np.abs(scores - centre) > reach
+    negative = scores < 0
+    if negative.mean() < 0.05:  # a few negatives among scores that are otherwise never below 0
+        odd |= negative
+    if not odd.any():
+        return
+    values = ", ".join(f"{value:g}" for value in np.unique(scores[odd])[:5])
+    reporter.warning(
+        f"SCORE_FIELD: {int(odd.sum())} household(s) have scores far outside the others "
+        f"(median {centre:g}; e.g. {values}): typing errors or missing-value codes (-99, 9999) "
+        "read as scores? They are used as scores and move their cells' medians: correct them "
+        "or set them to NULL (then they are skipped)."
+    )
 
 
 def _parse_min_date(text):
@@ -285,6 +325,7 @@ def _clean_attributes(x, table, options, counts, reporter):
             f"{counts['dropped_null_score']} household(s) have no value in SCORE_FIELD '{options.score_field}' and were skipped."
         )
 
+    _warn_odd_scores(scores[keep], options, reporter)
     if options.drop_zero:
         zero = keep & (scores == 0)
         counts["dropped_zero"] = int(zero.sum())
