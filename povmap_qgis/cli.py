@@ -211,11 +211,11 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up like Ctrl+C
     try:
         if arguments.step == "samplechips":
-            from povmap_qgis.core.chips.sampling import sample_chips
+            from povmap_qgis.core.engines.steps import sample_chips
 
             summary = sample_chips(chip_options(arguments), reporter)
         else:
-            from povmap_qgis.core.model.prediction import predict
+            from povmap_qgis.core.engines.steps import predict
 
             summary = predict(predict_options(arguments), reporter)
     except PovmapInputError as error:

@@ -34,9 +34,9 @@ STEPS = {
         "PredictionGridOptions",
         "build_prediction_grid",
     ),
-    "sample_chips": ("povmap_qgis.core.chips.sampling", "ChipOptions", "sample_chips"),
+    "sample_chips": ("povmap_qgis.core.engines.steps", "ChipOptions", "sample_chips"),
     "train": ("povmap_qgis.core.model.training", "TrainOptions", "train"),
-    "predict": ("povmap_qgis.core.model.prediction", "PredictOptions", "predict"),
+    "predict": ("povmap_qgis.core.engines.steps", "PredictOptions", "predict"),
     "evaluate": ("povmap_qgis.core.validation.evaluation", "EvaluateOptions", "evaluate"),
     "crossvalidate": (
         "povmap_qgis.core.validation.crossvalidation",

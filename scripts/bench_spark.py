@@ -65,7 +65,7 @@ def timed(function, *arguments, **keywords):
 
 
 def start_session(master):
-    from povmap_qgis.core.model import spark_engine
+    from povmap_qgis.core.engines import spark_engine
 
     os.environ.setdefault(spark_engine.EXTRA_CONF_VARIABLE, "spark.ui.enabled=false")
     seconds, (session, _) = timed(spark_engine.spark_session, master, "povmap-bench")
@@ -76,7 +76,7 @@ def start_session(master):
 def bench_sampling(grid, sample, folder):
     from bench_chips import chip_inputs
 
-    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.engines.steps import ChipOptions, sample_chips
 
     def run(name, **engine):
         output = os.path.join(folder, f"{name}.chips")
@@ -112,7 +112,7 @@ def bench_sampling(grid, sample, folder):
 
 
 def bench_predict(store, grid, folder, cells):
-    from povmap_qgis.core.model.prediction import PredictOptions, predict
+    from povmap_qgis.core.engines.steps import PredictOptions, predict
     from povmap_qgis.paths import bundled_model_path
 
     def run(name, **engine):
@@ -177,7 +177,7 @@ def measure(grid, sample, output, engine, master):
     """One sampling run in this (fresh) process: seconds, cells and the process's peak memory."""
     from bench_chips import chip_inputs
 
-    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.engines.steps import ChipOptions, sample_chips
 
     if engine == "spark":
         start_session(master)
@@ -229,7 +229,7 @@ def scale_model(sample, folder, cell_size):
     """A small package for cells of ``cell_size`` m (compact CNN + statistics member)."""
     from bench_chips import chip_inputs
 
-    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.engines.steps import ChipOptions, sample_chips
     from povmap_qgis.core.grid.training_grid import TrainingGridOptions, build_training_grid
     from povmap_qgis.core.model.training import TrainOptions, train
 
@@ -272,8 +272,7 @@ def measure_predict(kind, grid, sample, model, output, master):
     """One prediction run in this (fresh) process; prints its figures as JSON."""
     from bench_chips import chip_inputs
 
-    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
-    from povmap_qgis.core.model.prediction import PredictOptions, predict
+    from povmap_qgis.core.engines.steps import ChipOptions, PredictOptions, predict, sample_chips
 
     figures = {}
     started = time.perf_counter()

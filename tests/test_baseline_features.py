@@ -3,6 +3,7 @@ package's own feature order (the manifest's normalisation comes back in alphabet
 
 import numpy as np
 
+from povmap_qgis.core.chips import chip_features
 from povmap_qgis.core.chips.chip_store import ChipStore
 from povmap_qgis.core.chips.input_transforms import apply_transform
 from povmap_qgis.core.history import drift
@@ -13,13 +14,13 @@ from povmap_qgis.paths import bundled_model_path
 def test_a_stored_packages_features_follow_its_feature_list(tiny_chips):
     manifest = model_package.read_package(bundled_model_path())
     simple = manifest["baseline"]
-    order = baseline.feature_inputs(simple)
+    order = chip_features.feature_inputs(simple)
     # The trap: read back from the file, the normalisation is in another order than fitted.
     assert order == ["daytime", "nightlights", "accessibility"]
     assert list(manifest["normalisation"]) != order
     store = ChipStore(tiny_chips["chips"])
     rows = np.arange(0, len(store), 3)
-    features = baseline.chip_features(store, rows, manifest["normalisation"], order)
+    features = chip_features.chip_features(store, rows, manifest["normalisation"], order)
     assert features.shape == (len(rows), len(simple["features"]))
     for column, feature in enumerate(simple["features"]):
         name, band = feature["input"], feature["band"] - 1
@@ -55,14 +56,14 @@ def test_predicts_baseline_and_range_flags_use_the_packages_feature_order(tiny_c
     store = ChipStore(tiny_chips["chips"])
     rows = np.arange(len(store))
     members = {"prob_mean": np.full(len(rows), 0.4), "disagreement": np.zeros(len(rows))}
-    by_hand = baseline.chip_features(
-        store, rows, manifest["normalisation"], baseline.feature_inputs(simple)
+    by_hand = chip_features.chip_features(
+        store, rows, manifest["normalisation"], chip_features.feature_inputs(simple)
     )
     # what predict computes from a store, and from the rasters (the chips of a batch)
-    from_store = baseline.package_features(store, rows, manifest)
+    from_store = chip_features.package_features(store, rows, manifest)
     chips = {name: store.batch_of(name, rows) for name in manifest["normalisation"]}
-    from_rasters = baseline.features_of_chips(
-        chips, manifest["normalisation"], baseline.feature_inputs(simple)
+    from_rasters = chip_features.features_of_chips(
+        chips, manifest["normalisation"], chip_features.feature_inputs(simple)
     )
     np.testing.assert_array_equal(from_store, by_hand)
     np.testing.assert_array_equal(from_rasters, by_hand)

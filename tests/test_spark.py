@@ -26,7 +26,7 @@ if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
-    from povmap_qgis.core.model import spark_engine
+    from povmap_qgis.core.engines import spark_engine
 
     marker = str(tmp_path_factory.mktemp("spark-fault") / "crash")
     previous = {
@@ -62,7 +62,7 @@ def tiny_inputs(sample):
 
 
 def sample_on_spark(tiny_sample, tiny_chips, output, reporter=None):
-    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.engines.steps import ChipOptions, sample_chips
 
     return sample_chips(
         ChipOptions(
@@ -205,8 +205,8 @@ def test_spark_predictions_equal_local_predictions_through_the_command_line(
 
 
 def test_extra_settings_are_read_and_bad_ones_name_the_variable():
+    from povmap_qgis.core.engines.spark_engine import extra_conf
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.model.spark_engine import extra_conf
 
     assert extra_conf("spark.executor.memory=4g; spark.task.cpus = 2;") == {
         "spark.executor.memory": "4g",
@@ -251,8 +251,8 @@ def test_engine_spark_by_name_through_processing_and_the_worker(
 
 
 def test_without_pyspark_engine_spark_says_what_to_install(monkeypatch):
+    from povmap_qgis.core.engines.spark_engine import spark_session
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.model.spark_engine import spark_session
 
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)  # as if PySpark were not installed
     with pytest.raises(PovmapInputError) as error:
@@ -264,8 +264,8 @@ def test_without_pyspark_engine_spark_says_what_to_install(monkeypatch):
 
 
 def test_a_failed_task_reads_as_the_executor_python_error():
+    from povmap_qgis.core.engines.spark_engine import task_error
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.model.spark_engine import task_error
 
     jvm_text = (
         "An error occurred while calling collectAndServe.\n"
@@ -483,7 +483,7 @@ def test_an_input_beyond_float16_is_widened_on_spark_as_by_the_local_engine(
     predicting from the rasters (equal to predictions from that store); nothing stored there."""
     from helpers import read_grid
 
-    from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+    from povmap_qgis.core.engines.steps import ChipOptions, sample_chips
     from povmap_qgis.core.progress import RecordingReporter
 
     inputs = tiny_inputs(tiny_sample)
@@ -547,8 +547,8 @@ def test_an_input_beyond_float16_is_widened_on_spark_as_by_the_local_engine(
 def test_predicting_from_rasters_names_the_missing_input_and_a_band_mismatch(
     tiny_sample, tiny_chips, tmp_path
 ):
+    from povmap_qgis.core.engines.steps import PredictOptions, predict
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.model.prediction import PredictOptions, predict
     from povmap_qgis.paths import bundled_model_path
 
     def attempt(inputs):
@@ -588,8 +588,8 @@ def test_predicting_from_rasters_names_the_missing_input_and_a_band_mismatch(
 def test_cancel_while_spark_predicts_from_rasters_writes_nothing(
     spark, tiny_sample, tiny_chips, tmp_path
 ):
+    from povmap_qgis.core.engines.steps import PredictOptions, predict
     from povmap_qgis.core.errors import PovmapCanceledError
-    from povmap_qgis.core.model.prediction import PredictOptions, predict
     from povmap_qgis.core.progress import Reporter
     from povmap_qgis.paths import bundled_model_path
 

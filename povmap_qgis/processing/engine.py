@@ -1,4 +1,4 @@
-"""ENGINE and SPARK_MASTER: where samplechips and predict run (core/model/spark_engine.py for Spark).
+"""ENGINE and SPARK_MASTER: where samplechips and predict run (core/engines/spark_engine.py for Spark).
 
 Shared by the two algorithms that have a Spark engine; PySpark itself is
 imported only by the worker.

@@ -5,7 +5,7 @@ import os
 WORKER_PYTHON = "POVMAP_WORKER_PYTHON"
 TRACKING_URI = "POVMAP_TRACKING_URI"
 TRACKING_URI_VARIABLES = ("POVMAP_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
-SPARK_CONF = "POVMAP_SPARK_CONF"  # also the worker's variable (core/model/spark_engine.py)
+SPARK_CONF = "POVMAP_SPARK_CONF"  # also the worker's variable (core/engines/spark_engine.py)
 PROVIDER_NAME = "Poverty mapping"
 
 

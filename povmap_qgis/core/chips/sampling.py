@@ -13,7 +13,6 @@ input; a cell is never silently filled with zeros.
 """
 
 import dataclasses
-import functools
 import time
 
 import numpy as np
@@ -73,14 +72,20 @@ class ChipOptions:
     dtype: str = "float16"
     nodata_grid_path: str | None = None  # optional copy of the grid with nodata fields per input
     style_qml_path: str | None = None
-    engine: str = "local"  # "local" (this process) or "spark" (core/model/spark_engine.py)
+    engine: str = "local"  # "local" (this process) or "spark" (core/engines/spark_engine.py)
     spark_master: str = "local[*]"
 
 
-def sample_chips(options, reporter=None):
-    """Fill the chip store at ``options.output_path``; return a summary."""
+def sample_chips(options, reporter=None, remote=None):
+    """Fill the chip store at ``options.output_path``; return a summary.
+
+    ``remote``: the engine that samples the pending blocks elsewhere when ``options.engine``
+    is not local (``core/engines/steps.py`` hands it over; this module knows no engine).
+    """
     reporter = reporter or Reporter()
     started = time.monotonic()
+    if options.engine == "spark":
+        remote_engine(remote)  # before any work
     inputs = [spec if isinstance(spec, ChipInput) else ChipInput(**spec) for spec in options.inputs]
     if not inputs:
         raise PovmapInputError(
@@ -139,7 +144,7 @@ def sample_chips(options, reporter=None):
                 reporter.info(
                     f"Resuming the chip store: {len(cell_ids) - len(pending)} of {len(cell_ids)} cells were already sampled."
                 )
-            _engine(options)(writer, inputs, pending, grid, dtypes, reporter)
+            _engine(options, remote)(writer, inputs, pending, grid, dtypes, reporter)
         except WiderDtypeNeededError as widen:
             # Chips already stored in float16 lost precision: start again with the input in float32.
             writer.discard()
@@ -192,15 +197,24 @@ def sample_chips(options, reporter=None):
     return summary
 
 
-def _engine(options):
+def _engine(options, remote):
     """What samples the pending blocks: threads in this process, or Spark tasks (same sampler)."""
     if options.engine == "spark":
-        from ..model.spark_engine import sample_blocks_on_spark
-
-        return functools.partial(sample_blocks_on_spark, master=options.spark_master)
+        return remote_engine(remote).sample_blocks
     if options.engine != "local":
         raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
     return sample_blocks
+
+
+def remote_engine(remote):
+    """The engine ENGINE=spark runs on; a step called without one is called past the engines."""
+    if remote is None:
+        raise PovmapInputError(
+            "ENGINE",
+            "ENGINE=spark runs through povmap_qgis.core.engines.steps (as the worker and the "
+            "command line do), which hands the step its Spark engine.",
+        )
+    return remote
 
 
 def refuse_inputs_without_data(inputs, nodata):

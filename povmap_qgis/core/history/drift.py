@@ -42,8 +42,8 @@ def drift_scores(model_path, chips_path, sample_cells=SAMPLE_CELLS):
         return {}, NO_REFERENCE
     import numpy as np
 
+    from ..chips.chip_features import chip_features, feature_inputs
     from ..chips.chip_store import ChipStore
-    from ..model.baseline import chip_features, feature_inputs
 
     store = ChipStore(chips_path)
     try:
@@ -67,7 +67,7 @@ def reference_of(manifest):
 
 
 def input_scores(manifest, features):
-    """{input: PSI} of per-chip statistics ``features`` (``baseline.chip_features``) against the reference.
+    """{input: PSI} of per-chip statistics ``features`` (``chip_features.chip_features``) against the reference.
 
     An input's score is its worst statistic; {} without a reference.
     """

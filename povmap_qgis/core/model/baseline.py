@@ -23,87 +23,10 @@ cells' share between them — one reference of the training distribution, in
 
 import numpy as np
 
-from ..chips.input_transforms import apply_transform
+from ..chips.chip_features import chip_features, feature_definition
 
-STATISTICS = ("mean", "max", "std", "centre")
 C = 1.0  # scikit-learn's default regularisation
 RANGE_PERCENTILES = (1.0, 99.0)
-
-
-def feature_definition(normalisation):
-    """[{"input", "band", "statistic"}] in the order of ``chip_features``' columns."""
-    return [
-        {"input": name, "band": band + 1, "statistic": statistic}
-        for name, spec in normalisation.items()
-        for band in range(len(spec["mean"]))
-        for statistic in STATISTICS
-    ]
-
-
-def feature_inputs(model):
-    """The inputs in the order of a fitted baseline's feature columns.
-
-    A manifest read back from its file has ``normalisation`` in alphabetical order
-    (it is written with sorted keys), not in the order the features were fitted in.
-    """
-    return list(dict.fromkeys(feature["input"] for feature in model["features"]))
-
-
-def package_features(store, rows, manifest):
-    """The per-chip statistics a stored package's baseline reads, in its column order."""
-    return chip_features(
-        store, rows, manifest["normalisation"], feature_inputs(manifest["baseline"])
-    )
-
-
-def chip_features(store, rows, normalisation, inputs=None, batch_rows=256):
-    """Per-chip statistics of store ``rows`` ([n, features], NaN where a chip has no valid pixel).
-
-    Columns go input by input in the order of ``inputs`` (default: ``normalisation``'s,
-    which is the fitting order only before the manifest is written: pass
-    ``feature_inputs(model)`` for a stored baseline).
-    """
-    rows = np.asarray(rows, dtype="int64")
-    parts = [
-        features_of_chips(
-            {
-                name: store.batch_of(name, rows[start : start + batch_rows])
-                for name in normalisation
-            },
-            normalisation,
-            inputs,
-        )
-        for start in range(0, len(rows), batch_rows)
-    ]
-    if not parts:
-        return np.zeros((0, len(feature_definition(normalisation))))
-    return np.concatenate(parts)
-
-
-def features_of_chips(chips, normalisation, inputs=None):
-    """Per-chip statistics of one batch of chips ({input: [n, H, W, bands]} as stored).
-
-    The same numbers whether the chips come from a store or straight from the
-    rasters (predicting without a store, core/model/raster_prediction.py).
-    """
-    import warnings
-
-    columns = []
-    for name in inputs or list(normalisation):  # see chip_features
-        spec = normalisation[name]
-        values = apply_transform(chips[name], spec).astype("float64")
-        size = values.shape[1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chips give NaN
-            statistics = [
-                np.nanmean(values, axis=(1, 2)),
-                np.nanmax(values, axis=(1, 2)),
-                np.nanstd(values, axis=(1, 2)),
-                values[:, size // 2, values.shape[2] // 2, :],
-            ]
-        # [batch, bands, statistics] -> columns ordered band by band, statistic by statistic
-        columns.append(np.stack(statistics, axis=-1).reshape(len(values), -1))
-    return np.concatenate(columns, axis=1)
 
 
 def fit(features, labels, normalisation, balanced=True):

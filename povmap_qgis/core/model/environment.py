@@ -1,5 +1,6 @@
 """What the worker environment can do (Python, key packages, GPU)."""
 
+import contextlib
 import importlib
 import platform
 import shutil
@@ -91,3 +92,12 @@ def nvidia_gpu_memory():
         if name.strip() and memory.strip().isdigit():
             found.append([name.strip(), int(memory)])
     return found
+
+
+def limit_tensorflow_threads(cpus):
+    """TensorFlow's thread pools sized to ``cpus``, before it starts them (a Spark task's cores)."""
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):  # already initialised in this worker
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)

@@ -30,8 +30,9 @@ import time
 import numpy as np
 
 from .. import vectors
+from ..chips import chip_features
 from ..chips.chip_store import ChipStore
-from ..chips.sampling import read_cell_ids
+from ..chips.sampling import read_cell_ids, remote_engine
 from ..errors import PovmapInputError
 from ..geopackage import write_layer
 from ..history import drift
@@ -55,7 +56,7 @@ class PredictOptions:
     batch_rows: int = 64
     style_qml_path: str | None = None
     extra_styles: list | None = None  # [(qml path, style name)] stored beside the default style
-    engine: str = "local"  # "local" (this process) or "spark" (core/model/spark_engine.py)
+    engine: str = "local"  # "local" (this process) or "spark" (core/engines/spark_engine.py)
     spark_master: str = "local[*]"
     # "chips": read the chip store; "rasters": sample ``inputs`` (ChipInput or dicts) cell
     # block by cell block and predict, storing no chips (core/model/raster_prediction.py)
@@ -64,7 +65,9 @@ class PredictOptions:
     max_nodata: float = 0.1  # chip_flagged from rasters (a store keeps its own)
 
 
-def predict(options, reporter=None):
+def predict(options, reporter=None, remote=None):
+    """Predict every cell; ``remote``: the engine that predicts elsewhere when ``options.engine``
+    is not local (``core/engines/steps.py`` hands it over; this module knows no engine)."""
     reporter = reporter or Reporter()
     started = time.monotonic()
     manifest = model_package.read_package(options.model_path)
@@ -74,8 +77,10 @@ def predict(options, reporter=None):
         )
     if options.engine not in ENGINES:
         raise PovmapInputError("ENGINE", f"unknown engine '{options.engine}' (local or spark).")
+    if options.engine == "spark":
+        remote_engine(remote)  # before any work
     if options.source == "rasters":
-        cells = _from_rasters(options, manifest, reporter)
+        cells = _from_rasters(options, manifest, reporter, remote)
     else:
         if not options.chips_path:
             raise PovmapInputError(
@@ -83,7 +88,7 @@ def predict(options, reporter=None):
                 "choose the grid's chip store (Sample image chips), or predict from the rasters "
                 "(SOURCE=rasters with DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA).",
             )
-        cells = _from_store(options, manifest, reporter)
+        cells = _from_store(options, manifest, reporter, remote)
     checkpoint = cells.get("checkpoint")
     try:
         grid, drift_scores = _write_predictions(options, manifest, cells, reporter)
@@ -151,7 +156,7 @@ def _write_predictions(options, manifest, cells, reporter):
     return grid, json.loads(trust_metadata.get("povmap_drift", "{}"))
 
 
-def _from_store(options, manifest, reporter):
+def _from_store(options, manifest, reporter, remote):
     """Cell ids, members' probabilities, baseline features and nodata of the grid, from the store."""
     store = ChipStore(options.chips_path)
     model_package.check_inputs_match(manifest, store.manifest)
@@ -163,7 +168,7 @@ def _from_store(options, manifest, reporter):
     reporter.info(members_summary(manifest["members"], len(rows)))
     if manifest.get("notice"):
         reporter.warning(manifest["notice"])
-    probabilities = _member_probabilities(options, manifest, store, rows, reporter)
+    probabilities = _member_probabilities(options, manifest, store, rows, reporter, remote)
     simple = manifest.get("baseline")
     return {
         "id_field": id_field,
@@ -171,13 +176,13 @@ def _from_store(options, manifest, reporter):
         "cell_size": store.manifest["settings"].get("cell_size"),
         "cell_ids": cell_ids,
         "probabilities": probabilities,
-        "features": (baseline.package_features(store, rows, manifest) if simple else None),
+        "features": (chip_features.package_features(store, rows, manifest) if simple else None),
         "nodata": np.asarray(store.nodata_fraction)[rows],
         "max_nodata": float(store.manifest.get("max_nodata", 0.1)),
     }
 
 
-def _from_rasters(options, manifest, reporter):
+def _from_rasters(options, manifest, reporter, remote):
     """The same, sampled from the rasters cell block by cell block (no chips stored)."""
     from .raster_prediction import predict_from_rasters
 
@@ -185,7 +190,7 @@ def _from_rasters(options, manifest, reporter):
         reporter.warning("SOURCE=rasters: the chip store (CHIPS) is not read.")
     if manifest.get("notice"):
         reporter.warning(manifest["notice"])
-    predicted = predict_from_rasters(options, manifest, reporter)
+    predicted = predict_from_rasters(options, manifest, reporter, remote)
     reporter.info(members_summary(manifest["members"], len(predicted.cell_ids)))
     return {
         "id_field": options.id_field or CELL_ID,
@@ -272,18 +277,11 @@ def decided_class(manifest, grid, reporter):
     return pred, {"povmap_decision_threshold": float(threshold), "povmap_decision": rule}
 
 
-def _member_probabilities(options, manifest, store, rows, reporter):
+def _member_probabilities(options, manifest, store, rows, reporter, remote):
     """Each member's probability per row: batches in this process, or Spark tasks (same code)."""
     if options.engine == "spark":
-        from .spark_engine import predict_rows_on_spark
-
-        return predict_rows_on_spark(
-            options.model_path,
-            options.chips_path,
-            rows,
-            options.batch_rows,
-            reporter,
-            master=options.spark_master,
+        return remote_engine(remote).predict_rows(
+            options.model_path, options.chips_path, rows, options.batch_rows, reporter
         )
     models = model_package.load_members(manifest)
     reporter.progress(5)

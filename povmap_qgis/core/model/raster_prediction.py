@@ -9,11 +9,11 @@ again with that input wider), and hands the chips to the members in batches
 (``learning_data.predict_batch``, as predicting from a store does). So the
 probabilities are those of a store sampled on the same grid, without the
 store: nothing is written but the prediction layer. The per-chip statistics
-of the transparent baseline (``baseline.features_of_chips``) and the nodata
+of the transparent baseline (``chip_features.features_of_chips``) and the nodata
 fractions travel back with the probabilities (a few numbers per cell).
 
 Runs in this process (``engine="local"``) or as Spark tasks
-(``spark_engine.predict_from_rasters_on_spark``), each calling
+(``core/engines/spark_engine.py``), each calling
 ``sample_and_predict`` below on its blocks.
 
 Resumable. The grid's blocks, in raster order, are cut into *parts* of about
@@ -38,10 +38,10 @@ import signal
 import numpy as np
 
 from ..atomic import OutputLock
-from ..chips import sampling
+from ..chips import chip_features, sampling
 from ..errors import PovmapInputError
 from ..names import CELL_ID
-from . import baseline, learning_data, model_package
+from . import learning_data, model_package
 
 CHUNK_CELLS = 4096  # the most cells of one resumable part (a finished part is kept on disk)
 CHUNKS_AT_LEAST = 64  # smaller grids: parts of len(grid) / 64 cells, so tasks stay many
@@ -95,7 +95,7 @@ def input_specs(inputs, manifest, parameter="SOURCE"):
     return ordered
 
 
-def predict_from_rasters(options, manifest, reporter):
+def predict_from_rasters(options, manifest, reporter, remote=None):
     """Sample and predict every cell of ``options.grid_path`` from ``options.inputs``."""
     inputs = input_specs(options.inputs, manifest)
     resolution, chip_size = float(manifest["resolution"]), int(manifest["chip_size"])
@@ -120,7 +120,7 @@ def predict_from_rasters(options, manifest, reporter):
         "baseline": bool(manifest.get("baseline")),
         # the stored baseline's column order (the manifest's normalisation is alphabetical)
         "feature_inputs": (
-            baseline.feature_inputs(manifest["baseline"]) if manifest.get("baseline") else None
+            chip_features.feature_inputs(manifest["baseline"]) if manifest.get("baseline") else None
         ),
     }
     blocks = sampling.group_blocks(np.arange(len(cell_ids)), grid)
@@ -148,10 +148,8 @@ def predict_from_rasters(options, manifest, reporter):
             pending = [index for index in range(len(chunks)) if index not in done]
             try:
                 if options.engine == "spark":
-                    from .spark_engine import predict_from_rasters_on_spark
-
-                    predict_from_rasters_on_spark(
-                        job, chunks, pending, grid, reporter, checkpoint.keep, options.spark_master
+                    sampling.remote_engine(remote).predict_from_rasters(
+                        job, chunks, pending, grid, reporter, checkpoint.keep
                     )
                 else:
                     if models is None and pending:
@@ -372,7 +370,7 @@ def sample_and_predict(models, job, payloads, on_cells=None):
         probabilities_out.append(np.stack([values[:count] for values in probabilities]))
         if job["baseline"]:
             features_out.append(
-                baseline.features_of_chips(batch, job["normalisation"], job["feature_inputs"])
+                chip_features.features_of_chips(batch, job["normalisation"], job["feature_inputs"])
             )
 
     with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):

@@ -28,11 +28,11 @@ import types
 import numpy as np
 
 from .. import strict_json
+from ..chips.chip_features import STATISTICS
 
 NAME = "stats_gbm"
 KIND = "hist_gradient_boosting"
 WEIGHTS_SUFFIX = ".trees.json"
-STATISTICS = ("mean", "max", "std", "centre")  # as core.model.baseline
 PARAMETERS = {
     "max_iter": 200,
     "learning_rate": 0.05,

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from ..atomic import out_of_room, partial_path, publish_folder
+from ..chips import chip_features
 from ..chips.chip_store import ChipStore
 from ..errors import PovmapInputError
 from ..labels import label_sentence, poor_below_from_metadata
@@ -637,7 +638,7 @@ def fit_baseline_and_calibration(
         calibration.fit_platt(validation_raw, validation_labels),
         fitted_on="validation cells",
     )
-    test_features = baseline.chip_features(store, store_rows[split["test"]], normalisation)
+    test_features = chip_features.chip_features(store, store_rows[split["test"]], normalisation)
     calibrated_validation = calibration.calibrate(validation_raw, ensemble_calibration)
     decision, rule = calibration.decision_threshold(
         target_recall,

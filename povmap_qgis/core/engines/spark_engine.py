@@ -439,7 +439,7 @@ def predict_rows_on_spark(model_path, chips_path, rows, batch_rows, reporter, ma
 
 def _predict_partition(job, partition, payloads):
     from ..chips.chip_store import ChipStore
-    from . import learning_data, model_package
+    from ..model import learning_data, model_package
 
     _crash_if_asked("predict", partition, job["parts"] - 1)
     manifest = model_package.read_package(job["model"])  # hashes checked on this executor
@@ -469,16 +469,14 @@ def _threads_per_task():
     context = TaskContext.get()
     cpus = context.cpus() if context is not None else 0
     if cpus:
-        import tensorflow as tf
+        from ..model.environment import limit_tensorflow_threads
 
-        with contextlib.suppress(RuntimeError):  # already initialised in this worker
-            tf.config.threading.set_intra_op_parallelism_threads(cpus)
-            tf.config.threading.set_inter_op_parallelism_threads(cpus)
+        limit_tensorflow_threads(cpus)
 
 
 def _members(manifest):
     """The package's Keras members, built once per Python worker (TensorFlow loads once)."""
-    from . import model_package
+    from ..model import model_package
 
     key = (manifest["path"], tuple(member.get("sha256", "") for member in manifest["members"]))
     if key not in _members_cache:
@@ -559,8 +557,8 @@ def predict_from_rasters_on_spark(job, chunks, pending, grid, reporter, keep, ma
 
 def _predict_rasters_partition(job, partition, payloads):
     from ..chips import sampling
-    from . import model_package
-    from .raster_prediction import sample_and_predict
+    from ..model import model_package
+    from ..model.raster_prediction import sample_and_predict
 
     _crash_if_asked("predict", partition, job["parts"] - 1)
     payloads = list(payloads)  # (part index, its blocks); one part per task
@@ -575,3 +573,23 @@ def _predict_rasters_partition(job, partition, payloads):
             return [("widen", widen.spec.name, widen.largest)]
         results.append(("part", index, *part))
     return results
+
+
+class SparkEngine:
+    """What the steps run as Spark tasks on ``master`` (handed to them by core/engines/steps.py)."""
+
+    def __init__(self, master="local[*]"):
+        self.master = master
+
+    def sample_blocks(self, writer, inputs, pending, grid, dtypes, reporter):
+        return sample_blocks_on_spark(writer, inputs, pending, grid, dtypes, reporter, self.master)
+
+    def predict_rows(self, model_path, chips_path, rows, batch_rows, reporter):
+        return predict_rows_on_spark(
+            model_path, chips_path, rows, batch_rows, reporter, master=self.master
+        )
+
+    def predict_from_rasters(self, job, chunks, pending, grid, reporter, keep):
+        return predict_from_rasters_on_spark(
+            job, chunks, pending, grid, reporter, keep, master=self.master
+        )
