@@ -7,6 +7,7 @@ build/ is then put first on sys.path: ``import povmap_qgis`` is the built copy.
 """
 
 import ast
+import faulthandler
 import glob
 import hashlib
 import importlib.util
@@ -22,16 +23,20 @@ BUILD_DIR = os.path.join(ROOT, "build")
 DIST_DIR = os.path.join(ROOT, "dist")
 CACHE_DIR = os.path.join(BUILD_DIR, "test-data")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# A crash shows its Python traceback, also during teardown after pytest has finished (pytest
+# restores a handler that was on before it started).
+faulthandler.enable()
 # The worker runs under the interpreter running the tests (the setup venv).
 os.environ["POVMAP_PYTHON"] = sys.executable
 # No run history unless a test asks for it (tests/test_tracking.py): runs stay fast and
 # parallel test sessions never contend for one SQLite store.
 os.environ.setdefault("POVMAP_TRACKING", "off")
-# Where scripts/setup installed the plugin (pytest-qgis points QGIS_CUSTOM_CONFIG_PATH
-# at a scratch folder for the test QGIS; subprocesses must use the real profile).
-QGIS_CONFIG_ROOT = os.environ.get("POVMAP_QGIS_CONFIG_ROOT") or os.path.expanduser(
-    "~/.local/share/QGIS/QGIS3"
-)
+# The QGIS settings folder the tests install the plugin into and the qgis_process they
+# start loads it from: their own (build/qgis-config), never the developer's QGIS profile;
+# POVMAP_QGIS_CONFIG_ROOT chooses another. (pytest-qgis points QGIS_CUSTOM_CONFIG_PATH at
+# a scratch folder for the in-process QGIS; subprocesses get this one.)
+os.environ.setdefault("POVMAP_QGIS_CONFIG_ROOT", os.path.join(BUILD_DIR, "qgis-config"))
+QGIS_CONFIG_ROOT = os.environ["POVMAP_QGIS_CONFIG_ROOT"]
 PROFILE_DIR = os.path.join(QGIS_CONFIG_ROOT, "profiles", "default")
 INSTALLED_PLUGIN = os.path.join(PROFILE_DIR, "python", "plugins", "povmap_qgis")
 
@@ -229,25 +234,20 @@ def tiny_chips(tiny_sample, tmp_path_factory):
     }
 
 
-_EXIT_STATUS = []
-
-
-def pytest_sessionfinish(session, exitstatus):
-    _EXIT_STATUS.append(int(exitstatus))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """Leave without Python's interpreter teardown once the results are reported.
+@pytest.fixture(autouse=True, scope="session")
+def _release_python_owned_layers(qgis_app):
+    """Delete the map layers tests created themselves before pytest-qgis exits QGIS.
 
     A test that passes map layers it created itself (Python-owned) to an algorithm that
     fails leaves them referenced from the exception's frames, which sip's exception
-    objects keep out of reach of the cycle collector; they are then destroyed during
-    interpreter teardown, after pytest-qgis has exited QGIS, and the process dies with a
-    segmentation fault after every test passed. QGIS itself owns the layers of a project
-    and of qgis_process, so this concerns the test process only.
+    objects keep out of reach of the cycle collector; destroyed during interpreter
+    teardown, after QGIS has exited, they would crash the process after every test
+    passed. Handing each one to the project and removing it deletes it while QGIS still
+    runs (pytest-qgis cleans its layer fixtures the same way); the Python wrapper left
+    behind no longer owns anything. QGIS itself owns the layers of a project and of
+    qgis_process, so this concerns the test process only.
     """
-    if _EXIT_STATUS:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])
+    from qgis_helpers import release_python_owned_layers
+
+    yield
+    release_python_owned_layers()

@@ -46,3 +46,22 @@ def run_failing(algorithm_id, parameters):
     except QgsProcessingException as error:
         return f"{error}\n{feedback.text()}"
     raise AssertionError(f"{algorithm_id} did not fail; it said:\n{feedback.text()}")
+
+
+def release_python_owned_layers():
+    """Delete every live map layer that Python owns (tests/conftest.py's
+    ``_release_python_owned_layers`` says why); how many."""
+    import gc
+
+    from qgis.core import QgsMapLayer, QgsProject
+    from qgis.PyQt import sip
+
+    gc.collect()
+    project = QgsProject.instance()
+    released = 0
+    for thing in gc.get_objects():
+        if isinstance(thing, QgsMapLayer) and not sip.isdeleted(thing) and sip.ispyowned(thing):
+            if project.addMapLayer(thing, False) is not None:
+                project.removeMapLayer(thing.id())
+                released += 1
+    return released

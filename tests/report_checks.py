@@ -2,13 +2,12 @@
 
 import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
+from required_tools import CHROMIUM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM = shutil.which("chromium")
 
 
 def symbol_colours(style):

@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 from helpers import carried_styles, read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
-from report_checks import CHROMIUM, chromium, outcome_colours, pixels_of
-
-# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
-pytestmark = pytest.mark.slow
+from report_checks import chromium, outcome_colours, pixels_of
+from required_tools import need_chromium
 
 FOLDS = 3
 MEMBER = "compact_cnn"
@@ -95,6 +93,7 @@ def test_fold_assignment_keeps_districts_whole_balanced_and_repeatable():
         assert cells.max() - cells.min() <= sizes.max()
 
 
+@pytest.mark.slow  # trains real models
 def test_every_cell_is_in_exactly_one_test_fold_and_no_district_spans_two(crossvalidated):
     grid, labelled, document = (
         crossvalidated["grid"],
@@ -122,6 +121,7 @@ def test_every_cell_is_in_exactly_one_test_fold_and_no_district_spans_two(crossv
         )
 
 
+@pytest.mark.slow  # trains real models
 def test_csv_has_a_row_per_fold_and_model_then_median_min_and_max(crossvalidated):
     table, document = crossvalidated["table"], crossvalidated["document"]
     assert table[0] == [
@@ -171,6 +171,7 @@ def test_csv_has_a_row_per_fold_and_model_then_median_min_and_max(crossvalidated
     assert crossvalidated["results"]["AUC"] == pytest.approx(np.median(ensemble_aucs))
 
 
+@pytest.mark.slow  # trains real models
 def test_out_of_fold_predictions_reproduce_the_fold_metrics_with_scikit_learn(crossvalidated):
     from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
 
@@ -219,6 +220,7 @@ def test_out_of_fold_predictions_reproduce_the_fold_metrics_with_scikit_learn(cr
     assert checked >= 1
 
 
+@pytest.mark.slow  # trains real models
 def test_grid_holds_each_cells_out_of_fold_outcome_and_its_styles(crossvalidated):
     grid = crossvalidated["grid"]
     cells = grid[grid["fold"].notna()]
@@ -247,6 +249,7 @@ def png_pixels(data):
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).reshape(-1, 3)
 
 
+@pytest.mark.slow  # trains real models
 def test_report_has_fold_tables_roc_curves_confusion_matrices_and_qgis_maps(crossvalidated):
     from povmap_qgis.processing.rendering import CATEGORY_COLOURS
 
@@ -271,8 +274,9 @@ def test_report_has_fold_tables_roc_curves_confusion_matrices_and_qgis_maps(cros
         assert (drawn > 100) == (crossvalidated["document"]["outcomes"][outcome] > 0), outcome
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by scripts/setup")
+@pytest.mark.slow  # trains real models
 def test_report_renders_in_headless_chromium(crossvalidated, tmp_path):
+    need_chromium()
     dom = chromium(
         "--dump-dom", "file://" + crossvalidated["results"]["REPORT"], profile=tmp_path / "profile"
     )
@@ -281,6 +285,7 @@ def test_report_renders_in_headless_chromium(crossvalidated, tmp_path):
     assert len(re.findall(r"<table>", dom)) >= 5
 
 
+@pytest.mark.slow  # trains real models
 def test_cancel_within_a_fold_stops_and_writes_nothing(night_chips, crossvalidated):
     from qgis.core import QgsProcessingException
 
@@ -296,6 +301,7 @@ def test_cancel_within_a_fold_stops_and_writes_nothing(night_chips, crossvalidat
     assert os.listdir(night_chips["folder"] / "cancelled") == []
 
 
+@pytest.mark.slow  # trains real models
 def test_fewer_districts_than_folds_is_a_clear_error_naming_folds(night_chips, crossvalidated):
     message = run_failing(
         "povmap:crossvalidate", parameters_for(night_chips, "too_many_folds", folds=40)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from helpers import read_grid
 from qgis_helpers import run_algorithm, run_failing
-from report_checks import CHROMIUM, chromium, outcome_colours, pixels_of, symbol_colours
+from report_checks import chromium, outcome_colours, pixels_of, symbol_colours
+from required_tools import need_chromium
 
 MEMBERS = ("compact_cnn", "compact_wide", "compact_residual")
 THRESHOLD = 0.4  # not the default 0.5: the threshold must come from the layer metadata
@@ -352,10 +353,10 @@ def test_hitmiss_layer_renders_in_qgis_with_the_four_outcome_colours(evaluated):
         assert 0.5 * expected < share < 1.1 * expected, (outcome, colour, share, expected)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by scripts/setup")
 def test_report_renders_in_headless_chromium_with_its_tables_and_decoded_images(
     evaluated, tmp_path
 ):
+    need_chromium()
     from PIL import Image
 
     report = evaluated["results"]["REPORT"]

@@ -9,19 +9,17 @@ is killed on its first attempt and Spark reruns it.
 import filecmp
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from required_tools import need_spark
 
 # trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
 pytestmark = pytest.mark.slow
 
-pytest.importorskip("pyspark", reason="scripts/setup --no-spark")
-if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
-    pytest.skip("no Java runtime (scripts/setup --no-spark)", allow_module_level=True)
+need_spark()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ of ``SPARK_MASTER=spark://host:port`` would.
 import filecmp
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,12 +20,11 @@ import time
 
 import numpy as np
 import pytest
+from required_tools import need_spark
 
 pytestmark = pytest.mark.slow
 
-pytest.importorskip("pyspark", reason="scripts/setup --no-spark")
-if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
-    pytest.skip("no Java runtime (scripts/setup --no-spark)", allow_module_level=True)
+need_spark()
 if not sys.platform.startswith("linux"):
     pytest.skip("the cluster's processes are followed through /proc", allow_module_level=True)
 

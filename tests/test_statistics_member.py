@@ -7,9 +7,6 @@ import os
 import numpy as np
 import pytest
 
-# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
-pytestmark = pytest.mark.slow
-
 
 def test_numpy_trees_equal_scikit_learns_predict_proba_on_random_data():
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -85,6 +82,7 @@ def with_statistics(tiny_chips, tmp_path_factory):
     return {"package": package, "predictions": predictions}
 
 
+@pytest.mark.slow  # trains real models
 def test_stats_gbm_is_stored_as_numbers_hashed_and_predicts_like_a_member(
     with_statistics, tiny_chips
 ):
@@ -119,6 +117,7 @@ def test_stats_gbm_is_stored_as_numbers_hashed_and_predicts_like_a_member(
     assert [m["name"] for m in manifest_read["members"]] == ["compact_cnn", "stats_gbm"]
 
 
+@pytest.mark.slow  # trains real models
 def test_altered_trees_are_refused(with_statistics, tmp_path):
     import shutil
 
@@ -137,6 +136,7 @@ def test_altered_trees_are_refused(with_statistics, tmp_path):
         model_package.read_package(copy)
 
 
+@pytest.mark.slow  # trains real models
 def test_predicting_from_the_rasters_equals_predicting_from_the_store(
     with_statistics, tiny_sample, tiny_chips, tmp_path
 ):

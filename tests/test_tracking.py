@@ -16,9 +16,6 @@ import numpy as np
 import pytest
 from qgis_helpers import run_algorithm, run_failing
 
-# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
-pytestmark = pytest.mark.slow
-
 MODEL_NAME = "tracked"
 EPOCHS = 2
 FOLDS = 3
@@ -99,6 +96,7 @@ def tracked_training(history, tiny_chips, qgis_processing, tmp_path_factory):
     return results, feedback
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_a_train_run_is_recorded_with_params_epoch_metrics_fingerprints_and_manifest(
     history, tracked_training, tiny_chips
 ):
@@ -142,6 +140,7 @@ def test_a_train_run_is_recorded_with_params_epoch_metrics_fingerprints_and_mani
     assert sha256_of(downloaded) == sha256_of(manifest_path)
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_train_registers_a_version_and_the_package_still_verifies(history, tracked_training):
     from povmap_qgis.core.model import model_package
 
@@ -165,6 +164,7 @@ def test_train_registers_a_version_and_the_package_still_verifies(history, track
     model_package.read_package(results["OUTPUT"])
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_a_registered_version_resolves_in_predict(history, tracked_training, tiny_chips, tmp_path):
     from helpers import read_grid
 
@@ -214,6 +214,7 @@ def test_a_registered_version_resolves_in_predict(history, tracked_training, tin
     assert f"MODEL: 'models:/{MODEL_NAME}/7' was not found in the run history" in message
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_runs_lists_what_the_client_sees_as_csv_table_and_html(history, tracked_training, tmp_path):
     import pandas as pd
     import pyogrio
@@ -279,6 +280,7 @@ def tracked_evaluation(history, tracked_training, tiny_chips, tmp_path_factory):
     return predicted, evaluated, feedback
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_an_evaluate_run_keeps_the_report_qgis_wrote_and_the_metrics_files(
     history, tracked_evaluation, tmp_path
 ):
@@ -302,6 +304,7 @@ def params_fingerprint(run, option):
     return run.data.params[f"input.{option}"].removeprefix("sha256:")
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_tracking_off_writes_nothing(tracked_training, tiny_chips, tmp_path, monkeypatch):
     results, _ = tracked_training
     store = tmp_path / "off"
@@ -333,6 +336,7 @@ def test_tracking_off_writes_nothing(tracked_training, tiny_chips, tmp_path, mon
     assert not store.exists()
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_an_unreachable_tracking_server_warns_once_and_the_algorithm_succeeds(
     tracked_training, tiny_chips, tmp_path, monkeypatch
 ):
@@ -354,6 +358,7 @@ def test_an_unreachable_tracking_server_warns_once_and_the_algorithm_succeeds(
     assert "goes on without it" in warnings[0]
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_the_adapter_defaults_to_a_sqlite_store_in_the_qgis_profile(qgis_app, monkeypatch):
     from qgis.core import Qgis, QgsApplication
 
@@ -394,6 +399,7 @@ def tracked_crossvalidation(history, tracked_training, tiny_chips, tmp_path_fact
     return results, feedback, document
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_each_cross_validation_fold_is_a_nested_run_with_its_epochs_and_metrics(
     history, tracked_crossvalidation
 ):
@@ -447,12 +453,14 @@ def stored_roc(client, run_id, folder):
         return json.load(handle)["curves"]
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_runs_report_overlays_the_roc_curves_of_the_runs_compared(
     history, tracked_training, tracked_evaluation, tracked_crossvalidation, tmp_path
 ):
     import pandas as pd
     from PIL import Image
-    from report_checks import CHROMIUM, chromium, pixels_of
+    from report_checks import chromium, pixels_of
+    from required_tools import need_chromium
 
     from povmap_qgis.core.report.figures import MEMBER_COLOURS
 
@@ -484,8 +492,7 @@ def test_runs_report_overlays_the_roc_curves_of_the_runs_compared(
     assert re.search(
         r'<img src="data:image/png;base64,[^"]+" alt="ROC curves of the runs">', report
     )
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed: the drawn report is not checked")
+    need_chromium()
     screenshot = tmp_path / "runs.png"
     chromium(
         "--window-size=1200,4000",
@@ -527,6 +534,7 @@ def locked(database, mode="IMMEDIATE"):
         holder.wait()
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_a_locked_store_warns_once_and_the_algorithm_succeeds(
     history, tracked_training, tiny_chips, tmp_path
 ):
@@ -629,6 +637,7 @@ class GridOptions:
     seed: int = 3
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_a_failed_step_ends_failed_and_its_parts_are_nested_runs(tmp_path):
     from povmap_qgis.core.history import tracking
     from povmap_qgis.core.progress import RecordingReporter
@@ -680,6 +689,7 @@ def test_a_failed_step_ends_failed_and_its_parts_are_nested_runs(tmp_path):
         assert child.data.metrics["metrics.ensemble.auc"] == pytest.approx(0.6 + fold / 10)
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_a_store_locked_during_a_run_warns_once_and_the_run_is_closed_once_free(tmp_path):
     from povmap_qgis.core.history import tracking
     from povmap_qgis.core.progress import RecordingReporter
@@ -702,6 +712,7 @@ def test_a_store_locked_during_a_run_warns_once_and_the_run_is_closed_once_free(
     assert "locked" in recorded.data.tags[tracking.INCOMPLETE_TAG]
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_a_model_reference_in_a_store_locked_even_for_readers_is_a_clear_error(tmp_path):
     from povmap_qgis.core.errors import PovmapInputError
     from povmap_qgis.core.history import tracking
@@ -720,6 +731,7 @@ def test_a_model_reference_in_a_store_locked_even_for_readers_is_a_clear_error(t
     assert "locked by another process" in message and "choose the .povmodel folder" in message
 
 
+@pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_default_model_names_keep_projects_apart_and_latest_never_crosses_them(tmp_path):
     """Two projects' model.povmodel trained on different cells are two registered models (the
     folder name plus the training data fingerprint), a retrain on the same cells a new version

@@ -5,9 +5,6 @@ import numpy as np
 import pytest
 from helpers import carried_styles
 
-# trains real models or runs whole pipelines: deselect with -m "not slow" for a quick loop
-pytestmark = pytest.mark.slow
-
 
 class FakeStore:
     """The two ChipStore methods the transform rule and the baseline read."""
@@ -285,6 +282,7 @@ def chip_statistics(chips, spec):
     )
 
 
+@pytest.mark.slow  # trains real models
 def test_the_package_records_transform_baseline_and_calibration_as_plain_numbers(trusted):
     manifest = manifest_of(trusted["package"])
     assert manifest["format_version"] == "1.1"
@@ -314,6 +312,7 @@ def test_the_package_records_transform_baseline_and_calibration_as_plain_numbers
     assert holdout["ensemble"]["ece"] is not None and holdout["ensemble"]["ece_raw"] is not None
 
 
+@pytest.mark.slow  # trains real models
 def test_prob_baseline_is_the_stored_regression_on_independent_chip_statistics(trusted, tiny_chips):
     """The prediction layer's prob_baseline recomputed from the chips and the manifest's numbers."""
     import os
@@ -340,6 +339,7 @@ def test_prob_baseline_is_the_stored_regression_on_independent_chip_statistics(t
     assert 0 < frame["out_of_range"].sum() < len(frame)  # 1st–99th percentiles: a few outside
 
 
+@pytest.mark.slow  # trains real models
 def test_prediction_layer_has_raw_calibrated_and_interval_probabilities(trusted):
     from helpers import read_grid
 
@@ -369,6 +369,7 @@ def test_prediction_layer_has_raw_calibrated_and_interval_probabilities(trusted)
     assert set(frame["out_of_range"].unique()) <= {0, 1}
 
 
+@pytest.mark.slow  # trains real models
 def test_the_prediction_geopackage_holds_the_uncertainty_and_out_of_range_styles(trusted):
     from qgis.core import QgsMapLayerStyle, QgsVectorLayer
 
@@ -413,6 +414,7 @@ def test_the_class_is_the_calibrated_probability_at_the_decision_threshold():
     assert decided["votes"].tolist() == voted["votes"].tolist() == [2, 1, 0, 2]  # information
 
 
+@pytest.mark.slow  # trains real models
 def test_prediction_class_follows_the_packages_decision_threshold(trusted):
     from helpers import read_grid
 
@@ -440,6 +442,7 @@ def test_prediction_class_follows_the_packages_decision_threshold(trusted):
     assert f"pred = 1 (poor) where calibrated prob_mean >= {prevalence:.4g}" in said
 
 
+@pytest.mark.slow  # trains real models
 def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifted_inputs(
     trusted, tiny_chips, tmp_path
 ):
@@ -500,6 +503,7 @@ def test_predict_checks_drift_against_the_training_reference_and_warns_on_shifte
     assert scores["nightlights"] > drift.PSI_WARNING and note.startswith("PSI per input")
 
 
+@pytest.mark.slow  # trains real models
 def test_evaluate_judges_the_baseline_and_calibration_as_scikit_learn_does(trusted):
     import csv
 
@@ -544,6 +548,7 @@ def test_evaluate_judges_the_baseline_and_calibration_as_scikit_learn_does(trust
     ]
 
 
+@pytest.mark.slow  # trains real models
 def test_evaluate_reports_the_cells_inside_the_training_range_as_scikit_learn_does(trusted):
     import csv
 
@@ -579,6 +584,7 @@ def test_evaluate_reports_the_cells_inside_the_training_range_as_scikit_learn_do
     )
 
 
+@pytest.mark.slow  # trains real models
 def test_evaluate_report_opens_with_the_verdict_and_shows_calibration(trusted):
     from povmap_qgis.core.decision.verdict import JUDGEMENTS
     from povmap_qgis.core.validation.evaluation_report import report_document
@@ -611,6 +617,7 @@ def test_evaluate_report_opens_with_the_verdict_and_shows_calibration(trusted):
     assert float(rows["prob_low–prob_high per bin"]["nominal"]) == 0.9
 
 
+@pytest.mark.slow  # trains real models
 def test_a_package_from_before_calibration_still_loads_and_says_what_it_lacks(
     trusted, tiny_chips, tmp_path
 ):
@@ -664,6 +671,7 @@ def test_a_package_from_before_calibration_still_loads_and_says_what_it_lacks(
     assert not [event for event in trusted["events"] if "no interval rule" in str(event)]
 
 
+@pytest.mark.slow  # trains real models
 def test_crossvalidation_fits_baseline_and_calibration_per_fold_as_scikit_learn_recomputes(
     tiny_chips, tmp_path
 ):
@@ -776,6 +784,7 @@ def dim_lights(tmp_path_factory):
     return dict(case, chips=chips, folder=folder)
 
 
+@pytest.mark.slow  # trains real models
 def test_the_dim_lights_case_is_squashed_by_a_linear_normalisation_and_spread_by_log1p(dim_lights):
     """The case exposes the failure: under mean/std the dim cells differ by thousandths of a std."""
     from helpers import read_grid
@@ -816,6 +825,7 @@ def coverage_at_budget(labels, scores, budget=0.4):
     return covered / labels.sum()
 
 
+@pytest.mark.slow  # trains real models
 def test_the_ensemble_ranks_the_dim_cells_and_covers_the_poor_at_least_as_the_baseline(
     dim_lights,
 ):

@@ -16,6 +16,7 @@ drop) would not open straight away. Instead:
 import contextlib
 import json
 import os
+import warnings
 
 from .atomic import atomic_output
 
@@ -147,7 +148,15 @@ def povmap_layer_metadata(path, layer):
     """
     try:
         metadata = dict(read_layer_metadata(path, layer))
-    except Exception:
+    except ImportError:  # QGIS's own Python has no pyogrio: the metadata XML below has every item
+        metadata = {}
+    except (RuntimeError, OSError) as error:  # pyogrio's DataSourceError/DataLayerError, I/O
+        warnings.warn(
+            f"the layer metadata of '{path}' could not be read through GDAL ({error}); "
+            "reading the GeoPackage's metadata table instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         metadata = {}
     for key, value in _gdal_metadata_items(path, layer) + list(metadata.items()):
         if ":" not in key and "=" in value and key == "povmap":

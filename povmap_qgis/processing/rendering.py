@@ -556,7 +556,9 @@ def render_with_context(output, layers, width=1600, districts_of=None, **options
     try:
         districts = district_outlines(districts_of) if districts_of is not None else None
         return render_layout(output, layers, width, districts=districts, **options), None
-    except Exception as error:  # a layout problem must not cost the report its maps
+    # a layout problem must not cost the report its maps: RenderError (a RuntimeError), a C++
+    # object gone (sip's RuntimeError), a file that cannot be written; a bug still fails loudly
+    except (RuntimeError, OSError) as error:
         options.pop("title", None)
         path = render_layers(output, layers, width, legend_below=True, **options)
         return path, str(error)
