@@ -73,6 +73,98 @@ def pretrained_backbone_weights_come_from_a_local_file(folder):
         assert np.array_equal(values, wanted)
 
 
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "architecture_golden.json")
+GOLDEN_SEED = 20261206
+
+
+def _architecture_fingerprints():
+    """{"architecture@version": fingerprint} of every network architecture rebuilt from a seed.
+
+    The fingerprint: each weight's shape, and on a fixed input the features the branches
+    hand to the dropout layer (mean, std and the first 8 of cell 0) and the probabilities.
+    An edit that changes what the same weights compute changes it.
+    """
+    import keras
+
+    from povmap_qgis.core.model.models import (
+        ARCHITECTURE_VERSIONS,
+        COMPACT_MEMBERS,
+        PAPER_MEMBERS,
+        build_member,
+    )
+
+    rng = np.random.default_rng(0)
+    compact_inputs = [
+        {"name": "daytime", "shape": [40, 40, 3]},
+        {"name": "nightlights", "shape": [40, 40, 1]},
+    ]
+    paper_inputs = [{"name": "daytime", "shape": [32, 32, 3]}]
+    fingerprints = {}
+    for architecture in COMPACT_MEMBERS + PAPER_MEMBERS:
+        inputs = compact_inputs if architecture in COMPACT_MEMBERS else paper_inputs
+        batch = {
+            spec["name"]: rng.normal(size=(3, *spec["shape"])).astype("float32") for spec in inputs
+        }
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(GOLDEN_SEED)
+        model = build_member(architecture, inputs)
+        features = keras.Model(model.inputs, model.get_layer("dropout").input)
+        merged = np.asarray(features(batch, training=False), dtype="float64")
+        probabilities = np.asarray(model(batch, training=False), dtype="float64")
+        fingerprints[f"{architecture}@{ARCHITECTURE_VERSIONS[architecture]}"] = {
+            "weight_shapes": " ".join(
+                "x".join(str(size) for size in weight.shape) for weight in model.weights
+            ),
+            "features_mean": float(merged.mean()),
+            "features_std": float(merged.std()),
+            "features_first": [float(value) for value in merged[0, :8]],
+            "probabilities": [float(value) for value in probabilities[:, 0]],
+        }
+    return fingerprints
+
+
+def architectures_are_what_their_versions_recorded(folder):
+    """Every architecture rebuilt from a seed computes what its recorded version computed."""
+    import json
+
+    with open(GOLDEN, encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    for key, fingerprint in _architecture_fingerprints().items():
+        architecture, version = key.split("@")
+        how = (
+            f"if the change is meant, raise ARCHITECTURE_VERSIONS['{architecture}'] in "
+            "povmap_qgis/core/model/models.py and run `python tests/keras_checks.py "
+            "record_architectures -` (packages of the old version are then refused)"
+        )
+        assert key in recorded, (
+            f"{architecture} version {version} has no recorded fingerprint: {how}"
+        )
+        expected = recorded[key]
+        assert fingerprint["weight_shapes"] == expected["weight_shapes"], (
+            f"{architecture} version {version}: other weight shapes; {how}"
+        )
+        for name in ("features_mean", "features_std", "features_first", "probabilities"):
+            assert np.allclose(fingerprint[name], expected[name], rtol=1e-4, atol=1e-6), (
+                f"{architecture} version {version}: {name} {fingerprint[name]} differ from the "
+                f"recorded {expected[name]} for the same seeded weights; {how}"
+            )
+
+
+def record_architectures(folder):
+    """Add the fingerprints of architecture versions not yet recorded (never rewrites one)."""
+    import json
+
+    recorded = {}
+    if os.path.exists(GOLDEN):
+        with open(GOLDEN, encoding="utf-8") as handle:
+            recorded = json.load(handle)
+    for key, fingerprint in _architecture_fingerprints().items():
+        recorded.setdefault(key, fingerprint)
+    with open(GOLDEN, "w", encoding="utf-8") as handle:
+        json.dump(recorded, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+
+
 if __name__ == "__main__":
     name, folder = sys.argv[1], sys.argv[2]
     globals()[name](folder)

@@ -121,3 +121,33 @@ def test_non_finite_numbers_in_any_field_are_refused_whoever_added_it(package):
 def test_weights_must_be_a_file_name_inside_the_package(package, tmp_path):
     edit(package, lambda manifest: manifest["members"][0].update(weights="/etc/x.weights.h5"), True)
     assert "must be a file name inside the package" in refused(package)
+
+
+def test_a_member_of_another_architecture_version_is_refused_and_none_recorded_is_the_first(
+    package,
+):
+    """Weights are only meaningful with the code they were trained with (models.py records its
+    versions; tests/keras_checks.py pins what each version computes)."""
+    from povmap_qgis.core.model.models import ARCHITECTURE_VERSIONS, FIRST_ARCHITECTURE_VERSION
+
+    manifest = model_package.read_package(str(package))  # the bundled package records none
+    assert all("architecture_version" not in member for member in manifest["members"])
+    assert all(
+        ARCHITECTURE_VERSIONS[member["architecture"]] == FIRST_ARCHITECTURE_VERSION
+        for member in manifest["members"]
+    )
+    first = manifest["members"][0]
+
+    def later(manifest):
+        manifest["members"][0]["architecture_version"] = FIRST_ARCHITECTURE_VERSION + 1
+
+    edit(package, later, rehash=True)
+    message = refused(package)
+    assert (
+        f"member '{first['name']}' was trained with the {first['architecture']} architecture "
+        f"version {FIRST_ARCHITECTURE_VERSION + 1}" in message
+    )
+    assert (
+        f"builds version {FIRST_ARCHITECTURE_VERSION}" in message
+        and "train the model again" in message
+    )

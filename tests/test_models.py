@@ -380,6 +380,7 @@ def test_bad_training_input_is_named(tiny_chips, tmp_path):
     [
         "paper_members_build_run_and_take_a_training_step",
         "pretrained_backbone_weights_come_from_a_local_file",
+        "architectures_are_what_their_versions_recorded",
     ],
 )
 def test_keras_checks_outside_qgis(check, tmp_path):

@@ -39,7 +39,7 @@ import os
 
 from .. import strict_json
 from ..errors import PovmapInputError
-from .models import ARCHITECTURES
+from .models import ARCHITECTURE_VERSIONS, ARCHITECTURES, FIRST_ARCHITECTURE_VERSION
 
 FORMAT = "povmap-model"
 FORMAT_VERSION = "1.1"
@@ -201,6 +201,7 @@ def read_package(path, parameter="MODEL"):
                 parameter,
                 f"'{path}': member '{member.get('name')}' has unknown architecture '{member.get('architecture')}'.",
             )
+        _check_architecture_version(path, member, parameter)
         weights = os.path.join(path, os.path.basename(member.get("weights", "")))
         if os.path.dirname(os.path.realpath(weights)) != os.path.realpath(path):
             raise PovmapInputError(
@@ -350,6 +351,29 @@ def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):
         raise PovmapInputError(
             parameter,
             f"the chip store has {store_manifest['chip_size']} px chips at {store_manifest['settings']['resolution']} m; the model needs {manifest['chip_size']} px at {manifest['resolution']} m.",
+        )
+
+
+def _check_architecture_version(path, member, parameter):
+    """A member rebuilt by other code than it was trained with would compute other
+    probabilities from the same weights: refuse it (no version recorded: the first)."""
+    architecture = member["architecture"]
+    version = member.get("architecture_version", FIRST_ARCHITECTURE_VERSION)
+    if version != ARCHITECTURE_VERSIONS[architecture]:
+        from ..version import plugin_version
+
+        recorded = (
+            f"version {version}"
+            if "architecture_version" in member
+            else f"version {version} (it records none: packages from before versions were recorded)"
+        )
+        raise PovmapInputError(
+            parameter,
+            f"'{path}': member '{member.get('name')}' was trained with the {architecture} "
+            f"architecture {recorded}; this povmap-qgis ({plugin_version()}) builds version "
+            f"{ARCHITECTURE_VERSIONS[architecture]}, which would compute other probabilities from "
+            "its weights, so it is refused. Predict with the povmap-qgis version that trained it, "
+            "or train the model again.",
         )
 
 

@@ -24,6 +24,22 @@ COMPACT_MEMBERS = ("compact_cnn", "compact_wide", "compact_residual")
 # gradient boosting on per-chip statistics, not a network: core/model/statistics_member.py
 STATISTICS_MEMBERS = ("stats_gbm",)
 ARCHITECTURES = PAPER_MEMBERS + COMPACT_MEMBERS + STATISTICS_MEMBERS
+# The version of each architecture's code, recorded per member in a model package: what its
+# weights need to compute what they computed when trained. Raise an architecture's number
+# with any edit that changes what the same weights compute (a layer, an activation, a
+# normalisation, their order) and record its golden outputs (tests/keras_checks.py
+# record_architectures); packages of another version are then refused (model_package.py).
+ARCHITECTURE_VERSIONS = {
+    "resnet50": 1,
+    "resnet50v2": 1,
+    "resnet101": 1,
+    "compact_cnn": 1,
+    "compact_wide": 1,
+    "compact_residual": 1,
+    "stats_gbm": 1,
+}
+# what packages from before versions were recorded were built with
+FIRST_ARCHITECTURE_VERSION = 1
 
 PRESETS = {
     "paper": {

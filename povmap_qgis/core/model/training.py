@@ -180,6 +180,7 @@ def _member_records(members, fitted, preset):
         {
             "name": architecture,
             "architecture": architecture,
+            "architecture_version": models.ARCHITECTURE_VERSIONS[architecture],
             "weights": fitted[architecture]["weights"],
             "dense_units": preset["dense_units"],
             "dropout": preset["dropout"],
