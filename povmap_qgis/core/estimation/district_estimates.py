@@ -13,7 +13,7 @@ Privacy: household points are read here and never written: outputs hold
 district aggregates only.
 """
 
-from __future__ import annotations  # the report module imports names from here inside QGIS
+from __future__ import annotations  # the Processing adapter imports names from here inside QGIS
 
 import dataclasses
 import datetime
@@ -27,6 +27,7 @@ from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
 from ..grid.training_grid import MIN_OBS_FLOOR
 from ..progress import Reporter
+from .district_estimates_report import headline
 
 TRANSFORMS = ("none", "arcsin")
 MSE_METHODS = ("analytical", "bootstrap")
@@ -369,25 +370,6 @@ def district_estimates(options, reporter=None):
     reporter.progress(100)
     reporter.info(headline(summary))
     return summary
-
-
-def headline(summary):
-    """The plain summary sentence atop the report and in the log."""
-    surveyed = summary["sampled_districts"]
-    total = summary["districts"]
-    threshold = _percent(summary["cv_threshold"])
-    return (
-        f"{surveyed} of {total} districts surveyed; median CV {_percent(summary['median_cv_direct'])} "
-        f"with the survey alone, {_percent(summary['median_cv_estimate_sampled'])} with the map "
-        f"(surveyed districts); {summary['publishable_estimate']} publishable at CV ≤ {threshold} "
-        f"against {summary['publishable_direct']} from the survey alone."
-    )
-
-
-def _percent(value):
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{100 * value:.0f} %"
 
 
 def _median(values):

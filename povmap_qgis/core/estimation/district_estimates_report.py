@@ -22,10 +22,22 @@ def _number(value, digits=4):
     return f"{value:.{digits}g}"
 
 
+def headline(summary):
+    """The plain summary sentence atop the report and in the log."""
+    surveyed = summary["sampled_districts"]
+    total = summary["districts"]
+    threshold = _percent(summary["cv_threshold"])
+    return (
+        f"{surveyed} of {total} districts surveyed; median CV {_percent(summary['median_cv_direct'])} "
+        f"with the survey alone, {_percent(summary['median_cv_estimate_sampled'])} with the map "
+        f"(surveyed districts); {summary['publishable_estimate']} publishable at CV ≤ {threshold} "
+        f"against {summary['publishable_direct']} from the survey alone."
+    )
+
+
 def report_document(summary, maps=()):
     """Title, subtitle, notices and sections; ``maps``: [(png path, caption)]."""
     from ..report import page as report
-    from .district_estimates import headline
 
     sections = [
         _summary_section(summary, report),
