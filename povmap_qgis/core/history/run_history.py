@@ -14,7 +14,7 @@ import os
 import tempfile
 
 from ..atomic import atomic_output, check_output_path
-from ..errors import PovmapInputError
+from ..errors import PovmapCanceledError, PovmapInputError
 from ..names import BASELINE, ENSEMBLE, RANDOM
 from ..progress import Reporter
 from ..report.page import Figure, KeyValues, Paragraph, Section, Table, write_report
@@ -84,7 +84,14 @@ def set_model_alias(options, reporter=None):
             f"version {options.version} of '{options.model_name}' is not in the run history at "
             f"{uri} ({tracking._short(error)}).",
         ) from None
-    client.set_registered_model_alias(options.model_name, alias, str(version.version))
+    try:
+        client.set_registered_model_alias(options.model_name, alias, str(version.version))
+    except Exception as error:  # MLflow's own rules: not 'latest', not v1, no spaces, length
+        raise PovmapInputError(
+            "ALIAS",
+            f"'{alias}' cannot be an alias in the run history ({tracking._short(error)}); use "
+            "a word of letters, digits, '_' and '-' such as champion.",
+        ) from None
     reporter.info(
         f"models:/{options.model_name}@{alias} now means version {version.version} "
         f"({version.source})"
@@ -105,10 +112,21 @@ def list_runs(options, reporter=None):
     if options.report_path:
         check_output_path(options.report_path, "REPORT", (".html", ".htm"))
     client, uri = _client()
-    if options.model_name:
-        rows = _version_rows(client, options.model_name, options.max_runs)
-    else:
-        rows = _run_rows(client, options.experiment, options.step, options.max_runs)
+    try:
+        if options.model_name:
+            rows = _version_rows(client, options.model_name, options.max_runs)
+        else:
+            rows = _run_rows(client, options.experiment, options.step, options.max_runs)
+    except (PovmapInputError, PovmapCanceledError):
+        raise
+    except Exception as error:  # unreachable server, corrupt or foreign database
+        raise PovmapInputError(
+            None,
+            f"the run history at {uri} cannot be read ({tracking.failure_text(error)}); check "
+            f"that it is reachable and is an MLflow store (the plugin setting or "
+            f"{tracking.URI_VARIABLE}), or switch the run history off "
+            f"({tracking.SWITCH_VARIABLE}=off).",
+        ) from None
     reporter.info(f"{len(rows)} {'versions' if options.model_name else 'runs'} in {uri}")
     import pandas as pd
 
@@ -138,7 +156,14 @@ def _client():
             f"the run history is switched off or not configured (set {tracking.URI_VARIABLE} or "
             f"the plugin setting, and not {tracking.SWITCH_VARIABLE}=off).",
         )
-    return tracking.client_for(uri), uri
+    try:
+        return tracking.client_for(uri), uri
+    except Exception as error:
+        raise PovmapInputError(
+            None,
+            f"the run history at {uri} cannot be opened ({tracking.failure_text(error)}); check "
+            f"the plugin setting or {tracking.URI_VARIABLE}.",
+        ) from None
 
 
 def _run_rows(client, experiment_name, step, limit):
@@ -146,6 +171,7 @@ def _run_rows(client, experiment_name, step, limit):
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
+    tracking.close_dead_runs(client, [experiment.experiment_id])  # killed runs: KILLED
     query = f"tags.`povmap.step` = '{step}'" if step else ""
     rows, token = [], None
     while len(rows) < int(limit):

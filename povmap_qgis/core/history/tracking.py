@@ -46,6 +46,7 @@ import json
 import math
 import os
 import re
+import socket
 import time
 from urllib.parse import unquote, urlparse
 
@@ -63,6 +64,7 @@ MODEL_NAME_VARIABLE = "POVMAP_MODEL_NAME"
 EXPERIMENT_VARIABLE = "POVMAP_MLFLOW_EXPERIMENT"
 DEFAULT_EXPERIMENT = "povmap"
 SIDECAR = "mlflow.json"
+PID_TAG, HOST_TAG = "povmap.pid", "povmap.host"  # the worker that records a run
 DIGEST_TAG = "povmap.manifest_sha256"  # the registered package's digest, checked on models:/ loads
 MODEL_URI_PREFIX = "models:/"
 FINGERPRINT_TAG = "povmap.training_fingerprint"  # on a model version: what it was trained on
@@ -235,6 +237,37 @@ def _refuse_mixed_training_data(uri, name, versions, parameter):
         f"the version (models:/{name}/{newest}) or an alias (models:/{name}@<alias>, "
         "Set model alias), or choose the .povmodel folder itself.",
     )
+
+
+def close_dead_runs(client, experiment_ids):
+    """Mark KILLED the RUNNING runs whose worker, on this machine, is gone; return their ids.
+
+    A killed worker (SIGKILL, a crash of QGIS) cannot end its run: it stayed RUNNING for
+    ever. The test is the one the partial files of killed runs use
+    (``run_folders.process_alive``); runs of other machines, and of a process id now taken
+    by a live process, are left as they are.
+    """
+    from ..run_folders import process_alive
+
+    host, closed = socket.gethostname(), []
+    runs = client.search_runs(
+        list(experiment_ids),
+        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=1000,
+    )
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
+            continue
+        client.set_tag(
+            run.info.run_id,
+            INCOMPLETE_TAG,
+            f"the worker process {pid} ended without closing the run (killed); marked KILLED "
+            f"by process {os.getpid()}",
+        )
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 def local_folder(source):
@@ -424,6 +457,15 @@ class StepRun:
         self.client, self.run_id, self.tags = client, run.info.run_id, tags
         self.experiment_id = run.info.experiment_id
         self._log_params(params)
+        try:
+            closed = close_dead_runs(client, [self.experiment_id])
+        except Exception as error:  # tidying others' runs must not stop this one's record
+            closed = []
+            self._outer.info(f"Run history: killed runs were not checked ({_short(error)}).")
+        if closed:
+            self._outer.info(
+                f"Run history: {len(closed)} run(s) of processes that were killed marked KILLED."
+            )
 
     def _log_params(self, params):
         from mlflow.entities import Param
@@ -487,6 +529,8 @@ class StepRun:
             "qgis.version": self.environ.get(QGIS_VERSION_VARIABLE) or "none",
             "povmap.data_fingerprint": _digest(sorted(fingerprints.items())),
             "mlflow.source.name": "povmap_qgis.worker",
+            PID_TAG: str(os.getpid()),  # whose run it is: close_dead_runs
+            HOST_TAG: socket.gethostname(),
         }
         tags.update({f"software.{name}": version for name, version in _software().items()})
         if model_version is not None:
