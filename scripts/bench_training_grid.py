@@ -9,9 +9,10 @@ at least 5x faster than the chain. Run with the setup venv:
     .venv/bin/python scripts/bench_training_grid.py [--points 1670000]
 
 ``--floor`` measures instead the end-to-end run through ``scripts/qgis-process`` against
-its floor measured in the same run: a fresh Python reading the points (pyogrio, the
-score column and the coordinates) plus starting ``qgis_process`` (``list``: QGIS and every
-provider, povmap's included), and prints the ratio (target <= 1.5x, issue 27).
+its floor measured in the same run: a fresh Python in which OGR reads the points (the
+score column and the geometries' WKB, ``pyogrio.raw.read``) plus starting ``qgis_process``
+(``list``: QGIS and every provider, povmap's included), and prints the ratio (target
+<= 1.5x, issue 27).
 ``--profile`` adds where the worker's time goes: its start-up imports (``-X importtime``,
 the largest) and the core step under cProfile (the largest cumulative entries).
 """
@@ -145,13 +146,10 @@ def qgis_process(*arguments):
 
 
 def read_points_floor(points):
-    """A fresh Python reading the points' score and coordinates (what the worker must do)."""
+    """A fresh Python in which OGR reads the points' score and geometries (WKB, undecoded)."""
     import subprocess
 
-    code = (
-        "import pyogrio, shapely, sys; frame = pyogrio.read_dataframe(sys.argv[1], "
-        "columns=['score']); shapely.get_coordinates(frame.geometry.values)"
-    )
+    code = "import pyogrio, sys; pyogrio.raw.read(sys.argv[1], columns=['score'])"
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code, points], check=True)
     return time.perf_counter() - started
