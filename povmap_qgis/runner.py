@@ -139,6 +139,8 @@ def worker_environment(run_id=None):
     environment["PYTHONPATH"] = os.path.dirname(PLUGIN_DIR)
     environment["PYTHONUNBUFFERED"] = "1"
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # GDAL writes NAME.aux.xml (statistics, masks) beside rasters it reads: never beside inputs
+    environment["GDAL_PAM_ENABLED"] = "NO"
     return environment
 
 

@@ -357,6 +357,14 @@ CASES = {
         lambda inputs: rewrite_raster(inputs["population"], lambda values: values * np.nan),
         {},
     ),
+    # nothing written inside or beside an input (issue 24 item 9)
+    "an output inside the model package": (
+        "predict",
+        "OUTPUT",
+        None,
+        {"OUTPUT": "{model}/predictions.gpkg"},
+    ),
+    "MAX_NODATA=nan": ("samplechips", "MAX_NODATA", None, {"MAX_NODATA": "nan"}),
     "HABITABLE_BAND=0": ("buildpredictiongrid", "HABITABLE_BAND", None, {"HABITABLE_BAND": 0}),
     "duplicate cell_ids sampled": (
         "samplechips",
@@ -466,7 +474,12 @@ def test_bad_input_is_refused_with_a_message_and_leaves_nothing(
     else:  # buildpredictiongrid
         parameters = {"AREA": copies["districts"], "HABITABLE": copies["population"]}
         parameters["OUTPUT"] = str(output / "prediction_grid.gpkg")
-    parameters.update(extra)
+    parameters.update(
+        {
+            key: value.format(**copies) if isinstance(value, str) else value
+            for key, value in extra.items()
+        }
+    )
 
     message = run_failing(f"povmap:{algorithm}", parameters)
     print(f"\n[{case}] {message}")  # the table as users read it: pytest -s
@@ -541,3 +554,48 @@ def test_extra_rasters_named_like_the_stores_own_files_get_their_own_names(
         with pytest.raises(PovmapInputError) as caught:
             check_input_name(name, parameter)
         assert caught.value.parameter == parameter
+
+
+def test_runs_that_read_rasters_write_nothing_beside_them(povmap_provider, pristine, tmp_path):
+    """Sampling chips, averaging habitability and summing population read rasters with GDAL,
+    which keeps statistics in NAME.aux.xml beside them unless told not to (GDAL_PAM_ENABLED=NO
+    in the worker): the inputs' folder holds exactly what it held, byte for byte."""
+    from qgis_helpers import run_algorithm
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("nightlights", "population", "districts", "predictions"):
+        shutil.copy(pristine[name], inputs / os.path.basename(pristine[name]))
+    copy = {name: str(inputs / os.path.basename(pristine[name])) for name in pristine}
+    before = digests([str(inputs)])
+    output = tmp_path / "output"
+    output.mkdir()
+    run_algorithm(
+        "povmap:samplechips",
+        {
+            "GRID": pristine["grid"],
+            "NIGHTLIGHTS": copy["nightlights"],
+            "OUTPUT": str(output / "n.chips"),
+        },
+    )
+    run_algorithm(
+        "povmap:buildpredictiongrid",
+        {
+            "AREA": copy["districts"],
+            "HABITABLE": copy["population"],
+            "OUTPUT": str(output / "grid.gpkg"),
+        },
+    )
+    run_algorithm(
+        "povmap:target",
+        {
+            "PREDICTIONS": copy["predictions"],
+            "POPULATION": copy["population"],
+            "BUDGET_UNIT": "share_of_people",
+            "BUDGET": 0.3,
+            "OUTPUT": str(output / "t.gpkg"),
+            "ALLOCATION": str(output / "t.csv"),
+            "REPORT": str(output / "t.html"),
+        },
+    )
+    assert digests([str(inputs)]) == before, sorted(os.listdir(inputs))

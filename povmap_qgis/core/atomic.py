@@ -223,8 +223,9 @@ def overwritten_input(written, inputs):
     ``written``: every path a run writes or replaces, the files it writes beside
     an output included; ``inputs``: every path it reads. They clash when they are
     the same file after resolving symlinks and relative parts (or are hard links
-    of one file), or when the input lies inside a written path (a folder the run
-    replaces as a whole).
+    of one file), when the input lies inside a written path (a folder the run
+    replaces as a whole), or when the output lies inside an input folder (it would
+    add files to a model package or chip store).
     """
     for output in filter(None, written):
         resolved_output = os.path.normcase(os.path.realpath(output))
@@ -234,6 +235,10 @@ def overwritten_input(written, inputs):
                 resolved_input == resolved_output
                 or _same_existing_file(output, source)
                 or resolved_input.startswith(resolved_output.rstrip(os.sep) + os.sep)
+                or (  # an output inside a folder input (a model package, a chip store)
+                    os.path.isdir(source)
+                    and resolved_output.startswith(resolved_input.rstrip(os.sep) + os.sep)
+                )
             ):
                 return output, source
     return None

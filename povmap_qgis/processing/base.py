@@ -192,7 +192,10 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
                 ),
                 self.parameterDefinitions(),
             )
-        ok, message = super().checkParameterValues(completed_parameters(self, parameters), context)
+        with no_gdal_sidecars():  # QGIS opens the input rasters here
+            ok, message = super().checkParameterValues(
+                completed_parameters(self, parameters), context
+            )
         if not ok:  # QGIS says "not found" also for a file that is there but unreadable
             message = explain_unreadable_input(self.parameterDefinitions(), message)
         return ok, message
@@ -456,12 +459,21 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
         written, file = clash
         input_name = next(parameter for parameter, candidate in inputs if candidate == file)
         where = f"'{written}'" if written == path else f"'{written}' (written beside '{path}')"
-        how = "lies inside" if os.path.realpath(file) != os.path.realpath(written) else "is"
+        resolved_file, resolved_written = os.path.realpath(file), os.path.realpath(written)
+        if resolved_file == resolved_written:
+            how, harm = "is", "writing it would destroy that input"
+        elif resolved_written.startswith(resolved_file.rstrip(os.sep) + os.sep):
+            how, harm = "lies inside", "writing it would add a file to that input"
+        else:
+            how, harm = "holds", "writing it would destroy that input"
         raise QgsProcessingException(
-            self.tr(
-                f"{self._label(name)}: {where} {how} the input "
-                f"{self._label(input_name)} '{file}'; writing it would destroy that input. "
-                f"Choose another name or folder for {self._label(name)}. Nothing was written."
+            labelled_error(
+                self.tr(
+                    f"{name}: {where} {how} the input {self._label(input_name)} '{file}'; "
+                    f"{harm}. Choose another name or folder for {self._label(name)}. Nothing "
+                    "was written."
+                ),
+                self.parameterDefinitions(),
             )
         )
 
@@ -611,6 +623,25 @@ class PovmapAlgorithm(QgsProcessingAlgorithm):
             )
 
 
+@contextlib.contextmanager
+def no_gdal_sidecars():
+    """GDAL's NAME.aux.xml off (``GDAL_PAM_ENABLED=NO``) for the rasters this thread opens
+    meanwhile: QGIS computes statistics when it opens an input raster as a layer, and GDAL
+    would keep them in a file beside the user's raster. Thread-local: the rest of QGIS keeps
+    its setting. (The worker runs with it off: runner.worker_environment.)"""
+    try:
+        from osgeo import gdal
+    except ImportError:  # no GDAL bindings: nothing to switch
+        yield
+        return
+    previous = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
+    try:
+        yield
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", previous)
+
+
 def _range_text(definition):
     """'0 and 1' for a number parameter with both bounds, '' otherwise."""
     low, high = definition.minimum(), definition.maximum()
@@ -627,7 +658,8 @@ def _with_private_exports(process):
         remove_stale_run_folders()
         self._claimed, self._published = {}, []
         try:
-            return process(self, parameters, context, feedback)
+            with no_gdal_sidecars():
+                return process(self, parameters, context, feedback)
         except Exception as error:  # a report written here (in QGIS) on a full disk
             reason = write_failure(error)
             if reason is None:

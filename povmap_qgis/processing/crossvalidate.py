@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import tempfile
 
 from qgis.core import (
     QgsProcessing,
@@ -12,12 +11,12 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterVectorDestination,
-    QgsProcessingUtils,
     QgsVectorLayer,
 )
 
 from ..core.names import ENSEMBLE, METRIC_NAMES
 from ..core.report.page import write_report
+from ..core.run_folders import make_run_folder
 from ..core.validation.crossvalidation_report import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
@@ -107,9 +106,7 @@ class CrossValidate(PovmapAlgorithm):
         output_grid = self.output_gpkg(parameters, "OUTPUT_GRID", context)
         options = training_options(self, parameters, context, feedback)
         folds = self.parameterAsInt(parameters, "FOLDS", context)
-        scratch = tempfile.mkdtemp(
-            prefix="povmap-crossvalidate-", dir=QgsProcessingUtils.tempFolder()
-        )
+        scratch = make_run_folder()  # removed after the run, or by the next if killed
         try:
             fold_style = os.path.join(scratch, "folds.qml")
             extra_styles = [

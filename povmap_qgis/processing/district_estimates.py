@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import tempfile
 
 from qgis.core import (
     QgsProcessing,
@@ -16,13 +15,13 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
-    QgsProcessingUtils,
     QgsVectorLayer,
 )
 
 from ..core.estimation.district_estimates import BENCHMARKS, MSE_METHODS, TRANSFORMS, VARIANCES
 from ..core.estimation.district_estimates_report import report_document
 from ..core.report.page import write_report
+from ..core.run_folders import make_run_folder
 from ..paths import style_path
 from .base import POINT_SOURCES, POLYGON_SOURCES, PovmapAlgorithm
 
@@ -307,7 +306,7 @@ class DistrictEstimates(PovmapAlgorithm):
             parameters, "PREDICTIONS", context, feedback
         )
         oof_path, oof_layer = self.vector_file(parameters, "OUT_OF_FOLD", context, feedback)
-        figures = tempfile.mkdtemp(prefix="povmap-districts-", dir=QgsProcessingUtils.tempFolder())
+        figures = make_run_folder()  # removed after the run, or by the next if killed
         options = {
             "survey_path": survey_path,
             "survey_layer": survey_layer,

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import tempfile
 
 from qgis.core import (
     QgsProcessing,
@@ -14,11 +13,11 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterVectorDestination,
-    QgsProcessingUtils,
     QgsVectorLayer,
 )
 
 from ..core.report.page import write_report
+from ..core.run_folders import make_run_folder
 from ..core.validation.evaluation_report import report_document
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..paths import style_path
@@ -161,7 +160,7 @@ class Evaluate(PovmapAlgorithm):
             parameters, "PREDICTIONS", context, feedback
         )
         truth_path, truth_layer = self.vector_file(parameters, "TRUTH", context, feedback)
-        figures = tempfile.mkdtemp(prefix="povmap-evaluate-", dir=QgsProcessingUtils.tempFolder())
+        figures = make_run_folder()  # removed after the run, or by the next if killed
         options = {
             "predictions_path": predictions_path,
             "predictions_layer": predictions_layer,

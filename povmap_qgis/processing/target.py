@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import tempfile
 
 from qgis.core import (
     QgsProcessing,
@@ -16,13 +15,13 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
-    QgsProcessingUtils,
     QgsVectorLayer,
 )
 
 from ..core.decision.targeting import BUDGET_UNITS, RANK_BY
 from ..core.decision.targeting_report import budget_text, report_document
 from ..core.report.page import write_report
+from ..core.run_folders import make_run_folder
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .layer_names import districts_label, input_layer_name, name_output
@@ -232,7 +231,7 @@ class Target(PovmapAlgorithm):
             parameters, "PREDICTIONS", context, feedback
         )
         truth_path, truth_layer = self.vector_file(parameters, "TRUTH", context, feedback)
-        figures = tempfile.mkdtemp(prefix="povmap-target-", dir=QgsProcessingUtils.tempFolder())
+        figures = make_run_folder()  # removed after the run, or by the next if killed
         options = {
             "predictions_path": predictions_path,
             "predictions_layer": predictions_layer,

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import tempfile
 
 from qgis.core import (
     QgsProcessing,
@@ -15,11 +14,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
-    QgsProcessingUtils,
     QgsVectorLayer,
 )
 
 from ..core.report.page import write_report
+from ..core.run_folders import make_run_folder
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..core.verification.verification_report import report_document
 from ..core.verification.verification_results import (
@@ -201,9 +200,7 @@ class VerificationResults(PovmapAlgorithm):
         }
         written = [output, metrics, metrics_csv_path(metrics)] + ([new_model] if new_model else [])
         summary = self.run_core_step("verification_results", options, feedback, outputs=written)
-        figures = tempfile.mkdtemp(
-            prefix="povmap-verification-", dir=QgsProcessingUtils.tempFolder()
-        )
+        figures = make_run_folder()  # removed after the run, or by the next if killed
         try:
             feedback.pushInfo("Rendering the map and writing the report…")
             maps = self._render_map(summary, figures, context, feedback)

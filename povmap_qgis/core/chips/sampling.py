@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from .. import vectors
-from ..errors import PovmapInputError
+from ..errors import PovmapInputError, write_failure
 from ..grid import cells
 from ..names import CELL_ID
 from ..progress import Reporter
@@ -87,6 +87,12 @@ def sample_chips(options, reporter=None, remote=None):
     if options.engine == "spark":
         remote_engine(remote)  # before any work
     inputs = [spec if isinstance(spec, ChipInput) else ChipInput(**spec) for spec in options.inputs]
+    if not (isinstance(options.max_nodata, (int, float)) and 0 <= options.max_nodata <= 1):
+        raise PovmapInputError(
+            "MAX_NODATA",
+            f"{options.max_nodata!r} is not a share between 0 and 1 (0.1: cells with more than "
+            "10 % nodata in an input are flagged).",
+        )
     if not inputs:
         raise PovmapInputError(
             "DAYTIME",
@@ -151,8 +157,8 @@ def sample_chips(options, reporter=None, remote=None):
             dtypes[widen.spec.name] = WIDE_DTYPE
             reporter.info(f"{widen}: sampling again with this input stored as float32.")
             continue
-        except BaseException:
-            writer.close()
+        except BaseException as error:
+            _stop(writer, error)
             raise
         break
     try:
@@ -171,8 +177,8 @@ def sample_chips(options, reporter=None, remote=None):
         path = writer.finish(
             statistics, {"max_nodata": options.max_nodata, "flagged_cells": int(len(flagged))}
         )
-    except BaseException:
-        writer.close()
+    except BaseException as error:
+        _stop(writer, error)
         raise
     seconds = time.monotonic() - started
     summary = {
@@ -195,6 +201,15 @@ def sample_chips(options, reporter=None, remote=None):
             f"{len(flagged)} cell(s) have more than {options.max_nodata:.0%} nodata in an input and are flagged (excluded from training): {listed}{'…' if len(flagged) > 10 else ''}."
         )
     return summary
+
+
+def _stop(writer, error):
+    """Keep the partial store for a resume after a cancel, a kill or a crash; remove it after
+    bad input or a full disk, which a rerun with the same settings would meet again."""
+    if isinstance(error, PovmapInputError) or write_failure(error) is not None:
+        writer.discard()
+    else:
+        writer.close()
 
 
 def _engine(options, remote):
