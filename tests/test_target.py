@@ -870,7 +870,7 @@ def test_an_own_grid_through_qgis_process_with_id_field(layers, own_grid):
         ("povmap id gone", "ID_FIELD", ["has no cell_id field", "Cell id field (ID_FIELD)"]),
         ("recorded id gone", "ID_FIELD", ["recorded village_no", "the field is gone"]),
         ("repeated ids", "ID_FIELD", ["share 1 village_no(s)", "its own village_no"]),
-        ("truth without the id", "TRUTH", ["needs village_no and label", "ID_FIELD"]),
+        ("truth without the id", "TRUTH", ["has no village_no field", "ID_FIELD"]),
         ("truth of other ids", "TRUTH", ["no labelled cell of TRUTH has the village_no"]),
     ],
 )

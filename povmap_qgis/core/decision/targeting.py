@@ -136,7 +136,7 @@ def target(options, reporter=None):
     if id_field != CELL_ID:
         reporter.info(f"Cells of '{layer}' identified by {id_field} (ID_FIELD)")
     reporter.progress(5)
-    truth = _read_truth(options, id_field) if options.truth_path else None
+    truth = _read_truth(options, id_field, reporter) if options.truth_path else None
     notes = []
     calibrated = _calibrated(cells, metadata)
     if not calibrated:
@@ -607,33 +607,13 @@ def read_predictions(options, keep_targeting_fields=False):
     return frame, name, metadata, id_field
 
 
-def _read_truth(options, id_field):
-    """Cell id (``id_field``, the predictions') and label of the labelled cells of TRUTH."""
-    import pyogrio
+def _read_truth(options, id_field, reporter):
+    """Cell id (``id_field``, the predictions') and label of the labelled cells of TRUTH, read
+    as evaluate reads them (core/grid/labelled_grid.py)."""
+    from ..grid.labelled_grid import read_labelled_grid
 
-    from ..vectors import layer_info, spatial_layer
-
-    layer = spatial_layer(options.truth_path, options.truth_layer, "TRUTH")
-    fields = list(layer_info(options.truth_path, layer, "TRUTH", require_crs=False)["fields"])
-    if id_field not in fields or "label" not in fields:
-        source = (
-            "a labelled grid from Build training grid"
-            if id_field == CELL_ID
-            else f"labelled polygons of the predicted grid, with its id {id_field} (Cell id field, ID_FIELD)"
-        )
-        raise PovmapInputError(
-            "TRUTH",
-            f"the layer '{layer}' needs {id_field} and label (1 = poor) fields: {source}. "
-            f"Its fields: {', '.join(fields) or 'none'}.",
-        )
-    frame = pyogrio.read_dataframe(
-        options.truth_path, layer=layer, columns=[id_field, "label"], read_geometry=False
-    )
-    frame = frame[frame["label"].notna() & frame[id_field].notna()]
-    if not frame["label"].isin([0, 1]).all():
-        raise PovmapInputError("TRUTH", f"the label field of '{layer}' must be 1 (poor) or 0.")
-    frame = frame.astype({id_field: "int64", "label": "int64"}).drop_duplicates(id_field)
-    return frame
+    frame = read_labelled_grid(options.truth_path, options.truth_layer, id_field, reporter)["frame"]
+    return frame[[id_field, "label"]].astype({id_field: "int64", "label": "int64"})
 
 
 def _calibrated(cells, metadata):

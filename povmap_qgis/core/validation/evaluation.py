@@ -32,6 +32,7 @@ from ..atomic import check_output_path
 from ..errors import PovmapInputError
 from ..geopackage import povmap_layer_metadata
 from ..grid.cells import crs_to_string
+from ..grid.labelled_grid import check_cell_ids, layer_fields, read_labelled_grid
 from ..names import BASELINE, CELL_ID, ENSEMBLE, ID_FIELD_RECORDED, RANDOM
 from ..progress import Reporter
 from ..wording import metric_text
@@ -95,7 +96,7 @@ def evaluate(options, reporter=None):
     options = dataclasses.replace(options, id_field=predictions["id_field"])
     reporter.progress(10)
     reporter.check_canceled()
-    truth = _read_truth(options, reporter)
+    truth = read_labelled_grid(options.truth_path, options.truth_layer, options.id_field, reporter)
     reporter.progress(20)
     cells, data = _join(predictions, truth, options, reporter)
     _report_matched(cells, data, options, reporter)
@@ -222,21 +223,12 @@ def _check_options(options):
         )
 
 
-def _layer_fields(path, layer, parameter):
-    """The layer's name (the first one with geometries when None), field names and description; no CRS needed."""
-    from ..vectors import layer_info, spatial_layer
-
-    layer = spatial_layer(path, layer, parameter)
-    info = layer_info(path, layer, parameter, require_crs=False)
-    return layer, list(info["fields"]), info
-
-
 def _read_predictions(options):
     """The prediction layer (GeoDataFrame), its members, threshold and metadata."""
     import geopandas
 
     path = options.predictions_path
-    layer, fields, info = _layer_fields(path, options.predictions_layer, "PREDICTIONS")
+    layer, fields, info = layer_fields(path, options.predictions_layer, "PREDICTIONS")
     name = layer or os.path.basename(path)
     if not info.get("geometry_type"):
         raise PovmapInputError(
@@ -277,7 +269,7 @@ def _read_predictions(options):
     frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
     if frame.empty:
         raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
-    _check_ids(frame, "PREDICTIONS", name, key)
+    check_cell_ids(frame, "PREDICTIONS", name, key)
     trust = [field for field in ("prob_raw", "prob_baseline") if field in frame]
     for field in ["pred", "prob_mean"] + [f"prob_{member}" for member in members] + trust:
         values = frame[field]
@@ -313,122 +305,6 @@ def _number_or(value, default):
         return float(value)
     except (TypeError, ValueError):
         return default
-
-
-def _read_truth(options, reporter):
-    """Cell id (``options.id_field``), label (0/1) and district (when present) of the labelled grid."""
-    import pyogrio
-
-    path = options.truth_path
-    key = options.id_field
-    layer, fields, info = _layer_fields(path, options.truth_layer, "TRUTH")
-    name = layer or os.path.basename(path)
-    if key not in fields:
-        how = (
-            "grid the survey with Build training grid (same CRS and cell size as the predictions)"
-            if key == CELL_ID
-            else f"give the labelled polygons the id of the grid that was predicted ({key}, ID_FIELD)"
-        )
-        raise PovmapInputError(
-            "TRUTH",
-            f"the layer '{name}' has no {key} field; {how}. Its fields: {', '.join(fields) or 'none'}.",
-        )
-    if "label" not in fields:
-        raise PovmapInputError(
-            "TRUTH",
-            f"the layer '{name}' has no label field (1 = poor, 0 = not poor); use a labelled grid from "
-            f"Build training grid, e.g. a ground-truth survey gridded with it. Its fields: {', '.join(fields) or 'none'}.",
-        )
-    columns = [key, "label"] + (["district"] if "district" in fields else [])
-    frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, read_geometry=False)
-    if frame.empty:
-        raise PovmapInputError("TRUTH", f"the layer '{name}' has no features.")
-    frame = _numbers_from_text(frame, (key, "label"), "TRUTH", name, reporter)
-    unlabelled = frame["label"].isna()
-    if unlabelled.all():
-        raise PovmapInputError(
-            "TRUTH",
-            f"the label field of '{name}' is empty in every cell; use a labelled grid from Build training grid.",
-        )
-    if unlabelled.any():
-        reporter.warning(f"TRUTH: {int(unlabelled.sum())} cells without a label are left out.")
-        frame = frame[~unlabelled]
-    if not frame["label"].isin([0, 1]).all():
-        odd = sorted({str(value) for value in frame.loc[~frame["label"].isin([0, 1]), "label"]})[:5]
-        raise PovmapInputError(
-            "TRUTH",
-            f"the label field of '{name}' must be 1 (poor) or 0 (not poor); it also holds {', '.join(odd)}.",
-        )
-    _check_ids(frame, "TRUTH", name, key)
-    frame = frame.assign(label=frame["label"].astype("int32"))
-    return {
-        "frame": frame,
-        "layer": name,
-        "metadata": povmap_layer_metadata(path, layer),
-        "crs": crs_to_string(info.get("crs")),
-    }
-
-
-def _numbers_from_text(frame, columns, parameter, name, reporter):
-    """Numbers written as text (a CSV read without its .csvt file) become numbers.
-
-    Empty text is a missing value; other text is refused naming the field.
-    """
-    import pandas
-
-    for column in columns:
-        values = frame[column]
-        if values.dtype != object:
-            continue
-        text = values.astype("string").str.strip()
-        text = text.mask(text == "")
-        numbers = pandas.to_numeric(text.astype(object).where(text.notna(), None), errors="coerce")
-        wrong = numbers.isna() & text.notna()
-        if wrong.any():
-            examples = ", ".join(f"'{value}'" for value in sorted(set(text[wrong]))[:5])
-            wanted = "1 (poor) or 0 (not poor)" if column == "label" else "the grid's cell ids"
-            raise PovmapInputError(
-                parameter,
-                f"the {column} field of '{name}' holds text ({examples}); it must hold {wanted}.",
-            )
-        frame = frame.assign(**{column: numbers})
-        reporter.info(
-            f"{parameter}: the {column} field of '{name}' is text (e.g. a CSV without a .csvt "
-            "file); its values are read as numbers."
-        )
-    return frame
-
-
-def _check_ids(frame, parameter, name, key=CELL_ID):
-    import numpy as np
-
-    ids = frame[key]
-    if ids.isna().any():
-        raise PovmapInputError(
-            parameter,
-            f"the {key} field of '{name}' is empty in {int(ids.isna().sum())} features.",
-        )
-    numeric = np.asarray(ids, dtype="float64") if ids.dtype.kind == "f" else None
-    if numeric is not None and not np.all(numeric == np.round(numeric)):
-        raise PovmapInputError(
-            parameter,
-            f"the {key} field of '{name}' holds non-integer values; use the grid's own {key}.",
-        )
-    try:
-        frame[key] = ids.astype("int64")
-    except (TypeError, ValueError):
-        raise PovmapInputError(
-            parameter,
-            f"the {key} field of '{name}' is not an integer field; use the grid's own {key}.",
-        ) from None
-    duplicated = frame[key].duplicated()
-    if duplicated.any():
-        example = int(frame.loc[duplicated, key].iloc[0])
-        raise PovmapInputError(
-            parameter,
-            f"'{name}' holds {int(duplicated.sum())} duplicated {key} values (e.g. {example}); "
-            "a grid has one feature per cell.",
-        )
 
 
 def _join(predictions, truth, options, reporter):
