@@ -410,6 +410,38 @@ def test_map_poverty_asks_for_the_rasters_the_model_needs_before_any_work(
     assert not os.listdir(tmp_path)
 
 
+def test_map_poverty_refuses_an_edited_model_package_before_any_work(
+    povmap_provider, tiny_sample, unsurveyed_area, tmp_path
+):
+    """MODEL is read as predict reads it (hashes, schema), not past its checks."""
+    import json
+    import shutil
+
+    from povmap_qgis.paths import bundled_model_path
+
+    package = tmp_path / "edited.povmodel"
+    shutil.copytree(bundled_model_path(), package)
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
+    manifest["resolution"] = 5.0  # an edit that would change every chip the run samples
+    (package / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    output = tmp_path / "out"
+    output.mkdir()
+    message = run_failing(
+        "povmap:mappoverty",
+        {
+            "AREA": unsurveyed_area,
+            "MODEL": str(package),
+            "DAYTIME": os.path.join(tiny_sample, "synthetic_daytime_s2l2a_10m.tif"),
+            "NIGHTLIGHTS": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
+            "ACCESSIBILITY": os.path.join(tiny_sample, "synthetic_accessibility_30arcsec.tif"),
+            "OUTPUT": str(output / "mapped.gpkg"),
+            "CHIPS": str(output / "store"),
+        },
+    )
+    assert "MODEL" in message and "manifest_sha256" in message, message
+    assert "Nothing was written" in message and not os.listdir(output)
+
+
 def test_map_poverty_has_help_on_every_parameter(povmap_provider):
     from qgis.core import QgsApplication
 

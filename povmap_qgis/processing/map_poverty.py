@@ -6,7 +6,6 @@ with the cell size and chip resolution the model was trained with. With
 SOURCE=rasters the chip store is skipped: Predict poverty reads the rasters.
 """
 
-import json
 import os
 
 from qgis.core import (
@@ -273,10 +272,15 @@ class MapPoverty(PovmapAlgorithm):
 
 
 def _model_manifest(model):
-    """The model package's manifest, or {} when it is not a local folder (models:/…) or unreadable."""
-    try:
-        with open(os.path.join(model, "manifest.json"), encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):
+    """The model package's verified manifest, read as predict reads it (core/model/model_package.py:
+    hashes and schema, a damaged or edited package refused naming MODEL before any work), or {}
+    when MODEL is not a local folder (models:/… is resolved by the worker)."""
+    from ..core.errors import PovmapInputError
+    from ..core.model.model_package import read_package
+
+    if not os.path.isdir(model):
         return {}
-    return manifest if isinstance(manifest, dict) else {}
+    try:
+        return read_package(model)
+    except PovmapInputError as error:
+        raise QgsProcessingException(f"{error} Nothing was written.") from None
