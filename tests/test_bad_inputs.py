@@ -140,6 +140,16 @@ def rewrite_raster(path, change):
         dataset.write(change(values).astype("float32"))
 
 
+def zip_inputs(inputs):
+    """The grid and the survey also inside a zip archive beside them (``inputs["zip"]``)."""
+    import zipfile
+
+    inputs["zip"] = os.path.join(os.path.dirname(inputs["grid"]), "archive.zip")
+    with zipfile.ZipFile(inputs["zip"], "w") as archive:
+        archive.write(inputs["grid"], "training_grid.gpkg")
+        archive.write(inputs["survey"], "survey.gpkg")
+
+
 def chip_store_case(damage):
     return lambda inputs: damage(inputs["chips"])
 
@@ -363,6 +373,18 @@ CASES = {
         "OUTPUT",
         None,
         {"OUTPUT": "{model}/predictions.gpkg"},
+    ),
+    "a grid inside a zip (/vsizip/)": (
+        "samplechips",
+        "GRID",
+        zip_inputs,
+        {"GRID": "/vsizip/{zip}/training_grid.gpkg"},
+    ),
+    "a survey inside a zip (/vsizip/)": (
+        "buildtraininggrid",
+        "INPUT",
+        zip_inputs,
+        {"INPUT": "/vsizip/{zip}/survey.gpkg"},
     ),
     "MAX_NODATA=nan": ("samplechips", "MAX_NODATA", None, {"MAX_NODATA": "nan"}),
     "HABITABLE_BAND=0": ("buildpredictiongrid", "HABITABLE_BAND", None, {"HABITABLE_BAND": 0}),

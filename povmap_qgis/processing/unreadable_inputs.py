@@ -3,7 +3,8 @@
 QGIS's own check reports any layer it cannot load as "Could not load source layer
 for AREA: /path/file.gpkg not found", also when the file is there but damaged,
 truncated or of another kind. When the file exists, the message says so and
-gives GDAL's reason.
+gives GDAL's reason; a ``/vsizip/`` (or other ``/vsi…``) path says that QGIS does not
+load such paths and what to do instead.
 """
 
 import os
@@ -19,9 +20,17 @@ def explain_unreadable_input(definitions, message):
         return message
     name, value = match.group("name"), match.group("value").strip()
     path, _, options = value.partition("|")
+    definition = next((item for item in definitions if item.name() == name), None)
+    if path.startswith("/vsi"):
+        label = f"{definition.description()} — {name}" if definition is not None else name
+        return (
+            f"{label}: '{path}' is a file inside an archive or a remote location (a GDAL "
+            "/vsi… path), which QGIS does not load as a layer given as a path. Extract the "
+            "file (or download it) and choose the extracted file, or add it to the project "
+            "first (Layer ▸ Add Layer) and choose the layer. Nothing was written."
+        )
     if not path or not os.path.exists(path):
         return message
-    definition = next((item for item in definitions if item.name() == name), None)
     kind = "raster" if definition is not None and definition.type() == "raster" else "vector"
     layer = dict(option.split("=", 1) for option in options.split("|") if "=" in option).get(
         "layername"
