@@ -3,7 +3,9 @@
 
 Needs the demo's training grid and chip store (run scripts/demo first). Writes
 models/demo_compact.povmodel with a manifest that says plainly it is a
-demonstration model trained on synthetic data, not for policy use.
+demonstration model trained on synthetic data, not for policy use. The compact preset's
+members (three small CNNs and stats_gbm) are combined with the baseline by stacking
+(STACKING=validation, train's default; --stacking off for the members' mean).
     .venv/bin/python scripts/train_bundled_model.py [--demo output/demo] [--seed 0]
 """
 
@@ -23,6 +25,8 @@ NOTICE = (
 
 
 def main():
+    from povmap_qgis.core.model.training import TRAIN_STACKING
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -34,10 +38,11 @@ def main():
         default=None,
         help="nominal coverage of prob_low/prob_high (default: train's NOMINAL default)",
     )
+    parser.add_argument("--stacking", choices=TRAIN_STACKING, default=TRAIN_STACKING[0])
     parser.add_argument("--output", default=os.path.join(ROOT, "models", "demo_compact.povmodel"))
     arguments = parser.parse_args()
 
-    from povmap_qgis.core.model import intervals, model_package
+    from povmap_qgis.core.model import intervals, model_package, stacking
     from povmap_qgis.core.model.training import TrainOptions, train
     from povmap_qgis.core.model.training_settings import DEFAULT_NOMINAL
     from povmap_qgis.core.progress import ConsoleReporter
@@ -50,6 +55,7 @@ def main():
             preset="compact",
             seed=arguments.seed,
             nominal=DEFAULT_NOMINAL if arguments.nominal is None else arguments.nominal,
+            stacking=arguments.stacking,
             demonstration_notice=NOTICE,
         ),
         ConsoleReporter(),
@@ -60,7 +66,10 @@ def main():
     )
     print(f"{summary['output']}: {size / 1e6:.1f} MB, {summary['seconds']} s")
     # the package carries the interval rule (prob_low/prob_high, core/model/intervals.py)
-    print(intervals.describe(model_package.read_package(summary["output"]).get("interval")))
+    manifest = model_package.read_package(summary["output"])
+    print(intervals.describe(manifest.get("interval")))
+    # and how prob_raw combines the members and the baseline (core/model/stacking.py)
+    print(stacking.describe(manifest.get("stacking")))
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def test_qgis_process_train_takes_names(tiny_sample, tmp_path):
 RESAMPLING = ["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
 ENUMERATIONS = {
     ("crossvalidate", "PRESET"): ["paper", "compact"],
+    ("crossvalidate", "STACKING"): ["nested", "validation", "off"],
     ("mappoverty", "DAYTIME_RESAMPLING"): RESAMPLING,
     ("mappoverty", "NIGHTLIGHTS_RESAMPLING"): RESAMPLING,
     ("mappoverty", "ACCESSIBILITY_RESAMPLING"): RESAMPLING,
@@ -132,6 +133,7 @@ ENUMERATIONS = {
     ("districtestimates", "MSE"): ["analytical", "bootstrap"],
     ("districtestimates", "BENCHMARK"): ["none", "national"],
     ("districtestimates", "VARIANCES"): ["direct", "smoothed"],
+    ("train", "STACKING"): ["validation", "off"],
 }
 
 

@@ -456,7 +456,8 @@ def test_the_bundled_model_is_a_small_verified_demonstration(
     )
     assert size < 20e6
     assert "NOT FOR POLICY USE" in manifest["notice"] and "synthetic" in manifest["notice"]
-    assert [member["architecture"] for member in manifest["members"]] == [
+    # the compact preset's CNNs (and, since stacking, stats_gbm once the lead retrains it)
+    assert [member["architecture"] for member in manifest["members"]][:3] == [
         "compact_cnn",
         "compact_wide",
         "compact_residual",

@@ -67,6 +67,7 @@ def with_statistics(tiny_chips, tmp_path_factory):
             "members": ["compact_cnn", "stats_gbm"],
             "epochs": 2,
             "seed": 5,
+            "stacking": "off",  # prob_raw: the members' mean (stacking: tests/test_stacking.py)
         },
     )
     predictions = str(folder / "predictions.gpkg")
@@ -112,6 +113,7 @@ def test_stats_gbm_is_stored_as_numbers_hashed_and_predicts_like_a_member(
     )
     assert np.allclose(frame["prob_stats_gbm"], expected, atol=2e-5)
     assert np.allclose(frame["prob_raw"], (frame["prob_compact_cnn"] + expected) / 2, atol=1e-4)
+    assert manifest["stacking"] == {"method": "none", "note": "STACKING=off"}
     # altered trees are refused like altered weights
     manifest_read = model_package.read_package(package)
     assert [m["name"] for m in manifest_read["members"]] == ["compact_cnn", "stats_gbm"]

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterVectorDestination,
@@ -26,6 +27,7 @@ from .parameter_values import metric_label
 from .training_parameters import add_training_parameters, training_options
 
 METRIC_KEYS = METRIC_NAMES
+STACKINGS = ["nested", "validation", "off"]  # core.validation.crossvalidation.STACKING_MODES
 MAP_WIDTH = 1100
 MAP_MAX_HEIGHT = 900
 
@@ -95,6 +97,28 @@ class CrossValidate(PovmapAlgorithm):
             ),
             "Number of folds; each holds whole districts, so at most the number of districts with labelled cells.",
         )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                "STACKING",
+                self.tr("Stacking of members and baseline"),
+                [
+                    "nested: fitted on inner folds of each fold's training districts",
+                    "fitted on each fold's validation cells (cheaper)",
+                    "off: the members' mean",
+                ],
+                False,
+                0,
+            ),
+            "How prob_raw combines the members and the transparent baseline in each fold (a "
+            "non-negative logistic regression on their logits; the report shows the weights). "
+            "nested: inside each fold, the members and the baseline are also trained on 3 inner "
+            "folds of its training districts and the stacking is fitted on their inner "
+            "out-of-fold predictions, so the held-out fold is never seen by members, stacking or "
+            "calibration: the honest verdict, at about 4 times the training time. validation: "
+            "fitted on each fold's validation cells, as Train does (one training per member and "
+            "fold; slightly optimistic). off: the members' mean.",
+            names=STACKINGS,
+        )
 
     def processAlgorithm(self, parameters, context, feedback):
         from .rendering import RenderError, category_style
@@ -106,6 +130,7 @@ class CrossValidate(PovmapAlgorithm):
         output_grid = self.output_gpkg(parameters, "OUTPUT_GRID", context)
         options = training_options(self, parameters, context, feedback)
         folds = self.parameterAsInt(parameters, "FOLDS", context)
+        stacking = STACKINGS[self.parameterAsEnum(parameters, "STACKING", context)]
         scratch = make_run_folder()  # removed after the run, or by the next if killed
         try:
             fold_style = os.path.join(scratch, "folds.qml")
@@ -138,6 +163,7 @@ class CrossValidate(PovmapAlgorithm):
                     "metrics_path": metrics,
                     "output_grid_path": output_grid,
                     "folds": folds,
+                    "stacking": stacking,
                     "style_qml_path": style_path("hitmiss"),
                     "extra_styles": extra_styles,
                     "figures_folder": os.path.join(scratch, "figures"),

@@ -18,6 +18,7 @@ from .parameter_values import metric_label
 from .training_parameters import add_training_parameters, training_options
 
 SPLITS = ["random", "districts"]
+STACKINGS = ["validation", "off"]  # core.model.training.TRAIN_STACKING
 
 
 class Train(PovmapAlgorithm):
@@ -100,6 +101,26 @@ class Train(PovmapAlgorithm):
             advanced=True,
             names=BALANCES,
         )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                "STACKING",
+                self.tr("Combine members and baseline (stacking)"),
+                [
+                    "stacking fitted on the validation cells",
+                    "off: the members' mean",
+                ],
+                False,
+                0,
+            ),
+            "How prob_raw (and so prob_mean, pred and every ranking) combines the members: a "
+            "non-negative logistic regression on the logits of every member and of the "
+            "transparent baseline, fitted on the validation cells (which the members did not "
+            "learn from) — a member or the baseline that adds nothing gets weight 0, so the map "
+            "is at least as good as the evidence allows; its weights are stored in the package "
+            "and logged. off: the members' mean, as before.",
+            advanced=True,
+            names=STACKINGS,
+        )
 
     def _add_pretrained_and_target_recall(self):
         self.add_parameter(
@@ -143,6 +164,7 @@ class Train(PovmapAlgorithm):
                 "split": split,
                 "test_districts": districts or None,
                 "balance": BALANCES[self.parameterAsEnum(parameters, "BALANCE", context)],
+                "stacking": STACKINGS[self.parameterAsEnum(parameters, "STACKING", context)],
                 "pretrained": _pretrained(
                     self.parameterAsString(parameters, "PRETRAINED", context)
                 ),

@@ -66,7 +66,8 @@ def add_training_parameters(
             False,
             PRESET_NAMES.index(DEFAULT_PRESET),
         ),
-        "compact: three small CNNs for CPUs (default); paper: ResNet50 + ResNet50V2 + "
+        "compact: three small CNNs and stats_gbm (gradient boosting on per-chip statistics) for "
+        "CPUs (default); paper: ResNet50 + ResNet50V2 + "
         f"ResNet101{_paper_settings() if paper_settings else ''} (use a GPU).",
     )
     add(
@@ -74,7 +75,7 @@ def add_training_parameters(
             "MEMBERS", algorithm.tr("Members (empty: the preset's)"), "", optional=True
         ),
         f"Comma-separated ensemble members to train{' in every fold' if per_fold else ''}, "
-        f"from: {', '.join(ARCHITECTURES)}. Empty: the preset's three.",
+        f"from: {', '.join(ARCHITECTURES)}. Empty: the preset's.",
     )
     if after_members:
         after_members()

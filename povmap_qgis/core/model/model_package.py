@@ -1,4 +1,4 @@
-"""The model package: ``NAME.povmodel/`` (docs/contracts.md, format 1.1; reads 1.0).
+"""The model package: ``NAME.povmodel/`` (docs/contracts.md, format 1.2; reads 1.0, 1.1).
 
 ::
 
@@ -14,7 +14,9 @@
                                 with the training cells' statistic range); since
                                 0.3.0: ``interval`` (the prob_low/prob_high rule of
                                 core/model/intervals.py, plain numbers; without it
-                                the members' spread, as before)
+                                the members' spread, as before); since 1.2: ``stacking`` (how ``prob_raw`` combines
+                                the members and the baseline: weights, intercept,
+                                candidates, where it was fitted; core/model/stacking.py)
       <member>.weights.h5       Keras weights of each member
       stats_gbm.trees.json      the statistics member's trees as plain numbers
                                 (core/model/statistics_member.py), hashed like weights
@@ -23,7 +25,8 @@
                                 the manifest's ``training_cells`` (file, sha256, count,
                                 id_field, crs, cell_size), so an evaluation can tell them apart
 
-A 1.0 package still loads: it has no transform (linear normalisation, as it
+A 1.1 package (no ``stacking``) keeps the members' mean as ``prob_raw``, and the log
+says so. A 1.0 package still loads: it has no transform (linear normalisation, as it
 was trained), no calibration (``prob_mean`` = ``prob_raw``, and ``missing_parts``
 says so for the log and the reports) and no baseline.
 
@@ -42,8 +45,8 @@ from ..errors import PovmapInputError
 from .models import ARCHITECTURE_VERSIONS, ARCHITECTURES, FIRST_ARCHITECTURE_VERSION
 
 FORMAT = "povmap-model"
-FORMAT_VERSION = "1.1"
-SUPPORTED_VERSIONS = ("1.0", "1.1")
+FORMAT_VERSION = "1.2"
+SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
 MANIFEST = "manifest.json"
 # What defines the model: an edit to any of these changes predictions, so their canonical
 # sha256 is recorded as ``manifest_sha256`` and checked on loading (since 0.2.0).
@@ -66,6 +69,7 @@ MODEL_DEFINING_KEYS = (
     "baseline",
     "training_cells",
     "interval",
+    "stacking",
 )
 WEIGHTS_SUFFIXES = (".weights.h5", ".trees.json")
 TRAINING_CELLS_FILE = "training_cells.npy"
@@ -302,6 +306,35 @@ def _check_schema(manifest, path, parameter):
         and not all(number(calibration.get(key)) for key in ("slope", "intercept"))
     ):
         refuse("calibration", "must hold a numeric slope and intercept for Platt scaling")
+    _check_stacking(manifest, refuse, number)
+
+
+def _check_stacking(manifest, refuse, number):
+    """A stacking record names each candidate once (every member and the baseline, which it
+    needs) and holds one non-negative number per candidate and a numeric intercept."""
+    from .stacking import BASELINE, is_stacked
+
+    stacked = manifest.get("stacking")
+    if stacked is None or (isinstance(stacked, dict) and stacked.get("method") == "none"):
+        return
+    if not (isinstance(stacked, dict) and is_stacked(stacked)):
+        refuse("stacking", "has an unknown method")
+    names = stacked.get("candidates")
+    weights = stacked.get("weights")
+    known = {member.get("name") for member in manifest["members"]} | {BASELINE}
+    if not (
+        isinstance(names, list)
+        and isinstance(weights, list)
+        and len(names) == len(weights) == len(set(names))
+        and set(names) <= known
+    ):
+        refuse("stacking", "must name distinct members or the baseline, one weight each")
+    if not all(number(value) and value >= 0 for value in weights):
+        refuse("stacking.weights", "must be non-negative numbers")
+    if not number(stacked.get("intercept")):
+        refuse("stacking.intercept", "must be a number")
+    if BASELINE in names and not isinstance(manifest.get("baseline"), dict):
+        refuse("stacking", "uses the baseline, but the package has none")
 
 
 def missing_parts(manifest):

@@ -8,7 +8,10 @@ dense layer at the end of each), branches concatenated, dropout and a sigmoid
 in every branch, Adam 5e-5, batch 16, up to 30 epochs, early stopping with
 patience 10. GPU work: ~4 samples/s on 2 CPU cores.
 
-``compact``: three small CNNs that train on 2 CPU cores in minutes. The
+``compact``: three small CNNs that train on 2 CPU cores in minutes, and the
+statistics member ``stats_gbm`` (gradient boosting on per-chip statistics, seconds);
+their probabilities and the transparent baseline's are combined by stacking
+(core/model/stacking.py), so a member that adds nothing gets no weight. The
 daytime chip (100 × 100 px at 10 m) goes through a strided convolution that
 reads single 10 m pixels (one roof is one pixel) and three convolution blocks
 at 50, 25 and 12 px; every other input is resampled from ~500 m–1 km
@@ -52,7 +55,7 @@ PRESETS = {
         "dropout": 0.5,
     },
     "compact": {
-        "members": COMPACT_MEMBERS,
+        "members": COMPACT_MEMBERS + STATISTICS_MEMBERS,
         "learning_rate": 1e-3,
         "batch_size": 32,
         "epochs": 30,

@@ -11,7 +11,9 @@ probabilities), plus ``chip_flagged`` (1 = too much nodata: a less reliable
 prediction).
 
 Trust fields (model packages of format 1.1, see ``trust_fields``): ``prob_raw``
-(the members' mean before calibration), ``prob_mean`` calibrated (Platt
+(before calibration: the stacking of the members and the baseline, ``stacking.combine``
+with the package's ``stacking`` — format 1.2 —, else the members' mean, which the log
+says), ``prob_mean`` calibrated (Platt
 scaling fitted on the validation cells: "share of such cells that are poor"),
 ``prob_low`` / ``prob_high`` (``intervals.cell_interval``: the package's interval
 rule, fitted on the validation cells by district, with its nominal coverage; a
@@ -39,7 +41,7 @@ from ..history import drift
 from ..names import CELL_ID, ID_FIELD_METADATA, PREDICTION_SOURCES
 from ..progress import Reporter
 from ..wording import counted
-from . import baseline, calibration, intervals, learning_data, model_package
+from . import baseline, calibration, intervals, learning_data, model_package, stacking
 from .training import ensemble_outputs
 
 ENGINES = ("local", "spark")
@@ -213,7 +215,7 @@ def trust_fields(manifest, features, ensemble, reporter):
     """
     for sentence in model_package.missing_parts(manifest):
         reporter.warning(sentence)
-    raw = ensemble["prob_mean"].astype("float64")
+    raw = ensemble_probability(manifest, ensemble, features, reporter)
     fitted = manifest.get("calibration")
     rule = manifest.get("interval")
     low, high = intervals.cell_interval(raw, fitted, rule, ensemble["disagreement"])
@@ -233,6 +235,9 @@ def trust_fields(manifest, features, ensemble, reporter):
     metadata = {
         "povmap_calibration": json.dumps(fitted or {"method": "none"}),
         "povmap_interval": json.dumps(rule or {"method": intervals.SPREAD_METHOD}),
+        "povmap_stacking": json.dumps(
+            manifest.get("stacking") or {"method": "none", "note": "the members' mean"}
+        ),
     }
     simple = manifest.get("baseline")
     if simple and features is not None:
@@ -250,6 +255,32 @@ def trust_fields(manifest, features, ensemble, reporter):
             "range (a per-chip statistic beyond the training cells' 1st–99th percentiles)"
         )
     return fields, metadata
+
+
+def ensemble_probability(manifest, ensemble, features, reporter):
+    """``prob_raw`` of the cells: the package's stacking of the members and the baseline
+    (``stacking.combine``), or the members' mean (``ensemble_outputs``' ``prob_mean``) for a
+    package without one (logged). ``ensemble``: ``training.ensemble_outputs``' dict."""
+    combiner = manifest.get("stacking")
+    if not stacking.is_stacked(combiner):
+        if combiner is None:
+            reporter.info(
+                f"the model package (format {manifest.get('format_version')}) has no stacking: "
+                "prob_raw is the members' mean, as it was trained; retrain it to combine the "
+                "members and the baseline by their out-of-fold evidence"
+            )
+        else:
+            reporter.info(stacking.describe(combiner))
+        return np.asarray(ensemble["prob_mean"], dtype="float64")
+    simple = manifest.get("baseline")
+    baseline_raw = (
+        baseline.probabilities(simple, features) if simple and features is not None else None
+    )
+    names = [member["name"] for member in manifest["members"]]
+    reporter.info(stacking.describe(combiner))
+    return stacking.combine(
+        combiner, stacking.candidates_of(names, ensemble["members"], baseline_raw)
+    )
 
 
 def decided_class(manifest, grid, reporter):

@@ -6,8 +6,9 @@ in the paper's 15,596 / 1,732 / 1,925 proportions) or whole districts held out
 for testing. Normalisation comes from training cells only; the majority class
 is undersampled in training (the paper) or class weights are used. Each member
 is trained with early stopping on validation loss, best weights kept; the
-ensemble's probability is the members' mean, calibrated on the validation
-cells, and its class ``pred`` = calibrated mean >= the decision threshold
+ensemble's probability (``prob_raw``) is the stacking of the members and the
+transparent baseline fitted on the validation cells (``core.model.stacking``;
+STACKING=off: the members' mean), calibrated on the validation cells, and its class ``pred`` = calibrated mean >= the decision threshold
 (``calibration.decision_threshold``: the training cells' share of poor cells,
 or TARGET_RECALL's rule on the validation cells); the members' votes at
 ``threshold`` (0.5 on their balanced scale) are kept as information.
@@ -30,7 +31,7 @@ from ..labels import label_sentence, poor_below_from_metadata
 from ..names import BASELINE, CELL_ID, ENSEMBLE, RANDOM, RANDOM_DRAWS
 from ..progress import Reporter
 from ..validation import metrics
-from . import learning_data, model_package, models, pretrained, statistics_member
+from . import learning_data, model_package, models, pretrained, stacking, statistics_member
 from .environment import MIXED_PRECISION_POLICY
 from .training_settings import DEFAULT_NOMINAL, TrainingSettings, check_balance, check_nominal
 
@@ -50,6 +51,8 @@ class TrainOptions(TrainingSettings):
         None  # None, "imagenet" (Keras cache) or a folder of Keras notop .h5 files
     )
     target_recall: float | None = None  # None: the training cells' share of poor cells
+    # "validation": prob_raw is the stacking fitted on the validation cells; "off": the mean
+    stacking: str = "validation"
     demonstration_notice: str | None = None  # written into the manifest (the bundled model)
 
 
@@ -153,6 +156,7 @@ def _summary(options, members, cells, probabilities, judged, started):
 def _check_options(options):
     model_package.check_package_path(options.output_path)
     check_nominal(options)
+    check_stacking(options.stacking, TRAIN_STACKING)
     if options.target_recall is not None and not 0 < options.target_recall <= 1:
         raise PovmapInputError(
             "TARGET_RECALL",
@@ -215,7 +219,10 @@ def _judge(options, members, store, cells, split, normalisation, probabilities, 
         options.target_recall,
         districts=districts,
         nominal=options.nominal,
+        members=members,
+        stacking_mode=options.stacking,
     )
+    reporter.info(stacking.describe(judges["stacking"]))
     decision, decision_rule = judges["decision_threshold"], judges["decision_rule"]
     reporter.info(f"pred: {decision_rule} ({decision:.3f})")
     holdout = holdout_metrics(
@@ -227,6 +234,7 @@ def _judge(options, members, store, cells, split, normalisation, probabilities, 
         calibrated=judges["calibrated_test"],
         baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
         decision_threshold=decision,
+        raw=judges["raw_test"],
     )
     _report_calibration(judges, holdout, reporter)
     _report_interval(judges, labels[split["test"]], probabilities["test"], reporter)
@@ -267,6 +275,17 @@ def preset_and_members(options):
         if getattr(options, key, None):
             preset[key] = getattr(options, key)
     return preset, members
+
+
+TRAIN_STACKING = ("validation", "off")  # train's STACKING (crossvalidate adds "nested")
+
+
+def check_stacking(value, allowed):
+    """Refuse a STACKING other than ``allowed``."""
+    if value not in allowed:
+        raise PovmapInputError(
+            "STACKING", f"unknown stacking '{value}' (use {' or '.join(allowed)})."
+        )
 
 
 # the parts whose probabilities train keeps of each member (calibration, then holdout metrics)
@@ -580,7 +599,8 @@ def _predict_member(model, store, rows, normalisation):
 
 
 def ensemble_outputs(member_probabilities, threshold, calibrated=None, decision=None):
-    """prob_mean, votes, pred and disagreement (std of members).
+    """prob_mean (the members' mean), votes, pred, disagreement (std of members) and members
+    (their probabilities, for ``stacking.combine``).
 
     ``pred``: with a ``decision`` threshold, ``calibrated`` (the calibrated mean;
     the raw mean when None) >= ``decision``; without one (packages from before the
@@ -595,7 +615,13 @@ def ensemble_outputs(member_probabilities, threshold, calibrated=None, decision=
     else:
         scale = mean if calibrated is None else np.asarray(calibrated, dtype="float64")
         pred = (scale >= decision).astype("int32")
-    return {"prob_mean": mean, "votes": votes, "pred": pred, "disagreement": stacked.std(axis=0)}
+    return {
+        "prob_mean": mean,
+        "votes": votes,
+        "pred": pred,
+        "disagreement": stacked.std(axis=0),
+        "members": list(member_probabilities),
+    }
 
 
 def fit_baseline_and_calibration(
@@ -608,22 +634,32 @@ def fit_baseline_and_calibration(
     target_recall=None,
     districts=None,
     nominal=DEFAULT_NOMINAL,
+    members=None,
+    stacking_mode="off",
+    fitted_stacking=None,
 ):
-    """The transparent baseline (fitted on the training cells) and the ensemble's calibration.
+    """The transparent baseline (fitted on the training cells), the stacking and the ensemble's
+    calibration.
 
-    Both are calibrated on the validation cells (``calibration.fit_platt``),
-    never on the test cells. ``split``: {"train", "validation", "test"} rows
-    of ``labels``; ``member_probabilities``: {"validation": [...], "test": [...]}
-    per member. Also returns the calibrated ensemble and baseline
-    probabilities of the test cells and the ensemble's decision threshold and
-    its rule (``calibration.decision_threshold``; the prevalence is that of the
-    training cells before undersampling). Shared by ``train`` and the
+    The baseline is calibrated on the validation cells (``calibration.fit_platt``),
+    never on the test cells. ``split``: {"train", "validation", "test"} rows of
+    ``labels``; ``member_probabilities``: {"validation": [...], "test": [...]} per
+    member (``members``: their names). ``prob_raw`` is :func:`stacking.combine` of the
+    members and the baseline's raw probability: with ``stacking_mode`` "validation" the
+    stacking is fitted on the validation cells; with ``fitted_stacking`` (the nested
+    cross-validation's, fitted on inner out-of-fold predictions) that one is used;
+    otherwise ("off") it is the members' mean. The ensemble's calibration is Platt
+    scaling of the validation cells' ``prob_raw``. Also returns ``raw_test`` and the
+    calibrated ensemble and baseline probabilities of the test cells and the ensemble's
+    decision threshold and its rule (``calibration.decision_threshold``; the prevalence
+    is that of the training cells before undersampling). Shared by ``train`` and the
     cross-validation. ``interval``: the prob_low/prob_high rule fitted on the
-    validation cells and their ``districts`` (each labelled cell's, or None) at
-    the ``nominal`` coverage (``intervals.fit_interval``).
+    validation cells' ``prob_raw`` and their ``districts`` (each labelled cell's, or
+    None) at the ``nominal`` coverage (``intervals.fit_interval``).
     """
     from . import baseline, calibration, intervals
 
+    members = list(members or range(len(member_probabilities["validation"])))
     validation_labels = labels[split["validation"]]
     fitted = baseline.fit_calibrated(
         store,
@@ -632,15 +668,27 @@ def fit_baseline_and_calibration(
         normalisation,
         target_recall,
     )
-    # the combined raw probability (prob_raw) of the validation cells: what the calibration
-    # and the interval rule are fitted on
-    validation_raw = np.mean(member_probabilities["validation"], axis=0)
+    candidates = {
+        part: stacking.candidates_of(
+            members,
+            member_probabilities[part],
+            baseline.probabilities(
+                fitted, chip_features.chip_features(store, store_rows[split[part]], normalisation)
+            ),
+        )
+        for part in PARTS
+    }
+    if fitted_stacking is not None:
+        combiner = fitted_stacking
+    elif stacking_mode == "validation":
+        combiner = stacking.fit(candidates["validation"], validation_labels, "validation cells")
+    else:
+        combiner = {"method": "none", "note": "STACKING=off"}
+    raw = {part: stacking.combine(combiner, candidates[part]) for part in PARTS}
     ensemble_calibration = dict(
-        calibration.fit_platt(validation_raw, validation_labels),
-        fitted_on="validation cells",
+        calibration.fit_platt(raw["validation"], validation_labels), fitted_on="validation cells"
     )
-    test_features = chip_features.chip_features(store, store_rows[split["test"]], normalisation)
-    calibrated_validation = calibration.calibrate(validation_raw, ensemble_calibration)
+    calibrated_validation = calibration.calibrate(raw["validation"], ensemble_calibration)
     decision, rule = calibration.decision_threshold(
         target_recall,
         validation_labels,
@@ -650,7 +698,7 @@ def fit_baseline_and_calibration(
     )
     validation_districts = None if districts is None else np.asarray(districts)[split["validation"]]
     interval_rule = intervals.fit_interval(
-        validation_raw,
+        raw["validation"],
         validation_labels,
         validation_districts,
         ensemble_calibration,
@@ -659,15 +707,19 @@ def fit_baseline_and_calibration(
     )
     return {
         "baseline": fitted,
+        "stacking": combiner,
         "calibration": ensemble_calibration,
         "interval": interval_rule,
         "decision_threshold": decision,
         "decision_rule": rule,
         "calibrated_validation": calibrated_validation,
-        "calibrated_test": calibration.calibrate(
-            np.mean(member_probabilities["test"], axis=0), ensemble_calibration
+        "raw_test": raw["test"],
+        "candidates_validation": candidates["validation"],
+        "candidates_test": candidates["test"],
+        "calibrated_test": calibration.calibrate(raw["test"], ensemble_calibration),
+        "baseline_test": calibration.calibrate(
+            candidates["test"][stacking.BASELINE], fitted["calibration"]
         ),
-        "baseline_test": baseline.calibrated_probabilities(fitted, test_features),
     }
 
 
@@ -707,7 +759,7 @@ def _report_interval(judges, labels, test_probabilities, reporter):
     if rule.get("note"):
         reporter.warning(f"intervals: {rule['note']}")
     low, high = intervals.cell_interval(
-        judges.get("raw_test", np.mean(test_probabilities, axis=0)),
+        judges["raw_test"],
         judges["calibration"],
         rule,
         np.std(test_probabilities, axis=0),
@@ -745,12 +797,13 @@ def holdout_metrics(
     calibrated=None,
     baseline=None,
     decision_threshold=None,
+    raw=None,
 ):
     """Metrics of the members, the ensemble, the baseline (when given) and random on some cells.
 
     ``calibrated``: the ensemble's calibrated probability (its AUC, Brier score
-    and ECE; the raw mean's Brier score and ECE are kept as ``brier_raw`` /
-    ``ece_raw``). ``baseline``: (calibrated probability, threshold on that scale).
+    and ECE; those of ``raw`` — ``prob_raw``, default the members' mean — are kept as
+    ``brier_raw`` / ``ece_raw``). ``baseline``: (calibrated probability, threshold on that scale).
     ``decision_threshold``: the ensemble predicts poor where ``calibrated`` >= it
     (None: the members' majority vote).
     """
@@ -764,7 +817,7 @@ def holdout_metrics(
         result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], ensemble["prob_mean"])
     else:
         result[ENSEMBLE] = metrics.binary_metrics(labels, ensemble["pred"], calibrated)
-        raw = calibration.scores(labels, ensemble["prob_mean"])
+        raw = calibration.scores(labels, ensemble["prob_mean"] if raw is None else raw)
         result[ENSEMBLE].update(calibration.scores(labels, calibrated))
         result[ENSEMBLE].update({f"{key}_raw": value for key, value in raw.items()})
     if baseline is not None:
@@ -840,6 +893,7 @@ def _manifest(
         manifest["notice"] = options.demonstration_notice
     manifest["calibration"] = judged["calibration"]
     manifest["interval"] = judged["interval"]
+    manifest["stacking"] = judged["stacking"]
     manifest["baseline"] = judged["baseline"]
     manifest["decision_threshold"] = float(judged["decision_threshold"])
     manifest["decision_rule"] = judged["decision_rule"]

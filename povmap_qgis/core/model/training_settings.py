@@ -33,7 +33,7 @@ class TrainingSettings:
     grid_layer: str | None = None
     id_field: str | None = None  # the grid's cell id; None: the one the chip store was sampled by
     preset: str = DEFAULT_PRESET
-    members: list | None = None  # architectures; default: the preset's three
+    members: list | None = None  # architectures; default: the preset's
     seed: int = 0
     balance: str = BALANCES[0]  # or "class_weights"
     epochs: int | None = None  # overrides of the preset

@@ -5,7 +5,12 @@ largest district goes to the fold with the fewest cells; the SEED breaks
 ties between districts of equal size). For each fold every member is trained
 on the other folds exactly as ``train`` trains it (a stratified validation
 share of the training folds, undersampling, normalisation from training cells
-only, early stopping) and predicts the held-out fold. Per fold: recall,
+only, early stopping) and predicts the held-out fold. The map's probability is the
+stacking of the members and the baseline (``core.model.stacking``): with STACKING=nested
+its weights are fitted on inner out-of-fold predictions of the fold's training districts
+(``INNER_FOLDS`` folds of whole districts, members and baseline retrained in each), so the
+held-out fold is never seen by members, stacking or calibration; STACKING=validation fits
+it on the fold's validation cells (as ``train``); off: the members' mean. Per fold: recall,
 precision, accuracy and AUC of each member (probability >= 0.5), the ensemble
 (pred: its mean probability calibrated in the fold >= the fold's training
 cells' share of poor cells, as ``train`` decides; AUC of that probability), the
@@ -36,7 +41,7 @@ from ..atomic import check_output_path
 from ..errors import PovmapInputError
 from ..model.training_settings import TrainingSettings, check_balance, check_nominal
 from ..names import BASELINE, ENSEMBLE, METRIC_NAMES, RANDOM, RANDOM_DRAWS
-from ..progress import Reporter
+from ..progress import Reporter, StageReporter
 from ..wording import metric_text
 from .crossvalidation_report import write_figures
 from .interval_report import COVERAGE_COLUMNS, coverage_rows
@@ -69,6 +74,8 @@ DECISION_RULE = (
     "calibrated prob_mean >= the fold's training cells' share of poor cells"  # as train decides
 )
 NO_DISTRICT = "(no district)"
+STACKING_MODES = ("nested", "validation", "off")
+INNER_FOLDS = 3  # STACKING=nested: inner folds of whole districts inside each fold's training
 # a fold's cell counts, recorded with its nested run in the run history
 FOLD_CELL_COUNTS = (
     "test_cells",
@@ -94,6 +101,10 @@ class CrossValidateOptions(TrainingSettings):
     figures_folder: str | None = (
         None  # PNGs for the report (ROC curves, confusion matrices); None: none
     )
+    # how prob_raw combines the members and the baseline in each fold (core/model/stacking.py):
+    # "nested" (fitted on inner out-of-fold predictions of the fold's training districts),
+    # "validation" (fitted on the fold's validation cells, as train does) or "off" (the mean)
+    stacking: str = "nested"
 
 
 def assign_folds(districts, folds, seed=0):
@@ -172,6 +183,8 @@ class _OutOfFold:
     simple: Any  # the fold's baseline's calibrated probability
     simple_threshold: Any  # and the baseline's decision threshold
     decision: Any  # the ensemble's decision threshold in the fold
+    raw: Any  # prob_raw: the fold's stacking of members and baseline (or the members' mean)
+    without_images: Any  # the stacking refitted without the image members, calibrated likewise
 
     @classmethod
     def empty(cls, members, count):
@@ -179,7 +192,7 @@ class _OutOfFold:
 
         return cls(
             {member: np.full(count, np.nan) for member in members},
-            *(np.full(count, np.nan) for _ in range(8)),
+            *(np.full(count, np.nan) for _ in range(10)),
         )
 
 
@@ -222,6 +235,14 @@ def crossvalidate(options, reporter=None):
 
     outputs, pooled = _pooled(run, out)
     document = _document(run, folds, fold_results, out, (outputs, pooled), environment, flagged)
+    images = document["stacking"]["images"]
+    if images:
+        document["verdict"]["sentence"] += " " + images["sentence"]
+        reporter.info(images["sentence"])
+    reporter.info(
+        f"stacking {options.stacking}: the inner folds took {document['stacking']['seconds']['inner_folds']} s "
+        f"of the folds' {document['stacking']['seconds']['folds']} s"
+    )
     _report_coverage(document["interval_coverage"], reporter)
     cell_outcomes = outcomes(run.labels, outputs["pred"])
     document["outcomes"] = {outcome: int((cell_outcomes == outcome).sum()) for outcome in OUTCOMES}
@@ -284,6 +305,7 @@ def _check_options(options):
     preset, members = training.preset_and_members(options)
     check_balance(options)
     check_nominal(options)
+    training.check_stacking(options.stacking, STACKING_MODES)
     return preset, members
 
 
@@ -345,18 +367,32 @@ def _run_fold(run, folds, fold, out, reporter, span):
 
 
 def _fit_fold(run, folds, fold, out, reporter):
-    """Train every member on the other folds as ``train`` does, fit the fold's baseline and
-    calibration, predict the fold's cells into ``out``; returns its record, metrics and ROC."""
+    """Train every member on the other folds as ``train`` does, fit the fold's baseline, stacking
+    and calibration, predict the fold's cells into ``out``; returns its record, metrics and ROC.
+
+    STACKING=nested: first the members and the baseline are trained on inner folds of the
+    training districts (:func:`_inner_stacking`) and the stacking is fitted on their inner
+    out-of-fold predictions; the held-out fold is never seen by members, stacking or
+    calibration.
+    """
     import numpy as np
 
     from ..model import learning_data, training
 
     options, store, store_rows, labels = run.options, run.store, run.store_rows, run.labels
     test = np.flatnonzero(folds.cell_folds == fold)
+    training_folds = np.flatnonzero(folds.cell_folds != fold)
+    started = time.monotonic()
+    inner = None
+    if options.stacking == "nested":
+        share = INNER_FOLDS / (INNER_FOLDS + 1)
+        inner = _inner_stacking(
+            run, folds, fold, training_folds, _InnerReporter(reporter, 0, 100 * share)
+        )
+        reporter = reporter.stage(100 * share, 100)
+    inner_seconds = time.monotonic() - started
     share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
-    train_rows, validation = _validation_split(
-        np.flatnonzero(folds.cell_folds != fold), labels, share, options.seed, fold
-    )
+    train_rows, validation = _validation_split(training_folds, labels, share, options.seed, fold)
     balanced, class_weight = training.balanced_training_rows(train_rows, labels, options, reporter)
     normalisation = learning_data.training_normalisation(store, store_rows[balanced], reporter)
     batches = training.member_batches(
@@ -392,11 +428,28 @@ def _fit_fold(run, folds, fold, out, reporter):
         predicted,
         districts=folds.districts,
         nominal=options.nominal,
+        members=run.members,
+        stacking_mode="validation" if options.stacking == "nested" else options.stacking,
+        fitted_stacking=None if inner is None else inner["stacking"],
     )
-    _fill_out_of_fold(out, test, run.members, predicted["test"], judges)
+    fit_set = (
+        (inner["candidates"], labels[training_folds])
+        if inner is not None
+        else (judges["candidates_validation"], labels[validation])
+    )
+    without = _stacking_without_images(run.members, judges["stacking"], fit_set)
+    if without is not None:
+        without["calibrated_test"] = _calibrated_like_the_map(without, judges, labels[validation])
+    _fill_out_of_fold(out, test, run.members, predicted["test"], judges, without)
     record = _fold_record(
         fold, folds, labels, (test, train_rows, balanced, validation), fitted, judges
     )
+    record["stacking"] = judges["stacking"]
+    record["stacking_without_images"] = without and without["stacking"]
+    record["seconds"] = {
+        "inner": round(inner_seconds, 1),
+        "fold": round(time.monotonic() - started, 1),
+    }
     scored = (run.members, labels[test], predicted["test"])  # the fold's cells, as judged
     fold_metrics = training.holdout_metrics(
         *scored,
@@ -405,9 +458,119 @@ def _fit_fold(run, folds, fold, out, reporter):
         calibrated=judges["calibrated_test"],
         baseline=(judges["baseline_test"], judges["baseline"]["threshold"]),
         decision_threshold=judges["decision_threshold"],
+        raw=judges["raw_test"],
     )
     roc = training.holdout_curves(*scored, judges["calibrated_test"], judges["baseline_test"])
     return record, fold_metrics, roc
+
+
+class _InnerReporter(StageReporter):
+    """The inner folds' messages and progress, without their per-epoch metrics: the fold's run
+    history holds the metrics of the members that predict the fold."""
+
+    def metric(self, name, value, step=None):
+        pass
+
+    def stage(self, start, end):
+        return _InnerReporter(self, start, end)
+
+
+def _inner_stacking(run, folds, fold, rows, reporter):
+    """STACKING=nested: the stacking fitted on inner out-of-fold predictions of ``rows`` (the
+    fold's training cells).
+
+    The training districts are split into ``INNER_FOLDS`` folds of whole districts
+    (:func:`assign_folds`); for each, the members (as ``train`` trains them) and the
+    baseline learn from the others and predict it. Returns {"stacking", "candidates"
+    ({name: probability of each of ``rows``})}, or None when the training cells lie in
+    one district (then the stacking is fitted on the validation cells, with a warning).
+    """
+    import numpy as np
+
+    from ..chips.chip_features import chip_features
+    from ..model import baseline, learning_data, stacking, training
+
+    options, store, store_rows, labels = run.options, run.store, run.store_rows, run.labels
+    districts = folds.districts[rows]
+    count = min(INNER_FOLDS, len(np.unique(districts)))
+    if count < 2:
+        reporter.warning(
+            f"fold {fold}: its training cells lie in one district, so there are no inner folds "
+            "of districts; its stacking is fitted on its validation cells (STACKING=validation)."
+        )
+        return None
+    assignment = assign_folds(districts, count, options.seed + fold)
+    inner_folds = np.array([assignment[name] for name in districts])
+    names = list(run.members) + [stacking.BASELINE]
+    candidates = {name: np.full(len(rows), np.nan) for name in names}
+    share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
+    for inner in range(1, count + 1):
+        reporter.check_canceled()
+        stage = reporter.stage(100 * (inner - 1) / count, 100 * inner / count)
+        held = inner_folds == inner
+        train_rows, validation = _validation_split(
+            rows[~held], labels, share, options.seed + 100 * fold, inner
+        )
+        balanced, class_weight = training.balanced_training_rows(train_rows, labels, options, stage)
+        normalisation = learning_data.training_normalisation(store, store_rows[balanced], stage)
+        batches = training.member_batches(
+            store,
+            (store_rows, labels),
+            balanced,
+            validation,
+            normalisation,
+            run.preset["batch_size"],
+            options.seed + 100 * fold + inner,
+        )
+        _, predicted = training.fit_members(
+            run.members,
+            run.inputs,
+            run.preset,
+            batches,
+            class_weight,
+            options.seed + 1000 * fold + 100 * inner,
+            stage,
+            predict_on=(store, normalisation, {"held": store_rows[rows[held]]}),
+        )
+        simple = baseline.fit(
+            chip_features(store, store_rows[train_rows], normalisation),
+            labels[train_rows],
+            normalisation,
+        )
+        found = stacking.candidates_of(
+            run.members,
+            predicted["held"],
+            baseline.probabilities(
+                simple, chip_features(store, store_rows[rows[held]], normalisation)
+            ),
+        )
+        for name in names:
+            candidates[name][held] = found[name]
+    fitted = stacking.fit(
+        candidates,
+        labels[rows],
+        f"inner out-of-fold cells ({count} folds of the training districts)",
+        names=names,
+    )
+    reporter.info(f"fold {fold}: {stacking.describe(fitted)}")
+    return {"stacking": fitted, "candidates": candidates}
+
+
+def _stacking_without_images(members, fitted, fit_set):
+    """The fold's stacking refitted on the same cells without the image members (every member
+    but the statistics members), to measure what they add; None without a stacking or without
+    image members. Returns {"stacking", "names"}."""
+    from ..model import stacking, statistics_member
+
+    images = [member for member in members if not statistics_member.is_statistics_member(member)]
+    if not stacking.is_stacked(fitted) or not images:
+        return None
+    candidates, labels = fit_set
+    names = [name for name in fitted["candidates"] if name not in images]
+    refitted = stacking.fit(
+        {name: candidates[name] for name in names}, labels, fitted["fitted_on"], names=names
+    )
+    return {"stacking": refitted, "names": names}
 
 
 def _fold_record(fold, folds, labels, rows, fitted, judges):
@@ -437,19 +600,34 @@ def _fold_record(fold, folds, labels, rows, fitted, judges):
     }
 
 
-def _fill_out_of_fold(out, test, members, probabilities, judges):
-    """The held-out cells' member probabilities, calibrated mean, interval and baseline."""
+def _calibrated_like_the_map(without, judges, validation_labels):
+    """The test cells' probability of the stacking without the image members, calibrated as the
+    map's prob_mean is in the fold (Platt scaling on the validation cells, or none where the
+    stacking was fitted on them), so that the two are compared on an equal footing."""
+    from ..model import calibration, stacking
+
+    def combined(part):
+        found = judges[f"candidates_{part}"]
+        return stacking.combine(without["stacking"], {n: found[n] for n in without["names"]})
+
+    if judges["calibration"]["method"] != "platt":
+        return combined("test")
+    platt = calibration.fit_platt(combined("validation"), validation_labels)
+    return calibration.calibrate(combined("test"), platt)
+
+
+def _fill_out_of_fold(out, test, members, probabilities, judges, without=None):
+    """The held-out cells' member probabilities, prob_raw and calibrated probability, interval,
+    baseline and (``without``) the stacking without the image members."""
     import numpy as np
 
     from ..model import calibration, intervals
 
     for member, values in zip(members, probabilities, strict=True):
         out.probabilities[member][test] = values
+    out.raw[test] = judges["raw_test"]
     out.calibrated[test] = judges["calibrated_test"]
-    # the combined raw probability the fold's calibration was fitted on (the members' mean, or
-    # what the judges combined them into)
-    raw = judges.get("raw_test", np.mean(probabilities, axis=0))
-    spread = np.std(probabilities, axis=0)
+    raw, spread = judges["raw_test"], np.std(probabilities, axis=0)
     out.low[test], out.high[test] = intervals.cell_interval(
         raw, judges["calibration"], judges["interval"], spread
     )
@@ -459,6 +637,8 @@ def _fill_out_of_fold(out, test, members, probabilities, judges):
     out.simple[test] = judges["baseline_test"]
     out.simple_threshold[test] = judges["baseline"]["threshold"]
     out.decision[test] = judges["decision_threshold"]
+    if without is not None:
+        out.without_images[test] = without["calibrated_test"]
 
 
 def _pooled(run, out):
@@ -469,7 +649,7 @@ def _pooled(run, out):
     outputs = training.ensemble_outputs(
         member_probabilities, THRESHOLD, out.calibrated, out.decision
     )
-    outputs["prob_raw"], outputs["prob_mean"] = outputs["prob_mean"], out.calibrated
+    outputs["prob_raw"], outputs["prob_mean"] = out.raw, out.calibrated
     outputs["prob_baseline"] = out.simple
     outputs["prob_low"], outputs["prob_high"] = out.low, out.high
     pooled = _plain(
@@ -482,6 +662,7 @@ def _pooled(run, out):
             calibrated=out.calibrated,
             baseline=(out.simple, out.simple_threshold),
             decision_threshold=out.decision,
+            raw=out.raw,
         )
     )
     return outputs, pooled
@@ -519,6 +700,7 @@ def _document(run, folds, fold_results, out, pooled_results, environment, flagge
         ),
         "pooled": pooled,
         "verdict": _verdict(labels, folds.districts, outputs, pooled, run.options.seed),
+        "stacking": _stacking_summary(run, folds, fold_results, out),
         "interval_coverage": intervals.coverage(
             labels,
             out.calibrated,
@@ -530,6 +712,66 @@ def _document(run, folds, fold_results, out, pooled_results, environment, flagge
         ),
         "roc": _roc(run, folds, out, outputs),
     }
+
+
+def _stacking_summary(run, folds, fold_results, out):
+    """How prob_raw was made in the folds: the mode, each fold's weights and contributions, the
+    time the inner folds cost, and what the image members add out of fold (``images``)."""
+    import numpy as np
+
+    from ..decision.verdict import bootstrap_auc
+    from ..model import stacking, statistics_member
+    from . import metrics
+
+    records = [record for record, _ in fold_results.values()]
+    inner = sum(record["seconds"]["inner"] for record in records)
+    total = sum(record["seconds"]["fold"] for record in records)
+    summary = {
+        "mode": run.options.stacking,
+        "inner_folds": INNER_FOLDS if run.options.stacking == "nested" else None,
+        "folds": {str(record["fold"]): record["stacking"] for record in records},
+        "seconds": {"inner_folds": round(inner, 1), "folds": round(total, 1)},
+        "images": None,
+    }
+    images = [m for m in run.members if not statistics_member.is_statistics_member(m)]
+    shares = [stacking.imagery_share(record["stacking"]) for record in records]
+    if not images or any(share is None for share in shares) or np.isnan(out.without_images).any():
+        return summary
+    labels = run.labels
+    interval = bootstrap_auc(
+        labels, out.calibrated, out.without_images, groups=folds.districts, seed=run.options.seed
+    )
+    with_images = metrics.binary_metrics(labels, out.calibrated >= 0.5, out.calibrated)["auc"]
+    without = metrics.binary_metrics(labels, out.without_images >= 0.5, out.without_images)["auc"]
+    found = {
+        "members": images,
+        "share_median": float(np.median(shares)),
+        "share_range": [float(min(shares)), float(max(shares))],
+        "auc_with": with_images,
+        "auc_without": without,
+        "difference_interval": interval["difference"],
+    }
+    found["sentence"] = images_sentence(found)
+    summary["images"] = found
+    return summary
+
+
+def images_sentence(found):
+    """One sentence: what the image members add to the stacking, out of fold."""
+    low, high = found["difference_interval"] or (None, None)
+    interval = (
+        f", 95 % interval {low:+.3f} to {high:+.3f} with districts resampled"
+        if low is not None
+        else ""
+    )
+    return (
+        f"The image members ({', '.join(found['members'])}) carry "
+        f"{found['share_median']:.0%} of the stacking's signal (median over the folds, "
+        f"{found['share_range'][0]:.0%}–{found['share_range'][1]:.0%}); out of fold the "
+        f"map's AUC is {metric_text(found['auc_with'])} with them and "
+        f"{metric_text(found['auc_without'])} with the stacking refitted without them (difference "
+        f"{found['auc_with'] - found['auc_without']:+.3f}{interval})."
+    )
 
 
 def _roc(run, folds, out, outputs):
@@ -639,6 +881,7 @@ def _settings(options, preset, members, environment):
         "folds": int(options.folds),
         "seed": int(options.seed),
         "balance": options.balance,
+        "stacking": options.stacking,
         "threshold": THRESHOLD,
         "decision_rule": DECISION_RULE,
         "random_draws": RANDOM_DRAWS,

@@ -73,6 +73,8 @@ def report_document(summary, maps=()):
         _fold_metrics_section(summary, models, report),
         _across_folds_section(summary, models, report),
     ]
+    if summary.get("stacking"):
+        sections.append(stacking_section(summary["stacking"], report))
     judged = [calibration_section(summary["pooled"], figures.get("reliability"), report)]
     if summary.get("interval_coverage"):
         judged.append(
@@ -111,6 +113,56 @@ def report_document(summary, maps=()):
         "notices": [],
         "sections": sections,
     }
+
+
+STACKING_WORDS = {
+    "nested": "nested: in each fold, fitted on the out-of-fold predictions of {inner} inner folds "
+    "of its training districts (members and baseline retrained in each), so the held-out fold "
+    "is never seen by members, stacking or calibration",
+    "validation": "fitted on each fold's validation cells (as Train does; cheaper, a little "
+    "optimistic: the members chose their best epoch on the same cells)",
+    "off": "off: prob_raw is the members' mean",
+}
+
+
+def stacking_section(found, report):
+    """What carries the signal: each fold's stacking weights and shares, and its time cost."""
+    mode = found["mode"]
+    blocks = [
+        report.Paragraph(
+            "prob_raw combines the members and the transparent baseline by a non-negative "
+            "logistic regression on their logits (a candidate that adds nothing gets weight 0); "
+            + STACKING_WORDS.get(mode, mode).format(inner=found.get("inner_folds"))
+            + f". The inner folds took {found['seconds']['inner_folds']} s of the folds' "
+            f"{found['seconds']['folds']} s."
+        )
+    ]
+    if found.get("images"):
+        blocks.append(report.Paragraph(found["images"]["sentence"]))
+    fitted = {fold: record for fold, record in found["folds"].items() if "weights" in record}
+    if fitted:
+        names = list(dict.fromkeys(n for r in fitted.values() for n in r["candidates"]))
+        rows = []
+        for fold, record in fitted.items():
+            weights = dict(zip(record["candidates"], record["weights"], strict=True))
+            shares = record.get("contributions") or {}
+            rows.append(
+                [fold, record["cells"]]
+                + [
+                    f"{weights[name]:.3f} ({shares.get(name, 0):.0%})" if name in weights else "–"
+                    for name in names
+                ]
+                + [record["intercept"]]
+            )
+        blocks.append(
+            report.Table(
+                ["fold", "cells fitted on"] + names + ["intercept"],
+                rows,
+                caption="Weight of each candidate's logit (in brackets: its share of the "
+                "stacking's signal, weight × spread of its logits).",
+            )
+        )
+    return report.Section("Stacking: what carries the signal", blocks)
 
 
 def _run_settings(summary, report):
