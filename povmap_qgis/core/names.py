@@ -9,6 +9,9 @@ BASELINE = "baseline"
 METRIC_NAMES = ("recall", "precision", "accuracy", "auc")
 # Coin-flip predictions whose median is the random baseline (the paper: 1,000).
 RANDOM_DRAWS = 1000
+# The grid's default cell side (m: 1 km², the paper's) and the chips' pixel size (m: Sentinel-2's).
+DEFAULT_CELL_SIZE = 1000.0
+DEFAULT_RESOLUTION = 10.0
 # What Predict poverty reads (SOURCE): a chip store, or the rasters themselves (no store).
 PREDICTION_SOURCES = ("chips", "rasters")
 # The id field of povmap's own grids (it encodes the cell's place, see core/cells.py);

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from ..core.names import DEFAULT_CELL_SIZE
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .layer_names import districts_label, input_layer_name, name_output
@@ -47,7 +48,7 @@ class BuildPredictionGrid(PovmapAlgorithm):
                 "CELL_SIZE",
                 self.tr("Cell size (m)"),
                 QgsProcessingParameterNumber.Type.Double,
-                1000.0,
+                DEFAULT_CELL_SIZE,
                 False,
                 1.0,
             ),

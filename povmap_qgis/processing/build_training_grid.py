@@ -13,6 +13,7 @@ from qgis.core import (
 )
 
 from ..core.grid.training_grid import COUNT_KEYS
+from ..core.names import DEFAULT_CELL_SIZE
 from ..paths import style_path
 from .base import POINT_SOURCES, POLYGON_SOURCES, PovmapAlgorithm
 
@@ -53,7 +54,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 "CELL_SIZE",
                 self.tr("Cell size (m)"),
                 QgsProcessingParameterNumber.Type.Double,
-                1000.0,
+                DEFAULT_CELL_SIZE,
                 False,
                 1.0,
             ),

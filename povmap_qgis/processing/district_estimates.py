@@ -20,6 +20,7 @@ from qgis.core import (
 
 from ..core.estimation.district_estimates import BENCHMARKS, MSE_METHODS, TRANSFORMS, VARIANCES
 from ..core.estimation.district_estimates_report import report_document
+from ..core.names import DEFAULT_CELL_SIZE
 from ..core.report.page import write_report
 from ..core.run_folders import make_run_folder
 from ..paths import style_path
@@ -147,7 +148,7 @@ class DistrictEstimates(PovmapAlgorithm):
                 "CELL_SIZE",
                 self.tr("Cell size for clusters without CLUSTER_FIELD (m)"),
                 QgsProcessingParameterNumber.Type.Double,
-                1000.0,
+                DEFAULT_CELL_SIZE,
                 False,
                 1.0,
             ),

@@ -16,6 +16,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from ..core.names import RANDOM_DRAWS
 from ..core.report.page import write_report
 from ..core.run_folders import make_run_folder
 from ..core.validation.evaluation_report import report_document
@@ -95,7 +96,7 @@ class Evaluate(PovmapAlgorithm):
                 "RANDOM_DRAWS",
                 self.tr("Random predictions for the baseline"),
                 QgsProcessingParameterNumber.Type.Integer,
-                1000,
+                RANDOM_DRAWS,
                 False,
                 1,
                 1000000,

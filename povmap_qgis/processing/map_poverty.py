@@ -25,7 +25,7 @@ from qgis.core import (
 )
 
 from ..core.chips.sampling import RESAMPLING_METHODS
-from ..core.names import PREDICTION_SOURCES
+from ..core.names import DEFAULT_CELL_SIZE, DEFAULT_RESOLUTION, PREDICTION_SOURCES
 from ..paths import bundled_model_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .engine import ENGINES, add_engine_parameters, engine_options
@@ -33,8 +33,6 @@ from .layer_names import districts_label, input_layer_name, model_label, name_ou
 from .predict import SOURCE_OPTIONS
 from .sample_chips import NAMED_INPUTS
 
-DEFAULT_CELL_SIZE = 1000.0  # when the model's manifest cannot be read (models:/…)
-DEFAULT_RESOLUTION = 10.0
 RASTERS = [name for name, _, _, _ in NAMED_INPUTS]  # DAYTIME, NIGHTLIGHTS, ACCESSIBILITY
 
 

@@ -19,7 +19,7 @@ from qgis.core import (
 
 from ..core.chips.chip_store import RESERVED_NAMES, partial_store_path
 from ..core.chips.sampling import RESAMPLING_METHODS
-from ..core.names import CELL_ID
+from ..core.names import CELL_ID, DEFAULT_RESOLUTION
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 from .engine import add_engine_parameters, engine_options
@@ -88,7 +88,7 @@ class SampleChips(PovmapAlgorithm):
                 "RESOLUTION",
                 self.tr("Chip resolution (m)"),
                 QgsProcessingParameterNumber.Type.Double,
-                10.0,
+                DEFAULT_RESOLUTION,
                 False,
                 0.01,
             ),

@@ -20,7 +20,7 @@ import numpy as np
 from .. import vectors
 from ..errors import PovmapInputError, write_failure
 from ..grid import cells
-from ..names import CELL_ID
+from ..names import CELL_ID, DEFAULT_RESOLUTION
 from ..progress import Reporter
 from ..raster_windows import finite_source, inside, source_window
 from .chip_store import WIDENED_DTYPES, ChipStoreWriter, check_input_name, check_input_names
@@ -66,7 +66,7 @@ class ChipOptions:
     output_path: str
     grid_layer: str | None = None
     id_field: str = CELL_ID  # the grid's unique whole-number id (any polygon grid)
-    resolution: float = 10.0
+    resolution: float = DEFAULT_RESOLUTION
     chip_size: int | None = None
     max_nodata: float = 0.1
     dtype: str = "float16"

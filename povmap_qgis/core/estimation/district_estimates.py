@@ -26,6 +26,7 @@ import types
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
 from ..grid.training_grid import MIN_OBS_FLOOR
+from ..names import DEFAULT_CELL_SIZE
 from ..progress import Reporter
 from .district_estimates_report import headline
 
@@ -77,7 +78,8 @@ class DistrictEstimatesOptions:
     weight_field: str | None = None
     cluster_field: str | None = None
     stratum_field: str | None = None
-    cell_size: float = 1000.0  # clusters without CLUSTER_FIELD: households of one grid cell
+    # clusters without CLUSTER_FIELD: households of one grid cell
+    cell_size: float = DEFAULT_CELL_SIZE
     out_of_fold_path: str | None = None  # crossvalidate OUTPUT_GRID
     out_of_fold_layer: str | None = None
     population_path: str | None = None

@@ -25,6 +25,7 @@ import numpy as np
 from .. import vectors
 from ..errors import PovmapInputError
 from ..geopackage import GRID_FORMAT_VERSION, write_layer_chunks
+from ..names import DEFAULT_CELL_SIZE
 from ..progress import Reporter
 from . import cells
 
@@ -44,7 +45,7 @@ class PredictionGridOptions:
     output_path: str
     area_layer: str | None = None
     district_field: str | None = None
-    cell_size: float = 1000.0
+    cell_size: float = DEFAULT_CELL_SIZE
     crs: str | None = None
     habitable_path: str | None = None
     habitable_band: int = 1

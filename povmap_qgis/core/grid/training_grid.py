@@ -17,6 +17,7 @@ import numpy as np
 from .. import labels, vectors
 from ..errors import PovmapInputError
 from ..geopackage import GRID_FORMAT_VERSION, write_layer
+from ..names import DEFAULT_CELL_SIZE
 from ..progress import Reporter
 from . import cells
 
@@ -27,7 +28,7 @@ class TrainingGridOptions:
     score_field: str
     output_path: str
     points_layer: str | None = None
-    cell_size: float = 1000.0
+    cell_size: float = DEFAULT_CELL_SIZE
     cutoff: float = 19.0
     poor_below: bool = True
     min_obs: int = 3

@@ -33,7 +33,7 @@ from ..errors import PovmapInputError
 from ..geopackage import povmap_layer_metadata
 from ..grid.cells import crs_to_string
 from ..grid.labelled_grid import check_cell_ids, layer_fields, read_labelled_grid
-from ..names import BASELINE, CELL_ID, ENSEMBLE, ID_FIELD_RECORDED, RANDOM
+from ..names import BASELINE, CELL_ID, ENSEMBLE, ID_FIELD_RECORDED, RANDOM, RANDOM_DRAWS
 from ..progress import Reporter
 from ..wording import metric_text
 from .evaluation_report import write_figures
@@ -75,7 +75,7 @@ class EvaluateOptions:
     figures_folder: str | None = None  # PNGs (ROC curves, confusion matrices); None: no figures
     predictions_layer: str | None = None
     truth_layer: str | None = None
-    random_draws: int = 1000
+    random_draws: int = RANDOM_DRAWS
     seed: int = 0
     style_qml_path: str | None = None  # resources/styles/hitmiss.qml; legend labels get the counts
     # The cell id both layers share (an own grid's ID_FIELD); None: the id Predict poverty
