@@ -84,7 +84,10 @@ def test_qgis_process_samples_with_resampling_names_and_numbers(tiny_sample, tmp
 def test_qgis_process_train_takes_names(tiny_sample, tmp_path):
     """SPLIT=districts reaches the algorithm (it then asks for TEST_DISTRICTS); a bad name stops at the check."""
     grid = small_grid(tiny_sample, tmp_path)
-    common = [f"CHIPS={tmp_path}", f"GRID={grid}", f"OUTPUT={tmp_path / 'model'}"]
+    # an empty folder as the store: the run stops at the checks; the output may not lie inside it
+    chips = tmp_path / "empty.chips"
+    chips.mkdir()
+    common = [f"CHIPS={chips}", f"GRID={grid}", f"OUTPUT={tmp_path / 'model'}"]
     for values in (
         ["PRESET=compact", "SPLIT=districts", "BALANCE=class_weights"],
         ["PRESET=1", "SPLIT=1", "BALANCE=1"],
