@@ -63,6 +63,19 @@ def check_output_path(path, parameter="OUTPUT", extensions=(".gpkg",)):
         raise PovmapInputError(parameter, f"'{path}' is a folder; give a file name.")
 
 
+def file_part(path):
+    """The file of a layer source: the part before '|' (``|layername=…``); /vsi… paths as given."""
+    return path.split("|")[0] if path and not path.startswith("/vsi") else path
+
+
+def check_outputs_are_not_inputs(input_paths, outputs):
+    """Refuse an output (``(path, parameter)`` pairs) that is one of the input files, before any work."""
+    inputs = {os.path.abspath(file_part(path)) for path in input_paths if path}
+    for path, parameter in outputs:
+        if path and os.path.abspath(path) in inputs:
+            raise PovmapInputError(parameter, f"'{path}' is an input; choose another output name.")
+
+
 def new_run_id():
     """An id for one run, safe in file names: the owning process and a random part."""
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"

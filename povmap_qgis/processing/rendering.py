@@ -562,3 +562,36 @@ def render_with_context(output, layers, width=1600, districts_of=None, **options
         options.pop("title", None)
         path = render_layers(output, layers, width, legend_below=True, **options)
         return path, str(error)
+
+
+def render_output_map(
+    gpkg_path, png_path, label, width, max_height, context, feedback, districts=False
+):
+    """A povmap output's one layer (``NAME.gpkg``, layer ``NAME``) in its own style, for a report.
+
+    With ``districts``, the district outlines of its cells are drawn over it. Returns the PNG's
+    path, or None when the map cannot be drawn (said in the log; the report then has none).
+    """
+    layer_name = os.path.splitext(os.path.basename(gpkg_path))[0]
+    try:
+        layer = QgsVectorLayer(f"{gpkg_path}|layername={layer_name}", label, "ogr")
+        if not layer.isValid():
+            raise RenderError(f"cannot open {gpkg_path}")
+        path, fallback = render_with_context(
+            png_path,
+            [layer],
+            width,
+            districts_of=layer if districts else None,
+            extent_layer=layer,
+            legend_layers=[layer],
+            transform_context=context.transformContext(),
+            max_height=max_height,
+        )
+    except RenderError as error:
+        feedback.reportError(
+            f"The map could not be rendered ({error}); the report has none.", fatalError=False
+        )
+        return None
+    if fallback:
+        feedback.pushWarning(f"Map drawn without a print layout ({fallback}).")
+    return path

@@ -15,7 +15,6 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
-    QgsVectorLayer,
 )
 
 from ..core.decision.targeting import BUDGET_UNITS, RANK_BY
@@ -289,31 +288,19 @@ class Target(PovmapAlgorithm):
 
     def _render_map(self, summary, folder, context, feedback):
         """The selection (styled from its GeoPackage) with district outlines; [(png path, caption)]."""
-        from .rendering import RenderError, render_with_context
+        from .rendering import render_output_map
 
-        layer_name = os.path.splitext(os.path.basename(summary["output"]))[0]
-        try:
-            selection = QgsVectorLayer(
-                f"{summary['output']}|layername={layer_name}", "selection", "ogr"
-            )
-            if not selection.isValid():
-                raise RenderError(f"cannot open {summary['output']}")
-            path, fallback = render_with_context(
-                os.path.join(folder, "map_selection.png"),
-                [selection],
-                MAP_WIDTH,
-                districts_of=selection,
-                extent_layer=selection,
-                legend_layers=[selection],
-                transform_context=context.transformContext(),
-                max_height=MAP_MAX_HEIGHT,
-            )
-            if fallback:
-                feedback.pushWarning(f"Map drawn without a print layout ({fallback}).")
-        except RenderError as error:
-            feedback.reportError(
-                f"The map could not be rendered ({error}); the report has none.", fatalError=False
-            )
+        path = render_output_map(
+            summary["output"],
+            os.path.join(folder, "map_selection.png"),
+            "selection",
+            MAP_WIDTH,
+            MAP_MAX_HEIGHT,
+            context,
+            feedback,
+            districts=True,
+        )
+        if path is None:
             return []
         return [
             (

@@ -14,7 +14,6 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
-    QgsVectorLayer,
 )
 
 from ..core.report.page import write_report
@@ -224,29 +223,18 @@ class VerificationResults(PovmapAlgorithm):
 
     def _render_map(self, summary, folder, context, feedback):
         """The outcomes (styled from their GeoPackage); [(png path, caption)]."""
-        from .rendering import RenderError, render_with_context
+        from .rendering import render_output_map
 
-        layer_name = os.path.splitext(os.path.basename(summary["output"]))[0]
-        try:
-            outcomes = QgsVectorLayer(
-                f"{summary['output']}|layername={layer_name}", "outcomes", "ogr"
-            )
-            if not outcomes.isValid():
-                raise RenderError(f"cannot open {summary['output']}")
-            path, fallback = render_with_context(
-                os.path.join(folder, "map_outcomes.png"),
-                [outcomes],
-                MAP_WIDTH,
-                extent_layer=outcomes,
-                legend_layers=[outcomes],
-                transform_context=context.transformContext(),
-                max_height=MAP_MAX_HEIGHT,
-            )
-            if fallback:
-                feedback.pushWarning(f"Map drawn without a print layout ({fallback}).")
-        except RenderError as error:
-            feedback.reportError(
-                f"The map could not be rendered ({error}); the report has none.", fatalError=False
-            )
+        path = render_output_map(
+            summary["output"],
+            os.path.join(folder, "map_outcomes.png"),
+            "outcomes",
+            MAP_WIDTH,
+            MAP_MAX_HEIGHT,
+            context,
+            feedback,
+            districts=False,
+        )
+        if path is None:
             return []
         return [(path, "The visited cells: hits, misses, false alarms, correct rejections")]

@@ -55,7 +55,12 @@ import os
 import time
 from typing import Any
 
-from ..atomic import atomic_output, check_output_path
+from ..atomic import (
+    atomic_output,
+    check_output_path,
+    check_outputs_are_not_inputs,
+    file_part,
+)
 from ..errors import PovmapInputError
 from ..names import CELL_ID, ID_FIELD_METADATA, ID_FIELD_RECORDED
 from ..progress import Reporter
@@ -500,28 +505,20 @@ def _check_options(options):
         (options.population_path, "POPULATION"),
         (options.truth_path, "TRUTH"),
     ):
-        if path is not None and not os.path.exists(_file_part(path)):
+        if path is not None and not os.path.exists(file_part(path)):
             raise PovmapInputError(parameter, f"the file '{path}' does not exist.")
     check_output_path(options.output_path, "OUTPUT", (".gpkg",))
     check_output_path(options.allocation_path, "ALLOCATION", (".csv",))
     if options.report_path:
         check_output_path(options.report_path, "REPORT", (".html", ".htm"))
-    inputs = {
-        os.path.abspath(_file_part(path))
-        for path in (options.predictions_path, options.population_path, options.truth_path)
-        if path
-    }
-    for path, parameter in (
-        (options.output_path, "OUTPUT"),
-        (options.allocation_path, "ALLOCATION"),
-        (options.report_path, "REPORT"),
-    ):
-        if path and os.path.abspath(path) in inputs:
-            raise PovmapInputError(parameter, f"'{path}' is an input; choose another output name.")
-
-
-def _file_part(path):
-    return path.split("|")[0] if path and not path.startswith("/vsi") else path
+    check_outputs_are_not_inputs(
+        (options.predictions_path, options.population_path, options.truth_path),
+        (
+            (options.output_path, "OUTPUT"),
+            (options.allocation_path, "ALLOCATION"),
+            (options.report_path, "REPORT"),
+        ),
+    )
 
 
 def _number(value, parameter):

@@ -23,7 +23,12 @@ import os
 import time
 import types
 
-from ..atomic import atomic_output, check_output_path
+from ..atomic import (
+    atomic_output,
+    check_output_path,
+    check_outputs_are_not_inputs,
+    file_part,
+)
 from ..errors import PovmapInputError
 from ..grid.training_grid import MIN_OBS_FLOOR
 from ..names import DEFAULT_CELL_SIZE
@@ -456,34 +461,26 @@ def _check_options(options):
         (options.out_of_fold_path, "OUT_OF_FOLD"),
         (options.population_path, "POPULATION"),
     ):
-        if path is not None and not os.path.exists(_file_part(path)):
+        if path is not None and not os.path.exists(file_part(path)):
             raise PovmapInputError(parameter, f"the file '{path}' does not exist.")
     check_output_path(options.output_path, "OUTPUT", (".gpkg",))
     check_output_path(options.table_path, "TABLE", (".csv",))
     if options.report_path:
         check_output_path(options.report_path, "REPORT", (".html", ".htm"))
-    inputs = {
-        os.path.abspath(_file_part(path))
-        for path in (
+    check_outputs_are_not_inputs(
+        (
             options.survey_path,
             options.districts_path,
             options.predictions_path,
             options.out_of_fold_path,
             options.population_path,
-        )
-        if path
-    }
-    for path, parameter in (
-        (options.output_path, "OUTPUT"),
-        (options.table_path, "TABLE"),
-        (options.report_path, "REPORT"),
-    ):
-        if path and os.path.abspath(path) in inputs:
-            raise PovmapInputError(parameter, f"'{path}' is an input; choose another output name.")
-
-
-def _file_part(path):
-    return path.split("|")[0] if path and not path.startswith("/vsi") else path
+        ),
+        (
+            (options.output_path, "OUTPUT"),
+            (options.table_path, "TABLE"),
+            (options.report_path, "REPORT"),
+        ),
+    )
 
 
 def _read_districts(options, reporter):
@@ -746,11 +743,11 @@ def _settings(options):
     from ..version import plugin_version
 
     return {
-        "survey": os.path.abspath(_file_part(options.survey_path)),
-        "districts": os.path.abspath(_file_part(options.districts_path)),
+        "survey": os.path.abspath(file_part(options.survey_path)),
+        "districts": os.path.abspath(file_part(options.districts_path)),
         "district_field": options.district_field,
-        "predictions": os.path.abspath(_file_part(options.predictions_path)),
-        "out_of_fold": os.path.abspath(_file_part(options.out_of_fold_path))
+        "predictions": os.path.abspath(file_part(options.predictions_path)),
+        "out_of_fold": os.path.abspath(file_part(options.out_of_fold_path))
         if options.out_of_fold_path
         else None,
         "population": os.path.abspath(options.population_path) if options.population_path else None,
