@@ -46,12 +46,13 @@ HELP = {
     "DAYTIME": "Daytime imagery (e.g. Sentinel-2), bands 1, 2, 3 as red, green, blue (optional).",
     "NIGHTLIGHTS": "Night-time lights raster (e.g. VIIRS), band 1 (optional).",
     "ACCESSIBILITY": "Accessibility raster (e.g. travel time to cities), band 1 (optional).",
-    "PRESET": "compact: three small CNNs that train on a CPU (default); paper: ResNet50 + "
-    "ResNet50V2 + ResNet101 as in the paper (use a GPU). Numbers: paper (0), compact (1).",
+    "PRESET": "compact: three small CNNs and stats_gbm (gradient boosting on per-chip statistics), "
+    "stacked, that train on a CPU (default); paper: ResNet50 + ResNet50V2 + ResNet101 as in the "
+    "paper (use a GPU). Numbers: paper (0), compact (1).",
     "EPOCHS": "Upper bound on epochs per member; 0: the preset's (early stopping usually ends "
     "sooner).",
-    "CRS": "A projected CRS in metres for the cells of both surveys. Empty: the UTM zone at the "
-    "centre of SURVEY.",
+    "CRS": "A projected CRS in metres for the cells of both surveys. Empty: the UTM zone of the "
+    "households' median position in SURVEY.",
 }
 
 
