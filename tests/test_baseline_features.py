@@ -55,7 +55,11 @@ def test_predicts_baseline_and_range_flags_use_the_packages_feature_order(tiny_c
     simple = manifest["baseline"]
     store = ChipStore(tiny_chips["chips"])
     rows = np.arange(len(store))
-    members = {"prob_mean": np.full(len(rows), 0.4), "disagreement": np.zeros(len(rows))}
+    members = {  # ensemble_outputs' shape: the mean, the spread and each member's probabilities
+        "prob_mean": np.full(len(rows), 0.4),
+        "disagreement": np.zeros(len(rows)),
+        "members": [np.full(len(rows), 0.4) for _ in manifest["members"]],
+    }
     by_hand = chip_features.chip_features(
         store, rows, manifest["normalisation"], chip_features.feature_inputs(simple)
     )

@@ -82,9 +82,14 @@ def test_manifest_fields_are_checked_and_named(package, change, field):
 
 
 def as_format_1_0(manifest):
-    """What a package from before 0.2.0 holds: format 1.0, no hash, calibration or baseline."""
+    """What a package from before 0.2.0 holds: format 1.0, no hash, calibration or baseline
+    (nor what later formats added: stacking, interval rule, training cells, member versions)."""
     for key in ("manifest_sha256", "calibration", "baseline"):
         manifest.pop(key)
+    for key in ("stacking", "interval", "training_cells"):
+        manifest.pop(key, None)
+    for member in manifest["members"]:
+        member.pop("architecture_version", None)
     manifest["format_version"] = "1.0"
 
 
@@ -95,8 +100,10 @@ def test_a_package_from_before_the_hash_loads_and_says_edits_cannot_be_detected(
 
 
 def test_a_1_1_package_without_its_hash_is_refused(package):
+    format_version = json.loads((package / "manifest.json").read_text())["format_version"]
+    assert format_version != "1.0"
     edit(package, lambda manifest: manifest.pop("manifest_sha256"))
-    assert "(format 1.1) has no manifest_sha256" in refused(package)
+    assert f"(format {format_version}) has no manifest_sha256" in refused(package)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +137,12 @@ def test_a_member_of_another_architecture_version_is_refused_and_none_recorded_i
     versions; tests/keras_checks.py pins what each version computes)."""
     from povmap_qgis.core.model.models import ARCHITECTURE_VERSIONS, FIRST_ARCHITECTURE_VERSION
 
-    manifest = model_package.read_package(str(package))  # the bundled package records none
+    def none_recorded(manifest):  # as every package from before versions were recorded
+        for member in manifest["members"]:
+            member.pop("architecture_version", None)
+
+    edit(package, none_recorded, rehash=True)
+    manifest = model_package.read_package(str(package))
     assert all("architecture_version" not in member for member in manifest["members"])
     assert all(
         ARCHITECTURE_VERSIONS[member["architecture"]] == FIRST_ARCHITECTURE_VERSION
