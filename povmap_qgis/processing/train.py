@@ -29,10 +29,13 @@ class Train(PovmapAlgorithm):
     summary = (
         "Trains an ensemble that predicts whether a 1 km cell is chronically poor from its image chips. "
         "PRESET paper: ResNet50, ResNet50V2 and ResNet101 members as in the paper (GPU work); PRESET compact: three "
-        "small CNNs that train on a laptop CPU in minutes. Normalisation uses training cells only; chips are flipped and "
-        "rotated during training; the majority class is undersampled. The result is a model package (.povmodel folder) "
-        "with each member's weights, their sha256, and holdout recall, precision, accuracy and AUC per member and for the "
-        "ensemble. Runs in the worker process; Cancel stops it within a batch and leaves no package."
+        "small CNNs and stats_gbm (gradient boosting on per-chip statistics) that train on a laptop CPU in minutes. "
+        "Normalisation uses training cells only; chips are flipped and rotated during training; the majority class is "
+        "undersampled. The members and the transparent baseline are combined by stacking fitted on the validation "
+        "cells (STACKING), then calibrated there with a per-cell interval rule (NOMINAL). The result is a model "
+        "package (.povmodel folder) with each member's weights, their sha256, and holdout recall, precision, accuracy "
+        "and AUC per member and for the ensemble. Runs in the worker process; Cancel stops it within a batch and "
+        "leaves no package."
     )
 
     def initAlgorithm(self, config=None):
