@@ -394,17 +394,17 @@ def test_a_child_algorithm_shares_its_parents_lock_and_other_threads_are_refused
     import threading
 
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.processing import base
+    from povmap_qgis.processing import outputs
 
     path = str(tmp_path / "p.gpkg")
-    parent = base._acquire_shared(path, "OUTPUT")
-    child = base._acquire_shared(path, "OUTPUT")  # same thread
+    parent = outputs.acquire_output_lock(path, "OUTPUT")
+    child = outputs.acquire_output_lock(path, "OUTPUT")  # same thread
     assert child is parent
     refused = []
 
     def other_run():
         try:
-            base._acquire_shared(path, "OUTPUT")
+            outputs.acquire_output_lock(path, "OUTPUT")
         except PovmapInputError as error:
             refused.append(str(error))
 
@@ -412,7 +412,7 @@ def test_a_child_algorithm_shares_its_parents_lock_and_other_threads_are_refused
     thread.start()
     thread.join()
     assert refused and "OUTPUT: another run" in refused[0]
-    base._release_shared(child)
+    outputs.release_output_lock(child)
     assert os.path.exists(parent.lock)  # the parent still holds it
-    base._release_shared(parent)
+    outputs.release_output_lock(parent)
     assert not os.path.exists(parent.lock)
