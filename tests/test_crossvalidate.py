@@ -75,7 +75,7 @@ def crossvalidated(night_chips, qgis_processing):
 
 
 def test_fold_assignment_keeps_districts_whole_balanced_and_repeatable():
-    from povmap_qgis.core.validation.crossvalidation import assign_folds
+    from povmap_qgis.core.validation.district_folds import assign_folds
 
     rng = np.random.default_rng(0)
     for trial in range(200):
