@@ -53,6 +53,13 @@ HELP_PAGE = "docs/algorithms/{algorithm_id}.md"
 class PovmapAlgorithm(InputFiles, OutputFiles, QgsProcessingAlgorithm):
     """Base class: subclasses set the names below and implement the rest."""
 
+    # Parameter and output ids several algorithms share (each algorithm declares its own as
+    # class attributes too: qgis_process users and the pipeline model depend on them).
+    OUTPUT = "OUTPUT"
+    GRID = "GRID"
+    ID_FIELD = "ID_FIELD"
+    GRID_CRS = "GRID_CRS"
+
     algorithm_id = ""
     display_name = ""
     group_id = ""
@@ -148,10 +155,10 @@ class PovmapAlgorithm(InputFiles, OutputFiles, QgsProcessingAlgorithm):
         """ID_FIELD of GRID for steps that read a chip store: empty is the store's own id field."""
         self.add_parameter(
             QgsProcessingParameterField(
-                "ID_FIELD",
+                self.ID_FIELD,
                 self.tr("Cell id field"),
                 None,
-                "GRID",
+                self.GRID,
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             ),
@@ -196,11 +203,10 @@ class PovmapAlgorithm(InputFiles, OutputFiles, QgsProcessingAlgorithm):
             self.addOutput(
                 QgsProcessingOutputNumber(key.upper(), self.tr(key.replace("_", " ").capitalize()))
             )
-        self.addOutput(QgsProcessingOutputString("GRID_CRS", self.tr("Grid CRS")))
+        self.addOutput(QgsProcessingOutputString(self.GRID_CRS, self.tr("Grid CRS")))
 
-    @staticmethod
-    def grid_results(output, counts, count_keys):
-        results = {"OUTPUT": output, "GRID_CRS": counts.get("crs")}
+    def grid_results(self, output, counts, count_keys):
+        results = {self.OUTPUT: output, self.GRID_CRS: counts.get("crs")}
         results.update({key.upper(): counts.get(key, 0) for key in count_keys})
         return results
 

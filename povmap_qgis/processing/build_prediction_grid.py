@@ -20,6 +20,14 @@ COUNT_KEYS = ("cells_covering", "cells_not_habitable", "cells_no_habitable_data"
 
 
 class BuildPredictionGrid(PovmapAlgorithm):
+    AREA = "AREA"
+    DISTRICT_FIELD = "DISTRICT_FIELD"
+    CELL_SIZE = "CELL_SIZE"
+    HABITABLE = "HABITABLE"
+    HABITABLE_BAND = "HABITABLE_BAND"
+    HABITABLE_MIN = "HABITABLE_MIN"
+    CRS = "CRS"
+
     algorithm_id = "buildpredictiongrid"
     display_name = "Build prediction grid"
     group_id = "grids"
@@ -33,19 +41,19 @@ class BuildPredictionGrid(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "AREA", self.tr("Districts or area to map"), POLYGON_SOURCES
+                self.AREA, self.tr("Districts or area to map"), POLYGON_SOURCES
             ),
             "Polygons to cover with cells; every cell that overlaps them is kept. Invalid polygons are repaired.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "DISTRICT_FIELD", self.tr("District name field"), None, "AREA", optional=True
+                self.DISTRICT_FIELD, self.tr("District name field"), None, self.AREA, optional=True
             ),
             "Field of AREA holding the district name; each cell takes the district it overlaps most.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "CELL_SIZE",
+                self.CELL_SIZE,
                 self.tr("Cell size (m)"),
                 QgsProcessingParameterNumber.Type.Double,
                 DEFAULT_CELL_SIZE,
@@ -56,7 +64,7 @@ class BuildPredictionGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
-                "HABITABLE",
+                self.HABITABLE,
                 self.tr("Habitability raster (settlement or population)"),
                 optional=True,
             ),
@@ -64,14 +72,14 @@ class BuildPredictionGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterBand(
-                "HABITABLE_BAND", self.tr("Habitability band"), 1, "HABITABLE", optional=True
+                self.HABITABLE_BAND, self.tr("Habitability band"), 1, self.HABITABLE, optional=True
             ),
             "Band of HABITABLE to average over each cell.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "HABITABLE_MIN",
+                self.HABITABLE_MIN,
                 self.tr("Minimum mean habitability"),
                 QgsProcessingParameterNumber.Type.Double,
                 0.0,
@@ -81,40 +89,41 @@ class BuildPredictionGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterCrs(
-                "CRS", self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True
+                self.CRS, self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True
             ),
             "A projected CRS in metres; use the training grid's CRS so that ids match. Empty: the UTM zone at the area's centre.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT", self.tr("Prediction grid"), QgsProcessing.SourceType.TypeVectorPolygon
+                self.OUTPUT, self.tr("Prediction grid"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
             "GeoPackage of cells with cell_id and district (and habitable_mean when HABITABLE is used).",
         )
         self.add_grid_outputs(COUNT_KEYS)
 
     def processAlgorithm(self, parameters, context, feedback):
-        output = self.output_gpkg(parameters, "OUTPUT", context)
-        area_path, area_layer = self.vector_file(parameters, "AREA", context, feedback)
-        habitable = self.raster_file(parameters, "HABITABLE", context)
+        output = self.output_gpkg(parameters, self.OUTPUT, context)
+        area_path, area_layer = self.vector_file(parameters, self.AREA, context, feedback)
+        habitable = self.raster_file(parameters, self.HABITABLE, context)
         options = {
             "area_path": area_path,
             "area_layer": area_layer,
             "output_path": output,
-            "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context) or None,
-            "cell_size": self.parameterAsDouble(parameters, "CELL_SIZE", context),
-            "crs": self.crs_parameter(parameters, "CRS", context),
+            "district_field": self.parameterAsString(parameters, self.DISTRICT_FIELD, context)
+            or None,
+            "cell_size": self.parameterAsDouble(parameters, self.CELL_SIZE, context),
+            "crs": self.crs_parameter(parameters, self.CRS, context),
             "habitable_path": habitable,
             "habitable_band": (  # band 0 given is refused, not read as band 1
-                self.parameterAsInt(parameters, "HABITABLE_BAND", context)
-                if parameters.get("HABITABLE_BAND") not in (None, "")
+                self.parameterAsInt(parameters, self.HABITABLE_BAND, context)
+                if parameters.get(self.HABITABLE_BAND) not in (None, "")
                 else 1
             ),
-            "habitable_min": self.parameterAsDouble(parameters, "HABITABLE_MIN", context),
+            "habitable_min": self.parameterAsDouble(parameters, self.HABITABLE_MIN, context),
             "style_qml_path": style_path("prediction_grid"),
         }
         counts = self.run_core_step("build_prediction_grid", options, feedback, outputs=[output])
-        where = districts_label(output) or input_layer_name(self, parameters, "AREA", context)
+        where = districts_label(output) or input_layer_name(self, parameters, self.AREA, context)
         name_output(output, context, self.tr("Prediction grid"), where)
         return self.grid_results(output, counts, COUNT_KEYS)

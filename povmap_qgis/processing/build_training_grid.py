@@ -19,6 +19,24 @@ from .base import POINT_SOURCES, POLYGON_SOURCES, PovmapAlgorithm
 
 
 class BuildTrainingGrid(PovmapAlgorithm):
+    INPUT = "INPUT"
+    SCORE_FIELD = "SCORE_FIELD"
+    CELL_SIZE = "CELL_SIZE"
+    CUTOFF = "CUTOFF"
+    POOR_BELOW = "POOR_BELOW"
+    MIN_OBS = "MIN_OBS"
+    HOUSEHOLD_FIELD = "HOUSEHOLD_FIELD"
+    MAX_OBS = "MAX_OBS"
+    DROP_ZERO = "DROP_ZERO"
+    ACCURACY_FIELD = "ACCURACY_FIELD"
+    MAX_ACCURACY = "MAX_ACCURACY"
+    DATE_FIELD = "DATE_FIELD"
+    MIN_DATE = "MIN_DATE"
+    URBAN = "URBAN"
+    DISTRICTS = "DISTRICTS"
+    DISTRICT_FIELD = "DISTRICT_FIELD"
+    CRS = "CRS"
+
     algorithm_id = "buildtraininggrid"
     display_name = "Build training grid"
     group_id = "grids"
@@ -34,16 +52,16 @@ class BuildTrainingGrid(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "INPUT", self.tr("Household survey points"), POINT_SOURCES
+                self.INPUT, self.tr("Household survey points"), POINT_SOURCES
             ),
             "One point per surveyed household, in any CRS.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "SCORE_FIELD",
+                self.SCORE_FIELD,
                 self.tr("Poverty score field"),
                 "score",
-                "INPUT",
+                self.INPUT,
                 QgsProcessingParameterField.DataType.Numeric,
             ),
             "Numeric score of each household, e.g. the Simple Poverty Scorecard (0–100, higher = richer); "
@@ -51,7 +69,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "CELL_SIZE",
+                self.CELL_SIZE,
                 self.tr("Cell size (m)"),
                 QgsProcessingParameterNumber.Type.Double,
                 DEFAULT_CELL_SIZE,
@@ -62,19 +80,22 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "CUTOFF", self.tr("Poverty cutoff"), QgsProcessingParameterNumber.Type.Double, 19.0
+                self.CUTOFF,
+                self.tr("Poverty cutoff"),
+                QgsProcessingParameterNumber.Type.Double,
+                19.0,
             ),
             "A cell is poor when its median score is below this value (Simple Poverty Scorecard: 0–18 chronically poor, 19 and above not).",
         )
         self.add_parameter(
             QgsProcessingParameterBoolean(
-                "POOR_BELOW", self.tr("Poor when the median is below the cutoff"), True
+                self.POOR_BELOW, self.tr("Poor when the median is below the cutoff"), True
             ),
             "Checked: label 1 when the median is strictly below CUTOFF (a median equal to the cutoff is not poor). Unchecked: label 1 when the median is strictly above CUTOFF, for deprivation scores where higher means poorer.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "MIN_OBS",
+                self.MIN_OBS,
                 self.tr("Minimum households per cell (privacy)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 3,
@@ -85,10 +106,10 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "HOUSEHOLD_FIELD",
+                self.HOUSEHOLD_FIELD,
                 self.tr("Household id field (privacy)"),
                 None,
-                "INPUT",
+                self.INPUT,
                 optional=True,
             ),
             "Each household's id: MIN_OBS and MAX_OBS count distinct ids, and a household's repeated rows count once. Empty: rows with identical coordinates and score are one household.",
@@ -96,7 +117,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "MAX_OBS",
+                self.MAX_OBS,
                 self.tr("Maximum households per cell (0 = no maximum)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 300,
@@ -108,17 +129,17 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterBoolean(
-                "DROP_ZERO", self.tr("Drop score 0 (data-entry errors)"), True
+                self.DROP_ZERO, self.tr("Drop score 0 (data-entry errors)"), True
             ),
             "A score of exactly 0 is almost always a data-entry error in scorecard surveys.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "ACCURACY_FIELD",
+                self.ACCURACY_FIELD,
                 self.tr("GPS accuracy field (m)"),
                 None,
-                "INPUT",
+                self.INPUT,
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             ),
@@ -126,7 +147,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "MAX_ACCURACY",
+                self.MAX_ACCURACY,
                 self.tr("Worst GPS accuracy kept (m)"),
                 QgsProcessingParameterNumber.Type.Double,
                 20.0,
@@ -137,10 +158,10 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "DATE_FIELD",
+                self.DATE_FIELD,
                 self.tr("Survey date field"),
                 None,
-                "INPUT",
+                self.INPUT,
                 QgsProcessingParameterField.DataType.Any,
                 optional=True,
             ),
@@ -148,7 +169,7 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterDateTime(
-                "MIN_DATE",
+                self.MIN_DATE,
                 self.tr("Earliest survey date kept"),
                 QgsProcessingParameterDateTime.Type.Date,
                 optional=True,
@@ -157,32 +178,36 @@ class BuildTrainingGrid(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "URBAN", self.tr("Urban centres"), POLYGON_SOURCES, optional=True
+                self.URBAN, self.tr("Urban centres"), POLYGON_SOURCES, optional=True
             ),
             "Polygons of urban centres; households inside are dropped (the model maps rural poverty). Invalid polygons are repaired.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "DISTRICTS", self.tr("Districts"), POLYGON_SOURCES, optional=True
+                self.DISTRICTS, self.tr("Districts"), POLYGON_SOURCES, optional=True
             ),
             "District polygons. Households outside every district are dropped and counted; each cell takes the district of most of its households.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "DISTRICT_FIELD", self.tr("District name field"), None, "DISTRICTS", optional=True
+                self.DISTRICT_FIELD,
+                self.tr("District name field"),
+                None,
+                self.DISTRICTS,
+                optional=True,
             ),
             "Field of DISTRICTS holding the district name, written to the grid's district field (used by district cross-validation).",
         )
         self.add_parameter(
             QgsProcessingParameterCrs(
-                "CRS", self.tr("Grid CRS (empty: UTM zone of the data)"), optional=True
+                self.CRS, self.tr("Grid CRS (empty: UTM zone of the data)"), optional=True
             ),
             "A projected CRS in metres for the cells, whose area of use contains the survey and whose metres are ground metres there (not Web Mercator). Empty: the UTM zone at the median of the households (logged; households far from the others are named in a warning).",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT",
+                self.OUTPUT,
                 self.tr("Labelled grid"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
             ),
@@ -193,43 +218,45 @@ class BuildTrainingGrid(PovmapAlgorithm):
         self.add_grid_outputs(COUNT_KEYS)
 
     def processAlgorithm(self, parameters, context, feedback):
-        self._refuse_feature_id(parameters, "SCORE_FIELD", "INPUT", context)
-        survey = self.parameterAsVectorLayer(parameters, "INPUT", context)
+        self._refuse_feature_id(parameters, self.SCORE_FIELD, self.INPUT, context)
+        survey = self.parameterAsVectorLayer(parameters, self.INPUT, context)
         output = self.output_gpkg(
             parameters,
-            "OUTPUT",
+            self.OUTPUT,
             context,
             load_name=self.tr("Labelled grid: {}").format(survey.name()) if survey else None,
         )
-        points_path, points_layer = self.vector_file(parameters, "INPUT", context, feedback)
-        urban_path, urban_layer = self.vector_file(parameters, "URBAN", context, feedback)
+        points_path, points_layer = self.vector_file(parameters, self.INPUT, context, feedback)
+        urban_path, urban_layer = self.vector_file(parameters, self.URBAN, context, feedback)
         districts_path, districts_layer = self.vector_file(
-            parameters, "DISTRICTS", context, feedback
+            parameters, self.DISTRICTS, context, feedback
         )
-        min_date = self.parameterAsDateTime(parameters, "MIN_DATE", context)
+        min_date = self.parameterAsDateTime(parameters, self.MIN_DATE, context)
         options = {
             "points_path": points_path,
             "points_layer": points_layer,
-            "score_field": self.parameterAsString(parameters, "SCORE_FIELD", context),
+            "score_field": self.parameterAsString(parameters, self.SCORE_FIELD, context),
             "output_path": output,
-            "cell_size": self.parameterAsDouble(parameters, "CELL_SIZE", context),
-            "cutoff": self.parameterAsDouble(parameters, "CUTOFF", context),
-            "poor_below": self.parameterAsBoolean(parameters, "POOR_BELOW", context),
-            "min_obs": self.parameterAsInt(parameters, "MIN_OBS", context),
-            "max_obs": self.parameterAsInt(parameters, "MAX_OBS", context),
-            "drop_zero": self.parameterAsBoolean(parameters, "DROP_ZERO", context),
-            "accuracy_field": self.parameterAsString(parameters, "ACCURACY_FIELD", context) or None,
-            "max_accuracy": self.parameterAsDouble(parameters, "MAX_ACCURACY", context),
-            "date_field": self.parameterAsString(parameters, "DATE_FIELD", context) or None,
+            "cell_size": self.parameterAsDouble(parameters, self.CELL_SIZE, context),
+            "cutoff": self.parameterAsDouble(parameters, self.CUTOFF, context),
+            "poor_below": self.parameterAsBoolean(parameters, self.POOR_BELOW, context),
+            "min_obs": self.parameterAsInt(parameters, self.MIN_OBS, context),
+            "max_obs": self.parameterAsInt(parameters, self.MAX_OBS, context),
+            "drop_zero": self.parameterAsBoolean(parameters, self.DROP_ZERO, context),
+            "accuracy_field": self.parameterAsString(parameters, self.ACCURACY_FIELD, context)
+            or None,
+            "max_accuracy": self.parameterAsDouble(parameters, self.MAX_ACCURACY, context),
+            "date_field": self.parameterAsString(parameters, self.DATE_FIELD, context) or None,
             "min_date": min_date.date().toString("yyyy-MM-dd") if min_date.isValid() else None,
             "urban_path": urban_path,
             "urban_layer": urban_layer,
             "districts_path": districts_path,
             "districts_layer": districts_layer,
-            "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context) or None,
-            "crs": self.crs_parameter(parameters, "CRS", context),
+            "district_field": self.parameterAsString(parameters, self.DISTRICT_FIELD, context)
+            or None,
+            "crs": self.crs_parameter(parameters, self.CRS, context),
             "style_qml_path": style_path("training_grid"),
-            "household_field": self.parameterAsString(parameters, "HOUSEHOLD_FIELD", context)
+            "household_field": self.parameterAsString(parameters, self.HOUSEHOLD_FIELD, context)
             or None,
         }
         counts = self.run_core_step("build_training_grid", options, feedback, outputs=[output])

@@ -6,6 +6,13 @@ from .base import PovmapAlgorithm
 
 
 class CheckEnvironment(PovmapAlgorithm):
+    GPU = "GPU"
+    PYTHON = "PYTHON"
+    TENSORFLOW = "TENSORFLOW"
+    GPUS = "GPUS"
+    GPU_MEMORY = "GPU_MEMORY"
+    MIXED_PRECISION = "MIXED_PRECISION"
+
     algorithm_id = "checkenvironment"
     display_name = "Check worker environment"
     group_id = "models"
@@ -20,14 +27,14 @@ class CheckEnvironment(PovmapAlgorithm):
 
     def initAlgorithm(self, config=None):
         for key, label in (
-            ("PYTHON", "Worker Python"),
-            ("TENSORFLOW", "TensorFlow version"),
-            ("GPUS", "GPUs visible"),
-            ("GPU_MEMORY", "GPU memory (nvidia-smi)"),
-            ("MIXED_PRECISION", "Mixed precision in training"),
+            (self.PYTHON, "Worker Python"),
+            (self.TENSORFLOW, "TensorFlow version"),
+            (self.GPUS, "GPUs visible"),
+            (self.GPU_MEMORY, "GPU memory (nvidia-smi)"),
+            (self.MIXED_PRECISION, "Mixed precision in training"),
         ):
             self.addOutput(QgsProcessingOutputString(key, self.tr(label)))
-        self.addOutput(QgsProcessingOutputBoolean("GPU", self.tr("A GPU is visible")))
+        self.addOutput(QgsProcessingOutputBoolean(self.GPU, self.tr("A GPU is visible")))
 
     def processAlgorithm(self, parameters, context, feedback):
         description = self.run_core_step("environment", {}, feedback)
@@ -60,10 +67,10 @@ class CheckEnvironment(PovmapAlgorithm):
                 f"Missing or broken in the worker environment: {', '.join(missing)}; run scripts/setup or install requirements.txt there."
             )
         return {
-            "PYTHON": description["python"],
-            "TENSORFLOW": packages.get("tensorflow") or "not installed",
-            "GPUS": ", ".join(gpus),
-            "GPU": bool(gpus),
-            "GPU_MEMORY": memory,
-            "MIXED_PRECISION": description.get("mixed_precision", "off"),
+            self.PYTHON: description["python"],
+            self.TENSORFLOW: packages.get("tensorflow") or "not installed",
+            self.GPUS: ", ".join(gpus),
+            self.GPU: bool(gpus),
+            self.GPU_MEMORY: memory,
+            self.MIXED_PRECISION: description.get("mixed_precision", "off"),
         }

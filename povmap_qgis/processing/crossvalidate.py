@@ -24,7 +24,7 @@ from ..paths import style_path
 from .base import PovmapAlgorithm
 from .layer_names import districts_label, input_layer_name, name_output
 from .parameter_values import metric_label
-from .training_parameters import add_training_parameters, training_options
+from .training_parameters import TrainingParameters, add_training_parameters, training_options
 
 METRIC_KEYS = METRIC_NAMES
 STACKINGS = ["nested", "validation", "off"]  # core.validation.crossvalidation.STACKING_MODES
@@ -32,7 +32,14 @@ MAP_WIDTH = 1100
 MAP_MAX_HEIGHT = 900
 
 
-class CrossValidate(PovmapAlgorithm):
+class CrossValidate(TrainingParameters, PovmapAlgorithm):
+    REPORT = "REPORT"
+    METRICS = "METRICS"
+    OUTPUT_GRID = "OUTPUT_GRID"
+    METRICS_CSV = "METRICS_CSV"
+    FOLDS = "FOLDS"
+    STACKING = "STACKING"
+
     algorithm_id = "crossvalidate"
     display_name = "Cross-validate (leave districts out)"
     group_id = "validation"
@@ -59,20 +66,20 @@ class CrossValidate(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
+                self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
             "One self-contained HTML file: settings, folds and their districts, metrics per fold, median and range across folds.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "METRICS", self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
+                self.METRICS, self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
             ),
             "Every number of the report as JSON; a tidy CSV with the same name and .csv is written beside it "
             "(fold, districts, model, n, recall, precision, accuracy, auc; fold = median, min or max for the summary rows).",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT_GRID",
+                self.OUTPUT_GRID,
                 self.tr("Grid with folds and out-of-fold predictions"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
             ),
@@ -81,7 +88,7 @@ class CrossValidate(PovmapAlgorithm):
             "left out, e.g. flagged for nodata). Styled as hits and misses; the folds, class and probability styles are "
             "in the layer's Styles menu.",
         )
-        self.addOutput(QgsProcessingOutputString("METRICS_CSV", self.tr("Metrics (CSV)")))
+        self.addOutput(QgsProcessingOutputString(self.METRICS_CSV, self.tr("Metrics (CSV)")))
         for key in METRIC_KEYS:
             self.addOutput(
                 QgsProcessingOutputNumber(
@@ -93,13 +100,13 @@ class CrossValidate(PovmapAlgorithm):
     def _add_folds(self):
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "FOLDS", self.tr("Folds"), QgsProcessingParameterNumber.Type.Integer, 6, False, 2
+                self.FOLDS, self.tr("Folds"), QgsProcessingParameterNumber.Type.Integer, 6, False, 2
             ),
             "Number of folds; each holds whole districts, so at most the number of districts with labelled cells.",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "STACKING",
+                self.STACKING,
                 self.tr("Stacking of members and baseline"),
                 [
                     "nested: fitted on inner folds of each fold's training districts",
@@ -123,14 +130,14 @@ class CrossValidate(PovmapAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         from .rendering import RenderError, category_style
 
-        report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
+        report = self.output_file(parameters, self.REPORT, context, (".html", ".htm"))
         metrics = self.output_file(
-            parameters, "METRICS", context, (".json",), beside=[metrics_csv_path]
+            parameters, self.METRICS, context, (".json",), beside=[metrics_csv_path]
         )
-        output_grid = self.output_gpkg(parameters, "OUTPUT_GRID", context)
+        output_grid = self.output_gpkg(parameters, self.OUTPUT_GRID, context)
         options = training_options(self, parameters, context, feedback)
-        folds = self.parameterAsInt(parameters, "FOLDS", context)
-        stacking = STACKINGS[self.parameterAsEnum(parameters, "STACKING", context)]
+        folds = self.parameterAsInt(parameters, self.FOLDS, context)
+        stacking = STACKINGS[self.parameterAsEnum(parameters, self.STACKING, context)]
         scratch = make_run_folder()  # removed after the run, or by the next if killed
         try:
             fold_style = os.path.join(scratch, "folds.qml")
@@ -191,14 +198,14 @@ class CrossValidate(PovmapAlgorithm):
             context,
             self.tr("Cross-validation"),
             districts_label(summary["output_grid"])
-            or input_layer_name(self, parameters, "GRID", context),
+            or input_layer_name(self, parameters, self.GRID, context),
             self.tr("{} folds").format(folds),
         )
         results = {
-            "REPORT": report,
-            "METRICS": metrics,
-            "METRICS_CSV": summary["metrics_csv"],
-            "OUTPUT_GRID": summary["output_grid"],
+            self.REPORT: report,
+            self.METRICS: metrics,
+            self.METRICS_CSV: summary["metrics_csv"],
+            self.OUTPUT_GRID: summary["output_grid"],
         }
         results.update(
             {key.upper(): summary["summary"][ENSEMBLE][key]["median"] for key in METRIC_KEYS}

@@ -58,6 +58,29 @@ NUMBER_OUTPUTS = {
 
 
 class DistrictEstimates(PovmapAlgorithm):
+    SURVEY = "SURVEY"
+    SCORE_FIELD = "SCORE_FIELD"
+    CUTOFF = "CUTOFF"
+    POOR_BELOW = "POOR_BELOW"
+    WEIGHT_FIELD = "WEIGHT_FIELD"
+    CLUSTER_FIELD = "CLUSTER_FIELD"
+    STRATUM_FIELD = "STRATUM_FIELD"
+    CELL_SIZE = "CELL_SIZE"
+    DISTRICTS = "DISTRICTS"
+    DISTRICT_FIELD = "DISTRICT_FIELD"
+    PREDICTIONS = "PREDICTIONS"
+    OUT_OF_FOLD = "OUT_OF_FOLD"
+    POPULATION = "POPULATION"
+    TRANSFORM = "TRANSFORM"
+    MSE = "MSE"
+    BOOTSTRAP_DRAWS = "BOOTSTRAP_DRAWS"
+    SEED = "SEED"
+    BENCHMARK = "BENCHMARK"
+    VARIANCES = "VARIANCES"
+    CV_THRESHOLD = "CV_THRESHOLD"
+    TABLE = "TABLE"
+    REPORT = "REPORT"
+
     algorithm_id = "districtestimates"
     display_name = "Estimate district poverty (small areas)"
     group_id = "decisions"
@@ -78,17 +101,17 @@ class DistrictEstimates(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "SURVEY", self.tr("Survey households (points)"), POINT_SOURCES
+                self.SURVEY, self.tr("Survey households (points)"), POINT_SOURCES
             ),
             "The household survey points Build training grid takes (any CRS). Read for their score, "
             "weight, cluster and stratum; never written out.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "SCORE_FIELD",
+                self.SCORE_FIELD,
                 self.tr("Poverty score field"),
                 "score",
-                "SURVEY",
+                self.SURVEY,
                 QgsProcessingParameterField.DataType.Numeric,
             ),
             "Numeric score of each household (e.g. the Simple Poverty Scorecard). Households without "
@@ -96,24 +119,27 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "CUTOFF", self.tr("Poverty cutoff"), QgsProcessingParameterNumber.Type.Double, 19.0
+                self.CUTOFF,
+                self.tr("Poverty cutoff"),
+                QgsProcessingParameterNumber.Type.Double,
+                19.0,
             ),
             "A household is poor when its score is below this value (the labelling rule of Build "
             "training grid, applied to each household).",
         )
         self.add_parameter(
             QgsProcessingParameterBoolean(
-                "POOR_BELOW", self.tr("Poor when the score is below the cutoff"), True
+                self.POOR_BELOW, self.tr("Poor when the score is below the cutoff"), True
             ),
             "Checked: poor when the score is strictly below CUTOFF. Unchecked: poor when strictly "
             "above, for deprivation scores where higher means poorer.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "WEIGHT_FIELD",
+                self.WEIGHT_FIELD,
                 self.tr("Sampling weight field"),
                 None,
-                "SURVEY",
+                self.SURVEY,
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             ),
@@ -122,10 +148,10 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "CLUSTER_FIELD",
+                self.CLUSTER_FIELD,
                 self.tr("Cluster (PSU) field"),
                 None,
-                "SURVEY",
+                self.SURVEY,
                 optional=True,
             ),
             "The survey's primary sampling unit (enumeration area) of each household, for the "
@@ -133,10 +159,10 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "STRATUM_FIELD",
+                self.STRATUM_FIELD,
                 self.tr("Stratum field"),
                 None,
-                "SURVEY",
+                self.SURVEY,
                 optional=True,
             ),
             "The survey's stratum of each household; clusters are taken within their stratum. Empty: "
@@ -145,7 +171,7 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "CELL_SIZE",
+                self.CELL_SIZE,
                 self.tr("Cell size for clusters without CLUSTER_FIELD (m)"),
                 QgsProcessingParameterNumber.Type.Double,
                 DEFAULT_CELL_SIZE,
@@ -158,20 +184,20 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "DISTRICTS", self.tr("Districts to estimate (polygons)"), POLYGON_SOURCES
+                self.DISTRICTS, self.tr("Districts to estimate (polygons)"), POLYGON_SOURCES
             ),
             "The areas to publish, at any admin level (districts, sub-districts). Polygons sharing a "
             "name are one district.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "DISTRICT_FIELD", self.tr("District name field"), None, "DISTRICTS"
+                self.DISTRICT_FIELD, self.tr("District name field"), None, self.DISTRICTS
             ),
             "The field of DISTRICTS holding each district's name.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "PREDICTIONS", self.tr("Predictions"), POLYGON_SOURCES
+                self.PREDICTIONS, self.tr("Predictions"), POLYGON_SOURCES
             ),
             "A prediction layer from Predict poverty (calibrated prob_mean) covering the districts. A "
             "cell belongs to the district holding its centre. Districts without predicted cells get no "
@@ -179,7 +205,7 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "OUT_OF_FOLD",
+                self.OUT_OF_FOLD,
                 self.tr("Out-of-fold grid (recommended)"),
                 POLYGON_SOURCES,
                 optional=True,
@@ -191,7 +217,7 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
-                "POPULATION",
+                self.POPULATION,
                 self.tr("Population raster (people per pixel)"),
                 optional=True,
             ),
@@ -201,7 +227,7 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "TRANSFORM", self.tr("Transformation"), list(TRANSFORM_OPTIONS), defaultValue=0
+                self.TRANSFORM, self.tr("Transformation"), list(TRANSFORM_OPTIONS), defaultValue=0
             ),
             "none: model the shares directly. arcsin: model arcsin(√share), whose variance depends only "
             "on the effective sample size (better for shares near 0 or 1, and for districts with few "
@@ -210,7 +236,7 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "MSE", self.tr("MSE method"), list(MSE_OPTIONS), defaultValue=0
+                self.MSE, self.tr("MSE method"), list(MSE_OPTIONS), defaultValue=0
             ),
             "analytical: the Prasad–Rao formula (Datta–Lahiri's form for REML), fast. bootstrap: the "
             "parametric bootstrap (BOOTSTRAP_DRAWS draws, SEED), slower, also for arcsin.",
@@ -218,7 +244,7 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "BOOTSTRAP_DRAWS",
+                self.BOOTSTRAP_DRAWS,
                 self.tr("Bootstrap draws"),
                 QgsProcessingParameterNumber.Type.Integer,
                 200,
@@ -231,14 +257,14 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 42
+                self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 42
             ),
             "Seed of the bootstrap draws: the same seed gives the same MSEs.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "BENCHMARK", self.tr("Benchmarking"), list(BENCHMARK_OPTIONS), defaultValue=0
+                self.BENCHMARK, self.tr("Benchmarking"), list(BENCHMARK_OPTIONS), defaultValue=0
             ),
             "national: multiply every estimate (and its error) by one factor so that their "
             "population-weighted mean (cell counts without POPULATION) equals the survey's national "
@@ -247,7 +273,7 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "VARIANCES", self.tr("Direct variances"), list(VARIANCE_OPTIONS), defaultValue=0
+                self.VARIANCES, self.tr("Direct variances"), list(VARIANCE_OPTIONS), defaultValue=0
             ),
             "direct: each district keeps its own design variance (the generalised variance function "
             "only where it has none: all or none poor, one cluster). smoothed: every district takes "
@@ -259,7 +285,7 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "CV_THRESHOLD",
+                self.CV_THRESHOLD,
                 self.tr("Largest CV for publishing"),
                 QgsProcessingParameterNumber.Type.Double,
                 0.20,
@@ -271,7 +297,9 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT", self.tr("District estimates"), QgsProcessing.SourceType.TypeVectorPolygon
+                self.OUTPUT,
+                self.tr("District estimates"),
+                QgsProcessing.SourceType.TypeVectorPolygon,
             ),
             "GeoPackage of the districts with district, households, clusters, direct, direct_se, "
             "direct_cv, variance_smoothed, covariate (the map's value), estimate, mse, se, cv, low, high "
@@ -280,13 +308,13 @@ class DistrictEstimates(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "TABLE", self.tr("Estimates table (CSV)"), self.tr("CSV files (*.csv)")
+                self.TABLE, self.tr("Estimates table (CSV)"), self.tr("CSV files (*.csv)")
             ),
             "The same fields as OUTPUT, one row per district, without geometries.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
+                self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
             "One self-contained HTML file: the plain summary first, direct against estimate with "
             "intervals, CV before and after, the model's fit, the districts and maps of the estimates "
@@ -296,43 +324,45 @@ class DistrictEstimates(PovmapAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):
-        output = self.output_gpkg(parameters, "OUTPUT", context)
-        table = self.output_file(parameters, "TABLE", context, (".csv",))
-        report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
-        survey_path, survey_layer = self.vector_file(parameters, "SURVEY", context, feedback)
+        output = self.output_gpkg(parameters, self.OUTPUT, context)
+        table = self.output_file(parameters, self.TABLE, context, (".csv",))
+        report = self.output_file(parameters, self.REPORT, context, (".html", ".htm"))
+        survey_path, survey_layer = self.vector_file(parameters, self.SURVEY, context, feedback)
         districts_path, districts_layer = self.vector_file(
-            parameters, "DISTRICTS", context, feedback
+            parameters, self.DISTRICTS, context, feedback
         )
         predictions_path, predictions_layer = self.vector_file(
-            parameters, "PREDICTIONS", context, feedback
+            parameters, self.PREDICTIONS, context, feedback
         )
-        oof_path, oof_layer = self.vector_file(parameters, "OUT_OF_FOLD", context, feedback)
+        oof_path, oof_layer = self.vector_file(parameters, self.OUT_OF_FOLD, context, feedback)
         figures = make_run_folder()  # removed after the run, or by the next if killed
         options = {
             "survey_path": survey_path,
             "survey_layer": survey_layer,
-            "score_field": self.parameterAsString(parameters, "SCORE_FIELD", context),
-            "cutoff": self.parameterAsDouble(parameters, "CUTOFF", context),
-            "poor_below": self.parameterAsBoolean(parameters, "POOR_BELOW", context),
-            "weight_field": self.parameterAsString(parameters, "WEIGHT_FIELD", context) or None,
-            "cluster_field": self.parameterAsString(parameters, "CLUSTER_FIELD", context) or None,
-            "stratum_field": self.parameterAsString(parameters, "STRATUM_FIELD", context) or None,
-            "cell_size": self.parameterAsDouble(parameters, "CELL_SIZE", context),
+            "score_field": self.parameterAsString(parameters, self.SCORE_FIELD, context),
+            "cutoff": self.parameterAsDouble(parameters, self.CUTOFF, context),
+            "poor_below": self.parameterAsBoolean(parameters, self.POOR_BELOW, context),
+            "weight_field": self.parameterAsString(parameters, self.WEIGHT_FIELD, context) or None,
+            "cluster_field": self.parameterAsString(parameters, self.CLUSTER_FIELD, context)
+            or None,
+            "stratum_field": self.parameterAsString(parameters, self.STRATUM_FIELD, context)
+            or None,
+            "cell_size": self.parameterAsDouble(parameters, self.CELL_SIZE, context),
             "districts_path": districts_path,
             "districts_layer": districts_layer,
-            "district_field": self.parameterAsString(parameters, "DISTRICT_FIELD", context),
+            "district_field": self.parameterAsString(parameters, self.DISTRICT_FIELD, context),
             "predictions_path": predictions_path,
             "predictions_layer": predictions_layer,
             "out_of_fold_path": oof_path,
             "out_of_fold_layer": oof_layer,
-            "population_path": self.raster_file(parameters, "POPULATION", context),
-            "transform": TRANSFORMS[self.parameterAsEnum(parameters, "TRANSFORM", context)],
-            "mse": MSE_METHODS[self.parameterAsEnum(parameters, "MSE", context)],
-            "bootstrap_draws": self.parameterAsInt(parameters, "BOOTSTRAP_DRAWS", context),
-            "seed": self.parameterAsInt(parameters, "SEED", context),
-            "benchmark": BENCHMARKS[self.parameterAsEnum(parameters, "BENCHMARK", context)],
-            "variances": VARIANCES[self.parameterAsEnum(parameters, "VARIANCES", context)],
-            "cv_threshold": self.parameterAsDouble(parameters, "CV_THRESHOLD", context),
+            "population_path": self.raster_file(parameters, self.POPULATION, context),
+            "transform": TRANSFORMS[self.parameterAsEnum(parameters, self.TRANSFORM, context)],
+            "mse": MSE_METHODS[self.parameterAsEnum(parameters, self.MSE, context)],
+            "bootstrap_draws": self.parameterAsInt(parameters, self.BOOTSTRAP_DRAWS, context),
+            "seed": self.parameterAsInt(parameters, self.SEED, context),
+            "benchmark": BENCHMARKS[self.parameterAsEnum(parameters, self.BENCHMARK, context)],
+            "variances": VARIANCES[self.parameterAsEnum(parameters, self.VARIANCES, context)],
+            "cv_threshold": self.parameterAsDouble(parameters, self.CV_THRESHOLD, context),
             "output_path": output,
             "table_path": table,
             "figures_folder": figures,
@@ -355,7 +385,7 @@ class DistrictEstimates(PovmapAlgorithm):
             shutil.rmtree(figures, ignore_errors=True)
         feedback.pushInfo(f"Report: {report}")
         self.attach_to_run_history([report], feedback)
-        results = {"OUTPUT": output, "TABLE": table, "REPORT": report}
+        results = {self.OUTPUT: output, self.TABLE: table, self.REPORT: report}
         for key, (_, where) in NUMBER_OUTPUTS.items():
             value = summary
             for part in (where,) if isinstance(where, str) else where:

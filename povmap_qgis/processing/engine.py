@@ -10,10 +10,17 @@ ENGINES = ["local", "spark"]
 DEFAULT_MASTER = "local[*]"
 
 
+class EngineParameters:
+    """The ids of ENGINE and SPARK_MASTER: a base class of the algorithms that have them."""
+
+    ENGINE = "ENGINE"
+    SPARK_MASTER = "SPARK_MASTER"
+
+
 def add_engine_parameters(algorithm):
     algorithm.add_parameter(
         QgsProcessingParameterEnum(
-            "ENGINE", algorithm.tr("Engine"), ENGINES, False, 0, optional=True
+            algorithm.ENGINE, algorithm.tr("Engine"), ENGINES, False, 0, optional=True
         ),
         "local: this computer, in the worker process (default). spark: Apache Spark tasks over "
         "groups of neighbouring cells, with the same results; needs PySpark and Java in the worker "
@@ -24,7 +31,7 @@ def add_engine_parameters(algorithm):
     )
     algorithm.add_parameter(
         QgsProcessingParameterString(
-            "SPARK_MASTER", algorithm.tr("Spark master"), DEFAULT_MASTER, optional=True
+            algorithm.SPARK_MASTER, algorithm.tr("Spark master"), DEFAULT_MASTER, optional=True
         ),
         "Where ENGINE=spark runs: local[*] (every core of this computer, the default), local[4], "
         "spark://host:7077, yarn or k8s://https://host:443.",
@@ -34,6 +41,8 @@ def add_engine_parameters(algorithm):
 
 def engine_options(algorithm, parameters, context):
     """The core options' ``engine`` and ``spark_master`` from ENGINE and SPARK_MASTER."""
-    engine = ENGINES[algorithm.parameterAsEnum(parameters, "ENGINE", context)]
-    master = (algorithm.parameterAsString(parameters, "SPARK_MASTER", context) or "").strip()
+    engine = ENGINES[algorithm.parameterAsEnum(parameters, algorithm.ENGINE, context)]
+    master = (
+        algorithm.parameterAsString(parameters, algorithm.SPARK_MASTER, context) or ""
+    ).strip()
     return {"engine": engine, "spark_master": master or DEFAULT_MASTER}

@@ -48,6 +48,15 @@ NUMBER_OUTPUTS = {
 
 
 class Evaluate(PovmapAlgorithm):
+    PREDICTIONS = "PREDICTIONS"
+    TRUTH = "TRUTH"
+    RANDOM_DRAWS = "RANDOM_DRAWS"
+    SEED = "SEED"
+    HITMISS = "HITMISS"
+    REPORT = "REPORT"
+    METRICS = "METRICS"
+    METRICS_CSV = "METRICS_CSV"
+
     algorithm_id = "evaluate"
     display_name = "Evaluate predictions"
     group_id = "validation"
@@ -66,24 +75,24 @@ class Evaluate(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "PREDICTIONS", self.tr("Predictions"), POLYGON_SOURCES
+                self.PREDICTIONS, self.tr("Predictions"), POLYGON_SOURCES
             ),
             "A prediction layer from Predict poverty (cell_id, a prob_ field per member, prob_mean, pred). The members' "
             "decision threshold is read from its metadata (0.5 when missing).",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "TRUTH", self.tr("Ground truth (labelled grid)"), POLYGON_SOURCES
+                self.TRUTH, self.tr("Ground truth (labelled grid)"), POLYGON_SOURCES
             ),
             "A labelled grid (cell_id, label 1 = poor, district) from Build training grid: held-out cells, or a new survey "
             "gridded in the same CRS and cell size as the predicted grid. Matched by cell_id, not by location.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "ID_FIELD",
+                self.ID_FIELD,
                 self.tr("Cell id field"),
                 None,  # empty: the id recorded in PREDICTIONS, else cell_id (core/validation)
-                "PREDICTIONS",
+                self.PREDICTIONS,
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             ),
@@ -93,7 +102,7 @@ class Evaluate(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "RANDOM_DRAWS",
+                self.RANDOM_DRAWS,
                 self.tr("Random predictions for the baseline"),
                 QgsProcessingParameterNumber.Type.Integer,
                 RANDOM_DRAWS,
@@ -106,7 +115,7 @@ class Evaluate(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "SEED",
+                self.SEED,
                 self.tr("Random seed"),
                 QgsProcessingParameterNumber.Type.Integer,
                 0,
@@ -118,49 +127,49 @@ class Evaluate(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "HITMISS", self.tr("Hits and misses"), QgsProcessing.SourceType.TypeVectorPolygon
+                self.HITMISS, self.tr("Hits and misses"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
             "GeoPackage of the compared cells: the prediction fields plus label and outcome (hit, miss, false_alarm, "
             "correct_rejection), styled with colour-blind-safe colours and the count of each outcome in the legend.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
+                self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
             "One self-contained HTML file (images inside, opens offline): settings, data summary, metric tables, "
             "ROC curves, confusion matrices, per-district table, outcome counts and maps rendered by QGIS.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "METRICS", self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
+                self.METRICS, self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
             ),
             "Every number of the report as JSON; a tidy CSV with the same name and .csv is written beside it "
             "(scope, model, n, recall, precision, accuracy, auc; empty where undefined).",
         )
-        self.addOutput(QgsProcessingOutputString("METRICS_CSV", self.tr("Metrics (CSV)")))
+        self.addOutput(QgsProcessingOutputString(self.METRICS_CSV, self.tr("Metrics (CSV)")))
         for key, (label, _) in NUMBER_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def prepareAlgorithm(self, parameters, context, feedback):
         """Copies of the prediction layer for the report's maps, made here in the main thread (layers belong to it)."""
-        layer = self.parameterAsVectorLayer(parameters, "PREDICTIONS", context)
+        layer = self.parameterAsVectorLayer(parameters, self.PREDICTIONS, context)
         self._map_layers = [layer.clone() for _ in range(3)] if layer is not None else []
         self._names = {
             name: input_layer_name(self, parameters, name, context)
-            for name in ("PREDICTIONS", "TRUTH")
+            for name in (self.PREDICTIONS, self.TRUTH)
         }
         return True
 
     def processAlgorithm(self, parameters, context, feedback):
-        hitmiss = self.output_gpkg(parameters, "HITMISS", context)
-        report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
+        hitmiss = self.output_gpkg(parameters, self.HITMISS, context)
+        report = self.output_file(parameters, self.REPORT, context, (".html", ".htm"))
         metrics = self.output_file(
-            parameters, "METRICS", context, (".json",), beside=[metrics_csv_path]
+            parameters, self.METRICS, context, (".json",), beside=[metrics_csv_path]
         )
         predictions_path, predictions_layer = self.vector_file(
-            parameters, "PREDICTIONS", context, feedback
+            parameters, self.PREDICTIONS, context, feedback
         )
-        truth_path, truth_layer = self.vector_file(parameters, "TRUTH", context, feedback)
+        truth_path, truth_layer = self.vector_file(parameters, self.TRUTH, context, feedback)
         figures = make_run_folder()  # removed after the run, or by the next if killed
         options = {
             "predictions_path": predictions_path,
@@ -170,12 +179,12 @@ class Evaluate(PovmapAlgorithm):
             "hitmiss_path": hitmiss,
             "metrics_path": metrics,
             "figures_folder": figures,
-            "random_draws": self.parameterAsInt(parameters, "RANDOM_DRAWS", context),
-            "seed": self.parameterAsInt(parameters, "SEED", context),
+            "random_draws": self.parameterAsInt(parameters, self.RANDOM_DRAWS, context),
+            "seed": self.parameterAsInt(parameters, self.SEED, context),
             "style_qml_path": style_path("hitmiss"),
-            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
-            "predictions_name": getattr(self, "_names", {}).get("PREDICTIONS"),
-            "truth_name": getattr(self, "_names", {}).get("TRUTH"),
+            "id_field": self.parameterAsString(parameters, self.ID_FIELD, context) or None,
+            "predictions_name": getattr(self, "_names", {}).get(self.PREDICTIONS),
+            "truth_name": getattr(self, "_names", {}).get(self.TRUTH),
         }
         try:
             summary = self.run_core_step(
@@ -197,16 +206,16 @@ class Evaluate(PovmapAlgorithm):
             hitmiss,
             context,
             self.tr("Hits and misses"),
-            districts_label(hitmiss) or getattr(self, "_names", {}).get("TRUTH"),
+            districts_label(hitmiss) or getattr(self, "_names", {}).get(self.TRUTH),
             model_label(summary["settings"].get("model")),
         )
         feedback.pushInfo(f"Report: {report}")
         self.attach_to_run_history([report], feedback)
         results = {
-            "HITMISS": hitmiss,
-            "REPORT": report,
-            "METRICS": metrics,
-            "METRICS_CSV": summary["metrics_csv"],
+            self.HITMISS: hitmiss,
+            self.REPORT: report,
+            self.METRICS: metrics,
+            self.METRICS_CSV: summary["metrics_csv"],
         }
         for key, (_, where) in NUMBER_OUTPUTS.items():
             results[key] = _lookup(summary, where)

@@ -28,15 +28,26 @@ from ..core.chips.sampling import RESAMPLING_METHODS
 from ..core.names import DEFAULT_CELL_SIZE, DEFAULT_RESOLUTION, PREDICTION_SOURCES
 from ..paths import bundled_model_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
-from .engine import ENGINES, add_engine_parameters, engine_options
+from .build_prediction_grid import BuildPredictionGrid
+from .engine import ENGINES, EngineParameters, add_engine_parameters, engine_options
 from .layer_names import districts_label, input_layer_name, model_label, name_output
-from .predict import SOURCE_OPTIONS
-from .sample_chips import NAMED_INPUTS
+from .predict import SOURCE_OPTIONS, Predict
+from .sample_chips import NAMED_INPUTS, RasterParameters, SampleChips, resampling_id
 
 RASTERS = [name for name, _, _, _ in NAMED_INPUTS]  # DAYTIME, NIGHTLIGHTS, ACCESSIBILITY
 
 
-class MapPoverty(PovmapAlgorithm):
+class MapPoverty(RasterParameters, EngineParameters, PovmapAlgorithm):
+    AREA = "AREA"
+    DISTRICT_FIELD = "DISTRICT_FIELD"
+    MODEL = "MODEL"
+    SOURCE = "SOURCE"
+    CRS = "CRS"
+    CHIPS = "CHIPS"
+    CELLS = "CELLS"
+    PREDICTED_POOR = "PREDICTED_POOR"
+    FLAGGED = "FLAGGED"
+
     algorithm_id = "mappoverty"
     display_name = "Map poverty"
     group_id = "models"
@@ -56,7 +67,7 @@ class MapPoverty(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "AREA", self.tr("Districts to map"), POLYGON_SOURCES
+                self.AREA, self.tr("Districts to map"), POLYGON_SOURCES
             ),
             "District polygons to cover with cells. To map some districts only, filter the layer "
             "(Filter…, or a subset in the source: …|subset=\"name\" = 'Sorabad') or select them and "
@@ -64,7 +75,7 @@ class MapPoverty(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "DISTRICT_FIELD", self.tr("District name field"), None, "AREA", optional=True
+                self.DISTRICT_FIELD, self.tr("District name field"), None, self.AREA, optional=True
             ),
             "Field of AREA holding the district name; each cell takes the district it overlaps most.",
         )
@@ -74,17 +85,17 @@ class MapPoverty(PovmapAlgorithm):
                 help_text + " Give the inputs the model was trained on (the bundled model: all "
                 "three). Must be a raster file (GeoTIFF…).",
             )
-            if name == "DAYTIME":
+            if name == self.DAYTIME:
                 self.add_parameter(
                     QgsProcessingParameterString(
-                        "DAYTIME_BANDS", self.tr("Daytime bands (red, green, blue)"), "1,2,3"
+                        self.DAYTIME_BANDS, self.tr("Daytime bands (red, green, blue)"), "1,2,3"
                     ),
                     "Band numbers of DAYTIME in red, green, blue order, separated by commas; "
                     "e.g. 4,3,2 for a full Sentinel-2 stack.",
                 )
         self.add_parameter(
             QgsProcessingParameterFile(
-                "MODEL",
+                self.MODEL,
                 self.tr("Model package (.povmodel; empty: bundled demo model)"),
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
@@ -95,7 +106,7 @@ class MapPoverty(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "SOURCE", self.tr("Read chips from"), SOURCE_OPTIONS, False, 0, optional=True
+                self.SOURCE, self.tr("Read chips from"), SOURCE_OPTIONS, False, 0, optional=True
             ),
             "chips (default): sample the rasters into the chip store CHIPS, then predict from it "
             "(kept for another model or a rerun). rasters: predict straight from the rasters, "
@@ -105,7 +116,7 @@ class MapPoverty(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterCrs(
-                "CRS", self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True
+                self.CRS, self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True
             ),
             "A projected CRS in metres for the cells. Empty: the UTM zone at the area's centre.",
             advanced=True,
@@ -113,7 +124,7 @@ class MapPoverty(PovmapAlgorithm):
         for name, _, label, _ in NAMED_INPUTS:
             self.add_parameter(
                 QgsProcessingParameterEnum(
-                    f"{name}_RESAMPLING",
+                    resampling_id(name),
                     self.tr("{}: resampling").format(label.split(" (")[0]),
                     list(RESAMPLING_METHODS),
                     False,
@@ -126,7 +137,7 @@ class MapPoverty(PovmapAlgorithm):
         add_engine_parameters(self)  # for sampling and predicting; the grid is built here
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT", self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
+                self.OUTPUT, self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
             "GeoPackage of the cells with district, prob_<member>, prob_mean, votes, pred "
             "(1 = poor) and disagreement, styled by predicted class (probability and disagreement "
@@ -134,7 +145,7 @@ class MapPoverty(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFolderDestination(
-                "CHIPS",
+                self.CHIPS,
                 self.tr("Chip store (folder ending in .chips)"),
                 QgsProcessing.TEMPORARY_OUTPUT,
                 optional=True,  # left out (or skipped): a temporary folder all the same
@@ -146,25 +157,25 @@ class MapPoverty(PovmapAlgorithm):
             advanced=True,
         )
         for key, label in (
-            ("CELLS", "Cells"),
-            ("PREDICTED_POOR", "Cells predicted poor"),
-            ("FLAGGED", "Cells with too much nodata"),
+            (self.CELLS, "Cells"),
+            (self.PREDICTED_POOR, "Cells predicted poor"),
+            (self.FLAGGED, "Cells with too much nodata"),
         ):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):
         import processing  # QGIS's Processing plugin: loaded wherever this provider runs
 
-        output = self.output_gpkg(parameters, "OUTPUT", context)
-        source = PREDICTION_SOURCES[self.parameterAsEnum(parameters, "SOURCE", context)]
-        if parameters.get("CHIPS") in (None, ""):
-            parameters = {**parameters, "CHIPS": QgsProcessing.TEMPORARY_OUTPUT}
+        output = self.output_gpkg(parameters, self.OUTPUT, context)
+        source = PREDICTION_SOURCES[self.parameterAsEnum(parameters, self.SOURCE, context)]
+        if parameters.get(self.CHIPS) in (None, ""):
+            parameters = {**parameters, self.CHIPS: QgsProcessing.TEMPORARY_OUTPUT}
         chips = (
-            self.output_folder(parameters, "CHIPS", context, ".chips")
+            self.output_folder(parameters, self.CHIPS, context, ".chips")
             if source == "chips"
             else None
         )
-        given = parameters["CHIPS"]
+        given = parameters[self.CHIPS]
         given = given.sink.staticValue() if hasattr(given, "sink") else given
         if source != "chips" and given not in (None, "", QgsProcessing.TEMPORARY_OUTPUT):
             feedback.pushWarning(
@@ -172,7 +183,7 @@ class MapPoverty(PovmapAlgorithm):
                     given
                 )
             )
-        model = self.input_file(parameters, "MODEL", context) or bundled_model_path()
+        model = self.input_file(parameters, self.MODEL, context) or bundled_model_path()
         manifest = _model_manifest(model)
         self._refuse_missing_inputs(parameters, manifest)
         cell_size = float(manifest.get("cell_size") or DEFAULT_CELL_SIZE)
@@ -193,54 +204,60 @@ class MapPoverty(PovmapAlgorithm):
             )
 
         engine = engine_options(self, parameters, context)
+        # The children's parameters by their own ids (qgis_process names them so too).
         engine_parameters = {
-            "ENGINE": ENGINES.index(engine["engine"]),
-            "SPARK_MASTER": engine["spark_master"],
+            SampleChips.ENGINE: ENGINES.index(engine["engine"]),
+            SampleChips.SPARK_MASTER: engine["spark_master"],
         }
-        crs = self.crs_text(self.parameterAsCrs(parameters, "CRS", context))
+        crs = self.crs_text(self.parameterAsCrs(parameters, self.CRS, context))
         grid = run(
             0,
-            "buildpredictiongrid",
+            BuildPredictionGrid.algorithm_id,
             {
-                "AREA": parameters["AREA"],
-                "DISTRICT_FIELD": parameters.get("DISTRICT_FIELD"),
-                "CELL_SIZE": cell_size,
-                **({"CRS": crs} if crs else {}),
-                "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT,
+                BuildPredictionGrid.AREA: parameters[self.AREA],
+                BuildPredictionGrid.DISTRICT_FIELD: parameters.get(self.DISTRICT_FIELD),
+                BuildPredictionGrid.CELL_SIZE: cell_size,
+                **({BuildPredictionGrid.CRS: crs} if crs else {}),
+                BuildPredictionGrid.OUTPUT: QgsProcessing.TEMPORARY_OUTPUT,
             },
-        )["OUTPUT"]
+        )[BuildPredictionGrid.OUTPUT]
         chip_parameters = {
-            "GRID": grid,
-            "RESOLUTION": resolution,
-            "OUTPUT": chips,
-            "DAYTIME_BANDS": parameters.get("DAYTIME_BANDS") or "1,2,3",
+            SampleChips.GRID: grid,
+            SampleChips.RESOLUTION: resolution,
+            SampleChips.OUTPUT: chips,
+            SampleChips.DAYTIME_BANDS: parameters.get(self.DAYTIME_BANDS) or "1,2,3",
             **engine_parameters,
         }
-        for name in RASTERS:
+        for name in RASTERS:  # the same ids in the three algorithms
             chip_parameters[name] = parameters.get(name)
-            chip_parameters[f"{name}_RESAMPLING"] = self.parameterAsEnum(
-                parameters, f"{name}_RESAMPLING", context
+            chip_parameters[resampling_id(name)] = self.parameterAsEnum(
+                parameters, resampling_id(name), context
             )
         if source == "chips":
-            chips = run(1, "samplechips", chip_parameters)["OUTPUT"]
-            predict_parameters = {"CHIPS": chips, **engine_parameters}
+            chips = run(1, SampleChips.algorithm_id, chip_parameters)[SampleChips.OUTPUT]
+            predict_parameters = {Predict.CHIPS: chips, **engine_parameters}
         else:  # the same raster parameters, read by predict itself; no store
-            predict_parameters = {"SOURCE": source, **chip_parameters}
-            del predict_parameters["RESOLUTION"], predict_parameters["OUTPUT"]
+            predict_parameters = {Predict.SOURCE: source, **chip_parameters}
+            del predict_parameters[SampleChips.RESOLUTION], predict_parameters[SampleChips.OUTPUT]
         predicted = run(
             2 if source == "chips" else 1,
-            "predict",
-            {**predict_parameters, "MODEL": model, "GRID": grid, "OUTPUT": output},
+            Predict.algorithm_id,
+            {
+                **predict_parameters,
+                Predict.MODEL: model,
+                Predict.GRID: grid,
+                Predict.OUTPUT: output,
+            },
         )
         feedback.setProgress(100)
-        where = districts_label(output) or input_layer_name(self, parameters, "AREA", context)
+        where = districts_label(output) or input_layer_name(self, parameters, self.AREA, context)
         name_output(output, context, self.tr("Predictions"), where, model_label(model))
         return {
-            "OUTPUT": output,
-            "CHIPS": chips,
-            "CELLS": predicted["CELLS"],
-            "PREDICTED_POOR": predicted["PREDICTED_POOR"],
-            "FLAGGED": predicted["FLAGGED"],
+            self.OUTPUT: output,
+            self.CHIPS: chips,
+            self.CELLS: predicted[Predict.CELLS],
+            self.PREDICTED_POOR: predicted[Predict.PREDICTED_POOR],
+            self.FLAGGED: predicted[Predict.FLAGGED],
         }
 
     def _refuse_missing_inputs(self, parameters, manifest):

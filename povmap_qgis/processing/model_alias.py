@@ -10,6 +10,11 @@ from .base import PovmapAlgorithm
 
 
 class SetModelAlias(PovmapAlgorithm):
+    MODEL_NAME = "MODEL_NAME"
+    VERSION = "VERSION"
+    ALIAS = "ALIAS"
+    MODEL_URI = "MODEL_URI"
+
     algorithm_id = "setmodelalias"
     display_name = "Set model alias"
     group_id = "models"
@@ -24,13 +29,13 @@ class SetModelAlias(PovmapAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
-            QgsProcessingParameterString("MODEL_NAME", self.tr("Registered model name")),
+            QgsProcessingParameterString(self.MODEL_NAME, self.tr("Registered model name")),
             "The name the package was registered under: its folder name without .povmodel, or "
             "the MODEL_NAME given to Train.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "VERSION",
+                self.VERSION,
                 self.tr("Version"),
                 QgsProcessingParameterNumber.Type.Integer,
                 minValue=1,
@@ -38,16 +43,16 @@ class SetModelAlias(PovmapAlgorithm):
             "The version number to point the alias at (see Run history for the versions).",
         )
         self.add_parameter(
-            QgsProcessingParameterString("ALIAS", self.tr("Alias"), defaultValue="champion"),
+            QgsProcessingParameterString(self.ALIAS, self.tr("Alias"), defaultValue="champion"),
             "A word such as champion or production; it moves from any version that had it.",
         )
-        self.addOutput(QgsProcessingOutputString("MODEL_URI", self.tr("Model reference")))
+        self.addOutput(QgsProcessingOutputString(self.MODEL_URI, self.tr("Model reference")))
 
     def processAlgorithm(self, parameters, context, feedback):
         options = {
-            "model_name": self.parameterAsString(parameters, "MODEL_NAME", context).strip(),
-            "version": str(self.parameterAsInt(parameters, "VERSION", context)),
-            "alias": self.parameterAsString(parameters, "ALIAS", context).strip(),
+            "model_name": self.parameterAsString(parameters, self.MODEL_NAME, context).strip(),
+            "version": str(self.parameterAsInt(parameters, self.VERSION, context)),
+            "alias": self.parameterAsString(parameters, self.ALIAS, context).strip(),
         }
         result = self.run_core_step("set_model_alias", options, feedback)
-        return {"MODEL_URI": result["model_uri"]}
+        return {self.MODEL_URI: result["model_uri"]}

@@ -119,7 +119,7 @@ class OutputFiles:
                 if target == claimed or target.startswith((claimed + os.sep, partial)):
                     name = parameter
                     break
-        name = name or next(iter(self._claimed.values()), "OUTPUT")
+        name = name or next(iter(self._claimed.values()), self.OUTPUT)
         return f"{name}: {write_failure_message(reason, path)}"
 
     def _unpublish(self):

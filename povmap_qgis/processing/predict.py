@@ -13,9 +13,14 @@ from qgis.core import (
 from ..core.names import PREDICTION_SOURCES
 from ..paths import bundled_model_path, style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
-from .engine import add_engine_parameters, engine_options
+from .engine import EngineParameters, add_engine_parameters, engine_options
 from .layer_names import districts_label, input_layer_name, model_label, name_output
-from .sample_chips import add_raster_parameters, add_resampling_parameters, raster_inputs
+from .sample_chips import (
+    RasterParameters,
+    add_raster_parameters,
+    add_resampling_parameters,
+    raster_inputs,
+)
 
 SOURCE_OPTIONS = [
     "Chip store (CHIPS)",
@@ -30,7 +35,15 @@ EXTRA_STYLES = [
 ]
 
 
-class Predict(PovmapAlgorithm):
+class Predict(RasterParameters, EngineParameters, PovmapAlgorithm):
+    MODEL = "MODEL"
+    SOURCE = "SOURCE"
+    CHIPS = "CHIPS"
+    MAX_NODATA = "MAX_NODATA"
+    CELLS = "CELLS"
+    PREDICTED_POOR = "PREDICTED_POOR"
+    FLAGGED = "FLAGGED"
+
     algorithm_id = "predict"
     display_name = "Predict poverty"
     group_id = "models"
@@ -49,7 +62,7 @@ class Predict(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFile(
-                "MODEL",
+                self.MODEL,
                 self.tr("Model package (.povmodel; empty: bundled demo model)"),
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
@@ -60,7 +73,7 @@ class Predict(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "SOURCE", self.tr("Read chips from"), SOURCE_OPTIONS, False, 0, optional=True
+                self.SOURCE, self.tr("Read chips from"), SOURCE_OPTIONS, False, 0, optional=True
             ),
             "chips (default): the chip store CHIPS. rasters: the rasters DAYTIME, NIGHTLIGHTS, "
             "ACCESSIBILITY and EXTRA (every input the model was trained on, with its bands), sampled "
@@ -71,7 +84,7 @@ class Predict(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFile(
-                "CHIPS",
+                self.CHIPS,
                 self.tr("Chip store (.chips folder)"),
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
@@ -80,21 +93,21 @@ class Predict(PovmapAlgorithm):
             "Needed unless SOURCE=rasters.",
         )
         self.add_parameter(
-            QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
+            QgsProcessingParameterFeatureSource(self.GRID, self.tr("Grid"), POLYGON_SOURCES),
             "Cells to predict, e.g. from Build prediction grid, or your own grid whose chips were sampled "
             "by ID_FIELD; every field of it is kept in the output.",
         )
         self.add_store_id_field()
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT", self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
+                self.OUTPUT, self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
             "GeoPackage of the grid with the prediction fields, styled by predicted class.",
         )
         add_raster_parameters(self, " Read only with SOURCE=rasters.")
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "MAX_NODATA",
+                self.MAX_NODATA,
                 self.tr("Maximum nodata fraction (SOURCE=rasters)"),
                 QgsProcessingParameterNumber.Type.Double,
                 0.1,
@@ -109,38 +122,38 @@ class Predict(PovmapAlgorithm):
         add_resampling_parameters(self)
         add_engine_parameters(self)
         for key, label in (
-            ("CELLS", "Cells"),
-            ("PREDICTED_POOR", "Cells predicted poor"),
-            ("FLAGGED", "Cells with too much nodata"),
+            (self.CELLS, "Cells"),
+            (self.PREDICTED_POOR, "Cells predicted poor"),
+            (self.FLAGGED, "Cells with too much nodata"),
         ):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):
-        output = self.output_gpkg(parameters, "OUTPUT", context)
-        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
-        model = self.input_file(parameters, "MODEL", context) or bundled_model_path()
+        output = self.output_gpkg(parameters, self.OUTPUT, context)
+        grid_path, grid_layer = self.vector_file(parameters, self.GRID, context, feedback)
+        model = self.input_file(parameters, self.MODEL, context) or bundled_model_path()
         feedback.pushInfo(f"Model: {model}")
-        source = PREDICTION_SOURCES[self.parameterAsEnum(parameters, "SOURCE", context)]
+        source = PREDICTION_SOURCES[self.parameterAsEnum(parameters, self.SOURCE, context)]
         options = {
             "model_path": model,
-            "chips_path": self.input_file(parameters, "CHIPS", context) or None,
+            "chips_path": self.input_file(parameters, self.CHIPS, context) or None,
             "source": source,
             "inputs": raster_inputs(self, parameters, context) if source == "rasters" else None,
-            "max_nodata": self.parameterAsDouble(parameters, "MAX_NODATA", context),
+            "max_nodata": self.parameterAsDouble(parameters, self.MAX_NODATA, context),
             "grid_path": grid_path,
             "grid_layer": grid_layer,
-            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
+            "id_field": self.parameterAsString(parameters, self.ID_FIELD, context) or None,
             "output_path": output,
             "style_qml_path": style_path("prediction_class"),
             "extra_styles": [(style_path(name), label) for name, label in EXTRA_STYLES],
             **engine_options(self, parameters, context),
         }
         result = self.run_core_step("predict", options, feedback, outputs=[output])
-        where = districts_label(output) or input_layer_name(self, parameters, "GRID", context)
+        where = districts_label(output) or input_layer_name(self, parameters, self.GRID, context)
         name_output(output, context, self.tr("Predictions"), where, model_label(model))
         return {
-            "OUTPUT": output,
-            "CELLS": result["cells"],
-            "PREDICTED_POOR": result["predicted_poor"],
-            "FLAGGED": result["flagged"],
+            self.OUTPUT: output,
+            self.CELLS: result["cells"],
+            self.PREDICTED_POOR: result["predicted_poor"],
+            self.FLAGGED: result["flagged"],
         }

@@ -13,6 +13,14 @@ from .base import PovmapAlgorithm
 
 
 class Runs(PovmapAlgorithm):
+    MODEL_NAME = "MODEL_NAME"
+    STEP = "STEP"
+    EXPERIMENT = "EXPERIMENT"
+    MAX_RUNS = "MAX_RUNS"
+    OUTPUT_TABLE = "OUTPUT_TABLE"
+    REPORT = "REPORT"
+    ROWS = "ROWS"
+
     algorithm_id = "runs"
     display_name = "Run history"
     group_id = "models"
@@ -29,26 +37,28 @@ class Runs(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterString(
-                "MODEL_NAME", self.tr("Versions of this registered model"), optional=True
+                self.MODEL_NAME, self.tr("Versions of this registered model"), optional=True
             ),
             "Empty: the runs of the experiment. A registered model name: one row per version.",
         )
         self.add_parameter(
-            QgsProcessingParameterString("STEP", self.tr("Only runs of this step"), optional=True),
+            QgsProcessingParameterString(
+                self.STEP, self.tr("Only runs of this step"), optional=True
+            ),
             "train, predict, evaluate, crossvalidate or target; empty: all of these. "
             "crossvalidate.fold: the runs of single folds (nested under their cross-validation).",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterString(
-                "EXPERIMENT", self.tr("Experiment"), defaultValue="povmap"
+                self.EXPERIMENT, self.tr("Experiment"), defaultValue="povmap"
             ),
             "The MLflow experiment the runs are recorded in (POVMAP_MLFLOW_EXPERIMENT).",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "MAX_RUNS",
+                self.MAX_RUNS,
                 self.tr("Most recent runs listed"),
                 QgsProcessingParameterNumber.Type.Integer,
                 defaultValue=100,
@@ -59,14 +69,14 @@ class Runs(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "OUTPUT", self.tr("Runs (CSV)"), self.tr("CSV files (*.csv)")
+                self.OUTPUT, self.tr("Runs (CSV)"), self.tr("CSV files (*.csv)")
             ),
             "One row per run: id, step, algorithm, status, start, QGIS version, data fingerprint, "
             "param.* and metric.* columns.",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT_TABLE",
+                self.OUTPUT_TABLE,
                 self.tr("Runs (table)"),
                 QgsProcessing.SourceType.TypeVector,
                 optional=True,
@@ -76,7 +86,7 @@ class Runs(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "REPORT",
+                self.REPORT,
                 self.tr("Comparison report (HTML)"),
                 self.tr("HTML files (*.html)"),
                 optional=True,
@@ -84,27 +94,28 @@ class Runs(PovmapAlgorithm):
             "The most recent runs' ensemble ROC curves overlaid, their metrics side by side and "
             "the parameters that differ in bold.",
         )
-        self.addOutput(QgsProcessingOutputNumber("ROWS", self.tr("Rows listed")))
+        self.addOutput(QgsProcessingOutputNumber(self.ROWS, self.tr("Rows listed")))
 
     def processAlgorithm(self, parameters, context, feedback):
         table = None
-        if parameters.get("OUTPUT_TABLE") not in (None, ""):
-            table = self.output_gpkg(parameters, "OUTPUT_TABLE", context)
+        if parameters.get(self.OUTPUT_TABLE) not in (None, ""):
+            table = self.output_gpkg(parameters, self.OUTPUT_TABLE, context)
         options = {
-            "output_csv": self.output_file(parameters, "OUTPUT", context, (".csv",)),
+            "output_csv": self.output_file(parameters, self.OUTPUT, context, (".csv",)),
             "output_table": table,
-            "report_path": self.output_file(parameters, "REPORT", context, (".html", ".htm"))
-            if parameters.get("REPORT") not in (None, "")
+            "report_path": self.output_file(parameters, self.REPORT, context, (".html", ".htm"))
+            if parameters.get(self.REPORT) not in (None, "")
             else None,
-            "experiment": self.parameterAsString(parameters, "EXPERIMENT", context) or "povmap",
-            "model_name": self.parameterAsString(parameters, "MODEL_NAME", context).strip() or None,
-            "step": self.parameterAsString(parameters, "STEP", context).strip() or None,
-            "max_runs": self.parameterAsInt(parameters, "MAX_RUNS", context),
+            "experiment": self.parameterAsString(parameters, self.EXPERIMENT, context) or "povmap",
+            "model_name": self.parameterAsString(parameters, self.MODEL_NAME, context).strip()
+            or None,
+            "step": self.parameterAsString(parameters, self.STEP, context).strip() or None,
+            "max_runs": self.parameterAsInt(parameters, self.MAX_RUNS, context),
         }
         result = self.run_core_step("list_runs", options, feedback)
         return {
-            "OUTPUT": result["output_csv"],
-            "OUTPUT_TABLE": result["output_table"],
-            "REPORT": result["report"],
-            "ROWS": result["rows"],
+            self.OUTPUT: result["output_csv"],
+            self.OUTPUT_TABLE: result["output_table"],
+            self.REPORT: result["report"],
+            self.ROWS: result["rows"],
         }

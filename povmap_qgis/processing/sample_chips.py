@@ -22,24 +22,41 @@ from ..core.chips.sampling import RESAMPLING_METHODS
 from ..core.names import CELL_ID, DEFAULT_RESOLUTION
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
-from .engine import add_engine_parameters, engine_options
+from .engine import EngineParameters, add_engine_parameters, engine_options
 from .layer_names import input_layer_name, name_output
+
+
+class RasterParameters:
+    """The ids of the rasters chips come from (``add_raster_parameters``): a base class of the
+    algorithms that have them. Each also has ``<RASTER>_RESAMPLING`` (``resampling_id``)."""
+
+    DAYTIME = "DAYTIME"
+    DAYTIME_BANDS = "DAYTIME_BANDS"
+    NIGHTLIGHTS = "NIGHTLIGHTS"
+    ACCESSIBILITY = "ACCESSIBILITY"
+    EXTRA = "EXTRA"
+
+
+def resampling_id(name):
+    """The id of the resampling parameter of raster parameter ``name``: DAYTIME_RESAMPLING."""
+    return f"{name}_RESAMPLING"
+
 
 NAMED_INPUTS = [  # parameter, store input name, label, help
     (
-        "DAYTIME",
+        RasterParameters.DAYTIME,
         "daytime",
         "Daytime imagery (e.g. Sentinel-2)",
         "Optical imagery; the bands of DAYTIME_BANDS are sampled in that order (red, green, blue).",
     ),
     (
-        "NIGHTLIGHTS",
+        RasterParameters.NIGHTLIGHTS,
         "nightlights",
         "Night-time lights (e.g. VIIRS)",
         "Night-time lights raster, band 1; a raster far coarser than a cell (VIIRS ~500 m) gives a smooth, nearly constant chip.",
     ),
     (
-        "ACCESSIBILITY",
+        RasterParameters.ACCESSIBILITY,
         "accessibility",
         "Accessibility (e.g. travel time to cities)",
         "Accessibility raster, band 1 (e.g. travel time to the nearest city).",
@@ -47,7 +64,16 @@ NAMED_INPUTS = [  # parameter, store input name, label, help
 ]
 
 
-class SampleChips(PovmapAlgorithm):
+class SampleChips(RasterParameters, EngineParameters, PovmapAlgorithm):
+    RESOLUTION = "RESOLUTION"
+    CHIP_SIZE = "CHIP_SIZE"
+    MAX_NODATA = "MAX_NODATA"
+    NODATA_GRID = "NODATA_GRID"
+    CELLS = "CELLS"
+    SAMPLED = "SAMPLED"
+    RESUMED_CELLS = "RESUMED_CELLS"
+    FLAGGED = "FLAGGED"
+
     algorithm_id = "samplechips"
     display_name = "Sample image chips"
     group_id = "chips"
@@ -63,7 +89,7 @@ class SampleChips(PovmapAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
-            QgsProcessingParameterFeatureSource("GRID", self.tr("Grid"), POLYGON_SOURCES),
+            QgsProcessingParameterFeatureSource(self.GRID, self.tr("Grid"), POLYGON_SOURCES),
             "Cells from Build training grid or Build prediction grid, or any polygon grid of your own "
             "(a statistics office's grid, tiles, hexagons) with a unique whole-number id in ID_FIELD: "
             "each chip is its polygon's bounding box at RESOLUTION, and all of them must give the same "
@@ -71,10 +97,10 @@ class SampleChips(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "ID_FIELD",
+                self.ID_FIELD,
                 self.tr("Cell id field"),
                 CELL_ID,
-                "GRID",
+                self.GRID,
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,  # qgis_process 3.22 forgets a field's default: empty is cell_id
             ),
@@ -85,7 +111,7 @@ class SampleChips(PovmapAlgorithm):
         add_raster_parameters(self)
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "RESOLUTION",
+                self.RESOLUTION,
                 self.tr("Chip resolution (m)"),
                 QgsProcessingParameterNumber.Type.Double,
                 DEFAULT_RESOLUTION,
@@ -96,7 +122,7 @@ class SampleChips(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "CHIP_SIZE",
+                self.CHIP_SIZE,
                 self.tr("Chip size (px, 0 = cell size / resolution)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 0,
@@ -107,7 +133,7 @@ class SampleChips(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "MAX_NODATA",
+                self.MAX_NODATA,
                 self.tr("Maximum nodata fraction"),
                 QgsProcessingParameterNumber.Type.Double,
                 0.1,
@@ -120,13 +146,13 @@ class SampleChips(PovmapAlgorithm):
         add_resampling_parameters(self)
         self.add_parameter(
             QgsProcessingParameterFolderDestination(
-                "OUTPUT", self.tr("Chip store (folder ending in .chips)")
+                self.OUTPUT, self.tr("Chip store (folder ending in .chips)")
             ),
             "Folder of the chip store (manifest.json, cell_ids.npy, one .npy per input, nodata_fraction.npy); .chips is added to the name if missing.",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "NODATA_GRID",
+                self.NODATA_GRID,
                 self.tr("Grid with nodata fractions"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
                 optional=True,
@@ -136,18 +162,18 @@ class SampleChips(PovmapAlgorithm):
         )
         add_engine_parameters(self)
         for key, label in (
-            ("CELLS", "Cells"),
-            ("SAMPLED", "Cells sampled in this run"),
-            ("RESUMED_CELLS", "Cells already sampled by an earlier run"),
-            ("FLAGGED", "Flagged cells"),
+            (self.CELLS, "Cells"),
+            (self.SAMPLED, "Cells sampled in this run"),
+            (self.RESUMED_CELLS, "Cells already sampled by an earlier run"),
+            (self.FLAGGED, "Flagged cells"),
         ):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):
-        output = self.output_folder(parameters, "OUTPUT", context, ".chips")
+        output = self.output_folder(parameters, self.OUTPUT, context, ".chips")
         nodata_grid = (
-            self.output_gpkg(parameters, "NODATA_GRID", context)
-            if parameters.get("NODATA_GRID") not in (None, "")
+            self.output_gpkg(parameters, self.NODATA_GRID, context)
+            if parameters.get(self.NODATA_GRID) not in (None, "")
             else None
         )
         inputs = raster_inputs(self, parameters, context)
@@ -157,16 +183,16 @@ class SampleChips(PovmapAlgorithm):
                     "Choose at least one input raster: DAYTIME, NIGHTLIGHTS, ACCESSIBILITY or EXTRA."
                 )
             )
-        grid_path, grid_layer = self.vector_file(parameters, "GRID", context, feedback)
+        grid_path, grid_layer = self.vector_file(parameters, self.GRID, context, feedback)
         options = {
             "grid_path": grid_path,
             "grid_layer": grid_layer,
-            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or CELL_ID,
+            "id_field": self.parameterAsString(parameters, self.ID_FIELD, context) or CELL_ID,
             "inputs": inputs,
             "output_path": output,
-            "resolution": self.parameterAsDouble(parameters, "RESOLUTION", context),
-            "chip_size": self.parameterAsInt(parameters, "CHIP_SIZE", context) or None,
-            "max_nodata": self.parameterAsDouble(parameters, "MAX_NODATA", context),
+            "resolution": self.parameterAsDouble(parameters, self.RESOLUTION, context),
+            "chip_size": self.parameterAsInt(parameters, self.CHIP_SIZE, context) or None,
+            "max_nodata": self.parameterAsDouble(parameters, self.MAX_NODATA, context),
             "nodata_grid_path": nodata_grid,
             "style_qml_path": style_path("chip_nodata"),
             **engine_options(self, parameters, context),
@@ -196,19 +222,19 @@ class SampleChips(PovmapAlgorithm):
                 )
             ) from None
         results = {
-            "OUTPUT": summary["output"],
-            "CELLS": summary["cells"],
-            "SAMPLED": summary["sampled"],
-            "RESUMED_CELLS": summary["resumed_cells"],
-            "FLAGGED": summary["flagged"],
+            self.OUTPUT: summary["output"],
+            self.CELLS: summary["cells"],
+            self.SAMPLED: summary["sampled"],
+            self.RESUMED_CELLS: summary["resumed_cells"],
+            self.FLAGGED: summary["flagged"],
         }
         if nodata_grid:
-            results["NODATA_GRID"] = nodata_grid
+            results[self.NODATA_GRID] = nodata_grid
             name_output(
                 nodata_grid,
                 context,
                 self.tr("Chip nodata"),
-                input_layer_name(self, parameters, "GRID", context),
+                input_layer_name(self, parameters, self.GRID, context),
             )
         return results
 
@@ -236,16 +262,18 @@ def add_raster_parameters(algorithm, note=""):
             + note
             + " Must be a raster file (GeoTIFF…): web or virtual layers must be saved as GeoTIFF first.",
         )
-        if name == "DAYTIME":
+        if name == algorithm.DAYTIME:
             algorithm.add_parameter(
                 QgsProcessingParameterString(
-                    "DAYTIME_BANDS", algorithm.tr("Daytime bands (red, green, blue)"), "1,2,3"
+                    algorithm.DAYTIME_BANDS,
+                    algorithm.tr("Daytime bands (red, green, blue)"),
+                    "1,2,3",
                 ),
                 "Band numbers of DAYTIME in red, green, blue order, separated by commas; e.g. 4,3,2 for a full Sentinel-2 stack.",
             )
     algorithm.add_parameter(
         QgsProcessingParameterMultipleLayers(
-            "EXTRA",
+            algorithm.EXTRA,
             algorithm.tr("Extra rasters"),
             QgsProcessing.SourceType.TypeRaster,
             optional=True,
@@ -256,10 +284,10 @@ def add_raster_parameters(algorithm, note=""):
 
 def add_resampling_parameters(algorithm):
     """<RASTER>_RESAMPLING for each raster parameter of ``add_raster_parameters`` (advanced)."""
-    for name, _, label, _ in NAMED_INPUTS + [("EXTRA", None, "Extra rasters", None)]:
+    for name, _, label, _ in NAMED_INPUTS + [(algorithm.EXTRA, None, "Extra rasters", None)]:
         algorithm.add_parameter(
             QgsProcessingParameterEnum(
-                f"{name}_RESAMPLING",
+                resampling_id(name),
                 algorithm.tr("{}: resampling").format(label.split(" (")[0]),
                 list(RESAMPLING_METHODS),
                 False,
@@ -277,7 +305,7 @@ def raster_inputs(algorithm, parameters, context):
         path = algorithm.raster_file(parameters, name, context)
         if not path:
             continue
-        bands = _daytime_bands(algorithm, parameters, context) if name == "DAYTIME" else [1]
+        bands = _daytime_bands(algorithm, parameters, context) if name == algorithm.DAYTIME else [1]
         inputs.append(
             {
                 "name": store_name,
@@ -288,23 +316,23 @@ def raster_inputs(algorithm, parameters, context):
                 "resampling": _resampling(algorithm, parameters, name, context),
             }
         )
-    for layer in algorithm.parameterAsLayerList(parameters, "EXTRA", context):
-        path = algorithm.raster_layer_file(layer, "EXTRA")
+    for layer in algorithm.parameterAsLayerList(parameters, algorithm.EXTRA, context):
+        path = algorithm.raster_layer_file(layer, algorithm.EXTRA)
         inputs.append(
             {
                 "name": _store_name(layer.name(), [spec["name"] for spec in inputs]),
                 "path": path,
                 "bands": list(range(1, layer.bandCount() + 1)),
-                "parameter": "EXTRA",
+                "parameter": algorithm.EXTRA,
                 "label": f"Extra raster '{layer.name()}'",
-                "resampling": _resampling(algorithm, parameters, "EXTRA", context),
+                "resampling": _resampling(algorithm, parameters, algorithm.EXTRA, context),
             }
         )
     return inputs
 
 
 def _daytime_bands(algorithm, parameters, context):
-    text = algorithm.parameterAsString(parameters, "DAYTIME_BANDS", context) or "1,2,3"
+    text = algorithm.parameterAsString(parameters, algorithm.DAYTIME_BANDS, context) or "1,2,3"
     try:
         bands = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
     except ValueError:
@@ -312,14 +340,14 @@ def _daytime_bands(algorithm, parameters, context):
     if not bands or any(band < 1 for band in bands):
         raise QgsProcessingException(
             algorithm.tr(
-                f"DAYTIME_BANDS: '{text}' is not a list of band numbers such as 1,2,3 or 4,3,2."
+                f"{algorithm.DAYTIME_BANDS}: '{text}' is not a list of band numbers such as 1,2,3 or 4,3,2."
             )
         )
     return bands
 
 
 def _resampling(algorithm, parameters, name, context):
-    return RESAMPLING_METHODS[algorithm.parameterAsEnum(parameters, f"{name}_RESAMPLING", context)]
+    return RESAMPLING_METHODS[algorithm.parameterAsEnum(parameters, resampling_id(name), context)]
 
 
 def _store_name(layer_name, taken):

@@ -67,6 +67,18 @@ NUMBER_OUTPUTS = {
 
 
 class Target(PovmapAlgorithm):
+    PREDICTIONS = "PREDICTIONS"
+    POPULATION = "POPULATION"
+    BUDGET_UNIT = "BUDGET_UNIT"
+    BUDGET = "BUDGET"
+    RANK_BY = "RANK_BY"
+    DISTRICT_MIN_SHARE = "DISTRICT_MIN_SHARE"
+    DISTRICT_MAX_SHARE = "DISTRICT_MAX_SHARE"
+    SKIP_OUT_OF_RANGE = "SKIP_OUT_OF_RANGE"
+    TRUTH = "TRUTH"
+    ALLOCATION = "ALLOCATION"
+    REPORT = "REPORT"
+
     algorithm_id = "target"
     display_name = "Target a budget"
     group_id = "decisions"
@@ -87,7 +99,7 @@ class Target(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "PREDICTIONS", self.tr("Predictions"), POLYGON_SOURCES
+                self.PREDICTIONS, self.tr("Predictions"), POLYGON_SOURCES
             ),
             "A prediction layer from Predict poverty (the cells' id, district, prob_mean): on povmap's grids "
             "or on a grid of your own. Cells with an empty prob_mean are kept in the output but never "
@@ -95,10 +107,10 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterField(
-                "ID_FIELD",
+                self.ID_FIELD,
                 self.tr("Cell id field"),
                 None,
-                "PREDICTIONS",
+                self.PREDICTIONS,
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             ),
@@ -108,7 +120,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
-                "POPULATION", self.tr("Population raster (people per pixel)"), optional=True
+                self.POPULATION, self.tr("Population raster (people per pixel)"), optional=True
             ),
             "People per pixel, any CRS and resolution (e.g. WorldPop, GHS-POP). Summed per cell, pixels on a "
             "cell's edge counted by the share of their area inside it. Needed for budgets in people and for "
@@ -116,7 +128,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "BUDGET_UNIT", self.tr("Budget unit"), list(BUDGET_UNIT_OPTIONS), defaultValue=2
+                self.BUDGET_UNIT, self.tr("Budget unit"), list(BUDGET_UNIT_OPTIONS), defaultValue=2
             ),
             "What BUDGET counts: a number of cells or people, or a share of all the cells or people of the "
             "layer. Cells are enrolled whole: one that would overshoot the budget is passed over for smaller "
@@ -125,7 +137,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "BUDGET",
+                self.BUDGET,
                 self.tr("Budget"),
                 QgsProcessingParameterNumber.Type.Double,
                 0.3,
@@ -136,7 +148,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "RANK_BY", self.tr("Rank cells by"), list(RANK_BY_OPTIONS), defaultValue=0
+                self.RANK_BY, self.tr("Rank cells by"), list(RANK_BY_OPTIONS), defaultValue=0
             ),
             "probability: the likeliest poor cells first. expected_poor: the cells expected to hold the most "
             "poor people first (probability × people; needs POPULATION). With a budget in people, probability "
@@ -146,7 +158,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "DISTRICT_MIN_SHARE",
+                self.DISTRICT_MIN_SHARE,
                 self.tr("Floor per district (share)"),
                 QgsProcessingParameterNumber.Type.Double,
                 optional=True,
@@ -158,7 +170,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "DISTRICT_MAX_SHARE",
+                self.DISTRICT_MAX_SHARE,
                 self.tr("Cap per district (share)"),
                 QgsProcessingParameterNumber.Type.Double,
                 optional=True,
@@ -169,7 +181,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterBoolean(
-                "SKIP_OUT_OF_RANGE",
+                self.SKIP_OUT_OF_RANGE,
                 self.tr("Leave out cells outside the model's training range"),
                 False,
             ),
@@ -179,7 +191,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "TRUTH",
+                self.TRUTH,
                 self.tr("Ground truth (labelled grid)"),
                 POLYGON_SOURCES,
                 optional=True,
@@ -191,7 +203,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT", self.tr("Selection"), QgsProcessing.SourceType.TypeVectorPolygon
+                self.OUTPUT, self.tr("Selection"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
             "GeoPackage of every cell of PREDICTIONS plus rank (1 = enrolled first, empty when it cannot be "
             "selected), selected (1/0), population (with POPULATION) and expected_poor (probability × people, "
@@ -200,7 +212,9 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "ALLOCATION", self.tr("Allocation per district (CSV)"), self.tr("CSV files (*.csv)")
+                self.ALLOCATION,
+                self.tr("Allocation per district (CSV)"),
+                self.tr("CSV files (*.csv)"),
             ),
             "One row per district: cells, cells predicted, people, cells and people selected, expected poor "
             "and expected poor covered, the share of the district and of the budget enrolled. People in "
@@ -209,7 +223,7 @@ class Target(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
+                self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
             "One self-contained HTML file: the plain summary first, the targeting curves, the allocation "
             "table and a map of the selection with district boundaries rendered by QGIS.",
@@ -219,29 +233,35 @@ class Target(PovmapAlgorithm):
 
     def prepareAlgorithm(self, parameters, context, feedback):
         """PREDICTIONS' name in the project, read here in the main thread (layers belong to it)."""
-        self._predictions_name = input_layer_name(self, parameters, "PREDICTIONS", context)
+        self._predictions_name = input_layer_name(self, parameters, self.PREDICTIONS, context)
         return True
 
     def processAlgorithm(self, parameters, context, feedback):
-        output = self.output_gpkg(parameters, "OUTPUT", context)
-        allocation = self.output_file(parameters, "ALLOCATION", context, (".csv",))
-        report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
+        output = self.output_gpkg(parameters, self.OUTPUT, context)
+        allocation = self.output_file(parameters, self.ALLOCATION, context, (".csv",))
+        report = self.output_file(parameters, self.REPORT, context, (".html", ".htm"))
         predictions_path, predictions_layer = self.vector_file(
-            parameters, "PREDICTIONS", context, feedback
+            parameters, self.PREDICTIONS, context, feedback
         )
-        truth_path, truth_layer = self.vector_file(parameters, "TRUTH", context, feedback)
+        truth_path, truth_layer = self.vector_file(parameters, self.TRUTH, context, feedback)
         figures = make_run_folder()  # removed after the run, or by the next if killed
         options = {
             "predictions_path": predictions_path,
             "predictions_layer": predictions_layer,
-            "id_field": self.parameterAsString(parameters, "ID_FIELD", context) or None,
-            "population_path": self.raster_file(parameters, "POPULATION", context),
-            "budget_unit": BUDGET_UNITS[self.parameterAsEnum(parameters, "BUDGET_UNIT", context)],
-            "budget": self.parameterAsDouble(parameters, "BUDGET", context),
-            "rank_by": RANK_BY[self.parameterAsEnum(parameters, "RANK_BY", context)],
-            "district_min_share": self._optional_number(parameters, "DISTRICT_MIN_SHARE", context),
-            "district_max_share": self._optional_number(parameters, "DISTRICT_MAX_SHARE", context),
-            "skip_out_of_range": self.parameterAsBool(parameters, "SKIP_OUT_OF_RANGE", context),
+            "id_field": self.parameterAsString(parameters, self.ID_FIELD, context) or None,
+            "population_path": self.raster_file(parameters, self.POPULATION, context),
+            "budget_unit": BUDGET_UNITS[
+                self.parameterAsEnum(parameters, self.BUDGET_UNIT, context)
+            ],
+            "budget": self.parameterAsDouble(parameters, self.BUDGET, context),
+            "rank_by": RANK_BY[self.parameterAsEnum(parameters, self.RANK_BY, context)],
+            "district_min_share": self._optional_number(
+                parameters, self.DISTRICT_MIN_SHARE, context
+            ),
+            "district_max_share": self._optional_number(
+                parameters, self.DISTRICT_MAX_SHARE, context
+            ),
+            "skip_out_of_range": self.parameterAsBool(parameters, self.SKIP_OUT_OF_RANGE, context),
             "truth_path": truth_path,
             "truth_layer": truth_layer,
             "output_path": output,
@@ -273,9 +293,9 @@ class Target(PovmapAlgorithm):
         feedback.pushInfo(f"Report: {report}")
         self.attach_to_run_history([report], feedback)
         results = {
-            "OUTPUT": output,
-            "ALLOCATION": allocation,
-            "REPORT": report,
+            self.OUTPUT: output,
+            self.ALLOCATION: allocation,
+            self.REPORT: report,
         }
         for key, (_, where) in NUMBER_OUTPUTS.items():
             results[key] = _rounded(_lookup(summary, where))

@@ -15,13 +15,23 @@ from qgis.core import (
 from ..core.model.training_settings import BALANCES
 from .base import PovmapAlgorithm
 from .parameter_values import metric_label
-from .training_parameters import add_training_parameters, training_options
+from .training_parameters import TrainingParameters, add_training_parameters, training_options
 
 SPLITS = ["random", "districts"]
 STACKINGS = ["validation", "off"]  # core.model.training.TRAIN_STACKING
 
 
-class Train(PovmapAlgorithm):
+class Train(TrainingParameters, PovmapAlgorithm):
+    MODEL_NAME = "MODEL_NAME"
+    THRESHOLD = "THRESHOLD"
+    MEMBERS_TRAINED = "MEMBERS_TRAINED"
+    SPLIT = "SPLIT"
+    TEST_DISTRICTS = "TEST_DISTRICTS"
+    BALANCE = "BALANCE"
+    STACKING = "STACKING"
+    PRETRAINED = "PRETRAINED"
+    TARGET_RECALL = "TARGET_RECALL"
+
     algorithm_id = "train"
     display_name = "Train poverty ensemble"
     group_id = "models"
@@ -51,7 +61,7 @@ class Train(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterString(
-                "MODEL_NAME", self.tr("Registered model name (run history)"), optional=True
+                self.MODEL_NAME, self.tr("Registered model name (run history)"), optional=True
             ),
             "The package is registered in the run history (MLflow) as a new version of this "
             "model. Empty: the package's folder name and the fingerprint of its training data "
@@ -61,23 +71,25 @@ class Train(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFolderDestination(
-                "OUTPUT", self.tr("Model package (.povmodel folder)")
+                self.OUTPUT, self.tr("Model package (.povmodel folder)")
             ),
             "Folder of the model package; .povmodel is added to the name if missing.",
         )
-        self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Members' vote threshold")))
+        self.addOutput(
+            QgsProcessingOutputNumber(self.THRESHOLD, self.tr("Members' vote threshold"))
+        )
         for key in ("RECALL", "PRECISION", "ACCURACY", "AUC"):
             self.addOutput(
                 QgsProcessingOutputNumber(
                     key, self.tr("Ensemble {} on the holdout cells").format(metric_label(key))
                 )
             )
-        self.addOutput(QgsProcessingOutputString("MEMBERS_TRAINED", self.tr("Members")))
+        self.addOutput(QgsProcessingOutputString(self.MEMBERS_TRAINED, self.tr("Members")))
 
     def _add_holdout_and_balance(self):
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "SPLIT",
+                self.SPLIT,
                 self.tr("Holdout"),
                 ["random (stratified, paper proportions)", "leave districts out"],
                 False,
@@ -88,13 +100,16 @@ class Train(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterString(
-                "TEST_DISTRICTS", self.tr("Test districts (leave districts out)"), "", optional=True
+                self.TEST_DISTRICTS,
+                self.tr("Test districts (leave districts out)"),
+                "",
+                optional=True,
             ),
             "Comma-separated district names whose cells are held out for testing (with SPLIT = leave districts out).",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "BALANCE",
+                self.BALANCE,
                 self.tr("Class balance"),
                 ["undersample the majority (paper)", "class weights"],
                 False,
@@ -106,7 +121,7 @@ class Train(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
-                "STACKING",
+                self.STACKING,
                 self.tr("Combine members and baseline (stacking)"),
                 [
                     "stacking fitted on the validation cells",
@@ -128,7 +143,7 @@ class Train(PovmapAlgorithm):
     def _add_pretrained_and_target_recall(self):
         self.add_parameter(
             QgsProcessingParameterString(
-                "PRETRAINED", self.tr("Pretrained backbones (paper preset)"), "", optional=True
+                self.PRETRAINED, self.tr("Pretrained backbones (paper preset)"), "", optional=True
             ),
             "Empty: none. 'imagenet': Keras's ImageNet weights from its cache (~/.keras/models), downloaded there "
             "when missing (progress in the log; a clear message after a short time-out when offline; a mirror in "
@@ -138,7 +153,7 @@ class Train(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "TARGET_RECALL",
+                self.TARGET_RECALL,
                 self.tr("Target recall (empty: threshold at the training share of poor cells)"),
                 QgsProcessingParameterNumber.Type.Double,
                 None,
@@ -150,33 +165,33 @@ class Train(PovmapAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):
-        output = self.output_folder(parameters, "OUTPUT", context, ".povmodel")
+        output = self.output_folder(parameters, self.OUTPUT, context, ".povmodel")
         options = training_options(self, parameters, context, feedback)
-        split = SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)]
-        districts = self.name_list(parameters, "TEST_DISTRICTS", context)
+        split = SPLITS[self.parameterAsEnum(parameters, self.SPLIT, context)]
+        districts = self.name_list(parameters, self.TEST_DISTRICTS, context)
         if split == "districts" and not districts:
             raise QgsProcessingException(
                 self.tr(
-                    "TEST_DISTRICTS: name the districts to hold out (comma-separated) when SPLIT is 'leave districts out'."
+                    f"{self.TEST_DISTRICTS}: name the districts to hold out (comma-separated) when SPLIT is 'leave districts out'."
                 )
             )
-        target_recall = parameters.get("TARGET_RECALL")
+        target_recall = parameters.get(self.TARGET_RECALL)
         options.update(
             {
                 "output_path": output,
                 "split": split,
                 "test_districts": districts or None,
-                "balance": BALANCES[self.parameterAsEnum(parameters, "BALANCE", context)],
-                "stacking": STACKINGS[self.parameterAsEnum(parameters, "STACKING", context)],
+                "balance": BALANCES[self.parameterAsEnum(parameters, self.BALANCE, context)],
+                "stacking": STACKINGS[self.parameterAsEnum(parameters, self.STACKING, context)],
                 "pretrained": _pretrained(
-                    self.parameterAsString(parameters, "PRETRAINED", context)
+                    self.parameterAsString(parameters, self.PRETRAINED, context)
                 ),
                 "target_recall": None
                 if target_recall in (None, "")
-                else self.parameterAsDouble(parameters, "TARGET_RECALL", context),
+                else self.parameterAsDouble(parameters, self.TARGET_RECALL, context),
             }
         )
-        model_name = (self.parameterAsString(parameters, "MODEL_NAME", context) or "").strip()
+        model_name = (self.parameterAsString(parameters, self.MODEL_NAME, context) or "").strip()
         result = self.run_core_step(
             "train",
             options,
@@ -186,9 +201,9 @@ class Train(PovmapAlgorithm):
         )
         ensemble = result["metrics"]["ensemble"]
         results = {
-            "OUTPUT": result["output"],
-            "THRESHOLD": result["threshold"],
-            "MEMBERS_TRAINED": ",".join(result["members"]),
+            self.OUTPUT: result["output"],
+            self.THRESHOLD: result["threshold"],
+            self.MEMBERS_TRAINED: ",".join(result["members"]),
         }
         results.update(
             {key.upper(): ensemble[key] for key in ("recall", "precision", "accuracy", "auc")}

@@ -21,6 +21,18 @@ from .base import POLYGON_SOURCES
 PRESET_NAMES = list(PRESETS)
 
 
+class TrainingParameters:
+    """The ids of the shared training settings (GRID and ID_FIELD: ``PovmapAlgorithm``'s): a base
+    class of Train and Cross-validate."""
+
+    CHIPS = "CHIPS"
+    PRESET = "PRESET"
+    MEMBERS = "MEMBERS"
+    SEED = "SEED"
+    EPOCHS = "EPOCHS"
+    NOMINAL = "NOMINAL"
+
+
 def add_training_parameters(
     algorithm,
     *,
@@ -46,21 +58,21 @@ def add_training_parameters(
     add = algorithm.add_parameter
     add(
         QgsProcessingParameterFile(
-            "CHIPS",
+            algorithm.CHIPS,
             algorithm.tr("Chip store (.chips folder)"),
             QgsProcessingParameterFile.Behavior.Folder,
         ),
         "Chip store of the labelled grid, from Sample image chips." + chips_note,
     )
     add(
-        QgsProcessingParameterFeatureSource("GRID", grid_label, POLYGON_SOURCES),
+        QgsProcessingParameterFeatureSource(algorithm.GRID, grid_label, POLYGON_SOURCES),
         "The training grid (cell_id, label, district) the chips were sampled for, or labelled "
         f"polygons of your own grid {own_grid}",
     )
     algorithm.add_store_id_field()
     add(
         QgsProcessingParameterEnum(
-            "PRESET",
+            algorithm.PRESET,
             algorithm.tr("Preset"),
             PRESET_NAMES,
             False,
@@ -72,7 +84,7 @@ def add_training_parameters(
     )
     add(
         QgsProcessingParameterString(
-            "MEMBERS", algorithm.tr("Members (empty: the preset's)"), "", optional=True
+            algorithm.MEMBERS, algorithm.tr("Members (empty: the preset's)"), "", optional=True
         ),
         f"Comma-separated ensemble members to train{' in every fold' if per_fold else ''}, "
         f"from: {', '.join(ARCHITECTURES)}. Empty: the preset's.",
@@ -81,7 +93,7 @@ def add_training_parameters(
         after_members()
     add(
         QgsProcessingParameterNumber(
-            "SEED",
+            algorithm.SEED,
             algorithm.tr("Random seed"),
             QgsProcessingParameterNumber.Type.Integer,
             0,
@@ -94,7 +106,7 @@ def add_training_parameters(
         after_seed()
     add(
         QgsProcessingParameterNumber(
-            "EPOCHS",
+            algorithm.EPOCHS,
             algorithm.tr("Maximum epochs (0: the preset's)"),
             QgsProcessingParameterNumber.Type.Integer,
             0,
@@ -108,7 +120,7 @@ def add_training_parameters(
     low, high = NOMINAL_RANGE
     add(
         QgsProcessingParameterNumber(
-            "NOMINAL",
+            algorithm.NOMINAL,
             algorithm.tr("Nominal coverage of the uncertainty intervals"),
             QgsProcessingParameterNumber.Type.Double,
             DEFAULT_NOMINAL,
@@ -140,15 +152,15 @@ def training_options(algorithm, parameters, context, feedback):
 
     GRID is copied for the worker when it is not a plain file (``vector_file``).
     """
-    grid_path, grid_layer = algorithm.vector_file(parameters, "GRID", context, feedback)
+    grid_path, grid_layer = algorithm.vector_file(parameters, algorithm.GRID, context, feedback)
     return {
-        "chips_path": algorithm.input_file(parameters, "CHIPS", context),
+        "chips_path": algorithm.input_file(parameters, algorithm.CHIPS, context),
         "grid_path": grid_path,
         "grid_layer": grid_layer,
-        "id_field": algorithm.parameterAsString(parameters, "ID_FIELD", context) or None,
-        "preset": PRESET_NAMES[algorithm.parameterAsEnum(parameters, "PRESET", context)],
-        "members": algorithm.name_list(parameters, "MEMBERS", context) or None,
-        "seed": algorithm.parameterAsInt(parameters, "SEED", context),
-        "epochs": algorithm.parameterAsInt(parameters, "EPOCHS", context) or None,
-        "nominal": algorithm.parameterAsDouble(parameters, "NOMINAL", context),
+        "id_field": algorithm.parameterAsString(parameters, algorithm.ID_FIELD, context) or None,
+        "preset": PRESET_NAMES[algorithm.parameterAsEnum(parameters, algorithm.PRESET, context)],
+        "members": algorithm.name_list(parameters, algorithm.MEMBERS, context) or None,
+        "seed": algorithm.parameterAsInt(parameters, algorithm.SEED, context),
+        "epochs": algorithm.parameterAsInt(parameters, algorithm.EPOCHS, context) or None,
+        "nominal": algorithm.parameterAsDouble(parameters, algorithm.NOMINAL, context),
     }

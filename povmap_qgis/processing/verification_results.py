@@ -55,6 +55,18 @@ NUMBER_OUTPUTS = {
 
 
 class VerificationResults(PovmapAlgorithm):
+    SAMPLE = "SAMPLE"
+    RETURNS = "RETURNS"
+    OBSERVED_FIELD = "OBSERVED_FIELD"
+    POPULATION = "POPULATION"
+    RECALIBRATE = "RECALIBRATE"
+    METRICS = "METRICS"
+    REPORT = "REPORT"
+    NEW_MODEL = "NEW_MODEL"
+    METRICS_CSV = "METRICS_CSV"
+    VISITED = "VISITED"
+    MISSING = "MISSING"
+
     algorithm_id = "verificationresults"
     display_name = "Accuracy from the verification"
     group_id = "verification"
@@ -74,7 +86,7 @@ class VerificationResults(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "SAMPLE", self.tr("Verification sample"), POLYGON_SOURCES
+                self.SAMPLE, self.tr("Verification sample"), POLYGON_SOURCES
             ),
             "The layer written by Draw a verification sample (or the copy QField edited): its design "
             "(strata, cells per stratum, weights) is read from the layer and checked; a layer whose weights, "
@@ -82,7 +94,7 @@ class VerificationResults(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFile(
-                "RETURNS",
+                self.RETURNS,
                 self.tr("Returns (CSV/XLSX export or edited GeoPackage; empty: the sample itself)"),
                 QgsProcessingParameterFile.Behavior.File,
                 optional=True,
@@ -95,14 +107,14 @@ class VerificationResults(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterString(
-                "ID_FIELD", self.tr("Cell id column in the returns"), optional=True
+                self.ID_FIELD, self.tr("Cell id column in the returns"), optional=True
             ),
             "The column of RETURNS holding the cell id (with or without a group prefix); empty: the sample's "
             "cell id field (cell_id on povmap's grids), the name the form uses.",
         )
         self.add_parameter(
             QgsProcessingParameterString(
-                "OBSERVED_FIELD", self.tr("Observed class column"), "observed_poor"
+                self.OBSERVED_FIELD, self.tr("Observed class column"), "observed_poor"
             ),
             "The column saying whether the cell is poor: 1/0, yes/no or true/false. Empty in a row: poor "
             "when households_poor is more than half of households_visited (both given), else not visited.",
@@ -110,7 +122,7 @@ class VerificationResults(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
-                "POPULATION",
+                self.POPULATION,
                 self.tr("Population raster (people per pixel)"),
                 optional=True,
             ),
@@ -119,7 +131,7 @@ class VerificationResults(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFile(
-                "RECALIBRATE",
+                self.RECALIBRATE,
                 self.tr("Recalibrate this model package"),
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
@@ -132,7 +144,7 @@ class VerificationResults(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT",
+                self.OUTPUT,
                 self.tr("Sample with outcomes"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
             ),
@@ -141,7 +153,7 @@ class VerificationResults(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "METRICS", self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
+                self.METRICS, self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
             ),
             "overall_accuracy, users_accuracy_poor, producers_accuracy_poor, poor_share (and "
             "poor_people_share, map_bias, inclusion_error, exclusion_error where they apply), each "
@@ -150,14 +162,14 @@ class VerificationResults(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "REPORT", self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
+                self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
             "One self-contained HTML file: a plain summary first, the estimates beside a random choice, "
             "the error matrix, the strata, a map of the outcomes.",
         )
         self.add_parameter(
             QgsProcessingParameterFolderDestination(
-                "NEW_MODEL",
+                self.NEW_MODEL,
                 self.tr("Recalibrated model package (with RECALIBRATE)"),
                 optional=True,
                 createByDefault=False,
@@ -166,31 +178,35 @@ class VerificationResults(PovmapAlgorithm):
             "parent package, the sample and the visits (lineage). Never the package of RECALIBRATE.",
             advanced=True,
         )
-        self.addOutput(QgsProcessingOutputString("METRICS_CSV", self.tr("Metrics (CSV)")))
-        self.addOutput(QgsProcessingOutputNumber("VISITED", self.tr("Cells visited")))
-        self.addOutput(QgsProcessingOutputNumber("MISSING", self.tr("Sampled cells not visited")))
+        self.addOutput(QgsProcessingOutputString(self.METRICS_CSV, self.tr("Metrics (CSV)")))
+        self.addOutput(QgsProcessingOutputNumber(self.VISITED, self.tr("Cells visited")))
+        self.addOutput(
+            QgsProcessingOutputNumber(self.MISSING, self.tr("Sampled cells not visited"))
+        )
         for key, (label, _, _) in NUMBER_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):
-        output = self.output_gpkg(parameters, "OUTPUT", context)
+        output = self.output_gpkg(parameters, self.OUTPUT, context)
         metrics = self.output_file(
-            parameters, "METRICS", context, (".json",), beside=[metrics_csv_path]
+            parameters, self.METRICS, context, (".json",), beside=[metrics_csv_path]
         )
-        report = self.output_file(parameters, "REPORT", context, (".html", ".htm"))
-        recalibrate = self.input_file(parameters, "RECALIBRATE", context) or None
+        report = self.output_file(parameters, self.REPORT, context, (".html", ".htm"))
+        recalibrate = self.input_file(parameters, self.RECALIBRATE, context) or None
         new_model = None
-        if recalibrate or self.parameterAsString(parameters, "NEW_MODEL", context):
-            new_model = self.output_folder(parameters, "NEW_MODEL", context, ".povmodel")
-        sample_path, sample_layer = self.vector_file(parameters, "SAMPLE", context, feedback)
+        if recalibrate or self.parameterAsString(parameters, self.NEW_MODEL, context):
+            new_model = self.output_folder(parameters, self.NEW_MODEL, context, ".povmodel")
+        sample_path, sample_layer = self.vector_file(parameters, self.SAMPLE, context, feedback)
         options = {
             "sample_path": sample_path,
             "sample_layer": sample_layer,
-            "returns_path": self.input_file(parameters, "RETURNS", context) or None,
-            "id_field": self.parameterAsString(parameters, "ID_FIELD", context).strip() or None,
-            "observed_field": self.parameterAsString(parameters, "OBSERVED_FIELD", context).strip()
+            "returns_path": self.input_file(parameters, self.RETURNS, context) or None,
+            "id_field": self.parameterAsString(parameters, self.ID_FIELD, context).strip() or None,
+            "observed_field": self.parameterAsString(
+                parameters, self.OBSERVED_FIELD, context
+            ).strip()
             or "observed_poor",
-            "population_path": self.raster_file(parameters, "POPULATION", context),
+            "population_path": self.raster_file(parameters, self.POPULATION, context),
             "recalibrate_path": recalibrate,
             "new_model_path": new_model,
             "output_path": output,
@@ -209,13 +225,13 @@ class VerificationResults(PovmapAlgorithm):
         feedback.pushInfo(f"Report: {report}")
         self.attach_to_run_history([report], feedback)
         results = {
-            "OUTPUT": output,
-            "METRICS": metrics,
-            "METRICS_CSV": metrics_csv_path(metrics),
-            "REPORT": report,
-            "NEW_MODEL": (summary.get("new_model") or {}).get("path"),
-            "VISITED": summary["visits"]["visited"],
-            "MISSING": len(summary["visits"]["missing"]),
+            self.OUTPUT: output,
+            self.METRICS: metrics,
+            self.METRICS_CSV: metrics_csv_path(metrics),
+            self.REPORT: report,
+            self.NEW_MODEL: (summary.get("new_model") or {}).get("path"),
+            self.VISITED: summary["visits"]["visited"],
+            self.MISSING: len(summary["visits"]["missing"]),
         }
         for key, (_, metric, part) in NUMBER_OUTPUTS.items():
             results[key] = (summary.get(metric) or {}).get(part)

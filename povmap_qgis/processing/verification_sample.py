@@ -20,6 +20,17 @@ from .base import POLYGON_SOURCES, PovmapAlgorithm
 
 
 class VerificationSample(PovmapAlgorithm):
+    PREDICTIONS = "PREDICTIONS"
+    POPULATION = "POPULATION"
+    SAMPLE_SIZE = "SAMPLE_SIZE"
+    TARGET_HALF_WIDTH = "TARGET_HALF_WIDTH"
+    MIN_DISTANCE = "MIN_DISTANCE"
+    SEED = "SEED"
+    FORM = "FORM"
+    FIELD_PROJECT = "FIELD_PROJECT"
+    CELLS = "CELLS"
+    SAMPLED = "SAMPLED"
+
     algorithm_id = "verificationsample"
     display_name = "Draw a verification sample"
     group_id = "verification"
@@ -39,7 +50,7 @@ class VerificationSample(PovmapAlgorithm):
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
-                "PREDICTIONS", self.tr("Predictions"), POLYGON_SOURCES
+                self.PREDICTIONS, self.tr("Predictions"), POLYGON_SOURCES
             ),
             "A prediction layer from Predict poverty (cell id, prob_mean, pred; prob_low/prob_high for "
             "the uncertainty strata) or the selection written by Target a budget (its selected field makes "
@@ -48,14 +59,14 @@ class VerificationSample(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
-                "POPULATION", self.tr("Population raster (people per pixel)"), optional=True
+                self.POPULATION, self.tr("Population raster (people per pixel)"), optional=True
             ),
             "People per pixel, any CRS (WorldPop, GHS-POP). Cells where nobody lives are never drawn, each "
             "sampled cell carries its people, and the results then estimate the share of poor people too.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "SAMPLE_SIZE",
+                self.SAMPLE_SIZE,
                 self.tr("Cells to visit (empty: from the target half-width)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 optional=True,
@@ -67,7 +78,7 @@ class VerificationSample(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "TARGET_HALF_WIDTH",
+                self.TARGET_HALF_WIDTH,
                 self.tr("Target half-width of the accuracy's 95 % interval"),
                 QgsProcessingParameterNumber.Type.Double,
                 DEFAULT_HALF_WIDTH,
@@ -81,7 +92,7 @@ class VerificationSample(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "MIN_DISTANCE",
+                self.MIN_DISTANCE,
                 self.tr("Minimum distance between sampled cells (metres)"),
                 QgsProcessingParameterNumber.Type.Double,
                 optional=True,
@@ -94,13 +105,15 @@ class VerificationSample(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
-                "SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0
+                self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0
             ),
             "The same seed on the same layer draws the same cells (record it with the campaign).",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
-                "OUTPUT", self.tr("Verification sample"), QgsProcessing.SourceType.TypeVectorPolygon
+                self.OUTPUT,
+                self.tr("Verification sample"),
+                QgsProcessing.SourceType.TypeVectorPolygon,
             ),
             "GeoPackage of the sampled cells: id, district, lat/lon of the centre, stratum, "
             "inclusion_probability, weight, prob_mean, pred, the empty visit fields observed_poor, "
@@ -109,7 +122,7 @@ class VerificationSample(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "FORM",
+                self.FORM,
                 self.tr("XLSForm for ODK / KoBo"),
                 self.tr("XLSForm (*.xlsx)"),
                 optional=True,
@@ -121,7 +134,7 @@ class VerificationSample(PovmapAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
-                "FIELD_PROJECT",
+                self.FIELD_PROJECT,
                 self.tr("QField project"),
                 self.tr("QGIS project (*.qgz)"),
                 optional=True,
@@ -131,45 +144,45 @@ class VerificationSample(PovmapAlgorithm):
             "observed_poor, counts with poor ≤ visited, today's date, design fields read-only). Write it in "
             "the folder of OUTPUT and copy both to the phone, or package it with QFieldSync.",
         )
-        self.addOutput(QgsProcessingOutputNumber("CELLS", self.tr("Cells that could be drawn")))
-        self.addOutput(QgsProcessingOutputNumber("SAMPLED", self.tr("Cells drawn")))
+        self.addOutput(QgsProcessingOutputNumber(self.CELLS, self.tr("Cells that could be drawn")))
+        self.addOutput(QgsProcessingOutputNumber(self.SAMPLED, self.tr("Cells drawn")))
 
     def processAlgorithm(self, parameters, context, feedback):
-        output = self.output_gpkg(parameters, "OUTPUT", context)
+        output = self.output_gpkg(parameters, self.OUTPUT, context)
         form = (
-            self.output_file(parameters, "FORM", context, (".xlsx",))
-            if self.parameterAsFileOutput(parameters, "FORM", context)
+            self.output_file(parameters, self.FORM, context, (".xlsx",))
+            if self.parameterAsFileOutput(parameters, self.FORM, context)
             else None
         )
         project = (
-            self.output_file(parameters, "FIELD_PROJECT", context, (".qgz",))
-            if self.parameterAsFileOutput(parameters, "FIELD_PROJECT", context)
+            self.output_file(parameters, self.FIELD_PROJECT, context, (".qgz",))
+            if self.parameterAsFileOutput(parameters, self.FIELD_PROJECT, context)
             else None
         )
         predictions_path, predictions_layer = self.vector_file(
-            parameters, "PREDICTIONS", context, feedback
+            parameters, self.PREDICTIONS, context, feedback
         )
         sample_size = (
             None
-            if parameters.get("SAMPLE_SIZE") in (None, "")
-            else self.parameterAsInt(parameters, "SAMPLE_SIZE", context)
+            if parameters.get(self.SAMPLE_SIZE) in (None, "")
+            else self.parameterAsInt(parameters, self.SAMPLE_SIZE, context)
         )
         options = {
             "predictions_path": predictions_path,
             "predictions_layer": predictions_layer,
             "output_path": output,
             "form_path": form,
-            "population_path": self.raster_file(parameters, "POPULATION", context),
+            "population_path": self.raster_file(parameters, self.POPULATION, context),
             "sample_size": sample_size,
             "target_half_width": None
             if sample_size is not None
-            else self.parameterAsDouble(parameters, "TARGET_HALF_WIDTH", context),
+            else self.parameterAsDouble(parameters, self.TARGET_HALF_WIDTH, context),
             "min_distance": (
                 None
-                if parameters.get("MIN_DISTANCE") in (None, "")
-                else self.parameterAsDouble(parameters, "MIN_DISTANCE", context) or None
+                if parameters.get(self.MIN_DISTANCE) in (None, "")
+                else self.parameterAsDouble(parameters, self.MIN_DISTANCE, context) or None
             ),
-            "seed": self.parameterAsInt(parameters, "SEED", context),
+            "seed": self.parameterAsInt(parameters, self.SEED, context),
             "style_qml_path": style_path("verification_sample"),
         }
         outputs = [path for path in (output, form) if path]
@@ -186,11 +199,11 @@ class VerificationSample(PovmapAlgorithm):
                     "Verification sample",
                 )
             except RuntimeError as error:
-                raise QgsProcessingException(f"FIELD_PROJECT: {error}") from None
+                raise QgsProcessingException(f"{self.FIELD_PROJECT}: {error}") from None
         return {
-            "OUTPUT": output,
-            "FORM": form,
-            "FIELD_PROJECT": project,
-            "CELLS": summary["cells"],
-            "SAMPLED": summary["sampled"],
+            self.OUTPUT: output,
+            self.FORM: form,
+            self.FIELD_PROJECT: project,
+            self.CELLS: summary["cells"],
+            self.SAMPLED: summary["sampled"],
         }
