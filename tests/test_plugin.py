@@ -145,6 +145,24 @@ def test_every_parameter_has_help_text_and_algorithms_are_grouped(povmap_provide
             assert len(definition.help()) > 20, f"{algorithm.id()} {definition.name()}"
 
 
+def test_each_algorithms_help_module_holds_its_summary_and_its_parameters_help_only(
+    povmap_provider,
+):
+    """processing/help/<algorithm id>.py: SUMMARY and one text per parameter id, none left over
+    for a parameter that is gone or renamed (its help would silently go unused)."""
+    import importlib
+
+    for algorithm in povmap_provider.algorithms():
+        module = importlib.import_module(f"povmap_qgis.processing.help.{algorithm.name()}")
+        texts = {
+            name
+            for name, value in vars(module).items()
+            if name.isupper() and isinstance(value, str)
+        }
+        parameters = {definition.name() for definition in algorithm.parameterDefinitions()}
+        assert texts == {"SUMMARY", *parameters}, algorithm.name()
+
+
 def test_every_algorithms_help_button_opens_its_page_in_the_repository(povmap_provider):
     """helpUrl is the algorithm's page under docs/algorithms/ on the repository's main branch."""
     from povmap_qgis.processing.base import REPOSITORY

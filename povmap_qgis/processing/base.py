@@ -6,6 +6,7 @@ Inputs (``inputs.py``) and outputs (``outputs.py``) are mixins of the base class
 """
 
 import functools
+import importlib
 import os
 import textwrap
 
@@ -64,7 +65,6 @@ class PovmapAlgorithm(InputFiles, OutputFiles, QgsProcessingAlgorithm):
     display_name = ""
     group_id = ""
     group_name = ""
-    summary = ""
 
     def __init__(self):
         super().__init__()
@@ -103,6 +103,17 @@ class PovmapAlgorithm(InputFiles, OutputFiles, QgsProcessingAlgorithm):
     def icon(self):
         return QIcon(resource_path("icon.svg"))
 
+    @property
+    def help_texts(self):
+        """The algorithm's help module, ``processing/help/<algorithm id>.py``: its ``SUMMARY`` and
+        each parameter's help under the parameter's id (the prose apart from the code, in one
+        place per algorithm, beside its page docs/algorithms/<algorithm id>.md)."""
+        return importlib.import_module(f"{__package__}.help.{self.algorithm_id}")
+
+    @property
+    def summary(self):
+        return self.help_texts.SUMMARY
+
     def helpUrl(self):
         return f"{REPOSITORY}/blob/main/" + HELP_PAGE.format(algorithm_id=self.algorithm_id)
 
@@ -127,12 +138,14 @@ class PovmapAlgorithm(InputFiles, OutputFiles, QgsProcessingAlgorithm):
             f"<h3>{self.tr('Parameters')}</h3><dl>{items}</dl>"
         )
 
-    def add_parameter(self, definition, help_text, advanced=False, names=None):
-        """Add a parameter with its help text (shown in the dialog and in qgis_process help).
+    def add_parameter(self, definition, advanced=False, names=None):
+        """Add a parameter with its help text (shown in the dialog and in qgis_process help),
+        the one its id names in the algorithm's help module (``help_texts``).
 
         ``names``: for an enumeration whose options are sentences, the name of each
         option accepted on the command line (default: the options themselves).
         """
+        help_text = getattr(self.help_texts, definition.name())
         if names:
             definition.setMetadata({**(definition.metadata() or {}), NAMES_KEY: list(names)})
         if isinstance(definition, QgsProcessingParameterEnum):
@@ -152,7 +165,8 @@ class PovmapAlgorithm(InputFiles, OutputFiles, QgsProcessingAlgorithm):
         self.addParameter(definition)
 
     def add_store_id_field(self):
-        """ID_FIELD of GRID for steps that read a chip store: empty is the store's own id field."""
+        """ID_FIELD of GRID for steps that read a chip store: empty is the store's own id field
+        (its help: help/common.py's STORE_ID_FIELD)."""
         self.add_parameter(
             QgsProcessingParameterField(
                 self.ID_FIELD,
@@ -161,9 +175,7 @@ class PovmapAlgorithm(InputFiles, OutputFiles, QgsProcessingAlgorithm):
                 self.GRID,
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
-            ),
-            "The grid's unique whole-number cell id that matches each cell to its chips; empty: the "
-            "id field the chip store was sampled by (cell_id for povmap's grids).",
+            )
         )
 
     def checkParameterValues(self, parameters, context):

@@ -32,24 +32,17 @@ class BuildPredictionGrid(PovmapAlgorithm):
     display_name = "Build prediction grid"
     group_id = "grids"
     group_name = "1 · Survey and grids"
-    summary = (
-        "Covers districts or an area of interest with cells for mapping where no survey exists. "
-        "Cells use the same alignment and ids as the training grid. Optionally keeps only habitable "
-        "cells: those whose mean value of a settlement or population raster reaches a minimum."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.AREA, self.tr("Districts or area to map"), POLYGON_SOURCES
             ),
-            "Polygons to cover with cells; every cell that overlaps them is kept. Invalid polygons are repaired.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
                 self.DISTRICT_FIELD, self.tr("District name field"), None, self.AREA, optional=True
             ),
-            "Field of AREA holding the district name; each cell takes the district it overlaps most.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -60,7 +53,6 @@ class BuildPredictionGrid(PovmapAlgorithm):
                 False,
                 1.0,
             ),
-            "Side of the square cells in metres; use the training grid's so that ids match.",
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
@@ -68,13 +60,11 @@ class BuildPredictionGrid(PovmapAlgorithm):
                 self.tr("Habitability raster (settlement or population)"),
                 optional=True,
             ),
-            "Optional raster file (e.g. built-up fraction or population); cells whose mean is below HABITABLE_MIN, or that it does not cover, are left out.",
         )
         self.add_parameter(
             QgsProcessingParameterBand(
                 self.HABITABLE_BAND, self.tr("Habitability band"), 1, self.HABITABLE, optional=True
             ),
-            "Band of HABITABLE to average over each cell.",
             advanced=True,
         )
         self.add_parameter(
@@ -85,20 +75,17 @@ class BuildPredictionGrid(PovmapAlgorithm):
                 0.0,
                 optional=True,
             ),
-            "Cells whose mean HABITABLE value is below this are left out (used with HABITABLE).",
         )
         self.add_parameter(
             QgsProcessingParameterCrs(
                 self.CRS, self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True
             ),
-            "A projected CRS in metres; use the training grid's CRS so that ids match. Empty: the UTM zone at the area's centre.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
                 self.OUTPUT, self.tr("Prediction grid"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
-            "GeoPackage of cells with cell_id and district (and habitable_mean when HABITABLE is used).",
         )
         self.add_grid_outputs(COUNT_KEYS)
 

@@ -41,20 +41,12 @@ class BuildTrainingGrid(PovmapAlgorithm):
     display_name = "Build training grid"
     group_id = "grids"
     group_name = "1 · Survey and grids"
-    summary = (
-        "Turns household survey points into labelled cells aligned to multiples of the cell size "
-        "(1 km² by default). Cleans the survey as the paper did (score 0, poor GPS accuracy, surveys "
-        "before a date, urban centres, points outside the districts), then writes per cell the number "
-        "of households, their median score and the label (1 = chronically poor). Household points are "
-        "never written; cells with fewer than MIN_OBS households never appear in the output."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.INPUT, self.tr("Household survey points"), POINT_SOURCES
             ),
-            "One point per surveyed household, in any CRS.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -64,8 +56,6 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 self.INPUT,
                 QgsProcessingParameterField.DataType.Numeric,
             ),
-            "Numeric score of each household, e.g. the Simple Poverty Scorecard (0–100, higher = richer); "
-            "default: the field named score. Not an id such as fid. NULL scores are skipped and counted.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -76,7 +66,6 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 False,
                 1.0,
             ),
-            "Side of the square cells in metres of the grid CRS. Cells are aligned to multiples of it, so grids of the same CRS and cell size share cell ids.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -85,13 +74,11 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 QgsProcessingParameterNumber.Type.Double,
                 19.0,
             ),
-            "A cell is poor when its median score is below this value (Simple Poverty Scorecard: 0–18 chronically poor, 19 and above not).",
         )
         self.add_parameter(
             QgsProcessingParameterBoolean(
                 self.POOR_BELOW, self.tr("Poor when the median is below the cutoff"), True
             ),
-            "Checked: label 1 when the median is strictly below CUTOFF (a median equal to the cutoff is not poor). Unchecked: label 1 when the median is strictly above CUTOFF, for deprivation scores where higher means poorer.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -102,7 +89,6 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 False,
                 1,
             ),
-            "Cells with fewer households are dropped and never appear in any output, so no household can be singled out. At least 3: in a cell of two, each household could work out the other's score. Households are counted once each (see HOUSEHOLD_FIELD).",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -112,7 +98,6 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 self.INPUT,
                 optional=True,
             ),
-            "Each household's id: MIN_OBS and MAX_OBS count distinct ids, and a household's repeated rows count once. Empty: rows with identical coordinates and score are one household.",
             advanced=True,
         )
         self.add_parameter(
@@ -124,14 +109,12 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 False,
                 0,
             ),
-            "Cells with this many households or more are dropped as de-facto urban (the paper dropped cells of 300+).",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterBoolean(
                 self.DROP_ZERO, self.tr("Drop score 0 (data-entry errors)"), True
             ),
-            "A score of exactly 0 is almost always a data-entry error in scorecard surveys.",
             advanced=True,
         )
         self.add_parameter(
@@ -143,7 +126,6 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             ),
-            "Reported GPS error of each point in metres. Points with a larger error than MAX_ACCURACY, or none recorded, are dropped.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -154,7 +136,6 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 False,
                 0.0,
             ),
-            "Points whose GPS error is larger than this are dropped (used with ACCURACY_FIELD).",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -165,7 +146,6 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 QgsProcessingParameterField.DataType.Any,
                 optional=True,
             ),
-            "Date of each interview (a date field or text as YYYY-MM-DD).",
         )
         self.add_parameter(
             QgsProcessingParameterDateTime(
@@ -174,19 +154,16 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 QgsProcessingParameterDateTime.Type.Date,
                 optional=True,
             ),
-            "Households surveyed before this date (or with no readable date) are dropped (used with DATE_FIELD), e.g. to match the imagery's year.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.URBAN, self.tr("Urban centres"), POLYGON_SOURCES, optional=True
             ),
-            "Polygons of urban centres; households inside are dropped (the model maps rural poverty). Invalid polygons are repaired.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.DISTRICTS, self.tr("Districts"), POLYGON_SOURCES, optional=True
             ),
-            "District polygons. Households outside every district are dropped and counted; each cell takes the district of most of its households.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -196,13 +173,11 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 self.DISTRICTS,
                 optional=True,
             ),
-            "Field of DISTRICTS holding the district name, written to the grid's district field (used by district cross-validation).",
         )
         self.add_parameter(
             QgsProcessingParameterCrs(
                 self.CRS, self.tr("Grid CRS (empty: UTM zone of the data)"), optional=True
             ),
-            "A projected CRS in metres for the cells, whose area of use contains the survey and whose metres are ground metres there (not Web Mercator). Empty: the UTM zone at the median of the households (logged; households far from the others are named in a warning).",
             advanced=True,
         )
         self.add_parameter(
@@ -211,9 +186,6 @@ class BuildTrainingGrid(PovmapAlgorithm):
                 self.tr("Labelled grid"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
             ),
-            "GeoPackage of cells with cell_id, district, n_obs, median_score and label (1 = poor), styled by "
-            "label: the training grid for Train, or the ground truth for Evaluate when the survey is a new "
-            "one. It loads named after the survey (Labelled grid: <survey layer>).",
         )
         self.add_grid_outputs(COUNT_KEYS)
 

@@ -44,38 +44,22 @@ class CrossValidate(TrainingParameters, PovmapAlgorithm):
     display_name = "Cross-validate (leave districts out)"
     group_id = "validation"
     group_name = "4 · Validation"
-    summary = (
-        "Leave-districts-out k-fold cross-validation: the labelled cells are split into FOLDS folds of whole districts, "
-        "balanced by cell count. For each fold every member is trained on the other folds (as Train poverty ensemble trains "
-        "it) and predicts the held-out districts. Reports recall, precision, accuracy and AUC per fold for each member, the "
-        "ensemble (calibrated mean probability ≥ the training folds' share of poor cells), the transparent baseline and the random baseline — the paper's Table 5 layout — with their median and range across "
-        "folds, as an HTML report (with ROC curves, confusion matrices and maps of the folds and of the out-of-fold hits and "
-        "misses), JSON and a tidy CSV. The grid is written with each cell's fold and its out-of-fold "
-        "probabilities and prediction. Trains FOLDS × members models: use the compact preset on a CPU. Cancel stops between "
-        "batches and writes nothing."
-    )
 
     def initAlgorithm(self, config=None):
         add_training_parameters(
             self,
             grid_label=self.tr("Labelled grid (with district)"),
-            own_grid="(its id in ID_FIELD); folds are made of its districts.",
-            seeded="fold assignment, splits, sampling",
-            per_fold=True,
             after_members=self._add_folds,
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
-            "One self-contained HTML file: settings, folds and their districts, metrics per fold, median and range across folds.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.METRICS, self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
             ),
-            "Every number of the report as JSON; a tidy CSV with the same name and .csv is written beside it "
-            "(fold, districts, model, n, recall, precision, accuracy, auc; fold = median, min or max for the summary rows).",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
@@ -83,10 +67,6 @@ class CrossValidate(TrainingParameters, PovmapAlgorithm):
                 self.tr("Grid with folds and out-of-fold predictions"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
             ),
-            "GeoPackage: the grid with fold, prob_<member>, prob_mean, votes, pred and outcome (hit, miss, false_alarm, "
-            "correct_rejection) of each labelled cell, predicted by members that never saw its district (empty for cells "
-            "left out, e.g. flagged for nodata). Styled as hits and misses; the folds, class and probability styles are "
-            "in the layer's Styles menu.",
         )
         self.addOutput(QgsProcessingOutputString(self.METRICS_CSV, self.tr("Metrics (CSV)")))
         for key in METRIC_KEYS:
@@ -102,7 +82,6 @@ class CrossValidate(TrainingParameters, PovmapAlgorithm):
             QgsProcessingParameterNumber(
                 self.FOLDS, self.tr("Folds"), QgsProcessingParameterNumber.Type.Integer, 6, False, 2
             ),
-            "Number of folds; each holds whole districts, so at most the number of districts with labelled cells.",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
@@ -116,14 +95,6 @@ class CrossValidate(TrainingParameters, PovmapAlgorithm):
                 False,
                 0,
             ),
-            "How prob_raw combines the members and the transparent baseline in each fold (a "
-            "non-negative logistic regression on their logits; the report shows the weights). "
-            "nested: inside each fold, the members and the baseline are also trained on 3 inner "
-            "folds of its training districts and the stacking is fitted on their inner "
-            "out-of-fold predictions, so the held-out fold is never seen by members, stacking or "
-            "calibration: the honest verdict, at about 4 times the training time. validation: "
-            "fitted on each fold's validation cells, as Train does (one training per member and "
-            "fold; slightly optimistic). off: the members' mean.",
             names=STACKINGS,
         )
 

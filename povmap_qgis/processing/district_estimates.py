@@ -85,26 +85,12 @@ class DistrictEstimates(PovmapAlgorithm):
     display_name = "Estimate district poverty (small areas)"
     group_id = "decisions"
     group_name = "5 · Decisions"
-    summary = (
-        "What a statistics office publishes: the poverty rate of every district (any admin level) with "
-        "its error. The survey's own (direct) estimate of each district — the weighted share of poor "
-        "households, with its design-based standard error — is combined with the poverty map's district "
-        "mean in a Fay–Herriot small area model: each estimate lies between the survey and the map, "
-        "weighted by how reliable each is. Districts without survey households get the map's (synthetic) "
-        "estimate. Writes the districts with direct, estimate, MSE, standard error, CV, 95 % interval, "
-        "shrinkage factor gamma, a publishable flag (CV at most CV_THRESHOLD) and people in poverty "
-        "(styled: publishable districts by estimate, the others grey and hatched), the same as CSV, and an "
-        "HTML report: the plain summary, direct against estimate, CV before and after, the model's fit "
-        "and a map. Household points are never written."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.SURVEY, self.tr("Survey households (points)"), POINT_SOURCES
             ),
-            "The household survey points Build training grid takes (any CRS). Read for their score, "
-            "weight, cluster and stratum; never written out.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -114,8 +100,6 @@ class DistrictEstimates(PovmapAlgorithm):
                 self.SURVEY,
                 QgsProcessingParameterField.DataType.Numeric,
             ),
-            "Numeric score of each household (e.g. the Simple Poverty Scorecard). Households without "
-            "a score are left out and counted.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -124,15 +108,11 @@ class DistrictEstimates(PovmapAlgorithm):
                 QgsProcessingParameterNumber.Type.Double,
                 19.0,
             ),
-            "A household is poor when its score is below this value (the labelling rule of Build "
-            "training grid, applied to each household).",
         )
         self.add_parameter(
             QgsProcessingParameterBoolean(
                 self.POOR_BELOW, self.tr("Poor when the score is below the cutoff"), True
             ),
-            "Checked: poor when the score is strictly below CUTOFF. Unchecked: poor when strictly "
-            "above, for deprivation scores where higher means poorer.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -143,8 +123,6 @@ class DistrictEstimates(PovmapAlgorithm):
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             ),
-            "Each household's sampling weight (households it represents). Empty: equal weights. "
-            "Every weight must be positive.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -154,8 +132,6 @@ class DistrictEstimates(PovmapAlgorithm):
                 self.SURVEY,
                 optional=True,
             ),
-            "The survey's primary sampling unit (enumeration area) of each household, for the "
-            "design-based variance. Empty: the households of one grid cell of CELL_SIZE form a cluster.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -165,8 +141,6 @@ class DistrictEstimates(PovmapAlgorithm):
                 self.SURVEY,
                 optional=True,
             ),
-            "The survey's stratum of each household; clusters are taken within their stratum. Empty: "
-            "one stratum.",
             advanced=True,
         )
         self.add_parameter(
@@ -178,30 +152,22 @@ class DistrictEstimates(PovmapAlgorithm):
                 False,
                 1.0,
             ),
-            "Without CLUSTER_FIELD, households of one cell of this size (aligned as the training grid) "
-            "form a cluster.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.DISTRICTS, self.tr("Districts to estimate (polygons)"), POLYGON_SOURCES
             ),
-            "The areas to publish, at any admin level (districts, sub-districts). Polygons sharing a "
-            "name are one district.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
                 self.DISTRICT_FIELD, self.tr("District name field"), None, self.DISTRICTS
             ),
-            "The field of DISTRICTS holding each district's name.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.PREDICTIONS, self.tr("Predictions"), POLYGON_SOURCES
             ),
-            "A prediction layer from Predict poverty (calibrated prob_mean) covering the districts. A "
-            "cell belongs to the district holding its centre. Districts without predicted cells get no "
-            "map value: the survey alone (or no estimate).",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
@@ -210,10 +176,6 @@ class DistrictEstimates(PovmapAlgorithm):
                 POLYGON_SOURCES,
                 optional=True,
             ),
-            "The grid written by Cross-validate by district (OUTPUT_GRID): its out-of-fold prob_mean "
-            "replaces the predictions of the cells it covers. The model was trained on the survey's own "
-            "cells; a map value computed from in-sample predictions looks better there than it is and "
-            "the model then trusts the map too much.",
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
@@ -221,25 +183,17 @@ class DistrictEstimates(PovmapAlgorithm):
                 self.tr("Population raster (people per pixel)"),
                 optional=True,
             ),
-            "People per pixel, any CRS (e.g. WorldPop): summed per cell as Target a budget does; the "
-            "map's district value is then the population-weighted mean of prob_mean, and population and "
-            "poor_people are filled. Empty: every cell weighs the same.",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.TRANSFORM, self.tr("Transformation"), list(TRANSFORM_OPTIONS), defaultValue=0
             ),
-            "none: model the shares directly. arcsin: model arcsin(√share), whose variance depends only "
-            "on the effective sample size (better for shares near 0 or 1, and for districts with few "
-            "households), back-transformed with a bias correction; its MSE then comes from the bootstrap.",
             names=TRANSFORMS,
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.MSE, self.tr("MSE method"), list(MSE_OPTIONS), defaultValue=0
             ),
-            "analytical: the Prasad–Rao formula (Datta–Lahiri's form for REML), fast. bootstrap: the "
-            "parametric bootstrap (BOOTSTRAP_DRAWS draws, SEED), slower, also for arcsin.",
             names=MSE_METHODS,
         )
         self.add_parameter(
@@ -251,35 +205,24 @@ class DistrictEstimates(PovmapAlgorithm):
                 False,
                 10,
             ),
-            "Draws of the parametric bootstrap (MSE bootstrap, or TRANSFORM arcsin). 200 is usual; more "
-            "makes the MSE steadier.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
                 self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 42
             ),
-            "Seed of the bootstrap draws: the same seed gives the same MSEs.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.BENCHMARK, self.tr("Benchmarking"), list(BENCHMARK_OPTIONS), defaultValue=0
             ),
-            "national: multiply every estimate (and its error) by one factor so that their "
-            "population-weighted mean (cell counts without POPULATION) equals the survey's national "
-            "direct estimate, as published figures must add up. Estimates are held at most 1.",
             names=BENCHMARKS,
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.VARIANCES, self.tr("Direct variances"), list(VARIANCE_OPTIONS), defaultValue=0
             ),
-            "direct: each district keeps its own design variance (the generalised variance function "
-            "only where it has none: all or none poor, one cluster). smoothed: every district takes "
-            "the variance its number of households implies (design effect × p̄(1 − p̄) / households): "
-            "the model takes the variances as known, and a district's own variance from 2–5 clusters "
-            "is itself noisy, sometimes far too small, which makes intervals too narrow.",
             advanced=True,
             names=VARIANCES,
         )
@@ -292,8 +235,6 @@ class DistrictEstimates(PovmapAlgorithm):
                 False,
                 0.0,
             ),
-            "A district is publishable when its coefficient of variation (standard error / estimate) is "
-            "at most this (0.2 = 20 %, a common rule of statistics offices).",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
@@ -301,24 +242,16 @@ class DistrictEstimates(PovmapAlgorithm):
                 self.tr("District estimates"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
             ),
-            "GeoPackage of the districts with district, households, clusters, direct, direct_se, "
-            "direct_cv, variance_smoothed, covariate (the map's value), estimate, mse, se, cv, low, high "
-            "(95 %), gamma, in_sample, publishable, population, poor_people, poor_people_low and "
-            "poor_people_high; styled by estimate, non-publishable districts grey and hatched.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.TABLE, self.tr("Estimates table (CSV)"), self.tr("CSV files (*.csv)")
             ),
-            "The same fields as OUTPUT, one row per district, without geometries.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
-            "One self-contained HTML file: the plain summary first, direct against estimate with "
-            "intervals, CV before and after, the model's fit, the districts and maps of the estimates "
-            "and of the CV.",
         )
         for key, (label, _) in NUMBER_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))

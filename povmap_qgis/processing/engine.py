@@ -18,23 +18,17 @@ class EngineParameters:
 
 
 def add_engine_parameters(algorithm):
+    """ENGINE and SPARK_MASTER (their help: help/common.py)."""
     algorithm.add_parameter(
         QgsProcessingParameterEnum(
             algorithm.ENGINE, algorithm.tr("Engine"), ENGINES, False, 0, optional=True
         ),
-        "local: this computer, in the worker process (default). spark: Apache Spark tasks over "
-        "groups of neighbouring cells, with the same results; needs PySpark and Java in the worker "
-        "environment (scripts/setup installs both unless --no-spark) and, on a cluster, paths "
-        "every executor can read and write (a shared file system, /vsicurl/, /vsis3/). Extra Spark "
-        "settings: the POVMAP_SPARK_CONF environment variable ('key=value;key=value').",
         advanced=True,
     )
     algorithm.add_parameter(
         QgsProcessingParameterString(
             algorithm.SPARK_MASTER, algorithm.tr("Spark master"), DEFAULT_MASTER, optional=True
         ),
-        "Where ENGINE=spark runs: local[*] (every core of this computer, the default), local[4], "
-        "spark://host:7077, yarn or k8s://https://host:443.",
         advanced=True,
     )
 

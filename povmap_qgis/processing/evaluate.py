@@ -62,30 +62,17 @@ class Evaluate(PovmapAlgorithm):
     group_id = "validation"
     group_name = "4 · Validation"
     _map_layers = ()
-    summary = (
-        "Compares a prediction layer with observed labels — held-out cells of the training grid, or a new ground-truth "
-        "survey gridded with Build training grid — matching cells by cell_id (the layers may be in different CRSs). "
-        "Recall, precision, accuracy, AUC, ROC curves and confusion matrices for every member and the ensemble, over all "
-        "cells and per district, beside the paper's random baseline (median of RANDOM_DRAWS coin-flip predictions). "
-        "Writes a hit/miss layer (hit, miss, false alarm, correct rejection, styled, counts in the legend), the metrics "
-        "as JSON and a tidy CSV beside it, and one self-contained HTML report with tables, figures and maps. Truth with "
-        "one class only is reported with AUC left empty and a warning."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.PREDICTIONS, self.tr("Predictions"), POLYGON_SOURCES
             ),
-            "A prediction layer from Predict poverty (cell_id, a prob_ field per member, prob_mean, pred). The members' "
-            "decision threshold is read from its metadata (0.5 when missing).",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.TRUTH, self.tr("Ground truth (labelled grid)"), POLYGON_SOURCES
             ),
-            "A labelled grid (cell_id, label 1 = poor, district) from Build training grid: held-out cells, or a new survey "
-            "gridded in the same CRS and cell size as the predicted grid. Matched by cell_id, not by location.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -96,9 +83,6 @@ class Evaluate(PovmapAlgorithm):
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             ),
-            "The cell id both layers hold, by which cells are matched. Empty: the id Predict poverty "
-            "recorded in the prediction layer (its grid's ID_FIELD), else cell_id. For predictions "
-            "on a grid of your own the labelled polygons of TRUTH must hold that id too.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -110,8 +94,6 @@ class Evaluate(PovmapAlgorithm):
                 1,
                 1000000,
             ),
-            "How many coin-flip predictions of the same cells make the random baseline; their median recall, "
-            "precision and accuracy are reported beside the model (the paper: 1000).",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -122,29 +104,22 @@ class Evaluate(PovmapAlgorithm):
                 False,
                 0,
             ),
-            "Seed of the random baseline: the same seed gives the same baseline.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
                 self.HITMISS, self.tr("Hits and misses"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
-            "GeoPackage of the compared cells: the prediction fields plus label and outcome (hit, miss, false_alarm, "
-            "correct_rejection), styled with colour-blind-safe colours and the count of each outcome in the legend.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
-            "One self-contained HTML file (images inside, opens offline): settings, data summary, metric tables, "
-            "ROC curves, confusion matrices, per-district table, outcome counts and maps rendered by QGIS.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.METRICS, self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
             ),
-            "Every number of the report as JSON; a tidy CSV with the same name and .csv is written beside it "
-            "(scope, model, n, recall, precision, accuracy, auc; empty where undefined).",
         )
         self.addOutput(QgsProcessingOutputString(self.METRICS_CSV, self.tr("Metrics (CSV)")))
         for key, (label, _) in NUMBER_OUTPUTS.items():

@@ -34,7 +34,7 @@ from .layer_names import districts_label, input_layer_name, model_label, name_ou
 from .predict import SOURCE_OPTIONS, Predict
 from .sample_chips import NAMED_INPUTS, RasterParameters, SampleChips, resampling_id
 
-RASTERS = [name for name, _, _, _ in NAMED_INPUTS]  # DAYTIME, NIGHTLIGHTS, ACCESSIBILITY
+RASTERS = [name for name, _, _ in NAMED_INPUTS]  # DAYTIME, NIGHTLIGHTS, ACCESSIBILITY
 
 
 class MapPoverty(RasterParameters, EngineParameters, PovmapAlgorithm):
@@ -52,46 +52,27 @@ class MapPoverty(RasterParameters, EngineParameters, PovmapAlgorithm):
     display_name = "Map poverty"
     group_id = "models"
     group_name = "3 · Models"
-    summary = (
-        "Maps chronic poverty for districts in one step: cells, image chips and predictions. "
-        "It covers AREA with cells (Build prediction grid), samples the rasters into a chip store "
-        "(Sample image chips) and runs a model on it (Predict poverty). The cell size and chip resolution are the model's, read from its package. Without "
-        "MODEL, the bundled demonstration model is used: it was trained on synthetic data, needs all "
-        "three rasters and is not for policy use. The result is the styled prediction layer; the chip "
-        "store is kept where CHIPS says (a temporary folder by default) for another model or a rerun. "
-        "With SOURCE=rasters no chip store is written: the rasters are sampled and predicted block "
-        "by block (the same predictions). ENGINE=spark samples and predicts as Apache Spark tasks "
-        "(SPARK_MASTER: this computer's cores or a cluster), with the same results."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.AREA, self.tr("Districts to map"), POLYGON_SOURCES
             ),
-            "District polygons to cover with cells. To map some districts only, filter the layer "
-            "(Filter…, or a subset in the source: …|subset=\"name\" = 'Sorabad') or select them and "
-            "tick Selected features only.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
                 self.DISTRICT_FIELD, self.tr("District name field"), None, self.AREA, optional=True
             ),
-            "Field of AREA holding the district name; each cell takes the district it overlaps most.",
         )
-        for name, _, label, help_text in NAMED_INPUTS:
+        for name, _, label in NAMED_INPUTS:
             self.add_parameter(
-                QgsProcessingParameterRasterLayer(name, self.tr(label), optional=True),
-                help_text + " Give the inputs the model was trained on (the bundled model: all "
-                "three). Must be a raster file (GeoTIFF…).",
+                QgsProcessingParameterRasterLayer(name, self.tr(label), optional=True)
             )
             if name == self.DAYTIME:
                 self.add_parameter(
                     QgsProcessingParameterString(
                         self.DAYTIME_BANDS, self.tr("Daytime bands (red, green, blue)"), "1,2,3"
                     ),
-                    "Band numbers of DAYTIME in red, green, blue order, separated by commas; "
-                    "e.g. 4,3,2 for a full Sentinel-2 stack.",
                 )
         self.add_parameter(
             QgsProcessingParameterFile(
@@ -100,28 +81,20 @@ class MapPoverty(RasterParameters, EngineParameters, PovmapAlgorithm):
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
             ),
-            "A .povmodel folder from Train poverty ensemble, or a version registered in the run "
-            "history (models:/<name>/<version>, models:/<name>@<alias>). Empty: the demonstration "
-            "ensemble bundled with the plugin (synthetic data, not for policy use).",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.SOURCE, self.tr("Read chips from"), SOURCE_OPTIONS, False, 0, optional=True
             ),
-            "chips (default): sample the rasters into the chip store CHIPS, then predict from it "
-            "(kept for another model or a rerun). rasters: predict straight from the rasters, "
-            "block by block, with the same predictions and no chip store on disk (CHIPS is not "
-            "written).",
             names=PREDICTION_SOURCES,
         )
         self.add_parameter(
             QgsProcessingParameterCrs(
                 self.CRS, self.tr("Grid CRS (empty: UTM zone of the area)"), optional=True
             ),
-            "A projected CRS in metres for the cells. Empty: the UTM zone at the area's centre.",
             advanced=True,
         )
-        for name, _, label, _ in NAMED_INPUTS:
+        for name, _, label in NAMED_INPUTS:
             self.add_parameter(
                 QgsProcessingParameterEnum(
                     resampling_id(name),
@@ -130,8 +103,6 @@ class MapPoverty(RasterParameters, EngineParameters, PovmapAlgorithm):
                     False,
                     1,
                 ),
-                f"How {name} is resampled onto the chips: bilinear (default) for continuous "
-                "values, nearest or mode for classes, average to aggregate finer rasters.",
                 advanced=True,
             )
         add_engine_parameters(self)  # for sampling and predicting; the grid is built here
@@ -139,9 +110,6 @@ class MapPoverty(RasterParameters, EngineParameters, PovmapAlgorithm):
             QgsProcessingParameterVectorDestination(
                 self.OUTPUT, self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
-            "GeoPackage of the cells with district, prob_<member>, prob_mean, votes, pred "
-            "(1 = poor) and disagreement, styled by predicted class (probability and disagreement "
-            "styles in the layer's Styles list).",
         )
         self.add_parameter(
             QgsProcessingParameterFolderDestination(
@@ -150,10 +118,6 @@ class MapPoverty(RasterParameters, EngineParameters, PovmapAlgorithm):
                 QgsProcessing.TEMPORARY_OUTPUT,
                 optional=True,  # left out (or skipped): a temporary folder all the same
             ),
-            "Folder of the chip store sampled for the cells; .chips is added to the name if "
-            "missing. Default (or left out): a temporary folder. Predict poverty can run another "
-            "model on it. Not written (and ignored) with SOURCE=rasters, hence among the advanced "
-            "parameters.",
             advanced=True,
         )
         for key, label in (
@@ -264,11 +228,11 @@ class MapPoverty(RasterParameters, EngineParameters, PovmapAlgorithm):
         """Before any work: the rasters the model needs and the run lacks, named by label."""
         given = {
             store_name
-            for name, store_name, _, _ in NAMED_INPUTS
+            for name, store_name, _ in NAMED_INPUTS
             if parameters.get(name) not in (None, "")
         }
         needed = [spec.get("name") for spec in manifest.get("inputs") or []]
-        labels = {store_name: (name, label) for name, store_name, label, _ in NAMED_INPUTS}
+        labels = {store_name: (name, label) for name, store_name, label in NAMED_INPUTS}
         missing = [labels[name] for name in needed if name in labels and name not in given]
         if missing:
             raise QgsProcessingException(

@@ -48,16 +48,6 @@ class Predict(RasterParameters, EngineParameters, PovmapAlgorithm):
     display_name = "Predict poverty"
     group_id = "models"
     group_name = "3 · Models"
-    summary = (
-        "Runs a trained ensemble on the chips of a grid — a surveyed district or one nobody surveyed. Each member gives "
-        "the probability that a cell is chronically poor; the output has prob_<member>, prob_mean, votes, pred "
-        "(1 = poor: calibrated prob_mean ≥ the decision threshold) and disagreement (spread of the members). Styled by predicted class; the probability, "
-        "disagreement, uncertainty (prob_high − prob_low) and outside-the-training-range styles are in the layer's "
-        "Styles menu. With SOURCE=rasters it reads the rasters themselves instead of a chip store: each "
-        "block of cells is sampled as Sample image chips would sample it and predicted at once, so no chips "
-        "are written (for national maps on Spark, ENGINE=spark). Without MODEL, the bundled demonstration model is used: "
-        "it was trained on synthetic data and is not for policy use."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
@@ -67,19 +57,11 @@ class Predict(RasterParameters, EngineParameters, PovmapAlgorithm):
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
             ),
-            "A .povmodel folder from Train poverty ensemble, or a version registered in the run history: "
-            "models:/<name>/<version> or models:/<name>@<alias> (see Set model alias). "
-            "Empty: the demonstration ensemble bundled with the plugin (synthetic data, not for policy use).",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.SOURCE, self.tr("Read chips from"), SOURCE_OPTIONS, False, 0, optional=True
             ),
-            "chips (default): the chip store CHIPS. rasters: the rasters DAYTIME, NIGHTLIGHTS, "
-            "ACCESSIBILITY and EXTRA (every input the model was trained on, with its bands), sampled "
-            "block by block exactly as Sample image chips samples them (in the store's dtype, at the "
-            "model's resolution and chip size) and predicted at once: the same predictions as from a "
-            "store, and no chips on disk.",
             names=PREDICTION_SOURCES,
         )
         self.add_parameter(
@@ -89,22 +71,17 @@ class Predict(RasterParameters, EngineParameters, PovmapAlgorithm):
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
             ),
-            "Chips of GRID from Sample image chips, with the inputs, bands and chip size the model was trained on. "
-            "Needed unless SOURCE=rasters.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(self.GRID, self.tr("Grid"), POLYGON_SOURCES),
-            "Cells to predict, e.g. from Build prediction grid, or your own grid whose chips were sampled "
-            "by ID_FIELD; every field of it is kept in the output.",
         )
         self.add_store_id_field()
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
                 self.OUTPUT, self.tr("Predictions"), QgsProcessing.SourceType.TypeVectorPolygon
             ),
-            "GeoPackage of the grid with the prediction fields, styled by predicted class.",
         )
-        add_raster_parameters(self, " Read only with SOURCE=rasters.")
+        add_raster_parameters(self)
         self.add_parameter(
             QgsProcessingParameterNumber(
                 self.MAX_NODATA,
@@ -115,8 +92,6 @@ class Predict(RasterParameters, EngineParameters, PovmapAlgorithm):
                 0.0,
                 1.0,
             ),
-            "With SOURCE=rasters: cells whose chip in any input has more nodata than this fraction get "
-            "chip_flagged = 1 (a chip store keeps the fraction it was sampled with).",
             advanced=True,
         )
         add_resampling_parameters(self)

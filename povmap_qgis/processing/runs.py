@@ -25,35 +25,23 @@ class Runs(PovmapAlgorithm):
     display_name = "Run history"
     group_id = "models"
     group_name = "3 · Models"
-    summary = (
-        "Lists the recorded runs, or the versions of one registered model, as a table and an "
-        "HTML comparison. Each run of train, predict, evaluate, crossvalidate and target has "
-        "its parameters, input fingerprints and final metrics, written as a CSV file and a "
-        "non-spatial GeoPackage table; the HTML report overlays the ROC curves of the most "
-        "recent runs and puts their metrics side by side, the parameters that differ in bold. The run history is the one set in Settings ▸ Options ▸ Processing ▸ Providers "
-        "▸ Poverty mapping (default: a SQLite database in the QGIS profile)."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterString(
                 self.MODEL_NAME, self.tr("Versions of this registered model"), optional=True
             ),
-            "Empty: the runs of the experiment. A registered model name: one row per version.",
         )
         self.add_parameter(
             QgsProcessingParameterString(
                 self.STEP, self.tr("Only runs of this step"), optional=True
             ),
-            "train, predict, evaluate, crossvalidate or target; empty: all of these. "
-            "crossvalidate.fold: the runs of single folds (nested under their cross-validation).",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterString(
                 self.EXPERIMENT, self.tr("Experiment"), defaultValue="povmap"
             ),
-            "The MLflow experiment the runs are recorded in (POVMAP_MLFLOW_EXPERIMENT).",
             advanced=True,
         )
         self.add_parameter(
@@ -64,15 +52,12 @@ class Runs(PovmapAlgorithm):
                 defaultValue=100,
                 minValue=1,
             ),
-            "How many of the most recent runs (or versions) are listed.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.OUTPUT, self.tr("Runs (CSV)"), self.tr("CSV files (*.csv)")
             ),
-            "One row per run: id, step, algorithm, status, start, QGIS version, data fingerprint, "
-            "param.* and metric.* columns.",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
@@ -82,7 +67,6 @@ class Runs(PovmapAlgorithm):
                 optional=True,
                 createByDefault=False,
             ),
-            "The same rows as a non-spatial GeoPackage table, for the attribute table.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
@@ -91,8 +75,6 @@ class Runs(PovmapAlgorithm):
                 self.tr("HTML files (*.html)"),
                 optional=True,
             ),
-            "The most recent runs' ensemble ROC curves overlaid, their metrics side by side and "
-            "the parameters that differ in bold.",
         )
         self.addOutput(QgsProcessingOutputNumber(self.ROWS, self.tr("Rows listed")))
 

@@ -42,25 +42,10 @@ def resampling_id(name):
     return f"{name}_RESAMPLING"
 
 
-NAMED_INPUTS = [  # parameter, store input name, label, help
-    (
-        RasterParameters.DAYTIME,
-        "daytime",
-        "Daytime imagery (e.g. Sentinel-2)",
-        "Optical imagery; the bands of DAYTIME_BANDS are sampled in that order (red, green, blue).",
-    ),
-    (
-        RasterParameters.NIGHTLIGHTS,
-        "nightlights",
-        "Night-time lights (e.g. VIIRS)",
-        "Night-time lights raster, band 1; a raster far coarser than a cell (VIIRS ~500 m) gives a smooth, nearly constant chip.",
-    ),
-    (
-        RasterParameters.ACCESSIBILITY,
-        "accessibility",
-        "Accessibility (e.g. travel time to cities)",
-        "Accessibility raster, band 1 (e.g. travel time to the nearest city).",
-    ),
+NAMED_INPUTS = [  # parameter, store input name, label (help: help/common.py)
+    (RasterParameters.DAYTIME, "daytime", "Daytime imagery (e.g. Sentinel-2)"),
+    (RasterParameters.NIGHTLIGHTS, "nightlights", "Night-time lights (e.g. VIIRS)"),
+    (RasterParameters.ACCESSIBILITY, "accessibility", "Accessibility (e.g. travel time to cities)"),
 ]
 
 
@@ -78,22 +63,10 @@ class SampleChips(RasterParameters, EngineParameters, PovmapAlgorithm):
     display_name = "Sample image chips"
     group_id = "chips"
     group_name = "2 · Image chips"
-    summary = (
-        "Turns every cell of a grid into a stack of aligned image chips, the model's input: each raster is "
-        "resampled onto the cell's own pixel grid in the grid's CRS (what gdalwarp -t_srs -te -tr gives for "
-        "that cell), whatever CRS and resolution it comes in. Inputs are optional but at least one is needed. "
-        "Nodata and areas outside a raster are kept as nodata and counted per cell; cells above MAX_NODATA are "
-        "flagged and left out of training. The chip store is written under a temporary name and published "
-        "when complete; a cancelled run continues where it stopped when run again with the same parameters."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(self.GRID, self.tr("Grid"), POLYGON_SOURCES),
-            "Cells from Build training grid or Build prediction grid, or any polygon grid of your own "
-            "(a statistics office's grid, tiles, hexagons) with a unique whole-number id in ID_FIELD: "
-            "each chip is its polygon's bounding box at RESOLUTION, and all of them must give the same "
-            "number of pixels.",
         )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -104,9 +77,6 @@ class SampleChips(RasterParameters, EngineParameters, PovmapAlgorithm):
                 QgsProcessingParameterField.DataType.Numeric,
                 optional=True,  # qgis_process 3.22 forgets a field's default: empty is cell_id
             ),
-            "The grid's unique whole-number cell id, stored with the chips and carried to the "
-            "predictions; empty: cell_id, the id of povmap's grids. Missing (NULL) or repeated ids "
-            "are refused.",
         )
         add_raster_parameters(self)
         self.add_parameter(
@@ -118,7 +88,6 @@ class SampleChips(RasterParameters, EngineParameters, PovmapAlgorithm):
                 False,
                 0.01,
             ),
-            "Pixel size of the chips in metres of the grid CRS (10 m: Sentinel-2's).",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -129,7 +98,6 @@ class SampleChips(RasterParameters, EngineParameters, PovmapAlgorithm):
                 True,
                 0,
             ),
-            "Chip side in pixels; it must cover the cell exactly (cell size / RESOLUTION, 100 for 1 km at 10 m). 0 or empty: computed.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -141,14 +109,12 @@ class SampleChips(RasterParameters, EngineParameters, PovmapAlgorithm):
                 0.0,
                 1.0,
             ),
-            "Cells whose chip in any input has more nodata than this fraction are flagged, listed and excluded from training.",
         )
         add_resampling_parameters(self)
         self.add_parameter(
             QgsProcessingParameterFolderDestination(
                 self.OUTPUT, self.tr("Chip store (folder ending in .chips)")
             ),
-            "Folder of the chip store (manifest.json, cell_ids.npy, one .npy per input, nodata_fraction.npy); .chips is added to the name if missing.",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
@@ -158,7 +124,6 @@ class SampleChips(RasterParameters, EngineParameters, PovmapAlgorithm):
                 optional=True,
                 createByDefault=False,
             ),
-            "The grid with nodata_<input> (fraction of each chip without data) and chip_flagged (1 = above MAX_NODATA), styled to show flagged cells. Not written unless asked for (the dialog starts at Skip output), so repeated runs do not add a grid each time.",
         )
         add_engine_parameters(self)
         for key, label in (
@@ -253,14 +218,11 @@ def _folder_size_text(folder):
     return f"{total} bytes"
 
 
-def add_raster_parameters(algorithm, note=""):
+def add_raster_parameters(algorithm):
     """DAYTIME (with DAYTIME_BANDS), NIGHTLIGHTS, ACCESSIBILITY and EXTRA: the rasters chips come from."""
-    for name, _, label, help_text in NAMED_INPUTS:
+    for name, _, label in NAMED_INPUTS:
         algorithm.add_parameter(
-            QgsProcessingParameterRasterLayer(name, algorithm.tr(label), optional=True),
-            help_text
-            + note
-            + " Must be a raster file (GeoTIFF…): web or virtual layers must be saved as GeoTIFF first.",
+            QgsProcessingParameterRasterLayer(name, algorithm.tr(label), optional=True)
         )
         if name == algorithm.DAYTIME:
             algorithm.add_parameter(
@@ -269,7 +231,6 @@ def add_raster_parameters(algorithm, note=""):
                     algorithm.tr("Daytime bands (red, green, blue)"),
                     "1,2,3",
                 ),
-                "Band numbers of DAYTIME in red, green, blue order, separated by commas; e.g. 4,3,2 for a full Sentinel-2 stack.",
             )
     algorithm.add_parameter(
         QgsProcessingParameterMultipleLayers(
@@ -277,14 +238,13 @@ def add_raster_parameters(algorithm, note=""):
             algorithm.tr("Extra rasters"),
             QgsProcessing.SourceType.TypeRaster,
             optional=True,
-        ),
-        "More raster files (all bands each), stored under their layer names." + note,
+        )
     )
 
 
 def add_resampling_parameters(algorithm):
     """<RASTER>_RESAMPLING for each raster parameter of ``add_raster_parameters`` (advanced)."""
-    for name, _, label, _ in NAMED_INPUTS + [(algorithm.EXTRA, None, "Extra rasters", None)]:
+    for name, _, label in NAMED_INPUTS + [(algorithm.EXTRA, None, "Extra rasters")]:
         algorithm.add_parameter(
             QgsProcessingParameterEnum(
                 resampling_id(name),
@@ -293,7 +253,6 @@ def add_resampling_parameters(algorithm):
                 False,
                 1,
             ),
-            f"How {name} is resampled onto the chips: bilinear (default) for continuous values, nearest or mode for classes, average to aggregate finer rasters.",
             advanced=True,
         )
 
@@ -301,7 +260,7 @@ def add_resampling_parameters(algorithm):
 def raster_inputs(algorithm, parameters, context):
     """The chip inputs ([{name, path, bands, parameter, label, resampling}]) of the rasters given."""
     inputs = []
-    for name, store_name, label, _ in NAMED_INPUTS:
+    for name, store_name, label in NAMED_INPUTS:
         path = algorithm.raster_file(parameters, name, context)
         if not path:
             continue

@@ -2,8 +2,9 @@
 
 Train and Cross-validate train the members the same way, so CHIPS, GRID, ID_FIELD,
 PRESET, MEMBERS, SEED, EPOCHS and NOMINAL are defined here once and read here into the
-options. What differs between the two is a parameter of ``add_training_parameters``:
-cross-validation trains every member in every fold and needs the grid's districts.
+options. What differs between the two is GRID's label, where each adds its own parameters,
+and the help (cross-validation trains every member in every fold and needs the grid's
+districts): help/common.py's functions, called by help/train.py and help/crossvalidate.py.
 """
 
 from qgis.core import (
@@ -14,7 +15,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.model.models import ARCHITECTURES, PRESETS
+from ..core.model.models import PRESETS
 from ..core.model.training_settings import DEFAULT_NOMINAL, DEFAULT_PRESET, NOMINAL_RANGE
 from .base import POLYGON_SOURCES
 
@@ -33,27 +34,12 @@ class TrainingParameters:
     NOMINAL = "NOMINAL"
 
 
-def add_training_parameters(
-    algorithm,
-    *,
-    grid_label,
-    own_grid,
-    seeded,
-    per_fold=False,
-    chips_note="",
-    paper_settings=False,
-    after_members=None,
-    after_seed=None,
-):
-    """Add CHIPS, GRID, ID_FIELD, PRESET, MEMBERS, SEED and EPOCHS to ``algorithm``.
+def add_training_parameters(algorithm, *, grid_label, after_members=None, after_seed=None):
+    """Add CHIPS, GRID, ID_FIELD, PRESET, MEMBERS, SEED, EPOCHS and NOMINAL to ``algorithm``.
 
-    Where train and crossvalidate differ: ``grid_label`` (translated), GRID's label;
-    ``own_grid``, the end of GRID's help (what a grid of the user's own needs); ``seeded``,
-    what SEED makes repeatable besides the initial weights; ``per_fold``, members are
-    trained in every fold (MEMBERS and EPOCHS say so); ``chips_note``, a sentence added to
-    CHIPS's help; ``paper_settings``, PRESET's help names the paper preset's settings.
-    ``after_members``, ``after_seed``: functions adding the algorithm's own parameters at
-    those places (the dialog's order).
+    ``grid_label`` (translated): GRID's label. ``after_members``, ``after_seed``: functions
+    adding the algorithm's own parameters at those places (the dialog's order). Their help
+    is the algorithm's (help/train.py, help/crossvalidate.py: built by help/common.py).
     """
     add = algorithm.add_parameter
     add(
@@ -61,14 +47,9 @@ def add_training_parameters(
             algorithm.CHIPS,
             algorithm.tr("Chip store (.chips folder)"),
             QgsProcessingParameterFile.Behavior.Folder,
-        ),
-        "Chip store of the labelled grid, from Sample image chips." + chips_note,
+        )
     )
-    add(
-        QgsProcessingParameterFeatureSource(algorithm.GRID, grid_label, POLYGON_SOURCES),
-        "The training grid (cell_id, label, district) the chips were sampled for, or labelled "
-        f"polygons of your own grid {own_grid}",
-    )
+    add(QgsProcessingParameterFeatureSource(algorithm.GRID, grid_label, POLYGON_SOURCES))
     algorithm.add_store_id_field()
     add(
         QgsProcessingParameterEnum(
@@ -77,17 +58,12 @@ def add_training_parameters(
             PRESET_NAMES,
             False,
             PRESET_NAMES.index(DEFAULT_PRESET),
-        ),
-        "compact: three small CNNs and stats_gbm (gradient boosting on per-chip statistics) for "
-        "CPUs (default); paper: ResNet50 + ResNet50V2 + "
-        f"ResNet101{_paper_settings() if paper_settings else ''} (use a GPU).",
+        )
     )
     add(
         QgsProcessingParameterString(
             algorithm.MEMBERS, algorithm.tr("Members (empty: the preset's)"), "", optional=True
-        ),
-        f"Comma-separated ensemble members to train{' in every fold' if per_fold else ''}, "
-        f"from: {', '.join(ARCHITECTURES)}. Empty: the preset's.",
+        )
     )
     if after_members:
         after_members()
@@ -99,8 +75,7 @@ def add_training_parameters(
             0,
             False,
             0,
-        ),
-        f"Makes the {seeded} and initial weights repeatable on the same machine.",
+        )
     )
     if after_seed:
         after_seed()
@@ -113,8 +88,6 @@ def add_training_parameters(
             True,
             0,
         ),
-        f"Upper bound on epochs per member{' and fold' if per_fold else ''}; early stopping "
-        "usually ends sooner.",
         advanced=True,
     )
     low, high = NOMINAL_RANGE
@@ -128,22 +101,7 @@ def add_training_parameters(
             low,
             high,
         ),
-        "prob_low–prob_high are made to hold the share poor of a cell's kind this often, in a "
-        "district the model has not seen: fitted on the validation cells by district (the "
-        "calibration's own uncertainty and how districts differ). Default "
-        f"{DEFAULT_NOMINAL}: a 90 % interval (0.95 gives wider ones)."
-        + (" Checked out of fold per reliability bin and per district." if per_fold else ""),
         advanced=True,
-    )
-
-
-def _paper_settings():
-    """ ", Adam 5e-5, batch 16, up to 30 epochs, patience 10": the paper preset's settings."""
-    paper = PRESETS["paper"]
-    mantissa, exponent = f"{paper['learning_rate']:.0e}".split("e")
-    return (
-        f", Adam {mantissa}e{int(exponent)}, batch {paper['batch_size']}, "
-        f"up to {paper['epochs']} epochs, patience {paper['patience']}"
     )
 
 

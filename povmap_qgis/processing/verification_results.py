@@ -20,10 +20,6 @@ from ..core.report.page import write_report
 from ..core.run_folders import make_run_folder
 from ..core.validation.validation_outputs import metrics_csv_path
 from ..core.verification.verification_report import report_document
-from ..core.verification.verification_results import (
-    MIN_RECALIBRATION_PER_CLASS,
-    MIN_RECALIBRATION_VISITS,
-)
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
 
@@ -71,26 +67,12 @@ class VerificationResults(PovmapAlgorithm):
     display_name = "Accuracy from the verification"
     group_id = "verification"
     group_name = "6 · Field verification"
-    summary = (
-        "Turns the field visits of a verification sample into estimates a manager can sign: the share of the "
-        "map's poor cells that are poor (precision, user's accuracy), the share of the poor cells the map "
-        "finds (recall, producer's accuracy), the overall accuracy, the share of poor cells (and of poor "
-        "people) and the map's bias, each with a 95 % interval from the sample's design (Olofsson et al. "
-        "2014), beside what a random choice of cells would do; for a sample of a targeting output, the "
-        "inclusion and exclusion errors. The returns are the edited sample (QField) or the CSV/XLSX export "
-        "of ODK Central or KoBoToolbox, matched by cell id; unknown ids, cells returned twice and impossible "
-        "counts are refused, missing visits listed. Optionally refits the model's calibration on the "
-        "visited cells into a new model package."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.SAMPLE, self.tr("Verification sample"), POLYGON_SOURCES
             ),
-            "The layer written by Draw a verification sample (or the copy QField edited): its design "
-            "(strata, cells per stratum, weights) is read from the layer and checked; a layer whose weights, "
-            "strata or cells were changed is refused.",
         )
         self.add_parameter(
             QgsProcessingParameterFile(
@@ -100,24 +82,16 @@ class VerificationResults(PovmapAlgorithm):
                 optional=True,
                 fileFilter="Returns (*.csv *.xlsx *.gpkg);;All files (*.*)",
             ),
-            "What came back: the CSV or XLSX export of ODK Central or KoBoToolbox (columns may carry the "
-            "form's group, visit/observed_poor or visit-observed_poor), or a GeoPackage edited in QField. "
-            "Empty: the visit fields of SAMPLE itself. One return per cell; a cell without a usable return "
-            "is a missing visit (listed in the report).",
         )
         self.add_parameter(
             QgsProcessingParameterString(
                 self.ID_FIELD, self.tr("Cell id column in the returns"), optional=True
             ),
-            "The column of RETURNS holding the cell id (with or without a group prefix); empty: the sample's "
-            "cell id field (cell_id on povmap's grids), the name the form uses.",
         )
         self.add_parameter(
             QgsProcessingParameterString(
                 self.OBSERVED_FIELD, self.tr("Observed class column"), "observed_poor"
             ),
-            "The column saying whether the cell is poor: 1/0, yes/no or true/false. Empty in a row: poor "
-            "when households_poor is more than half of households_visited (both given), else not visited.",
             advanced=True,
         )
         self.add_parameter(
@@ -126,8 +100,6 @@ class VerificationResults(PovmapAlgorithm):
                 self.tr("Population raster (people per pixel)"),
                 optional=True,
             ),
-            "People per pixel: the share of poor people is then estimated (people in poor cells). Empty: the "
-            "people the sample recorded when it was drawn with POPULATION, if any.",
         )
         self.add_parameter(
             QgsProcessingParameterFile(
@@ -136,10 +108,6 @@ class VerificationResults(PovmapAlgorithm):
                 QgsProcessingParameterFile.Behavior.Folder,
                 optional=True,
             ),
-            "The model package whose predictions were sampled. Its calibration (Platt scaling) is refitted "
-            "on the visited cells' prob_raw and observed class, each weighted by its design weight, and "
-            f"written as NEW_MODEL; needs at least {MIN_RECALIBRATION_VISITS} visited cells with "
-            f"{MIN_RECALIBRATION_PER_CLASS} of each class. The package itself is never changed.",
             advanced=True,
         )
         self.add_parameter(
@@ -148,24 +116,16 @@ class VerificationResults(PovmapAlgorithm):
                 self.tr("Sample with outcomes"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
             ),
-            "The sample with observed_poor and outcome (hit, miss, false_alarm, correct_rejection, "
-            "not_visited), styled like Evaluate's hit/miss layer.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.METRICS, self.tr("Metrics (JSON)"), self.tr("JSON files (*.json)")
             ),
-            "overall_accuracy, users_accuracy_poor, producers_accuracy_poor, poor_share (and "
-            "poor_people_share, map_bias, inclusion_error, exclusion_error where they apply), each "
-            "{estimate, se, low, high}, the error matrix, the per-stratum table and the visits; a CSV "
-            "with one row per estimate is written beside it.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
                 self.REPORT, self.tr("Report (HTML)"), self.tr("HTML files (*.html)")
             ),
-            "One self-contained HTML file: a plain summary first, the estimates beside a random choice, "
-            "the error matrix, the strata, a map of the outcomes.",
         )
         self.add_parameter(
             QgsProcessingParameterFolderDestination(
@@ -174,8 +134,6 @@ class VerificationResults(PovmapAlgorithm):
                 optional=True,
                 createByDefault=False,
             ),
-            "Folder of the new model package (.povmodel is added if missing); its manifest records the "
-            "parent package, the sample and the visits (lineage). Never the package of RECALIBRATE.",
             advanced=True,
         )
         self.addOutput(QgsProcessingOutputString(self.METRICS_CSV, self.tr("Metrics (CSV)")))

@@ -13,7 +13,6 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.verification.design import MIN_PER_STRATUM
 from ..core.verification.verification_sample import DEFAULT_HALF_WIDTH
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm
@@ -35,34 +34,17 @@ class VerificationSample(PovmapAlgorithm):
     display_name = "Draw a verification sample"
     group_id = "verification"
     group_name = "6 · Field verification"
-    summary = (
-        "Draws the cells to check in the field before a programme commits a budget: a stratified random "
-        "sample of a prediction layer (strata: the predicted class × how uncertain the cell is, terciles of "
-        "its interval's width) or of a targeting output (selected × predicted class). Each stratum gets at "
-        f"least {MIN_PER_STRATUM} cells, the rest of the sample in proportion to its cells. Writes the "
-        "sampled cells (centre latitude/longitude, stratum, inclusion probability, weight, the map's "
-        "prob_mean and pred, and empty visit fields), an XLSForm for ODK Collect / KoBoToolbox listing the "
-        "cells, and optionally a QGIS project with the form set up for QField. The design is recorded in the "
-        "layer, and Accuracy from the verification turns the returns into accuracy estimates with 95 % "
-        "intervals."
-    )
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
                 self.PREDICTIONS, self.tr("Predictions"), POLYGON_SOURCES
             ),
-            "A prediction layer from Predict poverty (cell id, prob_mean, pred; prob_low/prob_high for "
-            "the uncertainty strata) or the selection written by Target a budget (its selected field makes "
-            "the strata selected × class). Cells without a prediction or flagged for too much nodata "
-            "(chip_flagged) are never drawn.",
         )
         self.add_parameter(
             QgsProcessingParameterRasterLayer(
                 self.POPULATION, self.tr("Population raster (people per pixel)"), optional=True
             ),
-            "People per pixel, any CRS (WorldPop, GHS-POP). Cells where nobody lives are never drawn, each "
-            "sampled cell carries its people, and the results then estimate the share of poor people too.",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -71,10 +53,7 @@ class VerificationSample(PovmapAlgorithm):
                 QgsProcessingParameterNumber.Type.Integer,
                 optional=True,
                 minValue=2,
-            ),
-            "How many cells the field teams can visit. Empty: as many as TARGET_HALF_WIDTH needs. Every "
-            f"stratum gets at least {MIN_PER_STRATUM} cells (all of them when it has fewer), which can "
-            "make the sample a little larger.",
+            )
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -85,10 +64,6 @@ class VerificationSample(PovmapAlgorithm):
                 minValue=0.005,
                 maxValue=0.49,
             ),
-            "Used when SAMPLE_SIZE is empty: the sample size is the one giving the overall accuracy a 95 % "
-            "interval of ± this much (0.08 = ± 8 points) by the textbook formula n = 1.96² p (1 − p) / h², "
-            "p the accuracy the calibrated probabilities expect, corrected for the number of cells. The "
-            "precision and recall of poor get wider intervals (fewer cells each).",
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -98,16 +73,12 @@ class VerificationSample(PovmapAlgorithm):
                 optional=True,
                 minValue=0,
             ),
-            "Cells whose centres lie closer than this to a cell already drawn are passed over (a spread-out "
-            "sample, fewer cells sharing one visit's conditions). Keep it small against the area: a stratum "
-            "that cannot be filled is reported.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
                 self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0
             ),
-            "The same seed on the same layer draws the same cells (record it with the campaign).",
         )
         self.add_parameter(
             QgsProcessingParameterVectorDestination(
@@ -115,10 +86,6 @@ class VerificationSample(PovmapAlgorithm):
                 self.tr("Verification sample"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
             ),
-            "GeoPackage of the sampled cells: id, district, lat/lon of the centre, stratum, "
-            "inclusion_probability, weight, prob_mean, pred, the empty visit fields observed_poor, "
-            "households_visited, households_poor, visit_date, notes. The design (the strata table: cells, "
-            "cells drawn, weights) is recorded in the layer's metadata; do not edit the weights.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
@@ -127,10 +94,6 @@ class VerificationSample(PovmapAlgorithm):
                 self.tr("XLSForm (*.xlsx)"),
                 optional=True,
             ),
-            "An XLSForm to upload to ODK Central or KoBoToolbox: the cell picked from the sampled cells (a "
-            "list, or a map in ODK Collect), GPS point, date, households visited, households judged poor by "
-            "the programme's rule, whether the cell is poor, photo, notes. Add your scorecard's questions "
-            "inside the 'visit' group; keep these names.",
         )
         self.add_parameter(
             QgsProcessingParameterFileDestination(
@@ -140,9 +103,6 @@ class VerificationSample(PovmapAlgorithm):
                 optional=True,
                 createByDefault=False,
             ),
-            "A QGIS project holding the sample layer with its form set up for QField (value map for "
-            "observed_poor, counts with poor ≤ visited, today's date, design fields read-only). Write it in "
-            "the folder of OUTPUT and copy both to the phone, or package it with QFieldSync.",
         )
         self.addOutput(QgsProcessingOutputNumber(self.CELLS, self.tr("Cells that could be drawn")))
         self.addOutput(QgsProcessingOutputNumber(self.SAMPLED, self.tr("Cells drawn")))
