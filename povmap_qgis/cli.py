@@ -17,7 +17,7 @@ import signal
 import sys
 
 # Absolute imports: spark-submit runs this file as a script (with the package on --py-files).
-from povmap_qgis.core.chips.sampling import RESAMPLING_METHODS
+from povmap_qgis.core.chips.raster_sampler import RESAMPLING_METHODS
 from povmap_qgis.core.names import PREDICTION_SOURCES
 
 ENGINES = ("local", "spark")

@@ -95,7 +95,7 @@ def time_naive(grid, sample, limit, how):
     from rasterio.vrt import WarpedVRT
     from rasterio.warp import reproject
 
-    from povmap_qgis.core.chips.sampling import read_grid_cells
+    from povmap_qgis.core.chips.grid_cells import read_grid_cells
 
     cells = read_grid_cells(grid)
     cell_ids, crs = cells.ids, cells.crs
@@ -139,7 +139,8 @@ def time_naive(grid, sample, limit, how):
 
 def time_bounds(grid, sample):
     """Per input: decode/warp every block alone (no store, no statistics), one thread."""
-    from povmap_qgis.core.chips.sampling import InputSampler, group_blocks, read_grid_cells
+    from povmap_qgis.core.chips.grid_cells import group_blocks, read_grid_cells
+    from povmap_qgis.core.chips.raster_sampler import InputSampler
 
     cells = read_grid_cells(grid)
     blocks = group_blocks(range(len(cells.ids)), cells)

@@ -237,7 +237,7 @@ def test_a_raster_rewritten_before_the_resume_starts_the_store_afresh(
 
 
 def test_cell_moments_depend_on_the_cell_only_and_combine_like_numpy():
-    from povmap_qgis.core.chips.sampling import cell_moments, statistics_of_cells
+    from povmap_qgis.core.chips.raster_sampler import cell_moments, statistics_of_cells
 
     rng = np.random.default_rng(5)
     chips = rng.normal(1500, 300, (21, 2, 10, 10)).astype("float32")
@@ -381,7 +381,7 @@ def test_a_styled_geopackage_is_read_by_its_spatial_layer(tmp_path):
 
     from helpers import write_points
 
-    from povmap_qgis.core.chips.sampling import read_grid_cells
+    from povmap_qgis.core.chips.grid_cells import read_grid_cells
     from povmap_qgis.paths import style_path
 
     points = write_points(
@@ -413,7 +413,8 @@ def test_sampled_chips_are_a_stores_rows_to_the_last_bit_and_in_its_layout(tiny_
     add in memory order, and a transposed layout changed them in the last bits (enough to
     flip a tree's split: prob_stats_gbm differed by up to 0.008 before the fix).
     """
-    from povmap_qgis.core.chips.sampling import InputSampler, group_blocks, read_grid_cells
+    from povmap_qgis.core.chips.grid_cells import group_blocks, read_grid_cells
+    from povmap_qgis.core.chips.raster_sampler import InputSampler
     from povmap_qgis.core.model.learning_data import normalise
     from povmap_qgis.core.model.statistics_member import chip_statistics
 

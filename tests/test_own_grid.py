@@ -12,7 +12,8 @@ from qgis_helpers import run_algorithm, run_failing
 from test_chips_core import assert_like_gdalwarp, gdalwarp_chip, tiny_inputs
 
 from povmap_qgis.core.chips.chip_store import ChipStore
-from povmap_qgis.core.chips.sampling import ChipOptions, read_grid_cells, sample_chips
+from povmap_qgis.core.chips.grid_cells import read_grid_cells
+from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
 from povmap_qgis.core.errors import PovmapInputError
 
 CRS = "EPSG:32642"

@@ -24,7 +24,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.chips.sampling import RESAMPLING_METHODS
+from ..core.chips.raster_sampler import RESAMPLING_METHODS
 from ..core.names import DEFAULT_CELL_SIZE, DEFAULT_RESOLUTION, PREDICTION_SOURCES
 from ..paths import bundled_model_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm

@@ -18,7 +18,7 @@ from qgis.core import (
 )
 
 from ..core.chips.chip_store import RESERVED_NAMES, partial_store_path
-from ..core.chips.sampling import RESAMPLING_METHODS
+from ..core.chips.raster_sampler import RESAMPLING_METHODS
 from ..core.names import CELL_ID, DEFAULT_RESOLUTION
 from ..paths import style_path
 from .base import POLYGON_SOURCES, PovmapAlgorithm

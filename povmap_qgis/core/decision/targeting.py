@@ -541,7 +541,7 @@ def read_predictions(options, keep_targeting_fields=False):
     (the verification sample stratifies by ``selected``)."""
     import geopandas
 
-    from ..chips.sampling import read_cell_ids
+    from ..chips.grid_cells import read_cell_ids
     from ..geopackage import povmap_layer_metadata
     from ..vectors import layer_info, spatial_layer
 

@@ -1,15 +1,15 @@
 """The Spark engine: sampling chips and predicting as Apache Spark tasks (docs/spark.md).
 
 Same code, other processes. Sampling groups the pending cells into the
-local engine's blocks of neighbouring cells (``sampling.group_blocks``), gives
+local engine's blocks of neighbouring cells (``grid_cells.group_blocks``), gives
 each Spark task a run of spatially adjacent blocks (compact raster windows),
-and samples each block with the local engine's ``sampling.InputSampler``. A task
+and samples each block with the local engine's ``raster_sampler.InputSampler``. A task
 writes its chips straight into the preallocated arrays of the partial store
 (pwrite of whole rows, so every executor must reach the store's folder: a
 shared file system), then its nodata fractions and done flags, and returns
 only small numbers to the driver: per block, the nodata fractions. Each
 cell's pixel moments are written into the partial store beside its chips, and
-the statistics are combined from them in row order (``sampling.statistics_of_cells``),
+the statistics are combined from them in row order (``raster_sampler.statistics_of_cells``),
 so the manifest's statistics are bit for bit the local engine's. Chips never
 travel to the driver.
 
@@ -298,9 +298,9 @@ def _crash_if_asked(step, partition, last_partition):
 
 def sample_blocks_on_spark(writer, inputs, pending, grid, dtypes, reporter, master="local[*]"):
     """The Spark twin of ``sampling.sample_blocks``: same arguments, same store written."""
-    from ..chips import sampling
+    from ..chips import grid_cells, raster_sampler
 
-    blocks = sampling.group_blocks(pending, grid)
+    blocks = grid_cells.group_blocks(pending, grid)
     # Tasks get runs of blocks in raster order (neighbours share source tiles); statistics are
     # combined per cell in row order, so they do not depend on this.
     keys = [tuple(int(key) for key in grid.keys[members[0]]) for members in blocks]
@@ -336,7 +336,7 @@ def sample_blocks_on_spark(writer, inputs, pending, grid, dtypes, reporter, mast
     for result in results:
         if result[0] == "widen":
             _, name, largest = result
-            raise sampling.WiderDtypeNeededError(
+            raise raster_sampler.WiderDtypeNeededError(
                 next(spec for spec in inputs if spec.name == name), largest
             )
     for _, index, nodata in sorted(results, key=lambda result: result[1]):
@@ -348,13 +348,13 @@ def _sample_partition(job, partition, payloads):
     """One Spark task: sample its blocks, pwrite the rows into the store, return small results."""
     import rasterio
 
-    from ..chips import sampling
+    from ..chips import raster_sampler
     from ..chips.chip_store import DONE, MOMENTS, NODATA_FRACTION, RowFile
 
     _crash_if_asked("sample", partition, job["parts"] - 1)
     payloads = list(payloads)  # this task's blocks: a few small arrays each
     specs = [
-        sampling.ChipInput(**{k: v for k, v in spec.items() if k != "dtype"})
+        raster_sampler.ChipInput(**{k: v for k, v in spec.items() if k != "dtype"})
         for spec in job["inputs"]
     ]
     arrays = {
@@ -364,8 +364,8 @@ def _sample_partition(job, partition, payloads):
     for name in (NODATA_FRACTION, MOMENTS, DONE):  # file names, like "done.npy"
         arrays[name] = RowFile(os.path.join(job["partial"], name), "r+")
     results = []
-    with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):
-        _, samplers = sampling.samplers_of(
+    with rasterio.Env(GDAL_CACHEMAX=raster_sampler.GDAL_CACHE_MB * 1024 * 1024):
+        _, samplers = raster_sampler.samplers_of(
             job["inputs"], job["grid_crs"], job["resolution"], job["chip_size"]
         )
         try:
@@ -373,7 +373,7 @@ def _sample_partition(job, partition, payloads):
             # As in the local engine: one thread per input (GDAL releases the GIL), blocks ahead.
             blocks = [(lefts, tops) for _, _, lefts, tops in payloads]
             try:
-                for position, sampled in sampling.sample_ahead(samplers, blocks):
+                for position, sampled in raster_sampler.sample_ahead(samplers, blocks):
                     index, members = payloads[position][:2]
                     nodata = np.column_stack([fractions for _, fractions, _ in sampled])
                     nodata = nodata.astype("float32")  # the store's dtype, as the local engine
@@ -385,7 +385,7 @@ def _sample_partition(job, partition, payloads):
                     )
                     written.append(members)
                     results.append(("block", index, nodata))
-            except sampling.WiderDtypeNeededError as widen:
+            except raster_sampler.WiderDtypeNeededError as widen:
                 return [("widen", widen.spec.name, widen.largest)]
             # Chips, nodata and moments durable before their done flags: a resumed run trusts them.
             for name in [spec.name for spec in specs] + [NODATA_FRACTION, MOMENTS]:
@@ -501,10 +501,10 @@ def predict_from_rasters_on_spark(job, chunks, pending, grid, reporter, keep, ma
     waves of ``TASKS_PER_CORE`` tasks per core, and the driver keeps each wave's
     parts (``keep(index, part)``: on its own disk, no shared file system needed)
     before the next starts, so a stopped run loses at most one wave. An input
-    whose values float16 cannot hold raises ``sampling.WiderDtypeNeededError``
+    whose values float16 cannot hold raises ``raster_sampler.WiderDtypeNeededError``
     here, as sampling does.
     """
-    from ..chips import sampling
+    from ..chips import raster_sampler
 
     total = sum(len(members) for chunk in chunks for members in chunk)
     cells = {index: sum(len(members) for members in chunks[index]) for index in pending}
@@ -546,8 +546,8 @@ def predict_from_rasters_on_spark(job, chunks, pending, grid, reporter, keep, ma
                 if result[0] == "widen":
                     _, name, largest = result
                     spec = next(spec for spec in job["inputs"] if spec["name"] == name)
-                    raise sampling.WiderDtypeNeededError(
-                        sampling.ChipInput(**{k: v for k, v in spec.items() if k != "dtype"}),
+                    raise raster_sampler.WiderDtypeNeededError(
+                        raster_sampler.ChipInput(**{k: v for k, v in spec.items() if k != "dtype"}),
                         largest,
                     )
             for _, index, *part in results:
@@ -556,7 +556,7 @@ def predict_from_rasters_on_spark(job, chunks, pending, grid, reporter, keep, ma
 
 
 def _predict_rasters_partition(job, partition, payloads):
-    from ..chips import sampling
+    from ..chips import raster_sampler
     from ..model import model_package
     from ..model.raster_prediction import sample_and_predict
 
@@ -569,7 +569,7 @@ def _predict_rasters_partition(job, partition, payloads):
     for index, blocks in payloads:
         try:
             part = sample_and_predict(_members(manifest), job, blocks)
-        except sampling.WiderDtypeNeededError as widen:
+        except raster_sampler.WiderDtypeNeededError as widen:
             return [("widen", widen.spec.name, widen.largest)]
         results.append(("part", index, *part))
     return results

@@ -647,7 +647,7 @@ def _map_covariate(options, districts, reporter, notes):
     probability = cells["prob_mean"].to_numpy(dtype="float64")
     out_of_fold_cells = 0
     if options.out_of_fold_path:
-        from ..chips.sampling import read_cell_ids
+        from ..chips.grid_cells import read_cell_ids
         from ..vectors import layer_info, spatial_layer
 
         oof_layer = spatial_layer(

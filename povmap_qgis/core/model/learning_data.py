@@ -9,7 +9,7 @@ plausible. All inputs of a cell get the same transform, so they stay aligned.
 import numpy as np
 
 from .. import vectors
-from ..chips import sampling
+from ..chips import grid_cells
 from ..chips.input_transforms import apply_transform, choose_transforms
 from ..errors import PovmapInputError
 from ..grid import cells
@@ -30,7 +30,7 @@ def read_labelled_cells(
     info = vectors.layer_info(grid_path, layer, parameter)
     fields = list(info["fields"])
     if id_field != CELL_ID:
-        sampling.read_cell_ids(
+        grid_cells.read_cell_ids(
             grid_path, layer, id_field, info, parameter
         )  # missing, NULL, repeated
     for field in (id_field, "label"):

@@ -34,7 +34,8 @@ import numpy as np
 from .. import vectors
 from ..chips import chip_features
 from ..chips.chip_store import ChipStore
-from ..chips.sampling import read_cell_ids, remote_engine
+from ..chips.grid_cells import read_cell_ids
+from ..chips.sampling import remote_engine
 from ..errors import PovmapInputError
 from ..geopackage import write_layer
 from ..history import drift

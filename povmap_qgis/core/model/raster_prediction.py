@@ -2,7 +2,7 @@
 
 For maps whose chips need not be kept (a country, a continent), ``predict``
 with ``source="rasters"`` samples each block of neighbouring cells with the
-local engine's sampler (``sampling.InputSampler`` through ``sampling.sample_ahead``),
+local engine's sampler (``raster_sampler.InputSampler`` through ``raster_sampler.sample_ahead``),
 in the dtype a chip store would hold (float16, or float32 for an input whose
 values float16 cannot hold, found as ``sample_chips`` finds it: the run starts
 again with that input wider), and hands the chips to the members in batches
@@ -38,7 +38,7 @@ import signal
 import numpy as np
 
 from ..atomic import OutputLock
-from ..chips import chip_features, sampling
+from ..chips import chip_features, grid_cells, raster_sampler, sampling
 from ..errors import PovmapInputError
 from ..names import CELL_ID
 from . import learning_data, model_package
@@ -70,7 +70,9 @@ def input_specs(inputs, manifest, parameter="SOURCE"):
     """
     given = {}
     for spec in inputs or []:
-        spec = spec if isinstance(spec, sampling.ChipInput) else sampling.ChipInput(**spec)
+        spec = (
+            spec if isinstance(spec, raster_sampler.ChipInput) else raster_sampler.ChipInput(**spec)
+        )
         given[spec.name] = spec
     needed = [spec["name"] for spec in manifest["inputs"]]
     missing = [name for name in needed if name not in given]
@@ -88,7 +90,7 @@ def input_specs(inputs, manifest, parameter="SOURCE"):
         if [int(band) for band in spec.bands] != [int(band) for band in model_input["bands"]]:
             raise PovmapInputError(
                 spec.parameter,
-                f"{sampling.described(spec)}: bands {list(spec.bands)} given, the model was trained "
+                f"{raster_sampler.described(spec)}: bands {list(spec.bands)} given, the model was trained "
                 f"on bands {list(model_input['bands'])}.",
             )
         ordered.append(spec)
@@ -99,7 +101,7 @@ def predict_from_rasters(options, manifest, reporter, remote=None):
     """Sample and predict every cell of ``options.grid_path`` from ``options.inputs``."""
     inputs = input_specs(options.inputs, manifest)
     resolution, chip_size = float(manifest["resolution"]), int(manifest["chip_size"])
-    grid = sampling.read_grid_cells(
+    grid = grid_cells.read_grid_cells(
         options.grid_path,
         options.grid_layer,
         id_field=options.id_field or CELL_ID,
@@ -109,7 +111,7 @@ def predict_from_rasters(options, manifest, reporter, remote=None):
     )
     cell_ids = grid.ids
     for spec in inputs:
-        sampling.check_raster(spec, grid)
+        raster_sampler.check_raster(spec, grid)
     job = {
         "model": manifest["path"],
         "grid_crs": grid.crs.to_wkt(),
@@ -123,7 +125,7 @@ def predict_from_rasters(options, manifest, reporter, remote=None):
             chip_features.feature_inputs(manifest["baseline"]) if manifest.get("baseline") else None
         ),
     }
-    blocks = sampling.group_blocks(np.arange(len(cell_ids)), grid)
+    blocks = grid_cells.group_blocks(np.arange(len(cell_ids)), grid)
     blocks.sort(key=lambda members: tuple(int(key) for key in grid.keys[members[0]]))
     chunks = chunk_blocks(blocks, len(cell_ids))  # raster order: neighbours share source tiles
     reporter.info(
@@ -134,7 +136,7 @@ def predict_from_rasters(options, manifest, reporter, remote=None):
         options.output_path, resume_key(manifest, grid, inputs, job, chunks), chunks
     ).open()
     try:
-        dtypes = checkpoint.dtypes or {spec.name: sampling.COMPACT_DTYPE for spec in inputs}
+        dtypes = checkpoint.dtypes or {spec.name: raster_sampler.COMPACT_DTYPE for spec in inputs}
         done = checkpoint.done_parts(dtypes)
         if done:
             cells = sum(len(part[0]) for part in done.values())
@@ -155,10 +157,10 @@ def predict_from_rasters(options, manifest, reporter, remote=None):
                     if models is None and pending:
                         models = model_package.load_members(manifest)
                     _predict_here(models, job, chunks, pending, grid, checkpoint.keep, reporter)
-            except sampling.WiderDtypeNeededError as widen:
+            except raster_sampler.WiderDtypeNeededError as widen:
                 # As sample_chips: an input float16 cannot hold is sampled again as float32, and
                 # the parts predicted from float16 chips are predicted again.
-                dtypes[widen.spec.name] = sampling.WIDE_DTYPE
+                dtypes[widen.spec.name] = raster_sampler.WIDE_DTYPE
                 done = checkpoint.restart(dtypes)
                 reporter.info(f"{widen}: sampling again with this input as float32.")
                 continue
@@ -196,7 +198,7 @@ def resume_key(manifest, grid, inputs, job, chunks):
     return {
         "format": RESUME_FORMAT,
         "model": model,
-        "grid_cells_sha256": sampling.grid_cells_sha256(grid),
+        "grid_cells_sha256": grid_cells.grid_cells_sha256(grid),
         "inputs": [
             {
                 "name": spec.name,
@@ -341,7 +343,7 @@ def sample_and_predict(models, job, payloads, on_cells=None):
     Returns (positions, probabilities [members][n], features or None, nodata)
     for the payloads' cells. Batches hold ``job["batch_rows"]`` cells; the last
     one is padded as ``learning_data.predict_rows`` pads it. A sampler that
-    finds values float16 cannot hold raises ``sampling.WiderDtypeNeededError``.
+    finds values float16 cannot hold raises ``raster_sampler.WiderDtypeNeededError``.
     """
     import rasterio
 
@@ -373,13 +375,13 @@ def sample_and_predict(models, job, payloads, on_cells=None):
                 chip_features.features_of_chips(batch, job["normalisation"], job["feature_inputs"])
             )
 
-    with rasterio.Env(GDAL_CACHEMAX=sampling.GDAL_CACHE_MB * 1024 * 1024):
-        _, samplers = sampling.samplers_of(
+    with rasterio.Env(GDAL_CACHEMAX=raster_sampler.GDAL_CACHE_MB * 1024 * 1024):
+        _, samplers = raster_sampler.samplers_of(
             job["inputs"], job["grid_crs"], job["resolution"], job["chip_size"]
         )
         try:
             blocks = [(lefts, tops) for _, lefts, tops in payloads]
-            for index, sampled in sampling.sample_ahead(samplers, blocks):
+            for index, sampled in raster_sampler.sample_ahead(samplers, blocks):
                 positions_out.append(np.asarray(payloads[index][0], dtype="int64"))
                 nodata_out.append(
                     np.column_stack([fractions for _, fractions, _ in sampled]).astype("float32")
