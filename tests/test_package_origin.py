@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from povmap_qgis.core.errors import PovmapInputError
-from povmap_qgis.core.history import tracking
+from povmap_qgis.core.history import mlflow_store, tracking
 from povmap_qgis.core.model import model_package
 from povmap_qgis.core.progress import Reporter
 from povmap_qgis.paths import bundled_model_path
@@ -26,16 +26,16 @@ def registry(tmp_path):
     environ = {"POVMAP_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}"}
     package = tmp_path / "origin.povmodel"
     shutil.copytree(bundled_model_path(), package)
-    client = tracking.client_for(environ["POVMAP_MLFLOW_TRACKING_URI"], environ)
-    experiment = tracking.experiment_id(client, environ["POVMAP_MLFLOW_TRACKING_URI"], "povmap")
+    client = mlflow_store.client_for(environ["POVMAP_MLFLOW_TRACKING_URI"], environ)
+    experiment = mlflow_store.experiment_id(client, environ["POVMAP_MLFLOW_TRACKING_URI"], "povmap")
     run = client.create_run(experiment)
     client.create_registered_model("origin")
-    digest = tracking.package_digest(str(package))
+    digest = mlflow_store.package_digest(str(package))
     client.create_model_version(
         "origin",
         source=str(package),
         run_id=run.info.run_id,
-        tags={"povmap.package": str(package), tracking.DIGEST_TAG: digest},
+        tags={"povmap.package": str(package), mlflow_store.DIGEST_TAG: digest},
     )
     return {"environ": environ, "package": package, "client": client, "run": run.info.run_id}
 
@@ -50,23 +50,25 @@ def rewrite(package, change):
 
 
 def test_a_registered_package_resolves_and_its_digest_is_its_manifest_hash(registry):
-    folder, version = tracking.resolve_model_uri("models:/origin/1", environ=registry["environ"])
+    folder, version = mlflow_store.resolve_model_uri(
+        "models:/origin/1", environ=registry["environ"]
+    )
     assert folder == str(registry["package"])
     manifest = model_package.read_package(folder)
-    assert version.tags[tracking.DIGEST_TAG] == manifest["manifest_sha256"]
+    assert version.tags[mlflow_store.DIGEST_TAG] == manifest["manifest_sha256"]
 
 
 def test_a_package_edited_and_rehashed_after_registration_is_refused_on_models_load(registry):
     rewrite(registry["package"], lambda manifest: manifest.update(decision_threshold=0.01))
     model_package.read_package(str(registry["package"]))  # the file alone cannot tell
     with pytest.raises(PovmapInputError) as caught:
-        tracking.resolve_model_uri("models:/origin/1", environ=registry["environ"])
+        mlflow_store.resolve_model_uri("models:/origin/1", environ=registry["environ"])
     assert caught.value.parameter == "MODEL"
     assert "replaced or edited after it was registered" in str(caught.value)
 
 
 def sidecar_tags(registry, sidecar):
-    (registry["package"] / tracking.SIDECAR).write_text(json.dumps(sidecar), encoding="utf-8")
+    (registry["package"] / mlflow_store.SIDECAR).write_text(json.dumps(sidecar), encoding="utf-8")
     run = tracking.StepRun(
         "predict",
         registry["environ"]["POVMAP_MLFLOW_TRACKING_URI"],

@@ -168,7 +168,7 @@ def test_train_registers_a_version_and_the_package_still_verifies(history, track
 def test_a_registered_version_resolves_in_predict(history, tracked_training, tiny_chips, tmp_path):
     from helpers import read_grid
 
-    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.history import mlflow_store
 
     results, _ = tracked_training
     predicted, feedback = run_algorithm(
@@ -200,7 +200,7 @@ def test_a_registered_version_resolves_in_predict(history, tracked_training, tin
         "povmap:setmodelalias", {"MODEL_NAME": MODEL_NAME, "VERSION": 1, "ALIAS": "champion"}
     )
     assert aliased["MODEL_URI"] == f"models:/{MODEL_NAME}@champion"
-    folder, version = tracking.resolve_model_uri(f"models:/{MODEL_NAME}@champion")
+    folder, version = mlflow_store.resolve_model_uri(f"models:/{MODEL_NAME}@champion")
     assert folder == results["OUTPUT"] and str(version.version) == "1"
     message = run_failing(
         "povmap:predict",
@@ -567,25 +567,25 @@ def test_a_locked_store_warns_once_and_the_algorithm_succeeds(
 
 def test_tracking_location_switch_and_model_references():
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.history import mlflow_store
 
-    assert tracking.tracking_uri({}) is None
-    assert tracking.tracking_uri({"MLFLOW_TRACKING_URI": "sqlite:///a.db"}) == "sqlite:///a.db"
+    assert mlflow_store.tracking_uri({}) is None
+    assert mlflow_store.tracking_uri({"MLFLOW_TRACKING_URI": "sqlite:///a.db"}) == "sqlite:///a.db"
     both = {"MLFLOW_TRACKING_URI": "sqlite:///a.db", "POVMAP_MLFLOW_TRACKING_URI": "sqlite:///b.db"}
-    assert tracking.tracking_uri(both) == "sqlite:///b.db"
-    assert tracking.tracking_uri(dict(both, POVMAP_TRACKING="off")) is None
-    assert tracking.sqlite_path("sqlite:////tmp/x/mlruns.db") == "/tmp/x/mlruns.db"
-    assert tracking.local_folder("file:///tmp/a%20b.povmodel") == "/tmp/a b.povmodel"
-    assert tracking.local_folder("s3://bucket/a.povmodel") is None
-    assert tracking.model_name_of("/data/sindh_2023.povmodel/") == "sindh_2023"
+    assert mlflow_store.tracking_uri(both) == "sqlite:///b.db"
+    assert mlflow_store.tracking_uri(dict(both, POVMAP_TRACKING="off")) is None
+    assert mlflow_store.sqlite_path("sqlite:////tmp/x/mlruns.db") == "/tmp/x/mlruns.db"
+    assert mlflow_store.local_folder("file:///tmp/a%20b.povmodel") == "/tmp/a b.povmodel"
+    assert mlflow_store.local_folder("s3://bucket/a.povmodel") is None
+    assert mlflow_store.model_name_of("/data/sindh_2023.povmodel/") == "sindh_2023"
     with pytest.raises(PovmapInputError, match="MODEL: 'models:/a/b/c' is not a registered"):
-        tracking.resolve_model_uri("models:/a/b/c", environ=both)
+        mlflow_store.resolve_model_uri("models:/a/b/c", environ=both)
     with pytest.raises(PovmapInputError, match="switched off or not configured"):
-        tracking.resolve_model_uri("models:/a/1", environ={})
+        mlflow_store.resolve_model_uri("models:/a/1", environ={})
 
 
 def test_result_numbers_become_metrics_and_only_reports_become_artifacts(tmp_path):
-    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.history import run_contents
 
     result = {
         "cells": 12,
@@ -593,23 +593,26 @@ def test_result_numbers_become_metrics_and_only_reports_become_artifacts(tmp_pat
         "metrics": {"ensemble": {"auc": np.float64(0.61), "recall": None, "roc": [0.1, 0.2]}},
         "bad": float("nan"),
     }
-    assert dict(tracking.numeric_leaves(result)) == {"cells": 12.0, "metrics.ensemble.auc": 0.61}
+    assert dict(run_contents.numeric_leaves(result)) == {
+        "cells": 12.0,
+        "metrics.ensemble.auc": 0.61,
+    }
     report, metrics_csv, layer = tmp_path / "r.html", tmp_path / "m.csv", tmp_path / "p.gpkg"
     for path in (report, metrics_csv, layer):
         path.write_text("x")
     chips = tmp_path / "a.chips"
     chips.mkdir()
     (chips / "manifest.json").write_text("{}")
-    found = tracking.artifact_files(
+    found = run_contents.artifact_files(
         None,
         {"report": str(report), "csv": str(metrics_csv), "layer": str(layer), "c": str(chips)},
     )
     assert found == [(str(report), "reports"), (str(metrics_csv), "metrics")]
     raster = tmp_path / "night.tif"
     raster.write_bytes(b"abc")
-    assert tracking.fingerprint_of(str(raster)).startswith("size=3;mtime=")
-    assert tracking.fingerprint_of(str(chips)) == "sha256:" + sha256_of(chips / "manifest.json")
-    assert tracking.fingerprint_of(str(layer)) == "sha256:" + sha256_of(layer)
+    assert run_contents.fingerprint_of(str(raster)).startswith("size=3;mtime=")
+    assert run_contents.fingerprint_of(str(chips)) == "sha256:" + sha256_of(chips / "manifest.json")
+    assert run_contents.fingerprint_of(str(layer)) == "sha256:" + sha256_of(layer)
 
 
 def test_drift_without_a_reference_is_said_and_psi_flags_a_shift(tmp_path):
@@ -691,7 +694,7 @@ def test_a_failed_step_ends_failed_and_its_parts_are_nested_runs(tmp_path):
 
 @pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_a_store_locked_during_a_run_warns_once_and_the_run_is_closed_once_free(tmp_path):
-    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.history import mlflow_store, tracking
     from povmap_qgis.core.progress import RecordingReporter
 
     database = tmp_path / "mlruns.db"
@@ -709,23 +712,23 @@ def test_a_store_locked_during_a_run_warns_once_and_the_run_is_closed_once_free(
     assert "locked by another process" in reporter.warnings[0]
     recorded = client_for(environ["POVMAP_MLFLOW_TRACKING_URI"]).get_run(run.run_id)
     assert recorded.info.status == "FINISHED" and recorded.data.metrics == {}
-    assert "locked" in recorded.data.tags[tracking.INCOMPLETE_TAG]
+    assert "locked" in recorded.data.tags[mlflow_store.INCOMPLETE_TAG]
 
 
 @pytest.mark.slow  # trains, or waits on locked MLflow stores
 def test_a_model_reference_in_a_store_locked_even_for_readers_is_a_clear_error(tmp_path):
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.history import mlflow_store
 
     database = tmp_path / "mlruns.db"
     environ = {"POVMAP_MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
-    client = tracking.client_for(environ["POVMAP_MLFLOW_TRACKING_URI"], environ)
+    client = mlflow_store.client_for(environ["POVMAP_MLFLOW_TRACKING_URI"], environ)
     client.create_registered_model("m")
     client.create_model_version("m", source=str(tmp_path))
-    assert tracking.resolve_model_uri("models:/m/1", environ=environ)[0] == str(tmp_path)
+    assert mlflow_store.resolve_model_uri("models:/m/1", environ=environ)[0] == str(tmp_path)
     with locked(database, "EXCLUSIVE"):
         with pytest.raises(PovmapInputError) as raised:
-            tracking.resolve_model_uri("models:/m/1", environ=environ)
+            mlflow_store.resolve_model_uri("models:/m/1", environ=environ)
     message = str(raised.value)
     assert message.startswith("MODEL: 'models:/m/1' could not be looked up")
     assert "locked by another process" in message and "choose the .povmodel folder" in message
@@ -738,7 +741,7 @@ def test_default_model_names_keep_projects_apart_and_latest_never_crosses_them(t
     of the same one; a MODEL_NAME two projects share makes models:/<name>/latest a refusal
     naming the versions, never the other project's package."""
     from povmap_qgis.core.errors import PovmapInputError
-    from povmap_qgis.core.history import tracking
+    from povmap_qgis.core.history import mlflow_store, tracking
     from povmap_qgis.core.progress import Reporter
 
     environ = {"POVMAP_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}"}
@@ -749,7 +752,7 @@ def test_default_model_names_keep_projects_apart_and_latest_never_crosses_them(t
         run_environ = dict(environ, **({tracking.MODEL_NAME_VARIABLE: name} if name else {}))
         with tracking.tracked_step("train", {"seed": 1}, Reporter(), run_environ) as run:
             run.record_result({"output": str(package), "training_fingerprint": fingerprint})
-        return tracking.read_sidecar(str(package))
+        return mlflow_store.read_sidecar(str(package))
 
     first = register("sindh", "aaaaaaaaaaaa")
     other = register("punjab", "bbbbbbbbbbbb")
@@ -757,21 +760,21 @@ def test_default_model_names_keep_projects_apart_and_latest_never_crosses_them(t
     assert first["registered_model"] == "model-aaaaaaaaaaaa" and first["version"] == 1
     assert other["registered_model"] == "model-bbbbbbbbbbbb" and other["version"] == 1
     assert again["registered_model"] == "model-aaaaaaaaaaaa" and again["version"] == 2
-    folder, version = tracking.resolve_model_uri(
+    folder, version = mlflow_store.resolve_model_uri(
         "models:/model-bbbbbbbbbbbb/latest", environ=environ
     )
     assert folder == str(tmp_path / "punjab" / "model.povmodel")
-    assert version.tags[tracking.FINGERPRINT_TAG] == "bbbbbbbbbbbb"
+    assert version.tags[mlflow_store.FINGERPRINT_TAG] == "bbbbbbbbbbbb"
     # a name given by hand and shared by two projects: 'latest' is refused, versions still resolve
     register("sindh", "aaaaaaaaaaaa", name="shared")
     register("punjab", "bbbbbbbbbbbb", name="shared")
     with pytest.raises(PovmapInputError) as raised:
-        tracking.resolve_model_uri("models:/shared/latest", environ=environ)
+        mlflow_store.resolve_model_uri("models:/shared/latest", environ=environ)
     message = str(raised.value)
     assert message.startswith("MODEL: 'models:/shared/latest': the versions of 'shared' were")
     assert "versions 1 on data aaaaaaaaaaaa; versions 2 on data bbbbbbbbbbbb" in message
     assert "models:/shared/2" in message
-    assert tracking.resolve_model_uri("models:/shared/2", environ=environ)[0] == str(
+    assert mlflow_store.resolve_model_uri("models:/shared/2", environ=environ)[0] == str(
         tmp_path / "punjab" / "model.povmodel"
     )
 
@@ -803,13 +806,13 @@ def test_the_runs_comparison_fits_a_page_finished_runs_first_counts_whole(tmp_pa
     parameters that differ."""
     import re
 
-    from povmap_qgis.core.history import run_history, tracking
+    from povmap_qgis.core.history import mlflow_store, run_history, tracking
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     monkeypatch.setenv("POVMAP_MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("POVMAP_TRACKING", raising=False)
-    client = tracking.client_for(uri)
-    experiment = tracking.experiment_id(client, uri, tracking.DEFAULT_EXPERIMENT)
+    client = mlflow_store.client_for(uri)
+    experiment = mlflow_store.experiment_id(client, uri, tracking.DEFAULT_EXPERIMENT)
     statuses = ["FINISHED", "KILLED", "FINISHED", "RUNNING", "FINISHED"]
     ids = []
     for index, status in enumerate(statuses):

@@ -18,7 +18,7 @@ from ..errors import PovmapCanceledError, PovmapInputError
 from ..names import BASELINE, ENSEMBLE, RANDOM
 from ..progress import Reporter
 from ..report.page import Figure, KeyValues, Paragraph, Section, Table, write_report
-from . import tracking
+from . import mlflow_store, run_contents, tracking
 
 RUN_COLUMNS = (
     "run_id",
@@ -82,14 +82,14 @@ def set_model_alias(options, reporter=None):
         raise PovmapInputError(
             "VERSION",
             f"version {options.version} of '{options.model_name}' is not in the run history at "
-            f"{uri} ({tracking._short(error)}).",
+            f"{uri} ({mlflow_store.short_text(error)}).",
         ) from None
     try:
         client.set_registered_model_alias(options.model_name, alias, str(version.version))
     except Exception as error:  # MLflow's own rules: not 'latest', not v1, no spaces, length
         raise PovmapInputError(
             "ALIAS",
-            f"'{alias}' cannot be an alias in the run history ({tracking._short(error)}); use "
+            f"'{alias}' cannot be an alias in the run history ({mlflow_store.short_text(error)}); use "
             "a word of letters, digits, '_' and '-' such as champion.",
         ) from None
     reporter.info(
@@ -122,10 +122,10 @@ def list_runs(options, reporter=None):
     except Exception as error:  # unreachable server, corrupt or foreign database
         raise PovmapInputError(
             None,
-            f"the run history at {uri} cannot be read ({tracking.failure_text(error)}); check "
+            f"the run history at {uri} cannot be read ({mlflow_store.failure_text(error)}); check "
             f"that it is reachable and is an MLflow store (the plugin setting or "
-            f"{tracking.URI_VARIABLE}), or switch the run history off "
-            f"({tracking.SWITCH_VARIABLE}=off).",
+            f"{mlflow_store.URI_VARIABLE}), or switch the run history off "
+            f"({mlflow_store.SWITCH_VARIABLE}=off).",
         ) from None
     reporter.info(f"{len(rows)} {'versions' if options.model_name else 'runs'} in {uri}")
     import pandas as pd
@@ -149,20 +149,20 @@ def list_runs(options, reporter=None):
 
 
 def _client():
-    uri = tracking.tracking_uri()
+    uri = mlflow_store.tracking_uri()
     if uri is None:
         raise PovmapInputError(
             None,
-            f"the run history is switched off or not configured (set {tracking.URI_VARIABLE} or "
-            f"the plugin setting, and not {tracking.SWITCH_VARIABLE}=off).",
+            f"the run history is switched off or not configured (set {mlflow_store.URI_VARIABLE} or "
+            f"the plugin setting, and not {mlflow_store.SWITCH_VARIABLE}=off).",
         )
     try:
-        return tracking.client_for(uri), uri
+        return mlflow_store.client_for(uri), uri
     except Exception as error:
         raise PovmapInputError(
             None,
-            f"the run history at {uri} cannot be opened ({tracking.failure_text(error)}); check "
-            f"the plugin setting or {tracking.URI_VARIABLE}.",
+            f"the run history at {uri} cannot be opened ({mlflow_store.failure_text(error)}); check "
+            f"the plugin setting or {mlflow_store.URI_VARIABLE}.",
         ) from None
 
 
@@ -171,7 +171,7 @@ def _run_rows(client, experiment_name, step, limit):
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
-    tracking.close_dead_runs(client, [experiment.experiment_id])  # killed runs: KILLED
+    mlflow_store.close_dead_runs(client, [experiment.experiment_id])  # killed runs: KILLED
     query = f"tags.`povmap.step` = '{step}'" if step else ""
     rows, token = [], None
     while len(rows) < int(limit):
@@ -302,7 +302,7 @@ def _roc_section(client, shown, labels, folder):
 
 def _stored_roc(client, run_id, folder):
     """{model: {fpr, tpr, auc}} from a run's ``roc/roc.json``; {} when it stored none."""
-    artifact = tracking.ROC_ARTIFACT
+    artifact = run_contents.ROC_ARTIFACT
     if not run_id:
         return {}
     stored = {item.path for item in client.list_artifacts(run_id, os.path.dirname(artifact))}

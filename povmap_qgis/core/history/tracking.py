@@ -36,250 +36,63 @@ Processing adapter sets the first from the plugin setting, by default a SQLite
 database in the QGIS profile); neither: nothing is recorded.
 ``POVMAP_TRACKING=off`` switches tracking off. A tracking failure never fails
 the step: the first one is reported as a warning and the run goes on without
-history. MLflow is imported here only, and only in the worker process.
+history. MLflow is imported in this folder only, and only in the worker process.
+
+The store, its client and the registry's ``models:/`` references: ``mlflow_store.py``;
+what a run holds (params, fingerprints, metrics, artifacts): ``run_contents.py``.
 """
 
 import contextlib
-import dataclasses
-import hashlib
 import json
-import math
 import os
-import re
 import socket
 import time
-from urllib.parse import unquote, urlparse
 
-from ..atomic import atomic_output
-from ..errors import PovmapCanceledError, PovmapInputError
-from ..model.model_package import sha256_of
+from ..errors import PovmapCanceledError
 from ..progress import Reporter
+from .mlflow_store import (
+    DIGEST_TAG,
+    FINGERPRINT_TAG,
+    HOST_TAG,
+    INCOMPLETE_TAG,
+    PID_TAG,
+    SIDECAR,
+    client_for,
+    close_dead_runs,
+    default_model_name,
+    experiment_id,
+    failure_text,
+    is_model_uri,
+    package_digest,
+    read_sidecar,
+    resolve_model_uri,
+    short_text,
+    tracking_uri,
+    write_sidecar,
+)
+from .run_contents import (
+    ARTIFACT_FOLDERS,
+    ROC_ARTIFACT,
+    artifact_files,
+    data_digest,
+    input_fingerprints,
+    is_number,
+    metric_key,
+    numeric_leaves,
+    option_params,
+    roc_curves_of,
+    software_versions,
+)
 
 TRACKED_STEPS = frozenset({"train", "predict", "evaluate", "crossvalidate", "target"})
-URI_VARIABLE = "POVMAP_MLFLOW_TRACKING_URI"
-SWITCH_VARIABLE = "POVMAP_TRACKING"
 ALGORITHM_VARIABLE = "POVMAP_ALGORITHM"
 QGIS_VERSION_VARIABLE = "POVMAP_QGIS_VERSION"
 MODEL_NAME_VARIABLE = "POVMAP_MODEL_NAME"
 EXPERIMENT_VARIABLE = "POVMAP_MLFLOW_EXPERIMENT"
 DEFAULT_EXPERIMENT = "povmap"
-SIDECAR = "mlflow.json"
-PID_TAG, HOST_TAG = "povmap.pid", "povmap.host"  # the worker that records a run
-DIGEST_TAG = "povmap.manifest_sha256"  # the registered package's digest, checked on models:/ loads
-MODEL_URI_PREFIX = "models:/"
-FINGERPRINT_TAG = "povmap.training_fingerprint"  # on a model version: what it was trained on
-OFF_VALUES = frozenset({"off", "0", "false", "no", "none"})
-ARTIFACT_FOLDERS = {".html": "reports", ".csv": "metrics", ".json": "metrics", ".png": "figures"}
-RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc", ".asc")
-LOCKED = "the SQLite database is locked by another process"
-INCOMPLETE_TAG = "povmap.history_incomplete"  # why a run's record stopped early
 DEVICE_STEPS = frozenset({"train", "crossvalidate", "predict"})  # steps that run TensorFlow
 NO_DEVICE = "none: TensorFlow did not run in the worker process (e.g. ENGINE=spark)"
-ROC_ARTIFACT = "roc/roc.json"  # {"format": "povmap-roc", "curves": {model: {fpr, tpr, auc}}}
-HASHED_FILE_LIMIT = 2 << 30  # bigger files are fingerprinted by size and time
-OUTPUT_KEYS = frozenset({"hitmiss_path", "metrics_path", "report_path", "table_path"})
 VERSION_TAG_METRICS = ("n", "recall", "precision", "accuracy", "auc", "brier", "ece")
-SOFTWARE = ("numpy", "pandas", "tensorflow-cpu", "tensorflow", "keras", "mlflow-skinny")
-# MLflow's REST client retries for minutes by default; a run must not wait that long.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
-}
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[^/@]+))$")
-
-
-def tracking_uri(environ=None):
-    """The tracking URI in force, or None (switched off or not configured)."""
-    environ = os.environ if environ is None else environ
-    if environ.get(SWITCH_VARIABLE, "").strip().lower() in OFF_VALUES:
-        return None
-    return (environ.get(URI_VARIABLE) or environ.get("MLFLOW_TRACKING_URI") or "").strip() or None
-
-
-def is_model_uri(value):
-    return isinstance(value, str) and value.startswith(MODEL_URI_PREFIX)
-
-
-def client_for(uri, environ=None):
-    """An MlflowClient on ``uri`` (tracking and registry), its SQLite folder made."""
-    environ = os.environ if environ is None else environ
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    from mlflow import MlflowClient
-
-    database = sqlite_path(uri)
-    if database:
-        os.makedirs(os.path.dirname(database) or ".", exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=environ.get("MLFLOW_REGISTRY_URI") or uri)
-
-
-def sqlite_path(uri):
-    """The database file of a ``sqlite:///`` URI, else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return unquote(uri[len("sqlite:///") :].split("?")[0])
-
-
-def experiment_id(client, uri, name):
-    """The experiment's id, created on first use (artifacts beside a SQLite database)."""
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    database = sqlite_path(uri)
-    location = os.path.join(os.path.dirname(database), "mlartifacts") if database else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # created meanwhile by another worker
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
-# --- resolving models:/ ---------------------------------------------------------------------------
-
-
-def resolve_model_uri(uri, parameter="MODEL", environ=None):
-    """(local package folder, model version) of ``models:/<name>/<version>`` or ``@<alias>``."""
-    match = _MODEL_URI.match(uri)
-    if not match:
-        raise PovmapInputError(
-            parameter,
-            f"'{uri}' is not a registered model reference; write models:/<name>/<version> "
-            "or models:/<name>@<alias>.",
-        )
-    location = tracking_uri(environ)
-    if location is None:
-        raise PovmapInputError(
-            parameter,
-            f"'{uri}' names a model in the run history, which is switched off or not configured "
-            f"(set {URI_VARIABLE} or the plugin setting, and not {SWITCH_VARIABLE}=off); "
-            "or choose the .povmodel folder itself.",
-        )
-    name, alias, number = match.group("name", "alias", "version")
-    try:
-        client = client_for(location, environ)
-        if alias:
-            version = client.get_model_version_by_alias(name, alias)
-        elif number == "latest":
-            versions = client.search_model_versions(f"name='{name}'")
-            if not versions:
-                raise LookupError(f"the model '{name}' has no versions")
-            _refuse_mixed_training_data(uri, name, versions, parameter)
-            version = max(versions, key=lambda item: int(item.version))
-        else:
-            version = client.get_model_version(name, number)
-    except (PovmapCanceledError, PovmapInputError):
-        raise
-    except Exception as error:
-        reason = failure_text(error)
-        if reason.startswith(LOCKED):
-            raise PovmapInputError(
-                parameter,
-                f"'{uri}' could not be looked up in the run history at {location}: {reason}. "
-                "Run again when it is free, or choose the .povmodel folder itself.",
-            ) from None
-        raise PovmapInputError(
-            parameter, f"'{uri}' was not found in the run history at {location} ({reason})."
-        ) from None
-    folder = local_folder(version.source) or (version.tags or {}).get("povmap.package")
-    if not folder or not os.path.isdir(folder):
-        raise PovmapInputError(
-            parameter,
-            f"'{uri}' is version {version.version} of '{name}', stored at '{version.source}', "
-            "which is not a folder on this machine; copy the package here and choose its folder.",
-        )
-    registered = (version.tags or {}).get(DIGEST_TAG)
-    found = package_digest(folder)
-    if registered and found != registered:
-        raise PovmapInputError(
-            parameter,
-            f"'{uri}' is version {version.version} of '{name}', registered with {DIGEST_TAG} "
-            f"{registered[:12]}…, but the package at '{folder}' now has "
-            f"{(found or 'none')[:12]}…: it was replaced or edited after it was registered; "
-            "refusing to use it. Restore the registered package or train and register again.",
-        )
-    return os.path.abspath(folder), version
-
-
-def package_digest(folder):
-    """The ``manifest_sha256`` a package's manifest records (it covers every weights file's
-    sha256; ``model_package.read_package`` checks it against the files), or None."""
-    try:
-        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as handle:
-            digest = json.load(handle).get("manifest_sha256")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return digest if isinstance(digest, str) else None
-
-
-def _refuse_mixed_training_data(uri, name, versions, parameter):
-    """``latest`` of a model whose versions were trained on different data (a MODEL_NAME two
-    projects share) could be another project's package: refused, naming the versions."""
-    groups = {}
-    for item in versions:
-        fingerprint = (item.tags or {}).get(FINGERPRINT_TAG) or "not recorded"
-        groups.setdefault(fingerprint, []).append(int(item.version))
-    if len(groups) < 2:
-        return
-    listed = "; ".join(
-        f"versions {', '.join(str(number) for number in sorted(numbers))} on data {fingerprint}"
-        for fingerprint, numbers in sorted(groups.items(), key=lambda item: min(item[1]))
-    )
-    newest = max(int(item.version) for item in versions)
-    raise PovmapInputError(
-        parameter,
-        f"'{uri}': the versions of '{name}' were trained on different data ({listed}), e.g. by "
-        f"two projects sharing the name, so 'latest' could be another project's package. Name "
-        f"the version (models:/{name}/{newest}) or an alias (models:/{name}@<alias>, "
-        "Set model alias), or choose the .povmodel folder itself.",
-    )
-
-
-def close_dead_runs(client, experiment_ids):
-    """Mark KILLED the RUNNING runs whose worker, on this machine, is gone; return their ids.
-
-    A killed worker (SIGKILL, a crash of QGIS) cannot end its run: it stayed RUNNING for
-    ever. The test is the one the partial files of killed runs use
-    (``run_folders.process_alive``); runs of other machines, and of a process id now taken
-    by a live process, are left as they are.
-    """
-    from ..run_folders import process_alive
-
-    host, closed = socket.gethostname(), []
-    runs = client.search_runs(
-        list(experiment_ids),
-        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
-        max_results=1000,
-    )
-    for run in runs:
-        pid = run.data.tags.get(PID_TAG, "")
-        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
-            continue
-        client.set_tag(
-            run.info.run_id,
-            INCOMPLETE_TAG,
-            f"the worker process {pid} ended without closing the run (killed); marked KILLED "
-            f"by process {os.getpid()}",
-        )
-        client.set_terminated(run.info.run_id, "KILLED")
-        closed.append(run.info.run_id)
-    return closed
-
-
-def local_folder(source):
-    """A registry source as a local path (plain path or file: URI), else None."""
-    if not source:
-        return None
-    parsed = urlparse(source)
-    if parsed.scheme == "file":
-        return unquote(parsed.path)
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
-        return source
-    return None
 
 
 def attach_artifacts(run_id, paths, reporter=None):
@@ -304,7 +117,7 @@ def attach_artifacts(run_id, paths, reporter=None):
     except Exception as error:
         reporter.warning(
             f"Run history (MLflow at {uri}): could not store {', '.join(paths)} with run "
-            f"{run_id}: {_short(error)}. The outputs are written all the same."
+            f"{run_id}: {short_text(error)}. The outputs are written all the same."
         )
     return {"attached": attached}
 
@@ -461,7 +274,7 @@ class StepRun:
             closed = close_dead_runs(client, [self.experiment_id])
         except Exception as error:  # tidying others' runs must not stop this one's record
             closed = []
-            self._outer.info(f"Run history: killed runs were not checked ({_short(error)}).")
+            self._outer.info(f"Run history: killed runs were not checked ({short_text(error)}).")
         if closed:
             self._outer.info(
                 f"Run history: {len(closed)} run(s) of processes that were killed marked KILLED."
@@ -527,12 +340,12 @@ class StepRun:
             "povmap.algorithm": self.environ.get(ALGORITHM_VARIABLE) or f"worker:{self.step}",
             "povmap.version": plugin_version(),
             "qgis.version": self.environ.get(QGIS_VERSION_VARIABLE) or "none",
-            "povmap.data_fingerprint": _digest(sorted(fingerprints.items())),
+            "povmap.data_fingerprint": data_digest(sorted(fingerprints.items())),
             "mlflow.source.name": "povmap_qgis.worker",
             PID_TAG: str(os.getpid()),  # whose run it is: close_dead_runs
             HOST_TAG: socket.gethostname(),
         }
-        tags.update({f"software.{name}": version for name, version in _software().items()})
+        tags.update({f"software.{name}": version for name, version in software_versions().items()})
         if model_version is not None:
             tags["povmap.model"] = f"models:/{model_version.name}/{model_version.version}"
             if model_version.run_id:  # from the registry, whose digest resolve_model_uri checked
@@ -564,7 +377,7 @@ class StepRun:
         )
 
     def log_metric(self, name, value, step=None):
-        if self.client is None or not _is_number(value):
+        if self.client is None or not is_number(value):
             return
         self._guarded(
             "record a metric",
@@ -665,7 +478,7 @@ class StepRun:
             tags[FINGERPRINT_TAG] = str(fingerprint)
         for model, values in (result.get("metrics") or {}).items():
             for key, value in (values or {}).items():
-                if key in VERSION_TAG_METRICS and _is_number(value):
+                if key in VERSION_TAG_METRICS and is_number(value):
                     tags[f"holdout.{model}.{key}"] = f"{float(value):.4g}"
         version = self.client.create_model_version(
             name, source=package, run_id=self.run_id, tags=tags
@@ -703,181 +516,3 @@ class StepRun:
         self.client.set_tag(self.run_id, "povmap.drift", note)
         for name, value in scores.items():
             self.client.log_metric(self.run_id, metric_key(f"drift/{name}"), value)
-
-
-# --- what goes into a run -----------------------------------------------------------------------
-
-
-def option_params(options):
-    """{name: text} of the options dataclass (style files left out; long values cut)."""
-    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
-    params = {}
-    for key, value in values.items():
-        if "style" in key:
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-        params[metric_key(key)] = text[:6000]
-    return params
-
-
-def input_fingerprints(options):
-    """{option name: fingerprint} of every existing input file or folder the options name."""
-    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
-    found = {}
-    for key, value in _string_leaves(values):
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf.startswith("output") or leaf in OUTPUT_KEYS or "style" in key:
-            continue
-        if leaf.endswith("_folder") or not os.path.exists(value):
-            continue
-        fingerprint = fingerprint_of(value)
-        if fingerprint:
-            found[metric_key(key)] = fingerprint
-    return found
-
-
-def fingerprint_of(path):
-    """sha256 of a file (or of a chip store's / model package's manifest); size and time of rasters."""
-    if os.path.isdir(path):
-        manifest = os.path.join(path, "manifest.json")
-        return f"sha256:{sha256_of(manifest)}" if os.path.isfile(manifest) else None
-    status = os.stat(path)
-    if path.lower().endswith(RASTER_EXTENSIONS) or status.st_size > HASHED_FILE_LIMIT:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.st_mtime))
-        return f"size={status.st_size};mtime={stamp}"
-    return f"sha256:{sha256_of(path)}"
-
-
-def numeric_leaves(value, prefix=""):
-    """(dotted key, number) of every finite number in nested dicts (lists are left out)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from numeric_leaves(item, f"{prefix}.{key}" if prefix else str(key))
-    elif _is_number(value):
-        yield prefix, float(value)
-
-
-def artifact_files(options, result):
-    """(file, artifact folder) of the reports, metrics, figures and model manifests named."""
-    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
-    candidates = [path for _, path in _string_leaves(result)]
-    candidates += [path for key, path in _string_leaves(values) if "style" not in key]
-    seen, found = set(), []
-    for path in candidates:
-        path = os.path.abspath(path.rstrip("/"))
-        if path in seen or ".chips" in path:
-            continue
-        seen.add(path)
-        if path.endswith(".povmodel") and os.path.isdir(path):
-            if os.path.isfile(os.path.join(path, "manifest.json")):
-                found.append((os.path.join(path, "manifest.json"), "model"))
-            continue
-        folder = ARTIFACT_FOLDERS.get(os.path.splitext(path)[1].lower())
-        if folder and os.path.isfile(path):
-            found.append((path, folder))
-    return found
-
-
-def roc_curves_of(result):
-    """{model: {fpr, tpr, auc}} of a step's result: ``roc`` by model (train, evaluate, a fold)
-    or ``roc.pooled`` (cross-validation: the out-of-fold curves); AUC by the trapezoid rule,
-    as scikit-learn's roc_auc_score computes it from the same points."""
-    roc = result.get("roc") if isinstance(result, dict) else None
-    if isinstance(roc, dict) and isinstance(roc.get("pooled"), dict):
-        roc = roc["pooled"]
-    if not isinstance(roc, dict):
-        return {}
-    curves = {}
-    for name, curve in roc.items():
-        if isinstance(curve, dict) and curve.get("fpr") and curve.get("tpr"):
-            fpr, tpr = [float(v) for v in curve["fpr"]], [float(v) for v in curve["tpr"]]
-            area = sum(
-                (fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2 for i in range(1, len(fpr))
-            )
-            curves[str(name)] = {"fpr": fpr, "tpr": tpr, "auc": area}
-    return curves
-
-
-def default_model_name(package, fingerprint=None):
-    """The registered model's name when Train's MODEL_NAME is empty: the package folder's
-    name and the training data fingerprint (``model.povmodel`` trained on two surveys gives
-    two models, ``model-3fa9c2d1e0b4`` and ``model-81c0…``; retrained on the same cells, a new
-    version of the same one)."""
-    stem = model_name_of(package)
-    return f"{stem}-{fingerprint}" if fingerprint else stem
-
-
-def model_name_of(package):
-    stem = os.path.basename(package.rstrip("/"))
-    return stem[: -len(".povmodel")] if stem.endswith(".povmodel") else stem
-
-
-def metric_key(name):
-    """A name MLflow accepts (letters, digits, _ - . / and spaces)."""
-    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", str(name))[:250]
-
-
-def read_sidecar(package):
-    try:
-        with open(os.path.join(package, SIDECAR), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError, TypeError):
-        return {}
-
-
-def write_sidecar(package, record):
-    """``mlflow.json`` beside the manifest, written whole or not at all."""
-    with atomic_output(os.path.join(package, SIDECAR)) as partial:
-        with open(partial, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
-
-
-def _string_leaves(value, prefix=""):
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _string_leaves(item, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _string_leaves(item, f"{prefix}.{index}")
-    elif isinstance(value, str) and value:
-        yield prefix, value
-
-
-def _is_number(value):
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    ) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and _is_number(value.item()))
-
-
-def _digest(items):
-    return hashlib.sha256(json.dumps(items).encode("utf-8")).hexdigest()
-
-
-def _software():
-    from importlib import metadata
-
-    versions = {}
-    for name in SOFTWARE:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def failure_text(error):
-    """What went wrong with the store, in short; a locked SQLite database said as such."""
-    chain, texts = error, []
-    while chain is not None and len(texts) < 10:  # the error and its causes (SQLAlchemy, sqlite3)
-        texts.append(str(chain))
-        chain = chain.__cause__ or chain.__context__
-    if any("database is locked" in text for text in texts):
-        return f"{LOCKED} that holds a write transaction (sqlite3: database is locked)"
-    return _short(error)
-
-
-def _short(error):
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
