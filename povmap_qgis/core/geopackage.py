@@ -80,6 +80,32 @@ def write_layer_chunks(chunks, path, style_qml_path=None, style_name=None, metad
     return layer
 
 
+def write_layer_with_table(
+    frame, path, style_qml_path, style_name, metadata, table_path, header, rows
+):
+    """``frame`` as the single layer of a new GeoPackage at ``path`` (styled, ``metadata`` in the
+    layer's metadata) and ``rows`` under ``header`` as the CSV ``table_path``: both appear, or
+    neither (a step's OUTPUT and its table, e.g. target's ALLOCATION)."""
+    import csv
+
+    import pyogrio
+
+    styles = read_styles(style_qml_path, style_name)
+    with styled_output(path, styles) as gpkg_partial, atomic_output(table_path) as csv_partial:
+        pyogrio.write_dataframe(
+            frame,
+            gpkg_partial,
+            layer=layer_name_for(path),
+            driver="GPKG",
+            layer_metadata={**metadata, **styles_metadata(styles)},
+        )
+        with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            for row in rows:
+                writer.writerow(row)
+
+
 def read_styles(default_qml_path, default_name, extra_styles=None):
     """[(name, QML text)] of a layer's styles, the default first; [] without a default style."""
     if not default_qml_path:

@@ -6,8 +6,9 @@ household's score) with its design-based variance, combined with the map's
 district mean (the population-weighted mean of the calibrated ``prob_mean`` of
 the district's cells, out of fold where a cross-validation grid covers them) in
 a Fay–Herriot model: estimate, MSE, CV, 95 % interval, publishable flag, people
-in poverty. The statistics are in ``small_areas.py``; this module reads the
-inputs, assembles the districts and writes the outputs.
+in poverty. The statistics are in ``small_areas.py``; this module checks the
+options and assembles the districts; ``district_inputs.py`` reads the inputs and
+``district_outputs.py`` writes the outputs.
 
 Privacy: household points are read here and never written: outputs hold
 district aggregates only.
@@ -17,23 +18,19 @@ from __future__ import annotations  # the Processing adapter imports names from 
 
 import dataclasses
 import datetime
-import json
 import math
 import os
 import time
-import types
 
-from ..atomic import (
-    atomic_output,
-    check_output_path,
-    check_outputs_are_not_inputs,
-    file_part,
-)
+from ..atomic import check_output_path, check_outputs_are_not_inputs, file_part
 from ..errors import PovmapInputError
 from ..grid.training_grid import MIN_OBS_FLOOR
 from ..names import DEFAULT_CELL_SIZE
 from ..progress import Reporter
-from .district_estimates_report import headline
+from ..report.step_end import end_step
+from .district_estimates_report import headline, report_document
+from .district_inputs import map_covariate, read_districts, read_survey
+from .district_outputs import district_rows, settings_record, write_figures, write_outputs
 
 TRANSFORMS = ("none", "arcsin")
 MSE_METHODS = ("analytical", "bootstrap")
@@ -41,29 +38,6 @@ BENCHMARKS = ("none", "national")
 VARIANCES = ("direct", "smoothed")  # each district's own design variance, or the GVF's for all
 MIN_SAMPLED_DISTRICTS = 5  # below this σ²_u cannot be estimated with any stability
 DISTRICT_ESTIMATES_FORMAT_VERSION = "1.0"
-OUTPUT_COLUMNS = (
-    "district",
-    "households",
-    "clusters",
-    "direct",
-    "direct_se",
-    "direct_cv",
-    "variance_smoothed",
-    "covariate",
-    "estimate",
-    "mse",
-    "se",
-    "cv",
-    "low",
-    "high",
-    "gamma",
-    "in_sample",
-    "publishable",
-    "population",
-    "poor_people",
-    "poor_people_low",
-    "poor_people_high",
-)
 
 
 @dataclasses.dataclass
@@ -110,9 +84,9 @@ def district_estimates(options, reporter=None):
     started = time.monotonic()
     _check_options(options)
     notes = []
-    districts = _read_districts(options, reporter)
+    districts = read_districts(options, reporter)
     reporter.progress(5)
-    survey = _read_survey(options, districts, reporter, notes)
+    survey = read_survey(options, districts, reporter, notes)
     reporter.progress(20)
     reporter.check_canceled()
     count = len(districts)
@@ -139,7 +113,7 @@ def district_estimates(options, reporter=None):
             "nothing to the direct variances (combine them with a neighbouring stratum for a "
             "design-consistent variance)."
         )
-    map_part = _map_covariate(options, districts, reporter, notes)
+    map_part = map_covariate(options, districts, reporter, notes)
     reporter.progress(60)
     reporter.check_canceled()
 
@@ -310,12 +284,12 @@ def district_estimates(options, reporter=None):
         "poor_people_low": low * population if population is not None else np.full(count, np.nan),
         "poor_people_high": high * population if population is not None else np.full(count, np.nan),
     }
-    rows = _rows(table)
+    rows = district_rows(table)
     finite_cv = cv[np.isfinite(estimate)]
     summary = {
         "format_version": DISTRICT_ESTIMATES_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "settings": _settings(options),
+        "settings": settings_record(options),
         "districts": count,
         "sampled_districts": int(sampled.sum()),
         "modelled_districts": int(modelled.sum()),
@@ -358,25 +332,20 @@ def district_estimates(options, reporter=None):
         "notes": notes,
     }
     summary["figures"] = (
-        _write_figures(options.figures_folder, summary) if options.figures_folder else {}
+        write_figures(options.figures_folder, summary) if options.figures_folder else {}
     )
     reporter.progress(90)
     reporter.check_canceled()
-    _write_outputs(options, districts, table, rows, summary)
-    summary.update(
-        output=os.path.abspath(options.output_path),
-        table=os.path.abspath(options.table_path),
-        seconds=round(time.monotonic() - started, 2),
+    write_outputs(options, districts, table, rows, summary)
+    return end_step(
+        summary,
+        {"output": options.output_path, "table": options.table_path},
+        started,
+        options.report_path,
+        report_document,
+        headline,
+        reporter,
     )
-    if options.report_path:
-        from ..report.page import write_report
-        from .district_estimates_report import report_document
-
-        write_report(options.report_path, **report_document(summary))
-        summary["report"] = os.path.abspath(options.report_path)
-    reporter.progress(100)
-    reporter.info(headline(summary))
-    return summary
 
 
 def _median(values):
@@ -387,31 +356,7 @@ def _median(values):
     return float(np.median(values)) if len(values) else None
 
 
-def _rows(table):
-    """One dict per district of the output's columns (None for empty values)."""
-    rows = []
-    for index, name in enumerate(table["district"]):
-        row = {"district": name}
-        for column in OUTPUT_COLUMNS[1:]:
-            value = table[column][index]
-            if isinstance(value, (float, int)) or hasattr(value, "dtype"):
-                value = float(value)
-                if not math.isfinite(value):
-                    value = None
-                elif column in (
-                    "households",
-                    "clusters",
-                    "variance_smoothed",
-                    "in_sample",
-                    "publishable",
-                ):
-                    value = int(value)
-            row[column] = value
-        rows.append(row)
-    return rows
-
-
-# --- inputs -------------------------------------------------------------------------------------------
+# --- the options, checked ----------------------------------------------------------------------------
 
 
 def _number(value, parameter):
@@ -481,349 +426,3 @@ def _check_options(options):
             (options.report_path, "REPORT"),
         ),
     )
-
-
-def _read_districts(options, reporter):
-    """The districts (GeoDataFrame with ``name``), one row per name (parts of a name dissolved)."""
-    from .. import vectors
-
-    frame = vectors.read_polygons(
-        options.districts_path,
-        options.districts_layer,
-        "DISTRICTS",
-        field=options.district_field,
-        reporter=reporter,
-    )
-    names = frame[options.district_field]
-    if names.isna().any():
-        reporter.warning(
-            f"DISTRICTS: {int(names.isna().sum())} polygons have no {options.district_field} "
-            "(DISTRICT_FIELD) and are left out."
-        )
-        frame = frame[~names.isna()]
-    if frame.empty:
-        raise PovmapInputError(
-            "DISTRICT_FIELD", f"no polygon of DISTRICTS has a value in '{options.district_field}'."
-        )
-    frame = frame.assign(name=frame[options.district_field].astype(str))[["name", "geometry"]]
-    if frame["name"].duplicated().any():
-        frame = frame.dissolve(by="name", as_index=False)
-    return frame.sort_values("name").reset_index(drop=True)
-
-
-def _read_survey(options, districts, reporter, notes):
-    """Households as arrays: poor (the labelling rule), weights, district code, PSU, stratum.
-
-    Household points stay in this function's arrays; nothing of them is written.
-    """
-    import numpy as np
-    import pandas
-    import pyproj
-    import shapely
-
-    from .. import labels, vectors
-    from ..grid import cells
-
-    path, layer = options.survey_path, options.survey_layer
-    info = vectors.layer_info(path, layer, "SURVEY")
-    vectors.require_geometry(info, path, layer, "SURVEY", ("Point", "MultiPoint"))
-    columns = [options.score_field]
-    vectors.require_field(info, options.score_field, path, layer, "SCORE_FIELD", numeric=True)
-    if options.weight_field:
-        vectors.require_field(info, options.weight_field, path, layer, "WEIGHT_FIELD", numeric=True)
-        columns.append(options.weight_field)
-    for field, parameter in (
-        (options.cluster_field, "CLUSTER_FIELD"),
-        (options.stratum_field, "STRATUM_FIELD"),
-    ):
-        if field:
-            vectors.require_field(info, field, path, layer, parameter)
-            columns.append(field)
-    x, y, table, crs = vectors.read_points(path, layer, list(dict.fromkeys(columns)), "SURVEY")
-    scores = pandas.to_numeric(pandas.Series(table[options.score_field]), errors="coerce").to_numpy(
-        dtype="float64"
-    )
-    keep = np.isfinite(x) & np.isfinite(scores)
-    dropped = int((~keep).sum())
-    if dropped:
-        notes.append(
-            f"{dropped} households without a location or a score (SCORE_FIELD) were left out."
-        )
-    if not keep.any():
-        raise PovmapInputError("SURVEY", "no household has a location and a score.")
-    if options.weight_field:
-        weights = pandas.to_numeric(
-            pandas.Series(table[options.weight_field]), errors="coerce"
-        ).to_numpy(dtype="float64")
-        bad = keep & ~(np.isfinite(weights) & (weights > 0))
-        if bad.any():
-            raise PovmapInputError(
-                "WEIGHT_FIELD",
-                f"{int(bad.sum())} households have an empty, zero or negative weight in "
-                f"'{options.weight_field}'; every household needs a positive sampling weight.",
-            )
-    else:
-        weights = np.ones(len(x))
-    for field, parameter in (
-        (options.cluster_field, "CLUSTER_FIELD"),
-        (options.stratum_field, "STRATUM_FIELD"),
-    ):
-        if field:
-            values = pandas.Series(table[field])
-            if (values.isna().to_numpy() & keep).any():
-                raise PovmapInputError(
-                    parameter,
-                    f"{int((values.isna().to_numpy() & keep).sum())} households have no value in "
-                    f"'{field}'; every household needs one.",
-                )
-    x, y, scores, weights = x[keep], y[keep], scores[keep], weights[keep]
-    poor = labels.poor_labels(scores, float(options.cutoff), bool(options.poor_below))
-    source = pyproj.CRS.from_user_input(crs)
-    target = pyproj.CRS.from_user_input(districts.crs)
-    px, py = (
-        (x, y)
-        if source == target
-        else pyproj.Transformer.from_crs(source, target, always_xy=True).transform(x, y)
-    )
-    tree = shapely.STRtree(districts.geometry.values)
-    point_index, polygon_index = tree.query(shapely.points(px, py), predicate="intersects")
-    district = np.full(len(x), -1, dtype="int64")
-    district[point_index[::-1]] = polygon_index[::-1]
-    outside = int((district < 0).sum())
-    if outside == len(x):
-        raise PovmapInputError(
-            "SURVEY",
-            "no household lies inside a polygon of DISTRICTS; check that the survey and the "
-            "districts cover the same area (and their CRS).",
-        )
-    if outside:
-        notes.append(
-            f"{outside} households lie outside every district: they count in the design (their "
-            "clusters and strata) and in no district's estimate."
-        )
-    if options.cluster_field:
-        psu = _codes(table[options.cluster_field], keep)
-    else:
-        wgs84 = pyproj.Transformer.from_crs(source, "EPSG:4326", always_xy=True)
-        lon, lat = wgs84.transform(x, y)
-        grid_crs, _ = cells.working_crs(
-            None,
-            (lon.min(), lat.min(), lon.max(), lat.max()),
-            centre=(float(np.median(lon)), float(np.median(lat))),
-        )
-        gx, gy = pyproj.Transformer.from_crs(source, grid_crs, always_xy=True).transform(x, y)
-        rows, cols = cells.cell_rows_cols(gx, gy, float(options.cell_size))
-        psu = cells.encode_cell_ids(rows, cols)
-        notes.append(
-            f"No CLUSTER_FIELD: the households of one {options.cell_size:g} m grid cell form a "
-            "cluster (PSU); give the survey's primary sampling unit for design-based variances."
-        )
-    stratum = _codes(table[options.stratum_field], keep) if options.stratum_field else None
-    return {"poor": poor, "weights": weights, "district": district, "psu": psu, "stratum": stratum}
-
-
-def _codes(values, keep):
-    import numpy as np
-    import pandas
-
-    return pandas.factorize(pandas.Series(values)[keep].astype(str))[0].astype(np.int64)
-
-
-def _map_covariate(options, districts, reporter, notes):
-    """The map's district means (population-weighted with POPULATION), people and cells per district."""
-    import numpy as np
-    import pyogrio
-    import shapely
-
-    from ..decision.targeting import read_predictions
-
-    cells, layer, _, id_field = read_predictions(
-        types.SimpleNamespace(
-            predictions_path=options.predictions_path,
-            predictions_layer=options.predictions_layer,
-            id_field=None,  # the one Predict poverty recorded, else cell_id
-        )
-    )
-    probability = cells["prob_mean"].to_numpy(dtype="float64")
-    out_of_fold_cells = 0
-    if options.out_of_fold_path:
-        from ..chips.grid_cells import read_cell_ids
-        from ..vectors import layer_info, spatial_layer
-
-        oof_layer = spatial_layer(
-            options.out_of_fold_path, options.out_of_fold_layer, "OUT_OF_FOLD"
-        )
-        info = layer_info(options.out_of_fold_path, oof_layer, "OUT_OF_FOLD")
-        if id_field not in info["fields"] or "prob_mean" not in info["fields"]:
-            raise PovmapInputError(
-                "OUT_OF_FOLD",
-                f"the layer '{oof_layer}' has no {id_field} and prob_mean fields; use the grid "
-                "written by Cross-validate by district (OUTPUT_GRID).",
-            )
-        read_cell_ids(options.out_of_fold_path, oof_layer, id_field, info, "OUT_OF_FOLD")
-        grid = pyogrio.read_dataframe(
-            options.out_of_fold_path,
-            layer=oof_layer,
-            columns=[id_field, "prob_mean"],
-            read_geometry=False,
-        )
-        grid = grid[np.isfinite(grid["prob_mean"].to_numpy(dtype="float64"))]
-        lookup = dict(
-            zip(
-                grid[id_field].astype("int64").tolist(),
-                grid["prob_mean"].astype("float64").tolist(),
-                strict=True,
-            )
-        )
-        ids = cells[id_field].to_numpy(dtype="int64")
-        replaced = np.array([lookup.get(int(cell), np.nan) for cell in ids])
-        found = np.isfinite(replaced)
-        probability = np.where(found, replaced, probability)
-        out_of_fold_cells = int(found.sum())
-        reporter.info(f"OUT_OF_FOLD: {out_of_fold_cells} cells take their out-of-fold probability.")
-    else:
-        notes.append(
-            "No OUT_OF_FOLD grid: the map's probabilities of the surveyed cells come from a model "
-            "trained on those very cells, so the map looks more accurate there than it is and the "
-            "model over-trusts it. Give the OUTPUT_GRID of Cross-validate by district."
-        )
-    population = None
-    if options.population_path:
-        reporter.info("Summing the population raster per cell…")
-        from ..grid.population import cell_population
-
-        population, inside = cell_population(
-            cells.geometry, options.population_path, "POPULATION", reporter.stage(20, 55)
-        )
-        partly = int((inside < 0.95).sum())
-        if partly:
-            notes.append(
-                f"{partly} cells lie partly or wholly outside the POPULATION raster: people are "
-                "counted only where the raster is."
-            )
-    points = shapely.point_on_surface(cells.geometry.to_crs(districts.crs).values)
-    tree = shapely.STRtree(districts.geometry.values)
-    cell_index, district_index = tree.query(points, predicate="intersects")
-    owner = np.full(len(cells), -1, dtype="int64")
-    owner[cell_index[::-1]] = district_index[::-1]
-    usable = (owner >= 0) & np.isfinite(probability)
-    count = len(districts)
-    heads = population if population is not None else np.ones(len(cells))
-    weight = np.where(usable, heads, 0.0)
-    total = np.bincount(owner[usable], weights=weight[usable], minlength=count)
-    weighted = np.bincount(
-        owner[usable], weights=(weight * np.nan_to_num(probability))[usable], minlength=count
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        covariate = np.where(total > 0, weighted / total, np.nan)
-    cells_per_district = np.bincount(owner[usable], minlength=count).astype("float64")
-    district_population = None
-    if population is not None:
-        inside_districts = owner >= 0
-        district_population = np.bincount(
-            owner[inside_districts], weights=population[inside_districts], minlength=count
-        )
-    outside = int((owner < 0).sum())
-    if outside:
-        notes.append(f"{outside} predicted cells of '{layer}' lie outside every district.")
-    return {
-        "covariate": covariate,
-        "population": district_population,
-        "cells": cells_per_district,
-        "cells_total": int(usable.sum()),
-        "out_of_fold_cells": out_of_fold_cells,
-    }
-
-
-# --- outputs ------------------------------------------------------------------------------------------
-
-
-def _settings(options):
-    from ..labels import label_sentence
-    from ..version import plugin_version
-
-    return {
-        "survey": os.path.abspath(file_part(options.survey_path)),
-        "districts": os.path.abspath(file_part(options.districts_path)),
-        "district_field": options.district_field,
-        "predictions": os.path.abspath(file_part(options.predictions_path)),
-        "out_of_fold": os.path.abspath(file_part(options.out_of_fold_path))
-        if options.out_of_fold_path
-        else None,
-        "population": os.path.abspath(options.population_path) if options.population_path else None,
-        "rule": label_sentence(options.cutoff, options.poor_below).replace(
-            "cell's median", "household's"
-        ),
-        "weight_field": options.weight_field,
-        "cluster_field": options.cluster_field,
-        "stratum_field": options.stratum_field,
-        "cell_size": options.cell_size,
-        "transform": options.transform,
-        "mse": options.mse,
-        "bootstrap_draws": int(options.bootstrap_draws),
-        "seed": int(options.seed),
-        "benchmark": options.benchmark,
-        "variances": options.variances,
-        "cv_threshold": float(options.cv_threshold),
-        "plugin_version": plugin_version(),
-    }
-
-
-def _write_outputs(options, districts, table, rows, summary):
-    """OUTPUT (districts + fields) and TABLE (CSV): both appear, or neither."""
-    import csv
-
-    import pyogrio
-
-    from ..geopackage import layer_name_for, read_styles, styled_output, styles_metadata
-
-    frame = districts[["geometry"]].copy()
-    for column in OUTPUT_COLUMNS:
-        frame[column] = table[column]
-    frame = frame[["district", *OUTPUT_COLUMNS[1:], "geometry"]]
-    metadata = {
-        "povmap_district_estimates": json.dumps(
-            {
-                key: summary[key]
-                for key in (
-                    "districts",
-                    "sampled_districts",
-                    "median_cv_direct",
-                    "median_cv_estimate",
-                    "publishable_direct",
-                    "publishable_estimate",
-                    "national_direct",
-                    "benchmark_factor",
-                    "cv_threshold",
-                )
-            }
-            | {"sigma2_u": summary["model"]["sigma2_u"]}
-        ),
-        "povmap_settings": json.dumps(summary["settings"]),
-    }
-    styles = read_styles(options.style_qml_path, "povmap district estimates")
-    metadata.update(styles_metadata(styles))
-    with (
-        styled_output(options.output_path, styles) as gpkg_partial,
-        atomic_output(options.table_path) as csv_partial,
-    ):
-        pyogrio.write_dataframe(
-            frame,
-            gpkg_partial,
-            layer=layer_name_for(options.output_path),
-            driver="GPKG",
-            layer_metadata=metadata,
-        )
-        with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(OUTPUT_COLUMNS)
-            for row in rows:
-                writer.writerow(["" if row[key] is None else row[key] for key in OUTPUT_COLUMNS])
-
-
-def _write_figures(folder, summary):
-    """Direct vs estimate with intervals, CV before/after, shrinkage; {name: path}."""
-    from .district_estimates_report import draw_figures
-
-    os.makedirs(folder, exist_ok=True)
-    return draw_figures(folder, summary)

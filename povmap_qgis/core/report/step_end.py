@@ -1,0 +1,25 @@
+"""How a step with an HTML report ends (target, districtestimates): the paths of its outputs
+and its time in the summary, the report written when one is asked for, progress 100 and the
+headline."""
+
+import os
+import time
+
+
+def end_step(summary, outputs, started, report_path, report_document, headline, reporter):
+    """Add ``outputs`` ({summary key: path}, made absolute) and the ``seconds`` since
+    ``started`` to ``summary``; write ``report_document(summary)`` as the HTML report at
+    ``report_path`` (None: the caller writes it, e.g. inside QGIS with the maps it drew);
+    report progress 100 and ``headline(summary)``. Returns ``summary``."""
+    summary.update(
+        {key: os.path.abspath(path) for key, path in outputs.items()},
+        seconds=round(time.monotonic() - started, 2),
+    )
+    if report_path:
+        from .page import write_report
+
+        write_report(report_path, **report_document(summary))
+        summary["report"] = os.path.abspath(report_path)
+    reporter.progress(100)
+    reporter.info(headline(summary))
+    return summary
