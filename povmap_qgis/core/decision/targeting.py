@@ -42,30 +42,31 @@ by the cell id (ascending).
 
 The arithmetic (ranking, selection, allocation, curves) is in ``selection.py``;
 the report (figure and HTML document, also built inside QGIS after QGIS has
-rendered the map) in ``targeting_report.py``.
+rendered the map) in ``targeting_report.py``; the prediction layer is read by
+``prediction_layer.py`` and the outputs are written by ``targeting_outputs.py``.
 """
 
 from __future__ import annotations  # imported inside QGIS too (report_document), maybe Python 3.9
 
 import dataclasses
 import datetime
-import json
 import math
 import os
 import time
 from typing import Any
 
-from ..atomic import (
-    atomic_output,
-    check_output_path,
-    check_outputs_are_not_inputs,
-    file_part,
-)
+from ..atomic import check_output_path, check_outputs_are_not_inputs, file_part
 from ..errors import PovmapInputError
-from ..names import CELL_ID, ID_FIELD_METADATA, ID_FIELD_RECORDED
+from ..names import CELL_ID
 from ..progress import Reporter
+from ..report.step_end import end_step
+from .prediction_layer import (
+    district_names,
+    interval_bounds,
+    prob_mean_calibrated,
+    read_predictions,
+)
 from .selection import (
-    ALLOCATION_COLUMNS,
     NO_DISTRICT,
     allocation_rows,
     coverage_rates,
@@ -76,7 +77,8 @@ from .selection import (
     select_cells,
     selection_warnings,
 )
-from .targeting_report import headline, report_document, targeting_curve_figure
+from .targeting_outputs import settings_record, write_figures, write_outputs
+from .targeting_report import headline, report_document
 
 BUDGET_UNITS = ("cells", "people", "share_of_cells", "share_of_people")
 RANK_BY = ("probability", "expected_poor")
@@ -143,7 +145,7 @@ def target(options, reporter=None):
     reporter.progress(5)
     truth = _read_truth(options, id_field, reporter) if options.truth_path else None
     notes = []
-    calibrated = _calibrated(cells, metadata)
+    calibrated = prob_mean_calibrated(cells, metadata)
     if not calibrated:
         message = (
             "PREDICTIONS: prob_mean is not calibrated (a model package without calibration); the "
@@ -153,7 +155,7 @@ def target(options, reporter=None):
         reporter.warning(message)
         notes.append(message)
     area = _area(options, (cells, id_field), layer, reporter, notes)
-    area.bounds = _bounds(cells, metadata)
+    area.bounds = interval_bounds(cells, metadata)
     budget, selection = _select(options, area, reporter, notes)
     outcome = _outcome(options, area, budget, selection, truth, notes)
     reporter.progress(80)
@@ -161,29 +163,25 @@ def target(options, reporter=None):
     summary = {
         "format_version": TARGETING_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "settings": _settings(options, metadata, id_field),
+        "settings": settings_record(options, metadata, id_field),
         "data": dict(_data_record(area, layer, calibrated), name=options.predictions_name or layer),
         **outcome,
     }
     summary["figures"] = (
-        _write_figures(options.figures_folder, summary, cells) if options.figures_folder else {}
+        write_figures(options.figures_folder, summary, cells) if options.figures_folder else {}
     )
     reporter.progress(90)
     reporter.check_canceled()
-    _write_outputs(options, cells, summary["allocation"], summary, id_field)
-    summary.update(
-        output=os.path.abspath(options.output_path),
-        allocation_csv=os.path.abspath(options.allocation_path),
-        seconds=round(time.monotonic() - started, 2),
+    write_outputs(options, cells, summary["allocation"], summary, id_field)
+    return end_step(
+        summary,
+        {"output": options.output_path, "allocation_csv": options.allocation_path},
+        started,
+        options.report_path,
+        report_document,
+        headline,
+        reporter,
     )
-    if options.report_path:
-        from ..report.page import write_report
-
-        write_report(options.report_path, **report_document(summary))
-        summary["report"] = os.path.abspath(options.report_path)
-    reporter.progress(100)
-    reporter.info(headline(summary))
-    return summary
 
 
 def _area(options, identified, layer, reporter, notes):
@@ -222,7 +220,7 @@ def _area(options, identified, layer, reporter, notes):
                 "(nobody to enrol)."
             )
     skipped = _skip_out_of_range(options, cells, eligible, reporter, notes)
-    districts = _district_names(cells)
+    districts = district_names(cells)
     names = sorted(set(districts))
     return _Area(
         cells,
@@ -393,28 +391,6 @@ def _outcome(options, area, budget, selection, truth, notes):
     }
 
 
-def _bounds(cells, metadata):
-    """(prob_low, prob_high, nominal) of the cells, or None without both fields. The nominal
-    level is the interval rule's (layer metadata povmap:interval), else the members'-spread
-    interval's."""
-    import numpy as np
-
-    from ..model.calibration import NOMINAL_LEVEL
-
-    if "prob_low" not in cells or "prob_high" not in cells:
-        return None
-    try:
-        rule = json.loads(metadata.get("povmap:interval") or "{}")
-    except ValueError:
-        rule = {}
-    nominal = rule.get("nominal") if isinstance(rule, dict) else None
-    probability = cells["prob_mean"].to_numpy(dtype="float64")
-    low, high = (cells[field].to_numpy(dtype="float64") for field in ("prob_low", "prob_high"))
-    low = np.where(np.isfinite(low), low, probability)
-    high = np.where(np.isfinite(high), high, probability)
-    return low, high, float(nominal) if isinstance(nominal, (int, float)) else NOMINAL_LEVEL
-
-
 def _data_record(area, layer, calibrated):
     """The summary's ``data``: the layer's cells, which could be ranked, the districts."""
     predicted, population = area.predicted, area.population
@@ -533,77 +509,6 @@ def _number(value, parameter):
     return number
 
 
-def read_predictions(options, keep_targeting_fields=False):
-    """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked.
-
-    ``options``: its predictions_path, predictions_layer and id_field. The fields an
-    earlier targeting wrote (rank, selected, …) are dropped unless ``keep_targeting_fields``
-    (the verification sample stratifies by ``selected``)."""
-    import geopandas
-
-    from ..chips.grid_cells import read_cell_ids
-    from ..geopackage import povmap_layer_metadata
-    from ..vectors import layer_info, spatial_layer
-
-    path = options.predictions_path
-    layer = spatial_layer(path, options.predictions_layer, "PREDICTIONS")
-    info = layer_info(path, layer, "PREDICTIONS")
-    fields = list(info["fields"])
-    name = layer or os.path.basename(path)
-    if not info.get("geometry_type") or info["geometry_type"].replace(" Z", "") not in (
-        "Polygon",
-        "MultiPolygon",
-    ):
-        raise PovmapInputError(
-            "PREDICTIONS",
-            f"the layer '{name}' has no polygons; use the prediction layer written by Predict poverty.",
-        )
-    if "prob_mean" not in fields:
-        raise PovmapInputError(
-            "PREDICTIONS",
-            f"the layer '{name}' is not a prediction layer: it has no prob_mean field; "
-            "use the layer written by Predict poverty (its cell id, district, prob_mean, …). "
-            f"Its fields: {', '.join(fields) or 'none'}.",
-        )
-    metadata = povmap_layer_metadata(path, layer)
-    recorded = metadata.get(ID_FIELD_RECORDED)
-    id_field = options.id_field or recorded or CELL_ID
-    if id_field not in fields and id_field != info.get("fid_column"):
-        if options.id_field:
-            hint = (
-                "choose the id field the predictions carry (the grid's ID_FIELD in Predict poverty)"
-            )
-        elif recorded:
-            hint = (
-                f"Predict poverty recorded {recorded} as the cells' id, but the field is gone; "
-                "choose the cells' id field in Cell id field (ID_FIELD)"
-            )
-        else:
-            hint = (
-                "predictions on a grid of your own: choose its id field in Cell id field (ID_FIELD)"
-            )
-        raise PovmapInputError(
-            "ID_FIELD",
-            f"the layer '{name}' (PREDICTIONS) has no {id_field} field (its fields: "
-            f"{', '.join(fields) or 'none'}); {hint}.",
-        )
-    read_cell_ids(path, layer, id_field, info, "PREDICTIONS")  # NULL, fractional, repeated ids
-    frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
-    if frame.empty:
-        raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
-    frame[id_field] = frame[id_field].astype("int64")
-    for field in ("rank", "selected", "population", "expected_poor"):
-        if field in frame and not keep_targeting_fields:
-            frame = frame.drop(columns=[field])  # an earlier targeting's output used as input
-    values = frame["prob_mean"].astype("float64")
-    if (values.dropna() < 0).any() or (values.dropna() > 1).any():
-        raise PovmapInputError(
-            "PREDICTIONS", f"prob_mean of '{name}' must hold probabilities between 0 and 1."
-        )
-    frame["prob_mean"] = values
-    return frame, name, metadata, id_field
-
-
 def _read_truth(options, id_field, reporter):
     """Cell id (``id_field``, the predictions') and label of the labelled cells of TRUTH, read
     as evaluate reads them (core/grid/labelled_grid.py)."""
@@ -613,26 +518,6 @@ def _read_truth(options, id_field, reporter):
     return frame[[id_field, "label"]].astype({id_field: "int64", "label": "int64"})
 
 
-def _calibrated(cells, metadata):
-    """Whether prob_mean was calibrated by predict: prob_raw beside it, and a calibration recorded."""
-    if "prob_raw" not in cells:
-        return False
-    try:
-        fitted = json.loads(metadata.get("povmap:calibration") or "{}")
-    except ValueError:
-        fitted = {}
-    return not (isinstance(fitted, dict) and fitted.get("method") == "none")
-
-
-def _district_names(cells):
-    import numpy as np
-
-    if "district" not in cells:
-        return np.full(len(cells), NO_DISTRICT, dtype=object)
-    names = cells["district"].astype(object).where(cells["district"].notna(), NO_DISTRICT)
-    return names.astype(str).replace("", NO_DISTRICT).to_numpy(dtype=object)
-
-
 def _budget_in_units(options, total_units):
     budget = float(options.budget)
     if options.budget_unit.startswith("share_"):
@@ -640,138 +525,3 @@ def _budget_in_units(options, total_units):
     if options.budget_unit in ("cells", "share_of_cells"):
         budget = math.floor(budget + 1e-9)  # whole cells
     return budget
-
-
-# --- outputs ------------------------------------------------------------------------------------------
-
-
-# How the ALLOCATION CSV writes each column: people as whole people, expected poor to a tenth,
-# shares to four decimals (the summary and the report keep the exact numbers).
-CSV_DECIMALS = {
-    "people": 0,
-    "people_selected": 0,
-    "expected_poor": 1,
-    "expected_poor_covered": 1,
-    "expected_poor_low": 1,
-    "expected_poor_high": 1,
-    "expected_poor_covered_low": 1,
-    "expected_poor_covered_high": 1,
-    "share_of_district_selected": 4,
-    "share_of_budget": 4,
-}
-
-
-def allocation_csv_value(column, value):
-    """One ALLOCATION CSV cell: empty for None, rounded as CSV_DECIMALS says."""
-    if value is None:
-        return ""
-    decimals = CSV_DECIMALS.get(column)
-    if decimals is None or not isinstance(value, float) or not math.isfinite(value):
-        return value
-    return int(round(value)) if decimals == 0 else round(value, decimals)
-
-
-def _write_outputs(options, cells, allocation, summary, id_field):
-    """OUTPUT (one layer: the cells) and the ALLOCATION CSV: both appear, or neither.
-
-    The allocation is not a second table in OUTPUT's GeoPackage: QGIS asks which layers to
-    add for a GeoPackage of two (drop, Browser, Data Source Manager)."""
-    import csv
-
-    import pyogrio
-
-    from ..geopackage import layer_name_for, read_styles, styled_output, styles_metadata
-
-    layer = layer_name_for(options.output_path)
-    metadata = {
-        "povmap_targeting": json.dumps(
-            {
-                "budget": summary["budget"],
-                "rank_by": options.rank_by,
-                "selected_cells": summary["selected_cells"],
-                "selected_people": summary["selected_people"],
-                "expected": summary["expected"],
-                "measured": (summary["measured"] or {}).get("measured"),
-            }
-        ),
-        "povmap_predictions": os.path.abspath(options.predictions_path),
-        "povmap_allocation": os.path.abspath(options.allocation_path),
-        ID_FIELD_METADATA: id_field,
-        "povmap_population": os.path.abspath(options.population_path)
-        if options.population_path
-        else "",
-    }
-    styles = read_styles(options.style_qml_path, "povmap selection")
-    metadata.update(styles_metadata(styles))
-    with (
-        styled_output(options.output_path, styles) as gpkg_partial,
-        atomic_output(options.allocation_path) as csv_partial,
-    ):
-        pyogrio.write_dataframe(
-            cells, gpkg_partial, layer=layer, driver="GPKG", layer_metadata=metadata
-        )
-        with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(ALLOCATION_COLUMNS)
-            for row in allocation:
-                writer.writerow([allocation_csv_value(key, row[key]) for key in ALLOCATION_COLUMNS])
-
-
-def _write_figures(folder, summary, cells):
-    """The targeting curve PNG and the district outlines (GeoPackage) for the map; {name: path}."""
-    from ..report import figures as drawing
-
-    os.makedirs(folder, exist_ok=True)
-    units = summary["budget"]["units"]
-    panels = [
-        (
-            "Expected (the model's probabilities)",
-            summary["curves"]["expected"],
-            summary["budget_point"],
-        )
-    ]
-    if summary["measured"]:
-        panels.append(
-            (
-                f"Measured on the {summary['measured']['truth_cells']} TRUTH cells",
-                summary["curves"]["measured"],
-                summary["measured"]["budget_point"],
-            )
-        )
-    poor = "poor people" if summary["selected_people"] is not None else "poor cells"
-    figures = {
-        "curve": drawing.save(
-            targeting_curve_figure(
-                panels, f"share of {units} enrolled", f"share of the {poor} covered"
-            ),
-            os.path.join(folder, "targeting_curve.png"),
-        )
-    }
-    if "district" in cells:
-        outlines = cells[["district", "geometry"]].copy()
-        outlines["district"] = _district_names(cells)
-        dissolved = outlines.dissolve(by="district", as_index=False)
-        path = os.path.join(folder, "districts.gpkg")
-        dissolved.to_file(path, engine="pyogrio")
-        figures["districts"] = os.path.abspath(path)
-    return figures
-
-
-def _settings(options, metadata, id_field):
-    from ..version import plugin_version
-
-    return {
-        "predictions": os.path.abspath(options.predictions_path),
-        "predictions_layer": options.predictions_layer,
-        "id_field": id_field,
-        "population": os.path.abspath(options.population_path) if options.population_path else None,
-        "truth": os.path.abspath(options.truth_path) if options.truth_path else None,
-        "budget_unit": options.budget_unit,
-        "budget": float(options.budget),
-        "rank_by": options.rank_by,
-        "district_min_share": options.district_min_share,
-        "district_max_share": options.district_max_share,
-        "skip_out_of_range": bool(options.skip_out_of_range),
-        "model": metadata.get("povmap:model"),
-        "povmap_qgis": plugin_version(),
-    }

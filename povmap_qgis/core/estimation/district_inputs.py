@@ -166,7 +166,7 @@ def map_covariate(options, districts, reporter, notes):
     import pyogrio
     import shapely
 
-    from ..decision.targeting import read_predictions
+    from ..decision.prediction_layer import read_predictions
 
     cells, layer, _, id_field = read_predictions(
         types.SimpleNamespace(

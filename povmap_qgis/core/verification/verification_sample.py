@@ -51,7 +51,7 @@ def verification_sample(options, reporter=None):
     """Draw the sample and write OUTPUT (and FORM); return a summary."""
     import numpy as np
 
-    from ..decision.targeting import read_predictions
+    from ..decision.prediction_layer import read_predictions
 
     reporter = reporter or Reporter()
     _check_options(options)

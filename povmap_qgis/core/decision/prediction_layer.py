@@ -1,0 +1,125 @@
+"""The one reader of a prediction layer (PREDICTIONS of target, districtestimates and
+verificationsample), and what targeting reads from its cells and metadata: whether
+``prob_mean`` is calibrated, the cells' interval bounds, their districts."""
+
+from __future__ import annotations  # imported inside QGIS too (with targeting.py)
+
+import json
+import os
+
+from ..errors import PovmapInputError
+from ..names import CELL_ID, ID_FIELD_RECORDED
+from .selection import NO_DISTRICT
+
+
+def read_predictions(options, keep_targeting_fields=False):
+    """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked.
+
+    ``options``: its predictions_path, predictions_layer and id_field. The fields an
+    earlier targeting wrote (rank, selected, …) are dropped unless ``keep_targeting_fields``
+    (the verification sample stratifies by ``selected``)."""
+    import geopandas
+
+    from ..chips.grid_cells import read_cell_ids
+    from ..geopackage import povmap_layer_metadata
+    from ..vectors import layer_info, spatial_layer
+
+    path = options.predictions_path
+    layer = spatial_layer(path, options.predictions_layer, "PREDICTIONS")
+    info = layer_info(path, layer, "PREDICTIONS")
+    fields = list(info["fields"])
+    name = layer or os.path.basename(path)
+    if not info.get("geometry_type") or info["geometry_type"].replace(" Z", "") not in (
+        "Polygon",
+        "MultiPolygon",
+    ):
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the layer '{name}' has no polygons; use the prediction layer written by Predict poverty.",
+        )
+    if "prob_mean" not in fields:
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"the layer '{name}' is not a prediction layer: it has no prob_mean field; "
+            "use the layer written by Predict poverty (its cell id, district, prob_mean, …). "
+            f"Its fields: {', '.join(fields) or 'none'}.",
+        )
+    metadata = povmap_layer_metadata(path, layer)
+    recorded = metadata.get(ID_FIELD_RECORDED)
+    id_field = options.id_field or recorded or CELL_ID
+    if id_field not in fields and id_field != info.get("fid_column"):
+        if options.id_field:
+            hint = (
+                "choose the id field the predictions carry (the grid's ID_FIELD in Predict poverty)"
+            )
+        elif recorded:
+            hint = (
+                f"Predict poverty recorded {recorded} as the cells' id, but the field is gone; "
+                "choose the cells' id field in Cell id field (ID_FIELD)"
+            )
+        else:
+            hint = (
+                "predictions on a grid of your own: choose its id field in Cell id field (ID_FIELD)"
+            )
+        raise PovmapInputError(
+            "ID_FIELD",
+            f"the layer '{name}' (PREDICTIONS) has no {id_field} field (its fields: "
+            f"{', '.join(fields) or 'none'}); {hint}.",
+        )
+    read_cell_ids(path, layer, id_field, info, "PREDICTIONS")  # NULL, fractional, repeated ids
+    frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
+    if frame.empty:
+        raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
+    frame[id_field] = frame[id_field].astype("int64")
+    for field in ("rank", "selected", "population", "expected_poor"):
+        if field in frame and not keep_targeting_fields:
+            frame = frame.drop(columns=[field])  # an earlier targeting's output used as input
+    values = frame["prob_mean"].astype("float64")
+    if (values.dropna() < 0).any() or (values.dropna() > 1).any():
+        raise PovmapInputError(
+            "PREDICTIONS", f"prob_mean of '{name}' must hold probabilities between 0 and 1."
+        )
+    frame["prob_mean"] = values
+    return frame, name, metadata, id_field
+
+
+def prob_mean_calibrated(cells, metadata):
+    """Whether prob_mean was calibrated by predict: prob_raw beside it, and a calibration recorded."""
+    if "prob_raw" not in cells:
+        return False
+    try:
+        fitted = json.loads(metadata.get("povmap:calibration") or "{}")
+    except ValueError:
+        fitted = {}
+    return not (isinstance(fitted, dict) and fitted.get("method") == "none")
+
+
+def interval_bounds(cells, metadata):
+    """(prob_low, prob_high, nominal) of the cells, or None without both fields. The nominal
+    level is the interval rule's (layer metadata povmap:interval), else the members'-spread
+    interval's."""
+    import numpy as np
+
+    from ..model.calibration import NOMINAL_LEVEL
+
+    if "prob_low" not in cells or "prob_high" not in cells:
+        return None
+    try:
+        rule = json.loads(metadata.get("povmap:interval") or "{}")
+    except ValueError:
+        rule = {}
+    nominal = rule.get("nominal") if isinstance(rule, dict) else None
+    probability = cells["prob_mean"].to_numpy(dtype="float64")
+    low, high = (cells[field].to_numpy(dtype="float64") for field in ("prob_low", "prob_high"))
+    low = np.where(np.isfinite(low), low, probability)
+    high = np.where(np.isfinite(high), high, probability)
+    return low, high, float(nominal) if isinstance(nominal, (int, float)) else NOMINAL_LEVEL
+
+
+def district_names(cells):
+    import numpy as np
+
+    if "district" not in cells:
+        return np.full(len(cells), NO_DISTRICT, dtype=object)
+    names = cells["district"].astype(object).where(cells["district"].notna(), NO_DISTRICT)
+    return names.astype(str).replace("", NO_DISTRICT).to_numpy(dtype=object)

@@ -1,0 +1,135 @@
+"""What target writes: OUTPUT (the cells with rank, selected, population, expected_poor), the
+ALLOCATION CSV, the figures, and the settings the summary records (runs in the worker)."""
+
+from __future__ import annotations  # imported inside QGIS too (with targeting.py)
+
+import json
+import math
+import os
+
+from ..names import ID_FIELD_METADATA
+from .prediction_layer import district_names
+from .selection import ALLOCATION_COLUMNS
+from .targeting_report import targeting_curve_figure
+
+# How the ALLOCATION CSV writes each column: people as whole people, expected poor to a tenth,
+# shares to four decimals (the summary and the report keep the exact numbers).
+CSV_DECIMALS = {
+    "people": 0,
+    "people_selected": 0,
+    "expected_poor": 1,
+    "expected_poor_covered": 1,
+    "expected_poor_low": 1,
+    "expected_poor_high": 1,
+    "expected_poor_covered_low": 1,
+    "expected_poor_covered_high": 1,
+    "share_of_district_selected": 4,
+    "share_of_budget": 4,
+}
+
+
+def allocation_csv_value(column, value):
+    """One ALLOCATION CSV cell: empty for None, rounded as CSV_DECIMALS says."""
+    if value is None:
+        return ""
+    decimals = CSV_DECIMALS.get(column)
+    if decimals is None or not isinstance(value, float) or not math.isfinite(value):
+        return value
+    return int(round(value)) if decimals == 0 else round(value, decimals)
+
+
+def write_outputs(options, cells, allocation, summary, id_field):
+    """OUTPUT (one layer: the cells) and the ALLOCATION CSV: both appear, or neither.
+
+    The allocation is not a second table in OUTPUT's GeoPackage: QGIS asks which layers to
+    add for a GeoPackage of two (drop, Browser, Data Source Manager)."""
+    from ..geopackage import write_layer_with_table
+
+    metadata = {
+        "povmap_targeting": json.dumps(
+            {
+                "budget": summary["budget"],
+                "rank_by": options.rank_by,
+                "selected_cells": summary["selected_cells"],
+                "selected_people": summary["selected_people"],
+                "expected": summary["expected"],
+                "measured": (summary["measured"] or {}).get("measured"),
+            }
+        ),
+        "povmap_predictions": os.path.abspath(options.predictions_path),
+        "povmap_allocation": os.path.abspath(options.allocation_path),
+        ID_FIELD_METADATA: id_field,
+        "povmap_population": os.path.abspath(options.population_path)
+        if options.population_path
+        else "",
+    }
+    write_layer_with_table(
+        cells,
+        options.output_path,
+        options.style_qml_path,
+        "povmap selection",
+        metadata,
+        options.allocation_path,
+        ALLOCATION_COLUMNS,
+        ([allocation_csv_value(key, row[key]) for key in ALLOCATION_COLUMNS] for row in allocation),
+    )
+
+
+def write_figures(folder, summary, cells):
+    """The targeting curve PNG and the district outlines (GeoPackage) for the map; {name: path}."""
+    from ..report import figures as drawing
+
+    os.makedirs(folder, exist_ok=True)
+    units = summary["budget"]["units"]
+    panels = [
+        (
+            "Expected (the model's probabilities)",
+            summary["curves"]["expected"],
+            summary["budget_point"],
+        )
+    ]
+    if summary["measured"]:
+        panels.append(
+            (
+                f"Measured on the {summary['measured']['truth_cells']} TRUTH cells",
+                summary["curves"]["measured"],
+                summary["measured"]["budget_point"],
+            )
+        )
+    poor = "poor people" if summary["selected_people"] is not None else "poor cells"
+    figures = {
+        "curve": drawing.save(
+            targeting_curve_figure(
+                panels, f"share of {units} enrolled", f"share of the {poor} covered"
+            ),
+            os.path.join(folder, "targeting_curve.png"),
+        )
+    }
+    if "district" in cells:
+        outlines = cells[["district", "geometry"]].copy()
+        outlines["district"] = district_names(cells)
+        dissolved = outlines.dissolve(by="district", as_index=False)
+        path = os.path.join(folder, "districts.gpkg")
+        dissolved.to_file(path, engine="pyogrio")
+        figures["districts"] = os.path.abspath(path)
+    return figures
+
+
+def settings_record(options, metadata, id_field):
+    from ..version import plugin_version
+
+    return {
+        "predictions": os.path.abspath(options.predictions_path),
+        "predictions_layer": options.predictions_layer,
+        "id_field": id_field,
+        "population": os.path.abspath(options.population_path) if options.population_path else None,
+        "truth": os.path.abspath(options.truth_path) if options.truth_path else None,
+        "budget_unit": options.budget_unit,
+        "budget": float(options.budget),
+        "rank_by": options.rank_by,
+        "district_min_share": options.district_min_share,
+        "district_max_share": options.district_max_share,
+        "skip_out_of_range": bool(options.skip_out_of_range),
+        "model": metadata.get("povmap:model"),
+        "povmap_qgis": plugin_version(),
+    }
