@@ -11,12 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from povmap_qgis.core.chips.chip_store import (
-    ChipStore,
-    ChipStoreWriter,
-    lock_path,
-    partial_store_path,
-)
+from povmap_qgis.core.atomic import lock_path
+from povmap_qgis.core.chips.chip_store import ChipStore, partial_store_path
+from povmap_qgis.core.chips.chip_store_writer import ChipStoreWriter
 from povmap_qgis.core.errors import PovmapInputError
 
 INPUTS = [

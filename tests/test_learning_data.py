@@ -4,7 +4,8 @@ against plain numpy written here (no TensorFlow needed, fast)."""
 import numpy as np
 import pytest
 
-from povmap_qgis.core.chips.chip_store import ChipStore, ChipStoreWriter
+from povmap_qgis.core.chips.chip_store import ChipStore
+from povmap_qgis.core.chips.chip_store_writer import ChipStoreWriter
 from povmap_qgis.core.model import learning_data
 
 SIZE = 6

@@ -588,7 +588,7 @@ def _plugin_file():
 
 def test_a_separable_toy_store_is_learnt(tiny_chips, tmp_path):
     """Poor cells dim, the others bright (with noise): the compact member must find it."""
-    from povmap_qgis.core.chips.chip_store import ChipStoreWriter
+    from povmap_qgis.core.chips.chip_store_writer import ChipStoreWriter
 
     grid = read_grid(tiny_chips["grid"])
     labels = grid["label"].to_numpy()

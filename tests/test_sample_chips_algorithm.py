@@ -14,7 +14,8 @@ from helpers import read_grid
 from qgis_helpers import CapturingFeedback, run_algorithm, run_failing
 from test_chips_core import assert_like_gdalwarp, gdalwarp_chip
 
-from povmap_qgis.core.chips.chip_store import ChipStore, lock_path, partial_store_path
+from povmap_qgis.core.atomic import lock_path
+from povmap_qgis.core.chips.chip_store import ChipStore, partial_store_path
 from povmap_qgis.core.grid import cells
 
 ALG = "povmap:samplechips"

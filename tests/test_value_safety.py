@@ -14,7 +14,8 @@ import pytest
 import rasterio
 
 from povmap_qgis.core import strict_json
-from povmap_qgis.core.chips.chip_store import ChipStore, ChipStoreWriter
+from povmap_qgis.core.chips.chip_store import ChipStore
+from povmap_qgis.core.chips.chip_store_writer import ChipStoreWriter
 from povmap_qgis.core.chips.sampling import ChipInput, ChipOptions, sample_chips
 from povmap_qgis.core.errors import PovmapCanceledError, PovmapInputError
 from povmap_qgis.core.grid import cells

@@ -25,7 +25,8 @@ from .. import vectors
 from ..errors import PovmapInputError, write_failure
 from ..names import CELL_ID, DEFAULT_RESOLUTION
 from ..progress import Reporter
-from .chip_store import ChipStoreWriter, check_input_name, check_input_names
+from .chip_store import check_input_name, check_input_names
+from .chip_store_writer import ChipStoreWriter
 from .grid_cells import grid_cells_sha256, group_blocks, read_grid_cells
 from .raster_sampler import (
     BLOCKS_AHEAD,
