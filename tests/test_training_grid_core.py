@@ -513,12 +513,12 @@ def test_a_partly_swapped_layer_is_warned_about_and_its_right_points_kept(tmp_pa
 
 
 def test_a_few_points_swapped_among_many_right_ones_are_not_called_a_swapped_layer(tmp_path):
-    from povmap_qgis.core.grid.training_grid import _share_inside
+    from povmap_qgis.core.grid.survey_points import share_inside
 
     area = (66.0, 24.0, 72.0, 27.0)
-    assert _share_inside([68.0, 68.5, 25.1], [25.0, 25.5, 68.0], "EPSG:4326", area) == 2 / 3
-    assert _share_inside([25.0], [68.0], "EPSG:4326", area) == 0.0
-    assert _share_inside([95.0], [200.0], "EPSG:4326", area) == 0.0  # not a place at all
+    assert share_inside([68.0, 68.5, 25.1], [25.0, 25.5, 68.0], "EPSG:4326", area) == 2 / 3
+    assert share_inside([25.0], [68.0], "EPSG:4326", area) == 0.0
+    assert share_inside([95.0], [200.0], "EPSG:4326", area) == 0.0  # not a place at all
 
 
 def test_one_household_at_0_0_does_not_move_the_utm_zone_and_is_named(tmp_path):
