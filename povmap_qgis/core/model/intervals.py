@@ -36,9 +36,13 @@ with ``l = logit(prob_raw)`` and the fitted Platt scaling ``η = a·l + b``,
   intervals built on it under-cover, Partlett & Riley 2017), while the posterior
   keeps the shift the data cannot rule out and follows the data when they are
   many (package version 1 used DerSimonian–Laird);
-- a cell's interval on the logit scale is ``η ± t · sqrt([l 1] Σ [l 1]ᵀ + τ²)``,
+- a cell's interval on the logit scale is ``η ± sqrt(t² · [l 1] Σ [l 1]ᵀ + z² · τ²)``,
   ``t`` the Student quantile of ``(1 + nominal)/2`` with D − 1 degrees of freedom
-  (few districts: wider), mapped through the logistic function;
+  for the jackknife's part (few districts: wider), ``z`` the normal quantile for the
+  new district's shift — τ² is already averaged over its posterior, and the
+  predictive distribution of a shift (a scale mixture of normals) has its
+  central quantiles within ``z`` of its standard deviation — mapped through the
+  logistic function (version 1 used ``t`` on both parts);
 - it is widened where needed to hold the observed share poor of cells with a
   similar probability, as the per-bin check asks (Mondrian split-conformal by
   reliability bin): per bin (``calibration.BINS``) of the validation cells'
@@ -237,12 +241,14 @@ def fit_interval(raw, labels, districts, fitted, nominal=DEFAULT_NOMINAL, seed=0
     tau2_dl = dersimonian_laird(offsets, variances) if by_district else 0.0
     tau2 = posterior_tau2(offsets, variances) if by_district else 0.0
     quantile = float(student.ppf((1 + nominal) / 2, max(count - 1, 1)))
+    tau_quantile = _z(nominal)
     bins = _bin_half_widths(labels, 1 / (1 + np.exp(-held_out)), nominal)
     rule = {
         "method": METHOD,
         "version": METHOD_VERSION,
         "nominal": nominal,
         "quantile": quantile,
+        "tau_quantile": tau_quantile,
         "covariance": [[float(value) for value in row] for row in covariance],
         "tau2": float(tau2),
         "tau2_dersimonian_laird": float(tau2_dl),
@@ -314,13 +320,13 @@ def cell_interval(raw, fitted, rule, disagreement=None):
     features = calibration.logit(raw)
     eta = fitted["slope"] * features + fitted["intercept"]
     covariance = np.asarray(rule["covariance"], dtype="float64")
-    variance = (
-        covariance[0, 0] * features**2
-        + 2 * covariance[0, 1] * features
-        + covariance[1, 1]
-        + rule["tau2"]
+    calibration_variance = (
+        covariance[0, 0] * features**2 + 2 * covariance[0, 1] * features + covariance[1, 1]
     )
-    half = rule["quantile"] * np.sqrt(np.maximum(variance, 0))
+    tau_quantile = rule.get("tau_quantile", rule["quantile"])  # version 1: t on both parts
+    half = np.sqrt(
+        np.maximum(rule["quantile"] ** 2 * calibration_variance + tau_quantile**2 * rule["tau2"], 0)
+    )
     low, high = 1 / (1 + np.exp(-(eta - half))), 1 / (1 + np.exp(-(eta + half)))
     probability = 1 / (1 + np.exp(-eta))
     bins = len(rule["bin_half_widths"])
