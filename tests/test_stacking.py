@@ -183,7 +183,7 @@ def test_the_stacking_is_part_of_the_manifest_hash_and_its_numbers_are_checked(t
 MEMORISER_RUN = r"""
 import json, sys
 import numpy as np
-from povmap_qgis.core.model import training
+from povmap_qgis.core.model import member_fitting
 from povmap_qgis.core.progress import Reporter
 from povmap_qgis.core.validation.crossvalidation import CrossValidateOptions, crossvalidate
 
@@ -204,7 +204,7 @@ class Memoriser:
         return np.where(known < 0, 0.5, np.where(known == 1, 0.99, 0.01)).astype("float32")
 
 
-real_fit, real_predict = training._fit_member, training._predict_member
+real_fit, real_predict = member_fitting._fit_member, member_fitting._predict_member
 
 
 def fit_member(architecture, index, count, inputs, preset, train_data, *rest):
@@ -219,7 +219,7 @@ def predict_member(model, store, rows, normalisation):
     return real_predict(model, store, rows, normalisation)
 
 
-training._fit_member, training._predict_member = fit_member, predict_member
+member_fitting._fit_member, member_fitting._predict_member = fit_member, predict_member
 summary = crossvalidate(
     CrossValidateOptions(
         chips_path=chips, grid_path=grid, metrics_path=folder + "/cv.json",

@@ -784,7 +784,8 @@ def test_the_training_fingerprint_follows_the_cells_and_settings_not_their_order
 
     import pandas
 
-    from povmap_qgis.core.model.training import TrainOptions, training_fingerprint
+    from povmap_qgis.core.model.training import TrainOptions
+    from povmap_qgis.core.model.training_manifest import training_fingerprint
 
     cells = pandas.DataFrame({"cell_id": [5, 3, 9], "label": [1, 0, 1]})
     options = TrainOptions(chips_path="x.chips", grid_path="g.gpkg", output_path="m.povmodel")

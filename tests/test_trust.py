@@ -408,7 +408,7 @@ def test_the_prediction_geopackage_holds_the_uncertainty_and_out_of_range_styles
 
 def test_the_class_is_the_calibrated_probability_at_the_decision_threshold():
     from povmap_qgis.core.model.calibration import decision_threshold
-    from povmap_qgis.core.model.training import ensemble_outputs
+    from povmap_qgis.core.model.ensemble_judges import ensemble_outputs
     from povmap_qgis.core.validation.metrics import threshold_for_recall
 
     rng = np.random.default_rng(3)

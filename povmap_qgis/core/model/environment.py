@@ -20,7 +20,7 @@ PACKAGES = (
     "tensorflow",
     "mlflow",  # the run history (core/history/tracking.py); mlflow-skinny
 )
-# Training on a GPU uses Keras's mixed precision (core/model/training.py); on the CPU it does not.
+# Training on a GPU uses Keras's mixed precision (core/model/member_fitting.py); on the CPU it does not.
 MIXED_PRECISION_POLICY = "mixed_float16"
 
 

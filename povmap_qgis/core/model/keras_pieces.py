@@ -1,7 +1,7 @@
 """The Keras subclasses training needs: batches of chips and the progress callback.
 
 Keras is imported at module level here, so this module is imported only inside functions,
-once ``training.configure_tensorflow`` has set TensorFlow's threads and determinism.
+once ``member_fitting.configure_tensorflow`` has set TensorFlow's threads and determinism.
 """
 
 import keras

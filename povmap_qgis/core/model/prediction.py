@@ -43,7 +43,7 @@ from ..names import CELL_ID, ID_FIELD_METADATA, PREDICTION_SOURCES
 from ..progress import Reporter
 from ..wording import counted
 from . import baseline, calibration, intervals, learning_data, model_package, stacking
-from .training import ensemble_outputs
+from .ensemble_judges import ensemble_outputs
 
 ENGINES = ("local", "spark")
 
@@ -261,7 +261,7 @@ def trust_fields(manifest, features, ensemble, reporter):
 def ensemble_probability(manifest, ensemble, features, reporter):
     """``prob_raw`` of the cells: the package's stacking of the members and the baseline
     (``stacking.combine``), or the members' mean (``ensemble_outputs``' ``prob_mean``) for a
-    package without one (logged). ``ensemble``: ``training.ensemble_outputs``' dict."""
+    package without one (logged). ``ensemble``: ``ensemble_judges.ensemble_outputs``' dict."""
     combiner = manifest.get("stacking")
     if not stacking.is_stacked(combiner):
         if combiner is None:

@@ -73,26 +73,26 @@ class CrossValidateOptions(TrainingSettings):
 def crossvalidate(options, reporter=None):
     """Run the k-fold cross-validation; write the outputs; return a summary (see module doc)."""
     from ..chips.chip_store import ChipStore
-    from ..model import training
+    from ..model import member_fitting, training_split
 
     reporter = reporter or Reporter()
     started = time.monotonic()
     preset, members = _check_options(options)
     store = ChipStore(options.chips_path)
-    cells, flagged = training.usable_cells(store, options, reporter)
+    cells, flagged = training_split.usable_cells(store, options, reporter)
     folds = folds_of_cells(cells, options, reporter)
     if flagged:
         reporter.info(f"{flagged} cells flagged for nodata in the chip store are left out.")
     reporter.progress(2)
     reporter.check_canceled()
 
-    environment = training.configure_tensorflow(options.seed, reporter)
+    environment = member_fitting.configure_tensorflow(options.seed, reporter)
     run = FoldTraining(
         options,
         store,
         preset,
         members,
-        training.model_inputs(store),
+        member_fitting.model_inputs(store),
         cells["store_row"].to_numpy(),
         cells["label"].to_numpy(),
     )
@@ -132,7 +132,7 @@ def crossvalidate(options, reporter=None):
         outputs,
         cell_outcomes,
         members,
-        id_field=training.grid_id_field(store, options),
+        id_field=training_split.grid_id_field(store, options),
     )
     figures = (
         write_figures(options.figures_folder, document, members) if options.figures_folder else {}

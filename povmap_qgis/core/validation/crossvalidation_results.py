@@ -35,17 +35,17 @@ POOLED_ROW = "pooled"  # the CSV's interval rows: all out-of-fold cells
 
 def pooled_outputs(run, out):
     """Every cell's out-of-fold ensemble outputs, and the metrics of all cells pooled."""
-    from ..model import training
+    from ..model import ensemble_judges
 
     member_probabilities = [out.probabilities[member] for member in run.members]
-    outputs = training.ensemble_outputs(
+    outputs = ensemble_judges.ensemble_outputs(
         member_probabilities, THRESHOLD, out.calibrated, out.decision
     )
     outputs["prob_raw"], outputs["prob_mean"] = out.raw, out.calibrated
     outputs["prob_baseline"] = out.simple
     outputs["prob_low"], outputs["prob_high"] = out.low, out.high
     pooled = json_ready(
-        training.holdout_metrics(
+        ensemble_judges.holdout_metrics(
             run.members,
             run.labels,
             member_probabilities,

@@ -111,7 +111,7 @@ def _fit_fold(run, folds, fold, out, reporter):
     """
     import numpy as np
 
-    from ..model import learning_data, training
+    from ..model import ensemble_judges, learning_data, member_fitting, training_split
 
     options, store, store_rows, labels = run.options, run.store, run.store_rows, run.labels
     test = np.flatnonzero(folds.cell_folds == fold)
@@ -125,11 +125,13 @@ def _fit_fold(run, folds, fold, out, reporter):
         )
         reporter = reporter.stage(100 * share, 100)
     inner_seconds = time.monotonic() - started
-    share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
+    share = training_split.PAPER_FRACTIONS[1] / sum(training_split.PAPER_FRACTIONS[:2])
     train_rows, validation = validation_split(training_folds, labels, share, options.seed, fold)
-    balanced, class_weight = training.balanced_training_rows(train_rows, labels, options, reporter)
+    balanced, class_weight = training_split.balanced_training_rows(
+        train_rows, labels, options, reporter
+    )
     normalisation = learning_data.training_normalisation(store, store_rows[balanced], reporter)
-    batches = training.member_batches(
+    batches = member_fitting.member_batches(
         store,
         (store_rows, labels),
         balanced,
@@ -138,7 +140,7 @@ def _fit_fold(run, folds, fold, out, reporter):
         run.preset["batch_size"],
         options.seed + fold,
     )
-    fitted, predicted = training.fit_members(
+    fitted, predicted = member_fitting.fit_members(
         run.members,
         run.inputs,
         run.preset,
@@ -153,7 +155,7 @@ def _fit_fold(run, folds, fold, out, reporter):
         ),
     )
     # baseline fitted on this fold's training cells; both calibrated on its validation cells
-    judges = training.fit_baseline_and_calibration(
+    judges = ensemble_judges.fit_baseline_and_calibration(
         store,
         store_rows,
         labels,
@@ -185,7 +187,7 @@ def _fit_fold(run, folds, fold, out, reporter):
         "fold": round(time.monotonic() - started, 1),
     }
     scored = (run.members, labels[test], predicted["test"])  # the fold's cells, as judged
-    fold_metrics = training.holdout_metrics(
+    fold_metrics = ensemble_judges.holdout_metrics(
         *scored,
         THRESHOLD,
         options.seed + fold,
@@ -194,7 +196,9 @@ def _fit_fold(run, folds, fold, out, reporter):
         decision_threshold=judges["decision_threshold"],
         raw=judges["raw_test"],
     )
-    roc = training.holdout_curves(*scored, judges["calibrated_test"], judges["baseline_test"])
+    roc = ensemble_judges.holdout_curves(
+        *scored, judges["calibrated_test"], judges["baseline_test"]
+    )
     return record, fold_metrics, roc
 
 

@@ -39,7 +39,7 @@ def inner_stacking(run, folds, fold, rows, reporter):
     import numpy as np
 
     from ..chips.chip_features import chip_features
-    from ..model import baseline, learning_data, stacking, training
+    from ..model import baseline, learning_data, member_fitting, stacking, training_split
 
     options, store, store_rows, labels = run.options, run.store, run.store_rows, run.labels
     districts = folds.districts[rows]
@@ -54,7 +54,7 @@ def inner_stacking(run, folds, fold, rows, reporter):
     inner_folds = np.array([assignment[name] for name in districts])
     names = list(run.members) + [stacking.BASELINE]
     candidates = {name: np.full(len(rows), np.nan) for name in names}
-    share = training.PAPER_FRACTIONS[1] / sum(training.PAPER_FRACTIONS[:2])
+    share = training_split.PAPER_FRACTIONS[1] / sum(training_split.PAPER_FRACTIONS[:2])
     for inner in range(1, count + 1):
         reporter.check_canceled()
         stage = reporter.stage(100 * (inner - 1) / count, 100 * inner / count)
@@ -62,9 +62,11 @@ def inner_stacking(run, folds, fold, rows, reporter):
         train_rows, validation = validation_split(
             rows[~held], labels, share, options.seed + 100 * fold, inner
         )
-        balanced, class_weight = training.balanced_training_rows(train_rows, labels, options, stage)
+        balanced, class_weight = training_split.balanced_training_rows(
+            train_rows, labels, options, stage
+        )
         normalisation = learning_data.training_normalisation(store, store_rows[balanced], stage)
-        batches = training.member_batches(
+        batches = member_fitting.member_batches(
             store,
             (store_rows, labels),
             balanced,
@@ -73,7 +75,7 @@ def inner_stacking(run, folds, fold, rows, reporter):
             run.preset["batch_size"],
             options.seed + 100 * fold + inner,
         )
-        _, predicted = training.fit_members(
+        _, predicted = member_fitting.fit_members(
             run.members,
             run.inputs,
             run.preset,
