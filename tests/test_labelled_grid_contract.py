@@ -68,7 +68,7 @@ TRUTHS = {
         lambda f: _csv(
             f, "repeated", ["cell_id", "label"], [*zip(IDS, LABELS, strict=True), (IDS[0], 0)]
         ),
-        "holds 1 duplicated cell_id values (e.g. 500000010500000020); a grid has one feature per cell",
+        "2 cells of 'repeated' share 1 cell_id(s) (e.g. 500000010500000020); each cell must appear once",
     ),
     "a label 2": (
         lambda f: _csv(
@@ -88,7 +88,7 @@ TRUTHS = {
         lambda f: _csv(
             f, "noid", ["cell_id", "label"], [("", 1), *zip(IDS[1:], LABELS[1:], strict=True)]
         ),
-        "the cell_id field of 'noid' is empty in 1 features",
+        "1 feature(s) of 'noid' have no cell_id (NULL), e.g. the feature at row 1",
     ),
 }
 

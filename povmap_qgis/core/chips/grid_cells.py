@@ -159,25 +159,8 @@ def read_cell_ids(path, layer, id_field, info, parameter="GRID", id_parameter="I
     _, _, _, (values,) = pyogrio.raw.read(
         path, layer=layer, columns=[id_field], read_geometry=False
     )
-    values = np.asarray(values)  # integers with NULLs arrive as floats with NaN
-    if values.dtype.kind == "f":
-        missing = np.flatnonzero(~np.isfinite(values))
-        if len(missing):
-            raise PovmapInputError(
-                id_parameter,
-                f"{len(missing)} feature(s) of '{name}' have no {id_field} (NULL), e.g. the "
-                f"feature at row {int(missing[0]) + 1}; give every cell an id (or delete those "
-                "features): a cell without an id cannot be matched to its chips and predictions.",
-            )
-        fractional = np.flatnonzero(values != np.round(values))
-        if len(fractional):
-            raise PovmapInputError(
-                id_parameter,
-                f"{id_field} of '{name}' holds fractions (e.g. {values[fractional[0]]}); "
-                "cell ids are whole numbers.",
-            )
-    ids = np.asarray(values).astype("int64")
-    cells.check_unique_ids(ids, id_parameter, name, id_field)
+    # integers with NULLs arrive as floats with NaN
+    ids = cells.whole_cell_ids(values, id_parameter, name, id_field)
     return ids
 
 

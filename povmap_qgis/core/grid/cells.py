@@ -44,6 +44,33 @@ def decode_cell_ids(cell_ids):
     )
 
 
+def whole_cell_ids(values, parameter, layer_name, id_field=CELL_ID):
+    """The one rule for a layer's cell ids (int64): every feature has one (no NULL), each a whole
+    number, each once. ``values``: the id column as numbers (NULLs as NaN); the same messages
+    for every step that reads cell ids (grids, predictions, a labelled grid as TRUTH)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        missing = np.flatnonzero(~np.isfinite(values))
+        if len(missing):
+            raise PovmapInputError(
+                parameter,
+                f"{len(missing)} feature(s) of '{layer_name}' have no {id_field} (NULL), e.g. "
+                f"the feature at row {int(missing[0]) + 1}; give every cell an id (or delete "
+                "those features): a cell without an id cannot be matched to its chips and "
+                "predictions.",
+            )
+        fractional = np.flatnonzero(values != np.round(values))
+        if len(fractional):
+            raise PovmapInputError(
+                parameter,
+                f"{id_field} of '{layer_name}' holds fractions (e.g. {values[fractional[0]]}); "
+                "cell ids are whole numbers.",
+            )
+    ids = values.astype("int64")
+    check_unique_ids(ids, parameter, layer_name, id_field)
+    return ids
+
+
 def check_unique_ids(cell_ids, parameter, layer_name, id_field=CELL_ID):
     """Each cell once: a repeated cell id would be sampled, trained or counted twice."""
     unique, counts = np.unique(np.asarray(cell_ids, dtype="int64"), return_counts=True)

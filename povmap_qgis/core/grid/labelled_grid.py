@@ -109,32 +109,19 @@ def numbers_from_text(frame, columns, parameter, name, reporter):
 
 
 def check_cell_ids(frame, parameter, name, key=CELL_ID):
-    import numpy as np
+    """``frame[key]`` as int64 cell ids by the one rule (``cells.whole_cell_ids``); ids stored
+    as text (a CSV without .csvt) are read as numbers first, and text that is not a number is
+    refused."""
+    import pandas
+
+    from .cells import whole_cell_ids
 
     ids = frame[key]
-    if ids.isna().any():
-        raise PovmapInputError(
-            parameter,
-            f"the {key} field of '{name}' is empty in {int(ids.isna().sum())} features.",
-        )
-    numeric = np.asarray(ids, dtype="float64") if ids.dtype.kind == "f" else None
-    if numeric is not None and not np.all(numeric == np.round(numeric)):
-        raise PovmapInputError(
-            parameter,
-            f"the {key} field of '{name}' holds non-integer values; use the grid's own {key}.",
-        )
-    try:
-        frame[key] = ids.astype("int64")
-    except (TypeError, ValueError):
+    numbers = pandas.to_numeric(ids, errors="coerce")
+    if (numbers.isna() & ids.notna() & (ids.astype(str).str.strip() != "")).any():
         raise PovmapInputError(
             parameter,
             f"the {key} field of '{name}' is not an integer field; use the grid's own {key}.",
-        ) from None
-    duplicated = frame[key].duplicated()
-    if duplicated.any():
-        example = int(frame.loc[duplicated, key].iloc[0])
-        raise PovmapInputError(
-            parameter,
-            f"'{name}' holds {int(duplicated.sum())} duplicated {key} values (e.g. {example}); "
-            "a grid has one feature per cell.",
         )
+    # integers stay int64 (ids beyond 2**53 would lose digits as floats); NULLs make floats
+    frame[key] = whole_cell_ids(numbers.to_numpy(), parameter, name, key)
