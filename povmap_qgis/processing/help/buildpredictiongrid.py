@@ -9,7 +9,10 @@ SUMMARY = (
     "cells: those whose mean value of a settlement or population raster reaches a minimum."
 )
 
-AREA = "Polygons to cover with cells; every cell that overlaps them is kept. Invalid polygons are repaired."
+AREA = (
+    "Polygons to cover with cells; every cell that overlaps them with a positive area is kept. "
+    "Invalid polygons are repaired."
+)
 
 DISTRICT_FIELD = (
     "Field of AREA holding the district name; each cell takes the district it overlaps most."
@@ -19,7 +22,11 @@ CELL_SIZE = "Side of the square cells in metres; use the training grid's so that
 
 HABITABLE = "Optional raster file (e.g. built-up fraction or population); cells whose mean is below HABITABLE_MIN, or that it does not cover, are left out."
 
-HABITABLE_BAND = "Band of HABITABLE to average over each cell."
+HABITABLE_BAND = (
+    "Band of HABITABLE to average over each cell: its mean per cell is GDAL's average "
+    "resampling onto the cell, nodata, NaN and ±inf pixels ignored (whatever nodata value the "
+    "raster declares)."
+)
 
 HABITABLE_MIN = "Cells whose mean HABITABLE value is below this are left out (used with HABITABLE)."
 

@@ -13,9 +13,7 @@ STORE_ID_FIELD = (
 
 # --- the rasters chips come from (sample_chips.add_raster_parameters) ------------------
 
-DAYTIME = (
-    "Optical imagery; the bands of DAYTIME_BANDS are sampled in that order (red, green, blue)."
-)
+DAYTIME = "Optical imagery (e.g. Sentinel-2), any CRS and resolution; the bands of DAYTIME_BANDS are sampled in that order (red, green, blue)."
 NIGHTLIGHTS = "Night-time lights raster, band 1; a raster far coarser than a cell (VIIRS ~500 m) gives a smooth, nearly constant chip."
 ACCESSIBILITY = "Accessibility raster, band 1 (e.g. travel time to the nearest city)."
 RASTER_FILE = (

@@ -48,7 +48,7 @@ CLUSTER_FIELD = (
 
 STRATUM_FIELD = (
     "The survey's stratum of each household; clusters are taken within their stratum. Empty: "
-    "one stratum."
+    "one stratum. A stratum with a single cluster adds no variance (the report says so)."
 )
 
 CELL_SIZE = (
@@ -85,12 +85,14 @@ POPULATION = (
 TRANSFORM = (
     "none: model the shares directly. arcsin: model arcsin(√share), whose variance depends only "
     "on the effective sample size (better for shares near 0 or 1, and for districts with few "
-    "households), back-transformed with a bias correction; its MSE then comes from the bootstrap."
+    "households), back-transformed with a bias correction (E[sin² θ] under N(EBLUP, g1), θ held in "
+    "[0, π/2]); its MSE then comes from the bootstrap."
 )
 
 MSE = (
-    "analytical: the Prasad–Rao formula (Datta–Lahiri's form for REML), fast. bootstrap: the "
-    "parametric bootstrap (BOOTSTRAP_DRAWS draws, SEED), slower, also for arcsin."
+    "analytical: the Prasad–Rao formula (Datta–Lahiri's form for REML: g1 + g2 + 2 g3; "
+    "synthetic estimates σ²u + g2), fast. bootstrap: the parametric bootstrap (González-Manteiga "
+    "et al. 2008; BOOTSTRAP_DRAWS draws, SEED), slower, also for arcsin."
 )
 
 BOOTSTRAP_DRAWS = (
@@ -123,13 +125,15 @@ OUTPUT = (
     "GeoPackage of the districts with district, households, clusters, direct, direct_se, "
     "direct_cv, variance_smoothed, covariate (the map's value), estimate, mse, se, cv, low, high "
     "(95 %), gamma, in_sample, publishable, population, poor_people, poor_people_low and "
-    "poor_people_high; styled by estimate, non-publishable districts grey and hatched."
+    "poor_people_high; styled by estimate, non-publishable districts grey and hatched, labelled "
+    "with name and estimate (* = not publishable); a CV style is in the layer's Styles menu."
 )
 
 TABLE = "The same fields as OUTPUT, one row per district, without geometries."
 
 REPORT = (
     "One self-contained HTML file: the plain summary first, direct against estimate with "
-    "intervals, CV before and after, the model's fit, the districts and maps of the estimates "
-    "and of the CV."
+    "intervals, CV before and after, shrinkage, the model's fit (σ²u, β with standard errors, R², "
+    "normality test), every district, maps of the estimates and of the CV, the method and "
+    "settings, and the warnings."
 )

@@ -15,12 +15,13 @@ SUMMARY = (
 
 PREDICTIONS = (
     "A prediction layer from Predict poverty (cell_id, a prob_ field per member, prob_mean, pred). The members' "
-    "decision threshold is read from its metadata (0.5 when missing)."
+    "decision threshold is read from its metadata (0.5, with a warning, when missing)."
 )
 
 TRUTH = (
     "A labelled grid (cell_id, label 1 = poor, district) from Build training grid: held-out cells, or a new survey "
-    "gridded in the same CRS and cell size as the predicted grid. Matched by cell_id, not by location."
+    "gridded in the same CRS and cell size as the predicted grid; any layer or table with these fields. "
+    "Matched by cell_id, not by location."
 )
 
 ID_FIELD = (

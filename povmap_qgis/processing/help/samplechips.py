@@ -53,7 +53,7 @@ EXTRA_RESAMPLING = common.resampling("EXTRA")
 
 OUTPUT = "Folder of the chip store (manifest.json, cell_ids.npy, one .npy per input, nodata_fraction.npy); .chips is added to the name if missing."
 
-NODATA_GRID = "The grid with nodata_<input> (fraction of each chip without data) and chip_flagged (1 = above MAX_NODATA), styled to show flagged cells. Not written unless asked for (the dialog starts at Skip output), so repeated runs do not add a grid each time."
+NODATA_GRID = "The grid with nodata_<input> (fraction of each chip without data) and chip_flagged (1 = above MAX_NODATA), styled to show flagged cells (complete chips green, flagged red). Not written unless asked for (the dialog starts at Skip output), so repeated runs do not add a grid each time."
 
 ENGINE = common.ENGINE
 

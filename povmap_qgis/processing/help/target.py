@@ -17,7 +17,8 @@ SUMMARY = (
 )
 
 PREDICTIONS = (
-    "A prediction layer from Predict poverty (the cells' id, district, prob_mean): on povmap's grids "
+    "A prediction layer from Predict poverty (the cells' id, district, prob_mean; prob_baseline and "
+    "out_of_range are used when present): on povmap's grids "
     "or on a grid of your own. Cells with an empty prob_mean are kept in the output but never "
     "selected."
 )
@@ -73,7 +74,10 @@ TRUTH = (
     "A labelled grid (cell_id, label 1 = poor) from Build training grid: a ground-truth survey or "
     "held-out cells, matched by the cell id (for predictions on a grid of your own: labelled "
     "polygons of that grid holding its id). The report then shows the measured inclusion and "
-    "exclusion errors and targeting curve on the cells it covers, beside the expected ones."
+    "exclusion errors and targeting curve on the cells it covers, beside the expected ones. Read as "
+    "Evaluate reads it: text ids and labels of a CSV without .csvt are read as numbers, cells "
+    "without a label are left out with a warning; repeated or empty ids and labels other than 0/1 "
+    "are refused."
 )
 
 OUTPUT = (
@@ -91,6 +95,6 @@ ALLOCATION = (
 )
 
 REPORT = (
-    "One self-contained HTML file: the plain summary first, the targeting curves, the allocation "
-    "table and a map of the selection with district boundaries rendered by QGIS."
+    "One self-contained HTML file: the plain summary first, the targeting curves, the expected "
+    "numbers beside the measured ones (with TRUTH), the allocation table and a map of the selection with district boundaries rendered by QGIS."
 )

@@ -27,11 +27,20 @@ PRESET = common.preset(paper_settings=True)
 
 MEMBERS = common.members()
 
-SPLIT = "random: train/validation/test cells in the paper's 15,596/1,732/1,925 proportions; leave districts out: TEST_DISTRICTS are the test cells."
+SPLIT = (
+    "random: train/validation/test cells stratified by label in the paper's 15,596/1,732/1,925 "
+    "proportions; leave districts out: TEST_DISTRICTS are the test cells."
+)
 
-TEST_DISTRICTS = "Comma-separated district names whose cells are held out for testing (with SPLIT = leave districts out)."
+TEST_DISTRICTS = (
+    "Comma-separated district names whose cells are held out for testing (with SPLIT = leave "
+    "districts out); the validation cells are a stratified share of the rest."
+)
 
-BALANCE = "How the poor / not-poor imbalance is handled in training."
+BALANCE = (
+    "How the poor / not-poor imbalance is handled in training: undersample the majority class "
+    "(the paper), or class_weights."
+)
 
 STACKING = (
     "How prob_raw (and so prob_mean, pred and every ranking) combines the members: a "
@@ -45,17 +54,17 @@ STACKING = (
 SEED = common.seed("split, sampling, augmentation")
 
 PRETRAINED = (
-    "Empty: none. 'imagenet': Keras's ImageNet weights from its cache (~/.keras/models), downloaded there "
+    "Empty: none. 'imagenet': Keras's ImageNet weights from its cache (~/.keras/models, or $KERAS_HOME/models), downloaded there "
     "when missing (progress in the log; a clear message after a short time-out when offline; a mirror in "
     "POVMAP_IMAGENET_BASE_URL). Or a folder holding Keras's *_notop.h5 files (never downloaded into). "
     "Used for the 3-band daytime branch of the ResNet members."
 )
 
-TARGET_RECALL = "If set, the decision threshold (on the calibrated prob_mean) is the highest one reaching this recall on the validation cells (programmes favour recall). Empty: a cell is called poor when its calibrated prob_mean reaches the training cells' share of poor cells, i.e. it is more likely poor than a cell picked at random."
+TARGET_RECALL = "If set, the decision threshold (on the calibrated prob_mean) is the highest one reaching this recall on the validation cells (programmes favour recall). Empty: a cell is called poor when its calibrated prob_mean reaches the training cells' share of poor cells, i.e. it is more likely poor than a cell picked at random (their share before undersampling). The members' votes follow the same rule on their raw mean, the baseline's class on its own calibrated probability."
 
 EPOCHS = common.epochs()
 
-NOMINAL = common.nominal()
+NOMINAL = common.nominal() + " The interval rule is stored in the package."
 
 MODEL_NAME = (
     "The package is registered in the run history (MLflow) as a new version of this "

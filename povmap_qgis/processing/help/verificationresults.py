@@ -63,7 +63,8 @@ OUTPUT = (
 METRICS = (
     "overall_accuracy, users_accuracy_poor, producers_accuracy_poor, poor_share (and "
     "poor_people_share, map_bias, inclusion_error, exclusion_error where they apply), each "
-    "{estimate, se, low, high}, the error matrix, the per-stratum table and the visits; a CSV "
+    "{estimate, se, low, high}, the error matrix, the per-stratum table, the visits and random (the "
+    "margins over a random choice of cells); a CSV "
     "with one row per estimate is written beside it."
 )
 

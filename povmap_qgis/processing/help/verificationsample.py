@@ -51,7 +51,7 @@ MIN_DISTANCE = (
 SEED = "The same seed on the same layer draws the same cells (record it with the campaign)."
 
 OUTPUT = (
-    "GeoPackage of the sampled cells: id, district, lat/lon of the centre, stratum, "
+    "GeoPackage of the sampled cells, styled by predicted class: id, district, lat/lon of the centre, stratum, "
     "inclusion_probability, weight, prob_mean, pred, the empty visit fields observed_poor, "
     "households_visited, households_poor, visit_date, notes. The design (the strata table: cells, "
     "cells drawn, weights) is recorded in the layer's metadata; do not edit the weights."
