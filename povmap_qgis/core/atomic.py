@@ -20,6 +20,8 @@ its worker (an inherited descriptor, listed in ``POVMAP_HELD_LOCKS``), so it
 stays held while either process lives.
 """
 
+from __future__ import annotations
+
 import contextlib
 import glob
 import os
@@ -27,6 +29,8 @@ import re
 import shutil
 import socket
 import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
 
 from .errors import PovmapInputError
 
@@ -40,7 +44,9 @@ HELD_LOCKS_VARIABLE = "POVMAP_HELD_LOCKS"  # lock files the adapter holds for it
 _PARTIAL_OWNER = re.compile(r"\.partial-(\d+)-[0-9a-f]{8}-[0-9a-f]{6}")
 
 
-def check_output_path(path, parameter="OUTPUT", extensions=(".gpkg",)):
+def check_output_path(
+    path: str | None, parameter: str = "OUTPUT", extensions: Iterable[str] = (".gpkg",)
+) -> None:
     """Fail early, before any work, when ``path`` cannot be written."""
     if not path:
         raise PovmapInputError(parameter, "no output file was given.")
@@ -63,12 +69,14 @@ def check_output_path(path, parameter="OUTPUT", extensions=(".gpkg",)):
         raise PovmapInputError(parameter, f"'{path}' is a folder; give a file name.")
 
 
-def file_part(path):
+def file_part(path: str) -> str:
     """The file of a layer source: the part before '|' (``|layername=…``); /vsi… paths as given."""
     return path.split("|")[0] if path and not path.startswith("/vsi") else path
 
 
-def check_outputs_are_not_inputs(input_paths, outputs):
+def check_outputs_are_not_inputs(
+    input_paths: Iterable[str | None], outputs: Iterable[tuple[str | None, str]]
+) -> None:
     """Refuse an output (``(path, parameter)`` pairs) that is one of the input files, before any work."""
     inputs = {os.path.abspath(file_part(path)) for path in input_paths if path}
     for path, parameter in outputs:
@@ -76,12 +84,12 @@ def check_outputs_are_not_inputs(input_paths, outputs):
             raise PovmapInputError(parameter, f"'{path}' is an input; choose another output name.")
 
 
-def new_run_id():
+def new_run_id() -> str:
     """An id for one run, safe in file names: the owning process and a random part."""
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def current_run_id():
+def current_run_id() -> str:
     """The run id from the adapter, else one for this process (same form: ids never prefix others)."""
     global _process_run_id
     if os.environ.get(RUN_ID_VARIABLE):
@@ -91,17 +99,17 @@ def current_run_id():
     return _process_run_id
 
 
-_process_run_id = None
+_process_run_id: str | None = None
 
 
-def partial_path(path):
+def partial_path(path: str) -> str:
     """A sibling name that is clearly unfinished, owned by this run and unique within it."""
     folder, name = os.path.split(os.path.abspath(path.rstrip("/\\")))
     stem, ext = os.path.splitext(name)
     return os.path.join(folder, f".{stem}.partial-{current_run_id()}-{uuid.uuid4().hex[:6]}{ext}")
 
 
-def run_partials(path, run_id):
+def run_partials(path: str, run_id: str) -> list[str]:
     """The unfinished siblings of ``path`` made by run ``run_id`` (SQLite side files included)."""
     folder, name = os.path.split(os.path.abspath(path.rstrip("/\\")))
     stem, ext = os.path.splitext(name)
@@ -109,7 +117,7 @@ def run_partials(path, run_id):
     return sorted(glob.glob(os.path.join(folder, pattern)))
 
 
-def remove_stale_partials(path, is_alive):
+def remove_stale_partials(path: str, is_alive: Callable[[int], bool]) -> list[str]:
     """Remove the unfinished siblings of ``path`` whose owning process is gone; return them.
 
     Call it while holding ``path``'s ``OutputLock``: no live run of the adapter
@@ -133,13 +141,13 @@ def remove_stale_partials(path, is_alive):
     return removed
 
 
-def lock_path(path):
+def lock_path(path: str) -> str:
     """The lock file of an output's writer, beside it: ``.NAME.lock``."""
     folder, name = os.path.split(os.path.abspath(path.rstrip("/\\")))
     return os.path.join(folder, f".{name}.lock")
 
 
-def inherited_locks():
+def inherited_locks() -> list[str]:
     """Lock files the adapter holds for this (worker) process."""
     return [part for part in os.environ.get(HELD_LOCKS_VARIABLE, "").split(os.pathsep) if part]
 
@@ -153,18 +161,24 @@ class OutputLock:
     (``POVMAP_HELD_LOCKS``) is taken as held.
     """
 
-    def __init__(self, path, parameter="OUTPUT", what="the output", partial=None):
+    def __init__(
+        self,
+        path: str,
+        parameter: str = "OUTPUT",
+        what: str = "the output",
+        partial: str | None = None,
+    ) -> None:
         self.path = os.path.abspath(path.rstrip("/\\"))
         self.lock = lock_path(self.path)
         self.parameter, self.what, self.partial = parameter, what, partial
-        self.handle = None
+        self.handle: IO[str] | None = None
         self.inherited = False
 
     @property
-    def held(self):
+    def held(self) -> bool:
         return self.handle is not None or self.inherited
 
-    def acquire(self):
+    def acquire(self) -> OutputLock:
         if self.lock in inherited_locks():
             self.inherited = True
             return self
@@ -196,10 +210,10 @@ class OutputLock:
             self.parameter, f"the lock '{self.lock}' keeps changing; is another run starting?"
         )
 
-    def fileno(self):
+    def fileno(self) -> int | None:
         return self.handle.fileno() if self.handle is not None else None
 
-    def release(self):
+    def release(self) -> None:
         """Remove the lock file, then release it (a waiting run sees the file gone and retries)."""
         self.inherited = False
         if self.handle is None:
@@ -211,7 +225,7 @@ class OutputLock:
         self.handle = None
 
 
-def _lock_exclusively(handle):
+def _lock_exclusively(handle: IO[str]) -> None:
     """An exclusive lock the operating system releases when the process ends; OSError when held."""
     if fcntl is not None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -222,7 +236,7 @@ def _lock_exclusively(handle):
     msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
 
 
-def _still_named(handle, path):
+def _still_named(handle: IO[str], path: str) -> bool:
     """Whether ``path`` still names the file ``handle`` holds (it may have been replaced)."""
     try:
         return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
@@ -230,7 +244,9 @@ def _still_named(handle, path):
         return False
 
 
-def overwritten_input(written, inputs):
+def overwritten_input(
+    written: Iterable[str | None], inputs: Iterable[str | None]
+) -> tuple[str, str] | None:
     """The first ``(written path, input path)`` pair where writing would destroy an input, or None.
 
     ``written``: every path a run writes or replaces, the files it writes beside
@@ -257,14 +273,14 @@ def overwritten_input(written, inputs):
     return None
 
 
-def _same_existing_file(path, other):
+def _same_existing_file(path: str, other: str) -> bool:
     try:
         return os.path.samefile(path, other)
     except OSError:
         return False
 
 
-def remove_quietly(path):
+def remove_quietly(path: str) -> None:
     for candidate in (path, path + "-journal", path + "-wal", path + "-shm"):
         with contextlib.suppress(FileNotFoundError):
             if os.path.isdir(candidate) and not os.path.islink(candidate):
@@ -273,7 +289,7 @@ def remove_quietly(path):
                 os.remove(candidate)
 
 
-def publish_folder(partial, path):
+def publish_folder(partial: str, path: str) -> str:
     """Rename a finished ``partial`` folder to ``path``, replacing a folder or file already there.
 
     What was there is first moved aside to a hidden name owned by this run, then
@@ -293,7 +309,7 @@ def publish_folder(partial, path):
 
 
 @contextlib.contextmanager
-def atomic_output(path):
+def atomic_output(path: str) -> Iterator[str]:
     """Yield a temporary path; on success rename it to ``path``, else delete it."""
     temporary = partial_path(path)
     try:
@@ -312,7 +328,7 @@ def atomic_output(path):
 ROOM_LEFT_BYTES = 8 << 20  # less free space than this after a failed write: the disk is full
 
 
-def out_of_room(error, partial, path):
+def out_of_room(error: BaseException, partial: str, path: str) -> OSError | None:
     """An ``OSError`` (ENOSPC, EFBIG) naming ``path`` when a write into ``partial`` (a file or
     a folder) failed for lack of room, else None.
 
@@ -331,7 +347,7 @@ def out_of_room(error, partial, path):
     if reason is not None:  # said already; give it the output's name if it has none
         if getattr(error, "filename", None):
             return None
-        code = error.errno if isinstance(getattr(error, "errno", None), int) else errno.ENOSPC
+        code = error.errno if isinstance(getattr(error, "errno", None), int) else errno.ENOSPC  # type: ignore[attr-defined]  # checked by getattr
         return OSError(code, reason, path)
     largest = 0
     if os.path.isdir(partial):

@@ -1,5 +1,7 @@
 """Errors that name what the user has to fix."""
 
+from __future__ import annotations
+
 
 class PovmapInputError(ValueError):
     """Bad input: names the parameter at fault and says what to do.
@@ -9,7 +11,7 @@ class PovmapInputError(ValueError):
     command line.
     """
 
-    def __init__(self, parameter, message):
+    def __init__(self, parameter: str | None, message: str) -> None:
         self.parameter = parameter
         super().__init__(f"{parameter}: {message}" if parameter else message)
 
@@ -31,7 +33,7 @@ WRITE_FAILURE_TEXTS = (
 )
 
 
-def write_failure(error):
+def write_failure(error: BaseException | None) -> str | None:
     """The operating system's reason an output could not be written (``No space left on
     device``…), found anywhere in ``error``'s chain; None for any other error."""
     import errno as errnos
@@ -51,7 +53,7 @@ def write_failure(error):
     return None
 
 
-def write_failure_message(reason, path=None):
+def write_failure_message(reason: str, path: str | None = None) -> str:
     """What to tell the user about an output that could not be written (without the parameter)."""
     where = f" writing '{path}'" if path else ""
     return (

@@ -13,29 +13,42 @@ drop) would not open straight away. Instead:
   the plugin puts them into the layer's style list when Processing loads it.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_output
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 GRID_FORMAT_VERSION = "1.0"
 STYLES_ITEM = "povmap_styles"  # layer metadata item: [{"name", "qml"}], the default style first
 
 
-def layer_name_for(path):
+def layer_name_for(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def style_file_path(path):
+def style_file_path(path: str) -> str:
     """``NAME.qml`` beside the GeoPackage ``NAME.gpkg``: the default style QGIS loads with it."""
     return os.path.splitext(path)[0] + ".qml"
 
 
 def write_layer(
-    frame, path, style_qml_path=None, style_name=None, metadata=None, extra_styles=None
-):
+    frame: pd.DataFrame,
+    path: str,
+    style_qml_path: str | None = None,
+    style_name: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    extra_styles: Sequence[tuple[str, str]] | None = None,
+) -> str:
     """Write ``frame`` as the single layer of a new GeoPackage at ``path``.
 
     Written under a temporary name and renamed when complete, its style file
@@ -56,7 +69,13 @@ def write_layer(
     return layer
 
 
-def write_layer_chunks(chunks, path, style_qml_path=None, style_name=None, metadata=None):
+def write_layer_chunks(
+    chunks: Iterable[pd.DataFrame],
+    path: str,
+    style_qml_path: str | None = None,
+    style_name: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
     """Like ``write_layer`` for a layer given as GeoDataFrames written one after another.
 
     Memory holds one chunk at a time; the first chunk sets the fields.
@@ -81,8 +100,15 @@ def write_layer_chunks(chunks, path, style_qml_path=None, style_name=None, metad
 
 
 def write_layer_with_table(
-    frame, path, style_qml_path, style_name, metadata, table_path, header, rows
-):
+    frame: pd.DataFrame,
+    path: str,
+    style_qml_path: str | None,
+    style_name: str,
+    metadata: Mapping[str, str],
+    table_path: str,
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+) -> None:
     """``frame`` as the single layer of a new GeoPackage at ``path`` (styled, ``metadata`` in the
     layer's metadata) and ``rows`` under ``header`` as the CSV ``table_path``: both appear, or
     neither (a step's OUTPUT and its table, e.g. target's ALLOCATION)."""
@@ -106,7 +132,11 @@ def write_layer_with_table(
                 writer.writerow(row)
 
 
-def read_styles(default_qml_path, default_name, extra_styles=None):
+def read_styles(
+    default_qml_path: str | None,
+    default_name: str,
+    extra_styles: Sequence[tuple[str, str]] | None = None,
+) -> list[tuple[str, str]]:
     """[(name, QML text)] of a layer's styles, the default first; [] without a default style."""
     if not default_qml_path:
         return []
@@ -117,7 +147,7 @@ def read_styles(default_qml_path, default_name, extra_styles=None):
     return styles
 
 
-def styles_metadata(styles):
+def styles_metadata(styles: Sequence[tuple[str, str]]) -> dict[str, str]:
     """The layer metadata item that carries ``styles`` [(name, QML)] inside the GeoPackage."""
     if not styles:
         return {}
@@ -125,7 +155,7 @@ def styles_metadata(styles):
 
 
 @contextlib.contextmanager
-def styled_output(path, styles):
+def styled_output(path: str, styles: Sequence[tuple[str, str]]) -> Iterator[str]:
     """Yield a temporary GeoPackage path; on success publish it and ``NAME.qml`` (the default
     style of ``styles``) beside it, else neither. Without styles a stale ``NAME.qml`` is removed:
     it would dress the new file in an old style."""
@@ -142,7 +172,7 @@ def styled_output(path, styles):
                 handle.write(styles[0][1])
 
 
-def stored_styles(path, layer=None):
+def stored_styles(path: str, layer: str | None = None) -> list[tuple[str, str]]:
     """[(name, QML)] carried by a povmap GeoPackage layer, the default first; [] when none."""
     metadata = povmap_layer_metadata(path, layer or layer_name_for(path))
     text = metadata.get("povmap:styles")  # STYLES_ITEM as povmap_layer_metadata names it
@@ -152,17 +182,17 @@ def stored_styles(path, layer=None):
         return []
 
 
-def read_layer_metadata(path, layer=None):
+def read_layer_metadata(path: str, layer: str | None = None) -> dict[str, str]:
     import pyogrio
 
     return pyogrio.read_info(path, layer=layer).get("layer_metadata") or {}
 
 
-def _stringify(metadata):
+def _stringify(metadata: Mapping[str, Any] | None) -> dict[str, str] | None:
     return {str(key): str(value) for key, value in (metadata or {}).items()} or None
 
 
-def povmap_layer_metadata(path, layer):
+def povmap_layer_metadata(path: str, layer: str | None) -> dict[str, str]:
     """Layer metadata (GeoPackage) as a dict, {} where the format has none.
 
     GDAL splits a metadata item at its first ':' or '=', so an item written
@@ -193,7 +223,7 @@ def povmap_layer_metadata(path, layer):
     return metadata
 
 
-def _gdal_metadata_items(path, layer):
+def _gdal_metadata_items(path: str, layer: str | None) -> list[tuple[str, str]]:
     """(key, value) of the GDAL metadata items stored for ``layer`` in a GeoPackage; [] otherwise."""
     import sqlite3
     import xml.etree.ElementTree as ElementTree

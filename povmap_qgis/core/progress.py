@@ -5,9 +5,13 @@ A core step receives a reporter and calls ``progress``, ``info`` and
 turns these calls into JSON lines; tests and the command line print them.
 """
 
+from __future__ import annotations
+
 import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any
 
 from .errors import PovmapCanceledError
 
@@ -15,22 +19,22 @@ from .errors import PovmapCanceledError
 class Reporter:
     """Silent reporter; subclasses decide where messages go."""
 
-    def progress(self, percent):
+    def progress(self, percent: float) -> None:
         pass
 
-    def info(self, message):
+    def info(self, message: str) -> None:
         pass
 
-    def warning(self, message):
+    def warning(self, message: str) -> None:
         pass
 
-    def metric(self, name, value, step=None):
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
         """A number worth keeping per step (e.g. a member's validation loss per epoch).
 
         Silent here; the worker records it in the run history (core/history/tracking.py).
         """
 
-    def final_metrics(self, values):
+    def final_metrics(self, values: Mapping[str, Any]) -> None:
         """The final numbers of a part of the step opened by :meth:`nested_run` (nested dicts).
 
         Silent here; the run history records the numbers as the part's metrics
@@ -38,7 +42,7 @@ class Reporter:
         """
 
     @contextlib.contextmanager
-    def nested_run(self, name, params=None):
+    def nested_run(self, name: str, params: Mapping[str, Any] | None = None) -> Iterator[Reporter]:
         """A reporter for one part of the step (e.g. ``"fold 2"`` of a cross-validation).
 
         The run history records the part as its own run nested under the step's
@@ -47,43 +51,43 @@ class Reporter:
         """
         yield self
 
-    def canceled(self):
+    def canceled(self) -> bool:
         return False
 
-    def check_canceled(self):
+    def check_canceled(self) -> None:
         if self.canceled():
             raise PovmapCanceledError("cancelled by the user")
 
-    def stage(self, start, end):
+    def stage(self, start: float, end: float) -> Reporter:
         """A reporter whose 0–100 % maps onto ``start``–``end`` % of this one."""
         return StageReporter(self, start, end)
 
 
 class StageReporter(Reporter):
-    def __init__(self, parent, start, end):
+    def __init__(self, parent: Reporter, start: float, end: float) -> None:
         self._parent, self._start, self._end = parent, start, end
 
-    def progress(self, percent):
+    def progress(self, percent: float) -> None:
         self._parent.progress(self._start + (self._end - self._start) * percent / 100.0)
 
-    def info(self, message):
+    def info(self, message: str) -> None:
         self._parent.info(message)
 
-    def warning(self, message):
+    def warning(self, message: str) -> None:
         self._parent.warning(message)
 
-    def metric(self, name, value, step=None):
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
         self._parent.metric(name, value, step)
 
-    def final_metrics(self, values):
+    def final_metrics(self, values: Mapping[str, Any]) -> None:
         self._parent.final_metrics(values)
 
     @contextlib.contextmanager
-    def nested_run(self, name, params=None):
+    def nested_run(self, name: str, params: Mapping[str, Any] | None = None) -> Iterator[Reporter]:
         with self._parent.nested_run(name, params) as part:
             yield StageReporter(part, self._start, self._end)
 
-    def canceled(self):
+    def canceled(self) -> bool:
         return self._parent.canceled()
 
 
@@ -101,12 +105,12 @@ class TimeLeft:
     the step has run ``TIME_LEFT_AFTER_S`` seconds and moved, else None.
     """
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._first = None  # (time, percent) of the first progress
-        self._said_at = None
+        self._first: tuple[float, float] | None = None  # (time, percent) of the first progress
+        self._said_at: float | None = None
 
-    def seconds_left(self, percent):
+    def seconds_left(self, percent: float) -> float | None:
         now = self._clock()
         if self._first is None:
             self._first = (now, float(percent))
@@ -117,7 +121,7 @@ class TimeLeft:
             return None
         return elapsed * (100.0 - float(percent)) / moved
 
-    def text(self, percent):
+    def text(self, percent: float) -> str | None:
         seconds = self.seconds_left(percent)
         now = self._clock()
         if seconds is None or (
@@ -128,7 +132,7 @@ class TimeLeft:
         return f"about {duration_text(seconds)} left"
 
 
-def duration_text(seconds):
+def duration_text(seconds: float) -> str:
     """A duration as people say it: '40 s', '3 min', '1 h 20 min' (rounded to what matters)."""
     seconds = max(0.0, float(seconds))
     if seconds < 60:
@@ -142,13 +146,13 @@ def duration_text(seconds):
 class ConsoleReporter(Reporter):
     """Prints messages to stderr; used by the command line."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream or sys.stderr
         self._last_percent = -1
         self._started = time.monotonic()
         self._time_left = TimeLeft()
 
-    def progress(self, percent):
+    def progress(self, percent: float) -> None:
         whole = int(percent)
         seconds_left = self._time_left.seconds_left(percent)
         if whole >= self._last_percent + 10:
@@ -159,27 +163,30 @@ class ConsoleReporter(Reporter):
                 file=self._stream,
             )
 
-    def info(self, message):
+    def info(self, message: str) -> None:
         print(message, file=self._stream)
 
-    def warning(self, message):
+    def warning(self, message: str) -> None:
         print(f"Warning: {message}", file=self._stream)
 
 
 class RecordingReporter(Reporter):
     """Keeps every message; handy for callers that want the log afterwards."""
 
-    def __init__(self):
-        self.infos, self.warnings, self.percents, self.metrics = [], [], [], []
+    def __init__(self) -> None:
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+        self.percents: list[float] = []
+        self.metrics: list[tuple[str, float, int | None]] = []
 
-    def progress(self, percent):
+    def progress(self, percent: float) -> None:
         self.percents.append(percent)
 
-    def info(self, message):
+    def info(self, message: str) -> None:
         self.infos.append(message)
 
-    def warning(self, message):
+    def warning(self, message: str) -> None:
         self.warnings.append(message)
 
-    def metric(self, name, value, step=None):
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
         self.metrics.append((name, value, step))

@@ -9,10 +9,17 @@ mask), then every non-finite value set to NaN — and warp that array with NaN a
 nodata, whatever the raster declares. One home for the rule: ``finite_source``.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 
 
-def source_window(dataset, crs_wkt, left, bottom, right, top, margin):
+def source_window(
+    dataset: Any, crs_wkt: str, left: float, bottom: float, right: float, top: float, margin: int
+) -> Any:
     """The dataset window covering the box (in ``crs_wkt``) plus ``margin`` pixels a side.
 
     May reach beyond the raster (``finite_source`` reads that part as nodata).
@@ -29,7 +36,7 @@ def source_window(dataset, crs_wkt, left, bottom, right, top, margin):
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def inside(dataset, window):
+def inside(dataset: Any, window: Any) -> bool:
     """Whether ``window`` lies wholly on the raster."""
     return (
         window.col_off >= 0
@@ -39,7 +46,7 @@ def inside(dataset, window):
     )
 
 
-def finite_source(dataset, bands, window):
+def finite_source(dataset: Any, bands: Iterable[int], window: Any) -> tuple[np.ndarray, Any]:
     """(float32 [bands, h, w], transform) of ``window``: nodata, off-raster, NaN and ±inf
     pixels are NaN. Warp it with ``src_nodata=numpy.nan``."""
     values = dataset.read(

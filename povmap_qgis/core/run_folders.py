@@ -12,6 +12,8 @@ its id started after the folder was made (checked where the system tells the
 start time, i.e. Linux). Plain Python; no QGIS.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import shutil
@@ -23,13 +25,13 @@ ROOT_PREFIX = "povmap-exports-"
 _RUN_FOLDER = re.compile(r"^run-(\d+)-(\d+)-[0-9a-f]+$")
 
 
-def exports_root():
+def exports_root() -> str:
     """The user's folder of run folders under the system temp folder."""
     owner = os.getuid() if hasattr(os, "getuid") else _user_name()
     return os.path.join(tempfile.gettempdir(), f"{ROOT_PREFIX}{owner}")
 
 
-def make_run_folder(root=None):
+def make_run_folder(root: str | None = None) -> str:
     """A new, empty folder owned by this process's run; the caller removes it when done."""
     root = _private_root(root or exports_root())
     name = f"run-{os.getpid()}-{int(time.time())}-{uuid.uuid4().hex[:8]}"
@@ -38,10 +40,10 @@ def make_run_folder(root=None):
     return path
 
 
-def remove_stale_run_folders(root=None):
+def remove_stale_run_folders(root: str | None = None) -> list[str]:
     """Remove the run folders of processes that are gone; return their paths. Never raises."""
     root = root or exports_root()
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(root)
     except OSError:
@@ -60,7 +62,7 @@ def remove_stale_run_folders(root=None):
     return removed
 
 
-def process_alive(pid):
+def process_alive(pid: int) -> bool:
     """Whether a process with this id exists (a zombie counts as gone)."""
     if pid <= 0:
         return False
@@ -75,7 +77,7 @@ def process_alive(pid):
     return _linux_state(pid) != "Z"
 
 
-def _owner_alive(pid, created):
+def _owner_alive(pid: int, created: int) -> bool:
     if not process_alive(pid):
         return False
     started = _linux_start_time(pid)
@@ -83,7 +85,7 @@ def _owner_alive(pid, created):
     return started is None or started <= created + 60
 
 
-def _private_root(root):
+def _private_root(root: str) -> str:
     os.makedirs(root, 0o700, exist_ok=True)
     if hasattr(os, "getuid"):
         status = os.lstat(root)
@@ -97,7 +99,7 @@ def _private_root(root):
     return root
 
 
-def _linux_stat_fields(pid):
+def _linux_stat_fields(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
             text = handle.read()
@@ -107,12 +109,12 @@ def _linux_stat_fields(pid):
     return text[text.rfind(")") + 2 :].split()
 
 
-def _linux_state(pid):
+def _linux_state(pid: int) -> str | None:
     fields = _linux_stat_fields(pid)
     return fields[0] if fields else None
 
 
-def _linux_start_time(pid):
+def _linux_start_time(pid: int) -> float | None:
     """Seconds since the epoch when ``pid`` started, or None where unknown."""
     fields = _linux_stat_fields(pid)
     if not fields:
@@ -125,10 +127,10 @@ def _linux_start_time(pid):
         return None
 
 
-def _windows_process_alive(pid):
+def _windows_process_alive(pid: int) -> bool:
     import ctypes
 
-    kernel32 = ctypes.windll.kernel32
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]  # Windows only
     handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:
         return False
@@ -140,7 +142,7 @@ def _windows_process_alive(pid):
         kernel32.CloseHandle(handle)
 
 
-def _user_name():
+def _user_name() -> str:
     import getpass
 
     try:

@@ -4,14 +4,25 @@ Layers arrive as OGR-readable files (the Processing adapters export layers
 that are not, e.g. memory layers or layers with a filter).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .errors import PovmapInputError
 
+if TYPE_CHECKING:
+    import geopandas
+
+    from .progress import Reporter
+
+
 NUMERIC_DTYPES = ("int", "uint", "float")
 
 
-def spatial_layer(path, layer, parameter):
+def spatial_layer(path: str, layer: str | None, parameter: str) -> str | None:
     """``layer``, or the file's first layer with geometries when none is named.
 
     GeoPackages saved by QGIS with their styles also hold a ``layer_styles`` table.
@@ -28,7 +39,9 @@ def spatial_layer(path, layer, parameter):
     return spatial[0] if spatial else (layers[0][0] if len(layers) else None)
 
 
-def layer_info(path, layer, parameter, require_crs=True):
+def layer_info(
+    path: str, layer: str | None, parameter: str, require_crs: bool = True
+) -> dict[str, Any]:
     """pyogrio's description of a layer, or a message naming ``parameter``.
 
     ``layer`` None: the first layer with geometries (see ``spatial_layer``).
@@ -58,7 +71,9 @@ def layer_info(path, layer, parameter, require_crs=True):
     return info
 
 
-def require_geometry(info, path, layer, parameter, kinds):
+def require_geometry(
+    info: dict[str, Any], path: str, layer: str | None, parameter: str, kinds: Sequence[str]
+) -> None:
     geometry_type = (
         (info.get("geometry_type") or "None").replace(" Z", "").replace(" M", "").replace("25D", "")
     )
@@ -70,7 +85,14 @@ def require_geometry(info, path, layer, parameter, kinds):
         )
 
 
-def require_field(info, field, path, layer, parameter, numeric=False):
+def require_field(
+    info: dict[str, Any],
+    field: str,
+    path: str,
+    layer: str | None,
+    parameter: str,
+    numeric: bool = False,
+) -> str:
     """Check that ``field`` exists (and is numeric); return its dtype."""
     fields = list(info["fields"])
     if field not in fields:
@@ -87,7 +109,9 @@ def require_field(info, field, path, layer, parameter, numeric=False):
     return dtype
 
 
-def read_points(path, layer, columns, parameter="INPUT"):
+def read_points(
+    path: str, layer: str | None, columns: Sequence[str] | None, parameter: str = "INPUT"
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str | None]:
     """Point coordinates (x, y arrays in the layer CRS) and attribute table."""
     import pyogrio
     import shapely
@@ -115,7 +139,7 @@ def read_points(path, layer, columns, parameter="INPUT"):
 _POINT_WKB = np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
 
 
-def _plain_points(wkb):
+def _plain_points(wkb: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """x, y of WKB that is all little-endian 2D points (what OGR returns for a point layer).
 
     None for anything else (a missing or empty geometry, multi-points, Z or M values,
@@ -139,7 +163,13 @@ def _plain_points(wkb):
     return x, y
 
 
-def read_polygons(path, layer, parameter, field=None, reporter=None):
+def read_polygons(
+    path: str,
+    layer: str | None,
+    parameter: str,
+    field: str | None = None,
+    reporter: Reporter | None = None,
+) -> geopandas.GeoDataFrame:
     """A GeoDataFrame of valid polygons; invalid ones are repaired and named."""
     import geopandas
     import shapely
@@ -168,7 +198,7 @@ def read_polygons(path, layer, parameter, field=None, reporter=None):
     return frame
 
 
-def _polygonal_part(geometry):
+def _polygonal_part(geometry: Any) -> Any:
     import shapely
 
     parts = [
@@ -179,9 +209,9 @@ def _polygonal_part(geometry):
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def _name(path, layer):
+def _name(path: str, layer: str | None) -> str:
     return layer or path
 
 
-def _layer_suffix(layer):
+def _layer_suffix(layer: str | None) -> str:
     return f" (layer '{layer}')" if layer else ""
