@@ -9,23 +9,33 @@ training grid and a prediction grid of the same area share their ids.
 as row and column in decimal and fits int64 for any CRS in metres.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import PovmapInputError
 from ..names import CELL_ID
+
+if TYPE_CHECKING:
+    from pyproj import CRS
+
 
 CELL_ID_OFFSET = 500_000_000
 CELL_ID_MULTIPLIER = 1_000_000_000
 
 
-def cell_rows_cols(x, y, cell_size):
+def cell_rows_cols(x: ArrayLike, y: ArrayLike, cell_size: float) -> tuple[np.ndarray, np.ndarray]:
     """Row and column of the cells holding points ``x``, ``y`` (arrays)."""
     rows = np.floor(np.asarray(y, dtype="float64") / cell_size).astype("int64")
     cols = np.floor(np.asarray(x, dtype="float64") / cell_size).astype("int64")
     return rows, cols
 
 
-def encode_cell_ids(rows, cols):
+def encode_cell_ids(rows: ArrayLike, cols: ArrayLike) -> np.ndarray:
     rows = np.asarray(rows, dtype="int64")
     cols = np.asarray(cols, dtype="int64")
     if rows.size and (np.abs(rows).max() >= CELL_ID_OFFSET or np.abs(cols).max() >= CELL_ID_OFFSET):
@@ -36,7 +46,7 @@ def encode_cell_ids(rows, cols):
     return (rows + CELL_ID_OFFSET) * CELL_ID_MULTIPLIER + (cols + CELL_ID_OFFSET)
 
 
-def decode_cell_ids(cell_ids):
+def decode_cell_ids(cell_ids: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     cell_ids = np.asarray(cell_ids, dtype="int64")
     return (
         cell_ids // CELL_ID_MULTIPLIER - CELL_ID_OFFSET,
@@ -44,7 +54,9 @@ def decode_cell_ids(cell_ids):
     )
 
 
-def whole_cell_ids(values, parameter, layer_name, id_field=CELL_ID):
+def whole_cell_ids(
+    values: ArrayLike, parameter: str, layer_name: str, id_field: str = CELL_ID
+) -> np.ndarray:
     """The one rule for a layer's cell ids (int64): every feature has one (no NULL), each a whole
     number, each once. ``values``: the id column as numbers (NULLs as NaN); the same messages
     for every step that reads cell ids (grids, predictions, a labelled grid as TRUTH)."""
@@ -71,7 +83,9 @@ def whole_cell_ids(values, parameter, layer_name, id_field=CELL_ID):
     return ids
 
 
-def check_unique_ids(cell_ids, parameter, layer_name, id_field=CELL_ID):
+def check_unique_ids(
+    cell_ids: ArrayLike, parameter: str, layer_name: str, id_field: str = CELL_ID
+) -> None:
     """Each cell once: a repeated cell id would be sampled, trained or counted twice."""
     unique, counts = np.unique(np.asarray(cell_ids, dtype="int64"), return_counts=True)
     repeated = counts > 1
@@ -89,7 +103,7 @@ def check_unique_ids(cell_ids, parameter, layer_name, id_field=CELL_ID):
         )
 
 
-def cell_boxes(rows, cols, cell_size):
+def cell_boxes(rows: ArrayLike, cols: ArrayLike, cell_size: float) -> np.ndarray:
     """Square polygons of the given cells (shapely array)."""
     import shapely
 
@@ -98,7 +112,7 @@ def cell_boxes(rows, cols, cell_size):
     return shapely.box(xmin, ymin, xmin + cell_size, ymin + cell_size)
 
 
-def check_cell_size(cell_size):
+def check_cell_size(cell_size: float | None) -> None:
     if not cell_size or not np.isfinite(cell_size) or cell_size <= 0:
         raise PovmapInputError(
             "CELL_SIZE", f"the cell size must be a positive number of metres (got {cell_size})."
@@ -111,12 +125,12 @@ SCALE_REFUSED = 0.05  # a CRS whose metres are off by more at the data: cells 5 
 SCALE_WARNED = 0.01
 
 
-def robust_centre(lon, lat):
+def robust_centre(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
     """The points' median longitude and latitude (one point at 0, 0 does not move it)."""
     return float(np.median(lon)), float(np.median(lat))
 
 
-def far_points(lon, lat):
+def far_points(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """Mask of points far from the others: more than ``FAR_DEGREES`` (or ``FAR_SPREADS``
     robust spreads, for data that are spread wider) from the median in longitude or latitude."""
     lon, lat = np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64")
@@ -130,7 +144,11 @@ def far_points(lon, lat):
     return far
 
 
-def working_crs(requested, lonlat_bounds, centre=None):
+def working_crs(
+    requested: Any,
+    lonlat_bounds: tuple[float, float, float, float],
+    centre: tuple[float, float] | None = None,
+) -> tuple[CRS, str]:
     """The projected CRS in metres the grid is built in.
 
     ``requested`` (anything pyproj understands, or empty) wins; otherwise the
@@ -173,7 +191,9 @@ def working_crs(requested, lonlat_bounds, centre=None):
     return crs, note
 
 
-def check_crs_suits(crs, centre, cell_size, warn):
+def check_crs_suits(
+    crs: CRS, centre: tuple[float, float], cell_size: float, warn: Callable[[str], None]
+) -> None:
     """Refuse a requested CRS that does not suit the data at ``centre`` (lon, lat).
 
     Its area of use must contain the centre, and its metres must be ground metres there
@@ -220,16 +240,16 @@ def check_crs_suits(crs, centre, cell_size, warn):
     warn(f"CRS: {message}.")
 
 
-def _utm_zone(lon):
+def _utm_zone(lon: float) -> int:
     return int(np.clip(np.floor((lon + 180.0) / 6.0) + 1, 1, 60))
 
 
-def _label(crs):
+def _label(crs: CRS) -> str:
     code = crs.to_authority()
     return f"{code[0]}:{code[1]} {crs.name}" if code else crs.name
 
 
-def crs_to_string(crs):
+def crs_to_string(crs: Any) -> str | None:
     """``AUTH:CODE`` where the CRS has one, else its WKT; None for None. Takes what pyproj's
     ``CRS.from_user_input`` takes; text pyproj cannot read comes back as it is."""
     from pyproj import CRS

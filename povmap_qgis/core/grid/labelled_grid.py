@@ -8,15 +8,26 @@ label are left out with a warning; labels other than 0/1, empty, fractional or r
 are refused naming TRUTH. ``check_cell_ids`` is the cell-id rule of a layer a step joins on.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PovmapInputError
 from ..geopackage import povmap_layer_metadata
 from ..names import CELL_ID
 from .cells import crs_to_string
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def layer_fields(path, layer, parameter):
+    from ..progress import Reporter
+
+
+def layer_fields(
+    path: str, layer: str | None, parameter: str
+) -> tuple[str | None, list[str], dict[str, Any]]:
     """The layer's name (the first one with geometries when None), field names and description; no CRS needed."""
     from ..vectors import layer_info, spatial_layer
 
@@ -25,7 +36,9 @@ def layer_fields(path, layer, parameter):
     return layer, list(info["fields"]), info
 
 
-def read_labelled_grid(path, layer, key, reporter):
+def read_labelled_grid(
+    path: str, layer: str | None, key: str, reporter: Reporter
+) -> dict[str, Any]:
     """Cell id (``key``), label (0/1) and district (when present) of the labelled grid TRUTH;
     with its layer name, metadata and CRS."""
     import pyogrio
@@ -78,7 +91,9 @@ def read_labelled_grid(path, layer, key, reporter):
     }
 
 
-def numbers_from_text(frame, columns, parameter, name, reporter):
+def numbers_from_text(
+    frame: pd.DataFrame, columns: Iterable[str], parameter: str, name: str, reporter: Reporter
+) -> pd.DataFrame:
     """Numbers written as text (a CSV read without its .csvt file) become numbers.
 
     Empty text is a missing value; other text is refused naming the field.
@@ -108,7 +123,7 @@ def numbers_from_text(frame, columns, parameter, name, reporter):
     return frame
 
 
-def check_cell_ids(frame, parameter, name, key=CELL_ID):
+def check_cell_ids(frame: pd.DataFrame, parameter: str, name: str, key: str = CELL_ID) -> None:
     """``frame[key]`` as int64 cell ids by the one rule (``cells.whole_cell_ids``); ids stored
     as text (a CSV without .csvt) are read as numbers first, and text that is not a number is
     refused."""

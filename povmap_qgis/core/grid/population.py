@@ -17,18 +17,33 @@ outside the raster count as 0 people and are reported. QGIS's
 the cell; the two agree to within the boundary pixels' share (tested).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import PovmapInputError
+
+if TYPE_CHECKING:
+    import geopandas
+
+    from ..progress import Reporter
+
 
 SUBPIXELS_ACROSS_CELL = 100
 MAX_SUPERSAMPLING = 16
 TILE_SUBPIXELS = 2048  # a tile is at most this many sub-pixels across (memory bound)
 
 
-def cell_population(geometries, path, parameter="POPULATION", reporter=None):
+def cell_population(
+    geometries: geopandas.GeoSeries,
+    path: str,
+    parameter: str = "POPULATION",
+    reporter: Reporter | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(people per cell as float64, share of each cell's area inside the raster) for a GeoSeries of polygons.
 
     ``geometries``: a GeoSeries with a CRS. Raises PovmapInputError naming
@@ -139,7 +154,9 @@ def cell_population(geometries, path, parameter="POPULATION", reporter=None):
     return people, np.clip(inside_share, 0.0, 1.0)
 
 
-def _add_tile(burnt, values, k, people, subpixels):
+def _add_tile(
+    burnt: np.ndarray, values: np.ndarray, k: int, people: np.ndarray, subpixels: np.ndarray
+) -> None:
     """Add a tile's people to the cells: ``burnt`` holds cell index + 1 per sub-pixel (0: none).
 
     A pixel whose k × k sub-pixels all belong to one cell gives it all its
@@ -172,7 +189,7 @@ class _PolygonParts:
     shapely's ``__geo_interface__``, and only a tile's parts exist at once.
     """
 
-    def __init__(self, polygons):
+    def __init__(self, polygons: Any) -> None:
         import numpy as np
         import shapely
 
@@ -183,7 +200,7 @@ class _PolygonParts:
         self.part_starts = np.searchsorted(ring_part, np.arange(len(parts) + 1))
         self.ring_list = self.ring_starts.tolist()
 
-    def geojson(self, selected):
+    def geojson(self, selected: np.ndarray) -> Iterator[tuple[dict[str, Any], int]]:
         """(dict, cell index + 1) of the parts ``selected`` (indexes), for ``rasterize``."""
         import numpy as np
 
@@ -211,5 +228,5 @@ class _PolygonParts:
             )
 
 
-def _extent(bounds):
+def _extent(bounds: Iterable[float]) -> str:
     return "(" + ", ".join(f"{value:.6g}" for value in bounds) + ")"

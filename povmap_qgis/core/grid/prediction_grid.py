@@ -17,8 +17,12 @@ must fit in ``MEMORY_SHARE`` of the memory available when the run starts,
 and never more than ``MAX_CANDIDATE_CELLS`` (a day's work on two cores).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +32,11 @@ from ..geopackage import GRID_FORMAT_VERSION, write_layer_chunks
 from ..names import DEFAULT_CELL_SIZE
 from ..progress import Reporter
 from . import cells
+
+if TYPE_CHECKING:
+    import geopandas
+    from pyproj import CRS
+
 
 BLOCK_CELLS = 65_536
 """Candidate cells handled at once (also the rows × columns of one raster window)."""
@@ -53,11 +62,13 @@ class PredictionGridOptions:
     style_qml_path: str | None = None
 
 
-def build_prediction_grid(options, reporter=None):
+def build_prediction_grid(
+    options: PredictionGridOptions, reporter: Reporter | None = None
+) -> dict[str, Any]:
     reporter = reporter or Reporter()
     started = time.monotonic()
     cells.check_cell_size(options.cell_size)
-    counts = {}
+    counts: dict[str, Any] = {}
 
     areas = vectors.read_polygons(
         options.area_path,
@@ -141,7 +152,7 @@ def build_prediction_grid(options, reporter=None):
     return counts
 
 
-def candidate_cell_limit(available_bytes=None):
+def candidate_cell_limit(available_bytes: int | None = None) -> int:
     """How many candidate cells this machine can handle (see the module docstring)."""
     if available_bytes is None:
         available_bytes = available_memory()
@@ -149,7 +160,7 @@ def candidate_cell_limit(available_bytes=None):
     return max(BLOCK_CELLS, min(MAX_CANDIDATE_CELLS, by_memory))
 
 
-def available_memory():
+def available_memory() -> int:
     """Bytes of memory available to a new allocation (MemAvailable on Linux)."""
     import os
 
@@ -166,7 +177,9 @@ def available_memory():
         return 4 * 1024**3
 
 
-def _covering_cells(areas, options, reporter):
+def _covering_cells(
+    areas: geopandas.GeoDataFrame, options: PredictionGridOptions, reporter: Reporter
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cells whose square overlaps the polygons with a positive area.
 
     Returns rows, columns and the index of the polygon each cell overlaps most,
@@ -191,7 +204,9 @@ def _covering_cells(areas, options, reporter):
     shapely.prepare(polygons)
     polygon_tree = shapely.STRtree(polygons)
     blocks = list(cell_blocks(row_start, row_stop, col_start, col_stop))
-    parts, band, band_start = [], [], None
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    band: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    band_start = None
     for done, block in enumerate(blocks):
         if band and block[0] != band_start:
             parts.append(_in_cell_order(band))
@@ -205,7 +220,9 @@ def _covering_cells(areas, options, reporter):
     return rows, cols, polygon_index
 
 
-def cell_blocks(row_start, row_stop, col_start, col_stop, block_cells=None):
+def cell_blocks(
+    row_start: int, row_stop: int, col_start: int, col_stop: int, block_cells: int | None = None
+) -> Iterator[tuple[int, int, int, int]]:
     """(row start, row stop, col start, col stop) of blocks of at most ``block_cells`` cells.
 
     Bands of whole rows (split into column ranges when one row is longer than a
@@ -224,7 +241,9 @@ def cell_blocks(row_start, row_stop, col_start, col_stop, block_cells=None):
             )
 
 
-def _block_cells(block, size, polygons, polygon_tree):
+def _block_cells(
+    block: tuple[int, int, int, int], size: float, polygons: Any, polygon_tree: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, columns and most-overlapped polygon of one block's covering cells."""
     import shapely
 
@@ -261,17 +280,21 @@ def _block_cells(block, size, polygons, polygon_tree):
     return rows[box_index], cols[box_index], polygon_index.astype("int64")
 
 
-def _no_cells():
+def _no_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.empty(0, "int64"), np.empty(0, "int64"), np.empty(0, "int64")
 
 
-def _in_cell_order(parts):
+def _in_cell_order(
+    parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows, cols, polygon_index = (np.concatenate(columns) for columns in zip(*parts, strict=True))
     order = np.lexsort((cols, rows))
     return rows[order], cols[order], polygon_index[order]
 
 
-def _cell_means(path, band, rows, cols, cell_size, grid_crs):
+def _cell_means(
+    path: str, band: int, rows: np.ndarray, cols: np.ndarray, cell_size: float, grid_crs: CRS
+) -> np.ndarray:
     """Mean of a raster band over each cell, NaN where it has no data.
 
     The raster is averaged onto windows of whole grid rows (at most BLOCK_CELLS
@@ -342,7 +365,15 @@ def _cell_means(path, band, rows, cols, cell_size, grid_crs):
     return means
 
 
-def _cells_frames(rows, cols, polygon_index, habitable_mean, cell_size, grid_crs, names):
+def _cells_frames(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    polygon_index: np.ndarray,
+    habitable_mean: np.ndarray | None,
+    cell_size: float,
+    grid_crs: CRS,
+    names: np.ndarray,
+) -> Iterator[geopandas.GeoDataFrame]:
     """The grid layer as GeoDataFrames of at most WRITE_CHUNK_CELLS cells, in cell id order."""
     import geopandas
 

@@ -2,17 +2,36 @@
 latitude, points far from the others, the district polygon holding each point, and the
 check that refuses or warns about swapped coordinates (latitude read as x)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
 import numpy as np
 
 from .. import vectors
 from ..errors import PovmapInputError
 from . import cells
 
+if TYPE_CHECKING:
+    import geopandas
+
+    from ..progress import Reporter
+
+
 SWAP_SUSPECT_SHARE = 0.5  # at most this share of points in the expected area, and swapped at least
 SHARE_SAMPLE = 100_000  # points that estimate those shares first (every k-th point)
 
 
-def lonlat(x, y, crs):
+class DistrictOptions(Protocol):
+    """What these checks read of a step's options (``TrainingGridOptions``)."""
+
+    districts_path: str | None
+    districts_layer: str | None
+    district_field: str | None
+    crs: str | None
+
+
+def lonlat(x: np.ndarray, y: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Longitude and latitude (degrees) of points in ``crs``."""
     from pyproj import CRS, Transformer
 
@@ -25,7 +44,13 @@ def lonlat(x, y, crs):
     return np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64")
 
 
-def warn_far_points(rows, lon, lat, centre, reporter):
+def warn_far_points(
+    rows: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    centre: tuple[float, float],
+    reporter: Reporter,
+) -> None:
     """Name the points far from the others (feature number, position to 0.1°: no household is
     located by it) so a data-entry error can be found."""
     listed = ", ".join(
@@ -43,7 +68,9 @@ def warn_far_points(rows, lon, lat, centre, reporter):
     )
 
 
-def transform_points(x, y, source_crs, target_crs):
+def transform_points(
+    x: np.ndarray, y: np.ndarray, source_crs: Any, target_crs: Any
+) -> tuple[np.ndarray, np.ndarray]:
     from pyproj import CRS, Transformer
 
     source = CRS.from_user_input(source_crs)
@@ -52,7 +79,16 @@ def transform_points(x, y, source_crs, target_crs):
     return Transformer.from_crs(source, target_crs, always_xy=True).transform(x, y)
 
 
-def points_in_polygons(x, y, path, layer, parameter, grid_crs, field, reporter):
+def points_in_polygons(
+    x: np.ndarray,
+    y: np.ndarray,
+    path: str | None,
+    layer: str | None,
+    parameter: str,
+    grid_crs: Any,
+    field: str | None,
+    reporter: Reporter,
+) -> tuple[np.ndarray, geopandas.GeoDataFrame] | tuple[None, None]:
     """Index of the polygon holding each point (-1 outside all) and the polygons."""
     import shapely
 
@@ -69,19 +105,24 @@ def points_in_polygons(x, y, path, layer, parameter, grid_crs, field, reporter):
     return holder, polygons
 
 
-def districts_of_points(x, y, options, grid_crs, reporter):
+def districts_of_points(
+    x: np.ndarray, y: np.ndarray, options: DistrictOptions, grid_crs: Any, reporter: Reporter
+) -> tuple[np.ndarray, geopandas.GeoDataFrame] | tuple[None, None]:
     """Each point's district name (None outside every polygon) and the polygons; (None, None)."""
     if not options.districts_path:
         return None, None
-    holder, polygons = points_in_polygons(
-        x,
-        y,
-        options.districts_path,
-        options.districts_layer,
-        "DISTRICTS",
-        grid_crs,
-        options.district_field,
-        reporter,
+    holder, polygons = cast(
+        "tuple[np.ndarray, geopandas.GeoDataFrame]",  # DISTRICTS is given here
+        points_in_polygons(
+            x,
+            y,
+            options.districts_path,
+            options.districts_layer,
+            "DISTRICTS",
+            grid_crs,
+            options.district_field,
+            reporter,
+        ),
     )
     names = polygons[options.district_field].to_numpy(dtype=object)
     if any(name is None for name in names):
@@ -95,7 +136,14 @@ def districts_of_points(x, y, options, grid_crs, reporter):
     return districts, polygons
 
 
-def check_axis_order(x, y, points_crs, district_polygons, options, reporter):
+def check_axis_order(
+    x: np.ndarray,
+    y: np.ndarray,
+    points_crs: Any,
+    district_polygons: geopandas.GeoDataFrame | None,
+    options: DistrictOptions,
+    reporter: Reporter,
+) -> None:
     """Refuse (none inside) or warn (few inside) when the points look like swapped coordinates.
 
     A table read with latitude as x and longitude as y puts the survey somewhere
@@ -143,7 +191,9 @@ def check_axis_order(x, y, points_crs, district_polygons, options, reporter):
     reporter.warning(f"INPUT: {message}{dropped}")
 
 
-def share_inside(x, y, crs, area):
+def share_inside(
+    x: np.ndarray, y: np.ndarray, crs: Any, area: tuple[float, float, float, float]
+) -> float:
     """Share of points (x, y in ``crs``) whose longitude/latitude fall in ``area`` (w, s, e, n)."""
     from pyproj import CRS, Transformer
 

@@ -10,8 +10,11 @@ Household points never leave this module and ``survey_points.py`` (where they li
 district, swapped coordinates): only cell aggregates are written.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +32,10 @@ from .survey_points import (
     transform_points,
     warn_far_points,
 )
+
+if TYPE_CHECKING:
+    import geopandas
+    import pandas as pd
 
 
 @dataclasses.dataclass
@@ -77,12 +84,14 @@ COUNT_KEYS = (
 )
 
 
-def build_training_grid(options, reporter=None):
+def build_training_grid(
+    options: TrainingGridOptions, reporter: Reporter | None = None
+) -> dict[str, Any]:
     """Build the labelled grid at ``options.output_path``; return the counts."""
     reporter = reporter or Reporter()
     started = time.monotonic()
     _check_options(options)
-    counts = dict.fromkeys(COUNT_KEYS, 0)
+    counts: dict[str, Any] = dict.fromkeys(COUNT_KEYS, 0)
 
     info = vectors.layer_info(options.points_path, options.points_layer, "INPUT")
     if info.get("features") == 0:
@@ -212,7 +221,7 @@ def build_training_grid(options, reporter=None):
     return counts
 
 
-def _check_options(options):
+def _check_options(options: TrainingGridOptions) -> None:
     cells.check_cell_size(options.cell_size)
     if (
         options.min_obs is None
@@ -255,7 +264,7 @@ def _check_options(options):
         _parse_min_date(options.min_date)
 
 
-def _checked_columns(info, options):
+def _checked_columns(info: dict[str, Any], options: TrainingGridOptions) -> list[str]:
     path, layer = options.points_path, options.points_layer
     columns = [options.score_field]
     vectors.require_field(info, options.score_field, path, layer, "SCORE_FIELD", numeric=True)
@@ -281,7 +290,7 @@ def _checked_columns(info, options):
 ODD_SCORE_SPREADS = 20.0  # beyond this many robust spreads from the median: not a score
 
 
-def _warn_odd_scores(scores, options, reporter):
+def _warn_odd_scores(scores: np.ndarray, options: TrainingGridOptions, reporter: Reporter) -> None:
     """Warn, naming SCORE_FIELD, about scores far outside the others (more than 20 robust
     spreads from the median, e.g. 1e308 among poverty scores of 0 to 100) or negative among
     scores that are otherwise not (under 5 % of them, e.g. -50 or -99): typing errors or
@@ -306,7 +315,7 @@ def _warn_odd_scores(scores, options, reporter):
     )
 
 
-def _parse_min_date(text):
+def _parse_min_date(text: Any) -> pd.Timestamp:
     import pandas
 
     try:
@@ -317,7 +326,13 @@ def _parse_min_date(text):
         ) from None
 
 
-def _clean_attributes(x, table, options, counts, reporter):
+def _clean_attributes(
+    x: np.ndarray,
+    table: dict[str, np.ndarray],
+    options: TrainingGridOptions,
+    counts: dict[str, Any],
+    reporter: Reporter,
+) -> np.ndarray:
     """Mask of points kept by the attribute rules; each drop counted once."""
     import pandas
 
@@ -364,7 +379,13 @@ def _clean_attributes(x, table, options, counts, reporter):
     return keep
 
 
-def _first_row_of_each_household(x, y, table, kept_index, options):
+def _first_row_of_each_household(
+    x: np.ndarray,
+    y: np.ndarray,
+    table: dict[str, np.ndarray],
+    kept_index: np.ndarray,
+    options: TrainingGridOptions,
+) -> np.ndarray:
     """Positions (into ``kept_index``) of each household's first row.
 
     A household is its ``household_field`` value when one is given (rows without one count
@@ -401,7 +422,14 @@ def _first_row_of_each_household(x, y, table, kept_index, options):
     return np.flatnonzero(~repeated)
 
 
-def _aggregate_cells(x, y, scores, districts, options, counts):
+def _aggregate_cells(
+    x: np.ndarray,
+    y: np.ndarray,
+    scores: np.ndarray,
+    districts: np.ndarray | None,
+    options: TrainingGridOptions,
+    counts: dict[str, Any],
+) -> pd.DataFrame:
     """Per cell: household count, median score, majority district, label."""
     import pandas
 
@@ -437,7 +465,7 @@ def _aggregate_cells(x, y, scores, districts, options, counts):
     return grid
 
 
-def _cells_frame(grid, cell_size, grid_crs):
+def _cells_frame(grid: pd.DataFrame, cell_size: float, grid_crs: Any) -> geopandas.GeoDataFrame:
     import geopandas
 
     rows, cols = cells.decode_cell_ids(grid.index.to_numpy())
@@ -454,7 +482,7 @@ def _cells_frame(grid, cell_size, grid_crs):
     )
 
 
-def _cleaning_sentence(counts):
+def _cleaning_sentence(counts: dict[str, Any]) -> str:
     return (
         f"{counts['points_read']} households read; dropped {counts['dropped_no_geometry']} without geometry, "
         f"{counts['dropped_null_score']} with no score, {counts['dropped_zero']} with score 0, "

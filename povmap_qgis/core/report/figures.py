@@ -6,24 +6,38 @@ metric dictionaries of ``metrics.binary_metrics`` (n, tp, fp, fn, tn, auc) and
 heavier and in black. PNGs are written atomically.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_output
 from ..names import BASELINE, ENSEMBLE
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 
 # Okabe–Ito colours (colour-blind safe) for the members' curves.
 MEMBER_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
 BASELINE_COLOUR = "#D55E00"
 
 
-def save(figure, path):
+def save(figure: Figure, path: str) -> str:
     """Write ``figure`` as a PNG at ``path``; return the absolute path."""
     with atomic_output(path) as partial:
         figure.savefig(partial, format="png", dpi=110, bbox_inches="tight")
     return os.path.abspath(path)
 
 
-def roc_figure(curves, metrics_by_model, members, title):
+def roc_figure(
+    curves: Mapping[str, Any],
+    metrics_by_model: Mapping[str, Any],
+    members: Iterable[str],
+    title: str,
+) -> Figure:
     """ROC curves of ``members``, the ensemble and the baseline (when given), with a dot where each
     model's threshold falls."""
     figure, axes = _roc_axes()
@@ -60,7 +74,7 @@ def roc_figure(curves, metrics_by_model, members, title):
     return _finish_roc(figure, axes, title)
 
 
-def reliability_figure(bins_by_model, title):
+def reliability_figure(bins_by_model: Mapping[str, Any], title: str) -> Figure:
     """Reliability diagram: mean predicted probability against the observed share of poor cells
     per bin (``calibration.reliability_bins``), one line per model, dots sized by cell count."""
     from matplotlib.figure import Figure
@@ -101,7 +115,9 @@ def reliability_figure(bins_by_model, title):
     return figure
 
 
-def fold_roc_figure(fold_curves, fold_metrics, title):
+def fold_roc_figure(
+    fold_curves: Mapping[str, Any], fold_metrics: Mapping[str, Any], title: str
+) -> Figure:
     """The ensemble's ROC curve of each fold: ``fold_curves`` and ``fold_metrics`` keyed by fold label."""
     return overlaid_roc_figure(
         {
@@ -113,7 +129,7 @@ def fold_roc_figure(fold_curves, fold_metrics, title):
     )
 
 
-def overlaid_roc_figure(curves, title):
+def overlaid_roc_figure(curves: Mapping[str, Any], title: str) -> Figure:
     """One ROC curve per label (folds, or the runs povmap:runs compares): ``curves`` maps a label
     to ``{fpr, tpr, auc}``; colours repeat with another line style after the seventh."""
     figure, axes = _roc_axes()
@@ -129,7 +145,7 @@ def overlaid_roc_figure(curves, title):
     return _finish_roc(figure, axes, title)
 
 
-def _roc_axes():
+def _roc_axes() -> tuple[Figure, Axes]:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(5.6, 5.0))
@@ -140,7 +156,7 @@ def _roc_axes():
     return figure, axes
 
 
-def _finish_roc(figure, axes, title):
+def _finish_roc(figure: Figure, axes: Axes, title: str) -> Figure:
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.01)
     axes.set_aspect("equal")
@@ -152,7 +168,7 @@ def _finish_roc(figure, axes, title):
     return figure
 
 
-def confusion_figure(metrics_by_model, members):
+def confusion_figure(metrics_by_model: Mapping[str, Any], members: Iterable[str]) -> Figure:
     """One confusion matrix per member and the ensemble: observed rows, predicted columns, counts and shares."""
     from matplotlib.figure import Figure
 

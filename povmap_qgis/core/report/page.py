@@ -12,12 +12,16 @@ inline script marks each image with the size the browser decoded
 (``data-natural-size``) and flags images that failed to decode.
 """
 
+from __future__ import annotations
+
 import base64
 import dataclasses
 import datetime
 import html
 import math
 import os
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..atomic import atomic_output
 
@@ -70,7 +74,13 @@ class Section:
     blocks: list
 
 
-def write_report(path, title, sections, subtitle=None, notices=()):
+def write_report(
+    path: str,
+    title: str,
+    sections: Sequence[Section],
+    subtitle: str | None = None,
+    notices: Iterable[str] = (),
+) -> str:
     """Write the report to ``path`` (temporary name, renamed when complete); return the path."""
     document = render_html(title, sections, subtitle, notices)
     with atomic_output(path) as partial:
@@ -79,7 +89,12 @@ def write_report(path, title, sections, subtitle=None, notices=()):
     return os.path.abspath(path)
 
 
-def render_html(title, sections, subtitle=None, notices=()):
+def render_html(
+    title: str,
+    sections: Sequence[Section],
+    subtitle: str | None = None,
+    notices: Iterable[str] = (),
+) -> str:
     """The report as one HTML string."""
     anchors = [f"section-{index + 1}" for index in range(len(sections))]
     contents = "".join(
@@ -105,7 +120,7 @@ def render_html(title, sections, subtitle=None, notices=()):
     )
 
 
-def _section(section, anchor):
+def _section(section: Section, anchor: str) -> str:
     return (
         f'<section id="{anchor}"><h2>{_escape(section.title)}</h2>'
         + "".join(_block(block) for block in section.blocks)
@@ -113,7 +128,7 @@ def _section(section, anchor):
     )
 
 
-def _block(block):
+def _block(block: Any) -> str:
     if isinstance(block, Paragraph):
         css = (
             ""
@@ -138,7 +153,7 @@ def _block(block):
     raise TypeError(f"a report block cannot be a {type(block).__name__}")
 
 
-def _table(table):
+def _table(table: Table) -> str:
     head = "".join(f"<th>{_escape(column)}</th>" for column in table.columns)
     rows = []
     for index, row in enumerate(table.rows):
@@ -151,7 +166,7 @@ def _table(table):
     return f'<div class="table"><table>{caption}<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
-def _figure(figure):
+def _figure(figure: Figure) -> str:
     extension = os.path.splitext(figure.path)[1].lower()
     if extension not in IMAGE_TYPES:
         raise ValueError(
@@ -166,13 +181,13 @@ def _figure(figure):
     )
 
 
-def _kind(value):
+def _kind(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "undefined"
     return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "text"
 
 
-def _cell(value, digits):
+def _cell(value: Any, digits: int) -> str:
     if _kind(value) == "undefined":
         return f'<span title="undefined for these cells (see Notes)">{UNDEFINED}</span>'
     grouped = "," if _kind(value) == "number" and abs(value) >= GROUPED_FROM else ""
@@ -183,7 +198,7 @@ def _cell(value, digits):
     return _escape(value)
 
 
-def _escape(value):
+def _escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 

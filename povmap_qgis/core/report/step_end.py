@@ -2,11 +2,26 @@
 and its time in the summary, the report written when one is asked for, progress 100 and the
 headline."""
 
+from __future__ import annotations
+
 import os
 import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..progress import Reporter
 
 
-def end_step(summary, outputs, started, report_path, report_document, headline, reporter):
+def end_step(
+    summary: dict[str, Any],
+    outputs: Mapping[str, str],
+    started: float,
+    report_path: str | None,
+    report_document: Callable[[dict[str, Any]], dict[str, Any]],
+    headline: Callable[[dict[str, Any]], str],
+    reporter: Reporter,
+) -> dict[str, Any]:
     """Add ``outputs`` ({summary key: path}, made absolute) and the ``seconds`` since
     ``started`` to ``summary``; write ``report_document(summary)`` as the HTML report at
     ``report_path`` (None: the caller writes it, e.g. inside QGIS with the maps it drew);

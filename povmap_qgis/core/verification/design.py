@@ -42,6 +42,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +58,9 @@ MIN_PER_STRATUM = 5
 TERCILES = ("narrow", "middle", "wide")
 
 
-def strata_labels(predicted, width=None, selected=None):
+def strata_labels(
+    predicted: np.ndarray, width: np.ndarray | None = None, selected: np.ndarray | None = None
+) -> np.ndarray:
     """Each cell's stratum name (see the module doc); ``predicted`` 1 = poor."""
     predicted = np.asarray(predicted, dtype="int64")
     classes = np.where(predicted == 1, "poor", "not_poor").astype(object)
@@ -80,7 +84,9 @@ def strata_labels(predicted, width=None, selected=None):
     return labels
 
 
-def allocate(sizes, sample_size, minimum=MIN_PER_STRATUM):
+def allocate(
+    sizes: Mapping[str, int], sample_size: int, minimum: int = MIN_PER_STRATUM
+) -> dict[str, int]:
     """{stratum: n_h}: proportional with a minimum per stratum (module doc); sums to
     ``sample_size`` unless the minimums need more (then their sum) or the cells are fewer."""
     total = sum(sizes.values())
@@ -96,21 +102,27 @@ def allocate(sizes, sample_size, minimum=MIN_PER_STRATUM):
     return allocation
 
 
-def expected_accuracy(probability, predicted):
+def expected_accuracy(probability: np.ndarray, predicted: np.ndarray) -> float:
     """The overall accuracy the calibrated probabilities expect."""
     probability = np.asarray(probability, dtype="float64")
     right = np.where(np.asarray(predicted) == 1, probability, 1 - probability)
     return float(np.mean(right))
 
 
-def sample_size_for_half_width(half_width, accuracy, cells):
+def sample_size_for_half_width(half_width: float, accuracy: float, cells: int) -> int:
     """Cells to visit for a 95 % interval of ± ``half_width`` on an accuracy near ``accuracy``."""
     accuracy = min(max(accuracy, 0.05), 0.95)
     first = Z95**2 * accuracy * (1 - accuracy) / half_width**2
     return int(min(cells, math.ceil(first / (1 + (first - 1) / cells))))
 
 
-def draw(strata, allocation, seed, centres=None, min_distance=None):
+def draw(
+    strata: np.ndarray,
+    allocation: Mapping[str, int],
+    seed: int,
+    centres: np.ndarray | None = None,
+    min_distance: float | None = None,
+) -> tuple[np.ndarray, dict[str, int]]:
     """(indexes of the drawn cells, {stratum: cells drawn}); see the module doc."""
     strata = np.asarray(strata)
     rng = np.random.default_rng(seed)
@@ -118,13 +130,14 @@ def draw(strata, allocation, seed, centres=None, min_distance=None):
     drawn = {}
     for name in sorted(allocation):
         candidates = rng.permutation(np.flatnonzero(strata == name))
-        wanted, taken = allocation[name], []
+        wanted = allocation[name]
+        taken: list[int] = []
         for index in candidates:
             if len(taken) == wanted:
                 break
             if min_distance and chosen + taken:
-                others = centres[np.asarray(chosen + taken)]
-                if np.min(np.hypot(*(others - centres[index]).T)) < min_distance:
+                others = centres[np.asarray(chosen + taken)]  # type: ignore[index]  # given with min_distance
+                if np.min(np.hypot(*(others - centres[index]).T)) < min_distance:  # type: ignore[index]
                     continue
             taken.append(int(index))
         chosen += taken
@@ -132,7 +145,7 @@ def draw(strata, allocation, seed, centres=None, min_distance=None):
     return np.asarray(chosen, dtype="int64"), drawn
 
 
-def sample_digest(ids, strata, weights):
+def sample_digest(ids: Sequence[Any], strata: Sequence[Any], weights: Sequence[Any]) -> str:
     """sha256 of the sampled cells, their strata and weights (order-free)."""
     rows = sorted(
         f"{int(cell)}|{stratum}|{float(weight):.9g}"
@@ -141,7 +154,9 @@ def sample_digest(ids, strata, weights):
     return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
 
 
-def design_record(table, seed, id_field, extra):
+def design_record(
+    table: list[dict[str, Any]], seed: int, id_field: str, extra: Mapping[str, Any]
+) -> dict[str, Any]:
     """The design as stored in the sample layer's metadata.
 
     ``table``: [{"stratum", "cells", "sampled", ...}]; ``extra``: what the results need
@@ -157,7 +172,9 @@ def design_record(table, seed, id_field, extra):
     }
 
 
-def read_design(metadata, name, parameter="SAMPLE"):
+def read_design(
+    metadata: Mapping[str, str], name: str, parameter: str = "SAMPLE"
+) -> dict[str, Any]:
     """The design recorded in a sample layer's metadata, or a message saying what the layer is not."""
     text = metadata.get(DESIGN_RECORDED)
     if not text:
@@ -182,7 +199,15 @@ def read_design(metadata, name, parameter="SAMPLE"):
     return design
 
 
-def check_design(design, ids, strata, weights, name, parameter="SAMPLE", probabilities=None):
+def check_design(
+    design: Mapping[str, Any],
+    ids: Sequence[Any],
+    strata: Sequence[Any],
+    weights: Sequence[Any],
+    name: str | None,
+    parameter: str = "SAMPLE",
+    probabilities: Sequence[Any] | None = None,
+) -> None:
     """Refuse a sample whose cells, strata, weights (or inclusion probabilities) differ from its
     recorded design."""
     sizes = {row["stratum"]: row for row in design["strata"]}

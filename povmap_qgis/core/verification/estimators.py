@@ -36,6 +36,8 @@ the poor cells (known exactly), so recall is compared with the map's share. Pure
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,14 +51,21 @@ class Estimate:
     low: float | None
     high: float | None
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 UNDEFINED = Estimate(None, None, None, None)
 
 
-def ratio_estimate(strata, sizes, y, x=None, share=True, fpc=True):
+def ratio_estimate(
+    strata: np.ndarray,
+    sizes: Mapping[str, int],
+    y: np.ndarray,
+    x: np.ndarray | None = None,
+    share: bool = True,
+    fpc: bool = True,
+) -> Estimate:
     """R̂ = Ŷ / X̂ with its standard error and 95 % interval (see the module doc).
 
     ``strata``: each visited cell's stratum; ``sizes``: {stratum: N_h} (every
@@ -94,7 +103,13 @@ def ratio_estimate(strata, sizes, y, x=None, share=True, fpc=True):
     return Estimate(float(ratio), se, float(low), float(high))
 
 
-def ratio_difference(strata, sizes, first, second, fpc=True):
+def ratio_difference(
+    strata: np.ndarray,
+    sizes: Mapping[str, int],
+    first: tuple[np.ndarray, np.ndarray | None],
+    second: tuple[np.ndarray, np.ndarray | None],
+    fpc: bool = True,
+) -> Estimate:
     """R̂1 − R̂2 of two ratios ``first`` = (y1, x1), ``second`` = (y2, x2) from the same sample,
     with its standard error and 95 % interval (not clipped).
 
@@ -124,7 +139,14 @@ def ratio_difference(strata, sizes, first, second, fpc=True):
     return Estimate(difference, se, difference - Z95 * se, difference + Z95 * se)
 
 
-def accuracy_estimates(strata, sizes, mapped, observed, people=None, map_poor_share=None):
+def accuracy_estimates(
+    strata: np.ndarray,
+    sizes: Mapping[str, int],
+    mapped: np.ndarray,
+    observed: np.ndarray,
+    people: np.ndarray | None = None,
+    map_poor_share: float | None = None,
+) -> dict[str, Estimate]:
     """The map's accuracy and the poor share from a stratified sample; {name: Estimate}.
 
     ``mapped``, ``observed``: 1 = poor, per visited cell; ``people``: per visited
@@ -155,14 +177,16 @@ def accuracy_estimates(strata, sizes, mapped, observed, people=None, map_poor_sh
             else Estimate(
                 float(map_poor_share - share.estimate),
                 share.se,
-                float(map_poor_share - share.high),
-                float(map_poor_share - share.low),
+                float(map_poor_share - share.high),  # type: ignore[operator]  # set with estimate
+                float(map_poor_share - share.low),  # type: ignore[operator]
             )
         )
     return result
 
 
-def targeting_estimates(strata, sizes, selected, observed):
+def targeting_estimates(
+    strata: np.ndarray, sizes: Mapping[str, int], selected: np.ndarray, observed: np.ndarray
+) -> dict[str, Estimate]:
     """Inclusion error (enrolled, not poor) and exclusion error (poor, left out); {name: Estimate}."""
     selected = np.asarray(selected, dtype="int64") == 1
     poor = np.asarray(observed, dtype="int64") == 1
@@ -172,7 +196,13 @@ def targeting_estimates(strata, sizes, selected, observed):
     }
 
 
-def error_matrix(strata, sizes, mapped, observed, classes=(1, 0)):
+def error_matrix(
+    strata: np.ndarray,
+    sizes: Mapping[str, int],
+    mapped: np.ndarray,
+    observed: np.ndarray,
+    classes: Sequence[int] = (1, 0),
+) -> list[list[float]]:
     """Estimated share of the map's cells in each (map class, reference class): [[p_ij]].
 
     p_ij = Σ_h (N_h / N) · (visited cells of h with map i and reference j) / n_h.

@@ -26,8 +26,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PovmapInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 OBSERVED_FIELD = "observed_poor"
 COUNT_FIELDS = ("households_visited", "households_poor")
@@ -37,7 +43,7 @@ NO = {"0", "no", "n", "false", "non", "0.0"}
 SHOWN = 8
 
 
-def column_for(columns, field):
+def column_for(columns: Iterable[str], field: str) -> str | None:
     """The column answering to ``field`` (exact, else with a group prefix), or None."""
     if field in columns:
         return field
@@ -45,7 +51,7 @@ def column_for(columns, field):
     return matches[0] if len(matches) == 1 else None
 
 
-def read_returns(path, parameter="RETURNS"):
+def read_returns(path: str, parameter: str = "RETURNS") -> pd.DataFrame:
     """The returns as a pandas DataFrame of strings (every cell as text, '' when empty)."""
     import pandas
 
@@ -75,8 +81,13 @@ def read_returns(path, parameter="RETURNS"):
 
 
 def observations(
-    frame, sample_ids, id_field, observed_field, parameter="RETURNS", id_parameter="ID_FIELD"
-):
+    frame: pd.DataFrame,
+    sample_ids: Iterable[Any],
+    id_field: str,
+    observed_field: str,
+    parameter: str = "RETURNS",
+    id_parameter: str = "ID_FIELD",
+) -> dict[int, tuple[int, int | None, int | None]]:
     """{cell id: (observed 1/0, households visited or None, households poor or None)} of the
     returns in ``frame`` (strings), checked against the sample's ids (see the module doc)."""
     columns = [str(column) for column in frame.columns]
@@ -101,8 +112,16 @@ def observations(
         None,
     )
     known = {int(cell) for cell in sample_ids}
-    found, where = {}, {}
-    problems = {"no_id": [], "unknown": [], "twice": [], "observed": [], "counts": [], "above": []}
+    found: dict[int, tuple[int, int | None, int | None]] = {}
+    where: dict[int, str] = {}
+    problems: dict[str, list[str]] = {
+        "no_id": [],
+        "unknown": [],
+        "twice": [],
+        "observed": [],
+        "counts": [],
+        "above": [],
+    }
     for number, row in enumerate(frame.to_dict("records"), start=2):
         name = f"row {number}" + (
             f" ({row[submission]})" if submission and row.get(submission) else ""
@@ -130,6 +149,7 @@ def observations(
         if visited is not None and poor is not None and poor > visited:
             problems["above"].append(f"{cell} ({name}: {poor} poor of {visited} visited)")
         value = str(row.get(observed_column, "") if observed_column else "").strip().lower()
+        observed: int | None
         if value in YES:
             observed = 1
         elif value in NO:
@@ -151,7 +171,7 @@ def observations(
     return found
 
 
-def _cell_id(text):
+def _cell_id(text: str) -> int:
     """The whole-number id in ``text``, exactly (povmap's ids have 18 digits: no float on the way)."""
     import decimal
 
@@ -164,7 +184,7 @@ def _cell_id(text):
         return int(number)
 
 
-def _whole_number(text):
+def _whole_number(text: str) -> int | None:
     """A count of 0 or more from its text, None when empty or not one."""
     try:
         number = float(text)
@@ -185,7 +205,9 @@ MESSAGES = {
 }
 
 
-def _refuse(problems, parameter, id_field, observed_field):
+def _refuse(
+    problems: Mapping[str, list[str]], parameter: str, id_field: str, observed_field: str
+) -> None:
     found = [(kind, rows) for kind, rows in problems.items() if rows]
     if not found:
         return

@@ -7,6 +7,9 @@ after rendering the map.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 LABELS = {
     "overall_accuracy": "Overall accuracy (cells the map classes right)",
     "users_accuracy_poor": "User's accuracy of poor (precision: map's poor cells that are poor)",
@@ -19,17 +22,17 @@ LABELS = {
 }
 
 
-def _percent(value):
+def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f} %"
 
 
-def _interval(value):
+def _interval(value: dict[str, Any]) -> str:
     return (
         f"{_percent(value['estimate'])} (95 %: {_percent(value['low'])}–{_percent(value['high'])})"
     )
 
 
-def _points(value):
+def _points(value: dict[str, Any]) -> str:
     """A difference of shares in percentage points with its interval: "+22 points (95 %: +3 to +41)"."""
     return (
         f"{100 * value['estimate']:+.0f} points (95 %: {100 * value['low']:+.0f} to "
@@ -37,7 +40,7 @@ def _points(value):
     )
 
 
-def headline(summary):
+def headline(summary: dict[str, Any]) -> str:
     """One sentence a manager can read: how often the map's poor cells were poor."""
     users = summary["users_accuracy_poor"]
     if users["estimate"] is None:
@@ -49,7 +52,7 @@ def headline(summary):
     )
 
 
-def _plain(summary):
+def _plain(summary: dict[str, Any]) -> str:
     parts = [headline(summary)]
     producers, share = summary["producers_accuracy_poor"], summary["poor_share"]
     if producers["estimate"] is not None:
@@ -89,7 +92,9 @@ def _plain(summary):
     return " ".join(parts)
 
 
-def report_document(summary, maps=()):
+def report_document(
+    summary: dict[str, Any], maps: Iterable[tuple[str, str]] = ()
+) -> dict[str, Any]:
     """Title, subtitle, notices and sections of the HTML report; ``maps``: [(png path, caption)]."""
     from ..report import page as report
 

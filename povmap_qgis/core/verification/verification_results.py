@@ -33,12 +33,21 @@ import dataclasses
 import datetime
 import os
 import time
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import check_output_path
 from ..errors import PovmapInputError
 from ..progress import Reporter
 from . import design
 from .estimators import accuracy_estimates, error_matrix, targeting_estimates
+
+if TYPE_CHECKING:
+    import geopandas
+    import numpy as np
+    import pandas as pd
+
+    from .estimators import Estimate
+
 
 MIN_RECALIBRATION_VISITS = 30
 MIN_RECALIBRATION_PER_CLASS = 5
@@ -72,7 +81,9 @@ class VerificationResultsOptions:
     style_qml_path: str | None = None
 
 
-def verification_results(options, reporter=None):
+def verification_results(
+    options: VerificationResultsOptions, reporter: Reporter | None = None
+) -> dict[str, Any]:
     import numpy as np
 
     reporter = reporter or Reporter()
@@ -182,7 +193,7 @@ def verification_results(options, reporter=None):
     return summary
 
 
-def _beside_random(estimates, map_share):
+def _beside_random(estimates: dict[str, Estimate], map_share: float | None) -> dict[str, Any]:
     """What a random choice of cells would do, and the map's margin over it with its interval.
 
     Random picks are poor as often as cells are (the poor share); a random choice of as many
@@ -199,14 +210,14 @@ def _beside_random(estimates, map_share):
             else {
                 "estimate": recall.estimate - map_share,
                 "se": recall.se,
-                "low": recall.low - map_share,
-                "high": recall.high - map_share,
+                "low": recall.low - map_share,  # type: ignore[operator]  # set with estimate
+                "high": recall.high - map_share,  # type: ignore[operator]
             }
         ),
     }
 
 
-def _check_options(options):
+def _check_options(options: VerificationResultsOptions) -> None:
     check_output_path(options.output_path, "OUTPUT")
     check_output_path(options.metrics_path, "METRICS", (".json",))
     if options.recalibrate_path and not options.new_model_path:
@@ -221,9 +232,9 @@ def _check_options(options):
         from ..model.model_package import check_package_path
 
         check_package_path(options.new_model_path, "NEW_MODEL")
-        same = os.path.realpath(options.new_model_path.rstrip("/")) == os.path.realpath(
-            options.recalibrate_path.rstrip("/")
-        )
+        same = os.path.realpath(
+            options.new_model_path.rstrip("/")  # type: ignore[union-attr]  # both given here
+        ) == os.path.realpath(options.recalibrate_path.rstrip("/"))
         if same:
             raise PovmapInputError(
                 "NEW_MODEL",
@@ -232,7 +243,9 @@ def _check_options(options):
             )
 
 
-def read_sample(path, layer=None, parameter="SAMPLE"):
+def read_sample(
+    path: str, layer: str | None = None, parameter: str = "SAMPLE"
+) -> tuple[geopandas.GeoDataFrame, str | None, dict[str, Any]]:
     """(sample cells, layer name, design) of a verification sample, checked against its design."""
     import geopandas
 
@@ -264,7 +277,9 @@ def read_sample(path, layer=None, parameter="SAMPLE"):
     return frame, layer, record
 
 
-def _observations(options, sample, layer, id_field):
+def _observations(
+    options: VerificationResultsOptions, sample: pd.DataFrame, layer: str | None, id_field: str
+) -> dict[int, tuple[int, int | None, int | None]]:
     from .returns import observations, read_returns
 
     if options.returns_path:
@@ -279,7 +294,9 @@ def _observations(options, sample, layer, id_field):
     )
 
 
-def _require_two_visits(strata, visited, ids, sizes):
+def _require_two_visits(
+    strata: np.ndarray, visited: np.ndarray, ids: np.ndarray, sizes: dict[str, int]
+) -> None:
     import numpy as np
 
     short = []
@@ -300,7 +317,9 @@ def _require_two_visits(strata, visited, ids, sizes):
     del np
 
 
-def _people(options, sample, reporter):
+def _people(
+    options: VerificationResultsOptions, sample: pd.DataFrame, reporter: Reporter
+) -> np.ndarray | None:
     if options.population_path:
         import numpy as np
 
@@ -314,7 +333,13 @@ def _people(options, sample, reporter):
     return None
 
 
-def _strata_rows(record, strata, visited, observed, predicted):
+def _strata_rows(
+    record: dict[str, Any],
+    strata: np.ndarray,
+    visited: np.ndarray,
+    observed: np.ndarray,
+    predicted: np.ndarray,
+) -> list[dict[str, Any]]:
     import numpy as np
 
     rows = []
@@ -336,7 +361,13 @@ def _strata_rows(record, strata, visited, observed, predicted):
     return rows
 
 
-def recalibrate(options, visited_cells, observed, sample_path, reporter):
+def recalibrate(
+    options: VerificationResultsOptions,
+    visited_cells: pd.DataFrame,
+    observed: np.ndarray,
+    sample_path: str,
+    reporter: Reporter,
+) -> dict[str, Any]:
     """Refit Platt scaling on the visited cells (design-weighted); write NEW_MODEL; its summary."""
     import json
     import shutil
@@ -382,12 +413,12 @@ def recalibrate(options, visited_cells, observed, sample_path, reporter):
         "observed_poor_share_weighted": float(np.average(observed, weights=weights)),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    partial = partial_path(options.new_model_path)
+    partial = partial_path(options.new_model_path)  # type: ignore[arg-type]  # given: it runs
     try:
         shutil.copytree(parent["path"], partial)
         os.remove(os.path.join(partial, model_package.MANIFEST))
         model_package.write_manifest(partial, json.loads(json.dumps(manifest)))
-        publish_folder(partial, options.new_model_path)
+        publish_folder(partial, options.new_model_path)  # type: ignore[arg-type]
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -396,14 +427,22 @@ def recalibrate(options, visited_cells, observed, sample_path, reporter):
         f"New model package {options.new_model_path}: calibration refitted on {count} visited cells"
     )
     return {
-        "path": os.path.abspath(options.new_model_path),
+        "path": os.path.abspath(options.new_model_path),  # type: ignore[type-var]
         "calibration": fitted,
         "parent": parent["path"],
         "visited_cells": count,
     }
 
 
-def _write_outputs(options, sample, layer, observed, visited, predicted, summary):
+def _write_outputs(
+    options: VerificationResultsOptions,
+    sample: pd.DataFrame,
+    layer: str | None,
+    observed: np.ndarray,
+    visited: np.ndarray,
+    predicted: np.ndarray,
+    summary: dict[str, Any],
+) -> None:
     """OUTPUT (sample + observed + outcome) and METRICS (JSON + CSV): all appear, or none."""
     import numpy as np
     import pyogrio

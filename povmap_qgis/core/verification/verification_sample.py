@@ -22,11 +22,18 @@ import dataclasses
 import datetime
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapInputError
 from ..progress import Reporter
 from . import design
+
+if TYPE_CHECKING:
+    import geopandas
+    import numpy as np
+    import pandas as pd
+
 
 VISIT_FIELDS = ("observed_poor", "households_visited", "households_poor", "visit_date", "notes")
 DEFAULT_HALF_WIDTH = 0.08
@@ -47,7 +54,9 @@ class VerificationSampleOptions:
     style_qml_path: str | None = None
 
 
-def verification_sample(options, reporter=None):
+def verification_sample(
+    options: VerificationSampleOptions, reporter: Reporter | None = None
+) -> dict[str, Any]:
     """Draw the sample and write OUTPUT (and FORM); return a summary."""
     import numpy as np
 
@@ -157,7 +166,7 @@ def verification_sample(options, reporter=None):
     return summary
 
 
-def _check_options(options):
+def _check_options(options: VerificationSampleOptions) -> None:
     check_output_path(options.output_path, "OUTPUT")
     if options.form_path:
         check_output_path(options.form_path, "FORM", (".xlsx",))
@@ -175,7 +184,9 @@ def _check_options(options):
         raise PovmapInputError("MIN_DISTANCE", "give a distance of 0 or more (metres).")
 
 
-def _eligible(options, cells, reporter):
+def _eligible(
+    options: VerificationSampleOptions, cells: geopandas.GeoDataFrame, reporter: Reporter
+) -> tuple[np.ndarray, dict[str, Any], np.ndarray | None]:
     """(mask of the cells that may be drawn, {"counts", "notes"}, people per cell or None)."""
     import numpy as np
 
@@ -222,7 +233,9 @@ def _eligible(options, cells, reporter):
     )
 
 
-def _sample_size(options, pool, predicted):
+def _sample_size(
+    options: VerificationSampleOptions, pool: pd.DataFrame, predicted: np.ndarray
+) -> tuple[int, str | None]:
     """(cells to draw, a note or None)."""
     if options.sample_size is not None:
         if options.target_half_width is not None:
@@ -237,7 +250,7 @@ def _sample_size(options, pool, predicted):
     )
 
 
-def _centres(pool):
+def _centres(pool: geopandas.GeoDataFrame) -> np.ndarray:
     """Cell centres in metres ([n, 2]): the layer's CRS, or its UTM zone when it is geographic."""
     import numpy as np
 
@@ -248,7 +261,9 @@ def _centres(pool):
     return np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])
 
 
-def _strata_table(sizes, drawn, strata, people):
+def _strata_table(
+    sizes: dict[str, int], drawn: dict[str, int], strata: np.ndarray, people: np.ndarray | None
+) -> list[dict[str, Any]]:
     import numpy as np
 
     table = []
@@ -266,7 +281,14 @@ def _strata_table(sizes, drawn, strata, people):
     return table
 
 
-def _sample_frame(pool, chosen, strata, table, id_field, people):
+def _sample_frame(
+    pool: geopandas.GeoDataFrame,
+    chosen: np.ndarray,
+    strata: np.ndarray,
+    table: list[dict[str, Any]],
+    id_field: str,
+    people: np.ndarray | None,
+) -> geopandas.GeoDataFrame:
     import pandas
 
     rows = {row["stratum"]: row for row in table}
@@ -304,7 +326,14 @@ def _sample_frame(pool, chosen, strata, table, id_field, people):
     return sample.sort_values(["stratum", id_field]).reset_index(drop=True)
 
 
-def _write_outputs(options, sample, table, record, id_field, layer):
+def _write_outputs(
+    options: VerificationSampleOptions,
+    sample: geopandas.GeoDataFrame,
+    table: list[dict[str, Any]],
+    record: dict[str, Any],
+    id_field: str,
+    layer: str,
+) -> None:
     """OUTPUT (sample + strata) and FORM: both appear, or neither."""
     import contextlib
 

@@ -14,6 +14,9 @@ centre as ``geometry``, so ODK Collect can pick the cell from a map).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 GROUP = "visit"
 SURVEY_COLUMNS = (
     "type",
@@ -30,7 +33,7 @@ SURVEY_COLUMNS = (
 YES, NO = "yes", "no"
 
 
-def survey_rows(id_field):
+def survey_rows(id_field: str) -> list[dict[str, str]]:
     """The survey sheet's rows (dicts by SURVEY_COLUMNS)."""
     return [
         {"type": "begin_group", "name": GROUP, "label": "Verification visit"},
@@ -78,7 +81,14 @@ def survey_rows(id_field):
     ]
 
 
-def write_xlsform(path, cells, id_field, title, form_id, version):
+def write_xlsform(
+    path: str,
+    cells: Iterable[tuple[Any, str, float, float]],
+    id_field: str,
+    title: str,
+    form_id: str,
+    version: str,
+) -> None:
     """Write the form to ``path``; ``cells``: [(id, label, latitude, longitude)]; ``id_field``:
     the name of the cell question (the sample's id field)."""
     from openpyxl import Workbook
