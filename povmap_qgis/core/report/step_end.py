@@ -1,4 +1,4 @@
-"""How a step with an HTML report ends (target, districtestimates): the paths of its outputs
+"""How a step with an HTML report ends (target, districtestimates, verificationresults): the paths of its outputs
 and its time in the summary, the report written when one is asked for, progress 100 and the
 headline."""
 

@@ -175,22 +175,18 @@ def verification_results(
         reporter.warning(note)
     reporter.check_canceled()
     _write_outputs(options, sample, layer, observed, visited, predicted, summary)
-    summary.update(
-        output=os.path.abspath(options.output_path),
-        metrics=os.path.abspath(options.metrics_path),
-        seconds=round(time.monotonic() - started, 2),
+    from ..report.step_end import end_step
+    from .verification_report import headline, report_document
+
+    return end_step(
+        summary,
+        {"output": options.output_path, "metrics": options.metrics_path},
+        started,
+        options.report_path,
+        report_document,
+        headline,
+        reporter,
     )
-    if options.report_path:
-        from ..report.page import write_report
-        from .verification_report import report_document
-
-        write_report(options.report_path, **report_document(summary))
-        summary["report"] = os.path.abspath(options.report_path)
-    reporter.progress(100)
-    from .verification_report import headline
-
-    reporter.info(headline(summary))
-    return summary
 
 
 def _beside_random(estimates: dict[str, Estimate], map_share: float | None) -> dict[str, Any]:
