@@ -133,7 +133,7 @@ def database_styles(layer):
         return []
     count, ids, names, _, _ = layer.listStylesInDatabase()
     styles = []
-    for style_id, name in zip(ids[:count], names[:count]):
+    for style_id, name in zip(ids[:count], names[:count], strict=False):
         qml, _ = layer.getStyleFromDatabase(style_id)
         if qml:
             styles.append((name, qml))
