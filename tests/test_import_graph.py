@@ -25,12 +25,25 @@ def _modules():
 
 
 def _imported(module, path, modules):
-    """The package's modules that ``module`` imports anywhere in its source (functions too)."""
+    """The package's modules that ``module`` imports anywhere in its source (functions too).
+
+    Imports under ``if TYPE_CHECKING:`` are left out: they name types for annotations and never
+    run (a step's helper module may annotate with the step's options dataclass)."""
     with open(path, encoding="utf-8") as handle:
         tree = ast.parse(handle.read(), path)
     package = module.split(".") if path.endswith("__init__.py") else module.split(".")[:-1]
+    type_only = {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for statement in node.body
+        for child in ast.walk(statement)
+    }
     found = set()
     for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in modules)
         elif isinstance(node, ast.ImportFrom):
@@ -85,6 +98,15 @@ def test_the_import_graph_is_read_from_every_module_including_imports_inside_fun
     assert "povmap_qgis.core.errors" in graph["povmap_qgis.core.chips.sampling"]
     assert (
         "povmap_qgis.core.report.figures" in graph["povmap_qgis.core.validation.evaluation_report"]
+    )
+    # an import for annotations only (under TYPE_CHECKING) is no edge: it never runs
+    assert (
+        "povmap_qgis.core.decision.targeting"
+        not in graph["povmap_qgis.core.decision.targeting_outputs"]
+    )
+    assert (
+        "povmap_qgis.core.decision.targeting_outputs"
+        in graph["povmap_qgis.core.decision.targeting"]
     )
     # the cycle finder finds a cycle hidden in a function when there is one
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -3,8 +3,18 @@ the allocation per district, coverage and errors, and the targeting curves (``ta
 science, numpy only; ``targeting.py`` reads the inputs and writes the outputs).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 from ..errors import PovmapInputError
 from ..names import CELL_ID
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 
 ALLOCATION_COLUMNS = (
     "district",
@@ -34,7 +44,13 @@ CURVE_POINTS = 400
 # --- ranking and selection ----------------------------------------------------------------------------
 
 
-def ranking(probability, expected, cell_ids, eligible, rank_by):
+def ranking(
+    probability: np.ndarray,
+    expected: np.ndarray,
+    cell_ids: np.ndarray,
+    eligible: np.ndarray,
+    rank_by: str,
+) -> np.ndarray:
     """Indexes of the eligible cells, best first: by RANK_BY, then the other quantity, then the cell id."""
     import numpy as np
 
@@ -44,7 +60,15 @@ def ranking(probability, expected, cell_ids, eligible, rank_by):
     return index[np.lexsort(keys)]
 
 
-def select_cells(order, cost, codes, unconstrained, budget, min_share=None, max_share=None):
+def select_cells(
+    order: np.ndarray,
+    cost: np.ndarray,
+    codes: np.ndarray,
+    unconstrained: Sequence[bool] | np.ndarray,
+    budget: float,
+    min_share: float | None = None,
+    max_share: float | None = None,
+) -> dict[str, Any]:
     """Enrol cells down ``order`` within ``budget`` (same units as ``cost``); floors first, caps never exceeded.
 
     ``codes``: district index of each cell; ``unconstrained[code]``: True for
@@ -116,7 +140,14 @@ def select_cells(order, cost, codes, unconstrained, budget, min_share=None, max_
     }
 
 
-def selection_warnings(selection, options, budget, cost, eligible, people_units):
+def selection_warnings(
+    selection: dict[str, Any],
+    options: Any,
+    budget: float,
+    cost: np.ndarray,
+    eligible: np.ndarray,
+    people_units: bool,
+) -> list[str]:
     unit = "people" if people_units else "cells"
     enrollable = float(cost[eligible].sum())
     messages = []
@@ -138,7 +169,9 @@ def selection_warnings(selection, options, budget, cost, eligible, people_units)
     return messages
 
 
-def coverage_rates(poor_covered, poor_total, enrolled):
+def coverage_rates(
+    poor_covered: float, poor_total: float, enrolled: float
+) -> dict[str, float | None]:
     coverage = poor_covered / poor_total if poor_total > 0 else None
     return {
         "coverage": coverage,
@@ -150,7 +183,16 @@ def coverage_rates(poor_covered, poor_total, enrolled):
 # --- allocation and curves ----------------------------------------------------------------------------
 
 
-def allocation_rows(names, codes, predicted, population, cost, expected, selected, bounds=None):
+def allocation_rows(
+    names: Sequence[str],
+    codes: np.ndarray,
+    predicted: np.ndarray,
+    population: np.ndarray | None,
+    cost: np.ndarray,
+    expected: np.ndarray,
+    selected: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None = None,
+) -> list[dict[str, Any]]:
     """One dict per district (ALLOCATION_COLUMNS); people columns None without POPULATION.
 
     ``bounds``: (probability, heads, prob_low, prob_high, nominal) of the cells for the
@@ -163,7 +205,7 @@ def allocation_rows(names, codes, predicted, population, cost, expected, selecte
 
     count = len(names)
 
-    def per(values, mask=None):
+    def per(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         weights = values if mask is None else np.where(mask, values, 0.0)
         return np.bincount(codes, weights=weights, minlength=count)
 
@@ -184,7 +226,9 @@ def allocation_rows(names, codes, predicted, population, cost, expected, selecte
                 "cells_predicted": int(cells_predicted[d]),
                 "people": float(people[d]) if people is not None else None,
                 "cells_selected": int(cells_selected[d]),
-                "people_selected": float(people_selected[d]) if people is not None else None,
+                "people_selected": float(people_selected[d])  # type: ignore[index]  # with people
+                if people is not None
+                else None,
                 "expected_poor": float(poor[d]),
                 "expected_poor_covered": float(poor_covered[d]),
                 "share_of_district_selected": float(units_selected[d] / units[d])
@@ -207,7 +251,13 @@ def allocation_rows(names, codes, predicted, population, cost, expected, selecte
     return rows
 
 
-def expected_intervals(probability, heads, predicted, selected, bounds):
+def expected_intervals(
+    probability: np.ndarray,
+    heads: np.ndarray,
+    predicted: np.ndarray,
+    selected: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray, float] | None,
+) -> dict[str, Any]:
     """The intervals of the expected poor covered and in all, and of the expected coverage
     (``intervals.total_interval`` / ``ratio_interval``); {} without ``bounds`` (prob_low,
     prob_high, nominal)."""
@@ -233,7 +283,7 @@ def expected_intervals(probability, heads, predicted, selected, bounds):
     }
 
 
-def curve(order, x_weights, y_weights):
+def curve(order: np.ndarray, x_weights: np.ndarray, y_weights: np.ndarray) -> list[list[float]]:
     """Cumulative (share of x, share of y) down ``order``, from (0, 0), at most CURVE_POINTS points."""
     import numpy as np
 
@@ -247,7 +297,13 @@ def curve(order, x_weights, y_weights):
     return [[round(float(a), 6) for a in x], [round(float(b), 6) for b in y]]
 
 
-def district_order(codes, probability, heads, rate_mask, cells_mask=None):
+def district_order(
+    codes: np.ndarray,
+    probability: np.ndarray,
+    heads: np.ndarray,
+    rate_mask: np.ndarray,
+    cells_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cells of ``cells_mask`` (default ``rate_mask``) grouped by district, best district first.
 
     A district's rate is the mean of ``probability`` over its cells in
@@ -265,7 +321,9 @@ def district_order(codes, probability, heads, rate_mask, cells_mask=None):
     return index[np.lexsort((index, -rate[codes[index]]))], rate
 
 
-def _district_curve(order, codes, x_weights, y_weights):
+def _district_curve(
+    order: np.ndarray, codes: np.ndarray, x_weights: np.ndarray, y_weights: np.ndarray
+) -> list[list[float]]:
     """Whole districts in turn: a straight line across each (cells of a district enrolled in random order)."""
     import numpy as np
 
@@ -279,7 +337,17 @@ def _district_curve(order, codes, x_weights, y_weights):
     return [[round(float(a), 6) for a in xs], [round(float(b), 6) for b in ys]]
 
 
-def expected_curves(probability, expected, heads, cost, cells, id_field, codes, predicted, rank_by):
+def expected_curves(
+    probability: np.ndarray,
+    expected: np.ndarray,
+    heads: np.ndarray,
+    cost: np.ndarray,
+    cells: pd.DataFrame,
+    id_field: str,
+    codes: np.ndarray,
+    predicted: np.ndarray,
+    rank_by: str,
+) -> dict[str, Any]:
     """Targeting curves judged by the expected poor of every predicted cell (``id_field``: the cells' id)."""
     import numpy as np
 
@@ -301,7 +369,9 @@ def expected_curves(probability, expected, heads, cost, cells, id_field, codes, 
     return curves
 
 
-def measured_outcome(truth, area, selected, options):
+def measured_outcome(
+    truth: pd.DataFrame, area: Any, selected: np.ndarray, options: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measured coverage and errors at the budget, and measured curves, on the predicted cells TRUTH labels."""
     import numpy as np
 
@@ -359,7 +429,9 @@ def measured_outcome(truth, area, selected, options):
     return result, curves
 
 
-def _measured_curves(area, labels, covered, poor, rank_by):
+def _measured_curves(
+    area: Any, labels: pd.DataFrame, covered: np.ndarray, poor: np.ndarray, rank_by: str
+) -> dict[str, Any]:
     """Targeting curves judged by the TRUTH labels (``poor``: the poor people or cells of
     each cell TRUTH ``covered``), with district targeting by the TRUTH survey's rates."""
     import numpy as np

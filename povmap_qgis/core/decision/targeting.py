@@ -53,7 +53,7 @@ import datetime
 import math
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import check_output_path, check_outputs_are_not_inputs, file_part
 from ..errors import PovmapInputError
@@ -79,6 +79,11 @@ from .selection import (
 )
 from .targeting_outputs import settings_record, write_figures, write_outputs
 from .targeting_report import headline, report_document
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 
 BUDGET_UNITS = ("cells", "people", "share_of_cells", "share_of_people")
 RANK_BY = ("probability", "expected_poor")
@@ -134,7 +139,7 @@ class _Area:
     bounds: Any = None  # (prob_low, prob_high, nominal) where the layer has them, else None
 
 
-def target(options, reporter=None):
+def target(options: TargetOptions, reporter: Reporter | None = None) -> dict[str, Any]:
     """Rank, select, write the outputs; return a summary (every number of the report)."""
     reporter = reporter or Reporter()
     started = time.monotonic()
@@ -184,7 +189,13 @@ def target(options, reporter=None):
     )
 
 
-def _area(options, identified, layer, reporter, notes):
+def _area(
+    options: TargetOptions,
+    identified: tuple[pd.DataFrame, str],
+    layer: str,
+    reporter: Reporter,
+    notes: list[str],
+) -> _Area:
     """The cells' probabilities, people, costs and expected poor, and which may be selected.
     ``identified``: (the prediction layer's cells, their id field)."""
     import numpy as np
@@ -239,7 +250,9 @@ def _area(options, identified, layer, reporter, notes):
     )
 
 
-def _population(options, cells, reporter, notes):
+def _population(
+    options: TargetOptions, cells: pd.DataFrame, reporter: Reporter, notes: list[str]
+) -> np.ndarray | None:
     """People per cell from POPULATION (None without it); cells partly outside it noted."""
     if not options.population_path:
         return None
@@ -265,7 +278,13 @@ def _population(options, cells, reporter, notes):
     return population
 
 
-def _skip_out_of_range(options, cells, eligible, reporter, notes):
+def _skip_out_of_range(
+    options: TargetOptions,
+    cells: pd.DataFrame,
+    eligible: np.ndarray,
+    reporter: Reporter,
+    notes: list[str],
+) -> int:
     """With SKIP_OUT_OF_RANGE, cells outside the training range made ineligible (in place);
     returns how many eligible cells that left out."""
     if not options.skip_out_of_range:
@@ -284,7 +303,9 @@ def _skip_out_of_range(options, cells, eligible, reporter, notes):
     return skipped
 
 
-def _select(options, area, reporter, notes):
+def _select(
+    options: TargetOptions, area: _Area, reporter: Reporter, notes: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ranking and the cells the budget enrols: (the summary's ``budget``,
     ``select_cells``'s dict with ``order`` and ``rank``, 1 = first, 0 = not ranked)."""
     import numpy as np
@@ -329,7 +350,14 @@ def _select(options, area, reporter, notes):
     return spent, dict(selection, order=order, rank=rank)
 
 
-def _outcome(options, area, budget, selection, truth, notes):
+def _outcome(
+    options: TargetOptions,
+    area: _Area,
+    budget: dict[str, Any],
+    selection: dict[str, Any],
+    truth: pd.DataFrame | None,
+    notes: list[str],
+) -> dict[str, Any]:
     """The budget spent, the selection, its expected (and, with TRUTH, measured) coverage and
     errors, the allocation per district and the targeting curves: the summary's numbers."""
     import numpy as np
@@ -391,7 +419,7 @@ def _outcome(options, area, budget, selection, truth, notes):
     }
 
 
-def _data_record(area, layer, calibrated):
+def _data_record(area: _Area, layer: str, calibrated: bool) -> dict[str, Any]:
     """The summary's ``data``: the layer's cells, which could be ranked, the districts."""
     predicted, population = area.predicted, area.population
     return {
@@ -408,7 +436,7 @@ def _data_record(area, layer, calibrated):
     }
 
 
-def _mark_cells(area, selection):
+def _mark_cells(area: _Area, selection: dict[str, Any]) -> None:
     """OUTPUT's added fields: rank (empty when not ranked), selected, population, expected_poor."""
     import numpy as np
     import pandas
@@ -425,7 +453,7 @@ def _mark_cells(area, selection):
 # --- inputs -------------------------------------------------------------------------------------------
 
 
-def _check_options(options):
+def _check_options(options: TargetOptions) -> None:
     if options.budget_unit not in BUDGET_UNITS:
         raise PovmapInputError(
             "BUDGET_UNIT",
@@ -497,7 +525,7 @@ def _check_options(options):
     )
 
 
-def _number(value, parameter):
+def _number(value: Any, parameter: str) -> float | None:
     if value is None or value == "":
         return None
     try:
@@ -509,16 +537,21 @@ def _number(value, parameter):
     return number
 
 
-def _read_truth(options, id_field, reporter):
+def _read_truth(options: TargetOptions, id_field: str, reporter: Reporter) -> pd.DataFrame:
     """Cell id (``id_field``, the predictions') and label of the labelled cells of TRUTH, read
     as evaluate reads them (core/grid/labelled_grid.py)."""
     from ..grid.labelled_grid import read_labelled_grid
 
-    frame = read_labelled_grid(options.truth_path, options.truth_layer, id_field, reporter)["frame"]
+    frame = read_labelled_grid(
+        options.truth_path,  # type: ignore[arg-type]  # called with TRUTH only
+        options.truth_layer,
+        id_field,
+        reporter,
+    )["frame"]
     return frame[[id_field, "label"]].astype({id_field: "int64", "label": "int64"})
 
 
-def _budget_in_units(options, total_units):
+def _budget_in_units(options: TargetOptions, total_units: float) -> float:
     budget = float(options.budget)
     if options.budget_unit.startswith("share_"):
         budget *= total_units

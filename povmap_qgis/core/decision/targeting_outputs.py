@@ -6,11 +6,18 @@ from __future__ import annotations  # imported inside QGIS too (with targeting.p
 import json
 import math
 import os
+from typing import TYPE_CHECKING, Any
 
 from ..names import ID_FIELD_METADATA
 from .prediction_layer import district_names
 from .selection import ALLOCATION_COLUMNS
 from .targeting_report import targeting_curve_figure
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .targeting import TargetOptions
+
 
 # How the ALLOCATION CSV writes each column: people as whole people, expected poor to a tenth,
 # shares to four decimals (the summary and the report keep the exact numbers).
@@ -28,7 +35,7 @@ CSV_DECIMALS = {
 }
 
 
-def allocation_csv_value(column, value):
+def allocation_csv_value(column: str, value: Any) -> Any:
     """One ALLOCATION CSV cell: empty for None, rounded as CSV_DECIMALS says."""
     if value is None:
         return ""
@@ -38,7 +45,13 @@ def allocation_csv_value(column, value):
     return int(round(value)) if decimals == 0 else round(value, decimals)
 
 
-def write_outputs(options, cells, allocation, summary, id_field):
+def write_outputs(
+    options: TargetOptions,
+    cells: pd.DataFrame,
+    allocation: list[dict[str, Any]],
+    summary: dict[str, Any],
+    id_field: str,
+) -> None:
     """OUTPUT (one layer: the cells) and the ALLOCATION CSV: both appear, or neither.
 
     The allocation is not a second table in OUTPUT's GeoPackage: QGIS asks which layers to
@@ -75,7 +88,7 @@ def write_outputs(options, cells, allocation, summary, id_field):
     )
 
 
-def write_figures(folder, summary, cells):
+def write_figures(folder: str, summary: dict[str, Any], cells: pd.DataFrame) -> dict[str, str]:
     """The targeting curve PNG and the district outlines (GeoPackage) for the map; {name: path}."""
     from ..report import figures as drawing
 
@@ -115,7 +128,9 @@ def write_figures(folder, summary, cells):
     return figures
 
 
-def settings_record(options, metadata, id_field):
+def settings_record(
+    options: TargetOptions, metadata: dict[str, Any], id_field: str
+) -> dict[str, Any]:
     from ..version import plugin_version
 
     return {

@@ -7,11 +7,18 @@ rendered the map; matplotlib is imported only where the figure is drawn.
 
 from __future__ import annotations  # imported inside QGIS too (report_document), maybe Python 3.9
 
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 from ..names import CELL_ID
 from .selection import ALLOCATION_COLUMNS, INTERVAL_COLUMNS
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def headline(summary):
+
+def headline(summary: dict[str, Any]) -> str:
     expected = summary["expected"]
     text = (
         f"{summary['selected_cells']} cells selected"
@@ -33,7 +40,7 @@ def headline(summary):
     return text
 
 
-def _percent(value):
+def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
 
@@ -47,7 +54,11 @@ TARGETING_CURVES = {
 }
 
 
-def targeting_curve_figure(panels, x_label, y_label):
+def targeting_curve_figure(
+    panels: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any] | None]],
+    x_label: str,
+    y_label: str,
+) -> Figure:
     """Targeting curves side by side: ``panels`` = [(title, {name: [x, y]}, budget point {x, y})].
 
     Names as in TARGETING_CURVES; the budget is marked by a dot on the
@@ -92,7 +103,9 @@ REPORT_ALLOCATION_COLUMNS = tuple(
 )  # the intervals are shown beside the expected numbers
 
 
-def report_document(summary, maps=()):
+def report_document(
+    summary: dict[str, Any], maps: Iterable[tuple[str, str]] = ()
+) -> dict[str, Any]:
     """Title, subtitle, notices and sections of the HTML report; ``maps``: [(png path, caption)]."""
     from ..report import page as report
 
@@ -117,11 +130,11 @@ def report_document(summary, maps=()):
     }
 
 
-def _poor_unit(summary):
+def _poor_unit(summary: dict[str, Any]) -> str:
     return "poor people" if summary["selected_people"] is not None else "poor cells"
 
 
-def _summary_section(summary, report):
+def _summary_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """The selection in a sentence and in numbers, expected (and measured) errors."""
     settings, budget, expected = summary["settings"], summary["budget"], summary["expected"]
     people = summary["selected_people"] is not None
@@ -179,7 +192,7 @@ def _summary_section(summary, report):
     return report.Section("Summary", blocks)
 
 
-def _curve_section(summary, report):
+def _curve_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """What the targeting curves show, their figure, and expected against measured on TRUTH."""
     measured = summary.get("measured")
     text = (
@@ -211,7 +224,7 @@ def _curve_section(summary, report):
     return report.Section("Targeting curve", blocks)
 
 
-def _expected_and_measured_table(measured, report):
+def _expected_and_measured_table(measured: dict[str, Any], report: types.ModuleType) -> Any:
     """On the TRUTH cells: the coverage and errors the model expected beside those measured."""
     keys = ("coverage", "inclusion_error", "exclusion_error")
     on_truth = measured["expected_on_truth_cells"]
@@ -227,7 +240,7 @@ def _expected_and_measured_table(measured, report):
     )
 
 
-def _allocation_section(summary, report):
+def _allocation_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """The allocation table (the ALLOCATION CSV's rows)."""
     headers = [
         "district",
@@ -259,7 +272,7 @@ def _allocation_section(summary, report):
     )
 
 
-def _between(expected):
+def _between(expected: dict[str, Any]) -> str:
     """ " (90 % interval a–b: …)" of the expected coverage, or "" without prob_low/prob_high."""
     low, high = expected.get("coverage_interval") or (None, None)
     if low is None or high is None:
@@ -270,7 +283,7 @@ def _between(expected):
     )
 
 
-def _with_interval(row, key):
+def _with_interval(row: dict[str, Any], key: str) -> Any:
     """An allocation value for the report; the expected poor (covered) with its interval."""
     value = row[key]
     if key in ("expected_poor", "expected_poor_covered") and row.get(f"{key}_low") is not None:
@@ -278,7 +291,7 @@ def _with_interval(row, key):
     return value
 
 
-def _settings_section(summary, report):
+def _settings_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """The run's inputs, budget and options, the prediction layer's cells, when it was made."""
     settings, data = summary["settings"], summary["data"]
     probabilities = (
@@ -314,12 +327,12 @@ def _settings_section(summary, report):
     )
 
 
-def budget_text(budget):
+def budget_text(budget: dict[str, Any]) -> str:
     """The budget in short ('30 % of the cells', '9,000 people'), as output layer names say it."""
     return _budget_text(budget).split(" (")[0]
 
 
-def _budget_text(budget):
+def _budget_text(budget: dict[str, Any]) -> str:
     unit = budget["unit"]
     if unit.startswith("share_"):
         return f"{100 * budget['value']:g} % of the {budget['units']} ({budget['in_units']:,.0f} {budget['units']})"

@@ -27,6 +27,14 @@ The bootstrap (``bootstrap_auc``) resamples cells with replacement — or whole
 districts, in the cross-validation, whose folds are districts — ``DRAWS`` times.
 """
 
+from __future__ import annotations
+
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
 DRAWS = 1000
 LEVEL = 0.95
 
@@ -59,16 +67,16 @@ JUDGEMENTS = {
 
 
 def verdict(
-    recall,
-    precision,
-    auc,
-    auc_interval,
-    random_recall,
-    baseline_recall=None,
-    baseline_auc=None,
-    difference_interval=None,
-    prevalence=None,
-):
+    recall: float,
+    precision: float | None,
+    auc: float | None,
+    auc_interval: tuple[float, float] | None,
+    random_recall: float | None,
+    baseline_recall: float | None = None,
+    baseline_auc: float | None = None,
+    difference_interval: tuple[float, float] | None = None,
+    prevalence: float | None = None,
+) -> dict[str, str]:
     """{"judgement": code, "headline": the judgement's sentence, "sentence": the numbers in words}.
 
     ``auc_interval`` and ``difference_interval`` (AUC map − AUC baseline):
@@ -98,24 +106,28 @@ def verdict(
     if code != "worse_than_random" and _finds_fewer_than_a_coin_flip(
         recall, precision, random_recall, prevalence
     ):
-        flagged = recall * prevalence / precision  # share of cells it calls poor
+        flagged = recall * prevalence / precision  # type: ignore[operator]  # both known here
         sentence += (
             f" At this threshold it calls only {_per_100(flagged)} of every 100 cells poor, so it "
             f"finds fewer poor cells than a coin flip that calls half of them poor; its poor calls "
-            f"are right more often than a random pick's ({_per_100(precision)} vs "
-            f"{_per_100(prevalence)} per 100). To enrol more of the poor, train with a target "
+            f"are right more often than a random pick's ({_per_100(precision)} vs "  # type: ignore[arg-type]
+            f"{_per_100(prevalence)} per 100). To enrol more of the poor, train with a target "  # type: ignore[arg-type]
             "recall (TARGET_RECALL) or rank cells with povmap:target."
         )
     return {"judgement": code, "headline": JUDGEMENTS[code], "sentence": sentence}
 
 
-def _no_better_than_a_random_pick(recall, precision, random_recall, prevalence):
+def _no_better_than_a_random_pick(
+    recall: float, precision: float | None, random_recall: float | None, prevalence: float | None
+) -> bool:
     if prevalence is None:
         return random_recall is not None and recall < random_recall
     return precision is None or precision <= prevalence
 
 
-def _finds_fewer_than_a_coin_flip(recall, precision, random_recall, prevalence):
+def _finds_fewer_than_a_coin_flip(
+    recall: float, precision: float | None, random_recall: float | None, prevalence: float | None
+) -> bool:
     return (
         prevalence is not None
         and precision is not None
@@ -125,8 +137,14 @@ def _finds_fewer_than_a_coin_flip(recall, precision, random_recall, prevalence):
 
 
 def _numbers_in_words(
-    recall, precision, auc, auc_interval, random_recall, baseline_recall, baseline_auc
-):
+    recall: float,
+    precision: float | None,
+    auc: float | None,
+    auc_interval: tuple[float, float] | None,
+    random_recall: float | None,
+    baseline_recall: float | None,
+    baseline_auc: float | None,
+) -> str:
     parts = []
     if recall is not None:
         compared = [f"a coin flip {_per_100(random_recall)}"] if random_recall is not None else []
@@ -154,11 +172,18 @@ def _numbers_in_words(
     return " ".join(parts)
 
 
-def _per_100(share):
+def _per_100(share: float) -> str:
     return f"{round(100 * share)}"
 
 
-def bootstrap_auc(labels, scores, baseline_scores=None, groups=None, draws=DRAWS, seed=0):
+def bootstrap_auc(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    baseline_scores: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    draws: int = DRAWS,
+    seed: int = 0,
+) -> dict[str, Any]:
     """95 % intervals of the AUC and of AUC(scores) − AUC(baseline_scores), by resampling.
 
     Cells are resampled with replacement; with ``groups`` (e.g. districts)
@@ -203,7 +228,7 @@ def bootstrap_auc(labels, scores, baseline_scores=None, groups=None, draws=DRAWS
     }
 
 
-def _auc(labels, scores, positives, rankdata):
+def _auc(labels: np.ndarray, scores: np.ndarray, positives: int, rankdata: Any) -> float:
     """Mann–Whitney AUC (ties count one half), as scikit-learn's roc_auc_score."""
     ranks = rankdata(scores)
     negatives = len(labels) - positives
@@ -222,7 +247,7 @@ WARNING_JUDGEMENTS = (
 )
 
 
-def verdict_section(found, report):
+def verdict_section(found: dict[str, Any] | None, report: types.ModuleType) -> Any:
     """The report's first section: the judgement, the numbers in words and the rules."""
     if not found:
         return report.Section(
@@ -266,7 +291,7 @@ def verdict_section(found, report):
 CALIBRATION_TOLERANCE = 0.005  # ECE changes smaller than this are "about the same"
 
 
-def calibration_change(ensemble):
+def calibration_change(ensemble: dict[str, Any]) -> str | None:
     """A sentence on what calibration did to these cells' expected calibration error, or None
     without the raw numbers: a calibration fitted on validation cells can make it worse here."""
     before, after = ensemble.get("ece_raw"), ensemble.get("ece")
@@ -285,7 +310,12 @@ def calibration_change(ensemble):
     return f"On these cells the calibration changed the calibration error little {change}."
 
 
-def calibration_section(metrics_by_model, figure_path, report, calibrated=True):
+def calibration_section(
+    metrics_by_model: dict[str, Any],
+    figure_path: str | None,
+    report: types.ModuleType,
+    calibrated: bool = True,
+) -> Any:
     """Brier score and expected calibration error of the ensemble (before/after) and the baseline,
     the reliability diagram and the ensemble's bins."""
     ensemble = metrics_by_model["ensemble"]

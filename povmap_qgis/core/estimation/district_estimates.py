@@ -21,6 +21,8 @@ import datetime
 import math
 import os
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import check_output_path, check_outputs_are_not_inputs, file_part
 from ..errors import PovmapInputError
@@ -31,6 +33,10 @@ from ..report.step_end import end_step
 from .district_estimates_report import headline, report_document
 from .district_inputs import map_covariate, read_districts, read_survey
 from .district_outputs import district_rows, settings_record, write_figures, write_outputs
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 TRANSFORMS = ("none", "arcsin")
 MSE_METHODS = ("analytical", "bootstrap")
@@ -74,7 +80,9 @@ class DistrictEstimatesOptions:
     style_qml_path: str | None = None
 
 
-def district_estimates(options, reporter=None):
+def district_estimates(
+    options: DistrictEstimatesOptions, reporter: Reporter | None = None
+) -> dict[str, Any]:
     """Estimate every district; write OUTPUT and TABLE; return the summary (every number of the report)."""
     import numpy as np
 
@@ -83,7 +91,7 @@ def district_estimates(options, reporter=None):
     reporter = reporter or Reporter()
     started = time.monotonic()
     _check_options(options)
-    notes = []
+    notes: list[str] = []
     districts = read_districts(options, reporter)
     reporter.progress(5)
     survey = read_survey(options, districts, reporter, notes)
@@ -348,7 +356,7 @@ def district_estimates(options, reporter=None):
     )
 
 
-def _median(values):
+def _median(values: Sequence[float] | np.ndarray) -> float | None:
     import numpy as np
 
     values = np.asarray(values, dtype="float64")
@@ -359,7 +367,7 @@ def _median(values):
 # --- the options, checked ----------------------------------------------------------------------------
 
 
-def _number(value, parameter):
+def _number(value: Any, parameter: str) -> float | None:
     if value is None or value == "":
         return None
     try:
@@ -371,7 +379,7 @@ def _number(value, parameter):
     return number
 
 
-def _check_options(options):
+def _check_options(options: DistrictEstimatesOptions) -> None:
     for value, allowed, parameter in (
         (options.transform, TRANSFORMS, "TRANSFORM"),
         (options.mse, MSE_METHODS, "MSE"),

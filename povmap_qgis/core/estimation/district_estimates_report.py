@@ -8,21 +8,27 @@ from __future__ import annotations  # imported inside QGIS (report_document)
 
 import math
 import os
+import types
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
-def _percent(value, digits=0):
+def _percent(value: float | None, digits: int = 0) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     return f"{100 * value:.{digits}f} %"
 
 
-def _number(value, digits=4):
+def _number(value: float | None, digits: int = 4) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     return f"{value:.{digits}g}"
 
 
-def headline(summary):
+def headline(summary: dict[str, Any]) -> str:
     """The plain summary sentence atop the report and in the log."""
     surveyed = summary["sampled_districts"]
     total = summary["districts"]
@@ -35,7 +41,9 @@ def headline(summary):
     )
 
 
-def report_document(summary, maps=()):
+def report_document(
+    summary: dict[str, Any], maps: Iterable[tuple[str, str]] = ()
+) -> dict[str, Any]:
     """Title, subtitle, notices and sections; ``maps``: [(png path, caption)]."""
     from ..report import page as report
 
@@ -68,7 +76,7 @@ def report_document(summary, maps=()):
     }
 
 
-def _summary_section(summary, report):
+def _summary_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     threshold = _percent(summary["cv_threshold"])
     model = summary["model"]
     plain = (
@@ -116,7 +124,7 @@ def _summary_section(summary, report):
     return report.Section("Summary", [report.Paragraph(plain, "notice"), report.KeyValues(items)])
 
 
-def _comparison_section(summary, report):
+def _comparison_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     figures = summary.get("figures") or {}
     blocks = [
         report.Paragraph(
@@ -138,7 +146,7 @@ def _comparison_section(summary, report):
     return report.Section("Direct against estimate", blocks)
 
 
-def _model_section(summary, report):
+def _model_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     model = summary["model"]
     names = ["intercept", "map (district mean of prob_mean)"]
     rows = [
@@ -178,7 +186,7 @@ def _model_section(summary, report):
     )
 
 
-def _table_section(summary, report):
+def _table_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     columns = [
         "district",
         "households",
@@ -222,7 +230,7 @@ def _table_section(summary, report):
     )
 
 
-def _method_section(summary, report):
+def _method_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     settings = summary["settings"]
     gvf = summary["gvf"]
     smoothing = (
@@ -283,7 +291,7 @@ def _method_section(summary, report):
     )
 
 
-def draw_figures(folder, summary):
+def draw_figures(folder: str, summary: dict[str, Any]) -> dict[str, str]:
     """The report's PNGs in ``folder``; {name: path}."""
     import numpy as np
     from matplotlib.figure import Figure
@@ -292,11 +300,11 @@ def draw_figures(folder, summary):
 
     rows = summary["rows"]
     sampled = [row for row in rows if row["in_sample"] and row["estimate"] is not None]
-    figures = {}
+    figures: dict[str, str] = {}
     if not sampled:
         return figures
 
-    def column(name, subset):
+    def column(name: str, subset: list[dict[str, Any]]) -> np.ndarray:
         return np.array([np.nan if row[name] is None else row[name] for row in subset], dtype=float)
 
     direct, estimate = column("direct", sampled), column("estimate", sampled)

@@ -10,11 +10,19 @@ of them is written.
 from __future__ import annotations
 
 import types
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PovmapInputError
 
+if TYPE_CHECKING:
+    import geopandas
+    import numpy as np
 
-def read_districts(options, reporter):
+    from ..progress import Reporter
+    from .district_estimates import DistrictEstimatesOptions
+
+
+def read_districts(options: DistrictEstimatesOptions, reporter: Reporter) -> geopandas.GeoDataFrame:
     """The districts (GeoDataFrame with ``name``), one row per name (parts of a name dissolved)."""
     from .. import vectors
 
@@ -42,7 +50,12 @@ def read_districts(options, reporter):
     return frame.sort_values("name").reset_index(drop=True)
 
 
-def read_survey(options, districts, reporter, notes):
+def read_survey(
+    options: DistrictEstimatesOptions,
+    districts: geopandas.GeoDataFrame,
+    reporter: Reporter,
+    notes: list[str],
+) -> dict[str, np.ndarray]:
     """Households as arrays: poor (the labelling rule), weights, district code, PSU, stratum.
 
     Household points stay in this function's arrays; nothing of them is written.
@@ -153,14 +166,19 @@ def read_survey(options, districts, reporter, notes):
     return {"poor": poor, "weights": weights, "district": district, "psu": psu, "stratum": stratum}
 
 
-def _codes(values, keep):
+def _codes(values: Any, keep: np.ndarray) -> np.ndarray:
     import numpy as np
     import pandas
 
     return pandas.factorize(pandas.Series(values)[keep].astype(str))[0].astype(np.int64)
 
 
-def map_covariate(options, districts, reporter, notes):
+def map_covariate(
+    options: DistrictEstimatesOptions,
+    districts: geopandas.GeoDataFrame,
+    reporter: Reporter,
+    notes: list[str],
+) -> dict[str, Any]:
     """The map's district means (population-weighted with POPULATION), people and cells per district."""
     import numpy as np
     import pyogrio

@@ -6,8 +6,16 @@ from __future__ import annotations
 import json
 import math
 import os
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import file_part
+
+if TYPE_CHECKING:
+    import geopandas
+    import pandas as pd
+
+    from .district_estimates import DistrictEstimatesOptions
+
 
 OUTPUT_COLUMNS = (
     "district",
@@ -34,7 +42,7 @@ OUTPUT_COLUMNS = (
 )
 
 
-def district_rows(table):
+def district_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     """One dict per district of the output's columns (None for empty values)."""
     rows = []
     for index, name in enumerate(table["district"]):
@@ -58,7 +66,7 @@ def district_rows(table):
     return rows
 
 
-def settings_record(options):
+def settings_record(options: DistrictEstimatesOptions) -> dict[str, Any]:
     from ..labels import label_sentence
     from ..version import plugin_version
 
@@ -89,7 +97,13 @@ def settings_record(options):
     }
 
 
-def write_outputs(options, districts, table, rows, summary):
+def write_outputs(
+    options: DistrictEstimatesOptions,
+    districts: geopandas.GeoDataFrame,
+    table: pd.DataFrame,
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+) -> None:
     """OUTPUT (districts + fields) and TABLE (CSV): both appear, or neither."""
     from ..geopackage import write_layer_with_table
 
@@ -129,7 +143,7 @@ def write_outputs(options, districts, table, rows, summary):
     )
 
 
-def write_figures(folder, summary):
+def write_figures(folder: str, summary: dict[str, Any]) -> dict[str, str]:
     """Direct vs estimate with intervals, CV before/after, shrinkage; {name: path}."""
     from .district_estimates_report import draw_figures
 

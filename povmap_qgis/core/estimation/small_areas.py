@@ -43,8 +43,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from ..progress import Reporter
+
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -62,7 +68,14 @@ class DirectEstimates:
     single_psu_strata: int  # strata with one PSU (they add no variance)
 
 
-def direct_estimates(poor, weights, district, districts, psu, stratum=None):
+def direct_estimates(
+    poor: ArrayLike,
+    weights: ArrayLike,
+    district: ArrayLike,
+    districts: int,
+    psu: ArrayLike,
+    stratum: ArrayLike | None = None,
+) -> DirectEstimates:
     """Weighted share of poor households and its Taylor variance, per district.
 
     ``poor`` 1/0 per household, ``weights`` > 0, ``district`` the household's
@@ -126,7 +139,13 @@ def direct_estimates(poor, weights, district, districts, psu, stratum=None):
     )
 
 
-def gvf_design_effect(estimate, variance, households, reliable, share):
+def gvf_design_effect(
+    estimate: np.ndarray,
+    variance: np.ndarray,
+    households: np.ndarray,
+    reliable: np.ndarray,
+    share: float,
+) -> tuple[np.ndarray, float]:
     """Smoothed variances ``deff × p̄ (1 − p̄) / n`` for every district, and ``deff``.
 
     ``deff``: the median design effect of the ``reliable`` districts (1 when none);
@@ -140,7 +159,7 @@ def gvf_design_effect(estimate, variance, households, reliable, share):
     return deff * share * (1 - share) / n, deff
 
 
-def design_effects(estimate, variance, households):
+def design_effects(estimate: ArrayLike, variance: ArrayLike, households: ArrayLike) -> np.ndarray:
     """``v / (p (1 − p) / n)``: the design effect of each district (NaN where undefined)."""
     p = np.asarray(estimate, dtype="float64")
     n = np.asarray(households, dtype="float64")
@@ -152,11 +171,11 @@ def design_effects(estimate, variance, households):
 # --- arcsin ----------------------------------------------------------------------------------------
 
 
-def arcsin_sqrt(p):
+def arcsin_sqrt(p: ArrayLike) -> np.ndarray:
     return np.arcsin(np.sqrt(np.clip(np.asarray(p, dtype="float64"), 0.0, 1.0)))
 
 
-def sin_squared_expectation(mean, variance):
+def sin_squared_expectation(mean: ArrayLike, variance: ArrayLike) -> np.ndarray:
     """E[sin²(clip(θ, 0, π/2))] for θ ~ N(mean, variance): the bias-corrected back-transform.
 
     Exact: the mass below 0 counts 0, above π/2 counts 1, and in between
@@ -176,7 +195,7 @@ def sin_squared_expectation(mean, variance):
     # ∫_a^b cos(2(m + s t)) φ(t) dt = Re[e^{2im − 2s²} (Φ(b − 2is) − Φ(a − 2is))]
     shift = 2j * s
 
-    def complex_cdf(x):
+    def complex_cdf(x: Any) -> Any:
         return 0.5 * (1 + erf((x - shift) / math.sqrt(2)))
 
     cosine = np.real(np.exp(2j * m - 2 * s**2) * (complex_cdf(b) - complex_cdf(a)))
@@ -198,7 +217,7 @@ class FayHerriotFit:
     at_zero: bool  # σ²_u estimated at its boundary 0
 
 
-def _gls(y, design, v):
+def _gls(y: np.ndarray, design: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     weights = 1.0 / v
     a = design.T @ (design * weights[:, None])
     a_inverse = np.linalg.inv(a)
@@ -206,7 +225,9 @@ def _gls(y, design, v):
     return beta, a_inverse
 
 
-def _reml_score_information(y, design, psi, sigma2):
+def _reml_score_information(
+    y: np.ndarray, design: np.ndarray, psi: np.ndarray, sigma2: float
+) -> tuple[float, float]:
     """(REML score, Fisher information) of σ²_u; P = V⁻¹ − V⁻¹X(X'V⁻¹X)⁻¹X'V⁻¹ kept implicit."""
     v = sigma2 + psi
     d = 1.0 / v
@@ -220,7 +241,9 @@ def _reml_score_information(y, design, psi, sigma2):
     return -0.5 * (trace_p - py @ py), 0.5 * trace_pp
 
 
-def fit_fay_herriot(y, design, psi, tol=1e-12, max_iter=200):
+def fit_fay_herriot(
+    y: np.ndarray, design: np.ndarray, psi: np.ndarray, tol: float = 1e-12, max_iter: int = 200
+) -> FayHerriotFit:
     """σ²_u by REML (Fisher scoring, held at ≥ 0) and β by GLS."""
     y = np.asarray(y, dtype="float64")
     design = np.asarray(design, dtype="float64")
@@ -257,7 +280,9 @@ class SmallAreaPredictions:
     g1: np.ndarray  # γψ (σ²_u for synthetic): the variance of θ given the data
 
 
-def predict_fay_herriot(fit, y, design, psi, sampled):
+def predict_fay_herriot(
+    fit: FayHerriotFit, y: np.ndarray, design: np.ndarray, psi: np.ndarray, sampled: np.ndarray
+) -> SmallAreaPredictions:
     """EBLUP and its MSE for the ``sampled`` districts, synthetic estimate and its MSE for the others.
 
     ``y``/``psi`` only matter where ``sampled``; ``design`` covers every district.
@@ -287,14 +312,23 @@ def predict_fay_herriot(fit, y, design, psi, sampled):
     return SmallAreaPredictions(estimate, mse, gamma, synthetic, g1)
 
 
-def back_transform(predictions, transform):
+def back_transform(predictions: SmallAreaPredictions, transform: str) -> np.ndarray:
     """Estimates on the proportion scale: as they are, or the bias-corrected arcsin back-transform."""
     if transform == "arcsin":
         return sin_squared_expectation(predictions.estimate, predictions.g1)
     return predictions.estimate
 
 
-def bootstrap_mse(fit, design, psi, sampled, draws, seed, transform="none", reporter=None):
+def bootstrap_mse(
+    fit: FayHerriotFit,
+    design: np.ndarray,
+    psi: np.ndarray,
+    sampled: np.ndarray,
+    draws: int,
+    seed: int,
+    transform: str = "none",
+    reporter: Reporter | None = None,
+) -> np.ndarray:
     """Parametric bootstrap MSE of the published estimates (proportion scale), every district."""
     rng = np.random.default_rng(seed)
     design = np.asarray(design, dtype="float64")
@@ -324,7 +358,9 @@ def bootstrap_mse(fit, design, psi, sampled, draws, seed, transform="none", repo
 # --- diagnostics and benchmarking ----------------------------------------------------------------
 
 
-def random_effects(fit, y, design, psi):
+def random_effects(
+    fit: FayHerriotFit, y: np.ndarray, design: np.ndarray, psi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """EBLUP of the random effects ``γ (θ̂ − x'β̂)`` and standardised residuals of the sampled districts."""
     y, design, psi = (np.asarray(a, dtype="float64") for a in (y, design, psi))
     residual = y - design @ fit.beta
@@ -332,7 +368,7 @@ def random_effects(fit, y, design, psi):
     return fit.sigma2_u / v * residual, residual / np.sqrt(v)
 
 
-def normality_test(values):
+def normality_test(values: np.ndarray) -> tuple[float, float] | tuple[None, None]:
     """Shapiro–Wilk (statistic, p-value) of ``values``; (None, None) with fewer than 3 or no spread."""
     from scipy.stats import shapiro
 
@@ -344,7 +380,7 @@ def normality_test(values):
     return float(result.statistic), float(result.pvalue)
 
 
-def explained_share(sigma2_model, y, psi):
+def explained_share(sigma2_model: float, y: np.ndarray, psi: np.ndarray) -> float | None:
     """R² of the map: 1 − σ²_u(with the map) / σ²_u(intercept only), in [0, 1] (None when σ²_u(0) is 0)."""
     base = fit_fay_herriot(y, np.ones((len(y), 1)), psi).sigma2_u
     if base <= 0:
@@ -352,7 +388,7 @@ def explained_share(sigma2_model, y, psi):
     return float(min(max(1.0 - sigma2_model / base, 0.0), 1.0))
 
 
-def ratio_benchmark(estimates, sizes, national):
+def ratio_benchmark(estimates: np.ndarray, sizes: np.ndarray, national: float) -> float | None:
     """The factor that makes Σ size × estimate / Σ size equal ``national`` (None when undefined)."""
     estimates = np.asarray(estimates, dtype="float64")
     sizes = np.asarray(sizes, dtype="float64")

@@ -4,7 +4,7 @@ check that refuses or warns about swapped coordinates (latitude read as x)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -16,19 +16,11 @@ if TYPE_CHECKING:
     import geopandas
 
     from ..progress import Reporter
+    from .training_grid import TrainingGridOptions
 
 
 SWAP_SUSPECT_SHARE = 0.5  # at most this share of points in the expected area, and swapped at least
 SHARE_SAMPLE = 100_000  # points that estimate those shares first (every k-th point)
-
-
-class DistrictOptions(Protocol):
-    """What these checks read of a step's options (``TrainingGridOptions``)."""
-
-    districts_path: str | None
-    districts_layer: str | None
-    district_field: str | None
-    crs: str | None
 
 
 def lonlat(x: np.ndarray, y: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +98,7 @@ def points_in_polygons(
 
 
 def districts_of_points(
-    x: np.ndarray, y: np.ndarray, options: DistrictOptions, grid_crs: Any, reporter: Reporter
+    x: np.ndarray, y: np.ndarray, options: TrainingGridOptions, grid_crs: Any, reporter: Reporter
 ) -> tuple[np.ndarray, geopandas.GeoDataFrame] | tuple[None, None]:
     """Each point's district name (None outside every polygon) and the polygons; (None, None)."""
     if not options.districts_path:
@@ -141,7 +133,7 @@ def check_axis_order(
     y: np.ndarray,
     points_crs: Any,
     district_polygons: geopandas.GeoDataFrame | None,
-    options: DistrictOptions,
+    options: TrainingGridOptions,
     reporter: Reporter,
 ) -> None:
     """Refuse (none inside) or warn (few inside) when the points look like swapped coordinates.
