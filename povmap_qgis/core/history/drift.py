@@ -20,9 +20,17 @@ or 1.1 from before it) are checked for nothing and say so; the step is never
 stopped by this check.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 PSI_WARNING = 0.25
 SAMPLE_CELLS = 256
@@ -31,7 +39,9 @@ NO_REFERENCE = "no training reference in the model package: drift not checked"
 _FLOOR = 1e-4
 
 
-def drift_scores(model_path, chips_path, sample_cells=SAMPLE_CELLS):
+def drift_scores(
+    model_path: str, chips_path: str, sample_cells: int = SAMPLE_CELLS
+) -> tuple[dict[str, float], str]:
     """({input: PSI}, sentence) for (a sample of) the chips at ``chips_path``; ({}, why) without a reference."""
     try:
         with open(os.path.join(model_path, "manifest.json"), encoding="utf-8") as handle:
@@ -58,7 +68,7 @@ def drift_scores(model_path, chips_path, sample_cells=SAMPLE_CELLS):
     return scores, sentence(scores)
 
 
-def reference_of(manifest):
+def reference_of(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     """The training distribution's reference in ``baseline.training_range``; None without one."""
     reference = (manifest.get("baseline") or {}).get("training_range") or {}
     if not all(key in reference for key in ("quantiles", "values", "shares")):
@@ -66,7 +76,7 @@ def reference_of(manifest):
     return reference
 
 
-def input_scores(manifest, features):
+def input_scores(manifest: Mapping[str, Any], features: Any) -> dict[str, float]:
     """{input: PSI} of per-chip statistics ``features`` (``chip_features.chip_features``) against the reference.
 
     An input's score is its worst statistic; {} without a reference.
@@ -77,7 +87,7 @@ def input_scores(manifest, features):
     if reference is None:
         return {}
     features = np.asarray(features, dtype="float64")
-    scores = {}
+    scores: dict[str, float] = {}
     for column, feature in enumerate(manifest["baseline"]["features"]):
         edges, shares = reference["values"][column], reference["shares"][column]
         if edges is None or shares is None:
@@ -87,14 +97,14 @@ def input_scores(manifest, features):
     return scores
 
 
-def sentence(scores):
+def sentence(scores: Mapping[str, float]) -> str:
     if not scores:
         return NO_REFERENCE
     worst = max(scores.values())
     return f"PSI per input {_listed(scores)} (warning above {PSI_WARNING}; worst {worst:.3f})"
 
 
-def bin_shares(values, edges):
+def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Share of the finite ``values`` in each bin between consecutive ``edges`` (searchsorted, right)."""
     import numpy as np
 
@@ -108,7 +118,9 @@ def bin_shares(values, edges):
     return counts[:bins] / values.size
 
 
-def population_stability(values, edges, levels, expected=None):
+def population_stability(
+    values: np.ndarray, edges: np.ndarray, levels: np.ndarray, expected: np.ndarray | None = None
+) -> float:
     """PSI of ``values`` against a reference given as values ``edges`` at quantile ``levels``.
 
     ``expected``: the reference's own share in each bin (ties between edges make
@@ -131,7 +143,7 @@ def population_stability(values, edges, levels, expected=None):
 NOISY_BELOW_CELLS = 100  # with 10 bins, fewer cells leave a few per bin: PSI is noisy
 
 
-def warnings(scores, cells=None):
+def warnings(scores: Mapping[str, float], cells: int | None = None) -> list[str]:
     """One warning naming every input above ``PSI_WARNING`` (none when all are below).
 
     ``cells``: how many cells the scores come from (a small sample is said to be noisy).
@@ -166,5 +178,5 @@ def warnings(scores, cells=None):
     ]
 
 
-def _listed(scores):
+def _listed(scores: Mapping[str, float]) -> str:
     return ", ".join(f"{name} {score:.3f}" for name, score in sorted(scores.items())) or "none"

@@ -7,10 +7,14 @@ and the registered package's digest checked (``resolve_model_uri``); the sidecar
 ``run_history.py`` reads. MLflow is imported inside functions, in the worker only.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
 import socket
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ..atomic import atomic_output
@@ -35,7 +39,7 @@ HTTP_DEFAULTS = {
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[^/@]+))$")
 
 
-def tracking_uri(environ=None):
+def tracking_uri(environ: Mapping[str, str] | None = None) -> str | None:
     """The tracking URI in force, or None (switched off or not configured)."""
     environ = os.environ if environ is None else environ
     if environ.get(SWITCH_VARIABLE, "").strip().lower() in OFF_VALUES:
@@ -43,11 +47,11 @@ def tracking_uri(environ=None):
     return (environ.get(URI_VARIABLE) or environ.get("MLFLOW_TRACKING_URI") or "").strip() or None
 
 
-def is_model_uri(value):
+def is_model_uri(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(MODEL_URI_PREFIX)
 
 
-def client_for(uri, environ=None):
+def client_for(uri: str, environ: Mapping[str, str] | None = None) -> Any:
     """An MlflowClient on ``uri`` (tracking and registry), its SQLite folder made."""
     environ = os.environ if environ is None else environ
     for key, value in HTTP_DEFAULTS.items():
@@ -60,14 +64,14 @@ def client_for(uri, environ=None):
     return MlflowClient(tracking_uri=uri, registry_uri=environ.get("MLFLOW_REGISTRY_URI") or uri)
 
 
-def sqlite_path(uri):
+def sqlite_path(uri: str) -> str | None:
     """The database file of a ``sqlite:///`` URI, else None."""
     if not uri.startswith("sqlite:///"):
         return None
     return unquote(uri[len("sqlite:///") :].split("?")[0])
 
 
-def experiment_id(client, uri, name):
+def experiment_id(client: Any, uri: str, name: str) -> str:
     """The experiment's id, created on first use (artifacts beside a SQLite database)."""
     from mlflow.exceptions import MlflowException
 
@@ -85,7 +89,7 @@ def experiment_id(client, uri, name):
         return experiment.experiment_id
 
 
-def close_dead_runs(client, experiment_ids):
+def close_dead_runs(client: Any, experiment_ids: Iterable[str]) -> list[str]:
     """Mark KILLED the RUNNING runs whose worker, on this machine, is gone; return their ids.
 
     A killed worker (SIGKILL, a crash of QGIS) cannot end its run: it stayed RUNNING for
@@ -116,9 +120,10 @@ def close_dead_runs(client, experiment_ids):
     return closed
 
 
-def failure_text(error):
+def failure_text(error: BaseException) -> str:
     """What went wrong with the store, in short; a locked SQLite database said as such."""
-    chain, texts = error, []
+    chain: BaseException | None = error
+    texts: list[str] = []
     while chain is not None and len(texts) < 10:  # the error and its causes (SQLAlchemy, sqlite3)
         texts.append(str(chain))
         chain = chain.__cause__ or chain.__context__
@@ -127,7 +132,7 @@ def failure_text(error):
     return short_text(error)
 
 
-def short_text(error):
+def short_text(error: BaseException | str) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
@@ -135,7 +140,9 @@ def short_text(error):
 # --- resolving models:/ ---------------------------------------------------------------------------
 
 
-def resolve_model_uri(uri, parameter="MODEL", environ=None):
+def resolve_model_uri(
+    uri: str, parameter: str = "MODEL", environ: Mapping[str, str] | None = None
+) -> tuple[str, Any]:
     """(local package folder, model version) of ``models:/<name>/<version>`` or ``@<alias>``."""
     match = _MODEL_URI.match(uri)
     if not match:
@@ -198,7 +205,7 @@ def resolve_model_uri(uri, parameter="MODEL", environ=None):
     return os.path.abspath(folder), version
 
 
-def package_digest(folder):
+def package_digest(folder: str) -> str | None:
     """The ``manifest_sha256`` a package's manifest records (it covers every weights file's
     sha256; ``model_package.read_package`` checks it against the files), or None."""
     try:
@@ -209,10 +216,10 @@ def package_digest(folder):
     return digest if isinstance(digest, str) else None
 
 
-def _refuse_mixed_training_data(uri, name, versions, parameter):
+def _refuse_mixed_training_data(uri: str, name: str, versions: list[Any], parameter: str) -> None:
     """``latest`` of a model whose versions were trained on different data (a MODEL_NAME two
     projects share) could be another project's package: refused, naming the versions."""
-    groups = {}
+    groups: dict[str, list[int]] = {}
     for item in versions:
         fingerprint = (item.tags or {}).get(FINGERPRINT_TAG) or "not recorded"
         groups.setdefault(fingerprint, []).append(int(item.version))
@@ -232,7 +239,7 @@ def _refuse_mixed_training_data(uri, name, versions, parameter):
     )
 
 
-def local_folder(source):
+def local_folder(source: str | None) -> str | None:
     """A registry source as a local path (plain path or file: URI), else None."""
     if not source:
         return None
@@ -244,7 +251,7 @@ def local_folder(source):
     return None
 
 
-def default_model_name(package, fingerprint=None):
+def default_model_name(package: str, fingerprint: str | None = None) -> str:
     """The registered model's name when Train's MODEL_NAME is empty: the package folder's
     name and the training data fingerprint (``model.povmodel`` trained on two surveys gives
     two models, ``model-3fa9c2d1e0b4`` and ``model-81c0…``; retrained on the same cells, a new
@@ -253,12 +260,12 @@ def default_model_name(package, fingerprint=None):
     return f"{stem}-{fingerprint}" if fingerprint else stem
 
 
-def model_name_of(package):
+def model_name_of(package: str) -> str:
     stem = os.path.basename(package.rstrip("/"))
     return stem[: -len(".povmodel")] if stem.endswith(".povmodel") else stem
 
 
-def read_sidecar(package):
+def read_sidecar(package: str) -> dict[str, Any]:
     try:
         with open(os.path.join(package, SIDECAR), encoding="utf-8") as handle:
             return json.load(handle)
@@ -266,7 +273,7 @@ def read_sidecar(package):
         return {}
 
 
-def write_sidecar(package, record):
+def write_sidecar(package: str, record: Mapping[str, Any]) -> None:
     """``mlflow.json`` beside the manifest, written whole or not at all."""
     with atomic_output(os.path.join(package, SIDECAR)) as partial:
         with open(partial, "w", encoding="utf-8") as handle:

@@ -6,6 +6,8 @@ folder, every finite number of the result as a metric, the reports, metrics and
 model manifests as artifacts (never household data, grids or chips), the ROC curves.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
@@ -13,6 +15,8 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from ..model.model_package import sha256_of
 
@@ -24,9 +28,9 @@ OUTPUT_KEYS = frozenset({"hitmiss_path", "metrics_path", "report_path", "table_p
 SOFTWARE = ("numpy", "pandas", "tensorflow-cpu", "tensorflow", "keras", "mlflow-skinny")
 
 
-def option_params(options):
+def option_params(options: Any) -> dict[str, str]:
     """{name: text} of the options dataclass (style files left out; long values cut)."""
-    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
+    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)  # type: ignore[arg-type]  # an instance
     params = {}
     for key, value in values.items():
         if "style" in key:
@@ -36,9 +40,9 @@ def option_params(options):
     return params
 
 
-def input_fingerprints(options):
+def input_fingerprints(options: Any) -> dict[str, str]:
     """{option name: fingerprint} of every existing input file or folder the options name."""
-    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
+    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)  # type: ignore[arg-type]  # an instance
     found = {}
     for key, value in string_leaves(values):
         leaf = key.rsplit(".", 1)[-1]
@@ -52,7 +56,7 @@ def input_fingerprints(options):
     return found
 
 
-def fingerprint_of(path):
+def fingerprint_of(path: str) -> str | None:
     """sha256 of a file (or of a chip store's / model package's manifest); size and time of rasters."""
     if os.path.isdir(path):
         manifest = os.path.join(path, "manifest.json")
@@ -64,7 +68,7 @@ def fingerprint_of(path):
     return f"sha256:{sha256_of(path)}"
 
 
-def numeric_leaves(value, prefix=""):
+def numeric_leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
     """(dotted key, number) of every finite number in nested dicts (lists are left out)."""
     if isinstance(value, dict):
         for key, item in value.items():
@@ -73,9 +77,9 @@ def numeric_leaves(value, prefix=""):
         yield prefix, float(value)
 
 
-def artifact_files(options, result):
+def artifact_files(options: Any, result: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(file, artifact folder) of the reports, metrics, figures and model manifests named."""
-    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
+    values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}  # type: ignore[arg-type]  # an instance
     candidates = [path for _, path in string_leaves(result)]
     candidates += [path for key, path in string_leaves(values) if "style" not in key]
     seen, found = set(), []
@@ -94,7 +98,7 @@ def artifact_files(options, result):
     return found
 
 
-def roc_curves_of(result):
+def roc_curves_of(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """{model: {fpr, tpr, auc}} of a step's result: ``roc`` by model (train, evaluate, a fold)
     or ``roc.pooled`` (cross-validation: the out-of-fold curves); AUC by the trapezoid rule,
     as scikit-learn's roc_auc_score computes it from the same points."""
@@ -114,12 +118,12 @@ def roc_curves_of(result):
     return curves
 
 
-def metric_key(name):
+def metric_key(name: Any) -> str:
     """A name MLflow accepts (letters, digits, _ - . / and spaces)."""
     return re.sub(r"[^0-9A-Za-z_\-. /]", "_", str(name))[:250]
 
 
-def string_leaves(value, prefix=""):
+def string_leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
     if isinstance(value, dict):
         for key, item in value.items():
             yield from string_leaves(item, f"{prefix}.{key}" if prefix else str(key))
@@ -130,7 +134,7 @@ def string_leaves(value, prefix=""):
         yield prefix, value
 
 
-def is_number(value):
+def is_number(value: Any) -> bool:
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
@@ -138,11 +142,11 @@ def is_number(value):
     ) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and is_number(value.item()))
 
 
-def data_digest(items):
+def data_digest(items: Any) -> str:
     return hashlib.sha256(json.dumps(items).encode("utf-8")).hexdigest()
 
 
-def software_versions():
+def software_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {}

@@ -7,11 +7,15 @@ as CSV and as a non-spatial GeoPackage table; the HTML report puts the final
 metrics of the runs side by side and shows in bold the parameters that differ.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import datetime
 import json
 import os
 import tempfile
+from collections.abc import Sequence
+from typing import Any
 
 from ..atomic import atomic_output, check_output_path
 from ..errors import PovmapCanceledError, PovmapInputError
@@ -67,7 +71,7 @@ class RunsOptions:
     max_runs: int = 100
 
 
-def set_model_alias(options, reporter=None):
+def set_model_alias(options: AliasOptions, reporter: Reporter | None = None) -> dict[str, Any]:
     """Point ``alias`` (e.g. champion) at a version of a registered model."""
     reporter = reporter or Reporter()
     alias = (options.alias or "").strip()
@@ -103,7 +107,7 @@ def set_model_alias(options, reporter=None):
     }
 
 
-def list_runs(options, reporter=None):
+def list_runs(options: RunsOptions, reporter: Reporter | None = None) -> dict[str, Any]:
     """The runs (or model versions) as CSV, GeoPackage table and HTML comparison."""
     reporter = reporter or Reporter()
     check_output_path(options.output_csv, "OUTPUT", (".csv",))
@@ -148,7 +152,7 @@ def list_runs(options, reporter=None):
     }
 
 
-def _client():
+def _client() -> tuple[Any, str]:
     uri = mlflow_store.tracking_uri()
     if uri is None:
         raise PovmapInputError(
@@ -166,14 +170,17 @@ def _client():
         ) from None
 
 
-def _run_rows(client, experiment_name, step, limit):
+def _run_rows(
+    client: Any, experiment_name: str, step: str | None, limit: int
+) -> list[dict[str, Any]]:
     """The most recent runs (of ``step``): nested runs only when ``step`` names their kind."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
     mlflow_store.close_dead_runs(client, [experiment.experiment_id])  # killed runs: KILLED
     query = f"tags.`povmap.step` = '{step}'" if step else ""
-    rows, token = [], None
+    rows: list[dict[str, Any]] = []
+    token = None
     while len(rows) < int(limit):
         page = client.search_runs(
             [experiment.experiment_id],
@@ -193,14 +200,14 @@ def _run_rows(client, experiment_name, step, limit):
     return rows[: int(limit)]
 
 
-def _version_rows(client, name, limit):
+def _version_rows(client: Any, name: str, limit: int) -> list[dict[str, Any]]:
     versions = client.search_model_versions(f"name='{name}'")
     versions = sorted(versions, key=lambda item: int(item.version), reverse=True)[: int(limit)]
-    aliases = {}  # search results carry no aliases; the registered model does
+    aliases: dict[str, list[str]] = {}  # search results carry no aliases; the registered model does
     if versions:
         for alias, number in (client.get_registered_model(name).aliases or {}).items():
             aliases.setdefault(str(number), []).append(alias)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for version in versions:
         row = {
             "model": name,
@@ -214,7 +221,7 @@ def _version_rows(client, name, limit):
     return rows
 
 
-def _run_row(run):
+def _run_row(run: Any) -> dict[str, Any]:
     tags = run.data.tags
     row = {
         "run_id": run.info.run_id,
@@ -236,14 +243,16 @@ def _run_row(run):
     return row
 
 
-def _columns(rows, versions):
+def _columns(rows: Sequence[dict[str, Any]], versions: bool) -> list[str]:
     fixed = list(VERSION_COLUMNS if versions else ()) + list(RUN_COLUMNS)
     extra = sorted({key for row in rows for key in row} - set(fixed))
     params = [key for key in extra if key.startswith("param.")]
     return fixed + [key for key in extra if key.startswith("metric.")] + params
 
 
-def _write_comparison(options, uri, rows, client):
+def _write_comparison(
+    options: RunsOptions, uri: str, rows: list[dict[str, Any]], client: Any
+) -> None:
     """The HTML comparison: the most recent finished runs side by side, the others apart."""
     shown = [row for row in rows if row.get("status") == FINISHED][:REPORT_RUNS]
     others = [row for row in rows if row.get("status") != FINISHED]
@@ -253,7 +262,7 @@ def _write_comparison(options, uri, rows, client):
         _write_report(options, uri, rows, (shown, others), labels, roc)
 
 
-def headline_metric(key):
+def headline_metric(key: str) -> bool:
     """Whether metric ``key`` (``metrics.ensemble.auc``, ``cells``) is one the comparison shows."""
     parts = key.split(".")
     if "/" in key or DETAIL_PARTS & set(parts) or len(parts) > 4:
@@ -266,14 +275,16 @@ def headline_metric(key):
     return judged in HEADLINE_METRICS and bool({ENSEMBLE, BASELINE, RANDOM} & set(parts))
 
 
-def report_number(value):
+def report_number(value: Any) -> Any:
     """A metric as the report prints it: whole numbers (counts) without decimals."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
 
-def _roc_section(client, shown, labels, folder):
+def _roc_section(
+    client: Any, shown: Sequence[dict[str, Any]], labels: Sequence[str], folder: str
+) -> Section:
     """The ensemble's ROC curve of every shown run that stored one, overlaid (a Section)."""
     from ..report import figures
 
@@ -300,7 +311,7 @@ def _roc_section(client, shown, labels, folder):
     return Section("ROC curves", [figure, table])
 
 
-def _stored_roc(client, run_id, folder):
+def _stored_roc(client: Any, run_id: str | None, folder: str) -> dict[str, Any]:
     """{model: {fpr, tpr, auc}} from a run's ``roc/roc.json``; {} when it stored none."""
     artifact = run_contents.ROC_ARTIFACT
     if not run_id:
@@ -314,7 +325,14 @@ def _stored_roc(client, run_id, folder):
         return json.load(handle).get("curves") or {}
 
 
-def _write_report(options, uri, rows, runs, labels, roc):
+def _write_report(
+    options: RunsOptions,
+    uri: str,
+    rows: list[dict[str, Any]],
+    runs: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+    labels: list[str],
+    roc: Section,
+) -> None:
     shown, others = runs
     every_metric = sorted({key for row in shown for key in row if key.startswith("metric.")})
     metric_keys = [key for key in every_metric if headline_metric(key[len("metric.") :])]
@@ -404,15 +422,15 @@ def _write_report(options, uri, rows, runs, labels, roc):
                 ],
             )
         )
-    write_report(options.report_path, f"povmap run history: {what}", sections)
+    write_report(options.report_path, f"povmap run history: {what}", sections)  # type: ignore[arg-type]  # given
 
 
-def _short_value(value):
+def _short_value(value: Any) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= REPORT_VALUE_CHARS else text[: REPORT_VALUE_CHARS - 1] + "…"
 
 
-def _label(row):
+def _label(row: dict[str, Any]) -> str:
     if "version" in row:
         return f"v{row['version']} ({str(row.get('run_id') or '')[:8]})"
     return f"{row.get('step') or 'run'} {str(row.get('run_id') or '')[:8]}"

@@ -42,11 +42,15 @@ The store, its client and the registry's ``models:/`` references: ``mlflow_store
 what a run holds (params, fingerprints, metrics, artifacts): ``run_contents.py``.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import socket
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from ..errors import PovmapCanceledError
 from ..progress import Reporter
@@ -95,7 +99,9 @@ NO_DEVICE = "none: TensorFlow did not run in the worker process (e.g. ENGINE=spa
 VERSION_TAG_METRICS = ("n", "recall", "precision", "accuracy", "auc", "brier", "ece")
 
 
-def attach_artifacts(run_id, paths, reporter=None):
+def attach_artifacts(
+    run_id: str, paths: Iterable[str], reporter: Reporter | None = None
+) -> dict[str, Any]:
     """Add files written after the worker ended (the HTML report QGIS renders) to run ``run_id``.
 
     The worker step ``attach_to_run``; a failure warns, never fails the algorithm.
@@ -128,44 +134,46 @@ def attach_artifacts(run_id, paths, reporter=None):
 class _TrackingReporter(Reporter):
     """Passes everything on to the worker's reporter; metrics also go to the run."""
 
-    def __init__(self, inner, run):
+    def __init__(self, inner: Reporter, run: StepRun) -> None:
         self._inner, self._run = inner, run
 
-    def progress(self, percent):
+    def progress(self, percent: float) -> None:
         self._inner.progress(percent)
 
-    def info(self, message):
+    def info(self, message: str) -> None:
         self._inner.info(message)
 
-    def warning(self, message):
+    def warning(self, message: str) -> None:
         self._inner.warning(message)
 
-    def canceled(self):
+    def canceled(self) -> bool:
         return self._inner.canceled()
 
-    def metric(self, name, value, step=None):
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
         self._run.log_metric(name, value, step)
 
-    def final_metrics(self, values):
+    def final_metrics(self, values: Mapping[str, Any]) -> None:
         self._run.record_result(values)
 
     @contextlib.contextmanager
-    def nested_run(self, name, params=None):
+    def nested_run(self, name: str, params: Mapping[str, Any] | None = None) -> Iterator[Reporter]:
         with self._run.nested(name, params) as child:
             yield self if child is None else _TrackingReporter(self._inner, child)
 
 
 class _Untracked:
-    def __init__(self, reporter):
+    def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
         self.run_id = None
 
-    def record_result(self, result):
+    def record_result(self, result: Mapping[str, Any]) -> None:
         pass
 
 
 @contextlib.contextmanager
-def tracked_step(step, options, reporter, environ=None):
+def tracked_step(
+    step: str, options: Any, reporter: Reporter, environ: Mapping[str, str] | None = None
+) -> Iterator[StepRun | _Untracked]:
     """Record ``step`` run with ``options`` (a dataclass) as an MLflow run.
 
     Resolves a ``models:/`` ``model_path`` first (an input error when it
@@ -203,12 +211,12 @@ def tracked_step(step, options, reporter, environ=None):
 class _Guard:
     """What the runs of one step share: the first tracking failure warns and stops them all."""
 
-    def __init__(self, uri, reporter):
+    def __init__(self, uri: str, reporter: Reporter) -> None:
         self.uri, self.reporter = uri, reporter
-        self.failure = None  # the first error's text, once tracking stopped
+        self.failure: str | None = None  # the first error's text, once tracking stopped
         self.closing_failed = False  # a run could not be closed after it: do not wait again
 
-    def call(self, what, action):
+    def call(self, what: str, action: Callable[[], Any]) -> Any:
         if self.failure is not None:
             return None
         try:
@@ -235,27 +243,34 @@ class StepRun:
     are, sharing the parent's guard.
     """
 
-    def __init__(self, step, uri, reporter, environ, guard=None):
+    def __init__(
+        self,
+        step: str,
+        uri: str,
+        reporter: Reporter,
+        environ: Mapping[str, str],
+        guard: _Guard | None = None,
+    ) -> None:
         self.step, self.uri, self.environ = step, uri, environ
         self._outer = reporter
         self._guard = guard or _Guard(uri, reporter)
         self.reporter = _TrackingReporter(reporter, self)
-        self.client = None
-        self.run_id = None
-        self.options = None
-        self.tags = {}
-        self.experiment_id = None
+        self.client: Any = None  # an MlflowClient once the run started
+        self.run_id: str | None = None
+        self.options: Any = None
+        self.tags: dict[str, str] = {}
+        self.experiment_id: Any = None
 
-    def _guarded(self, what, action):
+    def _guarded(self, what: str, action: Callable[[], Any]) -> Any:
         return self._guard.call(what, action)
 
     # life cycle
 
-    def start(self, options, model_version=None):
+    def start(self, options: Any, model_version: Any = None) -> None:
         self.options = options
         self._guarded("start a run", lambda: self._start(options, model_version))
 
-    def _start(self, options, model_version):
+    def _start(self, options: Any, model_version: Any) -> None:
         client = client_for(self.uri, self.environ)
         experiment = self.environ.get(EXPERIMENT_VARIABLE) or DEFAULT_EXPERIMENT
         params = option_params(options)
@@ -280,7 +295,7 @@ class StepRun:
                 f"Run history: {len(closed)} run(s) of processes that were killed marked KILLED."
             )
 
-    def _log_params(self, params):
+    def _log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(key, value) for key, value in sorted(params.items())]
@@ -288,7 +303,9 @@ class StepRun:
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     @contextlib.contextmanager
-    def nested(self, name, params=None):
+    def nested(
+        self, name: str, params: Mapping[str, Any] | None = None
+    ) -> Iterator[StepRun | None]:
         """A child run for one part of the step (``name``, e.g. ``fold 2``), or None untracked.
 
         It ends FINISHED, FAILED or KILLED with the block, like the step's run.
@@ -312,14 +329,14 @@ class StepRun:
             raise
         child.end("FINISHED")
 
-    def _start_nested(self, parent, name, params):
+    def _start_nested(self, parent: StepRun, name: str, params: Mapping[str, Any] | None) -> None:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         kind = str(name).split()[0] if str(name).split() else "part"
         tags = {key: value for key, value in parent.tags.items() if not key.startswith("mlflow.")}
         tags.update(
             {
-                MLFLOW_PARENT_RUN_ID: parent.run_id,
+                MLFLOW_PARENT_RUN_ID: parent.run_id,  # type: ignore[dict-item]  # started
                 "mlflow.source.name": parent.tags.get("mlflow.source.name", ""),
                 "povmap.step": f"{parent.step}.{metric_key(kind)}",
                 "povmap.part": str(name),
@@ -332,7 +349,7 @@ class StepRun:
         self.experiment_id = parent.experiment_id
         self._log_params(option_params(params or {}))
 
-    def _tags(self, fingerprints, model_version):
+    def _tags(self, fingerprints: Mapping[str, str], model_version: Any) -> dict[str, str]:
         from ..version import plugin_version
 
         tags = {
@@ -356,12 +373,15 @@ class StepRun:
         if sidecar.get("run_id"):
             # mlflow.json is not covered by the package's hash: anyone can edit it. Its run is
             # credited only when this run history registered that run with this package's digest.
-            verified = self._sidecar_verified(sidecar, package_digest(model_path))
+            verified = self._sidecar_verified(
+                sidecar,
+                package_digest(model_path),  # type: ignore[arg-type]  # a sidecar: a path
+            )
             key = "povmap.training_run_id" if verified else "povmap.training_run_id_unverified"
             tags[key] = str(sidecar["run_id"])
         return tags
 
-    def _sidecar_verified(self, sidecar, digest):
+    def _sidecar_verified(self, sidecar: Mapping[str, Any], digest: str | None) -> bool:
         """Whether this registry holds the sidecar's model version, of its run, with ``digest``."""
         if not digest or not sidecar.get("registered_model") or not sidecar.get("version"):
             return False
@@ -376,7 +396,7 @@ class StepRun:
             and (version.tags or {}).get(DIGEST_TAG) == digest
         )
 
-    def log_metric(self, name, value, step=None):
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         if self.client is None or not is_number(value):
             return
         self._guarded(
@@ -386,7 +406,7 @@ class StepRun:
             ),
         )
 
-    def record_result(self, result):
+    def record_result(self, result: Mapping[str, Any]) -> None:
         """Final metrics, artifacts and (after train) the registered model version."""
         if self.client is None or not isinstance(result, dict):
             return
@@ -398,7 +418,7 @@ class StepRun:
         if self.step == "predict":
             self._guarded("record the drift check", lambda: self._drift(result))
 
-    def end(self, status):
+    def end(self, status: str) -> None:
         if self.client is None:
             return
         if self._guard.failure is not None:
@@ -409,7 +429,7 @@ class StepRun:
         if status == "FINISHED" and self._guard.failure is None:
             self._outer.info(f"Run history: run {self.run_id} recorded in {self.uri}")
 
-    def _close_incomplete(self, status):
+    def _close_incomplete(self, status: str) -> None:
         """After a tracking failure (a locked store, a server gone): one quiet try to end the run,
         so that it is not left RUNNING, and to say it is incomplete. A store that is still locked
         fails the first call (after MLflow's wait) and nothing more is tried."""
@@ -421,7 +441,7 @@ class StepRun:
         except Exception:  # already warned once; the step's outcome does not depend on it
             self._guard.closing_failed = True
 
-    def _log_device(self):
+    def _log_device(self) -> None:
         """``device``: what TensorFlow computed on, when the step used it (train, predict...)."""
         from ..model.environment import tensorflow_device
 
@@ -430,7 +450,7 @@ class StepRun:
 
     # what is recorded
 
-    def _log_metrics(self, result):
+    def _log_metrics(self, result: Mapping[str, Any]) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
@@ -438,11 +458,11 @@ class StepRun:
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
-    def _log_artifacts(self, result):
+    def _log_artifacts(self, result: Mapping[str, Any]) -> None:
         for path, folder in artifact_files(self.options, result):
             self.client.log_artifact(self.run_id, path, folder)
 
-    def _log_roc(self, result):
+    def _log_roc(self, result: Mapping[str, Any]) -> None:
         """``roc/roc.json``: the result's ROC curves by model, for overlaying runs (povmap:runs)."""
         import tempfile
 
@@ -455,7 +475,7 @@ class StepRun:
                 json.dump({"format": "povmap-roc", "curves": curves}, handle)
             self.client.log_artifact(self.run_id, path, ROC_ARTIFACT.rsplit("/", 1)[0])
 
-    def _register(self, result):
+    def _register(self, result: Mapping[str, Any]) -> None:
         from mlflow.exceptions import MlflowException
 
         package = os.path.abspath(str(result.get("output", "")).rstrip("/"))
@@ -498,7 +518,7 @@ class StepRun:
         self.client.log_artifact(self.run_id, os.path.join(package, SIDECAR), "model")
         self._outer.info(f"Registered as models:/{name}/{version.version} (run {self.run_id})")
 
-    def _drift(self, result):
+    def _drift(self, result: Mapping[str, Any]) -> None:
         """PSI per input as ``drift/<input>``: the scores ``predict`` computed and warned about."""
         from . import drift
 
