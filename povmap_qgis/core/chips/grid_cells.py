@@ -153,8 +153,13 @@ def read_cell_ids(path, layer, id_field, info, parameter="GRID", id_parameter="I
         raise PovmapInputError(
             id_parameter,
             f"the id field {id_field} of '{name}' holds {dtype} values; cell ids are whole "
-            "numbers (they index the chip store). Add one with the Field calculator "
-            "(e.g. @row_number) and choose it; the text id is carried to the predictions.",
+            + (
+                "numbers (those of the grid that was predicted); use the layer written by "
+                "Predict poverty."
+                if parameter == "PREDICTIONS"
+                else "numbers (they index the chip store). Add one with the Field calculator "
+                "(e.g. @row_number) and choose it; the text id is carried to the predictions."
+            ),
         )
     _, _, _, (values,) = pyogrio.raw.read(
         path, layer=layer, columns=[id_field], read_geometry=False

@@ -1,6 +1,14 @@
-"""The one reader of a prediction layer (PREDICTIONS of target, districtestimates and
-verificationsample), and what targeting reads from its cells and metadata: whether
-``prob_mean`` is calibrated, the cells' interval bounds, their districts."""
+"""The one reader of a prediction layer (PREDICTIONS of target, districtestimates,
+verificationsample and evaluate, which adds its own needs on top), and what targeting reads from
+its cells and metadata: whether ``prob_mean`` is calibrated, the cells' interval bounds, their
+districts.
+
+The contract, the same in every step (tests/test_prediction_layer_contract.py): polygons with a
+CRS; a ``prob_mean`` field of probabilities (0-1; an empty value is a cell without a prediction,
+but not every cell); the cells' id field (ID_FIELD, else the one Predict poverty recorded, else
+``cell_id``) of whole numbers, none empty, each once (``cells.whole_cell_ids``); a text id field
+is refused. Id problems name ID_FIELD in the steps that have that parameter, PREDICTIONS in the
+others."""
 
 from __future__ import annotations  # imported inside QGIS too (with targeting.py)
 
@@ -12,12 +20,13 @@ from ..names import CELL_ID, ID_FIELD_RECORDED
 from .selection import NO_DISTRICT
 
 
-def read_predictions(options, keep_targeting_fields=False):
+def read_predictions(options, keep_targeting_fields=False, id_parameter="ID_FIELD"):
     """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked.
 
     ``options``: its predictions_path, predictions_layer and id_field. The fields an
     earlier targeting wrote (rank, selected, …) are dropped unless ``keep_targeting_fields``
-    (the verification sample stratifies by ``selected``)."""
+    (the verification sample stratifies by ``selected``). ``id_parameter``: the step's cell id
+    parameter (ID_FIELD), named by the messages about ids; None for a step without one."""
     import geopandas
 
     from ..chips.grid_cells import read_cell_ids
@@ -55,18 +64,25 @@ def read_predictions(options, keep_targeting_fields=False):
         elif recorded:
             hint = (
                 f"Predict poverty recorded {recorded} as the cells' id, but the field is gone; "
-                "choose the cells' id field in Cell id field (ID_FIELD)"
+                + (
+                    "choose the cells' id field in Cell id field (ID_FIELD)"
+                    if id_parameter
+                    else "use the layer as Predict poverty wrote it"
+                )
             )
         else:
             hint = (
                 "predictions on a grid of your own: choose its id field in Cell id field (ID_FIELD)"
+                if id_parameter
+                else "use the layer written by Predict poverty"
             )
         raise PovmapInputError(
-            "ID_FIELD",
+            id_parameter or "PREDICTIONS",
             f"the layer '{name}' (PREDICTIONS) has no {id_field} field (its fields: "
             f"{', '.join(fields) or 'none'}); {hint}.",
         )
-    read_cell_ids(path, layer, id_field, info, "PREDICTIONS")  # NULL, fractional, repeated ids
+    # text, NULL, fractional, repeated ids
+    read_cell_ids(path, layer, id_field, info, "PREDICTIONS", id_parameter or "PREDICTIONS")
     frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
     if frame.empty:
         raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
@@ -74,10 +90,22 @@ def read_predictions(options, keep_targeting_fields=False):
     for field in ("rank", "selected", "population", "expected_poor"):
         if field in frame and not keep_targeting_fields:
             frame = frame.drop(columns=[field])  # an earlier targeting's output used as input
-    values = frame["prob_mean"].astype("float64")
+    values = frame["prob_mean"]
+    if not str(values.dtype).startswith(("int", "uint", "float")):
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"prob_mean of '{name}' holds {values.dtype} values; it must hold probabilities "
+            "between 0 and 1 (use the layer written by Predict poverty).",
+        )
+    values = values.astype("float64")
     if (values.dropna() < 0).any() or (values.dropna() > 1).any():
         raise PovmapInputError(
             "PREDICTIONS", f"prob_mean of '{name}' must hold probabilities between 0 and 1."
+        )
+    if values.isna().all():
+        raise PovmapInputError(
+            "PREDICTIONS",
+            f"prob_mean is empty in every cell of '{name}'; predict the cells first.",
         )
     frame["prob_mean"] = values
     return frame, name, metadata, id_field

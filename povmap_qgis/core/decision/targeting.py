@@ -203,12 +203,7 @@ def _area(
     cells, id_field = identified
 
     probability = cells["prob_mean"].to_numpy(dtype="float64")
-    predicted = np.isfinite(probability)
-    if not predicted.any():
-        raise PovmapInputError(
-            "PREDICTIONS",
-            f"prob_mean is empty in every cell of '{layer}'; predict the cells first.",
-        )
+    predicted = np.isfinite(probability)  # some are (prediction_layer.read_predictions)
     if (~predicted).any():
         notes.append(
             f"{int((~predicted).sum())} cells have no prediction (empty prob_mean): kept in OUTPUT, "

@@ -191,7 +191,8 @@ def map_covariate(
             predictions_path=options.predictions_path,
             predictions_layer=options.predictions_layer,
             id_field=None,  # the one Predict poverty recorded, else cell_id
-        )
+        ),
+        id_parameter=None,  # the step has no ID_FIELD
     )
     probability = cells["prob_mean"].to_numpy(dtype="float64")
     out_of_fold_cells = 0

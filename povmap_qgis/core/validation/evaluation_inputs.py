@@ -1,19 +1,15 @@
 """The inputs of ``evaluate``: the prediction layer, and its cells matched with the labels.
 
-The prediction layer written by Predict poverty (its members, thresholds and metadata,
-every value checked) and the labelled grid (TRUTH, read by ``grid.labelled_grid``) are
+The prediction layer written by Predict poverty (read by ``decision.prediction_layer`` as
+every step reads it; its members, thresholds and metadata checked here) and the labelled grid (TRUTH, read by ``grid.labelled_grid``) are
 matched by cell id, never by location; the labels and districts come from TRUTH. A
 ``pred`` that does not follow its rule is a warning.
 """
 
-import os
-
 from .. import labels
 from ..errors import PovmapInputError
-from ..geopackage import povmap_layer_metadata
 from ..grid.cells import crs_to_string
-from ..grid.labelled_grid import check_cell_ids, layer_fields
-from ..names import CELL_ID, ID_FIELD_RECORDED
+from ..names import CELL_ID
 from .validation_outputs import outcomes
 
 DEFAULT_THRESHOLD = 0.5
@@ -22,26 +18,24 @@ NOT_MEMBER_FIELDS = ("prob_mean", "prob_raw", "prob_low", "prob_high", "prob_bas
 
 
 def read_predictions(options):
-    """The prediction layer (GeoDataFrame), its members, threshold and metadata."""
-    import geopandas
+    """The prediction layer (GeoDataFrame), its members, threshold and metadata.
 
-    path = options.predictions_path
-    layer, fields, info = layer_fields(path, options.predictions_layer, "PREDICTIONS")
-    name = layer or os.path.basename(path)
-    if not info.get("geometry_type"):
-        raise PovmapInputError(
-            "PREDICTIONS",
-            f"the layer '{name}' has no geometries; use the prediction layer written by Predict poverty.",
-        )
-    metadata = povmap_layer_metadata(path, layer)
-    key = options.id_field or metadata.get(ID_FIELD_RECORDED) or CELL_ID
-    missing = [field for field in (key, "pred", "prob_mean") if field not in fields]
+    The layer is read and checked by the one reader of the contract
+    (``decision.prediction_layer.read_predictions``: polygons, prob_mean, the cell ids, as in
+    every step); evaluate adds what it compares: ``pred`` and each member's ``prob_`` field,
+    filled and valid in every predicted cell. Cells without a prediction (empty prob_mean)
+    are left out, with a warning (``unpredicted_note``)."""
+    from ..decision.prediction_layer import read_predictions as read_prediction_layer
+
+    frame, name, metadata, key = read_prediction_layer(options, keep_targeting_fields=True)
+    fields = [str(column) for column in frame.columns if column != frame.geometry.name]
     listed = [member for member in str(metadata.get("povmap:members", "")).split(",") if member]
     members = listed or [
         field[len("prob_") :]
         for field in fields
         if field.startswith("prob_") and field not in NOT_MEMBER_FIELDS
     ]
+    missing = [field for field in ("pred",) if field not in fields]
     missing += [f"prob_{member}" for member in members if f"prob_{member}" not in fields]
     if missing or not members:
         wanted = (
@@ -64,19 +58,27 @@ def read_predictions(options):
             threshold_note = f"the layer metadata povmap:threshold '{metadata['povmap:threshold']}' is not a number; members are cut at {DEFAULT_THRESHOLD}"
     else:
         threshold_note = f"no povmap:threshold in the layer metadata (e.g. the layer was copied); members are cut at {DEFAULT_THRESHOLD}"
-    frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
-    if frame.empty:
-        raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
-    check_cell_ids(frame, "PREDICTIONS", name, key)
+    predicted = frame["prob_mean"].notna()
+    unpredicted = int((~predicted).sum())
+    unpredicted_note = (
+        f"{unpredicted} cells without a prediction (empty prob_mean) are left out"
+        if unpredicted
+        else None
+    )
+    frame = frame.loc[predicted].reset_index(drop=True)
     trust = [field for field in ("prob_raw", "prob_baseline") if field in frame]
-    for field in ["pred", "prob_mean"] + [f"prob_{member}" for member in members] + trust:
+    for field in ["pred"] + [f"prob_{member}" for member in members] + trust:
         values = frame[field]
         if values.isna().any():
             raise PovmapInputError(
                 "PREDICTIONS",
-                f"the field {field} of '{name}' is empty in {int(values.isna().sum())} cells; predict them again.",
+                f"the field {field} of '{name}' is empty in {int(values.isna().sum())} cells "
+                "that have a prob_mean; predict them again.",
             )
-        valid = values.isin([0, 1]).all() if field == "pred" else values.between(0, 1).all()
+        if not str(values.dtype).startswith(("int", "uint", "float", "bool")):
+            valid = False
+        else:
+            valid = values.isin([0, 1]).all() if field == "pred" else values.between(0, 1).all()
         if not valid:
             expected = "0 or 1" if field == "pred" else "probabilities between 0 and 1"
             raise PovmapInputError(
@@ -90,6 +92,7 @@ def read_predictions(options):
             metadata.get("povmap:baseline_threshold"), DEFAULT_THRESHOLD
         ),
         "threshold_note": threshold_note,
+        "unpredicted_note": unpredicted_note,
         "decision_threshold": _number_or(metadata.get("povmap:decision_threshold"), None),
         "metadata": metadata,
         "layer": name,
@@ -142,6 +145,8 @@ def match_cells(predictions, truth, options, reporter):
         )
     if predictions["threshold_note"]:
         reporter.warning(f"PREDICTIONS: {predictions['threshold_note']}.")
+    if predictions.get("unpredicted_note"):
+        reporter.warning(f"PREDICTIONS: {predictions['unpredicted_note']}.")
     districts = (
         sorted({str(value) for value in cells["district"].dropna()}) if "district" in cells else []
     )

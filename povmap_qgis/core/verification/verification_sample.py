@@ -64,7 +64,10 @@ def verification_sample(
 
     reporter = reporter or Reporter()
     _check_options(options)
-    cells, layer, _, id_field = read_predictions(options, keep_targeting_fields=True)
+    # no ID_FIELD parameter in this step (options.id_field is for scripts)
+    cells, layer, _, id_field = read_predictions(
+        options, keep_targeting_fields=True, id_parameter=None
+    )
     reporter.progress(10)
     if "pred" not in cells:
         raise PovmapInputError(
