@@ -6,14 +6,23 @@ member read, and that the drift check (``core/history/drift.py``) compares with 
 training cells': one definition below all three.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .input_transforms import apply_transform
 
+if TYPE_CHECKING:
+    from .chip_store import ChipStore
+
+
 STATISTICS = ("mean", "max", "std", "centre")
 
 
-def feature_definition(normalisation):
+def feature_definition(normalisation: Mapping[str, Any]) -> list[dict[str, Any]]:
     """[{"input", "band", "statistic"}] in the order of ``chip_features``' columns."""
     return [
         {"input": name, "band": band + 1, "statistic": statistic}
@@ -23,7 +32,7 @@ def feature_definition(normalisation):
     ]
 
 
-def feature_inputs(model):
+def feature_inputs(model: Mapping[str, Any]) -> list[str]:
     """The inputs in the order of a fitted baseline's feature columns.
 
     A manifest read back from its file has ``normalisation`` in alphabetical order
@@ -32,14 +41,20 @@ def feature_inputs(model):
     return list(dict.fromkeys(feature["input"] for feature in model["features"]))
 
 
-def package_features(store, rows, manifest):
+def package_features(store: ChipStore, rows: np.ndarray, manifest: Mapping[str, Any]) -> np.ndarray:
     """The per-chip statistics a stored package's baseline reads, in its column order."""
     return chip_features(
         store, rows, manifest["normalisation"], feature_inputs(manifest["baseline"])
     )
 
 
-def chip_features(store, rows, normalisation, inputs=None, batch_rows=256):
+def chip_features(
+    store: ChipStore,
+    rows: np.ndarray,
+    normalisation: Mapping[str, Any],
+    inputs: Sequence[str] | None = None,
+    batch_rows: int = 256,
+) -> np.ndarray:
     """Per-chip statistics of store ``rows`` ([n, features], NaN where a chip has no valid pixel).
 
     Columns go input by input in the order of ``inputs`` (default: ``normalisation``'s,
@@ -63,7 +78,11 @@ def chip_features(store, rows, normalisation, inputs=None, batch_rows=256):
     return np.concatenate(parts)
 
 
-def features_of_chips(chips, normalisation, inputs=None):
+def features_of_chips(
+    chips: Mapping[str, np.ndarray],
+    normalisation: Mapping[str, Any],
+    inputs: Sequence[str] | None = None,
+) -> np.ndarray:
     """Per-chip statistics of one batch of chips ({input: [n, H, W, bands]} as stored).
 
     The same numbers whether the chips come from a store or straight from the

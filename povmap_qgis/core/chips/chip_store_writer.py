@@ -7,10 +7,14 @@ cell is written; a stopped run's partial store is resumed by the next run with t
 settings and resume key.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,7 +44,7 @@ RECORD_ONLY_SETTINGS = (
 )  # recorded in the manifest, not part of the resume key
 
 
-def check_store_path(path, parameter="OUTPUT"):
+def check_store_path(path: str | None, parameter: str = "OUTPUT") -> None:
     if not path or not path.rstrip("/").endswith(".chips"):
         raise PovmapInputError(parameter, f"'{path}' must be a folder name ending in .chips.")
     folder = os.path.dirname(os.path.abspath(path.rstrip("/")))
@@ -63,8 +67,15 @@ class ChipStoreWriter:
     """
 
     def __init__(
-        self, path, cell_ids, inputs, chip_size, settings, parameter="OUTPUT", resume_key=None
-    ):
+        self,
+        path: str,
+        cell_ids: Any,
+        inputs: Iterable[Mapping[str, Any]],
+        chip_size: int,
+        settings: Mapping[str, Any],
+        parameter: str = "OUTPUT",
+        resume_key: Mapping[str, Any] | None = None,
+    ) -> None:
         check_store_path(path, parameter)
         check_input_names([spec["name"] for spec in inputs], parameter)
         self.path = os.path.abspath(path.rstrip("/"))
@@ -77,12 +88,12 @@ class ChipStoreWriter:
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
         self.resume_key = json.loads(json.dumps(resume_key or {}, sort_keys=True, default=str))
         self.resumed = False
-        self._arrays = {}
-        self._lock_handle = None
+        self._arrays: dict[str, Any] = {}  # RowFile per input, memory maps of the rest
+        self._lock_handle: OutputLock | None = None
 
     # --- life cycle -------------------------------------------------------
 
-    def open(self):
+    def open(self) -> ChipStoreWriter:
         """Create the partial store, or resume a matching one; returns self.
 
         The lock is taken first: nothing of the partial store is read, removed
@@ -108,19 +119,25 @@ class ChipStoreWriter:
             raise
         return self
 
-    def nodata_fractions(self):
+    def nodata_fractions(self) -> np.ndarray:
         """Nodata fraction per cell and input, as written so far."""
         return np.array(self._arrays[NODATA_FRACTION])
 
-    def read_rows(self, name, rows):
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Chips of an input already written for ``rows``."""
         return self._arrays[name].read(rows)
 
-    def pending(self):
+    def pending(self) -> np.ndarray:
         """Row indices (into cell_ids) still to be written."""
         return np.flatnonzero(~self._arrays[DONE])
 
-    def write(self, rows, chips, nodata_fractions, moments=None):
+    def write(
+        self,
+        rows: np.ndarray,
+        chips: Mapping[str, np.ndarray],
+        nodata_fractions: np.ndarray,
+        moments: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         """Store chips for ``rows``: ``chips[name]`` is [len(rows), H, W, bands].
 
         ``moments[name]``: each row's per-band pixel moments [len(rows), bands, 5]
@@ -136,7 +153,7 @@ class ChipStoreWriter:
             )
         self._arrays[DONE][rows] = True
 
-    def cell_moments(self, name):
+    def cell_moments(self, name: str) -> np.ndarray:
         """The per-cell, per-band moments of one input [n_cells, bands, 5] as written so far."""
         first = 0
         for spec in self.inputs:
@@ -145,26 +162,28 @@ class ChipStoreWriter:
             first += len(spec["bands"])
         raise KeyError(name)
 
-    def mark_written(self, rows, nodata_fractions):
+    def mark_written(self, rows: np.ndarray, nodata_fractions: np.ndarray) -> None:
         """Record ``rows`` whose chips (and moments) another process wrote into the partial store (Spark tasks)."""
         rows = np.asarray(rows, dtype="int64")
         self._arrays[NODATA_FRACTION][rows] = nodata_fractions
         self._arrays[DONE][rows] = True
 
-    def flush(self):
+    def flush(self) -> None:
         """Make what was written durable, so a killed run resumes after it (chips before flags)."""
         for _name, array in sorted(
             self._arrays.items(), key=lambda item: (item[0] == DONE, isinstance(item[1], np.memmap))
         ):
             array.flush()
 
-    def _release(self):
+    def _release(self) -> None:
         for array in self._arrays.values():
             if isinstance(array, RowFile):
                 array.close()
         self._arrays.clear()
 
-    def finish(self, statistics=None, summary=None):
+    def finish(
+        self, statistics: Mapping[str, Any] | None = None, summary: Mapping[str, Any] | None = None
+    ) -> str:
         """Publish: manifest marked complete (with ``summary`` keys), folder renamed to its final name."""
         if not self._arrays[DONE].all():
             raise RuntimeError(f"{int((~self._arrays[DONE]).sum())} cells are not written yet")
@@ -190,14 +209,14 @@ class ChipStoreWriter:
         self._drop_lock()
         return self.path
 
-    def close(self):
+    def close(self) -> None:
         """Stop without publishing: the partial store stays for a later resume."""
         if self._arrays:
             self.flush()
             self._release()
         self._drop_lock()
 
-    def discard(self):
+    def discard(self) -> None:
         """Stop and delete the partial store (a run whose result is unusable)."""
         self._release()
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -205,7 +224,7 @@ class ChipStoreWriter:
 
     # --- internals --------------------------------------------------------
 
-    def _manifest(self):
+    def _manifest(self) -> dict[str, Any]:
         return {
             "format": "povmap-chip-store",
             "format_version": FORMAT_VERSION,
@@ -220,10 +239,10 @@ class ChipStoreWriter:
             "resume_key": self.resume_key,
         }
 
-    def _create_arrays(self):
+    def _create_arrays(self) -> None:
         n, size = len(self.cell_ids), self.chip_size
         np.save(os.path.join(self.partial, CELL_IDS), self.cell_ids)
-        shapes = {
+        shapes: dict[str, tuple[tuple[int, ...], str]] = {
             spec["name"]: ((n, size, size, len(spec["bands"])), spec["dtype"])
             for spec in self.inputs
         }
@@ -247,7 +266,7 @@ class ChipStoreWriter:
         self._arrays[MOMENTS][:] = 0.0  # a cell not written counts no pixel
         _write_json(os.path.join(self.partial, MANIFEST), self._manifest(), self.parameter)
 
-    def _open_arrays(self, mode):
+    def _open_arrays(self, mode: Literal["r+", "r"]) -> None:
         for spec in self.inputs:
             self._arrays[spec["name"]] = RowFile(
                 os.path.join(self.partial, f"{spec['name']}.npy"), mode
@@ -255,7 +274,7 @@ class ChipStoreWriter:
         for name in (NODATA_FRACTION, MOMENTS, DONE):
             self._arrays[name] = np.load(os.path.join(self.partial, name), mmap_mode=mode)
 
-    def _partial_matches(self):
+    def _partial_matches(self) -> bool:
         try:
             manifest = self._read_manifest()
             cell_ids = np.load(os.path.join(self.partial, CELL_IDS))
@@ -271,34 +290,34 @@ class ChipStoreWriter:
             and os.path.exists(os.path.join(self.partial, MOMENTS))
         )
 
-    def _adopt_widened_dtypes(self):
+    def _adopt_widened_dtypes(self) -> None:
         """Keep the dtypes the partial store was made with (an input may have been widened)."""
         for spec, recorded in zip(self.inputs, self._read_manifest()["inputs"], strict=True):
             spec["dtype"] = recorded["dtype"]
 
-    def _read_manifest(self):
+    def _read_manifest(self) -> dict[str, Any]:
         with open(os.path.join(self.partial, MANIFEST), encoding="utf-8") as handle:
             return json.load(handle)
 
-    def _take_lock(self):
+    def _take_lock(self) -> None:
         """Hold ``.NAME.chips.lock`` exclusively, or refuse naming the run that holds it."""
         self._lock_handle = OutputLock(
             self.path, self.parameter, "the chip store", self.partial
         ).acquire()
 
-    def _drop_lock(self):
+    def _drop_lock(self) -> None:
         if self._lock_handle is not None:
             self._lock_handle.release()
             self._lock_handle = None
 
 
-def _resume_settings(settings):
+def _resume_settings(settings: Any) -> Any:
     if not isinstance(settings, dict):
         return settings
     return {key: value for key, value in settings.items() if key not in RECORD_ONLY_SETTINGS}
 
 
-def _same_inputs(recorded, wanted):
+def _same_inputs(recorded: Any, wanted: Any) -> bool:
     """A partial store's inputs match the run's, dtypes aside where one was widened.
 
     Sampling widens an input from float16 to float32 when its values do not fit float16
@@ -314,7 +333,7 @@ def _same_inputs(recorded, wanted):
     return True
 
 
-def _reserve_disk(path, parameter):
+def _reserve_disk(path: str, parameter: str) -> None:
     """Allocate the file's blocks now: a full disk fails here, not as a crash mid-run."""
     if not hasattr(os, "posix_fallocate"):
         return
@@ -327,14 +346,14 @@ def _reserve_disk(path, parameter):
         os.close(descriptor)
 
 
-def _no_space(error, parameter):
+def _no_space(error: OSError, parameter: str) -> PovmapInputError:
     return PovmapInputError(
         parameter,
         f"not enough disk space for the chip store ({error.strerror}); free space or choose another output folder.",
     )
 
 
-def _write_json(path, data, parameter="OUTPUT"):
+def _write_json(path: str, data: Any, parameter: str = "OUTPUT") -> None:
     text = strict_json.dumps(data, parameter, "the chip store manifest", indent=2, sort_keys=True)
     with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         handle.write(text)

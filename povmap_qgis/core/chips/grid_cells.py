@@ -7,7 +7,10 @@ Read by sampling, by predictions straight from the rasters, and wherever a grid'
 cell ids are read (``read_cell_ids``).
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +18,9 @@ from .. import vectors
 from ..errors import PovmapInputError
 from ..grid import cells
 from ..names import CELL_ID
+
+if TYPE_CHECKING:
+    from pyproj import CRS
 
 BLOCK_CELLS = 8  # a block is up to 8 × 8 neighbouring cells
 POLYGON_TYPES = ("Polygon", "MultiPolygon")
@@ -36,24 +42,24 @@ class GridCells:
     tops: np.ndarray
     chip_size: int
     resolution: float
-    crs: object
+    crs: CRS
     keys: np.ndarray  # int64 [n, 3]: cells with the same key are sampled as one block
     povmap_ids: bool  # cell_id encodes the cell's place (povmap's own grids)
 
     @property
-    def cell_size(self):
+    def cell_size(self) -> float:
         return self.chip_size * self.resolution
 
 
 def read_grid_cells(
-    path,
-    layer=None,
-    parameter="GRID",
-    id_field=CELL_ID,
-    resolution=10.0,
-    chip_size=None,
-    chip_parameter="CHIP_SIZE",
-):
+    path: str,
+    layer: str | None = None,
+    parameter: str = "GRID",
+    id_field: str = CELL_ID,
+    resolution: float = 10.0,
+    chip_size: int | None = None,
+    chip_parameter: str = "CHIP_SIZE",
+) -> GridCells:
     """The cells of a polygon grid layer (see ``GridCells``), or a message naming the parameter.
 
     Any polygon layer with a unique whole-number id in ``id_field`` works. An id field
@@ -122,7 +128,14 @@ def read_grid_cells(
     return GridCells(ids, lefts, tops, size, resolution, crs, keys, False)
 
 
-def read_cell_ids(path, layer, id_field, info, parameter="GRID", id_parameter="ID_FIELD"):
+def read_cell_ids(
+    path: str,
+    layer: str | None,
+    id_field: str,
+    info: dict[str, Any],
+    parameter: str = "GRID",
+    id_parameter: str = "ID_FIELD",
+) -> np.ndarray:
     """The whole-number ids of ``id_field`` (int64), refusing missing, NULL, fractional or repeated ids."""
     import pyogrio
 
@@ -170,8 +183,15 @@ def read_cell_ids(path, layer, id_field, info, parameter="GRID", id_parameter="I
 
 
 def _chip_size(
-    widths, heights, resolution, requested, parameter, ids, id_field, chip_parameter="CHIP_SIZE"
-):
+    widths: np.ndarray | float,
+    heights: np.ndarray | float,
+    resolution: float,
+    requested: int | None,
+    parameter: str,
+    ids: np.ndarray | None,
+    id_field: str,
+    chip_parameter: str = "CHIP_SIZE",
+) -> int:
     """The chips' side in pixels, which every cell's bounding box must give (gdalwarp's rounding).
 
     ``chip_parameter``: what a ``requested`` size that the cells do not give is blamed on
@@ -207,7 +227,7 @@ def _chip_size(
     return size
 
 
-def _block_keys(lefts, tops, side, resolution):
+def _block_keys(lefts: np.ndarray, tops: np.ndarray, side: float, resolution: float) -> np.ndarray:
     """Neighbouring cells on one pixel lattice share a key (their pixels come from one warp)."""
     span = BLOCK_CELLS * side
     tile = np.column_stack(
@@ -228,18 +248,18 @@ def _block_keys(lefts, tops, side, resolution):
     return np.column_stack([tile, lattice.reshape(-1)])
 
 
-def group_blocks(pending, grid):
+def group_blocks(pending: np.ndarray, grid: GridCells) -> list[np.ndarray]:
     """Row indices of pending cells grouped in blocks of up to BLOCK_CELLS × BLOCK_CELLS neighbours.
 
     Cells of a block lie on one pixel lattice (see ``GridCells.keys``).
     """
-    blocks = {}
+    blocks: dict[Any, list[int]] = {}
     for row_index in pending:
         blocks.setdefault(tuple(grid.keys[row_index]), []).append(row_index)
     return [np.asarray(members) for members in blocks.values()]
 
 
-def grid_cells_sha256(grid):
+def grid_cells_sha256(grid: GridCells) -> str:
     """What the chips depend on in a grid (``GridCells``): its cells in row order, where each
     chip lies, the chip size, resolution and CRS.
 

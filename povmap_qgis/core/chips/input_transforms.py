@@ -21,7 +21,16 @@ prediction, cross-validation and the per-chip statistics of the baseline.
 Packages from before this rule have no ``transform`` and are read unchanged.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .chip_store import ChipStore
+
 
 NONE, LOG1P = "none", "log1p"
 RADIANCE_RATIO = 10.0
@@ -29,7 +38,7 @@ SAMPLE_ROWS = 2000
 PIXEL_STRIDE = 5
 
 
-def choose_transforms(store, rows):
+def choose_transforms(store: ChipStore, rows: np.ndarray) -> dict[str, dict[str, Any]]:
     """{input: {"transform": "log1p", "scale": [per band], "rule": text} or {"transform": "none"}}."""
     rows = np.sort(np.asarray(rows, dtype="int64"))
     if len(rows) > SAMPLE_ROWS:
@@ -42,7 +51,7 @@ def choose_transforms(store, rows):
     return chosen
 
 
-def _choice(values):
+def _choice(values: np.ndarray) -> dict[str, Any]:
     scales, reasons = [], []
     for band in range(values.shape[-1]):
         valid = values[:, band][np.isfinite(values[:, band])]
@@ -63,7 +72,7 @@ def _choice(values):
     }
 
 
-def apply_transform(values, spec):
+def apply_transform(values: np.ndarray, spec: Mapping[str, Any] | None) -> np.ndarray:
     """``values`` ([..., bands]) transformed as ``spec`` says (float32; NaN stays NaN).
 
     ``spec`` is an input's normalisation entry or a ``choose_transforms`` value;
@@ -74,5 +83,5 @@ def apply_transform(values, spec):
         return values
     if kind != LOG1P:
         raise ValueError(f"unknown input transform '{kind}' (known: {NONE}, {LOG1P})")
-    scale = np.asarray(spec["scale"], dtype="float32")
+    scale = np.asarray(spec["scale"], dtype="float32")  # type: ignore[index]  # a log1p spec
     return np.log1p(np.maximum(np.asarray(values, dtype="float32"), 0) / scale)

@@ -8,13 +8,23 @@ one GDAL warp per block otherwise), sampling ahead on one thread per input
 from (``cell_moments``, ``statistics_of_cells``).
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import PovmapInputError
 from ..raster_windows import finite_source, inside, source_window
 from .chip_store import WIDENED_DTYPES
+
+if TYPE_CHECKING:
+    from pyproj import CRS
+
+    from .grid_cells import GridCells
+
 
 GDAL_CACHE_MB = 192  # decoded source tiles kept between blocks
 BLOCKS_AHEAD = 2  # blocks sampled ahead of the writer (bounds memory)
@@ -40,14 +50,14 @@ class ChipInput:
     label: str | None = None  # the parameter's label in the dialog, for messages
 
 
-def described(spec):
+def described(spec: ChipInput) -> str:
     """How messages name an input: its label and parameter, e.g. ``Night-time lights (NIGHTLIGHTS)``."""
     if spec.label:
         return f"{spec.label} ({spec.parameter})"
     return f"the input '{spec.name}' ({spec.parameter})"
 
 
-def check_raster(spec, grid):
+def check_raster(spec: ChipInput, grid: GridCells) -> None:
     import rasterio
     from rasterio.warp import transform_bounds
 
@@ -114,7 +124,7 @@ def check_raster(spec, grid):
 class WiderDtypeNeededError(Exception):
     """An input's chips do not fit float16 (found while sampling: the run starts again in float32)."""
 
-    def __init__(self, spec, largest):
+    def __init__(self, spec: ChipInput, largest: float) -> None:
         self.spec, self.largest = spec, largest
         if largest > FLOAT16_LARGEST:
             reason = f"values reach {largest:,.7g}, beyond float16's ±{FLOAT16_LARGEST:,.0f}"
@@ -135,7 +145,9 @@ class InputSampler:
     what the warp would, without warping; otherwise the block is warped.
     """
 
-    def __init__(self, spec, grid_crs, resolution, chip_size, dtype):
+    def __init__(
+        self, spec: ChipInput, grid_crs: CRS, resolution: float, chip_size: int, dtype: str
+    ) -> None:
         import warnings
 
         import rasterio
@@ -150,10 +162,12 @@ class InputSampler:
         self.dataset = rasterio.open(spec.path)
         self.aligned = _is_aligned(self.dataset, grid_crs, resolution)
 
-    def close(self):
+    def close(self) -> None:
         self.dataset.close()
 
-    def sample(self, lefts, tops):
+    def sample(
+        self, lefts: np.ndarray, tops: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One block's cells: chips [n, H, W, bands] in the store's dtype (NaN = nodata), nodata
         fractions [n] and per-band pixel moments [n, bands, 5] (``cell_moments``).
 
@@ -188,7 +202,7 @@ class InputSampler:
             cell_moments(chips),
         )
 
-    def _warp(self, left, top, height, width):
+    def _warp(self, left: float, top: float, height: int, width: int) -> np.ndarray:
         import rasterio
         from rasterio.enums import Resampling
         from rasterio.warp import reproject
@@ -218,7 +232,7 @@ class InputSampler:
         )
         return warped
 
-    def _source_window(self, left, top, height, width):
+    def _source_window(self, left: float, top: float, height: int, width: int) -> Any:
         """The source pixels around a block, with a margin for the resampling kernels."""
         dataset = self.dataset
         pixel = min(abs(dataset.transform.a), abs(dataset.transform.e))
@@ -233,7 +247,7 @@ class InputSampler:
             margin,
         )
 
-    def _source_pixels_per_chip_pixel(self, source_pixel):
+    def _source_pixels_per_chip_pixel(self, source_pixel: float) -> float:
         """How many source pixels one chip pixel spans (kernels widen when downsampling)."""
         if self.dataset.crs.is_geographic:
             source_pixel *= (
@@ -241,13 +255,13 @@ class InputSampler:
             )  # degrees to metres, conservatively short at high latitudes
         return self.resolution / source_pixel
 
-    def _on_raster_lattice(self, left, top):
+    def _on_raster_lattice(self, left: float, top: float) -> bool:
         """Whether a block's corner lies on the raster's pixel corners (a read gives the warp)."""
         transform = self.dataset.transform
         offsets = np.array([left - transform.c, transform.f - top]) / self.resolution
         return bool(np.allclose(offsets, np.round(offsets), atol=1e-6))
 
-    def _read_aligned(self, left, top, height, width):
+    def _read_aligned(self, left: float, top: float, height: int, width: int) -> np.ndarray:
         from rasterio.windows import Window
 
         dataset = self.dataset
@@ -273,7 +287,7 @@ class InputSampler:
         return out
 
 
-def _is_aligned(dataset, grid_crs, resolution):
+def _is_aligned(dataset: Any, grid_crs: CRS, resolution: float) -> bool:
     """Whether the raster has the chips' CRS and pixel size (then blocks on its lattice are read)."""
     from pyproj import CRS
 
@@ -288,7 +302,12 @@ def _is_aligned(dataset, grid_crs, resolution):
     return CRS.from_user_input(dataset.crs.to_wkt()) == grid_crs
 
 
-def samplers_of(described_inputs, grid_crs_wkt, resolution, chip_size):
+def samplers_of(
+    described_inputs: Iterable[Mapping[str, Any]],
+    grid_crs_wkt: str,
+    resolution: float,
+    chip_size: int,
+) -> tuple[list[ChipInput], list[InputSampler]]:
     """(specs, samplers) of inputs described as plain dicts (``ChipInput`` fields and ``dtype``).
 
     How Spark tasks receive their inputs; the caller closes the samplers.
@@ -311,7 +330,9 @@ def samplers_of(described_inputs, grid_crs_wkt, resolution, chip_size):
     return specs, samplers
 
 
-def sample_ahead(samplers, blocks):
+def sample_ahead(
+    samplers: Sequence[InputSampler], blocks: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> Iterator[tuple[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
     """Yield (index, [(chips, nodata, moments) per input]) for ``blocks`` [(lefts, tops)] in order.
 
     One thread per input (GDAL releases the GIL; a dataset is not thread-safe),
@@ -326,7 +347,7 @@ def sample_ahead(samplers, blocks):
         ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{sampler.spec.name}")
         for sampler in samplers
     ]
-    in_flight = deque()
+    in_flight: deque[Any] = deque()
     try:
         for index, (lefts, tops) in enumerate(blocks):
             in_flight.append(
@@ -348,7 +369,7 @@ def sample_ahead(samplers, blocks):
             pool.shutdown(wait=True)
 
 
-def cell_moments(chips):
+def cell_moments(chips: np.ndarray) -> np.ndarray:
     """Per cell and band of ``chips`` [n, bands, H, W] (float32, NaN = nodata): the valid
     pixels' count, mean, M2 (sum of squared deviations from the mean), min and max,
     as float64 [n, bands, 5] (zeros and ±inf where a cell has no valid pixel).
@@ -376,7 +397,7 @@ def cell_moments(chips):
     return np.stack([count, mean, m2, low, high], axis=-1)
 
 
-def statistics_of_cells(moments):
+def statistics_of_cells(moments: np.ndarray) -> dict[str, Any]:
     """Per-band count, mean, std, min and max over every valid pixel, from per-cell moments.
 
     ``moments`` [n_cells, bands, 5] (``cell_moments``, in store row order). The
@@ -401,11 +422,11 @@ def statistics_of_cells(moments):
     }
 
 
-def _where_counted(count, values):
+def _where_counted(count: np.ndarray, values: np.ndarray) -> list[float | None]:
     return [
         float(value) if counted > 0 else None for counted, value in zip(count, values, strict=True)
     ]
 
 
-def _finite_or_none(values):
+def _finite_or_none(values: np.ndarray) -> list[float | None]:
     return [float(value) if np.isfinite(value) else None for value in values]

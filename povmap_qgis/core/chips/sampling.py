@@ -16,8 +16,12 @@ blocks are read by ``grid_cells.py``, each input is sampled by
 ``raster_sampler.InputSampler``, the chips are kept by ``chip_store.py``.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +43,12 @@ from .raster_sampler import (
     statistics_of_cells,
 )
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from .grid_cells import GridCells
+
+
 FLUSH_EVERY_SECONDS = 10  # progress made durable for resume, without flushing constantly
 
 
@@ -59,7 +69,9 @@ class ChipOptions:
     spark_master: str = "local[*]"
 
 
-def sample_chips(options, reporter=None, remote=None):
+def sample_chips(
+    options: ChipOptions, reporter: Reporter | None = None, remote: Any = None
+) -> dict[str, Any]:
     """Fill the chip store at ``options.output_path``; return a summary.
 
     ``remote``: the engine that samples the pending blocks elsewhere when ``options.engine``
@@ -164,7 +176,7 @@ def sample_chips(options, reporter=None, remote=None):
         _stop(writer, error)
         raise
     seconds = time.monotonic() - started
-    summary = {
+    summary: dict[str, Any] = {
         "cells": int(len(cell_ids)),
         "sampled": int(len(pending)),
         "resumed_cells": int(len(cell_ids) - len(pending)),
@@ -186,7 +198,7 @@ def sample_chips(options, reporter=None, remote=None):
     return summary
 
 
-def _stop(writer, error):
+def _stop(writer: ChipStoreWriter, error: BaseException) -> None:
     """Keep the partial store for a resume after a cancel, a kill or a crash; remove it after
     bad input or a full disk, which a rerun with the same settings would meet again."""
     if isinstance(error, PovmapInputError) or write_failure(error) is not None:
@@ -195,7 +207,7 @@ def _stop(writer, error):
         writer.close()
 
 
-def _engine(options, remote):
+def _engine(options: ChipOptions, remote: Any) -> Callable[..., Any]:
     """What samples the pending blocks: threads in this process, or Spark tasks (same sampler)."""
     if options.engine == "spark":
         return remote_engine(remote).sample_blocks
@@ -204,7 +216,7 @@ def _engine(options, remote):
     return sample_blocks
 
 
-def remote_engine(remote):
+def remote_engine(remote: Any) -> Any:
     """The engine ENGINE=spark runs on; a step called without one is called past the engines."""
     if remote is None:
         raise PovmapInputError(
@@ -215,7 +227,7 @@ def remote_engine(remote):
     return remote
 
 
-def refuse_inputs_without_data(inputs, nodata):
+def refuse_inputs_without_data(inputs: Sequence[ChipInput], nodata: np.ndarray) -> None:
     """An input with no data in any cell ([n_cells, n_inputs] nodata fractions) is a mistake."""
     for column, spec in enumerate(inputs):
         if (nodata[:, column] >= 1).all():
@@ -225,7 +237,7 @@ def refuse_inputs_without_data(inputs, nodata):
             )
 
 
-def file_fingerprint(path):
+def file_fingerprint(path: str) -> list[int] | None:
     """Size and modification time of an input file (None when it is not a plain file).
 
     Part of a partial store's resume key: a raster rewritten between a stopped
@@ -242,7 +254,13 @@ def file_fingerprint(path):
     return [int(status.st_size), int(status.st_mtime_ns)]
 
 
-def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
+def write_nodata_grid(
+    options: ChipOptions,
+    inputs: Sequence[ChipInput],
+    cell_ids: np.ndarray,
+    nodata: np.ndarray,
+    flagged: np.ndarray,
+) -> None:
     """The grid with ``nodata_<input>`` fractions and ``chip_flagged`` (1 = above MAX_NODATA)."""
     import pyogrio
 
@@ -261,7 +279,7 @@ def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
     frame["chip_flagged"] = is_flagged[order]
     write_layer(
         frame,
-        options.nodata_grid_path,
+        options.nodata_grid_path,  # type: ignore[arg-type]  # called with NODATA_GRID only
         options.style_qml_path,
         "povmap chip nodata",
         metadata={
@@ -271,7 +289,14 @@ def write_nodata_grid(options, inputs, cell_ids, nodata, flagged):
     )
 
 
-def sample_blocks(writer, inputs, pending, grid, dtypes, reporter):
+def sample_blocks(
+    writer: ChipStoreWriter,
+    inputs: Sequence[ChipInput],
+    pending: np.ndarray,
+    grid: GridCells,
+    dtypes: dict[str, str],
+    reporter: Reporter,
+) -> None:
     """Warp blocks with one thread per input (GDAL releases the GIL); write them in order.
 
     ``grid`` is a ``GridCells``; ``dtypes`` maps each input's name to its storage dtype.
@@ -294,7 +319,8 @@ def sample_blocks(writer, inputs, pending, grid, dtypes, reporter):
         ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chips-{spec.name}")
         for spec in inputs
     ]
-    in_flight, flushed = deque(), time.monotonic()
+    in_flight: deque[Any] = deque()
+    flushed = time.monotonic()
     try:
         for done, members in enumerate(blocks, start=1):
             in_flight.append(
@@ -326,7 +352,12 @@ def sample_blocks(writer, inputs, pending, grid, dtypes, reporter):
     writer.flush()
 
 
-def _write_block(writer, inputs, members, futures):
+def _write_block(
+    writer: ChipStoreWriter,
+    inputs: Sequence[ChipInput],
+    members: np.ndarray,
+    futures: Sequence[Future[Any]],
+) -> None:
     results = [future.result() for future in futures]
     writer.write(
         members,

@@ -24,6 +24,8 @@ PySpark is imported only here, and this module only in the worker process
 ships this package to them (``ship_package``).
 """
 
+from __future__ import annotations
+
 import atexit
 import contextlib
 import hashlib
@@ -36,10 +38,19 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import PovmapInputError
+
+if TYPE_CHECKING:
+    from ..chips.chip_store_writer import ChipStoreWriter
+    from ..chips.grid_cells import GridCells
+    from ..chips.raster_sampler import ChipInput
+    from ..progress import Reporter
+
 
 PYSPARK_VERSION = "4.1.4"  # as pinned in constraints.txt
 INSTALL_HINT = (
@@ -61,7 +72,7 @@ _shipped: dict = {}  # per driver: Spark application id -> the zip of povmap_qgi
 # --- the session ------------------------------------------------------------
 
 
-def spark_session(master, app_name="povmap"):
+def spark_session(master: str, app_name: str = "povmap") -> tuple[Any, bool]:
     """The running SparkSession (tests, spark-submit) or a new one on ``master``.
 
     Returns (session, created): a session this call created is stopped by
@@ -103,7 +114,7 @@ def spark_session(master, app_name="povmap"):
         ) from None
 
 
-def extra_conf(text=None):
+def extra_conf(text: str | None = None) -> dict[str, str]:
     """Extra Spark settings from ``POVMAP_SPARK_CONF`` ("spark.executor.memory=4g;…")."""
     text = os.environ.get(EXTRA_CONF_VARIABLE, "") if text is None else text
     settings = {}
@@ -117,12 +128,12 @@ def extra_conf(text=None):
     return settings
 
 
-def _package_dir():
+def _package_dir() -> str:
     """The folder of the ``povmap_qgis`` package this module belongs to."""
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def ship_package(context):
+def ship_package(context: Any) -> str | None:
     """Make this copy of ``povmap_qgis`` importable by the executors of a cluster; the zip's path.
 
     In local mode (``local``, ``local[N]``…) the executors are this machine's
@@ -145,7 +156,7 @@ def ship_package(context):
     return _shipped[application]
 
 
-def package_zip(folder):
+def package_zip(folder: str) -> str:
     """A zip of the package's Python files in ``folder``, named by their digest (reproducible)."""
     package = _package_dir()
     files = []
@@ -169,7 +180,7 @@ def package_zip(folder):
 
 
 @contextlib.contextmanager
-def _session(master):
+def _session(master: str) -> Iterator[Any]:
     session, created = spark_session(master)
     try:
         ship_package(session.sparkContext)
@@ -179,7 +190,14 @@ def _session(master):
             session.stop()
 
 
-def run_job(session, action, reporter, start, end, description):
+def run_job(
+    session: Any,
+    action: Callable[[], Any],
+    reporter: Reporter,
+    start: float,
+    end: float,
+    description: str,
+) -> Any:
     """Run ``action()`` (a Spark action) in its own job group, reporting progress; cancel on Cancel.
 
     Progress is the share of finished tasks in the group's stages (Spark's
@@ -190,7 +208,7 @@ def run_job(session, action, reporter, start, end, description):
     group = f"povmap-{uuid.uuid4().hex}"
     outcome = {}
 
-    def target():
+    def target() -> None:
         context.setJobGroup(group, description, interruptOnCancel=True)
         try:
             outcome["value"] = action()
@@ -215,7 +233,7 @@ def run_job(session, action, reporter, start, end, description):
     return outcome["value"]
 
 
-def task_error(error):
+def task_error(error: BaseException) -> BaseException:
     """A failed job's error as the user should read it: the executor's Python error, not the JVM's.
 
     A ``PovmapInputError`` raised in a task (a package whose hashes do not
@@ -241,7 +259,7 @@ def task_error(error):
     return RuntimeError(f"a Spark task failed after its retries: {kind}: {message}")
 
 
-def _fraction_done(context, group):
+def _fraction_done(context: Any, group: str) -> float:
     tracker = context.statusTracker()
     done = total = 0
     for job_id in tracker.getJobIdsForGroup(group):
@@ -254,11 +272,11 @@ def _fraction_done(context, group):
     return done / total if total else 0.0
 
 
-def _partition_count(session, items):
+def _partition_count(session: Any, items: int) -> int:
     return max(1, min(items, session.sparkContext.defaultParallelism * TASKS_PER_CORE))
 
 
-def _crash_if_asked(step, partition, last_partition):
+def _crash_if_asked(step: str, partition: int, last_partition: int) -> None:
     """Fault injection for tests (real crashes of the task's Python worker, no mocks).
 
     With ``POVMAP_SPARK_FAULT=<marker>``: the file ``<marker>.<step>`` crashes
@@ -296,7 +314,15 @@ def _crash_if_asked(step, partition, last_partition):
 # --- sampling chips -----------------------------------------------------------
 
 
-def sample_blocks_on_spark(writer, inputs, pending, grid, dtypes, reporter, master="local[*]"):
+def sample_blocks_on_spark(
+    writer: ChipStoreWriter,
+    inputs: Sequence[ChipInput],
+    pending: np.ndarray,
+    grid: GridCells,
+    dtypes: Mapping[str, str],
+    reporter: Reporter,
+    master: str = "local[*]",
+) -> None:
     """The Spark twin of ``sampling.sample_blocks``: same arguments, same store written."""
     from ..chips import grid_cells, raster_sampler
 
@@ -344,7 +370,7 @@ def sample_blocks_on_spark(writer, inputs, pending, grid, dtypes, reporter, mast
     writer.flush()
 
 
-def _sample_partition(job, partition, payloads):
+def _sample_partition(job: Mapping[str, Any], partition: int, payloads: Iterable[Any]) -> list[Any]:
     """One Spark task: sample its blocks, pwrite the rows into the store, return small results."""
     import rasterio
 
@@ -404,7 +430,14 @@ def _sample_partition(job, partition, payloads):
 # --- predicting -------------------------------------------------------------------
 
 
-def predict_rows_on_spark(model_path, chips_path, rows, batch_rows, reporter, master="local[*]"):
+def predict_rows_on_spark(
+    model_path: str,
+    chips_path: str,
+    rows: Any,
+    batch_rows: int,
+    reporter: Reporter,
+    master: str = "local[*]",
+) -> list[Any]:
     """Each member's probabilities for store ``rows`` (the twin of ``learning_data.predict_rows``)."""
     rows = np.asarray(rows, dtype="int64")
     job = {
@@ -437,7 +470,9 @@ def predict_rows_on_spark(model_path, chips_path, rows, batch_rows, reporter, ma
     return outputs or []
 
 
-def _predict_partition(job, partition, payloads):
+def _predict_partition(
+    job: Mapping[str, Any], partition: int, payloads: Iterable[Any]
+) -> list[Any]:
     from ..chips.chip_store import ChipStore
     from ..model import learning_data, model_package
 
@@ -458,7 +493,7 @@ def _predict_partition(job, partition, payloads):
         store.close()
 
 
-def _threads_per_task():
+def _threads_per_task() -> None:
     """TensorFlow's thread pools sized to the task's cores (spark.task.cpus), before it starts.
 
     Left alone, every Python worker's TensorFlow would use every core of the
@@ -474,7 +509,7 @@ def _threads_per_task():
         limit_tensorflow_threads(cpus)
 
 
-def _members(manifest):
+def _members(manifest: Mapping[str, Any]) -> Any:
     """The package's Keras members, built once per Python worker (TensorFlow loads once)."""
     from ..model import model_package
 
@@ -490,7 +525,15 @@ def _members(manifest):
 # --- predicting from the rasters (no chip store) ---------------------------------
 
 
-def predict_from_rasters_on_spark(job, chunks, pending, grid, reporter, keep, master="local[*]"):
+def predict_from_rasters_on_spark(
+    job: Mapping[str, Any],
+    chunks: Sequence[Sequence[np.ndarray]],
+    pending: Sequence[int],
+    grid: GridCells,
+    reporter: Reporter,
+    keep: Callable[[int, tuple[Any, ...]], None],
+    master: str = "local[*]",
+) -> None:
     """Each task samples one part (a run of neighbouring blocks) and predicts it; no chips stored.
 
     The twin of ``raster_prediction._predict_here``: each task runs
@@ -555,7 +598,9 @@ def predict_from_rasters_on_spark(job, chunks, pending, grid, reporter, keep, ma
             done += wave_cells
 
 
-def _predict_rasters_partition(job, partition, payloads):
+def _predict_rasters_partition(
+    job: Mapping[str, Any], partition: int, payloads: Iterable[Any]
+) -> list[Any]:
     from ..chips import raster_sampler
     from ..model import model_package
     from ..model.raster_prediction import sample_and_predict
@@ -578,18 +623,36 @@ def _predict_rasters_partition(job, partition, payloads):
 class SparkEngine:
     """What the steps run as Spark tasks on ``master`` (handed to them by core/engines/steps.py)."""
 
-    def __init__(self, master="local[*]"):
+    def __init__(self, master: str = "local[*]") -> None:
         self.master = master
 
-    def sample_blocks(self, writer, inputs, pending, grid, dtypes, reporter):
+    def sample_blocks(
+        self,
+        writer: ChipStoreWriter,
+        inputs: Sequence[ChipInput],
+        pending: np.ndarray,
+        grid: GridCells,
+        dtypes: Mapping[str, str],
+        reporter: Reporter,
+    ) -> None:
         return sample_blocks_on_spark(writer, inputs, pending, grid, dtypes, reporter, self.master)
 
-    def predict_rows(self, model_path, chips_path, rows, batch_rows, reporter):
+    def predict_rows(
+        self, model_path: str, chips_path: str, rows: Any, batch_rows: int, reporter: Reporter
+    ) -> list[Any]:
         return predict_rows_on_spark(
             model_path, chips_path, rows, batch_rows, reporter, master=self.master
         )
 
-    def predict_from_rasters(self, job, chunks, pending, grid, reporter, keep):
+    def predict_from_rasters(
+        self,
+        job: Mapping[str, Any],
+        chunks: Sequence[Sequence[np.ndarray]],
+        pending: Sequence[int],
+        grid: GridCells,
+        reporter: Reporter,
+        keep: Callable[[int, tuple[Any, ...]], None],
+    ) -> None:
         return predict_from_rasters_on_spark(
             job, chunks, pending, grid, reporter, keep, master=self.master
         )
