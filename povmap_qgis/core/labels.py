@@ -19,7 +19,7 @@ def poor_labels(median_scores: Any, cutoff: float, poor_below: bool = True) -> n
     return poor.astype("int32")
 
 
-def label_sentence(cutoff: float, poor_below: bool = True) -> str:
+def label_sentence(cutoff: Any, poor_below: bool = True) -> str:
     """The rule in words, for reports, manifests and layer metadata."""
     side = "below" if poor_below else "above"
     return f"1 = chronically poor: the cell's median score is {side} the cutoff {cutoff} (strictly)"

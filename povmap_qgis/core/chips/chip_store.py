@@ -28,10 +28,14 @@ This module holds the layout, the names an input may take, the integrity record 
 the reader (``ChipStore``); the writer is ``chip_store_writer.ChipStoreWriter``.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -59,12 +63,12 @@ INTEGRITY = "integrity"  # manifest key: each array's shape, dtype and digest (c
 SAMPLED_ROWS = 32  # rows of each input array whose bytes are hashed (a cheap check on open)
 
 
-def partial_store_path(path):
+def partial_store_path(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
     return os.path.join(folder, f".{name}.partial")
 
 
-def check_input_name(name, parameter="OUTPUT"):
+def check_input_name(name: str, parameter: str = "OUTPUT") -> None:
     """An input's name is a plain file name in the store, none of the store's own files."""
     if not isinstance(name, str) or not INPUT_NAME.match(name):
         raise PovmapInputError(
@@ -80,7 +84,7 @@ def check_input_name(name, parameter="OUTPUT"):
         )
 
 
-def check_input_names(names, parameter="OUTPUT"):
+def check_input_names(names: Sequence[str], parameter: str = "OUTPUT") -> None:
     """Every name checked, and distinct (also where file names ignore case)."""
     seen = set()
     for name in names:
@@ -92,12 +96,12 @@ def check_input_names(names, parameter="OUTPUT"):
         seen.add(name.lower())
 
 
-def sampled_rows(n):
+def sampled_rows(n: int) -> np.ndarray:
     """The rows whose bytes ``integrity_of`` hashes: the first, the last and evenly between."""
     return np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLED_ROWS)).round().astype("int64"))
 
 
-def _array_record(path, file_name, rows=None):
+def _array_record(path: str, file_name: str, rows: np.ndarray | None = None) -> dict[str, Any]:
     array = np.load(os.path.join(path, file_name), mmap_mode="r")
     if rows is None:
         data = np.ascontiguousarray(array)
@@ -111,7 +115,7 @@ def _array_record(path, file_name, rows=None):
     }
 
 
-def integrity_of(path, input_names):
+def integrity_of(path: str, input_names: Iterable[str]) -> dict[str, Any]:
     """Shape, dtype and sha256 of each array of a store (inputs: of ``sampled_rows``).
 
     ``cell_ids.npy`` and ``nodata_fraction.npy`` are hashed whole (8 and 4 bytes a cell): a
@@ -128,7 +132,9 @@ def integrity_of(path, input_names):
     return record
 
 
-def _check_integrity(path, recorded, input_names):
+def _check_integrity(
+    path: str, recorded: Mapping[str, Any] | None, input_names: Iterable[str]
+) -> None:
     """The arrays are the ones the manifest recorded (stores without the record are not checked)."""
     if not isinstance(recorded, dict):
         _damaged(path, MANIFEST, f"has an '{INTEGRITY}' entry that is not an object")
@@ -154,7 +160,7 @@ def _check_integrity(path, recorded, input_names):
 class ChipStore:
     """A finished chip store, opened read-only and memory-mapped."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path.rstrip("/"))
         try:
             with open(os.path.join(self.path, MANIFEST), encoding="utf-8") as handle:
@@ -199,14 +205,14 @@ class ChipStore:
             name: RowFile(os.path.join(self.path, f"{name}.npy"), "r") for name in self.input_names
         }
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.cell_ids)
 
-    def chips(self, name):
+    def chips(self, name: str) -> np.ndarray:
         """The memory-mapped array of one input, [n_cells, H, W, bands]."""
         return self._chips[name]
 
-    def batch(self, rows, names=None):
+    def batch(self, rows: Any, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Chips of some rows for every input, read from disk (only those rows).
 
         Read with pread rather than through the memory maps, so that reading a
@@ -215,20 +221,20 @@ class ChipStore:
         rows = np.asarray(rows, dtype="int64")
         return {name: self.batch_of(name, rows) for name in (names or self.input_names)}
 
-    def batch_of(self, name, rows):
+    def batch_of(self, name: str, rows: Any) -> np.ndarray:
         """Chips of one input for some rows (pread, thread-safe)."""
         return self._row_files[name].read(np.asarray(rows, dtype="int64"))
 
-    def close(self):
+    def close(self) -> None:
         for row_file in self._row_files.values():
             row_file.close()
         self._row_files = {}
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close() if hasattr(self, "_row_files") else None
 
 
-def _checked_manifest(path, manifest):
+def _checked_manifest(path: str, manifest: Any) -> tuple[list[str], int]:
     """The input names and chip size a finished store's manifest must give, or a CHIPS message."""
     inputs, chip_size = manifest.get("inputs"), manifest.get("chip_size")
     problem = None
@@ -255,7 +261,9 @@ def _checked_manifest(path, manifest):
     return [spec["name"] for spec in inputs], chip_size
 
 
-def _load_array(path, file_name, shape=(), ndim=None):
+def _load_array(
+    path: str, file_name: str, shape: tuple[int, ...] = (), ndim: int | None = None
+) -> np.ndarray:
     """A store array memory-mapped, checked against the shape the manifest implies."""
     file_path = os.path.join(path, file_name)
     if not os.path.isfile(file_path):
@@ -277,7 +285,7 @@ def _load_array(path, file_name, shape=(), ndim=None):
     return array
 
 
-def _damaged(path, file_name, problem):
+def _damaged(path: str, file_name: str, problem: str) -> NoReturn:
     raise PovmapInputError(
         "CHIPS",
         f"the chip store '{path}' is damaged: {file_name} {problem}; "
@@ -293,7 +301,7 @@ class RowFile:
     a large store would look like (and on small machines, be) growing memory.
     """
 
-    def __init__(self, path, mode="r"):
+    def __init__(self, path: str, mode: str = "r") -> None:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
             reader = (
@@ -306,9 +314,9 @@ class RowFile:
         if fortran_order:
             raise ValueError(f"{path}: Fortran-ordered arrays are not chip store arrays")
         self.row_bytes = int(np.prod(self.shape[1:], dtype="int64")) * self.dtype.itemsize
-        self._descriptor = os.open(path, os.O_RDWR if mode == "r+" else os.O_RDONLY)
+        self._descriptor: int = os.open(path, os.O_RDWR if mode == "r+" else os.O_RDONLY)
 
-    def _runs(self, rows):
+    def _runs(self, rows: np.ndarray) -> list[tuple[np.ndarray, int]]:
         """(positions into ``rows``, first row) for each run of consecutive rows, in row order."""
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
@@ -319,7 +327,7 @@ class RowFile:
             if len(run)
         ]
 
-    def write(self, rows, values):
+    def write(self, rows: np.ndarray, values: np.ndarray) -> None:
         rows = np.asarray(rows, dtype="int64")
         values = np.asarray(values, dtype=self.dtype).reshape((len(rows),) + tuple(self.shape[1:]))
         for positions, first in self._runs(rows):
@@ -329,7 +337,7 @@ class RowFile:
                 self.offset + first * self.row_bytes,
             )
 
-    def read(self, rows):
+    def read(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype="int64")
         out = np.empty((len(rows),) + tuple(self.shape[1:]), dtype=self.dtype)
         for positions, first in self._runs(rows):
@@ -342,16 +350,16 @@ class RowFile:
             )
         return out
 
-    def flush(self):
+    def flush(self) -> None:
         os.fsync(self._descriptor)
 
-    def read_and_close(self, rows):
+    def read_and_close(self, rows: np.ndarray) -> np.ndarray:
         try:
             return self.read(rows)
         finally:
             self.close()
 
-    def close(self):
+    def close(self) -> None:
         if self._descriptor is not None:
             os.close(self._descriptor)
-            self._descriptor = None
+            self._descriptor = None  # type: ignore[assignment]  # closed: no read or write after

@@ -14,13 +14,20 @@ from __future__ import annotations  # imported inside QGIS too (with targeting.p
 
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PovmapInputError
 from ..names import CELL_ID, ID_FIELD_RECORDED
 from .selection import NO_DISTRICT
 
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
-def read_predictions(options, keep_targeting_fields=False, id_parameter="ID_FIELD"):
+
+def read_predictions(
+    options: Any, keep_targeting_fields: bool = False, id_parameter: str | None = "ID_FIELD"
+) -> tuple[pd.DataFrame, str, dict[str, str], str]:
     """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked.
 
     ``options``: its predictions_path, predictions_layer and id_field. The fields an
@@ -111,7 +118,7 @@ def read_predictions(options, keep_targeting_fields=False, id_parameter="ID_FIEL
     return frame, name, metadata, id_field
 
 
-def prob_mean_calibrated(cells, metadata):
+def prob_mean_calibrated(cells: pd.DataFrame, metadata: dict[str, str]) -> bool:
     """Whether prob_mean was calibrated by predict: prob_raw beside it, and a calibration recorded."""
     if "prob_raw" not in cells:
         return False
@@ -122,7 +129,9 @@ def prob_mean_calibrated(cells, metadata):
     return not (isinstance(fitted, dict) and fitted.get("method") == "none")
 
 
-def interval_bounds(cells, metadata):
+def interval_bounds(
+    cells: pd.DataFrame, metadata: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray, float] | None:
     """(prob_low, prob_high, nominal) of the cells, or None without both fields. The nominal
     level is the interval rule's (layer metadata povmap:interval), else the members'-spread
     interval's."""
@@ -144,7 +153,7 @@ def interval_bounds(cells, metadata):
     return low, high, float(nominal) if isinstance(nominal, (int, float)) else NOMINAL_LEVEL
 
 
-def district_names(cells):
+def district_names(cells: pd.DataFrame) -> np.ndarray:
     import numpy as np
 
     if "district" not in cells:

@@ -21,15 +21,25 @@ cells' share between them — one reference of the training distribution, in
 ``baseline.training_range``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..chips.chip_features import chip_features, feature_definition
+
+if TYPE_CHECKING:
+    from ..chips.chip_store import ChipStore
+
 
 C = 1.0  # scikit-learn's default regularisation
 RANGE_PERCENTILES = (1.0, 99.0)
 
 
-def fit(features, labels, normalisation, balanced=True):
+def fit(
+    features: np.ndarray, labels: np.ndarray, normalisation: dict[str, Any], balanced: bool = True
+) -> dict[str, Any]:
     """Fit the baseline; its definition and numbers as a JSON-ready dict (no NaN)."""
     import warnings
 
@@ -63,7 +73,7 @@ def fit(features, labels, normalisation, balanced=True):
     }
 
 
-def distribution_reference(features):
+def distribution_reference(features: np.ndarray) -> dict[str, Any]:
     """Deciles of each statistic over the training cells and the share of cells between them.
 
     The drift check's reference (``core.history.drift``): ``quantiles`` (0, 0.1, … 1),
@@ -79,7 +89,8 @@ def distribution_reference(features):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         edges = np.nanquantile(np.asarray(features, dtype="float64"), QUANTILES, axis=0).T
-    values, shares = [], []
+    values: list[list[float] | None] = []
+    shares: list[list[float] | None] = []
     for column, feature_edges in zip(np.asarray(features, dtype="float64").T, edges, strict=True):
         if np.isnan(feature_edges).any():
             values.append(None)
@@ -90,7 +101,7 @@ def distribution_reference(features):
     return {"quantiles": list(QUANTILES), "values": values, "shares": shares}
 
 
-def probabilities(baseline, features):
+def probabilities(baseline: dict[str, Any], features: np.ndarray) -> np.ndarray:
     """The baseline's probability of each row of ``features`` (plain numpy, as stored)."""
     standardised = _standardised(
         features, np.asarray(baseline["mean"]), np.asarray(baseline["scale"])
@@ -99,7 +110,7 @@ def probabilities(baseline, features):
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def out_of_range(baseline, features):
+def out_of_range(baseline: dict[str, Any], features: np.ndarray) -> np.ndarray:
     """1 where any statistic lies outside the training cells' 1st–99th percentiles (NaN: not counted)."""
     reference = baseline["training_range"]
     low, high = (np.asarray(reference[key], dtype="float64") for key in ("low", "high"))
@@ -108,12 +119,18 @@ def out_of_range(baseline, features):
     return outside.any(axis=1).astype("int32")
 
 
-def _standardised(features, mean, scale):
+def _standardised(features: np.ndarray, mean: Any, scale: Any) -> np.ndarray:
     values = (np.asarray(features, dtype="float64") - mean) / scale
     return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def fit_calibrated(store, train, validation, normalisation, target_recall=None):
+def fit_calibrated(
+    store: ChipStore,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    normalisation: dict[str, Any],
+    target_recall: float | None = None,
+) -> dict[str, Any]:
     """The baseline fitted on the training cells and calibrated on the validation cells.
 
     ``train`` and ``validation``: (store rows, labels). Its decision threshold
@@ -141,7 +158,7 @@ def fit_calibrated(store, train, validation, normalisation, target_recall=None):
     return model
 
 
-def calibrated_probabilities(model, features):
+def calibrated_probabilities(model: dict[str, Any], features: np.ndarray) -> np.ndarray:
     """``prob_baseline``: the stored baseline's calibrated probability of each row of ``features``."""
     from .calibration import calibrate
 

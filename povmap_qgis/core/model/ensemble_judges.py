@@ -7,6 +7,11 @@ the members', ensemble's, baseline's and random baseline's metrics and ROC curve
 cells. Shared by ``train`` and each cross-validation fold.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..chips import chip_features
@@ -15,11 +20,20 @@ from ..validation import metrics
 from . import stacking
 from .training_settings import DEFAULT_NOMINAL
 
+if TYPE_CHECKING:
+    from ..chips.chip_store import ChipStore
+
+
 # the parts whose probabilities train keeps of each member (calibration, then holdout metrics)
 PARTS = ("validation", "test")
 
 
-def ensemble_outputs(member_probabilities, threshold, calibrated=None, decision=None):
+def ensemble_outputs(
+    member_probabilities: Sequence[np.ndarray],
+    threshold: float,
+    calibrated: np.ndarray | None = None,
+    decision: float | None = None,
+) -> dict[str, Any]:
     """prob_mean (the members' mean), votes, pred, disagreement (std of members) and members
     (their probabilities, for ``stacking.combine``).
 
@@ -46,19 +60,19 @@ def ensemble_outputs(member_probabilities, threshold, calibrated=None, decision=
 
 
 def fit_baseline_and_calibration(
-    store,
-    store_rows,
-    labels,
-    split,
-    normalisation,
-    member_probabilities,
-    target_recall=None,
-    districts=None,
-    nominal=DEFAULT_NOMINAL,
-    members=None,
-    stacking_mode="off",
-    fitted_stacking=None,
-):
+    store: ChipStore,
+    store_rows: np.ndarray,
+    labels: np.ndarray,
+    split: dict[str, np.ndarray],
+    normalisation: dict[str, Any],
+    member_probabilities: Mapping[str, Sequence[np.ndarray]],
+    target_recall: float | None = None,
+    districts: np.ndarray | None = None,
+    nominal: float = DEFAULT_NOMINAL,
+    members: Sequence[Any] | None = None,
+    stacking_mode: str = "off",
+    fitted_stacking: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The transparent baseline (fitted on the training cells), the stacking and the ensemble's
     calibration.
 
@@ -145,16 +159,16 @@ def fit_baseline_and_calibration(
 
 
 def holdout_metrics(
-    members,
-    labels,
-    member_probabilities,
-    threshold,
-    seed,
-    calibrated=None,
-    baseline=None,
-    decision_threshold=None,
-    raw=None,
-):
+    members: Sequence[str],
+    labels: np.ndarray,
+    member_probabilities: Sequence[np.ndarray],
+    threshold: float,
+    seed: int,
+    calibrated: np.ndarray | None = None,
+    baseline: tuple[np.ndarray, float] | None = None,
+    decision_threshold: float | None = None,
+    raw: Any = None,
+) -> dict[str, Any]:
     """Metrics of the members, the ensemble, the baseline (when given) and random on some cells.
 
     ``calibrated``: the ensemble's calibrated probability (its AUC, Brier score
@@ -184,7 +198,13 @@ def holdout_metrics(
     return result
 
 
-def holdout_curves(members, labels, member_probabilities, calibrated, baseline):
+def holdout_curves(
+    members: Sequence[str],
+    labels: np.ndarray,
+    member_probabilities: Sequence[np.ndarray],
+    calibrated: np.ndarray,
+    baseline: np.ndarray,
+) -> dict[str, Any]:
     """ROC curves (``metrics.roc_points``) of the members, the calibrated ensemble and the
     baseline on some cells, as :func:`holdout_metrics` scores them (None with one class)."""
     curves = {

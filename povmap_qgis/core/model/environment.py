@@ -1,11 +1,18 @@
 """What the worker environment can do (Python, key packages, GPU)."""
 
+from __future__ import annotations
+
 import contextlib
 import importlib
 import platform
 import shutil
 import subprocess
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..progress import Reporter
+
 
 PACKAGES = (
     "numpy",
@@ -24,8 +31,10 @@ PACKAGES = (
 MIXED_PRECISION_POLICY = "mixed_float16"
 
 
-def describe_environment(reporter=None, check_gpu=True):
-    description = {
+def describe_environment(
+    reporter: Reporter | None = None, check_gpu: bool = True
+) -> dict[str, Any]:
+    description: dict[str, Any] = {
         "python": sys.executable,
         "python_version": platform.python_version(),
         "packages": {},
@@ -52,7 +61,7 @@ def describe_environment(reporter=None, check_gpu=True):
     return description
 
 
-def tensorflow_device():
+def tensorflow_device() -> str | None:
     """The device TensorFlow computes on in this process, as it names it: ``CPU``, or its GPUs
     (``GPU:0 NVIDIA H200``); None when the process has not imported TensorFlow (the step did
     not use it). Recorded as the ``device`` param of a run (core/history/tracking.py)."""
@@ -73,7 +82,7 @@ def tensorflow_device():
     return ", ".join(names)
 
 
-def nvidia_gpu_memory():
+def nvidia_gpu_memory() -> list[list[Any]]:
     """[(name, total MiB)] of the NVIDIA GPUs nvidia-smi lists; [] without the tool or a GPU."""
     if not shutil.which("nvidia-smi"):
         return []
@@ -86,7 +95,7 @@ def nvidia_gpu_memory():
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    found = []
+    found: list[list[Any]] = []
     for line in listing.splitlines():
         name, _, memory = line.rpartition(",")
         if name.strip() and memory.strip().isdigit():
@@ -94,7 +103,7 @@ def nvidia_gpu_memory():
     return found
 
 
-def limit_tensorflow_threads(cpus):
+def limit_tensorflow_threads(cpus: int) -> None:
     """TensorFlow's thread pools sized to ``cpus``, before it starts them (a Spark task's cores)."""
     import tensorflow as tf
 

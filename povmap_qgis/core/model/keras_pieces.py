@@ -4,11 +4,20 @@ Keras is imported at module level here, so this module is imported only inside f
 once ``member_fitting.configure_tensorflow`` has set TensorFlow's threads and determinism.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import keras
 import numpy as np
 
 from ..errors import PovmapCanceledError
 from .learning_data import dihedral, normalise
+
+if TYPE_CHECKING:
+    from ..chips.chip_store import ChipStore
+    from ..progress import Reporter
 
 
 class ChipBatches(keras.utils.PyDataset):
@@ -17,16 +26,16 @@ class ChipBatches(keras.utils.PyDataset):
 
     def __init__(
         self,
-        store,
-        rows,
-        labels,
-        normalisation,
-        batch_size,
-        training=False,
-        seed=0,
-        input_names=None,
-        workers=2,
-    ):
+        store: ChipStore,
+        rows: np.ndarray,
+        labels: np.ndarray | None,
+        normalisation: dict[str, Any],
+        batch_size: int,
+        training: bool = False,
+        seed: int = 0,
+        input_names: Sequence[str] | None = None,
+        workers: int = 2,
+    ) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.store = store
         self.rows = np.asarray(rows, dtype="int64")
@@ -40,10 +49,10 @@ class ChipBatches(keras.utils.PyDataset):
         self.order = np.arange(len(self.rows))
         self.on_epoch_end()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return int(np.ceil(len(self.rows) / self.batch_size))
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         chips = normalise(self.store.batch(self.rows[picked], self.names), self.normalisation)
         if self.training:
@@ -53,7 +62,7 @@ class ChipBatches(keras.utils.PyDataset):
             return (chips,)
         return chips, self.labels[picked]
 
-    def on_epoch_end(self):
+    def on_epoch_end(self) -> None:
         if self.training:
             self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.rows))
             self.epoch += 1
@@ -62,7 +71,9 @@ class ChipBatches(keras.utils.PyDataset):
 class ProgressCallback(keras.callbacks.Callback):
     """Progress per batch, a log line and tracked metrics per epoch, Cancel between batches."""
 
-    def __init__(self, reporter, architecture, index, count, epochs):
+    def __init__(
+        self, reporter: Reporter, architecture: str, index: int, count: int, epochs: int
+    ) -> None:
         super().__init__()
         self.reporter = reporter
         self.architecture = architecture
@@ -71,16 +82,16 @@ class ProgressCallback(keras.callbacks.Callback):
         self.epochs = epochs
         self.epoch = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         steps = self.params.get("steps") or 1
         self.reporter.progress(100.0 * (self.epoch + (batch + 1) / steps) / self.epochs)
         if self.reporter.canceled():
             raise PovmapCanceledError("cancelled by the user")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         self.reporter.info(
             f"member {self.index + 1}/{self.count} {self.architecture} epoch {epoch + 1}: "

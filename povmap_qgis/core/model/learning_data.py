@@ -6,6 +6,11 @@ augmented with the eight flips/90° rotations that leave overhead imagery
 plausible. All inputs of a cell get the same transform, so they stay aligned.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .. import vectors
@@ -15,10 +20,20 @@ from ..errors import PovmapInputError
 from ..grid import cells
 from ..names import CELL_ID
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..chips.chip_store import ChipStore
+    from ..progress import Reporter
+
 
 def read_labelled_cells(
-    grid_path, grid_layer=None, parameter="GRID", reporter=None, id_field=CELL_ID
-):
+    grid_path: str,
+    grid_layer: str | None = None,
+    parameter: str = "GRID",
+    reporter: Reporter | None = None,
+    id_field: str = CELL_ID,
+) -> pd.DataFrame:
     """cell_id, label and district of a labelled grid (a training grid).
 
     ``id_field``: the grid's cell id (an own grid's ID_FIELD), returned as ``cell_id``.
@@ -52,11 +67,11 @@ def read_labelled_cells(
         frame["district"] = None
     frame = frame.assign(label=_zero_one_labels(frame["label"], layer, parameter))
     frame = frame.astype({"cell_id": "int64", "label": "int64"})
-    cells.check_unique_ids(frame["cell_id"], parameter, layer)
+    cells.check_unique_ids(frame["cell_id"], parameter, layer)  # type: ignore[arg-type]  # a layer here
     return frame
 
 
-def _zero_one_labels(labels, layer, parameter):
+def _zero_one_labels(labels: Any, layer: str | None, parameter: str) -> np.ndarray:
     """The label field as numbers 0/1, or a message saying what else it holds."""
     import pandas
 
@@ -80,7 +95,7 @@ def _zero_one_labels(labels, layer, parameter):
     return numbers
 
 
-def store_rows_for(store, cell_ids, parameter="GRID"):
+def store_rows_for(store: ChipStore, cell_ids: Any, parameter: str = "GRID") -> np.ndarray:
     """Row of each cell id in the store; a clear error if some are missing."""
     order = np.argsort(store.cell_ids)
     stored = np.asarray(store.cell_ids)[order]
@@ -96,7 +111,9 @@ def store_rows_for(store, cell_ids, parameter="GRID"):
     return order[positions]
 
 
-def training_normalisation(store, rows, reporter=None):
+def training_normalisation(
+    store: ChipStore, rows: np.ndarray, reporter: Reporter | None = None
+) -> dict[str, Any]:
     """Value transforms chosen from the training cells' chips, then their mean/std (train and cross-validation)."""
     transforms = choose_transforms(store, rows)
     for name, spec in transforms.items():
@@ -107,7 +124,12 @@ def training_normalisation(store, rows, reporter=None):
     return normalisation_from(store, rows, transforms=transforms)
 
 
-def normalisation_from(store, rows, batch_rows=256, transforms=None):
+def normalisation_from(
+    store: ChipStore,
+    rows: np.ndarray,
+    batch_rows: int = 256,
+    transforms: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Per input and band: mean and std over the valid pixels of ``rows`` (training cells only).
 
     ``transforms`` ({input: spec} from ``input_transforms.choose_transforms``):
@@ -139,7 +161,9 @@ def normalisation_from(store, rows, batch_rows=256, transforms=None):
     return statistics
 
 
-def normalise(chips, normalisation):
+def normalise(
+    chips: Mapping[str, np.ndarray], normalisation: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """float32 inputs with zero mean / unit std per band; nodata (NaN) becomes 0, the mean.
 
     The input's value transform (e.g. log1p for radiance, recorded in its
@@ -154,7 +178,7 @@ def normalise(chips, normalisation):
     return out
 
 
-def dihedral(chips, transforms):
+def dihedral(chips: Mapping[str, np.ndarray], transforms: np.ndarray) -> dict[str, np.ndarray]:
     """Apply one of 8 flips/rotations per cell (same for every input of a cell)."""
     out = {}
     for name, values in chips.items():
@@ -166,7 +190,15 @@ def dihedral(chips, transforms):
     return out
 
 
-def predict_rows(models, store, rows, normalisation, names, batch_rows=128, on_batch=None):
+def predict_rows(
+    models: Sequence[Any],
+    store: ChipStore,
+    rows: np.ndarray,
+    normalisation: Mapping[str, Any],
+    names: Sequence[str],
+    batch_rows: int = 128,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
     """Each model's probabilities for store ``rows``, batch by batch.
 
     The last batch is padded to the batch size so that Keras traces the
@@ -188,7 +220,9 @@ def predict_rows(models, store, rows, normalisation, names, batch_rows=128, on_b
     return outputs
 
 
-def predict_batch(models, chips, normalisation):
+def predict_batch(
+    models: Sequence[Any], chips: Mapping[str, np.ndarray], normalisation: Mapping[str, Any]
+) -> list[np.ndarray]:
     """Each model's probabilities for one batch of chips ({input: [n, H, W, bands]} as stored).
 
     The one place chips meet the members, whether they come from a store

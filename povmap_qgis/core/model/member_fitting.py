@@ -6,20 +6,29 @@ weights kept) and its predictions of some cells; Keras's state is cleared after 
 member, so memory stays flat.
 """
 
+from __future__ import annotations
+
 import os
 import platform
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import learning_data, models, statistics_member
 from .environment import MIXED_PRECISION_POLICY
 
+if TYPE_CHECKING:
+    from ..chips.chip_store import ChipStore
+    from ..progress import Reporter
+
+
 # what fit_members records of each member's training
 MEMBER_FIT_KEYS = ("epochs_trained", "best_epoch", "best_val_loss", "parameters")
 VALIDATION_BATCH_SIZE = 64  # validation cells per batch (not shuffled, so any size gives the same)
 
 
-def configure_tensorflow(seed, reporter):
+def configure_tensorflow(seed: int, reporter: Reporter) -> dict[str, Any]:
     import keras
     import tensorflow
 
@@ -40,7 +49,7 @@ def configure_tensorflow(seed, reporter):
     }
 
 
-def model_inputs(store):
+def model_inputs(store: ChipStore) -> list[dict[str, Any]]:
     """The members' inputs: each chip input's name, bands and shape (chip size x chip size x bands)."""
     return [
         {
@@ -52,7 +61,15 @@ def model_inputs(store):
     ]
 
 
-def member_batches(store, cells, train_rows, validation_rows, normalisation, batch_size, seed):
+def member_batches(
+    store: ChipStore,
+    cells: tuple[np.ndarray, np.ndarray],
+    train_rows: np.ndarray,
+    validation_rows: np.ndarray,
+    normalisation: dict[str, Any],
+    batch_size: int,
+    seed: int,
+) -> tuple[Any, Any]:
     """Keras batches of the training cells (shuffled and augmented by ``seed``) and of the
     validation cells. ``cells``: (store row, label) arrays; ``*_rows`` index them."""
     from .keras_pieces import ChipBatches
@@ -78,19 +95,19 @@ def member_batches(store, cells, train_rows, validation_rows, normalisation, bat
 
 
 def fit_members(
-    members,
-    inputs,
-    preset,
-    batches,
-    class_weight,
-    seed,
-    reporter,
-    predict_on,
-    progress=(0, 100),
-    backbone_files=None,
-    weights_folder=None,
-    log_best_epoch=False,
-):
+    members: Sequence[str],
+    inputs: list[dict[str, Any]],
+    preset: dict[str, Any],
+    batches: tuple[Any, Any],
+    class_weight: Mapping[int, float] | None,
+    seed: int,
+    reporter: Reporter,
+    predict_on: tuple[ChipStore, dict[str, Any], Mapping[str, np.ndarray]],
+    progress: tuple[float, float] = (0, 100),
+    backbone_files: Mapping[str, str] | None = None,
+    weights_folder: str | None = None,
+    log_best_epoch: bool = False,
+) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     """Fit each member in turn and predict some cells with it; shared by ``train`` and each
     cross-validation fold.
 
@@ -102,7 +119,8 @@ def fit_members(
     """
     store, normalisation, parts = predict_on
     start, end = progress
-    fitted, probabilities = {}, {part: [] for part in parts}
+    fitted: dict[str, Any] = {}
+    probabilities: dict[str, list[np.ndarray]] = {part: [] for part in parts}
     for index, architecture in enumerate(members):
         reporter.check_canceled()
         stage = reporter.stage(
@@ -138,7 +156,7 @@ def fit_members(
     return fitted, probabilities
 
 
-def _fit_record(model, losses):
+def _fit_record(model: Any, losses: Sequence[float]) -> dict[str, Any]:
     """MEMBER_FIT_KEYS of a member fitted with these validation losses per epoch."""
     return {
         "epochs_trained": len(losses),
@@ -148,7 +166,7 @@ def _fit_record(model, losses):
     }
 
 
-def member_weights_file(architecture):
+def member_weights_file(architecture: str) -> str:
     """The file name of a member's weights in the model package."""
     if statistics_member.is_statistics_member(architecture):
         return statistics_member.weights_file(architecture)
@@ -156,18 +174,18 @@ def member_weights_file(architecture):
 
 
 def _fit_member(
-    architecture,
-    index,
-    count,
-    inputs,
-    preset,
-    train_data,
-    validation_data,
-    class_weight,
-    seed,
-    reporter,
-    backbone_weights=None,
-):
+    architecture: str,
+    index: int,
+    count: int,
+    inputs: list[dict[str, Any]],
+    preset: dict[str, Any],
+    train_data: Any,
+    validation_data: Any,
+    class_weight: Mapping[int, float] | None,
+    seed: int,
+    reporter: Reporter,
+    backbone_weights: str | None = None,
+) -> tuple[Any, list[float]]:
     """Build and fit member ``index`` of ``count`` (early stopping on validation loss, best weights kept).
 
     Returns the model and its validation losses per epoch. ``reporter``'s 0–100 %
@@ -207,13 +225,15 @@ def _fit_member(
     return model, history.history["val_loss"]
 
 
-def _clear_session():
+def _clear_session() -> None:
     """Drop Keras's global state between folds, so memory stays flat over many trainings."""
     import keras
 
     keras.backend.clear_session()
 
 
-def _predict_member(model, store, rows, normalisation):
+def _predict_member(
+    model: Any, store: ChipStore, rows: np.ndarray, normalisation: dict[str, Any]
+) -> np.ndarray:
     names = [tensor.name for tensor in model.inputs]
     return learning_data.predict_rows([model], store, rows, normalisation, names)[0]

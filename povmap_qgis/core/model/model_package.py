@@ -36,13 +36,21 @@ missing or altered, of an unknown format version, or whose inputs do not
 match the chip store is refused with a message saying what is wrong.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import strict_json
 from ..errors import PovmapInputError
 from .models import ARCHITECTURE_VERSIONS, ARCHITECTURES, FIRST_ARCHITECTURE_VERSION
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 FORMAT = "povmap-model"
 FORMAT_VERSION = "1.2"
@@ -76,24 +84,24 @@ TRAINING_CELLS_FILE = "training_cells.npy"
 FORMAT_1_1_KEYS = ("calibration", "baseline")  # written since 1.1, which always has its hash
 
 
-def sha256_of(path):
+def sha256_of(path: str) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def check_package_path(path, parameter="OUTPUT"):
+def check_package_path(path: str | None, parameter: str = "OUTPUT") -> None:
     if not path or not path.rstrip("/").endswith(".povmodel"):
         raise PovmapInputError(parameter, f"'{path}' must be a folder name ending in .povmodel.")
 
 
-def manifest_digest(manifest):
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
     """sha256 of the model-defining part of a manifest in a canonical JSON form."""
     defining = {key: manifest[key] for key in MODEL_DEFINING_KEYS if key in manifest}
     text = json.dumps(defining, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_manifest(folder, manifest):
+def write_manifest(folder: str, manifest: dict[str, Any]) -> None:
     """Record each member's weights hash and the manifest's own, then write it (not yet published)."""
     for member in manifest["members"]:
         member["sha256"] = sha256_of(os.path.join(folder, member["weights"]))
@@ -103,7 +111,9 @@ def write_manifest(folder, manifest):
         handle.write(text)
 
 
-def write_training_cells(folder, cell_ids, id_field, crs, cell_size):
+def write_training_cells(
+    folder: str, cell_ids: Any, id_field: str, crs: str | None, cell_size: float | None
+) -> dict[str, Any]:
     """Write the ids of the cells the members learned from; the manifest's ``training_cells``."""
     import numpy as np
 
@@ -121,7 +131,9 @@ def write_training_cells(folder, cell_ids, id_field, crs, cell_size):
     }
 
 
-def read_training_cells(manifest):
+def read_training_cells(
+    manifest: Mapping[str, Any],
+) -> tuple[np.ndarray | None, Any]:
     """(sorted int64 ids, record) of the cells the members learned from, or (None, why not):
     a package made before 0.3 records none, a missing or altered file is not trusted."""
     import numpy as np
@@ -141,7 +153,7 @@ def read_training_cells(manifest):
     return np.load(path, allow_pickle=False).astype("int64"), record
 
 
-def read_package(path, parameter="MODEL"):
+def read_package(path: str, parameter: str = "MODEL") -> dict[str, Any]:
     """The verified manifest of a package (hashes, files, version, architectures)."""
     path = os.path.abspath(path.rstrip("/"))
     try:
@@ -228,17 +240,17 @@ def read_package(path, parameter="MODEL"):
     return manifest
 
 
-def _check_schema(manifest, path, parameter):
+def _check_schema(manifest: dict[str, Any], path: str, parameter: str) -> None:
     """Types and ranges of what prediction relies on; a message naming the field otherwise."""
 
-    def refuse(field, what):
+    def refuse(field: str, what: str) -> NoReturn:
         raise PovmapInputError(
             parameter,
             f"'{path}': {MANIFEST} field '{field}' {what}; this package cannot be used. Use an "
             "intact copy or train the model again.",
         )
 
-    def number(value):
+    def number(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
     # Every number prediction could read, whichever field holds it (those added later
@@ -309,7 +321,9 @@ def _check_schema(manifest, path, parameter):
     _check_stacking(manifest, refuse, number)
 
 
-def _check_stacking(manifest, refuse, number):
+def _check_stacking(
+    manifest: dict[str, Any], refuse: Callable[[str, str], NoReturn], number: Callable[[Any], bool]
+) -> None:
     """A stacking record names each candidate once (every member and the baseline, which it
     needs) and holds one non-negative number per candidate and a numeric intercept."""
     from .stacking import BASELINE, is_stacked
@@ -337,7 +351,7 @@ def _check_stacking(manifest, refuse, number):
         refuse("stacking", "uses the baseline, but the package has none")
 
 
-def missing_parts(manifest):
+def missing_parts(manifest: Mapping[str, Any]) -> list[str]:
     """Sentences naming what an older package lacks (no calibration, no baseline); [] for a 1.1 package."""
     missing = []
     if not manifest.get("manifest_sha256"):
@@ -358,12 +372,14 @@ def missing_parts(manifest):
     return missing
 
 
-def _short(error, limit=200):
+def _short(error: BaseException | str, limit: int = 200) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):
+def check_inputs_match(
+    manifest: Mapping[str, Any], store_manifest: Mapping[str, Any], parameter: str = "CHIPS"
+) -> None:
     """The chip store must hold the inputs, bands and chip size the model was trained on."""
     store_inputs = {spec["name"]: spec for spec in store_manifest["inputs"]}
     for spec in manifest["inputs"]:
@@ -387,7 +403,7 @@ def check_inputs_match(manifest, store_manifest, parameter="CHIPS"):
         )
 
 
-def _check_architecture_version(path, member, parameter):
+def _check_architecture_version(path: str, member: Mapping[str, Any], parameter: str) -> None:
     """A member rebuilt by other code than it was trained with would compute other
     probabilities from the same weights: refuse it (no version recorded: the first)."""
     architecture = member["architecture"]
@@ -410,7 +426,7 @@ def _check_architecture_version(path, member, parameter):
         )
 
 
-def load_members(manifest, parameter="MODEL"):
+def load_members(manifest: Mapping[str, Any], parameter: str = "MODEL") -> list[Any]:
     """Keras models of every member with their weights (architecture rebuilt from code)."""
     from .models import build_member
     from .statistics_member import StatisticsMember, is_statistics_member

@@ -22,6 +22,11 @@ Loading never executes stored code: the architecture is named in the
 manifest and rebuilt here; only weights are read from the package.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 PAPER_MEMBERS = ("resnet50", "resnet50v2", "resnet101")
 COMPACT_MEMBERS = ("compact_cnn", "compact_wide", "compact_residual")
 # gradient boosting on per-chip statistics, not a network: core/model/statistics_member.py
@@ -44,7 +49,7 @@ ARCHITECTURE_VERSIONS = {
 # what packages from before versions were recorded were built with
 FIRST_ARCHITECTURE_VERSION = 1
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "members": PAPER_MEMBERS,
         "learning_rate": 5e-5,
@@ -72,11 +77,17 @@ _COMPACT_FILTERS = {
 }
 
 
-def preset_for(architecture):
+def preset_for(architecture: str) -> str:
     return "paper" if architecture in PAPER_MEMBERS else "compact"
 
 
-def build_member(architecture, inputs, dense_units=None, dropout=None, backbone_weights=None):
+def build_member(
+    architecture: str,
+    inputs: Sequence[dict[str, Any]],
+    dense_units: int | None = None,
+    dropout: float | None = None,
+    backbone_weights: str | None = None,
+) -> Any:
     """A compiled-ready Keras model for one member.
 
     ``inputs``: [{"name", "shape": [H, W, bands]}] in chip-store order.
@@ -118,7 +129,9 @@ def build_member(architecture, inputs, dense_units=None, dropout=None, backbone_
     return keras.Model(tensors, output, name=architecture)
 
 
-def _resnet_branch(architecture, tensor, spec, weights):
+def _resnet_branch(
+    architecture: str, tensor: Any, spec: dict[str, Any], weights: str | None
+) -> Any:
     import keras
 
     applications = {
@@ -137,7 +150,7 @@ def _resnet_branch(architecture, tensor, spec, weights):
     return keras.layers.GlobalAveragePooling2D(name=f"{spec['name']}_pool")(backbone(tensor))
 
 
-def _compact_image_branch(architecture, tensor, name):
+def _compact_image_branch(architecture: str, tensor: Any, name: str) -> Any:
     import keras
     from keras import layers
 
@@ -169,7 +182,7 @@ def _compact_image_branch(architecture, tensor, name):
     return keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
 
 
-def _compact_coarse_branch(tensor, name):
+def _compact_coarse_branch(tensor: Any, name: str) -> Any:
     from keras import layers
 
     size = int(tensor.shape[1])

@@ -24,10 +24,14 @@ training cells' 1st–99th percentiles). A 1.0 package writes ``prob_raw`` =
 ``prob_mean`` and says in the log what it lacks.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import html
 import json
 import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +48,10 @@ from ..progress import Reporter
 from ..wording import counted
 from . import baseline, calibration, intervals, learning_data, model_package, stacking
 from .ensemble_judges import ensemble_outputs
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 ENGINES = ("local", "spark")
 
@@ -68,7 +76,9 @@ class PredictOptions:
     max_nodata: float = 0.1  # chip_flagged from rasters (a store keeps its own)
 
 
-def predict(options, reporter=None, remote=None):
+def predict(
+    options: PredictOptions, reporter: Reporter | None = None, remote: Any = None
+) -> dict[str, Any]:
     """Predict every cell; ``remote``: the engine that predicts elsewhere when ``options.engine``
     is not local (``core/engines/steps.py`` hands it over; this module knows no engine)."""
     reporter = reporter or Reporter()
@@ -114,7 +124,9 @@ def predict(options, reporter=None, remote=None):
     }
 
 
-def _write_predictions(options, manifest, cells, reporter):
+def _write_predictions(
+    options: PredictOptions, manifest: dict[str, Any], cells: dict[str, Any], reporter: Reporter
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The grid with the prediction fields, written to ``options.output_path``; (frame, drift)."""
     import pyogrio
 
@@ -159,9 +171,11 @@ def _write_predictions(options, manifest, cells, reporter):
     return grid, json.loads(trust_metadata.get("povmap_drift", "{}"))
 
 
-def _from_store(options, manifest, reporter, remote):
+def _from_store(
+    options: PredictOptions, manifest: dict[str, Any], reporter: Reporter, remote: Any
+) -> dict[str, Any]:
     """Cell ids, members' probabilities, baseline features and nodata of the grid, from the store."""
-    store = ChipStore(options.chips_path)
+    store = ChipStore(options.chips_path)  # type: ignore[arg-type]  # SOURCE=chips: given
     model_package.check_inputs_match(manifest, store.manifest)
     layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
     id_field = options.id_field or store.manifest["settings"].get("id_field") or CELL_ID
@@ -185,7 +199,9 @@ def _from_store(options, manifest, reporter, remote):
     }
 
 
-def _from_rasters(options, manifest, reporter, remote):
+def _from_rasters(
+    options: PredictOptions, manifest: dict[str, Any], reporter: Reporter, remote: Any
+) -> dict[str, Any]:
     """The same, sampled from the rasters cell block by cell block (no chips stored)."""
     from .raster_prediction import predict_from_rasters
 
@@ -208,7 +224,12 @@ def _from_rasters(options, manifest, reporter, remote):
     }
 
 
-def trust_fields(manifest, features, ensemble, reporter):
+def trust_fields(
+    manifest: dict[str, Any],
+    features: np.ndarray | None,
+    ensemble: dict[str, Any],
+    reporter: Reporter,
+) -> tuple[dict[str, Any], dict[str, str]]:
     """({field: values}, layer metadata) of the trust fields (see the module doc).
 
     ``features``: the baseline's per-chip statistics of the cells (None for a
@@ -258,7 +279,12 @@ def trust_fields(manifest, features, ensemble, reporter):
     return fields, metadata
 
 
-def ensemble_probability(manifest, ensemble, features, reporter):
+def ensemble_probability(
+    manifest: dict[str, Any],
+    ensemble: dict[str, Any],
+    features: np.ndarray | None,
+    reporter: Reporter,
+) -> np.ndarray:
     """``prob_raw`` of the cells: the package's stacking of the members and the baseline
     (``stacking.combine``), or the members' mean (``ensemble_outputs``' ``prob_mean``) for a
     package without one (logged). ``ensemble``: ``ensemble_judges.ensemble_outputs``' dict."""
@@ -284,7 +310,9 @@ def ensemble_probability(manifest, ensemble, features, reporter):
     )
 
 
-def decided_class(manifest, grid, reporter):
+def decided_class(
+    manifest: dict[str, Any], grid: pd.DataFrame, reporter: Reporter
+) -> tuple[Any, dict[str, Any]]:
     """(``pred``, layer metadata): calibrated ``prob_mean`` >= the package's decision threshold.
 
     A package without ``decision_threshold`` (format 1.0, or 1.1 from before it)
@@ -309,7 +337,14 @@ def decided_class(manifest, grid, reporter):
     return pred, {"povmap_decision_threshold": float(threshold), "povmap_decision": rule}
 
 
-def _member_probabilities(options, manifest, store, rows, reporter, remote):
+def _member_probabilities(
+    options: PredictOptions,
+    manifest: dict[str, Any],
+    store: ChipStore,
+    rows: np.ndarray,
+    reporter: Reporter,
+    remote: Any,
+) -> list[np.ndarray]:
     """Each member's probability per row: batches in this process, or Spark tasks (same code)."""
     if options.engine == "spark":
         return remote_engine(remote).predict_rows(
@@ -319,7 +354,7 @@ def _member_probabilities(options, manifest, store, rows, reporter, remote):
     reporter.progress(5)
     names = [spec["name"] for spec in manifest["inputs"]]
 
-    def progress(done):
+    def progress(done: int) -> None:
         reporter.check_canceled()
         reporter.progress(5 + 90 * done / len(rows))
 
@@ -328,7 +363,9 @@ def _member_probabilities(options, manifest, store, rows, reporter, remote):
     )
 
 
-def styles_with_their_fields(styles, columns):
+def styles_with_their_fields(
+    styles: Sequence[tuple[str, str]] | None, columns: Sequence[str]
+) -> list[tuple[str, str]]:
     """The extra styles [(qml path, name)] whose renderer reads only fields of ``columns``.
 
     A 1.0 package writes no ``out_of_range``: its style would draw nothing, so it is left out.
@@ -347,7 +384,9 @@ def styles_with_their_fields(styles, columns):
     return kept
 
 
-def training_cell_flags(manifest, cells, reporter):
+def training_cell_flags(
+    manifest: dict[str, Any], cells: dict[str, Any], reporter: Reporter
+) -> tuple[np.ndarray | None, dict[str, str]]:
     """(``training_cell`` per cell or None, layer metadata): 1 = the members learned this cell's
     label (a training or validation cell of the package), 0 = they did not. None (no field)
     when that cannot be known: a package that records no training cells, or cell ids of
@@ -379,7 +418,7 @@ def training_cell_flags(manifest, cells, reporter):
     return flags, {"povmap_training_cells": json.dumps({"known": True, "count": int(flags.sum())})}
 
 
-def _same_crs(first, second):
+def _same_crs(first: Any, second: Any) -> bool:
     if not first or not second:
         return first == second
     from pyproj import CRS
@@ -387,13 +426,13 @@ def _same_crs(first, second):
     return CRS.from_user_input(first) == CRS.from_user_input(second)
 
 
-def _training_districts(manifest):
+def _training_districts(manifest: dict[str, Any]) -> dict[str, str]:
     """Metadata item listing the districts the members learned from (for the evaluation's unsurveyed-district section)."""
     seen = manifest.get("training", {}).get("districts_seen")
     return {} if seen is None else {"povmap_training_districts": json.dumps(seen)}
 
 
-def members_summary(members, n_cells):
+def members_summary(members: Sequence[Mapping[str, Any]], n_cells: int) -> str:
     """'3 members (a, b, c) on 1,656 cells' — '1 member' for a single-member package."""
     names = ", ".join(member["name"] for member in members)
     return f"{counted(len(members), 'member')} ({names}) on {counted(n_cells, 'cell')}"

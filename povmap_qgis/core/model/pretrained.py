@@ -14,8 +14,14 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ..errors import PovmapInputError
+
+if TYPE_CHECKING:
+    from ..progress import Reporter
+
 
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 BASE_URL_VARIABLE = "POVMAP_IMAGENET_BASE_URL"
@@ -44,7 +50,9 @@ def keras_cache_folder() -> str:
     return os.path.expanduser(os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models"))
 
 
-def backbone_weights(pretrained: str | None, members, reporter=None) -> dict[str, str]:
+def backbone_weights(
+    pretrained: str | None, members: Iterable[str], reporter: Reporter | None = None
+) -> dict[str, str]:
     """Path of the ImageNet weights file per paper member that can use one."""
     wanted = [member for member in members if member in IMAGENET_FILES]
     unable = [member for member in members if member not in IMAGENET_FILES]
@@ -69,7 +77,7 @@ def backbone_weights(pretrained: str | None, members, reporter=None) -> dict[str
     return found
 
 
-def _from_folder(folder, wanted):
+def _from_folder(folder: str, wanted: Iterable[str]) -> dict[str, str]:
     found, missing = {}, []
     for member in wanted:
         path = os.path.join(folder, IMAGENET_FILES[member][0])
@@ -87,7 +95,7 @@ def _from_folder(folder, wanted):
     return found
 
 
-def _download(name, md5, folder, reporter):
+def _download(name: str, md5: str, folder: str, reporter: Reporter | None) -> None:
     base = os.environ.get(BASE_URL_VARIABLE) or KERAS_BASE_URL
     url = base.rstrip("/") + "/" + name
     timeout = float(os.environ.get(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT_S)
@@ -136,7 +144,7 @@ def _download(name, md5, folder, reporter):
     os.replace(partial, target)
 
 
-def _remove(path):
+def _remove(path: str) -> None:
     try:
         os.remove(path)
     except FileNotFoundError:

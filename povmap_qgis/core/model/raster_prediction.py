@@ -28,12 +28,16 @@ the parts that are missing and writes the same layer as a run never interrupted.
 The folder is removed once the layer is written.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import signal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +46,12 @@ from ..chips import chip_features, grid_cells, raster_sampler, sampling
 from ..errors import PovmapInputError
 from ..names import CELL_ID
 from . import learning_data, model_package
+
+if TYPE_CHECKING:
+    from ..chips.grid_cells import GridCells
+    from ..progress import Reporter
+    from .prediction import PredictOptions
+
 
 CHUNK_CELLS = 4096  # the most cells of one resumable part (a finished part is kept on disk)
 CHUNKS_AT_LEAST = 64  # smaller grids: parts of len(grid) / 64 cells, so tasks stay many
@@ -58,10 +68,12 @@ class RasterPrediction:
     features: np.ndarray | None  # the baseline's per-chip statistics [n_cells, features]
     nodata: np.ndarray  # float32 [n_cells, n_inputs], as a chip store's nodata_fraction.npy
     crs: str | None = None  # the grid's CRS (WKT)
-    checkpoint: "Checkpoint | None" = None  # finish() once the layer is written
+    checkpoint: Checkpoint | None = None  # finish() once the layer is written
 
 
-def input_specs(inputs, manifest, parameter="SOURCE"):
+def input_specs(
+    inputs: Sequence[Any], manifest: Mapping[str, Any], parameter: str = "SOURCE"
+) -> list[raster_sampler.ChipInput]:
     """The model's inputs as ``ChipInput`` in the model's order, from the rasters given.
 
     Every input the model was trained on must be given, with its bands; rasters
@@ -97,9 +109,11 @@ def input_specs(inputs, manifest, parameter="SOURCE"):
     return ordered
 
 
-def predict_from_rasters(options, manifest, reporter, remote=None):
+def predict_from_rasters(
+    options: PredictOptions, manifest: dict[str, Any], reporter: Reporter, remote: Any = None
+) -> RasterPrediction:
     """Sample and predict every cell of ``options.grid_path`` from ``options.inputs``."""
-    inputs = input_specs(options.inputs, manifest)
+    inputs = input_specs(options.inputs, manifest)  # type: ignore[arg-type]  # SOURCE=rasters
     resolution, chip_size = float(manifest["resolution"]), int(manifest["chip_size"])
     grid = grid_cells.read_grid_cells(
         options.grid_path,
@@ -156,7 +170,15 @@ def predict_from_rasters(options, manifest, reporter, remote=None):
                 else:
                     if models is None and pending:
                         models = model_package.load_members(manifest)
-                    _predict_here(models, job, chunks, pending, grid, checkpoint.keep, reporter)
+                    _predict_here(
+                        models,  # type: ignore[arg-type]  # loaded when a part is pending
+                        job,
+                        chunks,
+                        pending,
+                        grid,
+                        checkpoint.keep,
+                        reporter,
+                    )
             except raster_sampler.WiderDtypeNeededError as widen:
                 # As sample_chips: an input float16 cannot hold is sampled again as float32, and
                 # the parts predicted from float16 chips are predicted again.
@@ -176,7 +198,7 @@ def predict_from_rasters(options, manifest, reporter, remote=None):
     return prediction
 
 
-def chunk_blocks(blocks, n_cells):
+def chunk_blocks(blocks: Sequence[np.ndarray], n_cells: int) -> list[list[np.ndarray]]:
     """The resumable parts: runs of neighbouring blocks (raster order) of about ``CHUNK_CELLS`` cells."""
     target = max(1, min(CHUNK_CELLS, n_cells // CHUNKS_AT_LEAST))
     chunks, current, count = [], [], 0
@@ -191,7 +213,13 @@ def chunk_blocks(blocks, n_cells):
     return chunks
 
 
-def resume_key(manifest, grid, inputs, job, chunks):
+def resume_key(
+    manifest: Mapping[str, Any],
+    grid: GridCells,
+    inputs: Sequence[raster_sampler.ChipInput],
+    job: Mapping[str, Any],
+    chunks: Sequence[Sequence[np.ndarray]],
+) -> dict[str, Any]:
     """What a kept part depends on: the model package, the grid's cells, the input files, batches."""
     with open(os.path.join(manifest["path"], "manifest.json"), "rb") as handle:
         model = hashlib.sha256(handle.read()).hexdigest()
@@ -214,7 +242,7 @@ def resume_key(manifest, grid, inputs, job, chunks):
     }
 
 
-def resume_folder(output_path):
+def resume_folder(output_path: str) -> str:
     """``.NAME.predicting/`` beside the output: the parts a stopped run finished."""
     folder, name = os.path.split(os.path.abspath(output_path))
     return os.path.join(folder, f".{name}.predicting")
@@ -232,16 +260,18 @@ class Checkpoint:
 
     MANIFEST = "resume.json"
 
-    def __init__(self, output_path, key, chunks):
+    def __init__(
+        self, output_path: str, key: Mapping[str, Any], chunks: Sequence[Sequence[np.ndarray]]
+    ) -> None:
         self.folder = resume_folder(output_path)
         self.key = json.loads(json.dumps(key, sort_keys=True, default=str))
         self.positions = [np.concatenate(chunk).astype("int64") for chunk in chunks]
         self.lock = OutputLock(output_path, "OUTPUT", "the predictions", self.folder)
-        self.dtypes = None
-        self.kept = {}  # part index -> (positions, probabilities, features, nodata)
+        self.dtypes: dict[str, str] | None = None
+        self.kept: dict[int, Any] = {}  # part index -> (positions, probabilities, features, nodata)
         self._kept_here = 0
 
-    def open(self):
+    def open(self) -> Checkpoint:
         self.lock.acquire()
         recorded = self._read_manifest()
         if recorded is not None and recorded.get("key") == self.key:
@@ -250,7 +280,7 @@ class Checkpoint:
             shutil.rmtree(self.folder)
         return self
 
-    def done_parts(self, dtypes):
+    def done_parts(self, dtypes: Mapping[str, str]) -> dict[int, Any]:
         """The parts an earlier run finished with these ``dtypes`` (read from disk)."""
         self.dtypes = dict(dtypes)
         self.kept = {}
@@ -274,14 +304,14 @@ class Checkpoint:
                 self.kept[index] = part
         return self.kept
 
-    def restart(self, dtypes):
+    def restart(self, dtypes: Mapping[str, str]) -> dict[int, Any]:
         """Forget every part (an input was widened: its chips change); keep the new dtypes."""
         if os.path.isdir(self.folder):
             shutil.rmtree(self.folder)
         self.dtypes, self.kept = dict(dtypes), {}
         return self.kept
 
-    def keep(self, index, part):
+    def keep(self, index: int, part: tuple[Any, ...]) -> None:
         positions, probabilities, features, nodata = part
         self.kept[index] = part
         if not os.path.isdir(self.folder):
@@ -304,16 +334,16 @@ class Checkpoint:
         if os.environ.get(KILL_AFTER_VARIABLE) == str(self._kept_here):
             os.kill(os.getpid(), signal.SIGKILL)  # tests: a run killed part-way (kill -9)
 
-    def finish(self):
+    def finish(self) -> None:
         """The layer is written: the kept parts are no longer needed."""
         shutil.rmtree(self.folder, ignore_errors=True)
         self.lock.release()
 
-    def close(self):
+    def close(self) -> None:
         """The run stops unfinished: the kept parts stay for the next run with these parameters."""
         self.lock.release()
 
-    def _read_manifest(self):
+    def _read_manifest(self) -> dict[str, Any] | None:
         try:
             with open(os.path.join(self.folder, self.MANIFEST), encoding="utf-8") as handle:
                 return json.load(handle)
@@ -321,14 +351,22 @@ class Checkpoint:
             return None
 
 
-def _predict_here(models, job, chunks, pending, grid, keep, reporter):
+def _predict_here(
+    models: Sequence[Any],
+    job: Mapping[str, Any],
+    chunks: Sequence[Sequence[np.ndarray]],
+    pending: Sequence[int],
+    grid: GridCells,
+    keep: Callable[[int, tuple[Any, ...]], None],
+    reporter: Reporter,
+) -> None:
     """The local engine: every pending part in this process, kept as it ends; progress and Cancel."""
     total = sum(len(members) for chunk in chunks for members in chunk)
     done = total - sum(len(members) for index in pending for members in chunks[index])
     reporter.progress(5 + 90 * done / total)
     for index in pending:
 
-        def progress(cells, before=done):
+        def progress(cells: int, before: int = done) -> None:
             reporter.progress(5 + 90 * (before + cells) / total)
             reporter.check_canceled()
 
@@ -337,7 +375,12 @@ def _predict_here(models, job, chunks, pending, grid, keep, reporter):
         done += sum(len(members) for members in chunks[index])
 
 
-def sample_and_predict(models, job, payloads, on_cells=None):
+def sample_and_predict(
+    models: Sequence[Any],
+    job: Mapping[str, Any],
+    payloads: Sequence[Any],
+    on_cells: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Sample ``payloads`` [(grid positions, cell rows, cell cols)] and predict them in batches.
 
     Returns (positions, probabilities [members][n], features or None, nodata)
@@ -351,10 +394,14 @@ def sample_and_predict(models, job, payloads, on_cells=None):
     batch_rows = job["batch_rows"]
     total = sum(len(positions) for positions, _, _ in payloads)
     pad = total > batch_rows  # as predict_rows: Keras traces one batch shape
-    buffered, done = [], 0
-    positions_out, probabilities_out, features_out, nodata_out = [], [], [], []
+    buffered: list[Any] = []
+    done = 0
+    positions_out: list[np.ndarray] = []
+    probabilities_out: list[np.ndarray] = []
+    features_out: list[np.ndarray] = []
+    nodata_out: list[np.ndarray] = []
 
-    def predict_buffered(count):
+    def predict_buffered(count: int) -> None:
         nonlocal buffered
         batch = {name: np.concatenate([sampled[name] for sampled in buffered]) for name in names}
         rest = {name: values[count:] for name, values in batch.items()}
@@ -407,7 +454,9 @@ def sample_and_predict(models, job, payloads, on_cells=None):
     )
 
 
-def _assembled(cell_ids, parts, n_members, n_inputs):
+def _assembled(
+    cell_ids: np.ndarray, parts: Sequence[Any], n_members: int, n_inputs: int
+) -> RasterPrediction:
     """The parts of the tasks (or of this process) placed back in the grid's cell order."""
     n = len(cell_ids)
     probabilities = np.full((n_members, n), np.nan, dtype="float32")

@@ -31,6 +31,11 @@ and on how many cells it was fitted) and covered by ``manifest_sha256``; applied
 and in the cross-validation. A package without ``stacking`` keeps the members' mean.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeGuard
+
 import numpy as np
 
 METHOD = "nonnegative_logistic_regression"
@@ -41,16 +46,18 @@ _EPSILON = 1e-6
 MEAN_SENTENCE = "the members' mean"
 
 
-def logits(probabilities):
+def logits(probabilities: Any) -> np.ndarray:
     p = np.clip(np.asarray(probabilities, dtype="float64"), _EPSILON, 1 - _EPSILON)
     return np.log(p / (1 - p))
 
 
-def _matrix(candidates, names):
+def _matrix(candidates: Mapping[str, Any], names: Sequence[str]) -> np.ndarray:
     return np.column_stack([logits(candidates[name]) for name in names])
 
 
-def _objective(parameters, matrix, labels, penalty):
+def _objective(
+    parameters: np.ndarray, matrix: np.ndarray, labels: np.ndarray, penalty: np.ndarray
+) -> tuple[float, np.ndarray]:
     """(penalised negative log likelihood, gradient); parameters = [intercept, weights...]."""
     z = parameters[0] + matrix @ parameters[1:]
     loss = float(np.sum(np.logaddexp(0.0, z) - labels * z) + 0.5 * penalty @ parameters**2)
@@ -59,7 +66,14 @@ def _objective(parameters, matrix, labels, penalty):
     return loss, gradient
 
 
-def _newton(parameters, free, matrix, labels, penalty, steps=50):
+def _newton(
+    parameters: np.ndarray,
+    free: np.ndarray,
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    penalty: np.ndarray,
+    steps: int = 50,
+) -> np.ndarray:
     """Newton's method on the ``free`` parameters (the others fixed), from ``parameters``."""
     design = np.column_stack([np.ones(len(matrix)), matrix])[:, free]
     for _ in range(steps):
@@ -75,7 +89,13 @@ def _newton(parameters, free, matrix, labels, penalty, steps=50):
     return parameters
 
 
-def fit(candidates, labels, fitted_on, names=None, c=C):
+def fit(
+    candidates: Mapping[str, Any],
+    labels: Any,
+    fitted_on: str,
+    names: Sequence[str] | None = None,
+    c: float = C,
+) -> dict[str, Any]:
     """The combiner fitted on out-of-fold ``candidates`` ({name: probability}) and ``labels``.
 
     ``names``: the candidates' order (default: ``candidates``' order). Returns the
@@ -120,7 +140,9 @@ def fit(candidates, labels, fitted_on, names=None, c=C):
     }
 
 
-def contributions(names, weights, matrix):
+def contributions(
+    names: Sequence[str], weights: np.ndarray, matrix: np.ndarray
+) -> dict[str, float]:
     """{candidate: share of the stack's signal}: weight × standard deviation of its logits
     over the fitting cells, as a share of the sum (what carries the signal; 0 without)."""
     spread = np.asarray(weights, dtype="float64") * np.std(matrix, axis=0)
@@ -131,11 +153,11 @@ def contributions(names, weights, matrix):
     }
 
 
-def is_stacked(stacking):
-    return bool(stacking) and stacking.get("method") == METHOD
+def is_stacked(stacking: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
+    return bool(stacking) and stacking.get("method") == METHOD  # type: ignore[union-attr]
 
 
-def combine(stacking, candidates):
+def combine(stacking: Mapping[str, Any] | None, candidates: Mapping[str, Any]) -> np.ndarray:
     """The ensemble's raw probability (``prob_raw``) of each cell: the one rule, used by predict
     (every engine and source) and the cross-validation.
 
@@ -155,7 +177,9 @@ def combine(stacking, candidates):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def candidates_of(member_names, member_probabilities, baseline_raw):
+def candidates_of(
+    member_names: Sequence[str], member_probabilities: Sequence[Any], baseline_raw: Any
+) -> dict[str, Any]:
     """{name: raw probability}: each member's and the baseline's (``combine``'s input)."""
     found = {
         name: np.asarray(values, dtype="float64")
@@ -166,7 +190,7 @@ def candidates_of(member_names, member_probabilities, baseline_raw):
     return found
 
 
-def describe(stacking):
+def describe(stacking: Mapping[str, Any] | None) -> str:
     """One line for the log: how ``prob_raw`` is made."""
     if not is_stacked(stacking):
         note = (stacking or {}).get("note")
@@ -182,7 +206,9 @@ def describe(stacking):
     )
 
 
-def imagery_share(stacking, statistics_names=("stats_gbm",)):
+def imagery_share(
+    stacking: Mapping[str, Any] | None, statistics_names: Sequence[str] = ("stats_gbm",)
+) -> float | None:
     """The share of the stack's signal carried by the image members (every candidate but the
     baseline and the statistics members); None without a stacking."""
     if not is_stacked(stacking):

@@ -23,12 +23,20 @@ prediction loops make of a Keras member (``predict_on_batch``, ``save_weights``,
 (``MEMBERS=compact_cnn,stats_gbm``) on every engine.
 """
 
+from __future__ import annotations
+
 import types
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import strict_json
 from ..chips.chip_features import STATISTICS
+
+if TYPE_CHECKING:
+    from ..progress import Reporter
+
 
 NAME = "stats_gbm"
 KIND = "hist_gradient_boosting"
@@ -43,15 +51,15 @@ PARAMETERS = {
 }
 
 
-def is_statistics_member(architecture):
+def is_statistics_member(architecture: str) -> bool:
     return architecture == NAME
 
 
-def weights_file(architecture):
+def weights_file(architecture: str) -> str:
     return f"{architecture}{WEIGHTS_SUFFIX}"
 
 
-def chip_statistics(chips, input_names):
+def chip_statistics(chips: Mapping[str, np.ndarray], input_names: Sequence[str]) -> np.ndarray:
     """[n, features]: mean, max, std and centre of each band of each input (normalised chips)."""
     columns = []
     for name in input_names:
@@ -67,7 +75,7 @@ def chip_statistics(chips, input_names):
     return np.concatenate(columns, axis=1)
 
 
-def feature_definition(inputs):
+def feature_definition(inputs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"input": spec["name"], "band": band + 1, "statistic": statistic}
         for spec in inputs
@@ -76,7 +84,7 @@ def feature_definition(inputs):
     ]
 
 
-def export(model, trees=None):
+def export(model: Any, trees: int | None = None) -> dict[str, Any]:
     """The fitted classifier's first ``trees`` trees (all: None) as JSON-ready numbers."""
     predictors = model._predictors[: trees or len(model._predictors)]
     exported = []
@@ -102,7 +110,7 @@ def export(model, trees=None):
     }
 
 
-def raw_scores(stored, features):
+def raw_scores(stored: Mapping[str, Any], features: np.ndarray) -> np.ndarray:
     """The boosting's raw score (log-odds) of each row of ``features``, in numpy."""
     features = np.asarray(features, dtype="float64")
     rows = np.arange(len(features))
@@ -121,33 +129,33 @@ def raw_scores(stored, features):
     return scores
 
 
-def probabilities(stored, features):
+def probabilities(stored: Mapping[str, Any], features: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-raw_scores(stored, features)))
 
 
 class StatisticsMember:
     """A stored ``stats_gbm`` member, used where the loops use a Keras member."""
 
-    def __init__(self, stored, input_names):
+    def __init__(self, stored: dict[str, Any], input_names: Sequence[str]) -> None:
         self.stored = stored
         self.input_names = list(input_names)
         self.inputs = [types.SimpleNamespace(name=name) for name in self.input_names]
 
-    def predict_on_batch(self, chips):
+    def predict_on_batch(self, chips: Mapping[str, np.ndarray]) -> np.ndarray:
         return probabilities(self.stored, chip_statistics(chips, self.input_names)).astype(
             "float32"
         )
 
-    def count_params(self):
+    def count_params(self) -> int:
         return int(sum(len(tree["value"]) for tree in self.stored["trees"]))
 
-    def save_weights(self, path):
+    def save_weights(self, path: str) -> None:
         text = strict_json.dumps(self.stored, None, f"the {NAME} trees", sort_keys=True)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
 
     @classmethod
-    def load(cls, path, input_names):
+    def load(cls, path: str, input_names: Sequence[str]) -> StatisticsMember:
         with open(path, encoding="utf-8") as handle:
             stored = strict_json.loads(handle.read())  # NaN/Infinity refused (ValueError)
         if not isinstance(stored, dict):
@@ -160,7 +168,14 @@ class StatisticsMember:
         return cls(stored, input_names)
 
 
-def fit(inputs, train_data, validation_data, seed, reporter, class_weight=None):
+def fit(
+    inputs: Sequence[Mapping[str, Any]],
+    train_data: Any,
+    validation_data: Any,
+    seed: int,
+    reporter: Reporter,
+    class_weight: Mapping[int, float] | None = None,
+) -> tuple[StatisticsMember, list[float]]:
     """Fit on one pass of ``train_data`` (the members' batches); trees chosen on validation.
 
     ``class_weight`` ({label: weight}, BALANCE=class_weights) weighs the training cells.
@@ -193,7 +208,7 @@ def fit(inputs, train_data, validation_data, seed, reporter, class_weight=None):
     return StatisticsMember(stored, names), losses
 
 
-def _collected(batches, names):
+def _collected(batches: Sequence[Any], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     features, labels = [], []
     for index in range(len(batches)):
         chips, batch_labels = batches[index][:2]
@@ -202,6 +217,6 @@ def _collected(batches, names):
     return np.concatenate(features), np.concatenate(labels).astype("int64")
 
 
-def _log_loss(labels, probabilities):
+def _log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
     p = np.clip(np.asarray(probabilities, dtype="float64"), 1e-7, 1 - 1e-7)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))

@@ -18,10 +18,14 @@ The step in modules: ``training_split.py`` (the cells and their split), ``member
 thresholds, holdout metrics), ``training_manifest.py`` (what the package records).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 import shutil
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +53,9 @@ from .training_split import (
     usable_cells,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 @dataclasses.dataclass(kw_only=True)
 class TrainOptions(TrainingSettings):
@@ -68,7 +75,7 @@ class TrainOptions(TrainingSettings):
     demonstration_notice: str | None = None  # written into the manifest (the bundled model)
 
 
-def train(options, reporter=None):
+def train(options: TrainOptions, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train the members, fit the judges, write the model package; return a summary."""
     reporter = reporter or Reporter()
     started = time.monotonic()
@@ -145,7 +152,14 @@ def train(options, reporter=None):
     return _summary(options, members, (labels, split, fingerprint), probabilities, judged, started)
 
 
-def _summary(options, members, cells, probabilities, judged, started):
+def _summary(
+    options: TrainOptions,
+    members: Sequence[str],
+    cells: tuple[np.ndarray, dict[str, np.ndarray], str],
+    probabilities: dict[str, list[np.ndarray]],
+    judged: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
     """What ``train`` returns: the package, its holdout metrics and ROC curves, cell counts,
     the training data fingerprint (the run history names the model after it)."""
     labels, split, fingerprint = cells
@@ -167,7 +181,7 @@ def _summary(options, members, cells, probabilities, judged, started):
     }
 
 
-def _check_options(options):
+def _check_options(options: TrainOptions) -> None:
     model_package.check_package_path(options.output_path)
     check_nominal(options)
     check_stacking(options.stacking, TRAIN_STACKING)
@@ -179,7 +193,9 @@ def _check_options(options):
         )
 
 
-def _cells_and_split(store, options, reporter):
+def _cells_and_split(
+    store: ChipStore, options: TrainOptions, reporter: Reporter
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The usable labelled cells and their train / validation / test split, reported."""
     cells, flagged = usable_cells(store, options, reporter)
     split = split_cells(cells, options)
@@ -192,7 +208,16 @@ def _cells_and_split(store, options, reporter):
     return cells, split
 
 
-def _judge(options, members, store, cells, split, normalisation, probabilities, reporter):
+def _judge(
+    options: TrainOptions,
+    members: Sequence[str],
+    store: ChipStore,
+    cells: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    split: dict[str, np.ndarray],
+    normalisation: dict[str, Any],
+    probabilities: dict[str, list[np.ndarray]],
+    reporter: Reporter,
+) -> dict[str, Any]:
     """The members' vote threshold, the baseline and the calibration (fitted on the validation
     cells) and the holdout metrics (test cells), reported. ``cells``: (store row, label,
     district or None) arrays.
@@ -247,7 +272,9 @@ def _judge(options, members, store, cells, split, normalisation, probabilities, 
     return dict(judges, threshold=threshold, threshold_rule=rule, holdout=holdout)
 
 
-def _report_calibration(judges, holdout, reporter):
+def _report_calibration(
+    judges: dict[str, Any], holdout: dict[str, Any], reporter: Reporter
+) -> None:
     fitted = judges["calibration"]
     if fitted["method"] == "platt":
         reporter.info(
@@ -264,7 +291,12 @@ def _report_calibration(judges, holdout, reporter):
     )
 
 
-def _report_interval(judges, labels, test_probabilities, reporter):
+def _report_interval(
+    judges: dict[str, Any],
+    labels: np.ndarray,
+    test_probabilities: Sequence[np.ndarray],
+    reporter: Reporter,
+) -> None:
     """The interval rule in the log, with its coverage of the test cells' reliability bins."""
     from . import calibration, intervals
 
@@ -288,11 +320,16 @@ def _report_interval(judges, labels, test_probabilities, reporter):
         )
 
 
-def _number(value):
+def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _threshold(options, labels, probabilities, reporter):
+def _threshold(
+    options: TrainOptions,
+    labels: np.ndarray,
+    probabilities: Sequence[np.ndarray],
+    reporter: Reporter,
+) -> tuple[float, str]:
     if options.target_recall is None:
         return 0.5, "fixed 0.5"
     threshold = metrics.threshold_for_recall(labels, probabilities, options.target_recall)
@@ -302,7 +339,7 @@ def _threshold(options, labels, probabilities, reporter):
     return threshold, f"target recall {options.target_recall} on validation"
 
 
-def preset_and_members(options):
+def preset_and_members(options: Any) -> tuple[dict[str, Any], list[str]]:
     """The preset's settings with the overrides of ``options`` (TrainingSettings), and the
     members to train (checked)."""
     if options.preset not in models.PRESETS:
@@ -333,7 +370,7 @@ def preset_and_members(options):
 TRAIN_STACKING = ("validation", "off")  # train's STACKING (crossvalidate adds "nested")
 
 
-def check_stacking(value, allowed):
+def check_stacking(value: str, allowed: Sequence[str]) -> None:
     """Refuse a STACKING other than ``allowed``."""
     if value not in allowed:
         raise PovmapInputError(

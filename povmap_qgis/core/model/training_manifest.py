@@ -5,8 +5,12 @@ software), the training data's fingerprint, the list of the cells the members le
 from, and the private folder the package is written into before it is published.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import partial_path
 from ..errors import PovmapInputError
@@ -15,8 +19,17 @@ from . import model_package, models
 from .member_fitting import MEMBER_FIT_KEYS
 from .training_split import grid_id_field
 
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
-def member_records(members, fitted, preset):
+    from ..chips.chip_store import ChipStore
+    from .training import TrainOptions
+
+
+def member_records(
+    members: Sequence[str], fitted: dict[str, Any], preset: dict[str, Any]
+) -> list[dict[str, Any]]:
     """The manifest's ``members``: each member's architecture, weights file and training."""
     return [
         {
@@ -33,16 +46,16 @@ def member_records(members, fitted, preset):
 
 
 def package_manifest(
-    options,
-    store,
-    training_cells,
-    learned_from,
-    member_records,
-    preset,
-    judged,
-    environment,
-    seconds,
-):
+    options: TrainOptions,
+    store: ChipStore,
+    training_cells: tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray],
+    learned_from: tuple[list[dict[str, Any]], dict[str, Any]],
+    member_records: list[dict[str, Any]],
+    preset: dict[str, Any],
+    judged: dict[str, Any],
+    environment: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
     """The model package's manifest. ``training_cells``: (cells, split, balanced training rows);
     ``learned_from``: (inputs, normalisation); ``judged``: from ``training._judge``."""
     from ..geopackage import read_layer_metadata
@@ -92,7 +105,12 @@ def package_manifest(
     return manifest
 
 
-def _training_record(options, training_cells, preset, seconds):
+def _training_record(
+    options: TrainOptions,
+    training_cells: tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray],
+    preset: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
     """The manifest's ``training``: inputs, split, balance, cells per part and settings."""
     cells, split, train_rows = training_cells
     labels = cells["label"].to_numpy()
@@ -116,7 +134,7 @@ def _training_record(options, training_cells, preset, seconds):
     }
 
 
-def training_fingerprint(options, cells, members):
+def training_fingerprint(options: TrainOptions, cells: pd.DataFrame, members: Sequence[str]) -> str:
     """12 hex digits naming what a model was trained on: the labelled cells (ids and labels,
     whatever file holds them) and the settings that make it another model (preset, members,
     split, held-out districts). Retraining on the same data with another seed keeps it; a
@@ -139,7 +157,13 @@ def training_fingerprint(options, cells, members):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def write_package_training_cells(folder, store, options, cells, split):
+def write_package_training_cells(
+    folder: str,
+    store: ChipStore,
+    options: TrainOptions,
+    cells: pd.DataFrame,
+    split: dict[str, np.ndarray],
+) -> dict[str, Any]:
     """The package's list of the cells the members learned from (training + validation): an
     evaluation on them is not a test on new cells (model_package.read_training_cells)."""
     import numpy as np
@@ -155,7 +179,7 @@ def write_package_training_cells(folder, store, options, cells, split):
     )
 
 
-def _districts_seen(cells, split):
+def _districts_seen(cells: pd.DataFrame, split: dict[str, np.ndarray]) -> dict[str, int]:
     """{district: labelled cells the members learned from (training + validation)}; the test cells are not seen."""
     import numpy as np
 
@@ -167,7 +191,7 @@ def _districts_seen(cells, split):
     return {str(name): int(counts[name]) for name in sorted(counts.index)}
 
 
-def partial_package_folder(path):
+def partial_package_folder(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path.rstrip("/")))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise PovmapInputError(

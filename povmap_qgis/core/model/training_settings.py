@@ -8,7 +8,10 @@ history records each field as a param. Plain Python, no numpy: cross-validation'
 module is imported inside QGIS.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import Any
 
 from ..errors import PovmapInputError
 
@@ -43,7 +46,7 @@ class TrainingSettings:
     nominal: float = DEFAULT_NOMINAL  # the prob_low/prob_high intervals' nominal coverage
 
 
-def check_nominal(settings):
+def check_nominal(settings: Any) -> None:
     """Refuse a nominal coverage outside NOMINAL_RANGE (NOMINAL)."""
     low, high = NOMINAL_RANGE
     nominal = settings.nominal
@@ -59,7 +62,7 @@ def check_nominal(settings):
         )
 
 
-def check_balance(settings):
+def check_balance(settings: Any) -> None:
     """Refuse a class balance other than BALANCES (BALANCE)."""
     if settings.balance not in BALANCES:
         raise PovmapInputError(

@@ -6,6 +6,10 @@ Split: a random holdout stratified by label (train / validation / test in the pa
 class is undersampled in training (the paper) or class weights are used.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..errors import PovmapInputError
@@ -13,15 +17,24 @@ from ..names import CELL_ID
 from . import learning_data
 from .training_settings import TrainingSettings, check_balance
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..chips.chip_store import ChipStore
+    from ..progress import Reporter
+
+
 PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the paper
 
 
-def grid_id_field(store, options):
+def grid_id_field(store: ChipStore, options: TrainingSettings) -> str:
     """The grid's cell id field: the option, else the one the chip store was sampled by."""
     return options.id_field or store.manifest["settings"].get("id_field") or CELL_ID
 
 
-def usable_cells(store, options: TrainingSettings, reporter=None):
+def usable_cells(
+    store: ChipStore, options: TrainingSettings, reporter: Reporter | None = None
+) -> tuple[pd.DataFrame, int]:
     cells = learning_data.read_labelled_cells(
         options.grid_path,
         options.grid_layer,
@@ -44,7 +57,7 @@ def usable_cells(store, options: TrainingSettings, reporter=None):
     return cells, int(flagged.sum())
 
 
-def split_cells(cells, options):
+def split_cells(cells: pd.DataFrame, options: Any) -> dict[str, np.ndarray]:
     everything = np.arange(len(cells))
     labels = cells["label"].to_numpy()
     if options.split == "districts":
@@ -85,7 +98,7 @@ def split_cells(cells, options):
     return {"train": np.sort(train_rows), "validation": np.sort(validation), "test": np.sort(test)}
 
 
-def _split_part(rows, share, labels, seed):
+def _split_part(rows: np.ndarray, share: float, labels: np.ndarray, seed: int) -> list[np.ndarray]:
     """``rows`` split in two, stratified by label; too few cells to do so is a GRID message."""
     from sklearn.model_selection import train_test_split
 
@@ -102,7 +115,9 @@ def _split_part(rows, share, labels, seed):
         ) from None
 
 
-def balanced_training_rows(train_rows, labels, options: TrainingSettings, reporter):
+def balanced_training_rows(
+    train_rows: np.ndarray, labels: np.ndarray, options: TrainingSettings, reporter: Reporter
+) -> tuple[np.ndarray, dict[int, float] | None]:
     if options.balance == "class_weights":
         counts = np.bincount(labels[train_rows], minlength=2)
         weights = {label: float(len(train_rows) / (2 * counts[label])) for label in (0, 1)}
@@ -119,7 +134,7 @@ def balanced_training_rows(train_rows, labels, options: TrainingSettings, report
     return kept, None
 
 
-def district_values(cells):
+def district_values(cells: pd.DataFrame) -> np.ndarray | None:
     """Each labelled cell's district (None where it has none), or None without districts."""
     if "district" not in cells or cells["district"].isna().all():
         return None

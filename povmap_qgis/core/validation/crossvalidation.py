@@ -34,9 +34,12 @@ The step in modules: ``district_folds.py`` (the folds), ``fold_training.py`` (on
 ``crossvalidation_results.py`` (pooled outputs, the metrics document, the files written).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 import time
+from typing import Any
 
 from ..atomic import check_output_path
 from ..model.training_settings import TrainingSettings, check_balance, check_nominal
@@ -70,7 +73,9 @@ class CrossValidateOptions(TrainingSettings):
     stacking: str = "nested"
 
 
-def crossvalidate(options, reporter=None):
+def crossvalidate(
+    options: CrossValidateOptions, reporter: Reporter | None = None
+) -> dict[str, Any]:
     """Run the k-fold cross-validation; write the outputs; return a summary (see module doc)."""
     from ..chips.chip_store import ChipStore
     from ..model import member_fitting, training_split
@@ -148,7 +153,7 @@ def crossvalidate(options, reporter=None):
     )
 
 
-def _report_coverage(coverage, reporter):
+def _report_coverage(coverage: dict[str, Any], reporter: Reporter) -> None:
     """The out-of-fold intervals' coverage (both checks) and widths in the log; warnings when short."""
     districts = coverage.get("districts")
     reporter.info(
@@ -172,7 +177,7 @@ def _report_coverage(coverage, reporter):
         reporter.warning(warning)
 
 
-def _check_options(options):
+def _check_options(options: CrossValidateOptions) -> tuple[dict[str, Any], list[str]]:
     """The output paths, the preset and members, the balance; returns (preset, members)."""
     from ..model import training
 

@@ -5,7 +5,12 @@ rendered the maps; matplotlib is imported only where the figures are drawn
 (in the worker).
 """
 
+from __future__ import annotations
+
 import os
+import types
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..model.training_settings import INTERVAL_METHOD
 from ..names import ENSEMBLE, RANDOM
@@ -16,7 +21,7 @@ from .interval_report import interval_coverage_section
 from .validation_outputs import OUTCOMES, model_names
 
 
-def write_figures(folder, document, members):
+def write_figures(folder: str, document: dict[str, Any], members: Sequence[str]) -> dict[str, str]:
     """Pooled ROC curves and confusion matrices, and the ensemble's ROC curve per fold, as PNGs in ``folder``; {name: path}."""
     from ..report import figures as drawing
 
@@ -54,7 +59,9 @@ def write_figures(folder, document, members):
     return figures
 
 
-def report_document(summary, maps=()):
+def report_document(
+    summary: dict[str, Any], maps: Iterable[tuple[str, str]] = ()
+) -> dict[str, Any]:
     """Title, notices and sections of the HTML report (core/report/page.py) for a ``crossvalidate`` summary.
 
     ``maps``: [(png path, caption)] rendered by QGIS.
@@ -125,7 +132,7 @@ STACKING_WORDS = {
 }
 
 
-def stacking_section(found, report):
+def stacking_section(found: dict[str, Any], report: types.ModuleType) -> Any:
     """What carries the signal: each fold's stacking weights and shares, and its time cost."""
     mode = found["mode"]
     blocks = [
@@ -165,7 +172,7 @@ def stacking_section(found, report):
     return report.Section("Stacking: what carries the signal", blocks)
 
 
-def _run_settings(summary, report):
+def _run_settings(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """The run's inputs, members, folds, training settings, decision rule and software."""
     settings = summary["settings"]
     grid_layer = f" (layer {settings['grid_layer']})" if settings.get("grid_layer") else ""
@@ -206,7 +213,7 @@ def _run_settings(summary, report):
     )
 
 
-def _folds_section(summary, report):
+def _folds_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """Each fold's test districts and cell counts, and each district's fold."""
     fold_rows = [
         [
@@ -237,9 +244,12 @@ def _folds_section(summary, report):
     )
 
 
-def _fold_metrics_section(summary, models, report):
+def _fold_metrics_section(
+    summary: dict[str, Any], models: Sequence[str], report: types.ModuleType
+) -> Any:
     """Every model's metrics in each held-out fold, the ensemble's rows in bold."""
-    metric_rows, emphasis = [], []
+    metric_rows: list[list[Any]] = []
+    emphasis: list[int] = []
     for record in summary["folds"]:
         for model in models:
             values = record["metrics"][model]
@@ -267,9 +277,12 @@ def _fold_metrics_section(summary, models, report):
     )
 
 
-def _across_folds_section(summary, models, report):
+def _across_folds_section(
+    summary: dict[str, Any], models: Sequence[str], report: types.ModuleType
+) -> Any:
     """Each model's median and range over the folds, and its metrics on all cells pooled."""
-    summary_rows, summary_emphasis = [], []
+    summary_rows: list[list[Any]] = []
+    summary_emphasis: list[int] = []
     for model in models:
         values = summary["summary"][model]
         if model == ENSEMBLE:
@@ -306,7 +319,7 @@ def _across_folds_section(summary, models, report):
     )
 
 
-def _roc_section(figures, report):
+def _roc_section(figures: dict[str, str], report: types.ModuleType) -> Any:
     """The pooled ROC curves and the ensemble's per fold, where drawn; None when neither is."""
     figure_blocks = [
         report.Figure(figures[name], caption, caption)
@@ -323,7 +336,9 @@ def _roc_section(figures, report):
     return report.Section("ROC curves", figure_blocks) if figure_blocks else None
 
 
-def _confusion_section(summary, figures, report):
+def _confusion_section(
+    summary: dict[str, Any], figures: dict[str, str], report: types.ModuleType
+) -> Any:
     """The pooled confusion matrices (figure, where drawn) and the ensemble's outcome counts."""
     pooled_ensemble = summary["pooled"][ENSEMBLE]
     outcome_rows = [
@@ -346,7 +361,7 @@ def _confusion_section(summary, figures, report):
     return report.Section("Confusion matrices (out-of-fold, pooled)", blocks)
 
 
-def _notes_section(summary, models, report):
+def _notes_section(summary: dict[str, Any], models: Sequence[str], report: types.ModuleType) -> Any:
     """Why some metrics are undefined in some folds; None when all are defined."""
     notes = sorted(
         {
@@ -367,14 +382,14 @@ def _notes_section(summary, models, report):
     )
 
 
-def _model_label(model, summary):
+def _model_label(model: str, summary: dict[str, Any]) -> str:
     """A model's name in the tables; the random baseline's says how many draws."""
     if model == RANDOM:
         return f"random (median of {summary['settings']['random_draws']})"
     return model
 
 
-def _interval_rule(summary):
+def _interval_rule(summary: dict[str, Any]) -> str | None:
     """The folds' interval rule in a sentence (None for metrics from before it)."""
     rules = [record.get("interval") for record in summary.get("folds", [])]
     if not rules or not all(rule and rule.get("method") == INTERVAL_METHOD for rule in rules):
@@ -389,7 +404,7 @@ def _interval_rule(summary):
     )
 
 
-def _fold_thresholds(settings, folds):
+def _fold_thresholds(settings: dict[str, Any], folds: Sequence[dict[str, Any]]) -> str:
     """The ensemble's decision threshold in words: one value (older metrics) or one per fold."""
     if "decision_threshold" in settings:
         return f"{settings['decision_threshold']:g}"
@@ -399,11 +414,11 @@ def _fold_thresholds(settings, folds):
     return f"the fold's training cells' share of poor cells ({values})"
 
 
-def _percent(value):
+def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
-def _range(values):
+def _range(values: dict[str, Any]) -> str | None:
     if values["min"] is None:
         return None
     return f"{values['min']:.3f}–{values['max']:.3f}"

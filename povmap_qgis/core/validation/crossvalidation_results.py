@@ -6,9 +6,13 @@ verdict, stacking, interval coverage, ROC curves); its tidy CSV rows; and the wr
 outputs (metrics JSON + CSV, the grid with folds and out-of-fold predictions).
 """
 
+from __future__ import annotations
+
 import datetime
 import json
 import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..names import BASELINE, ENSEMBLE, RANDOM, RANDOM_DRAWS
 from ..names import METRIC_NAMES as METRIC_KEYS
@@ -16,6 +20,15 @@ from .fold_training import DECISION_RULE, THRESHOLD, json_ready
 from .interval_report import COVERAGE_COLUMNS, coverage_rows
 from .nested_stacking import stacking_summary
 from .validation_outputs import hitmiss_style_with_counts, metrics_files, model_names
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from .crossvalidation import CrossValidateOptions
+    from .district_folds import DistrictFolds
+    from .fold_training import FoldTraining, OutOfFold
+
 
 METRICS_FORMAT = "povmap-crossvalidation"
 METRICS_FORMAT_VERSION = "1.0"
@@ -33,7 +46,9 @@ SUMMARY_ROWS = ("median", "min", "max")
 POOLED_ROW = "pooled"  # the CSV's interval rows: all out-of-fold cells
 
 
-def pooled_outputs(run, out):
+def pooled_outputs(
+    run: FoldTraining, out: OutOfFold
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every cell's out-of-fold ensemble outputs, and the metrics of all cells pooled."""
     from ..model import ensemble_judges
 
@@ -60,7 +75,15 @@ def pooled_outputs(run, out):
     return outputs, pooled
 
 
-def metrics_document(run, folds, fold_results, out, pooled_results, environment, flagged):
+def metrics_document(
+    run: FoldTraining,
+    folds: DistrictFolds,
+    fold_results: Mapping[int, tuple[dict[str, Any], dict[str, Any]]],
+    out: OutOfFold,
+    pooled_results: tuple[dict[str, np.ndarray], dict[str, Any]],
+    environment: dict[str, Any],
+    flagged: Any,
+) -> dict[str, Any]:
     """The metrics document (METRICS): settings, data, each fold, summary, pooled, verdict."""
     from ..model import intervals
 
@@ -108,7 +131,9 @@ def metrics_document(run, folds, fold_results, out, pooled_results, environment,
     }
 
 
-def _roc(run, folds, out, outputs):
+def _roc(
+    run: FoldTraining, folds: DistrictFolds, out: OutOfFold, outputs: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """ROC curves of the pooled out-of-fold predictions, and of the ensemble in each fold."""
     from . import metrics
 
@@ -126,7 +151,13 @@ def _roc(run, folds, out, outputs):
     }
 
 
-def _verdict(labels, districts, outputs, pooled, seed):
+def _verdict(
+    labels: np.ndarray,
+    districts: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    pooled: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
     """The report's verdict on the pooled out-of-fold predictions, districts resampled."""
     from ..decision.verdict import bootstrap_auc, verdict
 
@@ -152,11 +183,11 @@ def _verdict(labels, districts, outputs, pooled, seed):
     )
 
 
-def _summary(fold_metrics, members):
+def _summary(fold_metrics: Mapping[int, dict[str, Any]], members: Sequence[str]) -> dict[str, Any]:
     """model -> metric -> {median, min, max, folds (defined values)} across folds."""
     import numpy as np
 
-    summary = {}
+    summary: dict[str, Any] = {}
     for model in model_names(members, next(iter(fold_metrics.values()))):
         summary[model] = {}
         for key in ("n",) + METRIC_KEYS:
@@ -178,7 +209,12 @@ def _summary(fold_metrics, members):
     return summary
 
 
-def _settings(options, preset, members, environment):
+def _settings(
+    options: CrossValidateOptions,
+    preset: dict[str, Any],
+    members: Sequence[str],
+    environment: dict[str, Any],
+) -> dict[str, Any]:
     from ..version import plugin_version
 
     return {
@@ -204,7 +240,7 @@ def _settings(options, preset, members, environment):
     }
 
 
-def tidy_rows(document):
+def tidy_rows(document: dict[str, Any]) -> list[list[Any]]:
     """CSV rows: each fold's members, ensemble, baseline, random; then median, min and max across
     folds; then the intervals' coverage of the pooled out-of-fold cells (fold "pooled")."""
     models = model_names(document["members"], document["summary"])
@@ -232,13 +268,21 @@ def tidy_rows(document):
     return rows
 
 
-def _csv(value):
+def _csv(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
 def write_outputs(
-    options, document, cells, cell_folds, probabilities, outputs, cell_outcomes, members, id_field
-):
+    options: CrossValidateOptions,
+    document: dict[str, Any],
+    cells: pd.DataFrame,
+    cell_folds: np.ndarray,
+    probabilities: Mapping[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    cell_outcomes: np.ndarray,
+    members: Sequence[str],
+    id_field: str,
+) -> None:
     """Metrics JSON and CSV, then the grid with folds and out-of-fold predictions; all appear only when all are written."""
     import geopandas
     import numpy as np
@@ -263,7 +307,7 @@ def write_outputs(
     found = ~np.isnan(index)
     positions = np.where(found, index, 0).astype("int64")
 
-    def spread(values, dtype):
+    def spread(values: np.ndarray, dtype: str) -> Any:
         column = np.asarray(values)[positions].astype("float64")
         column[~found] = np.nan
         return column if dtype == "float64" else _nullable(column, dtype)
@@ -276,7 +320,7 @@ def write_outputs(
         grid[field] = spread(outputs[field], "float64")
     grid["votes"] = spread(outputs["votes"], "Int32")
     grid["pred"] = spread(outputs["pred"], "Int32")
-    grid["outcome"] = np.where(found, np.asarray(cell_outcomes, dtype=object)[positions], None)
+    grid["outcome"] = np.where(found, np.asarray(cell_outcomes, dtype=object)[positions], None)  # type: ignore[call-overload]  # numpy's stubs refuse None
     with (
         metrics_files(options.metrics_path, document, CSV_COLUMNS, tidy_rows(document)),
         hitmiss_style_with_counts(options.style_qml_path, document["outcomes"]) as style,
@@ -305,7 +349,7 @@ def write_outputs(
         )
 
 
-def _nullable(values, dtype):
+def _nullable(values: np.ndarray, dtype: str) -> Any:
     import pandas
 
     return pandas.array([None if value != value else int(value) for value in values], dtype=dtype)

@@ -6,15 +6,27 @@ training folds, as ``train`` takes one. Used by ``crossvalidation.py`` for the o
 and by ``nested_stacking.py`` for the inner folds of STACKING=nested.
 """
 
+from __future__ import annotations
+
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PovmapInputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from ..progress import Reporter
+
 
 NO_DISTRICT = "(no district)"
 
 
-def assign_folds(districts, folds, seed=0):
+def assign_folds(
+    districts: Sequence[Any] | np.ndarray, folds: int, seed: int = 0
+) -> dict[Any, int]:
     """Fold (1..folds) of each district, whole districts per fold, balanced by cell count.
 
     ``districts``: the district of each cell. Greedy: districts from the
@@ -64,7 +76,7 @@ class DistrictFolds:
     districts_of: dict  # {fold: its districts, sorted}
 
 
-def folds_of_cells(cells, options, reporter):
+def folds_of_cells(cells: pd.DataFrame, options: Any, reporter: Reporter) -> DistrictFolds:
     """Each cell's district and fold, the folds reported."""
     import numpy as np
 
@@ -99,7 +111,9 @@ def folds_of_cells(cells, options, reporter):
     return DistrictFolds(districts, assignment, cell_folds, numbers, districts_of)
 
 
-def validation_split(rows, labels, share, seed, fold):
+def validation_split(
+    rows: np.ndarray, labels: np.ndarray, share: float, seed: int, fold: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A stratified validation share of the training folds (as ``train`` does), the rest for training."""
     import numpy as np
     from sklearn.model_selection import train_test_split

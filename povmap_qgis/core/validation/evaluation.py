@@ -24,11 +24,14 @@ The step in modules: ``evaluation_inputs.py`` (the prediction layer and the matc
 ``evaluation_scopes.py`` (the numbers of each scope of cells).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import datetime
 import json
 import os
 import time
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import check_output_path
 from ..errors import PovmapInputError
@@ -60,6 +63,10 @@ from .validation_outputs import (
     metrics_files,
     model_names,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 METRICS_FORMAT = "povmap-evaluation"
 METRICS_FORMAT_VERSION = "1.0"
@@ -95,7 +102,7 @@ class EvaluateOptions:
     truth_name: str | None = None
 
 
-def evaluate(options, reporter=None):
+def evaluate(options: EvaluateOptions, reporter: Reporter | None = None) -> dict[str, Any]:
     """Compare predictions with observed labels; write the outputs; return a summary (see module doc)."""
     reporter = reporter or Reporter()
     started = time.monotonic()
@@ -104,7 +111,12 @@ def evaluate(options, reporter=None):
     options = dataclasses.replace(options, id_field=predictions["id_field"])
     reporter.progress(10)
     reporter.check_canceled()
-    truth = read_labelled_grid(options.truth_path, options.truth_layer, options.id_field, reporter)
+    truth = read_labelled_grid(
+        options.truth_path,
+        options.truth_layer,
+        options.id_field,  # type: ignore[arg-type]  # the layer's, set above
+        reporter,
+    )
     reporter.progress(20)
     cells, data = match_cells(predictions, truth, options, reporter)
     _report_matched(cells, data, options, reporter)
@@ -191,7 +203,9 @@ def evaluate(options, reporter=None):
     )
 
 
-def _report_matched(cells, data, options, reporter):
+def _report_matched(
+    cells: pd.DataFrame, data: dict[str, Any], options: EvaluateOptions, reporter: Reporter
+) -> None:
     """How many cells were matched and left out; a warning when they hold one class only."""
     labels = cells["label"].to_numpy()
     reporter.info(
@@ -206,7 +220,7 @@ def _report_matched(cells, data, options, reporter):
         )
 
 
-def _check_options(options):
+def _check_options(options: EvaluateOptions) -> None:
     check_output_path(options.hitmiss_path, "HITMISS", (".gpkg",))
     check_output_path(options.metrics_path, "METRICS", (".json",))
     for path, parameter in (
@@ -228,7 +242,7 @@ def _check_options(options):
         )
 
 
-def _settings(options, predictions):
+def _settings(options: EvaluateOptions, predictions: dict[str, Any]) -> dict[str, Any]:
     from ..version import plugin_version
 
     metadata = predictions["metadata"]
@@ -250,7 +264,7 @@ def _settings(options, predictions):
     }
 
 
-def _training_districts(metadata):
+def _training_districts(metadata: dict[str, Any]) -> dict[str, Any] | None:
     """{district: labelled cells the model learned from}, from the prediction layer's metadata; None when not recorded."""
     try:
         seen = json.loads(metadata.get("povmap:training_districts", "null"))
@@ -259,7 +273,7 @@ def _training_districts(metadata):
     return seen if isinstance(seen, dict) else None
 
 
-def _model_notice(model_path):
+def _model_notice(model_path: str | None) -> str | None:
     """The model package's notice (demonstration models say they are not for policy use)."""
     if not model_path:
         return None
@@ -270,7 +284,12 @@ def _model_notice(model_path):
         return None
 
 
-def _write_outputs(options, document, cells, predictions):
+def _write_outputs(
+    options: EvaluateOptions,
+    document: dict[str, Any],
+    cells: pd.DataFrame,
+    predictions: dict[str, Any],
+) -> None:
     """Metrics JSON and CSV, then the hit/miss layer; all three appear only when all three are written."""
     from ..geopackage import write_layer
 
@@ -290,7 +309,7 @@ def _write_outputs(options, document, cells, predictions):
         write_layer(cells, options.hitmiss_path, style, "povmap hit/miss", metadata=metadata)
 
 
-def tidy_rows(document):
+def tidy_rows(document: dict[str, Any]) -> list[list[Any]]:
     """CSV rows: scope (all, all (in range) and all (new cells) when judged, then districts), model, n, recall, precision, accuracy, auc."""
     in_range = document["metrics"].get("in_range")
     new_cells = document["metrics"].get("new_cells")

@@ -6,18 +6,30 @@ matched by cell id, never by location; the labels and districts come from TRUTH.
 ``pred`` that does not follow its rule is a warning.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 from .. import labels
 from ..errors import PovmapInputError
 from ..grid.cells import crs_to_string
 from ..names import CELL_ID
 from .validation_outputs import outcomes
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..progress import Reporter
+    from .evaluation import EvaluateOptions
+
+
 DEFAULT_THRESHOLD = 0.5
 # prob_ fields of the prediction layer that are not members
 NOT_MEMBER_FIELDS = ("prob_mean", "prob_raw", "prob_low", "prob_high", "prob_baseline")
 
 
-def read_predictions(options):
+def read_predictions(options: EvaluateOptions) -> dict[str, Any]:
     """The prediction layer (GeoDataFrame), its members, threshold and metadata.
 
     The layer is read and checked by the one reader of the contract
@@ -101,14 +113,16 @@ def read_predictions(options):
     }
 
 
-def _number_or(value, default):
+def _number_or(value: Any, default: float | None) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
         return default
 
 
-def match_cells(predictions, truth, options, reporter):
+def match_cells(
+    predictions: dict[str, Any], truth: dict[str, Any], options: EvaluateOptions, reporter: Reporter
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Matched cells (prediction fields + label, district filled from TRUTH) and the data summary."""
     import pandas
 
@@ -116,7 +130,10 @@ def match_cells(predictions, truth, options, reporter):
     key = options.id_field
     matched = frame[key].isin(observed[key])
     if not matched.any():
-        raise PovmapInputError("TRUTH", _no_common_cells_message(predictions, truth, key))
+        raise PovmapInputError(
+            "TRUTH",
+            _no_common_cells_message(predictions, truth, key),  # type: ignore[arg-type]  # set by evaluate
+        )
     by_cell = observed.set_index(key)
     cells = frame.loc[matched].copy()
     truth_labels = by_cell.loc[cells[key], "label"].to_numpy()
@@ -177,7 +194,7 @@ def match_cells(predictions, truth, options, reporter):
     return cells, data
 
 
-def _out_of_range_counts(cells, districts):
+def _out_of_range_counts(cells: pd.DataFrame, districts: Iterable[str]) -> dict[str, Any] | None:
     """{"all": n, "districts": {name: n}} of cells outside the training range; None without the field."""
     if "out_of_range" not in cells:
         return None
@@ -191,7 +208,9 @@ def _out_of_range_counts(cells, districts):
     }
 
 
-def _no_common_cells_message(predictions, truth, key=CELL_ID):
+def _no_common_cells_message(
+    predictions: dict[str, Any], truth: dict[str, Any], key: str = CELL_ID
+) -> str:
     frame, observed = predictions["frame"], truth["frame"]
     cell_size = truth["metadata"].get("cell_size")
     described = (
@@ -207,14 +226,14 @@ def _no_common_cells_message(predictions, truth, key=CELL_ID):
     )
 
 
-def _label_meaning(truth_metadata, prediction_metadata):
+def _label_meaning(truth_metadata: dict[str, Any], prediction_metadata: dict[str, Any]) -> str:
     if truth_metadata.get("cutoff") not in (None, ""):
         below = labels.poor_below_from_metadata(truth_metadata.get("poor_below"))
         return labels.label_sentence(truth_metadata["cutoff"], below)
     return str(prediction_metadata.get("povmap:label") or "1 = poor")
 
 
-def check_votes(cells, predictions, reporter):
+def check_votes(cells: pd.DataFrame, predictions: dict[str, Any], reporter: Reporter) -> None:
     """Warn when ``pred`` does not follow its rule (a lost or wrong threshold).
 
     The rule: calibrated ``prob_mean`` >= the layer's ``povmap_decision_threshold``;

@@ -5,7 +5,12 @@ rendered the maps; matplotlib is imported only where the figures are drawn
 (in the worker).
 """
 
+from __future__ import annotations
+
 import os
+import types
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..names import BASELINE, CELL_ID, ENSEMBLE, METRIC_NAMES, RANDOM
 from ..wording import metric_text
@@ -13,7 +18,7 @@ from .interval_report import interval_coverage_section
 from .validation_outputs import OUTCOMES, model_names
 
 
-def write_figures(folder, document, members):
+def write_figures(folder: str, document: dict[str, Any], members: Sequence[str]) -> dict[str, str]:
     """ROC curves (members + ensemble) and confusion matrices as PNGs in ``folder``; {name: path}."""
     from ..report import figures as drawing
 
@@ -36,7 +41,7 @@ def write_figures(folder, document, members):
     return figures
 
 
-def reliability_curves(metrics_by_model):
+def reliability_curves(metrics_by_model: dict[str, Any]) -> dict[str, Any]:
     """{legend label: reliability bins} of the ensemble (calibrated and raw) and the baseline."""
     ensemble = metrics_by_model[ENSEMBLE]
     curves = {}
@@ -54,7 +59,9 @@ METRIC_COLUMNS = ("model", "cells", "recall", "precision", "accuracy", "AUC")
 _TABLE_KEYS = ("n", *METRIC_NAMES)
 
 
-def report_document(summary, maps=()):
+def report_document(
+    summary: dict[str, Any], maps: Iterable[tuple[str, str]] = ()
+) -> dict[str, Any]:
     """Title, notices and sections of the HTML report (core/report/page.py) for an ``evaluate`` summary.
 
     ``maps``: [(png path, caption)] rendered by QGIS.
@@ -120,7 +127,7 @@ def report_document(summary, maps=()):
     }
 
 
-def _run_settings(summary, report):
+def _run_settings(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """The compared layers, the model, its threshold and decision rule, the random baseline."""
     settings = summary["settings"]
     predictions_layer = (
@@ -153,7 +160,7 @@ def _run_settings(summary, report):
     )
 
 
-def _data_summary(data, report):
+def _data_summary(data: dict[str, Any], report: types.ModuleType) -> Any:
     """The cells compared and the cells of each layer left out, the districts, flags."""
     compared = data["common_cells"]
     return report.KeyValues(
@@ -192,7 +199,7 @@ def _data_summary(data, report):
     )
 
 
-def _metrics_section(summary, report):
+def _metrics_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """Every model's metrics on all compared cells, and on the cells in the training range."""
     members, draws = list(summary["members"]), summary["settings"]["random_draws"]
     overall = summary["metrics"]["all"]
@@ -247,7 +254,7 @@ def _metrics_section(summary, report):
     return report.Section("Metrics", blocks)
 
 
-def _roc_section(summary, figures, report):
+def _roc_section(summary: dict[str, Any], figures: dict[str, str], report: types.ModuleType) -> Any:
     """The members' and the ensemble's ROC curves, or why there are none."""
     if not summary["roc"].get(ENSEMBLE):
         blocks = [
@@ -267,7 +274,9 @@ def _roc_section(summary, figures, report):
     return report.Section("ROC curves", blocks)
 
 
-def _confusion_section(summary, figures, report):
+def _confusion_section(
+    summary: dict[str, Any], figures: dict[str, str], report: types.ModuleType
+) -> Any:
     """The confusion matrices (figure, where drawn) and the members' and ensemble's counts."""
     members, overall = list(summary["members"]), summary["metrics"]["all"]
     blocks = []
@@ -298,7 +307,7 @@ def _confusion_section(summary, figures, report):
     return report.Section("Confusion matrices", blocks)
 
 
-def _district_section(summary, report):
+def _district_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """Every model's metrics in each district, the ensemble's rows in bold."""
     draws = summary["settings"]["random_draws"]
     models = model_names(list(summary["members"]), summary["metrics"]["all"])
@@ -324,7 +333,7 @@ def _district_section(summary, report):
     )
 
 
-def _outcomes_section(summary, report):
+def _outcomes_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """The ensemble's hits, misses, false alarms and correct rejections, overall and per district."""
     data, outcomes_by = summary["data"], summary["outcomes"]
     blocks = [
@@ -349,7 +358,7 @@ def _outcomes_section(summary, report):
     return report.Section("Outcomes (ensemble)", blocks)
 
 
-def _unsurveyed_section(summary, report):
+def _unsurveyed_section(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """Which compared cells and districts the model never learned from: the paper's third
     stage, a map where nobody was surveyed. A cell the model was trained on is never called
     new, whatever its district (``training_cells``, recorded since 0.3)."""
@@ -376,6 +385,7 @@ def _unsurveyed_section(summary, report):
         values = summary["metrics"]["districts"][district][ENSEMBLE]
         shown = fresh_metrics.get(district, {}).get(ENSEMBLE, values)
         learned, training = int(seen.get(district, 0)), int(among.get(district, 0))
+        status: int | str
         if learned:
             status = learned
         elif not known:
@@ -444,7 +454,7 @@ def _unsurveyed_section(summary, report):
     return report.Section(title, blocks)
 
 
-def _training_cells_paragraph(summary, report):
+def _training_cells_paragraph(summary: dict[str, Any], report: types.ModuleType) -> Any:
     """How many compared cells were training cells, with the numbers of the others."""
     trained_on = summary.get("training_cells") or {
         "known": False,
@@ -480,14 +490,14 @@ def _training_cells_paragraph(summary, report):
     return report.Paragraph(text, kind="warning")
 
 
-def _out_of_range_text(counts):
+def _out_of_range_text(counts: dict[str, Any] | None) -> str:
     if counts is None:
         return "not recorded (a model package without a training range)"
     by_district = ", ".join(f"{name} {count}" for name, count in counts["districts"].items())
     return f"{counts['all']}" + (f" ({by_district})" if by_district else "")
 
 
-def _decision_text(decision):
+def _decision_text(decision: float | None) -> str:
     if decision is None:
         return "the members' majority vote (a layer without a decision threshold: an older package)"
     return (
@@ -496,9 +506,9 @@ def _decision_text(decision):
     )
 
 
-def _model_label(model, draws):
+def _model_label(model: str, draws: int) -> str:
     return f"random (median of {draws})" if model == RANDOM else model
 
 
-def _share(count, total):
+def _share(count: int, total: int) -> str:
     return f"{count / total:.0%}" if total else "–"

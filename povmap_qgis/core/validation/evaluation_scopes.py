@@ -7,18 +7,29 @@ ensemble and the baseline). Also the ROC curves, the verdict, the outcome counts
 intervals' coverage and the notes on undefined numbers.
 """
 
+from __future__ import annotations
+
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..names import BASELINE, ENSEMBLE, RANDOM
 from ..wording import metric_text
 from .validation_outputs import OUTCOMES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..progress import Reporter
+    from .evaluation import EvaluateOptions
+
 
 ALL_SCOPE = "all"
 IN_RANGE_SCOPE = "all (in range)"  # cells with out_of_range = 0, when the layer has the field
 NEW_CELLS_SCOPE = "all (new cells)"  # cells with training_cell = 0, when some compared cells are 1
 
 
-def district_groups(cells):
+def district_groups(cells: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if "district" not in cells:
         return []
     named = cells[cells["district"].notna()]
@@ -28,7 +39,9 @@ def district_groups(cells):
     )
 
 
-def scope_metrics(cells, predictions, options):
+def scope_metrics(
+    cells: pd.DataFrame, predictions: dict[str, Any], options: EvaluateOptions
+) -> dict[str, Any]:
     """Members, ensemble, baseline (when the layer has prob_baseline) and random on some cells.
 
     The ensemble and the baseline also get the Brier score, the expected
@@ -61,7 +74,9 @@ def scope_metrics(cells, predictions, options):
     return result
 
 
-def interval_coverage(cells, predictions, reporter):
+def interval_coverage(
+    cells: pd.DataFrame, predictions: dict[str, Any], reporter: Reporter
+) -> dict[str, Any] | None:
     """Both coverage checks of prob_low–prob_high against the labels (``intervals.coverage``), with
     the members'-spread interval beside them where the layer allows; None without the fields."""
     import numpy as np
@@ -119,7 +134,7 @@ def interval_coverage(cells, predictions, reporter):
     return found
 
 
-def _json_metadata(value):
+def _json_metadata(value: Any) -> dict[str, Any]:
     """A JSON object stored in the layer metadata; {} when absent or unreadable."""
     try:
         found = json.loads(value) if value else {}
@@ -128,7 +143,9 @@ def _json_metadata(value):
     return found if isinstance(found, dict) else {}
 
 
-def in_range_metrics(cells, predictions, options, reporter):
+def in_range_metrics(
+    cells: pd.DataFrame, predictions: dict[str, Any], options: EvaluateOptions, reporter: Reporter
+) -> dict[str, Any] | None:
     """Metrics of the cells inside the training range (``out_of_range`` = 0); None without the field.
 
     Cells the model was trained on statistics like: the numbers a user may
@@ -146,7 +163,9 @@ def in_range_metrics(cells, predictions, options, reporter):
     return scope_metrics(inside, predictions, options)
 
 
-def training_cells_compared(cells, metadata, reporter):
+def training_cells_compared(
+    cells: pd.DataFrame, metadata: dict[str, Any], reporter: Reporter
+) -> dict[str, Any]:
     """How many compared cells the model learned the label of (``training_cell`` = 1, written
     by Predict poverty from the package's list): {"known", "compared", "districts", "why"}.
 
@@ -186,7 +205,13 @@ def training_cells_compared(cells, metadata, reporter):
     }
 
 
-def new_cell_metrics(cells, trained_on, districts, predictions, options):
+def new_cell_metrics(
+    cells: pd.DataFrame,
+    trained_on: dict[str, Any],
+    districts: Sequence[tuple[str, pd.DataFrame]],
+    predictions: dict[str, Any],
+    options: EvaluateOptions,
+) -> dict[str, Any]:
     """{"new_cells": metrics of the compared cells the model was not trained on,
     "districts_new_cells": the same per district holding both kinds}; {} when every compared
     cell is new, none is, or which ones cannot be known."""
@@ -204,7 +229,7 @@ def new_cell_metrics(cells, trained_on, districts, predictions, options):
     }
 
 
-def roc_curves(cells, members):
+def roc_curves(cells: pd.DataFrame, members: Sequence[str]) -> dict[str, Any]:
     from . import metrics
 
     labels = cells["label"].to_numpy()
@@ -217,7 +242,9 @@ def roc_curves(cells, members):
     }
 
 
-def evaluation_verdict(cells, overall, options):
+def evaluation_verdict(
+    cells: pd.DataFrame, overall: dict[str, Any], options: EvaluateOptions
+) -> dict[str, Any]:
     """The report's verdict (``core.decision.verdict``) on all compared cells, cells resampled."""
     from ..decision.verdict import bootstrap_auc, verdict
 
@@ -247,12 +274,17 @@ def evaluation_verdict(cells, overall, options):
     )
 
 
-def outcome_counts(cells):
+def outcome_counts(cells: pd.DataFrame) -> dict[str, int]:
     counts = cells["outcome"].value_counts()
     return {outcome: int(counts.get(outcome, 0)) for outcome in OUTCOMES}
 
 
-def metric_notes(overall, by_district, data, in_range=None):
+def metric_notes(
+    overall: dict[str, Any],
+    by_district: dict[str, Any],
+    data: dict[str, Any],
+    in_range: dict[str, Any] | None = None,
+) -> list[str]:
     notes = []
     scopes = [(ALL_SCOPE, overall)] + ([(IN_RANGE_SCOPE, in_range)] if in_range else [])
     for scope, models in scopes + list(by_district.items()):

@@ -7,11 +7,13 @@ calibration, decision threshold and interval rule are fitted without its held-ou
 whose numbers go into ``OutOfFold``. Each fold is its own nested run in the run history.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..model.training_settings import TrainingSettings
 from ..names import ENSEMBLE
 from ..names import METRIC_NAMES as METRIC_KEYS
 from ..wording import metric_text
@@ -23,6 +25,14 @@ from .nested_stacking import (
     inner_stacking,
     stacking_without_images,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..progress import Reporter
+    from .crossvalidation import CrossValidateOptions
+    from .district_folds import DistrictFolds
+
 
 THRESHOLD = 0.5  # members' votes
 DECISION_RULE = (
@@ -43,7 +53,7 @@ FOLD_CELL_COUNTS = (
 class FoldTraining:
     """What every fold trains with: the options, the store, the members and the labelled cells."""
 
-    options: TrainingSettings  # crossvalidate's CrossValidateOptions (its base class here)
+    options: CrossValidateOptions
     store: Any
     preset: dict
     members: list
@@ -69,7 +79,7 @@ class OutOfFold:
     without_images: Any  # the stacking refitted without the image members, calibrated likewise
 
     @classmethod
-    def empty(cls, members, count):
+    def empty(cls, members: Sequence[str], count: int) -> OutOfFold:
         import numpy as np
 
         return cls(
@@ -78,7 +88,14 @@ class OutOfFold:
         )
 
 
-def run_fold(run, folds, fold, out, reporter, span):
+def run_fold(
+    run: FoldTraining,
+    folds: DistrictFolds,
+    fold: int,
+    out: OutOfFold,
+    reporter: Reporter,
+    span: tuple[float, float],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """One fold as its own nested run in the run history (its parameters, epochs and final
     metrics), ``span`` of ``reporter``'s percent; returns the fold's record and metrics."""
     params = {"fold": fold, "districts": folds.districts_of[fold], "seed": run.options.seed + fold}
@@ -100,7 +117,9 @@ def run_fold(run, folds, fold, out, reporter, span):
     return record, fold_metrics
 
 
-def _fit_fold(run, folds, fold, out, reporter):
+def _fit_fold(
+    run: FoldTraining, folds: DistrictFolds, fold: int, out: OutOfFold, reporter: Reporter
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Train every member on the other folds as ``train`` does, fit the fold's baseline, stacking
     and calibration, predict the fold's cells into ``out``; returns its record, metrics and ROC.
 
@@ -202,7 +221,14 @@ def _fit_fold(run, folds, fold, out, reporter):
     return record, fold_metrics, roc
 
 
-def _fold_record(fold, folds, labels, rows, fitted, judges):
+def _fold_record(
+    fold: int,
+    folds: DistrictFolds,
+    labels: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    fitted: dict[str, Any],
+    judges: dict[str, Any],
+) -> dict[str, Any]:
     """A fold's districts, cell counts, members' epochs and judges. ``rows``: (test, training,
     balanced training, validation) cells."""
     test, train_rows, balanced, validation = rows
@@ -229,7 +255,14 @@ def _fold_record(fold, folds, labels, rows, fitted, judges):
     }
 
 
-def _fill_out_of_fold(out, test, members, probabilities, judges, without=None):
+def _fill_out_of_fold(
+    out: OutOfFold,
+    test: np.ndarray,
+    members: Sequence[str],
+    probabilities: Sequence[np.ndarray],
+    judges: dict[str, Any],
+    without: dict[str, Any] | None = None,
+) -> None:
     """The held-out cells' member probabilities, prob_raw and calibrated probability, interval,
     baseline and (``without``) the stacking without the image members."""
     import numpy as np
@@ -254,7 +287,7 @@ def _fill_out_of_fold(out, test, members, probabilities, judges, without=None):
         out.without_images[test] = without["calibrated_test"]
 
 
-def json_ready(value):
+def json_ready(value: Any) -> Any:
     """JSON-ready copy: numpy scalars become Python numbers."""
     if isinstance(value, dict):
         return {key: json_ready(item) for key, item in value.items()}

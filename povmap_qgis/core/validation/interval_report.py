@@ -5,12 +5,24 @@ Plain Python (no numpy): called inside QGIS. ``coverage`` is
 the per-bin part only, and the section says what it can.
 """
 
+from __future__ import annotations
+
+import types
+from collections.abc import Sequence
+from typing import Any
+
 from ..wording import metric_text
 
 SECTION_TITLE = "Uncertainty intervals"
 
 
-def interval_coverage_section(coverage, members, report, where="out of fold", rule=None):
+def interval_coverage_section(
+    coverage: dict[str, Any],
+    members: Sequence[str],
+    report: types.ModuleType,
+    where: str = "out of fold",
+    rule: str | None = None,
+) -> Any:
     """The section: how the intervals are made, both coverage checks against the nominal level,
     the members'-spread interval beside them, a warning for each check short by more than 5
     points, and the per-bin and per-district tables. ``rule``: the interval rule's sentence."""
@@ -106,7 +118,7 @@ def interval_coverage_section(coverage, members, report, where="out of fold", ru
     return report.Section(f"{SECTION_TITLE} ({where})", blocks)
 
 
-def _percent(value):
+def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
@@ -120,7 +132,7 @@ INTERVAL_ROWS = (
 )
 
 
-def coverage_rows(coverage):
+def coverage_rows(coverage: dict[str, Any] | None) -> list[tuple[str, Any, str, str, str]]:
     """[(model, n, coverage, nominal, mean width)]: the CSV rows of ``intervals.coverage``'s dict
     (n: cells for the per-bin check, districts for the per-district one)."""
     if not coverage:
@@ -151,5 +163,5 @@ def coverage_rows(coverage):
     return [(name, n, _csv(value), _csv(nominal), _csv(width)) for name, n, value, width in rows]
 
 
-def _csv(value):
+def _csv(value: float | None) -> str:
     return "" if value is None else repr(float(value))

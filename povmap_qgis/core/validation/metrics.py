@@ -7,7 +7,12 @@ metric is when it is undefined (one class only, no positive prediction):
 every function against scikit-learn on random inputs.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..names import METRIC_NAMES, RANDOM_DRAWS
 
@@ -16,10 +21,12 @@ __all__ = ["METRIC_NAMES", "RANDOM_DRAWS"]
 _RANDOM_CHUNK_VALUES = 4_000_000
 
 
-def binary_metrics(labels, predictions, probabilities=None):
+def binary_metrics(
+    labels: ArrayLike, predictions: ArrayLike, probabilities: ArrayLike | None = None
+) -> dict[str, Any]:
     """n, recall, precision, accuracy, AUC (None where undefined) and the confusion counts tp, fp, fn, tn."""
     labels = _binary(labels, "labels")
-    result = {
+    result: dict[str, Any] = {
         "n": int(len(labels)),
         "recall": None,
         "precision": None,
@@ -50,7 +57,7 @@ def binary_metrics(labels, predictions, probabilities=None):
     return result
 
 
-def confusion_counts(labels, predictions):
+def confusion_counts(labels: ArrayLike, predictions: ArrayLike) -> dict[str, int]:
     """tp, fp, fn, tn of binary labels and predictions (1 = poor), as ints."""
     labels, predictions = _binary(labels, "labels"), _binary(predictions, "predictions")
     if len(labels) != len(predictions):
@@ -66,14 +73,14 @@ def confusion_counts(labels, predictions):
     }
 
 
-def _binary(values, name):
+def _binary(values: ArrayLike, name: str) -> np.ndarray:
     values = np.asarray(values).astype("int64").ravel()
     if len(values) and not np.isin(values, (0, 1)).all():
         raise ValueError(f"{name} must be 0 or 1")
     return values
 
 
-def roc_points(labels, probabilities):
+def roc_points(labels: ArrayLike, probabilities: ArrayLike) -> dict[str, Any] | None:
     """The ROC curve (scikit-learn's points) or None when the cells hold one class only.
 
     ``thresholds[0]`` is scikit-learn's "above every probability" (infinite):
@@ -94,7 +101,7 @@ def roc_points(labels, probabilities):
     }
 
 
-def random_baseline(labels, draws=RANDOM_DRAWS, seed=0):
+def random_baseline(labels: ArrayLike, draws: int = RANDOM_DRAWS, seed: int = 0) -> dict[str, Any]:
     """Median recall, precision and accuracy of ``draws`` coin-flip predictions (the paper's baseline).
 
     A draw that predicts no cell poor has no precision and is left out of
@@ -104,7 +111,7 @@ def random_baseline(labels, draws=RANDOM_DRAWS, seed=0):
     """
     labels = np.asarray(labels, dtype="int64")
     count = int(len(labels))
-    result = {
+    result: dict[str, Any] = {
         "n": count,
         "draws": int(draws),
         "recall": None,
@@ -119,7 +126,9 @@ def random_baseline(labels, draws=RANDOM_DRAWS, seed=0):
     rng = np.random.default_rng(seed)
     poor = labels == 1
     poor_cells = int(poor.sum())
-    true_positives, predicted_poor, correct = [], [], []
+    true_positives: Any = []  # lists of arrays, then one array each
+    predicted_poor: Any = []
+    correct: Any = []
     chunk = max(1, _RANDOM_CHUNK_VALUES // count)
     for start in range(0, int(draws), chunk):
         guesses = rng.integers(0, 2, (min(chunk, int(draws) - start), count)).astype(bool)
@@ -153,7 +162,9 @@ def random_baseline(labels, draws=RANDOM_DRAWS, seed=0):
     return result
 
 
-def threshold_for_recall(labels, probabilities, target_recall):
+def threshold_for_recall(
+    labels: ArrayLike, probabilities: ArrayLike, target_recall: float
+) -> float:
     """The highest threshold whose recall on these cells reaches ``target_recall``."""
     labels = np.asarray(labels, dtype="int64")
     positives = np.sort(np.asarray(probabilities, dtype="float64")[labels == 1])[::-1]

@@ -8,9 +8,22 @@ them on the same cells, calibrated as the map is, and its out-of-fold AUC beside
 (``stacking_summary``, ``images_sentence``).
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 from ..progress import StageReporter
 from ..wording import metric_text
 from .district_folds import assign_folds, validation_split
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..progress import Reporter
+    from .district_folds import DistrictFolds
+    from .fold_training import FoldTraining, OutOfFold
+
 
 INNER_FOLDS = 3  # STACKING=nested: inner folds of whole districts inside each fold's training
 
@@ -19,14 +32,16 @@ class InnerFoldsReporter(StageReporter):
     """The inner folds' messages and progress, without their per-epoch metrics: the fold's run
     history holds the metrics of the members that predict the fold."""
 
-    def metric(self, name, value, step=None):
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
         pass
 
-    def stage(self, start, end):
+    def stage(self, start: float, end: float) -> Reporter:
         return InnerFoldsReporter(self, start, end)
 
 
-def inner_stacking(run, folds, fold, rows, reporter):
+def inner_stacking(
+    run: FoldTraining, folds: DistrictFolds, fold: int, rows: np.ndarray, reporter: Reporter
+) -> dict[str, Any] | None:
     """STACKING=nested: the stacking fitted on inner out-of-fold predictions of ``rows`` (the
     fold's training cells).
 
@@ -109,7 +124,9 @@ def inner_stacking(run, folds, fold, rows, reporter):
     return {"stacking": fitted, "candidates": candidates}
 
 
-def stacking_without_images(members, fitted, fit_set):
+def stacking_without_images(
+    members: Sequence[Any], fitted: Any, fit_set: tuple[Any, np.ndarray]
+) -> dict[str, Any] | None:
     """The fold's stacking refitted on the same cells without the image members (every member
     but the statistics members), to measure what they add; None without a stacking or without
     image members. Returns {"stacking", "names"}."""
@@ -126,13 +143,15 @@ def stacking_without_images(members, fitted, fit_set):
     return {"stacking": refitted, "names": names}
 
 
-def calibrated_like_the_map(without, judges, validation_labels):
+def calibrated_like_the_map(
+    without: dict[str, Any], judges: dict[str, Any], validation_labels: np.ndarray
+) -> np.ndarray:
     """The test cells' probability of the stacking without the image members, calibrated as the
     map's prob_mean is in the fold (Platt scaling on the validation cells, or none where the
     stacking was fitted on them), so that the two are compared on an equal footing."""
     from ..model import calibration, stacking
 
-    def combined(part):
+    def combined(part: str) -> np.ndarray:
         found = judges[f"candidates_{part}"]
         return stacking.combine(without["stacking"], {n: found[n] for n in without["names"]})
 
@@ -142,7 +161,12 @@ def calibrated_like_the_map(without, judges, validation_labels):
     return calibration.calibrate(combined("test"), platt)
 
 
-def stacking_summary(run, folds, fold_results, out):
+def stacking_summary(
+    run: FoldTraining,
+    folds: DistrictFolds,
+    fold_results: Mapping[int, tuple[dict[str, Any], dict[str, Any]]],
+    out: OutOfFold,
+) -> dict[str, Any]:
     """How prob_raw was made in the folds: the mode, each fold's weights and contributions, the
     time the inner folds cost, and what the image members add out of fold (``images``)."""
     import numpy as np
@@ -162,7 +186,7 @@ def stacking_summary(run, folds, fold_results, out):
         "images": None,
     }
     images = [m for m in run.members if not statistics_member.is_statistics_member(m)]
-    shares = [stacking.imagery_share(record["stacking"]) for record in records]
+    shares: list[Any] = [stacking.imagery_share(record["stacking"]) for record in records]
     if not images or any(share is None for share in shares) or np.isnan(out.without_images).any():
         return summary
     labels = run.labels
@@ -184,7 +208,7 @@ def stacking_summary(run, folds, fold_results, out):
     return summary
 
 
-def images_sentence(found):
+def images_sentence(found: dict[str, Any]) -> str:
     """One sentence: what the image members add to the stacking, out of fold."""
     low, high = found["difference_interval"] or (None, None)
     interval = (

@@ -3,15 +3,23 @@
 Plain Python (numpy imported where needed), also imported inside QGIS.
 """
 
+from __future__ import annotations
+
 import contextlib
 import csv
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import strict_json
 from ..atomic import atomic_output
 from ..names import BASELINE, ENSEMBLE, RANDOM
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 # outcome -> (legend label, observed label, ensemble prediction); labels as in resources/styles/hitmiss.qml
 OUTCOMES = {
@@ -22,19 +30,19 @@ OUTCOMES = {
 }
 
 
-def model_names(members, metrics_by_model):
+def model_names(members: Iterable[str], metrics_by_model: Mapping[str, Any]) -> list[str]:
     """Table order: members, ensemble, baseline (where judged), random."""
     return (
         list(members) + [ENSEMBLE] + ([BASELINE] if BASELINE in metrics_by_model else []) + [RANDOM]
     )
 
 
-def metrics_csv_path(metrics_path):
+def metrics_csv_path(metrics_path: str) -> str:
     """The tidy CSV written beside the metrics JSON: same name, ``.csv``."""
     return os.path.splitext(metrics_path)[0] + ".csv"
 
 
-def outcomes(labels, predicted):
+def outcomes(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """hit, miss, false_alarm or correct_rejection of each cell (numpy arrays of 0/1)."""
     import numpy as np
 
@@ -50,7 +58,12 @@ def outcomes(labels, predicted):
 
 
 @contextlib.contextmanager
-def metrics_files(metrics_path, document, csv_columns, csv_rows):
+def metrics_files(
+    metrics_path: str,
+    document: dict[str, Any],
+    csv_columns: Sequence[str],
+    csv_rows: Iterable[Sequence[Any]],
+) -> Iterator[None]:
     """Write the metrics JSON (strict: no NaN) and the tidy CSV beside it under temporary names.
 
     Both are published when the ``with`` block ends without an error, so
@@ -70,7 +83,9 @@ def metrics_files(metrics_path, document, csv_columns, csv_rows):
 
 
 @contextlib.contextmanager
-def hitmiss_style_with_counts(qml_path, counts):
+def hitmiss_style_with_counts(
+    qml_path: str | None, counts: Mapping[str, int]
+) -> Iterator[str | None]:
     """A temporary copy of the hit/miss style whose legend labels end with each outcome's count; None without a style."""
     if not qml_path:
         yield None
@@ -78,7 +93,7 @@ def hitmiss_style_with_counts(qml_path, counts):
     with open(qml_path, encoding="utf-8") as handle:
         qml = handle.read()
 
-    def with_count(match):
+    def with_count(match: re.Match[str]) -> str:
         return f"{match.group(1)}{match.group(2)} ({counts.get(match.group(4), 0)}){match.group(3)}"
 
     qml = re.sub(
@@ -86,8 +101,8 @@ def hitmiss_style_with_counts(qml_path, counts):
         with_count,
         qml,
     )
-    handle, path = tempfile.mkstemp(prefix="povmap-hitmiss-", suffix=".qml")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+    handle, path = tempfile.mkstemp(prefix="povmap-hitmiss-", suffix=".qml")  # type: ignore[assignment]  # a descriptor now
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:  # type: ignore[call-overload]
         stream.write(qml)
     try:
         yield path

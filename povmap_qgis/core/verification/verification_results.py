@@ -389,7 +389,7 @@ def recalibrate(
             "the sample has no prob_raw (the probability before calibration) for every visited "
             "cell; draw the sample from predictions of a model package of format 1.1.",
         )
-    parent = model_package.read_package(options.recalibrate_path, "RECALIBRATE")
+    parent = model_package.read_package(options.recalibrate_path, "RECALIBRATE")  # type: ignore[arg-type]  # given
     weights = visited_cells["weight"].to_numpy(dtype="float64")
     fitted = fit_platt(visited_cells["prob_raw"].to_numpy(dtype="float64"), observed, weights)
     if fitted.get("method") != "platt":
@@ -418,7 +418,7 @@ def recalibrate(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    model_package.read_package(options.new_model_path, "NEW_MODEL")  # loads as any package does
+    model_package.read_package(options.new_model_path, "NEW_MODEL")  # type: ignore[arg-type]  # loads as any package does
     reporter.info(
         f"New model package {options.new_model_path}: calibration refitted on {count} visited cells"
     )
