@@ -25,7 +25,9 @@ fool it). Readers use ``numpy.load(..., mmap_mode="r")``: reading a
 batch never loads the whole store.
 
 This module holds the layout, the names an input may take, the integrity record and
-the reader (``ChipStore``); the writer is ``chip_store_writer.ChipStoreWriter``.
+the reader (``ChipStore``, the only one: train, crossvalidate, predict, the drift check and
+Spark's executors open a store through it, and read the cells' id field and flag share from
+it; tests/test_chip_store_contract.py); the writer is ``chip_store_writer.ChipStoreWriter``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ..errors import PovmapInputError
+from ..names import CELL_ID
 
 FORMAT_VERSION = "1.0"
 MANIFEST = "manifest.json"
@@ -59,6 +62,9 @@ RESERVED_NAMES = frozenset(
 INPUT_NAME = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 )  # a file name in the store, nothing more
+# a store's cells with more nodata than this in an input are flagged (its manifest records the
+# MAX_NODATA it was sampled with; stores that do not were sampled with this default)
+DEFAULT_MAX_NODATA = 0.1
 INTEGRITY = "integrity"  # manifest key: each array's shape, dtype and digest (checked on open)
 SAMPLED_ROWS = 32  # rows of each input array whose bytes are hashed (a cheap check on open)
 
@@ -207,6 +213,16 @@ class ChipStore:
 
     def __len__(self) -> int:
         return len(self.cell_ids)
+
+    def id_field(self, chosen: str | None = None) -> str:
+        """The grid's cell id field: ``chosen`` (ID_FIELD), else the one the store was sampled
+        by, else ``cell_id``."""
+        return chosen or self.manifest["settings"].get("id_field") or CELL_ID
+
+    @property
+    def max_nodata(self) -> float:
+        """The nodata share above which a cell is flagged (the MAX_NODATA it was sampled with)."""
+        return float(self.manifest.get("max_nodata", DEFAULT_MAX_NODATA))
 
     def chips(self, name: str) -> np.ndarray:
         """The memory-mapped array of one input, [n_cells, H, W, bands]."""

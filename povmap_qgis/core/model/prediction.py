@@ -178,7 +178,7 @@ def _from_store(
     store = ChipStore(options.chips_path)  # type: ignore[arg-type]  # SOURCE=chips: given
     model_package.check_inputs_match(manifest, store.manifest)
     layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
-    id_field = options.id_field or store.manifest["settings"].get("id_field") or CELL_ID
+    id_field = store.id_field(options.id_field)
     info = vectors.layer_info(options.grid_path, layer, "GRID")
     cell_ids = read_cell_ids(options.grid_path, layer, id_field, info)
     rows = learning_data.store_rows_for(store, cell_ids)
@@ -195,7 +195,7 @@ def _from_store(
         "probabilities": probabilities,
         "features": (chip_features.package_features(store, rows, manifest) if simple else None),
         "nodata": np.asarray(store.nodata_fraction)[rows],
-        "max_nodata": float(store.manifest.get("max_nodata", 0.1)),
+        "max_nodata": store.max_nodata,
     }
 
 

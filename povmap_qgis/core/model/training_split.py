@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import PovmapInputError
-from ..names import CELL_ID
 from . import learning_data
 from .training_settings import TrainingSettings, check_balance
 
@@ -29,7 +28,7 @@ PAPER_FRACTIONS = (15596, 1732, 1925)  # train, validation, test cells in the pa
 
 def grid_id_field(store: ChipStore, options: TrainingSettings) -> str:
     """The grid's cell id field: the option, else the one the chip store was sampled by."""
-    return options.id_field or store.manifest["settings"].get("id_field") or CELL_ID
+    return store.id_field(options.id_field)
 
 
 def usable_cells(
@@ -44,10 +43,9 @@ def usable_cells(
     if cells.empty:
         raise PovmapInputError("GRID", "the grid has no labelled cells.")
     cells["store_row"] = learning_data.store_rows_for(store, cells["cell_id"].to_numpy())
-    max_nodata = float(store.manifest.get("max_nodata", 0.1))
-    flagged = (np.asarray(store.nodata_fraction)[cells["store_row"].to_numpy()] > max_nodata).any(
-        axis=1
-    )
+    flagged = (
+        np.asarray(store.nodata_fraction)[cells["store_row"].to_numpy()] > store.max_nodata
+    ).any(axis=1)
     cells = cells[~flagged].reset_index(drop=True)
     if cells["label"].nunique() < 2:
         raise PovmapInputError(
