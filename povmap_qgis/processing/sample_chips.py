@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..core.chips.chip_store import RESERVED_NAMES, partial_store_path
+from ..core.chips.chip_store import DEFAULT_MAX_NODATA, RESERVED_NAMES, partial_store_path
 from ..core.chips.raster_sampler import RESAMPLING_METHODS
 from ..core.names import CELL_ID, DEFAULT_RESOLUTION
 from ..paths import style_path
@@ -104,7 +104,7 @@ class SampleChips(RasterParameters, EngineParameters, PovmapAlgorithm):
                 self.MAX_NODATA,
                 self.tr("Maximum nodata fraction"),
                 QgsProcessingParameterNumber.Type.Double,
-                0.1,
+                DEFAULT_MAX_NODATA,
                 False,
                 0.0,
                 1.0,

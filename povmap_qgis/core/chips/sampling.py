@@ -29,7 +29,7 @@ from .. import vectors
 from ..errors import PovmapInputError, write_failure
 from ..names import CELL_ID, DEFAULT_RESOLUTION
 from ..progress import Reporter
-from .chip_store import check_input_name, check_input_names
+from .chip_store import DEFAULT_MAX_NODATA, check_input_name, check_input_names
 from .chip_store_writer import ChipStoreWriter
 from .grid_cells import grid_cells_sha256, group_blocks, read_grid_cells
 from .raster_sampler import (
@@ -61,7 +61,7 @@ class ChipOptions:
     id_field: str = CELL_ID  # the grid's unique whole-number id (any polygon grid)
     resolution: float = DEFAULT_RESOLUTION
     chip_size: int | None = None
-    max_nodata: float = 0.1
+    max_nodata: float = DEFAULT_MAX_NODATA
     dtype: str = "float16"
     nodata_grid_path: str | None = None  # optional copy of the grid with nodata fields per input
     style_qml_path: str | None = None
