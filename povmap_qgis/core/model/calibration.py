@@ -42,7 +42,13 @@ covers (per bin and overall), to be read against the nominal level; the
 cross-validation reports it on its out-of-fold cells.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 BINS = 10  # equal-width bins of predicted probability: [0, 0.1), … [0.9, 1.0]
 INTERVAL_Z = 1.96  # prob_low / prob_high: raw mean -/+ 1.96 x the members' standard deviation
@@ -50,12 +56,14 @@ NOMINAL_LEVEL = 0.95  # the interval's nominal level: erf(INTERVAL_Z / sqrt(2)),
 _EPSILON = 1e-6
 
 
-def logit(probabilities):
+def logit(probabilities: ArrayLike) -> np.ndarray:
     p = np.clip(np.asarray(probabilities, dtype="float64"), _EPSILON, 1 - _EPSILON)
     return np.log(p / (1 - p))
 
 
-def fit_platt(probabilities, labels, weights=None):
+def fit_platt(
+    probabilities: ArrayLike, labels: ArrayLike, weights: ArrayLike | None = None
+) -> dict[str, Any]:
     """Platt scaling fitted on (validation) cells: {"method": "platt", "slope", "intercept", "cells"}.
 
     ``weights``: one per cell (a verification sample's design weights), else all equal.
@@ -80,7 +88,7 @@ def fit_platt(probabilities, labels, weights=None):
     return {"method": "platt", "slope": slope, "intercept": intercept, "cells": int(len(labels))}
 
 
-def calibrate(probabilities, calibration):
+def calibrate(probabilities: ArrayLike, calibration: Mapping[str, Any] | None) -> np.ndarray:
     """Calibrated probabilities; unchanged without a (usable) calibration."""
     probabilities = np.asarray(probabilities, dtype="float64")
     if not calibration or calibration.get("method") != "platt":
@@ -90,14 +98,16 @@ def calibrate(probabilities, calibration):
     )
 
 
-def brier_score(labels, probabilities):
+def brier_score(labels: ArrayLike, probabilities: ArrayLike) -> float | None:
     labels = np.asarray(labels, dtype="float64")
     if not len(labels):
         return None
     return float(np.mean((np.asarray(probabilities, dtype="float64") - labels) ** 2))
 
 
-def reliability_bins(labels, probabilities, bins=BINS):
+def reliability_bins(
+    labels: ArrayLike, probabilities: ArrayLike, bins: int = BINS
+) -> list[dict[str, Any]]:
     """[{"low", "high", "n", "predicted" (mean), "observed" (share poor)}] of the non-empty bins."""
     labels = np.asarray(labels, dtype="float64")
     probabilities = np.asarray(probabilities, dtype="float64")
@@ -118,7 +128,9 @@ def reliability_bins(labels, probabilities, bins=BINS):
     return result
 
 
-def expected_calibration_error(labels, probabilities, bins=BINS):
+def expected_calibration_error(
+    labels: ArrayLike, probabilities: ArrayLike, bins: int = BINS
+) -> float | None:
     table = reliability_bins(labels, probabilities, bins)
     total = sum(row["n"] for row in table)
     if not total:
@@ -126,7 +138,7 @@ def expected_calibration_error(labels, probabilities, bins=BINS):
     return float(sum(row["n"] * abs(row["observed"] - row["predicted"]) for row in table) / total)
 
 
-def scores(labels, probabilities):
+def scores(labels: ArrayLike, probabilities: ArrayLike) -> dict[str, Any]:
     """{"brier", "ece", "reliability"} of probabilities against labels."""
     return {
         "brier": brier_score(labels, probabilities),
@@ -135,7 +147,9 @@ def scores(labels, probabilities):
     }
 
 
-def interval(raw, disagreement, calibration):
+def interval(
+    raw: ArrayLike, disagreement: ArrayLike, calibration: Mapping[str, Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(prob_low, prob_high): calibrated raw mean ∓ ``INTERVAL_Z`` × the members' standard deviation."""
     raw = np.asarray(raw, dtype="float64")
     spread = INTERVAL_Z * np.asarray(disagreement, dtype="float64")
@@ -145,7 +159,13 @@ def interval(raw, disagreement, calibration):
     )
 
 
-def interval_coverage(labels, probabilities, low, high, bins=BINS):
+def interval_coverage(
+    labels: ArrayLike,
+    probabilities: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    bins: int = BINS,
+) -> dict[str, Any]:
     """How often the cells' intervals hold their reliability bin's observed share of poor cells.
 
     {"nominal", "coverage" (share of all cells), "cells", "mean_width", "bins": [{"low", "high",
@@ -184,7 +204,14 @@ def interval_coverage(labels, probabilities, low, high, bins=BINS):
     }
 
 
-def decision_threshold(target_recall, labels, calibrated, prevalence, fitted, name="prob_mean"):
+def decision_threshold(
+    target_recall: float | None,
+    labels: ArrayLike,
+    calibrated: ArrayLike,
+    prevalence: float,
+    fitted: Mapping[str, Any] | None,
+    name: str = "prob_mean",
+) -> tuple[float, str]:
     """(threshold, rule) of the class on the calibrated scale (see the module doc).
 
     ``labels`` and ``calibrated``: the validation cells' labels and calibrated

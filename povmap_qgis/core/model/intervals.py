@@ -79,9 +79,14 @@ interval holds its reliability bin's observed share poor) and per district
 nominal level.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import calibration
 from .training_settings import DEFAULT_NOMINAL, INTERVAL_METHOD, NOMINAL_RANGE
@@ -101,14 +106,14 @@ SHORT_BY = 0.05  # coverage this far below nominal earns a warning
 _NEWTON_STEPS = 50
 
 
-def _nominal(nominal):
+def _nominal(nominal: float) -> float:
     low, high = NOMINAL_RANGE
     if not low <= float(nominal) <= high:
         raise ValueError(f"nominal coverage {nominal!r} outside {NOMINAL_RANGE}")
     return float(nominal)
 
 
-def _platt_newton(features, labels):
+def _platt_newton(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(slope, intercept) of a logistic regression of ``labels`` on one feature (Newton–Raphson)."""
     x = np.column_stack([features, np.ones(len(features))])
     theta = np.zeros(2)
@@ -123,7 +128,7 @@ def _platt_newton(features, labels):
     return theta
 
 
-def _offset(eta, poor):
+def _offset(eta: np.ndarray, poor: float) -> tuple[float, float]:
     """δ with Σ σ(η + δ) = ``poor`` (one-dimensional Newton) and its variance 1 / Σ p(1 − p)."""
     delta = 0.0
     for _ in range(_NEWTON_STEPS):
@@ -137,7 +142,7 @@ def _offset(eta, poor):
     return delta, 1 / max(float(np.sum(p * (1 - p))), 1e-12)
 
 
-def dersimonian_laird(estimates, variances):
+def dersimonian_laird(estimates: ArrayLike, variances: ArrayLike) -> float:
     """Between-group variance τ² of ``estimates`` with sampling ``variances`` (DerSimonian–Laird)."""
     estimates, variances = np.asarray(estimates, float), np.asarray(variances, float)
     if len(estimates) < 2:
@@ -149,7 +154,9 @@ def dersimonian_laird(estimates, variances):
     return max(0.0, (q - (len(estimates) - 1)) / denominator) if denominator > 0 else 0.0
 
 
-def _tau_log_posterior(taus, estimates, variances, prior_scale):
+def _tau_log_posterior(
+    taus: np.ndarray, estimates: np.ndarray, variances: np.ndarray, prior_scale: float
+) -> np.ndarray:
     """log p(τ | offsets) up to a constant: the normal–normal model with μ integrated out under a
     flat prior (restricted likelihood) times a half-normal(prior_scale) prior on τ."""
     total = variances[None, :] + taus[:, None] ** 2
@@ -163,7 +170,9 @@ def _tau_log_posterior(taus, estimates, variances, prior_scale):
     )
 
 
-def posterior_tau2(estimates, variances, prior_scale=TAU_PRIOR_SCALE):
+def posterior_tau2(
+    estimates: ArrayLike, variances: ArrayLike, prior_scale: float = TAU_PRIOR_SCALE
+) -> float:
     """E[τ² | offsets]: the between-district variance averaged over its posterior (see module doc).
 
     With few districts, or districts of few cells, DerSimonian–Laird often says τ² = 0 although
@@ -181,7 +190,9 @@ def posterior_tau2(estimates, variances, prior_scale=TAU_PRIOR_SCALE):
     return float(trapezoid(density * taus**2, taus) / trapezoid(density, taus))
 
 
-def _groups(districts, count, seed):
+def _groups(
+    districts: Sequence[Any] | np.ndarray | None, count: int, seed: int
+) -> tuple[np.ndarray, bool]:
     """Each cell's group: its district where enough districts have enough cells, else pseudo-groups."""
     if districts is not None:
         names = np.asarray(
@@ -194,7 +205,14 @@ def _groups(districts, count, seed):
     return rng.permutation(np.arange(count) % PSEUDO_GROUPS).astype(str), False
 
 
-def fit_interval(raw, labels, districts, fitted, nominal=DEFAULT_NOMINAL, seed=0):
+def fit_interval(
+    raw: ArrayLike,
+    labels: ArrayLike,
+    districts: Sequence[Any] | np.ndarray | None,
+    fitted: Mapping[str, Any] | None,
+    nominal: float = DEFAULT_NOMINAL,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The interval rule of the validation cells (plain numbers; see the module doc).
 
     ``raw``: the validation cells' combined raw probability; ``labels``; ``districts``
@@ -235,8 +253,8 @@ def fit_interval(raw, labels, districts, fitted, nominal=DEFAULT_NOMINAL, seed=0
         offsets.append(delta)
         variances.append(variance)
     count = len(thetas)
-    thetas = np.asarray(thetas).reshape(-1, 2)
-    centred = thetas - thetas.mean(axis=0) if count else thetas
+    jackknife = np.asarray(thetas).reshape(-1, 2)
+    centred = jackknife - jackknife.mean(axis=0) if count else jackknife
     covariance = (count - 1) / count * centred.T @ centred if count > 1 else np.zeros((2, 2))
     tau2_dl = dersimonian_laird(offsets, variances) if by_district else 0.0
     tau2 = posterior_tau2(offsets, variances) if by_district else 0.0
@@ -267,7 +285,9 @@ def fit_interval(raw, labels, districts, fitted, nominal=DEFAULT_NOMINAL, seed=0
     return rule
 
 
-def _bin_half_widths(labels, probabilities, nominal, bins=calibration.BINS):
+def _bin_half_widths(
+    labels: np.ndarray, probabilities: np.ndarray, nominal: float, bins: int = calibration.BINS
+) -> list[float]:
     """Per reliability bin, the conformal quantile of |bin's share poor − probability|, the
     share being the bin's mean probability plus its miscalibration net of sampling noise."""
     index = np.clip((probabilities * bins).astype("int64"), 0, bins - 1)
@@ -293,7 +313,7 @@ def _bin_half_widths(labels, probabilities, nominal, bins=calibration.BINS):
     return widths
 
 
-def _conformal_quantile(scores, nominal):
+def _conformal_quantile(scores: ArrayLike, nominal: float) -> float:
     """The ⌈(n + 1)·nominal⌉-th smallest score (split-conformal); the largest when n is small."""
     scores = np.sort(np.asarray(scores, dtype="float64"))
     if not len(scores):
@@ -302,12 +322,19 @@ def _conformal_quantile(scores, nominal):
     return float(scores[rank - 1])
 
 
-def spread_interval(raw, disagreement, fitted):
+def spread_interval(
+    raw: ArrayLike, disagreement: ArrayLike, fitted: Mapping[str, Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """The members'-spread rule of packages from before ``METHOD`` (``calibration.interval``)."""
     return calibration.interval(raw, disagreement, fitted)
 
 
-def cell_interval(raw, fitted, rule, disagreement=None):
+def cell_interval(
+    raw: ArrayLike,
+    fitted: Mapping[str, Any] | None,
+    rule: Mapping[str, Any] | None,
+    disagreement: ArrayLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(prob_low, prob_high) of cells from their combined raw probability (see the module doc).
 
     ``fitted``: the Platt scaling; ``rule``: ``fit_interval``'s dict (None or
@@ -337,7 +364,7 @@ def cell_interval(raw, fitted, rule, disagreement=None):
     return low, high
 
 
-def describe(rule):
+def describe(rule: Mapping[str, Any] | None) -> str:
     """One sentence on how a package's intervals are made (for logs and reports)."""
     if not rule or rule.get("method") != METHOD:
         return (
@@ -353,13 +380,19 @@ def describe(rule):
     )
 
 
-def _z(nominal):
+def _z(nominal: float) -> float:
     from scipy.stats import norm
 
     return float(norm.ppf((1 + nominal) / 2))
 
 
-def total_interval(probability, low, high, weights=None, nominal=DEFAULT_NOMINAL):
+def total_interval(
+    probability: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    weights: ArrayLike | None = None,
+    nominal: float = DEFAULT_NOMINAL,
+) -> tuple[float, float, float]:
     """(expected, low, high) of Σ weights × label over some cells (e.g. expected poor people).
 
     The cells' bounds are summed — their calibration error taken as fully
@@ -382,7 +415,9 @@ def total_interval(probability, low, high, weights=None, nominal=DEFAULT_NOMINAL
     )
 
 
-def ratio_interval(part, rest):
+def ratio_interval(
+    part: tuple[float, float, float], rest: tuple[float, float, float]
+) -> tuple[float | None, float | None]:
     """(low, high) of part / (part + rest) from the (expected, low, high) of each: the two taken
     as moving in opposite directions (e.g. the selected cells overstated, the others understated)."""
     _, part_low, part_high = part
@@ -392,7 +427,14 @@ def ratio_interval(part, rest):
     return low, high
 
 
-def district_intervals(probability, low, high, groups, weights=None, nominal=DEFAULT_NOMINAL):
+def district_intervals(
+    probability: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    groups: ArrayLike,
+    weights: ArrayLike | None = None,
+    nominal: float = DEFAULT_NOMINAL,
+) -> dict[str, dict[str, Any]]:
     """{group: {"cells", "share", "low", "high"}}: each group's expected share poor and its interval.
 
     ``total_interval`` of each group divided by its weight: bounds averaged (the
@@ -422,7 +464,14 @@ def district_intervals(probability, low, high, groups, weights=None, nominal=DEF
     return result
 
 
-def district_coverage(labels, probability, low, high, districts, nominal=DEFAULT_NOMINAL):
+def district_coverage(
+    labels: ArrayLike,
+    probability: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    districts: ArrayLike,
+    nominal: float = DEFAULT_NOMINAL,
+) -> dict[str, Any]:
     """How often a district's interval holds its observed share poor.
 
     {"nominal", "coverage", "districts", "mean_width", "table": [{"district", "cells",
@@ -453,7 +502,15 @@ def district_coverage(labels, probability, low, high, districts, nominal=DEFAULT
     }
 
 
-def coverage(labels, probability, low, high, districts, nominal, spread=None):
+def coverage(
+    labels: ArrayLike,
+    probability: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    districts: ArrayLike | None,
+    nominal: float,
+    spread: tuple[ArrayLike, ArrayLike] | None = None,
+) -> dict[str, Any]:
     """Both coverage checks of intervals, beside the members'-spread interval's.
 
     ``calibration.interval_coverage``'s dict (per bin: a cell's interval holds its
@@ -488,7 +545,7 @@ def coverage(labels, probability, low, high, districts, nominal, spread=None):
     return found
 
 
-def coverage_warnings(found):
+def coverage_warnings(found: Mapping[str, Any]) -> list[str]:
     """Sentences for each check whose coverage lies more than ``SHORT_BY`` below nominal."""
     nominal = found["nominal"]
     checks = [("cells (per reliability bin)", found.get("coverage"))]
