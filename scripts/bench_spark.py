@@ -65,10 +65,10 @@ def timed(function, *arguments, **keywords):
 
 
 def start_session(master):
-    from povmap_qgis.core.engines import spark_engine
+    from povmap_qgis.core.engines import spark_session
 
-    os.environ.setdefault(spark_engine.EXTRA_CONF_VARIABLE, "spark.ui.enabled=false")
-    seconds, (session, _) = timed(spark_engine.spark_session, master, "povmap-bench")
+    os.environ.setdefault(spark_session.EXTRA_CONF_VARIABLE, "spark.ui.enabled=false")
+    seconds, (session, _) = timed(spark_session.spark_session, master, "povmap-bench")
     session.sparkContext.setLogLevel("ERROR")
     return seconds, session
 

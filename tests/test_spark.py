@@ -24,18 +24,18 @@ need_spark()
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
-    from povmap_qgis.core.engines import spark_engine
+    from povmap_qgis.core.engines import spark_session
 
     marker = str(tmp_path_factory.mktemp("spark-fault") / "crash")
     previous = {
         name: os.environ.get(name)
-        for name in (spark_engine.EXTRA_CONF_VARIABLE, spark_engine.FAULT_VARIABLE)
+        for name in (spark_session.EXTRA_CONF_VARIABLE, spark_session.FAULT_VARIABLE)
     }
-    os.environ[spark_engine.EXTRA_CONF_VARIABLE] = (
+    os.environ[spark_session.EXTRA_CONF_VARIABLE] = (
         "spark.ui.enabled=false;spark.driver.memory=512m;spark.sql.shuffle.partitions=2"
     )
-    os.environ[spark_engine.FAULT_VARIABLE] = marker  # inherited by the executors
-    session, _ = spark_engine.spark_session("local[2,2]", "povmap-tests")
+    os.environ[spark_session.FAULT_VARIABLE] = marker  # inherited by the executors
+    session, _ = spark_session.spark_session("local[2,2]", "povmap-tests")
     session.sparkContext.setLogLevel("ERROR")
     yield {"session": session, "fault_marker": marker}
     session.stop()
@@ -203,7 +203,7 @@ def test_spark_predictions_equal_local_predictions_through_the_command_line(
 
 
 def test_extra_settings_are_read_and_bad_ones_name_the_variable():
-    from povmap_qgis.core.engines.spark_engine import extra_conf
+    from povmap_qgis.core.engines.spark_session import extra_conf
     from povmap_qgis.core.errors import PovmapInputError
 
     assert extra_conf("spark.executor.memory=4g; spark.task.cpus = 2;") == {
@@ -249,7 +249,7 @@ def test_engine_spark_by_name_through_processing_and_the_worker(
 
 
 def test_without_pyspark_engine_spark_says_what_to_install(monkeypatch):
-    from povmap_qgis.core.engines.spark_engine import spark_session
+    from povmap_qgis.core.engines.spark_session import spark_session
     from povmap_qgis.core.errors import PovmapInputError
 
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)  # as if PySpark were not installed
@@ -262,7 +262,7 @@ def test_without_pyspark_engine_spark_says_what_to_install(monkeypatch):
 
 
 def test_a_failed_task_reads_as_the_executor_python_error():
-    from povmap_qgis.core.engines.spark_engine import task_error
+    from povmap_qgis.core.engines.spark_session import task_error
     from povmap_qgis.core.errors import PovmapInputError
 
     jvm_text = (

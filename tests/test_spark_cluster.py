@@ -3,7 +3,7 @@
 Started with PySpark's own ``spark-class`` launcher (tests/spark_cluster.py), every
 worker its own JVM with its own executor JVM and Python workers, in an environment
 without the driver's ``PYTHONPATH``: the executors can import ``povmap_qgis`` only
-because the driver ships it (``spark_engine.ship_package``). Samplechips writes the
+because the driver ships it (``spark_session.ship_package``). Samplechips writes the
 same store as the local engine although the worker running one of its tasks is
 killed (SIGKILL, its executor with it) while that task runs; predict on the cluster
 gives the local engine's predictions. Both run through the command line, as a user
@@ -63,7 +63,7 @@ def run_cli(*arguments, timeout=300):
 
 
 class KillWorkerOfHeldTask(threading.Thread):
-    """Kills the worker running the held first task (``_crash_if_asked``), then lets tasks go on."""
+    """Kills the worker running the held first task (``spark_session.crash_if_asked``), then lets tasks go on."""
 
     def __init__(self, cluster, step):
         super().__init__(daemon=True)
