@@ -155,3 +155,61 @@ def test_a_tall_area_keeps_its_whole_legend_and_furniture_off_the_cells(qgis_app
     last_dark = np.flatnonzero(dark)[-1]
     # the last legend entry (the districts' outline swatch, dark) ends above a white margin
     assert last_dark < height - 10 and (pixels[last_dark + 5 :] > 240).all()
+
+
+def test_a_layout_map_drawn_from_a_background_task_is_exported_on_the_main_thread(
+    qgis_app, tmp_path, monkeypatch
+):
+    """Processing runs an algorithm in a QgsTask's thread; QGIS does not export print layouts off
+    its main thread, so the layout is handed to the main thread (the caller waits) and the map
+    is the one the main thread draws itself: no fallback, the same pixels."""
+    from PIL import Image
+    from qgis.core import QgsApplication, QgsTask
+    from qgis.PyQt.QtCore import QCoreApplication, QThread
+
+    from povmap_qgis.processing import rendering
+
+    threads = []
+    layout_export = rendering.render_layout
+
+    def recording(*args, **kwargs):
+        threads.append(QThread.currentThread() == QCoreApplication.instance().thread())
+        return layout_export(*args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render_layout", recording)
+    outcome = {}
+
+    class Drawing(QgsTask):
+        def run(self):
+            try:
+                layer = cells_layer(tmp_path / "task")  # loaded in the task's thread
+                outcome["drawn"] = rendering.render_with_context(
+                    str(tmp_path / "task.png"), [layer], 600, districts_of=layer
+                )
+                outcome["thread"] = QThread.currentThread()
+            except Exception as error:  # reported below, in the test's thread
+                outcome["error"] = error
+            return True
+
+    (tmp_path / "task").mkdir()
+    task = Drawing("draw a report map", QgsTask.Flag.CanCancel)
+    QgsApplication.taskManager().addTask(task)
+    for _ in range(6000):  # the main thread serves the layout export while the task waits
+        QCoreApplication.processEvents()
+        if "drawn" in outcome or "error" in outcome:
+            break
+        QThread.msleep(10)
+    assert "error" not in outcome, outcome.get("error")
+    path, fallback = outcome["drawn"]
+    assert fallback is None and outcome["thread"] != QCoreApplication.instance().thread()
+    assert threads == [True]
+    (tmp_path / "main").mkdir()
+    layer = cells_layer(tmp_path / "main")
+    reference, _ = rendering.render_with_context(
+        str(tmp_path / "main.png"), [layer], 600, districts_of=layer
+    )
+    assert threads == [True, True]
+    assert np.array_equal(
+        np.asarray(Image.open(path).convert("RGB")),
+        np.asarray(Image.open(reference).convert("RGB")),
+    )

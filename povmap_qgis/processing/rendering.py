@@ -4,7 +4,8 @@ Used by the algorithms that write reports (the maps of ``povmap:evaluate``)
 and by ``scripts/render_map.py``. Rendering is synchronous on a QImage
 (``QgsMapRendererCustomPainterJob``), so it also works in the background
 thread a Processing algorithm runs in, given layers that thread may use
-(loaded there, or cloned for it in ``prepareAlgorithm``).
+(loaded there, or cloned for it in ``prepareAlgorithm``); a print layout, which QGIS
+does not export off its main thread, is exported there (``main_thread.on_main_thread``).
 """
 
 import os
@@ -24,6 +25,7 @@ from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter, QPen
 
 from ..core.geopackage import style_file_path
+from .main_thread import on_main_thread
 
 
 class RenderError(RuntimeError):
@@ -555,7 +557,11 @@ def render_with_context(output, layers, width=1600, districts_of=None, **options
     """
     try:
         districts = district_outlines(districts_of) if districts_of is not None else None
-        return render_layout(output, layers, width, districts=districts, **options), None
+        # a print layout is exported on the main thread, where QGIS allows it
+        layout = on_main_thread(
+            render_layout, output, layers, width, districts=districts, **options
+        )
+        return layout, None
     # a layout problem must not cost the report its maps: RenderError (a RuntimeError), a C++
     # object gone (sip's RuntimeError), a file that cannot be written; a bug still fails loudly
     except (RuntimeError, OSError) as error:
