@@ -213,3 +213,37 @@ def test_a_layout_map_drawn_from_a_background_task_is_exported_on_the_main_threa
         np.asarray(Image.open(path).convert("RGB")),
         np.asarray(Image.open(reference).convert("RGB")),
     )
+
+
+def test_a_main_thread_that_does_not_serve_the_call_never_hangs_the_run(qgis_app):
+    """If the main thread is blocked (a script waiting for the task), the hand-over gives up after
+    its wait and runs the call in the calling thread; the late-served job then does nothing."""
+    import threading
+
+    from qgis.PyQt.QtCore import QCoreApplication, QThread
+
+    from povmap_qgis.processing.main_thread import on_main_thread
+
+    main = QCoreApplication.instance().thread()
+    calls, found = [], {}
+
+    def where():
+        calls.append(QThread.currentThread() == main)
+        return len(calls)
+
+    def background(wait_s):
+        found[wait_s] = on_main_thread(where, wait_s=wait_s)
+
+    blocked = threading.Thread(target=background, args=(0.2,))
+    blocked.start()
+    blocked.join()  # the main thread serves nothing meanwhile
+    assert found[0.2] == 1 and calls == [False]
+    for _ in range(50):  # the queued job arrives late and does nothing
+        QCoreApplication.processEvents()
+    assert calls == [False]
+    served = threading.Thread(target=background, args=(30.0,))
+    served.start()
+    while served.is_alive():
+        QCoreApplication.processEvents()
+        QThread.msleep(5)
+    assert found[30.0] == 2 and calls == [False, True]
