@@ -14,7 +14,7 @@ import threading
 from qgis.PyQt.QtCore import QCoreApplication, QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
 WAIT_S = 60.0
-_callers = []  # the one _MainThreadCall, made on first use and kept (it lives in the main thread)
+_callers: list = []  # the one _MainThreadCall, made on first use and kept (it lives in the main thread)
 _callers_lock = threading.Lock()
 
 
