@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from ..names import ENSEMBLE
 from ..names import METRIC_NAMES as METRIC_KEYS
 from ..wording import metric_text
-from .district_folds import validation_split
 from .nested_stacking import (
     INNER_FOLDS,
     InnerFoldsReporter,
     calibrated_like_the_map,
+    fit_members_on,
     inner_stacking,
     stacking_without_images,
 )
@@ -130,7 +130,7 @@ def _fit_fold(
     """
     import numpy as np
 
-    from ..model import ensemble_judges, learning_data, member_fitting, training_split
+    from ..model import ensemble_judges
 
     options, store, store_rows, labels = run.options, run.store, run.store_rows, run.labels
     test = np.flatnonzero(folds.cell_folds == fold)
@@ -144,34 +144,23 @@ def _fit_fold(
         )
         reporter = reporter.stage(100 * share, 100)
     inner_seconds = time.monotonic() - started
-    share = training_split.PAPER_FRACTIONS[1] / sum(training_split.PAPER_FRACTIONS[:2])
-    train_rows, validation = validation_split(training_folds, labels, share, options.seed, fold)
-    balanced, class_weight = training_split.balanced_training_rows(
-        train_rows, labels, options, reporter
-    )
-    normalisation = learning_data.training_normalisation(store, store_rows[balanced], reporter)
-    batches = member_fitting.member_batches(
-        store,
-        (store_rows, labels),
-        balanced,
-        validation,
-        normalisation,
-        run.preset["batch_size"],
-        options.seed + fold,
-    )
-    fitted, predicted = member_fitting.fit_members(
-        run.members,
-        run.inputs,
-        run.preset,
-        batches,
-        class_weight,
-        options.seed + 1000 * fold,
+    trained = fit_members_on(
+        run,
+        training_folds,
+        (options.seed, fold, options.seed + fold, options.seed + 1000 * fold),
         reporter,
-        predict_on=(
-            store,
-            normalisation,
-            {"test": store_rows[test], "validation": store_rows[validation]},
-        ),
+        {"test": test},
+        predict_validation=True,
+    )
+    train_rows, validation, balanced = (
+        trained["train_rows"],
+        trained["validation"],
+        trained["balanced"],
+    )
+    normalisation, fitted, predicted = (
+        trained["normalisation"],
+        trained["fitted"],
+        trained["predicted"],
     )
     # baseline fitted on this fold's training cells; both calibrated on its validation cells
     judges = ensemble_judges.fit_baseline_and_calibration(

@@ -39,6 +39,63 @@ class InnerFoldsReporter(StageReporter):
         return InnerFoldsReporter(self, start, end)
 
 
+def fit_members_on(
+    run: FoldTraining,
+    rows: np.ndarray,
+    seeds: tuple[int, int, int, int],
+    reporter: Reporter,
+    predict: Mapping[str, np.ndarray],
+    predict_validation: bool = False,
+) -> dict[str, Any]:
+    """The members trained on ``rows`` as ``train`` trains them: a validation share split off
+    (stratified), the training rows balanced, normalised on the balanced rows; they then predict
+    ``predict`` ({name: rows}) and, with ``predict_validation``, the validation rows.
+
+    ``seeds``: (split seed, split index, batch seed, fitting seed). Returns {"train_rows",
+    "validation", "balanced", "normalisation", "fitted", "predicted"}.
+    """
+    from ..model import learning_data, member_fitting, training_split
+
+    store, store_rows, labels = run.store, run.store_rows, run.labels
+    split_seed, split_index, batch_seed, fit_seed = seeds
+    share = training_split.PAPER_FRACTIONS[1] / sum(training_split.PAPER_FRACTIONS[:2])
+    train_rows, validation = validation_split(rows, labels, share, split_seed, split_index)
+    balanced, class_weight = training_split.balanced_training_rows(
+        train_rows, labels, run.options, reporter
+    )
+    normalisation = learning_data.training_normalisation(store, store_rows[balanced], reporter)
+    batches = member_fitting.member_batches(
+        store,
+        (store_rows, labels),
+        balanced,
+        validation,
+        normalisation,
+        run.preset["batch_size"],
+        batch_seed,
+    )
+    wanted = {name: store_rows[chosen] for name, chosen in predict.items()}
+    if predict_validation:
+        wanted["validation"] = store_rows[validation]
+    fitted, predicted = member_fitting.fit_members(
+        run.members,
+        run.inputs,
+        run.preset,
+        batches,
+        class_weight,
+        fit_seed,
+        reporter,
+        predict_on=(store, normalisation, wanted),
+    )
+    return {
+        "train_rows": train_rows,
+        "validation": validation,
+        "balanced": balanced,
+        "normalisation": normalisation,
+        "fitted": fitted,
+        "predicted": predicted,
+    }
+
+
 def inner_stacking(
     run: FoldTraining, folds: DistrictFolds, fold: int, rows: np.ndarray, reporter: Reporter
 ) -> dict[str, Any] | None:
@@ -54,7 +111,7 @@ def inner_stacking(
     import numpy as np
 
     from ..chips.chip_features import chip_features
-    from ..model import baseline, learning_data, member_fitting, stacking, training_split
+    from ..model import baseline, stacking
 
     options, store, store_rows, labels = run.options, run.store, run.store_rows, run.labels
     districts = folds.districts[rows]
@@ -69,37 +126,24 @@ def inner_stacking(
     inner_folds = np.array([assignment[name] for name in districts])
     names = list(run.members) + [stacking.BASELINE]
     candidates = {name: np.full(len(rows), np.nan) for name in names}
-    share = training_split.PAPER_FRACTIONS[1] / sum(training_split.PAPER_FRACTIONS[:2])
     for inner in range(1, count + 1):
         reporter.check_canceled()
         stage = reporter.stage(100 * (inner - 1) / count, 100 * inner / count)
         held = inner_folds == inner
-        train_rows, validation = validation_split(
-            rows[~held], labels, share, options.seed + 100 * fold, inner
-        )
-        balanced, class_weight = training_split.balanced_training_rows(
-            train_rows, labels, options, stage
-        )
-        normalisation = learning_data.training_normalisation(store, store_rows[balanced], stage)
-        batches = member_fitting.member_batches(
-            store,
-            (store_rows, labels),
-            balanced,
-            validation,
-            normalisation,
-            run.preset["batch_size"],
-            options.seed + 100 * fold + inner,
-        )
-        _, predicted = member_fitting.fit_members(
-            run.members,
-            run.inputs,
-            run.preset,
-            batches,
-            class_weight,
-            options.seed + 1000 * fold + 100 * inner,
+        trained = fit_members_on(
+            run,
+            rows[~held],
+            (
+                options.seed + 100 * fold,
+                inner,
+                options.seed + 100 * fold + inner,
+                options.seed + 1000 * fold + 100 * inner,
+            ),
             stage,
-            predict_on=(store, normalisation, {"held": store_rows[rows[held]]}),
+            {"held": rows[held]},
         )
+        train_rows, normalisation = trained["train_rows"], trained["normalisation"]
+        predicted = trained["predicted"]
         simple = baseline.fit(
             chip_features(store, store_rows[train_rows], normalisation),
             labels[train_rows],
