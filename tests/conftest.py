@@ -234,6 +234,26 @@ def tiny_chips(tiny_sample, tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def tiny_predictions(tiny_chips, tmp_path_factory):
+    """The bundled model's predictions for the tiny grid (through the worker, never modified:
+    the bad-input and full-disk tests use it as an input)."""
+    from povmap_qgis import runner
+    from povmap_qgis.paths import bundled_model_path
+
+    output = str(tmp_path_factory.mktemp("tiny-predictions") / "predictions.gpkg")
+    runner.run_worker(
+        "predict",
+        {
+            "model_path": bundled_model_path(),
+            "chips_path": tiny_chips["chips"],
+            "grid_path": tiny_chips["grid"],
+            "output_path": output,
+        },
+    )
+    return output
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _release_python_owned_layers(qgis_app):
     """Delete the map layers tests created themselves before pytest-qgis exits QGIS.

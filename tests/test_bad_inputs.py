@@ -416,25 +416,7 @@ def digests(paths):
 
 
 @pytest.fixture(scope="module")
-def predictions(tiny_chips, tmp_path_factory):
-    """The bundled model's predictions for the tiny grid (through the worker)."""
-    from povmap_qgis import runner
-
-    output = str(tmp_path_factory.mktemp("bad-input-predictions") / "predictions.gpkg")
-    runner.run_worker(
-        "predict",
-        {
-            "model_path": bundled_model_path(),
-            "chips_path": tiny_chips["chips"],
-            "grid_path": tiny_chips["grid"],
-            "output_path": output,
-        },
-    )
-    return output
-
-
-@pytest.fixture(scope="module")
-def pristine(tiny_chips, tiny_sample, predictions):
+def pristine(tiny_chips, tiny_sample, tiny_predictions):
     """Read-only originals: the labelled grid, the night-lights store, the full store, the
     bundled model, the sample's districts, night lights, population raster and survey, and
     the bundled model's predictions."""
@@ -447,7 +429,7 @@ def pristine(tiny_chips, tiny_sample, predictions):
         "nightlights": os.path.join(tiny_sample, "synthetic_viirs_15arcsec.tif"),
         "population": os.path.join(tiny_sample, "synthetic_population_3arcsec.tif"),
         "survey": os.path.join(tiny_sample, "synthetic_survey.gpkg"),
-        "predictions": predictions,
+        "predictions": tiny_predictions,
     }
 
 

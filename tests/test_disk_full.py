@@ -33,25 +33,7 @@ def limited_worker(tmp_path, monkeypatch):
     return wrapper
 
 
-@pytest.fixture(scope="module")
-def predictions(tiny_chips, tmp_path_factory):
-    """The bundled model's predictions for the tiny grid (through the worker, unlimited)."""
-    from povmap_qgis import runner
-
-    output = str(tmp_path_factory.mktemp("full-predictions") / "predictions.gpkg")
-    runner.run_worker(
-        "predict",
-        {
-            "model_path": bundled_model_path(),
-            "chips_path": tiny_chips["chips"],
-            "grid_path": tiny_chips["grid"],
-            "output_path": output,
-        },
-    )
-    return output
-
-
-def cases(tiny_chips, tiny_sample, predictions):
+def cases(tiny_chips, tiny_sample, tiny_predictions):
     survey = os.path.join(tiny_sample, "synthetic_survey.gpkg")
     population = os.path.join(tiny_sample, "synthetic_population_3arcsec.tif")
     return {
@@ -90,7 +72,7 @@ def cases(tiny_chips, tiny_sample, predictions):
         "evaluate": (
             "HITMISS",
             {
-                "PREDICTIONS": predictions,
+                "PREDICTIONS": tiny_predictions,
                 "TRUTH": tiny_chips["grid"],
                 "HITMISS": "{out}/hitmiss.gpkg",
                 "METRICS": "{out}/metrics.json",
@@ -100,7 +82,7 @@ def cases(tiny_chips, tiny_sample, predictions):
         "target": (
             "OUTPUT",
             {
-                "PREDICTIONS": predictions,
+                "PREDICTIONS": tiny_predictions,
                 "POPULATION": population,
                 "BUDGET_UNIT": "share_of_people",
                 "BUDGET": 0.3,
@@ -117,9 +99,9 @@ def cases(tiny_chips, tiny_sample, predictions):
     ["buildtraininggrid", "samplechips", "train", "predict", "evaluate", "target"],
 )
 def test_a_full_disk_names_the_output_and_publishes_nothing(
-    povmap_provider, limited_worker, tiny_chips, tiny_sample, predictions, tmp_path, algorithm
+    povmap_provider, limited_worker, tiny_chips, tiny_sample, tiny_predictions, tmp_path, algorithm
 ):
-    parameter, template = cases(tiny_chips, tiny_sample, predictions)[algorithm]
+    parameter, template = cases(tiny_chips, tiny_sample, tiny_predictions)[algorithm]
     output = tmp_path / "output"
     output.mkdir()
     parameters = {
@@ -135,14 +117,14 @@ def test_a_full_disk_names_the_output_and_publishes_nothing(
 
 
 def test_evaluate_whose_report_cannot_be_written_unpublishes_its_layer_and_metrics(
-    povmap_provider, tiny_chips, predictions, tmp_path
+    povmap_provider, tiny_chips, tiny_predictions, tmp_path
 ):
     """The report is written in QGIS after the worker published the hit/miss layer and the
     metrics: when it fails they are removed, not left published beside a missing report."""
     output = tmp_path / "output"
     output.mkdir()
     parameters = {
-        "PREDICTIONS": predictions,
+        "PREDICTIONS": tiny_predictions,
         "TRUTH": tiny_chips["grid"],
         "HITMISS": str(output / "hitmiss.gpkg"),
         "METRICS": str(output / "metrics.json"),
