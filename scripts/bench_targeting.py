@@ -8,9 +8,11 @@ in a fresh process (time and peak memory = max RSS):
   1. baseline: read the layer's table (no geometries) and sort it with pandas;
   2. baseline: read the layer with its geometries and write it back (the I/O floor);
   3. target, budget 30 % of the cells, ranked by probability (no raster);
-  4. target, budget 30 % of the people, ranked by expected poor (population summed per cell).
+  4. target, budget 30 % of the people, ranked by expected poor (population summed per cell);
+  5. the population summed per cell alone (``cell_population``, the cells already read) against
+     its floor, every block of the population raster read once (target <= 2x, issue 27).
 Ratios are against the baselines of the same run.
-Run with the setup venv:  .venv/bin/python scripts/bench_targeting.py [--side 1000]
+Run with the setup venv:  .venv/bin/python scripts/bench_targeting.py [--side 1000] [--population-arcsec 3]
 """
 
 import argparse
@@ -90,10 +92,22 @@ def child(kind, predictions, population, folder):
     import pandas  # noqa: F401
     import pyogrio
     import rasterio
-    import rasterio.features  # noqa: F401
+    import rasterio.features
 
     started = time.perf_counter()
-    if kind == "sort":
+    if kind == "read_population":  # the floor: every block of the raster read once
+        with rasterio.open(population) as raster:
+            for _, window in raster.block_windows(1):
+                raster.read(1, window=window)
+        result = {}
+    elif kind == "population":  # people per cell alone, the cells already read
+        from povmap_qgis.core.grid.population import cell_population
+
+        cells = geopandas.read_file(predictions, engine="pyogrio", columns=[]).geometry
+        started = time.perf_counter()
+        people, _ = cell_population(cells, population)
+        result = {"people": float(people.sum())}
+    elif kind == "sort":
         import pyogrio
 
         table = pyogrio.read_dataframe(predictions, read_geometry=False)
@@ -169,7 +183,14 @@ def main(argv=None):
             f'{args.population_arcsec:g}" ({time.perf_counter() - started:.0f} s to write)'
         )
         results = {}
-        for kind in ("sort", "io", "target_cells", "target_people"):
+        for kind in (
+            "sort",
+            "io",
+            "read_population",
+            "population",
+            "target_cells",
+            "target_people",
+        ):
             results[kind] = measure(kind, predictions, population, folder)
             print(
                 f"  {kind:<14} {results[kind]['seconds']:7.1f} s  peak {results[kind]['peak_mb']:7.0f} MB"
@@ -181,6 +202,10 @@ def main(argv=None):
                 f"peak memory {results[kind]['peak_mb'] / results['io']['peak_mb']:.1f} x that of reading + "
                 "writing it"
             )
+        print(
+            f"population per cell: {results['population']['seconds'] / results['read_population']['seconds']:.1f} x "
+            "reading the raster once (target <= 2x, issue 27)"
+        )
     return 0
 
 
