@@ -26,7 +26,7 @@ Per step: time, cells/s, the step's floor and its ratio, peak memory of the step
 process (the driver) and of its descendants together (Spark's JVM and Python workers),
 sampled from /proc every 0.2 s, and the bytes the step leaves on disk. The bundled
 demonstration model (compact preset) predicts. Run with the setup venv:
-    .venv/bin/python scripts/bench_national.py [--cells 500000] [--skip-spark] [--keep]
+    .venv/bin/python scripts/bench_national.py [--cells 500000] [--skip-spark] [--skip-store] [--keep]
 State the machine (cores, load) beside the numbers: this script prints both.
 """
 
@@ -473,6 +473,11 @@ def main():
     parser.add_argument("--districts", type=int, default=324)
     parser.add_argument("--daytime-m", type=float, default=100.0, help="daytime stand-in pixel (m)")
     parser.add_argument("--skip-spark", action="store_true")
+    parser.add_argument(
+        "--skip-store",
+        action="store_true",
+        help="no chip store: predict from the rasters only (a 500,000-cell store is ~48 GB)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated folder")
     parser.add_argument("--step", nargs=2, metavar=("NAME", "FOLDER"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -507,6 +512,8 @@ def main():
         )
         for step, floor in STEPS:
             if arguments.skip_spark and step.endswith("spark"):
+                continue
+            if arguments.skip_store and ("sample" in step or "store" in step):
                 continue
             if step == "districts" and not has_districts:
                 print("districts: povmap:districtestimates is not in this checkout; skipped")
