@@ -258,6 +258,28 @@ def test_cell_moments_depend_on_the_cell_only_and_combine_like_numpy():
     assert statistics["max"] == np.nanmax(reference, axis=1).tolist()
 
 
+def test_cell_moments_of_a_whole_cell_are_the_same_bits_beside_cells_with_nodata():
+    """Cells without nodata take a shorter way (no masks): a cell's moments are the same bits
+    whether it is computed alone (the short way) or beside cells with nodata (the masked way),
+    and equal numpy's per-cell figures."""
+    from povmap_qgis.core.chips.raster_sampler import cell_moments
+
+    rng = np.random.default_rng(8)
+    chips = rng.normal(0.2, 0.05, (19, 3, 12, 12)).astype("float32")
+    chips[[1, 9, 17], 2, :3] = np.nan  # one cell with nodata in each group of 8
+    together = cell_moments(chips)
+    alone = np.concatenate([cell_moments(chips[row : row + 1]) for row in range(len(chips))])
+    assert together.tobytes() == alone.tobytes()
+    values = chips.reshape(19, 3, -1).astype("float64")
+    whole = np.setdiff1d(np.arange(19), [1, 9, 17])
+    expected_mean = values[whole].mean(axis=-1)
+    np.testing.assert_array_equal(together[whole, :, 0], 144.0)
+    np.testing.assert_allclose(together[whole, :, 1], expected_mean, rtol=1e-14)
+    np.testing.assert_allclose(together[whole, :, 2], values[whole].var(axis=-1) * 144, rtol=1e-10)
+    np.testing.assert_array_equal(together[whole, :, 3], values[whole].min(axis=-1))
+    np.testing.assert_array_equal(together[whole, :, 4], values[whole].max(axis=-1))
+
+
 def test_bad_inputs_name_the_parameter(tiny_sample, tiny_grid, tmp_path):
     daytime = tiny_inputs(tiny_sample)[0]
 
