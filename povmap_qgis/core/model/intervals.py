@@ -57,8 +57,14 @@ with ``l = logit(prob_raw)`` and the fitted Platt scaling ``η = a·l + b``,
 
 Without districts (fewer than ``MIN_DISTRICTS`` with ``MIN_DISTRICT_CELLS``
 validation cells each) the jackknife is over ``PSEUDO_GROUPS`` random groups of
-cells and τ² = 0: the interval then leaves out the between-district variation,
-and the note says so. Without a usable calibration there is no interval rule
+cells, and τ² is still the posterior mean: from the offsets of the one or two
+districts there are (against the calibration fitted on all the cells) and the
+prior, or from the prior alone (E[τ²] = ``TAU_PRIOR_SCALE``², 0.25) without
+any — the interval claims a district the model may never have seen, and with
+no evidence on how districts differ it keeps the prior's (version 2 set τ² = 0
+there: on the dim-lights case, three districts of which two validate each fold,
+the lowest reliability bin was then held by 75 % of its cells for a nominal
+90 %). The note says which. Without a usable calibration there is no interval rule
 and the members' spread is kept (``spread_interval``), as in packages from
 before this rule, which the log says.
 
@@ -92,13 +98,14 @@ from . import calibration
 from .training_settings import DEFAULT_NOMINAL, INTERVAL_METHOD, NOMINAL_RANGE
 
 METHOD = INTERVAL_METHOD
-METHOD_VERSION = 2  # 2: τ² is the posterior mean under a half-normal prior (1: DerSimonian–Laird)
+METHOD_VERSION = 3  # 3: τ² also with fewer than MIN_DISTRICTS districts (prior and the districts
+# there are; 2: τ² = 0 then); 2: τ² is the posterior mean under a half-normal prior (1: DerSimonian–Laird)
 TAU_PRIOR_SCALE = (
     0.5  # half-normal prior scale of τ, logit scale (Röver et al. 2021: weakly informative)
 )
 _TAU_GRID_POINTS = 4001
 SPREAD_METHOD = "members-spread"  # the rule of packages from before METHOD
-MIN_DISTRICTS = 3  # fewer validation districts: no between-district term (pseudo-groups)
+MIN_DISTRICTS = 3  # fewer validation districts: the jackknife over pseudo-groups of cells
 MIN_DISTRICT_CELLS = 5  # a validation district with fewer cells is not used on its own
 PSEUDO_GROUPS = 10
 MIN_BIN_CELLS = 10
@@ -256,8 +263,12 @@ def fit_interval(
     jackknife = np.asarray(thetas).reshape(-1, 2)
     centred = jackknife - jackknife.mean(axis=0) if count else jackknife
     covariance = (count - 1) / count * centred.T @ centred if count > 1 else np.zeros((2, 2))
-    tau2_dl = dersimonian_laird(offsets, variances) if by_district else 0.0
-    tau2 = posterior_tau2(offsets, variances) if by_district else 0.0
+    if (
+        not by_district
+    ):  # how districts differ: the prior, and the offsets of the districts there are
+        offsets, variances = _district_offsets(eta, labels, districts)
+    tau2_dl = dersimonian_laird(offsets, variances) if len(offsets) > 1 else 0.0
+    tau2 = posterior_tau2(offsets, variances)
     quantile = float(student.ppf((1 + nominal) / 2, max(count - 1, 1)))
     tau_quantile = _z(nominal)
     bins = _bin_half_widths(labels, 1 / (1 + np.exp(-held_out)), nominal)
@@ -274,15 +285,46 @@ def fit_interval(
         "bin_half_widths": bins,
         "groups": count,
         "grouped_by": "district" if by_district else "random cells",
+        "tau_districts": len(offsets),  # the district offsets τ²'s posterior rests on
         "cells": int(len(labels)),
         "fitted_on": "validation cells",
     }
     if not by_district:
+        evidence = (
+            f"{len(offsets)} district offset{'s' if len(offsets) > 1 else ''} and the prior"
+            if offsets
+            else "the prior alone: no evidence either way"
+        )
         rule["note"] = (
             f"fewer than {MIN_DISTRICTS} districts with {MIN_DISTRICT_CELLS}+ validation cells: "
-            "the interval holds the calibration's uncertainty but not how districts differ"
+            "the calibration's uncertainty from random groups of cells, and how districts "
+            f"differ (τ² = {tau2:.3f}) from {evidence}"
         )
     return rule
+
+
+def _district_offsets(
+    eta: np.ndarray, labels: np.ndarray, districts: Sequence[Any] | np.ndarray | None
+) -> tuple[list[float], list[float]]:
+    """Each district's calibration offset and its sampling variance (districts of
+    ``MIN_DISTRICT_CELLS``+ cells), against the calibration fitted on all the cells."""
+    offsets: list[float] = []
+    variances: list[float] = []
+    if districts is None:
+        return offsets, variances
+    names = np.asarray(
+        [("" if value is None or value != value else str(value)) for value in districts]
+    )
+    for name in np.unique(names[names != ""]):
+        inside = names == name
+        n = int(inside.sum())
+        if n < MIN_DISTRICT_CELLS:
+            continue
+        poor = min(max(float(labels[inside].sum()), 0.5), n - 0.5)
+        delta, variance = _offset(eta[inside], poor)
+        offsets.append(delta)
+        variances.append(variance)
+    return offsets, variances
 
 
 def _bin_half_widths(
