@@ -249,9 +249,7 @@ class _LatticeWork:
         row1 = min(source.height, int(math.ceil(wanted.row_off + wanted.height)) + 1)
         column1 = min(source.width, int(math.ceil(wanted.col_off + wanted.width)) + 1)
         strip_rows = max(1, STRIP_PIXELS // max(1, column1 - column0))
-        order = np.argsort(
-            lattice.rows, kind="stable"
-        )  # cells by lattice row, for each strip's lookup
+        order = np.argsort(lattice.rows, kind="stable")  # for each strip: its rows' cells
         sorted_rows = lattice.rows[order]
         for first in range(row0, row1, strip_rows):
             if reporter is not None:
@@ -273,10 +271,9 @@ class _LatticeWork:
         between); the people between two crossings — whole pixels from the row's
         running sum, and the crossed pixels split at the crossing, people spread
         evenly within a pixel — belong to one column of cells. Each such segment is
-        then shared between the lattice row at its centre and the neighbouring row
-        by how much of the raster row's height lies on each side of the row edge
-        there. Both splits are by area: a pixel's people go to the cells its area
-        lies in.
+        then shared among the rows of cells the raster row overlaps at the segment's
+        centre, by how much of the raster row's height lies in each. Both splits are
+        by area: a pixel's people go to the cells its area lies in.
         """
         source, lattice = self.source, self.lattice
         values = clean_people(source.read(1, window=window, masked=True))
