@@ -253,7 +253,7 @@ def run_step(name, folder):
         pixels = sum(read_raster_once(spec.path) for spec in inputs_of(folder))
         return cells, {"pixels": pixels}
     if name in ("sample_local", "sample_spark"):
-        from povmap_qgis.core.chips.sampling import ChipOptions, sample_chips
+        from povmap_qgis.core.engines.steps import ChipOptions, sample_chips
 
         engine = "spark" if name.endswith("spark") else "local"
         summary = sample_chips(
@@ -269,7 +269,7 @@ def run_step(name, folder):
     if name == "floor_model":
         return cells, model_floor(cells)
     if name.startswith("predict_"):
-        from povmap_qgis.core.model.prediction import PredictOptions, predict
+        from povmap_qgis.core.engines.steps import PredictOptions, predict
         from povmap_qgis.paths import bundled_model_path
 
         engine = "spark" if name.endswith("spark") else "local"
