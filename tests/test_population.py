@@ -93,6 +93,8 @@ def test_grid_cells_get_the_people_of_the_area_of_each_pixel_inside_them(tmp_pat
     assert np.median(relative) < 0.003
     assert (inside == 1).all()
     assert (exact[:4] < exact.mean()).any()  # the spoiled pixels (nodata, NaN, ±inf, < 0) count 0
+    nobody, no_share = cell_population(cells.iloc[:0], str(tmp_path / "people.tif"))
+    assert len(nobody) == len(no_share) == 0
 
 
 def test_strips_and_transformation_steps_do_not_change_the_people(tmp_path, monkeypatch):

@@ -87,13 +87,15 @@ def cell_population(
             )
         people = np.zeros(len(geometries), dtype="float64")
         inside = np.zeros(len(geometries), dtype="float64")
+        if not len(geometries):
+            return people, inside
         lattice = square_lattice(geometries)
         lattice_work = _LatticeWork(source, lattice) if lattice is not None else None
         if lattice_work is not None and not lattice_work.usable:
             lattice_work = None  # a mirrored raster: rasterised like any polygon
         on_lattice = lattice_work.cells if lattice_work is not None else np.zeros(0, dtype="int64")
         others = np.setdiff1d(np.arange(len(geometries)), on_lattice)
-        overlapping = [
+        parts = [
             part
             for part in (
                 lattice_work,
@@ -101,8 +103,8 @@ def cell_population(
             )
             if part is not None
         ]
-        if not any(part.overlaps for part in overlapping):
-            left, bottom, right, top = zip(*(part.extent for part in overlapping), strict=True)
+        if not any(part.overlaps for part in parts):
+            left, bottom, right, top = zip(*(part.extent for part in parts), strict=True)
             raise PovmapInputError(
                 parameter,
                 f"the raster '{path}' does not overlap the cells (raster extent {_extent(source.bounds)}, cells "
@@ -110,7 +112,7 @@ def cell_population(
                 f"in {source.crs.to_string()}); use a population raster of this area.",
             )
         done = 0.0
-        for part in overlapping:
+        for part in parts:
             share_of_work = len(part.cells) / max(1, len(geometries))
             part_people, part_inside = part.run(
                 reporter, functools.partial(_overall_percent, done, share_of_work)
