@@ -18,9 +18,9 @@ Two ways, one answer:
   the rows of cells the raster row overlaps at the segment's centre, by how much of
   the raster row lies in each. Against shapely's exact pixel × cell intersections
   a cell's people are off by 0.02 % (median) near the lattice's central meridian and
-  0.25 % three degrees from it, 1.3 % at most (boundary rows tilted by the grid's meridian convergence, a few
-  degrees far from the central meridian, are split at their centre), and it costs
-  about twice reading the raster (``scripts/bench_targeting.py``).
+  0.25 % three degrees from it, 1.3 % at most (boundary rows tilted by the grid's
+  meridian convergence are split at their centre), and it costs about twice reading
+  the raster (``scripts/bench_targeting.py``).
 - **Other polygons** (hexagons, clipped cells) and mirrored rasters:
   ``population_polygons.PolygonWork`` rasterises the polygons onto a grid finer
   than the raster's (a boundary pixel's share known to 1/k² of a pixel).
@@ -197,22 +197,22 @@ def square_lattice(geometries: geopandas.GeoSeries) -> SquareLattice | None:
 
 
 class _LatticeWork:
-    """People of lattice cells: the raster read once in strips, each warped onto the lattice
-    with GDAL's ``sum`` resampling and the exact transformation."""
+    """People of lattice cells: the raster read once in strips of rows, each row cut at the
+    cells' edges (``_add_strip``)."""
 
     def __init__(self, source: Any, lattice: SquareLattice) -> None:
         from rasterio.warp import transform_bounds
 
         self.source, self.lattice, self.cells = source, lattice, lattice.members
         size = lattice.size
-        self.grid_bounds = (
+        self.extent = transform_bounds(  # the cells' extent in the raster's CRS
+            lattice.crs,
+            source.crs,
             lattice.left,
             lattice.top - (int(lattice.rows.max()) + 1) * size,
             lattice.left + (int(lattice.columns.max()) + 1) * size,
             lattice.top,
-        )
-        self.extent = transform_bounds(
-            lattice.crs, source.crs, *self.grid_bounds, densify_pts=DENSIFY_POINTS
+            densify_pts=DENSIFY_POINTS,
         )
         left, bottom, right, top = source.bounds
         self.overlaps = (

@@ -1,12 +1,12 @@
 """People of any polygons from a population raster: the polygons rasterised onto a finer grid.
 
 The way ``population.cell_population`` takes for polygons that are not whole
-squares on one lattice (hexagons, clipped cells) and for mirrored rasters. The polygons, transformed into the raster's CRS, are
-rasterised onto a grid ``k`` times finer than the raster's, with ``k`` chosen so
-that a polygon spans at least ``SUBPIXELS_ACROSS_CELL`` of those sub-pixels (at
-most ``MAX_SUPERSAMPLING``): the share of a boundary pixel is then known to 1/k²
-of a pixel. Work goes tile by tile, so memory stays bounded whatever the size of
-the raster.
+squares on one lattice (hexagons, clipped cells) and for mirrored rasters. The
+polygons, transformed into the raster's CRS, are rasterised onto a grid ``k``
+times finer than the raster's, with ``k`` chosen so that a polygon spans at least
+``SUBPIXELS_ACROSS_CELL`` of those sub-pixels (at most ``MAX_SUPERSAMPLING``):
+the share of a boundary pixel is then known to 1/k² of a pixel. Work goes tile
+by tile, so memory stays bounded whatever the size of the raster.
 """
 
 from __future__ import annotations

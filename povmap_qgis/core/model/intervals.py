@@ -98,8 +98,9 @@ from . import calibration
 from .training_settings import DEFAULT_NOMINAL, INTERVAL_METHOD, NOMINAL_RANGE
 
 METHOD = INTERVAL_METHOD
-METHOD_VERSION = 3  # 3: τ² also with fewer than MIN_DISTRICTS districts (prior and the districts
-# there are; 2: τ² = 0 then); 2: τ² is the posterior mean under a half-normal prior (1: DerSimonian–Laird)
+# 3: τ² also with fewer than MIN_DISTRICTS districts (the prior and the districts there are);
+# 2: τ² the posterior mean under a half-normal prior (0 with fewer districts); 1: DerSimonian–Laird
+METHOD_VERSION = 3
 TAU_PRIOR_SCALE = (
     0.5  # half-normal prior scale of τ, logit scale (Röver et al. 2021: weakly informative)
 )
@@ -202,9 +203,7 @@ def _groups(
 ) -> tuple[np.ndarray, bool]:
     """Each cell's group: its district where enough districts have enough cells, else pseudo-groups."""
     if districts is not None:
-        names = np.asarray(
-            [("" if value is None or value != value else str(value)) for value in districts]
-        )
+        names = _district_names(districts)
         usable, counts = np.unique(names[names != ""], return_counts=True)
         if int((counts >= MIN_DISTRICT_CELLS).sum()) >= MIN_DISTRICTS:
             return names, True
@@ -254,9 +253,7 @@ def fit_interval(
         theta = _platt_newton(features[rest], labels[rest])
         thetas.append(theta)
         held_out[inside] = theta[0] * features[inside] + theta[1]
-        n = int(inside.sum())
-        poor = min(max(float(labels[inside].sum()), 0.5), n - 0.5)
-        delta, variance = _offset(held_out[inside], poor)
+        delta, variance = _district_offset(held_out[inside], labels[inside])
         offsets.append(delta)
         variances.append(variance)
     count = len(thetas)
@@ -312,19 +309,28 @@ def _district_offsets(
     variances: list[float] = []
     if districts is None:
         return offsets, variances
-    names = np.asarray(
-        [("" if value is None or value != value else str(value)) for value in districts]
-    )
+    names = _district_names(districts)
     for name in np.unique(names[names != ""]):
         inside = names == name
-        n = int(inside.sum())
-        if n < MIN_DISTRICT_CELLS:
+        if inside.sum() < MIN_DISTRICT_CELLS:
             continue
-        poor = min(max(float(labels[inside].sum()), 0.5), n - 0.5)
-        delta, variance = _offset(eta[inside], poor)
+        delta, variance = _district_offset(eta[inside], labels[inside])
         offsets.append(delta)
         variances.append(variance)
     return offsets, variances
+
+
+def _district_names(districts: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Each cell's district as text ("" where it has none)."""
+    return np.asarray(
+        [("" if value is None or value != value else str(value)) for value in districts]
+    )
+
+
+def _district_offset(eta: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """A district's offset and its variance, its poor cells kept within [½, n − ½]."""
+    n = len(labels)
+    return _offset(eta, min(max(float(labels.sum()), 0.5), n - 0.5))
 
 
 def _bin_half_widths(
