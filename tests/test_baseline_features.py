@@ -94,3 +94,23 @@ def test_drift_warns_once_naming_every_shifted_input_and_says_when_few_cells_mea
         "Inputs 'accessibility' (PSI 2.18), 'daytime' (PSI 1.94) and 'nightlights' (PSI 1.57)"
     )
     assert "only 56 cells" in three and "noisy" in three
+
+
+def test_band_statistics_leave_out_nodata_pixels_like_pandas():
+    """Per chip and band, against pandas' own NaN-skipping statistics, written cell by cell:
+    chips with a few nodata pixels, an all-nodata band, float16 as stored, three bands."""
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    chips = (rng.random((6, 9, 7, 3)) * 40).astype("float16")
+    chips[1, 2:5, 3, 0] = np.nan  # some nodata in one band
+    chips[2, :, :, 2] = np.nan  # a band with no valid pixel
+    chips[4, 0, :, :] = np.nan  # a row of nodata in every band
+    statistics = chip_features.band_statistics(chips)
+    assert statistics.shape == (6, 3 * len(chip_features.STATISTICS))
+    for cell in range(6):
+        for band in range(3):
+            pixels = pd.Series(chips[cell, :, :, band].astype("float64").ravel())
+            expected = [pixels.mean(), pixels.max(), pixels.std(ddof=0), pixels[4 * 7 + 3]]
+            got = statistics[cell, band * 4 : band * 4 + 4]
+            np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"{cell}, {band}")

@@ -88,21 +88,34 @@ def features_of_chips(
     The same numbers whether the chips come from a store or straight from the
     rasters (predicting without a store, core/model/raster_prediction.py).
     """
-    import warnings
-
     columns = []
     for name in inputs or list(normalisation):  # see chip_features
-        spec = normalisation[name]
-        values = apply_transform(chips[name], spec).astype("float64")
-        size = values.shape[1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chips give NaN
-            statistics = [
-                np.nanmean(values, axis=(1, 2)),
-                np.nanmax(values, axis=(1, 2)),
-                np.nanstd(values, axis=(1, 2)),
-                values[:, size // 2, values.shape[2] // 2, :],
-            ]
-        # [batch, bands, statistics] -> columns ordered band by band, statistic by statistic
-        columns.append(np.stack(statistics, axis=-1).reshape(len(values), -1))
+        columns.append(band_statistics(apply_transform(chips[name], normalisation[name])))
     return np.concatenate(columns, axis=1)
+
+
+def band_statistics(values: np.ndarray) -> np.ndarray:
+    """[n, bands × 4]: each band's ``STATISTICS`` of chips ``values`` ([n, H, W, bands]).
+
+    Columns go band by band, statistic by statistic; NaN pixels are left out (a chip
+    with no valid pixel gives NaN). Computed in float64 over one contiguous plane per
+    band: reducing the stored [H, W, bands] layout over two axes with the bands
+    innermost is six times slower, and this runs for every batch a prediction reads.
+    Only the chips that hold NaN pay for the NaN-aware functions.
+    """
+    import warnings
+
+    count, height, width, bands = values.shape
+    centre = values[:, height // 2, width // 2, :].astype("float64")
+    planes = np.empty((count, bands, height * width), dtype="float64")
+    planes[...] = values.reshape(count, height * width, bands).transpose(0, 2, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chips give NaN, inf - inf too
+        mean, largest, spread = planes.mean(axis=-1), planes.max(axis=-1), planes.std(axis=-1)
+        with_nan = np.isnan(mean).any(axis=1)  # a NaN pixel makes its band's sum NaN
+        if with_nan.any():
+            some = planes[with_nan]
+            mean[with_nan] = np.nanmean(some, axis=-1)
+            largest[with_nan] = np.nanmax(some, axis=-1)
+            spread[with_nan] = np.nanstd(some, axis=-1)
+    return np.stack([mean, largest, spread, centre], axis=-1).reshape(count, -1)

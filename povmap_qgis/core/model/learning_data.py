@@ -173,8 +173,10 @@ def normalise(
     for name, values in chips.items():
         mean = np.asarray(normalisation[name]["mean"], dtype="float32")
         std = np.asarray(normalisation[name]["std"], dtype="float32")
-        scaled = (apply_transform(values, normalisation[name]).astype("float32") - mean) / std
-        out[name] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
+        # one new array, then in place: this runs for every batch a prediction reads
+        scaled = np.subtract(apply_transform(values, normalisation[name]), mean, dtype="float32")
+        np.divide(scaled, std, out=scaled)
+        out[name] = np.nan_to_num(scaled, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return out
 
 

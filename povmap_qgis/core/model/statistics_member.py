@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import strict_json
-from ..chips.chip_features import STATISTICS
+from ..chips.chip_features import STATISTICS, band_statistics
 
 if TYPE_CHECKING:
     from ..progress import Reporter
@@ -61,18 +61,7 @@ def weights_file(architecture: str) -> str:
 
 def chip_statistics(chips: Mapping[str, np.ndarray], input_names: Sequence[str]) -> np.ndarray:
     """[n, features]: mean, max, std and centre of each band of each input (normalised chips)."""
-    columns = []
-    for name in input_names:
-        values = np.asarray(chips[name], dtype="float64")
-        centre = values[:, values.shape[1] // 2, values.shape[2] // 2, :]
-        statistics = [
-            values.mean(axis=(1, 2)),
-            values.max(axis=(1, 2)),
-            values.std(axis=(1, 2)),
-            centre,
-        ]
-        columns.append(np.stack(statistics, axis=-1).reshape(len(values), -1))
-    return np.concatenate(columns, axis=1)
+    return np.concatenate([band_statistics(chips[name]) for name in input_names], axis=1)
 
 
 def feature_definition(inputs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
