@@ -36,13 +36,23 @@ with ``l = logit(prob_raw)`` and the fitted Platt scaling ``η = a·l + b``,
   intervals built on it under-cover, Partlett & Riley 2017), while the posterior
   keeps the shift the data cannot rule out and follows the data when they are
   many (package version 1 used DerSimonian–Laird);
-- a cell's interval on the logit scale is ``η ± sqrt(t² · [l 1] Σ [l 1]ᵀ + z² · τ²)``,
+- districts differ in slope too (version 4): each district's relative slope shift ``ε_d``
+  in ``logit p = η + δ + ε·(η − η̄)`` (η̄ the validation cells' mean calibrated logit; both
+  by Newton–Raphson with an N(0, 1) ridge, which keeps a district without a poor cell
+  finite) with its variance from the penalised information gives ``σ²_slope``, the
+  posterior mean as for τ² (half-normal prior, scale ``SLOPE_PRIOR_SCALE``): a new
+  district's share poor moves most at the ends of the scale, where an offset on the
+  logit scale moves a probability least;
+- a cell's interval on the logit scale is
+  ``η ± sqrt(t² · [l 1] Σ [l 1]ᵀ + z² · (τ² + σ²_slope · (η − η̄)²))``,
   ``t`` the Student quantile of ``(1 + nominal)/2`` with D − 1 degrees of freedom
   for the jackknife's part (few districts: wider), ``z`` the normal quantile for the
   new district's shift — τ² is already averaged over its posterior, and the
   predictive distribution of a shift (a scale mixture of normals) has its
   central quantiles within ``z`` of its standard deviation — mapped through the
-  logistic function (version 1 used ``t`` on both parts);
+  logistic function (version 1 used ``t`` on both parts), and (version 4) at least the
+  interval of its reliability bin's middle probability: the per-bin check asks a cell's
+  interval to hold its bin's share poor, which a cell at the bin's edge shares with the rest;
 - it is widened where needed to hold the observed share poor of cells with a
   similar probability, as the per-bin check asks (Mondrian split-conformal by
   reliability bin): per bin (``calibration.BINS``) of the validation cells'
@@ -60,7 +70,7 @@ validation cells each) the jackknife is over ``PSEUDO_GROUPS`` random groups of
 cells, and τ² is still the posterior mean: from the offsets of the one or two
 districts there are (against the calibration fitted on all the cells) and the
 prior, or from the prior alone (E[τ²] = ``TAU_PRIOR_SCALE``², 0.25) without
-any — the interval claims a district the model may never have seen, and with
+any, σ²_slope likewise — the interval claims a district the model may never have seen, and with
 no evidence on how districts differ it keeps the prior's (version 2 set τ² = 0
 there: on the dim-lights case, three districts of which two validate each fold,
 the lowest reliability bin was then held by 75 % of its cells for a nominal
@@ -79,10 +89,8 @@ taken as correlated: conservative) and bounds a ratio such as its expected
 coverage with the selected and the other cells moving in opposite directions
 (``ratio_interval``).
 
-Coverage (``coverage``): per bin, as ``calibration.interval_coverage`` (a cell's
-interval holds its reliability bin's observed share poor) and per district
-(the district interval holds its observed share poor), both against the
-nominal level.
+How well the rule's intervals hold what they claim is measured apart, in
+``core/validation/interval_coverage.py``.
 """
 
 from __future__ import annotations
@@ -98,19 +106,23 @@ from . import calibration
 from .training_settings import DEFAULT_NOMINAL, INTERVAL_METHOD, NOMINAL_RANGE
 
 METHOD = INTERVAL_METHOD
+# 4: districts' slopes differ too (σ²_slope), and a cell's interval holds its reliability bin's;
 # 3: τ² also with fewer than MIN_DISTRICTS districts (the prior and the districts there are);
 # 2: τ² the posterior mean under a half-normal prior (0 with fewer districts); 1: DerSimonian–Laird
-METHOD_VERSION = 3
+METHOD_VERSION = 4
 TAU_PRIOR_SCALE = (
     0.5  # half-normal prior scale of τ, logit scale (Röver et al. 2021: weakly informative)
 )
+# half-normal prior scale of σ_slope, the relative shift of a district's calibration slope: a
+# district's slope within about ±50 % (two scales) of the average unless its cells say more
+SLOPE_PRIOR_SCALE = 0.25
+_SHIFT_RIDGE = 1.0  # N(0, 1) on a district's (offset, slope shift): finite with no poor cell
 _TAU_GRID_POINTS = 4001
 SPREAD_METHOD = "members-spread"  # the rule of packages from before METHOD
 MIN_DISTRICTS = 3  # fewer validation districts: the jackknife over pseudo-groups of cells
 MIN_DISTRICT_CELLS = 5  # a validation district with fewer cells is not used on its own
 PSEUDO_GROUPS = 10
 MIN_BIN_CELLS = 10
-SHORT_BY = 0.05  # coverage this far below nominal earns a warning
 _NEWTON_STEPS = 50
 
 
@@ -148,6 +160,26 @@ def _offset(eta: np.ndarray, poor: float) -> tuple[float, float]:
             break
     p = 1 / (1 + np.exp(-(eta + delta)))
     return delta, 1 / max(float(np.sum(p * (1 - p))), 1e-12)
+
+
+def _slope_shift(eta: np.ndarray, labels: np.ndarray, centre: float) -> tuple[float, float]:
+    """A district's relative slope shift ε and its variance: logit p = η + δ + ε·(η − centre),
+    (δ, ε) by Newton–Raphson with an N(0, 1) ridge on both (a district without a poor or a
+    non-poor cell stays finite, its variance large); the variance from the penalised information."""
+    x = np.column_stack([np.ones(len(eta)), eta - centre])
+    theta = np.zeros(2)
+    ridge = np.eye(2) / _SHIFT_RIDGE**2
+    information = ridge
+    for _ in range(_NEWTON_STEPS):
+        p = 1 / (1 + np.exp(-(eta + x @ theta)))
+        information = (x * (p * (1 - p))[:, None]).T @ x + ridge
+        step = np.linalg.solve(information, x.T @ (labels - p) - ridge @ theta)
+        theta = theta + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    p = 1 / (1 + np.exp(-(eta + x @ theta)))
+    information = (x * (p * (1 - p))[:, None]).T @ x + ridge
+    return float(theta[1]), float(np.linalg.inv(information)[1, 1])
 
 
 def dersimonian_laird(estimates: ArrayLike, variances: ArrayLike) -> float:
@@ -241,6 +273,8 @@ def fit_interval(
     names = [name for name in np.unique(groups) if name != ""]
     eta = fitted["slope"] * features + fitted["intercept"]
     thetas, offsets, variances = [], [], []
+    slopes: list[tuple[float, float]] = []  # each district's slope shift and its variance
+    centre = float(np.mean(eta))  # where a slope shift moves nothing
     held_out = eta.copy()  # each cell's LODO-calibrated logit
     for name in names:
         inside = groups == name
@@ -256,6 +290,7 @@ def fit_interval(
         delta, variance = _district_offset(held_out[inside], labels[inside])
         offsets.append(delta)
         variances.append(variance)
+        slopes.append(_slope_shift(held_out[inside], labels[inside], centre))
     count = len(thetas)
     jackknife = np.asarray(thetas).reshape(-1, 2)
     centred = jackknife - jackknife.mean(axis=0) if count else jackknife
@@ -263,9 +298,12 @@ def fit_interval(
     if (
         not by_district
     ):  # how districts differ: the prior, and the offsets of the districts there are
-        offsets, variances = _district_offsets(eta, labels, districts)
+        offsets, variances, slopes = _district_offsets(eta, labels, districts, centre)
     tau2_dl = dersimonian_laird(offsets, variances) if len(offsets) > 1 else 0.0
     tau2 = posterior_tau2(offsets, variances)
+    slope_var = posterior_tau2(
+        [slope for slope, _ in slopes], [variance for _, variance in slopes], SLOPE_PRIOR_SCALE
+    )
     quantile = float(student.ppf((1 + nominal) / 2, max(count - 1, 1)))
     tau_quantile = _z(nominal)
     bins = _bin_half_widths(labels, 1 / (1 + np.exp(-held_out)), nominal)
@@ -279,6 +317,9 @@ def fit_interval(
         "tau2": float(tau2),
         "tau2_dersimonian_laird": float(tau2_dl),
         "tau_prior": {"distribution": "half-normal", "scale": TAU_PRIOR_SCALE},
+        "slope_var": float(slope_var),
+        "slope_centre": centre,
+        "slope_prior": {"distribution": "half-normal", "scale": SLOPE_PRIOR_SCALE},
         "bin_half_widths": bins,
         "groups": count,
         "grouped_by": "district" if by_district else "random cells",
@@ -295,20 +336,25 @@ def fit_interval(
         rule["note"] = (
             f"fewer than {MIN_DISTRICTS} districts with {MIN_DISTRICT_CELLS}+ validation cells: "
             "the calibration's uncertainty from random groups of cells, and how districts "
-            f"differ (τ² = {tau2:.3f}) from {evidence}"
+            f"differ (τ² = {tau2:.3f}, σ²_slope = {slope_var:.3f}) from {evidence}"
         )
     return rule
 
 
 def _district_offsets(
-    eta: np.ndarray, labels: np.ndarray, districts: Sequence[Any] | np.ndarray | None
-) -> tuple[list[float], list[float]]:
-    """Each district's calibration offset and its sampling variance (districts of
-    ``MIN_DISTRICT_CELLS``+ cells), against the calibration fitted on all the cells."""
+    eta: np.ndarray,
+    labels: np.ndarray,
+    districts: Sequence[Any] | np.ndarray | None,
+    centre: float,
+) -> tuple[list[float], list[float], list[tuple[float, float]]]:
+    """Each district's calibration offset and its sampling variance, and its slope shift with
+    its variance (districts of ``MIN_DISTRICT_CELLS``+ cells), against the calibration fitted
+    on all the cells."""
     offsets: list[float] = []
     variances: list[float] = []
+    slopes: list[tuple[float, float]] = []
     if districts is None:
-        return offsets, variances
+        return offsets, variances, slopes
     names = _district_names(districts)
     for name in np.unique(names[names != ""]):
         inside = names == name
@@ -317,7 +363,8 @@ def _district_offsets(
         delta, variance = _district_offset(eta[inside], labels[inside])
         offsets.append(delta)
         variances.append(variance)
-    return offsets, variances
+        slopes.append(_slope_shift(eta[inside], labels[inside], centre))
+    return offsets, variances, slopes
 
 
 def _district_names(districts: Sequence[Any] | np.ndarray) -> np.ndarray:
@@ -394,22 +441,40 @@ def cell_interval(
         return spread_interval(raw, spread, fitted)
     features = calibration.logit(raw)
     eta = fitted["slope"] * features + fitted["intercept"]
-    covariance = np.asarray(rule["covariance"], dtype="float64")
-    calibration_variance = (
-        covariance[0, 0] * features**2 + 2 * covariance[0, 1] * features + covariance[1, 1]
-    )
-    tau_quantile = rule.get("tau_quantile", rule["quantile"])  # version 1: t on both parts
-    half = np.sqrt(
-        np.maximum(rule["quantile"] ** 2 * calibration_variance + tau_quantile**2 * rule["tau2"], 0)
-    )
+    half = _logit_half_width(eta, features, rule)
     low, high = 1 / (1 + np.exp(-(eta - half))), 1 / (1 + np.exp(-(eta + half)))
     probability = 1 / (1 + np.exp(-eta))
     bins = len(rule["bin_half_widths"])
     index = np.clip((probability * bins).astype("int64"), 0, bins - 1)
+    if "slope_var" in rule:  # version 4: at least the interval of the bin's middle probability
+        middle = calibration.logit((np.arange(bins) + 0.5) / bins)
+        slope = fitted["slope"] or 1.0  # a flat calibration: any raw logit gives its value
+        middle_half = _logit_half_width(middle, (middle - fitted["intercept"]) / slope, rule)
+        low = np.minimum(low, (1 / (1 + np.exp(-(middle - middle_half))))[index])
+        high = np.maximum(high, (1 / (1 + np.exp(-(middle + middle_half))))[index])
     width = np.asarray(rule["bin_half_widths"], dtype="float64")[index]
     low = np.clip(np.minimum(low, probability - width), 0, 1)
     high = np.clip(np.maximum(high, probability + width), 0, 1)
     return low, high
+
+
+def _logit_half_width(eta: np.ndarray, features: np.ndarray, rule: Mapping[str, Any]) -> np.ndarray:
+    """Half the interval of calibrated logits ``eta`` (of raw logits ``features``): the
+    calibration's own part (Student's t), a new district's offset and, from version 4, its
+    slope shift (normal quantile)."""
+    covariance = np.asarray(rule["covariance"], dtype="float64")
+    calibration_variance = (
+        covariance[0, 0] * features**2 + 2 * covariance[0, 1] * features + covariance[1, 1]
+    )
+    shift_variance = (
+        rule["tau2"] + rule.get("slope_var", 0.0) * (eta - rule.get("slope_centre", 0.0)) ** 2
+    )
+    tau_quantile = rule.get("tau_quantile", rule["quantile"])  # version 1: t on both parts
+    return np.sqrt(
+        np.maximum(
+            rule["quantile"] ** 2 * calibration_variance + tau_quantile**2 * shift_variance, 0
+        )
+    )
 
 
 def describe(rule: Mapping[str, Any] | None) -> str:
@@ -424,7 +489,13 @@ def describe(rule: Mapping[str, Any] | None) -> str:
         f"prob_low–prob_high: {100 * rule['nominal']:.0f} % intervals of the calibrated probability "
         f"({METHOD}: Platt scaling's uncertainty and the variation between {rule['groups']} "
         f"{'districts' if rule['grouped_by'] == 'district' else 'groups of cells'} of the "
-        f"validation cells, τ = {math.sqrt(rule['tau2']):.2f} on the logit scale)"
+        f"validation cells, τ = {math.sqrt(rule['tau2']):.2f} on the logit scale"
+        + (
+            f", slope σ = {math.sqrt(rule['slope_var']):.2f} relative"
+            if "slope_var" in rule
+            else ""
+        )
+        + ")"
     )
 
 
@@ -510,99 +581,3 @@ def district_intervals(
             "high": upper / total,
         }
     return result
-
-
-def district_coverage(
-    labels: ArrayLike,
-    probability: ArrayLike,
-    low: ArrayLike,
-    high: ArrayLike,
-    districts: ArrayLike,
-    nominal: float = DEFAULT_NOMINAL,
-) -> dict[str, Any]:
-    """How often a district's interval holds its observed share poor.
-
-    {"nominal", "coverage", "districts", "mean_width", "table": [{"district", "cells",
-    "observed", "share", "low", "high", "covered"}]}.
-    """
-    labels = np.asarray(labels, dtype="float64")
-    districts = np.asarray(districts).astype(str)
-    found = district_intervals(probability, low, high, districts, nominal=nominal)
-    table = []
-    for name, row in found.items():
-        observed = float(labels[districts == name].mean())
-        table.append(
-            dict(
-                row,
-                district=name,
-                observed=observed,
-                covered=bool(row["low"] <= observed <= row["high"]),
-            )
-        )
-    return {
-        "nominal": nominal,
-        "coverage": float(np.mean([row["covered"] for row in table])) if table else None,
-        "districts": len(table),
-        "mean_width": float(np.mean([row["high"] - row["low"] for row in table]))
-        if table
-        else None,
-        "table": table,
-    }
-
-
-def coverage(
-    labels: ArrayLike,
-    probability: ArrayLike,
-    low: ArrayLike,
-    high: ArrayLike,
-    districts: ArrayLike | None,
-    nominal: float,
-    spread: tuple[ArrayLike, ArrayLike] | None = None,
-) -> dict[str, Any]:
-    """Both coverage checks of intervals, beside the members'-spread interval's.
-
-    ``calibration.interval_coverage``'s dict (per bin: a cell's interval holds its
-    reliability bin's observed share poor) with its ``nominal`` set, plus
-    ``districts`` (``district_coverage``: a district's interval holds its observed
-    share poor; None without districts), ``spread`` ({"coverage", "mean_width",
-    "district_coverage", "district_width"} of the members'-spread interval, when
-    ``spread`` = (low, high) is given) and ``warnings`` (sentences, a check more
-    than ``SHORT_BY`` below nominal).
-    """
-    found = calibration.interval_coverage(labels, probability, low, high)
-    found["nominal"] = float(nominal)
-    found["districts"] = (
-        None
-        if districts is None
-        else district_coverage(labels, probability, low, high, districts, nominal)
-    )
-    if spread is not None:
-        old = calibration.interval_coverage(labels, probability, *spread)
-        old_districts = (
-            None
-            if districts is None
-            else district_coverage(labels, probability, *spread, districts, nominal)
-        )
-        found["spread"] = {
-            "coverage": old["coverage"],
-            "mean_width": old["mean_width"],
-            "district_coverage": None if old_districts is None else old_districts["coverage"],
-            "district_width": None if old_districts is None else old_districts["mean_width"],
-        }
-    found["warnings"] = coverage_warnings(found)
-    return found
-
-
-def coverage_warnings(found: Mapping[str, Any]) -> list[str]:
-    """Sentences for each check whose coverage lies more than ``SHORT_BY`` below nominal."""
-    nominal = found["nominal"]
-    checks = [("cells (per reliability bin)", found.get("coverage"))]
-    if found.get("districts"):
-        checks.append(("districts", found["districts"]["coverage"]))
-    return [
-        f"prob_low–prob_high hold their share poor for {value:.0%} of the {what}, more than "
-        f"{SHORT_BY * 100:.0f} points short of the nominal {nominal:.0%}: read the intervals as "
-        "too narrow here"
-        for what, value in checks
-        if value is not None and value < nominal - SHORT_BY
-    ]

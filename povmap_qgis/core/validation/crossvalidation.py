@@ -24,7 +24,7 @@ rows; then coverage, nominal, mean_width on the intervals' rows, fold = pooled) 
 ``pred`` and ``outcome`` (hit, miss, false_alarm, correct_rejection) of every
 cell; ``prob_low``/``prob_high`` by each fold's interval rule (``intervals.fit_interval``,
 fitted on the fold's validation cells by district at ``NOMINAL``). The metrics hold
-``interval_coverage`` (``intervals.coverage``): how often the out-of-fold intervals hold
+``interval_coverage`` (``interval_coverage.coverage``): how often the out-of-fold intervals hold
 their reliability bin's and their district's observed share poor, against the nominal
 level, beside the members'-spread interval. The figures and the HTML report are built by
 ``crossvalidation_report.py`` (its ``report_document`` is also called inside QGIS).

@@ -395,12 +395,19 @@ def _interval_rule(summary: dict[str, Any]) -> str | None:
     if not rules or not all(rule and rule.get("method") == INTERVAL_METHOD for rule in rules):
         return None
     taus = ", ".join(f"{rule['tau2'] ** 0.5:.2f}" for rule in rules)
+    slopes = (
+        " and its slope (relative σ per fold: "
+        + ", ".join(f"{rule['slope_var'] ** 0.5:.2f}" for rule in rules)
+        + ")"
+        if all("slope_var" in rule for rule in rules)
+        else ""
+    )
     return (
         "Each cell's interval prob_low–prob_high comes from its fold's interval rule, fitted on "
         "that fold's validation cells by district: Platt scaling's own uncertainty (refitted "
         "leaving out one district at a time) and how much the calibration varies between "
-        f"districts (τ on the logit scale, per fold: {taus}), widened to the resolution of the "
-        "reliability bins."
+        f"districts (τ on the logit scale, per fold: {taus}){slopes}, widened to the "
+        "resolution of the reliability bins."
     )
 
 

@@ -85,7 +85,7 @@ def metrics_document(
     flagged: Any,
 ) -> dict[str, Any]:
     """The metrics document (METRICS): settings, data, each fold, summary, pooled, verdict."""
-    from ..model import intervals
+    from .interval_coverage import coverage
 
     outputs, pooled = pooled_results
     labels = run.labels
@@ -118,7 +118,7 @@ def metrics_document(
         "pooled": pooled,
         "verdict": _verdict(labels, folds.districts, outputs, pooled, run.options.seed),
         "stacking": stacking_summary(run, folds, fold_results, out),
-        "interval_coverage": intervals.coverage(
+        "interval_coverage": coverage(
             labels,
             out.calibrated,
             out.low,

@@ -77,11 +77,12 @@ def scope_metrics(
 def interval_coverage(
     cells: pd.DataFrame, predictions: dict[str, Any], reporter: Reporter
 ) -> dict[str, Any] | None:
-    """Both coverage checks of prob_low–prob_high against the labels (``intervals.coverage``), with
+    """Both coverage checks of prob_low–prob_high against the labels (``interval_coverage.coverage``), with
     the members'-spread interval beside them where the layer allows; None without the fields."""
     import numpy as np
 
     from ..model import calibration, intervals
+    from .interval_coverage import coverage
 
     if "prob_low" not in cells or "prob_high" not in cells:
         return None
@@ -108,7 +109,7 @@ def interval_coverage(
         if "district" in cells
         else None
     )
-    found = intervals.coverage(
+    found = coverage(
         cells["label"].to_numpy()[usable],
         mean[usable],
         low[usable],

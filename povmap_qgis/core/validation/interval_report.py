@@ -1,7 +1,7 @@
 """The reports' "Uncertainty intervals" section (cross-validation and evaluation).
 
 Plain Python (no numpy): called inside QGIS. ``coverage`` is
-``intervals.coverage``'s dict; older metrics (before the district check) hold
+``interval_coverage.coverage``'s dict; older metrics (before the district check) hold
 the per-bin part only, and the section says what it can.
 """
 
@@ -133,7 +133,7 @@ INTERVAL_ROWS = (
 
 
 def coverage_rows(coverage: dict[str, Any] | None) -> list[tuple[str, Any, str, str, str]]:
-    """[(model, n, coverage, nominal, mean width)]: the CSV rows of ``intervals.coverage``'s dict
+    """[(model, n, coverage, nominal, mean width)]: the CSV rows of ``interval_coverage.coverage``'s dict
     (n: cells for the per-bin check, districts for the per-district one)."""
     if not coverage:
         return []
