@@ -240,11 +240,12 @@ def _threads_per_task() -> None:
     """
     from pyspark import TaskContext
 
+    from ..model.environment import keep_freed_memory, limit_tensorflow_threads
+
+    keep_freed_memory()  # as the local engine's prediction does
     context = TaskContext.get()
     cpus = context.cpus() if context is not None else 0
     if cpus:
-        from ..model.environment import limit_tensorflow_threads
-
         limit_tensorflow_threads(cpus)
 
 

@@ -110,3 +110,28 @@ def limit_tensorflow_threads(cpus: int) -> None:
     with contextlib.suppress(RuntimeError):  # already initialised in this worker
         tf.config.threading.set_intra_op_parallelism_threads(cpus)
         tf.config.threading.set_inter_op_parallelism_threads(cpus)
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for the next batch instead of handing it back at once.
+
+    Predicting allocates and frees arrays of several MB for every batch of chips (normalised
+    inputs, the statistics' float64 planes, TensorFlow's tensors); by default glibc serves
+    each from fresh pages (mmap above its threshold) and returns the top of the heap to the
+    system, so every batch pays for zeroing pages again: a third of a predicting process's
+    CPU was the kernel's. Serving allocations up to 32 MB from the heap and trimming it only
+    past 1 GB: predicting 10,000 cells from the rasters took 39–42 s instead of 43–49 s on
+    2 cores (system time 5.4–6.5 → 2.3 s; peak memory the same: ~1 GB). Process-wide; a no-op
+    where the C library has no ``mallopt`` (not glibc) or the platform is not Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    trim_threshold, mmap_threshold = -1, -3  # glibc's M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+    mallopt(mmap_threshold, 32 * 2**20)  # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
+    mallopt(trim_threshold, 2**30)

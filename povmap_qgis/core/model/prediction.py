@@ -48,6 +48,7 @@ from ..progress import Reporter
 from ..wording import counted
 from . import baseline, calibration, intervals, learning_data, model_package, stacking
 from .ensemble_judges import ensemble_outputs
+from .environment import keep_freed_memory
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,6 +84,7 @@ def predict(
     is not local (``core/engines/steps.py`` hands it over; this module knows no engine)."""
     reporter = reporter or Reporter()
     started = time.monotonic()
+    keep_freed_memory()  # a batch's arrays reuse the last one's pages
     manifest = model_package.read_package(options.model_path)
     if options.source not in PREDICTION_SOURCES:
         raise PovmapInputError(
