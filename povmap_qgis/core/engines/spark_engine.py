@@ -232,8 +232,10 @@ def _predict_partition(
         store.close()
 
 
-def _threads_per_task() -> None:
-    """TensorFlow's thread pools sized to the task's cores (spark.task.cpus), before it starts.
+def _set_up_worker() -> None:
+    """A Python worker's process made ready to predict, before TensorFlow starts: memory kept
+    for the next batch as the local engine keeps it, and TensorFlow's thread pools sized to
+    the task's cores (spark.task.cpus).
 
     Left alone, every Python worker's TensorFlow would use every core of the
     machine: with one worker per core they fight over them.
@@ -242,7 +244,7 @@ def _threads_per_task() -> None:
 
     from ..model.environment import keep_freed_memory, limit_tensorflow_threads
 
-    keep_freed_memory()  # as the local engine's prediction does
+    keep_freed_memory()
     context = TaskContext.get()
     cpus = context.cpus() if context is not None else 0
     if cpus:
@@ -256,7 +258,7 @@ def _members(manifest: Mapping[str, Any]) -> Any:
     key = (manifest["path"], tuple(member.get("sha256", "") for member in manifest["members"]))
     if key not in _members_cache:
         if not _members_cache:
-            _threads_per_task()
+            _set_up_worker()
         _members_cache.clear()
         _members_cache[key] = model_package.load_members(manifest)
     return _members_cache[key]

@@ -70,8 +70,8 @@ validation cells each) the jackknife is over ``PSEUDO_GROUPS`` random groups of
 cells, and τ² is still the posterior mean: from the offsets of the one or two
 districts there are (against the calibration fitted on all the cells) and the
 prior, or from the prior alone (E[τ²] = ``TAU_PRIOR_SCALE``², 0.25) without
-any, σ²_slope likewise — the interval claims a district the model may never have seen, and with
-no evidence on how districts differ it keeps the prior's (version 2 set τ² = 0
+any, σ²_slope likewise — the interval claims a district the model may never have
+seen, and with no evidence on how districts differ it keeps the prior's (version 2 set τ² = 0
 there: on the dim-lights case, three districts of which two validate each fold,
 the lowest reliability bin was then held by 75 % of its cells for a nominal
 90 %). The note says which. Without a usable calibration there is no interval rule
@@ -135,12 +135,23 @@ def _nominal(nominal: float) -> float:
 
 def _platt_newton(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(slope, intercept) of a logistic regression of ``labels`` on one feature (Newton–Raphson)."""
-    x = np.column_stack([features, np.ones(len(features))])
-    theta = np.zeros(2)
+    return _logistic_newton(np.column_stack([features, np.ones(len(features))]), labels)
+
+
+def _logistic_newton(
+    x: np.ndarray,
+    labels: np.ndarray,
+    offset: np.ndarray | float = 0.0,
+    penalty: np.ndarray | None = None,
+) -> np.ndarray:
+    """Coefficients of ``logit p = offset + x·θ`` by Newton–Raphson, maximising the
+    log-likelihood less ``θᵀ·penalty·θ / 2`` (None: none)."""
+    penalty = np.zeros((x.shape[1], x.shape[1])) if penalty is None else penalty
+    theta = np.zeros(x.shape[1])
     for _ in range(_NEWTON_STEPS):
-        p = 1 / (1 + np.exp(-(x @ theta)))
-        gradient = x.T @ (labels - p)
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        p = 1 / (1 + np.exp(-(offset + x @ theta)))
+        gradient = x.T @ (labels - p) - penalty @ theta
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty + 1e-9 * np.eye(len(theta))
         step = np.linalg.solve(hessian, gradient)
         theta = theta + step
         if np.max(np.abs(step)) < 1e-10:
@@ -167,16 +178,8 @@ def _slope_shift(eta: np.ndarray, labels: np.ndarray, centre: float) -> tuple[fl
     (δ, ε) by Newton–Raphson with an N(0, 1) ridge on both (a district without a poor or a
     non-poor cell stays finite, its variance large); the variance from the penalised information."""
     x = np.column_stack([np.ones(len(eta)), eta - centre])
-    theta = np.zeros(2)
     ridge = np.eye(2) / _SHIFT_RIDGE**2
-    information = ridge
-    for _ in range(_NEWTON_STEPS):
-        p = 1 / (1 + np.exp(-(eta + x @ theta)))
-        information = (x * (p * (1 - p))[:, None]).T @ x + ridge
-        step = np.linalg.solve(information, x.T @ (labels - p) - ridge @ theta)
-        theta = theta + step
-        if np.max(np.abs(step)) < 1e-10:
-            break
+    theta = _logistic_newton(x, labels, eta, ridge)
     p = 1 / (1 + np.exp(-(eta + x @ theta)))
     information = (x * (p * (1 - p))[:, None]).T @ x + ridge
     return float(theta[1]), float(np.linalg.inv(information)[1, 1])
