@@ -75,15 +75,20 @@ def write_layer_chunks(
     style_qml_path: str | None = None,
     style_name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    extra_styles: Sequence[tuple[str, str]] | None = None,
+    geometry_type: str | None = None,
 ) -> str:
     """Like ``write_layer`` for a layer given as GeoDataFrames written one after another.
 
     Memory holds one chunk at a time; the first chunk sets the fields.
+    ``geometry_type``: the layer's (e.g. the source layer's, "MultiPolygon"), so
+    that it does not depend on the first chunk's geometries; None or "Unknown": inferred.
     """
     import pyogrio
 
     layer = layer_name_for(path)
-    styles = read_styles(style_qml_path, style_name or layer)
+    styles = read_styles(style_qml_path, style_name or layer, extra_styles)
+    known = geometry_type if geometry_type and geometry_type != "Unknown" else None
     with styled_output(path, styles) as temporary:
         for number, frame in enumerate(chunks):
             pyogrio.write_dataframe(
@@ -91,6 +96,8 @@ def write_layer_chunks(
                 temporary,
                 layer=layer,
                 driver="GPKG",
+                geometry_type=known,
+                promote_to_multi=bool(known and known.startswith("Multi")) or None,
                 append=number > 0,
                 layer_metadata=None
                 if number

@@ -81,18 +81,40 @@ def input_scores(manifest: Mapping[str, Any], features: Any) -> dict[str, float]
 
     An input's score is its worst statistic; {} without a reference.
     """
+
+    return scores_of_counts(manifest, bin_counts(manifest, features))
+
+
+def bin_counts(manifest: Mapping[str, Any], features: Any) -> list[Any]:
+    """Per statistic, the count of ``features``' finite values in each bin of the reference
+    (None for a statistic without one): counts of windows of cells add up to the whole's."""
     import numpy as np
 
     reference = reference_of(manifest)
     if reference is None:
-        return {}
+        return []
     features = np.asarray(features, dtype="float64")
+    counts: list[Any] = []
+    for column in range(len(manifest["baseline"]["features"])):
+        edges = reference["values"][column]
+        counts.append(None if edges is None else _counts(features[:, column], edges))
+    return counts
+
+
+def scores_of_counts(manifest: Mapping[str, Any], counts: list[Any]) -> dict[str, float]:
+    """{input: PSI} from ``bin_counts`` (summed over windows); {} without a reference."""
+    import numpy as np
+
+    reference = reference_of(manifest)
+    if reference is None or not counts:
+        return {}
     scores: dict[str, float] = {}
     for column, feature in enumerate(manifest["baseline"]["features"]):
-        edges, shares = reference["values"][column], reference["shares"][column]
-        if edges is None or shares is None:
+        shares = reference["shares"][column]
+        if counts[column] is None or shares is None:
             continue
-        score = population_stability(features[:, column], edges, reference["quantiles"], shares)
+        expected = np.asarray(shares, dtype="float64")
+        score = _stability(counts[column], expected)
         scores[feature["input"]] = max(score, scores.get(feature["input"], 0.0))
     return scores
 
@@ -106,16 +128,23 @@ def sentence(scores: Mapping[str, float]) -> str:
 
 def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Share of the finite ``values`` in each bin between consecutive ``edges`` (searchsorted, right)."""
+
+    counts = _counts(values, edges)
+    total = counts.sum()
+    return counts / total if total else counts.astype("float64")
+
+
+def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many of the finite ``values`` fall in each bin between consecutive ``edges``."""
     import numpy as np
 
     values = np.asarray(values, dtype="float64")
     values = values[np.isfinite(values)]
     bins = len(edges) - 1
-    if values.size == 0 or bins < 1:
-        return np.zeros(max(bins, 0))
+    if bins < 1:
+        return np.zeros(0, dtype="int64")
     inner = np.asarray(edges, dtype="float64")[1:-1]
-    counts = np.bincount(np.searchsorted(inner, values, side="right"), minlength=bins)
-    return counts[:bins] / values.size
+    return np.bincount(np.searchsorted(inner, values, side="right"), minlength=bins)[:bins]
 
 
 def population_stability(
@@ -128,14 +157,19 @@ def population_stability(
     """
     import numpy as np
 
-    values = np.asarray(values, dtype="float64")
-    values = values[np.isfinite(values)]
     if expected is None:
         expected = np.diff(np.asarray(levels, dtype="float64"))
-    expected = np.asarray(expected, dtype="float64")
-    if values.size == 0 or expected.size == 0:
+    return _stability(_counts(values, edges), np.asarray(expected, dtype="float64"))
+
+
+def _stability(counts: np.ndarray, expected: np.ndarray) -> float:
+    """PSI of binned ``counts`` against the reference's ``expected`` shares."""
+    import numpy as np
+
+    total = int(np.sum(counts))
+    if total == 0 or expected.size == 0:
         return 0.0
-    actual = np.maximum(bin_shares(values, edges), _FLOOR)
+    actual = np.maximum(np.asarray(counts) / total, _FLOOR)
     expected = np.maximum(expected, _FLOOR)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 

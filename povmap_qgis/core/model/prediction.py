@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import itertools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from ..chips.chip_store import ChipStore
 from ..chips.grid_cells import read_cell_ids
 from ..chips.sampling import remote_engine
 from ..errors import PovmapInputError
-from ..geopackage import write_layer
+from ..geopackage import write_layer_chunks
 from ..history import drift
 from ..names import CELL_ID, ID_FIELD_METADATA, PREDICTION_SOURCES
 from ..progress import Reporter
@@ -106,7 +107,7 @@ def predict(
         cells = _from_store(options, manifest, reporter, remote)
     checkpoint = cells.get("checkpoint")
     try:
-        grid, drift_scores = _write_predictions(options, manifest, cells, reporter)
+        written = write_predictions(options, manifest, cells, reporter)
     except BaseException:
         if checkpoint is not None:
             checkpoint.close()  # its parts stay: running again resumes
@@ -114,50 +115,79 @@ def predict(
     if checkpoint is not None:
         checkpoint.finish()
     seconds = time.monotonic() - started
-    poor = int(grid["pred"].sum())
-    reporter.info(f"{poor} of {len(grid)} cells predicted poor; {len(grid) / seconds:.0f} cells/s")
+    reporter.info(
+        f"{written['poor']} of {written['cells']} cells predicted poor; "
+        f"{written['cells'] / seconds:.0f} cells/s"
+    )
     return {
         "output": options.output_path,
-        "cells": int(len(grid)),
-        "predicted_poor": poor,
+        "cells": written["cells"],
+        "predicted_poor": written["poor"],
         "seconds": round(seconds, 2),
-        "flagged": int(grid["chip_flagged"].sum()),
-        "drift": drift_scores,
+        "flagged": written["flagged"],
+        "drift": written["drift"],
     }
 
 
-def _write_predictions(
+WRITE_CELLS = 65_536  # cells per window of the prediction layer: memory holds one window
+
+
+def write_predictions(
     options: PredictOptions, manifest: dict[str, Any], cells: dict[str, Any], reporter: Reporter
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The grid with the prediction fields, written to ``options.output_path``; (frame, drift)."""
+) -> dict[str, Any]:
+    """The grid with the prediction fields, written to ``options.output_path`` window by window.
+
+    ``cells["window"](start, stop)``: (members' probabilities, baseline statistics or None,
+    nodata fractions) of the grid's cells start..stop; the grid is read and the layer
+    written ``WRITE_CELLS`` cells at a time, so memory does not hold the country's
+    polygons nor its fields at once. The drift check's bin counts are gathered over the
+    windows first (its scores are layer metadata, written with the first window).
+    Returns {"cells", "poor", "flagged", "drift"}.
+    """
     import pyogrio
 
     layer = vectors.spatial_layer(options.grid_path, options.grid_layer, "GRID")
-    grid = pyogrio.read_dataframe(options.grid_path, layer=layer)
-    if not np.array_equal(grid[cells["id_field"]].astype("int64").to_numpy(), cells["cell_ids"]):
-        raise RuntimeError("the grid changed while predicting; run again")
-    member_probabilities = cells["probabilities"]
-    ensemble = ensemble_outputs(member_probabilities, manifest["threshold"])
-    for member, probabilities in zip(manifest["members"], member_probabilities, strict=True):
-        grid[f"prob_{member['name']}"] = np.round(probabilities.astype("float64"), 5)
-    grid["prob_mean"] = np.round(ensemble["prob_mean"].astype("float64"), 5)
-    grid["votes"] = ensemble["votes"].astype("int32")
-    grid["pred"] = ensemble["pred"].astype("int32")
-    grid["disagreement"] = np.round(ensemble["disagreement"].astype("float64"), 5)
-    trust, trust_metadata = trust_fields(manifest, cells["features"], ensemble, reporter)
-    for field, values in trust.items():
-        grid[field] = values
-    grid["pred"], decision_metadata = decided_class(manifest, grid, reporter)
-    grid["chip_flagged"] = (cells["nodata"] > cells["max_nodata"]).any(axis=1).astype("int32")
+    cell_ids, window = cells["cell_ids"], cells["window"]
+    if not len(cell_ids):
+        raise PovmapInputError("GRID", "the grid has no cells to predict.")
+    spans = [
+        (start, min(start + WRITE_CELLS, len(cell_ids)))
+        for start in range(0, len(cell_ids), WRITE_CELLS)
+    ]
+    prepared = TrustFields(manifest, reporter)
+    has_features = prepared.simple is not None and cells["has_features"]
+    drift_scores = _inputs_checked(prepared, spans, window, reporter) if has_features else {}
+    decision_metadata = describe_decision(manifest, reporter)
     seen, seen_metadata = training_cell_flags(manifest, cells, reporter)
-    if seen is not None:
-        grid["training_cell"] = seen
-    write_layer(
-        grid,
+    totals = {"poor": 0, "flagged": 0}
+
+    def frames() -> Iterator[pd.DataFrame]:
+        for start, stop in spans:
+            reporter.check_canceled()
+            grid = pyogrio.read_dataframe(
+                options.grid_path, layer=layer, skip_features=start, max_features=stop - start
+            )
+            ids = grid[cells["id_field"]].astype("int64").to_numpy()
+            if not np.array_equal(ids, cell_ids[start:stop]):
+                raise RuntimeError("the grid changed while predicting; run again")
+            probabilities, features, nodata = window(start, stop)
+            fields = prediction_fields(manifest, prepared, probabilities, features, nodata, cells)
+            for field, values in fields.items():
+                grid[field] = values
+            if seen is not None:
+                grid["training_cell"] = seen[start:stop]
+            totals["poor"] += int(grid["pred"].sum())
+            totals["flagged"] += int(grid["chip_flagged"].sum())
+            reporter.progress(95 + 5 * stop / max(len(cell_ids), 1))
+            yield grid
+
+    chunks = frames()
+    first = next(chunks)  # its columns choose the styles offered
+    write_layer_chunks(
+        itertools.chain([first], chunks),
         options.output_path,
         options.style_qml_path,
         "povmap prediction (class)",
-        extra_styles=styles_with_their_fields(options.extra_styles, grid.columns),
         metadata={
             "povmap_model": manifest["path"],
             "povmap_threshold": manifest["threshold"],
@@ -166,11 +196,63 @@ def _write_predictions(
             ID_FIELD_METADATA: cells["id_field"],
             **_training_districts(manifest),
             **seen_metadata,
-            **trust_metadata,
+            **prepared.metadata(has_features, drift_scores),
             **decision_metadata,
         },
+        extra_styles=styles_with_their_fields(options.extra_styles, first.columns),
+        geometry_type=pyogrio.read_info(options.grid_path, layer=layer).get("geometry_type"),
     )
-    return grid, json.loads(trust_metadata.get("povmap_drift", "{}"))
+    if pyogrio.read_info(options.grid_path, layer=layer)["features"] != len(cell_ids):
+        raise RuntimeError("the grid changed while predicting; run again")
+    return {"cells": len(cell_ids), **totals, "drift": drift_scores}
+
+
+def _inputs_checked(
+    prepared: TrustFields,
+    spans: Sequence[tuple[int, int]],
+    window: Callable[[int, int], tuple[Any, ...]],
+    reporter: Reporter,
+) -> dict[str, float]:
+    """{input: PSI} of the cells' baseline statistics, gathered window by window, and the log's
+    lines on the cells' inputs (drift, cells outside the training range)."""
+    counts: list[Any] = []
+    outside = cells = 0
+    for start, stop in spans:
+        features = window(start, stop)[1]
+        found = drift.bin_counts(prepared.manifest, features)
+        counts = (
+            [a if b is None else a + b for a, b in zip(counts, found, strict=True)]
+            if counts
+            else found
+        )
+        outside += int(baseline.out_of_range(prepared.simple, features).sum())  # type: ignore[arg-type]
+        cells += stop - start
+    scores = drift.scores_of_counts(prepared.manifest, counts)
+    prepared.report_inputs(reporter, scores, outside, cells)
+    return scores
+
+
+def prediction_fields(
+    manifest: dict[str, Any],
+    prepared: TrustFields,
+    probabilities: Sequence[np.ndarray],
+    features: np.ndarray | None,
+    nodata: np.ndarray,
+    cells: Mapping[str, Any],
+) -> dict[str, Any]:
+    """{field: values} of the prediction fields of some cells, in the layer's order (quiet)."""
+    ensemble = ensemble_outputs(probabilities, manifest["threshold"])
+    fields: dict[str, Any] = {}
+    for member, values in zip(manifest["members"], probabilities, strict=True):
+        fields[f"prob_{member['name']}"] = np.round(values.astype("float64"), 5)
+    fields["prob_mean"] = np.round(ensemble["prob_mean"].astype("float64"), 5)
+    fields["votes"] = ensemble["votes"].astype("int32")
+    fields["pred"] = ensemble["pred"].astype("int32")
+    fields["disagreement"] = np.round(ensemble["disagreement"].astype("float64"), 5)
+    fields.update(prepared.of(features, ensemble))
+    fields["pred"] = decided_class(manifest, fields["prob_mean"], fields["pred"])
+    fields["chip_flagged"] = (nodata > cells["max_nodata"]).any(axis=1).astype("int32")
+    return fields
 
 
 def _from_store(
@@ -194,11 +276,29 @@ def _from_store(
         "crs": store.manifest["settings"].get("crs"),
         "cell_size": store.manifest["settings"].get("cell_size"),
         "cell_ids": cell_ids,
-        "probabilities": probabilities,
-        "features": (chip_features.package_features(store, rows, manifest) if simple else None),
-        "nodata": np.asarray(store.nodata_fraction)[rows],
+        "window": _in_memory_window(
+            probabilities,
+            chip_features.package_features(store, rows, manifest) if simple else None,
+            np.asarray(store.nodata_fraction)[rows],
+        ),
+        "has_features": bool(simple),
         "max_nodata": store.max_nodata,
     }
+
+
+def _in_memory_window(
+    probabilities: Sequence[np.ndarray], features: np.ndarray | None, nodata: np.ndarray
+) -> Callable[[int, int], tuple[list, np.ndarray | None, np.ndarray]]:
+    """``cells["window"]`` of numbers held in memory (a chip store's cells)."""
+
+    def window(start: int, stop: int) -> tuple[list, np.ndarray | None, np.ndarray]:
+        return (
+            [values[start:stop] for values in probabilities],
+            None if features is None else features[start:stop],
+            nodata[start:stop],
+        )
+
+    return window
 
 
 def _from_rasters(
@@ -218,9 +318,8 @@ def _from_rasters(
         "crs": predicted.crs,
         "cell_size": None,  # an own grid's polygons, or povmap's: the ids say
         "cell_ids": predicted.cell_ids,
-        "probabilities": predicted.probabilities,
-        "features": predicted.features,
-        "nodata": predicted.nodata,
+        "window": predicted.parts.window,
+        "has_features": bool(manifest.get("baseline")),
         "max_nodata": float(options.max_nodata),
         "checkpoint": predicted.checkpoint,
     }
@@ -232,94 +331,131 @@ def trust_fields(
     ensemble: dict[str, Any],
     reporter: Reporter,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """({field: values}, layer metadata) of the trust fields (see the module doc).
+    """({field: values}, layer metadata) of the trust fields of all the cells at once.
 
     ``features``: the baseline's per-chip statistics of the cells (None for a
-    package without a baseline).
+    package without a baseline). Predict computes the same window by window
+    (``TrustFields``, the one home of these fields).
     """
-    for sentence in model_package.missing_parts(manifest):
-        reporter.warning(sentence)
-    raw = ensemble_probability(manifest, ensemble, features, reporter)
-    fitted = manifest.get("calibration")
-    rule = manifest.get("interval")
-    low, high = intervals.cell_interval(raw, fitted, rule, ensemble["disagreement"])
-    if not rule:
-        reporter.info(
-            "the model package has no interval rule (made before povmap-qgis 0.3.0): "
-            f"{intervals.describe(rule)}; retrain it for intervals with their nominal coverage"
-        )
-    else:
-        reporter.info(intervals.describe(rule))
-    fields = {
-        "prob_raw": np.round(raw, 5),
-        "prob_mean": np.round(calibration.calibrate(raw, fitted), 5),
-        "prob_low": np.round(low, 5),
-        "prob_high": np.round(high, 5),
-    }
-    metadata = {
-        "povmap_calibration": json.dumps(fitted or {"method": "none"}),
-        "povmap_interval": json.dumps(rule or {"method": intervals.SPREAD_METHOD}),
-        "povmap_stacking": json.dumps(
-            manifest.get("stacking") or {"method": "none", "note": "the members' mean"}
-        ),
-    }
-    simple = manifest.get("baseline")
-    if simple and features is not None:
-        fields["prob_baseline"] = np.round(baseline.calibrated_probabilities(simple, features), 5)
-        fields["out_of_range"] = baseline.out_of_range(simple, features)
-        metadata["povmap_baseline_threshold"] = simple["threshold"]
+    prepared = TrustFields(manifest, reporter)
+    fields = prepared.of(features, ensemble)
+    has_features = prepared.simple is not None and features is not None
+    scores: dict[str, float] = {}
+    if has_features:
         scores = drift.input_scores(manifest, features)
-        if scores:
-            metadata["povmap_drift"] = json.dumps(scores)
-        reporter.info(f"drift: {drift.sentence(scores)}")
-        for warning in drift.warnings(scores, len(features)):
+        prepared.report_inputs(reporter, scores, int(fields["out_of_range"].sum()), len(features))  # type: ignore[arg-type]
+    return fields, prepared.metadata(has_features, scores)
+
+
+class TrustFields:
+    """The trust fields of a model package (see the module doc), for any window of cells.
+
+    Made once per prediction: says in the log what the package does (its missing
+    parts, stacking and interval rule); ``of`` then computes the fields quietly.
+    """
+
+    def __init__(self, manifest: dict[str, Any], reporter: Reporter) -> None:
+        self.manifest = manifest
+        self.simple = manifest.get("baseline")
+        for sentence in model_package.missing_parts(manifest):
+            reporter.warning(sentence)
+        describe_combination(manifest, reporter)
+        rule = manifest.get("interval")
+        if not rule:
+            reporter.info(
+                "the model package has no interval rule (made before povmap-qgis 0.3.0): "
+                f"{intervals.describe(rule)}; retrain it for intervals with their nominal coverage"
+            )
+        else:
+            reporter.info(intervals.describe(rule))
+
+    def of(self, features: np.ndarray | None, ensemble: dict[str, Any]) -> dict[str, Any]:
+        """{field: values} of the cells of ``ensemble`` (``ensemble_outputs``' dict)."""
+        manifest = self.manifest
+        raw = ensemble_probability(manifest, ensemble, features)
+        fitted = manifest.get("calibration")
+        low, high = intervals.cell_interval(
+            raw, fitted, manifest.get("interval"), ensemble["disagreement"]
+        )
+        fields = {
+            "prob_raw": np.round(raw, 5),
+            "prob_mean": np.round(calibration.calibrate(raw, fitted), 5),
+            "prob_low": np.round(low, 5),
+            "prob_high": np.round(high, 5),
+        }
+        if self.simple and features is not None:
+            fields["prob_baseline"] = np.round(
+                baseline.calibrated_probabilities(self.simple, features), 5
+            )
+            fields["out_of_range"] = baseline.out_of_range(self.simple, features)
+        return fields
+
+    def metadata(self, has_features: bool, drift_scores: Mapping[str, float]) -> dict[str, str]:
+        """The layer metadata of the trust fields; ``drift_scores``: the cells' PSI per input."""
+        manifest = self.manifest
+        metadata = {
+            "povmap_calibration": json.dumps(manifest.get("calibration") or {"method": "none"}),
+            "povmap_interval": json.dumps(
+                manifest.get("interval") or {"method": intervals.SPREAD_METHOD}
+            ),
+            "povmap_stacking": json.dumps(
+                manifest.get("stacking") or {"method": "none", "note": "the members' mean"}
+            ),
+        }
+        if self.simple and has_features:
+            metadata["povmap_baseline_threshold"] = self.simple["threshold"]
+            if drift_scores:
+                metadata["povmap_drift"] = json.dumps(drift_scores)
+        return metadata
+
+    @staticmethod
+    def report_inputs(
+        reporter: Reporter, drift_scores: Mapping[str, float], outside: int, cells: int
+    ) -> None:
+        """The log's lines on how the cells' inputs compare with the training cells'."""
+        reporter.info(f"drift: {drift.sentence(drift_scores)}")
+        for warning in drift.warnings(drift_scores, cells):
             reporter.warning(warning)
         reporter.info(
-            f"{int(fields['out_of_range'].sum())} of {len(features)} cells lie outside the training "
-            "range (a per-chip statistic beyond the training cells' 1st–99th percentiles)"
+            f"{outside} of {cells} cells lie outside the training range (a per-chip statistic "
+            "beyond the training cells' 1st–99th percentiles)"
         )
-    return fields, metadata
+
+
+def describe_combination(manifest: dict[str, Any], reporter: Reporter) -> None:
+    """The log's line on how ``prob_raw`` is made (``ensemble_probability``)."""
+    combiner = manifest.get("stacking")
+    if combiner is None:
+        reporter.info(
+            f"the model package (format {manifest.get('format_version')}) has no stacking: "
+            "prob_raw is the members' mean, as it was trained; retrain it to combine the "
+            "members and the baseline by their out-of-fold evidence"
+        )
+    else:
+        reporter.info(stacking.describe(combiner))
 
 
 def ensemble_probability(
-    manifest: dict[str, Any],
-    ensemble: dict[str, Any],
-    features: np.ndarray | None,
-    reporter: Reporter,
+    manifest: dict[str, Any], ensemble: dict[str, Any], features: np.ndarray | None
 ) -> np.ndarray:
     """``prob_raw`` of the cells: the package's stacking of the members and the baseline
     (``stacking.combine``), or the members' mean (``ensemble_outputs``' ``prob_mean``) for a
-    package without one (logged). ``ensemble``: ``ensemble_judges.ensemble_outputs``' dict."""
+    package without one. ``ensemble``: ``ensemble_judges.ensemble_outputs``' dict."""
     combiner = manifest.get("stacking")
     if not stacking.is_stacked(combiner):
-        if combiner is None:
-            reporter.info(
-                f"the model package (format {manifest.get('format_version')}) has no stacking: "
-                "prob_raw is the members' mean, as it was trained; retrain it to combine the "
-                "members and the baseline by their out-of-fold evidence"
-            )
-        else:
-            reporter.info(stacking.describe(combiner))
         return np.asarray(ensemble["prob_mean"], dtype="float64")
     simple = manifest.get("baseline")
     baseline_raw = (
         baseline.probabilities(simple, features) if simple and features is not None else None
     )
     names = [member["name"] for member in manifest["members"]]
-    reporter.info(stacking.describe(combiner))
     return stacking.combine(
         combiner, stacking.candidates_of(names, ensemble["members"], baseline_raw)
     )
 
 
-def decided_class(
-    manifest: dict[str, Any], grid: pd.DataFrame, reporter: Reporter
-) -> tuple[Any, dict[str, Any]]:
-    """(``pred``, layer metadata): calibrated ``prob_mean`` >= the package's decision threshold.
-
-    A package without ``decision_threshold`` (format 1.0, or 1.1 from before it)
-    keeps the members' majority vote, and the log says so.
-    """
+def describe_decision(manifest: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+    """The log's line on how ``pred`` is decided (``decided_class``); its layer metadata."""
     threshold = manifest.get("decision_threshold")
     if threshold is None:
         reporter.info(
@@ -327,7 +463,7 @@ def decided_class(
             "threshold on the calibrated scale: pred is the members' majority vote at threshold "
             f"{manifest['threshold']:g}"
         )
-        return grid["pred"].astype("int32"), {"povmap_decision": "majority vote of members"}
+        return {"povmap_decision": "majority vote of members"}
     rule = manifest.get("decision_rule") or f"calibrated prob_mean >= {threshold:g}"
     said = f"calibrated prob_mean >= {threshold:.4g}"
     reporter.info(
@@ -335,8 +471,18 @@ def decided_class(
         + (", the package's decision threshold" if rule.startswith(said) else f" ({rule})")
         + "; votes (members voting poor) are kept as information"
     )
-    pred = (grid["prob_mean"].to_numpy(dtype="float64") >= float(threshold)).astype("int32")
-    return pred, {"povmap_decision_threshold": float(threshold), "povmap_decision": rule}
+    return {"povmap_decision_threshold": float(threshold), "povmap_decision": rule}
+
+
+def decided_class(
+    manifest: dict[str, Any], prob_mean: np.ndarray, majority: np.ndarray
+) -> np.ndarray:
+    """``pred``: calibrated ``prob_mean`` >= the package's decision threshold; a package
+    without one (format 1.0, or 1.1 from before it) keeps the members' ``majority`` vote."""
+    threshold = manifest.get("decision_threshold")
+    if threshold is None:
+        return np.asarray(majority).astype("int32")
+    return (np.asarray(prob_mean, dtype="float64") >= float(threshold)).astype("int32")
 
 
 def _member_probabilities(

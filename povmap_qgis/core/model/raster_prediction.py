@@ -10,7 +10,8 @@ again with that input wider), and hands the chips to the members in batches
 probabilities are those of a store sampled on the same grid, without the
 store: nothing is written but the prediction layer. The per-chip statistics
 of the transparent baseline (``chip_features.features_of_chips``) and the nodata
-fractions travel back with the probabilities (a few numbers per cell).
+fractions travel back with the probabilities (a few numbers per cell), and are
+kept on disk, not in memory (below): the layer is written window by window.
 
 Runs in this process (``engine="local"``) or as Spark tasks
 (``core/engines/spark_engine.py``), each calling
@@ -30,6 +31,7 @@ The folder is removed once the layer is written.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -64,9 +66,7 @@ class RasterPrediction:
     """What predicting from rasters gives for the grid's cells (in ``cell_ids`` order)."""
 
     cell_ids: np.ndarray
-    probabilities: list  # per member: float32 [n_cells]
-    features: np.ndarray | None  # the baseline's per-chip statistics [n_cells, features]
-    nodata: np.ndarray  # float32 [n_cells, n_inputs], as a chip store's nodata_fraction.npy
+    parts: KeptParts  # the cells' numbers, read back window by window
     crs: str | None = None  # the grid's CRS (WKT)
     checkpoint: Checkpoint | None = None  # finish() once the layer is written
 
@@ -153,7 +153,7 @@ def predict_from_rasters(
         dtypes = checkpoint.dtypes or {spec.name: raster_sampler.COMPACT_DTYPE for spec in inputs}
         done = checkpoint.done_parts(dtypes)
         if done:
-            cells = sum(len(part[0]) for part in done.values())
+            cells = sum(done.values())
             reporter.info(
                 f"Resuming: {len(done)} of {len(chunks)} parts ({cells:,} of {len(cell_ids):,} "
                 f"cells) were already predicted by a run that stopped ({checkpoint.folder})."
@@ -187,15 +187,12 @@ def predict_from_rasters(
                 reporter.info(f"{widen}: sampling again with this input as float32.")
                 continue
             break
-        parts = [part for _, part in sorted(checkpoint.kept.items())]
-        prediction = _assembled(cell_ids, parts, len(manifest["members"]), len(inputs))
-        sampling.refuse_inputs_without_data(inputs, prediction.nodata)
+        parts = KeptParts(checkpoint, len(cell_ids))
+        sampling.refuse_inputs_without_data(inputs, parts.least_nodata)
     except BaseException:
         checkpoint.close()
         raise
-    prediction.crs = grid.crs.to_wkt()
-    prediction.checkpoint = checkpoint
-    return prediction
+    return RasterPrediction(cell_ids, parts, grid.crs.to_wkt(), checkpoint)
 
 
 def chunk_blocks(blocks: Sequence[np.ndarray], n_cells: int) -> list[list[np.ndarray]]:
@@ -252,9 +249,9 @@ class Checkpoint:
     """The finished parts of one predict-from-rasters output, kept until its layer is written.
 
     Holds the output's lock (``core.atomic.OutputLock``; inherited from the
-    Processing adapter) while the run lasts. ``keep(index, part)`` records a
-    finished part in memory and on disk (written under a temporary name, then
-    renamed); ``open()`` adopts the parts of an earlier run whose resume key
+    Processing adapter) while the run lasts. ``keep(index, part)`` writes a
+    finished part to disk (under a temporary name, then renamed; memory keeps
+    only its cell count, ``KeptParts`` reads the numbers back); ``open()`` adopts the parts of an earlier run whose resume key
     matches and removes any other leftover folder.
     """
 
@@ -268,7 +265,7 @@ class Checkpoint:
         self.positions = [np.concatenate(chunk).astype("int64") for chunk in chunks]
         self.lock = OutputLock(output_path, "OUTPUT", "the predictions", self.folder)
         self.dtypes: dict[str, str] | None = None
-        self.kept: dict[int, Any] = {}  # part index -> (positions, probabilities, features, nodata)
+        self.kept: dict[int, int] = {}  # part index -> its cells (the numbers stay on disk)
         self._kept_here = 0
 
     def open(self) -> Checkpoint:
@@ -280,8 +277,8 @@ class Checkpoint:
             shutil.rmtree(self.folder)
         return self
 
-    def done_parts(self, dtypes: Mapping[str, str]) -> dict[int, Any]:
-        """The parts an earlier run finished with these ``dtypes`` (read from disk)."""
+    def done_parts(self, dtypes: Mapping[str, str]) -> dict[int, int]:
+        """{part index: cells} of the parts an earlier run finished with these ``dtypes`` (on disk)."""
         self.dtypes = dict(dtypes)
         self.kept = {}
         if not os.path.isdir(self.folder):
@@ -291,20 +288,20 @@ class Checkpoint:
                 continue
             index = int(name[5:-4])
             try:
-                with np.load(os.path.join(self.folder, name)) as stored:
-                    part = (
-                        stored["positions"],
-                        stored["probabilities"],
-                        stored["features"] if "features" in stored.files else None,
-                        stored["nodata"],
-                    )
+                with np.load(self.part_path(index)) as stored:
+                    positions = stored["positions"]
+                    complete = {"probabilities", "nodata"} <= set(stored.files)
             except (OSError, ValueError, KeyError):
                 continue  # unreadable (the disk failed as it was renamed): predicted again
-            if index < len(self.positions) and np.array_equal(part[0], self.positions[index]):
-                self.kept[index] = part
+            if (
+                complete
+                and index < len(self.positions)
+                and np.array_equal(positions, self.positions[index])
+            ):
+                self.kept[index] = len(positions)
         return self.kept
 
-    def restart(self, dtypes: Mapping[str, str]) -> dict[int, Any]:
+    def restart(self, dtypes: Mapping[str, str]) -> dict[int, int]:
         """Forget every part (an input was widened: its chips change); keep the new dtypes."""
         if os.path.isdir(self.folder):
             shutil.rmtree(self.folder)
@@ -313,7 +310,6 @@ class Checkpoint:
 
     def keep(self, index: int, part: tuple[Any, ...]) -> None:
         positions, probabilities, features, nodata = part
-        self.kept[index] = part
         if not os.path.isdir(self.folder):
             os.makedirs(self.folder)
         if self._read_manifest() is None:
@@ -329,10 +325,14 @@ class Checkpoint:
             np.savez(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, os.path.join(self.folder, f"part-{index:06d}.npz"))
+        os.replace(temporary, self.part_path(index))
+        self.kept[index] = len(positions)
         self._kept_here += 1
         if os.environ.get(KILL_AFTER_VARIABLE) == str(self._kept_here):
             os.kill(os.getpid(), signal.SIGKILL)  # tests: a run killed part-way (kill -9)
+
+    def part_path(self, index: int) -> str:
+        return os.path.join(self.folder, f"part-{index:06d}.npz")
 
     def finish(self) -> None:
         """The layer is written: the kept parts are no longer needed."""
@@ -454,25 +454,62 @@ def sample_and_predict(
     )
 
 
-def _assembled(
-    cell_ids: np.ndarray, parts: Sequence[Any], n_members: int, n_inputs: int
-) -> RasterPrediction:
-    """The parts of the tasks (or of this process) placed back in the grid's cell order."""
-    n = len(cell_ids)
-    probabilities = np.full((n_members, n), np.nan, dtype="float32")
-    nodata = np.full((n, n_inputs), np.nan, dtype="float32")
-    features = None
-    seen = np.zeros(n, dtype="bool")
-    for positions, part_probabilities, part_features, part_nodata in parts:
-        if not len(positions):
-            continue
-        probabilities[:, positions] = part_probabilities
-        nodata[positions] = part_nodata
-        if part_features is not None:
-            if features is None:
-                features = np.full((n, part_features.shape[1]), np.nan)
-            features[positions] = part_features
-        seen[positions] = True
-    if not seen.all():  # a lost task would otherwise read as NaN probabilities
-        raise RuntimeError(f"{int((~seen).sum())} cells were not predicted")
-    return RasterPrediction(cell_ids, list(probabilities), features, nodata)
+class KeptParts:
+    """The finished parts on disk, read back in the grid's cell order one window at a time.
+
+    Memory holds the cells' places (two int32 per cell), the window asked for and
+    the last ``CACHED_PARTS`` parts read, never the whole grid's numbers: the
+    prediction layer is written window by window (``prediction.write_predictions``).
+    """
+
+    CACHED_PARTS = 16
+
+    def __init__(self, checkpoint: Checkpoint, n_cells: int) -> None:
+        self._path = checkpoint.part_path
+        self.part_of = np.full(n_cells, -1, dtype="int32")
+        self.place = np.zeros(n_cells, dtype="int32")
+        least_nodata = []
+        for index in range(len(checkpoint.positions)):
+            with np.load(self._path(index)) as stored:
+                positions = stored["positions"]
+                if len(positions):
+                    least_nodata.append(stored["nodata"].min(axis=0))
+            self.part_of[positions] = index
+            self.place[positions] = np.arange(len(positions), dtype="int32")
+        if (self.part_of < 0).any():  # a lost task would otherwise read as NaN probabilities
+            raise RuntimeError(f"{int((self.part_of < 0).sum())} cells were not predicted")
+        # per part, each input's smallest nodata fraction: an input with no data anywhere shows
+        self.least_nodata = np.array(least_nodata, dtype="float32")
+        self._cache: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+
+    def window(self, start: int, stop: int) -> tuple[list, np.ndarray | None, np.ndarray]:
+        """(probabilities per member, baseline statistics or None, nodata) of cells start..stop."""
+        parts, places = self.part_of[start:stop], self.place[start:stop]
+        probabilities = nodata = features = None
+        for index in np.unique(parts):
+            chosen = parts == index
+            stored = self._part(int(index))
+            if probabilities is None:
+                n = stop - start
+                probabilities = np.empty((len(stored["probabilities"]), n), dtype="float32")
+                nodata = np.empty((n, stored["nodata"].shape[1]), dtype="float32")
+                if stored.get("features") is not None:
+                    features = np.empty((n, stored["features"].shape[1]), dtype="float64")
+            probabilities[:, chosen] = stored["probabilities"][:, places[chosen]]
+            nodata[chosen] = stored["nodata"][places[chosen]]  # type: ignore[index]
+            if features is not None:
+                features[chosen] = stored["features"][places[chosen]]
+        if probabilities is None:
+            raise ValueError(f"no cells between {start} and {stop}")
+        return list(probabilities), features, nodata  # type: ignore[return-value]
+
+    def _part(self, index: int) -> dict[str, Any]:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        with np.load(self._path(index)) as stored:
+            part = {name: stored[name] for name in stored.files}
+        self._cache[index] = part
+        if len(self._cache) > self.CACHED_PARTS:
+            self._cache.popitem(last=False)
+        return part
