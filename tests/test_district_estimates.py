@@ -446,12 +446,20 @@ def test_direct_estimates_and_model_through_the_layers_equal_samplics(layers):
     assert any("OUT_OF_FOLD" in message for message in warnings)
 
 
-def test_population_weights_the_map_and_counts_the_poor(layers):
+@pytest.mark.parametrize("window", [None, 7], ids=["one window", "windows of 7 cells"])
+def test_population_weights_the_map_and_counts_the_poor(layers, window, monkeypatch):
+    """Against geopandas' spatial join and the people of every polygon summed at once, also
+    when the cells' polygons are read 7 at a time (vectors.WINDOW_CELLS: a country's)."""
     import geopandas
 
+    from povmap_qgis.core import vectors
     from povmap_qgis.core.grid.population import cell_population
 
-    summary, written, _, _ = run_core(layers, "people", population_path=layers["population"])
+    if window:
+        monkeypatch.setattr(vectors, "WINDOW_CELLS", window)
+    summary, written, _, _ = run_core(
+        layers, f"people_{window}", population_path=layers["population"]
+    )
     cells = geopandas.read_file(layers["predictions"], engine="pyogrio")
     people, _ = cell_population(cells.geometry, layers["population"])
     districts = geopandas.read_file(layers["districts"], engine="pyogrio")

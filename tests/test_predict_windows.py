@@ -1,6 +1,6 @@
 """Predict writes its layer window by window (bounded memory for a country's grid, issue 27).
 
-The grid is read and the prediction layer written ``prediction.WRITE_CELLS`` cells
+The grid is read and the prediction layer written ``vectors.WINDOW_CELLS`` cells
 at a time, and predicting from the rasters reads its kept parts back window by
 window (``raster_prediction.KeptParts``). Tiny windows (7 cells, one part cached)
 must give the layer one window gives, field for field, with the same metadata;
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow  # three predictions (TensorFlow, in a subprocess)
 PREDICTIONS = """
 import json, os, sys
 from povmap_qgis.core.chips.raster_sampler import ChipInput
+from povmap_qgis.core import vectors
 from povmap_qgis.core.model import prediction, raster_prediction
 from povmap_qgis.core.progress import RecordingReporter
 from povmap_qgis.paths import bundled_model_path
@@ -34,7 +35,7 @@ inputs = [
 for name, source, window in (("once", "chips", None), ("windows_chips", "chips", 7),
                              ("windows_rasters", "rasters", 7)):
     if window:
-        prediction.WRITE_CELLS, raster_prediction.KeptParts.CACHED_PARTS = window, 1
+        vectors.WINDOW_CELLS, raster_prediction.KeptParts.CACHED_PARTS = window, 1
     reporter = RecordingReporter()
     summary = prediction.predict(
         prediction.PredictOptions(

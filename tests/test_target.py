@@ -928,7 +928,7 @@ def test_population_of_polygons_that_are_not_squares_weights_pixels_by_area(laye
     import geopandas
     import shapely
 
-    from povmap_qgis.core.grid.population import cell_population
+    from povmap_qgis.core.grid.population import cell_population, windowed_cell_population
 
     def hexagon(x, y, radius):
         angles = np.radians(np.arange(0, 360, 60))
@@ -947,6 +947,11 @@ def test_population_of_polygons_that_are_not_squares_weights_pixels_by_area(laye
     assert shapely.area(shapely.intersection(boxes[0], boxes[4])) > 0  # chips would overlap
     ours, inside = cell_population(frame.geometry, layers["population"])
     assert (inside > 0.97).all()
+    # read window by window (a country's layer, vectors.WINDOW_CELLS): the same numbers
+    windows = lambda: (frame.geometry.iloc[i : i + 4] for i in range(0, len(frame), 4))  # noqa: E731
+    windowed, windowed_inside = windowed_cell_population(windows, len(frame), layers["population"])
+    np.testing.assert_array_equal(windowed, ours)
+    np.testing.assert_array_equal(windowed_inside, inside)
     exact = exact_people(frame.to_crs("EPSG:4326").geometry, layers["population"])
     np.testing.assert_allclose(ours, exact, rtol=0.01)
     # the tiling's people once: the union's exact count equals the sum over the polygons
@@ -1053,3 +1058,54 @@ def test_a_budget_for_every_cell_reports_whole_shares_through_processing(layers,
     assert str(results["EXPECTED_EXCLUSION_ERROR"]) == "0.0"  # not -0.0 (it was -2.2e-16)
     table = pandas.read_csv(folder / "allocation.csv", dtype=str)
     assert all(value.isdigit() for value in table["people"].dropna())
+
+
+def test_a_layer_read_in_windows_of_a_few_cells_gives_the_same_outputs(layers, monkeypatch):
+    """A country's polygons are read window by window (vectors.WINDOW_CELLS); windows of 7
+    cells — districts, people and empty ranks across their edges — give the OUTPUT layer, the
+    allocation, the summary and the district outlines of one window."""
+    import geopandas
+
+    from povmap_qgis.core import vectors
+    from povmap_qgis.core.grid.population import cell_population
+
+    settings = {
+        "budget": 0.3,
+        "budget_unit": "share_of_people",
+        "rank_by": "expected_poor",
+        "population_path": layers["population"],
+        "district_min_share": 0.1,
+    }
+    folder = layers["folder"]
+    once = run_target(layers, "once", figures_folder=str(folder / "once_figures"), **settings)
+    monkeypatch.setattr(vectors, "WINDOW_CELLS", 7)
+    windows = run_target(
+        layers, "windows", figures_folder=str(folder / "windows_figures"), **settings
+    )
+    (summary, cells, allocation, warnings), (summary_w, cells_w, allocation_w, warnings_w) = (
+        once,
+        windows,
+    )
+    assert len(cells) == ROWS * COLUMNS > 7 * 20
+    assert list(cells_w.columns) == list(cells.columns)
+    assert cells_w.geometry.equals(cells.geometry)
+    pandas.testing.assert_frame_equal(
+        cells_w.drop(columns="geometry"), cells.drop(columns="geometry")
+    )
+    assert cells["rank"].isna().any() and cells["selected"].sum() > 0
+    # the people per cell are those of every polygon summed at once
+    polygons = geopandas.read_file(layers["predictions"], engine="pyogrio")
+    people, _ = cell_population(polygons.geometry, layers["population"])
+    np.testing.assert_allclose(cells_w["population"], people, rtol=1e-12)
+    assert allocation_w == allocation and warnings_w == warnings
+    for key in ("budget", "expected", "selected_cells", "selected_people", "allocation"):
+        assert summary_w[key] == summary[key], key
+    outlines, outlines_w = (
+        geopandas.read_file(figures["districts"], engine="pyogrio").set_index("district")
+        for figures in (summary["figures"], summary_w["figures"])
+    )
+    assert sorted(outlines_w.index) == sorted(outlines.index)
+    assert outlines_w.loc[outlines.index].area.to_numpy() == pytest.approx(
+        outlines.area.to_numpy(), rel=1e-9
+    )
+    assert outlines_w.loc[outlines.index].geom_type.tolist() == outlines.geom_type.tolist()

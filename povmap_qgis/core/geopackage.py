@@ -107,7 +107,7 @@ def write_layer_chunks(
 
 
 def write_layer_with_table(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
     path: str,
     style_qml_path: str | None,
     style_name: str,
@@ -115,23 +115,32 @@ def write_layer_with_table(
     table_path: str,
     header: Sequence[str],
     rows: Iterable[Sequence[Any]],
+    geometry_type: str | None = None,
 ) -> None:
     """``frame`` as the single layer of a new GeoPackage at ``path`` (styled, ``metadata`` in the
     layer's metadata) and ``rows`` under ``header`` as the CSV ``table_path``: both appear, or
-    neither (a step's OUTPUT and its table, e.g. target's ALLOCATION)."""
+    neither (a step's OUTPUT and its table, e.g. target's ALLOCATION). ``frame`` may be
+    GeoDataFrames written one after another (memory holds one; see ``write_layer_chunks``)."""
     import csv
 
+    import pandas as pd
     import pyogrio
 
     styles = read_styles(style_qml_path, style_name)
+    chunks = [frame] if isinstance(frame, pd.DataFrame) else frame
+    known = geometry_type if geometry_type and geometry_type != "Unknown" else None
     with styled_output(path, styles) as gpkg_partial, atomic_output(table_path) as csv_partial:
-        pyogrio.write_dataframe(
-            frame,
-            gpkg_partial,
-            layer=layer_name_for(path),
-            driver="GPKG",
-            layer_metadata={**metadata, **styles_metadata(styles)},
-        )
+        for number, chunk in enumerate(chunks):
+            pyogrio.write_dataframe(
+                chunk,
+                gpkg_partial,
+                layer=layer_name_for(path),
+                driver="GPKG",
+                geometry_type=known,
+                promote_to_multi=bool(known and known.startswith("Multi")) or None,
+                append=number > 0,
+                layer_metadata=None if number else {**metadata, **styles_metadata(styles)},
+            )
         with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)

@@ -6,7 +6,7 @@ that are not, e.g. memory layers or layers with a filter).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +20,30 @@ if TYPE_CHECKING:
 
 
 NUMERIC_DTYPES = ("int", "uint", "float")
+# Features read (or written) at a time by the steps whose memory must not grow with the
+# country's cells: predict, target and district estimates hold one window of polygons.
+WINDOW_CELLS = 65_536
+
+
+def read_windows(
+    path: str, layer: str | None, count: int, **options: Any
+) -> Iterator[tuple[int, Any]]:
+    """(first feature's index, GeoDataFrame) of ``count`` features, ``WINDOW_CELLS`` at a time,
+    in the layer's order (pyogrio ``read_dataframe``'s ``options``, e.g. ``columns``)."""
+    import pyogrio
+
+    window = WINDOW_CELLS
+    for start in range(0, count, window):
+        yield (
+            start,
+            pyogrio.read_dataframe(
+                path,
+                layer=layer,
+                skip_features=start,
+                max_features=min(window, count - start),
+                **options,
+            ),
+        )
 
 
 def spatial_layer(path: str, layer: str | None, parameter: str) -> str | None:

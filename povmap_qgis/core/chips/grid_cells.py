@@ -68,8 +68,6 @@ def read_grid_cells(
     a prediction grid and a ground truth; an edited or reprojected povmap grid (whose
     metadata other tools do not keep) would silently join other places.
     """
-    import pyogrio
-    import shapely
     from pyproj import CRS
 
     layer = vectors.spatial_layer(path, layer, parameter)
@@ -78,8 +76,7 @@ def read_grid_cells(
     if info.get("features", 0) == 0:
         raise PovmapInputError(parameter, f"the layer '{layer or path}' is empty.")
     ids = read_cell_ids(path, layer, id_field, info, parameter)
-    meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, columns=[])
-    bounds = shapely.bounds(shapely.from_wkb(wkb))
+    meta, bounds = _bounds(path, layer, len(ids))
     empty = np.flatnonzero(~np.isfinite(bounds).all(axis=1))
     if len(empty):
         raise PovmapInputError(
@@ -126,6 +123,23 @@ def read_grid_cells(
     lefts, tops = bounds[:, 0], bounds[:, 3]
     keys = _block_keys(lefts, tops, size * resolution, resolution)
     return GridCells(ids, lefts, tops, size, resolution, crs, keys, False)
+
+
+def _bounds(path: str, layer: str | None, count: int) -> tuple[dict[str, Any], np.ndarray]:
+    """(layer meta, [count, 4] bounds of the polygons), read ``vectors.WINDOW_CELLS`` at a time:
+    a country's polygons are never all in memory."""
+    import pyogrio
+    import shapely
+
+    bounds = np.full((count, 4), np.nan)
+    meta: dict[str, Any] = {}
+    window = vectors.WINDOW_CELLS
+    for start in range(0, count, window):
+        meta, _, wkb, _ = pyogrio.raw.read(
+            path, layer=layer, columns=[], skip_features=start, max_features=window
+        )
+        bounds[start : start + len(wkb)] = shapely.bounds(shapely.from_wkb(wkb))
+    return meta, bounds
 
 
 def read_cell_ids(

@@ -14,6 +14,7 @@ from __future__ import annotations  # imported inside QGIS too (with targeting.p
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PovmapInputError
@@ -21,20 +22,30 @@ from ..names import CELL_ID, ID_FIELD_RECORDED
 from .selection import NO_DISTRICT
 
 if TYPE_CHECKING:
+    import geopandas
     import numpy as np
     import pandas as pd
 
 
+TARGETING_FIELDS = ("rank", "selected", "population", "expected_poor")
+
+
 def read_predictions(
-    options: Any, keep_targeting_fields: bool = False, id_parameter: str | None = "ID_FIELD"
+    options: Any,
+    keep_targeting_fields: bool = False,
+    id_parameter: str | None = "ID_FIELD",
+    geometry: bool = True,
 ) -> tuple[pd.DataFrame, str, dict[str, str], str]:
     """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked.
 
     ``options``: its predictions_path, predictions_layer and id_field. The fields an
     earlier targeting wrote (rank, selected, …) are dropped unless ``keep_targeting_fields``
     (the verification sample stratifies by ``selected``). ``id_parameter``: the step's cell id
-    parameter (ID_FIELD), named by the messages about ids; None for a step without one."""
+    parameter (ID_FIELD), named by the messages about ids; None for a step without one.
+    ``geometry`` False: the cells' fields only (a DataFrame; a country's polygons are then
+    read window by window, ``prediction_windows``)."""
     import geopandas
+    import pyogrio
 
     from ..chips.grid_cells import read_cell_ids
     from ..geopackage import povmap_layer_metadata
@@ -90,13 +101,13 @@ def read_predictions(
         )
     # text, NULL, fractional, repeated ids
     read_cell_ids(path, layer, id_field, info, "PREDICTIONS", id_parameter or "PREDICTIONS")
-    frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
+    if geometry:
+        frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
+    else:
+        frame = pyogrio.read_dataframe(path, layer=layer, read_geometry=False)
     if frame.empty:
         raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
-    frame[id_field] = frame[id_field].astype("int64")
-    for field in ("rank", "selected", "population", "expected_poor"):
-        if field in frame and not keep_targeting_fields:
-            frame = frame.drop(columns=[field])  # an earlier targeting's output used as input
+    frame = _as_read(frame, id_field, keep_targeting_fields)
     values = frame["prob_mean"]
     if not str(values.dtype).startswith(("int", "uint", "float")):
         raise PovmapInputError(
@@ -116,6 +127,31 @@ def read_predictions(
         )
     frame["prob_mean"] = values
     return frame, name, metadata, id_field
+
+
+def _as_read(frame: pd.DataFrame, id_field: str, keep_targeting_fields: bool) -> pd.DataFrame:
+    """The cells' id as int64; an earlier targeting's fields dropped unless kept."""
+    frame[id_field] = frame[id_field].astype("int64")
+    if not keep_targeting_fields:  # an earlier targeting's output used as input
+        frame = frame.drop(columns=[field for field in TARGETING_FIELDS if field in frame])
+    return frame
+
+
+def prediction_windows(
+    options: Any, id_field: str, count: int, columns: list[str] | None = None
+) -> Iterator[tuple[int, geopandas.GeoDataFrame]]:
+    """(first cell's index, cells) of PREDICTIONS (checked by ``read_predictions``), with
+    their polygons, ``vectors.WINDOW_CELLS`` at a time in the layer's order; as
+    ``read_predictions`` reads them (targeting fields dropped, prob_mean as float64).
+    ``columns``: only these fields (None: every field)."""
+    from ..vectors import read_windows, spatial_layer
+
+    layer = spatial_layer(options.predictions_path, options.predictions_layer, "PREDICTIONS")
+    for start, frame in read_windows(options.predictions_path, layer, count, columns=columns):
+        frame = _as_read(frame, id_field, False) if id_field in frame else frame
+        if "prob_mean" in frame:
+            frame["prob_mean"] = frame["prob_mean"].astype("float64")
+        yield start, frame
 
 
 def prob_mean_calibrated(cells: pd.DataFrame, metadata: dict[str, str]) -> bool:
@@ -160,3 +196,16 @@ def district_names(cells: pd.DataFrame) -> np.ndarray:
         return np.full(len(cells), NO_DISTRICT, dtype=object)
     names = cells["district"].astype(object).where(cells["district"].notna(), NO_DISTRICT)
     return names.astype(str).replace("", NO_DISTRICT).to_numpy(dtype=object)
+
+
+def prediction_polygons(
+    options: Any, id_field: str, count: int
+) -> Callable[[], Iterator[geopandas.GeoSeries]]:
+    """A function that reads PREDICTIONS' polygons again, window by window (``prediction_windows``:
+    e.g. for ``population.windowed_cell_population``)."""
+
+    def windows() -> Iterator[geopandas.GeoSeries]:
+        for _, frame in prediction_windows(options, id_field, count, columns=[]):
+            yield frame.geometry
+
+    return windows

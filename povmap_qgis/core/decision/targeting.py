@@ -63,6 +63,7 @@ from ..report.step_end import end_step
 from .prediction_layer import (
     district_names,
     interval_bounds,
+    prediction_polygons,
     prob_mean_calibrated,
     read_predictions,
 )
@@ -144,7 +145,8 @@ def target(options: TargetOptions, reporter: Reporter | None = None) -> dict[str
     reporter = reporter or Reporter()
     started = time.monotonic()
     _check_options(options)
-    cells, layer, metadata, id_field = read_predictions(options)
+    # the cells' fields; their polygons are read window by window where needed (memory)
+    cells, layer, metadata, id_field = read_predictions(options, geometry=False)
     if id_field != CELL_ID:
         reporter.info(f"Cells of '{layer}' identified by {id_field} (ID_FIELD)")
     reporter.progress(5)
@@ -173,7 +175,9 @@ def target(options: TargetOptions, reporter: Reporter | None = None) -> dict[str
         **outcome,
     }
     summary["figures"] = (
-        write_figures(options.figures_folder, summary, cells) if options.figures_folder else {}
+        write_figures(options.figures_folder, summary, options, (cells, id_field))
+        if options.figures_folder
+        else {}
     )
     reporter.progress(90)
     reporter.check_canceled()
@@ -209,7 +213,7 @@ def _area(
             f"{int((~predicted).sum())} cells have no prediction (empty prob_mean): kept in OUTPUT, "
             "never ranked nor selected, left out of the expected numbers."
         )
-    population = _population(options, cells, reporter, notes)
+    population = _population(options, identified, reporter, notes)
     reporter.progress(60)
     reporter.check_canceled()
     heads = population if population is not None else np.ones(len(cells))
@@ -246,16 +250,25 @@ def _area(
 
 
 def _population(
-    options: TargetOptions, cells: pd.DataFrame, reporter: Reporter, notes: list[str]
+    options: TargetOptions,
+    identified: tuple[pd.DataFrame, str],
+    reporter: Reporter,
+    notes: list[str],
 ) -> np.ndarray | None:
-    """People per cell from POPULATION (None without it); cells partly outside it noted."""
+    """People per cell from POPULATION (None without it); cells partly outside it noted.
+    ``identified``: (the prediction layer's cells, their id field)."""
     if not options.population_path:
         return None
+    cells, id_field = identified
     reporter.info("Summing the population raster per cell…")
-    from ..grid.population import cell_population
+    from ..grid.population import windowed_cell_population
 
-    population, inside = cell_population(
-        cells.geometry, options.population_path, "POPULATION", reporter.stage(5, 60)
+    population, inside = windowed_cell_population(
+        prediction_polygons(options, id_field, len(cells)),
+        len(cells),
+        options.population_path,
+        "POPULATION",
+        reporter.stage(5, 60),
     )
     if not float(population.sum()) > 0:  # cell_population counts NaN and negatives as 0
         raise PovmapInputError(

@@ -6,10 +6,11 @@ from __future__ import annotations  # imported inside QGIS too (with targeting.p
 import json
 import math
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..names import ID_FIELD_METADATA
-from .prediction_layer import district_names
+from .prediction_layer import district_names, prediction_windows
 from .selection import ALLOCATION_COLUMNS
 from .targeting_report import targeting_curve_figure
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 
     from .targeting import TargetOptions
 
+
+# The fields targeting adds to the prediction layer's cells in OUTPUT (``targeting._mark_cells``).
+ADDED_FIELDS = ("rank", "selected", "population", "expected_poor")
 
 # How the ALLOCATION CSV writes each column: people as whole people, expected poor to a tenth,
 # shares to four decimals (the summary and the report keep the exact numbers).
@@ -54,9 +58,16 @@ def write_outputs(
 ) -> None:
     """OUTPUT (one layer: the cells) and the ALLOCATION CSV: both appear, or neither.
 
+    ``cells``: the prediction layer's fields (no polygons) with targeting's added
+    (``ADDED_FIELDS``); the layer is read again window by window for its polygons and
+    written window by window (``vectors.WINDOW_CELLS``: memory holds one window).
     The allocation is not a second table in OUTPUT's GeoPackage: QGIS asks which layers to
     add for a GeoPackage of two (drop, Browser, Data Source Manager)."""
+    import numpy as np
+    import pyogrio
+
     from ..geopackage import write_layer_with_table
+    from ..vectors import spatial_layer
 
     metadata = {
         "povmap_targeting": json.dumps(
@@ -76,8 +87,21 @@ def write_outputs(
         if options.population_path
         else "",
     }
+    added = [field for field in ADDED_FIELDS if field in cells]
+    ids = cells[id_field].to_numpy(dtype="int64")
+
+    def windows() -> Iterator[pd.DataFrame]:
+        for start, frame in prediction_windows(options, id_field, len(cells)):
+            stop = start + len(frame)
+            if not np.array_equal(frame[id_field].to_numpy(dtype="int64"), ids[start:stop]):
+                raise RuntimeError("PREDICTIONS changed while targeting; run again")
+            for field in added:
+                frame[field] = cells[field].iloc[start:stop].array  # Int64 rank: empty stays empty
+            yield frame
+
+    layer = spatial_layer(options.predictions_path, options.predictions_layer, "PREDICTIONS")
     write_layer_with_table(
-        cells,
+        windows(),
         options.output_path,
         options.style_qml_path,
         "povmap selection",
@@ -85,11 +109,22 @@ def write_outputs(
         options.allocation_path,
         ALLOCATION_COLUMNS,
         ([allocation_csv_value(key, row[key]) for key in ALLOCATION_COLUMNS] for row in allocation),
+        geometry_type=pyogrio.read_info(options.predictions_path, layer=layer).get("geometry_type"),
     )
 
 
-def write_figures(folder: str, summary: dict[str, Any], cells: pd.DataFrame) -> dict[str, str]:
-    """The targeting curve PNG and the district outlines (GeoPackage) for the map; {name: path}."""
+def write_figures(
+    folder: str,
+    summary: dict[str, Any],
+    options: TargetOptions,
+    identified: tuple[pd.DataFrame, str],
+) -> dict[str, str]:
+    """The targeting curve PNG and the district outlines (GeoPackage) for the map; {name: path}.
+
+    ``identified``: (the prediction layer's cells, their id field); the outlines dissolve the
+    cells' polygons window by window, then the windows' pieces of each district."""
+    import pandas
+
     from ..report import figures as drawing
 
     os.makedirs(folder, exist_ok=True)
@@ -118,10 +153,13 @@ def write_figures(folder: str, summary: dict[str, Any], cells: pd.DataFrame) -> 
             os.path.join(folder, "targeting_curve.png"),
         )
     }
+    cells, id_field = identified
     if "district" in cells:
-        outlines = cells[["district", "geometry"]].copy()
-        outlines["district"] = district_names(cells)
-        dissolved = outlines.dissolve(by="district", as_index=False)
+        pieces = []
+        for _, frame in prediction_windows(options, id_field, len(cells), columns=["district"]):
+            frame["district"] = district_names(frame)
+            pieces.append(frame.dissolve(by="district", as_index=False))
+        dissolved = pandas.concat(pieces).dissolve(by="district", as_index=False)
         path = os.path.join(folder, "districts.gpkg")
         dissolved.to_file(path, engine="pyogrio")
         figures["districts"] = os.path.abspath(path)

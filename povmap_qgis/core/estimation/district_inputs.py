@@ -184,16 +184,19 @@ def map_covariate(
     import pyogrio
     import shapely
 
-    from ..decision.prediction_layer import read_predictions
-
-    cells, layer, _, id_field = read_predictions(
-        types.SimpleNamespace(
-            predictions_path=options.predictions_path,
-            predictions_layer=options.predictions_layer,
-            id_field=None,  # the one Predict poverty recorded, else cell_id
-        ),
-        id_parameter=None,  # the step has no ID_FIELD
+    from ..decision.prediction_layer import (
+        prediction_polygons,
+        prediction_windows,
+        read_predictions,
     )
+
+    source = types.SimpleNamespace(
+        predictions_path=options.predictions_path,
+        predictions_layer=options.predictions_layer,
+        id_field=None,  # the one Predict poverty recorded, else cell_id
+    )
+    # the cells' fields; their polygons window by window below (memory)
+    cells, layer, _, id_field = read_predictions(source, id_parameter=None, geometry=False)
     probability = cells["prob_mean"].to_numpy(dtype="float64")
     out_of_fold_cells = 0
     if options.out_of_fold_path:
@@ -240,10 +243,14 @@ def map_covariate(
     population = None
     if options.population_path:
         reporter.info("Summing the population raster per cell…")
-        from ..grid.population import cell_population
+        from ..grid.population import windowed_cell_population
 
-        population, inside = cell_population(
-            cells.geometry, options.population_path, "POPULATION", reporter.stage(20, 55)
+        population, inside = windowed_cell_population(
+            prediction_polygons(source, id_field, len(cells)),
+            len(cells),
+            options.population_path,
+            "POPULATION",
+            reporter.stage(20, 55),
         )
         partly = int((inside < 0.95).sum())
         if partly:
@@ -251,11 +258,12 @@ def map_covariate(
                 f"{partly} cells lie partly or wholly outside the POPULATION raster: people are "
                 "counted only where the raster is."
             )
-    points = shapely.point_on_surface(cells.geometry.to_crs(districts.crs).values)
     tree = shapely.STRtree(districts.geometry.values)
-    cell_index, district_index = tree.query(points, predicate="intersects")
     owner = np.full(len(cells), -1, dtype="int64")
-    owner[cell_index[::-1]] = district_index[::-1]
+    for start, frame in prediction_windows(source, id_field, len(cells), columns=[]):
+        points = shapely.point_on_surface(frame.geometry.to_crs(districts.crs).values)
+        cell_index, district_index = tree.query(points, predicate="intersects")
+        owner[start + cell_index[::-1]] = district_index[::-1]  # the first district found
     usable = (owner >= 0) & np.isfinite(probability)
     count = len(districts)
     heads = population if population is not None else np.ones(len(cells))

@@ -37,13 +37,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import PovmapInputError
-from .population_polygons import PolygonWork, clean_people
+from .population_polygons import PolygonWork, clean_people, overlapping_widths
 
 if TYPE_CHECKING:
     import geopandas
@@ -69,6 +69,24 @@ def cell_population(
     ``parameter`` when the raster cannot be read, has no CRS or does not
     overlap the cells.
     """
+    return windowed_cell_population(
+        lambda: [geometries], len(geometries), path, parameter, reporter
+    )
+
+
+def windowed_cell_population(
+    windows: Callable[[], Iterable[geopandas.GeoSeries]],
+    count: int,
+    path: str,
+    parameter: str = "POPULATION",
+    reporter: Reporter | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``cell_population`` of ``count`` cells given as consecutive GeoSeries (``windows()``
+    reads them again each time it is called, e.g. a layer read window by window with
+    ``vectors.read_windows``): memory holds one window's polygons and a few numbers per
+    cell. The same numbers as all the polygons at once: the lattice is found from each
+    cell's bounds and shape (``square_lattice``) and its cells summed in one pass; other
+    polygons are rasterised window by window."""
     import rasterio
 
     try:
@@ -85,41 +103,66 @@ def cell_population(
             raise PovmapInputError(
                 parameter, f"the raster '{path}' is rotated; warp it to a north-up grid first."
             )
-        people = np.zeros(len(geometries), dtype="float64")
-        inside = np.zeros(len(geometries), dtype="float64")
-        if not len(geometries):
+        people = np.zeros(count, dtype="float64")
+        inside = np.zeros(count, dtype="float64")
+        if not count:
             return people, inside
-        lattice = square_lattice(geometries)
+        lattice = _lattice_of(_ShapeFacts.of_windows(windows()))
         lattice_work = _LatticeWork(source, lattice) if lattice is not None else None
         if lattice_work is not None and not lattice_work.usable:
             lattice_work = None  # a mirrored raster: rasterised like any polygon
         on_lattice = lattice_work.cells if lattice_work is not None else np.zeros(0, dtype="int64")
-        others = np.setdiff1d(np.arange(len(geometries)), on_lattice)
-        parts = [
-            part
-            for part in (
-                lattice_work,
-                PolygonWork(source, geometries.iloc[others], others) if len(others) else None,
-            )
-            if part is not None
+        others = np.setdiff1d(np.arange(count), on_lattice)
+        extents, overlaps, done = [], False, 0.0
+        if lattice_work is not None:
+            extents.append(lattice_work.extent)
+            overlaps = lattice_work.overlaps
+            if overlaps:
+                share_of_work = len(lattice_work.cells) / count
+                part_people, part_inside = lattice_work.run(
+                    reporter, functools.partial(_overall_percent, done, share_of_work)
+                )
+                people[lattice_work.cells], inside[lattice_work.cells] = part_people, part_inside
+                done += share_of_work
+        widths = [
+            overlapping_widths(source, geometries)
+            for _, geometries in _others_by_window(windows(), others)
         ]
-        if not any(part.overlaps for part in parts):
-            left, bottom, right, top = zip(*(part.extent for part in parts), strict=True)
+        overlapping = np.concatenate(widths) if widths else np.zeros(0)
+        # one k for every window, as for all the polygons at once (PolygonWork)
+        cell_width = float(np.median(overlapping)) if len(overlapping) else None
+        for here, geometries in _others_by_window(windows(), others):
+            part = PolygonWork(source, geometries, here, cell_width)
+            extents.append(part.extent)
+            overlaps |= part.overlaps
+            share_of_work = len(here) / count
+            part_people, part_inside = part.run(
+                reporter, functools.partial(_overall_percent, done, share_of_work)
+            )
+            people[here], inside[here] = part_people, part_inside
+            done += share_of_work
+        if not overlaps:
+            left, bottom, right, top = zip(*extents, strict=True)
             raise PovmapInputError(
                 parameter,
                 f"the raster '{path}' does not overlap the cells (raster extent {_extent(source.bounds)}, cells "
                 f"{_extent((min(left), min(bottom), max(right), max(top)))} "
                 f"in {source.crs.to_string()}); use a population raster of this area.",
             )
-        done = 0.0
-        for part in parts:
-            share_of_work = len(part.cells) / max(1, len(geometries))
-            part_people, part_inside = part.run(
-                reporter, functools.partial(_overall_percent, done, share_of_work)
-            )
-            people[part.cells], inside[part.cells] = part_people, part_inside
-            done += share_of_work
     return people, np.clip(inside, 0.0, 1.0)
+
+
+def _others_by_window(
+    windows: Iterable[geopandas.GeoSeries], others: np.ndarray
+) -> Iterator[tuple[np.ndarray, geopandas.GeoSeries]]:
+    """(cells, their polygons) of each window's ``others`` (the cells off the lattice)."""
+    start = 0
+    for geometries in windows:
+        stop = start + len(geometries)
+        here = others[(others >= start) & (others < stop)]
+        if len(here):
+            yield here, geometries.iloc[here - start]
+        start = stop
 
 
 def _overall_percent(done: float, share_of_work: float, fraction: float) -> float:
@@ -146,12 +189,46 @@ def square_lattice(geometries: geopandas.GeoSeries) -> SquareLattice | None:
     a square of the most common size and whose corners fall on the lattice of
     that size through the first such square (to a millionth of a cell).
     """
-    import shapely
+    return _lattice_of(_ShapeFacts.of_windows([geometries]))
 
-    if geometries.crs is None or not len(geometries):
+
+@dataclasses.dataclass
+class _ShapeFacts:
+    """What ``square_lattice`` needs of each polygon (a few numbers, not the polygon)."""
+
+    bounds: np.ndarray  # [n, 4]
+    quadrilateral: np.ndarray  # a Polygon of 4 corners (5 coordinates) without holes
+    area: np.ndarray
+    crs: Any
+
+    @classmethod
+    def of_windows(cls, windows: Iterable[geopandas.GeoSeries]) -> _ShapeFacts:
+        import shapely
+
+        bounds, quadrilateral, area, crs = [], [], [], None
+        for geometries in windows:
+            polygons = np.asarray(geometries.values, dtype=object)
+            crs = geometries.crs if crs is None else crs
+            bounds.append(shapely.bounds(polygons).reshape(-1, 4))
+            quadrilateral.append(
+                (shapely.get_type_id(polygons) == 3)  # Polygon
+                & (shapely.get_num_coordinates(polygons) == 5)
+                & (shapely.get_num_interior_rings(polygons) == 0)
+            )
+            area.append(shapely.area(polygons))
+        return cls(
+            np.concatenate(bounds) if bounds else np.zeros((0, 4)),
+            np.concatenate(quadrilateral) if quadrilateral else np.zeros(0, dtype=bool),
+            np.concatenate(area) if area else np.zeros(0),
+            crs,
+        )
+
+
+def _lattice_of(facts: _ShapeFacts) -> SquareLattice | None:
+    """``square_lattice`` of the polygons described by ``facts``."""
+    bounds = facts.bounds
+    if facts.crs is None or not len(bounds):
         return None
-    polygons = np.asarray(geometries.values, dtype=object)
-    bounds = shapely.bounds(polygons)
     width, height = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]
     finite = np.isfinite(width) & np.isfinite(height)
     if not finite.any():
@@ -163,12 +240,10 @@ def square_lattice(geometries: geopandas.GeoSeries) -> SquareLattice | None:
     with np.errstate(invalid="ignore"):
         square = (
             finite
-            & (shapely.get_type_id(polygons) == 3)  # Polygon
-            & (shapely.get_num_coordinates(polygons) == 5)
-            & (shapely.get_num_interior_rings(polygons) == 0)
+            & facts.quadrilateral
             & (np.abs(width - size) <= tolerance)
             & (np.abs(height - size) <= tolerance)
-            & (np.abs(shapely.area(polygons) - size * size) <= 2 * tolerance * size)
+            & (np.abs(facts.area - size * size) <= 2 * tolerance * size)
         )
     if not square.any():
         return None
@@ -192,7 +267,7 @@ def square_lattice(geometries: geopandas.GeoSeries) -> SquareLattice | None:
         left=float(bounds[reference, 0] + first_column * size),
         top=float(bounds[reference, 3] - first_row * size),
         size=size,
-        crs=geometries.crs,
+        crs=facts.crs,
     )
 
 

@@ -31,10 +31,19 @@ TILE_SUBPIXELS = 2048  # a tile is at most this many sub-pixels across (memory b
 class PolygonWork:
     """People of any polygons: rasterised onto a grid ``k`` times finer than the raster's."""
 
-    def __init__(self, source: Any, geometries: geopandas.GeoSeries, cells: np.ndarray) -> None:
+    def __init__(
+        self,
+        source: Any,
+        geometries: geopandas.GeoSeries,
+        cells: np.ndarray,
+        cell_width: float | None = None,
+    ) -> None:
+        """``cell_width``: the polygons' typical width in the raster's CRS, which chooses ``k``
+        (default: the median of these polygons'; polygons read window by window give all
+        windows' so that each window is rasterised as finely as the whole)."""
         import shapely
 
-        self.source, self.cells = source, cells
+        self.source, self.cells, self.cell_width = source, cells, cell_width
         self.polygons = np.asarray(geometries.to_crs(source.crs).values, dtype=object)
         self.bounds = shapely.bounds(self.polygons)
         left, bottom, right, top = source.bounds
@@ -72,7 +81,11 @@ class PolygonWork:
             return people, subpixels
         left, bottom, right, top = source.bounds
         pixel_width, pixel_height = abs(source.transform.a), abs(source.transform.e)
-        cell_width = float(np.median(bounds[overlaps, 2] - bounds[overlaps, 0]))
+        cell_width = (
+            self.cell_width
+            if self.cell_width is not None
+            else float(np.median(bounds[overlaps, 2] - bounds[overlaps, 0]))
+        )
         k = int(
             min(
                 MAX_SUPERSAMPLING,
@@ -212,3 +225,19 @@ class _PolygonParts:
                 },
                 owner,
             )
+
+
+def overlapping_widths(source: Any, geometries: geopandas.GeoSeries) -> np.ndarray:
+    """The widths, in the raster's CRS, of the polygons that overlap the raster (``PolygonWork``'s
+    ``cell_width`` is their median)."""
+    import shapely
+
+    bounds = shapely.bounds(np.asarray(geometries.to_crs(source.crs).values, dtype=object))
+    left, bottom, right, top = source.bounds
+    overlapping = (
+        (bounds[:, 0] < right)
+        & (bounds[:, 2] > left)
+        & (bounds[:, 1] < top)
+        & (bounds[:, 3] > bottom)
+    )
+    return (bounds[:, 2] - bounds[:, 0])[overlapping]

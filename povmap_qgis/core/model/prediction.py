@@ -129,9 +129,6 @@ def predict(
     }
 
 
-WRITE_CELLS = 65_536  # cells per window of the prediction layer: memory holds one window
-
-
 def write_predictions(
     options: PredictOptions, manifest: dict[str, Any], cells: dict[str, Any], reporter: Reporter
 ) -> dict[str, Any]:
@@ -139,7 +136,7 @@ def write_predictions(
 
     ``cells["window"](start, stop)``: (members' probabilities, baseline statistics or None,
     nodata fractions) of the grid's cells start..stop; the grid is read and the layer
-    written ``WRITE_CELLS`` cells at a time, so memory does not hold the country's
+    written ``vectors.WINDOW_CELLS`` cells at a time, so memory does not hold the country's
     polygons nor its fields at once. The drift check's bin counts are gathered over the
     windows first (its scores are layer metadata, written with the first window).
     Returns {"cells", "poor", "flagged", "drift"}.
@@ -151,8 +148,8 @@ def write_predictions(
     if not len(cell_ids):
         raise PovmapInputError("GRID", "the grid has no cells to predict.")
     spans = [
-        (start, min(start + WRITE_CELLS, len(cell_ids)))
-        for start in range(0, len(cell_ids), WRITE_CELLS)
+        (start, min(start + vectors.WINDOW_CELLS, len(cell_ids)))
+        for start in range(0, len(cell_ids), vectors.WINDOW_CELLS)
     ]
     prepared = TrustFields(manifest, reporter)
     has_features = prepared.simple is not None and cells["has_features"]
@@ -162,11 +159,9 @@ def write_predictions(
     totals = {"poor": 0, "flagged": 0}
 
     def frames() -> Iterator[pd.DataFrame]:
-        for start, stop in spans:
+        for start, grid in vectors.read_windows(options.grid_path, layer, len(cell_ids)):
             reporter.check_canceled()
-            grid = pyogrio.read_dataframe(
-                options.grid_path, layer=layer, skip_features=start, max_features=stop - start
-            )
+            stop = start + len(grid)
             ids = grid[cells["id_field"]].astype("int64").to_numpy()
             if not np.array_equal(ids, cell_ids[start:stop]):
                 raise RuntimeError("the grid changed while predicting; run again")
