@@ -14,7 +14,7 @@ from __future__ import annotations  # imported inside QGIS too (with targeting.p
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PovmapInputError
@@ -35,6 +35,7 @@ def read_predictions(
     keep_targeting_fields: bool = False,
     id_parameter: str | None = "ID_FIELD",
     geometry: bool = True,
+    columns: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, str, dict[str, str], str]:
     """(cells, layer name, layer metadata, id field) of PREDICTIONS, checked.
 
@@ -43,7 +44,8 @@ def read_predictions(
     (the verification sample stratifies by ``selected``). ``id_parameter``: the step's cell id
     parameter (ID_FIELD), named by the messages about ids; None for a step without one.
     ``geometry`` False: the cells' fields only (a DataFrame; a country's polygons are then
-    read window by window, ``prediction_windows``)."""
+    read window by window, ``prediction_windows``); ``columns``: only these fields, those the
+    layer has, besides the id field and ``prob_mean`` (None: every field)."""
     import geopandas
     import pyogrio
 
@@ -101,10 +103,13 @@ def read_predictions(
         )
     # text, NULL, fractional, repeated ids
     read_cell_ids(path, layer, id_field, info, "PREDICTIONS", id_parameter or "PREDICTIONS")
+    read = None
+    if columns is not None and id_field in fields:
+        read = list(dict.fromkeys([id_field, "prob_mean", *(c for c in columns if c in fields)]))
     if geometry:
-        frame = geopandas.read_file(path, layer=layer, engine="pyogrio")
+        frame = geopandas.read_file(path, layer=layer, engine="pyogrio", columns=read)
     else:
-        frame = pyogrio.read_dataframe(path, layer=layer, read_geometry=False)
+        frame = pyogrio.read_dataframe(path, layer=layer, read_geometry=False, columns=read)
     if frame.empty:
         raise PovmapInputError("PREDICTIONS", f"the layer '{name}' has no features.")
     frame = _as_read(frame, id_field, keep_targeting_fields)

@@ -86,6 +86,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+# The prediction layer's fields targeting reads for every cell (besides the id and prob_mean);
+# OUTPUT carries all of them, read again window by window.
+TARGETING_READS = (
+    "district",
+    "prob_raw",
+    "prob_low",
+    "prob_high",
+    "prob_baseline",
+    "out_of_range",
+)
 BUDGET_UNITS = ("cells", "people", "share_of_cells", "share_of_people")
 RANK_BY = ("probability", "expected_poor")
 TARGETING_FORMAT_VERSION = "1.0"
@@ -146,7 +156,9 @@ def target(options: TargetOptions, reporter: Reporter | None = None) -> dict[str
     started = time.monotonic()
     _check_options(options)
     # the cells' fields; their polygons are read window by window where needed (memory)
-    cells, layer, metadata, id_field = read_predictions(options, geometry=False)
+    cells, layer, metadata, id_field = read_predictions(
+        options, geometry=False, columns=TARGETING_READS
+    )
     if id_field != CELL_ID:
         reporter.info(f"Cells of '{layer}' identified by {id_field} (ID_FIELD)")
     reporter.progress(5)

@@ -196,7 +196,9 @@ def map_covariate(
         id_field=None,  # the one Predict poverty recorded, else cell_id
     )
     # the cells' fields; their polygons window by window below (memory)
-    cells, layer, _, id_field = read_predictions(source, id_parameter=None, geometry=False)
+    cells, layer, _, id_field = read_predictions(
+        source, id_parameter=None, geometry=False, columns=[]
+    )
     probability = cells["prob_mean"].to_numpy(dtype="float64")
     out_of_fold_cells = 0
     if options.out_of_fold_path:
