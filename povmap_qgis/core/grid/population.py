@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 LATTICE_TOLERANCE = 1e-6  # of a cell: how far a square's size and corners may be off the lattice
 STRIP_PIXELS = 1_000_000  # raster pixels handled at once (their running sums: 8 MB)
+GDAL_CACHE_MB = 64  # GDAL's block cache while summing (strips are read once)
 FRAME_STEP = 32  # pixels between exact coordinate transformations (linear between)
 DENSIFY_POINTS = 21  # points added along each edge of a box transformed between CRSs
 
@@ -93,7 +94,9 @@ def windowed_cell_population(
         source = rasterio.open(path)
     except Exception as error:
         raise PovmapInputError(parameter, f"cannot read the raster '{path}': {error}") from None
-    with source:
+    # each strip of the raster is read once: GDAL's block cache (5 % of the memory by default)
+    # would otherwise fill with a country's raster
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024), source:
         if source.crs is None:
             raise PovmapInputError(
                 parameter,
@@ -124,14 +127,14 @@ def windowed_cell_population(
                 )
                 people[lattice_work.cells], inside[lattice_work.cells] = part_people, part_inside
                 done += share_of_work
-        widths = [
+        widths = [  # (no pass over the windows when every cell is on the lattice)
             overlapping_widths(source, geometries)
-            for _, geometries in _others_by_window(windows(), others)
+            for _, geometries in (_others_by_window(windows(), others) if len(others) else [])
         ]
         overlapping = np.concatenate(widths) if widths else np.zeros(0)
         # one k for every window, as for all the polygons at once (PolygonWork)
         cell_width = float(np.median(overlapping)) if len(overlapping) else None
-        for here, geometries in _others_by_window(windows(), others):
+        for here, geometries in _others_by_window(windows(), others) if len(others) else []:
             part = PolygonWork(source, geometries, here, cell_width)
             extents.append(part.extent)
             overlaps |= part.overlaps
