@@ -197,7 +197,10 @@ def map_covariate(
     )
     # the cells' fields; their polygons window by window below (memory)
     cells, layer, _, id_field = read_predictions(
-        source, id_parameter=None, geometry=False, columns=[]
+        source,
+        id_parameter=None,  # the step has no ID_FIELD
+        geometry=False,
+        columns=[],  # the id and prob_mean
     )
     probability = cells["prob_mean"].to_numpy(dtype="float64")
     out_of_fold_cells = 0

@@ -147,6 +147,9 @@ def write_predictions(
     cell_ids, window = cells["cell_ids"], cells["window"]
     if not len(cell_ids):
         raise PovmapInputError("GRID", "the grid has no cells to predict.")
+    grid_info = pyogrio.read_info(options.grid_path, layer=layer)
+    if grid_info["features"] != len(cell_ids):
+        raise RuntimeError("the grid changed while predicting; run again")
     spans = [
         (start, min(start + vectors.WINDOW_CELLS, len(cell_ids)))
         for start in range(0, len(cell_ids), vectors.WINDOW_CELLS)
@@ -195,10 +198,8 @@ def write_predictions(
             **decision_metadata,
         },
         extra_styles=styles_with_their_fields(options.extra_styles, first.columns),
-        geometry_type=pyogrio.read_info(options.grid_path, layer=layer).get("geometry_type"),
+        geometry_type=grid_info.get("geometry_type"),
     )
-    if pyogrio.read_info(options.grid_path, layer=layer)["features"] != len(cell_ids):
-        raise RuntimeError("the grid changed while predicting; run again")
     return {"cells": len(cell_ids), **totals, "drift": drift_scores}
 
 
