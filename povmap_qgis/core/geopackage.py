@@ -84,26 +84,38 @@ def write_layer_chunks(
     ``geometry_type``: the layer's (e.g. the source layer's, "MultiPolygon"), so
     that it does not depend on the first chunk's geometries; None or "Unknown": inferred.
     """
-    import pyogrio
-
     layer = layer_name_for(path)
     styles = read_styles(style_qml_path, style_name or layer, extra_styles)
-    known = geometry_type if geometry_type and geometry_type != "Unknown" else None
     with styled_output(path, styles) as temporary:
-        for number, frame in enumerate(chunks):
-            pyogrio.write_dataframe(
-                frame,
-                temporary,
-                layer=layer,
-                driver="GPKG",
-                geometry_type=known,
-                promote_to_multi=bool(known and known.startswith("Multi")) or None,
-                append=number > 0,
-                layer_metadata=None
-                if number
-                else _stringify({**(metadata or {}), **styles_metadata(styles)}),
-            )
+        _write_chunks(
+            chunks, temporary, layer, {**(metadata or {}), **styles_metadata(styles)}, geometry_type
+        )
     return layer
+
+
+def _write_chunks(
+    chunks: Iterable[pd.DataFrame],
+    path: str,
+    layer: str,
+    metadata: Mapping[str, Any],
+    geometry_type: str | None,
+) -> None:
+    """``chunks`` appended one after another as ``layer`` of the GeoPackage ``path``, the
+    first with the layer's ``metadata``; ``geometry_type`` None or "Unknown": inferred."""
+    import pyogrio
+
+    known = geometry_type if geometry_type and geometry_type != "Unknown" else None
+    for number, frame in enumerate(chunks):
+        pyogrio.write_dataframe(
+            frame,
+            path,
+            layer=layer,
+            driver="GPKG",
+            geometry_type=known,
+            promote_to_multi=bool(known and known.startswith("Multi")) or None,
+            append=number > 0,
+            layer_metadata=None if number else _stringify(metadata),
+        )
 
 
 def write_layer_with_table(
@@ -124,23 +136,17 @@ def write_layer_with_table(
     import csv
 
     import pandas as pd
-    import pyogrio
 
     styles = read_styles(style_qml_path, style_name)
     chunks = [frame] if isinstance(frame, pd.DataFrame) else frame
-    known = geometry_type if geometry_type and geometry_type != "Unknown" else None
     with styled_output(path, styles) as gpkg_partial, atomic_output(table_path) as csv_partial:
-        for number, chunk in enumerate(chunks):
-            pyogrio.write_dataframe(
-                chunk,
-                gpkg_partial,
-                layer=layer_name_for(path),
-                driver="GPKG",
-                geometry_type=known,
-                promote_to_multi=bool(known and known.startswith("Multi")) or None,
-                append=number > 0,
-                layer_metadata=None if number else {**metadata, **styles_metadata(styles)},
-            )
+        _write_chunks(
+            chunks,
+            gpkg_partial,
+            layer_name_for(path),
+            {**metadata, **styles_metadata(styles)},
+            geometry_type,
+        )
         with open(csv_partial, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)

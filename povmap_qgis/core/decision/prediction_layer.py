@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+# The fields targeting adds to the cells in its OUTPUT (dropped when that is read as PREDICTIONS)
 TARGETING_FIELDS = ("rank", "selected", "population", "expected_poor")
 
 
@@ -157,6 +158,16 @@ def prediction_windows(
         if "prob_mean" in frame:
             frame["prob_mean"] = frame["prob_mean"].astype("float64")
         yield start, frame
+
+
+def prediction_geometry_type(options: Any) -> str | None:
+    """PREDICTIONS' geometry type (e.g. "Polygon"), for a layer written from it window by window."""
+    import pyogrio
+
+    from ..vectors import spatial_layer
+
+    layer = spatial_layer(options.predictions_path, options.predictions_layer, "PREDICTIONS")
+    return pyogrio.read_info(options.predictions_path, layer=layer).get("geometry_type")
 
 
 def prob_mean_calibrated(cells: pd.DataFrame, metadata: dict[str, str]) -> bool:

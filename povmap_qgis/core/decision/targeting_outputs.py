@@ -10,7 +10,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..names import ID_FIELD_METADATA
-from .prediction_layer import district_names, prediction_windows
+from .prediction_layer import (
+    TARGETING_FIELDS,
+    district_names,
+    prediction_geometry_type,
+    prediction_windows,
+)
 from .selection import ALLOCATION_COLUMNS
 from .targeting_report import targeting_curve_figure
 
@@ -19,9 +24,6 @@ if TYPE_CHECKING:
 
     from .targeting import TargetOptions
 
-
-# The fields targeting adds to the prediction layer's cells in OUTPUT (``targeting._mark_cells``).
-ADDED_FIELDS = ("rank", "selected", "population", "expected_poor")
 
 # How the ALLOCATION CSV writes each column: people as whole people, expected poor to a tenth,
 # shares to four decimals (the summary and the report keep the exact numbers).
@@ -59,15 +61,13 @@ def write_outputs(
     """OUTPUT (one layer: the cells) and the ALLOCATION CSV: both appear, or neither.
 
     ``cells``: the prediction layer's fields (no polygons) with targeting's added
-    (``ADDED_FIELDS``); the layer is read again window by window for its polygons and
+    (``TARGETING_FIELDS``, ``targeting._mark_cells``); the layer is read again window by window for its polygons and
     written window by window (``vectors.WINDOW_CELLS``: memory holds one window).
     The allocation is not a second table in OUTPUT's GeoPackage: QGIS asks which layers to
     add for a GeoPackage of two (drop, Browser, Data Source Manager)."""
     import numpy as np
-    import pyogrio
 
     from ..geopackage import write_layer_with_table
-    from ..vectors import spatial_layer
 
     metadata = {
         "povmap_targeting": json.dumps(
@@ -87,7 +87,7 @@ def write_outputs(
         if options.population_path
         else "",
     }
-    added = [field for field in ADDED_FIELDS if field in cells]
+    added = [field for field in TARGETING_FIELDS if field in cells]
     ids = cells[id_field].to_numpy(dtype="int64")
 
     def windows() -> Iterator[pd.DataFrame]:
@@ -99,7 +99,6 @@ def write_outputs(
                 frame[field] = cells[field].iloc[start:stop].array  # Int64 rank: empty stays empty
             yield frame
 
-    layer = spatial_layer(options.predictions_path, options.predictions_layer, "PREDICTIONS")
     write_layer_with_table(
         windows(),
         options.output_path,
@@ -109,7 +108,7 @@ def write_outputs(
         options.allocation_path,
         ALLOCATION_COLUMNS,
         ([allocation_csv_value(key, row[key]) for key in ALLOCATION_COLUMNS] for row in allocation),
-        geometry_type=pyogrio.read_info(options.predictions_path, layer=layer).get("geometry_type"),
+        geometry_type=prediction_geometry_type(options),
     )
 
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import PovmapInputError
-from .population_polygons import PolygonWork, clean_people, overlapping_widths
+from .population_polygons import PolygonWork, clean_people
 
 if TYPE_CHECKING:
     import geopandas
@@ -128,8 +128,8 @@ def windowed_cell_population(
                 people[lattice_work.cells], inside[lattice_work.cells] = part_people, part_inside
                 done += share_of_work
         widths = [  # (no pass over the windows when every cell is on the lattice)
-            overlapping_widths(source, geometries)
-            for _, geometries in (_others_by_window(windows(), others) if len(others) else [])
+            PolygonWork(source, geometries, here).overlapping_widths()
+            for here, geometries in (_others_by_window(windows(), others) if len(others) else [])
         ]
         overlapping = np.concatenate(widths) if widths else np.zeros(0)
         # one k for every window, as for all the polygons at once (PolygonWork)

@@ -61,6 +61,11 @@ class PolygonWork:
             float(np.nanmax(self.bounds[:, 3])),
         )
 
+    def overlapping_widths(self) -> np.ndarray:
+        """The widths, in the raster's CRS, of the polygons that overlap the raster (their
+        median is the default ``cell_width``)."""
+        return (self.bounds[:, 2] - self.bounds[:, 0])[self.overlapping]
+
     def run(
         self, reporter: Reporter | None, progress: Callable[[float], float]
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +89,7 @@ class PolygonWork:
         cell_width = (
             self.cell_width
             if self.cell_width is not None
-            else float(np.median(bounds[overlaps, 2] - bounds[overlaps, 0]))
+            else float(np.median(self.overlapping_widths()))
         )
         k = int(
             min(
@@ -225,19 +230,3 @@ class _PolygonParts:
                 },
                 owner,
             )
-
-
-def overlapping_widths(source: Any, geometries: geopandas.GeoSeries) -> np.ndarray:
-    """The widths, in the raster's CRS, of the polygons that overlap the raster (``PolygonWork``'s
-    ``cell_width`` is their median)."""
-    import shapely
-
-    bounds = shapely.bounds(np.asarray(geometries.to_crs(source.crs).values, dtype=object))
-    left, bottom, right, top = source.bounds
-    overlapping = (
-        (bounds[:, 0] < right)
-        & (bounds[:, 2] > left)
-        & (bounds[:, 1] < top)
-        & (bounds[:, 3] > bottom)
-    )
-    return (bounds[:, 2] - bounds[:, 0])[overlapping]

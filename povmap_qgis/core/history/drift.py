@@ -81,7 +81,6 @@ def input_scores(manifest: Mapping[str, Any], features: Any) -> dict[str, float]
 
     An input's score is its worst statistic; {} without a reference.
     """
-
     return scores_of_counts(manifest, bin_counts(manifest, features))
 
 
@@ -99,6 +98,13 @@ def bin_counts(manifest: Mapping[str, Any], features: Any) -> list[Any]:
         edges = reference["values"][column]
         counts.append(None if edges is None else _counts(features[:, column], edges))
     return counts
+
+
+def summed_counts(first: list[Any], second: list[Any]) -> list[Any]:
+    """``bin_counts`` of two sets of cells added up ([] counts as nothing)."""
+    if not first:
+        return second
+    return [a if b is None else a + b for a, b in zip(first, second, strict=True)]
 
 
 def scores_of_counts(manifest: Mapping[str, Any], counts: list[Any]) -> dict[str, float]:
@@ -128,7 +134,6 @@ def sentence(scores: Mapping[str, float]) -> str:
 
 def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Share of the finite ``values`` in each bin between consecutive ``edges`` (searchsorted, right)."""
-
     counts = _counts(values, edges)
     total = counts.sum()
     return counts / total if total else counts.astype("float64")

@@ -215,12 +215,7 @@ def _inputs_checked(
     outside = cells = 0
     for start, stop in spans:
         features = window(start, stop)[1]
-        found = drift.bin_counts(prepared.manifest, features)
-        counts = (
-            [a if b is None else a + b for a, b in zip(counts, found, strict=True)]
-            if counts
-            else found
-        )
+        counts = drift.summed_counts(counts, drift.bin_counts(prepared.manifest, features))
         outside += int(baseline.out_of_range(prepared.simple, features).sum())  # type: ignore[arg-type]
         cells += stop - start
     scores = drift.scores_of_counts(prepared.manifest, counts)

@@ -251,8 +251,9 @@ class Checkpoint:
     Holds the output's lock (``core.atomic.OutputLock``; inherited from the
     Processing adapter) while the run lasts. ``keep(index, part)`` writes a
     finished part to disk (under a temporary name, then renamed; memory keeps
-    only its cell count, ``KeptParts`` reads the numbers back); ``open()`` adopts the parts of an earlier run whose resume key
-    matches and removes any other leftover folder.
+    only its cell count, ``KeptParts`` reads the numbers back); ``open()``
+    adopts the parts of an earlier run whose resume key matches and removes
+    any other leftover folder.
     """
 
     MANIFEST = "resume.json"
