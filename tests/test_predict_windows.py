@@ -5,7 +5,8 @@ at a time, and predicting from the rasters reads its kept parts back window by
 window (``raster_prediction.KeptParts``). Tiny windows (7 cells, one part cached)
 must give the layer one window gives, field for field, with the same metadata;
 the drift scores gathered window by window equal the PSI computed over all the
-cells' statistics at once (``drift.input_scores`` on the store's features).
+cells' statistics at once (``drift.input_scores`` on the store's features), and
+no earlier window is still alive when the next is read.
 """
 
 import json
@@ -27,6 +28,19 @@ from povmap_qgis.core.progress import RecordingReporter
 from povmap_qgis.paths import bundled_model_path
 
 chips, grid, sample, folder = sys.argv[1:5]
+
+# memory holds one window of the layer at a time: when a window is read, none read before is
+# still alive (weak references, after a garbage collection)
+import gc, weakref
+read_windows, windows_read, most_alive = vectors.read_windows, [], [0]
+def watched_windows(*args, **kwargs):
+    for start, frame in read_windows(*args, **kwargs):
+        gc.collect()
+        most_alive[0] = max(most_alive[0], sum(ref() is not None for ref in windows_read))
+        windows_read.append(weakref.ref(frame))
+        yield start, frame
+        del frame
+vectors.read_windows = watched_windows
 inputs = [
     ChipInput("daytime", os.path.join(sample, "synthetic_daytime_s2l2a_10m.tif"), [1, 2, 3]),
     ChipInput("nightlights", os.path.join(sample, "synthetic_viirs_15arcsec.tif"), [1]),
@@ -36,7 +50,7 @@ for name, source, window in (("once", "chips", None), ("windows_chips", "chips",
                              ("windows_rasters", "rasters", 7)):
     if window:
         vectors.WINDOW_CELLS, raster_prediction.KeptParts.CACHED_PARTS = window, 1
-    reporter = RecordingReporter()
+    reporter, most_alive[0] = RecordingReporter(), 0
     summary = prediction.predict(
         prediction.PredictOptions(
             model_path=bundled_model_path(),
@@ -50,7 +64,9 @@ for name, source, window in (("once", "chips", None), ("windows_chips", "chips",
         reporter,
     )
     print("RUN=" + json.dumps({"name": name, "summary": summary, "infos": reporter.infos,
-                               "percents": reporter.percents}))
+                               "percents": reporter.percents, "windows": len(windows_read),
+                               "most_alive": most_alive[0]}))
+    windows_read.clear()
 """
 
 
@@ -126,6 +142,8 @@ def test_the_layer_written_in_windows_is_the_layer_written_at_once(
         assert run["percents"][-1] == pytest.approx(100)
         assert sum("drift:" in message for message in run["infos"]) == 1
         assert sum("outside the training range" in message for message in run["infos"]) == 1
+        # one window in memory at a time: no earlier window alive when the next is read
+        assert run["windows"] > 3 and run["most_alive"] == 0, source
 
     # drift gathered window by window = PSI over all the cells' statistics at once
     manifest = model_package.read_package(bundled_model_path())

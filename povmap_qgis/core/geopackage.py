@@ -105,7 +105,10 @@ def _write_chunks(
     import pyogrio
 
     known = geometry_type if geometry_type and geometry_type != "Unknown" else None
-    for number, frame in enumerate(chunks):
+    first = True
+    # no enumerate(): its reused (number, chunk) tuple would keep the last chunk alive while
+    # the next is made, and memory is to hold one chunk at a time
+    for frame in chunks:
         pyogrio.write_dataframe(
             frame,
             path,
@@ -113,9 +116,11 @@ def _write_chunks(
             driver="GPKG",
             geometry_type=known,
             promote_to_multi=bool(known and known.startswith("Multi")) or None,
-            append=number > 0,
-            layer_metadata=None if number else _stringify(metadata),
+            append=not first,
+            layer_metadata=_stringify(metadata) if first else None,
         )
+        first = False
+        del frame
 
 
 def write_layer_with_table(

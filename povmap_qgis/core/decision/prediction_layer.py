@@ -158,6 +158,7 @@ def prediction_windows(
         if "prob_mean" in frame:
             frame["prob_mean"] = frame["prob_mean"].astype("float64")
         yield start, frame
+        del frame  # not kept while the next window is read: memory holds one at a time
 
 
 def prediction_geometry_type(options: Any) -> str | None:
@@ -223,5 +224,6 @@ def prediction_polygons(
     def windows() -> Iterator[geopandas.GeoSeries]:
         for _, frame in prediction_windows(options, id_field, count, columns=[]):
             yield frame.geometry
+            del frame
 
     return windows

@@ -98,6 +98,7 @@ def write_outputs(
             for field in added:
                 frame[field] = cells[field].iloc[start:stop].array  # Int64 rank: empty stays empty
             yield frame
+            del frame  # one window in memory at a time
 
     write_layer_with_table(
         windows(),

@@ -166,6 +166,7 @@ def _others_by_window(
         if len(here):
             yield here, geometries.iloc[here - start]
         start = stop
+        del geometries  # one window in memory at a time
 
 
 def _overall_percent(done: float, share_of_work: float, fraction: float) -> float:

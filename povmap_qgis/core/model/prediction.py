@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import itertools
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -161,28 +160,35 @@ def write_predictions(
     seen, seen_metadata = training_cell_flags(manifest, cells, reporter)
     totals = {"poor": 0, "flagged": 0}
 
+    def with_fields(start: int, grid: pd.DataFrame) -> pd.DataFrame:
+        stop = start + len(grid)
+        ids = grid[cells["id_field"]].astype("int64").to_numpy()
+        if not np.array_equal(ids, cell_ids[start:stop]):
+            raise RuntimeError("the grid changed while predicting; run again")
+        probabilities, features, nodata = window(start, stop)
+        fields = prediction_fields(manifest, prepared, probabilities, features, nodata, cells)
+        for field, values in fields.items():
+            grid[field] = values
+        if seen is not None:
+            grid["training_cell"] = seen[start:stop]
+        totals["poor"] += int(grid["pred"].sum())
+        totals["flagged"] += int(grid["chip_flagged"].sum())
+        reporter.progress(95 + 5 * stop / max(len(cell_ids), 1))
+        return grid
+
     def frames() -> Iterator[pd.DataFrame]:
         for start, grid in vectors.read_windows(options.grid_path, layer, len(cell_ids)):
             reporter.check_canceled()
-            stop = start + len(grid)
-            ids = grid[cells["id_field"]].astype("int64").to_numpy()
-            if not np.array_equal(ids, cell_ids[start:stop]):
-                raise RuntimeError("the grid changed while predicting; run again")
-            probabilities, features, nodata = window(start, stop)
-            fields = prediction_fields(manifest, prepared, probabilities, features, nodata, cells)
-            for field, values in fields.items():
-                grid[field] = values
-            if seen is not None:
-                grid["training_cell"] = seen[start:stop]
-            totals["poor"] += int(grid["pred"].sum())
-            totals["flagged"] += int(grid["chip_flagged"].sum())
-            reporter.progress(95 + 5 * stop / max(len(cell_ids), 1))
-            yield grid
+            yield with_fields(start, grid)
+            del grid  # the writer has let this window go: memory holds one at a time
 
     chunks = frames()
     first = next(chunks)  # its columns choose the styles offered
+    extra_styles = styles_with_their_fields(options.extra_styles, first.columns)
+    in_order = _handed_over(first, chunks)
+    del first  # memory holds one window at a time
     write_layer_chunks(
-        itertools.chain([first], chunks),
+        in_order,
         options.output_path,
         options.style_qml_path,
         "povmap prediction (class)",
@@ -197,10 +203,19 @@ def write_predictions(
             **prepared.metadata(has_features, drift_scores),
             **decision_metadata,
         },
-        extra_styles=styles_with_their_fields(options.extra_styles, first.columns),
+        extra_styles=extra_styles,
         geometry_type=grid_info.get("geometry_type"),
     )
     return {"cells": len(cell_ids), **totals, "drift": drift_scores}
+
+
+def _handed_over(first: pd.DataFrame, rest: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """``first`` then ``rest``, keeping no chunk once the writer has moved on (itertools.chain
+    would keep ``first`` in its arguments until the end: a window held all along)."""
+    holder = [first]
+    del first
+    yield holder.pop()
+    yield from rest
 
 
 def _inputs_checked(
