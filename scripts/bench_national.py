@@ -23,7 +23,8 @@ throughput on in-memory chips plus loading it (predict), reading the 3″ popula
 raster once (target), reading the prediction layer and the survey (districts).
 
 Per step: time, cells/s, the step's floor and its ratio, peak memory of the step's
-process (the driver) and of its descendants together (Spark's JVM and Python workers),
+process (the driver), of its Java descendant (Spark's JVM: in local mode the driver's and
+the executors' heap) and of its other descendants together (Spark's Python workers),
 sampled from /proc every 0.2 s, and the bytes the step leaves on disk. The bundled
 demonstration model (compact preset) predicts. Run with the setup venv:
     .venv/bin/python scripts/bench_national.py [--cells 500000] [--skip-spark] [--skip-store] [--keep]
@@ -369,7 +370,8 @@ def model_floor(cells, sample=1024):
 
 
 def tree_rss(pid):
-    """(resident bytes of ``pid``, of all its descendants together), from /proc."""
+    """(resident bytes of ``pid``, of its Java descendants — Spark's JVM —, of its other
+    descendants — Spark's Python workers), from /proc."""
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -389,12 +391,23 @@ def tree_rss(pid):
         except (OSError, ValueError, IndexError):
             return 0
 
-    descendants, stack = 0, list(children.get(pid, []))
+    def is_java(process):
+        try:
+            with open(f"/proc/{process}/comm", encoding="utf-8") as handle:
+                return handle.read().strip() == "java"
+        except OSError:
+            return False
+
+    jvm = workers = 0
+    stack = list(children.get(pid, []))
     while stack:
         process = stack.pop()
-        descendants += rss(process)
+        if is_java(process):
+            jvm += rss(process)
+        else:
+            workers += rss(process)
         stack.extend(children.get(process, []))
-    return rss(pid), descendants
+    return rss(pid), jvm, workers
 
 
 def folder_bytes(folder):
@@ -418,13 +431,12 @@ def measure(name, folder):
         text=True,
         env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2"),
     )
-    peaks = [0, 0]
+    peaks = [0, 0, 0]
     stop = threading.Event()
 
     def poll():
         while not stop.wait(0.2):
-            driver, workers = tree_rss(process.pid)
-            peaks[0], peaks[1] = max(peaks[0], driver), max(peaks[1], workers)
+            peaks[:] = [max(peak, now) for peak, now in zip(peaks, tree_rss(process.pid))]
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
@@ -438,7 +450,8 @@ def measure(name, folder):
     result.update(
         wall_s=seconds,
         driver_peak_mb=peaks[0] / 2**20,
-        workers_peak_mb=peaks[1] / 2**20,
+        jvm_peak_mb=peaks[1] / 2**20,
+        workers_peak_mb=peaks[2] / 2**20,
         disk_mb=(folder_bytes(folder) - before) / 2**20,
     )
     return result
@@ -507,7 +520,7 @@ def main():
         )
         print(
             f"{'step':<22}{'cells':>9}{'time s':>9}{'cells/s':>9}{'floor s':>9}{'ratio':>7}"
-            f"{'driver MB':>10}{'workers MB':>11}{'disk MB':>9}",
+            f"{'driver MB':>10}{'JVM MB':>8}{'workers MB':>11}{'disk MB':>9}",
             flush=True,
         )
         for step, floor in STEPS:
@@ -526,7 +539,8 @@ def main():
                 f"{step:<22}{result['cells']:>9,}{result['seconds']:>9.1f}"
                 f"{result['cells'] / result['seconds']:>9,.0f}{floor_s:>9.1f}"
                 f"{result['seconds'] / floor_s:>7.2f}{result['driver_peak_mb']:>10.0f}"
-                f"{result['workers_peak_mb']:>11.0f}{result['disk_mb']:>9.0f}",
+                f"{result['jvm_peak_mb']:>8.0f}{result['workers_peak_mb']:>11.0f}"
+                f"{result['disk_mb']:>9.0f}",
                 flush=True,
             )
         for floor, result in floors.items():
