@@ -436,7 +436,9 @@ def measure(name, folder):
 
     def poll():
         while not stop.wait(0.2):
-            peaks[:] = [max(peak, now) for peak, now in zip(peaks, tree_rss(process.pid))]
+            peaks[:] = [
+                max(peak, now) for peak, now in zip(peaks, tree_rss(process.pid), strict=True)
+            ]
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
