@@ -38,4 +38,7 @@ def test_layers_kept_alive_by_a_failed_run_are_released_and_python_exits_cleanly
     kept = _session("keep", tiny_sample, tmp_path)
     assert "alive 6" in kept.stdout and "exited" in kept.stdout
     assert kept.returncode != 0, kept.stdout + kept.stderr
-    assert "Segmentation fault" in kept.stderr
+    # how the control dies depends on the heap: a segfault, or glibc aborting on the corruption
+    assert "Segmentation fault" in kept.stderr or "Fatal Python error: Aborted" in kept.stderr, (
+        kept.stderr[-2000:]
+    )
