@@ -212,9 +212,8 @@ def write_predictions(
 def _handed_over(first: pd.DataFrame, rest: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """``first`` then ``rest``, keeping no chunk once the writer has moved on (itertools.chain
     would keep ``first`` in its arguments until the end: a window held all along)."""
-    holder = [first]
+    yield first
     del first
-    yield holder.pop()
     yield from rest
 
 
