@@ -61,7 +61,6 @@ class Evaluate(PovmapAlgorithm):
     display_name = "Evaluate predictions"
     group_id = "validation"
     group_name = "4 · Validation"
-    _map_layers = ()
 
     def initAlgorithm(self, config=None):
         self.add_parameter(
@@ -126,9 +125,7 @@ class Evaluate(PovmapAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def prepareAlgorithm(self, parameters, context, feedback):
-        """Copies of the prediction layer for the report's maps, made here in the main thread (layers belong to it)."""
-        layer = self.parameterAsVectorLayer(parameters, self.PREDICTIONS, context)
-        self._map_layers = [layer.clone() for _ in range(3)] if layer is not None else []
+        """The inputs' names, read here in the main thread (the project's layers belong to it)."""
         self._names = {
             name: input_layer_name(self, parameters, name, context)
             for name in (self.PREDICTIONS, self.TRUTH)
@@ -172,10 +169,11 @@ class Evaluate(PovmapAlgorithm):
                     )
                 )
             feedback.pushInfo("Rendering the maps and writing the report…")
-            maps = self._render_maps(summary, figures, context, feedback)
+            maps = self._render_maps(
+                summary, (predictions_path, predictions_layer), figures, context, feedback
+            )
             write_report(report, **report_document(summary, maps))
         finally:
-            self._map_layers = []
             shutil.rmtree(figures, ignore_errors=True)
         name_output(
             hitmiss,
@@ -196,58 +194,66 @@ class Evaluate(PovmapAlgorithm):
             results[key] = _lookup(summary, where)
         return results
 
-    def _render_maps(self, summary, folder, context, feedback):
-        """PNGs of the predicted class, the probability and the hits and misses; [(path, caption)]."""
+    def _render_maps(self, summary, predictions, folder, context, feedback):
+        """PNGs of the predicted class, the probability and the hits and misses; [(path, caption)].
+
+        ``predictions``: (path, layer name) of the file the worker read. The maps' layers are
+        opened from it here, in the algorithm's thread: a layer made in the main thread and
+        styled, drawn and dropped here would be changed and deleted under the main thread's
+        feet (QGIS crashed delivering an event to such a layer, 1 desktop run in 5).
+        """
         from .rendering import RenderError, outline_renderer, render_with_context
 
         maps, fallbacks = [], []
+        predictions_path, layer_name = predictions
+        source = f"{predictions_path}|layername={layer_name}" if layer_name else predictions_path
+        label = getattr(self, "_names", {}).get(self.PREDICTIONS) or "predictions"
         try:
+            map_layers = [QgsVectorLayer(source, label, "ogr") for _ in range(3)]
+            if not all(layer.isValid() for layer in map_layers):
+                raise RenderError(f"cannot open {source}")
             hitmiss = QgsVectorLayer(
                 summary["hitmiss"], "hits and misses", "ogr"
             )  # styled from the GeoPackage
             if not hitmiss.isValid():
                 raise RenderError(f"cannot open {summary['hitmiss']}")
             transform_context = context.transformContext()
-            if self._map_layers:
-                class_layer, probability_layer, outline_layer = self._map_layers
-                for layer, style, name, caption in (
-                    (
-                        class_layer,
-                        "prediction_class",
-                        "class",
-                        "Predicted class: the ensemble's pred (all predicted cells)",
-                    ),
-                    (
-                        probability_layer,
-                        "prediction_probability",
-                        "probability",
-                        "Probability of being poor: mean of the members (all predicted cells)",
-                    ),
-                ):
-                    # loadFromLocalDb=True: read the .qml file (otherwise a GeoPackage's own default style wins)
-                    message, loaded = layer.loadNamedStyle(style_path(style), True)
-                    if not loaded:
-                        raise RenderError(f"the style {style} could not be applied: {message}")
-                    path, fallback = render_with_context(
-                        os.path.join(folder, f"map_{name}.png"),
-                        [layer],
-                        MAP_WIDTH,
-                        districts_of=layer,
-                        transform_context=transform_context,
-                        max_height=MAP_MAX_HEIGHT,
-                    )
-                    fallbacks.append(fallback)
-                    maps.append((path, caption))
-                outline_layer.setRenderer(outline_renderer("#9a9a9a", 0.15))
-                below, extent = [outline_layer], outline_layer
-            else:
-                below, extent = [], hitmiss
+            class_layer, probability_layer, outline_layer = map_layers
+            for layer, style, name, caption in (
+                (
+                    class_layer,
+                    "prediction_class",
+                    "class",
+                    "Predicted class: the ensemble's pred (all predicted cells)",
+                ),
+                (
+                    probability_layer,
+                    "prediction_probability",
+                    "probability",
+                    "Probability of being poor: mean of the members (all predicted cells)",
+                ),
+            ):
+                # loadFromLocalDb=True: read the .qml file (otherwise a GeoPackage's own default style wins)
+                message, loaded = layer.loadNamedStyle(style_path(style), True)
+                if not loaded:
+                    raise RenderError(f"the style {style} could not be applied: {message}")
+                path, fallback = render_with_context(
+                    os.path.join(folder, f"map_{name}.png"),
+                    [layer],
+                    MAP_WIDTH,
+                    districts_of=layer,
+                    transform_context=transform_context,
+                    max_height=MAP_MAX_HEIGHT,
+                )
+                fallbacks.append(fallback)
+                maps.append((path, caption))
+            outline_layer.setRenderer(outline_renderer("#9a9a9a", 0.15))
             path, fallback = render_with_context(
                 os.path.join(folder, "map_hitmiss.png"),
-                [hitmiss] + below,
+                [hitmiss, outline_layer],
                 MAP_WIDTH,
-                districts_of=extent,
-                extent_layer=extent,
+                districts_of=outline_layer,
+                extent_layer=outline_layer,
                 legend_layers=[hitmiss],
                 transform_context=transform_context,
                 max_height=MAP_MAX_HEIGHT,

@@ -3,8 +3,9 @@
 Used by the algorithms that write reports (the maps of ``povmap:evaluate``)
 and by ``scripts/render_map.py``. Rendering is synchronous on a QImage
 (``QgsMapRendererCustomPainterJob``), so it also works in the background
-thread a Processing algorithm runs in, given layers that thread may use
-(loaded there, or cloned for it in ``prepareAlgorithm``); a print layout, which QGIS
+thread a Processing algorithm runs in, given layers made in that thread (never a layer
+of the main thread: styling, drawing or dropping it there races the main thread's own
+events on it, which once crashed QGIS); a print layout, which QGIS
 does not export off its main thread, is exported there (``main_thread.on_main_thread``).
 """
 
