@@ -22,6 +22,8 @@ import sys
 import traceback
 
 PARENT_VARIABLE = "POVMAP_WORKER_PARENT"  # the runner's process id (see _end_with_parent)
+# A cancelled worker still running this long after its SIGTERM ends at once (see _cancel_on_sigterm).
+CANCEL_DEADLINE_S = 20.0
 # step name -> (module, options class, function); imported only when run.
 STEPS = {
     "build_training_grid": (
@@ -140,9 +142,30 @@ def _protocol_stream():
 
 
 def _cancel_on_sigterm():
+    """The first SIGTERM raises PovmapCanceledError (the step cleans up) and sets a deadline.
+
+    Later ones are ignored: the parent-death signal comes once for each of a killed
+    qgis_process's threads the worker is passed on to as they exit (3 for one worker,
+    seen), and a second exception raised inside the first one's cleanup (a ``finally``
+    shutting down the chip sampler's thread pools) once left a pool thread that
+    Python's exit waited for, for ever, holding the output's lock (1 kill in ~100).
+    The runner kills a cancelled worker still running after its grace period; a worker
+    whose QGIS was killed has no runner left, so after CANCEL_DEADLINE_S it ends
+    whatever it is doing (faulthandler's own thread fires even when Python is stuck,
+    and writes where each thread was to stderr); what it leaves is a killed run's,
+    which the next run cleans up.
+    """
+    import faulthandler
+
     from .core.errors import PovmapCanceledError
 
+    canceled = []
+
     def handler(signum, frame):
+        if canceled:
+            return  # already cancelling: let the cleanup run
+        canceled.append(signum)
+        faulthandler.dump_traceback_later(CANCEL_DEADLINE_S, exit=True)
         raise PovmapCanceledError("cancelled by the user")
 
     signal.signal(signal.SIGTERM, handler)

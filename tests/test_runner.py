@@ -296,6 +296,86 @@ def test_a_worker_whose_qgis_is_killed_stops_instead_of_running_on(tmp_path):
             parent.kill()
 
 
+def test_sigterms_after_the_first_do_not_interrupt_the_cancels_cleanup():
+    """A killed qgis_process's threads exit one by one and the worker gets its parent-death
+    SIGTERM once per thread it is passed on to: only the first may raise the cancel, or a
+    second one lands in the cleanup (a thread pool half shut down: the worker never ended)."""
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import os, signal, time
+        import povmap_qgis.worker as worker
+        from povmap_qgis.core.errors import PovmapCanceledError
+        worker._cancel_on_sigterm()
+        raised = cleaned = 0
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except PovmapCanceledError:
+            raised += 1
+            try:
+                for _ in range(3):  # more parent-death signals during the cleanup
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.05)
+                cleaned = 1
+            except PovmapCanceledError:
+                raised += 1
+        print(raised, cleaned)
+        """
+    )
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=60
+    )
+    assert completed.stdout.split() == ["1", "1"], completed.stdout + completed.stderr
+
+
+def test_a_cancelled_worker_that_cannot_end_is_ended_by_its_deadline(tmp_path):
+    """A cancel that leaves Python unable to end (here a library's thread that never ends,
+    which the interpreter's exit waits for) must not leave the worker running, holding its
+    output's lock, when nobody is left to kill it: it ends CANCEL_DEADLINE_S after its SIGTERM."""
+    import signal
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys, threading
+        import povmap_qgis.worker as worker
+        worker.CANCEL_DEADLINE_S = 2.0
+        threading.Thread(target=threading.Event().wait, name="never-ends").start()
+        sys.exit(worker.main())
+        """
+    )
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,  # the job never comes: the worker waits for it
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+        text=True,
+    )
+    try:
+        assert json.loads(process.stdout.readline())["event"] == "ready"
+        time.sleep(0.5)  # its SIGTERM handler is in place
+        process.send_signal(signal.SIGTERM)
+        cancelled = time.monotonic()
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the cancelled worker was still running 30 s after its SIGTERM")
+        seconds = time.monotonic() - cancelled
+        assert 1.5 < seconds < 15, seconds
+        assert process.returncode == 1
+        # what it was stuck in, for whoever reads the worker's stderr
+        assert "Timeout (0:00:02)!" in stderr and "in _shutdown" in stderr, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def runner_process_alive(pid):
     from povmap_qgis.core.run_folders import process_alive
 
