@@ -416,6 +416,58 @@ def test_report_renders_in_headless_chromium_with_its_tables_and_decoded_images(
         assert pixels_of(pixels, colour, tolerance=4).sum() > 1000 * counts[outcome] > 0, outcome
 
 
+def test_run_as_the_dialog_runs_it_no_qt_object_crosses_threads(evaluated, layers):
+    """The dialog prepares the algorithm in the main thread and runs it in a QgsTask's thread.
+    The report's maps were drawn from copies of the prediction layer made in the main thread,
+    styled and dropped in the task's: Qt warned "QObject::setParent: Cannot set parent, new
+    parent is in a different thread" and QGIS now and then crashed delivering an event to
+    such a layer. Every object the run makes must belong to the thread that uses it."""
+    from qgis.core import (
+        QgsApplication,
+        QgsProcessingAlgRunnerTask,
+        QgsProcessingContext,
+        QgsProcessingFeedback,
+        QgsTask,
+    )
+    from qgis.PyQt.QtCore import QCoreApplication, QThread, qInstallMessageHandler
+
+    folder = layers["folder"] / "task"
+    folder.mkdir()
+    parameters = {
+        "PREDICTIONS": layers["paths"]["predictions"],
+        "TRUTH": layers["paths"]["truth"],
+        "RANDOM_DRAWS": 20,
+        "SEED": 3,
+        "HITMISS": str(folder / "hitmiss.gpkg"),
+        "REPORT": str(folder / "report.html"),
+        "METRICS": str(folder / "metrics.json"),
+    }
+    messages = []
+    previous = qInstallMessageHandler(lambda mode, context, message: messages.append(message))
+    try:
+        algorithm = QgsApplication.processingRegistry().createAlgorithmById("povmap:evaluate")
+        context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+        task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)  # prepares
+        finished = {}
+        task.executed.connect(lambda ok, results: finished.update(ok=ok, results=results))
+        QgsApplication.taskManager().addTask(task)
+        for _ in range(12000):  # the main thread serves the print layouts while the task runs
+            QCoreApplication.processEvents()
+            if finished:
+                break
+            QThread.msleep(10)
+    finally:
+        qInstallMessageHandler(previous)
+    assert finished.get("ok"), (finished, messages)
+    assert task.status() == QgsTask.TaskStatus.Complete
+    crossing = [message for message in messages if "different thread" in message]
+    assert not crossing, crossing
+    with open(parameters["REPORT"], encoding="utf-8") as handle:
+        report = handle.read()
+    assert len(re.findall(r'src="data:image/png;base64,', report)) == 6  # its three maps too
+    assert "Maps drawn without a print layout" not in report
+
+
 def test_truth_in_another_crs_is_matched_by_cell_id(evaluated, layers):
     other = evaluate(layers, "lonlat", truth="truth_lonlat")
     assert other["table"] == evaluated["table"]
