@@ -208,8 +208,12 @@ class Evaluate(PovmapAlgorithm):
         predictions_path, layer_name = predictions
         source = f"{predictions_path}|layername={layer_name}" if layer_name else predictions_path
         label = getattr(self, "_names", {}).get(self.PREDICTIONS) or "predictions"
+        options = QgsVectorLayer.LayerOptions()
+        options.loadDefaultStyle = (
+            False  # each map sets its own style, as on a layer Processing loads
+        )
         try:
-            map_layers = [QgsVectorLayer(source, label, "ogr") for _ in range(3)]
+            map_layers = [QgsVectorLayer(source, label, "ogr", options) for _ in range(3)]
             if not all(layer.isValid() for layer in map_layers):
                 raise RenderError(f"cannot open {source}")
             hitmiss = QgsVectorLayer(
