@@ -185,7 +185,7 @@ class CrossValidate(TrainingParameters, PovmapAlgorithm):
 
     def _render_maps(self, grid_path, fold_style, folder, context, feedback):
         """PNGs of the folds and of the out-of-fold hits and misses; [(path, caption)]."""
-        from .rendering import RenderError, render_with_context
+        from .rendering import RenderError, render_styled_map
 
         maps, fallbacks = [], []
         try:
@@ -214,17 +214,13 @@ class CrossValidate(TrainingParameters, PovmapAlgorithm):
                 )  # default style from the GeoPackage: hits and misses
                 if not layer.isValid():
                     raise RenderError(f"cannot open {grid_path}")
-                if style:
-                    message, loaded = layer.loadNamedStyle(style, True)
-                    if not loaded:
-                        raise RenderError(f"the fold style could not be applied: {message}")
-                path, fallback = render_with_context(
+                path, fallback = render_styled_map(
                     os.path.join(folder, f"map_{name}.png"),
-                    [layer],
+                    layer,
+                    style,
                     MAP_WIDTH,
-                    districts_of=layer,
-                    transform_context=context.transformContext(),
-                    max_height=MAP_MAX_HEIGHT,
+                    MAP_MAX_HEIGHT,
+                    context.transformContext(),
                 )
                 fallbacks.append(fallback)
                 maps.append((path, caption))

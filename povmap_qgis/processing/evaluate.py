@@ -202,7 +202,7 @@ class Evaluate(PovmapAlgorithm):
         styled, drawn and dropped here would be changed and deleted under the main thread's
         feet (QGIS crashed delivering an event to such a layer, 1 desktop run in 5).
         """
-        from .rendering import RenderError, outline_renderer, render_with_context
+        from .rendering import RenderError, outline_renderer, render_styled_map, render_with_context
 
         maps, fallbacks = [], []
         predictions_path, layer_name = predictions
@@ -237,17 +237,13 @@ class Evaluate(PovmapAlgorithm):
                     "Probability of being poor: mean of the members (all predicted cells)",
                 ),
             ):
-                # loadFromLocalDb=True: read the .qml file (otherwise a GeoPackage's own default style wins)
-                message, loaded = layer.loadNamedStyle(style_path(style), True)
-                if not loaded:
-                    raise RenderError(f"the style {style} could not be applied: {message}")
-                path, fallback = render_with_context(
+                path, fallback = render_styled_map(
                     os.path.join(folder, f"map_{name}.png"),
-                    [layer],
+                    layer,
+                    style_path(style),
                     MAP_WIDTH,
-                    districts_of=layer,
-                    transform_context=transform_context,
-                    max_height=MAP_MAX_HEIGHT,
+                    MAP_MAX_HEIGHT,
+                    transform_context,
                 )
                 fallbacks.append(fallback)
                 maps.append((path, caption))

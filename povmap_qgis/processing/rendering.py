@@ -571,6 +571,26 @@ def render_with_context(output, layers, width=1600, districts_of=None, **options
         return path, str(error)
 
 
+def render_styled_map(output, layer, style, width, max_height, transform_context=None):
+    """``layer`` drawn in the style file ``style`` (None: the style it has) with its districts'
+    outlines, for a report: ``render_with_context``'s (path, why the plain map was drawn
+    instead). A style that cannot be applied is a RenderError."""
+    if style:
+        # loadFromLocalDb=True: read the .qml file (otherwise a GeoPackage's own default style wins)
+        message, loaded = layer.loadNamedStyle(style, True)
+        if not loaded:
+            name = os.path.splitext(os.path.basename(style))[0]
+            raise RenderError(f"the style {name} could not be applied: {message}")
+    return render_with_context(
+        output,
+        [layer],
+        width,
+        districts_of=layer,
+        transform_context=transform_context,
+        max_height=max_height,
+    )
+
+
 def render_output_map(
     gpkg_path, png_path, label, width, max_height, context, feedback, districts=False
 ):
