@@ -208,10 +208,9 @@ class Evaluate(PovmapAlgorithm):
         predictions_path, layer_name = predictions
         source = f"{predictions_path}|layername={layer_name}" if layer_name else predictions_path
         label = getattr(self, "_names", {}).get(self.PREDICTIONS) or "predictions"
+        # without the GeoPackage's default style, as Processing loads a layer: each map sets its own
         options = QgsVectorLayer.LayerOptions()
-        options.loadDefaultStyle = (
-            False  # each map sets its own style, as on a layer Processing loads
-        )
+        options.loadDefaultStyle = False
         try:
             map_layers = [QgsVectorLayer(source, label, "ogr", options) for _ in range(3)]
             if not all(layer.isValid() for layer in map_layers):
