@@ -147,13 +147,15 @@ def test_csv_has_a_row_per_fold_and_model_then_median_min_and_max(crossvalidated
     assert [(row[0], row[2]) for row in table[1:] if row[0] != "pooled"] == expected
     assert [row[2] for row in intervals] == [
         "prob_low–prob_high per bin",
+        "prob_low–prob_high per bin, all folds' cells in one set of bins",
         "prob_low–prob_high per district",
         "members' spread per bin",
         "members' spread per district",
     ]
     coverage = document["interval_coverage"]
     assert float(intervals[0][8]) == coverage["coverage"]
-    assert float(intervals[1][8]) == coverage["districts"]["coverage"]
+    assert float(intervals[1][8]) == coverage["pooled_coverage"]
+    assert float(intervals[2][8]) == coverage["districts"]["coverage"]
     assert {row[9] for row in intervals} == {repr(coverage["nominal"])}
     for row in table[1:]:
         assert len(row) == 11

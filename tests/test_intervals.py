@@ -45,8 +45,9 @@ def out_of_fold(seed, validation_share=0.1, **world_settings):
     fold_of = dict(zip(names, rng.permutation(len(names)) % FOLDS, strict=True))
     folds = np.array([fold_of[name] for name in districts])
     raw, spread = members.mean(axis=0), members.std(axis=0)
-    keys = ("p", "low", "high", "old_low", "old_high", "v3_low", "v3_high")
+    keys = ("p", "low", "high", "old_low", "old_high", "v3_low", "v3_high", "flat_low", "flat_high")
     found = {key: np.full(len(labels), np.nan) for key in keys}
+    found["fold"] = folds
     for fold in range(FOLDS):
         test = folds == fold
         others = np.flatnonzero(~test)
@@ -66,13 +67,19 @@ def out_of_fold(seed, validation_share=0.1, **world_settings):
         found["v3_low"][test], found["v3_high"][test] = intervals.cell_interval(
             raw[test], fitted, version_3
         )
+        no_shift = dict(rule, tau2=0.0, slope_var=0.0)  # no allowance for a new district
+        found["flat_low"][test], found["flat_high"][test] = intervals.cell_interval(
+            raw[test], fitted, no_shift
+        )
     return districts, labels, found
 
 
 def coverages(seeds=SEEDS, **settings):
-    """Per seed: per-bin coverage of each bin holding >= 30 cells, district coverage, widths, of
-    the rule ("new"), the members' spread ("old") and rule version 3 ("v3": no slope shift)."""
-    result = {"new": [], "old": [], "v3": []}
+    """Per seed: per-bin coverage (bins within each fold, as crossvalidate checks; "bins": each
+    fold's bins holding >= 30 cells, as (cells, covered) per bin; "pooled": every fold's cells in
+    one set of bins), district coverage, widths, of the rule ("new"), the members' spread ("old")
+    and rule version 3 ("v3": no slope shift), and the rule without any district shift ("flat")."""
+    result = {"new": [], "old": [], "v3": [], "flat": []}
     for seed in range(seeds):
         districts, labels, found = out_of_fold(seed, **settings)
         for tag in result:
@@ -80,13 +87,23 @@ def coverages(seeds=SEEDS, **settings):
                 found["low" if tag == "new" else f"{tag}_low"],
                 found["high" if tag == "new" else f"{tag}_high"],
             )
-            checked = interval_coverage.coverage(labels, found["p"], low, high, districts, NOMINAL)
+            checked = interval_coverage.coverage(
+                labels, found["p"], low, high, districts, NOMINAL, folds=found["fold"]
+            )
+            bins = {}
+            for fold in range(FOLDS):
+                inside = found["fold"] == fold
+                rows = calibration.interval_coverage(
+                    labels[inside], found["p"][inside], low[inside], high[inside]
+                )["bins"]
+                for row in rows:
+                    if row["n"] >= 30:
+                        bins.setdefault(row["low"], []).append((row["n"], row["covered"]))
             result[tag].append(
                 {
                     "cells": checked["coverage"],
-                    "bins": {
-                        row["low"]: row["covered"] for row in checked["bins"] if row["n"] >= 30
-                    },
+                    "pooled": checked["pooled_coverage"],
+                    "bins": bins,
                     "districts": checked["districts"]["coverage"],
                     "width": checked["mean_width"],
                 }
@@ -95,13 +112,21 @@ def coverages(seeds=SEEDS, **settings):
 
 
 def summary(runs):
+    """Means over the seeds; per bin the cells-weighted coverage of the folds' bins of 30+ cells,
+    for bins with 20 or more such fold-bins over the seeds (fewer say little: a fold-bin's cells
+    share one observed share, so they are covered or missed nearly together)."""
     bins = {}
     for run in runs:
-        for low, covered in run["bins"].items():
-            bins.setdefault(low, []).append(covered)
+        for low, rows in run["bins"].items():
+            bins.setdefault(low, []).extend(rows)
     return {
         "cells": np.mean([run["cells"] for run in runs]),
-        "bins": {low: np.mean(values) for low, values in bins.items() if len(values) >= 5},
+        "pooled": np.mean([run["pooled"] for run in runs]),
+        "bins": {
+            low: sum(n * covered for n, covered in rows) / sum(n for n, _ in rows)
+            for low, rows in bins.items()
+            if len(rows) >= 20
+        },
         "districts": np.mean([run["districts"] for run in runs]),
         "width": np.mean([run["width"] for run in runs]),
     }
@@ -114,18 +139,36 @@ def shifted():
 
 def test_intervals_reach_their_nominal_coverage_out_of_fold_when_districts_differ(shifted):
     found = summary(shifted["new"])
-    # measured over 20 seeds: districts 0.88, cells 1.00 (every bin >= 0.96), mean width 0.42
-    # (rule version 3: 0.86, every bin >= 0.90, width 0.39)
+    # measured over 20 seeds, bins within each fold: cells 0.952 (each bin of the folds' bins of
+    # 30+ cells 0.94-1.00), districts 0.883, mean width 0.42 (rule version 3: 0.924, 0.91-0.95,
+    # 0.860, width 0.39); every fold's cells in one set of bins: 0.999
     assert found["districts"] >= NOMINAL - 0.05
     assert found["districts"] <= NOMINAL + 0.05  # not wider than the districts need
+    assert NOMINAL - 0.05 <= found["cells"] <= NOMINAL + 0.06
     for low, covered in found["bins"].items():
         assert covered >= NOMINAL - 0.05, (low, covered)
+    assert len(found["bins"]) >= 6
+
+
+def test_every_folds_cells_in_one_set_of_bins_cannot_see_how_a_new_district_differs(shifted):
+    """The rule without any allowance for a new district (τ² = σ²_slope = 0): pooled over the
+    folds its intervals hold nearly every bin's share — each fold was calibrated on the other
+    folds' districts, so the districts' differences from their calibration cancel in a bin fed by
+    all folds — while each fold's own bins, and the districts, show it far short. Hence the per-bin
+    check bins within each fold."""
+    flat = summary(shifted["flat"])
+    # measured: pooled 0.989, per fold 0.647, districts 0.567
+    assert flat["pooled"] >= NOMINAL
+    assert flat["cells"] < NOMINAL - 0.15
+    assert flat["districts"] < NOMINAL - 0.2
+    assert summary(shifted["new"])["pooled"] > NOMINAL + 0.05  # wider than pooled bins need
 
 
 def test_the_members_spread_falls_far_short_on_the_shifted_case(shifted):
     """Today's rule (calibrated mean ∓ 1.96 × members' spread) fails both checks here."""
     found = summary(shifted["old"])
-    # measured: cells 0.44 (bins 0.12-0.50), districts 0.33, mean width 0.05
+    # measured: cells 0.18 (bins 0.15-0.22; pooled over the folds 0.44), districts 0.33, mean
+    # width 0.05
     assert found["cells"] < NOMINAL - 0.3
     assert found["districts"] < NOMINAL - 0.3
     assert found["width"] < summary(shifted["new"])["width"] / 4
@@ -133,8 +176,9 @@ def test_the_members_spread_falls_far_short_on_the_shifted_case(shifted):
 
 def test_without_a_shift_coverage_holds_and_the_intervals_are_narrower(shifted):
     found = summary(coverages(seeds=15, shift=0.0, slope_spread=0.0)["new"])
-    # measured: districts 0.99, cells 1.00 (every bin >= 0.96), mean width 0.25 (0.42 with
-    # the shift; version 3: 0.21)
+    # measured: districts 0.99, cells 0.967 (every bin 0.96-0.99), mean width 0.25 (0.42 with
+    # the shift; version 3: 0.21) — over nominal: validation districts of about 20 cells cannot
+    # show that districts do not differ, and the priors keep the shift they cannot rule out
     assert found["districts"] >= NOMINAL - 0.05
     assert found["cells"] >= NOMINAL - 0.05
     for low, covered in found["bins"].items():
@@ -145,9 +189,9 @@ def test_without_a_shift_coverage_holds_and_the_intervals_are_narrower(shifted):
 def test_when_districts_differ_in_slope_the_extreme_bins_hold_where_version_3_fell_short():
     """Districts whose calibration slopes differ by ±70 % (offsets by 0.2): a new district's
     share poor at the ends of the scale moves most. Version 3 (offsets only) — measured over
-    10 seeds: lowest bin 0.89, highest 0.61 of the cells, width 0.25; version 4 (the
-    districts' slope shifts, and each cell at least its bin's middle interval): 0.94 / 0.96,
-    width 0.29; districts 0.98 / 0.99."""
+    10 seeds, bins within each fold: lowest bin 0.73, highest 0.73 of the cells, width 0.25;
+    version 4 (the districts' slope shifts, and each cell at least its bin's middle interval):
+    0.89 / 0.87 (cells 0.934), width 0.29; districts 0.98 / 0.99."""
     runs = coverages(seeds=10, slope_spread=0.7, shift=0.2)
     version_3, found = summary(runs["v3"]), summary(runs["new"])
     assert min(version_3["bins"].values()) < NOMINAL - 0.1
@@ -160,8 +204,8 @@ def test_when_districts_differ_in_slope_the_extreme_bins_hold_where_version_3_fe
 def test_few_districts_widen_the_interval_and_keep_the_coverage():
     """Seven districts (six folds: five to learn from), as in the sample project."""
     found = summary(coverages(seeds=20, districts=7)["new"])
-    # measured: districts 0.94, cells 0.99 (every bin >= 0.87), mean width 0.52 (version 3:
-    # 0.91, 0.99, 0.49)
+    # measured: districts 0.94, cells 0.885 (every bin >= 0.86), mean width 0.52 (version 3:
+    # 0.91, 0.85, 0.49)
     assert found["districts"] >= NOMINAL - 0.05
     assert found["cells"] >= NOMINAL - 0.05
 
@@ -172,18 +216,20 @@ def test_with_two_validation_districts_the_prior_keeps_the_shift_the_jackknife_c
     then set τ² = 0 — measured over 40 seeds: districts 0.57, cells per bin 0.75, width 0.25;
     version 3 takes τ² from the two districts' offsets and the prior: districts 0.78, cells
     0.94, width 0.41; version 4 adds their slope shifts and the bins' middle intervals:
-    districts 0.85, cells 0.96, width 0.44 (still short of 0.9 on districts: the true τ, 0.6,
-    exceeds the prior's 0.5)."""
+    districts 0.85, cells 0.96, width 0.44 (those cells per bin with every fold's cells in one
+    set of bins). Bins within each fold — here within each district — 0.77 of the cells (pooled
+    0.97), districts 0.87: short of 0.9, as the true τ, 0.6, exceeds the prior's 0.5 and two
+    validation districts cannot show it."""
     runs = []
     for seed in range(20):
         districts, labels, found = out_of_fold(seed, validation_share=0.3, districts=3)
         checked = interval_coverage.coverage(
-            labels, found["p"], found["low"], found["high"], districts, NOMINAL
+            labels, found["p"], found["low"], found["high"], districts, NOMINAL, folds=found["fold"]
         )
         runs.append((checked["coverage"], checked["districts"]["coverage"]))
     cells, covered_districts = np.mean(runs, axis=0)
-    assert cells >= NOMINAL - 0.05
-    assert covered_districts >= 0.7
+    assert cells >= 0.72
+    assert covered_districts >= 0.8
 
 
 def test_venn_abers_intervals_alone_do_not_hold_the_shift():

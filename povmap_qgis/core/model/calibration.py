@@ -38,8 +38,10 @@ Checking it (``interval_coverage``): a single cell has a label, not a share
 poor, so the cells are put in the reliability bins of their calibrated
 probability and a cell's interval *covers* when it holds its bin's observed
 share of poor cells. The coverage is the share of cells whose interval
-covers (per bin and overall), to be read against the nominal level; the
-cross-validation reports it on its out-of-fold cells.
+covers (per bin and overall), to be read against the nominal level. With
+``groups`` (cross-validation: each cell's fold) the bins are made within each
+group: each fold's model is judged against the shares of its own held-out cells'
+bins, as an evaluation of one model is.
 """
 
 from __future__ import annotations
@@ -165,31 +167,37 @@ def interval_coverage(
     low: ArrayLike,
     high: ArrayLike,
     bins: int = BINS,
+    groups: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """How often the cells' intervals hold their reliability bin's observed share of poor cells.
 
     {"nominal", "coverage" (share of all cells), "cells", "mean_width", "bins": [{"low", "high",
     "n", "observed", "mean_low", "mean_high", "covered" (share of the bin's cells)}]};
-    ``coverage`` None without cells.
+    ``coverage`` None without cells. ``groups``: each cell's group (e.g. its cross-validation
+    fold) — a cell's bin share is then its group's cells' in that bin; a row's ``observed``
+    stays the share of all its cells (the cells-weighted mean of its groups').
     """
     labels = np.asarray(labels, dtype="float64")
     probabilities = np.asarray(probabilities, dtype="float64")
     low, high = np.asarray(low, dtype="float64"), np.asarray(high, dtype="float64")
     index = np.clip((probabilities * bins).astype("int64"), 0, bins - 1)
+    groups = np.zeros(len(labels)) if groups is None else np.asarray(groups)
     covered = np.zeros(len(labels), dtype=bool)
     table = []
     for number in range(bins):
         inside = index == number
         if not inside.any():
             continue
-        observed = float(labels[inside].mean())
-        covered[inside] = (low[inside] <= observed) & (observed <= high[inside])
+        for group in np.unique(groups[inside]):
+            cells = inside & (groups == group)
+            share = float(labels[cells].mean())
+            covered[cells] = (low[cells] <= share) & (share <= high[cells])
         table.append(
             {
                 "low": number / bins,
                 "high": (number + 1) / bins,
                 "n": int(inside.sum()),
-                "observed": observed,
+                "observed": float(labels[inside].mean()),
                 "mean_low": float(low[inside].mean()),
                 "mean_high": float(high[inside].mean()),
                 "covered": float(covered[inside].mean()),

@@ -157,8 +157,14 @@ def _report_coverage(coverage: dict[str, Any], reporter: Reporter) -> None:
     """The out-of-fold intervals' coverage (both checks) and widths in the log; warnings when short."""
     districts = coverage.get("districts")
     reporter.info(
-        f"prob_low–prob_high hold their reliability bin's observed share poor for "
+        f"prob_low–prob_high hold their fold's reliability bin's observed share poor for "
         f"{coverage['coverage']:.1%} of the out-of-fold cells"
+        + (
+            f" ({coverage['pooled_coverage']:.1%} with every fold's cells in one set of bins, "
+            "which cannot see how a new district differs)"
+            if coverage.get("pooled_coverage") is not None
+            else ""
+        )
         + (
             f" and their district's for {districts['coverage']:.0%} of {districts['districts']} "
             "districts"

@@ -126,6 +126,7 @@ def metrics_document(
             folds.districts,
             run.options.nominal,
             spread=(out.spread_low, out.spread_high),
+            folds=folds.cell_folds,
         ),
         "roc": _roc(run, folds, out, outputs),
     }

@@ -29,6 +29,7 @@ def interval_coverage_section(
     nominal = coverage["nominal"]
     districts = coverage.get("districts")
     spread = coverage.get("spread")
+    by_fold = coverage.get("binned_within") == "fold"
     made = rule or (
         "Each cell's interval prob_low–prob_high is the calibrated members' mean ∓ 1.96 × the "
         "members' standard deviation."
@@ -36,9 +37,15 @@ def interval_coverage_section(
     text = (
         f"{made} Nominal coverage {100 * nominal:.0f} %. Checked two ways on the {coverage['cells']} "
         + (f"{coverage['judged_on']} " if coverage.get("judged_on") else "cells ")
-        + f"— a cell has a label, not a share of poor cells, so the cells are put in 10 bins "
-        "of calibrated probability and a cell's interval covers when it holds its bin's observed "
-        f"share poor — {_percent(coverage['coverage'])} covered (mean width "
+        + "— a cell has a label, not a share of poor cells, so the cells are put in 10 bins "
+        "of calibrated probability"
+        + (
+            " within each fold (each fold's model judged on its own held-out districts' cells)"
+            if by_fold
+            else ""
+        )
+        + " and a cell's interval covers when it holds its bin's observed share poor — "
+        f"{_percent(coverage['coverage'])} covered (mean width "
         f"{metric_text(coverage['mean_width'])})"
     )
     if districts and districts.get("coverage") is not None:
@@ -49,6 +56,13 @@ def interval_coverage_section(
             f"{districts['districts']} districts (mean width {metric_text(districts['mean_width'])})"
         )
     text += "."
+    if by_fold and coverage.get("pooled_coverage") is not None:
+        text += (
+            f" With every fold's cells in one set of bins {_percent(coverage['pooled_coverage'])} "
+            "are covered: each fold was calibrated on the other folds' districts, so in bins "
+            "fed by all folds the districts' differences from their calibration cancel, and an "
+            "interval without any allowance for a new district would look right there."
+        )
     if spread:
         text += (
             " For comparison, the members'-spread interval (calibrated mean ∓ 1.96 × members' "
@@ -92,7 +106,12 @@ def interval_coverage_section(
                 ]
                 for row in coverage["bins"]
             ],
-            caption="Share of each bin's cells whose interval holds the bin's observed share poor.",
+            caption=(
+                "Share of each bin's cells whose interval holds their fold's bin's observed share "
+                "poor (observed: all folds' cells)."
+                if by_fold
+                else "Share of each bin's cells whose interval holds the bin's observed share poor."
+            ),
         )
     )
     if districts and districts.get("table"):
@@ -129,17 +148,28 @@ INTERVAL_ROWS = (
     "prob_low–prob_high per district",
     "members' spread per bin",
     "members' spread per district",
+    "prob_low–prob_high per bin, all folds' cells in one set of bins",
 )
 
 
 def coverage_rows(coverage: dict[str, Any] | None) -> list[tuple[str, Any, str, str, str]]:
     """[(model, n, coverage, nominal, mean width)]: the CSV rows of ``interval_coverage.coverage``'s dict
-    (n: cells for the per-bin check, districts for the per-district one)."""
+    (n: cells for the per-bin check, districts for the per-district one; in cross-validation the
+    per-bin check within each fold, then every fold's cells in one set of bins)."""
     if not coverage:
         return []
     nominal = coverage["nominal"]
     districts, spread = coverage.get("districts"), coverage.get("spread")
     rows = [(INTERVAL_ROWS[0], coverage["cells"], coverage["coverage"], coverage["mean_width"])]
+    if coverage.get("pooled_coverage") is not None:  # cross-validation: bins within each fold
+        rows.append(
+            (
+                INTERVAL_ROWS[4],
+                coverage["cells"],
+                coverage["pooled_coverage"],
+                coverage["mean_width"],
+            )
+        )
     if districts:
         rows.append(
             (

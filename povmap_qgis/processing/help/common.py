@@ -94,7 +94,11 @@ def nominal(per_fold=False):
         "district the model has not seen: fitted on the validation cells by district (the "
         "calibration's own uncertainty and how districts differ). Default "
         f"{DEFAULT_NOMINAL}: a 90 % interval (0.95 gives wider ones)."
-        + (" Checked out of fold per reliability bin and per district." if per_fold else "")
+        + (
+            " Checked out of fold per reliability bin (bins within each fold) and per district."
+            if per_fold
+            else ""
+        )
     )
 
 
