@@ -7,11 +7,12 @@ every fold's cells into one set of bins cannot see how a new district differs: e
 calibration was fitted on the other folds' districts, so in a bin fed by all folds their
 districts' shifts against their calibrations cancel (an interval without any district shift
 holds 99 % of such pooled bins on a simulation where it holds 65 % of each fold's; see
-docs/trust.md); that pooled figure is kept beside it (``pooled_coverage``). Per district, the district interval (``intervals.
-district_intervals``: its cells' bounds averaged, the sampling error of a share added)
-holds its observed share poor; both against the nominal level, beside the members'-spread
-interval's when given, with a warning for a check more than ``SHORT_BY`` short.
-Cross-validation (per fold, out of fold) and evaluation (``TRUTH``) call ``coverage``.
+docs/trust.md); that pooled figure is kept beside it (``pooled_coverage``). Per district,
+the district interval (``intervals.district_intervals``: its cells' bounds averaged, the
+sampling error of a share added) holds its observed share poor; both against the nominal
+level, beside the members'-spread interval's when given, with a warning for a check more
+than ``SHORT_BY`` short. Cross-validation (per fold, out of fold) and evaluation
+(``TRUTH``) call ``coverage``.
 """
 
 from __future__ import annotations
