@@ -10,8 +10,10 @@ class PovmapPlugin:
         self.styler = None
 
     def initProcessing(self):
+        from .processing.inputs import no_gdal_sidecars_in_a_qgis_process_run
         from .processing.provider import PovmapProvider
 
+        no_gdal_sidecars_in_a_qgis_process_run(QgsApplication.arguments())
         self.provider = PovmapProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
 

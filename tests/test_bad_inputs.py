@@ -603,3 +603,55 @@ def test_runs_that_read_rasters_write_nothing_beside_them(povmap_provider, prist
         },
     )
     assert digests([str(inputs)]) == before, sorted(os.listdir(inputs))
+
+
+def test_a_qgis_process_run_writes_nothing_beside_its_input_rasters(pristine, tmp_path):
+    """qgis_process opens a run's input rasters itself, before the algorithm's code, and closes
+    them as it exits, when GDAL would keep their statistics in NAME.aux.xml beside them (it did,
+    beside the demo's population raster): a povmap run switches that off for its process."""
+    from conftest import run_qgis_process
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("population", "predictions"):
+        shutil.copy(pristine[name], inputs / os.path.basename(pristine[name]))
+    before = digests([str(inputs)])
+    output = tmp_path / "output"
+    output.mkdir()
+    run_qgis_process(
+        "run",
+        "povmap:target",
+        "--",
+        f"PREDICTIONS={inputs / os.path.basename(pristine['predictions'])}",
+        f"POPULATION={inputs / os.path.basename(pristine['population'])}",
+        "BUDGET_UNIT=share_of_people",
+        "BUDGET=0.3",
+        f"OUTPUT={output / 't.gpkg'}",
+        f"ALLOCATION={output / 't.csv'}",
+        f"REPORT={output / 't.html'}",
+    )
+    assert (output / "t.gpkg").exists()
+    assert digests([str(inputs)]) == before, sorted(os.listdir(inputs))
+
+
+def test_only_a_qgis_process_run_of_a_povmap_algorithm_switches_gdal_sidecars_off():
+    from osgeo import gdal
+
+    from povmap_qgis.processing.inputs import no_gdal_sidecars_in_a_qgis_process_run
+
+    previous = gdal.GetConfigOption("GDAL_PAM_ENABLED")
+    try:
+        for arguments in (
+            ["/usr/bin/qgis", "run", "povmap:target"],  # the desktop
+            ["/usr/bin/qgis_process.bin", "run", "native:buffer", "--", "INPUT=a.gpkg"],
+            ["/usr/bin/qgis_process.bin", "help", "povmap:target"],
+            ["/usr/bin/qgis_process.bin", "run"],
+            [],
+        ):
+            assert not no_gdal_sidecars_in_a_qgis_process_run(arguments), arguments
+            assert gdal.GetConfigOption("GDAL_PAM_ENABLED") == previous
+        arguments = ["/usr/bin/qgis_process.bin", "--json", "run", "povmap:target", "--", "X=1"]
+        assert no_gdal_sidecars_in_a_qgis_process_run(arguments)
+        assert gdal.GetConfigOption("GDAL_PAM_ENABLED") == "NO"
+    finally:
+        gdal.SetConfigOption("GDAL_PAM_ENABLED", previous)

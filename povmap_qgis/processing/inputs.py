@@ -186,6 +186,32 @@ def no_gdal_sidecars():
         gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", previous)
 
 
+def no_gdal_sidecars_in_a_qgis_process_run(arguments):
+    """GDAL's NAME.aux.xml off for the whole process when it is ``qgis_process run povmap:…``.
+
+    qgis_process opens a run's input rasters itself, before any of the algorithm's code (so
+    ``no_gdal_sidecars`` cannot reach them), and closes them as it exits — when GDAL writes
+    the statistics QGIS computed on opening them into a file beside the user's raster. Such
+    a process runs one povmap algorithm and ends, so the setting is its alone: other
+    qgis_process runs and the desktop keep GDAL's. ``arguments``: the application's command
+    line. Returns whether it was set.
+    """
+    arguments = [str(argument) for argument in arguments]
+    if not arguments or not os.path.basename(arguments[0]).startswith("qgis_process"):
+        return False
+    if "run" not in arguments[1:]:
+        return False
+    algorithm = arguments.index("run", 1) + 1
+    if algorithm >= len(arguments) or not arguments[algorithm].startswith("povmap:"):
+        return False
+    try:
+        from osgeo import gdal
+    except ImportError:  # no GDAL bindings: nothing to switch
+        return False
+    gdal.SetConfigOption("GDAL_PAM_ENABLED", "NO")
+    return True
+
+
 def _file_read_in_place(layer):
     """(path, layer name) when the worker can read the layer's own file as QGIS shows it, else None.
 
