@@ -37,6 +37,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench_stacking import add_case_arguments, case_files, crossvalidate_case  # noqa: E402 (after sys.path)
+
 MINIMUM_BIN = 30  # cells in a fold's bin for its coverage to be judged (the rule)
 MARGIN = 0.05  # within 5 points of nominal
 
@@ -84,30 +86,20 @@ def mark(value, nominal, wide=False):
     return f"{value:.1%}"
 
 
-def one_run(arguments, grid, chips, seed):
+def one_run(arguments, files, seed):
     import geopandas
     import pyogrio
 
-    from povmap_qgis.core.progress import Reporter
-    from povmap_qgis.core.validation.crossvalidation import CrossValidateOptions, crossvalidate
-
-    output = os.path.join(arguments.out, f"cv-{seed}.gpkg")
     started = time.monotonic()
-    summary = crossvalidate(
-        CrossValidateOptions(
-            chips_path=chips,
-            grid_path=grid,
-            metrics_path=os.path.join(arguments.out, f"cv-{seed}.json"),
-            output_grid_path=output,
-            members=arguments.members.split(","),
-            folds=arguments.folds,
-            epochs=arguments.epochs,
-            seed=seed,
-            stacking=arguments.stacking,
-            nominal=arguments.nominal,
-        ),
-        Reporter(),
+    summary = crossvalidate_case(
+        arguments,
+        files,
+        str(seed),
+        seed=seed,
+        stacking=arguments.stacking,
+        nominal=arguments.nominal,
     )
+    output = os.path.join(arguments.out, f"cv-{seed}.gpkg")
     cells = geopandas.read_file(output, layer=pyogrio.list_layers(output)[0][0], engine="pyogrio")
     found = summary["interval_coverage"]
     bins = fold_bins(cells)
@@ -201,26 +193,16 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--members", default="compact_cnn,compact_wide")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--folds", type=int, default=3)
+    add_case_arguments(parser, "compact_cnn,compact_wide", "/tmp/bench-intervals")
     parser.add_argument("--stacking", default="off", choices=("nested", "validation", "off"))
     parser.add_argument("--nominal", type=float, default=0.9)
     parser.add_argument("--seeds", default="1-7", help="e.g. 1-7 or 0,2,5")
-    parser.add_argument("--grid")
-    parser.add_argument("--chips")
-    parser.add_argument("--out", default="/tmp/bench-intervals")
     arguments = parser.parse_args()
 
-    os.makedirs(arguments.out, exist_ok=True)
-    grid, chips = arguments.grid, arguments.chips
-    if not grid:
-        from bench_stacking import dim_lights
-
-        grid, chips = dim_lights(arguments.out)
+    files = case_files(arguments)
     runs = []
     for seed in seeds_of(arguments.seeds):
-        run = one_run(arguments, grid, chips, seed)
+        run = one_run(arguments, files, seed)
         runs.append(run)
         print(json.dumps(run), flush=True)
     found = summarise(runs, arguments.nominal)

@@ -41,44 +41,60 @@ def dim_lights(folder):
     return case["grid"], chips
 
 
+def add_case_arguments(parser, members, out):
+    """The cross-validation case a benchmark runs: --members, --epochs, --folds, --grid and
+    --chips (default: the dim-lights case), --out (its folder)."""
+    parser.add_argument("--members", default=members)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--grid")
+    parser.add_argument("--chips")
+    parser.add_argument("--out", default=out)
+
+
+def case_files(arguments):
+    """(grid, chip store) of the case: --grid and --chips, or the dim-lights case made in --out."""
+    os.makedirs(arguments.out, exist_ok=True)
+    if arguments.grid:
+        return arguments.grid, arguments.chips
+    return dim_lights(arguments.out)
+
+
+def crossvalidate_case(arguments, files, name, **settings):
+    """povmap:crossvalidate's core step on the case (``files``: grid, chip store), writing
+    OUT/cv-NAME.json and OUT/cv-NAME.gpkg; ``settings``: seed, stacking, ... Returns its summary."""
+    from povmap_qgis.core.progress import Reporter
+    from povmap_qgis.core.validation.crossvalidation import CrossValidateOptions, crossvalidate
+
+    grid, chips = files
+    return crossvalidate(
+        CrossValidateOptions(
+            chips_path=chips,
+            grid_path=grid,
+            metrics_path=os.path.join(arguments.out, f"cv-{name}.json"),
+            output_grid_path=os.path.join(arguments.out, f"cv-{name}.gpkg"),
+            members=arguments.members.split(","),
+            folds=arguments.folds,
+            epochs=arguments.epochs,
+            **settings,
+        ),
+        Reporter(),
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--members", default="compact_cnn,stats_gbm")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--folds", type=int, default=3)
+    add_case_arguments(parser, "compact_cnn,stats_gbm", "/tmp/bench-stacking")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", default="nested,validation,off")
-    parser.add_argument("--grid")
-    parser.add_argument("--chips")
-    parser.add_argument("--out", default="/tmp/bench-stacking")
     arguments = parser.parse_args()
 
-    from povmap_qgis.core.progress import Reporter
-    from povmap_qgis.core.validation.crossvalidation import CrossValidateOptions, crossvalidate
-
-    os.makedirs(arguments.out, exist_ok=True)
-    grid, chips = arguments.grid, arguments.chips
-    if not grid:
-        grid, chips = dim_lights(arguments.out)
-    members = arguments.members.split(",")
+    files = case_files(arguments)
     for mode in arguments.modes.split(","):
         started = time.monotonic()
-        summary = crossvalidate(
-            CrossValidateOptions(
-                chips_path=chips,
-                grid_path=grid,
-                metrics_path=os.path.join(arguments.out, f"cv-{mode}.json"),
-                output_grid_path=os.path.join(arguments.out, f"cv-{mode}.gpkg"),
-                members=members,
-                folds=arguments.folds,
-                epochs=arguments.epochs,
-                seed=arguments.seed,
-                stacking=mode,
-            ),
-            Reporter(),
-        )
+        summary = crossvalidate_case(arguments, files, mode, seed=arguments.seed, stacking=mode)
         pooled = summary["pooled"]
         stacking = summary["stacking"]
         print(
