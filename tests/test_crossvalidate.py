@@ -292,7 +292,7 @@ def test_cancel_within_a_fold_stops_and_writes_nothing(night_chips, crossvalidat
     from qgis.core import QgsProcessingException
 
     parameters = parameters_for(night_chips, "cancelled")
-    parameters["EPOCHS"] = 40
+    parameters["EPOCHS"] = 10
     feedback = CapturingFeedback(cancel_at_progress=36)  # early in fold 2 of 3 (it spans 34–64 %)
     with pytest.raises(QgsProcessingException, match="Cancelled"):
         run_algorithm("povmap:crossvalidate", parameters, feedback)
