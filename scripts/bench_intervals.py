@@ -37,7 +37,12 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench_stacking import add_case_arguments, case_files, crossvalidate_case  # noqa: E402 (after sys.path)
+from bench_stacking import (  # noqa: E402 (after sys.path)
+    add_case_arguments,
+    case_files,
+    case_outputs,
+    crossvalidate_case,
+)
 
 MINIMUM_BIN = 30  # cells in a fold's bin for its coverage to be judged (the issue's rule)
 MARGIN = 0.05  # within 5 points of nominal
@@ -56,7 +61,9 @@ def fold_bins(cells, minimum=MINIMUM_BIN):
     share of its cells whose prob_low–prob_high holds it (pandas, from the output grid)."""
     import numpy as np
 
-    bins = np.clip(np.floor(cells["prob_mean"].to_numpy() * 10), 0, 9).astype(int)
+    from povmap_qgis.core.model.calibration import BINS
+
+    bins = np.clip(np.floor(cells["prob_mean"].to_numpy() * BINS), 0, BINS - 1).astype(int)
     frame = cells.assign(bin=bins, label=cells["label"].astype(float))
     rows = []
     for (fold, number), group in frame.groupby(["fold", "bin"]):
@@ -67,7 +74,7 @@ def fold_bins(cells, minimum=MINIMUM_BIN):
         rows.append(
             {
                 "fold": int(fold),
-                "bin": f"{number / 10:.1f}–{(number + 1) / 10:.1f}",
+                "bin": f"{number / BINS:.1f}–{(number + 1) / BINS:.1f}",
                 "cells": len(group),
                 "observed": round(float(observed), 3),
                 "covered": round(float(held.mean()), 3),
@@ -87,7 +94,6 @@ def mark(value, nominal, wide=False):
 
 
 def one_run(arguments, files, seed):
-    import geopandas
     import pyogrio
 
     started = time.monotonic()
@@ -99,8 +105,13 @@ def one_run(arguments, files, seed):
         stacking=arguments.stacking,
         nominal=arguments.nominal,
     )
-    output = os.path.join(arguments.out, f"cv-{seed}.gpkg")
-    cells = geopandas.read_file(output, layer=pyogrio.list_layers(output)[0][0], engine="pyogrio")
+    _, output = case_outputs(arguments, str(seed))
+    cells = pyogrio.read_dataframe(
+        output,
+        layer=pyogrio.list_layers(output)[0][0],
+        columns=["fold", "label", "prob_mean", "prob_low", "prob_high"],
+        read_geometry=False,
+    )
     found = summary["interval_coverage"]
     bins = fold_bins(cells)
     return {

@@ -60,6 +60,14 @@ def case_files(arguments):
     return dim_lights(arguments.out)
 
 
+def case_outputs(arguments, name):
+    """(metrics JSON, output grid) of the case's run NAME: OUT/cv-NAME.json, OUT/cv-NAME.gpkg."""
+    return (
+        os.path.join(arguments.out, f"cv-{name}.json"),
+        os.path.join(arguments.out, f"cv-{name}.gpkg"),
+    )
+
+
 def crossvalidate_case(arguments, files, name, **settings):
     """povmap:crossvalidate's core step on the case (``files``: grid, chip store), writing
     OUT/cv-NAME.json and OUT/cv-NAME.gpkg; ``settings``: seed, stacking, ... Returns its summary."""
@@ -67,12 +75,13 @@ def crossvalidate_case(arguments, files, name, **settings):
     from povmap_qgis.core.validation.crossvalidation import CrossValidateOptions, crossvalidate
 
     grid, chips = files
+    metrics, output_grid = case_outputs(arguments, name)
     return crossvalidate(
         CrossValidateOptions(
             chips_path=chips,
             grid_path=grid,
-            metrics_path=os.path.join(arguments.out, f"cv-{name}.json"),
-            output_grid_path=os.path.join(arguments.out, f"cv-{name}.gpkg"),
+            metrics_path=metrics,
+            output_grid_path=output_grid,
             members=arguments.members.split(","),
             folds=arguments.folds,
             epochs=arguments.epochs,
