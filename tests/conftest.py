@@ -8,6 +8,7 @@ build/ is then put first on sys.path: ``import povmap_qgis`` is the built copy.
 
 import ast
 import faulthandler
+import fcntl
 import glob
 import hashlib
 import importlib.util
@@ -15,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -129,9 +131,13 @@ def _sample(size):
         with open(path, "rb") as handle:
             digest.update(handle.read())
     folder = os.path.join(CACHE_DIR, f"{size}-{digest.hexdigest()[:12]}")
-    if not os.path.isfile(os.path.join(folder, "synthetic_sample_metadata.json")):
-        command = [sys.executable, generator_files[0], "--size", size, "--out", folder]
-        subprocess.run(command + ["--quiet", "--no-check", "--sae"], check=True)
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    # One generator at a time: parallel test processes (pytest -n) share the cache.
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isfile(os.path.join(folder, "synthetic_sample_metadata.json")):
+            command = [sys.executable, generator_files[0], "--size", size, "--out", folder]
+            subprocess.run(command + ["--quiet", "--no-check", "--sae"], check=True)
     return folder
 
 
@@ -252,6 +258,22 @@ def tiny_predictions(tiny_chips, tmp_path_factory):
         },
     )
     return output
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_system_temp_folder(tmp_path_factory):
+    """The system temp folder of this test process and what it starts: one of pytest's own.
+
+    Runs' private folders (``core.run_folders.exports_root``, households copied for the
+    worker) live under it, so the tests that list them see their own process's runs only,
+    also when scripts/test runs test files in parallel processes (pytest -n), and nothing
+    the suite makes is left in the machine's /tmp.
+    """
+    folder = str(tmp_path_factory.mktemp("system-temp"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", folder)
+        patch.setattr(tempfile, "tempdir", folder)
+        yield folder
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -34,3 +34,12 @@ def need_spark():
         missing("PySpark is not installed (scripts/setup --no-spark)", allow_module_level=True)
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
         missing("no Java runtime (scripts/setup --no-spark)", allow_module_level=True)
+
+
+def xvfb_run(screen):
+    """``xvfb-run`` with a free display number of its own: the search starts at 99, and 20 further
+    for each parallel test process (pytest -n worker gwK), so that two QGIS desktops started at
+    the same moment never pick the same display (``-a`` alone checks, then takes: a race)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    first = 99 + 20 * int(worker.removeprefix("gw") or 0)
+    return ["xvfb-run", "-a", "-n", str(first), "-s", f"-screen 0 {screen}"]

@@ -30,7 +30,7 @@ import pytest
 from conftest import INSTALLED_PLUGIN, ROOT
 from qgis.PyQt.QtGui import QImage
 from report_checks import pixels_of
-from required_tools import missing
+from required_tools import missing, xvfb_run
 
 pytestmark = pytest.mark.slow
 
@@ -94,10 +94,7 @@ def desktop(tiny_sample, tmp_path_factory):
         POVMAP_TRACKING="off",
     )
     command = [
-        "xvfb-run",
-        "-a",
-        "-s",
-        f"-screen 0 {SCREEN}",
+        *xvfb_run(SCREEN),
         "qgis",
         "--nologo",
         "--noversioncheck",

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 from conftest import INSTALLED_PLUGIN
+from required_tools import xvfb_run
 from test_desktop import PROFILE_SETTINGS, SCREEN, _missing_tools
 from test_verification import prediction_frame
 
@@ -63,10 +64,7 @@ def test_field_project_form_in_the_qgis_desktop(tmp_path, qgis_app):
     for name in ("QT_QPA_PLATFORM", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH"):
         environment.pop(name, None)
     command = [
-        "xvfb-run",
-        "-a",
-        "-s",
-        f"-screen 0 {SCREEN}",
+        *xvfb_run(SCREEN),
         "qgis",
         "--nologo",
         "--noversioncheck",
