@@ -1,11 +1,16 @@
 """Output layers are named after what they hold, where and from which model ("Predictions —
 Kotlani (demo_compact)"), as the Processing dialog loads them; reports name their inputs by
-the names they have in the project, never by a temporary file's "OUTPUT"."""
+the names they have in the project, never by a temporary file's "OUTPUT".
+
+With QGIS's Processing option "Prefer filename as layer name" as it comes (on), for files
+outside the system temp folder, as a user's are (the tests' own temp folder is not pytest's,
+tests/conftest.py): before the names were given after loading, each layer was its file's name."""
 
 import os
 
 import pytest
-from qgis.core import QgsProject, QgsVectorLayer
+from qgis.core import QgsProject, QgsSettings, QgsVectorLayer
+from qgis.PyQt.QtCore import QDir
 
 from povmap_qgis.processing.layer_names import layer_title, model_label
 
@@ -38,6 +43,9 @@ def test_two_runs_give_two_layers_named_after_their_districts(
     import pyogrio
     from processing.tools.general import runAndLoadResults
 
+    prefer_file_name = "Processing/Configuration/PREFER_FILENAME_AS_LAYER_NAME"
+    assert QgsSettings().value(prefer_file_name, True, type=bool)
+    assert not str(tmp_path).startswith(QDir.tempPath())  # QGIS would name a temp file as asked
     districts = os.path.join(tiny_sample, "synthetic_districts.gpkg")
     names = set(pyogrio.read_dataframe(districts, read_geometry=False)["name"])
     assert len(names) > 3  # more than three: counted, not listed

@@ -58,13 +58,16 @@ _ALIVE: dict = {}
 
 
 class OutputStyler(QgsProcessingLayerPostProcessorInterface):
-    """Loads the styles of a povmap output onto the layer Processing has just loaded."""
+    """Names and styles a povmap output as Processing loads it (``title``: its povmap name)."""
 
     def __init__(self, fallback=()):
         super().__init__()
         self.fallback = list(fallback)
+        self.title = None
 
     def postProcessLayer(self, layer, context, feedback):
+        if self.title:
+            layer.setName(self.title)
         try:
             styles = (
                 carried_styles(layer) or database_styles(layer) or fallback_styles(self.fallback)
@@ -90,11 +93,25 @@ def style_on_load(algorithm_id, name, path, context):
 
 
 def name_on_load(path, context, layer_name):
-    """The name Processing gives output ``path`` when it loads it (unless the user's Processing
-    option "use the file name as layer name" is on: QGIS applies it to this name)."""
+    """The name output ``path`` gets when Processing loads it.
+
+    Processing's option "Prefer filename as layer name" (on unless the user turns it off)
+    replaces the name a plugin gives with the file's name, except for a file in the system
+    temp folder: two runs' ``predictions.gpkg`` in two folders would load as two layers
+    called "predictions". The post-processor gives the layer its povmap name after that (what
+    ``forceName`` of later QGIS versions does); the file stays in the layer's source.
+    """
     key = _load_key(path, context)
-    if key is not None and layer_name:
-        context.layerToLoadOnCompletionDetails(key).name = layer_name
+    if key is None or not layer_name:
+        return
+    details = context.layerToLoadOnCompletionDetails(key)
+    details.name = layer_name
+    styler = _ALIVE.get(key)
+    if styler is None or details.postProcessor() is not styler:
+        styler = OutputStyler()
+        _ALIVE[key] = styler
+        details.setPostProcessor(styler)
+    styler.title = layer_name
 
 
 def _load_key(path, context):
