@@ -10,7 +10,11 @@ intervals") beside the members'-spread interval's:
 - fold-bins: each fold's reliability bin of 30+ cells on its own (the issue's "per bin
   where bins hold ≥ 30 cells"), recomputed here from the output grid with pandas;
 - districts: share of districts whose mean interval holds their observed share poor;
-- the mean width of the interval and of the members'-spread interval.
+- the mean width of the interval and of the members'-spread interval;
+- how wide it would have to be: every cell's interval scaled about its calibrated logit by
+  a factor (0.8–2), the fold-bins then held and the mean width — the issue's "no wider than
+  it needs to be" as a curve (a factor below 1 that holds as many bins: wider than needed;
+  bins held only well above 1: holding them costs that width everywhere).
 A figure more than 5 points below nominal is marked SHORT; the cells' figure more than 5
 above, WIDE (a fold-bin's coverage is nearly always 0 or 100 %: all its cells' intervals
 hold its share poor or none do, so bins are judged by how many of them are held).
@@ -46,6 +50,7 @@ from bench_stacking import (  # noqa: E402 (after sys.path)
 
 MINIMUM_BIN = 30  # cells in a fold's bin for its coverage to be judged (the issue's rule)
 MARGIN = 0.05  # within 5 points of nominal
+FACTORS = (0.8, 0.9, 1.0, 1.25, 1.5, 2.0)  # the widening curve's scalings of the logit half-widths
 
 
 def seeds_of(text):
@@ -81,6 +86,42 @@ def fold_bins(cells, minimum=MINIMUM_BIN):
             }
         )
     return rows
+
+
+def widening_curve(cells, nominal, factors=FACTORS, minimum=MINIMUM_BIN):
+    """For each factor: the fold-bins of ``minimum``+ cells held within 5 points of nominal, and
+    the mean width, with each cell's interval scaled about its calibrated logit by the factor
+    (logit(prob_low), logit(prob_high) moved that many times their distance from
+    logit(prob_mean); a bound at 0 or 1 stays there)."""
+    import numpy as np
+    from scipy.special import expit, logit
+
+    from povmap_qgis.core.model.calibration import BINS
+
+    with np.errstate(divide="ignore"):
+        centre = logit(cells["prob_mean"].to_numpy(dtype="float64"))
+        below = centre - logit(cells["prob_low"].to_numpy(dtype="float64"))
+        above = logit(cells["prob_high"].to_numpy(dtype="float64")) - centre
+    bins = np.clip(np.floor(cells["prob_mean"].to_numpy() * BINS), 0, BINS - 1).astype(int)
+    groups = cells.assign(bin=bins, label=cells["label"].astype(float)).groupby(["fold", "bin"])
+    judged = [index for index in groups.indices.values() if len(index) >= minimum]
+    curve = []
+    for factor in factors:
+        low, high = expit(centre - factor * below), expit(centre + factor * above)
+        held = 0
+        for index in judged:
+            observed = cells["label"].to_numpy(dtype="float64")[index].mean()
+            covered = ((low[index] <= observed) & (observed <= high[index])).mean()
+            held += bool(covered >= nominal - MARGIN)
+        curve.append(
+            {
+                "factor": factor,
+                "fold_bins_within": held,
+                "fold_bins": len(judged),
+                "mean_width": float(np.mean(high - low)),
+            }
+        )
+    return curve
 
 
 def mark(value, nominal, wide=False):
@@ -126,6 +167,7 @@ def one_run(arguments, files, seed):
         "spread_districts": found["spread"]["district_coverage"],
         "spread_width": found["spread"]["mean_width"],
         "fold_bins": bins,
+        "widening": widening_curve(cells, arguments.nominal),
     }
 
 
@@ -141,6 +183,15 @@ def summarise(runs, nominal):
         }
 
     every_bin = [row for run in runs for row in run["fold_bins"]]
+    widening = [
+        {
+            "factor": points[0]["factor"],
+            "fold_bins_within": sum(point["fold_bins_within"] for point in points),
+            "fold_bins": sum(point["fold_bins"] for point in points),
+            "mean_width": float(np.mean([point["mean_width"] for point in points])),
+        }
+        for points in zip(*(run["widening"] for run in runs), strict=True)
+    ]
     by_bin = {}
     for row in every_bin:
         by_bin.setdefault(row["bin"], []).append(row["covered"])
@@ -165,6 +216,7 @@ def summarise(runs, nominal):
             name: {"fold_bins": len(values), "mean": float(np.mean(values))}
             for name, values in sorted(by_bin.items())
         },
+        "widening": widening,
     }
 
 
@@ -197,6 +249,12 @@ def print_summary(found):
         print(
             f"    bin {name}: {mark(value['mean'], nominal)} of the cells on average over "
             f"{value['fold_bins']} fold-bins"
+        )
+    print("  every interval scaled about its calibrated logit (fold-bins held; mean width):")
+    for point in found["widening"]:
+        print(
+            f"    × {point['factor']:.2f}: {point['fold_bins_within']} of {point['fold_bins']}; "
+            f"{point['mean_width']:.2f}"
         )
 
 
