@@ -69,12 +69,13 @@ Without districts (fewer than ``MIN_DISTRICTS`` with ``MIN_DISTRICT_CELLS``
 validation cells each) the jackknife is over ``PSEUDO_GROUPS`` random groups of
 cells, and τ² is still the posterior mean: from the offsets of the one or two
 districts there are (against the calibration fitted on all the cells) and the
-prior, or from the prior alone (E[τ²] = ``TAU_PRIOR_SCALE``², 0.25) without
-any, σ²_slope likewise — the interval claims a district the model may never have
-seen, and with no evidence on how districts differ it keeps the prior's (version 2 set τ² = 0
-there: on the dim-lights case, three districts of which two validate each fold,
-the lowest reliability bin was then held by 75 % of its cells for a nominal
-90 %). The note says which. Without a usable calibration there is no interval rule
+prior, or from the prior alone (E[τ²] = ``FEW_DISTRICTS_TAU_PRIOR_SCALE``², 1.0)
+without any, σ²_slope likewise — the interval claims a district the model may never
+have seen, and with no evidence on how districts differ it keeps the prior's (version 2
+set τ² = 0 there: on the dim-lights case, three districts of which two validate each
+fold, the lowest reliability bin was then held by 75 % of its cells for a nominal
+90 %); since version 5 with the conservative scales (``FEW_DISTRICTS_...``). The note
+says which. Without a usable calibration there is no interval rule
 and the members' spread is kept (``spread_interval``), as in packages from
 before this rule, which the log says.
 
@@ -106,16 +107,23 @@ from . import calibration
 from .training_settings import DEFAULT_NOMINAL, INTERVAL_METHOD, NOMINAL_RANGE
 
 METHOD = INTERVAL_METHOD
+# 5: fewer than MIN_DISTRICTS validation districts: the conservative priors (FEW_DISTRICTS_...);
 # 4: districts' slopes differ too (σ²_slope), and a cell's interval holds its reliability bin's;
 # 3: τ² also with fewer than MIN_DISTRICTS districts (the prior and the districts there are);
 # 2: τ² the posterior mean under a half-normal prior (0 with fewer districts); 1: DerSimonian–Laird
-METHOD_VERSION = 4
+METHOD_VERSION = 5
 TAU_PRIOR_SCALE = (
     0.5  # half-normal prior scale of τ, logit scale (Röver et al. 2021: weakly informative)
 )
 # half-normal prior scale of σ_slope, the relative shift of a district's calibration slope: a
 # district's slope within about ±50 % (two scales) of the average unless its cells say more
 SLOPE_PRIOR_SCALE = 0.25
+# Fewer than MIN_DISTRICTS validation districts cannot show how districts differ: the priors
+# alone set the allowance, at the conservative scale (1.0 beside the weakly informative 0.5;
+# Friede et al. 2017), the slope's doubled too. Three simulated districts differing by τ = 0.6:
+# cells per bin 75 % -> 91 % of 90 %; not differing: 94 % -> 98 % (tests/test_intervals.py).
+FEW_DISTRICTS_TAU_PRIOR_SCALE = 1.0
+FEW_DISTRICTS_SLOPE_PRIOR_SCALE = 0.5
 _SHIFT_RIDGE = 1.0  # N(0, 1) on a district's (offset, slope shift): finite with no poor cell
 _TAU_GRID_POINTS = 4001
 SPREAD_METHOD = "members-spread"  # the rule of packages from before METHOD
@@ -302,10 +310,15 @@ def fit_interval(
         not by_district
     ):  # how districts differ: the prior, and the offsets of the districts there are
         offsets, variances, slopes = _district_offsets(eta, labels, districts, centre)
+    tau_scale, slope_scale = (
+        (TAU_PRIOR_SCALE, SLOPE_PRIOR_SCALE)
+        if by_district
+        else (FEW_DISTRICTS_TAU_PRIOR_SCALE, FEW_DISTRICTS_SLOPE_PRIOR_SCALE)
+    )
     tau2_dl = dersimonian_laird(offsets, variances) if len(offsets) > 1 else 0.0
-    tau2 = posterior_tau2(offsets, variances)
+    tau2 = posterior_tau2(offsets, variances, tau_scale)
     slope_var = posterior_tau2(
-        [slope for slope, _ in slopes], [variance for _, variance in slopes], SLOPE_PRIOR_SCALE
+        [slope for slope, _ in slopes], [variance for _, variance in slopes], slope_scale
     )
     quantile = float(student.ppf((1 + nominal) / 2, max(count - 1, 1)))
     tau_quantile = _z(nominal)
@@ -319,10 +332,10 @@ def fit_interval(
         "covariance": [[float(value) for value in row] for row in covariance],
         "tau2": float(tau2),
         "tau2_dersimonian_laird": float(tau2_dl),
-        "tau_prior": {"distribution": "half-normal", "scale": TAU_PRIOR_SCALE},
+        "tau_prior": {"distribution": "half-normal", "scale": tau_scale},
         "slope_var": float(slope_var),
         "slope_centre": centre,
-        "slope_prior": {"distribution": "half-normal", "scale": SLOPE_PRIOR_SCALE},
+        "slope_prior": {"distribution": "half-normal", "scale": slope_scale},
         "bin_half_widths": bins,
         "groups": count,
         "grouped_by": "district" if by_district else "random cells",
@@ -339,7 +352,8 @@ def fit_interval(
         rule["note"] = (
             f"fewer than {MIN_DISTRICTS} districts with {MIN_DISTRICT_CELLS}+ validation cells: "
             "the calibration's uncertainty from random groups of cells, and how districts "
-            f"differ (τ² = {tau2:.3f}, σ²_slope = {slope_var:.3f}) from {evidence}"
+            f"differ (τ² = {tau2:.3f}, σ²_slope = {slope_var:.3f}) from {evidence} "
+            f"(conservative half-normal priors: τ scale {tau_scale}, σ_slope scale {slope_scale})"
         )
     return rule
 
