@@ -61,15 +61,22 @@ def seeds_of(text):
     return [int(part) for part in text.split(",")]
 
 
-def fold_bins(cells, minimum=MINIMUM_BIN):
-    """Each (fold, reliability bin) of ``minimum``+ cells: its cells, observed share poor and the
-    share of its cells whose prob_low–prob_high holds it (pandas, from the output grid)."""
+def binned(cells):
+    """The output grid's cells with their reliability bin of prob_mean (``bin``) and a float label."""
     import numpy as np
 
     from povmap_qgis.core.model.calibration import BINS
 
     bins = np.clip(np.floor(cells["prob_mean"].to_numpy() * BINS), 0, BINS - 1).astype(int)
-    frame = cells.assign(bin=bins, label=cells["label"].astype(float))
+    return cells.assign(bin=bins, label=cells["label"].astype(float))
+
+
+def fold_bins(cells, minimum=MINIMUM_BIN):
+    """Each (fold, reliability bin) of ``minimum``+ cells: its cells, observed share poor and the
+    share of its cells whose prob_low–prob_high holds it (pandas, from the output grid)."""
+    from povmap_qgis.core.model.calibration import BINS
+
+    frame = binned(cells)
     rows = []
     for (fold, number), group in frame.groupby(["fold", "bin"]):
         if len(group) < minimum:
@@ -96,22 +103,22 @@ def widening_curve(cells, nominal, factors=FACTORS, minimum=MINIMUM_BIN):
     import numpy as np
     from scipy.special import expit, logit
 
-    from povmap_qgis.core.model.calibration import BINS
-
     with np.errstate(divide="ignore"):
         centre = logit(cells["prob_mean"].to_numpy(dtype="float64"))
         below = centre - logit(cells["prob_low"].to_numpy(dtype="float64"))
         above = logit(cells["prob_high"].to_numpy(dtype="float64")) - centre
-    bins = np.clip(np.floor(cells["prob_mean"].to_numpy() * BINS), 0, BINS - 1).astype(int)
-    groups = cells.assign(bin=bins, label=cells["label"].astype(float)).groupby(["fold", "bin"])
-    judged = [index for index in groups.indices.values() if len(index) >= minimum]
+    frame = binned(cells)
+    labels = frame["label"].to_numpy()
+    judged = [
+        index for index in frame.groupby(["fold", "bin"]).indices.values() if len(index) >= minimum
+    ]
+    observed = [labels[index].mean() for index in judged]
     curve = []
     for factor in factors:
         low, high = expit(centre - factor * below), expit(centre + factor * above)
         held = 0
-        for index in judged:
-            observed = cells["label"].to_numpy(dtype="float64")[index].mean()
-            covered = ((low[index] <= observed) & (observed <= high[index])).mean()
+        for index, share in zip(judged, observed, strict=True):
+            covered = ((low[index] <= share) & (share <= high[index])).mean()
             held += bool(covered >= nominal - MARGIN)
         curve.append(
             {
